@@ -1,0 +1,197 @@
+"""Compile a FlowSpec into one LangChain Runnable: sequences stay sequences, fan-out runs in parallel, fan-in keys."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.runnables import Runnable, RunnableLambda, RunnableParallel, RunnablePassthrough
+from pydantic import ValidationError
+
+from gitops_flow import secretrefs
+from gitops_flow.components import BuildContext, ComponentRegistry
+from gitops_flow.exceptions import BuildError
+from gitops_flow.graph import FlowGraph, analyse
+from gitops_flow.history import HistoryStore, MemoryHistoryStore, WithHistory
+from gitops_flow.problems import Problem, json_path
+from gitops_flow.spec import FlowSpec, NodeSpec
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltFlow:
+    """A flow ready to run: the runnable plus what the build noticed (placeholders used, providers missing)."""
+
+    spec: FlowSpec
+    runnable: Runnable[Any, Any]
+    graph: FlowGraph
+    notes: tuple[Problem, ...] = field(default=())
+
+
+def build_flow(
+    spec: FlowSpec,
+    registry: ComponentRegistry,
+    *,
+    secrets: Mapping[str, str] | None = None,
+    history: HistoryStore | None = None,
+    fakes: Mapping[str, Sequence[str]] | None = None,
+    dry_run: bool = False,
+) -> BuiltFlow:
+    """Build ``spec``; raises BuildError (with the node's path) on the first node that cannot be built.
+
+    ``dry_run`` builds without any secret or provider package (placeholders stand in, and ``notes`` say so).
+    ``fakes`` replaces the named model nodes with fake models answering those responses (``gitops-flow test``).
+    Nothing is invoked: building never calls a model, reads a file or touches the network.
+    """
+    graph, problems = analyse(spec)
+    if graph is None:
+        first = problems[0]
+        raise BuildError(first.message, path=first.path, code=first.code)
+    notes: list[Problem] = []
+    runnables = {
+        node.id: _build_node(spec, index, registry, secrets or {}, fakes or {}, dry_run, notes)
+        for index, node in enumerate(spec.nodes)
+    }
+    runnable = _compile(graph, runnables)
+    memory = [(i, n) for i, n in enumerate(spec.nodes) if registry.get(n.component).kind == "memory"]
+    if memory:
+        if history is None and not dry_run:
+            raise BuildError("this flow keeps chat history, but no history store was given", code="no-history-store")
+        runnable = _with_history(runnable, graph, memory, history or MemoryHistoryStore())
+    return BuiltFlow(spec=spec, runnable=runnable.with_config(run_name=spec.name), graph=graph, notes=tuple(notes))
+
+
+def _build_node(
+    spec: FlowSpec,
+    index: int,
+    registry: ComponentRegistry,
+    secrets: Mapping[str, str],
+    fakes: Mapping[str, Sequence[str]],
+    dry_run: bool,
+    notes: list[Problem],
+) -> Runnable[Any, Any]:
+    node = spec.nodes[index]
+    where = ("nodes", index)
+    try:
+        component = registry.get(node.component)
+    except BuildError as exc:
+        raise BuildError(str(exc), path=json_path([*where, "component"]), code=exc.code) from None
+    params: dict[str, Any] = dict(node.params)
+    if node.id in fakes:
+        if component.kind != "model":
+            raise BuildError(f"only model nodes can be faked; {node.id!r} is a {component.name}", path=json_path(where))
+        component, params = registry.get("FakeChatModel"), {"responses": list(fakes[node.id])}
+    missing: list[str] = []
+    try:
+        params = secretrefs.resolve(params, secrets, missing=missing if dry_run else None)
+    except KeyError as exc:
+        raise BuildError(
+            f"secret {exc.args[0]!r} is not set in the server's environment",
+            path=json_path([*where, "params"]),
+            code="missing-secret",
+        ) from None
+    for name in dict.fromkeys(missing):
+        notes.append(
+            Problem(
+                code="secret-placeholder",
+                message=f"${name} is not set here; the dry-build used a placeholder",
+                path=json_path([*where, "params"]),
+                severity="notice",
+            )
+        )
+    params, issues = registry.coerce_params(component, params)
+    if issues:
+        loc, code, message = issues[0]
+        raise BuildError(message, path=json_path([*where, "params", *loc]), code=code)
+    ctx = BuildContext(secrets=secrets, dry_run=dry_run, node_id=node.id)
+    try:
+        built = (
+            registry.factory(component)(ctx, **params) if component.builtin else registry.factory(component)(**params)
+        )
+    except BuildError as exc:
+        raise BuildError(str(exc), path=json_path([*where, "params"]), code=exc.code) from None
+    except (ValidationError, ValueError, TypeError, ImportError) as exc:
+        raise BuildError(
+            f"{component.name} could not be built: {_first_line(exc)}", path=json_path([*where, "params"])
+        ) from None
+    notes.extend(Problem(code=n.code, message=n.message, path=json_path(where), severity=n.severity) for n in ctx.notes)
+    if not isinstance(built, Runnable):
+        raise BuildError(f"{component.name} did not produce a runnable", path=json_path(where))
+    return built.with_config(run_name=node.id)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _compile(graph: FlowGraph, runnables: Mapping[str, Runnable[Any, Any]]) -> Runnable[Any, Any]:
+    """One runnable for the whole graph.
+
+    A chain compiles to a RunnableSequence. Otherwise the nodes before the graph's final chain (its *tail*) fill a
+    dict of node outputs, level by level, where nodes of one level run in parallel and every node runs once however
+    many nodes read it; the tail then runs as a sequence, so the exit streams token by token.
+    """
+    if graph.is_chain:
+        steps = [runnables[n] for n in graph.order]
+        return steps[0] if len(steps) == 1 else steps[0].pipe(*steps[1:])
+    tail = _tail(graph)
+    state: Runnable[Any, Any] = RunnableParallel({graph.entry: runnables[graph.entry]})
+    for level in _levels(graph, exclude={graph.entry, *tail}):
+        state = state | RunnablePassthrough.assign(**{n: _gather(graph, n) | runnables[n] for n in level})
+    return state | _gather(graph, tail[0]) | _sequence([runnables[n] for n in tail])
+
+
+def _tail(graph: FlowGraph) -> list[str]:
+    tail = [graph.exit]
+    while len(graph.incoming[tail[0]]) == 1:
+        parent = graph.incoming[tail[0]][0].source
+        if len(graph.outgoing[parent]) != 1 or parent == graph.entry:
+            break
+        tail.insert(0, parent)
+    return tail
+
+
+def _levels(graph: FlowGraph, exclude: set[str]) -> list[list[str]]:
+    depth: dict[str, int] = {}
+    for node in graph.order:
+        depth[node] = 1 + max((depth[e.source] for e in graph.incoming[node]), default=-1)
+    levels: dict[int, list[str]] = {}
+    for node in graph.order:
+        if node not in exclude:
+            levels.setdefault(depth[node], []).append(node)
+    return [levels[d] for d in sorted(levels)]
+
+
+def _gather(graph: FlowGraph, node: str) -> Runnable[Any, Any]:
+    """The input of ``node`` read from the dict of node outputs."""
+    edges = graph.incoming[node]
+    if len(edges) == 1:
+        return RunnableLambda(operator.itemgetter(edges[0].source), name=f"{node}.input")
+    keyed = {str(e.key): e.source for e in edges}
+    return RunnableLambda(lambda state: {k: state[src] for k, src in keyed.items()}, name=f"{node}.input")
+
+
+def _sequence(steps: list[Runnable[Any, Any]]) -> Runnable[Any, Any]:
+    return steps[0] if len(steps) == 1 else steps[0].pipe(*steps[1:])
+
+
+def _with_history(
+    runnable: Runnable[Any, Any], graph: FlowGraph, memory: list[tuple[int, NodeSpec]], store: HistoryStore
+) -> Runnable[Any, Any]:
+    index, node = memory[0]
+    if len(memory) > 1 or node.id != graph.entry:
+        raise BuildError(
+            "a flow has at most one ChatHistory node, and it must be the entry",
+            path=json_path(["nodes", index]),
+            code="history-not-entry",
+        )
+    params = node.params
+    return WithHistory(
+        runnable,
+        store,
+        input_key=str(params.get("input_key", "question")),
+        history_key=str(params.get("history_key", "history")),
+        window=int(params.get("max_messages", 50)),  # type: ignore[arg-type]
+    )

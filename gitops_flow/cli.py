@@ -1,0 +1,188 @@
+"""The `gitops-flow` command line: ``main(argv) -> exit code``; the only place that reads the environment."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TextIO
+
+import orjson
+
+from gitops_flow import __version__, report
+from gitops_flow.components import ComponentRegistry
+from gitops_flow.config import Settings
+from gitops_flow.exceptions import GitOpsFlowError
+from gitops_flow.problems import Problem
+from gitops_flow.routing import ROUTING_FILE
+from gitops_flow.spec import json_schema
+from gitops_flow.testing import CaseResult, run_flow_tests
+from gitops_flow.validate import FileReport, validate_file, validate_routing_bytes
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+WORKFLOW_PATH = Path(".github/workflows/gitops-flow.yml")
+
+
+class UsageError(Exception):
+    """The command line names something that is not there."""
+
+
+@dataclass(frozen=True, slots=True)
+class Targets:
+    """What a `validate` or `test` run checks: flow files and routing files, as the user will see them named."""
+
+    flows: tuple[Path, ...]
+    routing: tuple[Path, ...]
+
+
+def main(
+    argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None = None, out: TextIO | None = None
+) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    stdout = out or sys.stdout
+    env = os.environ if environ is None else environ
+    try:
+        settings = Settings.from_env(env, components_file=getattr(args, "components", None))
+        code: int = args.handler(args, settings, stdout)
+        return code
+    except UsageError as exc:
+        print(f"gitops-flow: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except GitOpsFlowError as exc:
+        print(f"gitops-flow: {exc}", file=sys.stderr)
+        return EXIT_PROBLEMS
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gitops-flow", description="LLM flows shipped through Git.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    for name, handler, text in (
+        ("validate", _validate, "check and dry-build flow documents and the routing file"),
+        ("test", _test, "run the flows' tests with fake models"),
+    ):
+        command = commands.add_parser(name, help=text, description=text)
+        command.add_argument("paths", nargs="*", metavar="PATH", help="flow files or folders (default: .)")
+        command.add_argument("--format", choices=report.FORMATS, default="text")
+        command.add_argument("--components", type=Path, metavar="FILE", help="operator components file (YAML)")
+        command.set_defaults(handler=handler)
+
+    schema = commands.add_parser("schema", help="print the flow document JSON Schema")
+    schema.set_defaults(handler=_schema)
+
+    components = commands.add_parser("components", help="list the components flows may use")
+    components.add_argument("--components", type=Path, metavar="FILE", help="operator components file (YAML)")
+    components.set_defaults(handler=_components)
+
+    init = commands.add_parser("init", help="add the CI workflow and an example flow to a flow repository")
+    init.add_argument("directory", nargs="?", type=Path, default=Path("."))
+    init.add_argument("--force", action="store_true", help="overwrite files that exist")
+    init.set_defaults(handler=_init)
+    return parser
+
+
+def _registry(settings: Settings) -> ComponentRegistry:
+    registry = ComponentRegistry.builtin()
+    if settings.load_entry_points:
+        registry = registry.with_entry_points()
+    if settings.components_file is not None:
+        registry = registry.with_file(settings.components_file)
+    return registry
+
+
+def collect(paths: Sequence[str]) -> Targets:
+    """Files to check. A folder with a routing file uses its ``flows_dir``; one with ``flows/`` uses that."""
+    flows: list[Path] = []
+    routing: list[Path] = []
+    for raw in paths or ["."]:
+        path = Path(raw)
+        if path.is_file():
+            (routing if path.name == ROUTING_FILE else flows).append(path)
+        elif path.is_dir():
+            if (path / ROUTING_FILE).is_file():
+                routing.append(path / ROUTING_FILE)
+            folder = path / _flows_dir(path)
+            folder = folder if folder.is_dir() else path
+            flows += sorted(folder.glob("*.json"))
+        else:
+            raise UsageError(f"{raw}: no such file or folder")
+    return Targets(tuple(dict.fromkeys(flows)), tuple(dict.fromkeys(routing)))
+
+
+def _flows_dir(root: Path) -> str:
+    routing = root / ROUTING_FILE
+    if routing.is_file():
+        config, _ = validate_routing_bytes(routing.read_bytes(), file=str(routing))
+        if config is not None:
+            return config.flows_dir
+    return "flows"
+
+
+def _check_all(targets: Targets, registry: ComponentRegistry) -> tuple[list[FileReport], list[Problem]]:
+    reports = [validate_file(path, registry) for path in targets.flows]
+    names = [r.spec.name for r in reports if r.spec is not None]
+    routing_problems: list[Problem] = []
+    for path in targets.routing:
+        routing_problems += validate_routing_bytes(path.read_bytes(), file=str(path), flow_names=names)[1]
+    return reports, routing_problems
+
+
+def _validate(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    targets = collect(args.paths)
+    reports, routing_problems = _check_all(targets, _registry(settings))
+    found = [p for r in reports for p in r.problems] + routing_problems
+    print(report.problems(found, len(reports) + len(targets.routing), args.format), file=out)
+    return EXIT_PROBLEMS if any(p.severity == "error" for p in found) else EXIT_OK
+
+
+def _test(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    registry = _registry(settings)
+    reports, routing_problems = _check_all(collect(args.paths), registry)
+    results: list[CaseResult] = []
+    for file_report in reports:
+        if file_report.ok and file_report.spec is not None:
+            results += asyncio.run(run_flow_tests(file_report.spec, registry))
+    invalid = [p for r in reports for p in r.problems] + routing_problems
+    files = {r.spec.name: r.file for r in reports if r.spec is not None}
+    print(report.results(results, invalid, files, args.format), file=out)
+    failed = any(not r.passed for r in results) or any(p.severity == "error" for p in invalid)
+    return EXIT_PROBLEMS if failed else EXIT_OK
+
+
+def _schema(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    print(orjson.dumps(json_schema(), option=orjson.OPT_INDENT_2).decode(), file=out)
+    return EXIT_OK
+
+
+def _components(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    registry = _registry(settings)
+    for name in registry.names():
+        component = registry.get(name)
+        print(f"{name:<20} {component.kind:<10} {component.description}", file=out)
+    return EXIT_OK
+
+
+def _init(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    root: Path = args.directory
+    templates = resources.files("gitops_flow") / "templates"
+    files = {
+        WORKFLOW_PATH: (templates / "github-workflow.yml").read_text().replace("__VERSION__", __version__),
+    }
+    if not (root / "flows").is_dir():
+        files[Path("flows/hello.json")] = (templates / "hello.json").read_text()
+    existing = [str(p) for p in files if (root / p).exists()]
+    if existing and not args.force:
+        raise UsageError(f"{', '.join(existing)} already exist; pass --force to overwrite")
+    for relative, text in files.items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_text(text)
+        print(f"wrote {root / relative}", file=out)
+    print("next: commit these files; pull requests now run `gitops-flow validate` and `gitops-flow test`", file=out)
+    return EXIT_OK

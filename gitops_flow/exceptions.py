@@ -1,0 +1,79 @@
+"""The whole error hierarchy of gitops-flow.
+
+    GitOpsFlowError                 base; ``retryable`` says whether trying again can help
+    ├── FlowError                   the flow document itself is wrong; retrying won't help
+    │   ├── SpecError               carries every Problem found, not just the first
+    │   └── BuildError              component not allowlisted, bad params, construction failed
+    ├── ConfigError                 operator configuration (components file, settings) is wrong
+    ├── SourceError  (retryable)    clone/fetch/auth/network; messages never carry credentials
+    ├── StoreError   (retryable)    state backend unreachable or conflicting
+    └── LookupFailed                something named by a request does not exist
+        ├── UnknownFlow
+        └── UnknownVersion
+
+Domain code raises these; only the composition roots (``cli``, ``app``) map them to exit codes and HTTP statuses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from gitops_flow.problems import Problem
+
+
+class GitOpsFlowError(Exception):
+    """Base class of every error gitops-flow raises on purpose."""
+
+    retryable: ClassVar[bool] = False
+
+
+class FlowError(GitOpsFlowError):
+    """A flow document is wrong at this commit; the same input will fail the same way."""
+
+
+class SpecError(FlowError):
+    """A flow document failed validation; ``problems`` lists every problem found."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = list(problems)
+        first = self.problems[0].describe() if self.problems else "invalid flow document"
+        more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
+        super().__init__(first + more)
+
+
+class BuildError(FlowError):
+    """A node could not be turned into a runnable: unknown component, bad params or a failing constructor."""
+
+    def __init__(self, message: str, *, path: str = "$", code: str = "build-failed") -> None:
+        super().__init__(message)
+        self.path = path
+        self.code = code
+
+
+class ConfigError(GitOpsFlowError):
+    """The operator's configuration (settings, components file) is wrong."""
+
+
+class SourceError(GitOpsFlowError):
+    """Reading the Git source failed; the message has been redacted of credentials."""
+
+    retryable = True
+
+
+class StoreError(GitOpsFlowError):
+    """The state backend is unreachable or refused a write."""
+
+    retryable = True
+
+
+class LookupFailed(GitOpsFlowError):
+    """Something a request names does not exist."""
+
+
+class UnknownFlow(LookupFailed):
+    """No live version serves a flow of that name."""
+
+
+class UnknownVersion(LookupFailed):
+    """No version matches the requested sha, short sha or ref."""

@@ -1,0 +1,192 @@
+"""FlowGraph: the shape of a flow's nodes and edges: entry, exit, order, fan-in keys; and what is wrong with it."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from gitops_flow.problems import Problem, json_path
+from gitops_flow.spec import EdgeSpec, FlowSpec
+
+
+@dataclass(frozen=True, slots=True)
+class FlowGraph:
+    """A flow's graph, checked: ``order`` is topological, ``entry`` gets the request, ``exit`` makes the response."""
+
+    entry: str
+    exit: str
+    order: tuple[str, ...]
+    incoming: dict[str, tuple[EdgeSpec, ...]]
+    outgoing: dict[str, tuple[EdgeSpec, ...]]
+
+    @property
+    def is_chain(self) -> bool:
+        return all(len(self.incoming[n]) <= 1 and len(self.outgoing[n]) <= 1 for n in self.order)
+
+
+def analyse(spec: FlowSpec) -> tuple[FlowGraph | None, list[Problem]]:
+    """The graph of ``spec`` and every problem with it; the graph is None when a problem makes it unusable."""
+    problems: list[Problem] = []
+    ids: list[str] = []
+    for index, node in enumerate(spec.nodes):
+        if node.id in ids:
+            problems.append(_problem("duplicate-id", f"node id {node.id!r} is used more than once", "nodes", index))
+        else:
+            ids.append(node.id)
+    incoming: dict[str, list[EdgeSpec]] = defaultdict(list)
+    outgoing: dict[str, list[EdgeSpec]] = defaultdict(list)
+    seen_edges: set[tuple[str, str]] = set()
+    for index, edge in enumerate(spec.edges):
+        bad = False
+        for end in ("source", "target"):
+            if getattr(edge, end) not in ids:
+                problems.append(
+                    _problem("dangling-edge", f"edge {end} {getattr(edge, end)!r} is not a node", "edges", index, end)
+                )
+                bad = True
+        if edge.source == edge.target:
+            problems.append(_problem("cycle", f"node {edge.source!r} feeds itself", "edges", index))
+            bad = True
+        if (edge.source, edge.target) in seen_edges:
+            problems.append(
+                _problem("duplicate-edge", f"edge {edge.source} -> {edge.target} is repeated", "edges", index)
+            )
+            bad = True
+        seen_edges.add((edge.source, edge.target))
+        if not bad:
+            incoming[edge.target].append(edge)
+            outgoing[edge.source].append(edge)
+    problems += _fan_in_problems(spec, incoming)
+    entry = _endpoint(spec, ids, incoming, "input", problems)
+    exit_ = _endpoint(spec, ids, outgoing, "output", problems)
+    order = _topological(ids, incoming, outgoing)
+    if order is None:
+        stuck = sorted(n for n in ids if incoming[n])
+        problems.append(_problem("cycle", f"the graph has a cycle through {', '.join(stuck)}", "edges"))
+    if entry and exit_ and order is not None:
+        problems += _reachability(spec, ids, entry, exit_, incoming, outgoing)
+    if problems or entry is None or exit_ is None or order is None:
+        return None, problems
+    graph = FlowGraph(
+        entry=entry,
+        exit=exit_,
+        order=tuple(order),
+        incoming={n: tuple(incoming[n]) for n in ids},
+        outgoing={n: tuple(outgoing[n]) for n in ids},
+    )
+    return graph, []
+
+
+def _problem(code: str, message: str, *path: str | int) -> Problem:
+    return Problem(code=code, message=message, path=json_path(list(path)))
+
+
+def _fan_in_problems(spec: FlowSpec, incoming: dict[str, list[EdgeSpec]]) -> list[Problem]:
+    problems = []
+    for target, edges in incoming.items():
+        if len(edges) < 2:
+            continue
+        keys: set[str] = set()
+        for edge in edges:
+            index = spec.edges.index(edge)
+            if edge.key is None:
+                problems.append(
+                    _problem(
+                        "missing-edge-key",
+                        f"node {target!r} has {len(edges)} inputs, so each edge into it needs a 'key'",
+                        "edges",
+                        index,
+                    )
+                )
+            elif edge.key in keys:
+                problems.append(
+                    _problem("duplicate-edge-key", f"two edges into {target!r} use key {edge.key!r}", "edges", index)
+                )
+            else:
+                keys.add(edge.key)
+    return problems
+
+
+def _endpoint(
+    spec: FlowSpec, ids: list[str], edges: dict[str, list[EdgeSpec]], which: str, problems: list[Problem]
+) -> str | None:
+    """The entry (``which="input"``: no incoming edges) or exit (``"output"``: no outgoing edges) node."""
+    named: str | None = getattr(spec, which)
+    role = "entry" if which == "input" else "exit"
+    free = [n for n in ids if not edges[n]]
+    if named is not None:
+        if named not in ids:
+            problems.append(_problem(f"unknown-{which}", f"{which} names {named!r}, which is not a node", which))
+            return None
+        if edges[named]:
+            side = "incoming" if which == "input" else "outgoing"
+            problems.append(_problem(f"bad-{which}", f"the {role} node {named!r} must have no {side} edges", which))
+            return None
+        return named
+    if len(free) == 1:
+        return free[0]
+    if not free:
+        problems.append(
+            _problem(f"no-{role}", f"no node can be the {role}: every node has edges on that side", "edges")
+        )
+    else:
+        problems.append(
+            _problem(
+                f"several-{role}s",
+                f"{len(free)} nodes could be the {role} ({', '.join(free)}); connect them or name one as '{which}'",
+                "nodes",
+            )
+        )
+    return None
+
+
+def _topological(
+    ids: list[str], incoming: dict[str, list[EdgeSpec]], outgoing: dict[str, list[EdgeSpec]]
+) -> list[str] | None:
+    """Kahn's algorithm, stable in document order; None when there is a cycle."""
+    pending = {n: len(incoming[n]) for n in ids}
+    ready = [n for n in ids if pending[n] == 0]
+    order: list[str] = []
+    while ready:
+        node = ready.pop(0)
+        order.append(node)
+        for edge in outgoing[node]:
+            pending[edge.target] -= 1
+            if pending[edge.target] == 0:
+                ready.append(edge.target)
+    return order if len(order) == len(ids) else None
+
+
+def _reachability(
+    spec: FlowSpec,
+    ids: list[str],
+    entry: str,
+    exit_: str,
+    incoming: dict[str, list[EdgeSpec]],
+    outgoing: dict[str, list[EdgeSpec]],
+) -> list[Problem]:
+    from_entry = _walk(entry, outgoing, "target")
+    to_exit = _walk(exit_, incoming, "source")
+    problems = []
+    for index, node in enumerate(spec.nodes):
+        if node.id not in from_entry:
+            problems.append(
+                _problem("unreachable", f"node {node.id!r} cannot be reached from {entry!r}", "nodes", index)
+            )
+        elif node.id not in to_exit:
+            problems.append(
+                _problem("dead-end", f"node {node.id!r} does not lead to the exit {exit_!r}", "nodes", index)
+            )
+    return problems
+
+
+def _walk(start: str, edges: dict[str, list[EdgeSpec]], end: str) -> set[str]:
+    seen = {start}
+    stack = [start]
+    while stack:
+        for edge in edges[stack.pop()]:
+            nxt = getattr(edge, end)
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append(nxt)
+    return seen

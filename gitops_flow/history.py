@@ -1,0 +1,137 @@
+"""Chat history: the store protocol a conversation is kept in, and the runnable that reads and extends it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any, Protocol
+
+import orjson
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables.config import ensure_config
+from pydantic import BaseModel
+
+Turn = tuple[str, str]  # (role, text) with role "human" or "ai": plain data, so any store can keep it
+
+
+class HistoryStore(Protocol):
+    """Where conversations live, per session id (SQLite or Redis on the server, memory in tests)."""
+
+    async def load_turns(self, session_id: str, limit: int) -> list[Turn]:
+        """The last ``limit`` messages of the session, oldest first."""
+        ...
+
+    async def append_turns(self, session_id: str, turns: Sequence[Turn]) -> None:
+        """Add messages at the end of the session's history."""
+        ...
+
+
+class MemoryHistoryStore:
+    """Conversations kept in this process: for `gitops-flow test`, dry-builds and the tests."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, list[Turn]] = {}
+
+    async def load_turns(self, session_id: str, limit: int) -> list[Turn]:
+        return list(self._sessions.get(session_id, [])[-limit:])
+
+    async def append_turns(self, session_id: str, turns: Sequence[Turn]) -> None:
+        self._sessions.setdefault(session_id, []).extend(turns)
+
+
+class MissingSession(ValueError):
+    """A conversational flow was called without a session id."""
+
+
+class WithHistory(Runnable[dict[str, Any], Any]):
+    """Runs ``inner`` with the session's past messages added under ``history_key``, then saves the new turn.
+
+    The session is ``config["configurable"]["session_id"]``. The turn saved is the input's ``input_key`` text and
+    the flow's answer (its text; anything else as JSON). Streams pass through chunk by chunk.
+    """
+
+    def __init__(
+        self, inner: Runnable[Any, Any], store: HistoryStore, *, input_key: str, history_key: str, window: int
+    ) -> None:
+        self.inner = inner
+        self.store = store
+        self.input_key = input_key
+        self.history_key = history_key
+        self.window = window
+
+    @property
+    def InputType(self) -> Any:  # noqa: N802 - LangChain's name
+        return dict[str, Any]
+
+    def get_input_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
+        return self.inner.get_input_schema(config)
+
+    def get_output_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
+        return self.inner.get_output_schema(config)
+
+    def invoke(self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        return _run_sync(self.ainvoke(input, config, **kwargs))
+
+    def stream(self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
+        yield _run_sync(self.ainvoke(input, config, **kwargs))
+
+    async def ainvoke(self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        session, enriched = await self._prepare(input, config)
+        output = await self.inner.ainvoke(enriched, config, **kwargs)
+        await self._save(session, input, output)
+        return output
+
+    async def astream(
+        self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        session, enriched = await self._prepare(input, config)
+        chunks = []
+        async for chunk in self.inner.astream(enriched, config, **kwargs):
+            chunks.append(chunk)
+            yield chunk
+        await self._save(session, input, _joined(chunks))
+
+    async def _prepare(self, input: Any, config: RunnableConfig | None) -> tuple[str, dict[str, Any]]:
+        session = ensure_config(config).get("configurable", {}).get("session_id")
+        if not session:
+            raise MissingSession("this flow keeps a conversation: give a session id (configurable.session_id)")
+        if not isinstance(input, dict) or not isinstance(input.get(self.input_key), str):
+            raise ValueError(f"this flow's input is an object with the text under {self.input_key!r}")
+        turns = await self.store.load_turns(str(session), self.window)
+        return str(session), {**input, self.history_key: [_message(role, text) for role, text in turns]}
+
+    async def _save(self, session: str, input: dict[str, Any], output: Any) -> None:
+        await self.store.append_turns(session, [("human", input[self.input_key]), ("ai", _text(output))])
+
+
+def _message(role: str, text: str) -> BaseMessage:
+    return HumanMessage(text) if role == "human" else AIMessage(text)
+
+
+def _text(output: Any) -> str:
+    if isinstance(output, str):
+        return output
+    if isinstance(output, BaseMessage):
+        return output.text
+    return orjson.dumps(output, default=str).decode()
+
+
+def _joined(chunks: list[Any]) -> Any:
+    if chunks and all(isinstance(c, str) for c in chunks):
+        return "".join(chunks)
+    if chunks and all(isinstance(c, BaseMessage) for c in chunks):
+        total = chunks[0]
+        for chunk in chunks[1:]:
+            total = total + chunk
+        return total
+    return chunks[-1] if chunks else ""  # parsers that stream whole partial values end on the complete one
+
+
+def _run_sync(coro: Any) -> Any:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    coro.close()
+    raise RuntimeError("call a conversational flow with ainvoke/astream inside an event loop")

@@ -1,0 +1,69 @@
+"""The repository's routing file, `gitops-flow.yaml`: which refs serve which flows, by weight, and the canary guard."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+ROUTING_FILE = "gitops-flow.yaml"
+DEFAULT_ROUTE = "default"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_BAD_REF = re.compile(r"\.\.|//|@\{|[\x00-\x20~^:?*\[\\\x7f]|^[-/.]|[./]$|\.lock$")
+
+
+def check_ref(value: str) -> str:
+    """A ref name as ``git check-ref-format`` would accept it (short names: ``stable``, ``support-bot/stable``)."""
+    if not value or _BAD_REF.search(value):
+        raise ValueError(f"{value!r} is not a valid git ref name")
+    return value
+
+
+def parse_duration(value: Any) -> float:
+    """``30m`` -> 1800.0; plain numbers are seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or text like 30s, 5m, 1h")
+    if isinstance(value, int | float):
+        return float(value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"{value!r} is not a duration; write it like 500ms, 30s, 5m or 1h")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+class RouteTarget(BaseModel):
+    """A git ref (tag or branch) and its share of the traffic, relative to the route's other refs."""
+
+    model_config = _STRICT
+
+    ref: Annotated[str, AfterValidator(check_ref), Field(max_length=200)]
+    weight: float = Field(ge=0)
+
+
+class Analysis(BaseModel):
+    """Thresholds that abort a canary: every ref of a route but the first is guarded."""
+
+    model_config = _STRICT
+
+    window: Duration = 60.0
+    min_requests: int = Field(default=20, ge=1)
+    max_error_rate: float = Field(default=0.05, ge=0, le=1)
+    max_p99_ms: float = Field(default=3000, gt=0)
+
+
+class RoutingConfig(BaseModel):
+    """The whole routing file; every key optional. Without the file, the branch head serves all traffic."""
+
+    model_config = _STRICT
+
+    flows_dir: str = "flows"
+    routes: dict[str, list[RouteTarget]] = Field(default_factory=dict)
+    sticky: Literal["user", "none"] = "user"
+    session_ttl: Duration = 1800.0
+    analysis: Analysis | None = None

@@ -1,0 +1,95 @@
+"""Pydantic models of a flow document (FlowSpec, NodeSpec, EdgeSpec, FlowTest) and its JSON Schema."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+
+FORMAT_VERSION = 1
+NAME_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
+NODE_ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+SCHEMA_ID = "https://gitops-flow.dev/schema/flow.v1.json"
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+class NodeSpec(BaseModel):
+    """One component of the graph: a registered component name and its keyword arguments."""
+
+    model_config = _STRICT
+
+    id: str = Field(pattern=NODE_ID_PATTERN, max_length=100, description="Unique within the flow.")
+    component: str = Field(
+        min_length=1, max_length=100, description="A name from the component registry, never an import path."
+    )
+    params: dict[str, JsonValue] = Field(
+        default_factory=dict,
+        description='Keyword arguments of the component. {"$env": "NAME"} is a secret read from the environment.',
+    )
+    description: str = ""
+
+
+class EdgeSpec(BaseModel):
+    """Data flows from ``source``'s output into ``target``; ``key`` names it when the target has several inputs."""
+
+    model_config = _STRICT
+
+    source: str = Field(max_length=100)
+    target: str = Field(max_length=100)
+    key: str | None = Field(default=None, min_length=1, max_length=100)
+
+
+class Expectation(BaseModel):
+    """What a test case's output must satisfy; every given check must hold."""
+
+    model_config = _STRICT
+
+    equals: JsonValue = None
+    contains: str | None = None
+    matches: str | None = Field(default=None, description="A regular expression searched in the output.")
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> Expectation:
+        if not self.model_fields_set:
+            raise ValueError("expect needs at least one of 'equals', 'contains', 'matches'")
+        return self
+
+
+class FlowTest(BaseModel):
+    """A test case run by `gitops-flow test`: model nodes answer from ``fakes``, never from a real model."""
+
+    model_config = _STRICT
+
+    name: str = Field(min_length=1, max_length=200)
+    input: JsonValue
+    fakes: dict[str, list[str]] = Field(default_factory=dict, description="Model node id -> responses, in turn.")
+    session: str | None = Field(default=None, description="Cases sharing a session share chat history, in order.")
+    expect: Expectation
+
+
+class FlowSpec(BaseModel):
+    """A flow document, format version 1."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"$id": SCHEMA_ID})
+
+    version: Literal[1] = Field(description="The document format.")
+    name: str = Field(pattern=NAME_PATTERN, max_length=64, description="Must equal the file's stem.")
+    description: str = ""
+    input: str | None = Field(default=None, description="The entry node, when not the only one without inputs.")
+    output: str | None = Field(default=None, description="The exit node, when not the only one without outputs.")
+    nodes: list[NodeSpec] = Field(min_length=1)
+    edges: list[EdgeSpec] = Field(default_factory=list)
+    tests: list[FlowTest] = Field(default_factory=list)
+
+    def node(self, node_id: str) -> NodeSpec:
+        for node in self.nodes:
+            if node.id == node_id:
+                return node
+        raise KeyError(node_id)
+
+
+def json_schema() -> dict[str, Any]:
+    """The published JSON Schema of flow documents (kept equal to schema/flow.v1.json by a test)."""
+    schema = FlowSpec.model_json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}

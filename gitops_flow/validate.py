@@ -1,0 +1,346 @@
+"""Static checks of flow documents: parse, schema, graph, allowlist, params, secrets, tests, dry-build -> problems."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from gitops_flow import secretrefs
+from gitops_flow.build import BuiltFlow, build_flow
+from gitops_flow.components import ComponentRegistry
+from gitops_flow.exceptions import BuildError
+from gitops_flow.graph import analyse
+from gitops_flow.jsonpos import LineIndex
+from gitops_flow.problems import Problem, json_path
+from gitops_flow.routing import DEFAULT_ROUTE, Analysis, RouteTarget, RoutingConfig
+from gitops_flow.spec import EdgeSpec, Expectation, FlowSpec, FlowTest, NodeSpec
+
+MAX_BYTES = 1024 * 1024
+MAX_DEPTH = 32  # nesting of the whole document; params deeper than this are surely a mistake or an attack
+
+
+@dataclass(slots=True)
+class FileReport:
+    """What validation found in one file; ``spec`` is set when the document parsed into a FlowSpec."""
+
+    file: str
+    problems: list[Problem] = field(default_factory=list)
+    spec: FlowSpec | None = None
+    built: BuiltFlow | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not any(p.severity == "error" for p in self.problems)
+
+
+def validate_file(path: Path, registry: ComponentRegistry, *, display: str | None = None) -> FileReport:
+    """Validate one flow file; an unreadable file is a problem of its own, never an exception."""
+    name = display or str(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            return FileReport(name, [_too_large(size)])
+        raw = path.read_bytes()
+    except OSError as exc:
+        return FileReport(name, [Problem(code="unreadable", message=f"cannot read the file: {exc.strerror}")])
+    return validate_bytes(raw, registry, file=name, stem=path.stem)
+
+
+def validate_bytes(raw: bytes, registry: ComponentRegistry, *, file: str, stem: str | None = None) -> FileReport:
+    """Validate the bytes of a flow document. ``stem`` is the file name the document's ``name`` must equal."""
+    report = FileReport(file)
+    report.problems = [p.located(file, p.line) for p in _check(raw, registry, stem, report)]
+    return report
+
+
+def _too_large(size: int) -> Problem:
+    return Problem(code="too-large", message=f"the file is {size:,} bytes; flow documents are at most {MAX_BYTES:,}")
+
+
+def _check(raw: bytes, registry: ComponentRegistry, stem: str | None, report: FileReport) -> list[Problem]:
+    if len(raw) > MAX_BYTES:
+        return [_too_large(len(raw))]
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        return [Problem(code="not-utf8", message=f"the file is not UTF-8 text (byte {exc.start})")]
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return [Problem(code="invalid-json", message=f"{exc.msg} (column {exc.colno})", line=exc.lineno)]
+    except RecursionError:
+        return [Problem(code="too-deep", message=f"the document nests deeper than {MAX_DEPTH} levels")]
+    if not isinstance(data, dict):
+        return [Problem(code="not-an-object", message=f"a flow document is a JSON object, not {_json_type(data)}")]
+    deep = _too_deep(data)
+    if deep is not None:
+        return [Problem(code="too-deep", message=f"the document nests deeper than {MAX_DEPTH} levels", path=deep)]
+    lines = LineIndex(text, max_depth=MAX_DEPTH)
+    problems = _check_document(data, registry, stem, report)
+    return [p if p.line is not None else Problem(**{**p.as_dict(), "line": lines.line(p.path)}) for p in problems]
+
+
+def _check_document(
+    data: dict[str, Any], registry: ComponentRegistry, stem: str | None, report: FileReport
+) -> list[Problem]:
+    if isinstance(data.get("data"), dict) and {"nodes", "edges"} <= set(data["data"]):
+        return [
+            Problem(
+                code="langflow-export",
+                message="this is a LangFlow export; converting LangFlow exports is not supported yet",
+            )
+        ]
+    try:
+        spec = FlowSpec.model_validate(data)
+    except ValidationError as exc:
+        return [_schema_problem(err) for err in exc.errors()]
+    report.spec = spec
+    problems: list[Problem] = []
+    if stem is not None and spec.name != stem:
+        problems.append(
+            Problem(
+                code="name-mismatch", message=f"name {spec.name!r} must equal the file name {stem!r}", path="$.name"
+            )
+        )
+    graph, graph_problems = analyse(spec)
+    problems += graph_problems
+    problems += _node_problems(spec, registry)
+    problems += _test_problems(spec, registry)
+    if problems:
+        return problems
+    try:
+        report.built = build_flow(spec, registry, dry_run=True)
+    except BuildError as exc:
+        return [Problem(code=exc.code, message=str(exc), path=exc.path)]
+    return list(dict.fromkeys(report.built.notes))  # one note per secret or package, not one per node
+
+
+def _json_type(value: Any) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
+
+
+def _too_deep(data: Any) -> str | None:
+    """The path of the first value nested deeper than MAX_DEPTH, found without recursion."""
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(data, ())]
+    while stack:
+        value, path = stack.pop()
+        if len(path) > MAX_DEPTH:
+            return json_path(path)
+        if isinstance(value, dict):
+            stack.extend((v, (*path, k)) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, (*path, i)) for i, v in enumerate(value))
+    return None
+
+
+# models whose keys a misspelt key is compared with, by the shape of its location
+_MODELS_AT: tuple[tuple[tuple[str, ...], type[BaseModel]], ...] = (
+    (("nodes", "#"), NodeSpec),
+    (("edges", "#"), EdgeSpec),
+    (("tests", "#", "expect"), Expectation),
+    (("tests", "#"), FlowTest),
+    ((), FlowSpec),
+)
+
+
+def _schema_problem(err: Any, models_at: tuple[tuple[tuple[str, ...], type[BaseModel]], ...] = _MODELS_AT) -> Problem:
+    loc = tuple(part for part in err["loc"] if not (isinstance(part, str) and part.startswith("function-")))
+    path = json_path(loc)
+    kind = err["type"]
+    field_name = str(loc[-1]) if loc else ""
+    if kind == "extra_forbidden":
+        parent = tuple("#" if isinstance(p, int) else p for p in loc[:-1])
+        model = next((m for shape, m in models_at if shape == parent), None)
+        known = list(model.model_fields) if model else []
+        hint = difflib.get_close_matches(field_name, known, n=1)
+        suffix = f"; did you mean {hint[0]!r}?" if hint else (f"; allowed: {', '.join(known)}" if known else "")
+        return Problem(code="unknown-key", message=f"unknown key {field_name!r}{suffix}", path=path)
+    if kind == "missing":
+        return Problem(code="missing-key", message=f"{field_name!r} is required", path=path)
+    if kind == "literal_error" and loc == ("version",):
+        return Problem(code="unsupported-version", message='this is format version 1: set "version": 1', path=path)
+    if kind == "string_pattern_mismatch":
+        what = "names" if loc == ("name",) else "ids"
+        return Problem(code=f"bad-{what[:-1]}", message=f"{what} match {err['ctx']['pattern']}", path=path)
+    code = "wrong-type" if kind.endswith("_type") else "invalid-value"
+    return Problem(code=code, message=str(err["msg"]).removeprefix("Value error, "), path=path)
+
+
+def _node_problems(spec: FlowSpec, registry: ComponentRegistry) -> list[Problem]:
+    problems: list[Problem] = []
+    for index, node in enumerate(spec.nodes):
+        where = ("nodes", index)
+        problems += secretrefs.check(node.params, (*where, "params"))
+        try:
+            component = registry.get(node.component)
+        except BuildError as exc:
+            problems.append(Problem(code=exc.code, message=str(exc), path=json_path([*where, "component"])))
+            continue
+        bare = secretrefs.resolve(dict(node.params), {}, missing=[])
+        problems += [
+            Problem(code=code, message=message, path=json_path([*where, "params", *loc]))
+            for loc, code, message in registry.check_params(component, bare)
+        ]
+    return problems
+
+
+def _test_problems(spec: FlowSpec, registry: ComponentRegistry) -> list[Problem]:
+    problems: list[Problem] = []
+    kinds = {n.id: (registry.get(n.component).kind if n.component in registry else None) for n in spec.nodes}
+    seen: set[str] = set()
+    for index, case in enumerate(spec.tests):
+        where = ("tests", index)
+        if case.name in seen:
+            problems.append(
+                Problem(code="duplicate-test", message=f"two tests are named {case.name!r}", path=json_path(where))
+            )
+        seen.add(case.name)
+        for node_id in case.fakes:
+            if node_id not in kinds:
+                problems.append(
+                    Problem(
+                        code="bad-fake",
+                        message=f"fakes name {node_id!r}, which is not a node",
+                        path=json_path([*where, "fakes", node_id]),
+                    )
+                )
+            elif kinds[node_id] not in ("model", None):
+                problems.append(
+                    Problem(
+                        code="bad-fake",
+                        message=f"only model nodes can be faked; {node_id!r} is not a model",
+                        path=json_path([*where, "fakes", node_id]),
+                    )
+                )
+        if case.expect.matches is not None:
+            try:
+                re.compile(case.expect.matches)
+            except re.error as exc:
+                problems.append(
+                    Problem(
+                        code="bad-regex",
+                        message=f"'matches' is not a regular expression: {exc}",
+                        path=json_path([*where, "expect", "matches"]),
+                    )
+                )
+    return problems
+
+
+_ROUTING_MODELS_AT: tuple[tuple[tuple[str, ...], type[BaseModel]], ...] = (
+    (("routes", "#", "#"), RouteTarget),
+    (("analysis",), Analysis),
+    ((), RoutingConfig),
+)
+
+
+def validate_routing_bytes(
+    raw: bytes, *, file: str, flow_names: Iterable[str] | None = None
+) -> tuple[RoutingConfig | None, list[Problem]]:
+    """Check `gitops-flow.yaml`; ``flow_names`` (when known) lets routes for flows that do not exist be flagged."""
+    config, problems = _check_routing(raw, flow_names)
+    return config, [p.located(file, p.line) for p in problems]
+
+
+def _check_routing(raw: bytes, flow_names: Iterable[str] | None) -> tuple[RoutingConfig | None, list[Problem]]:
+    if len(raw) > MAX_BYTES:
+        return None, [_too_large(len(raw))]
+    try:
+        text = raw.decode("utf-8-sig")
+        data = yaml.safe_load(text)
+        lines = _yaml_lines(yaml.compose(text))
+    except UnicodeDecodeError:
+        return None, [Problem(code="not-utf8", message="the file is not UTF-8 text")]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        return None, [Problem(code="invalid-yaml", message=str(getattr(exc, "problem", exc)), line=line)]
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        return None, [Problem(code="not-a-mapping", message="the routing file is a YAML mapping of settings")]
+    try:
+        config = RoutingConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = [_schema_problem(err, _ROUTING_MODELS_AT) for err in exc.errors()]
+        return None, [replace(p, line=_yaml_line(lines, p.path)) for p in problems]
+    problems = []
+    flows_dir = PurePosixPath(config.flows_dir)
+    if flows_dir.is_absolute() or ".." in flows_dir.parts:
+        problems.append(
+            Problem(code="bad-flows-dir", message="flows_dir is a folder inside the repository", path="$.flows_dir")
+        )
+    known = set(flow_names) if flow_names is not None else None
+    for route, targets in config.routes.items():
+        where = ("routes", route)
+        if route != DEFAULT_ROUTE and known is not None and route not in known:
+            problems.append(
+                Problem(
+                    code="unknown-flow",
+                    message=f"route {route!r} names no flow in {config.flows_dir}/",
+                    path=json_path(where),
+                    severity="warning",
+                )
+            )
+        if not targets or sum(t.weight for t in targets) <= 0:
+            problems.append(
+                Problem(
+                    code="zero-weights", message=f"route {route!r} sends no traffic anywhere", path=json_path(where)
+                )
+            )
+        refs = [t.ref for t in targets]
+        for index, ref in enumerate(refs):
+            if ref in refs[:index]:
+                problems.append(
+                    Problem(
+                        code="duplicate-ref",
+                        message=f"ref {ref!r} is listed twice in route {route!r}",
+                        path=json_path([*where, index, "ref"]),
+                    )
+                )
+    return config, [replace(p, line=_yaml_line(lines, p.path)) for p in problems]
+
+
+def _yaml_lines(root: yaml.Node | None) -> dict[str, int]:
+    """JSON path -> line of every node of a composed YAML document."""
+    lines: dict[str, int] = {}
+    stack: list[tuple[yaml.Node, tuple[str | int, ...]]] = [(root, ())] if root is not None else []
+    while stack:
+        node, path = stack.pop()
+        lines[json_path(path)] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                lines[json_path((*path, str(key.value)))] = key.start_mark.line + 1
+                stack.append((value, (*path, str(key.value))))
+                lines.setdefault(json_path((*path, str(key.value))), key.start_mark.line + 1)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, (*path, i)) for i, item in enumerate(node.value))
+    return lines
+
+
+def _yaml_line(lines: dict[str, int], path: str) -> int | None:
+    while path not in lines and len(path) > 1:
+        cut = max(path.rfind("."), path.rfind("["))
+        path = path[:cut] if cut > 0 else "$"
+    return lines.get(path)
+
+
+def model_nodes(spec: FlowSpec, registry: ComponentRegistry) -> list[str]:
+    """Ids of the nodes that call a model (the ones `gitops-flow test` must fake)."""
+    return [n.id for n in spec.nodes if n.component in registry and registry.get(n.component).kind == "model"]
+
+
+def summarize(reports: Iterable[FileReport]) -> Mapping[str, int]:
+    counts = {"files": 0, "error": 0, "warning": 0, "notice": 0}
+    for report in reports:
+        counts["files"] += 1
+        for problem in report.problems:
+            counts[problem.severity] += 1
+    return counts

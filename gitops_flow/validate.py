@@ -120,7 +120,8 @@ def _check_document(
         report.built = build_flow(spec, registry, dry_run=True)
     except BuildError as exc:
         return [Problem(code=exc.code, message=str(exc), path=exc.path)]
-    return list(dict.fromkeys(report.built.notes))  # one note per secret or package, not one per node
+    first_of_each = {(note.code, note.message): note for note in reversed(report.built.notes)}
+    return list(reversed(first_of_each.values()))  # one note per missing secret, not one per node using it
 
 
 def _json_type(value: Any) -> str:

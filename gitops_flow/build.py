@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from langchain_core.messages import BaseMessage
+from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import Runnable, RunnableLambda, RunnableParallel, RunnablePassthrough
 from pydantic import ValidationError
 
@@ -106,9 +108,8 @@ def _build_node(
         raise BuildError(message, path=json_path([*where, "params", *loc]), code=code)
     ctx = BuildContext(secrets=secrets, dry_run=dry_run, node_id=node.id)
     try:
-        built = (
-            registry.factory(component)(ctx, **params) if component.builtin else registry.factory(component)(**params)
-        )
+        factory = registry.factory(component)
+        built = factory(ctx, **params) if component.takes_context else factory(**params)
     except BuildError as exc:
         raise BuildError(str(exc), path=json_path([*where, "params"]), code=exc.code) from None
     except (ValidationError, ValueError, TypeError, ImportError) as exc:
@@ -170,7 +171,16 @@ def _gather(graph: FlowGraph, node: str) -> Runnable[Any, Any]:
     if len(edges) == 1:
         return RunnableLambda(operator.itemgetter(edges[0].source), name=f"{node}.input")
     keyed = {str(e.key): e.source for e in edges}
-    return RunnableLambda(lambda state: {k: state[src] for k, src in keyed.items()}, name=f"{node}.input")
+    return RunnableLambda(lambda state: {k: _as_value(state[src]) for k, src in keyed.items()}, name=f"{node}.input")
+
+
+def _as_value(value: Any) -> Any:
+    """Messages and prompt values enter a fan-in as their text: that is what a template variable wants."""
+    if isinstance(value, BaseMessage):
+        return value.text
+    if isinstance(value, PromptValue):
+        return value.to_string()
+    return value
 
 
 def _sequence(steps: list[Runnable[Any, Any]]) -> Runnable[Any, Any]:

@@ -51,16 +51,16 @@ class BuildContext:
 
 @dataclass(frozen=True, slots=True)
 class Component:
-    """A registered component: ``target`` is a factory or, for operator components, a lazy ``module:attr``."""
+    """A registered component: ``target`` is a factory or, for operator components, a lazy ``module:attr``.
+
+    Built-in factories take a BuildContext first (``takes_context``); operator factories take only the params.
+    """
 
     name: str
     target: Callable[..., Any] | str
     kind: ComponentKind = "transform"
     description: str = ""
-
-    @property
-    def builtin(self) -> bool:
-        return not isinstance(self.target, str)
+    takes_context: bool = False
 
 
 class ComponentRegistry:
@@ -136,7 +136,8 @@ class ComponentRegistry:
         try:
             checked = model.model_validate(dict(params))
         except ValidationError as exc:
-            return dict(params), [_param_problem(component, err) for err in exc.errors()]
+            known = list(model.model_fields)
+            return dict(params), [_param_problem(component, err, known) for err in exc.errors()]
         return {name: getattr(checked, name) for name in checked.model_fields_set}, []
 
     def _params_model(self, component: Component) -> type[BaseModel] | None:
@@ -145,23 +146,15 @@ class ComponentRegistry:
         return self._param_models[component.name]
 
 
-def _param_problem(component: Component, err: Any) -> ParamIssue:
+def _param_problem(component: Component, err: Any, known: list[str]) -> ParamIssue:
     loc = tuple(err["loc"])
     if err["type"] == "extra_forbidden":
-        known = _accepted_params(component)
         hint = difflib.get_close_matches(str(loc[0]), known, n=1)
         suffix = f"; did you mean {hint[0]!r}?" if hint else f"; accepted: {', '.join(known) or 'none'}"
         return loc, "unknown-param", f"{component.name} has no parameter {loc[0]!r}{suffix}"
     if err["type"] == "missing":
         return loc, "missing-param", f"{component.name} needs parameter {loc[0]!r}"
     return loc, "bad-param", f"{component.name} parameter {'.'.join(map(str, loc))}: {err['msg']}"
-
-
-def _accepted_params(component: Component) -> list[str]:
-    target = component.target
-    if isinstance(target, str):
-        return []
-    return [p for p in inspect.signature(target).parameters if p != "ctx"]
 
 
 def _load_target(component: Component) -> Callable[..., Any]:
@@ -195,7 +188,7 @@ def _signature_model(component: Component, factory: Callable[..., Any]) -> type[
         hints = {}  # annotations that do not resolve here: still check names and required-ness
     fields: dict[str, Any] = {}
     for name, param in signature.parameters.items():
-        if name == "ctx" and component.builtin:
+        if name == "ctx" and component.takes_context:
             continue
         if param.kind is param.VAR_KEYWORD:
             return None  # accepts anything: nothing to check by name
@@ -371,12 +364,32 @@ def chat_history(
 
 
 BUILTIN_COMPONENTS = (
-    Component("Passthrough", passthrough, "input", "Hands its input on unchanged."),
-    Component("PromptTemplate", prompt_template, "prompt", "A text prompt with {variables}."),
-    Component("ChatPromptTemplate", chat_prompt_template, "prompt", "A chat prompt from [role, template] pairs."),
-    Component("ChatModel", chat_model, "model", "A chat model of any provider init_chat_model knows."),
-    Component("FakeChatModel", fake_chat_model, "model", "Answers the given responses in turn; for demos and tests."),
-    Component("StrOutputParser", str_output_parser, "parser", "A model message as text."),
-    Component("JsonOutputParser", json_output_parser, "parser", "A model's answer parsed as JSON."),
-    Component("ChatHistory", chat_history, "memory", "The conversation so far, kept per session in the state store."),
+    Component("Passthrough", passthrough, "input", "Hands its input on unchanged.", takes_context=True),
+    Component("PromptTemplate", prompt_template, "prompt", "A text prompt with {variables}.", takes_context=True),
+    Component(
+        "ChatPromptTemplate",
+        chat_prompt_template,
+        "prompt",
+        "A chat prompt from [role, template] pairs.",
+        takes_context=True,
+    ),
+    Component(
+        "ChatModel", chat_model, "model", "A chat model of any provider init_chat_model knows.", takes_context=True
+    ),
+    Component(
+        "FakeChatModel",
+        fake_chat_model,
+        "model",
+        "Answers the given responses in turn; for demos and tests.",
+        takes_context=True,
+    ),
+    Component("StrOutputParser", str_output_parser, "parser", "A model message as text.", takes_context=True),
+    Component("JsonOutputParser", json_output_parser, "parser", "A model's answer parsed as JSON.", takes_context=True),
+    Component(
+        "ChatHistory",
+        chat_history,
+        "memory",
+        "The conversation so far, kept per session in the state store.",
+        takes_context=True,
+    ),
 )

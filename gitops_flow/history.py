@@ -65,10 +65,10 @@ class WithHistory(Runnable[dict[str, Any], Any]):
         return dict[str, Any]
 
     def get_input_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
-        return self.inner.get_input_schema(config)
+        return self.inner.get_input_schema(config)  # type: ignore[return-value]
 
     def get_output_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
-        return self.inner.get_output_schema(config)
+        return self.inner.get_output_schema(config)  # type: ignore[return-value]
 
     def invoke(self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         return _run_sync(self.ainvoke(input, config, **kwargs))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import bisect
+import json.decoder
 import re
-from json.decoder import scanstring
+from collections.abc import Callable
 
 from gitops_flow.problems import json_path
 
+_scanstring: Callable[[str, int], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
 _WS = re.compile(r"[ \t\n\r]*")
 _SCALAR = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][-+]?\d+)?|true|false|null")
 
@@ -49,7 +51,7 @@ class LineIndex:
         if char == "[":
             return self._array(pos + 1, parts)
         if char == '"':
-            return scanstring(self._text, pos + 1)[1]
+            return _scanstring(self._text, pos + 1)[1]
         match = _SCALAR.match(self._text, pos)
         if match is None:
             raise ValueError(f"unexpected {char!r}")
@@ -64,7 +66,7 @@ class LineIndex:
             return pos + 1
         while True:
             key_start = pos
-            key, pos = scanstring(self._text, pos + 1)
+            key, pos = _scanstring(self._text, pos + 1)
             pos = self._skip(self._skip(pos) + 1)  # past the colon
             end = self._value(pos, [*parts, key])
             # a problem about a key (unknown, misspelt) is best shown on the key's own line

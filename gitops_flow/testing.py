@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from langchain_core.runnables import RunnableConfig
 
 from gitops_flow.build import build_flow
 from gitops_flow.components import ComponentRegistry
@@ -58,7 +59,10 @@ async def _run_case(
     started = time.perf_counter()
     try:
         built = build_flow(spec, registry, fakes=case.fakes, history=history, dry_run=True)
-        config = {"configurable": {"session_id": case.session or f"test:{case.name}"}, "run_name": case.name}
+        config: RunnableConfig = {
+            "configurable": {"session_id": case.session or f"test:{case.name}"},
+            "run_name": case.name,
+        }
         output = await built.runnable.ainvoke(case.input, config)
     except BuildError as exc:
         return CaseResult(spec.name, case.name, False, f"the flow does not build: {exc}", path=exc.path)

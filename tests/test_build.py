@@ -1,0 +1,242 @@
+"""build.py: flows compile to one runnable that invokes, streams, fans out and in, and keeps chat history."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.runnables import RunnableSequence
+
+from gitops_flow.build import build_flow
+from gitops_flow.components import Component, ComponentRegistry
+from gitops_flow.exceptions import BuildError
+from gitops_flow.history import MemoryHistoryStore, MissingSession
+from gitops_flow.spec import FlowSpec
+from tests.helpers import Calls, chain, edge, flow, node, registry_with
+
+REGISTRY = ComponentRegistry.builtin()
+CHAT = (
+    ("prompt", "ChatPromptTemplate", {"messages": [["system", "Be brief."], ["human", "{question}"]]}),
+    ("llm", "FakeChatModel", {"responses": ["Hello there, friend!", "Second answer"]}),
+    ("answer", "StrOutputParser", {}),
+)
+
+
+def test_a_chain_compiles_to_a_sequence_that_answers_in_turn() -> None:
+    built = build_flow(FlowSpec.model_validate(chain(*CHAT)), REGISTRY)
+    inner = built.runnable.bound  # type: ignore[attr-defined]
+    assert isinstance(inner, RunnableSequence)
+    assert built.runnable.invoke({"question": "hi"}) == "Hello there, friend!"
+    assert built.runnable.invoke({"question": "again"}) == "Second answer"
+
+
+def test_a_chain_streams_token_by_token() -> None:
+    built = build_flow(FlowSpec.model_validate(chain(*CHAT)), REGISTRY)
+    chunks = list(built.runnable.stream({"question": "hi"}))
+    assert chunks == ["Hello", " ", "there,", " ", "friend!"]
+
+
+def test_async_batch_runs_each_input() -> None:
+    built = build_flow(FlowSpec.model_validate(chain(*CHAT[:2], ("answer", "StrOutputParser", {}))), REGISTRY)
+    outputs = asyncio.run(built.runnable.abatch([{"question": "a"}, {"question": "b"}]))
+    assert sorted(outputs) == ["Hello there, friend!", "Second answer"]
+
+
+def test_a_diamond_runs_every_node_once_and_fans_in_by_key() -> None:
+    calls = Calls()
+    registry = registry_with(
+        calls.component("Upper", str.upper),
+        calls.component("Reverse", lambda text: text[::-1]),
+        calls.component("Join", lambda parts: f"{parts['a']}|{parts['b']}"),
+        calls.component("Root", lambda text: text + "!"),
+    )
+    doc = flow(
+        nodes=[node("root", "Root"), node("up", "Upper"), node("rev", "Reverse"), node("join", "Join")],
+        edges=[edge("root", "up"), edge("root", "rev"), edge("up", "join", "a"), edge("rev", "join", "b")],
+    )
+    built = build_flow(FlowSpec.model_validate(doc), registry)
+    assert built.runnable.invoke("abc") == "ABC!|!cba"
+    assert sorted(label for label, _ in calls.seen) == ["Join", "Reverse", "Root", "Upper"]
+
+
+def test_fan_out_then_a_chain_to_the_exit_still_streams() -> None:
+    doc = flow(
+        nodes=[
+            node("q", "Passthrough"),
+            node("a", "PromptTemplate", template="A: {question}"),
+            node("b", "PromptTemplate", template="B: {question}"),
+            node("both", "PromptTemplate", template="{a} / {b}"),
+            node("llm", "FakeChatModel", responses=["one two three"]),
+            node("out", "StrOutputParser"),
+        ],
+        edges=[
+            edge("q", "a"),
+            edge("q", "b"),
+            edge("a", "both", "a"),
+            edge("b", "both", "b"),
+            edge("both", "llm"),
+            edge("llm", "out"),
+        ],
+    )
+    built = build_flow(FlowSpec.model_validate(doc), REGISTRY)
+    assert list(built.runnable.stream({"question": "x"})) == ["one", " ", "two", " ", "three"]
+
+
+def test_prompt_values_reach_the_fan_in_node() -> None:
+    doc = flow(
+        nodes=[
+            node("q", "Passthrough"),
+            node("a", "PromptTemplate", template="A={question}"),
+            node("b", "PromptTemplate", template="B={question}"),
+            node("both", "PromptTemplate", template="{a} {b}"),
+        ],
+        edges=[edge("q", "a"), edge("q", "b"), edge("a", "both", "a"), edge("b", "both", "b")],
+    )
+    built = build_flow(FlowSpec.model_validate(doc), REGISTRY)
+    assert built.runnable.invoke({"question": "x"}).to_string() == "A=x B=x"
+
+
+class _Names(BaseCallbackHandler):
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def on_chain_start(self, serialized: Any, inputs: Any, **kwargs: Any) -> None:
+        self.names.append(kwargs.get("name") or "")
+
+
+def test_callbacks_see_the_flow_and_each_node_by_id() -> None:
+    handler = _Names()
+    built = build_flow(FlowSpec.model_validate(chain(*CHAT)), REGISTRY)
+    built.runnable.invoke({"question": "hi"}, {"callbacks": [handler]})
+    assert handler.names[0] == "demo"
+    assert {"prompt", "answer"} <= set(handler.names)
+
+
+def test_fakes_replace_model_nodes_only() -> None:
+    doc = FlowSpec.model_validate(
+        chain(CHAT[0], ("llm", "ChatModel", {"model": "openai:gpt-4o-mini"}), CHAT[2])
+    )
+    built = build_flow(doc, REGISTRY, fakes={"llm": ["faked"]})
+    assert built.runnable.invoke({"question": "hi"}) == "faked"
+    with pytest.raises(BuildError, match="only model nodes can be faked") as caught:
+        build_flow(doc, REGISTRY, fakes={"prompt": ["x"]})
+    assert caught.value.path == "$.nodes[0]"
+
+
+def _echo_registry() -> ComponentRegistry:
+    from langchain_core.runnables import RunnableLambda
+
+    def echo(*, value: str) -> Any:
+        return RunnableLambda(lambda _: value)
+
+    return registry_with(Component("Echo", echo))
+
+
+def test_secrets_are_resolved_from_the_given_environment() -> None:
+    doc = FlowSpec.model_validate(chain(("e", "Echo", {"value": {"$env": "MY_SECRET"}})))
+    built = build_flow(doc, _echo_registry(), secrets={"MY_SECRET": "s3cret"})
+    assert built.runnable.invoke("x") == "s3cret"
+
+
+def test_a_missing_secret_fails_a_real_build_and_is_a_placeholder_in_a_dry_build() -> None:
+    doc = FlowSpec.model_validate(chain(("e", "Echo", {"value": {"$env": "MY_SECRET"}})))
+    with pytest.raises(BuildError, match="MY_SECRET") as caught:
+        build_flow(doc, _echo_registry(), secrets={})
+    assert caught.value.code == "missing-secret"
+    dry = build_flow(doc, _echo_registry(), dry_run=True)
+    assert dry.runnable.invoke("x") == "<$env:MY_SECRET>"
+    assert [n.code for n in dry.notes] == ["secret-placeholder"]
+
+
+@pytest.mark.parametrize(
+    ("params", "code"),
+    [
+        ({"model": "nosuchprovider:model-x"}, "bad-param"),
+        ({"model": "mystery-model"}, "bad-param"),
+        ({"model": "openai:gpt-4o-mini"}, "component-unavailable"),
+    ],
+    ids=["unknown-provider", "uninferable-provider", "package-missing"],
+)
+def test_chat_model_problems_are_build_errors(params: dict[str, Any], code: str) -> None:
+    doc = FlowSpec.model_validate(chain(CHAT[0], ("llm", "ChatModel", params)))
+    with pytest.raises(BuildError) as caught:
+        build_flow(doc, REGISTRY)
+    assert caught.value.code == code
+    assert caught.value.path.startswith("$.nodes[1]")
+
+
+def test_a_dry_build_of_a_model_whose_package_is_missing_says_so() -> None:
+    doc = FlowSpec.model_validate(chain(CHAT[0], ("llm", "ChatModel", {"model": "openai:gpt-4o-mini"})))
+    built = build_flow(doc, REGISTRY, dry_run=True)
+    assert [n.code for n in built.notes] == ["provider-not-installed"]
+
+
+HISTORY_FLOW = flow(
+    nodes=[
+        node("memory", "ChatHistory", max_messages=2),
+        node("prompt", "ChatPromptTemplate", messages=[["placeholder", "{history}"], ["human", "{question}"]]),
+        node("llm", "FakeChatModel", responses=["first answer", "second answer", "third answer"]),
+        node("answer", "StrOutputParser"),
+    ],
+    edges=[edge("memory", "prompt"), edge("prompt", "llm"), edge("llm", "answer")],
+)
+
+
+def test_chat_history_keeps_each_session_apart_and_windows_it() -> None:
+    store = MemoryHistoryStore()
+    built = build_flow(FlowSpec.model_validate(HISTORY_FLOW), REGISTRY, history=store)
+
+    async def talk() -> None:
+        ada = {"configurable": {"session_id": "ada"}}
+        assert await built.runnable.ainvoke({"question": "I am Ada"}, ada) == "first answer"
+        chunks = [c async for c in built.runnable.astream({"question": "Who am I?"}, ada)]
+        assert "".join(chunks) == "second answer"
+        await built.runnable.ainvoke({"question": "hello"}, {"configurable": {"session_id": "bob"}})
+
+    asyncio.run(talk())
+    turns = asyncio.run(store.load_turns("ada", 10))
+    assert turns == [("human", "I am Ada"), ("ai", "first answer"), ("human", "Who am I?"), ("ai", "second answer")]
+    assert asyncio.run(store.load_turns("bob", 10)) == [("human", "hello"), ("ai", "third answer")]
+
+
+def test_the_prompt_receives_the_windowed_history() -> None:
+    store = MemoryHistoryStore()
+    asyncio.run(store.append_turns("s", [("human", "one"), ("ai", "two"), ("human", "three"), ("ai", "four")]))
+    doc = flow(
+        nodes=HISTORY_FLOW["nodes"][:2],
+        edges=[edge("memory", "prompt")],
+    )
+    built = build_flow(FlowSpec.model_validate(doc), REGISTRY, history=store)
+    value = asyncio.run(built.runnable.ainvoke({"question": "five"}, {"configurable": {"session_id": "s"}}))
+    assert [m.content for m in value.to_messages()] == ["three", "four", "five"]
+
+
+def test_a_conversational_flow_needs_a_session() -> None:
+    built = build_flow(FlowSpec.model_validate(HISTORY_FLOW), REGISTRY, history=MemoryHistoryStore())
+    with pytest.raises(MissingSession):
+        asyncio.run(built.runnable.ainvoke({"question": "hi"}))
+
+
+def test_chat_history_must_be_the_entry() -> None:
+    doc = flow(
+        nodes=[node("p", "PromptTemplate", template="{question}"), node("memory", "ChatHistory")],
+        edges=[edge("p", "memory")],
+    )
+    with pytest.raises(BuildError) as caught:
+        build_flow(FlowSpec.model_validate(doc), REGISTRY, history=MemoryHistoryStore())
+    assert caught.value.code == "history-not-entry"
+
+
+def test_a_real_build_of_a_conversational_flow_needs_a_store() -> None:
+    with pytest.raises(BuildError, match="history store"):
+        build_flow(FlowSpec.model_validate(HISTORY_FLOW), REGISTRY)
+
+
+def test_a_broken_graph_is_a_build_error_with_its_path() -> None:
+    doc = flow(nodes=[node("a", "Passthrough"), node("b", "Passthrough")], edges=[edge("a", "zz")])
+    with pytest.raises(BuildError) as caught:
+        build_flow(FlowSpec.model_validate(doc), REGISTRY)
+    assert caught.value.code == "dangling-edge"
+    assert caught.value.path == "$.edges[0].target"

@@ -1,0 +1,226 @@
+"""cli.py: validate/test/schema/init as a user runs them, exit codes 0/1/2, and the shipped CI workflow."""
+
+from __future__ import annotations
+
+import io
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gitops_flow.cli import main
+from gitops_flow.spec import json_schema
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "flows"
+
+
+def run(*argv: str, environ: dict[str, str] | None = None) -> tuple[int, str]:
+    out = io.StringIO()
+    code = main(list(argv), environ=environ or {}, out=out)
+    return code, out.getvalue()
+
+
+def write(path: Path, data: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(data if isinstance(data, str) else json.dumps(data, indent=2))
+    return path
+
+
+def test_the_example_flows_validate_and_pass_their_tests() -> None:
+    code, text = run("validate", str(EXAMPLES))
+    assert code == 0, text
+    assert "3 files checked: 0 errors" in text
+    code, text = run("test", str(EXAMPLES))
+    assert code == 0, text
+    assert text.strip().endswith("5 passed, 0 failed")
+
+
+def test_validate_defaults_to_the_flows_folder_of_the_current_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    code, text = run("validate", "--format", "json")
+    assert code == 0
+    assert json.loads(text)["files"] == 3
+
+
+def test_a_broken_flow_exits_1_with_its_problems_and_the_others_still_checked(tmp_path: Path) -> None:
+    shutil.copy(EXAMPLES / "support-bot.json", tmp_path / "support-bot.json")
+    broken = json.loads((EXAMPLES / "support-bot.json").read_text())
+    broken["name"] = "broken"
+    broken["nodes"][1]["component"] = "ChatModle"
+    write(tmp_path / "broken.json", broken)
+    code, text = run("validate", str(tmp_path), "--format", "json")
+    body = json.loads(text)
+    assert code == 1
+    assert body["files"] == 2
+    errors = [p for p in body["problems"] if p["severity"] == "error"]
+    assert [(Path(p["file"]).name, p["code"], p["path"]) for p in errors] == [
+        ("broken.json", "unknown-component", "$.nodes[1].component")
+    ]
+    assert "did you mean 'ChatModel'" in errors[0]["message"]
+
+
+def test_github_format_prints_workflow_annotations_with_file_and_line(tmp_path: Path) -> None:
+    write(tmp_path / "flows" / "bad.json", '{\n  "version": 1,\n  "name": "bad",\n  "nodez": []\n}\n')
+    code, text = run("validate", str(tmp_path), "--format", "github")
+    assert code == 1
+    lines = text.splitlines()
+    assert f"::error file={tmp_path}/flows/bad.json,line=4,title=unknown-key::$.nodez: unknown key 'nodez'" in text
+    assert any(line.startswith("::error ") and "missing-key" in line for line in lines)
+
+
+def test_annotation_messages_are_escaped_for_the_runner(tmp_path: Path) -> None:
+    write(tmp_path / "x.json", "[1, 2]")
+    code, text = run("validate", str(tmp_path / "x.json"), "--format", "github")
+    assert code == 1
+    assert "title=not-an-object::" in text
+    from gitops_flow.report import annotation
+
+    line = annotation("error", "a,b:c.json", 3, "t", "50% done\nnext")
+    assert line == "::error file=a%2Cb%3Ac.json,line=3,title=t::50%25 done%0Anext"
+
+
+def test_a_path_that_does_not_exist_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _ = run("validate", str(tmp_path / "missing"))
+    assert code == 2
+    assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_an_unknown_format_is_a_usage_error() -> None:
+    with pytest.raises(SystemExit) as caught:
+        run("validate", "--format", "xml")
+    assert caught.value.code == 2
+
+
+def test_the_routing_file_is_validated_with_the_flows(tmp_path: Path) -> None:
+    shutil.copy(EXAMPLES / "support-bot.json", write(tmp_path / "flows" / "x", "").parent / "support-bot.json")
+    (tmp_path / "flows" / "x").unlink()
+    write(tmp_path / "gitops-flow.yaml", "routes:\n  support-bot:\n    - {ref: stable, weight: 100}\n  nope:\n"
+          "    - {ref: main, weight: 1}\nstiky: user\n")
+    code, text = run("validate", str(tmp_path), "--format", "json")
+    problems = {(p["code"], p["line"]) for p in json.loads(text)["problems"] if p["severity"] != "notice"}
+    assert code == 1
+    assert ("unknown-key", 6) in problems
+
+
+def test_a_routing_file_moves_the_flows_folder(tmp_path: Path) -> None:
+    shutil.copy(EXAMPLES / "support-bot.json", write(tmp_path / "llm" / "x", "").parent / "support-bot.json")
+    (tmp_path / "llm" / "x").unlink()
+    write(tmp_path / "gitops-flow.yaml", "flows_dir: llm\n")
+    code, text = run("validate", str(tmp_path), "--format", "json")
+    assert code == 0
+    assert json.loads(text)["files"] == 2  # the flow and the routing file
+
+
+def test_test_reports_a_failing_expectation_and_exits_1(tmp_path: Path) -> None:
+    doc = json.loads((EXAMPLES / "support-bot.json").read_text())
+    doc["tests"][0]["expect"] = {"contains": "Goodbye"}
+    write(tmp_path / "support-bot.json", doc)
+    code, text = run("test", str(tmp_path))
+    assert code == 1
+    assert "FAIL support-bot :: greets: expected the output to contain 'Goodbye'; got 'Hello! How can I help" in text
+    assert "PASS support-bot :: answers refunds" in text
+    assert text.strip().endswith("1 passed, 1 failed")
+
+
+def test_test_never_calls_an_unfaked_model(tmp_path: Path) -> None:
+    doc = json.loads((EXAMPLES / "support-bot.json").read_text())
+    doc["tests"][0]["fakes"] = {}
+    write(tmp_path / "support-bot.json", doc)
+    code, text = run("test", str(tmp_path), "--format", "json")
+    body = json.loads(text)
+    assert code == 1
+    assert body["results"][0]["message"].startswith("model node(s) llm have no fakes")
+
+
+def test_test_counts_an_invalid_flow_as_a_failure(tmp_path: Path) -> None:
+    write(tmp_path / "x.json", "{not json")
+    code, text = run("test", str(tmp_path))
+    assert code == 1
+    assert "invalid-json" in text
+    assert text.strip().endswith("0 passed, 0 failed, 1 flow invalid")
+
+
+def test_schema_prints_the_published_schema() -> None:
+    code, text = run("schema")
+    assert code == 0
+    assert json.loads(text) == json_schema()
+
+
+def test_components_lists_the_allowlist() -> None:
+    code, text = run("components")
+    assert code == 0
+    names = [line.split()[0] for line in text.splitlines()]
+    assert {"ChatModel", "FakeChatModel", "ChatPromptTemplate", "StrOutputParser", "ChatHistory"} <= set(names)
+
+
+def test_init_writes_the_workflow_and_refuses_to_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _ = run("init", str(tmp_path))
+    assert code == 0
+    assert (tmp_path / ".github/workflows/gitops-flow.yml").is_file()
+    assert (tmp_path / "flows/hello.json").is_file()
+    assert run("validate", str(tmp_path))[0] == 0
+    assert run("test", str(tmp_path))[0] == 0
+    code, _ = run("init", str(tmp_path))
+    assert code == 2
+    assert "already exist" in capsys.readouterr().err
+    assert run("init", str(tmp_path), "--force")[0] == 0
+
+
+def test_a_repository_using_the_shipped_workflow_gets_annotations_for_a_broken_flow(tmp_path: Path) -> None:
+    """Run the workflow's own gitops-flow steps, as GitHub would, in a repository with a broken flow."""
+    assert run("init", str(tmp_path))[0] == 0
+    doc = json.loads((tmp_path / "flows/hello.json").read_text())
+    doc["nodes"][1]["params"]["api_key"] = "sk-proj-abcdefghijklmnopqrstuvwx1234"
+    write(tmp_path / "flows/hello.json", doc)
+    workflow = yaml.safe_load((tmp_path / ".github/workflows/gitops-flow.yml").read_text())
+    steps = [s["run"] for s in workflow["jobs"]["flows"]["steps"] if s.get("run", "").startswith("gitops-flow ")]
+    assert len(steps) == 2
+    outputs = []
+    for step in steps:
+        argv = [sys.executable, "-m", "gitops_flow", *shlex.split(step)[1:]]
+        result = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+        assert result.returncode == 1, result.stderr
+        outputs.append(result.stdout)
+    text = (tmp_path / "flows/hello.json").read_text().splitlines()
+    line = next(n for n, t in enumerate(text, 1) if '"api_key"' in t)
+    assert f"::error file=flows/hello.json,line={line},title=literal-secret::$.nodes[1].params.api_key" in outputs[0]
+    assert "sk-proj-abcdefghijklmnopqrstuvwx1234" not in "".join(outputs)
+    assert "::error file=flows/hello.json" in outputs[1]
+
+
+def test_python_dash_m_runs_the_command_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gitops_flow", "--version"], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.startswith("gitops-flow ")
+
+
+def test_an_operator_components_file_comes_from_the_flag_or_the_environment(tmp_path: Path) -> None:
+    module = write(tmp_path / "gf_extra_components.py", "from langchain_core.runnables import RunnableLambda\n"
+                   "def shout(*, suffix: str = '!'):\n    return RunnableLambda(lambda t: t.upper() + suffix)\n")
+    sys.path.insert(0, str(module.parent))
+    try:
+        components = write(tmp_path / "components.yaml", "components:\n  Shout: gf_extra_components:shout\n")
+        flow = {"version": 1, "name": "loud", "nodes": [{"id": "s", "component": "Shout", "params": {"suffix": "?"}}],
+                "tests": [{"name": "shouts", "input": "hey", "expect": {"equals": "HEY?"}}]}
+        write(tmp_path / "flows" / "loud.json", flow)
+        assert run("test", str(tmp_path))[0] == 1  # Shout is not allowlisted by default
+        assert run("test", str(tmp_path), "--components", str(components))[0] == 0
+        assert run("test", str(tmp_path), environ={"GITOPS_FLOW_COMPONENTS": str(components)})[0] == 0
+    finally:
+        sys.path.remove(str(module.parent))
+        sys.modules.pop("gf_extra_components", None)
+
+
+def test_a_broken_components_file_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    components = write(tmp_path / "components.yaml", "components:\n  Bad: not-a-target\n")
+    code, _ = run("components", "--components", str(components))
+    assert code == 1
+    assert "needs a target of the form 'module:attr'" in capsys.readouterr().err

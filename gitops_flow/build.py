@@ -51,11 +51,12 @@ def build_flow(
         first = problems[0]
         raise BuildError(first.message, path=first.path, code=first.code)
     notes: list[Problem] = []
-    runnables = {
+    built = {
         node.id: _build_node(spec, index, registry, secrets or {}, fakes or {}, dry_run, notes)
         for index, node in enumerate(spec.nodes)
     }
-    runnable = _compile(graph, runnables)
+    _check_fan_in_variables(spec, graph, built)
+    runnable = _compile(graph, {node_id: r.with_config(run_name=node_id) for node_id, r in built.items()})
     memory = [(i, n) for i, n in enumerate(spec.nodes) if registry.get(n.component).kind == "memory"]
     if memory:
         if history is None and not dry_run:
@@ -119,7 +120,24 @@ def _build_node(
     notes.extend(Problem(code=n.code, message=n.message, path=json_path(where), severity=n.severity) for n in ctx.notes)
     if not isinstance(built, Runnable):
         raise BuildError(f"{component.name} did not produce a runnable", path=json_path(where))
-    return built.with_config(run_name=node.id)
+    return built
+
+
+def _check_fan_in_variables(spec: FlowSpec, graph: FlowGraph, built: Mapping[str, Runnable[Any, Any]]) -> None:
+    """A prompt fed by keyed edges must find each of its variables among the keys; otherwise it fails at run time."""
+    for index, node in enumerate(spec.nodes):
+        edges = graph.incoming[node.id]
+        variables = getattr(built[node.id], "input_variables", None)
+        if len(edges) < 2 or variables is None:
+            continue
+        keys = {str(e.key) for e in edges}
+        missing = sorted(set(variables) - keys)
+        if missing:
+            raise BuildError(
+                f"prompt {node.id!r} uses {', '.join(missing)}, but its inputs are {', '.join(sorted(keys))}",
+                path=json_path(["nodes", index, "params"]),
+                code="prompt-variables",
+            )
 
 
 def _first_line(exc: BaseException) -> str:

@@ -240,3 +240,18 @@ def test_a_broken_graph_is_a_build_error_with_its_path() -> None:
         build_flow(FlowSpec.model_validate(doc), REGISTRY)
     assert caught.value.code == "dangling-edge"
     assert caught.value.path == "$.edges[0].target"
+
+
+def test_a_fan_in_prompt_must_find_its_variables_among_the_keys() -> None:
+    doc = flow(
+        nodes=[
+            node("q", "Passthrough"),
+            node("a", "PromptTemplate", template="A={question}"),
+            node("b", "PromptTemplate", template="B={question}"),
+            node("both", "PromptTemplate", template="{a} {bb}"),
+        ],
+        edges=[edge("q", "a"), edge("q", "b"), edge("a", "both", "a"), edge("b", "both", "b")],
+    )
+    with pytest.raises(BuildError, match="uses bb, but its inputs are a, b") as caught:
+        build_flow(FlowSpec.model_validate(doc), REGISTRY)
+    assert (caught.value.code, caught.value.path) == ("prompt-variables", "$.nodes[3].params")

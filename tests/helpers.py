@@ -19,7 +19,9 @@ def edge(source: str, target: str, key: str | None = None) -> dict[str, Any]:
     return {"source": source, "target": target, **({"key": key} if key else {})}
 
 
-def flow(name: str = "demo", *, nodes: list[dict[str, Any]], edges: list[dict[str, Any]] = (), **extra: Any) -> dict[str, Any]:  # type: ignore[assignment]
+def flow(
+    name: str = "demo", *, nodes: list[dict[str, Any]], edges: list[dict[str, Any]] = (), **extra: Any
+) -> dict[str, Any]:  # type: ignore[assignment]
     return {"version": 1, "name": name, "nodes": nodes, "edges": list(edges), **extra}
 
 

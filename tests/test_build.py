@@ -115,9 +115,7 @@ def test_callbacks_see_the_flow_and_each_node_by_id() -> None:
 
 
 def test_fakes_replace_model_nodes_only() -> None:
-    doc = FlowSpec.model_validate(
-        chain(CHAT[0], ("llm", "ChatModel", {"model": "openai:gpt-4o-mini"}), CHAT[2])
-    )
+    doc = FlowSpec.model_validate(chain(CHAT[0], ("llm", "ChatModel", {"model": "openai:gpt-4o-mini"}), CHAT[2]))
     built = build_flow(doc, REGISTRY, fakes={"llm": ["faked"]})
     assert built.runnable.invoke({"question": "hi"}) == "faked"
     with pytest.raises(BuildError, match="only model nodes can be faked") as caught:

@@ -101,8 +101,11 @@ def test_an_unknown_format_is_a_usage_error() -> None:
 def test_the_routing_file_is_validated_with_the_flows(tmp_path: Path) -> None:
     shutil.copy(EXAMPLES / "support-bot.json", write(tmp_path / "flows" / "x", "").parent / "support-bot.json")
     (tmp_path / "flows" / "x").unlink()
-    write(tmp_path / "gitops-flow.yaml", "routes:\n  support-bot:\n    - {ref: stable, weight: 100}\n  nope:\n"
-          "    - {ref: main, weight: 1}\nstiky: user\n")
+    write(
+        tmp_path / "gitops-flow.yaml",
+        "routes:\n  support-bot:\n    - {ref: stable, weight: 100}\n  nope:\n"
+        "    - {ref: main, weight: 1}\nstiky: user\n",
+    )
     code, text = run("validate", str(tmp_path), "--format", "json")
     problems = {(p["code"], p["line"]) for p in json.loads(text)["problems"] if p["severity"] != "notice"}
     assert code == 1
@@ -203,13 +206,20 @@ def test_python_dash_m_runs_the_command_line() -> None:
 
 
 def test_an_operator_components_file_comes_from_the_flag_or_the_environment(tmp_path: Path) -> None:
-    module = write(tmp_path / "gf_extra_components.py", "from langchain_core.runnables import RunnableLambda\n"
-                   "def shout(*, suffix: str = '!'):\n    return RunnableLambda(lambda t: t.upper() + suffix)\n")
+    module = write(
+        tmp_path / "gf_extra_components.py",
+        "from langchain_core.runnables import RunnableLambda\n"
+        "def shout(*, suffix: str = '!'):\n    return RunnableLambda(lambda t: t.upper() + suffix)\n",
+    )
     sys.path.insert(0, str(module.parent))
     try:
         components = write(tmp_path / "components.yaml", "components:\n  Shout: gf_extra_components:shout\n")
-        flow = {"version": 1, "name": "loud", "nodes": [{"id": "s", "component": "Shout", "params": {"suffix": "?"}}],
-                "tests": [{"name": "shouts", "input": "hey", "expect": {"equals": "HEY?"}}]}
+        flow = {
+            "version": 1,
+            "name": "loud",
+            "nodes": [{"id": "s", "component": "Shout", "params": {"suffix": "?"}}],
+            "tests": [{"name": "shouts", "input": "hey", "expect": {"equals": "HEY?"}}],
+        }
         write(tmp_path / "flows" / "loud.json", flow)
         assert run("test", str(tmp_path))[0] == 1  # Shout is not allowlisted by default
         assert run("test", str(tmp_path), "--components", str(components))[0] == 0

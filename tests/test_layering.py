@@ -72,7 +72,9 @@ def test_imports_go_down_the_layers(path: Path) -> None:
         if target == "__version__":
             continue
         assert target in LAYERS, f"{path.stem} imports unknown module {name}"
-        assert LAYERS[target] < own or path.stem == "__init__", f"{path.stem} (L{own}) imports {target} (L{LAYERS[target]})"
+        assert LAYERS[target] < own or path.stem == "__init__", (
+            f"{path.stem} (L{own}) imports {target} (L{LAYERS[target]})"
+        )
 
 
 @pytest.mark.parametrize("path", _modules(), ids=lambda p: p.stem)

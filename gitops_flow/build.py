@@ -208,14 +208,14 @@ def _sequence(steps: list[Runnable[Any, Any]]) -> Runnable[Any, Any]:
 def _with_history(
     runnable: Runnable[Any, Any], graph: FlowGraph, memory: list[tuple[int, NodeSpec]], store: HistoryStore
 ) -> Runnable[Any, Any]:
-    index, node = memory[0]
-    if len(memory) > 1 or node.id != graph.entry:
+    misplaced = [(i, n) for i, n in memory if n.id != graph.entry] or memory[1:]
+    if misplaced:
         raise BuildError(
             "a flow has at most one ChatHistory node, and it must be the entry",
-            path=json_path(["nodes", index]),
+            path=json_path(["nodes", misplaced[0][0]]),
             code="history-not-entry",
         )
-    params = node.params
+    params = memory[0][1].params
     return WithHistory(
         runnable,
         store,

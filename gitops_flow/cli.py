@@ -119,8 +119,8 @@ def collect(paths: Sequence[str]) -> Targets:
 def _flows_dir(root: Path) -> str:
     routing = root / ROUTING_FILE
     if routing.is_file():
-        config, _ = validate_routing_bytes(routing.read_bytes(), file=str(routing))
-        if config is not None:
+        config, problems = validate_routing_bytes(routing.read_bytes(), file=str(routing))
+        if config is not None and not any(p.code == "bad-flows-dir" for p in problems):
             return config.flows_dir
     return "flows"
 

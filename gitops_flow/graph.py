@@ -61,8 +61,8 @@ def analyse(spec: FlowSpec) -> tuple[FlowGraph | None, list[Problem]]:
     exit_ = _endpoint(spec, ids, outgoing, "output", problems)
     order = _topological(ids, incoming, outgoing)
     if order is None:
-        stuck = sorted(n for n in ids if incoming[n])
-        problems.append(_problem("cycle", f"the graph has a cycle through {', '.join(stuck)}", "edges"))
+        looped = _on_cycles(ids, incoming, outgoing)
+        problems.append(_problem("cycle", f"the graph has a cycle through {', '.join(looped)}", "edges"))
     if entry and exit_ and order is not None:
         problems += _reachability(spec, ids, entry, exit_, incoming, outgoing)
     if problems or entry is None or exit_ is None or order is None:
@@ -155,6 +155,19 @@ def _topological(
             if pending[edge.target] == 0:
                 ready.append(edge.target)
     return order if len(order) == len(ids) else None
+
+
+def _on_cycles(ids: list[str], incoming: dict[str, list[EdgeSpec]], outgoing: dict[str, list[EdgeSpec]]) -> list[str]:
+    """The nodes on a cycle: strip nodes without inputs (Kahn), then nodes without outputs, from what remains."""
+    left = set(ids)
+    changed = True
+    while changed:
+        changed = False
+        for node in sorted(left):
+            if not any(e.source in left for e in incoming[node]) or not any(e.target in left for e in outgoing[node]):
+                left.discard(node)
+                changed = True
+    return [n for n in ids if n in left]
 
 
 def _reachability(

@@ -22,6 +22,7 @@ class LineIndex:
         self._text = text
         self._max_depth = max_depth
         self._lines: dict[str, int] = {}
+        self.duplicates: list[str] = []  # paths of keys that appear twice in one object (JSON keeps the last)
         try:
             self._value(_WS.match(text, 0).end(), [])  # type: ignore[union-attr]
         except (ValueError, IndexError, RecursionError):
@@ -64,9 +65,13 @@ class LineIndex:
         pos = self._skip(pos)
         if self._text[pos] == "}":
             return pos + 1
+        keys: set[str] = set()
         while True:
             key_start = pos
             key, pos = _scanstring(self._text, pos + 1)
+            if key in keys:
+                self.duplicates.append(json_path([*parts, key]))
+            keys.add(key)
             pos = self._skip(self._skip(pos) + 1)  # past the colon
             end = self._value(pos, [*parts, key])
             # a problem about a key (unknown, misspelt) is best shown on the key's own line

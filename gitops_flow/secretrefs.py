@@ -96,12 +96,12 @@ def resolve(params: Any, secrets: Mapping[str, str], *, missing: list[str] | Non
     """
     if is_env_ref(params):
         name = params[ENV_KEY]
-        if name in secrets:
+        if isinstance(name, str) and name in secrets:
             return secrets[name]
         if missing is None:
-            raise KeyError(name)
-        missing.append(name)
-        return placeholder(name)
+            raise KeyError(str(name))
+        missing.append(str(name))
+        return placeholder(str(name))
     if isinstance(params, dict):
         return {key: resolve(value, secrets, missing=missing) for key, value in params.items()}
     if isinstance(params, list):

@@ -73,18 +73,26 @@ def _check(raw: bytes, registry: ComponentRegistry, stem: str | None, report: Fi
     except UnicodeDecodeError as exc:
         return [Problem(code="not-utf8", message=f"the file is not UTF-8 text (byte {exc.start})")]
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         return [Problem(code="invalid-json", message=f"{exc.msg} (column {exc.colno})", line=exc.lineno)]
+    except _NotJson as exc:
+        line = text.count("\n", 0, max(text.find(str(exc)), 0)) + 1
+        return [Problem(code="invalid-json", message=f"{exc} is not a JSON value", line=line)]
     except RecursionError:
         return [Problem(code="too-deep", message=f"the document nests deeper than {MAX_DEPTH} levels")]
     if not isinstance(data, dict):
         return [Problem(code="not-an-object", message=f"a flow document is a JSON object, not {_json_type(data)}")]
+    lines = LineIndex(text, max_depth=MAX_DEPTH)
     deep = _too_deep(data)
     if deep is not None:
-        return [Problem(code="too-deep", message=f"the document nests deeper than {MAX_DEPTH} levels", path=deep)]
-    lines = LineIndex(text, max_depth=MAX_DEPTH)
-    problems = _check_document(data, registry, stem, report)
+        message = f"the document nests deeper than {MAX_DEPTH} levels"
+        return [Problem(code="too-deep", message=message, path=deep, line=lines.line(deep))]
+    problems = [
+        Problem(code="duplicate-key", message=f"key {path.rsplit('.', 1)[-1]!r} appears twice here", path=path)
+        for path in lines.duplicates
+    ]
+    problems += _check_document(data, registry, stem, report)
     return [p if p.line is not None else Problem(**{**p.as_dict(), "line": lines.line(p.path)}) for p in problems]
 
 
@@ -124,6 +132,14 @@ def _check_document(
     return list(reversed(first_of_each.values()))  # one note per missing secret, not one per node using it
 
 
+class _NotJson(ValueError):
+    """NaN and Infinity: Python's json reads them, JSON does not have them."""
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotJson(name)
+
+
 def _json_type(value: Any) -> str:
     return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
 
@@ -158,7 +174,9 @@ def _schema_problem(err: Any, models_at: tuple[tuple[tuple[str, ...], type[BaseM
     kind = err["type"]
     field_name = str(loc[-1]) if loc else ""
     if kind == "extra_forbidden":
-        parent = tuple("#" if isinstance(p, int) else p for p in loc[:-1])
+        parent = tuple(
+            "#" if isinstance(p, int) or (i == 1 and loc[0] == "routes") else p for i, p in enumerate(loc[:-1])
+        )
         model = next((m for shape, m in models_at if shape == parent), None)
         known = list(model.model_fields) if model else []
         hint = difflib.get_close_matches(field_name, known, n=1)
@@ -186,9 +204,14 @@ def _node_problems(spec: FlowSpec, registry: ComponentRegistry) -> list[Problem]
             problems.append(Problem(code=exc.code, message=str(exc), path=json_path([*where, "component"])))
             continue
         bare = secretrefs.resolve(dict(node.params), {}, missing=[])
+        try:
+            issues = registry.check_params(component, bare)
+        except BuildError as exc:  # an operator component whose module does not load
+            problems.append(Problem(code=exc.code, message=str(exc), path=json_path([*where, "component"])))
+            continue
         problems += [
             Problem(code=code, message=message, path=json_path([*where, "params", *loc]))
-            for loc, code, message in registry.check_params(component, bare)
+            for loc, code, message in issues
         ]
     return problems
 
@@ -315,12 +338,12 @@ def _yaml_lines(root: yaml.Node | None) -> dict[str, int]:
     stack: list[tuple[yaml.Node, tuple[str | int, ...]]] = [(root, ())] if root is not None else []
     while stack:
         node, path = stack.pop()
-        lines[json_path(path)] = node.start_mark.line + 1
+        lines.setdefault(json_path(path), node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
+                # a problem about a key is shown on the key's line, not on its value's
                 lines[json_path((*path, str(key.value)))] = key.start_mark.line + 1
                 stack.append((value, (*path, str(key.value))))
-                lines.setdefault(json_path((*path, str(key.value))), key.start_mark.line + 1)
         elif isinstance(node, yaml.SequenceNode):
             stack.extend((item, (*path, i)) for i, item in enumerate(node.value))
     return lines

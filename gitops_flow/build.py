@@ -57,7 +57,7 @@ def build_flow(
     }
     _check_fan_in_variables(spec, graph, built)
     runnable = _compile(graph, {node_id: r.with_config(run_name=node_id) for node_id, r in built.items()})
-    memory = [(i, n) for i, n in enumerate(spec.nodes) if registry.get(n.component).kind == "memory"]
+    memory = [(i, n) for i, n in enumerate(spec.nodes) if registry.kind_of(n.component) == "memory"]
     if memory:
         if history is None and not dry_run:
             raise BuildError("this flow keeps chat history, but no history store was given", code="no-history-store")

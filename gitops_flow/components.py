@@ -117,6 +117,11 @@ class ComponentRegistry:
         suffix = f"; did you mean {hint[0]!r}?" if hint else f"; registered: {', '.join(self.names())}"
         raise BuildError(f"component {name!r} is not allowlisted{suffix}", code="unknown-component")
 
+    def kind_of(self, name: str) -> ComponentKind | None:
+        """The kind of a registered component; None for a name that is not registered."""
+        component = self._components.get(name)
+        return component.kind if component else None
+
     def factory(self, component: Component) -> Callable[..., Any]:
         if not isinstance(component.target, str):
             return component.target

@@ -82,12 +82,6 @@ class FlowSpec(BaseModel):
     edges: list[EdgeSpec] = Field(default_factory=list)
     tests: list[FlowTest] = Field(default_factory=list)
 
-    def node(self, node_id: str) -> NodeSpec:
-        for node in self.nodes:
-            if node.id == node_id:
-                return node
-        raise KeyError(node_id)
-
 
 def json_schema() -> dict[str, Any]:
     """The published JSON Schema of flow documents (kept equal to schema/flow.v1.json by a test)."""

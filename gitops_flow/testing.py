@@ -34,7 +34,7 @@ class CaseResult:
 async def run_flow_tests(spec: FlowSpec, registry: ComponentRegistry) -> list[CaseResult]:
     """Run every case of ``spec`` in order; cases naming the same ``session`` share one conversation."""
     history = MemoryHistoryStore()
-    models = [n.id for n in spec.nodes if n.component in registry and registry.get(n.component).kind == "model"]
+    models = [n.id for n in spec.nodes if registry.kind_of(n.component) == "model"]
     return [await _run_case(spec, index, case, registry, models, history) for index, case in enumerate(spec.tests)]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -218,7 +218,7 @@ def _node_problems(spec: FlowSpec, registry: ComponentRegistry) -> list[Problem]
 
 def _test_problems(spec: FlowSpec, registry: ComponentRegistry) -> list[Problem]:
     problems: list[Problem] = []
-    kinds = {n.id: (registry.get(n.component).kind if n.component in registry else None) for n in spec.nodes}
+    kinds = {n.id: registry.kind_of(n.component) for n in spec.nodes}
     seen: set[str] = set()
     for index, case in enumerate(spec.tests):
         where = ("tests", index)
@@ -354,17 +354,3 @@ def _yaml_line(lines: dict[str, int], path: str) -> int | None:
         cut = max(path.rfind("."), path.rfind("["))
         path = path[:cut] if cut > 0 else "$"
     return lines.get(path)
-
-
-def model_nodes(spec: FlowSpec, registry: ComponentRegistry) -> list[str]:
-    """Ids of the nodes that call a model (the ones `gitops-flow test` must fake)."""
-    return [n.id for n in spec.nodes if n.component in registry and registry.get(n.component).kind == "model"]
-
-
-def summarize(reports: Iterable[FileReport]) -> Mapping[str, int]:
-    counts = {"files": 0, "error": 0, "warning": 0, "notice": 0}
-    for report in reports:
-        counts["files"] += 1
-        for problem in report.problems:
-            counts[problem.severity] += 1
-    return counts

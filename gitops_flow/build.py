@@ -98,7 +98,7 @@ def _build_node(
         notes.append(
             Problem(
                 code="secret-placeholder",
-                message=f"${name} is not set here; the dry-build used a placeholder",
+                message=f"${name} was not read; the dry-build used a placeholder for it",
                 path=json_path([*where, "params"]),
                 severity="notice",
             )

@@ -128,8 +128,10 @@ def _check_document(
         report.built = build_flow(spec, registry, dry_run=True)
     except BuildError as exc:
         return [Problem(code=exc.code, message=str(exc), path=exc.path)]
-    first_of_each = {(note.code, note.message): note for note in reversed(report.built.notes)}
-    return list(reversed(first_of_each.values()))  # one note per missing secret, not one per node using it
+    first_of_each: dict[tuple[str, str], Problem] = {}
+    for note in report.built.notes:  # one note per secret, not one per node using it, in document order
+        first_of_each.setdefault((note.code, note.message), note)
+    return list(first_of_each.values())
 
 
 class _NotJson(ValueError):

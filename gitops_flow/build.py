@@ -107,7 +107,7 @@ def _build_node(
     if issues:
         loc, code, message = issues[0]
         raise BuildError(message, path=json_path([*where, "params", *loc]), code=code)
-    ctx = BuildContext(secrets=secrets, dry_run=dry_run, node_id=node.id)
+    ctx = BuildContext(dry_run=dry_run, node_id=node.id)
     try:
         factory = registry.factory(component)
         built = factory(ctx, **params) if component.takes_context else factory(**params)
@@ -153,8 +153,7 @@ def _compile(graph: FlowGraph, runnables: Mapping[str, Runnable[Any, Any]]) -> R
     many nodes read it; the tail then runs as a sequence, so the exit streams token by token.
     """
     if graph.is_chain:
-        steps = [runnables[n] for n in graph.order]
-        return steps[0] if len(steps) == 1 else steps[0].pipe(*steps[1:])
+        return _sequence([runnables[n] for n in graph.order])
     tail = _tail(graph)
     state: Runnable[Any, Any] = RunnableParallel({graph.entry: runnables[graph.entry]})
     for level in _levels(graph, exclude={graph.entry, *tail}):

@@ -40,7 +40,6 @@ ParamIssue = tuple[tuple[str | int, ...], str, str]  # (location in params, prob
 class BuildContext:
     """What a factory may use beyond its params; ``notes`` collects what a dry-build wants to say."""
 
-    secrets: Mapping[str, str] = field(default_factory=dict)
     dry_run: bool = False
     node_id: str = ""
     notes: list[Problem] = field(default_factory=list)
@@ -368,33 +367,17 @@ def chat_history(
     return RunnablePassthrough()
 
 
+def _builtin(name: str, factory: Callable[..., Any], kind: ComponentKind, description: str) -> Component:
+    return Component(name, factory, kind, description, takes_context=True)
+
+
 BUILTIN_COMPONENTS = (
-    Component("Passthrough", passthrough, "input", "Hands its input on unchanged.", takes_context=True),
-    Component("PromptTemplate", prompt_template, "prompt", "A text prompt with {variables}.", takes_context=True),
-    Component(
-        "ChatPromptTemplate",
-        chat_prompt_template,
-        "prompt",
-        "A chat prompt from [role, template] pairs.",
-        takes_context=True,
-    ),
-    Component(
-        "ChatModel", chat_model, "model", "A chat model of any provider init_chat_model knows.", takes_context=True
-    ),
-    Component(
-        "FakeChatModel",
-        fake_chat_model,
-        "model",
-        "Answers the given responses in turn; for demos and tests.",
-        takes_context=True,
-    ),
-    Component("StrOutputParser", str_output_parser, "parser", "A model message as text.", takes_context=True),
-    Component("JsonOutputParser", json_output_parser, "parser", "A model's answer parsed as JSON.", takes_context=True),
-    Component(
-        "ChatHistory",
-        chat_history,
-        "memory",
-        "The conversation so far, kept per session in the state store.",
-        takes_context=True,
-    ),
+    _builtin("Passthrough", passthrough, "input", "Hands its input on unchanged."),
+    _builtin("PromptTemplate", prompt_template, "prompt", "A text prompt with {variables}."),
+    _builtin("ChatPromptTemplate", chat_prompt_template, "prompt", "A chat prompt from [role, template] pairs."),
+    _builtin("ChatModel", chat_model, "model", "A chat model of any provider init_chat_model knows."),
+    _builtin("FakeChatModel", fake_chat_model, "model", "Answers the given responses in turn; for demos and tests."),
+    _builtin("StrOutputParser", str_output_parser, "parser", "A model message as text."),
+    _builtin("JsonOutputParser", json_output_parser, "parser", "A model's answer parsed as JSON."),
+    _builtin("ChatHistory", chat_history, "memory", "The conversation so far, kept per session in the state store."),
 )

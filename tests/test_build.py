@@ -84,17 +84,22 @@ def test_fan_out_then_a_chain_to_the_exit_still_streams() -> None:
     assert list(built.runnable.stream({"question": "x"})) == ["one", " ", "two", " ", "three"]
 
 
-def test_prompt_values_reach_the_fan_in_node() -> None:
+def _two_prompts_into(template: str) -> FlowSpec:
+    """q fans out to prompts a and b, which fan in (keys "a" and "b") to a prompt with ``template``."""
     doc = flow(
         nodes=[
             node("q", "Passthrough"),
             node("a", "PromptTemplate", template="A={question}"),
             node("b", "PromptTemplate", template="B={question}"),
-            node("both", "PromptTemplate", template="{a} {b}"),
+            node("both", "PromptTemplate", template=template),
         ],
         edges=[edge("q", "a"), edge("q", "b"), edge("a", "both", "a"), edge("b", "both", "b")],
     )
-    built = build_flow(FlowSpec.model_validate(doc), REGISTRY)
+    return FlowSpec.model_validate(doc)
+
+
+def test_prompt_values_reach_the_fan_in_node() -> None:
+    built = build_flow(_two_prompts_into("{a} {b}"), REGISTRY)
     assert built.runnable.invoke({"question": "x"}).to_string() == "A=x B=x"
 
 
@@ -241,15 +246,7 @@ def test_a_broken_graph_is_a_build_error_with_its_path() -> None:
 
 
 def test_a_fan_in_prompt_must_find_its_variables_among_the_keys() -> None:
-    doc = flow(
-        nodes=[
-            node("q", "Passthrough"),
-            node("a", "PromptTemplate", template="A={question}"),
-            node("b", "PromptTemplate", template="B={question}"),
-            node("both", "PromptTemplate", template="{a} {bb}"),
-        ],
-        edges=[edge("q", "a"), edge("q", "b"), edge("a", "both", "a"), edge("b", "both", "b")],
-    )
+    doc = _two_prompts_into("{a} {bb}")
     with pytest.raises(BuildError, match="uses bb, but its inputs are a, b") as caught:
-        build_flow(FlowSpec.model_validate(doc), REGISTRY)
+        build_flow(doc, REGISTRY)
     assert (caught.value.code, caught.value.path) == ("prompt-variables", "$.nodes[3].params")

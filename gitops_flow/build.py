@@ -29,6 +29,8 @@ class BuiltFlow:
     runnable: Runnable[Any, Any]
     graph: FlowGraph
     notes: tuple[Problem, ...] = field(default=())
+    input_model: type[Any] | None = field(default=None, repr=False)  # the pydantic model /input_schema publishes
+    output_model: type[Any] | None = field(default=None, repr=False)
 
 
 def build_flow(
@@ -62,7 +64,15 @@ def build_flow(
         if history is None and not dry_run:
             raise BuildError("this flow keeps chat history, but no history store was given", code="no-history-store")
         runnable = _with_history(runnable, graph, memory, history or MemoryHistoryStore())
-    return BuiltFlow(spec=spec, runnable=runnable.with_config(run_name=spec.name), graph=graph, notes=tuple(notes))
+    runnable = runnable.with_config(run_name=spec.name)
+    return BuiltFlow(
+        spec=spec,
+        runnable=runnable,
+        graph=graph,
+        notes=tuple(notes),
+        input_model=runnable.get_input_schema(),
+        output_model=runnable.get_output_schema(),
+    )
 
 
 def _build_node(

@@ -6,13 +6,17 @@ import argparse
 import asyncio
 import os
 import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import orjson
+from pydantic import ValidationError
 
 from gitops_flow import __version__, report
 from gitops_flow.components import ComponentRegistry
@@ -25,6 +29,10 @@ from gitops_flow.testing import CaseResult, run_flow_tests
 from gitops_flow.validate import FileReport, validate_file, validate_routing_bytes
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+_SERVE_TEXT = (
+    "Serve every commit of a flow repository as a version: follows the branch by polling (and webhooks), "
+    "builds each commit off the request path and swaps it in without a restart."
+)
 WORKFLOW_PATH = Path(".github/workflows/gitops-flow.yml")
 
 
@@ -48,7 +56,7 @@ def main(
     stdout = out or sys.stdout
     env = os.environ if environ is None else environ
     try:
-        settings = Settings.from_env(env, components_file=getattr(args, "components", None))
+        settings = _settings(args, env)
         code: int = args.handler(args, settings, stdout)
         return code
     except UsageError as exc:
@@ -81,6 +89,36 @@ def _parser() -> argparse.ArgumentParser:
     components.add_argument("--components", type=Path, metavar="FILE", help="operator components file (YAML)")
     components.set_defaults(handler=_components)
 
+    serve = commands.add_parser("serve", help="serve every commit of a flow repository", description=_SERVE_TEXT)
+    serve.add_argument("--repo", metavar="URL_OR_PATH", help="the flow repository (or GITOPS_FLOW_REPO)")
+    serve.add_argument("--branch", help="the branch to follow (default: main)")
+    serve.add_argument("--host", help="address to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default: 8000)")
+    serve.add_argument("--poll-interval", type=float, metavar="SECONDS", help="fetch at least this often (default 30)")
+    serve.add_argument("--state", metavar="URL", help="sqlite:///PATH (default: a file in the data folder)")
+    serve.add_argument("--data-dir", type=Path, metavar="DIR", help="where the clone and state live (.gitops-flow)")
+    serve.add_argument("--fake-models", action="store_true", default=None, help="answer every model with a fake")
+    serve.add_argument("--components", type=Path, metavar="FILE", help="operator components file (YAML)")
+    serve.set_defaults(handler=_serve)
+
+    demo = commands.add_parser("demo", help="serve the example flows from a local repository, with a walkthrough")
+    demo.add_argument("--port", type=int, default=8000, help="port to serve on (another is chosen if it is taken)")
+    demo.add_argument(
+        "--exit",
+        action="store_true",
+        help="stop after the walkthrough (the default when not run in a terminal)",
+    )
+    demo.set_defaults(handler=_demo)
+
+    for name, handler, text in (
+        ("versions", _versions, "list the versions a server has seen"),
+        ("history", _history, "show a server's deploy history"),
+    ):
+        view = commands.add_parser(name, help=text, description=text)
+        view.add_argument("--server", default="http://127.0.0.1:8000", metavar="URL", help="the server's address")
+        view.add_argument("--json", action="store_true", help="print the server's JSON as it is")
+        view.set_defaults(handler=handler)
+
     init = commands.add_parser("init", help="add the CI workflow and an example flow to a flow repository")
     init.add_argument("directory", nargs="?", type=Path, default=Path("."))
     init.add_argument("--force", action="store_true", help="overwrite files that exist")
@@ -88,13 +126,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _registry(settings: Settings) -> ComponentRegistry:
-    registry = ComponentRegistry.builtin()
-    if settings.load_entry_points:
-        registry = registry.with_entry_points()
-    if settings.components_file is not None:
-        registry = registry.with_file(settings.components_file)
-    return registry
+def _settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
+    flags = {
+        "components_file": getattr(args, "components", None),
+        "repo_url": getattr(args, "repo", None),
+        "branch": getattr(args, "branch", None),
+        "host": getattr(args, "host", None),
+        "port": getattr(args, "port", None),
+        "poll_interval": getattr(args, "poll_interval", None),
+        "state": getattr(args, "state", None),
+        "data_dir": getattr(args, "data_dir", None),
+        "fake_models": getattr(args, "fake_models", None),
+    }
+    try:
+        return Settings.from_env(environ, **flags)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise UsageError(f"setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
 
 
 def collect(paths: Sequence[str]) -> Targets:
@@ -136,14 +184,14 @@ def _check_all(targets: Targets, registry: ComponentRegistry) -> tuple[list[File
 
 def _validate(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     targets = collect(args.paths)
-    reports, routing_problems = _check_all(targets, _registry(settings))
+    reports, routing_problems = _check_all(targets, ComponentRegistry.configured(settings))
     found = [p for r in reports for p in r.problems] + routing_problems
     print(report.problems(found, len(reports) + len(targets.routing), args.format), file=out)
     return EXIT_PROBLEMS if any(p.severity == "error" for p in found) else EXIT_OK
 
 
 def _test(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    registry = _registry(settings)
+    registry = ComponentRegistry.configured(settings)
     reports, routing_problems = _check_all(collect(args.paths), registry)
     results: list[CaseResult] = []
     for file_report in reports:
@@ -162,7 +210,7 @@ def _schema(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
 
 
 def _components(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    registry = _registry(settings)
+    registry = ComponentRegistry.configured(settings)
     for name in registry.names():
         component = registry.get(name)
         print(f"{name:<20} {component.kind:<10} {component.description}", file=out)
@@ -186,3 +234,69 @@ def _init(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
         print(f"wrote {root / relative}", file=out)
     print("next: commit these files; pull requests now run `gitops-flow validate` and `gitops-flow test`", file=out)
     return EXIT_OK
+
+
+def _serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    import uvicorn  # the server's imports are paid by `serve` only, not by every `validate` in CI
+
+    from gitops_flow.app import create_app
+
+    app = create_app(settings, secrets=os.environ)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", proxy_headers=False)
+    return EXIT_OK
+
+
+def _demo(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    from gitops_flow import demo
+
+    demo.run(port=args.port, keep_serving=sys.stdin.isatty() and not args.exit, out=out)
+    return EXIT_OK
+
+
+def _versions(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    data = _get(args.server, "/versions")
+    if args.json:
+        print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode(), file=out)
+        return EXIT_OK
+    source = data["source"]
+    print(
+        f"{source['url']} ({source['branch']})" + (f": {source['last_error']}" if source["last_error"] else ""),
+        file=out,
+    )
+    for version in data["versions"]:
+        mark = "*" if version["live"] else " "
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(version["time"]))
+        first = version["message"].splitlines()[0] if version["message"] else ""
+        print(f"{mark} {version['sha'][:12]} {version['status']:<8} {when} {version['author']:<16} {first}", file=out)
+        for problem in version["problems"]:
+            print(f"    {problem['file']}:{problem['line'] or ''} {problem['code']}: {problem['message']}", file=out)
+    return EXIT_OK
+
+
+def _history(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    data = _get(args.server, "/history")
+    if args.json:
+        print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode(), file=out)
+        return EXIT_OK
+    for event in data["events"]:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event["time"]))
+        what = event.get("message") or event.get("detail") or ""
+        print(f"{when} {event['event']:<9} {event['sha'][:12]} {event.get('author') or '':<16} {what}", file=out)
+        for problem in event.get("problems", []):
+            print(f"    {problem['file']}:{problem['line'] or ''} {problem['code']}: {problem['message']}", file=out)
+    return EXIT_OK
+
+
+def _get(server: str, path: str) -> Any:
+    """GET a JSON view of a running server; an unreachable server is a clear error, not a traceback."""
+    url = server.rstrip("/") + path
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return orjson.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise UsageError(f"{url} answered {exc.code}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise UsageError(f"cannot reach the server at {server}: {reason}") from None
+    except orjson.JSONDecodeError:
+        raise UsageError(f"{url} did not answer JSON; is it a gitops-flow server?") from None

@@ -24,6 +24,7 @@ import yaml
 from langchain_core.runnables import Runnable, RunnablePassthrough
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, create_model
 
+from gitops_flow.config import Settings
 from gitops_flow.exceptions import BuildError, ConfigError
 from gitops_flow.problems import Problem
 
@@ -73,6 +74,16 @@ class ComponentRegistry:
     @classmethod
     def builtin(cls) -> ComponentRegistry:
         return cls(BUILTIN_COMPONENTS)
+
+    @classmethod
+    def configured(cls, settings: Settings) -> ComponentRegistry:
+        """The built-ins plus what the operator configured: entry points and a components file."""
+        registry = cls.builtin()
+        if settings.load_entry_points:
+            registry = registry.with_entry_points()
+        if settings.components_file is not None:
+            registry = registry.with_file(settings.components_file)
+        return registry
 
     def __contains__(self, name: object) -> bool:
         return name in self._components

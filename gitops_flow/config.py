@@ -5,9 +5,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 ENV_PREFIX = "GITOPS_FLOW_"
+# environment variable (after the prefix) -> setting
+_FROM_ENV = {
+    "COMPONENTS": "components_file",
+    "REPO": "repo_url",
+    "BRANCH": "branch",
+    "STATE": "state",
+    "DATA_DIR": "data_dir",
+    "POLL_INTERVAL": "poll_interval",
+    "ADMIN_TOKEN": "admin_token",
+    "WEBHOOK_SECRET": "webhook_secret",
+    "MAX_BODY_BYTES": "max_body_bytes",
+}
 
 
 class Settings(BaseModel):
@@ -18,11 +30,26 @@ class Settings(BaseModel):
     components_file: Path | None = None
     load_entry_points: bool = True
 
+    # the runtime server
+    repo_url: str | None = None
+    branch: str = "main"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    poll_interval: float = Field(default=30.0, gt=0)
+    fetch_timeout: float = Field(default=30.0, gt=0)
+    state: str = "sqlite://"  # sqlite:///PATH, memory:// or redis://; empty sqlite path = a file in data_dir
+    data_dir: Path = Path(".gitops-flow")
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    keep_versions: int = Field(default=10, ge=1)
+    fake_models: bool = False
+    admin_token: SecretStr | None = None
+    webhook_secret: SecretStr | None = None
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: object) -> Settings:
         """Settings from ``GITOPS_FLOW_*`` variables; explicit ``overrides`` (command-line flags) win."""
-        values: dict[str, object] = {}
-        if environ.get(ENV_PREFIX + "COMPONENTS"):
-            values["components_file"] = Path(environ[ENV_PREFIX + "COMPONENTS"])
+        values: dict[str, object] = {
+            field: environ[ENV_PREFIX + name] for name, field in _FROM_ENV.items() if environ.get(ENV_PREFIX + name)
+        }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(values)

@@ -9,7 +9,9 @@
     ├── StoreError   (retryable)    state backend unreachable or conflicting
     └── LookupFailed                something named by a request does not exist
         ├── UnknownFlow
-        └── UnknownVersion
+        ├── UnknownVersion
+        │   └── NotServable         the version is known, but failed validation or was retired
+        └── NoReadyVersion          nothing can be served yet (503 until a good version is loaded)
 
 Domain code raises these; only the composition roots (``cli``, ``app``) map them to exit codes and HTTP statuses.
 """
@@ -77,3 +79,11 @@ class UnknownFlow(LookupFailed):
 
 class UnknownVersion(LookupFailed):
     """No version matches the requested sha, short sha or ref."""
+
+
+class NotServable(UnknownVersion):
+    """The version is known but cannot serve: it failed validation, or it was retired to free memory."""
+
+
+class NoReadyVersion(LookupFailed):
+    """No good version has been loaded yet, so there is nothing to serve."""

@@ -1,0 +1,131 @@
+"""The application factory: create_app(settings) -> Starlette, with its lifespan and the error -> HTTP map."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gitops_flow import endpoints
+from gitops_flow.components import ComponentRegistry
+from gitops_flow.config import Settings
+from gitops_flow.endpoints import Deps, RequestError, error_response
+from gitops_flow.exceptions import (
+    ConfigError,
+    GitOpsFlowError,
+    LookupFailed,
+    NoReadyVersion,
+    NotServable,
+    StoreError,
+    UnknownFlow,
+)
+from gitops_flow.reconcile import Reconciler
+from gitops_flow.source import GitSource
+from gitops_flow.stores import open_store
+from gitops_flow.stores.base import StateStore
+
+log = logging.getLogger("gitops_flow.server")
+
+# domain errors -> (status, code); the first matching class wins, so subclasses come first
+_STATUS: tuple[tuple[type[GitOpsFlowError], int, str], ...] = (
+    (NoReadyVersion, 503, "not-ready"),
+    (NotServable, 404, "version-not-servable"),
+    (UnknownFlow, 404, "unknown-flow"),
+    (LookupFailed, 404, "unknown-version"),
+    (StoreError, 503, "store-unavailable"),
+)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: StateStore | None = None,
+    source: GitSource | None = None,
+    registry: ComponentRegistry | None = None,
+    secrets: Mapping[str, str] | None = None,
+) -> Starlette:
+    """The runtime server. Parts not given are made from ``settings``; the lifespan opens them, starts the
+    reconciler (which fetches and builds in the background, so the server answers /healthz at once) and closes
+    them on shutdown. ``secrets`` is where `$env` references are read (the process environment, for `serve`)."""
+    if source is None and settings.repo_url is None:
+        raise ConfigError("the server needs a repository: --repo URL_OR_PATH or GITOPS_FLOW_REPO")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        state = store or open_store(settings.state, data_dir=settings.data_dir)
+        git = source or GitSource(str(settings.repo_url), settings.data_dir / "repo", timeout=settings.fetch_timeout)
+        await state.open()
+        reconciler = Reconciler(
+            git,
+            state,
+            registry or ComponentRegistry.configured(settings),
+            branch=settings.branch,
+            secrets=secrets,
+            fake_models=settings.fake_models,
+            keep=settings.keep_versions,
+            poll_interval=settings.poll_interval,
+        )
+        await reconciler.restore()
+        app.state.deps = Deps(settings=settings, store=state, reconciler=reconciler)
+        task = asyncio.create_task(reconciler.run(), name="reconciler")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            git.close()
+            await state.close()
+
+    routes = [
+        Route("/flows/{flow}/invoke", endpoints.invoke, methods=["POST"]),
+        Route("/flows/{flow}/batch", endpoints.batch, methods=["POST"]),
+        Route("/flows/{flow}/stream", endpoints.stream, methods=["POST"]),
+        Route("/flows/{flow}/input_schema", endpoints.input_schema, methods=["GET"]),
+        Route("/flows/{flow}/output_schema", endpoints.output_schema, methods=["GET"]),
+        Route("/flows/{flow}/config_schema", endpoints.config_schema, methods=["GET"]),
+        Route("/flows", endpoints.flows, methods=["GET"]),
+        Route("/versions", endpoints.versions, methods=["GET"]),
+        Route("/history", endpoints.history, methods=["GET"]),
+        Route("/healthz", endpoints.healthz, methods=["GET"]),
+        Route("/readyz", endpoints.readyz, methods=["GET"]),
+        Route("/admin/reconcile", endpoints.reconcile_now, methods=["POST"]),
+    ]
+    handlers = {
+        RequestError: _request_error,
+        GitOpsFlowError: _domain_error,
+        HTTPException: _http_error,
+        Exception: _unexpected,
+    }
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
+
+
+async def _request_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestError)
+    return error_response(exc.status, exc.code, str(exc))
+
+
+async def _domain_error(request: Request, exc: Exception) -> Response:
+    for kind, status, code in _STATUS:
+        if isinstance(exc, kind):
+            return error_response(status, code, str(exc))
+    log.error("unhandled %s: %s", type(exc).__name__, exc)
+    return error_response(500, "internal", "the server failed to answer this request")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+    return error_response(exc.status_code, code, str(exc.detail))
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.error("unexpected %s on %s", type(exc).__name__, request.url.path, exc_info=exc)
+    return error_response(500, "internal", "the server failed to answer this request")

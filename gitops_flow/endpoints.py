@@ -1,0 +1,375 @@
+"""HTTP request handlers: LangServe-compatible flow endpoints, the server's views, health and readiness."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from gitops_flow.build import BuiltFlow
+from gitops_flow.config import Settings
+from gitops_flow.exceptions import GitOpsFlowError, UnknownFlow
+from gitops_flow.history import MissingSession
+from gitops_flow.reconcile import Reconciler
+from gitops_flow.stores.base import StateStore
+from gitops_flow.traffic import Choice, RoutingTable
+
+log = logging.getLogger("gitops_flow.server")
+
+VERSION_HEADER = "x-flow-version"
+SESSION_HEADER = "x-flow-session"
+USER_HEADER = "x-flow-user"
+CONFIG_KEYS = ("configurable", "tags", "metadata", "run_name")  # what a client may set; the rest is dropped
+MAX_EVENTS = 1000
+
+
+class RequestError(GitOpsFlowError):
+    """A request the server will not run, with the HTTP status and error code that say why."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+@dataclass(slots=True)
+class Deps:
+    """What the handlers work with; built by the app's lifespan and closed by it."""
+
+    settings: Settings
+    store: StateStore
+    reconciler: Reconciler
+
+
+def get_deps(request: Request) -> Deps:
+    deps: Deps = request.app.state.deps
+    return deps
+
+
+def json_response(content: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(_dumps(content), status, headers, media_type="application/json")
+
+
+def error_response(status: int, code: str, message: str) -> Response:
+    return json_response({"error": {"code": code, "message": message}}, status)
+
+
+def _dumps(value: Any) -> bytes:
+    return orjson.dumps(value, default=_default)
+
+
+def _default(value: Any) -> Any:
+    """Messages, documents and other pydantic models go out as LangServe sends them: their fields, with ``type``."""
+    if isinstance(value, BaseModel):
+        return value.model_dump()
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+# -- reading requests ---------------------------------------------------------------------------------------------
+
+
+async def read_json(request: Request) -> Any:
+    """The JSON body, refused with 413 past the size limit (checked on the header and while reading) and 400 if it
+    is not JSON."""
+    limit = get_deps(request).settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestError(413, "body-too-large", f"the body is {int(declared):,} bytes; the limit is {limit:,}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise RequestError(413, "body-too-large", f"the body is larger than the limit of {limit:,} bytes")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(400, "invalid-json", f"the body is not JSON: {exc}") from None
+
+
+def _object(payload: Any, what: str) -> dict[str, Any]:
+    if not isinstance(payload, dict):
+        raise RequestError(400, "bad-body", f"{what} is a JSON object")
+    return payload
+
+
+def _config(raw: Any) -> dict[str, Any]:
+    """The client's runnable config, reduced to what a client may set (LangServe drops the rest the same way)."""
+    if raw is None:
+        return {}
+    config = _object(raw, "config")
+    clean = {k: config[k] for k in CONFIG_KEYS if config.get(k) is not None}
+    for key, kind in (("configurable", dict), ("metadata", dict), ("tags", list), ("run_name", str)):
+        if key in clean and not isinstance(clean[key], kind):
+            raise RequestError(422, "bad-config", f"config.{key} must be {'an object' if kind is dict else 'a list'}")
+    return clean
+
+
+def _check_input(flow: BuiltFlow, value: Any) -> None:
+    if flow.input_model is None:
+        return
+    try:
+        flow.input_model.model_validate(value)
+    except ValidationError as exc:
+        where = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in exc.errors()[:5])
+        raise RequestError(422, "bad-input", f"the input does not match the flow's input schema ({where})") from None
+
+
+# -- choosing the version -----------------------------------------------------------------------------------------
+
+
+async def choose(request: Request, flow: str, configurable: dict[str, Any]) -> tuple[Choice, BuiltFlow]:
+    """SPEC 4: an explicit pin, then the session's pin, then the route's default (the branch head)."""
+    deps = get_deps(request)
+    table: RoutingTable = deps.reconciler.table
+    headers = request.headers
+    pin = headers.get(VERSION_HEADER) or configurable.get("flow_version")
+    if pin:
+        choice = table.pinned(str(pin))
+        return choice, _flow(choice, flow)
+    session = headers.get(SESSION_HEADER) or configurable.get("session_id")
+    choice = table.default(flow, user=headers.get(USER_HEADER) or configurable.get("user_id"))
+    if session:
+        configurable.setdefault("session_id", session)
+        key = f"{flow}:{session}"
+        sha = await deps.store.claim_pin(key, choice.version.sha, table.session_ttl)
+        if sha != choice.version.sha:
+            pinned = table.session(sha) or await _revive(deps, sha)
+            if pinned is not None and flow in pinned.version.flows:
+                return pinned, pinned.version.flows[flow]
+            await deps.store.set_pin(key, choice.version.sha, table.session_ttl)  # its version is gone: move on
+        elif flow not in choice.version.flows:
+            await deps.store.drop_pin(key)
+    return choice, _flow(choice, flow)
+
+
+async def _revive(deps: Deps, sha: str) -> Choice | None:
+    """A session pinned to a version this process has not built (a restart): build it from Git once."""
+    version = await deps.reconciler.ensure(sha)
+    return deps.reconciler.table.session(sha) if version is not None and version.ready else None
+
+
+def _flow(choice: Choice, name: str) -> BuiltFlow:
+    flow = choice.version.flows.get(name)
+    if flow is None:
+        raise UnknownFlow(f"no flow {name!r} at version {choice.version.sha[:12]}")
+    return flow
+
+
+def _metadata(choice: Choice) -> dict[str, Any]:
+    return {"flow_version": choice.version.sha, "ref": choice.ref}
+
+
+def _run_config(config: dict[str, Any], flow: str, choice: Choice, run_id: uuid.UUID) -> Any:
+    """The RunnableConfig of one run (a plain dict: LangChain's TypedDict)."""
+    metadata = {**config.get("metadata", {}), **_metadata(choice)}
+    return {**config, "metadata": metadata, "run_id": run_id, "run_name": config.get("run_name", flow)}
+
+
+async def _guarded(flow: str, run_id: uuid.UUID, coro: Any) -> Any:
+    """Run a flow; its own failures become 422 (the caller's input) or 500 with the run id, never a traceback."""
+    try:
+        return await coro
+    except MissingSession as exc:
+        raise RequestError(422, "missing-session", str(exc)) from None
+    except GitOpsFlowError:
+        raise
+    except Exception as exc:
+        log.error("flow %s run %s failed: %s", flow, run_id, type(exc).__name__, exc_info=exc)
+        raise RequestError(500, "flow-failed", f"the flow failed while running (run {run_id})") from None
+
+
+# -- LangServe-compatible flow endpoints --------------------------------------------------------------------------
+
+
+async def invoke(request: Request) -> Response:
+    name = request.path_params["flow"]
+    payload = _object(await read_json(request), "the body")
+    if "input" not in payload:
+        raise RequestError(422, "bad-body", "the body needs an 'input'")
+    config = _config(payload.get("config"))
+    configurable = dict(config.get("configurable", {}))
+    choice, flow = await choose(request, name, configurable)
+    _check_input(flow, payload["input"])
+    run_id = uuid.uuid4()
+    config["configurable"] = configurable
+    output = await _guarded(
+        name, run_id, flow.runnable.ainvoke(payload["input"], _run_config(config, name, choice, run_id))
+    )
+    body = {"output": output, "metadata": {"run_id": str(run_id), "feedback_tokens": [], **_metadata(choice)}}
+    return json_response(body, headers={VERSION_HEADER: choice.version.sha})
+
+
+async def batch(request: Request) -> Response:
+    name = request.path_params["flow"]
+    payload = _object(await read_json(request), "the body")
+    inputs = payload.get("inputs")
+    if not isinstance(inputs, list):
+        raise RequestError(422, "bad-body", "the body needs 'inputs', a list")
+    raw_config = payload.get("config")
+    configs = [_config(c) for c in raw_config] if isinstance(raw_config, list) else [_config(raw_config)] * len(inputs)
+    if len(configs) != len(inputs):
+        raise RequestError(422, "bad-config", f"{len(configs)} configs for {len(inputs)} inputs")
+    configurable = dict(configs[0].get("configurable", {})) if configs else {}
+    choice, flow = await choose(request, name, configurable)
+    for value in inputs:
+        _check_input(flow, value)
+    run_ids = [uuid.uuid4() for _ in inputs]
+    run_configs = [
+        _run_config({**c, "configurable": {**configurable, **c.get("configurable", {})}}, name, choice, r)
+        for c, r in zip(configs, run_ids, strict=True)
+    ]
+    outputs = await _guarded(name, run_ids[0] if run_ids else uuid.uuid4(), flow.runnable.abatch(inputs, run_configs))
+    metadata = {"run_ids": [str(r) for r in run_ids], **_metadata(choice)}
+    return json_response({"output": outputs, "metadata": metadata}, headers={VERSION_HEADER: choice.version.sha})
+
+
+async def stream(request: Request) -> Response:
+    """Server-sent events as LangServe sends them: ``metadata``, then ``data`` per chunk, then ``end``
+    (or ``error``, whose data carries a status code and a message, never a traceback)."""
+    name = request.path_params["flow"]
+    payload = _object(await read_json(request), "the body")
+    if "input" not in payload:
+        raise RequestError(422, "bad-body", "the body needs an 'input'")
+    config = _config(payload.get("config"))
+    configurable = dict(config.get("configurable", {}))
+    choice, flow = await choose(request, name, configurable)
+    _check_input(flow, payload["input"])
+    run_id = uuid.uuid4()
+    config["configurable"] = configurable
+    run_config = _run_config(config, name, choice, run_id)
+
+    async def events() -> AsyncIterator[bytes]:
+        yield _sse("metadata", {"run_id": str(run_id), **_metadata(choice)})
+        try:
+            async for chunk in flow.runnable.astream(payload["input"], run_config):
+                yield _sse("data", chunk)
+        except MissingSession as exc:
+            yield _sse("error", {"status_code": 422, "message": str(exc)})
+            return
+        except Exception as exc:
+            log.error("flow %s run %s failed: %s", name, run_id, type(exc).__name__, exc_info=exc)
+            yield _sse("error", {"status_code": 500, "message": f"the flow failed while running (run {run_id})"})
+            return
+        yield b"event: end\r\n\r\n"
+
+    headers = {VERSION_HEADER: choice.version.sha, "cache-control": "no-cache"}
+    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+
+def _sse(event: str, data: Any) -> bytes:
+    return b"event: " + event.encode() + b"\r\ndata: " + _dumps(data) + b"\r\n\r\n"
+
+
+async def input_schema(request: Request) -> Response:
+    return await _schema(request, "input")
+
+
+async def output_schema(request: Request) -> Response:
+    return await _schema(request, "output")
+
+
+async def config_schema(request: Request) -> Response:
+    properties = {
+        "configurable": {
+            "type": "object",
+            "properties": {
+                "session_id": {"type": "string", "description": "keeps a conversation on one version"},
+                "user_id": {"type": "string", "description": "the user, for sticky routing"},
+                "flow_version": {"type": "string", "description": "a sha, short sha or ref to pin"},
+            },
+        }
+    }
+    return json_response({"title": f"{request.path_params['flow']}Config", "type": "object", "properties": properties})
+
+
+async def _schema(request: Request, which: str) -> Response:
+    name = request.path_params["flow"]
+    choice, flow = await choose(request, name, {})
+    model = flow.input_model if which == "input" else flow.output_model
+    schema = model.model_json_schema() if model is not None else {}
+    return json_response(schema, headers={VERSION_HEADER: choice.version.sha})
+
+
+# -- the server's views -------------------------------------------------------------------------------------------
+
+
+async def flows(request: Request) -> Response:
+    table = get_deps(request).reconciler.table
+    head = table.head
+    if head is None:
+        return json_response({"flows": [], "head": None})
+    live = [{"sha": head.sha, "ref": table.branch, "weight": 100}]  # one entry per weighted ref, with traffic
+    listed = [
+        {"name": name, "description": head.flows[name].spec.description, "versions": live}
+        for name in sorted(head.flows)
+    ]
+    return json_response({"flows": listed, "head": head.sha})
+
+
+async def versions(request: Request) -> Response:
+    reconciler = get_deps(request).reconciler
+    head = reconciler.table.head
+    listed = [{**v.record(), "live": head is not None and v.sha == head.sha} for v in reversed(reconciler.versions)]
+    return json_response({"source": _source(reconciler), "versions": listed})
+
+
+async def history(request: Request) -> Response:
+    raw = request.query_params.get("limit", "100")
+    if not raw.isdigit() or not 0 < int(raw) <= MAX_EVENTS:
+        raise RequestError(400, "bad-limit", f"limit is a whole number from 1 to {MAX_EVENTS}")
+    events = await get_deps(request).store.events(int(raw))
+    return json_response({"events": events})
+
+
+async def healthz(request: Request) -> Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """Ready once a good version is loaded; a source that fails later is shown here but does not unready us."""
+    reconciler = get_deps(request).reconciler
+    head = reconciler.table.head
+    body = {"ready": head is not None, "version": head.sha if head else None, "source": _source(reconciler)}
+    return json_response(body, 200 if head is not None else 503)
+
+
+def _source(reconciler: Reconciler) -> dict[str, Any]:
+    status = reconciler.status
+    return {
+        "url": status.url,
+        "branch": status.branch,
+        "fetches": status.fetches,
+        "last_fetch": status.last_fetch,
+        "last_error": status.last_error,
+    }
+
+
+# -- operator -----------------------------------------------------------------------------------------------------
+
+
+def require_admin(request: Request) -> None:
+    token = get_deps(request).settings.admin_token
+    if token is None:
+        raise RequestError(403, "admin-disabled", "operator endpoints are off: set GITOPS_FLOW_ADMIN_TOKEN to use them")
+    given = request.headers.get("authorization", "")
+    expected = "Bearer " + token.get_secret_value()
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise RequestError(401, "unauthorized", "operator endpoints need Authorization: Bearer <admin token>")
+
+
+async def reconcile_now(request: Request) -> Response:
+    """Fetch and apply now, and answer with what happened (operators, tests, the demo)."""
+    require_admin(request)
+    outcome = await get_deps(request).reconciler.reconcile("operator")
+    body = {"changed": outcome.changed, "head": outcome.head, "new": list(outcome.new), "error": outcome.error}
+    return json_response(body, 200 if outcome.error is None else 502)

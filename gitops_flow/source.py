@@ -1,0 +1,321 @@
+"""The Git source: a bare clone of the flow repository, fetched on demand and read from commit trees."""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import re
+import stat
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import git
+
+from gitops_flow.exceptions import SourceError, UnknownVersion
+
+# Mirror branches and tags. An explicit tag refspec makes --prune drop deleted tags too (what --prune-tags is
+# shorthand for), and "+" follows force-pushed branches and moved tags.
+_REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
+_ENV = {"GIT_TERMINAL_PROMPT": "0"}  # a missing credential fails at once instead of waiting for a password
+_USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s?#]*@")
+_GIT_MESSAGE = re.compile(r"(?:fatal|error): (.+)")
+_TIMED_OUT = re.compile(r"did not complete in (\S+) secs")
+_CHUNK = 1 << 16
+
+
+def redact(text: str) -> str:
+    """Remove credentials embedded in URLs (``https://user:token@host`` -> ``https://***@host``), also in error text."""
+    return _USERINFO.sub(r"\1***@", text)
+
+
+def _reason(exc: git.exc.GitError) -> str:
+    """The meaningful line of what git said, without GitPython's wrapping (which repeats the command line)."""
+    stderr = getattr(exc, "stderr", "") or ""
+    if found := _TIMED_OUT.search(stderr):
+        return f"timed out after {found[1]}s"
+    stderr = stderr.removeprefix("\n  stderr: '").removesuffix("'")
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in lines:
+        if found := _GIT_MESSAGE.match(line):
+            return found[1]
+    return lines[-1] if lines else type(exc).__name__
+
+
+@contextmanager
+def _git_errors(action: str) -> Iterator[None]:
+    """Translate GitPython's exceptions into SourceError; ``from None`` because their text may hold a token."""
+    try:
+        yield
+    except git.exc.GitError as exc:
+        raise SourceError(redact(f"{action} failed: {_reason(exc)}")) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Refs:
+    """Branches and tags of the clone, each naming a commit sha (annotated tags are peeled to their commit)."""
+
+    branches: Mapping[str, str]
+    tags: Mapping[str, str]
+
+    def resolve(self, name: str) -> str | None:
+        """The commit a tag or, failing that, a branch of this name points at; None if neither exists."""
+        return self.tags.get(name, self.branches.get(name))
+
+
+@dataclass(frozen=True, slots=True)
+class CommitInfo:
+    """What the source tells about one commit."""
+
+    sha: str
+    author: str
+    email: str
+    time: float
+    message: str
+    parents: tuple[str, ...]
+
+    @property
+    def summary(self) -> str:
+        return self.message.partition("\n")[0]
+
+
+def _info(commit: git.Commit) -> CommitInfo:
+    message = commit.message
+    if isinstance(message, bytes):
+        message = message.decode("utf-8", "replace")
+    return CommitInfo(
+        sha=commit.hexsha,
+        author=commit.author.name or "",
+        email=commit.author.email or "",
+        time=float(commit.authored_date),
+        message=message.strip(),
+        parents=tuple(parent.hexsha for parent in commit.parents),
+    )
+
+
+def _text(value: str | bytes) -> str:
+    """cat-file headers come back as bytes although GitPython annotates them as str."""
+    return value.decode("ascii") if isinstance(value, bytes) else value
+
+
+def _is_url(url: str) -> bool:
+    """``scheme://...`` or scp-like ``user@host:path`` (a colon before any slash); anything else is a local path."""
+    head, colon, _ = url.partition(":")
+    return "://" in url or (bool(colon) and "/" not in head)
+
+
+class GitSource:
+    """A bare clone of ``url`` in ``cache_dir``: ``fetch`` mirrors the remote, the other methods read the clone only.
+
+    Nothing is read from a working tree; files come from the tree of a commit, so what a sha shows never changes.
+    The clone outlives the process: a restart reads the existing clone before its first fetch succeeds.
+    """
+
+    def __init__(
+        self, url: str, cache_dir: Path, *, timeout: float = 30.0, attempts: int = 3, backoff: float = 0.5
+    ) -> None:
+        assert attempts >= 1, "attempts counts the first try"
+        self._remote = url if _is_url(url) else str(Path(url).expanduser().resolve())
+        self._url = redact(url)
+        self._cache_dir = Path(cache_dir)
+        self._timeout = timeout
+        self._attempts = attempts
+        self._backoff = backoff
+        self._repo: git.Repo | None = None
+        self._lock = threading.RLock()  # GitPython's persistent `git cat-file --batch` pipes are not thread-safe
+        self._inflight: asyncio.Future[Refs] | None = None
+
+    @property
+    def url(self) -> str:
+        """The remote's URL with any credentials redacted, for display."""
+        return self._url
+
+    async def fetch(self) -> Refs:
+        """Clone on first use, then fetch every branch and tag (forced, pruned); returns the refs afterwards.
+
+        Callers arriving while a fetch runs share its outcome. Each attempt is killed after ``timeout`` seconds;
+        ``attempts`` tries are made, ``backoff``, ``2 * backoff``, ... seconds apart. Raises SourceError.
+        """
+        if self._inflight is None:
+            self._inflight = asyncio.ensure_future(self._fetch_with_retries())
+            self._inflight.add_done_callback(self._landed)
+        # shield: one caller giving up must not cancel the fetch the others wait for
+        return await asyncio.shield(self._inflight)
+
+    def _landed(self, task: asyncio.Future[Refs]) -> None:
+        self._inflight = None
+        if not task.cancelled():
+            task.exception()  # retrieved here, so it is not reported as lost when every caller was cancelled
+
+    async def _fetch_with_retries(self) -> Refs:
+        attempt = 1
+        while True:
+            try:
+                return await anyio.to_thread.run_sync(self._fetch_once)
+            except SourceError:
+                if attempt >= self._attempts:
+                    raise
+            await anyio.sleep(self._backoff * 2 ** (attempt - 1))
+            attempt += 1
+
+    def _fetch_once(self) -> Refs:
+        repo = self._open(create=True)
+        assert repo is not None
+        with _git_errors(f"fetch of {self.url}"):
+            # the URL goes on the command line, not into the clone's config or FETCH_HEAD: no token is written to disk
+            repo.git.fetch(
+                "--prune", "--no-write-fetch-head", self._remote, *_REFSPECS, env=_ENV, kill_after_timeout=self._timeout
+            )
+        return self.refs()
+
+    def _open(self, *, create: bool = False) -> git.Repo | None:
+        """The clone in cache_dir: reused if there is one, made empty (``git init --bare``) if ``create``."""
+        with self._lock:
+            if self._repo is None:
+                with _git_errors(f"opening the clone in {self._cache_dir}"):
+                    if (self._cache_dir / "HEAD").is_file():
+                        self._repo = git.Repo(self._cache_dir)
+                        if not self._repo.bare:
+                            self.close()
+                            raise SourceError(f"{self._cache_dir} holds a working tree, not a bare clone")
+                    elif create:
+                        if self._cache_dir.is_dir() and any(self._cache_dir.iterdir()):
+                            raise SourceError(f"{self._cache_dir} is neither empty nor a git clone")
+                        self._repo = git.Repo.init(self._cache_dir, mkdir=True, bare=True)
+            return self._repo
+
+    def close(self) -> None:
+        """Stop the git processes GitPython keeps running; the clone stays on disk and is reopened on next use."""
+        with self._lock:
+            if self._repo is not None:
+                self._repo.close()
+                self._repo = None
+
+    def refs(self) -> Refs:
+        """Branches and tags of the clone as of the last fetch (no network); empty before the first clone."""
+        branches: dict[str, str] = {}
+        tags: dict[str, str] = {}
+        repo = self._open()
+        if repo is None:
+            return Refs(branches, tags)
+        with _git_errors(f"reading the refs of {self.url}"):
+            fields = "%(refname) %(objecttype) %(objectname) %(*objecttype) %(*objectname)"
+            listing = repo.git.for_each_ref(f"--format={fields}", "refs/heads", "refs/tags")
+        for line in listing.splitlines():
+            name, kind, sha, peeled_kind, peeled_sha = line.split(" ")
+            if peeled_kind:
+                kind, sha = peeled_kind, peeled_sha
+            if kind != "commit":
+                continue  # a tag of a tree or blob (or of another tag) names no version
+            if name.startswith("refs/heads/"):
+                branches[name.removeprefix("refs/heads/")] = sha
+            else:
+                tags[name.removeprefix("refs/tags/")] = sha
+        return Refs(branches, tags)
+
+    def _commit(self, rev: str) -> git.Commit:
+        """The commit ``rev`` (sha, short sha, branch or tag) names in the clone; raises UnknownVersion."""
+        repo = self._open()
+        if repo is None or not rev:
+            raise UnknownVersion(f"{rev!r} is not a commit of {self.url}")
+        try:
+            sha, _, _ = repo.git.get_object_header(f"{rev}^{{commit}}")
+        except ValueError:  # cat-file answered "missing" or "ambiguous", or GitPython refused a line feed
+            raise UnknownVersion(f"{rev!r} is not a commit of {self.url}") from None
+        return git.Commit(repo, binascii.a2b_hex(sha))  # GitPython hands back the hex sha as bytes here
+
+    def commit(self, rev: str) -> CommitInfo:
+        """The commit ``rev`` names; raises UnknownVersion if it is not a commit in the clone."""
+        with self._lock:
+            return _info(self._commit(rev))
+
+    def has_commit(self, sha: str) -> bool:
+        try:
+            self.commit(sha)
+        except UnknownVersion:
+            return False
+        return True
+
+    def commits_between(self, old: str | None, new: str, *, limit: int = 100) -> list[CommitInfo]:
+        """Commits reachable from ``new`` but not from ``old``, oldest first, at most the newest ``limit``.
+
+        An unknown (or None) ``old`` gives just ``[commit(new)]``. A force-pushed-away ``old`` still works while its
+        objects remain in the clone.
+        """
+        with self._lock:
+            head = self._commit(new)
+            try:
+                base = self._commit(old) if old is not None else None
+            except UnknownVersion:
+                base = None
+            if base is None:
+                return [_info(head)]
+            with _git_errors(f"listing commits of {self.url}"):
+                shas = head.repo.git.rev_list(f"--max-count={limit}", head.hexsha, f"^{base.hexsha}").split()
+            return [_info(head.repo.commit(sha)) for sha in reversed(shas)]
+
+    def is_ancestor(self, old: str, new: str) -> bool:
+        """Whether ``new`` descends from ``old`` (False means a force push); False if ``old`` is unknown."""
+        with self._lock:
+            head = self._commit(new)
+            try:
+                base = self._commit(old)
+            except UnknownVersion:
+                return False
+            with _git_errors(f"comparing commits of {self.url}"):
+                return head.repo.is_ancestor(base, head)
+
+    def _entry(self, rev: str, path: str) -> git.Blob | git.Tree | None:
+        """The object at ``path`` ("" or "." is the root) in the tree of commit ``rev``; None if absent."""
+        tree = self._commit(rev).tree
+        parts = [part for part in path.split("/") if part not in ("", ".")]
+        if not parts:
+            return tree
+        try:
+            entry = tree / "/".join(parts)
+        except KeyError:
+            return None
+        return entry if isinstance(entry, git.Blob | git.Tree) else None  # a submodule is neither
+
+    def list_files(self, rev: str, folder: str, suffix: str = ".json") -> dict[str, str]:
+        """Regular files directly in ``folder`` at commit ``rev`` whose names end with ``suffix``: {name: blob sha}.
+
+        Not recursive; no blob is read. Symlinks are skipped. A missing folder gives {}; raises UnknownVersion.
+        """
+        with self._lock:
+            tree = self._entry(rev, folder)
+            if not isinstance(tree, git.Tree):
+                return {}
+            return {b.name: b.hexsha for b in tree.blobs if stat.S_ISREG(b.mode) and b.name.endswith(suffix)}
+
+    def read_blob(self, blob_sha: str, *, max_bytes: int) -> bytes:
+        """The blob's bytes, or only its first ``max_bytes + 1`` if larger (so callers see it is oversize).
+
+        Raises SourceError if the clone holds no such blob.
+        """
+        with self._lock:
+            repo = self._open()
+            missing = SourceError(f"blob {blob_sha!r} is not in the clone of {self.url}")
+            if repo is None:
+                raise missing
+            try:
+                _, kind, size, stream = repo.git.stream_object_data(blob_sha)
+            except ValueError:  # cat-file answered "missing"
+                raise missing from None
+            data = stream.read(min(size, max_bytes + 1))
+            while stream.read(_CHUNK):
+                pass  # drain the rest in chunks: the shared cat-file pipe must end up at the next object
+        if _text(kind) != "blob":
+            raise SourceError(f"{blob_sha!r} is a {_text(kind)}, not a blob")
+        return data
+
+    def read_file(self, rev: str, path: str, *, max_bytes: int) -> tuple[str, bytes] | None:
+        """(blob sha, bytes) of the regular file at ``path`` in commit ``rev``, None if absent; sizes as read_blob."""
+        with self._lock:
+            blob = self._entry(rev, path)
+            if not isinstance(blob, git.Blob) or not stat.S_ISREG(blob.mode):
+                return None
+            return blob.hexsha, self.read_blob(blob.hexsha, max_bytes=max_bytes)

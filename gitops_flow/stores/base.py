@@ -1,0 +1,82 @@
+"""The state store interface: session pins, conversations, version records and deploy events, async only."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+Turn = tuple[str, str]  # (role, text): "human" or "ai"; plain data so every backend keeps it as it is
+Record = dict[str, Any]  # a JSON-able object: a version record or a deploy event
+
+# key prefixes, one place for every backend (arq keeps its constants the same way)
+PIN_PREFIX = "pin:"
+TURNS_PREFIX = "turns:"
+VERSION_PREFIX = "version:"
+EVENTS_KEY = "events"
+
+MAX_EVENTS = 10_000  # every backend keeps only this many of the most recent deploy events
+
+
+class StateStore(Protocol):
+    """What the server keeps beyond its process: in memory (tests), a SQLite file (default) or Redis (replicas).
+
+    Every method may raise StoreError when the backend is unreachable; none raises anything else for I/O.
+    Times are seconds since the epoch from the store's clock, so tests can move time.
+    """
+
+    async def open(self) -> None:
+        """Connect and create what is missing; raises StoreError with the reason when the backend is unusable."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections; the store may not be used afterwards."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise StoreError when the backend does not answer (readiness checks)."""
+        ...
+
+    async def claim_pin(self, key: str, sha: str, ttl: float) -> str:
+        """The version a session is pinned to, pinning it to ``sha`` when it has no live pin, in one atomic step.
+
+        A live pin is kept and its idle timer restarted (expires ``ttl`` seconds from now); concurrent claims of one
+        key all return the same sha, also from several processes or replicas sharing the backend. A pin is live
+        while the clock reads less than its expiry time.
+        """
+        ...
+
+    async def set_pin(self, key: str, sha: str, ttl: float) -> None:
+        """Pin ``key`` to ``sha`` whatever it was pinned to (a session whose version is gone moves on)."""
+        ...
+
+    async def drop_pin(self, key: str) -> None:
+        """Forget a pin; nothing happens if there is none."""
+        ...
+
+    async def pinned_versions(self) -> set[str]:
+        """Every sha that at least one live (unexpired) pin names."""
+        ...
+
+    async def load_turns(self, session_id: str, limit: int) -> list[Turn]:
+        """The last ``limit`` turns of a conversation, oldest first; [] for an unknown session or a ``limit`` < 1."""
+        ...
+
+    async def append_turns(self, session_id: str, turns: Sequence[Turn]) -> None:
+        """Add turns at the end of a conversation, in order, atomically."""
+        ...
+
+    async def put_version(self, sha: str, record: Record) -> None:
+        """Save (or replace) what the server knows of a commit; ``record`` must be JSON-able, reads return copies."""
+        ...
+
+    async def versions(self) -> list[Record]:
+        """Every saved version record, in the order they were first saved."""
+        ...
+
+    async def add_event(self, event: Record) -> None:
+        """Append a deploy event (deployed, failed, retired, ...) to the history; past MAX_EVENTS the oldest go."""
+        ...
+
+    async def events(self, limit: int) -> list[Record]:
+        """The last ``limit`` events, newest first; [] for a ``limit`` < 1."""
+        ...

@@ -1,0 +1,92 @@
+"""MemoryStore: the state kept in this process's dicts, for tests, `gitops-flow test` and single-shot runs."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from itertools import islice
+
+import orjson
+
+from gitops_flow.stores.base import MAX_EVENTS, Record, Turn
+
+_PURGE_EVERY = 1_000  # pin writes between sweeps of expired pins
+
+
+class MemoryStore:
+    """A StateStore in plain dicts; gone when the process ends.
+
+    Safe for one event loop: no method awaits inside, so each one (``claim_pin`` included) runs as one atomic step.
+    Records are kept as JSON, so what comes back is a copy that equals what SQLite or Redis would give back.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time, *, max_events: int = MAX_EVENTS) -> None:
+        self._clock = clock
+        self._pins: dict[str, tuple[str, float]] = {}  # key -> (sha, expires)
+        self._pin_writes = 0
+        self._turns: dict[str, list[Turn]] = {}
+        self._versions: dict[str, bytes] = {}  # a dict keeps first-insertion order when a value is replaced
+        self._events: deque[bytes] = deque(maxlen=max_events)
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(pins={len(self._pins)}, sessions={len(self._turns)}, versions={len(self._versions)})"
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def ping(self) -> None:
+        pass
+
+    async def claim_pin(self, key: str, sha: str, ttl: float) -> str:
+        now = self._clock()
+        pin = self._pins.get(key)
+        if pin is not None and pin[1] > now:
+            sha = pin[0]
+        self._write_pin(key, sha, now + ttl)
+        return sha
+
+    async def set_pin(self, key: str, sha: str, ttl: float) -> None:
+        self._write_pin(key, sha, self._clock() + ttl)
+
+    async def drop_pin(self, key: str) -> None:
+        self._pins.pop(key, None)
+
+    async def pinned_versions(self) -> set[str]:
+        self._purge_pins()
+        return {sha for sha, _ in self._pins.values()}
+
+    async def load_turns(self, session_id: str, limit: int) -> list[Turn]:
+        if limit < 1:
+            return []
+        return self._turns.get(session_id, [])[-limit:]
+
+    async def append_turns(self, session_id: str, turns: Sequence[Turn]) -> None:
+        if turns:
+            self._turns.setdefault(session_id, []).extend((role, text) for role, text in turns)
+
+    async def put_version(self, sha: str, record: Record) -> None:
+        self._versions[sha] = orjson.dumps(record)
+
+    async def versions(self) -> list[Record]:
+        return [orjson.loads(record) for record in self._versions.values()]
+
+    async def add_event(self, event: Record) -> None:
+        self._events.append(orjson.dumps(event))
+
+    async def events(self, limit: int) -> list[Record]:
+        return [orjson.loads(event) for event in islice(reversed(self._events), max(limit, 0))]
+
+    def _write_pin(self, key: str, sha: str, expires: float) -> None:
+        self._pins[key] = (sha, expires)
+        self._pin_writes += 1
+        if self._pin_writes % _PURGE_EVERY == 0:
+            self._purge_pins()
+
+    def _purge_pins(self) -> None:
+        now = self._clock()
+        for key in [key for key, (_, expires) in self._pins.items() if expires <= now]:
+            del self._pins[key]

@@ -1,0 +1,222 @@
+"""SqliteStore: the state kept in one SQLite file, the default; safe for several processes sharing the file."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from typing import TypeVar
+
+import anyio.to_thread
+import orjson
+
+from gitops_flow.exceptions import StoreError
+from gitops_flow.stores.base import MAX_EVENTS, Record, Turn
+
+T = TypeVar("T")
+
+_BUSY_TIMEOUT = 5.0  # seconds a write waits for another process's write to finish before giving up
+_PURGE_EVERY = 1_000  # pin writes between sweeps of expired pins
+
+# _MIGRATIONS[n] takes the schema from version n to n + 1 (PRAGMA user_version); append, never edit
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        "CREATE TABLE pins (key TEXT PRIMARY KEY, sha TEXT NOT NULL, expires REAL NOT NULL)",
+        "CREATE INDEX pins_expires ON pins (expires)",
+        "CREATE TABLE turns (id INTEGER PRIMARY KEY AUTOINCREMENT, session TEXT NOT NULL, role TEXT NOT NULL,"
+        " text TEXT NOT NULL)",
+        "CREATE INDEX turns_session ON turns (session, id)",
+        "CREATE TABLE versions (sha TEXT PRIMARY KEY, seq INTEGER NOT NULL, record TEXT NOT NULL)",
+        "CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, record TEXT NOT NULL)",
+    ),
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+class SqliteStore:
+    """A StateStore in one SQLite file (WAL mode), created with its folder when missing.
+
+    One connection, used by one thread at a time under a lock; every call runs in a worker thread, so the event loop
+    never waits on the disk. Writes that must be atomic run in ``BEGIN IMMEDIATE`` transactions, which also makes
+    ``claim_pin`` atomic across processes sharing the file. Every SQLite or OS error becomes a StoreError naming the
+    file.
+    """
+
+    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time, max_events: int = MAX_EVENTS) -> None:
+        self.path = path
+        self._clock = clock
+        self._max_events = max_events
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+        self._pin_writes = 0
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({str(self.path)!r})"
+
+    async def open(self) -> None:
+        await anyio.to_thread.run_sync(self._open)
+
+    async def close(self) -> None:
+        await anyio.to_thread.run_sync(self._close)
+
+    async def ping(self) -> None:
+        await self._run("read", lambda db: db.execute("SELECT count(*) FROM sqlite_master").fetchone())
+
+    async def claim_pin(self, key: str, sha: str, ttl: float) -> str:
+        return await self._run("written", partial(self._claim_pin, key, sha, ttl))
+
+    async def set_pin(self, key: str, sha: str, ttl: float) -> None:
+        await self._run("written", partial(self._set_pin, key, sha, ttl))
+
+    async def drop_pin(self, key: str) -> None:
+        await self._run("written", lambda db: db.execute("DELETE FROM pins WHERE key = ?", (key,)))
+
+    async def pinned_versions(self) -> set[str]:
+        return await self._run("read", self._pinned_versions)
+
+    async def load_turns(self, session_id: str, limit: int) -> list[Turn]:
+        if limit < 1:
+            return []
+        query = (
+            "SELECT role, text FROM (SELECT id, role, text FROM turns WHERE session = ? ORDER BY id DESC LIMIT ?)"
+            " ORDER BY id"
+        )
+        rows = await self._run("read", lambda db: db.execute(query, (session_id, limit)).fetchall())
+        return [(role, text) for role, text in rows]
+
+    async def append_turns(self, session_id: str, turns: Sequence[Turn]) -> None:
+        rows = [(session_id, role, text) for role, text in turns]
+        if rows:
+            await self._run("written", partial(self._append_turns, rows))
+
+    async def put_version(self, sha: str, record: Record) -> None:
+        # seq is given once, on the first save, so a replaced record keeps its place in versions()
+        query = (
+            "INSERT INTO versions (sha, seq, record) VALUES (?, (SELECT coalesce(max(seq), 0) + 1 FROM versions), ?)"
+            " ON CONFLICT (sha) DO UPDATE SET record = excluded.record"
+        )
+        data = orjson.dumps(record).decode()
+        await self._run("written", lambda db: db.execute(query, (sha, data)))
+
+    async def versions(self) -> list[Record]:
+        rows = await self._run("read", lambda db: db.execute("SELECT record FROM versions ORDER BY seq").fetchall())
+        return [orjson.loads(record) for (record,) in rows]
+
+    async def add_event(self, event: Record) -> None:
+        await self._run("written", partial(self._add_event, orjson.dumps(event).decode()))
+
+    async def events(self, limit: int) -> list[Record]:
+        if limit < 1:
+            return []
+        query = "SELECT record FROM events ORDER BY id DESC LIMIT ?"
+        rows = await self._run("read", lambda db: db.execute(query, (limit,)).fetchall())
+        return [orjson.loads(record) for (record,) in rows]
+
+    # everything below runs in a worker thread
+
+    async def _run(self, what: str, step: Callable[[sqlite3.Connection], T]) -> T:
+        return await anyio.to_thread.run_sync(self._locked, what, step)
+
+    def _locked(self, what: str, step: Callable[[sqlite3.Connection], T]) -> T:
+        with self._lock, self._errors(what):
+            assert self._db is not None, "open() the store before using it, and not after close()"
+            return step(self._db)
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        """The one place SQLite and OS errors become StoreError: ``what`` the file cannot be, and SQLite's reason."""
+        try:
+            yield
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"the state file {self.path} cannot be {what}: {exc}") from exc
+
+    def _open(self) -> None:
+        with self._lock, self._errors("opened"):
+            assert self._db is None, "the store is already open"
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: no implicit transactions; the ones we need are explicit BEGIN IMMEDIATE
+            db = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+            try:
+                # the first statement reads the header, so a file that is not a database fails here, unchanged
+                db.execute("PRAGMA journal_mode = WAL")
+                db.execute("PRAGMA synchronous = NORMAL")  # in WAL mode: durable across crashes, not power loss
+                self._migrate(db)
+            except BaseException:
+                db.close()
+                raise
+            self._db = db
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        with _transaction(db):
+            (version,) = db.execute("PRAGMA user_version").fetchone()
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"the state file {self.path} has schema version {version}, newer than this gitops-flow knows"
+                    f" ({SCHEMA_VERSION}); upgrade gitops-flow"
+                )
+            for steps in _MIGRATIONS[version:]:
+                for statement in steps:
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")  # a PRAGMA takes no parameters
+
+    def _close(self) -> None:
+        with self._lock, self._errors("closed"):
+            db, self._db = self._db, None
+            if db is not None:
+                db.close()
+
+    def _claim_pin(self, key: str, sha: str, ttl: float, db: sqlite3.Connection) -> str:
+        with _transaction(db):
+            now = self._clock()
+            row = db.execute("SELECT sha FROM pins WHERE key = ? AND expires > ?", (key, now)).fetchone()
+            sha = row[0] if row is not None else sha
+            self._write_pin(db, key, sha, now + ttl)
+        return sha
+
+    def _set_pin(self, key: str, sha: str, ttl: float, db: sqlite3.Connection) -> None:
+        with _transaction(db):
+            self._write_pin(db, key, sha, self._clock() + ttl)
+
+    def _write_pin(self, db: sqlite3.Connection, key: str, sha: str, expires: float) -> None:
+        db.execute(
+            "INSERT INTO pins (key, sha, expires) VALUES (?, ?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET sha = excluded.sha, expires = excluded.expires",
+            (key, sha, expires),
+        )
+        self._pin_writes += 1
+        if self._pin_writes % _PURGE_EVERY == 0:
+            db.execute("DELETE FROM pins WHERE expires <= ?", (self._clock(),))
+
+    def _pinned_versions(self, db: sqlite3.Connection) -> set[str]:
+        with _transaction(db):
+            now = self._clock()
+            db.execute("DELETE FROM pins WHERE expires <= ?", (now,))
+            rows = db.execute("SELECT DISTINCT sha FROM pins WHERE expires > ?", (now,)).fetchall()
+        return {sha for (sha,) in rows}
+
+    def _append_turns(self, rows: list[tuple[str, str, str]], db: sqlite3.Connection) -> None:
+        with _transaction(db):
+            db.executemany("INSERT INTO turns (session, role, text) VALUES (?, ?, ?)", rows)
+
+    def _add_event(self, data: str, db: sqlite3.Connection) -> None:
+        with _transaction(db):
+            last = db.execute("INSERT INTO events (record) VALUES (?)", (data,)).lastrowid
+            assert last is not None
+            db.execute("DELETE FROM events WHERE id <= ?", (last - self._max_events,))
+
+
+@contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction that takes the file's write lock up front, so what it reads stays true until COMMIT."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise

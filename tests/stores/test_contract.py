@@ -1,0 +1,216 @@
+"""One suite, every backend: what any StateStore promises, as the server relies on it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gitops_flow.stores import MemoryStore, SqliteStore, StateStore
+
+pytestmark = pytest.mark.anyio
+
+
+class FakeClock:
+    """A clock that moves only when a test sets ``now``."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# backend name -> factory(tmp_path, clock, **options); "redis" goes here, skipped unless REDIS_URL is set
+BACKENDS: dict[str, Callable[..., StateStore]] = {
+    "memory": lambda tmp_path, clock, **options: MemoryStore(clock, **options),
+    "sqlite": lambda tmp_path, clock, **options: SqliteStore(tmp_path / "state.db", clock=clock, **options),
+}
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(params=list(BACKENDS), ids=list(BACKENDS))
+def make_store(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> Callable[..., StateStore]:
+    """Builds an unopened store of the backend under test, with the test's clock."""
+    factory = BACKENDS[request.param]
+    return lambda **options: factory(tmp_path, clock, **options)
+
+
+@pytest.fixture
+async def store(make_store: Callable[..., StateStore]) -> AsyncIterator[StateStore]:
+    store = make_store()
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def test_ping_answers(store: StateStore) -> None:
+    await store.ping()
+
+
+# pins
+
+
+async def test_first_claim_pins_and_later_claims_keep_it(store: StateStore) -> None:
+    assert await store.claim_pin("pin:s1", "aaa", ttl=60) == "aaa"
+    assert await store.claim_pin("pin:s1", "bbb", ttl=60) == "aaa"
+    assert await store.claim_pin("pin:s2", "bbb", ttl=60) == "bbb"
+
+
+async def test_an_expired_pin_lets_a_new_claim_win(store: StateStore, clock: FakeClock) -> None:
+    await store.claim_pin("pin:s1", "aaa", ttl=10)
+    clock.now = 10  # a pin is live while the clock reads less than its expiry
+    assert await store.claim_pin("pin:s1", "bbb", ttl=10) == "bbb"
+    assert await store.claim_pin("pin:s1", "ccc", ttl=10) == "bbb"
+
+
+async def test_claims_restart_the_idle_timer(store: StateStore, clock: FakeClock) -> None:
+    await store.claim_pin("pin:s1", "aaa", ttl=10)
+    clock.now = 8
+    assert await store.claim_pin("pin:s1", "bbb", ttl=10) == "aaa"
+    clock.now = 15
+    assert await store.pinned_versions() == {"aaa"}
+    clock.now = 19
+    assert await store.pinned_versions() == set()
+    assert await store.claim_pin("pin:s1", "bbb", ttl=10) == "bbb"
+
+
+async def test_set_pin_overrides_a_live_pin(store: StateStore, clock: FakeClock) -> None:
+    await store.claim_pin("pin:s1", "aaa", ttl=10)
+    await store.set_pin("pin:s1", "bbb", ttl=100)
+    clock.now = 50
+    assert await store.claim_pin("pin:s1", "ccc", ttl=10) == "bbb"
+
+
+async def test_set_pin_pins_a_new_key(store: StateStore) -> None:
+    await store.set_pin("pin:s1", "aaa", ttl=10)
+    assert await store.claim_pin("pin:s1", "bbb", ttl=10) == "aaa"
+
+
+async def test_drop_pin_forgets_the_pin(store: StateStore) -> None:
+    await store.claim_pin("pin:s1", "aaa", ttl=10)
+    await store.drop_pin("pin:s1")
+    await store.drop_pin("pin:never-pinned")
+    assert await store.pinned_versions() == set()
+    assert await store.claim_pin("pin:s1", "bbb", ttl=10) == "bbb"
+
+
+async def test_pinned_versions_lists_each_live_sha_once(store: StateStore, clock: FakeClock) -> None:
+    await store.claim_pin("pin:s1", "aaa", ttl=10)
+    await store.claim_pin("pin:s2", "aaa", ttl=30)
+    await store.claim_pin("pin:s3", "bbb", ttl=30)
+    await store.claim_pin("pin:s4", "ccc", ttl=5)
+    assert await store.pinned_versions() == {"aaa", "bbb", "ccc"}
+    clock.now = 20
+    assert await store.pinned_versions() == {"aaa", "bbb"}
+    clock.now = 30
+    assert await store.pinned_versions() == set()
+
+
+async def test_sweeping_expired_pins_keeps_live_ones(store: StateStore, clock: FakeClock) -> None:
+    await store.claim_pin("pin:live", "live", ttl=1_000_000)
+    for n in range(1_001):  # past the backends' sweep interval
+        await store.set_pin(f"pin:{n}", "old", ttl=1)
+        clock.now += 2
+    assert await store.pinned_versions() == {"live"}
+
+
+async def test_concurrent_claims_of_one_key_agree(store: StateStore) -> None:
+    shas = [f"sha{n}" for n in range(50)]
+    results = await asyncio.gather(*(store.claim_pin("pin:s1", sha, ttl=60) for sha in shas))
+    assert len(set(results)) == 1
+    assert results[0] in shas
+
+
+# conversations
+
+
+async def test_turns_come_back_in_order(store: StateStore) -> None:
+    await store.append_turns("s1", [("human", "hi"), ("ai", "hello")])
+    await store.append_turns("s1", [("human", "bye"), ("ai", "see you")])
+    assert await store.load_turns("s1", 10) == [("human", "hi"), ("ai", "hello"), ("human", "bye"), ("ai", "see you")]
+
+
+async def test_load_turns_gives_the_last_ones_oldest_first(store: StateStore) -> None:
+    await store.append_turns("s1", [("human", f"q{n}") for n in range(5)])
+    assert await store.load_turns("s1", 2) == [("human", "q3"), ("human", "q4")]
+    assert await store.load_turns("s1", 0) == []
+
+
+async def test_sessions_are_kept_apart(store: StateStore) -> None:
+    await store.append_turns("s1", [("human", "one")])
+    await store.append_turns("s2", [("human", "two")])
+    await store.append_turns("s2", [])
+    assert await store.load_turns("s1", 10) == [("human", "one")]
+    assert await store.load_turns("s2", 10) == [("human", "two")]
+    assert await store.load_turns("unknown", 10) == []
+
+
+# versions and events
+
+RECORD: dict[str, Any] = {
+    "sha": "aaa",
+    "status": "ready",
+    "flows": {"chat": {"nodes": [{"id": "p", "params": {"t": 0.5, "stop": None}}]}},
+    "problems": [],
+    "text": 'naïve ☃ "quoted"',
+}
+
+
+async def test_versions_come_back_equal_in_first_saved_order(store: StateStore) -> None:
+    await store.put_version("aaa", RECORD)
+    await store.put_version("bbb", {"sha": "bbb", "status": "failed"})
+    await store.put_version("aaa", {**RECORD, "status": "retired"})
+    assert await store.versions() == [{**RECORD, "status": "retired"}, {"sha": "bbb", "status": "failed"}]
+
+
+async def test_records_read_back_are_copies(store: StateStore) -> None:
+    await store.put_version("aaa", RECORD)
+    await store.add_event({"kind": "deployed", "tags": ["stable"]})
+    (version,) = await store.versions()
+    version["flows"]["chat"]["nodes"].clear()
+    (event,) = await store.events(1)
+    event["tags"].append("canary")
+    assert await store.versions() == [RECORD]
+    assert await store.events(1) == [{"kind": "deployed", "tags": ["stable"]}]
+
+
+async def test_no_versions_yet(store: StateStore) -> None:
+    assert await store.versions() == []
+
+
+async def test_events_come_newest_first(store: StateStore) -> None:
+    for n in range(5):
+        await store.add_event({"n": n, "kind": "deployed"})
+    assert await store.events(3) == [
+        {"n": 4, "kind": "deployed"},
+        {"n": 3, "kind": "deployed"},
+        {"n": 2, "kind": "deployed"},
+    ]
+    assert [e["n"] for e in await store.events(100)] == [4, 3, 2, 1, 0]
+    assert await store.events(0) == []
+
+
+async def test_only_the_most_recent_events_are_kept(make_store: Callable[..., StateStore]) -> None:
+    store = make_store(max_events=3)
+    await store.open()
+    try:
+        for n in range(5):
+            await store.add_event({"n": n})
+        assert await store.events(10) == [{"n": 4}, {"n": 3}, {"n": 2}]
+    finally:
+        await store.close()

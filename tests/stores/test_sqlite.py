@@ -1,0 +1,115 @@
+"""SqliteStore beyond the contract: restarts, several processes on one file, and files it cannot use."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, closing
+from pathlib import Path
+
+import pytest
+
+from gitops_flow.exceptions import StoreError
+from gitops_flow.stores.sqlite import SCHEMA_VERSION, SqliteStore
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@asynccontextmanager
+async def opened(path: Path) -> AsyncIterator[SqliteStore]:
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def test_state_survives_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    async with opened(path) as store:
+        await store.claim_pin("pin:s1", "aaa", ttl=3600)
+        await store.append_turns("s1", [("human", "hi"), ("ai", "hello")])
+        await store.put_version("aaa", {"sha": "aaa", "status": "ready"})
+        await store.add_event({"kind": "deployed", "sha": "aaa"})
+    async with opened(path) as store:
+        assert await store.claim_pin("pin:s1", "bbb", ttl=3600) == "aaa"
+        assert await store.load_turns("s1", 10) == [("human", "hi"), ("ai", "hello")]
+        assert await store.versions() == [{"sha": "aaa", "status": "ready"}]
+        assert await store.events(10) == [{"kind": "deployed", "sha": "aaa"}]
+
+
+async def test_the_folder_is_created(tmp_path: Path) -> None:
+    async with opened(tmp_path / "a" / "b" / "state.db") as store:
+        await store.ping()
+    assert (tmp_path / "a" / "b" / "state.db").is_file()
+
+
+async def test_two_stores_on_one_file_agree_on_pins(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    async with opened(path) as one, opened(path) as two:
+        claims = [(one if n % 2 else two).claim_pin("pin:s1", f"sha{n}", ttl=60) for n in range(40)]
+        results = await asyncio.gather(*claims)
+        assert len(set(results)) == 1
+        await one.set_pin("pin:s2", "ccc", ttl=60)
+        assert await two.claim_pin("pin:s2", "ddd", ttl=60) == "ccc"
+        assert await two.pinned_versions() == {results[0], "ccc"}
+
+
+async def test_the_file_is_in_wal_mode_with_a_schema_version(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    async with opened(path):
+        with closing(sqlite3.connect(path)) as db:
+            assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+            assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+
+
+async def test_a_file_that_is_not_a_database_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    garbage = b"this is not a database, it is a shopping list\n" * 100
+    path.write_bytes(garbage)
+    with pytest.raises(StoreError, match=f"the state file {path} cannot be opened: file is not a database"):
+        await SqliteStore(path).open()
+    assert path.read_bytes() == garbage
+
+
+async def test_a_path_under_a_regular_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    path = tmp_path / "file" / "state.db"
+    with pytest.raises(StoreError, match=f"the state file {path} cannot be opened") as caught:
+        await SqliteStore(path).open()
+    assert caught.value.retryable
+
+
+async def test_a_file_from_a_newer_release_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with closing(sqlite3.connect(path)) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(StoreError, match="newer than this gitops-flow knows"):
+        await SqliteStore(path).open()
+
+
+async def test_errors_while_serving_name_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    async with opened(path) as store:
+        with closing(sqlite3.connect(path)) as db:
+            db.execute("DROP TABLE events")
+        with pytest.raises(StoreError, match=f"the state file {path} cannot be written: no such table: events"):
+            await store.add_event({"kind": "deployed"})
+        with pytest.raises(StoreError, match=f"the state file {path} cannot be read: no such table: events"):
+            await store.events(1)
+
+
+async def test_close_twice_is_fine_and_use_after_close_is_a_bug(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "state.db")
+    await store.open()
+    await store.close()
+    await store.close()
+    with pytest.raises(AssertionError, match="open"):
+        await store.ping()

@@ -370,6 +370,6 @@ def require_admin(request: Request) -> None:
 async def reconcile_now(request: Request) -> Response:
     """Fetch and apply now, and answer with what happened (operators, tests, the demo)."""
     require_admin(request)
-    outcome = await get_deps(request).reconciler.reconcile("operator")
+    outcome = await get_deps(request).reconciler.step("operator")
     body = {"changed": outcome.changed, "head": outcome.head, "new": list(outcome.new), "error": outcome.error}
     return json_response(body, 200 if outcome.error is None else 502)

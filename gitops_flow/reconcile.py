@@ -124,11 +124,10 @@ class Reconciler:
         trigger, revived = "start", False
         while True:
             try:
-                await self.reconcile(trigger)
+                await self.step(trigger)
                 if not revived and self.table.head is not None:
                     await self.revive_pinned()
                     revived = True
-                await self.collect()
             except StoreError as exc:
                 log.warning("state store: %s", exc)
             except Exception:  # the loop must survive anything; the reason is logged, the last table keeps serving
@@ -151,6 +150,12 @@ class Reconciler:
             self._versions.setdefault(version.sha, version)
 
     # -- one reconcile ----------------------------------------------------------------------------------------------
+
+    async def step(self, trigger: str) -> Outcome:
+        """One pass of the loop: reconcile, then retire what nothing needs any more."""
+        outcome = await self.reconcile(trigger)
+        await self.collect()
+        return outcome
 
     async def reconcile(self, trigger: str = "poll") -> Outcome:
         """Fetch, then turn every new commit of the branch into a version and publish the routing table."""

@@ -26,8 +26,8 @@ CHAT = (
 
 def test_a_chain_compiles_to_a_sequence_that_answers_in_turn() -> None:
     built = build_flow(FlowSpec.model_validate(chain(*CHAT)), REGISTRY)
-    inner = built.runnable.bound  # type: ignore[attr-defined]
-    assert isinstance(inner, RunnableSequence)
+    assert isinstance(built.runnable, RunnableSequence)  # no wrapper layers: names are set, not bound
+    assert [step.name for step in built.runnable.steps] == ["prompt", "llm", "answer"]
     assert built.runnable.invoke({"question": "hi"}) == "Hello there, friend!"
     assert built.runnable.invoke({"question": "again"}) == "Second answer"
 

@@ -1,0 +1,269 @@
+"""Deploys through Git, proved through the HTTP API: push, bad commit, revert, delete, force-push, restart."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gitops_flow.stores.memory import MemoryStore
+from gitops_flow.stores.sqlite import SqliteStore
+from tests.gitrepo import Remote
+from tests.served import echo_flow, on_loopback, served, wait_until
+
+Q = {"question": "hi"}
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> Remote:
+    remote = Remote.create(tmp_path)
+    remote.commit({"flows/echo.json": echo_flow(answer="one")}, "first answer")
+    remote.push()
+    return remote
+
+
+def push(remote: Remote, files: dict[str, str | None], message: str = "change") -> str:
+    sha = remote.commit(files, message)
+    remote.push()
+    return sha
+
+
+def answer(response: httpx.Response) -> tuple[Any, str]:
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["metadata"]["flow_version"] == response.headers["x-flow-version"]
+    return body["output"], body["metadata"]["flow_version"]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_pushed_commit_is_served_after_the_fetch_and_a_conversation_stays_on_its_version(
+    remote: Remote, tmp_path: Path
+) -> None:
+    first = remote.sha()
+    with served(remote, tmp_path) as server:
+        assert answer(server.invoke("echo", Q, {"X-Flow-Session": "alice"})) == ("one", first)
+        second = push(remote, {"flows/echo.json": echo_flow(answer="two")}, "second answer")
+        assert answer(server.invoke("echo", Q)) == ("one", first)  # nothing changes before the fetch
+        outcome = server.reconcile()
+        assert outcome == {"changed": True, "head": second, "new": [second], "error": None}
+        assert answer(server.invoke("echo", Q)) == ("two", second)
+        assert answer(server.invoke("echo", Q, {"X-Flow-Session": "alice"})) == ("one", first)
+        assert answer(server.invoke("echo", Q, {"X-Flow-Session": "bob"})) == ("two", second)
+        events = server.client.get("/history").json()["events"]
+        assert [(e["event"], e["sha"], e["changed"]) for e in events] == [
+            ("deployed", second, ["echo"]),
+            ("deployed", first, ["echo"]),
+        ]
+        assert events[0]["message"] == "second answer" and events[0]["author"] == "Ada Lovelace"
+
+
+def test_a_session_moves_to_the_head_after_being_idle_for_the_ttl(remote: Remote, tmp_path: Path) -> None:
+    clock = Clock()
+    remote.commit({"gitops-flow.yaml": "session_ttl: 10m\n"}, "ten minute sessions")
+    first = push(remote, {})
+    with served(remote, tmp_path, store=MemoryStore(clock=clock)) as server:
+        assert answer(server.invoke("echo", Q, {"X-Flow-Session": "s"}))[1] == first
+        second = push(remote, {"flows/echo.json": echo_flow(answer="two")})
+        server.reconcile()
+        clock.now += 9 * 60  # active within the TTL: stays, and the idle timer restarts
+        assert answer(server.invoke("echo", Q, {"X-Flow-Session": "s"}))[1] == first
+        clock.now += 9 * 60
+        assert answer(server.invoke("echo", Q, {"X-Flow-Session": "s"}))[1] == first
+        clock.now += 10 * 60 + 1
+        assert answer(server.invoke("echo", Q, {"X-Flow-Session": "s"})) == ("two", second)
+
+
+@pytest.mark.parametrize(
+    ("content", "code"),
+    [
+        ("{ not json", "invalid-json"),
+        (echo_flow().replace("PromptTemplate", "os.system"), "import-path"),
+        (echo_flow().replace('"version": 1', '"version": 2'), "unsupported-version"),
+    ],
+    ids=["corrupt-json", "import-path", "wrong-format"],
+)
+def test_a_bad_commit_changes_nothing_and_is_recorded_with_its_problems(
+    remote: Remote, tmp_path: Path, content: str, code: str
+) -> None:
+    good = remote.sha()
+    with served(remote, tmp_path) as server:
+        bad = push(remote, {"flows/echo.json": content}, "break it")
+        assert server.reconcile()["new"] == [bad]
+        assert answer(server.invoke("echo", Q)) == ("one", good)
+        assert server.client.get("/readyz").json()["version"] == good
+        versions = {v["sha"]: v for v in server.client.get("/versions").json()["versions"]}
+        assert versions[bad]["status"] == "failed" and versions[good]["live"]
+        problem = versions[bad]["problems"][0]
+        assert (problem["file"], problem["code"]) == ("flows/echo.json", code)
+        assert problem["line"] is not None
+        pinned = server.invoke("echo", Q, {"X-Flow-Version": bad[:7]})
+        assert pinned.status_code == 404 and pinned.json()["error"]["code"] == "version-not-servable"
+        failed = server.client.get("/history").json()["events"][0]
+        assert failed["event"] == "failed" and failed["problems"][0]["code"] == code
+
+
+def test_a_server_starting_on_a_broken_head_serves_the_last_good_commit(remote: Remote, tmp_path: Path) -> None:
+    good = remote.sha()
+    bad = push(remote, {"flows/echo.json": "{"}, "broken")
+    with served(remote, tmp_path) as server:
+        assert answer(server.invoke("echo", Q)) == ("one", good)
+        statuses = {v["sha"]: v["status"] for v in server.client.get("/versions").json()["versions"]}
+        assert statuses == {bad: "failed", good: "ready"}
+
+
+def test_a_revert_reuses_what_was_built_and_is_live_at_once(remote: Remote, tmp_path: Path) -> None:
+    first = remote.sha()
+    with served(remote, tmp_path) as server:
+        second = push(remote, {"flows/echo.json": echo_flow(answer="two")})
+        server.reconcile()
+        remote.revert(second)
+        reverted = remote.sha()
+        remote.push()
+        server.reconcile()
+        assert answer(server.invoke("echo", Q)) == ("one", reverted)
+        table = server.deps.reconciler.table
+        # same blob, same build: the revert cost no validation and no build
+        assert table.versions[reverted].flows["echo"] is table.versions[first].flows["echo"]
+        assert table.versions[second].flows["echo"] is not table.versions[first].flows["echo"]
+
+
+def test_a_commit_that_deletes_a_flow_lets_its_sessions_finish(remote: Remote, tmp_path: Path) -> None:
+    first = push(remote, {"flows/other.json": echo_flow("other", answer="x")})
+    with served(remote, tmp_path) as server:
+        assert answer(server.invoke("other", Q, {"X-Flow-Session": "old"}))[1] == first
+        gone = push(remote, {"flows/other.json": None}, "drop other")
+        server.reconcile()
+        assert answer(server.invoke("other", Q, {"X-Flow-Session": "old"})) == ("x", first)
+        for headers in ({}, {"X-Flow-Session": "new"}):
+            response = server.invoke("other", Q, headers)
+            assert response.status_code == 404 and response.json()["error"]["code"] == "unknown-flow"
+        assert answer(server.invoke("echo", Q))[1] == gone
+        versions = server.client.get("/versions").json()["versions"]
+        assert versions[0]["changed"] == ["other"] and versions[0]["flows"] == ["echo"]
+
+
+def test_a_force_push_that_rewrites_the_branch_is_followed(remote: Remote, tmp_path: Path) -> None:
+    base = remote.sha()
+    with served(remote, tmp_path) as server:
+        dropped = push(remote, {"flows/echo.json": echo_flow(answer="two")})
+        server.reconcile()
+        assert answer(server.invoke("echo", Q, {"X-Flow-Session": "s"}))[1] == dropped
+        remote.force_push_reset(base)
+        rewritten = push(remote, {"flows/echo.json": echo_flow(answer="three")}, "rewritten")
+        outcome = server.reconcile()
+        assert outcome["head"] == rewritten
+        assert answer(server.invoke("echo", Q)) == ("three", rewritten)
+        assert answer(server.invoke("echo", Q, {"X-Flow-Session": "s"})) == ("two", dropped)  # finishes where it began
+        events = [e["event"] for e in server.client.get("/history").json()["events"]]
+        assert events[:2] == ["deployed", "rewritten"]
+
+
+def test_every_commit_of_a_push_becomes_a_version(remote: Remote, tmp_path: Path) -> None:
+    with served(remote, tmp_path) as server:
+        shas = [remote.commit({"flows/echo.json": echo_flow(answer=str(n))}, f"answer {n}") for n in range(3)]
+        remote.push()
+        assert server.reconcile()["new"] == shas  # oldest first
+        for n, sha in enumerate(shas):
+            assert answer(server.invoke("echo", Q, {"X-Flow-Version": sha})) == (str(n), sha)
+        assert answer(server.invoke("echo", Q))[1] == shas[-1]
+        events = [e["event"] for e in server.client.get("/history").json()["events"]][:3]
+        assert events == ["deployed", "built", "built"]
+
+
+def test_state_survives_a_restart_with_the_sqlite_store(remote: Remote, tmp_path: Path) -> None:
+    first = remote.sha()
+    state = tmp_path / "state.db"
+    with served(remote, tmp_path, store=SqliteStore(state)) as server:
+        answer(server.invoke("echo", Q, {"X-Flow-Session": "alice"}))
+        second = push(remote, {"flows/echo.json": echo_flow(answer="two")})
+        server.reconcile()
+        history = server.client.get("/history").json()["events"]
+    with served(remote, tmp_path, store=SqliteStore(state)) as server:
+        assert answer(server.invoke("echo", Q)) == ("two", second)
+        assert answer(server.invoke("echo", Q, {"X-Flow-Session": "alice"})) == ("one", first)
+        assert server.client.get("/history").json()["events"][-len(history) :] == history
+        statuses = {v["sha"]: v["status"] for v in server.client.get("/versions").json()["versions"]}
+        assert statuses == {first: "ready", second: "ready"}
+
+
+def test_versions_nothing_needs_are_retired_and_pinned_ones_are_kept(remote: Remote, tmp_path: Path) -> None:
+    first = remote.sha()
+    with served(remote, tmp_path, keep_versions=1) as server:
+        answer(server.invoke("echo", Q, {"X-Flow-Session": "keeps-first"}))
+        shas = [push(remote, {"flows/echo.json": echo_flow(answer=str(n))}) for n in range(3)]
+        server.reconcile()
+        statuses = {v["sha"]: v["status"] for v in server.client.get("/versions").json()["versions"]}
+        assert statuses == {first: "ready", shas[0]: "retired", shas[1]: "retired", shas[2]: "ready"}
+        response = server.invoke("echo", Q, {"X-Flow-Version": shas[0]})
+        assert response.status_code == 404 and "retired" in response.json()["error"]["message"]
+        assert answer(server.invoke("echo", Q, {"X-Flow-Session": "keeps-first"}))[1] == first
+
+
+def test_a_repository_that_does_not_exist_is_not_ready_and_says_why(tmp_path: Path) -> None:
+    missing = Remote(tmp_path / "nowhere.git", tmp_path / "work")
+    with served(missing, tmp_path, wait=False, fetch_timeout=5) as server:
+        wait_until(lambda: server.client.get("/readyz").json()["source"]["last_error"], what="a fetch error")
+        ready = server.client.get("/readyz")
+        assert ready.status_code == 503 and "nowhere.git" in ready.json()["source"]["last_error"]
+        assert server.client.get("/healthz").status_code == 200
+        response = server.invoke("echo", Q)
+        assert response.status_code == 503 and response.json()["error"]["code"] == "not-ready"
+
+
+def test_a_repository_that_goes_away_while_serving_keeps_the_server_serving(remote: Remote, tmp_path: Path) -> None:
+    first = remote.sha()
+    with served(remote, tmp_path) as server:
+        shutil.rmtree(remote.bare)
+        outcome = server.reconcile()
+        assert outcome["error"] and "origin.git" in outcome["error"]
+        assert answer(server.invoke("echo", Q)) == ("one", first)
+        ready = server.client.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["source"]["last_error"] == outcome["error"]
+        assert server.client.get("/versions").json()["source"]["last_error"] == outcome["error"]
+
+
+def test_deploys_under_load_drop_no_request(remote: Remote, tmp_path: Path) -> None:
+    """Clients hammer a real loopback server while ten commits go live; every request succeeds."""
+    pushed = [remote.sha()]
+    failures: list[str] = []
+    seen: set[str] = set()
+    stop = threading.Event()
+    with on_loopback(remote, tmp_path, poll_interval=0.05) as (url, _app):
+        wait_until(lambda: httpx.get(url + "/readyz").status_code == 200, what="readiness")
+
+        def load() -> None:
+            with httpx.Client(base_url=url) as client:
+                while not stop.is_set():
+                    try:
+                        response = client.post("/flows/echo/invoke", json={"input": Q})
+                        if response.status_code != 200:
+                            failures.append(f"{response.status_code} {response.text}")
+                        else:
+                            seen.add(response.headers["x-flow-version"])
+                    except httpx.HTTPError as exc:
+                        failures.append(repr(exc))
+
+        workers = [threading.Thread(target=load) for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        try:
+            for n in range(10):
+                pushed.append(push(remote, {"flows/echo.json": echo_flow(answer=f"v{n}")}))
+                wait_until(lambda: httpx.get(url + "/readyz").json()["version"] == pushed[-1], what="the deploy")
+        finally:
+            stop.set()
+            for worker in workers:
+                worker.join()
+    assert failures == []
+    assert seen <= set(pushed) and len(seen) > 1

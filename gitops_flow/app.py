@@ -57,10 +57,11 @@ def create_app(
     if source is None and settings.repo_url is None:
         raise ConfigError("the server needs a repository: --repo URL_OR_PATH or GITOPS_FLOW_REPO")
 
+    state = store or open_store(settings.state, data_dir=settings.data_dir)
+    git = source or GitSource(str(settings.repo_url), settings.data_dir / "repo", timeout=settings.fetch_timeout)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        state = store or open_store(settings.state, data_dir=settings.data_dir)
-        git = source or GitSource(str(settings.repo_url), settings.data_dir / "repo", timeout=settings.fetch_timeout)
         await state.open()
         reconciler = Reconciler(
             git,

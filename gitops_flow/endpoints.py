@@ -319,7 +319,8 @@ async def flows(request: Request) -> Response:
 async def versions(request: Request) -> Response:
     reconciler = get_deps(request).reconciler
     head = reconciler.table.head
-    listed = [{**v.record(), "live": head is not None and v.sha == head.sha} for v in reversed(reconciler.versions)]
+    newest_first = sorted(reconciler.versions, key=lambda v: (v.time, v.seen), reverse=True)
+    listed = [{**v.record(), "live": head is not None and v.sha == head.sha} for v in newest_first]
     return json_response({"source": _source(reconciler), "versions": listed})
 
 

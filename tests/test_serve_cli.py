@@ -1,0 +1,73 @@
+"""The server's commands: `demo` end to end, `versions` and `history` against a real server, `serve` settings."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gitops_flow import cli
+from tests.gitrepo import Remote
+from tests.served import ROOT, echo_flow, on_loopback, wait_until
+
+
+def test_demo_walks_through_a_deploy_and_a_revert(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    out = io.StringIO()
+    assert cli.main(["demo", "--exit", "--port", "0"], environ={}, out=out) == 0
+    text = out.getvalue()
+    assert "Alice's conversation stays where it began: 'Hello! How can I help you today?'" in text
+    assert "-> 'Hi! Ask me anything about your order.'" in text
+    assert text.count("deployed ") == 3
+    assert "The walkthrough passed." in text
+
+
+def test_versions_and_history_read_a_running_server(tmp_path: Path) -> None:
+    remote = Remote.create(tmp_path)
+    good = remote.commit({"flows/echo.json": echo_flow()}, "first answer")
+    remote.push()
+    bad = remote.commit({"flows/echo.json": "{"}, "broken")
+    remote.push()
+    with on_loopback(remote, tmp_path) as (url, _app):
+        wait_until(lambda: httpx.get(url + "/readyz").status_code == 200, what="readiness")
+        out = io.StringIO()
+        assert cli.main(["versions", "--server", url], environ={}, out=out) == 0
+        lines = out.getvalue().splitlines()
+        assert lines[0].endswith("(main)")
+        assert lines[1].startswith(f"  {bad[:12]} failed") and lines[1].endswith("broken")
+        assert "flows/echo.json:1 invalid-json" in lines[2]
+        assert lines[3].startswith(f"* {good[:12]} ready") and "Ada Lovelace" in lines[3]
+
+        out = io.StringIO()
+        assert cli.main(["history", "--server", url], environ={}, out=out) == 0
+        events = [line.split()[2:4] for line in out.getvalue().splitlines() if not line.startswith(" ")]
+        assert ["deployed", good[:12]] in events and ["failed", bad[:12]] in events
+
+        out = io.StringIO()
+        assert cli.main(["versions", "--server", url, "--json"], environ={}, out=out) == 0
+        assert [v["sha"] for v in json.loads(out.getvalue())["versions"]] == [bad, good]
+
+
+def test_views_of_a_server_that_is_not_there_are_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["versions", "--server", "http://127.0.0.1:9"], environ={}) == 2
+    assert "cannot reach the server at http://127.0.0.1:9" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "message"),
+    [
+        (["serve"], {}, "needs a repository"),
+        (["serve", "--repo", "x", "--port", "99999"], {}, "port"),
+        (["serve", "--repo", "x"], {"GITOPS_FLOW_POLL_INTERVAL": "soon"}, "poll_interval"),
+        (["serve", "--repo", "x", "--state", "postgres://db"], {}, "use one of memory://, sqlite://"),
+    ],
+    ids=["no-repo", "bad-port", "bad-env", "bad-state"],
+)
+def test_serve_refuses_bad_settings_before_starting(
+    argv: list[str], environ: dict[str, str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(argv, environ=environ) != 0
+    assert message in capsys.readouterr().err

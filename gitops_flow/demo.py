@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import uvicorn
+from pydantic import SecretStr
 
 from gitops_flow.app import create_app
 from gitops_flow.config import Settings
@@ -192,7 +193,7 @@ def run(*, port: int, keep_serving: bool, out: TextIO) -> None:
         fake_models=True,
         data_dir=root / "server",
         load_entry_points=False,
-        admin_token=demo.token,
+        admin_token=SecretStr(demo.token),
     )
     demo.say(f"gitops-flow demo: a Git repository of the example flows in {root}, served at {demo.url}")
     demo.say()

@@ -27,11 +27,13 @@ from gitops_flow.exceptions import (
     UnknownFlow,
 )
 from gitops_flow.reconcile import Reconciler
+from gitops_flow.secretrefs import RedactSecrets
 from gitops_flow.source import GitSource
 from gitops_flow.stores import open_store
 from gitops_flow.stores.base import StateStore
 
 log = logging.getLogger("gitops_flow.server")
+_LOGGERS = ("gitops_flow.server", "gitops_flow.reconcile", "uvicorn.error")  # whose records may quote a secret
 
 # domain errors -> (status, code); the first matching class wins, so subclasses come first
 _STATUS: tuple[tuple[type[GitOpsFlowError], int, str], ...] = (
@@ -74,6 +76,9 @@ def create_app(
             poll_interval=settings.poll_interval,
         )
         await reconciler.restore()
+        redact = RedactSecrets(secrets or {}, lambda: reconciler.secret_names)
+        for name in _LOGGERS:
+            logging.getLogger(name).addFilter(redact)
         app.state.deps = Deps(settings=settings, store=state, reconciler=reconciler)
         task = asyncio.create_task(reconciler.run(), name="reconciler")
         try:
@@ -84,6 +89,8 @@ def create_app(
                 await task
             git.close()
             await state.close()
+            for name in _LOGGERS:
+                logging.getLogger(name).removeFilter(redact)
 
     routes = [
         Route("/flows/{flow}/invoke", endpoints.invoke, methods=["POST"]),

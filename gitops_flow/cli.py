@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 import time
@@ -242,6 +243,7 @@ def _serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     from gitops_flow.app import create_app
 
     app = create_app(settings, secrets=os.environ)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", proxy_headers=False)
     return EXIT_OK
 

@@ -23,6 +23,7 @@ from gitops_flow.components import ComponentRegistry
 from gitops_flow.exceptions import BuildError, GitOpsFlowError, SourceError, StoreError
 from gitops_flow.problems import Problem
 from gitops_flow.routing import ROUTING_FILE, RoutingConfig
+from gitops_flow.secretrefs import ENV_KEY, env_refs
 from gitops_flow.source import CommitInfo, GitSource, Refs
 from gitops_flow.stores.base import StateStore
 from gitops_flow.traffic import RoutingTable
@@ -111,6 +112,7 @@ class Reconciler:
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._reasons: list[str] = []
+        self.secret_names: set[str] = set()  # every $env name a built flow reads, so logs can redact their values
 
     # -- triggers ---------------------------------------------------------------------------------------------------
 
@@ -196,8 +198,11 @@ class Reconciler:
             new.append(version.sha)
             await self.store.put_version(version.sha, version.record())
             if version.ready:
-                await self._event("deployed" if version.sha == head else "built", version.sha, trigger)
+                kind = "deployed" if version.sha == head else "built"
+                log.info("%s %s %s (%s)", kind, version.sha[:12], version.summary, trigger)
+                await self._event(kind, version.sha, trigger)
             else:
+                log.warning("failed %s %s: %d problems", version.sha[:12], version.summary, len(version.problems))
                 problems = [p.as_dict() for p in version.problems]
                 await self._event("failed", version.sha, trigger, problems=problems)
         self._observed, self._observed_refs = head, refs
@@ -324,6 +329,8 @@ class Reconciler:
         built: BuiltFlow | None = None
         problems = [p for p in report.problems if p.severity != "notice"]  # dry-build notes; this build is real
         if report.ok and report.spec is not None:
+            for node in report.spec.nodes:
+                self.secret_names.update(str(ref[ENV_KEY]) for _, ref in env_refs(node.params))
             try:
                 built = build_flow(
                     report.spec,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from gitops_flow.problems import Problem, json_path
@@ -107,3 +108,33 @@ def resolve(params: Any, secrets: Mapping[str, str], *, missing: list[str] | Non
     if isinstance(params, list):
         return [resolve(value, secrets, missing=missing) for value in params]
     return params
+
+
+class RedactSecrets(logging.Filter):
+    """A logging filter that replaces the values of the secrets flows use with ``<$env:NAME>`` in every record it
+    sees, traceback included, so an exception that quotes a key never writes it to a log."""
+
+    MIN_LENGTH = 6  # shorter values are too common to replace without garbling the log (and are no real secret)
+
+    def __init__(self, secrets: Mapping[str, str], names: Callable[[], Iterable[str]]) -> None:
+        super().__init__()
+        self._secrets = secrets
+        self._names = names
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        values = [
+            (name, self._secrets[name])
+            for name in self._names()
+            if len(self._secrets.get(name) or "") >= self.MIN_LENGTH
+        ]
+        if not values:
+            return True
+        message = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        for name, value in values:
+            message = message.replace(value, placeholder(name))
+            if record.exc_text:
+                record.exc_text = record.exc_text.replace(value, placeholder(name))
+        record.msg, record.args = message, ()
+        return True

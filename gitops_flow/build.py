@@ -10,7 +10,7 @@ from typing import Any
 from langchain_core.messages import BaseMessage
 from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import Runnable, RunnableLambda, RunnableParallel, RunnablePassthrough
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError, create_model
 
 from gitops_flow import secretrefs
 from gitops_flow.components import BuildContext, ComponentRegistry
@@ -63,7 +63,7 @@ def build_flow(
     if memory:
         if history is None and not dry_run:
             raise BuildError("this flow keeps chat history, but no history store was given", code="no-history-store")
-        runnable = _with_history(runnable, graph, memory, history or MemoryHistoryStore())
+        runnable = _with_history(runnable, graph, built, memory, history or MemoryHistoryStore())
     runnable = _named(runnable, spec.name)
     return BuiltFlow(
         spec=spec,
@@ -225,7 +225,11 @@ def _sequence(steps: list[Runnable[Any, Any]]) -> Runnable[Any, Any]:
 
 
 def _with_history(
-    runnable: Runnable[Any, Any], graph: FlowGraph, memory: list[tuple[int, NodeSpec]], store: HistoryStore
+    runnable: Runnable[Any, Any],
+    graph: FlowGraph,
+    built: Mapping[str, Runnable[Any, Any]],
+    memory: list[tuple[int, NodeSpec]],
+    store: HistoryStore,
 ) -> Runnable[Any, Any]:
     misplaced = [(i, n) for i, n in memory if n.id != graph.entry] or memory[1:]
     if misplaced:
@@ -235,10 +239,28 @@ def _with_history(
             code="history-not-entry",
         )
     params = memory[0][1].params
+    input_key = str(params.get("input_key", "question"))
+    history_key = str(params.get("history_key", "history"))
     return WithHistory(
         runnable,
         store,
-        input_key=str(params.get("input_key", "question")),
-        history_key=str(params.get("history_key", "history")),
+        input_key=input_key,
+        history_key=history_key,
         window=int(params.get("max_messages", 50)),  # type: ignore[arg-type]
+        input_model=_history_input(graph, built, input_key, history_key),
     )
+
+
+def _history_input(
+    graph: FlowGraph, built: Mapping[str, Runnable[Any, Any]], input_key: str, history_key: str
+) -> type[BaseModel]:
+    """What a conversational flow takes: its text under ``input_key``, plus whatever else the nodes fed by the
+    ChatHistory entry read from it (the history itself is the flow's to fill, not the caller's)."""
+    fields: dict[str, Any] = {}
+    for edge in graph.outgoing[graph.entry]:
+        if len(graph.incoming[edge.target]) == 1:  # a keyed fan-in reads the entry's value under its own key
+            schema = built[edge.target].get_input_schema()
+            if issubclass(schema, BaseModel):  # not a pydantic.v1 model from an operator's component
+                fields.update((n, (f.annotation, f)) for n, f in schema.model_fields.items() if n != history_key)
+    fields[input_key] = (str, ...)
+    return create_model(f"{graph.entry}_input", **fields)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import logging
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,8 +58,8 @@ def json_response(content: Any, status: int = 200, headers: Mapping[str, str] | 
     return Response(_dumps(content), status, headers, media_type="application/json")
 
 
-def error_response(status: int, code: str, message: str) -> Response:
-    return json_response({"error": {"code": code, "message": message}}, status)
+def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> Response:
+    return json_response({"error": {"code": code, "message": message}}, status, headers)
 
 
 def _dumps(value: Any) -> bytes:
@@ -106,50 +106,76 @@ def _config(raw: Any) -> dict[str, Any]:
     """The client's runnable config, reduced to what a client may set (LangServe drops the rest the same way)."""
     if raw is None:
         return {}
-    config = _object(raw, "config")
-    clean = {k: config[k] for k in CONFIG_KEYS if config.get(k) is not None}
-    for key, kind in (("configurable", dict), ("metadata", dict), ("tags", list), ("run_name", str)):
+    if not isinstance(raw, dict):
+        raise RequestError(422, "bad-config", "config must be an object")
+    clean = {k: raw[k] for k in CONFIG_KEYS if raw.get(k) is not None}
+    for key, kind in _CONFIG_TYPES.items():
         if key in clean and not isinstance(clean[key], kind):
-            raise RequestError(422, "bad-config", f"config.{key} must be {'an object' if kind is dict else 'a list'}")
+            raise RequestError(422, "bad-config", f"config.{key} must be {_KIND_NAMES[kind]}")
+    configurable = clean.get("configurable", {})
+    for key in ROUTING_KEYS:
+        if configurable.get(key) is not None and not isinstance(configurable[key], str):
+            raise RequestError(422, "bad-config", f"config.configurable.{key} must be a string")
     return clean
 
 
-def _check_input(flow: BuiltFlow, value: Any) -> None:
+_CONFIG_TYPES: dict[str, type] = {"configurable": dict, "metadata": dict, "tags": list, "run_name": str}
+_KIND_NAMES: dict[type, str] = {dict: "an object", list: "a list", str: "a string"}
+ROUTING_KEYS = ("session_id", "user_id", "flow_version")  # configurable keys that choose the version (SPEC 4)
+
+
+def _check_inputs(flow: BuiltFlow, values: Sequence[Any]) -> None:
     if flow.input_model is None:
         return
-    try:
-        flow.input_model.model_validate(value)
-    except ValidationError as exc:
-        where = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in exc.errors()[:5])
-        raise RequestError(422, "bad-input", f"the input does not match the flow's input schema ({where})") from None
+    for value in values:
+        try:
+            flow.input_model.model_validate(value)
+        except ValidationError as exc:
+            where = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in exc.errors()[:5])
+            raise RequestError(
+                422, "bad-input", f"the input does not match the flow's input schema ({where})"
+            ) from None
 
 
 # -- choosing the version -----------------------------------------------------------------------------------------
 
 
-async def choose(request: Request, flow: str, configurable: dict[str, Any]) -> tuple[Choice, BuiltFlow]:
-    """SPEC 4: an explicit pin, then the session's pin, then the route's default (the branch head)."""
+async def choose(
+    request: Request, flow: str, configurable: dict[str, Any], inputs: Sequence[Any] = ()
+) -> tuple[Choice, BuiltFlow]:
+    """SPEC 4: an explicit pin, then the session's pin, then the route's default (the branch head).
+
+    ``inputs`` are checked against the chosen flow before a session is pinned, so a refused request pins nothing.
+    A session named by the header is put into ``configurable`` too, where the flow's chat history reads it.
+    """
     deps = get_deps(request)
     table: RoutingTable = deps.reconciler.table
     headers = request.headers
+    session = headers.get(SESSION_HEADER) or configurable.get("session_id")
+    if session:
+        configurable["session_id"] = session
     pin = headers.get(VERSION_HEADER) or configurable.get("flow_version")
     if pin:
-        choice = table.pinned(str(pin))
-        return choice, _flow(choice, flow)
-    session = headers.get(SESSION_HEADER) or configurable.get("session_id")
+        choice = await deps.reconciler.pinned(pin)
+        return choice, _checked(choice, flow, inputs)
     choice = table.default(flow, user=headers.get(USER_HEADER) or configurable.get("user_id"))
-    if session:
-        configurable.setdefault("session_id", session)
-        key = f"{flow}:{session}"
-        sha = await deps.store.claim_pin(key, choice.version.sha, table.session_ttl)
-        if sha != choice.version.sha:
-            pinned = table.session(sha) or await _revive(deps, sha)
-            if pinned is not None and flow in pinned.version.flows:
-                return pinned, pinned.version.flows[flow]
+    if not session:
+        return choice, _checked(choice, flow, inputs)
+    current = choice.version.flows.get(flow)
+    if current is not None:
+        _check_inputs(current, inputs)
+    key = f"{flow}:{session}"
+    sha = await deps.store.claim_pin(key, choice.version.sha, table.session_ttl)
+    if sha != choice.version.sha:
+        pinned = table.session(sha) or await _revive(deps, sha)
+        if pinned is not None and flow in pinned.version.flows:
+            return pinned, _checked(pinned, flow, inputs)
+        if current is not None:
             await deps.store.set_pin(key, choice.version.sha, table.session_ttl)  # its version is gone: move on
-        elif flow not in choice.version.flows:
-            await deps.store.drop_pin(key)
-    return choice, _flow(choice, flow)
+    if current is None:
+        await deps.store.drop_pin(key)
+        raise UnknownFlow(f"no flow {flow!r} at version {choice.version.sha[:12]}")
+    return choice, current
 
 
 async def _revive(deps: Deps, sha: str) -> Choice | None:
@@ -158,10 +184,11 @@ async def _revive(deps: Deps, sha: str) -> Choice | None:
     return deps.reconciler.table.session(sha) if version is not None and version.ready else None
 
 
-def _flow(choice: Choice, name: str) -> BuiltFlow:
+def _checked(choice: Choice, name: str, inputs: Sequence[Any]) -> BuiltFlow:
     flow = choice.version.flows.get(name)
     if flow is None:
         raise UnknownFlow(f"no flow {name!r} at version {choice.version.sha[:12]}")
+    _check_inputs(flow, inputs)
     return flow
 
 
@@ -198,8 +225,7 @@ async def invoke(request: Request) -> Response:
         raise RequestError(422, "bad-body", "the body needs an 'input'")
     config = _config(payload.get("config"))
     configurable = dict(config.get("configurable", {}))
-    choice, flow = await choose(request, name, configurable)
-    _check_input(flow, payload["input"])
+    choice, flow = await choose(request, name, configurable, [payload["input"]])
     run_id = uuid.uuid4()
     config["configurable"] = configurable
     output = await _guarded(
@@ -220,9 +246,7 @@ async def batch(request: Request) -> Response:
     if len(configs) != len(inputs):
         raise RequestError(422, "bad-config", f"{len(configs)} configs for {len(inputs)} inputs")
     configurable = dict(configs[0].get("configurable", {})) if configs else {}
-    choice, flow = await choose(request, name, configurable)
-    for value in inputs:
-        _check_input(flow, value)
+    choice, flow = await choose(request, name, configurable, inputs)
     run_ids = [uuid.uuid4() for _ in inputs]
     run_configs = [
         _run_config({**c, "configurable": {**configurable, **c.get("configurable", {})}}, name, choice, r)
@@ -242,8 +266,7 @@ async def stream(request: Request) -> Response:
         raise RequestError(422, "bad-body", "the body needs an 'input'")
     config = _config(payload.get("config"))
     configurable = dict(config.get("configurable", {}))
-    choice, flow = await choose(request, name, configurable)
-    _check_input(flow, payload["input"])
+    choice, flow = await choose(request, name, configurable, [payload["input"]])
     run_id = uuid.uuid4()
     config["configurable"] = configurable
     run_config = _run_config(config, name, choice, run_id)
@@ -326,7 +349,7 @@ async def versions(request: Request) -> Response:
 
 async def history(request: Request) -> Response:
     raw = request.query_params.get("limit", "100")
-    if not raw.isdigit() or not 0 < int(raw) <= MAX_EVENTS:
+    if not raw.isascii() or not raw.isdigit() or not 0 < int(raw) <= MAX_EVENTS:
         raise RequestError(400, "bad-limit", f"limit is a whole number from 1 to {MAX_EVENTS}")
     events = await get_deps(request).store.events(int(raw))
     return json_response({"events": events})

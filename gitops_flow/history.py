@@ -52,9 +52,17 @@ class WithHistory(Runnable[dict[str, Any], Any]):
     """
 
     def __init__(
-        self, inner: Runnable[Any, Any], store: HistoryStore, *, input_key: str, history_key: str, window: int
+        self,
+        inner: Runnable[Any, Any],
+        store: HistoryStore,
+        *,
+        input_key: str,
+        history_key: str,
+        window: int,
+        input_model: type[BaseModel],
     ) -> None:
         self.inner = inner
+        self.input_model = input_model
         self.store = store
         self.input_key = input_key
         self.history_key = history_key
@@ -65,7 +73,7 @@ class WithHistory(Runnable[dict[str, Any], Any]):
         return dict[str, Any]
 
     def get_input_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
-        return self.inner.get_input_schema(config)  # type: ignore[return-value]
+        return self.input_model
 
     def get_output_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
         return self.inner.get_output_schema(config)  # type: ignore[return-value]

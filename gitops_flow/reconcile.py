@@ -20,15 +20,15 @@ import anyio
 
 from gitops_flow.build import BuiltFlow, build_flow
 from gitops_flow.components import ComponentRegistry
-from gitops_flow.exceptions import BuildError, GitOpsFlowError, SourceError, StoreError
+from gitops_flow.exceptions import BuildError, GitOpsFlowError, SourceError, StoreError, UnknownVersion
 from gitops_flow.problems import Problem
 from gitops_flow.routing import ROUTING_FILE, RoutingConfig
 from gitops_flow.secretrefs import ENV_KEY, env_refs
 from gitops_flow.source import CommitInfo, GitSource, Refs
 from gitops_flow.stores.base import StateStore
-from gitops_flow.traffic import RoutingTable
+from gitops_flow.traffic import Choice, RoutingTable
 from gitops_flow.validate import MAX_BYTES, validate_bytes, validate_routing_bytes
-from gitops_flow.versions import Status, Version
+from gitops_flow.versions import MIN_SHORT_SHA, Status, Version
 
 log = logging.getLogger("gitops_flow.reconcile")
 
@@ -355,6 +355,52 @@ class Reconciler:
             if self.registry.kind_of(node.component) == "model" and node.id not in fakes:
                 fakes[node.id] = [FAKE_ANSWER.format(node=node.id)]
         return dict(fakes)
+
+    # -- explicit pins ----------------------------------------------------------------------------------------------
+
+    async def pinned(self, text: str) -> Choice:
+        """The version an explicit pin names (SPEC 4): a ref, a full or a short sha.
+
+        A commit of the tracked branch's history that this process has not built (it predates the server's start)
+        or has retired is built now. A commit off the branch is never served: only what was merged ships. Raises
+        UnknownVersion when nothing matches, NotServable for a commit that failed validation.
+        """
+        table = self.table
+        try:
+            sha, ref = table.resolve(text)
+        except UnknownVersion:
+            found = await anyio.to_thread.run_sync(self._commit_named, text)
+            if found is None:
+                raise
+            sha, ref = found, None
+        version = table.versions.get(sha)
+        if version is None or version.status == "retired":
+            if not await self._on_branch(sha):
+                named = f"ref {ref!r} points at" if ref is not None else "commit"
+                if version is not None:
+                    table.servable(version)  # raises: retired
+                raise UnknownVersion(
+                    f"{named} {sha[:12]}, which this server has not built: only commits of branch {self.branch!r}"
+                    " are served"
+                )
+            version = await self.ensure(sha)
+            assert version is not None, "ensure() finds every commit of the branch"
+        return Choice(table.servable(version), ref)
+
+    def _commit_named(self, text: str) -> str | None:
+        """The full sha of the commit a (short) sha names in the clone, None for anything else: a pin is never a
+        revision expression (``main~3``), only a sha or a ref the table knows."""
+        text = text.strip().lower()
+        if len(text) < MIN_SHORT_SHA or any(c not in "0123456789abcdef" for c in text):
+            return None
+        try:
+            return self.source.commit(text).sha
+        except UnknownVersion:
+            return None
+
+    async def _on_branch(self, sha: str) -> bool:
+        head = self._observed
+        return head is not None and await anyio.to_thread.run_sync(self.source.is_ancestor, sha, head)
 
     # -- memory -----------------------------------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from gitops_flow.exceptions import NoReadyVersion, NotServable, UnknownVersion
+from gitops_flow.exceptions import NoReadyVersion, NotServable
 from gitops_flow.routing import RoutingConfig
 from gitops_flow.versions import Version, find
 
@@ -46,21 +46,17 @@ class RoutingTable:
             raise NoReadyVersion("no good version is loaded yet")
         return Choice(self.head, self.branch)
 
-    def pinned(self, text: str) -> Choice:
-        """The version an explicit pin names: a ref (tag or branch), a full sha or a short sha.
+    def resolve(self, text: str) -> tuple[str, str | None]:
+        """The commit an explicit pin names, and the ref it named (None for a sha): a tag or branch as last fetched,
+        or the full or short sha of a version seen. The branch means what it serves, its last good commit.
 
-        Raises UnknownVersion when nothing matches, NotServable when the version failed or was retired.
+        Raises UnknownVersion when nothing matches; whether the commit can serve is the caller's question.
         """
-        ref = text if text in self.refs else None
-        if ref == self.branch and self.head is not None:
-            return Choice(self.head, ref)  # the branch means what it serves: its last good commit
-        if ref is not None:
-            version = self.versions.get(self.refs[ref])
-            if version is None:
-                raise UnknownVersion(f"ref {ref!r} points at {self.refs[ref][:12]}, which this server has not built")
-        else:
-            version = find(self.versions, text)
-        return Choice(self.servable(version), ref)
+        if text == self.branch and self.head is not None:
+            return self.head.sha, text
+        if text in self.refs:
+            return self.refs[text], text
+        return find(self.versions, text).sha, None
 
     def session(self, sha: str) -> Choice | None:
         """The version a session's pin names, if it can still serve."""

@@ -216,6 +216,21 @@ def test_the_prompt_receives_the_windowed_history() -> None:
     assert [m.content for m in value.to_messages()] == ["three", "four", "five"]
 
 
+def test_a_conversational_flows_input_is_its_text_and_the_other_prompt_variables_but_not_the_history() -> None:
+    doc = flow(
+        nodes=[
+            node("memory", "ChatHistory", input_key="ask"),
+            node("prompt", "ChatPromptTemplate", messages=[["placeholder", "{history}"], ["human", "{ask} in {lang}"]]),
+        ],
+        edges=[edge("memory", "prompt")],
+    )
+    built = build_flow(FlowSpec.model_validate(doc), REGISTRY, history=MemoryHistoryStore())
+    schema = built.runnable.get_input_schema().model_json_schema()
+    assert set(schema["properties"]) == {"ask", "lang"}
+    assert set(schema["required"]) == {"ask", "lang"}
+    assert schema["properties"]["ask"]["type"] == "string"
+
+
 def test_a_conversational_flow_needs_a_session() -> None:
     built = build_flow(FlowSpec.model_validate(HISTORY_FLOW), REGISTRY, history=MemoryHistoryStore())
     with pytest.raises(MissingSession):

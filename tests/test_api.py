@@ -8,6 +8,7 @@ where the contract of a request needs two versions to tell them apart.
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import json
 import uuid
@@ -315,7 +316,12 @@ CALLS = [
 
 
 def remote_call(url: str, fn: Callable[..., Any], value: Any, config: Any = None) -> Any:
-    """``fn(RemoteRunnable(url), value, config)``, closing the runnable's clients on the loop that used them."""
+    """``fn(RemoteRunnable(url), value, config)``, closing the runnable's clients on the loop that used them.
+
+    RemoteRunnable closes its clients again in a ``weakref.finalize``, which submits to a thread pool. Left to a
+    later garbage collection, that can run inside another thread's ``ThreadPoolExecutor.submit`` and deadlock on
+    the executor's lock; so the runnable is collected here, in this thread, with no loop running.
+    """
     runnable = RemoteRunnable(url)
     try:
         if not inspect.iscoroutinefunction(fn):
@@ -330,6 +336,8 @@ def remote_call(url: str, fn: Callable[..., Any], value: Any, config: Any = None
         return asyncio.run(main())
     finally:
         runnable.sync_client.close()
+        del runnable
+        gc.collect()
 
 
 @pytest.mark.parametrize("fn", CALLS)

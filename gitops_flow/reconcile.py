@@ -21,6 +21,7 @@ import anyio
 from gitops_flow.build import BuiltFlow, build_flow
 from gitops_flow.components import ComponentRegistry
 from gitops_flow.exceptions import BuildError, GitOpsFlowError, SourceError, StoreError, UnknownVersion
+from gitops_flow.jsonpos import LineIndex
 from gitops_flow.problems import Problem
 from gitops_flow.routing import ROUTING_FILE, RoutingConfig
 from gitops_flow.secretrefs import ENV_KEY, env_refs
@@ -90,6 +91,7 @@ class Reconciler:
         max_commits: int = 50,
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
+        on_change: Callable[[], None] = lambda: None,
     ) -> None:
         self.source = source
         self.store = store
@@ -102,6 +104,7 @@ class Reconciler:
         self.max_commits = max_commits
         self.clock = clock
         self.rand = rand
+        self.on_change = on_change
         self.table = RoutingTable(branch)
         self.status = SourceStatus(url=source.url, branch=branch)
         self._versions: dict[str, Version] = {}
@@ -154,9 +157,12 @@ class Reconciler:
     # -- one reconcile ----------------------------------------------------------------------------------------------
 
     async def step(self, trigger: str) -> Outcome:
-        """One pass of the loop: reconcile, then retire what nothing needs any more."""
+        """One pass of the loop: reconcile, then retire what nothing needs any more; ``on_change`` runs after a pass
+        that published a new table."""
         outcome = await self.reconcile(trigger)
-        await self.collect()
+        retired = await self.collect()
+        if outcome.changed or retired:
+            self.on_change()
         return outcome
 
     async def reconcile(self, trigger: str = "poll") -> Outcome:
@@ -325,9 +331,9 @@ class Reconciler:
         path = f"{flows_dir}/{file_name}" if flows_dir not in ("", ".") else file_name
         stem = file_name.removesuffix(".json")
         raw = self.source.read_blob(blob, max_bytes=MAX_BYTES)
-        report = validate_bytes(raw, self.registry, file=path, stem=stem)
+        report = validate_bytes(raw, self.registry, file=path, stem=stem, dry_build=False)  # the build below is real
         built: BuiltFlow | None = None
-        problems = [p for p in report.problems if p.severity != "notice"]  # dry-build notes; this build is real
+        problems = list(report.problems)
         if report.ok and report.spec is not None:
             for node in report.spec.nodes:
                 self.secret_names.update(str(ref[ENV_KEY]) for _, ref in env_refs(node.params))
@@ -340,7 +346,8 @@ class Reconciler:
                     fakes=self._fakes(report.spec) if self.fake_models else None,
                 )
             except BuildError as exc:
-                problems.append(Problem(code=exc.code, message=str(exc), path=exc.path, file=path))
+                line = LineIndex(raw.decode("utf-8-sig")).line(exc.path)
+                problems.append(Problem(code=exc.code, message=str(exc), path=exc.path, file=path, line=line))
         result = _FileResult(stem, built, tuple(problems))
         self._cache[key] = result
         return result

@@ -54,10 +54,16 @@ def validate_file(path: Path, registry: ComponentRegistry, *, display: str | Non
     return validate_bytes(raw, registry, file=name, stem=path.stem)
 
 
-def validate_bytes(raw: bytes, registry: ComponentRegistry, *, file: str, stem: str | None = None) -> FileReport:
-    """Validate the bytes of a flow document. ``stem`` is the file name the document's ``name`` must equal."""
+def validate_bytes(
+    raw: bytes, registry: ComponentRegistry, *, file: str, stem: str | None = None, dry_build: bool = True
+) -> FileReport:
+    """Validate the bytes of a flow document. ``stem`` is the file name the document's ``name`` must equal.
+
+    ``dry_build=False`` stops after the static checks, for a caller that builds the flow for real next (the server)
+    and turns that build's BuildError into the problem the dry-build would have found.
+    """
     report = FileReport(file)
-    report.problems = [p.located(file, p.line) for p in _check(raw, registry, stem, report)]
+    report.problems = [p.located(file, p.line) for p in _check(raw, registry, stem, report, dry_build)]
     return report
 
 
@@ -65,7 +71,9 @@ def _too_large(size: int) -> Problem:
     return Problem(code="too-large", message=f"the file is {size:,} bytes; flow documents are at most {MAX_BYTES:,}")
 
 
-def _check(raw: bytes, registry: ComponentRegistry, stem: str | None, report: FileReport) -> list[Problem]:
+def _check(
+    raw: bytes, registry: ComponentRegistry, stem: str | None, report: FileReport, dry_build: bool
+) -> list[Problem]:
     if len(raw) > MAX_BYTES:
         return [_too_large(len(raw))]
     try:
@@ -92,12 +100,12 @@ def _check(raw: bytes, registry: ComponentRegistry, stem: str | None, report: Fi
         Problem(code="duplicate-key", message=f"key {path.rsplit('.', 1)[-1]!r} appears twice here", path=path)
         for path in lines.duplicates
     ]
-    problems += _check_document(data, registry, stem, report)
+    problems += _check_document(data, registry, stem, report, dry_build)
     return [p if p.line is not None else Problem(**{**p.as_dict(), "line": lines.line(p.path)}) for p in problems]
 
 
 def _check_document(
-    data: dict[str, Any], registry: ComponentRegistry, stem: str | None, report: FileReport
+    data: dict[str, Any], registry: ComponentRegistry, stem: str | None, report: FileReport, dry_build: bool
 ) -> list[Problem]:
     if isinstance(data.get("data"), dict) and {"nodes", "edges"} <= set(data["data"]):
         return [
@@ -122,7 +130,7 @@ def _check_document(
     problems += graph_problems
     problems += _node_problems(spec, registry)
     problems += _test_problems(spec, registry)
-    if problems:
+    if problems or not dry_build:
         return problems
     try:
         report.built = build_flow(spec, registry, dry_run=True)

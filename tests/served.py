@@ -52,6 +52,7 @@ def settings(remote: Remote, tmp_path: Path, **overrides: Any) -> Settings:
         "poll_interval": 3600.0,  # tests fetch on purpose, through /admin/reconcile
         "admin_token": "test-admin-token",
         "load_entry_points": False,
+        "freeze_heap": False,  # gc.freeze() is process-wide: one test turns it on (tests/test_deploy.py)
         **overrides,
     }
     return Settings(**values)

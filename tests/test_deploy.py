@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import shutil
 import threading
 from pathlib import Path
@@ -269,3 +270,21 @@ def test_deploys_under_load_drop_no_request(remote: Remote, tmp_path: Path) -> N
                 worker.join()
     assert failures == []
     assert seen <= set(pushed) and len(seen) > 1
+
+
+def test_a_deploy_settles_the_heap_out_of_the_collectors_sight(remote: Remote, tmp_path: Path) -> None:
+    """After each deploy the server collects once and freezes what is left (app._settle_heap), so the garbage
+    collector stops walking the built flows under load; the next deploy unfreezes them first."""
+    gc.unfreeze()
+    try:
+        with served(remote, tmp_path, freeze_heap=True) as server:
+            wait_until(lambda: gc.get_freeze_count() > 0, what="the first deploy's freeze")
+            gc.unfreeze()
+            push(remote, {"flows/echo.json": echo_flow(answer="two")})
+            assert server.reconcile()["changed"] is True
+            assert gc.get_freeze_count() > 0
+            gc.unfreeze()
+            assert server.reconcile()["changed"] is False
+            assert gc.get_freeze_count() == 0  # a pass that changed nothing leaves the heap alone
+    finally:
+        gc.unfreeze()

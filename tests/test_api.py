@@ -324,20 +324,24 @@ def remote_call(url: str, fn: Callable[..., Any], value: Any, config: Any = None
     """
     runnable = RemoteRunnable(url)
     try:
-        if not inspect.iscoroutinefunction(fn):
-            return fn(runnable, value, config)
-
-        async def main() -> Any:
-            try:
-                return await fn(runnable, value, config)
-            finally:
-                await runnable.async_client.aclose()
-
-        return asyncio.run(main())
+        return _call(runnable, fn, value, config)
     finally:
         runnable.sync_client.close()
         del runnable
         gc.collect()
+
+
+def _call(runnable: RemoteRunnable, fn: Callable[..., Any], value: Any, config: Any) -> Any:
+    if not inspect.iscoroutinefunction(fn):
+        return fn(runnable, value, config)
+
+    async def main() -> Any:
+        try:
+            return await fn(runnable, value, config)
+        finally:
+            await runnable.async_client.aclose()
+
+    return asyncio.run(main())
 
 
 @pytest.mark.parametrize("fn", CALLS)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Protocol
 
 Turn = tuple[str, str]  # (role, text): "human" or "ai"; plain data so every backend keeps it as it is
@@ -13,6 +13,11 @@ PIN_PREFIX = "pin:"
 TURNS_PREFIX = "turns:"
 VERSION_PREFIX = "version:"
 EVENTS_KEY = "events"
+DELIVERY_PREFIX = "delivery:"
+SAMPLES_PREFIX = "samples:"
+ABORT_PREFIX = "abort:"
+ONCE_PREFIX = "once:"
+WAKE_CHANNEL = "wake"
 
 MAX_EVENTS = 10_000  # every backend keeps only this many of the most recent deploy events
 
@@ -73,10 +78,50 @@ class StateStore(Protocol):
         """Every saved version record, in the order they were first saved."""
         ...
 
-    async def add_event(self, event: Record) -> None:
-        """Append a deploy event (deployed, failed, retired, ...) to the history; past MAX_EVENTS the oldest go."""
+    async def add_event(self, event: Record, *, once: str | None = None) -> bool:
+        """Append a deploy event (deployed, failed, retired, ...) to the history; past MAX_EVENTS the oldest go.
+
+        With ``once``, only the first call naming that key adds its event (atomically, also across processes), so
+        replicas that each see one deploy record it once. Returns whether the event was added.
+        """
         ...
 
     async def events(self, limit: int) -> list[Record]:
         """The last ``limit`` events, newest first; [] for a ``limit`` < 1."""
+        ...
+
+    async def claim_delivery(self, delivery_id: str, ttl: float) -> bool:
+        """True for the first claim of a webhook delivery id within ``ttl`` seconds, False for a replay; atomic
+        across processes sharing the backend, so each delivery is acted on once."""
+        ...
+
+    async def add_samples(self, slot: int, counts: Mapping[str, Mapping[str, int]], ttl: float) -> None:
+        """Add ``counts[key][field]`` to the counters of each ``key`` in time slot ``slot`` (a whole number the caller
+        derives from its clock); a slot may be forgotten ``ttl`` seconds after its last write. Atomic per call."""
+        ...
+
+    async def sum_samples(self, key: str, since: int) -> dict[str, int]:
+        """Each field's total over the slots of ``key`` numbered ``since`` or later; {} when there are none."""
+        ...
+
+    async def abort(self, key: str, record: Record) -> bool:
+        """Mark ``key`` aborted with ``record``; True if this call did it, False if it was already (the first
+        record stays). Atomic across processes, so one abort is announced once."""
+        ...
+
+    async def aborts(self) -> dict[str, Record]:
+        """Every key marked aborted, with its record."""
+        ...
+
+    async def drop_abort(self, key: str) -> None:
+        """Forget an abort; nothing happens if there is none."""
+        ...
+
+    async def publish(self, message: str) -> None:
+        """Send ``message`` to every process listening on this backend, this one included; a no-op where processes
+        cannot hear each other (a SQLite file), which then learn by polling."""
+        ...
+
+    def listen(self) -> AsyncIterator[str]:
+        """The messages published on this backend from now on, in order, until the store closes."""
         ...

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from itertools import islice
 
 import orjson
@@ -28,6 +29,11 @@ class MemoryStore:
         self._turns: dict[str, list[Turn]] = {}
         self._versions: dict[str, bytes] = {}  # a dict keeps first-insertion order when a value is replaced
         self._events: deque[bytes] = deque(maxlen=max_events)
+        self._once: set[str] = set()
+        self._deliveries: dict[str, float] = {}  # delivery id -> expires
+        self._samples: dict[tuple[str, int], tuple[dict[str, int], float]] = {}  # (key, slot) -> (counts, expires)
+        self._aborts: dict[str, bytes] = {}
+        self._listeners: set[asyncio.Queue[str | None]] = set()
 
     def __repr__(self) -> str:
         return f"MemoryStore(pins={len(self._pins)}, sessions={len(self._turns)}, versions={len(self._versions)})"
@@ -36,7 +42,9 @@ class MemoryStore:
         pass
 
     async def close(self) -> None:
-        pass
+        for queue in self._listeners:
+            queue.put_nowait(None)
+        self._listeners.clear()
 
     async def ping(self) -> None:
         pass
@@ -74,11 +82,63 @@ class MemoryStore:
     async def versions(self) -> list[Record]:
         return [orjson.loads(record) for record in self._versions.values()]
 
-    async def add_event(self, event: Record) -> None:
+    async def add_event(self, event: Record, *, once: str | None = None) -> bool:
+        if once is not None:
+            if once in self._once:
+                return False
+            self._once.add(once)
         self._events.append(orjson.dumps(event))
+        return True
 
     async def events(self, limit: int) -> list[Record]:
         return [orjson.loads(event) for event in islice(reversed(self._events), max(limit, 0))]
+
+    async def claim_delivery(self, delivery_id: str, ttl: float) -> bool:
+        now = self._clock()
+        if self._deliveries.get(delivery_id, now) > now:
+            return False
+        self._deliveries[delivery_id] = now + ttl
+        if len(self._deliveries) % _PURGE_EVERY == 0:
+            self._deliveries = {d: expires for d, expires in self._deliveries.items() if expires > now}
+        return True
+
+    async def add_samples(self, slot: int, counts: Mapping[str, Mapping[str, int]], ttl: float) -> None:
+        now = self._clock()
+        for key, fields in counts.items():
+            kept, _ = self._samples.get((key, slot), ({}, 0.0))
+            for field, count in fields.items():
+                kept[field] = kept.get(field, 0) + count
+            self._samples[(key, slot)] = (kept, now + ttl)
+        self._samples = {k: v for k, v in self._samples.items() if v[1] > now}
+
+    async def sum_samples(self, key: str, since: int) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for (name, slot), (counts, _) in self._samples.items():
+            if name == key and slot >= since:
+                for field, count in counts.items():
+                    total[field] = total.get(field, 0) + count
+        return total
+
+    async def abort(self, key: str, record: Record) -> bool:
+        if key in self._aborts:
+            return False
+        self._aborts[key] = orjson.dumps(record)
+        return True
+
+    async def aborts(self) -> dict[str, Record]:
+        return {key: orjson.loads(record) for key, record in self._aborts.items()}
+
+    async def drop_abort(self, key: str) -> None:
+        self._aborts.pop(key, None)
+
+    async def publish(self, message: str) -> None:
+        for queue in self._listeners:
+            queue.put_nowait(message)
+
+    def listen(self) -> AsyncIterator[str]:
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self._listeners.add(queue)
+        return _drain(queue, self._listeners)
 
     def _write_pin(self, key: str, sha: str, expires: float) -> None:
         self._pins[key] = (sha, expires)
@@ -90,3 +150,12 @@ class MemoryStore:
         now = self._clock()
         for key in [key for key, (_, expires) in self._pins.items() if expires <= now]:
             del self._pins[key]
+
+
+async def _drain(queue: asyncio.Queue[str | None], listeners: set[asyncio.Queue[str | None]]) -> AsyncIterator[str]:
+    """A listener's messages until the store closes (None); it stops listening when its consumer goes away."""
+    try:
+        while (message := await queue.get()) is not None:
+            yield message
+    finally:
+        listeners.discard(queue)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -33,6 +34,15 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE versions (sha TEXT PRIMARY KEY, seq INTEGER NOT NULL, record TEXT NOT NULL)",
         "CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, record TEXT NOT NULL)",
     ),
+    (
+        "ALTER TABLE events ADD COLUMN once TEXT",
+        "CREATE UNIQUE INDEX events_once ON events (once)",  # NULLs are distinct: only keyed events are unique
+        "CREATE TABLE deliveries (id TEXT PRIMARY KEY, expires REAL NOT NULL)",
+        "CREATE TABLE samples (key TEXT NOT NULL, slot INTEGER NOT NULL, field TEXT NOT NULL, count INTEGER NOT NULL,"
+        " expires REAL NOT NULL, PRIMARY KEY (key, slot, field))",
+        "CREATE INDEX samples_expires ON samples (expires)",
+        "CREATE TABLE aborts (key TEXT PRIMARY KEY, record TEXT NOT NULL)",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -53,6 +63,7 @@ class SqliteStore:
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
         self._pin_writes = 0
+        self._closing = asyncio.Event()
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
@@ -61,6 +72,7 @@ class SqliteStore:
         await anyio.to_thread.run_sync(self._open)
 
     async def close(self) -> None:
+        self._closing.set()
         await anyio.to_thread.run_sync(self._close)
 
     async def ping(self) -> None:
@@ -106,8 +118,8 @@ class SqliteStore:
         rows = await self._run("read", lambda db: db.execute("SELECT record FROM versions ORDER BY seq").fetchall())
         return [orjson.loads(record) for (record,) in rows]
 
-    async def add_event(self, event: Record) -> None:
-        await self._run("written", partial(self._add_event, orjson.dumps(event).decode()))
+    async def add_event(self, event: Record, *, once: str | None = None) -> bool:
+        return await self._run("written", partial(self._add_event, orjson.dumps(event).decode(), once))
 
     async def events(self, limit: int) -> list[Record]:
         if limit < 1:
@@ -115,6 +127,42 @@ class SqliteStore:
         query = "SELECT record FROM events ORDER BY id DESC LIMIT ?"
         rows = await self._run("read", lambda db: db.execute(query, (limit,)).fetchall())
         return [orjson.loads(record) for (record,) in rows]
+
+    async def claim_delivery(self, delivery_id: str, ttl: float) -> bool:
+        return await self._run("written", partial(self._claim_delivery, delivery_id, ttl))
+
+    async def add_samples(self, slot: int, counts: Mapping[str, Mapping[str, int]], ttl: float) -> None:
+        rows = [(key, slot, field, n) for key, fields in counts.items() for field, n in fields.items()]
+        if rows:
+            await self._run("written", partial(self._add_samples, rows, ttl))
+
+    async def sum_samples(self, key: str, since: int) -> dict[str, int]:
+        query = "SELECT field, sum(count) FROM samples WHERE key = ? AND slot >= ? GROUP BY field"
+        rows = await self._run("read", lambda db: db.execute(query, (key, since)).fetchall())
+        return {field: int(total) for field, total in rows}
+
+    async def abort(self, key: str, record: Record) -> bool:
+        query = "INSERT INTO aborts (key, record) VALUES (?, ?) ON CONFLICT (key) DO NOTHING"
+        data = orjson.dumps(record).decode()
+        return await self._run("written", lambda db: db.execute(query, (key, data)).rowcount == 1)
+
+    async def aborts(self) -> dict[str, Record]:
+        rows = await self._run("read", lambda db: db.execute("SELECT key, record FROM aborts").fetchall())
+        return {key: orjson.loads(record) for key, record in rows}
+
+    async def drop_abort(self, key: str) -> None:
+        await self._run("written", lambda db: db.execute("DELETE FROM aborts WHERE key = ?", (key,)))
+
+    async def publish(self, message: str) -> None:
+        """Processes sharing a SQLite file cannot hear each other: they learn of a change by polling Git."""
+
+    def listen(self) -> AsyncIterator[str]:
+        return self._until_closed()
+
+    async def _until_closed(self) -> AsyncIterator[str]:
+        await self._closing.wait()
+        return
+        yield  # an async generator that yields nothing
 
     # everything below runs in a worker thread
 
@@ -202,11 +250,33 @@ class SqliteStore:
         with _transaction(db):
             db.executemany("INSERT INTO turns (session, role, text) VALUES (?, ?, ?)", rows)
 
-    def _add_event(self, data: str, db: sqlite3.Connection) -> None:
+    def _add_event(self, data: str, once: str | None, db: sqlite3.Connection) -> bool:
         with _transaction(db):
-            last = db.execute("INSERT INTO events (record) VALUES (?)", (data,)).lastrowid
+            cursor = db.execute("INSERT INTO events (record, once) VALUES (?, ?) ON CONFLICT DO NOTHING", (data, once))
+            if cursor.rowcount != 1:
+                return False
+            last = cursor.lastrowid
             assert last is not None
             db.execute("DELETE FROM events WHERE id <= ?", (last - self._max_events,))
+        return True
+
+    def _claim_delivery(self, delivery_id: str, ttl: float, db: sqlite3.Connection) -> bool:
+        with _transaction(db):
+            now = self._clock()
+            db.execute("DELETE FROM deliveries WHERE expires <= ?", (now,))
+            query = "INSERT INTO deliveries (id, expires) VALUES (?, ?) ON CONFLICT (id) DO NOTHING"
+            return db.execute(query, (delivery_id, now + ttl)).rowcount == 1
+
+    def _add_samples(self, rows: list[tuple[str, int, str, int]], ttl: float, db: sqlite3.Connection) -> None:
+        with _transaction(db):
+            now = self._clock()
+            db.executemany(
+                "INSERT INTO samples (key, slot, field, count, expires) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (key, slot, field) DO UPDATE SET count = count + excluded.count,"
+                " expires = excluded.expires",
+                [(*row, now + ttl) for row in rows],
+            )
+            db.execute("DELETE FROM samples WHERE expires <= ?", (now,))
 
 
 @contextmanager

@@ -214,3 +214,114 @@ async def test_only_the_most_recent_events_are_kept(make_store: Callable[..., St
         assert await store.events(10) == [{"n": 4}, {"n": 3}, {"n": 2}]
     finally:
         await store.close()
+
+
+async def test_an_event_with_a_once_key_is_added_once(store: StateStore) -> None:
+    assert await store.add_event({"n": 1, "kind": "deployed"}, once="deployed:aaa") is True
+    assert await store.add_event({"n": 2, "kind": "deployed"}, once="deployed:aaa") is False
+    assert await store.add_event({"n": 3, "kind": "failed"}, once="failed:bbb") is True
+    assert await store.add_event({"n": 4}) is True
+    assert await store.add_event({"n": 5}) is True  # events without a key are never deduplicated
+    assert [e["n"] for e in await store.events(10)] == [5, 4, 3, 1]
+
+
+async def test_concurrent_events_with_one_key_add_one(store: StateStore) -> None:
+    added = await asyncio.gather(*(store.add_event({"n": n}, once="deployed:aaa") for n in range(20)))
+    assert added.count(True) == 1
+    assert len(await store.events(100)) == 1
+
+
+# webhook deliveries
+
+
+async def test_a_delivery_is_claimed_once_until_its_ttl(store: StateStore, clock: FakeClock) -> None:
+    assert await store.claim_delivery("d-1", ttl=10) is True
+    assert await store.claim_delivery("d-1", ttl=10) is False
+    assert await store.claim_delivery("d-2", ttl=10) is True
+    clock.now = 9
+    assert await store.claim_delivery("d-1", ttl=10) is False
+    clock.now = 10
+    assert await store.claim_delivery("d-1", ttl=10) is True
+
+
+async def test_concurrent_claims_of_one_delivery_let_one_through(store: StateStore) -> None:
+    claimed = await asyncio.gather(*(store.claim_delivery("d-1", ttl=60) for _ in range(20)))
+    assert claimed.count(True) == 1
+
+
+# canary analysis: samples and aborts
+
+
+async def test_samples_add_up_per_key_and_field_over_the_slots_asked(store: StateStore) -> None:
+    await store.add_samples(10, {"a": {"n": 2, "err": 1}, "b": {"n": 5}}, ttl=60)
+    await store.add_samples(10, {"a": {"n": 1}}, ttl=60)
+    await store.add_samples(11, {"a": {"n": 4, "le_100": 3}}, ttl=60)
+    await store.add_samples(12, {}, ttl=60)
+    assert await store.sum_samples("a", since=10) == {"n": 7, "err": 1, "le_100": 3}
+    assert await store.sum_samples("a", since=11) == {"n": 4, "le_100": 3}
+    assert await store.sum_samples("a", since=12) == {}
+    assert await store.sum_samples("b", since=0) == {"n": 5}
+    assert await store.sum_samples("nobody", since=0) == {}
+
+
+async def test_samples_are_forgotten_after_their_ttl(store: StateStore, clock: FakeClock) -> None:
+    await store.add_samples(1, {"a": {"n": 1}}, ttl=10)
+    clock.now = 5
+    await store.add_samples(2, {"a": {"n": 2}}, ttl=10)
+    clock.now = 12  # slot 1 expired at 10; slot 2 lives until 15
+    await store.add_samples(3, {"b": {"n": 1}}, ttl=10)
+    assert await store.sum_samples("a", since=0) == {"n": 2}
+
+
+async def test_concurrent_sample_writes_are_not_lost(store: StateStore) -> None:
+    await asyncio.gather(*(store.add_samples(7, {"a": {"n": 1, "err": 1}}, ttl=60) for _ in range(25)))
+    assert await store.sum_samples("a", since=7) == {"n": 25, "err": 25}
+
+
+async def test_the_first_abort_wins_and_stays_until_dropped(store: StateStore) -> None:
+    assert await store.aborts() == {}
+    assert await store.abort("default:main:aaa", {"error_rate": 0.5}) is True
+    assert await store.abort("default:main:aaa", {"error_rate": 0.9}) is False
+    assert await store.abort("echo:canary:bbb", {"p99_ms": 4000.0}) is True
+    assert await store.aborts() == {"default:main:aaa": {"error_rate": 0.5}, "echo:canary:bbb": {"p99_ms": 4000.0}}
+    await store.drop_abort("default:main:aaa")
+    await store.drop_abort("never:aborted:ccc")
+    assert await store.aborts() == {"echo:canary:bbb": {"p99_ms": 4000.0}}
+    assert await store.abort("default:main:aaa", {"error_rate": 0.7}) is True
+
+
+async def test_concurrent_aborts_of_one_key_announce_one(store: StateStore) -> None:
+    won = await asyncio.gather(*(store.abort("default:main:aaa", {"n": n}) for n in range(20)))
+    assert won.count(True) == 1
+    (record,) = (await store.aborts()).values()
+    assert record == {"n": won.index(True)}
+
+
+# wake-ups between processes
+
+
+async def test_a_listener_ends_when_the_store_closes(make_store: Callable[..., StateStore]) -> None:
+    store = make_store()
+    await store.open()
+    messages = store.listen()
+
+    async def consume() -> None:
+        async for _ in messages:
+            pass
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(0)
+    await store.close()
+    await asyncio.wait_for(task, timeout=5)  # the promise: the loop ends, it does not hang
+
+
+async def test_memory_listeners_hear_every_message_published_after_they_listen() -> None:
+    store = MemoryStore()
+    await store.open()
+    early = store.listen()
+    await store.publish("one")
+    late = store.listen()
+    await store.publish("two")
+    await store.close()
+    assert [m async for m in early] == ["one", "two"]
+    assert [m async for m in late] == ["two"]

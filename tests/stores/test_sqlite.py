@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gitops_flow.exceptions import StoreError
-from gitops_flow.stores.sqlite import SCHEMA_VERSION, SqliteStore
+from gitops_flow.stores.sqlite import _MIGRATIONS, SCHEMA_VERSION, SqliteStore
 
 pytestmark = pytest.mark.anyio
 
@@ -113,3 +113,24 @@ async def test_close_twice_is_fine_and_use_after_close_is_a_bug(tmp_path: Path) 
     await store.close()
     with pytest.raises(AssertionError, match="open"):
         await store.ping()
+
+
+async def test_a_file_of_the_first_schema_is_migrated_keeping_its_events(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with closing(sqlite3.connect(path)) as db:
+        for statement in _MIGRATIONS[0]:
+            db.execute(statement)
+        db.execute("INSERT INTO events (record) VALUES (?)", ('{"kind": "deployed"}',))
+        db.execute("PRAGMA user_version = 1")
+        db.commit()
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        assert await store.events(10) == [{"kind": "deployed"}]
+        assert await store.add_event({"kind": "failed"}, once="failed:aaa") is True
+        assert await store.add_event({"kind": "failed"}, once="failed:aaa") is False
+        assert await store.claim_delivery("d-1", ttl=60) is True
+    finally:
+        await store.close()
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)

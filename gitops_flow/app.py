@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import uuid
 from collections.abc import AsyncIterator, Mapping
 
 from starlette.applications import Starlette
@@ -14,7 +15,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gitops_flow import endpoints
+from gitops_flow import endpoints, views
+from gitops_flow.analysis import Guard
+from gitops_flow.builder import VersionBuilder
 from gitops_flow.components import ComponentRegistry
 from gitops_flow.config import Settings
 from gitops_flow.endpoints import Deps, RequestError, error_response
@@ -27,6 +30,7 @@ from gitops_flow.exceptions import (
     StoreError,
     UnknownFlow,
 )
+from gitops_flow.metrics import Metrics
 from gitops_flow.reconcile import Reconciler
 from gitops_flow.secretrefs import RedactSecrets
 from gitops_flow.source import GitSource
@@ -66,29 +70,44 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await state.open()
+        builder = VersionBuilder(
+            git,
+            registry or ComponentRegistry.configured(settings),
+            history=state,
+            secrets=secrets,
+            fake_models=settings.fake_models,
+        )
+        metrics = Metrics(live_versions=lambda: sum(1 for v in reconciler.versions if v.ready))
         reconciler = Reconciler(
             git,
             state,
-            registry or ComponentRegistry.configured(settings),
+            builder,
             branch=settings.branch,
-            secrets=secrets,
-            fake_models=settings.fake_models,
             keep=settings.keep_versions,
             poll_interval=settings.poll_interval,
             on_change=_settle_heap if settings.freeze_heap else lambda: None,
+            on_event=metrics.event,
         )
         await reconciler.restore()
-        redact = RedactSecrets(secrets or {}, lambda: reconciler.secret_names)
+        redact = RedactSecrets(secrets or {}, lambda: builder.secret_names)
         for name in _LOGGERS:
             logging.getLogger(name).addFilter(redact)
-        app.state.deps = Deps(settings=settings, store=state, reconciler=reconciler)
-        task = asyncio.create_task(reconciler.run(), name="reconciler")
+        guard = Guard(state)
+        replica = uuid.uuid4().hex[:12]
+        app.state.deps = Deps(settings, state, reconciler, guard, metrics, replica)
+        tasks = [
+            asyncio.create_task(reconciler.run(), name="reconciler"),
+            asyncio.create_task(_guard(guard, reconciler, settings.analysis_interval), name="canary guard"),
+            asyncio.create_task(_listen(state, reconciler, replica), name="replica wake-ups"),
+        ]
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             git.close()
             await state.close()
             for name in _LOGGERS:
@@ -101,12 +120,14 @@ def create_app(
         Route("/flows/{flow}/input_schema", endpoints.input_schema, methods=["GET"]),
         Route("/flows/{flow}/output_schema", endpoints.output_schema, methods=["GET"]),
         Route("/flows/{flow}/config_schema", endpoints.config_schema, methods=["GET"]),
-        Route("/flows", endpoints.flows, methods=["GET"]),
-        Route("/versions", endpoints.versions, methods=["GET"]),
-        Route("/history", endpoints.history, methods=["GET"]),
-        Route("/healthz", endpoints.healthz, methods=["GET"]),
-        Route("/readyz", endpoints.readyz, methods=["GET"]),
-        Route("/admin/reconcile", endpoints.reconcile_now, methods=["POST"]),
+        Route("/flows", views.flows, methods=["GET"]),
+        Route("/versions", views.versions, methods=["GET"]),
+        Route("/history", views.history, methods=["GET"]),
+        Route("/healthz", views.healthz, methods=["GET"]),
+        Route("/readyz", views.readyz, methods=["GET"]),
+        Route("/metrics", views.metrics, methods=["GET"]),
+        Route("/webhooks/github", views.github_webhook, methods=["POST"]),
+        Route("/admin/reconcile", views.reconcile_now, methods=["POST"]),
     ]
     handlers = {
         RequestError: _request_error,
@@ -115,6 +136,27 @@ def create_app(
         Exception: _unexpected,
     }
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
+
+
+async def _guard(guard: Guard, reconciler: Reconciler, interval: float) -> None:
+    """The canary guard's tick: share this replica's counts, judge every canary, publish the aborts."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            aborted, known = await guard.tick(reconciler.table)
+            await reconciler.stop_canaries(aborted, known)
+        except StoreError as exc:
+            log.warning("canary guard: %s", exc)
+        except Exception:  # the guard must outlive any one bad tick; the table keeps serving meanwhile
+            log.exception("canary guard failed")
+
+
+async def _listen(store: StateStore, reconciler: Reconciler, replica: str) -> None:
+    """Wake the fetcher when another replica received a webhook (a missed message only waits for the next poll)."""
+    async for message in store.listen():
+        sender, _, trigger = message.partition(" ")
+        if sender != replica:
+            reconciler.request(f"replica {sender}: {trigger}")
 
 
 def _settle_heap() -> None:

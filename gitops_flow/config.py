@@ -42,6 +42,7 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     keep_versions: int = Field(default=10, ge=1)
     fake_models: bool = False
+    analysis_interval: float = Field(default=1.0, gt=0)  # seconds between the canary guard's ticks
     freeze_heap: bool = True  # gc.freeze() after each deploy (see app._settle_heap)
     admin_token: SecretStr | None = None
     webhook_secret: SecretStr | None = None

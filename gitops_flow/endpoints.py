@@ -1,9 +1,10 @@
-"""HTTP request handlers: LangServe-compatible flow endpoints, the server's views, health and readiness."""
+"""HTTP handlers of the flows: LangServe-compatible endpoints, and what every flow request shares (reading the body,
+choosing the version, running the flow and counting its outcome)."""
 
 from __future__ import annotations
 
-import hmac
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -14,10 +15,12 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from gitops_flow.analysis import Guard
 from gitops_flow.build import BuiltFlow
 from gitops_flow.config import Settings
 from gitops_flow.exceptions import GitOpsFlowError, UnknownFlow
 from gitops_flow.history import MissingSession
+from gitops_flow.metrics import Metrics
 from gitops_flow.reconcile import Reconciler
 from gitops_flow.stores.base import StateStore
 from gitops_flow.traffic import Choice, RoutingTable
@@ -28,7 +31,6 @@ VERSION_HEADER = "x-flow-version"
 SESSION_HEADER = "x-flow-session"
 USER_HEADER = "x-flow-user"
 CONFIG_KEYS = ("configurable", "tags", "metadata", "run_name")  # what a client may set; the rest is dropped
-MAX_EVENTS = 1000
 
 
 class RequestError(GitOpsFlowError):
@@ -47,6 +49,9 @@ class Deps:
     settings: Settings
     store: StateStore
     reconciler: Reconciler
+    guard: Guard
+    metrics: Metrics
+    replica: str  # this process's name in the messages replicas send each other
 
 
 def get_deps(request: Request) -> Deps:
@@ -78,21 +83,25 @@ def _default(value: Any) -> Any:
 # -- reading requests ---------------------------------------------------------------------------------------------
 
 
-async def read_json(request: Request) -> Any:
-    """The JSON body, refused with 413 past the size limit (checked on the header and while reading) and 400 if it
-    is not JSON."""
+async def read_body(request: Request) -> bytes | bytearray:
+    """The raw body, refused with 413 past the size limit (checked on the header and while reading)."""
     limit = get_deps(request).settings.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isascii() and declared.isdigit():
         if int(declared) > limit:
             raise RequestError(413, "body-too-large", f"the body is {int(declared):,} bytes; the limit is {limit:,}")
-        body: bytes | bytearray = await request.body()  # the server stops reading at the declared length
-    else:
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise RequestError(413, "body-too-large", f"the body is larger than the limit of {limit:,} bytes")
+        return await request.body()  # the server stops reading at the declared length
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise RequestError(413, "body-too-large", f"the body is larger than the limit of {limit:,} bytes")
+    return body
+
+
+async def read_json(request: Request) -> Any:
+    """The JSON body: 413 past the size limit, 400 if it is not JSON."""
+    body = await read_body(request)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -170,7 +179,7 @@ async def choose(
     key = f"{flow}:{session}"
     sha = await deps.store.claim_pin(key, choice.version.sha, table.session_ttl)
     if sha != choice.version.sha:
-        pinned = table.session(sha) or await _revive(deps, sha)
+        pinned = table.session(sha, flow) or await _revive(deps, sha, flow)
         if pinned is not None and flow in pinned.version.flows:
             return pinned, _checked(pinned, flow, inputs)
         if current is not None:
@@ -181,10 +190,14 @@ async def choose(
     return choice, current
 
 
-async def _revive(deps: Deps, sha: str) -> Choice | None:
-    """A session pinned to a version this process has not built (a restart): build it from Git once."""
+async def _revive(deps: Deps, sha: str, flow: str) -> Choice | None:
+    """A session pinned to a version this process has not built (a restart, another replica) or has retired: build
+    it from Git once. A version the table knows as ready is not rebuilt (the guard may have stopped it)."""
+    known = deps.reconciler.table.versions.get(sha)
+    if known is not None and known.ready:
+        return None
     version = await deps.reconciler.ensure(sha)
-    return deps.reconciler.table.session(sha) if version is not None and version.ready else None
+    return deps.reconciler.table.session(sha, flow) if version is not None and version.ready else None
 
 
 def _checked(choice: Choice, name: str, inputs: Sequence[Any]) -> BuiltFlow:
@@ -205,17 +218,29 @@ def _run_config(config: dict[str, Any], flow: str, choice: Choice, run_id: uuid.
     return {**config, "metadata": metadata, "run_id": run_id, "run_name": config.get("run_name", flow)}
 
 
-async def _guarded(flow: str, run_id: uuid.UUID, coro: Any) -> Any:
-    """Run a flow; its own failures become 422 (the caller's input) or 500 with the run id, never a traceback."""
+async def run_flow(deps: Deps, flow: str, choice: Choice, run_id: uuid.UUID, coro: Any) -> Any:
+    """Run a flow and count its outcome (metrics, and the canary guard when ``choice`` is a canary). The flow's own
+    failures become 422 (the caller's input) or 500 with the run id, never a traceback."""
+    started = time.perf_counter()
     try:
-        return await coro
+        result = await coro
     except MissingSession as exc:
         raise RequestError(422, "missing-session", str(exc)) from None
     except GitOpsFlowError:
         raise
     except Exception as exc:
+        observe(deps, flow, choice, False, time.perf_counter() - started)
         log.error("flow %s run %s failed: %s", flow, run_id, type(exc).__name__, exc_info=exc)
         raise RequestError(500, "flow-failed", f"the flow failed while running (run {run_id})") from None
+    observe(deps, flow, choice, True, time.perf_counter() - started)
+    return result
+
+
+def observe(deps: Deps, flow: str, choice: Choice, ok: bool, seconds: float) -> None:
+    """Count one run: Prometheus always, the canary guard when the run was a canary's."""
+    deps.metrics.observe(flow, choice.version.sha, choice.ref, ok, seconds)
+    if choice.guard is not None:
+        deps.guard.record(choice.guard, ok, seconds)
 
 
 # -- LangServe-compatible flow endpoints --------------------------------------------------------------------------
@@ -231,8 +256,9 @@ async def invoke(request: Request) -> Response:
     choice, flow = await choose(request, name, configurable, [payload["input"]])
     run_id = uuid.uuid4()
     config["configurable"] = configurable
-    output = await _guarded(
-        name, run_id, flow.runnable.ainvoke(payload["input"], _run_config(config, name, choice, run_id))
+    run_config = _run_config(config, name, choice, run_id)
+    output = await run_flow(
+        get_deps(request), name, choice, run_id, flow.runnable.ainvoke(payload["input"], run_config)
     )
     body = {"output": output, "metadata": {"run_id": str(run_id), "feedback_tokens": [], **_metadata(choice)}}
     return json_response(body, headers={VERSION_HEADER: choice.version.sha})
@@ -255,7 +281,8 @@ async def batch(request: Request) -> Response:
         _run_config({**c, "configurable": {**configurable, **c.get("configurable", {})}}, name, choice, r)
         for c, r in zip(configs, run_ids, strict=True)
     ]
-    outputs = await _guarded(name, run_ids[0] if run_ids else uuid.uuid4(), flow.runnable.abatch(inputs, run_configs))
+    run_id = run_ids[0] if run_ids else uuid.uuid4()
+    outputs = await run_flow(get_deps(request), name, choice, run_id, flow.runnable.abatch(inputs, run_configs))
     metadata = {"run_ids": [str(r) for r in run_ids], **_metadata(choice)}
     return json_response({"output": outputs, "metadata": metadata}, headers={VERSION_HEADER: choice.version.sha})
 
@@ -274,8 +301,11 @@ async def stream(request: Request) -> Response:
     config["configurable"] = configurable
     run_config = _run_config(config, name, choice, run_id)
 
+    deps = get_deps(request)
+
     async def events() -> AsyncIterator[bytes]:
         yield _sse("metadata", {"run_id": str(run_id), **_metadata(choice)})
+        started = time.perf_counter()
         try:
             async for chunk in flow.runnable.astream(payload["input"], run_config):
                 yield _sse("data", chunk)
@@ -283,9 +313,11 @@ async def stream(request: Request) -> Response:
             yield _sse("error", {"status_code": 422, "message": str(exc)})
             return
         except Exception as exc:
+            observe(deps, name, choice, False, time.perf_counter() - started)
             log.error("flow %s run %s failed: %s", name, run_id, type(exc).__name__, exc_info=exc)
             yield _sse("error", {"status_code": 500, "message": f"the flow failed while running (run {run_id})"})
             return
+        observe(deps, name, choice, True, time.perf_counter() - started)
         yield b"event: end\r\n\r\n"
 
     headers = {VERSION_HEADER: choice.version.sha, "cache-control": "no-cache"}
@@ -324,79 +356,3 @@ async def _schema(request: Request, which: str) -> Response:
     model = flow.input_model if which == "input" else flow.output_model
     schema = model.model_json_schema() if model is not None else {}
     return json_response(schema, headers={VERSION_HEADER: choice.version.sha})
-
-
-# -- the server's views -------------------------------------------------------------------------------------------
-
-
-async def flows(request: Request) -> Response:
-    table = get_deps(request).reconciler.table
-    head = table.head
-    if head is None:
-        return json_response({"flows": [], "head": None})
-    live = [{"sha": head.sha, "ref": table.branch, "weight": 100}]  # one entry per weighted ref, with traffic
-    listed = [
-        {"name": name, "description": head.flows[name].spec.description, "versions": live}
-        for name in sorted(head.flows)
-    ]
-    return json_response({"flows": listed, "head": head.sha})
-
-
-async def versions(request: Request) -> Response:
-    reconciler = get_deps(request).reconciler
-    head = reconciler.table.head
-    newest_first = sorted(reconciler.versions, key=lambda v: (v.time, v.seen), reverse=True)
-    listed = [{**v.record(), "live": head is not None and v.sha == head.sha} for v in newest_first]
-    return json_response({"source": _source(reconciler), "versions": listed})
-
-
-async def history(request: Request) -> Response:
-    raw = request.query_params.get("limit", "100")
-    if not raw.isascii() or not raw.isdigit() or not 0 < int(raw) <= MAX_EVENTS:
-        raise RequestError(400, "bad-limit", f"limit is a whole number from 1 to {MAX_EVENTS}")
-    events = await get_deps(request).store.events(int(raw))
-    return json_response({"events": events})
-
-
-async def healthz(request: Request) -> Response:
-    return json_response({"status": "ok"})
-
-
-async def readyz(request: Request) -> Response:
-    """Ready once a good version is loaded; a source that fails later is shown here but does not unready us."""
-    reconciler = get_deps(request).reconciler
-    head = reconciler.table.head
-    body = {"ready": head is not None, "version": head.sha if head else None, "source": _source(reconciler)}
-    return json_response(body, 200 if head is not None else 503)
-
-
-def _source(reconciler: Reconciler) -> dict[str, Any]:
-    status = reconciler.status
-    return {
-        "url": status.url,
-        "branch": status.branch,
-        "fetches": status.fetches,
-        "last_fetch": status.last_fetch,
-        "last_error": status.last_error,
-    }
-
-
-# -- operator -----------------------------------------------------------------------------------------------------
-
-
-def require_admin(request: Request) -> None:
-    token = get_deps(request).settings.admin_token
-    if token is None:
-        raise RequestError(403, "admin-disabled", "operator endpoints are off: set GITOPS_FLOW_ADMIN_TOKEN to use them")
-    given = request.headers.get("authorization", "")
-    expected = "Bearer " + token.get_secret_value()
-    if not hmac.compare_digest(given.encode(), expected.encode()):
-        raise RequestError(401, "unauthorized", "operator endpoints need Authorization: Bearer <admin token>")
-
-
-async def reconcile_now(request: Request) -> Response:
-    """Fetch and apply now, and answer with what happened (operators, tests, the demo)."""
-    require_admin(request)
-    outcome = await get_deps(request).reconciler.step("operator")
-    body = {"changed": outcome.changed, "head": outcome.head, "new": list(outcome.new), "error": outcome.error}
-    return json_response(body, 200 if outcome.error is None else 502)

@@ -7,6 +7,9 @@
     ├── ConfigError                 operator configuration (components file, settings) is wrong
     ├── SourceError  (retryable)    clone/fetch/auth/network; messages never carry credentials
     ├── StoreError   (retryable)    state backend unreachable or conflicting
+    ├── WebhookError                a webhook delivery the server will not act on
+    │   ├── SignatureMismatch       missing or wrong X-Hub-Signature-256
+    │   └── MalformedDelivery       signed, but not a delivery GitHub would send
     └── LookupFailed                something named by a request does not exist
         ├── UnknownFlow
         ├── UnknownVersion
@@ -67,6 +70,18 @@ class StoreError(GitOpsFlowError):
     """The state backend is unreachable or refused a write."""
 
     retryable = True
+
+
+class WebhookError(GitOpsFlowError):
+    """A webhook delivery the server will not act on; it changes nothing."""
+
+
+class SignatureMismatch(WebhookError):
+    """The delivery's signature is missing or does not match its body under the configured secret."""
+
+
+class MalformedDelivery(WebhookError):
+    """The delivery is signed but lacks what GitHub always sends (event, delivery id, a JSON object body)."""
 
 
 class LookupFailed(GitOpsFlowError):

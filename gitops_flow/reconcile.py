@@ -1,9 +1,9 @@
-"""The reconciler: fetch Git, validate and build each new commit off the request path, publish one routing table.
+"""The reconciler: fetch Git, turn each new commit into a version off the request path, publish one routing table.
 
 Fetching is separate from applying (Flux's source-controller): a fetch only moves refs in the local clone; each new
-commit of the tracked branch then becomes a Version, built from the blobs of its tree. A flow file's result is cached
-by its blob sha, so content seen before (a revert, a commit that touches another flow) costs nothing to build again.
-Publishing is the last step and a single assignment, so a request sees the old table or the new one, never a mix.
+commit of the tracked branch then becomes a Version (builder.py), and so does every commit of the branch that a ref
+named in the routing file points at. Publishing is the last step and a single assignment, so a request sees the old
+table or the new one, never a mix. Deploy events go to the state store once per fact, however many replicas see it.
 """
 
 from __future__ import annotations
@@ -12,28 +12,20 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
 
-from gitops_flow.build import BuiltFlow, build_flow
-from gitops_flow.components import ComponentRegistry
-from gitops_flow.exceptions import BuildError, GitOpsFlowError, SourceError, StoreError, UnknownVersion
-from gitops_flow.jsonpos import LineIndex
-from gitops_flow.problems import Problem
-from gitops_flow.routing import ROUTING_FILE, RoutingConfig
-from gitops_flow.secretrefs import ENV_KEY, env_refs
+from gitops_flow.builder import VersionBuilder
+from gitops_flow.exceptions import GitOpsFlowError, SourceError, StoreError, UnknownVersion
 from gitops_flow.source import CommitInfo, GitSource, Refs
-from gitops_flow.stores.base import StateStore
+from gitops_flow.stores.base import Record, StateStore
 from gitops_flow.traffic import Choice, RoutingTable
-from gitops_flow.validate import MAX_BYTES, validate_bytes, validate_routing_bytes
-from gitops_flow.versions import MIN_SHORT_SHA, Status, Version
+from gitops_flow.versions import MIN_SHORT_SHA, Version
 
 log = logging.getLogger("gitops_flow.reconcile")
-
-FAKE_ANSWER = "This is a fake answer from {node}."
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,15 +36,6 @@ class Outcome:
     head: str | None = None
     new: tuple[str, ...] = ()
     error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _FileResult:
-    """One flow file's validation and build, shared by every commit that carries the same blob."""
-
-    name: str
-    built: BuiltFlow | None
-    problems: tuple[Problem, ...]
 
 
 @dataclass(slots=True)
@@ -67,13 +50,6 @@ class SourceStatus:
     trigger: str | None = None
 
 
-@dataclass(slots=True)
-class _Listing:
-    flows_dir: str
-    files: dict[str, str] = field(default_factory=dict)  # file name -> blob sha
-    routing: tuple[str, bytes] | None = None
-
-
 class Reconciler:
     """Keeps the routing table in step with the tracked branch. One reconcile runs at a time."""
 
@@ -81,46 +57,43 @@ class Reconciler:
         self,
         source: GitSource,
         store: StateStore,
-        registry: ComponentRegistry,
+        builder: VersionBuilder,
         *,
         branch: str = "main",
-        secrets: Mapping[str, str] | None = None,
-        fake_models: bool = False,
         keep: int = 10,
         poll_interval: float = 30.0,
         max_commits: int = 50,
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
         on_change: Callable[[], None] = lambda: None,
+        on_event: Callable[[Record], None] = lambda event: None,
     ) -> None:
         self.source = source
         self.store = store
-        self.registry = registry
+        self.builder = builder
         self.branch = branch
-        self.secrets = secrets or {}
-        self.fake_models = fake_models
         self.keep = keep
         self.poll_interval = poll_interval
         self.max_commits = max_commits
         self.clock = clock
         self.rand = rand
         self.on_change = on_change
+        self.on_event = on_event
         self.table = RoutingTable(branch)
         self.status = SourceStatus(url=source.url, branch=branch)
         self._versions: dict[str, Version] = {}
-        self._cache: dict[tuple[str, str], _FileResult] = {}
         self._observed: str | None = None
         self._observed_refs: Refs | None = None
         self._fallback: Version | None = None
+        self._aborted: frozenset[str] = frozenset()
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._reasons: list[str] = []
-        self.secret_names: set[str] = set()  # every $env name a built flow reads, so logs can redact their values
 
     # -- triggers ---------------------------------------------------------------------------------------------------
 
     def request(self, reason: str = "request") -> None:
-        """Fetch now (a webhook delivery, an operator): wakes the loop; a burst of requests makes one fetch."""
+        """Fetch now (a webhook delivery, a replica, an operator): wakes the loop; a burst makes one fetch."""
         self._reasons.append(reason)
         self._wake.set()
 
@@ -147,12 +120,13 @@ class Reconciler:
             self._wake.clear()
 
     async def restore(self) -> None:
-        """Read what a previous run of the server knew: the versions it saw (for /versions)."""
+        """Read what a previous run of the server knew: the versions it saw (for /versions) and the aborts."""
         for record in await self.store.versions():
             version = Version.from_record(record)
             if version.status == "ready":
-                version = version.retired()  # rebuilt below from Git if the head or a session still needs it
+                version = version.retired()  # rebuilt from Git if the head, a ref or a session still needs it
             self._versions.setdefault(version.sha, version)
+        self._aborted = frozenset(await self.store.aborts())
 
     # -- one reconcile ----------------------------------------------------------------------------------------------
 
@@ -187,35 +161,95 @@ class Reconciler:
             return await self._apply(refs, head, trigger)
 
     async def _apply(self, refs: Refs, head: str, trigger: str) -> Outcome:
-        previous = self._observed
+        previous, previous_refs = self._observed, self._observed_refs
         commits = await anyio.to_thread.run_sync(self._new_commits, previous, head)
         if (
             previous is not None
             and previous != head
             and not await anyio.to_thread.run_sync(self.source.is_ancestor, previous, head)
         ):
-            await self._event("rewritten", head, trigger, detail=f"the branch was force-pushed from {previous[:12]}")
+            detail = f"the branch was force-pushed from {previous[:12]}"
+            await self._event("rewritten", head, trigger, once=f"rewritten:{previous}:{head}", detail=detail)
         new: list[str] = []
         for commit in commits:
             if commit.sha in self._versions and self._versions[commit.sha].ready:
                 continue
-            version = await anyio.to_thread.run_sync(self._prepare, commit)
-            self._versions[version.sha] = version
+            content_seen = {v.content: v.sha for v in self._versions.values() if v.content and v.sha != commit.sha}
+            version = await self._build(commit)
             new.append(version.sha)
-            await self.store.put_version(version.sha, version.record())
-            if version.ready:
-                kind = "deployed" if version.sha == head else "built"
-                log.info("%s %s %s (%s)", kind, version.sha[:12], version.summary, trigger)
-                await self._event(kind, version.sha, trigger)
-            else:
-                log.warning("failed %s %s: %d problems", version.sha[:12], version.summary, len(version.problems))
-                problems = [p.as_dict() for p in version.problems]
-                await self._event("failed", version.sha, trigger, problems=problems)
+            await self._announce(version, head, trigger, content_seen.get(version.content), previous)
         self._observed, self._observed_refs = head, refs
         if self.table.head is None and not self._versions[head].ready:
             await self._find_last_good(head)
-        self._publish(refs)
+        if previous_refs is not None:
+            await self._refs_moved(previous_refs.tags, refs.tags, trigger)
+        await self._build_referenced(refs, head, trigger)
+        self._publish()
         return Outcome(changed=True, head=head, new=tuple(new))
+
+    async def _build(self, commit: CommitInfo) -> Version:
+        version = await anyio.to_thread.run_sync(self.builder.build, commit)
+        known = self._versions.get(commit.sha)
+        if known is not None:
+            version = replace(version, seen=known.seen)
+        self._versions[version.sha] = version
+        await self.store.put_version(version.sha, version.record())
+        return version
+
+    async def _announce(
+        self, version: Version, head: str, trigger: str, same_as: str | None, previous: str | None
+    ) -> None:
+        """Record what a newly built commit means: deployed (or rolled back, when it serves what an earlier commit
+        served), built (an older commit of the same fetch), or failed with its problems."""
+        if not version.ready:
+            log.warning("failed %s %s: %d problems", version.sha[:12], version.summary, len(version.problems))
+            problems = [p.as_dict() for p in version.problems]
+            await self._event("failed", version.sha, trigger, problems=problems)
+            return
+        if version.sha != head:
+            await self._event("built", version.sha, trigger)
+            return
+        current = self._versions.get(previous) if previous is not None else None
+        if same_as is not None and (current is None or current.content != version.content):
+            log.info("rolled back %s %s to the content of %s (%s)", head[:12], version.summary, same_as[:12], trigger)
+            await self._event("rolled-back", head, trigger, restores=same_as)
+            return
+        log.info("deployed %s %s (%s)", head[:12], version.summary, trigger)
+        await self._event("deployed", head, trigger)
+
+    async def _refs_moved(self, before: Mapping[str, str], after: Mapping[str, str], trigger: str) -> None:
+        """Record each tag created, moved or deleted; a moved or deleted tag's canary aborts are lifted, since the
+        guard judges a ref anew at each commit it points to."""
+        for name in sorted(before.keys() | after.keys()):
+            old, new = before.get(name), after.get(name)
+            if old == new:
+                continue
+            key = f"tag:{name}:{old}:{new}"
+            await self._event("tag-moved", new or old or "", trigger, once=key, ref=name, before=old, after=new)
+            if old is not None:
+                for abort in [k for k in self._aborted if k.endswith(f":{name}:{old}")]:
+                    await self.store.drop_abort(abort)
+                self._aborted = frozenset(await self.store.aborts())
+
+    async def _build_referenced(self, refs: Refs, head: str, trigger: str) -> None:
+        """Build the commits that refs named by the routing file point at, if they are on the tracked branch; a ref
+        off the branch is refused once, in the history (only what was merged is ever served)."""
+        current = self._last_good()
+        routing = current.routing if current is not None else None
+        if routing is None:
+            return
+        named = {target.ref for targets in routing.routes.values() for target in targets}
+        wanted = {n: sha for n, sha in refs.tags.items() if n in named or n.partition("/")[2] in named}
+        for name, sha in sorted(wanted.items()):
+            known = self._versions.get(sha)
+            if known is not None and known.status != "retired":
+                continue
+            if await anyio.to_thread.run_sync(self.source.is_ancestor, sha, head):
+                await self._build(await anyio.to_thread.run_sync(self.source.commit, sha))
+            else:
+                detail = f"tag {name!r} points at {sha[:12]}, which is not on branch {self.branch!r}; it is not served"
+                log.warning("%s", detail)
+                await self._event("ref-refused", sha, trigger, once=f"refused:{name}:{sha}", ref=name, detail=detail)
 
     async def _find_last_good(self, head: str) -> None:
         """A server that starts on a broken head serves the newest good commit before it, if there is one."""
@@ -227,13 +261,11 @@ class Reconciler:
             sha = parents[0]
             version = self._versions.get(sha)
             if version is None or version.status == "retired":
-                commit = await anyio.to_thread.run_sync(self.source.commit, sha)
-                version = await anyio.to_thread.run_sync(self._prepare, commit)
-                self._versions[sha] = version
-                await self.store.put_version(sha, version.record())
+                version = await self._build(await anyio.to_thread.run_sync(self.source.commit, sha))
             if version.ready:
                 self._fallback = version
-                await self._event("deployed", sha, "start", detail=f"the head {head[:12]} failed; serving its parent")
+                detail = f"the head {head[:12]} failed; serving its parent"
+                await self._event("deployed", sha, "start", detail=detail)
                 return
 
     def _new_commits(self, previous: str | None, head: str) -> list[CommitInfo]:
@@ -242,13 +274,14 @@ class Reconciler:
         commits = self.source.commits_between(previous, head, limit=self.max_commits)
         return commits or [self.source.commit(head)]
 
-    def _publish(self, refs: Refs) -> None:
-        head = self._last_good()
-        self.table = RoutingTable(
+    def _publish(self) -> None:
+        refs = self._observed_refs or Refs({}, {})
+        self.table = RoutingTable.publish(
             self.branch,
-            head=head,
-            refs={**refs.tags, **refs.branches},
-            versions=dict(self._versions),
+            self._last_good(),
+            {**refs.tags, **refs.branches},
+            self._versions,
+            self._aborted,
         )
 
     def _last_good(self) -> Version | None:
@@ -261,7 +294,8 @@ class Reconciler:
         previous = self.table.head or self._fallback
         return self._versions.get(previous.sha) if previous is not None else None
 
-    async def _event(self, kind: str, sha: str, trigger: str, **extra: Any) -> None:
+    async def _event(self, kind: str, sha: str, trigger: str, *, once: str | None = None, **extra: Any) -> None:
+        """Add a deploy event to the shared history, once per fact (``once`` defaults to the kind and commit)."""
         version = self._versions.get(sha)
         event = {
             "time": self.clock(),
@@ -273,95 +307,22 @@ class Reconciler:
             "changed": list(version.changed) if version else [],
             **extra,
         }
-        await self.store.add_event(event)
+        if await self.store.add_event(event, once=once or f"{kind}:{sha}"):
+            self.on_event(event)
 
-    # -- building (in a worker thread) ------------------------------------------------------------------------------
+    # -- the canary guard's decisions -------------------------------------------------------------------------------
 
-    def _prepare(self, commit: CommitInfo) -> Version:
-        listing = self._listing(commit.sha)
-        problems: list[Problem] = []
-        routing: RoutingConfig | None = None
-        names = [name.removesuffix(".json") for name in listing.files]
-        if listing.routing is not None:
-            _, raw = listing.routing
-            routing, routing_problems = validate_routing_bytes(raw, file=ROUTING_FILE, flow_names=names)
-            problems += routing_problems
-        flows: dict[str, BuiltFlow] = {}
-        for file_name, blob in sorted(listing.files.items()):
-            result = self._flow(listing.flows_dir, file_name, blob)
-            problems += result.problems
-            if result.built is not None:
-                flows[result.name] = result.built
-        status: Status = "failed" if any(p.severity == "error" for p in problems) else "ready"
-        return Version(
-            sha=commit.sha,
-            author=commit.author,
-            email=commit.email,
-            time=commit.time,
-            message=commit.message,
-            status=status,
-            changed=self._changed(commit, listing),
-            parents=commit.parents,
-            problems=tuple(problems),
-            flows=flows if status == "ready" else {},
-            routing=routing,
-            seen=self.clock(),
-        )
-
-    def _listing(self, sha: str) -> _Listing:
-        routing = self.source.read_file(sha, ROUTING_FILE, max_bytes=MAX_BYTES)
-        flows_dir = "flows"
-        if routing is not None:
-            config, _ = validate_routing_bytes(routing[1], file=ROUTING_FILE)
-            if config is not None:
-                flows_dir = config.flows_dir
-        files = self.source.list_files(sha, flows_dir)
-        return _Listing(flows_dir, files, routing)
-
-    def _changed(self, commit: CommitInfo, listing: _Listing) -> tuple[str, ...]:
-        before = self._listing(commit.parents[0]).files if commit.parents else {}
-        names = {n for n in before.keys() | listing.files.keys() if before.get(n) != listing.files.get(n)}
-        return tuple(sorted(n.removesuffix(".json") for n in names))
-
-    def _flow(self, flows_dir: str, file_name: str, blob: str) -> _FileResult:
-        key = (file_name, blob)
-        cached = self._cache.get(key)
-        if cached is not None:
-            return cached
-        path = f"{flows_dir}/{file_name}" if flows_dir not in ("", ".") else file_name
-        stem = file_name.removesuffix(".json")
-        raw = self.source.read_blob(blob, max_bytes=MAX_BYTES)
-        report = validate_bytes(raw, self.registry, file=path, stem=stem, dry_build=False)  # the build below is real
-        built: BuiltFlow | None = None
-        problems = list(report.problems)
-        if report.ok and report.spec is not None:
-            for node in report.spec.nodes:
-                self.secret_names.update(str(ref[ENV_KEY]) for _, ref in env_refs(node.params))
-            try:
-                built = build_flow(
-                    report.spec,
-                    self.registry,
-                    secrets=self.secrets,
-                    history=self.store,
-                    fakes=self._fakes(report.spec) if self.fake_models else None,
-                )
-            except BuildError as exc:
-                line = LineIndex(raw.decode("utf-8-sig")).line(exc.path)
-                problems.append(Problem(code=exc.code, message=str(exc), path=exc.path, file=path, line=line))
-        result = _FileResult(stem, built, tuple(problems))
-        self._cache[key] = result
-        return result
-
-    def _fakes(self, spec: Any) -> dict[str, Sequence[str]]:
-        """Fake models for every model node: the answers its first test gives it, or a line saying it is fake."""
-        fakes: dict[str, list[str]] = {}
-        for case in spec.tests:
-            for node_id, answers in case.fakes.items():
-                fakes.setdefault(node_id, list(answers))
-        for node in spec.nodes:
-            if self.registry.kind_of(node.component) == "model" and node.id not in fakes:
-                fakes[node.id] = [FAKE_ANSWER.format(node=node.id)]
-        return dict(fakes)
+    async def stop_canaries(self, new: Mapping[str, Record], aborted: Iterable[str]) -> None:
+        """Take the guard's view: record each canary it aborted here, then publish the table with every abort known
+        to the store (this replica's and the others'), so an abort holds everywhere."""
+        for key, figures in new.items():
+            route, ref, sha = key.rsplit(":", 2)
+            log.warning("aborted ref %r at %s on route %r: %s", ref, sha[:12], route, figures.get("reason"))
+            await self._event("aborted", sha, "analysis", once=f"aborted:{key}", route=route, ref=ref, **figures)
+        stopped = frozenset(aborted)
+        if stopped != self._aborted:
+            self._aborted = stopped
+            self._publish()
 
     # -- explicit pins ----------------------------------------------------------------------------------------------
 
@@ -412,21 +373,17 @@ class Reconciler:
     # -- memory -----------------------------------------------------------------------------------------------------
 
     async def ensure(self, sha: str) -> Version | None:
-        """Build a commit the server has not loaded (a session pinned before a restart); None if Git lacks it."""
+        """Build a commit the server has not loaded (a pin, a session pinned before a restart); None if Git lacks
+        it."""
         async with self._lock:
             known = self._versions.get(sha)
             if known is not None and known.status != "retired":
                 return known
             if not await anyio.to_thread.run_sync(self.source.has_commit, sha):
                 return None
-            commit = await anyio.to_thread.run_sync(self.source.commit, sha)
-            version = await anyio.to_thread.run_sync(self._prepare, commit)
-            if known is not None:
-                version = replace(version, seen=known.seen)
-            self._versions[sha] = version
-            await self.store.put_version(sha, version.record())
-            if self._observed_refs is not None:
-                self._publish(self._observed_refs)
+            version = await self._build(await anyio.to_thread.run_sync(self.source.commit, sha))
+            if self._observed is not None:
+                self._publish()
             return version
 
     async def collect(self) -> list[str]:
@@ -448,10 +405,9 @@ class Reconciler:
                 await self.store.put_version(sha, self._versions[sha].record())
                 await self._event("retired", sha, "collect")
             if retired:
-                used = {id(f) for v in self._versions.values() if v.ready for f in v.flows.values()}
-                self._cache = {k: r for k, r in self._cache.items() if r.built is None or id(r.built) in used}
-                if self._observed_refs is not None:
-                    self._publish(self._observed_refs)
+                self.builder.forget(v for v in self._versions.values() if v.ready)
+                if self._observed is not None:
+                    self._publish()
             return retired
 
     async def revive_pinned(self) -> None:

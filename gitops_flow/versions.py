@@ -34,6 +34,7 @@ class Version:
     flows: Mapping[str, BuiltFlow] = field(default_factory=dict, repr=False)
     routing: RoutingConfig | None = field(default=None, repr=False)
     seen: float = 0.0
+    content: str = ""  # a fingerprint of what the commit serves: equal for a revert and the commit it restores
 
     @property
     def ready(self) -> bool:
@@ -61,6 +62,7 @@ class Version:
             "problems": [p.as_dict() for p in self.problems],
             "flows": sorted(self.flows),
             "seen": self.seen,
+            "content": self.content,
         }
 
     @classmethod
@@ -88,6 +90,7 @@ class Version:
             parents=tuple(record.get("parents", ())),
             problems=problems,
             seen=float(record.get("seen", 0.0)),
+            content=str(record.get("content", "")),
         )
 
 

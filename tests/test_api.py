@@ -881,11 +881,11 @@ def test_flows_lists_names_with_the_live_version(remote: Remote, tmp_path: Path)
     with served(remote, tmp_path) as harness:
         response = harness.client.get("/flows")
     assert response.status_code == 200
-    live = [{"sha": sha, "ref": "main", "weight": 100}]
+    live = [{"sha": sha, "ref": "main", "weight": 100.0, "state": "live"}]
     assert response.json() == {
         "flows": [
-            {"name": "chat", "description": "", "versions": live},
-            {"name": "echo", "description": "Says one.", "versions": live},
+            {"name": "chat", "description": "", "route": "default", "versions": live},
+            {"name": "echo", "description": "Says one.", "route": "default", "versions": live},
         ],
         "head": sha,
     }

@@ -25,31 +25,37 @@ LAYERS: dict[str, int] = {
     "validate": 5,
     "testing": 5,
     "report": 6,
-    "demo": 10,
-    "cli": 11,
-    "__main__": 12,
+    "demo": 11,
+    "cli": 12,
+    "__main__": 13,
     "__init__": 0,
     # the runtime server
     "source": 2,
+    "webhook": 2,
+    "metrics": 2,
     "stores.base": 2,
     "stores.memory": 3,
     "stores.sqlite": 3,
     "stores": 4,
     "versions": 5,
     "traffic": 6,
+    "analysis": 7,
+    "builder": 6,
     "reconcile": 7,
     "endpoints": 8,
-    "app": 9,
+    "views": 9,
+    "app": 10,
 }
 # third-party packages and the only modules that may import them
 CONFINED = {
     "langchain_core": {"components", "history", "build", "testing"},
     "langchain": {"components"},
     "git": {"source"},
-    "starlette": {"app", "endpoints"},
+    "starlette": {"app", "endpoints", "views"},
     "uvicorn": {"cli", "demo"},
     "sqlite3": {"stores.sqlite"},
     "redis": {"stores.redis"},
+    "prometheus_client": {"metrics"},
 }
 
 

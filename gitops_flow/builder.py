@@ -1,0 +1,168 @@
+"""VersionBuilder: a commit -> a Version, its flow files read from the commit's tree, validated and built.
+
+Each flow file's result is cached by its name and blob sha, so content seen before costs nothing to build again: a
+revert, or a commit that touches one flow of a thousand, builds only what changed. Every method here does blocking
+Git and CPU work and runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from gitops_flow.build import BuiltFlow, build_flow
+from gitops_flow.components import ComponentRegistry
+from gitops_flow.exceptions import BuildError
+from gitops_flow.history import HistoryStore
+from gitops_flow.jsonpos import LineIndex
+from gitops_flow.problems import Problem
+from gitops_flow.routing import ROUTING_FILE, RoutingConfig
+from gitops_flow.secretrefs import ENV_KEY, env_refs
+from gitops_flow.source import CommitInfo, GitSource
+from gitops_flow.spec import FlowSpec
+from gitops_flow.validate import MAX_BYTES, validate_bytes, validate_routing_bytes
+from gitops_flow.versions import Status, Version
+
+FAKE_ANSWER = "This is a fake answer from {node}."
+
+
+@dataclass(frozen=True, slots=True)
+class _FileResult:
+    """One flow file's validation and build, shared by every commit that carries the same blob."""
+
+    name: str
+    built: BuiltFlow | None
+    problems: tuple[Problem, ...]
+
+
+@dataclass(slots=True)
+class _Listing:
+    """What a commit holds that the server reads: the flows folder's files and the routing file."""
+
+    flows_dir: str
+    files: dict[str, str] = field(default_factory=dict)  # file name -> blob sha
+    routing: tuple[str, bytes] | None = None  # (blob sha, bytes)
+
+    @property
+    def content(self) -> str:
+        """A fingerprint of everything served from the commit: equal for two commits that serve the same."""
+        lines = [self.flows_dir, *(f"{name} {blob}" for name, blob in sorted(self.files.items()))]
+        lines.append(self.routing[0] if self.routing is not None else "-")
+        return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+class VersionBuilder:
+    """Builds versions from commits; ``secret_names`` collects every ``$env`` name a built flow reads, so logs can
+    redact their values."""
+
+    def __init__(
+        self,
+        source: GitSource,
+        registry: ComponentRegistry,
+        *,
+        history: HistoryStore,
+        secrets: Mapping[str, str] | None = None,
+        fake_models: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.source = source
+        self.registry = registry
+        self.history = history
+        self.secrets = secrets or {}
+        self.fake_models = fake_models
+        self.clock = clock
+        self.secret_names: set[str] = set()
+        self._cache: dict[tuple[str, str], _FileResult] = {}
+
+    def build(self, commit: CommitInfo) -> Version:
+        """The version of ``commit``: ready with its built flows, or failed with every problem found."""
+        listing = self._listing(commit.sha)
+        problems: list[Problem] = []
+        routing: RoutingConfig | None = None
+        names = [name.removesuffix(".json") for name in listing.files]
+        if listing.routing is not None:
+            routing, routing_problems = validate_routing_bytes(listing.routing[1], file=ROUTING_FILE, flow_names=names)
+            problems += routing_problems
+        flows: dict[str, BuiltFlow] = {}
+        for file_name, blob in sorted(listing.files.items()):
+            result = self._flow(listing.flows_dir, file_name, blob)
+            problems += result.problems
+            if result.built is not None:
+                flows[result.name] = result.built
+        status: Status = "failed" if any(p.severity == "error" for p in problems) else "ready"
+        return Version(
+            sha=commit.sha,
+            author=commit.author,
+            email=commit.email,
+            time=commit.time,
+            message=commit.message,
+            status=status,
+            changed=self._changed(commit, listing),
+            parents=commit.parents,
+            problems=tuple(problems),
+            flows=flows if status == "ready" else {},
+            routing=routing,
+            seen=self.clock(),
+            content=listing.content,
+        )
+
+    def forget(self, kept: Iterable[Version]) -> None:
+        """Drop the built flows no kept version uses (their versions were retired); failed results stay cached."""
+        used = {id(flow) for version in kept for flow in version.flows.values()}
+        self._cache = {k: r for k, r in self._cache.items() if r.built is None or id(r.built) in used}
+
+    def _listing(self, sha: str) -> _Listing:
+        routing = self.source.read_file(sha, ROUTING_FILE, max_bytes=MAX_BYTES)
+        flows_dir = "flows"
+        if routing is not None:
+            config, _ = validate_routing_bytes(routing[1], file=ROUTING_FILE)
+            if config is not None:
+                flows_dir = config.flows_dir
+        return _Listing(flows_dir, self.source.list_files(sha, flows_dir), routing)
+
+    def _changed(self, commit: CommitInfo, listing: _Listing) -> tuple[str, ...]:
+        before = self._listing(commit.parents[0]).files if commit.parents else {}
+        names = {n for n in before.keys() | listing.files.keys() if before.get(n) != listing.files.get(n)}
+        return tuple(sorted(n.removesuffix(".json") for n in names))
+
+    def _flow(self, flows_dir: str, file_name: str, blob: str) -> _FileResult:
+        key = (file_name, blob)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        path = f"{flows_dir}/{file_name}" if flows_dir not in ("", ".") else file_name
+        stem = file_name.removesuffix(".json")
+        raw = self.source.read_blob(blob, max_bytes=MAX_BYTES)
+        report = validate_bytes(raw, self.registry, file=path, stem=stem, dry_build=False)  # the build below is real
+        built: BuiltFlow | None = None
+        problems = list(report.problems)
+        if report.ok and report.spec is not None:
+            for node in report.spec.nodes:
+                self.secret_names.update(str(ref[ENV_KEY]) for _, ref in env_refs(node.params))
+            try:
+                built = build_flow(
+                    report.spec,
+                    self.registry,
+                    secrets=self.secrets,
+                    history=self.history,
+                    fakes=self._fakes(report.spec) if self.fake_models else None,
+                )
+            except BuildError as exc:
+                line = LineIndex(raw.decode("utf-8-sig")).line(exc.path)
+                problems.append(Problem(code=exc.code, message=str(exc), path=exc.path, file=path, line=line))
+        result = _FileResult(stem, built, tuple(problems))
+        self._cache[key] = result
+        return result
+
+    def _fakes(self, spec: FlowSpec) -> dict[str, Sequence[str]]:
+        """Fake models for every model node: the answers its first test gives it, or a line saying it is fake."""
+        fakes: dict[str, list[str]] = {}
+        for case in spec.tests:
+            for node_id, answers in case.fakes.items():
+                fakes.setdefault(node_id, list(answers))
+        for node in spec.nodes:
+            if self.registry.kind_of(node.component) == "model" and node.id not in fakes:
+                fakes[node.id] = [FAKE_ANSWER.format(node=node.id)]
+        return dict(fakes)

@@ -1,0 +1,169 @@
+"""The server's own endpoints: what it serves and has done, health, metrics, the GitHub webhook and the operator's."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gitops_flow import webhook
+from gitops_flow.endpoints import RequestError, get_deps, json_response, read_body
+from gitops_flow.exceptions import SignatureMismatch, StoreError, WebhookError
+from gitops_flow.metrics import CONTENT_TYPE
+from gitops_flow.reconcile import Reconciler
+from gitops_flow.traffic import Route
+
+log = logging.getLogger("gitops_flow.server")
+
+MAX_EVENTS = 1000
+DELIVERY_TTL = 7 * 24 * 3600.0  # GitHub keeps deliveries for redelivery for about a week
+_KNOWN_EVENTS = ("ping", "push", "create", "delete")  # metric labels come from this list, never from a header
+
+
+# -- what the server serves and has done ---------------------------------------------------------------------------
+
+
+async def flows(request: Request) -> Response:
+    """Every flow with the refs that serve it: each ref's commit, share of new traffic (%) and state."""
+    table = get_deps(request).reconciler.table
+    listed = [
+        {"name": name, "description": _description(name, route), "route": route.name, "versions": _targets(route)}
+        for name, route in sorted(table.routes.items())
+    ]
+    return json_response({"flows": listed, "head": table.head.sha if table.head else None})
+
+
+def _targets(route: Route) -> list[dict[str, Any]]:
+    shares: dict[int, float] = {}
+    low = 0.0
+    for bound, target in route.live:
+        shares[id(target)] = round(100 * (bound - low), 2)
+        low = bound
+    return [
+        {"ref": t.ref, "sha": t.sha, "weight": shares.get(id(t), 0), "state": t.state}
+        for t in (route.targets if route.targets else [t for _, t in route.live])
+    ]
+
+
+def _description(name: str, route: Route) -> str:
+    version = route.live[0][1].version
+    return version.flows[name].spec.description if version is not None else ""
+
+
+async def versions(request: Request) -> Response:
+    reconciler = get_deps(request).reconciler
+    head = reconciler.table.head
+    newest_first = sorted(reconciler.versions, key=lambda v: (v.time, v.seen), reverse=True)
+    listed = [{**v.record(), "live": head is not None and v.sha == head.sha} for v in newest_first]
+    return json_response({"source": _source(reconciler), "versions": listed})
+
+
+async def history(request: Request) -> Response:
+    raw = request.query_params.get("limit", "100")
+    if not raw.isascii() or not raw.isdigit() or not 0 < int(raw) <= MAX_EVENTS:
+        raise RequestError(400, "bad-limit", f"limit is a whole number from 1 to {MAX_EVENTS}")
+    events = await get_deps(request).store.events(int(raw))
+    return json_response({"events": events})
+
+
+# -- health and metrics --------------------------------------------------------------------------------------------
+
+
+async def healthz(request: Request) -> Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """Ready once a good version is loaded and the state store answers. A source that fails later is shown here but
+    does not unready the server: the last good version keeps serving."""
+    deps = get_deps(request)
+    head = deps.reconciler.table.head
+    store_error = None
+    try:
+        await deps.store.ping()
+    except StoreError as exc:
+        store_error = str(exc)
+    ready = head is not None and store_error is None
+    body = {
+        "ready": ready,
+        "version": head.sha if head else None,
+        "source": _source(deps.reconciler),
+        "store": {"ok": store_error is None, "error": store_error},
+    }
+    return json_response(body, 200 if ready else 503)
+
+
+def _source(reconciler: Reconciler) -> dict[str, Any]:
+    status = reconciler.status
+    return {
+        "url": status.url,
+        "branch": status.branch,
+        "fetches": status.fetches,
+        "last_fetch": status.last_fetch,
+        "last_error": status.last_error,
+    }
+
+
+async def metrics(request: Request) -> Response:
+    return Response(get_deps(request).metrics.render(), media_type=CONTENT_TYPE)
+
+
+# -- the GitHub webhook --------------------------------------------------------------------------------------------
+
+
+async def github_webhook(request: Request) -> Response:
+    """A GitHub delivery: verified, deduplicated, then a nudge to fetch (SPEC 5). Answers at once, before the fetch;
+    the fetch itself, on this replica and (through the store) on every other, reads Git, never the body."""
+    deps = get_deps(request)
+    header = request.headers.get("x-github-event", "")
+    label = header if header in _KNOWN_EVENTS else "other"
+    secret = deps.settings.webhook_secret
+    if secret is None:
+        deps.metrics.delivery(label, "refused")
+        raise RequestError(403, "webhook-disabled", "webhooks are off: set GITOPS_FLOW_WEBHOOK_SECRET to the secret")
+    body = await read_body(request)
+    try:
+        webhook.verify(secret.get_secret_value().encode(), bytes(body), request.headers.get("x-hub-signature-256"))
+        delivery = webhook.parse(header, request.headers.get("x-github-delivery"), bytes(body))
+    except WebhookError as exc:
+        deps.metrics.delivery(label, "refused")
+        log.warning("webhook delivery refused: %s", exc)
+        raise RequestError(401 if isinstance(exc, SignatureMismatch) else 400, _code(exc), str(exc)) from None
+    if not await deps.store.claim_delivery(delivery.id, DELIVERY_TTL):
+        deps.metrics.delivery(label, "duplicate")
+        return json_response({"status": "duplicate", "delivery": delivery.id}, 202)
+    action, why = delivery.action(deps.settings.branch)
+    deps.metrics.delivery(label, action)
+    if action == "fetch":
+        deps.reconciler.request(delivery.trigger)
+        await deps.store.publish(f"{deps.replica} {delivery.trigger}")
+    status = {"pong": "pong", "fetch": "fetching", "ignore": "ignored"}[action]
+    return json_response({"status": status, "detail": why, "delivery": delivery.id}, 200 if action == "pong" else 202)
+
+
+def _code(exc: WebhookError) -> str:
+    return "bad-signature" if isinstance(exc, SignatureMismatch) else "bad-delivery"
+
+
+# -- the operator's ------------------------------------------------------------------------------------------------
+
+
+def require_admin(request: Request) -> None:
+    token = get_deps(request).settings.admin_token
+    if token is None:
+        raise RequestError(403, "admin-disabled", "operator endpoints are off: set GITOPS_FLOW_ADMIN_TOKEN to use them")
+    given = request.headers.get("authorization", "")
+    expected = "Bearer " + token.get_secret_value()
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise RequestError(401, "unauthorized", "operator endpoints need Authorization: Bearer <admin token>")
+
+
+async def reconcile_now(request: Request) -> Response:
+    """Fetch and apply now, and answer with what happened (operators, tests, the demo)."""
+    require_admin(request)
+    outcome = await get_deps(request).reconciler.step("operator")
+    body = {"changed": outcome.changed, "head": outcome.head, "new": list(outcome.new), "error": outcome.error}
+    return json_response(body, 200 if outcome.error is None else 502)

@@ -282,11 +282,28 @@ def _history(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
         return EXIT_OK
     for event in data["events"]:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event["time"]))
-        what = event.get("message") or event.get("detail") or ""
-        print(f"{when} {event['event']:<9} {event['sha'][:12]} {event.get('author') or '':<16} {what}", file=out)
+        author = event.get("author") or ""
+        print(f"{when} {event['event']:<11} {event['sha'][:12]} {author:<16} {_what(event)}", file=out)
+        print(f"    by {event.get('trigger') or 'unknown'}", file=out)
         for problem in event.get("problems", []):
             print(f"    {problem['file']}:{problem['line'] or ''} {problem['code']}: {problem['message']}", file=out)
     return EXIT_OK
+
+
+def _what(event: Mapping[str, Any]) -> str:
+    """One line on what a deploy event was about: the commit's message and flows, or the ref and figures."""
+    kind = event["event"]
+    if kind == "tag-moved":
+        before, after = event.get("before"), event.get("after")
+        return f"tag {event['ref']}: {before[:12] if before else '(new)'} -> {after[:12] if after else '(deleted)'}"
+    if kind == "aborted":
+        return f"{event['ref']} on route {event['route']}: {event['reason']} ({event['requests']} requests)"
+    text = event.get("message") or event.get("detail") or ""
+    if event.get("restores"):
+        text += f" (serves {event['restores'][:12]} again)"
+    if event.get("changed"):
+        text += f" [{', '.join(event['changed'])}]"
+    return text
 
 
 def _get(server: str, path: str) -> Any:

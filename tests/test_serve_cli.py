@@ -45,8 +45,12 @@ def test_versions_and_history_read_a_running_server(tmp_path: Path) -> None:
 
         out = io.StringIO()
         assert cli.main(["history", "--server", url], environ={}, out=out) == 0
-        events = [line.split()[2:4] for line in out.getvalue().splitlines() if not line.startswith(" ")]
+        lines = out.getvalue().splitlines()
+        events = [line.split()[2:4] for line in lines if not line.startswith(" ")]
         assert ["deployed", good[:12]] in events and ["failed", bad[:12]] in events
+        deployed = next(n for n, line in enumerate(lines) if f"deployed    {good[:12]}" in line)
+        assert lines[deployed].endswith("first answer [echo]")
+        assert lines[deployed + 1] == "    by start"
 
         out = io.StringIO()
         assert cli.main(["versions", "--server", url, "--json"], environ={}, out=out) == 0
@@ -73,3 +77,39 @@ def test_serve_refuses_bad_settings_before_starting(
 ) -> None:
     assert cli.main(argv, environ=environ) != 0
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "event, line",
+    [
+        (
+            {"event": "tag-moved", "ref": "stable", "before": "a" * 40, "after": "b" * 40},
+            "tag stable: aaaaaaaaaaaa -> bbbbbbbbbbbb",
+        ),
+        (
+            {"event": "tag-moved", "ref": "stable", "before": None, "after": "b" * 40},
+            "tag stable: (new) -> bbbbbbbbbbbb",
+        ),
+        (
+            {"event": "tag-moved", "ref": "stable", "before": "a" * 40, "after": None},
+            "tag stable: aaaaaaaaaaaa -> (deleted)",
+        ),
+        (
+            {
+                "event": "aborted",
+                "ref": "main",
+                "route": "default",
+                "reason": "error rate 40.0% is above 5.0%",
+                "requests": 25,
+            },
+            "main on route default: error rate 40.0% is above 5.0% (25 requests)",
+        ),
+        (
+            {"event": "rolled-back", "message": 'Revert "two"', "restores": "c" * 40, "changed": ["echo"]},
+            'Revert "two" (serves cccccccccccc again) [echo]',
+        ),
+    ],
+    ids=["tag-moved", "tag-created", "tag-deleted", "aborted", "rolled-back"],
+)
+def test_history_says_what_each_kind_of_event_was_about(event: dict[str, object], line: str) -> None:
+    assert cli._what(event) == line

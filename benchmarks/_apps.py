@@ -1,0 +1,114 @@
+"""ASGI applications the serving benchmarks start in their own uvicorn processes, as factories.
+
+    python -m uvicorn --factory --app-dir benchmarks _apps:gitops_flow_app ...
+
+Each factory reads its configuration from BENCH_* environment variables (set by the benchmark that starts the
+process), so one module serves every variant:
+
+- ``gitops_flow_app``: gitops-flow's ``create_app(Settings(...))`` following BENCH_REPO (a local bare repository),
+  data in BENCH_DATA_DIR, state BENCH_STATE (default: SQLite in the data folder), poll interval BENCH_POLL
+  (default 3600 s), keep_versions BENCH_KEEP (default: the server's), admin token BENCH_ADMIN_TOKEN (default: none);
+- ``langserve_app``: LangServe's ``add_routes(FastAPI(), chain, path="/echo")``;
+- ``bare_app``: one Starlette route calling ``await chain.ainvoke(input)``, JSON in and out with orjson.
+
+The hand-built chain of the last two is ``PromptTemplate("Q: {question}") | GenericFakeChatModel | StrOutputParser``
+answering BENCH_ANSWER, which is what the flow document ``echo_flow(answer=BENCH_ANSWER)`` of tests/served.py
+builds to.
+
+Two switches are for what-if runs only (benchmarks/serve_compare.py --gc-freeze, --variants gitops-minimal-config):
+BENCH_GC_FREEZE=1 calls ``gc.collect(); gc.freeze()`` once the application is made, so that the objects of the
+imports are left out of every later garbage collection; BENCH_MINIMAL_RUN_CONFIG=1 replaces gitops-flow's
+``endpoints._run_config`` by one that passes only ``configurable`` to the flow (no metadata, run_id, run_name), to
+measure what those cost.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from itertools import cycle
+from pathlib import Path
+from typing import Any
+
+DEFAULT_ANSWER = "Hello from the fake model."
+
+
+def _answer() -> str:
+    return os.environ.get("BENCH_ANSWER", DEFAULT_ANSWER)
+
+
+def _made(app: Any) -> Any:
+    if os.environ.get("BENCH_GC_FREEZE") == "1":
+        gc.collect()
+        gc.freeze()
+    return app
+
+
+def hand_chain(answer: str) -> Any:
+    """prompt -> fake chat model -> parser, written directly in LangChain."""
+    from langchain_core.language_models import GenericFakeChatModel
+    from langchain_core.output_parsers import StrOutputParser
+    from langchain_core.prompts import PromptTemplate
+
+    return (
+        PromptTemplate.from_template("Q: {question}")
+        | GenericFakeChatModel(messages=cycle([answer]))
+        | StrOutputParser()
+    )
+
+
+def gitops_flow_app() -> Any:
+    from gitops_flow.app import create_app
+    from gitops_flow.config import Settings
+
+    values: dict[str, Any] = {
+        "repo_url": os.environ["BENCH_REPO"],
+        "data_dir": Path(os.environ["BENCH_DATA_DIR"]),
+        "load_entry_points": False,
+        "poll_interval": float(os.environ.get("BENCH_POLL", "3600")),
+    }
+    if os.environ.get("BENCH_STATE"):
+        values["state"] = os.environ["BENCH_STATE"]
+    if os.environ.get("BENCH_KEEP"):
+        values["keep_versions"] = int(os.environ["BENCH_KEEP"])
+    if os.environ.get("BENCH_ADMIN_TOKEN"):
+        values["admin_token"] = os.environ["BENCH_ADMIN_TOKEN"]
+    if os.environ.get("BENCH_MINIMAL_RUN_CONFIG") == "1":
+        from gitops_flow import endpoints
+
+        endpoints._run_config = lambda config, flow, choice, run_id: {"configurable": config.get("configurable", {})}
+    return _made(create_app(Settings(**values)))
+
+
+def langserve_app() -> Any:
+    from fastapi import FastAPI
+    from langserve import add_routes
+
+    app = FastAPI()
+    add_routes(app, hand_chain(_answer()), path="/echo")
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return _made(app)
+
+
+def bare_app() -> Any:
+    import orjson
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    chain = hand_chain(_answer())
+
+    async def invoke(request: Request) -> Response:
+        payload = orjson.loads(await request.body())
+        output = await chain.ainvoke(payload["input"])
+        return Response(orjson.dumps({"output": output}), media_type="application/json")
+
+    async def healthz(request: Request) -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    return _made(Starlette(routes=[Route("/echo/invoke", invoke, methods=["POST"]), Route("/healthz", healthz)]))

@@ -7,7 +7,8 @@ process), so one module serves every variant:
 
 - ``gitops_flow_app``: gitops-flow's ``create_app(Settings(...))`` following BENCH_REPO (a local bare repository),
   data in BENCH_DATA_DIR, state BENCH_STATE (default: SQLite in the data folder), poll interval BENCH_POLL
-  (default 3600 s), keep_versions BENCH_KEEP (default: the server's), admin token BENCH_ADMIN_TOKEN (default: none);
+  (default 3600 s), keep_versions BENCH_KEEP (default: the server's), admin token BENCH_ADMIN_TOKEN (default: none),
+  webhook secret BENCH_WEBHOOK_SECRET (default: none), canary guard tick BENCH_ANALYSIS_INTERVAL (default: 1 s);
 - ``langserve_app``: LangServe's ``add_routes(FastAPI(), chain, path="/echo")``;
 - ``bare_app``: one Starlette route calling ``await chain.ainvoke(input)``, JSON in and out with orjson.
 
@@ -73,6 +74,10 @@ def gitops_flow_app() -> Any:
         values["keep_versions"] = int(os.environ["BENCH_KEEP"])
     if os.environ.get("BENCH_ADMIN_TOKEN"):
         values["admin_token"] = os.environ["BENCH_ADMIN_TOKEN"]
+    if os.environ.get("BENCH_WEBHOOK_SECRET"):
+        values["webhook_secret"] = os.environ["BENCH_WEBHOOK_SECRET"]
+    if os.environ.get("BENCH_ANALYSIS_INTERVAL"):
+        values["analysis_interval"] = float(os.environ["BENCH_ANALYSIS_INTERVAL"])
     if os.environ.get("BENCH_MINIMAL_RUN_CONFIG") == "1":
         from gitops_flow import endpoints
 

@@ -15,7 +15,8 @@ following a local bare repository written with the git command line; webhooks ar
 4. promotion and rollback under load: ``stable`` 90, ``main`` 10; the load generator (benchmarks/_loadgen.py, 16
    connections) runs throughout while ``stable`` is moved to ``main``'s commit (``git tag -f`` and a forced push,
    then the tag's push delivery), and then ``main``'s commit is reverted (``git revert``, push, delivery). Counted:
-   failed requests (non-200 or connection errors) and responses whose answer is not their version's.
+   failed requests (non-200 or connection errors), responses whose answer is not their version's, and the time from
+   each delivery until a request pinned to the ref gets the new commit (polled every 5 ms).
 
     python benchmarks/delivery.py                        # about 2 minutes
     python benchmarks/delivery.py --quick
@@ -239,16 +240,20 @@ def promotion_and_rollback(tmp: Path) -> dict[str, Any]:
             time.sleep(2.0)
             remote.tag("stable", v2)  # promote
             remote.push_tags()
+            sent = time.monotonic()
             deliver(client, "refs/tags/stable", v1, v2)
             while served_by("stable") != v2:
-                time.sleep(0.01)
+                time.sleep(0.005)
+            promoted = time.monotonic() - sent
             time.sleep(2.0)
             v3 = remote.revert(v2)  # roll back
             answers[v3] = "one"
             remote.push()
+            sent = time.monotonic()
             deliver(client, "refs/heads/main", v2, v3)
             while served_by("main") != v3:
-                time.sleep(0.01)
+                time.sleep(0.005)
+            rolled_back = time.monotonic() - sent
             time.sleep(2.0)
     finally:
         stop.touch()
@@ -260,6 +265,8 @@ def promotion_and_rollback(tmp: Path) -> dict[str, Any]:
         "requests": figures["ok"] + figures["failed"],
         "failed_requests": figures["failed"],
         "wrong_answers": wrong,
+        "promotion_delivery_to_serving_ms": 1000 * promoted,
+        "revert_delivery_to_serving_ms": 1000 * rolled_back,
         "versions_served": sorted(figures["outputs"]),
         "requests_per_version": {sha[:12]: sum(o.values()) for sha, o in figures["outputs"].items()},
     }

@@ -26,6 +26,7 @@ from gitops_flow.exceptions import GitOpsFlowError
 from gitops_flow.problems import Problem
 from gitops_flow.routing import ROUTING_FILE
 from gitops_flow.spec import json_schema
+from gitops_flow.stores.base import StateStore
 from gitops_flow.testing import CaseResult, run_flow_tests
 from gitops_flow.validate import FileReport, validate_file, validate_routing_bytes
 
@@ -241,11 +242,23 @@ def _serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     import uvicorn  # the server's imports are paid by `serve` only, not by every `validate` in CI
 
     from gitops_flow.app import create_app
+    from gitops_flow.stores import open_store
 
     app = create_app(settings, secrets=os.environ)
+    # an unusable state store is a clear error and exit 1 here, not a traceback from a failed start-up
+    asyncio.run(_reach(open_store(settings.state, data_dir=settings.data_dir)))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", proxy_headers=False)
     return EXIT_OK
+
+
+async def _reach(store: StateStore) -> None:
+    """Open the store once and close it again: raises StoreError, with the reason, when it cannot be used."""
+    await store.open()
+    try:
+        await store.ping()
+    finally:
+        await store.close()
 
 
 def _demo(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:

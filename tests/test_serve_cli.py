@@ -113,3 +113,15 @@ def test_serve_refuses_bad_settings_before_starting(
 )
 def test_history_says_what_each_kind_of_event_was_about(event: dict[str, object], line: str) -> None:
     assert cli._what(event) == line
+
+
+def test_serve_refuses_a_state_store_it_cannot_use_before_starting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    state = f"sqlite:///{blocker}/state.db"
+    assert cli.main(["serve", "--repo", str(tmp_path), "--state", state, "--port", "0"], environ={}) == 1
+    err = capsys.readouterr().err
+    assert "cannot be opened" in err and str(blocker) in err
+    assert "Traceback" not in err

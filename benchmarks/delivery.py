@@ -50,6 +50,8 @@ SECRET = "bench-webhook-secret"
 def new_remote(folder: Path) -> Remote:
     folder.mkdir(parents=True)
     return Remote.create(folder)
+
+
 PUSH = json.loads((REPO / "tests" / "data" / "github-webhooks" / "push.json").read_text())
 ZERO = "0" * 40
 

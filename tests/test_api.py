@@ -8,7 +8,6 @@ where the contract of a request needs two versions to tell them apart.
 from __future__ import annotations
 
 import asyncio
-import gc
 import inspect
 import json
 import uuid
@@ -16,9 +15,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import httpx
 import jsonschema
+import langserve.client
 import pytest
 from langserve import RemoteRunnable
 from starlette.testclient import TestClient
@@ -318,22 +319,29 @@ CALLS = [
 def remote_call(url: str, fn: Callable[..., Any], value: Any, config: Any = None) -> Any:
     """``fn(RemoteRunnable(url), value, config)``, closing the runnable's clients on the loop that used them.
 
-    RemoteRunnable closes its clients again in a ``weakref.finalize``, which submits to a thread pool. Left to a
-    later garbage collection, that can run inside another thread's ``ThreadPoolExecutor.submit`` and deadlock on
-    the executor's lock; so the runnable is collected here, in this thread, with no loop running.
+    RemoteRunnable also registers a ``weakref.finalize`` that closes its clients through a thread pool whenever the
+    garbage collector gets to it. Run by a collection inside another thread's ``ThreadPoolExecutor.submit`` (the
+    model's worker thread, say), that finalizer deadlocks on the executor's lock and hangs the suite. The clients are
+    closed here instead, so the runnable is made with a finalizer that has nothing left to do.
     """
-    runnable = RemoteRunnable(url)
+    with mock.patch.object(langserve.client, "_close_clients", _nothing_to_close):
+        runnable = RemoteRunnable(url)
     try:
         return _call(runnable, fn, value, config)
     finally:
         runnable.sync_client.close()
-        del runnable
-        gc.collect()
+
+
+def _nothing_to_close(sync_client: httpx.Client, async_client: httpx.AsyncClient) -> None:
+    """RemoteRunnable's finalizer in these tests: remote_call has closed both clients already."""
 
 
 def _call(runnable: RemoteRunnable, fn: Callable[..., Any], value: Any, config: Any) -> Any:
     if not inspect.iscoroutinefunction(fn):
-        return fn(runnable, value, config)
+        try:
+            return fn(runnable, value, config)
+        finally:
+            asyncio.run(runnable.async_client.aclose())
 
     async def main() -> Any:
         try:

@@ -336,7 +336,7 @@ def remote_call(url: str, fn: Callable[..., Any], value: Any, config: Any = None
         return asyncio.run(main())
     finally:
         runnable.sync_client.close()
-        del runnable
+        runnable = None  # drop the last reference (the closure above holds the name, so no `del`)
         gc.collect()
 
 

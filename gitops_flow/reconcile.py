@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 
 from gitops_flow.build import BuiltFlow, build_flow
-from gitops_flow.components import ComponentRegistry
+from gitops_flow.components import FAKEABLE, ComponentRegistry
 from gitops_flow.exceptions import BuildError, GitOpsFlowError, SourceError, StoreError, UnknownVersion
 from gitops_flow.jsonpos import LineIndex
 from gitops_flow.problems import Problem
@@ -28,7 +28,7 @@ from gitops_flow.secretrefs import ENV_KEY, env_refs
 from gitops_flow.source import CommitInfo, GitSource, Refs
 from gitops_flow.stores.base import StateStore
 from gitops_flow.traffic import Choice, RoutingTable
-from gitops_flow.validate import MAX_BYTES, validate_bytes, validate_routing_bytes
+from gitops_flow.validate import MAX_BYTES, MAX_EXPORT_BYTES, validate_bytes, validate_routing_bytes
 from gitops_flow.versions import MIN_SHORT_SHA, Status, Version
 
 log = logging.getLogger("gitops_flow.reconcile")
@@ -330,7 +330,7 @@ class Reconciler:
             return cached
         path = f"{flows_dir}/{file_name}" if flows_dir not in ("", ".") else file_name
         stem = file_name.removesuffix(".json")
-        raw = self.source.read_blob(blob, max_bytes=MAX_BYTES)
+        raw = self.source.read_blob(blob, max_bytes=MAX_EXPORT_BYTES)
         report = validate_bytes(raw, self.registry, file=path, stem=stem, dry_build=False)  # the build below is real
         built: BuiltFlow | None = None
         problems = list(report.problems)
@@ -346,8 +346,9 @@ class Reconciler:
                     fakes=self._fakes(report.spec) if self.fake_models else None,
                 )
             except BuildError as exc:
-                line = LineIndex(raw.decode("utf-8-sig")).line(exc.path)
-                problems.append(Problem(code=exc.code, message=str(exc), path=exc.path, file=path, line=line))
+                where = report.origin(exc.path)  # a converted LangFlow export: the path in the export
+                line = LineIndex(raw.decode("utf-8-sig")).line(where)
+                problems.append(Problem(code=exc.code, message=str(exc), path=where, file=path, line=line))
         result = _FileResult(stem, built, tuple(problems))
         self._cache[key] = result
         return result
@@ -359,7 +360,7 @@ class Reconciler:
             for node_id, answers in case.fakes.items():
                 fakes.setdefault(node_id, list(answers))
         for node in spec.nodes:
-            if self.registry.kind_of(node.component) == "model" and node.id not in fakes:
+            if self.registry.kind_of(node.component) in FAKEABLE and node.id not in fakes:
                 fakes[node.id] = [FAKE_ANSWER.format(node=node.id)]
         return dict(fakes)
 

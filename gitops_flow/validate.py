@@ -47,7 +47,9 @@ class FileReport:
         return not any(p.severity == "error" for p in self.problems)
 
 
-def validate_file(path: Path, registry: ComponentRegistry, *, display: str | None = None) -> FileReport:
+def validate_file(
+    path: Path, registry: ComponentRegistry, *, display: str | None = None, stem: str | None = None
+) -> FileReport:
     """Validate one flow file; an unreadable file is a problem of its own, never an exception."""
     name = display or str(path)
     try:
@@ -57,7 +59,7 @@ def validate_file(path: Path, registry: ComponentRegistry, *, display: str | Non
         raw = path.read_bytes()
     except OSError as exc:
         return FileReport(name, [Problem(code="unreadable", message=f"cannot read the file: {exc.strerror}")])
-    return validate_bytes(raw, registry, file=name, stem=path.stem)
+    return validate_bytes(raw, registry, file=name, stem=path.stem if stem is None else stem)
 
 
 def validate_bytes(

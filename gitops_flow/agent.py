@@ -97,15 +97,18 @@ class ToolAgent(Runnable[LanguageModelInput, BaseMessage]):
             messages.insert(0, SystemMessage(self.system_prompt))
         return messages
 
-    def _run_tools(self, calls: Sequence[ToolCall]) -> list[ToolMessage]:
-        return [ToolMessage(self._call(call), tool_call_id=call.get("id") or "", name=call["name"]) for call in calls]
+    def _run_tools(self, calls: Sequence[ToolCall], config: RunnableConfig | None) -> list[ToolMessage]:
+        return [
+            ToolMessage(self._call(call, config), tool_call_id=call.get("id") or "", name=call["name"])
+            for call in calls
+        ]
 
-    def _call(self, call: ToolCall) -> str:
+    def _call(self, call: ToolCall, config: RunnableConfig | None) -> str:
         tool = self.tools.get(call["name"])
         if tool is None:
             return f"Error: there is no tool {call['name']!r}; the tools are {', '.join(self.tools) or 'none'}"
         try:
-            return str(tool.invoke(call["args"]))
+            return str(tool.invoke(call["args"], config))
         except Exception as exc:  # noqa: BLE001 - a tool's failure is the model's to read, not the request's
             return f"Error: {type(exc).__name__}: {exc}"
 
@@ -118,7 +121,7 @@ class ToolAgent(Runnable[LanguageModelInput, BaseMessage]):
             answer = self.model.invoke(messages, config)
             if not getattr(answer, "tool_calls", None):
                 return _as_ai(answer)
-            messages += [answer, *self._run_tools(answer.tool_calls)]
+            messages += [answer, *self._run_tools(answer.tool_calls, config)]
         return self._too_many()
 
     async def ainvoke(
@@ -150,7 +153,7 @@ class ToolAgent(Runnable[LanguageModelInput, BaseMessage]):
                     yield chunk
             if turn is None or not turn.tool_calls:
                 return
-            messages += [_as_ai(turn), *self._run_tools(turn.tool_calls)]
+            messages += [_as_ai(turn), *self._run_tools(turn.tool_calls, config)]
         yield AIMessageChunk(content=self._too_many().content)
 
 

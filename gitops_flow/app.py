@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gitops_flow import endpoints
+from gitops_flow import endpoints, langflow_api
 from gitops_flow.components import ComponentRegistry
 from gitops_flow.config import Settings
 from gitops_flow.endpoints import Deps, RequestError, error_response
@@ -101,6 +101,7 @@ def create_app(
         Route("/flows/{flow}/input_schema", endpoints.input_schema, methods=["GET"]),
         Route("/flows/{flow}/output_schema", endpoints.output_schema, methods=["GET"]),
         Route("/flows/{flow}/config_schema", endpoints.config_schema, methods=["GET"]),
+        Route("/api/v1/run/{flow}", langflow_api.run, methods=["POST"]),
         Route("/flows", endpoints.flows, methods=["GET"]),
         Route("/versions", endpoints.versions, methods=["GET"]),
         Route("/history", endpoints.history, methods=["GET"]),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import logging
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,10 +127,10 @@ _KIND_NAMES: dict[type, str] = {dict: "an object", list: "a list", str: "a strin
 ROUTING_KEYS = ("session_id", "user_id", "flow_version")  # configurable keys that choose the version (SPEC 4)
 
 
-def _check_inputs(flow: BuiltFlow, values: Sequence[Any]) -> None:
+def _check_inputs(flow: BuiltFlow, inputs: Inputs) -> None:
     if flow.input_model is None:
         return
-    for value in values:
+    for value in inputs(flow) if callable(inputs) else inputs:
         try:
             flow.input_model.model_validate(value)
         except ValidationError as exc:
@@ -143,12 +143,16 @@ def _check_inputs(flow: BuiltFlow, values: Sequence[Any]) -> None:
 # -- choosing the version -----------------------------------------------------------------------------------------
 
 
+Inputs = Sequence[Any] | Callable[[BuiltFlow], Sequence[Any]]  # the request's inputs, or how a flow reads them
+
+
 async def choose(
-    request: Request, flow: str, configurable: dict[str, Any], inputs: Sequence[Any] = ()
+    request: Request, flow: str, configurable: dict[str, Any], inputs: Inputs = ()
 ) -> tuple[Choice, BuiltFlow]:
     """SPEC 4: an explicit pin, then the session's pin, then the route's default (the branch head).
 
-    ``inputs`` are checked against the chosen flow before a session is pinned, so a refused request pins nothing.
+    ``inputs`` are checked against the chosen flow before a session is pinned, so a refused request pins nothing;
+    given as a function, it makes them for the flow it is given (LangFlow's run API shapes its text by the flow).
     A session named by the header is put into ``configurable`` too, where the flow's chat history reads it.
     """
     deps = get_deps(request)
@@ -187,7 +191,7 @@ async def _revive(deps: Deps, sha: str) -> Choice | None:
     return deps.reconciler.table.session(sha) if version is not None and version.ready else None
 
 
-def _checked(choice: Choice, name: str, inputs: Sequence[Any]) -> BuiltFlow:
+def _checked(choice: Choice, name: str, inputs: Inputs) -> BuiltFlow:
     flow = choice.version.flows.get(name)
     if flow is None:
         raise UnknownFlow(f"no flow {name!r} at version {choice.version.sha[:12]}")
@@ -195,17 +199,17 @@ def _checked(choice: Choice, name: str, inputs: Sequence[Any]) -> BuiltFlow:
     return flow
 
 
-def _metadata(choice: Choice) -> dict[str, Any]:
+def version_metadata(choice: Choice) -> dict[str, Any]:
     return {"flow_version": choice.version.sha, "ref": choice.ref}
 
 
-def _run_config(config: dict[str, Any], flow: str, choice: Choice, run_id: uuid.UUID) -> Any:
+def run_config(config: dict[str, Any], flow: str, choice: Choice, run_id: uuid.UUID) -> Any:
     """The RunnableConfig of one run (a plain dict: LangChain's TypedDict)."""
-    metadata = {**config.get("metadata", {}), **_metadata(choice)}
+    metadata = {**config.get("metadata", {}), **version_metadata(choice)}
     return {**config, "metadata": metadata, "run_id": run_id, "run_name": config.get("run_name", flow)}
 
 
-async def _guarded(flow: str, run_id: uuid.UUID, coro: Any) -> Any:
+async def guarded(flow: str, run_id: uuid.UUID, coro: Any) -> Any:
     """Run a flow; its own failures become 422 (the caller's input) or 500 with the run id, never a traceback."""
     try:
         return await coro
@@ -231,10 +235,10 @@ async def invoke(request: Request) -> Response:
     choice, flow = await choose(request, name, configurable, [payload["input"]])
     run_id = uuid.uuid4()
     config["configurable"] = configurable
-    output = await _guarded(
-        name, run_id, flow.runnable.ainvoke(payload["input"], _run_config(config, name, choice, run_id))
+    output = await guarded(
+        name, run_id, flow.runnable.ainvoke(payload["input"], run_config(config, name, choice, run_id))
     )
-    body = {"output": output, "metadata": {"run_id": str(run_id), "feedback_tokens": [], **_metadata(choice)}}
+    body = {"output": output, "metadata": {"run_id": str(run_id), "feedback_tokens": [], **version_metadata(choice)}}
     return json_response(body, headers={VERSION_HEADER: choice.version.sha})
 
 
@@ -252,11 +256,11 @@ async def batch(request: Request) -> Response:
     choice, flow = await choose(request, name, configurable, inputs)
     run_ids = [uuid.uuid4() for _ in inputs]
     run_configs = [
-        _run_config({**c, "configurable": {**configurable, **c.get("configurable", {})}}, name, choice, r)
+        run_config({**c, "configurable": {**configurable, **c.get("configurable", {})}}, name, choice, r)
         for c, r in zip(configs, run_ids, strict=True)
     ]
-    outputs = await _guarded(name, run_ids[0] if run_ids else uuid.uuid4(), flow.runnable.abatch(inputs, run_configs))
-    metadata = {"run_ids": [str(r) for r in run_ids], **_metadata(choice)}
+    outputs = await guarded(name, run_ids[0] if run_ids else uuid.uuid4(), flow.runnable.abatch(inputs, run_configs))
+    metadata = {"run_ids": [str(r) for r in run_ids], **version_metadata(choice)}
     return json_response({"output": outputs, "metadata": metadata}, headers={VERSION_HEADER: choice.version.sha})
 
 
@@ -272,12 +276,12 @@ async def stream(request: Request) -> Response:
     choice, flow = await choose(request, name, configurable, [payload["input"]])
     run_id = uuid.uuid4()
     config["configurable"] = configurable
-    run_config = _run_config(config, name, choice, run_id)
+    config_of_run = run_config(config, name, choice, run_id)
 
     async def events() -> AsyncIterator[bytes]:
-        yield _sse("metadata", {"run_id": str(run_id), **_metadata(choice)})
+        yield _sse("metadata", {"run_id": str(run_id), **version_metadata(choice)})
         try:
-            async for chunk in flow.runnable.astream(payload["input"], run_config):
+            async for chunk in flow.runnable.astream(payload["input"], config_of_run):
                 yield _sse("data", chunk)
         except MissingSession as exc:
             yield _sse("error", {"status_code": 422, "message": str(exc)})

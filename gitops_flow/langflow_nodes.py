@@ -31,9 +31,10 @@ class NodePort:
 
 @dataclass(frozen=True, slots=True)
 class Constant:
-    """Text known at conversion time (a prompt whose variables all have values)."""
+    """Text known at conversion time (a prompt whose variables all have values); ``origin`` is its field."""
 
     text: str
+    origin: str = "$"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +106,11 @@ class Builder:
             self.origins[json_path(["nodes", index, "params", param])] = origin.field_path(source)
         return node_id
 
+    def origin_of_items(self, node_id: str, param: str, origins: list[str]) -> None:
+        """Where each item of a list param came from (a chat prompt's messages: each from its own field)."""
+        for index, origin in enumerate(origins):
+            self.origins[json_path(["nodes", self._index[node_id], "params", param, index])] = origin
+
     def connect(self, port: Port, target: str, key: str | None, wire: Wire | None) -> None:
         if not isinstance(port, NodePort):
             raise AssertionError(f"connect() takes node ports; {port!r} is handled by the caller")
@@ -140,20 +146,26 @@ class Builder:
     def slot(self, node: LfNode, field_name: str, variable: str, pending: list[tuple[Port, str, Wire]]) -> str:
         """A template fragment for a text field: ``{variable}`` when a node feeds it (the edge is queued in
         ``pending``), the text itself when a constant or the field's own value does."""
+        return self.slot_from(node, field_name, variable, pending)[0]
+
+    def slot_from(
+        self, node: LfNode, field_name: str, variable: str, pending: list[tuple[Port, str, Wire]]
+    ) -> tuple[str, str]:
+        """``slot`` and where its text came from in the export (for problems found in it later)."""
         wires = self.inputs(node, field_name)
         if len(wires) > 1:
             self.fail(wires[1][0].path, f"field {field_name!r} takes one input, not {len(wires)}", node=node)
-            return ""
+            return "", node.path
         if not wires:
-            return escape(node.text(field_name))
+            return escape(node.text(field_name)), node.field_path(field_name)
         wire, port = wires[0]
         if isinstance(port, Constant):
-            return escape(port.text)
+            return escape(port.text), port.origin
         if isinstance(port, NodePort):
             pending.append((port, variable, wire))
-            return "{" + variable + "}"
+            return "{" + variable + "}", wire.path
         self.fail(wire.path, f"field {field_name!r} takes text, not a {type(port).__name__}", node=node)
-        return ""
+        return "", wire.path
 
     def history(self) -> NodePort:
         """The session's past messages (a conversational flow's entry, read once)."""
@@ -200,7 +212,7 @@ def chat_input(b: Builder, node: LfNode) -> None:
     inputs = [n for n in b.export.nodes if n.type == "ChatInput"]
     text_only = node.type == "TextInput"
     if text_only and inputs:  # with a chat input, a text input is a fixed value (LangFlow feeds it no input)
-        b.ports[(node.id, "*")] = Constant(node.text("input_value"))
+        b.ports[(node.id, "*")] = Constant(node.text("input_value"), node.field_path("input_value"))
         return
     if b.entry is not None:
         b.fail(node.path, "a flow takes one input; this is a second chat input", node=node)
@@ -257,7 +269,7 @@ def prompt(b: Builder, node: LfNode) -> None:
             return
         template += b.slot(node, name, name, pending)
     if not pending:  # every variable has its value: the prompt is a constant, folded into what it feeds
-        b.ports[(node.id, "*")] = Constant(_unescape(template))
+        b.ports[(node.id, "*")] = Constant(_unescape(template), node.field_path("template"))
         return
     fields = {"template": "template"}
     b.add(node, node.id, "PromptTemplate", {"template": template}, fields=fields)
@@ -315,13 +327,17 @@ def _chat(
 ) -> None:
     """A model's or agent's messages (system, history, human) -> the model -> its text."""
     pending: list[tuple[Port, str, Wire]] = []
-    system_text = b.slot(node, system, system, pending)
-    human_text = b.slot(node, "input_value", "input_value", pending)
+    system_text, system_origin = b.slot_from(node, system, system, pending)
+    human_text, human_origin = b.slot_from(node, "input_value", "input_value", pending)
     messages: list[list[str]] = [["system", system_text]] if system_text else []
+    origins = [system_origin] if system_text else []
     if history:
         messages.append(["placeholder", "{" + HISTORY_KEY + "}"])
+        origins.append(node.path)
     messages.append(["human", human_text])
+    origins.append(human_origin)
     prompt_id = b.add(node, f"{node.id}.messages", "ChatPromptTemplate", {"messages": messages})
+    b.origin_of_items(prompt_id, "messages", origins)
     for port, variable, wire in pending:
         b.connect(port, prompt_id, variable, wire)
     if history:

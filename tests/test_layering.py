@@ -32,9 +32,9 @@ LAYERS: dict[str, int] = {
     "validate": 5,
     "testing": 5,
     "report": 6,
-    "demo": 10,
-    "cli": 11,
-    "__main__": 12,
+    "demo": 11,
+    "cli": 12,
+    "__main__": 13,
     "__init__": 0,
     # the runtime server
     "source": 2,
@@ -46,14 +46,15 @@ LAYERS: dict[str, int] = {
     "traffic": 6,
     "reconcile": 7,
     "endpoints": 8,
-    "app": 9,
+    "langflow_api": 9,
+    "app": 10,
 }
 # third-party packages and the only modules that may import them
 CONFINED = {
     "langchain_core": {"components", "history", "build", "testing", "agent", "textify"},
     "langchain": {"components"},
     "git": {"source"},
-    "starlette": {"app", "endpoints"},
+    "starlette": {"app", "endpoints", "langflow_api"},
     "uvicorn": {"cli", "demo"},
     "sqlite3": {"stores.sqlite"},
     "redis": {"stores.redis"},

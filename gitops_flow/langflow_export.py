@@ -145,8 +145,9 @@ def _read_node(index: int, raw: Any, wired: set[str], found: Export) -> LfNode |
         found.problems.append(_malformed("a node is an object with a string id", where))
         return None
     data: dict[str, Any] = raw["data"] if isinstance(raw.get("data"), dict) else {}
-    kind = data.get("type")
-    is_note = raw.get("type") in NOTE_TYPES or kind in NOTE_TYPES
+    kind = data.get("type") if isinstance(data.get("type"), str) else None
+    is_note = raw.get("type") in NOTE_TYPES if isinstance(raw.get("type"), str) else False
+    is_note = is_note or kind in NOTE_TYPES
     if (is_note or not kind) and raw["id"] not in wired:
         found.skipped.append(index)  # notes and group/note artifacts carry no behaviour
         return None

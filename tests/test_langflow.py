@@ -6,6 +6,7 @@ import asyncio
 import builtins
 import copy
 import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -396,3 +397,35 @@ def test_is_export() -> None:
 
 def test_fakeable_kinds_are_model_and_agent() -> None:
     assert FAKEABLE == ("model", "agent")
+
+
+def _paths(value: Any, path: tuple[Any, ...] = ()) -> Any:
+    yield path
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key != "code":
+                yield from _paths(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value[:4]):
+            yield from _paths(item, (*path, index))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_damaged_exports_are_problems_never_crashes(seed: int) -> None:
+    """Values of the wrong type anywhere in an export: validation reports problems (or copes), it never raises."""
+    rnd = random.Random(seed)
+    names = sorted(p.stem for p in DATA.glob("*.json"))
+    for _ in range(25):
+        data = load(rnd.choice(names))
+        where = [p for p in _paths(data) if len(p) > 1]
+        for _ in range(rnd.randint(1, 3)):
+            *parents, last = rnd.choice(where)
+            parent: Any = data
+            try:  # an earlier damage may have removed the way there
+                for key in parents:
+                    parent = parent[key]
+                parent[last] = rnd.choice([None, 1, "x", [], {}, True, "{", "{a}", [1, "b"], {"value": 3}])
+            except (KeyError, IndexError, TypeError):
+                continue
+        report = validated("damaged", data)
+        assert report.ok or report.problems

@@ -10,7 +10,13 @@ from typing import Any
 
 import pytest
 
+from gitops_flow.build import build_flow
+from gitops_flow.components import ComponentRegistry
+from gitops_flow.endpoints import RequestError
+from gitops_flow.langflow_api import flow_input
+from gitops_flow.spec import FlowSpec
 from tests.gitrepo import Remote
+from tests.helpers import chain
 from tests.served import ADMIN, echo_flow, served
 from tests.test_langflow import DATA, booby_trapped
 
@@ -227,3 +233,23 @@ def test_stored_code_is_never_executed_when_served(remote: Remote, tmp_path: Pat
     assert response.status_code == streamed.status_code == 200, response.text
     assert not marker.exists()
     assert not hasattr(builtins, "GITOPS_FLOW_LANGFLOW_CODE_RAN")
+
+
+def _built(doc: dict[str, Any]) -> Any:
+    return build_flow(FlowSpec.model_validate(doc), ComponentRegistry.builtin(), dry_run=True)
+
+
+def test_input_value_fills_the_entrys_single_variable_or_is_refused() -> None:
+    one = _built(chain(("p", "PromptTemplate", {"template": "Q: {question}"})))
+    none = _built(chain(("p", "PromptTemplate", {"template": "Say hi"})))
+    chat = _built(chain(("m", "ChatHistory", {"input_key": "text"}), ("p", "Text", {"key": "text"})))
+    text = _built(chain(("i", "Passthrough", {})))
+    two = _built(chain(("p", "PromptTemplate", {"template": "{a} and {b}"})))
+
+    assert flow_input(one, "hi") == {"question": "hi"}
+    assert flow_input(none, "hi") == {}
+    assert flow_input(chat, "hi") == {"text": "hi"}
+    assert flow_input(text, "hi") == "hi"
+    with pytest.raises(RequestError) as refused:
+        flow_input(two, "hi")
+    assert (refused.value.status, refused.value.code) == (422, "several-inputs")

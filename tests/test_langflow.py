@@ -429,3 +429,95 @@ def test_damaged_exports_are_problems_never_crashes(seed: int) -> None:
                 continue
         report = validated("damaged", data)
         assert report.ok or report.problems
+
+
+@pytest.mark.parametrize(
+    "selected, model, key",
+    [
+        (
+            [{"name": "claude-3-5-haiku-latest", "provider": "Anthropic"}],
+            "anthropic:claude-3-5-haiku-latest",
+            "ANTHROPIC",
+        ),
+        ({"name": "gpt-4o", "provider": "OpenAI"}, "openai:gpt-4o", "OPENAI"),
+    ],
+    ids=["1.7-list", "dict"],
+)
+def test_a_selected_model_of_langflow_1_7_on(selected: Any, model: str, key: str) -> None:
+    data = load("basic-prompting")
+    data["data"]["nodes"][5]["data"]["node"]["template"]["model"]["value"] = selected
+
+    conversion = convert(data, name="basic-prompting")
+
+    assert conversion.document is not None and not conversion.problems
+    node = next(n for n in conversion.document["nodes"] if n["component"] == "ChatModel")
+    assert node["params"]["model"] == model
+    assert node["params"]["api_key"] == {"$env": f"{key}_API_KEY"}
+
+
+def test_a_provider_gitops_flow_does_not_know_is_unsupported() -> None:
+    data = load("basic-prompting")
+    data["data"]["nodes"][5]["data"]["node"]["template"]["model"]["value"] = [{"name": "m", "provider": "Acme AI"}]
+
+    conversion = convert(data, name="basic-prompting")
+
+    assert conversion.document is None
+    [problem] = [p for p in conversion.problems if p.severity == "error"]
+    assert problem.code == "langflow-unsupported"
+    assert problem.path == "$.data.nodes[5].data.node.template.model.value"
+    assert "'Acme AI'" in problem.message
+
+
+def _edge(source: str, output: str, target: str, field: str) -> dict[str, Any]:
+    return {
+        "source": source,
+        "target": target,
+        "data": {"sourceHandle": {"name": output}, "targetHandle": {"fieldName": field}},
+    }
+
+
+def test_structured_output_uses_the_model_wired_into_it_and_answers_json() -> None:
+    data = load("basic-prompting")
+    template = {
+        "input_value": {"value": ""},
+        "system_prompt": {"value": "Extract the place."},
+        "output_schema": {"value": [{"name": "city", "type": "str", "description": "where it happens"}]},
+        "llm": {"value": ""},
+        "code": {"value": "raise SystemExit('never run')"},
+    }
+    data["data"]["nodes"].append(
+        {"id": "StructuredOutput-x1", "data": {"type": "StructuredOutput", "node": {"template": template}}}
+    )
+    data["data"]["edges"] = [
+        _edge("ChatInput-b6UCc", "message", "StructuredOutput-x1", "input_value"),
+        _edge("LanguageModelComponent-FLeYF", "model_output", "StructuredOutput-x1", "llm"),
+        _edge("StructuredOutput-x1", "structured_output", "ChatOutput-yK0AU", "input_value"),
+    ]
+    report = validated("structured", data)
+    assert report.ok, [p.describe() for p in report.problems]
+    assert report.spec is not None
+    recorder = Recorder()
+
+    output = run(
+        report.spec, "I live in Paris", fakes={"StructuredOutput-x1": ['{"city": "Paris"}']}, callbacks=[recorder]
+    )
+
+    assert output == {"city": "Paris"}
+    system, human = recorder.prompts[0]
+    assert system.text.startswith("Extract the place.\n\nAnswer with one JSON object")
+    assert "- city (str): where it happens" in system.text and human.text == "I live in Paris"
+    model = next(n for n in report.spec.nodes if n.id == "StructuredOutput-x1")
+    assert model.component == "ChatModel" and model.params["model"] == "openai:gpt-4o-mini"
+    assert not any(n.id == "LanguageModelComponent-FLeYF.text" for n in report.spec.nodes)  # lent, not run
+
+
+def test_a_memory_setting_that_cannot_be_honoured_is_unsupported() -> None:
+    data = load("v1.0-memory-chatbot")
+    data["data"]["nodes"][4]["data"]["node"]["template"]["order"]["value"] = "Descending"
+
+    conversion = convert(data, name="chat")
+
+    assert conversion.document is None
+    [problem] = [p for p in conversion.problems if p.severity == "error"]
+    assert problem.path == "$.data.nodes[4].data.node.template.order.value"
+    assert "Memory-gWJrq (Memory, 'Chat Memory'): order = 'Descending' is not supported" in problem.message

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gitops_flow import endpoints, views
+from gitops_flow import endpoints, langflow_api, views
 from gitops_flow.analysis import Guard
 from gitops_flow.builder import VersionBuilder
 from gitops_flow.components import ComponentRegistry
@@ -120,6 +120,7 @@ def create_app(
         Route("/flows/{flow}/input_schema", endpoints.input_schema, methods=["GET"]),
         Route("/flows/{flow}/output_schema", endpoints.output_schema, methods=["GET"]),
         Route("/flows/{flow}/config_schema", endpoints.config_schema, methods=["GET"]),
+        Route("/api/v1/run/{flow}", langflow_api.run, methods=["POST"]),
         Route("/flows", views.flows, methods=["GET"]),
         Route("/versions", views.versions, methods=["GET"]),
         Route("/history", views.history, methods=["GET"]),

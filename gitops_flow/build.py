@@ -10,10 +10,10 @@ from typing import Any
 from langchain_core.messages import BaseMessage
 from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import Runnable, RunnableLambda, RunnableParallel, RunnablePassthrough
-from pydantic import BaseModel, ValidationError, create_model
+from pydantic import BaseModel, RootModel, ValidationError, create_model
 
 from gitops_flow import secretrefs
-from gitops_flow.components import BuildContext, ComponentRegistry
+from gitops_flow.components import FAKEABLE, BuildContext, ComponentRegistry
 from gitops_flow.exceptions import BuildError
 from gitops_flow.graph import FlowGraph, analyse
 from gitops_flow.history import HistoryStore, MemoryHistoryStore, WithHistory
@@ -101,20 +101,25 @@ def _build_node(
     except BuildError as exc:
         raise BuildError(str(exc), path=json_path([*where, "component"]), code=exc.code) from None
     params: dict[str, Any] = dict(node.params)
+    fake_responses: list[str] | None = None
     if node.id in fakes:
-        if component.kind != "model":
+        if component.kind not in FAKEABLE:
             raise BuildError(f"only model nodes can be faked; {node.id!r} is a {component.name}", path=json_path(where))
-        component, params = registry.get("FakeChatModel"), {"responses": list(fakes[node.id])}
+        if component.kind == "model":
+            component, params = registry.get("FakeChatModel"), {"responses": list(fakes[node.id])}
+        else:  # an agent keeps its loop and tools; only its model answers from the script
+            fake_responses = list(fakes[node.id])
     missing: list[str] = []
     try:
-        params = secretrefs.resolve(params, secrets, missing=missing if dry_run else None)
+        unread = dry_run or fake_responses is not None  # a faked agent's model, and so its key, is never used
+        params = secretrefs.resolve(params, secrets, missing=missing if unread else None)
     except KeyError as exc:
         raise BuildError(
             f"secret {exc.args[0]!r} is not set in the server's environment",
             path=json_path([*where, "params"]),
             code="missing-secret",
         ) from None
-    for name in dict.fromkeys(missing):
+    for name in dict.fromkeys(missing if dry_run else []):
         notes.append(
             Problem(
                 code="secret-placeholder",
@@ -127,7 +132,7 @@ def _build_node(
     if issues:
         loc, code, message = issues[0]
         raise BuildError(message, path=json_path([*where, "params", *loc]), code=code)
-    ctx = BuildContext(dry_run=dry_run, node_id=node.id)
+    ctx = BuildContext(dry_run=dry_run, node_id=node.id, fake_responses=fake_responses)
     try:
         factory = registry.factory(component)
         built = factory(ctx, **params) if component.takes_context else factory(**params)
@@ -260,7 +265,8 @@ def _history_input(
     for edge in graph.outgoing[graph.entry]:
         if len(graph.incoming[edge.target]) == 1:  # a keyed fan-in reads the entry's value under its own key
             schema = built[edge.target].get_input_schema()
-            if issubclass(schema, BaseModel):  # not a pydantic.v1 model from an operator's component
+            # not a pydantic.v1 model from an operator's component, nor a lambda's "anything" (a root model)
+            if issubclass(schema, BaseModel) and not issubclass(schema, RootModel):
                 fields.update((n, (f.annotation, f)) for n, f in schema.model_fields.items() if n != history_key)
     fields[input_key] = (str, ...)
     return create_model(f"{graph.entry}_input", **fields)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from gitops_flow.build import BuiltFlow, build_flow
-from gitops_flow.components import ComponentRegistry
+from gitops_flow.components import FAKEABLE, ComponentRegistry
 from gitops_flow.exceptions import BuildError
 from gitops_flow.history import HistoryStore
 from gitops_flow.jsonpos import LineIndex
@@ -22,7 +22,7 @@ from gitops_flow.routing import ROUTING_FILE, RoutingConfig
 from gitops_flow.secretrefs import ENV_KEY, env_refs
 from gitops_flow.source import CommitInfo, GitSource
 from gitops_flow.spec import FlowSpec
-from gitops_flow.validate import MAX_BYTES, validate_bytes, validate_routing_bytes
+from gitops_flow.validate import MAX_BYTES, MAX_EXPORT_BYTES, validate_bytes, validate_routing_bytes
 from gitops_flow.versions import Status, Version
 
 FAKE_ANSWER = "This is a fake answer from {node}."
@@ -134,7 +134,7 @@ class VersionBuilder:
             return cached
         path = f"{flows_dir}/{file_name}" if flows_dir not in ("", ".") else file_name
         stem = file_name.removesuffix(".json")
-        raw = self.source.read_blob(blob, max_bytes=MAX_BYTES)
+        raw = self.source.read_blob(blob, max_bytes=MAX_EXPORT_BYTES)
         report = validate_bytes(raw, self.registry, file=path, stem=stem, dry_build=False)  # the build below is real
         built: BuiltFlow | None = None
         problems = list(report.problems)
@@ -150,8 +150,9 @@ class VersionBuilder:
                     fakes=self._fakes(report.spec) if self.fake_models else None,
                 )
             except BuildError as exc:
-                line = LineIndex(raw.decode("utf-8-sig")).line(exc.path)
-                problems.append(Problem(code=exc.code, message=str(exc), path=exc.path, file=path, line=line))
+                where = report.origin(exc.path)  # a converted LangFlow export: the path in the export
+                line = LineIndex(raw.decode("utf-8-sig")).line(where)
+                problems.append(Problem(code=exc.code, message=str(exc), path=where, file=path, line=line))
         result = _FileResult(stem, built, tuple(problems))
         self._cache[key] = result
         return result
@@ -163,6 +164,6 @@ class VersionBuilder:
             for node_id, answers in case.fakes.items():
                 fakes.setdefault(node_id, list(answers))
         for node in spec.nodes:
-            if self.registry.kind_of(node.component) == "model" and node.id not in fakes:
+            if self.registry.kind_of(node.component) in FAKEABLE and node.id not in fakes:
                 fakes[node.id] = [FAKE_ANSWER.format(node=node.id)]
         return dict(fakes)

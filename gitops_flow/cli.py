@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +25,7 @@ from gitops_flow import __version__, report
 from gitops_flow.components import ComponentRegistry
 from gitops_flow.config import Settings
 from gitops_flow.exceptions import GitOpsFlowError
+from gitops_flow.langflow import slug
 from gitops_flow.problems import Problem
 from gitops_flow.routing import ROUTING_FILE
 from gitops_flow.spec import json_schema
@@ -121,6 +124,16 @@ def _parser() -> argparse.ArgumentParser:
         view.add_argument("--json", action="store_true", help="print the server's JSON as it is")
         view.set_defaults(handler=handler)
 
+    text = "convert LangFlow exports to flow documents (never running the code they store)"
+    importer = commands.add_parser("import-langflow", help=text, description=text)
+    importer.add_argument("files", nargs="+", metavar="FILE", help="LangFlow exports (.json)")
+    importer.add_argument(
+        "-o", "--output", type=Path, default=Path("."), metavar="DIR", help="where to write <name>.json (default: .)"
+    )
+    importer.add_argument("--format", choices=report.FORMATS, default="text")
+    importer.add_argument("--components", type=Path, metavar="FILE", help="operator components file (YAML)")
+    importer.set_defaults(handler=_import_langflow)
+
     init = commands.add_parser("init", help="add the CI workflow and an example flow to a flow repository")
     init.add_argument("directory", nargs="?", type=Path, default=Path("."))
     init.add_argument("--force", action="store_true", help="overwrite files that exist")
@@ -204,6 +217,51 @@ def _test(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     print(report.results(results, invalid, files, args.format), file=out)
     failed = any(not r.passed for r in results) or any(p.severity == "error" for p in invalid)
     return EXIT_PROBLEMS if failed else EXIT_OK
+
+
+def _import_langflow(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    """Each export is converted and validated; only a clean one is written (atomically), as ``<name>.json``."""
+    registry = ComponentRegistry.configured(settings)
+    target: Path = args.output
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"{target}: not a folder")
+    found: list[Problem] = []
+    written: list[tuple[Path, Path]] = []
+    for raw_path in args.files:
+        source = Path(raw_path)
+        if not source.is_file():
+            raise UsageError(f"{raw_path}: no such file")
+        name = slug(source.stem)
+        destination = target / f"{name}.json"
+        if destination.resolve() == source.resolve():
+            raise UsageError(f"{raw_path}: writing {destination} would replace the export itself; choose -o DIR")
+        file_report = validate_file(source, registry, display=str(source), stem=name)
+        found += file_report.problems
+        if file_report.conversion is None or file_report.conversion.document is None:
+            if not any(p.severity == "error" for p in file_report.problems):
+                found.append(Problem(code="not-langflow", message="this is not a LangFlow export", file=str(source)))
+            continue
+        if file_report.ok:
+            written.append((source, _write_atomically(destination, file_report.conversion.document)))
+    print(report.problems(found, len(args.files), args.format), file=out)
+    for source, destination in written:
+        print(f"wrote {destination} (from {source})", file=out)
+    return EXIT_PROBLEMS if len(written) < len(args.files) else EXIT_OK
+
+
+def _write_atomically(path: Path, document: dict[str, Any]) -> Path:
+    """Write to a temporary file next to ``path``, then rename it: a reader never sees half a document."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def _schema(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:

@@ -28,7 +28,9 @@ from gitops_flow.config import Settings
 from gitops_flow.exceptions import BuildError, ConfigError
 from gitops_flow.problems import Problem
 
-ComponentKind = Literal["input", "prompt", "model", "parser", "memory", "transform"]
+ToolName = Literal["calculator", "current_date"]  # the agent's built-in tools (gitops_flow/agent.py)
+ComponentKind = Literal["input", "prompt", "model", "agent", "parser", "memory", "transform"]
+FAKEABLE: tuple[ComponentKind, ...] = ("model", "agent")  # kinds whose nodes `fakes` may answer for
 ENTRY_POINT_GROUP = "gitops_flow.components"
 _COMPONENT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -44,6 +46,7 @@ class BuildContext:
     dry_run: bool = False
     node_id: str = ""
     notes: list[Problem] = field(default_factory=list)
+    fake_responses: list[str] | None = None  # an agent node's scripted model answers (`gitops-flow test`, demos)
 
     def note(self, code: str, message: str, *, severity: Literal["warning", "notice"] = "notice") -> None:
         self.notes.append(Problem(code=code, message=message, path="$", severity=severity))
@@ -308,7 +311,9 @@ def chat_model(
             "parameters only",
             severity="warning",
         )
-        return fake_chat_model(ctx, responses=[""])
+        from gitops_flow.agent import fake_tool_model
+
+        return fake_tool_model([""])  # a stand-in that can also be given tools, for an agent's dry-build
     given = {
         "temperature": temperature,
         "max_tokens": max_tokens,
@@ -347,6 +352,75 @@ def fake_chat_model(ctx: BuildContext, *, responses: Annotated[list[str], Field(
     from langchain_core.language_models import GenericFakeChatModel
 
     return GenericFakeChatModel(messages=cycle(list(responses)))
+
+
+def tool_agent(
+    ctx: BuildContext,
+    *,
+    model: Annotated[str, Field(min_length=1)],
+    model_provider: str | None = None,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    timeout: float | None = None,
+    max_retries: int | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    model_kwargs: dict[str, JsonValue] | None = None,
+    system_prompt: str = "",
+    tools: list[ToolName] | None = None,
+    max_iterations: Annotated[int, Field(ge=1, le=100)] = 15,
+) -> Runnable[Any, Any]:
+    """A chat model (as ``ChatModel``) that calls the built-in ``tools`` in a loop until it answers; takes and gives
+    what a chat model does. Test ``fakes`` script its model, tool-call turns included (docs/components.md)."""
+    from gitops_flow.agent import ToolAgent, fake_tool_model, make_tools, with_tools
+
+    made = make_tools(tools or [])
+    if ctx.fake_responses is not None:
+        llm: Runnable[Any, Any] = fake_tool_model(ctx.fake_responses)
+    else:
+        llm = chat_model(
+            ctx,
+            model=model,
+            model_provider=model_provider,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            timeout=timeout,
+            max_retries=max_retries,
+            base_url=base_url,
+            api_key=api_key,
+            model_kwargs=model_kwargs,
+        )
+    try:
+        bound = with_tools(llm, made)
+    except (TypeError, NotImplementedError) as exc:
+        raise BuildError(f"model {model!r} cannot call tools: {exc}", code="bad-param") from None
+    return ToolAgent(bound, made, system_prompt=system_prompt, max_iterations=max_iterations)
+
+
+def text(
+    ctx: BuildContext, *, key: str | None = None, template: str | None = None, separator: str = "\n"
+) -> Runnable[Any, Any]:
+    """Its input as text: a string as it is, a message's or a prompt's text, a list (of messages) one item a line.
+
+    ``key`` reads that key of an object input first. ``template`` shapes each item: ``{text}``, ``{sender}``
+    (User or Machine) and ``{sender_name}`` (User or AI) are replaced, and an object item's own keys too; nothing
+    else in it is interpreted.
+    """
+    from gitops_flow.textify import textify
+
+    return textify(key=key, template=template, separator=separator)
+
+
+def pick(ctx: BuildContext, *, key: Annotated[str, Field(min_length=1)]) -> Runnable[Any, Any]:
+    """The value under ``key`` of its object input."""
+    from langchain_core.runnables import RunnableLambda
+
+    def read(value: Any) -> Any:
+        if not isinstance(value, dict) or key not in value:
+            raise ValueError(f"expected an object with the key {key!r}")
+        return value[key]
+
+    return RunnableLambda(read, name=f"pick_{key}")
 
 
 def str_output_parser(ctx: BuildContext) -> Runnable[Any, Any]:
@@ -388,7 +462,10 @@ BUILTIN_COMPONENTS = (
     _builtin("ChatPromptTemplate", chat_prompt_template, "prompt", "A chat prompt from [role, template] pairs."),
     _builtin("ChatModel", chat_model, "model", "A chat model of any provider init_chat_model knows."),
     _builtin("FakeChatModel", fake_chat_model, "model", "Answers the given responses in turn; for demos and tests."),
+    _builtin("Agent", tool_agent, "agent", "A chat model that calls built-in tools (calculator, current_date)."),
     _builtin("StrOutputParser", str_output_parser, "parser", "A model message as text."),
+    _builtin("Text", text, "parser", "Its input as text: strings, messages, prompts, lists of messages."),
+    _builtin("Pick", pick, "transform", "One key of its object input."),
     _builtin("JsonOutputParser", json_output_parser, "parser", "A model's answer parsed as JSON."),
     _builtin("ChatHistory", chat_history, "memory", "The conversation so far, kept per session in the state store."),
 )

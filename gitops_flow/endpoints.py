@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,10 +136,10 @@ _KIND_NAMES: dict[type, str] = {dict: "an object", list: "a list", str: "a strin
 ROUTING_KEYS = ("session_id", "user_id", "flow_version")  # configurable keys that choose the version (SPEC 4)
 
 
-def _check_inputs(flow: BuiltFlow, values: Sequence[Any]) -> None:
+def _check_inputs(flow: BuiltFlow, inputs: Inputs) -> None:
     if flow.input_model is None:
         return
-    for value in values:
+    for value in inputs(flow) if callable(inputs) else inputs:
         try:
             flow.input_model.model_validate(value)
         except ValidationError as exc:
@@ -152,12 +152,16 @@ def _check_inputs(flow: BuiltFlow, values: Sequence[Any]) -> None:
 # -- choosing the version -----------------------------------------------------------------------------------------
 
 
-async def choose(
-    request: Request, flow: str, configurable: dict[str, Any], inputs: Sequence[Any] = ()
-) -> tuple[Choice, BuiltFlow]:
-    """SPEC 4: an explicit pin, then the session's pin, then the route's default (the branch head).
+Inputs = Sequence[Any] | Callable[[BuiltFlow], Sequence[Any]]  # the request's inputs, or how a flow reads them
 
-    ``inputs`` are checked against the chosen flow before a session is pinned, so a refused request pins nothing.
+
+async def choose(
+    request: Request, flow: str, configurable: dict[str, Any], inputs: Inputs = ()
+) -> tuple[Choice, BuiltFlow]:
+    """SPEC 4: an explicit pin, then the session's pin, then the flow's route (refs by weight, sticky per user).
+
+    ``inputs`` are checked against the chosen flow before a session is pinned, so a refused request pins nothing;
+    given as a function, it makes them for the flow it is given (LangFlow's run API shapes its text by the flow).
     A session named by the header is put into ``configurable`` too, where the flow's chat history reads it.
     """
     deps = get_deps(request)
@@ -200,7 +204,7 @@ async def _revive(deps: Deps, sha: str, flow: str) -> Choice | None:
     return deps.reconciler.table.session(sha, flow) if version is not None and version.ready else None
 
 
-def _checked(choice: Choice, name: str, inputs: Sequence[Any]) -> BuiltFlow:
+def _checked(choice: Choice, name: str, inputs: Inputs) -> BuiltFlow:
     flow = choice.version.flows.get(name)
     if flow is None:
         raise UnknownFlow(f"no flow {name!r} at version {choice.version.sha[:12]}")
@@ -208,13 +212,13 @@ def _checked(choice: Choice, name: str, inputs: Sequence[Any]) -> BuiltFlow:
     return flow
 
 
-def _metadata(choice: Choice) -> dict[str, Any]:
+def version_metadata(choice: Choice) -> dict[str, Any]:
     return {"flow_version": choice.version.sha, "ref": choice.ref}
 
 
-def _run_config(config: dict[str, Any], flow: str, choice: Choice, run_id: uuid.UUID) -> Any:
+def run_config(config: dict[str, Any], flow: str, choice: Choice, run_id: uuid.UUID) -> Any:
     """The RunnableConfig of one run (a plain dict: LangChain's TypedDict)."""
-    metadata = {**config.get("metadata", {}), **_metadata(choice)}
+    metadata = {**config.get("metadata", {}), **version_metadata(choice)}
     return {**config, "metadata": metadata, "run_id": run_id, "run_name": config.get("run_name", flow)}
 
 
@@ -256,11 +260,14 @@ async def invoke(request: Request) -> Response:
     choice, flow = await choose(request, name, configurable, [payload["input"]])
     run_id = uuid.uuid4()
     config["configurable"] = configurable
-    run_config = _run_config(config, name, choice, run_id)
     output = await run_flow(
-        get_deps(request), name, choice, run_id, flow.runnable.ainvoke(payload["input"], run_config)
+        get_deps(request),
+        name,
+        choice,
+        run_id,
+        flow.runnable.ainvoke(payload["input"], run_config(config, name, choice, run_id)),
     )
-    body = {"output": output, "metadata": {"run_id": str(run_id), "feedback_tokens": [], **_metadata(choice)}}
+    body = {"output": output, "metadata": {"run_id": str(run_id), "feedback_tokens": [], **version_metadata(choice)}}
     return json_response(body, headers={VERSION_HEADER: choice.version.sha})
 
 
@@ -278,12 +285,12 @@ async def batch(request: Request) -> Response:
     choice, flow = await choose(request, name, configurable, inputs)
     run_ids = [uuid.uuid4() for _ in inputs]
     run_configs = [
-        _run_config({**c, "configurable": {**configurable, **c.get("configurable", {})}}, name, choice, r)
+        run_config({**c, "configurable": {**configurable, **c.get("configurable", {})}}, name, choice, r)
         for c, r in zip(configs, run_ids, strict=True)
     ]
     run_id = run_ids[0] if run_ids else uuid.uuid4()
     outputs = await run_flow(get_deps(request), name, choice, run_id, flow.runnable.abatch(inputs, run_configs))
-    metadata = {"run_ids": [str(r) for r in run_ids], **_metadata(choice)}
+    metadata = {"run_ids": [str(r) for r in run_ids], **version_metadata(choice)}
     return json_response({"output": outputs, "metadata": metadata}, headers={VERSION_HEADER: choice.version.sha})
 
 
@@ -299,15 +306,15 @@ async def stream(request: Request) -> Response:
     choice, flow = await choose(request, name, configurable, [payload["input"]])
     run_id = uuid.uuid4()
     config["configurable"] = configurable
-    run_config = _run_config(config, name, choice, run_id)
+    config_of_run = run_config(config, name, choice, run_id)
 
     deps = get_deps(request)
 
     async def events() -> AsyncIterator[bytes]:
-        yield _sse("metadata", {"run_id": str(run_id), **_metadata(choice)})
+        yield _sse("metadata", {"run_id": str(run_id), **version_metadata(choice)})
         started = time.perf_counter()
         try:
-            async for chunk in flow.runnable.astream(payload["input"], run_config):
+            async for chunk in flow.runnable.astream(payload["input"], config_of_run):
                 yield _sse("data", chunk)
         except MissingSession as exc:
             yield _sse("error", {"status_code": 422, "message": str(exc)})

@@ -11,7 +11,7 @@ import orjson
 from langchain_core.runnables import RunnableConfig
 
 from gitops_flow.build import build_flow
-from gitops_flow.components import ComponentRegistry
+from gitops_flow.components import FAKEABLE, ComponentRegistry
 from gitops_flow.exceptions import BuildError
 from gitops_flow.history import MemoryHistoryStore
 from gitops_flow.problems import json_path
@@ -34,7 +34,7 @@ class CaseResult:
 async def run_flow_tests(spec: FlowSpec, registry: ComponentRegistry) -> list[CaseResult]:
     """Run every case of ``spec`` in order; cases naming the same ``session`` share one conversation."""
     history = MemoryHistoryStore()
-    models = [n.id for n in spec.nodes if registry.kind_of(n.component) == "model"]
+    models = [n.id for n in spec.nodes if registry.kind_of(n.component) in FAKEABLE]
     return [await _run_case(spec, index, case, registry, models, history) for index, case in enumerate(spec.tests)]
 
 

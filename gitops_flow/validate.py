@@ -13,9 +13,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from gitops_flow import secretrefs
+from gitops_flow import langflow, secretrefs
 from gitops_flow.build import BuiltFlow, build_flow
-from gitops_flow.components import ComponentRegistry
+from gitops_flow.components import FAKEABLE, ComponentRegistry
 from gitops_flow.exceptions import BuildError
 from gitops_flow.graph import analyse
 from gitops_flow.jsonpos import LineIndex
@@ -24,6 +24,7 @@ from gitops_flow.routing import DEFAULT_ROUTE, Analysis, RouteTarget, RoutingCon
 from gitops_flow.spec import EdgeSpec, Expectation, FlowSpec, FlowTest, NodeSpec
 
 MAX_BYTES = 1024 * 1024
+MAX_EXPORT_BYTES = 8 * MAX_BYTES  # LangFlow exports carry every node's source and field metadata: several times larger
 MAX_DEPTH = 32  # nesting of the whole document; params deeper than this are surely a mistake or an attack
 
 
@@ -35,23 +36,30 @@ class FileReport:
     problems: list[Problem] = field(default_factory=list)
     spec: FlowSpec | None = None
     built: BuiltFlow | None = None
+    conversion: langflow.Conversion | None = None  # how a LangFlow export became a flow document (None: native)
+
+    def origin(self, path: str) -> str:
+        """Where a path of the flow document is in the file: itself for native files, mapped for exports."""
+        return self.conversion.origin(path) if self.conversion is not None else path
 
     @property
     def ok(self) -> bool:
         return not any(p.severity == "error" for p in self.problems)
 
 
-def validate_file(path: Path, registry: ComponentRegistry, *, display: str | None = None) -> FileReport:
+def validate_file(
+    path: Path, registry: ComponentRegistry, *, display: str | None = None, stem: str | None = None
+) -> FileReport:
     """Validate one flow file; an unreadable file is a problem of its own, never an exception."""
     name = display or str(path)
     try:
         size = path.stat().st_size
-        if size > MAX_BYTES:
+        if size > MAX_EXPORT_BYTES:
             return FileReport(name, [_too_large(size)])
         raw = path.read_bytes()
     except OSError as exc:
         return FileReport(name, [Problem(code="unreadable", message=f"cannot read the file: {exc.strerror}")])
-    return validate_bytes(raw, registry, file=name, stem=path.stem)
+    return validate_bytes(raw, registry, file=name, stem=path.stem if stem is None else stem)
 
 
 def validate_bytes(
@@ -67,15 +75,16 @@ def validate_bytes(
     return report
 
 
-def _too_large(size: int) -> Problem:
-    return Problem(code="too-large", message=f"the file is {size:,} bytes; flow documents are at most {MAX_BYTES:,}")
+def _too_large(size: int, limit: int = MAX_BYTES) -> Problem:
+    what = "flow documents" if limit == MAX_BYTES else "LangFlow exports"
+    return Problem(code="too-large", message=f"the file is {size:,} bytes; {what} are at most {limit:,}")
 
 
 def _check(
     raw: bytes, registry: ComponentRegistry, stem: str | None, report: FileReport, dry_build: bool
 ) -> list[Problem]:
-    if len(raw) > MAX_BYTES:
-        return [_too_large(len(raw))]
+    if len(raw) > MAX_EXPORT_BYTES:
+        return [_too_large(len(raw), MAX_EXPORT_BYTES)]
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -91,6 +100,8 @@ def _check(
         return [Problem(code="too-deep", message=f"the document nests deeper than {MAX_DEPTH} levels")]
     if not isinstance(data, dict):
         return [Problem(code="not-an-object", message=f"a flow document is a JSON object, not {_json_type(data)}")]
+    if len(raw) > MAX_BYTES and not langflow.is_export(data):
+        return [_too_large(len(raw))]
     lines = LineIndex(text, max_depth=MAX_DEPTH)
     deep = _too_deep(data)
     if deep is not None:
@@ -107,13 +118,8 @@ def _check(
 def _check_document(
     data: dict[str, Any], registry: ComponentRegistry, stem: str | None, report: FileReport, dry_build: bool
 ) -> list[Problem]:
-    if isinstance(data.get("data"), dict) and {"nodes", "edges"} <= set(data["data"]):
-        return [
-            Problem(
-                code="langflow-export",
-                message="this is a LangFlow export; converting LangFlow exports is not supported yet",
-            )
-        ]
+    if langflow.is_export(data):
+        return _check_export(data, registry, stem, report, dry_build)
     try:
         spec = FlowSpec.model_validate(data)
     except ValidationError as exc:
@@ -140,6 +146,20 @@ def _check_document(
     for note in report.built.notes:  # one note per secret, not one per node using it, in document order
         first_of_each.setdefault((note.code, note.message), note)
     return list(first_of_each.values())
+
+
+def _check_export(
+    data: dict[str, Any], registry: ComponentRegistry, stem: str | None, report: FileReport, dry_build: bool
+) -> list[Problem]:
+    """A LangFlow export: converted, then checked as the flow document it became, every problem pointing back
+    into the export (``Conversion.origin``)."""
+    name = stem if stem is not None else langflow.slug(str(data.get("name") or "flow"))
+    conversion = langflow.convert(data, name=name)
+    if not conversion.ok or conversion.document is None:
+        return conversion.problems
+    report.conversion = conversion
+    found = _check_document(conversion.document, registry, stem, report, dry_build)
+    return conversion.problems + [replace(p, path=conversion.origin(p.path)) for p in found]
 
 
 class _NotJson(ValueError):
@@ -246,7 +266,7 @@ def _test_problems(spec: FlowSpec, registry: ComponentRegistry) -> list[Problem]
                         path=json_path([*where, "fakes", node_id]),
                     )
                 )
-            elif kinds[node_id] not in ("model", None):
+            elif kinds[node_id] not in (*FAKEABLE, None):
                 problems.append(
                     Problem(
                         code="bad-fake",

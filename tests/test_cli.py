@@ -234,3 +234,119 @@ def test_a_broken_components_file_is_a_clear_error(tmp_path: Path, capsys: pytes
     code, _ = run("components", "--components", str(components))
     assert code == 1
     assert "needs a target of the form 'module:attr'" in capsys.readouterr().err
+
+
+# -- import-langflow ------------------------------------------------------------------------------------------------
+
+LANGFLOW = Path(__file__).resolve().parent / "data" / "langflow"
+
+
+def test_import_langflow_writes_native_documents_that_validate_and_pass_tests(tmp_path: Path) -> None:
+    out = tmp_path / "flows"
+    code, text = run(
+        "import-langflow",
+        str(LANGFLOW / "basic-prompting.json"),
+        str(LANGFLOW / "v1.1-saas-pricing.json"),
+        "-o",
+        str(out),
+    )
+
+    assert code == 0, text
+    assert sorted(p.name for p in out.iterdir()) == ["basic-prompting.json", "v1-1-saas-pricing.json"]
+    written = (out / "basic-prompting.json").read_text()
+    assert written.startswith('{\n  "version": 1,\n  "name": "basic-prompting",') and written.endswith("}\n")
+    assert "code" not in json.loads(written)["nodes"][0]
+    assert f"wrote {out / 'basic-prompting.json'}" in text
+    # round trip: the written documents validate, and tests written for them pass with fakes
+    code, text = run("validate", str(out))
+    assert code == 0, text
+    doc = json.loads(written)
+    doc["tests"] = [
+        {
+            "name": "answers",
+            "input": "hello",
+            "fakes": {"LanguageModelComponent-FLeYF": ["Hello there"]},
+            "expect": {"equals": "Hello there"},
+        }
+    ]
+    write(out / "basic-prompting.json", doc)
+    saas = json.loads((out / "v1-1-saas-pricing.json").read_text())
+    calc = {"tool_calls": [{"name": "calculator", "args": {"expression": "(2000+1000+3000) * 1.3 / 200"}}]}
+    saas["tests"] = [
+        {
+            "name": "prices",
+            "input": {},
+            "fakes": {"Agent-GgGua": [json.dumps(calc), "39 a month"]},
+            "expect": {"contains": "39"},
+        }
+    ]
+    write(out / "v1-1-saas-pricing.json", saas)
+    code, text = run("test", str(out))
+    assert code == 0, text
+    assert "2 passed, 0 failed" in text
+
+
+def test_import_langflow_writes_nothing_for_an_export_it_cannot_convert(tmp_path: Path) -> None:
+    code, text = run(
+        "import-langflow",
+        str(LANGFLOW / "simple-agent.json"),
+        str(LANGFLOW / "basic-prompting.json"),
+        "-o",
+        str(tmp_path),
+    )
+
+    assert code == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["basic-prompting.json"]
+    assert "URLComponent-Tjh8k (URLComponent, 'URL') cannot be converted" in text
+    assert "UnifiedWebSearch-KZ8k6 (UnifiedWebSearch, 'Web Search') cannot be converted" in text
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_import_langflow_defaults_to_the_current_folder_and_refuses_native_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, text = run("import-langflow", str(LANGFLOW / "v1.0-memory-chatbot.json"), str(EXAMPLES / "triage.json"))
+
+    assert code == 1
+    assert (tmp_path / "v1-0-memory-chatbot.json").is_file()
+    assert "not-langflow" in text and not (tmp_path / "triage.json").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["import-langflow", "missing.json"], ["import-langflow", "x.json", "-o", "file.txt"]],
+    ids=["missing-file", "output-is-a-file"],
+)
+def test_import_langflow_usage_errors_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(LANGFLOW / "basic-prompting.json", tmp_path / "x.json")
+    (tmp_path / "file.txt").write_text("")
+
+    assert run(*argv)[0] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt", "x.json"]
+
+
+def test_import_langflow_needs_a_file() -> None:
+    with pytest.raises(SystemExit) as exited:
+        run("import-langflow")
+    assert exited.value.code == 2
+
+
+def test_import_langflow_never_overwrites_the_export_itself(tmp_path: Path) -> None:
+    shutil.copy(LANGFLOW / "basic-prompting.json", tmp_path / "basic-prompting.json")
+    before = (tmp_path / "basic-prompting.json").read_bytes()
+
+    code, _ = run("import-langflow", str(tmp_path / "basic-prompting.json"), "-o", str(tmp_path))
+
+    assert code == 2
+    assert (tmp_path / "basic-prompting.json").read_bytes() == before
+
+
+def test_a_langflow_export_in_flows_validates_with_lines_in_the_export(tmp_path: Path) -> None:
+    shutil.copy(LANGFLOW / "document-qa.json", tmp_path / "document-qa.json")
+
+    code, text = run("validate", str(tmp_path), "--format", "github")
+
+    assert code == 1
+    assert f"::error file={tmp_path}/document-qa.json,line=662,title=langflow-unsupported::$.data.nodes[2]" in text

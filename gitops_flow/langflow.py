@@ -1,0 +1,180 @@
+"""LangFlow export -> flow document: maps each node's ``data.type`` to registered components; never runs node code.
+
+The conversion is pure data: the export is read as JSON, every node is looked up by its component type in one
+explicit table (``HANDLERS``), and each handler writes the native nodes and edges that do what the LangFlow
+component does. The Python source LangFlow keeps in every node (``template.code.value``) is never read, let alone
+run, and nothing branches on it. A node whose type is not in the table, or whose code was edited in LangFlow, is
+unsupported: the conversion then fails listing every such node, and nothing half-converted comes out.
+
+Every native node, param and edge remembers where in the export it came from (``Conversion.origin``), so a
+problem found in the converted document points into the original file.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from gitops_flow.langflow_builder import Builder, conversational
+from gitops_flow.langflow_export import Export, LfNode, Wire, is_export, read_export
+from gitops_flow.langflow_nodes import HANDLERS, UNSUPPORTED_HINTS
+from gitops_flow.problems import Problem, json_path
+from gitops_flow.spec import NAME_PATTERN
+
+__all__ = ["Conversion", "convert", "is_export", "slug"]
+
+_SLUG = re.compile(r"[^a-z0-9]+")
+
+
+@dataclass(slots=True)
+class Conversion:
+    """The result of converting one export: the flow document (None when it failed) and every problem found,
+    with paths into the export; ``origins`` maps paths of the document to paths of the export."""
+
+    document: dict[str, Any] | None
+    problems: list[Problem] = field(default_factory=list)
+    origins: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.document is not None and not any(p.severity == "error" for p in self.problems)
+
+    def origin(self, path: str) -> str:
+        """The export path a document path came from: that of its nearest ancestor that has one."""
+        while path:
+            if path in self.origins:
+                return self.origins[path]
+            cut = max(path.rfind("."), path.rfind("["))
+            if cut <= 0:
+                break
+            path = path[:cut]
+        return "$"
+
+
+def slug(text: str) -> str:
+    """A flow name made from a file stem or a LangFlow name: ``Basic Prompting (1)`` -> ``basic-prompting-1``."""
+    return _SLUG.sub("-", text.lower()).strip("-")[:64].strip("-") or "flow"
+
+
+def convert(data: dict[str, Any], *, name: str) -> Conversion:
+    """Convert an export (``is_export(data)`` holds) into a flow document named ``name``."""
+    export = read_export(data)
+    problems = list(export.problems)
+    if not re.match(NAME_PATTERN, name) or len(name) > 64:
+        problems.append(
+            Problem(
+                code="bad-name",
+                message=f"the file name {name!r} is the flow's name, and names match {NAME_PATTERN}",
+                path="$",
+            )
+        )
+    problems += _unsupported(export)
+    if problems and any(p.severity == "error" for p in problems):
+        return Conversion(None, problems)
+    order = _order(export)
+    if order is None:
+        return Conversion(None, [*problems, _cycle(export)])
+    builder = Builder(export, conversational=conversational(export))
+    for node in order:
+        HANDLERS[node.type](builder, node)
+    problems += builder.problems
+    if any(p.severity == "error" for p in problems):
+        return Conversion(None, problems)
+    description = data.get("description")
+    document: dict[str, Any] = {
+        "version": 1,
+        "name": name,
+        "description": description if isinstance(description, str) else "",
+        **({"input": builder.entry} if builder.entry else {}),
+        **({"output": builder.exits[0]} if len(builder.exits) == 1 else {}),
+        "nodes": builder.nodes,
+        "edges": builder.edges,
+    }
+    origins = {"$": "$", "$.name": "$", "$.description": "$.description", **builder.origins}
+    if builder.entry:
+        origins["$.input"] = origins.get(builder.node_path(builder.entry), "$")
+    if len(builder.exits) == 1:
+        origins["$.output"] = origins.get(builder.node_path(builder.exits[0]), "$")
+    return Conversion(document, problems, origins)
+
+
+def _unsupported(export: Export) -> list[Problem]:
+    """One ``langflow-unsupported`` problem per node that cannot be converted, each naming id, type and name."""
+    found = []
+    for node in export.nodes:
+        if node.type in HANDLERS and not node.edited:
+            continue
+        if node.edited:
+            hint = (
+                "its code was edited in LangFlow; gitops-flow maps components by type and never runs stored code, "
+                "so an edited component cannot be converted faithfully"
+            )
+        else:
+            hint = UNSUPPORTED_HINTS.get(node.type) or _family_hint(node.type)
+        found.append(
+            Problem(code="langflow-unsupported", message=f"{node.label()} cannot be converted: {hint}", path=node.path)
+        )
+    return found
+
+
+def _family_hint(kind: str) -> str:
+    lowered = kind.lower()
+    if "search" in lowered:
+        return "it searches the web, which needs the network; gitops-flow offers only offline tools"
+    if any(word in lowered for word in ("vector", "store", "chroma", "pinecone", "qdrant", "faiss", "astra")):
+        return "it is a vector store; gitops-flow has no retrieval components (yet)"
+    if any(word in lowered for word in ("url", "api", "request", "http", "fetch", "scrape", "crawl")):
+        return "it reaches the network at run time, which converted flows never do on their own"
+    if "loop" in lowered:
+        return "flows are acyclic graphs; loops have no equivalent"
+    if any(word in lowered for word in ("custom", "python", "code", "function")):
+        return "it runs custom Python code, which gitops-flow never does"
+    return "no gitops-flow component does what it does; remove it or replace it with a supported one (docs/langflow.md)"
+
+
+def _order(export: Export) -> list[LfNode] | None:
+    """The nodes in dependency order (Kahn, stable in file order); None when the wires make a cycle."""
+    pending = {n.id: 0 for n in export.nodes}
+    for wire in export.wires:
+        pending[wire.target] += 1
+    by_id = {n.id: n for n in export.nodes}
+    # inputs first: a conversational flow's entry must exist before the memory nodes that read it
+    first = sorted(export.nodes, key=lambda n: n.type not in ("ChatInput", "TextInput"))
+    ready = [n.id for n in first if pending[n.id] == 0]
+    order: list[LfNode] = []
+    while ready:
+        current = ready.pop(0)
+        order.append(by_id[current])
+        for wire in export.wires:
+            if wire.source == current:
+                pending[wire.target] -= 1
+                if pending[wire.target] == 0:
+                    ready.append(wire.target)
+    return order if len(order) == len(export.nodes) else None
+
+
+def _cycle(export: Export) -> Problem:
+    order = _order_partial(export)
+    looped = [n.id for n in export.nodes if n.id not in order]
+    first: Wire | None = next((w for w in export.wires if w.target in looped and w.source in looped), None)
+    return Problem(
+        code="cycle",
+        message=f"the flow has a cycle through {', '.join(looped)}; flows are acyclic graphs",
+        path=first.path if first else json_path(["data", "edges"]),
+    )
+
+
+def _order_partial(export: Export) -> set[str]:
+    """Nodes outside every cycle: those Kahn's algorithm reaches, then those that reach no cycle."""
+    left = {n.id for n in export.nodes}
+    changed = True
+    while changed:
+        changed = False
+        for node in list(left):
+            inputs = [w for w in export.wires if w.target == node and w.source in left]
+            outputs = [w for w in export.wires if w.source == node and w.target in left]
+            if not inputs or not outputs:
+                left.discard(node)
+                changed = True
+    return {n.id for n in export.nodes} - left

@@ -1,0 +1,235 @@
+"""LangFlow's run API on our server: ``POST /api/v1/run/{flow}``, answered in LangFlow's RunResponse shape.
+
+Clients written for LangFlow (its SDKs, ``curl`` snippets from its API pane) work when pointed at gitops-flow. The
+version is chosen as for every request (SPEC 4: ``X-Flow-Version``, then the session's pin), and the answer names
+it in ``X-Flow-Version``. ``tweaks`` are refused: they would change the flow per request, and what runs is what
+is in Git.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from gitops_flow.build import BuiltFlow
+from gitops_flow.endpoints import (
+    VERSION_HEADER,
+    Deps,
+    RequestError,
+    choose,
+    get_deps,
+    json_response,
+    observe,
+    read_json,
+    run_config,
+    run_flow,
+    version_metadata,
+)
+from gitops_flow.traffic import Choice
+
+log = logging.getLogger("gitops_flow.server")
+_TRUE = ("true", "1", "yes")
+_FALSE = ("false", "0", "no", "")
+
+
+class RunRequest(BaseModel):
+    """The body LangFlow's run endpoint takes; fields LangFlow clients send that we do not use are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    input_value: str | None = None
+    input_type: Literal["chat", "text", "any"] = "chat"
+    output_type: Literal["chat", "text", "any", "debug"] = "chat"
+    output_component: str | None = None
+    tweaks: dict[str, Any] | None = None
+    session_id: str | None = None
+
+
+def _request(payload: Any) -> RunRequest:
+    if not isinstance(payload, dict):
+        raise RequestError(400, "bad-body", "the body is a JSON object")
+    try:
+        body = RunRequest.model_validate(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(map(str, first["loc"])) or "body"
+        code = {"input_type": "bad-input-type", "output_type": "bad-output-type"}.get(where, "bad-body")
+        raise RequestError(422, code, f"{where}: {first['msg']}") from None
+    if body.tweaks:
+        listed = ", ".join(sorted(map(str, body.tweaks))[:5])
+        raise RequestError(
+            422,
+            "tweaks-unsupported",
+            f"tweaks ({listed}) are not supported: a served flow is exactly what is in Git, so change it in a commit",
+        )
+    return body
+
+
+def _streaming(request: Request) -> bool:
+    raw = request.query_params.get("stream", "false").lower()
+    if raw not in _TRUE + _FALSE:
+        raise RequestError(422, "bad-stream", "stream is true or false")
+    return raw in _TRUE
+
+
+def flow_input(flow: BuiltFlow, text: str) -> Any:
+    """What ``input_value`` becomes: the text itself, or, when the entry takes one named variable (a prompt's
+    ``{question}``, ChatHistory's ``input_key``), an object with the text under that name; ``{}`` for an entry
+    that takes no variables at all."""
+    entry = next(n for n in flow.spec.nodes if n.id == flow.graph.entry)
+    if entry.component == "ChatHistory":
+        return {str(entry.params.get("input_key", "question")): text}
+    model = flow.input_model
+    fields = getattr(model, "model_fields", None)
+    if not isinstance(fields, dict) or "root" in fields:
+        return text  # the entry takes any value
+    required = [name for name, info in fields.items() if info.is_required()]
+    if len(required) > 1:
+        raise RequestError(
+            422,
+            "several-inputs",
+            f"the flow takes {', '.join(required)}; input_value fills one: call /flows/{flow.spec.name}/invoke",
+        )
+    return {required[0]: text} if required else {}
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else orjson.dumps(value, default=_plain).decode()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump()
+    return str(value)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+
+
+def _message(text: str, session: str, flow: BuiltFlow, message_id: str, *, machine: bool = True) -> dict[str, Any]:
+    """A LangFlow Message as its API shows one."""
+    exit_node = next(n for n in flow.spec.nodes if n.id == flow.graph.exit)
+    return {
+        "text": text,
+        "sender": "Machine" if machine else "User",
+        "sender_name": "AI" if machine else "User",
+        "session_id": session,
+        "timestamp": _now(),
+        "flow_id": flow.spec.name,
+        "files": [],
+        "error": False,
+        "edit": False,
+        "properties": {"source": {"id": exit_node.id if machine else None, "display_name": None, "source": None}},
+        "category": "message",
+        "content_blocks": [],
+        "id": message_id,
+        "component_id": exit_node.id if machine else None,
+    }
+
+
+def run_response(flow: BuiltFlow, body: RunRequest, session: str, output: Any, message_id: str) -> dict[str, Any]:
+    """LangFlow 1.x's RunResponse for one run whose output is ``output``."""
+    text = _text(output)
+    exit_node = next(n for n in flow.spec.nodes if n.id == flow.graph.exit)
+    name = "text" if body.output_type == "text" else "message"
+    component_output = {
+        "results": {name: _message(text, session, flow, message_id)},
+        "artifacts": {name: text, "sender": "Machine", "sender_name": "AI", "files": [], "type": "object"},
+        "outputs": {name: {"message": text, "type": "text"}},
+        "logs": {name: []},
+        "messages": [
+            {
+                "message": text,
+                "sender": "Machine",
+                "sender_name": "AI",
+                "session_id": session,
+                "stream_url": None,
+                "component_id": exit_node.id,
+                "files": [],
+                "type": "text",
+            }
+        ],
+        "timedelta": None,
+        "duration": None,
+        "component_display_name": exit_node.description or exit_node.id,
+        "component_id": exit_node.id,
+        "used_frozen_result": False,
+    }
+    return {
+        "session_id": session,
+        "outputs": [{"inputs": {"input_value": body.input_value}, "outputs": [component_output]}],
+    }
+
+
+async def run(request: Request) -> Response:
+    """``POST /api/v1/run/{flow}[?stream=true]``."""
+    name = request.path_params["flow"]
+    streaming = _streaming(request)
+    body = _request(await read_json(request))
+    configurable: dict[str, Any] = {"session_id": body.session_id} if body.session_id else {}
+    text = body.input_value or ""
+    choice, flow = await choose(request, name, configurable, lambda chosen: [flow_input(chosen, text)])
+    if body.output_component and body.output_component != flow.graph.exit:
+        raise RequestError(422, "unknown-output-component", f"the flow's output is {flow.graph.exit!r}")
+    value = flow_input(flow, text)
+    session = str(configurable.get("session_id") or uuid.uuid4())  # a new conversation unless one is named
+    configurable["session_id"] = session
+    run_id = uuid.uuid4()
+    config = run_config({"configurable": configurable}, name, choice, run_id)
+    headers = {VERSION_HEADER: choice.version.sha}
+    deps = get_deps(request)
+    if streaming:
+        events = _events(deps, choice, flow, body, session, value, config, run_id)
+        return StreamingResponse(
+            events, media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"}
+        )
+    output = await run_flow(deps, name, choice, run_id, flow.runnable.ainvoke(value, config))
+    response = run_response(flow, body, session, output, str(uuid.uuid4()))
+    response["metadata"] = {"run_id": str(run_id), **version_metadata(choice)}  # ours; LangFlow clients ignore it
+    return json_response(response, headers=headers)
+
+
+async def _events(
+    deps: Deps,
+    choice: Choice,
+    flow: BuiltFlow,
+    body: RunRequest,
+    session: str,
+    value: Any,
+    config: Any,
+    run_id: uuid.UUID,
+) -> AsyncIterator[bytes]:
+    """LangFlow's stream: ``add_message`` (the user's, then the answer's), ``token`` per chunk, then ``end`` with
+    the whole RunResponse; ``error`` instead when the flow fails (a message, never a traceback)."""
+    message_id = str(uuid.uuid4())
+    yield _event("add_message", _message(body.input_value or "", session, flow, str(uuid.uuid4()), machine=False))
+    yield _event("add_message", _message("", session, flow, message_id))
+    chunks: list[Any] = []
+    started = time.perf_counter()
+    try:
+        async for chunk in flow.runnable.astream(value, config):
+            chunks.append(chunk)
+            if isinstance(chunk, str) and chunk:
+                yield _event("token", {"chunk": chunk, "id": message_id, "timestamp": _now()})
+    except Exception as exc:
+        observe(deps, flow.spec.name, choice, False, time.perf_counter() - started)
+        log.error("flow %s run %s failed: %s", flow.spec.name, run_id, type(exc).__name__, exc_info=exc)
+        yield _event("error", {"error": f"the flow failed while running (run {run_id})"})
+        return
+    observe(deps, flow.spec.name, choice, True, time.perf_counter() - started)
+    output: Any = "".join(chunks) if all(isinstance(c, str) for c in chunks) else (chunks[-1] if chunks else "")
+    yield _event("end", {"result": run_response(flow, body, session, output, message_id)})
+
+
+def _event(kind: str, data: Any) -> bytes:
+    return orjson.dumps({"event": kind, "data": data}, default=_plain) + b"\n\n"

@@ -1,0 +1,203 @@
+"""The converter's workbench: ports (what a LangFlow output becomes) and the Builder that collects native nodes.
+
+Every LangFlow wire carries a Message (text). Each converted node therefore gives, for each of its outputs, a
+*port*: the native node whose output is that text, a constant (a prompt whose variables all have values is folded
+into the templates it feeds), a model (a model node's ``model_output`` lends its ChatModel params to the node it
+feeds) or a tool (a component wired into an agent's ``tools``). The Builder remembers, for every native node, param
+and edge, where in the export it came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from gitops_flow.langflow_export import Export, LfNode, Wire
+from gitops_flow.langflow_models import ModelChoice
+from gitops_flow.problems import Problem, json_path
+
+INPUT_KEY, HISTORY_KEY = "input_value", "history"  # a conversational flow's input object and its history
+DEFAULT_WINDOW = 100  # LangFlow's default number of chat history messages
+
+
+@dataclass(frozen=True, slots=True)
+class NodePort:
+    """Text produced by a native node."""
+
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Constant:
+    """Text known at conversion time (a prompt whose variables all have values); ``origin`` is its field."""
+
+    text: str
+    origin: str = "$"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPort:
+    """A model lent by a model node's ``model_output``."""
+
+    choice: ModelChoice
+    node: LfNode
+
+
+@dataclass(frozen=True, slots=True)
+class ToolPort:
+    """A built-in tool, for an agent's ``tools``."""
+
+    tool: str
+
+
+Port = NodePort | Constant | ModelPort | ToolPort
+
+
+def escape(text: str) -> str:
+    """Literal text inside an f-string template."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+@dataclass(slots=True)
+class Builder:
+    """Collects the native document while the handlers run; every part remembers its origin in the export."""
+
+    export: Export
+    conversational: bool = False
+    nodes: list[dict[str, Any]] = field(default_factory=list)
+    edges: list[dict[str, Any]] = field(default_factory=list)
+    origins: dict[str, str] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    ports: dict[tuple[str, str], Port] = field(default_factory=dict)  # (LangFlow id, output name) -> port
+    entry: str | None = None
+    exits: list[str] = field(default_factory=list)
+    window: int = DEFAULT_WINDOW
+    _index: dict[str, int] = field(default_factory=dict)
+    _history: str | None = None
+
+    def node_path(self, node_id: str) -> str:
+        return json_path(["nodes", self._index[node_id]])
+
+    def add(
+        self,
+        origin: LfNode,
+        node_id: str,
+        component: str,
+        params: dict[str, Any] | None = None,
+        *,
+        fields: dict[str, str] | None = None,
+        description: str = "",
+    ) -> str:
+        index = len(self.nodes)
+        self._index[node_id] = index
+        self.nodes.append(
+            {
+                "id": node_id,
+                "component": component,
+                **({"params": params} if params else {}),
+                "description": description or origin.display_name or origin.type,
+            }
+        )
+        self.origins[json_path(["nodes", index])] = origin.path
+        self.origins[json_path(["nodes", index, "component"])] = json_path(["data", "nodes", origin.index, "data"])
+        for param, source in (fields or {}).items():
+            self.origins[json_path(["nodes", index, "params", param])] = origin.field_path(source)
+        return node_id
+
+    def origin_of_items(self, node_id: str, param: str, origins: list[str]) -> None:
+        """Where each item of a list param came from (a chat prompt's messages: each from its own field)."""
+        for index, origin in enumerate(origins):
+            self.origins[json_path(["nodes", self._index[node_id], "params", param, index])] = origin
+
+    def connect(self, port: Port, target: str, key: str | None, wire: Wire | None) -> None:
+        if not isinstance(port, NodePort):
+            raise AssertionError(f"connect() takes node ports; {port!r} is handled by the caller")
+        origin = wire.path if wire else self.origins.get(self.node_path(target), "$")
+        self.origins[json_path(["edges", len(self.edges)])] = origin
+        self.edges.append({"source": port.id, "target": target, **({"key": key} if key else {})})
+
+    def inputs(self, node: LfNode, field_name: str) -> list[tuple[Wire, Port]]:
+        """The wires into ``node.field_name`` with the ports they read; a wire from an output the source does not
+        offer is a problem on that wire."""
+        found = []
+        for wire in self.export.wires:
+            if wire.target != node.id or wire.field != field_name:
+                continue
+            port = self.ports.get((wire.source, wire.output)) or self.ports.get((wire.source, "*"))
+            if port is None:
+                self.fail(wire.path, f"output {wire.output!r} of {wire.source!r} is not supported here", wire=True)
+                continue
+            found.append((wire, port))
+        return found
+
+    def wired(self, node: LfNode) -> set[str]:
+        return {w.field for w in self.export.wires if w.target == node.id}
+
+    def used_outputs(self, node: LfNode) -> set[str]:
+        return {w.output for w in self.export.wires if w.source == node.id}
+
+    def fail(self, path: str, message: str, *, node: LfNode | None = None, wire: bool = False) -> None:
+        code = "langflow-bad-edge" if wire else "langflow-unsupported"
+        text = f"{node.label()}: {message}" if node else message
+        self.problems.append(Problem(code=code, message=text, path=path))
+
+    def slot(self, node: LfNode, field_name: str, variable: str, pending: list[tuple[Port, str, Wire]]) -> str:
+        """A template fragment for a text field: ``{variable}`` when a node feeds it (the edge is queued in
+        ``pending``), the text itself when a constant or the field's own value does."""
+        return self.slot_from(node, field_name, variable, pending)[0]
+
+    def slot_from(
+        self, node: LfNode, field_name: str, variable: str, pending: list[tuple[Port, str, Wire]]
+    ) -> tuple[str, str]:
+        """``slot`` and where its text came from in the export (for problems found in it later)."""
+        wires = self.inputs(node, field_name)
+        if len(wires) > 1:
+            self.fail(wires[1][0].path, f"field {field_name!r} takes one input, not {len(wires)}", node=node)
+            return "", node.path
+        if not wires:
+            return escape(node.text(field_name)), node.field_path(field_name)
+        wire, port = wires[0]
+        if isinstance(port, Constant):
+            return escape(port.text), port.origin
+        if isinstance(port, NodePort):
+            pending.append((port, variable, wire))
+            return "{" + variable + "}", wire.path
+        self.fail(wire.path, f"field {field_name!r} takes text, not a {type(port).__name__}", node=node)
+        return "", wire.path
+
+    def history(self) -> NodePort:
+        """The session's past messages (a conversational flow's entry, read once)."""
+        assert self.entry is not None, "history() is used in conversational flows only, which have an entry"
+        if self._history is None:
+            origin = next(n for n in self.export.nodes if self.entry == n.id)
+            self._history = self.add(
+                origin, f"{self.entry}.history", "Pick", {"key": HISTORY_KEY}, description="chat history"
+            )
+            self.connect(NodePort(self.entry), self._history, None, None)
+        return NodePort(self._history)
+
+    def as_node(self, port: Port, origin: LfNode, wire: Wire) -> NodePort | None:
+        """A port as a node's output: constants become a prompt (and its text)."""
+        if isinstance(port, NodePort):
+            return port
+        if isinstance(port, Constant):
+            prompt = self.add(origin, f"{origin.id}.constant", "PromptTemplate", {"template": escape(port.text)})
+            text = self.add(origin, f"{origin.id}.constant.text", "Text")
+            self.connect(NodePort(prompt), text, None, wire)
+            return NodePort(text)
+        self.fail(wire.path, f"a {type(port).__name__} cannot feed this field", node=origin)
+        return None
+
+
+def conversational(export: Export) -> bool:
+    """A flow keeps chat history when it has a chat input and a node that reads the session's messages."""
+    has_input = any(n.type == "ChatInput" for n in export.nodes)
+    readers = [n for n in export.nodes if n.type in ("Memory", "MessageHistory") or agent_memory(n) > 0]
+    return has_input and bool(readers)
+
+
+def agent_memory(node: LfNode) -> int:
+    if node.type != "Agent":
+        return 0
+    number = node.number("n_messages")
+    return int(number) if number is not None else DEFAULT_WINDOW

@@ -153,14 +153,8 @@ def _free_port(preferred: int) -> int:
 
 
 def _example_flows() -> Path:
-    """The repository's ``flows/`` when run from a checkout, else the packaged example flow."""
-    here = Path.cwd() / "flows"
-    if here.is_dir() and any(here.glob("*.json")):
-        return here
-    packaged = Path(str(resources.files("gitops_flow") / "templates"))
-    staging = Path(tempfile.mkdtemp(prefix="gitops-flow-examples-"))
-    shutil.copy(packaged / "hello.json", staging / "hello.json")
-    return staging
+    """The example flows, shipped in the package (the repository's ``flows/`` links to them), wherever it runs."""
+    return Path(str(resources.files("gitops_flow") / "examples"))
 
 
 @contextmanager

@@ -12,11 +12,11 @@ import pytest
 
 from gitops_flow import cli
 from tests.gitrepo import Remote
-from tests.served import ROOT, echo_flow, on_loopback, wait_until
+from tests.served import echo_flow, on_loopback, wait_until
 
 
-def test_demo_walks_through_a_deploy_and_a_revert(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(ROOT)
+def test_demo_walks_through_a_deploy_and_a_revert(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)  # anywhere: the example flows ship in the package
     out = io.StringIO()
     assert cli.main(["demo", "--exit", "--port", "0"], environ={}, out=out) == 0
     text = out.getvalue()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from uuid import uuid4
 
@@ -38,13 +38,26 @@ def redis_space(redis_url: str) -> Iterator[RedisSpace]:
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A started throwaway Redis, killed after the test; skips (fails under CI) without redis-server on PATH."""
+def make_redis_server(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
+    """Starts throwaway Redis servers, killed after the test; skips (fails under CI) without redis-server on PATH."""
     if shutil.which("redis-server") is None:
         unavailable("redis-server is not on PATH")
-    server = RedisServer(tmp_path)
-    server.start()
+    servers: list[RedisServer] = []
+
+    def make(*, password: str | None = None) -> RedisServer:
+        server = RedisServer(tmp_path, password=password)
+        servers.append(server)
+        server.start()
+        return server
+
     try:
-        yield server
+        yield make
     finally:
-        server.stop()
+        for server in servers:
+            server.stop()
+
+
+@pytest.fixture
+def redis_server(make_redis_server: Callable[..., RedisServer]) -> RedisServer:
+    """A started throwaway Redis with no password, killed after the test."""
+    return make_redis_server()

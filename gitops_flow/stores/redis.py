@@ -403,7 +403,7 @@ class RedisStore:
             if fields:
                 args += [key, len(fields)]
                 for field, count in fields.items():
-                    args += [field, count]
+                    args += [field, int(count)]  # redis-py refuses a bool, which is an int here
         if len(args) > 5:
             with self._errors("add samples"):
                 await self._add_samples(args=args)

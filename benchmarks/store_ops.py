@@ -4,7 +4,9 @@ Times, in one event loop, what the server does per request with its state store:
 conversation turn (load_turns then append_turns), one canary sample (add_samples then sum_samples) and recording a
 deploy event (add_event). Every call is timed with time.perf_counter_ns, the backends interleaved call by call in
 an order reversed every round, so that drift of the machine falls on all of them alike. Reports µs per operation,
-median and p99, and the ratio of each median to the memory store's.
+median and p99, the ratio of each median to the memory store's, and for Redis the µs per operation that the server
+itself spent running commands (from INFO commandstats: the rest is the client, the event loop and loopback). A
+ping of each store is timed too, as the floor: one round trip to the backend and back, with no work in it.
 
     python benchmarks/store_ops.py                       # 5000 timed operations per backend and operation
     python benchmarks/store_ops.py --quick               # 500, for a quick look
@@ -71,7 +73,12 @@ async def add_event(store: StateStore, n: int) -> object:
     return await store.add_event(event)
 
 
+async def ping(store: StateStore, n: int) -> object:
+    return await store.ping()
+
+
 OPERATIONS: dict[str, Operation] = {
+    "ping (the floor)": ping,
     "claim_pin": claim_pin,
     "load_turns+append_turns": conversation_turn,
     "add_samples+sum_samples": canary_sample,
@@ -80,22 +87,25 @@ OPERATIONS: dict[str, Operation] = {
 
 
 async def time_operation(
-    operation: Operation, stores: dict[str, StateStore], iterations: int, warmup: int
+    operation: Operation, stores: dict[str, StateStore], iterations: int, start: int
 ) -> dict[str, list[float]]:
-    """Microseconds of each of ``iterations`` calls per store after ``warmup`` untimed rounds, interleaved."""
+    """Microseconds of each of ``iterations`` calls per store, interleaved; ``start`` numbers the first call."""
     order = list(stores)
-    for n in range(warmup):
-        for label in order:
-            await operation(stores[label], n)
     gc.collect()
     samples: dict[str, list[float]] = {label: [] for label in order}
     for index in range(iterations):
-        n = warmup + index
+        n = start + index
         for label in order if index % 2 == 0 else reversed(order):
             started = time.perf_counter_ns()
             await operation(stores[label], n)
             samples[label].append((time.perf_counter_ns() - started) / 1000)
     return samples
+
+
+async def warm_up(operation: Operation, stores: dict[str, StateStore], rounds: int) -> None:
+    for n in range(rounds):
+        for store in stores.values():
+            await operation(store, n)
 
 
 def stats(samples: list[float]) -> dict[str, float]:
@@ -122,7 +132,10 @@ async def measure(redis_url: str, folder: Path, iterations: int, warmup: int) ->
         for store in stores.values():
             await store.open()
         try:
+            await warm_up(operation, stores, warmup)
+            before = _server_usec(redis_url)
             samples = await time_operation(operation, stores, iterations, warmup)
+            server_us = (_server_usec(redis_url) - before) / iterations
         finally:
             for store in stores.values():
                 await store.close()
@@ -130,6 +143,7 @@ async def measure(redis_url: str, folder: Path, iterations: int, warmup: int) ->
         row = {label: stats(values) for label, values in samples.items()}
         for label in stores:
             row[label]["ratio_to_memory"] = row[label]["median_us"] / row["memory"]["median_us"]
+        row["redis"]["server_us"] = server_us
         results[name] = row
     return results
 
@@ -139,6 +153,12 @@ def _delete(redis_url: str, prefix: str) -> None:
         keys = list(client.scan_iter(match=prefix + "*", count=1000))
         if keys:
             client.unlink(*keys)
+
+
+def _server_usec(redis_url: str) -> int:
+    """Microseconds Redis has spent running commands since it started (every client's, by INFO commandstats)."""
+    with redis.Redis.from_url(redis_url) as client:
+        return sum(int(stat["usec"]) for stat in client.info("commandstats").values())
 
 
 def _redis_server(redis_url: str) -> dict[str, Any]:
@@ -185,13 +205,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     print()
-    print(f"{'operation':<26} {'store':<7} {'median':>9} {'p99':>9} {'ratio (median)':>15}")
+    print(f"{'operation':<26} {'store':<7} {'median':>9} {'p99':>9} {'ratio (median)':>15} {'in Redis':>9}")
     for name, row in results.items():
         for label, result in row.items():
+            inside = f"{result['server_us']:>9.1f}" if "server_us" in result else f"{'':>9}"
             print(
                 f"{name:<26} {label:<7} {result['median_us']:>9.1f} {result['p99_us']:>9.1f} "
-                f"{result['ratio_to_memory']:>14.1f}x"
+                f"{result['ratio_to_memory']:>14.1f}x {inside}"
             )
+    print("in Redis: µs per operation that Redis spent running commands (INFO commandstats, every client's)")
 
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

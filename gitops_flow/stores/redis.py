@@ -15,7 +15,8 @@ TTLs (the item's own TTL plus a day) are only a backstop, so that keys nobody co
     once:events           zset     once key -> number of the event it added; forgotten when that event is trimmed
     delivery:<id>         string   the time the delivery's claim expires
     samples:<slot>:<key>  hash     field -> count, for one key in one time slot
-    samples:slots:<key>   zset     the slots of a key, scored by the time each expires
+    samples:slots:<key>   zset     the slots of a key, scored by their number (so a sum reads only its window)
+    samples:expires:<key> hash     slot -> the time it expires
     abort:record          hash     key -> JSON record of its abort
     wake                  channel  publish() and listen()
 
@@ -79,7 +80,9 @@ _VERSION_RECORD = VERSION_PREFIX + "record"
 _VERSION_ORDER = VERSION_PREFIX + "order"
 _EVENTS_SEQ = EVENTS_KEY + ":seq"
 _EVENTS_ONCE = ONCE_PREFIX + "events"
-_SLOTS = SAMPLES_PREFIX + "slots:"  # never a slot's key: those go on with a number
+_SLOTS = SAMPLES_PREFIX + "slots:"  # neither these nor _EXPIRES are ever a slot's key: those go on with a number
+_EXPIRES = SAMPLES_PREFIX + "expires:"
+_SAMPLE_SWEEP = 4  # expired slots each write of a key removes (a write opens at most one new slot)
 _ABORTS = ABORT_PREFIX + "record"
 
 # KEYS: pin:sha, pin:expires, pin:count. Helpers shared by the pin scripts below.
@@ -170,29 +173,38 @@ if expires and tonumber(expires) > tonumber(ARGV[1]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1
 """
-# ARGV: now, slot, expires, backstop ms, "<prefix>samples:", then per key: key, n, n pairs of field and count
+# ARGV: now, slot, expires, backstop ms, "<prefix>samples:", sweep limit, then per key: key, n, n (field, count)
 _ADD_SAMPLES = """
-local now, slot, expires, backstop, prefix = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
-local i = 6
+local now, slot, expires, backstop, prefix = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local i = 7
 while i <= #ARGV do
   local key, n = ARGV[i], tonumber(ARGV[i + 1])
-  local slots = prefix .. 'slots:' .. key
-  local expired = redis.call('ZRANGEBYSCORE', slots, '-inf', now)
-  for _, old in ipairs(expired) do redis.call('DEL', prefix .. old .. ':' .. key) end
-  redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)
+  local slots, expiries = prefix .. 'slots:' .. key, prefix .. 'expires:' .. key
+  -- the oldest slots go first, until one is still live: slots are written in about the order they expire
+  for _, old in ipairs(redis.call('ZRANGE', slots, 0, tonumber(ARGV[6]) - 1)) do
+    local expiry = redis.call('HGET', expiries, old)
+    if expiry and tonumber(expiry) > now then break end
+    redis.call('DEL', prefix .. old .. ':' .. key)
+    redis.call('ZREM', slots, old)
+    redis.call('HDEL', expiries, old)
+  end
   local counts = prefix .. slot .. ':' .. key
   for j = i + 2, i + 2 * n, 2 do redis.call('HINCRBY', counts, ARGV[j], ARGV[j + 1]) end
   redis.call('PEXPIRE', counts, backstop)
-  redis.call('ZADD', slots, expires, slot)
-  if redis.call('PTTL', slots) < backstop then redis.call('PEXPIRE', slots, backstop) end
+  redis.call('ZADD', slots, slot, slot)
+  redis.call('HSET', expiries, slot, expires)
+  for _, name in ipairs({slots, expiries}) do
+    if redis.call('PTTL', name) < backstop then redis.call('PEXPIRE', name, backstop) end
+  end
   i = i + 2 + 2 * n
 end
 """
-# KEYS: samples:slots:<key>; ARGV: now, since, "<prefix>samples:", key. Flat field, total pairs.
+# KEYS: samples:slots:<key>, samples:expires:<key>; ARGV: now, since, "<prefix>samples:", key. Flat field, total pairs.
 _SUM_SAMPLES = """
-local totals, fields = {}, {}
-for _, slot in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf')) do
-  if tonumber(slot) >= tonumber(ARGV[2]) then
+local now, totals, fields = tonumber(ARGV[1]), {}, {}
+for _, slot in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[2], '+inf')) do
+  local expiry = redis.call('HGET', KEYS[2], slot)
+  if expiry and tonumber(expiry) > now then
     local counts = redis.call('HGETALL', ARGV[3] .. slot .. ':' .. ARGV[4])
     for j = 1, #counts, 2 do
       local field = counts[j]
@@ -398,20 +410,21 @@ class RedisStore:
 
     async def add_samples(self, slot: int, counts: Mapping[str, Mapping[str, int]], ttl: float) -> None:
         now = self._clock()
-        args: list[_Arg] = [_number(now), slot, _number(now + ttl), _backstop_ms(ttl), self._key(SAMPLES_PREFIX)]
+        prefix = self._key(SAMPLES_PREFIX)
+        args: list[_Arg] = [_number(now), slot, _number(now + ttl), _backstop_ms(ttl), prefix, _SAMPLE_SWEEP]
         for key, fields in counts.items():
             if fields:
                 args += [key, len(fields)]
                 for field, count in fields.items():
                     args += [field, int(count)]  # redis-py refuses a bool, which is an int here
-        if len(args) > 5:
+        if len(args) > 6:
             with self._errors("add samples"):
                 await self._add_samples(args=args)
 
     async def sum_samples(self, key: str, since: int) -> dict[str, int]:
         args: list[_Arg] = [_number(self._clock()), since, self._key(SAMPLES_PREFIX), key]
         with self._errors("sum samples"):
-            flat = await self._sum_samples(keys=[self._key(_SLOTS + key)], args=args)
+            flat = await self._sum_samples(keys=[self._key(_SLOTS + key), self._key(_EXPIRES + key)], args=args)
         return {_text(flat[n]): int(flat[n + 1]) for n in range(0, len(flat), 2)}
 
     async def abort(self, key: str, record: Record) -> bool:

@@ -135,6 +135,7 @@ async def test_every_key_is_under_the_prefix_and_expiring_ones_have_a_backstop_t
         "gf:delivery:d-1": True,
         "gf:samples:3:chat:main:aaa": True,
         "gf:samples:slots:chat:main:aaa": True,
+        "gf:samples:expires:chat:main:aaa": True,
         "gf:version:record": False,
         "gf:version:order": False,
         "gf:events": False,
@@ -179,15 +180,18 @@ async def test_expired_sample_slots_are_deleted_when_their_key_is_written(redis_
         now[0] = 20
         await store.add_samples(2, {"a": {"n": 2}}, ttl=10)
         assert await store.sum_samples("a", since=0) == {"n": 2}
-    assert redis_space.keys() == [redis_space.prefix + "samples:2:a", redis_space.prefix + "samples:slots:a"]
+    assert redis_space.keys() == [
+        redis_space.prefix + "samples:2:a",
+        redis_space.prefix + "samples:expires:a",
+        redis_space.prefix + "samples:slots:a",
+    ]
 
 
 async def test_keys_with_separators_and_unicode_do_not_collide(redis_space: RedisSpace) -> None:
     async with opened(redis_space.url, redis_space.prefix) as store:
-        await store.add_samples(5, {"x": {"n": 1}, "5:x": {"n": 10}, "slots:x": {"n": 100}}, ttl=60)
-        assert await store.sum_samples("x", since=0) == {"n": 1}
-        assert await store.sum_samples("5:x", since=0) == {"n": 10}
-        assert await store.sum_samples("slots:x", since=0) == {"n": 100}
+        keys = ["x", "5:x", "slots:x", "expires:x", "x:5"]
+        await store.add_samples(5, {key: {"n": 10**n} for n, key in enumerate(keys)}, ttl=60)
+        assert [await store.sum_samples(key, since=0) for key in keys] == [{"n": 10**n} for n in range(len(keys))]
         await store.append_turns("sess:ü", [("human", 'naïve ☃ "quoted"')])
         assert await store.load_turns("sess:ü", 5) == [("human", 'naïve ☃ "quoted"')]
 

@@ -11,7 +11,7 @@ ping of each store is timed too, as the floor: one round trip to the backend and
     python benchmarks/store_ops.py                       # 5000 timed operations per backend and operation
     python benchmarks/store_ops.py --quick               # 500, for a quick look
     python benchmarks/store_ops.py --loop asyncio        # on asyncio's own event loop instead of uvloop
-    python benchmarks/store_ops.py --json benchmarks/results/store_ops.json
+    python benchmarks/store_ops.py --runs 5 --json benchmarks/results/store_ops.json
 
 Redis is REDIS_URL (default redis://127.0.0.1:6379/0); the keys are written under a prefix of the run's own and
 deleted at the end. Without a reachable Redis the script says so and exits 1.
@@ -160,6 +160,23 @@ async def _run_all(redis_url: str, folder: Path, iterations: int, warmup: int) -
     return results
 
 
+def summary(runs: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """The median run's figures, chosen by the Redis ping floor (so every row comes from one run and its ratios hold
+    together), each cell with the sorted medians of every run beside it."""
+    ranked = sorted(runs, key=lambda r: float(r["ping (the floor)"]["redis"]["median_us"]))
+    chosen = ranked[(len(ranked) - 1) // 2]
+    return {
+        name: {
+            label: {
+                **result,
+                "run_medians_us": sorted(float(r[name][label]["median_us"]) for r in runs),
+            }
+            for label, result in row.items()
+        }
+        for name, row in chosen.items()
+    }
+
+
 def _delete(redis_url: str, prefix: str) -> None:
     with redis.Redis.from_url(redis_url) as client:
         keys = list(client.scan_iter(match=prefix + "*", count=1000))
@@ -195,13 +212,16 @@ def main(argv: list[str] | None = None) -> int:
         default="uvloop",
         help="event loop: uvloop (default; what `gitops-flow serve` runs on, through uvicorn) or asyncio's own",
     )
+    parser.add_argument(
+        "--runs", type=int, default=1, help="whole measurements in a row; the table shows the median run (default: 1)"
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON to PATH")
     args = parser.parse_args(argv)
     run: Callable[[Coroutine[Any, Any, T]], T] = uvloop.run if args.loop == "uvloop" else asyncio.run
     if args.quick:
         args.iterations, args.warmup = 500, 50
-    if args.iterations < 100 or args.warmup < 1:
-        parser.error("need --iterations >= 100 (for a p99) and --warmup >= 1")
+    if args.iterations < 100 or args.warmup < 1 or args.runs < 1:
+        parser.error("need --iterations >= 100 (for a p99), --warmup >= 1 and --runs >= 1")
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     try:
         server = _redis_server(redis_url)
@@ -219,23 +239,31 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.iterations} timed operations per store after {args.warmup} warm-up ones, stores interleaved; "
         f"{args.loop} event loop; gc enabled; times in µs"
     )
+    runs: list[dict[str, dict[str, Any]]] = []
     try:
-        with tempfile.TemporaryDirectory(prefix="gf-store-ops-") as folder:
-            results = run(measure(redis_url, Path(folder), args.iterations, args.warmup))
+        for _ in range(args.runs):
+            with tempfile.TemporaryDirectory(prefix="gf-store-ops-") as folder:
+                runs.append(run(measure(redis_url, Path(folder), args.iterations, args.warmup)))
     except StoreError as exc:
         print(f"store_ops: {exc}", file=sys.stderr)
         return 1
+    results = summary(runs)
 
     print()
-    print(f"{'operation':<26} {'store':<7} {'median':>9} {'p99':>9} {'ratio (median)':>15} {'in Redis':>9}")
+    spread = f"{'medians of ' + str(args.runs) + ' runs':>22}" if args.runs > 1 else ""
+    print(f"{'operation':<24} {'store':<7} {'median':>9} {'p99':>9} {'ratio (median)':>15} {'in Redis':>9} {spread}")
     for name, row in results.items():
         for label, result in row.items():
             inside = f"{result['server_us']:>9.1f}" if "server_us" in result else f"{'':>9}"
+            low, high = result["run_medians_us"][0], result["run_medians_us"][-1]
+            spread = f"{low:>10.1f} – {high:>9.1f}" if args.runs > 1 else ""
             print(
-                f"{name:<26} {label:<7} {result['median_us']:>9.1f} {result['p99_us']:>9.1f} "
-                f"{result['ratio_to_memory']:>14.1f}x {inside}"
+                f"{name:<24} {label:<7} {result['median_us']:>9.1f} {result['p99_us']:>9.1f} "
+                f"{result['ratio_to_memory']:>14.1f}x {inside} {spread}"
             )
     print("in Redis: µs per operation that Redis spent running its commands (INFO commandstats, every client's)")
+    if args.runs > 1:
+        print(f"the figures are the median run's (by Redis ping); medians of {args.runs} runs: lowest – highest")
 
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -247,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             "warmup": args.warmup,
             "loop": args.loop,
             "operations": results,
+            "runs": runs,
         }
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {args.json}")

@@ -287,6 +287,12 @@ async def test_concurrent_sample_writes_are_not_lost(store: StateStore) -> None:
     assert await store.sum_samples("a", since=7) == {"n": 25, "err": 25}
 
 
+async def test_counts_may_be_booleans(store: StateStore) -> None:
+    await store.add_samples(1, {"a": {"n": True, "err": False}}, ttl=60)  # bool is an int: callers count a flag
+    await store.add_samples(1, {"a": {"n": True, "err": True}}, ttl=60)
+    assert await store.sum_samples("a", since=0) == {"n": 2, "err": 1}
+
+
 async def test_the_first_abort_wins_and_stays_until_dropped(store: StateStore) -> None:
     assert await store.aborts() == {}
     assert await store.abort("default:main:aaa", {"error_rate": 0.5}) is True

@@ -100,7 +100,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default: 8000)")
     serve.add_argument("--poll-interval", type=float, metavar="SECONDS", help="fetch at least this often (default 30)")
-    serve.add_argument("--state", metavar="URL", help="sqlite:///PATH (default: a file in the data folder)")
+    serve.add_argument(
+        "--state", metavar="URL", help="sqlite:///PATH (default: a file in the data folder) or redis://HOST:PORT/DB"
+    )
     serve.add_argument("--data-dir", type=Path, metavar="DIR", help="where the clone and state live (.gitops-flow)")
     serve.add_argument("--fake-models", action="store_true", default=None, help="answer every model with a fake")
     serve.add_argument("--components", type=Path, metavar="FILE", help="operator components file (YAML)")

@@ -44,6 +44,8 @@ LAYERS: dict[str, int] = {
     "stores.base": 2,
     "stores.memory": 3,
     "stores.sqlite": 3,
+    "stores.redis_scripts": 2,
+    "stores.redis": 3,
     "stores": 4,
     "versions": 6,
     "traffic": 7,

@@ -1,7 +1,8 @@
-"""State stores, chosen by URL: memory://, sqlite:///PATH (the default), redis:// (several replicas)."""
+"""State stores, chosen by URL: memory://, sqlite:///PATH (the default), redis:// or rediss:// (several replicas)."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,8 @@ DEFAULT_STATE = "sqlite://"  # the file state.db in the data folder
 
 Clock = Callable[[], float]
 
+_USERINFO = re.compile(r"^([^:/?#]*://)[^/?#]*@")
+
 
 def open_store(url: str, *, data_dir: Path, clock: Clock = time.time) -> StateStore:
     """The store a URL names, not yet opened (the caller awaits ``open()``); raises ConfigError for a bad URL.
@@ -28,7 +31,8 @@ def open_store(url: str, *, data_dir: Path, clock: Clock = time.time) -> StateSt
     backend = _BACKENDS.get(scheme.lower()) if sep else None
     if backend is None:
         accepted = ", ".join(f"{name}://" for name in _BACKENDS)
-        raise ConfigError(f"state URL {url!r} has an unknown scheme; use one of {accepted}")
+        shown = _USERINFO.sub(r"\1***@", url)  # a mistyped scheme must not print the password after it
+        raise ConfigError(f"state URL {shown!r} has an unknown scheme; use one of {accepted}")
     return backend(url, rest, data_dir, clock)
 
 
@@ -48,7 +52,13 @@ def _sqlite(url: str, rest: str, data_dir: Path, clock: Clock) -> StateStore:
 
 
 def _redis(url: str, rest: str, data_dir: Path, clock: Clock) -> StateStore:
-    raise ConfigError("the Redis store arrives with the scale-out release; use sqlite:///PATH")
+    try:
+        from gitops_flow.stores.redis import RedisStore  # an optional extra: imported only when asked for
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.partition(".")[0] != "redis":
+            raise
+        raise ConfigError("the Redis state store needs the redis package: pip install 'gitops-flow[redis]'") from None
+    return RedisStore.from_url(url, clock=clock)
 
 
 # scheme -> factory; an explicit map, never an import string

@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 
 from gitops_flow.stores import MemoryStore, SqliteStore, StateStore
+from gitops_flow.stores.redis import RedisStore
+from tests.stores.redisenv import RedisSpace
 
 pytestmark = pytest.mark.anyio
 
@@ -24,10 +26,14 @@ class FakeClock:
         return self.now
 
 
-# backend name -> factory(tmp_path, clock, **options); "redis" goes here, skipped unless REDIS_URL is set
+# backend name -> factory(tmp_path, clock, **options); redis also takes the test's own Redis space (see make_store),
+# and skips without a reachable Redis (fails under CI=true)
 BACKENDS: dict[str, Callable[..., StateStore]] = {
     "memory": lambda tmp_path, clock, **options: MemoryStore(clock, **options),
     "sqlite": lambda tmp_path, clock, **options: SqliteStore(tmp_path / "state.db", clock=clock, **options),
+    "redis": lambda tmp_path, clock, *, space, **options: RedisStore(
+        space.url, prefix=space.prefix, clock=clock, **options
+    ),
 }
 
 
@@ -45,6 +51,9 @@ def clock() -> FakeClock:
 def make_store(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> Callable[..., StateStore]:
     """Builds an unopened store of the backend under test, with the test's clock."""
     factory = BACKENDS[request.param]
+    if request.param == "redis":
+        space: RedisSpace = request.getfixturevalue("redis_space")  # a key prefix of its own, cleaned up after
+        return lambda **options: factory(tmp_path, clock, space=space, **options)
     return lambda **options: factory(tmp_path, clock, **options)
 
 
@@ -276,6 +285,12 @@ async def test_samples_are_forgotten_after_their_ttl(store: StateStore, clock: F
 async def test_concurrent_sample_writes_are_not_lost(store: StateStore) -> None:
     await asyncio.gather(*(store.add_samples(7, {"a": {"n": 1, "err": 1}}, ttl=60) for _ in range(25)))
     assert await store.sum_samples("a", since=7) == {"n": 25, "err": 25}
+
+
+async def test_counts_may_be_booleans(store: StateStore) -> None:
+    await store.add_samples(1, {"a": {"n": True, "err": False}}, ttl=60)  # bool is an int: callers count a flag
+    await store.add_samples(1, {"a": {"n": True, "err": True}}, ttl=60)
+    assert await store.sum_samples("a", since=0) == {"n": 2, "err": 1}
 
 
 async def test_the_first_abort_wins_and_stays_until_dropped(store: StateStore) -> None:

@@ -1,0 +1,146 @@
+"""The Lua scripts of the Redis store: the writes that must be atomic across replicas, which Redis runs one at a time.
+
+Times are the store's clock, passed in ARGV as text; a script compares them with tonumber, so expiry is judged by
+that clock and never by Redis's. Redis TTLs set here ("backstop ms") only make keys nobody comes back for go away.
+"""
+
+from __future__ import annotations
+
+# KEYS: pin:sha, pin:expires, pin:count. Helpers shared by the pin scripts below.
+_PIN_LUA = """
+local pins, expiries, counts = KEYS[1], KEYS[2], KEYS[3]
+local function uncount(sha)
+  if redis.call('HINCRBY', counts, sha, -1) <= 0 then redis.call('HDEL', counts, sha) end
+end
+local function unpin(key)
+  local old = redis.call('HGET', pins, key)
+  if old then
+    redis.call('HDEL', pins, key)
+    uncount(old)
+  end
+  redis.call('ZREM', expiries, key)
+end
+local function sweep(now, limit)
+  local expired = redis.call('ZRANGEBYSCORE', expiries, '-inf', now, 'LIMIT', 0, limit)
+  for _, key in ipairs(expired) do unpin(key) end
+  return #expired
+end
+local function live(key, now)
+  local expires = redis.call('ZSCORE', expiries, key)
+  if expires and tonumber(expires) > tonumber(now) then return redis.call('HGET', pins, key) end
+  return false
+end
+local function pin(key, sha, expires, backstop)
+  local old = redis.call('HGET', pins, key)
+  if old ~= sha then
+    if old then uncount(old) end
+    redis.call('HSET', pins, key, sha)
+    redis.call('HINCRBY', counts, sha, 1)
+  end
+  redis.call('ZADD', expiries, expires, key)
+  for _, name in ipairs(KEYS) do
+    if redis.call('PTTL', name) < backstop then redis.call('PEXPIRE', name, backstop) end
+  end
+end
+"""
+# ARGV: key, sha, now, expires, backstop ms, sweep limit
+CLAIM_PIN = (
+    _PIN_LUA
+    + """
+local key, sha, now = ARGV[1], ARGV[2], ARGV[3]
+sha = live(key, now) or sha
+sweep(now, tonumber(ARGV[6]))
+pin(key, sha, ARGV[4], tonumber(ARGV[5]))
+return sha
+"""
+)
+SET_PIN = (
+    _PIN_LUA
+    + """
+sweep(ARGV[3], tonumber(ARGV[6]))
+pin(ARGV[1], ARGV[2], ARGV[4], tonumber(ARGV[5]))
+"""
+)
+# ARGV: key
+DROP_PIN = _PIN_LUA + "unpin(ARGV[1])"
+# ARGV: now, limit. The live shas once no expired pin is left, or false (nil) when more remain to sweep.
+PINNED = (
+    _PIN_LUA
+    + """
+if sweep(ARGV[1], tonumber(ARGV[2])) == tonumber(ARGV[2]) then return false end
+return redis.call('HKEYS', counts)
+"""
+)
+# KEYS: version:record, version:order; ARGV: sha, record. HSET counts the fields it added: 1 on the first save.
+PUT_VERSION = """
+if redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) == 1 then redis.call('RPUSH', KEYS[2], ARGV[1]) end
+"""
+# KEYS: events, events:seq, once:events; ARGV: event, max events, "1" when there is a once key, the once key
+ADD_EVENT = """
+local once = ARGV[3] == '1'
+if once and redis.call('ZSCORE', KEYS[3], ARGV[4]) then return 0 end
+local n = redis.call('INCR', KEYS[2])
+local max = tonumber(ARGV[2])
+redis.call('LPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], 0, max - 1)
+if once then redis.call('ZADD', KEYS[3], n, ARGV[4]) end
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', n - max)
+return 1
+"""
+# KEYS: delivery:<id>; ARGV: now, expires, backstop ms
+CLAIM_DELIVERY = """
+local expires = redis.call('GET', KEYS[1])
+if expires and tonumber(expires) > tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+"""
+# ARGV: now, slot, expires, backstop ms, "<prefix>samples:", sweep limit, then per key: key, n, n (field, count)
+ADD_SAMPLES = """
+local now, slot, expires, backstop, prefix = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local i = 7
+while i <= #ARGV do
+  local key, n = ARGV[i], tonumber(ARGV[i + 1])
+  local slots, expiries = prefix .. 'slots:' .. key, prefix .. 'expires:' .. key
+  -- the oldest slots go first, until one is still live: slots are written in about the order they expire
+  for _, old in ipairs(redis.call('ZRANGE', slots, 0, tonumber(ARGV[6]) - 1)) do
+    local expiry = redis.call('HGET', expiries, old)
+    if expiry and tonumber(expiry) > now then break end
+    redis.call('DEL', prefix .. old .. ':' .. key)
+    redis.call('ZREM', slots, old)
+    redis.call('HDEL', expiries, old)
+  end
+  local counts = prefix .. slot .. ':' .. key
+  for j = i + 2, i + 2 * n, 2 do redis.call('HINCRBY', counts, ARGV[j], ARGV[j + 1]) end
+  redis.call('PEXPIRE', counts, backstop)
+  redis.call('ZADD', slots, slot, slot)
+  redis.call('HSET', expiries, slot, expires)
+  for _, name in ipairs({slots, expiries}) do
+    if redis.call('PTTL', name) < backstop then redis.call('PEXPIRE', name, backstop) end
+  end
+  i = i + 2 + 2 * n
+end
+"""
+# KEYS: samples:slots:<key>, samples:expires:<key>; ARGV: now, since, "<prefix>samples:", key. Flat field, total pairs.
+SUM_SAMPLES = """
+local now, totals, fields = tonumber(ARGV[1]), {}, {}
+for _, slot in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[2], '+inf')) do
+  local expiry = redis.call('HGET', KEYS[2], slot)
+  if expiry and tonumber(expiry) > now then
+    local counts = redis.call('HGETALL', ARGV[3] .. slot .. ':' .. ARGV[4])
+    for j = 1, #counts, 2 do
+      local field = counts[j]
+      if not totals[field] then
+        totals[field] = 0
+        fields[#fields + 1] = field
+      end
+      totals[field] = totals[field] + tonumber(counts[j + 1])
+    end
+  end
+end
+local flat = {}
+for _, field in ipairs(fields) do
+  flat[#flat + 1] = field
+  flat[#flat + 1] = totals[field]
+end
+return flat
+"""

@@ -11,7 +11,7 @@ import pytest
 
 from gitops_flow.stores import MemoryStore, SqliteStore, StateStore
 from gitops_flow.stores.redis import RedisStore
-from tests.stores.redisenv import RedisSpace
+from tests.redisenv import RedisSpace
 
 pytestmark = pytest.mark.anyio
 

@@ -14,7 +14,7 @@ import redis
 
 from gitops_flow.exceptions import StoreError
 from gitops_flow.stores.redis import RedisStore
-from tests.stores.redisenv import RedisServer, RedisSpace, unavailable
+from tests.redisenv import RedisServer, RedisSpace, unavailable
 
 pytestmark = pytest.mark.anyio
 

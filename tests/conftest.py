@@ -1,4 +1,4 @@
-"""Fixtures for the store tests that need Redis; without one they skip with the reason, or fail under CI=true."""
+"""Fixtures for the tests that need Redis; without one they skip with the reason, or fail under CI=true."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from uuid import uuid4
 import pytest
 import redis
 
-from tests.stores.redisenv import DEFAULT_REDIS_URL, RedisServer, RedisSpace, unavailable
+from tests.redisenv import DEFAULT_REDIS_URL, RedisServer, RedisSpace, unavailable
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ builds to.
 Two switches are for what-if runs only (benchmarks/serve_compare.py --gc-freeze, --variants gitops-minimal-config):
 BENCH_GC_FREEZE=1 calls ``gc.collect(); gc.freeze()`` once the application is made, so that the objects of the
 imports are left out of every later garbage collection; BENCH_MINIMAL_RUN_CONFIG=1 replaces gitops-flow's
-``endpoints._run_config`` by one that passes only ``configurable`` to the flow (no metadata, run_id, run_name), to
+``endpoints.run_config`` by one that passes only ``configurable`` to the flow (no metadata, run_id, run_name), to
 measure what those cost.
 """
 
@@ -81,7 +81,7 @@ def gitops_flow_app() -> Any:
     if os.environ.get("BENCH_MINIMAL_RUN_CONFIG") == "1":
         from gitops_flow import endpoints
 
-        endpoints._run_config = lambda config, flow, choice, run_id: {"configurable": config.get("configurable", {})}
+        endpoints.run_config = lambda config, flow, choice, run_id: {"configurable": config.get("configurable", {})}
     return _made(create_app(Settings(**values)))
 
 

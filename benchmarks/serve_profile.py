@@ -208,14 +208,14 @@ async def run(args: argparse.Namespace, repo: str, data: Path) -> dict[str, Any]
     chain = hand_chain(DEFAULT_ANSWER)
     value = {"question": "hi"}
     choice = table.default("echo")
-    run_config = endpoints._run_config({"configurable": {}}, "echo", choice, uuid.uuid4())
+    run_config = endpoints.run_config({"configurable": {}}, "echo", choice, uuid.uuid4())
 
     async def flow_plain() -> Any:
         return await flow.runnable.ainvoke(value)
 
     async def flow_configured() -> Any:
         return await flow.runnable.ainvoke(
-            value, endpoints._run_config({"configurable": {}}, "echo", choice, uuid.uuid4())
+            value, endpoints.run_config({"configurable": {}}, "echo", choice, uuid.uuid4())
         )
 
     async def hand() -> Any:
@@ -225,13 +225,13 @@ async def run(args: argparse.Namespace, repo: str, data: Path) -> dict[str, Any]
         return await chain.ainvoke(value, {**run_config, "run_id": uuid.uuid4()})
 
     async def check_input() -> None:
-        endpoints._check_input(flow, value)
+        endpoints._check_inputs(flow, [value])
 
     async def uuid4() -> Any:
         return uuid.uuid4()
 
     async def response() -> Any:
-        metadata = {"run_id": str(uuid.uuid4()), "feedback_tokens": [], **endpoints._metadata(choice)}
+        metadata = {"run_id": str(uuid.uuid4()), "feedback_tokens": [], **endpoints.version_metadata(choice)}
         return endpoints.json_response(
             {"output": DEFAULT_ANSWER, "metadata": metadata}, headers={endpoints.VERSION_HEADER: choice.version.sha}
         )
@@ -255,7 +255,7 @@ async def run(args: argparse.Namespace, repo: str, data: Path) -> dict[str, Any]
         return await endpoints.choose(request(), "echo", {})
 
     async def config() -> Any:
-        return endpoints._run_config(endpoints._config(None), "echo", choice, uuid.uuid4())
+        return endpoints.run_config(endpoints._config(None), "echo", choice, uuid.uuid4())
 
     parts = await timed(
         {
@@ -279,18 +279,18 @@ async def run(args: argparse.Namespace, repo: str, data: Path) -> dict[str, Any]
     # many requests at once, as uvicorn runs them at 32 connections: CPU per request and the collector's share,
     # with what-if variants of the gitops-flow handler (patched in this process only, then restored)
     clock = GcClock()
-    original_run_config, original_check = endpoints._run_config, endpoints._check_input
+    original_run_config, original_check = endpoints.run_config, endpoints._check_inputs
 
     def without_run_metadata(config: dict[str, Any], flow: str, choice: Any, run_id: uuid.UUID) -> Any:
         return {"configurable": config.get("configurable", {})}
 
     def patched(run_config: Any, check: Any) -> Callable[[], Awaitable[bytes]]:
         async def call() -> bytes:
-            endpoints._run_config, endpoints._check_input = run_config, check
+            endpoints.run_config, endpoints._check_inputs = run_config, check
             try:
                 return await apps["gitops-flow"]()
             finally:
-                endpoints._run_config, endpoints._check_input = original_run_config, original_check
+                endpoints.run_config, endpoints._check_inputs = original_run_config, original_check
 
         return call
 

@@ -176,8 +176,12 @@ class Reconciler:
                 continue
             content_seen = {v.content: v.sha for v in self._versions.values() if v.content and v.sha != commit.sha}
             version = await self._build(commit)
+            try:
+                await self._announce(version, head, trigger, content_seen.get(version.content), previous)
+            except StoreError:
+                del self._versions[version.sha]  # not recorded: the next pass builds it (from the cache) and tells
+                raise
             new.append(version.sha)
-            await self._announce(version, head, trigger, content_seen.get(version.content), previous)
         self._observed, self._observed_refs = head, refs
         if self.table.head is None and not self._versions[head].ready:
             await self._find_last_good(head)
@@ -188,12 +192,13 @@ class Reconciler:
         return Outcome(changed=True, head=head, new=tuple(new))
 
     async def _build(self, commit: CommitInfo) -> Version:
+        """Build a commit and save its record; it joins the versions only once the store has it."""
         version = await anyio.to_thread.run_sync(self.builder.build, commit)
         known = self._versions.get(commit.sha)
         if known is not None:
             version = replace(version, seen=known.seen)
-        self._versions[version.sha] = version
         await self.store.put_version(version.sha, version.record())
+        self._versions[version.sha] = version
         return version
 
     async def _announce(

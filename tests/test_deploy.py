@@ -11,10 +11,11 @@ from typing import Any
 import httpx
 import pytest
 
+from gitops_flow.exceptions import StoreError
 from gitops_flow.stores.memory import MemoryStore
 from gitops_flow.stores.sqlite import SqliteStore
 from tests.gitrepo import Remote
-from tests.served import echo_flow, on_loopback, served, wait_until
+from tests.served import ADMIN, echo_flow, on_loopback, served, wait_until
 
 Q = {"question": "hi"}
 
@@ -288,3 +289,30 @@ def test_a_deploy_settles_the_heap_out_of_the_collectors_sight(remote: Remote, t
             assert gc.get_freeze_count() == 0  # a pass that changed nothing leaves the heap alone
     finally:
         gc.unfreeze()
+
+
+class FailingStore(MemoryStore):
+    """A store that refuses writes while ``down``, as Redis does when it is unreachable."""
+
+    down = False
+
+    async def add_event(self, event: dict[str, Any], *, once: str | None = None) -> bool:
+        if self.down:
+            raise StoreError("the state store is unreachable")
+        return await super().add_event(event, once=once)
+
+
+def test_a_deploy_waits_for_the_store_and_is_recorded_once_it_is_back(remote: Remote, tmp_path: Path) -> None:
+    first = remote.sha()
+    store = FailingStore()
+    with served(remote, tmp_path, store=store) as server:
+        second = push(remote, {"flows/echo.json": echo_flow(answer="two")}, "second answer")
+        store.down = True
+        failed = server.client.post("/admin/reconcile", headers=ADMIN)
+        assert failed.status_code == 503 and failed.json()["error"]["code"] == "store-unavailable"
+        assert answer(server.invoke("echo", Q)) == ("one", first)  # nothing half-deployed, the last version serves
+        store.down = False
+        assert server.reconcile()["new"] == [second]
+        assert answer(server.invoke("echo", Q)) == ("two", second)
+        deployed = [e["sha"] for e in server.client.get("/history").json()["events"] if e["event"] == "deployed"]
+        assert deployed == [second, first]

@@ -156,9 +156,12 @@ def test_a_push_to_another_branch_is_acknowledged_and_ignored(remote: Remote, tm
         assert server.fetches == before
 
 
-@pytest.mark.parametrize("name, event", [("create", "create"), ("push", "push"), ("delete", "delete")])
+@pytest.mark.parametrize(
+    "name, event", [("create", "create"), ("push", "push"), ("delete", "delete"), ("push-1", "push")]
+)
 def test_tag_deliveries_reroute_within_one_fetch(remote: Remote, tmp_path: Path, name: str, event: str) -> None:
-    """create: a tag appears; push: a tag is force-moved; delete: a tag goes. Each real payload, rewritten."""
+    """create: a tag appears; push: a tag is force-moved; delete, and push-1 (a push deleting a tag, as GitHub
+    sends it for ``git push origin :stable``): a tag goes. Each real payload, rewritten to the test repository."""
     v1 = remote.commit({"flows/echo.json": echo_flow(answer="one"), "gitops-flow.yaml": routing(("stable", 1))})
     remote.tag("stable", v1)
     v2 = remote.commit({"flows/echo.json": echo_flow(answer="two")}, "two")
@@ -177,15 +180,19 @@ def test_tag_deliveries_reroute_within_one_fetch(remote: Remote, tmp_path: Path,
             remote.push_tags()
             payload = fixture("push", remote, ref="refs/tags/stable", before=v1, after=v2, deleted=False, forced=True)
             expected = (v2, "stable")
-        else:
+        elif name == "delete":
             remote.delete_tag("stable")
             payload = fixture("delete", remote, ref="stable")
+            expected = (v2, "main")
+        else:
+            remote.delete_tag("stable")
+            payload = fixture("push-1", remote, ref="refs/tags/stable", before=v1, after=ZERO)
             expected = (v2, "main")
         assert server.deliver(event, payload).status_code == 202
         wait_until(lambda: server.ask()[1:] == expected, what="the new route")
         moved = [e for e in server.history() if e["event"] == "tag-moved"]
         assert [(e["ref"], e["before"], e["after"]) for e in moved] == [
-            {"create": ("stable", None, v1), "push": ("stable", v1, v2), "delete": ("stable", v1, None)}[name]
+            {"create": ("stable", None, v1), "push": ("stable", v1, v2)}.get(name, ("stable", v1, None))
         ]
 
 

@@ -7,7 +7,7 @@ import contextlib
 import gc
 import logging
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -38,6 +38,7 @@ from gitops_flow.stores import open_store
 from gitops_flow.stores.base import StateStore
 
 log = logging.getLogger("gitops_flow.server")
+HEAP_SETTLE_DELAY = 1.0  # seconds after the last deploy of a burst
 _LOGGERS = ("gitops_flow.server", "gitops_flow.reconcile", "uvicorn.error")  # whose records may quote a secret
 
 # domain errors -> (status, code); the first matching class wins, so subclasses come first
@@ -85,9 +86,9 @@ def create_app(
             branch=settings.branch,
             keep=settings.keep_versions,
             poll_interval=settings.poll_interval,
-            on_change=_settle_heap if settings.freeze_heap else lambda: None,
             on_event=metrics.event,
         )
+        reconciler.on_change = _after_change(reconciler, metrics, settle_heap=settings.freeze_heap)
         await reconciler.restore()
         redact = RedactSecrets(secrets or {}, lambda: builder.secret_names)
         for name in _LOGGERS:
@@ -158,6 +159,22 @@ async def _listen(store: StateStore, reconciler: Reconciler, replica: str) -> No
         sender, _, trigger = message.partition(" ")
         if sender != replica:
             reconciler.request(f"replica {sender}: {trigger}")
+
+
+def _after_change(reconciler: Reconciler, metrics: Metrics, *, settle_heap: bool) -> Callable[[], None]:
+    """What is left to do once a deploy is live: drop the metrics of retired versions, and settle the heap a moment
+    later, once for a burst of deploys, so the collection's pause does not hold up the new version's first
+    requests."""
+    pending: list[asyncio.TimerHandle] = []
+
+    def changed() -> None:
+        metrics.prune({v.sha for v in reconciler.versions if v.ready})
+        if settle_heap:
+            for handle in pending:
+                handle.cancel()
+            pending[:] = [asyncio.get_running_loop().call_later(HEAP_SETTLE_DELAY, _settle_heap)]
+
+    return changed
 
 
 def _settle_heap() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Set
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -63,6 +63,15 @@ class Metrics:
             self._children[key] = children
         (children[0] if ok else children[1]).inc()
         children[2].observe(seconds)
+
+    def prune(self, live: Set[str]) -> None:
+        """Drop the series of versions no longer held (retired): each deploy would otherwise add series forever."""
+        for flow, sha, ref in [key for key in self._children if key[1] not in live]:
+            labels = (flow, sha[:12], ref or "")
+            self.requests.remove(*labels, "ok")
+            self.requests.remove(*labels, "error")
+            self.latency.remove(*labels)
+            del self._children[(flow, sha, ref)]
 
     def event(self, record: Mapping[str, Any]) -> None:
         self.events.labels(str(record.get("event", "unknown"))).inc()

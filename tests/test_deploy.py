@@ -5,12 +5,14 @@ from __future__ import annotations
 import gc
 import shutil
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from gitops_flow.app import HEAP_SETTLE_DELAY
 from gitops_flow.exceptions import StoreError
 from gitops_flow.stores.memory import MemoryStore
 from gitops_flow.stores.sqlite import SqliteStore
@@ -274,8 +276,8 @@ def test_deploys_under_load_drop_no_request(remote: Remote, tmp_path: Path) -> N
 
 
 def test_a_deploy_settles_the_heap_out_of_the_collectors_sight(remote: Remote, tmp_path: Path) -> None:
-    """After each deploy the server collects once and freezes what is left (app._settle_heap), so the garbage
-    collector stops walking the built flows under load; the next deploy unfreezes them first."""
+    """A moment after each deploy the server collects once and freezes what is left (app._settle_heap), so the
+    garbage collector stops walking the built flows under load; the next deploy unfreezes them first."""
     gc.unfreeze()
     try:
         with served(remote, tmp_path, freeze_heap=True) as server:
@@ -283,9 +285,11 @@ def test_a_deploy_settles_the_heap_out_of_the_collectors_sight(remote: Remote, t
             gc.unfreeze()
             push(remote, {"flows/echo.json": echo_flow(answer="two")})
             assert server.reconcile()["changed"] is True
-            assert gc.get_freeze_count() > 0
+            assert gc.get_freeze_count() == 0  # not yet: the pause waits until the new version is serving
+            wait_until(lambda: gc.get_freeze_count() > 0, what="the second deploy's freeze")
             gc.unfreeze()
             assert server.reconcile()["changed"] is False
+            time.sleep(2 * HEAP_SETTLE_DELAY)
             assert gc.get_freeze_count() == 0  # a pass that changed nothing leaves the heap alone
     finally:
         gc.unfreeze()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
@@ -35,6 +36,15 @@ def describe(info: dict[str, Any]) -> str:
         f"{info['nproc']} CPU(s) ({info['cpu']}), Python {info['python']} on {info['platform']}; {packages}; "
         f"commit {info['commit']}"
     )
+
+
+def save(path: Path | None, benchmark: str, results: dict[str, Any]) -> None:
+    """Write a run's figures as JSON (with the benchmark's name and command line) when ``--json PATH`` was given."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"benchmark": benchmark, "argv": sys.argv, **results}, indent=2) + "\n")
+    print(f"wrote {path}")
 
 
 def percentile(values: list[float], fraction: float) -> float:

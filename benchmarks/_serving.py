@@ -167,10 +167,13 @@ def have_wrk() -> bool:
     return shutil.which("wrk") is not None
 
 
-def run_wrk(url: str, connections: int, seconds: float, cpu: int | None, body: bytes = INVOKE_BODY) -> dict[str, Any]:
-    """One wrk run (one thread, ``connections`` keep-alive HTTP/1.1 connections): requests/s, p50, p99, errors."""
+def run_wrk(
+    url: str, connections: int, seconds: float, cpu: int | None, body: bytes = INVOKE_BODY, lua: str = ""
+) -> dict[str, Any]:
+    """One wrk run (one thread, ``connections`` keep-alive HTTP/1.1 connections): requests/s, p50, p99, errors.
+    ``lua`` is added to the script (a ``request`` function, to vary each request)."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(_WRK_SCRIPT % body.decode())
+        script.write(_WRK_SCRIPT % body.decode() + lua)
     try:
         command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "-s", script.name, url]
         if cpu is not None:

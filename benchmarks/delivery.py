@@ -39,7 +39,7 @@ from typing import Any
 
 import httpx
 import yaml
-from _machine import REPO, describe, machine, median, percentile
+from _machine import REPO, describe, machine, median, percentile, save
 from _serving import Remote, Server, clean_env, echo_flow, loadgen_command
 
 from gitops_flow import webhook
@@ -294,10 +294,7 @@ def main() -> int:
         print("4. promotion and rollback under load", flush=True)
         results["promotion_and_rollback"] = promotion_and_rollback(tmp)
     print(json.dumps({k: v for k, v in results.items() if k != "machine"}, indent=2))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
-        print(f"wrote {args.json}")
+    save(args.json, "delivery", results)
     return 0
 
 

@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import threading
@@ -42,61 +41,35 @@ from uuid import uuid4
 
 import httpx
 import redis
-from _machine import REPO, describe, machine, median, percentile
-from _serving import INVOKE_BODY, Remote, Server, echo_flow, have_wrk
+from _machine import REPO, describe, machine, median, percentile, save
+from _serving import INVOKE_BODY, Remote, Server, echo_flow, have_wrk, run_wrk
 
 from gitops_flow import webhook
 
 SECRET = "bench-webhook-secret"
 SESSIONS = 1_000
 PUSH = json.loads((REPO / "tests" / "data" / "github-webhooks" / "push.json").read_text())
-_SUMMARY = """
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    "WRKJSON {\\"requests\\": %d, \\"duration_us\\": %d, \\"errors\\": %d, \\"p50_us\\": %d, \\"p99_us\\": %d}\\n",
-    summary.requests, summary.duration, e.connect + e.read + e.write + e.status + e.timeout,
-    latency:percentile(50), latency:percentile(99)))
-end
-"""
 
 
-def wrk_script(sessions: int) -> str:
-    body = INVOKE_BODY.decode()
+def sessions_lua(sessions: int) -> str:
+    """A wrk ``request`` function giving each request a session among ``sessions`` (none: no header)."""
     if not sessions:
-        head = f'wrk.method = "POST"\nwrk.body = [[{body}]]\nwrk.headers["Content-Type"] = "application/json"\n'
-        return head + _SUMMARY
+        return ""
+    body = INVOKE_BODY.decode()
     return (
-        f"local body = [[{body}]]\n"
         "request = function()\n"
         '  local headers = {["Content-Type"] = "application/json", '
         f'["X-Flow-Session"] = "s" .. math.random(1, {sessions})}}\n'
-        '  return wrk.format("POST", nil, headers, body)\n'
-        "end\n" + _SUMMARY
+        f'  return wrk.format("POST", nil, headers, [[{body}]])\n'
+        "end\n"
     )
 
 
 def wrk(url: str, connections: int, seconds: float, sessions: int, cpu: int | None, out: dict[str, Any]) -> None:
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(wrk_script(sessions))
-    try:
-        command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "-s", script.name, url]
-        if cpu is not None:
-            command = ["taskset", "-c", str(cpu), *command]
-        done = subprocess.run(command, capture_output=True, text=True, check=True)
-    finally:
-        os.unlink(script.name)
-    line = next(x for x in done.stdout.splitlines() if x.startswith("WRKJSON "))
-    raw = json.loads(line.removeprefix("WRKJSON "))
-    out.update(
-        rps=raw["requests"] / (raw["duration_us"] / 1e6),
-        p50_ms=raw["p50_us"] / 1000,
-        p99_ms=raw["p99_us"] / 1000,
-        errors=raw["errors"],
-        requests=raw["requests"],
-    )
-    if raw["errors"]:
-        raise RuntimeError(f"wrk saw {raw['errors']} failed requests at {url}")
+    """One wrk run into ``out`` (so it can run in a thread); any failed request stops the benchmark."""
+    out.update(run_wrk(url, connections, seconds, cpu, lua=sessions_lua(sessions)))
+    if out["errors"]:
+        raise RuntimeError(f"wrk saw {out['errors']} failed requests at {url}")
 
 
 def start(label: str, remote: Remote, tmp: Path, state: str | None, cpu: int | None = None) -> Server:
@@ -273,10 +246,7 @@ def main() -> int:
         if keys:
             client.unlink(*keys)
     print(json.dumps({k: v for k, v in results.items() if k != "machine"}, indent=2))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
-        print(f"wrote {args.json}")
+    save(args.json, "replicas", results)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -125,3 +126,12 @@ class StateStore(Protocol):
     def listen(self) -> AsyncIterator[str]:
         """The messages published on this backend from now on, in order, until the store closes."""
         ...
+
+
+async def drain(queue: asyncio.Queue[str | None], listeners: set[asyncio.Queue[str | None]]) -> AsyncIterator[str]:
+    """A listener's messages until the store closes (None); it stops listening when its consumer goes away."""
+    try:
+        while (message := await queue.get()) is not None:
+            yield message
+    finally:
+        listeners.discard(queue)

@@ -10,7 +10,7 @@ from itertools import islice
 
 import orjson
 
-from gitops_flow.stores.base import MAX_EVENTS, Record, Turn
+from gitops_flow.stores.base import MAX_EVENTS, Record, Turn, drain
 
 _PURGE_EVERY = 1_000  # pin writes between sweeps of expired pins
 
@@ -138,7 +138,7 @@ class MemoryStore:
     def listen(self) -> AsyncIterator[str]:
         queue: asyncio.Queue[str | None] = asyncio.Queue()
         self._listeners.add(queue)
-        return _drain(queue, self._listeners)
+        return drain(queue, self._listeners)
 
     def _write_pin(self, key: str, sha: str, expires: float) -> None:
         self._pins[key] = (sha, expires)
@@ -150,12 +150,3 @@ class MemoryStore:
         now = self._clock()
         for key in [key for key, (_, expires) in self._pins.items() if expires <= now]:
             del self._pins[key]
-
-
-async def _drain(queue: asyncio.Queue[str | None], listeners: set[asyncio.Queue[str | None]]) -> AsyncIterator[str]:
-    """A listener's messages until the store closes (None); it stops listening when its consumer goes away."""
-    try:
-        while (message := await queue.get()) is not None:
-            yield message
-    finally:
-        listeners.discard(queue)

@@ -57,6 +57,7 @@ from gitops_flow.stores.base import (
     WAKE_CHANNEL,
     Record,
     Turn,
+    drain,
 )
 
 log = logging.getLogger("gitops_flow.stores")
@@ -316,7 +317,7 @@ class RedisStore:
             queue.put_nowait(None)
         else:
             self._listeners.add(queue)
-        return _drain(queue, self._listeners)
+        return drain(queue, self._listeners)
 
     def _key(self, name: str) -> str:
         return self.prefix + name
@@ -392,15 +393,6 @@ class RedisStore:
 async def _close_quietly(pubsub: PubSub) -> None:
     with suppress(RedisError, OSError):
         await pubsub.aclose()  # type: ignore[no-untyped-call]  # unannotated in redis-py
-
-
-async def _drain(queue: asyncio.Queue[str | None], listeners: set[asyncio.Queue[str | None]]) -> AsyncIterator[str]:
-    """A listener's messages until the store closes (None); it stops listening when its consumer goes away."""
-    try:
-        while (message := await queue.get()) is not None:
-            yield message
-    finally:
-        listeners.discard(queue)
 
 
 def _without_password(url: str) -> str:

@@ -19,6 +19,7 @@ _FROM_ENV = {
     "ADMIN_TOKEN": "admin_token",
     "WEBHOOK_SECRET": "webhook_secret",
     "MAX_BODY_BYTES": "max_body_bytes",
+    "ANALYSIS_INTERVAL": "analysis_interval",
 }
 
 

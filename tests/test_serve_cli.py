@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from gitops_flow import cli
+from gitops_flow.config import Settings
 from tests.gitrepo import Remote
 from tests.served import echo_flow, on_loopback, wait_until
 
@@ -125,3 +126,18 @@ def test_serve_refuses_a_state_store_it_cannot_use_before_starting(
     err = capsys.readouterr().err
     assert "cannot be opened" in err and str(blocker) in err
     assert "Traceback" not in err
+
+
+def test_settings_come_from_the_environment_and_flags_win() -> None:
+    environ = {
+        "GITOPS_FLOW_REPO": "/srv/flows.git",
+        "GITOPS_FLOW_WEBHOOK_SECRET": "s3cret",
+        "GITOPS_FLOW_ANALYSIS_INTERVAL": "0.5",
+        "GITOPS_FLOW_POLL_INTERVAL": "10",
+    }
+    settings = Settings.from_env(environ, poll_interval=3.0)
+    assert settings.repo_url == "/srv/flows.git"
+    assert settings.webhook_secret is not None and settings.webhook_secret.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(settings)
+    assert settings.analysis_interval == 0.5
+    assert settings.poll_interval == 3.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -9,6 +10,8 @@ import platform
 import statistics
 import subprocess
 import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -45,6 +48,30 @@ def save(path: Path | None, benchmark: str, results: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"benchmark": benchmark, "argv": sys.argv, **results}, indent=2) + "\n")
     print(f"wrote {path}")
+
+
+async def time_acalls(
+    calls: Mapping[str, Callable[[], Awaitable[object]]], iterations: int, warmup: int
+) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Microseconds per call of each coroutine function, interleaved, the order reversed every round, after
+    ``warmup`` untimed rounds; also the microseconds of each one's first call."""
+    order = list(calls)
+    first: dict[str, float] = {}
+    for label in order:
+        started = time.perf_counter_ns()
+        await calls[label]()
+        first[label] = (time.perf_counter_ns() - started) / 1000
+    for _ in range(warmup):
+        for label in order:
+            await calls[label]()
+    gc.collect()
+    samples: dict[str, list[float]] = {label: [] for label in order}
+    for index in range(iterations):
+        for label in order if index % 2 == 0 else reversed(order):
+            started = time.perf_counter_ns()
+            await calls[label]()
+            samples[label].append((time.perf_counter_ns() - started) / 1000)
+    return first, samples
 
 
 def percentile(values: list[float], fraction: float) -> float:

@@ -20,13 +20,13 @@ import json
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from itertools import cycle
 from pathlib import Path
 from typing import Any, cast
 
-from _machine import describe, machine, median, percentile
+from _machine import describe, machine, median, percentile, time_acalls
 from langchain_core.language_models import GenericFakeChatModel
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
@@ -59,29 +59,6 @@ def time_calls(calls: Mapping[str, Callable[[], object]], iterations: int, warmu
             calls[label]()
             samples[label].append((time.perf_counter_ns() - started) / 1000)
     return samples
-
-
-async def time_acalls(
-    calls: Mapping[str, Callable[[], Awaitable[object]]], iterations: int, warmup: int
-) -> tuple[dict[str, float], dict[str, list[float]]]:
-    """Like time_calls for coroutines, in one event loop; also the microseconds of each one's first call."""
-    order = list(calls)
-    first: dict[str, float] = {}
-    for label in order:
-        started = time.perf_counter_ns()
-        await calls[label]()
-        first[label] = (time.perf_counter_ns() - started) / 1000
-    for _ in range(warmup):
-        for label in order:
-            await calls[label]()
-    gc.collect()
-    samples: dict[str, list[float]] = {label: [] for label in order}
-    for index in range(iterations):
-        for label in order if index % 2 == 0 else reversed(order):
-            started = time.perf_counter_ns()
-            await calls[label]()
-            samples[label].append((time.perf_counter_ns() - started) / 1000)
-    return first, samples
 
 
 def stats(samples: list[float]) -> dict[str, float]:

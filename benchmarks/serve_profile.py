@@ -36,7 +36,7 @@ from typing import Any
 
 import orjson
 from _apps import DEFAULT_ANSWER, bare_app, hand_chain, langserve_app
-from _machine import describe, machine, median, percentile
+from _machine import describe, machine, median, percentile, time_acalls
 from _serving import INVOKE_BODY, Remote, echo_flow
 from starlette.requests import Request
 from starlette.responses import Response
@@ -102,17 +102,7 @@ def caller(app: Any, path: str) -> Callable[[], Awaitable[bytes]]:
 
 async def timed(calls: dict[str, Callable[[], Awaitable[Any]]], iterations: int, warmup: int) -> dict[str, list[float]]:
     """Microseconds per call of each coroutine function, interleaved, order reversed every round."""
-    order = list(calls)
-    for _ in range(warmup):
-        for label in order:
-            await calls[label]()
-    gc.collect()
-    samples: dict[str, list[float]] = {label: [] for label in order}
-    for index in range(iterations):
-        for label in order if index % 2 == 0 else reversed(order):
-            started = time.perf_counter_ns()
-            await calls[label]()
-            samples[label].append((time.perf_counter_ns() - started) / 1000)
+    _, samples = await time_acalls(calls, iterations, warmup)
     return samples
 
 

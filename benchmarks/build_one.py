@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
 import os
-import sys
 import time
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -26,7 +24,7 @@ from itertools import cycle
 from pathlib import Path
 from typing import Any, cast
 
-from _machine import describe, machine, median, percentile, time_acalls
+from _machine import describe, machine, median, percentile, save, time_acalls
 from langchain_core.language_models import GenericFakeChatModel
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
@@ -206,20 +204,15 @@ def main(argv: list[str] | None = None) -> int:
     invoke_ratio = invokes["support-bot via build_flow"]["median_us"] / invokes["support-bot by hand"]["median_us"]
     print(f"ratio of medians (built / by hand): {invoke_ratio:.2f}x")
 
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        result = {
-            "benchmark": "build_one",
-            "argv": sys.argv,
-            "machine": info,
-            "iterations": args.iterations,
-            "warmup": args.warmup,
-            "builds": rows,
-            "ainvoke": invokes,
-            "ainvoke_ratio_median": invoke_ratio,
-        }
-        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {args.json}")
+    result = {
+        "machine": info,
+        "iterations": args.iterations,
+        "warmup": args.warmup,
+        "builds": rows,
+        "ainvoke": invokes,
+        "ainvoke_ratio_median": invoke_ratio,
+    }
+    save(args.json, "build_one", result)
     return 0
 
 

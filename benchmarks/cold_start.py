@@ -38,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _machine import describe, machine, median
+from _machine import describe, machine, median, save
 from _serving import clean_env, echo_flow, free_port, git, http
 
 EPOCH = 1_700_000_000
@@ -235,23 +235,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"| of which, measured in-process: build_flow of the {flows:,} flows | {parts['build_s']:.2f} |")
 
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        result = {
-            "benchmark": "cold_start",
-            "argv": sys.argv,
-            "machine": info,
-            "flows": flows,
-            "commits": commits,
-            "pack_kib": pack_kib,
-            "git_clone_s": clones,
-            "runs": runs,
-            "summary": summary,
-            "clone_estimate_s": clone_estimate,
-            "in_process": parts,
-        }
-        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {args.json}")
+    result = {
+        "machine": info,
+        "flows": flows,
+        "commits": commits,
+        "pack_kib": pack_kib,
+        "git_clone_s": clones,
+        "runs": runs,
+        "summary": summary,
+        "clone_estimate_s": clone_estimate,
+        "in_process": parts,
+    }
+    save(args.json, "cold_start", result)
     return 0
 
 

@@ -239,23 +239,23 @@ def promotion_and_rollback(tmp: Path) -> dict[str, Any]:
                 sha: str = response.headers["x-flow-version"]
                 return sha
 
+            def delivered(ref: str, before: str, after: str) -> float:
+                """Deliver the push of ``ref`` and wait until a pin to it serves ``after``; the seconds taken."""
+                sent = time.monotonic()
+                deliver(client, ref, before, after)
+                while served_by(ref.rpartition("/")[2]) != after:
+                    time.sleep(0.005)
+                return time.monotonic() - sent
+
             time.sleep(2.0)
             remote.tag("stable", v2)  # promote
             remote.push_tags()
-            sent = time.monotonic()
-            deliver(client, "refs/tags/stable", v1, v2)
-            while served_by("stable") != v2:
-                time.sleep(0.005)
-            promoted = time.monotonic() - sent
+            promoted = delivered("refs/tags/stable", v1, v2)
             time.sleep(2.0)
             v3 = remote.revert(v2)  # roll back
             answers[v3] = "one"
             remote.push()
-            sent = time.monotonic()
-            deliver(client, "refs/heads/main", v2, v3)
-            while served_by("main") != v3:
-                time.sleep(0.005)
-            rolled_back = time.monotonic() - sent
+            rolled_back = delivered("refs/heads/main", v2, v3)
             time.sleep(2.0)
     finally:
         stop.touch()

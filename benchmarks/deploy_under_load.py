@@ -33,14 +33,13 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-from _machine import describe, machine, median, percentile
+from _machine import describe, machine, median, percentile, save
 from _serving import Remote, Server, clean_env, echo_flow, loadgen_command
 
 ADMIN_TOKEN = "bench-admin-token"
@@ -262,11 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"failed requests in all: {sum(row['failed'] for row in rows)} (target 0)")
 
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        result = {"benchmark": "deploy_under_load", "argv": sys.argv, "machine": info, "scenarios": rows}
-        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {args.json}")
+    result = {"machine": info, "scenarios": rows}
+    save(args.json, "deploy_under_load", result)
     return 1 if failures else 0
 
 

@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from _apps import DEFAULT_ANSWER
-from _machine import describe, machine, median
+from _machine import describe, machine, median, save
 from _serving import INVOKE_BODY, Remote, Server, cpus, echo_flow, have_wrk, http, load
 
 TARGET_VS_LANGSERVE = 1.5  # gitops-flow requests/s at least 1.5x LangServe's
@@ -213,25 +212,20 @@ def main(argv: list[str] | None = None) -> int:
                 f"{'; '.join(met)} |"
             )
 
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        result = {
-            "benchmark": "serve_compare",
-            "argv": sys.argv,
-            "machine": info,
-            "tool": tool,
-            "rounds": rounds,
-            "seconds": seconds,
-            "warmup": warmup,
-            "pinned": {"server_cpu": server_cpu, "load_cpu": load_cpu},
-            "gc_freeze": args.gc_freeze,
-            "runs": {label: {str(c): runs for c, runs in by.items()} for label, by in results.items()},
-            "summary": {label: {str(c): row for c, row in by.items()} for label, by in summary.items()},
-            "ratios": ratios,
-            "rss_kib_at_end": memory,
-        }
-        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {args.json}")
+    result = {
+        "machine": info,
+        "tool": tool,
+        "rounds": rounds,
+        "seconds": seconds,
+        "warmup": warmup,
+        "pinned": {"server_cpu": server_cpu, "load_cpu": load_cpu},
+        "gc_freeze": args.gc_freeze,
+        "runs": {label: {str(c): runs for c, runs in by.items()} for label, by in results.items()},
+        "summary": {label: {str(c): row for c, row in by.items()} for label, by in summary.items()},
+        "ratios": ratios,
+        "rss_kib_at_end": memory,
+    }
+    save(args.json, "serve_compare", result)
     return 0
 
 

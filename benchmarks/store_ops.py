@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
 import os
 import sqlite3
 import sys
@@ -35,7 +34,7 @@ from uuid import uuid4
 
 import redis
 import uvloop
-from _machine import describe, machine, median, percentile
+from _machine import describe, machine, median, percentile, save
 
 from gitops_flow.exceptions import StoreError
 from gitops_flow.stores import MemoryStore, SqliteStore, StateStore
@@ -265,20 +264,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs > 1:
         print(f"the figures are the median run's (by Redis ping); medians of {args.runs} runs: lowest – highest")
 
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        result = {
-            "benchmark": "store_ops",
-            "argv": sys.argv,
-            "machine": info,
-            "iterations": args.iterations,
-            "warmup": args.warmup,
-            "loop": args.loop,
-            "operations": results,
-            "runs": runs,
-        }
-        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {args.json}")
+    result = {
+        "machine": info,
+        "iterations": args.iterations,
+        "warmup": args.warmup,
+        "loop": args.loop,
+        "operations": results,
+        "runs": runs,
+    }
+    save(args.json, "store_ops", result)
     return 0
 
 

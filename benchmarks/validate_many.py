@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _machine import describe, machine, median
+from _machine import describe, machine, median, save
 
 TARGET_FILES = 1000
 TARGET_SECONDS = 10.0
@@ -311,24 +311,19 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"target ({TARGET_FILES} flows under {TARGET_SECONDS:.0f} s) not checked: ran {full.files} flows")
 
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        result = {
-            "benchmark": "validate_many",
-            "argv": sys.argv,
-            "command": [*cmd, "validate", "DIR", "--format", "json"],
-            "machine": info,
-            "flows": args.flows,
-            "shapes": shapes,
-            "seed": args.seed,
-            "scenarios": [s.as_dict() for s in scenarios],
-            "per_file_marginal_ms": marginal_ms,
-            "per_file_amortised_ms": amortised_ms,
-            "peak_rss_mib": peak_rss_mib,
-            "target": {"files": TARGET_FILES, "seconds": TARGET_SECONDS},
-        }
-        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {args.json}")
+    result = {
+        "command": [*cmd, "validate", "DIR", "--format", "json"],
+        "machine": info,
+        "flows": args.flows,
+        "shapes": shapes,
+        "seed": args.seed,
+        "scenarios": [s.as_dict() for s in scenarios],
+        "per_file_marginal_ms": marginal_ms,
+        "per_file_amortised_ms": amortised_ms,
+        "peak_rss_mib": peak_rss_mib,
+        "target": {"files": TARGET_FILES, "seconds": TARGET_SECONDS},
+    }
+    save(args.json, "validate_many", result)
     return 0
 
 

@@ -176,6 +176,15 @@ class Builder:
             self.connect(NodePort(self.entry), self._history, None, None)
         return NodePort(self._history)
 
+    def sole_input(self, node: LfNode, wires: list[tuple[Wire, Port]], what: str) -> tuple[NodePort, Wire] | None:
+        """The one node feeding ``node`` (and its wire); a problem, and None, when ``wires`` is not exactly one."""
+        if len(wires) != 1:
+            self.fail(node.path, f"{what} one input; {len(wires)} are wired", node=node)
+            return None
+        wire, port = wires[0]
+        source = self.as_node(port, node, wire)
+        return (source, wire) if source is not None else None
+
     def as_node(self, port: Port, origin: LfNode, wire: Wire) -> NodePort | None:
         """A port as a node's output: constants become a prompt (and its text)."""
         if isinstance(port, NodePort):

@@ -54,14 +54,10 @@ def chat_input(b: Builder, node: LfNode) -> None:
 
 
 def chat_output(b: Builder, node: LfNode) -> None:
-    wires = b.inputs(node, "input_value")
-    if len(wires) != 1:
-        b.fail(node.path, f"an output shows one input; {len(wires)} are wired", node=node)
+    found = b.sole_input(node, b.inputs(node, "input_value"), "an output shows")
+    if found is None:
         return
-    wire, port = wires[0]
-    source = b.as_node(port, node, wire)
-    if source is None:
-        return
+    source, wire = found
     b.exits.append(b.add(node, node.id, "Passthrough"))
     b.connect(source, node.id, None, wire)
     b.ports[(node.id, "*")] = NodePort(node.id)
@@ -230,13 +226,10 @@ def memory(b: Builder, node: LfNode) -> None:
 
 def parser(b: Builder, node: LfNode) -> None:
     wires = b.inputs(node, "input_data") + b.inputs(node, "data") + b.inputs(node, "df")
-    if len(wires) != 1:
-        b.fail(node.path, f"a parser reads one input; {len(wires)} are wired", node=node)
+    found = b.sole_input(node, wires, "a parser reads")
+    if found is None:
         return
-    wire, port = wires[0]
-    source = b.as_node(port, node, wire)
-    if source is None:
-        return
+    source, wire = found
     stringify = node.text("mode") == "Stringify"
     template = "" if stringify else node.text("pattern") or node.text("template")
     params: dict[str, Any] = {"template": template} if template else {}

@@ -74,6 +74,18 @@ async def time_acalls(
     return first, samples
 
 
+def stats(samples: list[float]) -> dict[str, float]:
+    """Count, min, median, mean, p99 and max of microsecond samples."""
+    return {
+        "n": len(samples),
+        "min_us": min(samples),
+        "median_us": median(samples),
+        "mean_us": sum(samples) / len(samples),
+        "p99_us": percentile(samples, 0.99),
+        "max_us": max(samples),
+    }
+
+
 def percentile(values: list[float], fraction: float) -> float:
     """Nearest-rank percentile (``fraction`` in 0..1) of a non-empty list."""
     ordered = sorted(values)

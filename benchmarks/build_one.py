@@ -24,7 +24,7 @@ from itertools import cycle
 from pathlib import Path
 from typing import Any, cast
 
-from _machine import describe, machine, median, percentile, save, time_acalls
+from _machine import describe, machine, save, stats, time_acalls
 from langchain_core.language_models import GenericFakeChatModel
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
@@ -57,17 +57,6 @@ def time_calls(calls: Mapping[str, Callable[[], object]], iterations: int, warmu
             calls[label]()
             samples[label].append((time.perf_counter_ns() - started) / 1000)
     return samples
-
-
-def stats(samples: list[float]) -> dict[str, float]:
-    return {
-        "n": len(samples),
-        "min_us": min(samples),
-        "median_us": median(samples),
-        "mean_us": sum(samples) / len(samples),
-        "p99_us": percentile(samples, 0.99),
-        "max_us": max(samples),
-    }
 
 
 def fakes_for(spec: FlowSpec, registry: ComponentRegistry) -> dict[str, list[str]]:

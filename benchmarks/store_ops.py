@@ -34,7 +34,7 @@ from uuid import uuid4
 
 import redis
 import uvloop
-from _machine import describe, machine, median, percentile, save
+from _machine import describe, machine, save, stats
 
 from gitops_flow.exceptions import StoreError
 from gitops_flow.stores import MemoryStore, SqliteStore, StateStore
@@ -110,17 +110,6 @@ async def warm_up(operation: Operation, stores: dict[str, StateStore], rounds: i
     for n in range(rounds):
         for store in stores.values():
             await operation(store, n)
-
-
-def stats(samples: list[float]) -> dict[str, float]:
-    return {
-        "n": len(samples),
-        "min_us": min(samples),
-        "median_us": median(samples),
-        "mean_us": sum(samples) / len(samples),
-        "p99_us": percentile(samples, 0.99),
-        "max_us": max(samples),
-    }
 
 
 async def measure(redis_url: str, folder: Path, iterations: int, warmup: int) -> dict[str, dict[str, Any]]:

@@ -22,6 +22,7 @@ from gitops_flow.components import ComponentRegistry
 from gitops_flow.config import Settings
 from gitops_flow.endpoints import Deps, RequestError, error_response
 from gitops_flow.exceptions import (
+    BadInput,
     ConfigError,
     GitOpsFlowError,
     LookupFailed,
@@ -43,6 +44,7 @@ _LOGGERS = ("gitops_flow.server", "gitops_flow.reconcile", "uvicorn.error")  # w
 
 # domain errors -> (status, code); the first matching class wins, so subclasses come first
 _STATUS: tuple[tuple[type[GitOpsFlowError], int, str], ...] = (
+    (BadInput, 422, "bad-input"),
     (NoReadyVersion, 503, "not-ready"),
     (NotServable, 404, "version-not-servable"),
     (UnknownFlow, 404, "unknown-flow"),

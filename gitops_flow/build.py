@@ -14,7 +14,7 @@ from pydantic import BaseModel, RootModel, ValidationError, create_model
 
 from gitops_flow import secretrefs
 from gitops_flow.components import FAKEABLE, BuildContext, ComponentRegistry
-from gitops_flow.exceptions import BuildError
+from gitops_flow.exceptions import BadInput, BuildError
 from gitops_flow.graph import FlowGraph, analyse
 from gitops_flow.history import HistoryStore, MemoryHistoryStore, WithHistory
 from gitops_flow.problems import Problem, json_path
@@ -31,6 +31,18 @@ class BuiltFlow:
     notes: tuple[Problem, ...] = field(default=())
     input_model: type[Any] | None = field(default=None, repr=False)  # the pydantic model /input_schema publishes
     output_model: type[Any] | None = field(default=None, repr=False)
+
+    def check_input(self, value: Any) -> None:
+        """Raise BadInput when ``value`` does not match the input schema the flow publishes: what the server checks
+        before it runs a request, and `gitops-flow test` before it runs a case. The message names the fields, never
+        their values."""
+        if self.input_model is None:
+            return
+        try:
+            self.input_model.model_validate(value)
+        except ValidationError as exc:
+            where = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in exc.errors()[:5])
+            raise BadInput(f"the input does not match the flow's input schema ({where})") from None
 
 
 def build_flow(

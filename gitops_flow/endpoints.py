@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -137,16 +137,8 @@ ROUTING_KEYS = ("session_id", "user_id", "flow_version")  # configurable keys th
 
 
 def _check_inputs(flow: BuiltFlow, inputs: Inputs) -> None:
-    if flow.input_model is None:
-        return
     for value in inputs(flow) if callable(inputs) else inputs:
-        try:
-            flow.input_model.model_validate(value)
-        except ValidationError as exc:
-            where = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in exc.errors()[:5])
-            raise RequestError(
-                422, "bad-input", f"the input does not match the flow's input schema ({where})"
-            ) from None
+        flow.check_input(value)
 
 
 # -- choosing the version -----------------------------------------------------------------------------------------

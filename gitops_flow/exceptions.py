@@ -7,6 +7,7 @@
     ├── ConfigError                 operator configuration (components file, settings) is wrong
     ├── SourceError  (retryable)    clone/fetch/auth/network; messages never carry credentials
     ├── StoreError   (retryable)    state backend unreachable or conflicting
+    ├── BadInput                    a request's input does not match the flow's input schema
     ├── WebhookError                a webhook delivery the server will not act on
     │   ├── SignatureMismatch       missing or wrong X-Hub-Signature-256
     │   └── MalformedDelivery       signed, but not a delivery GitHub would send
@@ -70,6 +71,10 @@ class StoreError(GitOpsFlowError):
     """The state backend is unreachable or refused a write."""
 
     retryable = True
+
+
+class BadInput(GitOpsFlowError):
+    """An input does not match the flow's input schema; the message names the fields, never their values."""
 
 
 class WebhookError(GitOpsFlowError):

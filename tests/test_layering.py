@@ -12,6 +12,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "gitops_flow"
 # one concept per module, each in a layer; a module may import only from layers below its own
 LAYERS: dict[str, int] = {
     "problems": 0,
+    "redaction": 0,
     "exceptions": 1,
     "jsonpos": 1,
     "config": 2,

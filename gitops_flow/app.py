@@ -29,8 +29,10 @@ from gitops_flow.exceptions import (
     NoReadyVersion,
     NotServable,
     StoreError,
+    TurnTooLarge,
     UnknownFlow,
 )
+from gitops_flow.history import Conversations, TurnLimits
 from gitops_flow.metrics import Metrics
 from gitops_flow.reconcile import Reconciler
 from gitops_flow.secretrefs import RedactSecrets
@@ -44,12 +46,12 @@ _LOGGERS = ("gitops_flow.server", "gitops_flow.reconcile", "uvicorn.error")  # w
 
 # domain errors -> (status, code); the first matching class wins, so subclasses come first
 _STATUS: tuple[tuple[type[GitOpsFlowError], int, str], ...] = (
+    (TurnTooLarge, 413, "turn-too-large"),
     (BadInput, 422, "bad-input"),
     (NoReadyVersion, 503, "not-ready"),
     (NotServable, 404, "version-not-servable"),
     (UnknownFlow, 404, "unknown-flow"),
     (LookupFailed, 404, "unknown-version"),
-    (StoreError, 503, "store-unavailable"),
 )
 
 
@@ -70,13 +72,15 @@ def create_app(
     state = store or open_store(settings.state, data_dir=settings.data_dir)
     git = source or GitSource(str(settings.repo_url), settings.data_dir / "repo", timeout=settings.fetch_timeout)
 
+    limits = TurnLimits(settings.max_turn_bytes, settings.max_turns, settings.history_ttl)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await state.open()
         builder = VersionBuilder(
             git,
             registry or ComponentRegistry.configured(settings),
-            history=state,
+            history=Conversations(state, limits),
             secrets=secrets,
             fake_models=settings.fake_models,
         )
@@ -195,6 +199,9 @@ async def _request_error(request: Request, exc: Exception) -> Response:
 
 
 async def _domain_error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, StoreError):  # its text names a file or a host: the log has it, the client a plain sentence
+        log.warning("state store failed on %s: %s", request.url.path, exc)
+        return error_response(503, "store-unavailable", views.STORE_UNAVAILABLE)
     for kind, status, code in _STATUS:
         if isinstance(exc, kind):
             return error_response(status, code, str(exc))

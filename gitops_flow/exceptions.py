@@ -8,6 +8,7 @@
     ├── SourceError  (retryable)    clone/fetch/auth/network; messages never carry credentials
     ├── StoreError   (retryable)    state backend unreachable or conflicting
     ├── BadInput                    a request's input does not match the flow's input schema
+    │   └── TurnTooLarge            a conversational request's text is larger than a kept turn
     ├── WebhookError                a webhook delivery the server will not act on
     │   ├── SignatureMismatch       missing or wrong X-Hub-Signature-256
     │   └── MalformedDelivery       signed, but not a delivery GitHub would send
@@ -75,6 +76,10 @@ class StoreError(GitOpsFlowError):
 
 class BadInput(GitOpsFlowError):
     """An input does not match the flow's input schema; the message names the fields, never their values."""
+
+
+class TurnTooLarge(BadInput):
+    """A conversational flow's input text is larger than the server keeps as one turn of a conversation."""
 
 
 class WebhookError(GitOpsFlowError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -54,3 +55,29 @@ def json_path(parts: tuple[str | int, ...] | list[str | int]) -> str:
         else:
             out += "[" + repr(part) + "]"
     return out
+
+
+MAX_TEXT = 500  # characters of a problem's message and path: a key or a value quoted in one is the author's to size
+
+
+def capped(problems: Sequence[Problem], limit: int) -> list[Problem]:
+    """The first ``limit`` problems, each message and path cut to MAX_TEXT characters, then, when there were more,
+    one `too-many-problems` saying how many: what a file can make validation report is bounded, and so is every
+    record, event and page that carries its problems."""
+    kept = [_cut(p) for p in problems[:limit]]
+    rest = len(problems) - len(kept)
+    if rest > 0:
+        file = problems[0].file
+        message = f"{rest:,} more problems are not listed; fix the ones above and validate again"
+        kept.append(Problem(code="too-many-problems", message=message, file=file))
+    return kept
+
+
+def _cut(problem: Problem) -> Problem:
+    if len(problem.message) <= MAX_TEXT and len(problem.path) <= MAX_TEXT:
+        return problem
+    return replace(problem, message=_shorter(problem.message), path=_shorter(problem.path))
+
+
+def _shorter(text: str) -> str:
+    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"

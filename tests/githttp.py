@@ -35,8 +35,8 @@ class GitHttp:
 
 @contextmanager
 def git_http(root: Path, *, username: str, password: str) -> Iterator[GitHttp]:
-    """Serve the bare repositories under ``root`` read-only; every request needs ``username:password``."""
-    expected = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+    """Serve the bare repositories under ``root`` read-only; every request needs ``username:password`` (the
+    credential the yielded GitHttp holds at that moment: a test can change it, as a token is rotated)."""
     state = GitHttp("", username, password)
 
     class Handler(BaseHTTPRequestHandler):
@@ -51,6 +51,7 @@ def git_http(root: Path, *, username: str, password: str) -> Iterator[GitHttp]:
 
         def _serve(self) -> None:
             given = self.headers.get("Authorization")
+            expected = "Basic " + base64.b64encode(f"{state.username}:{state.password}".encode()).decode()
             state.requests.append((self.path, given))
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
@@ -69,7 +70,7 @@ def git_http(root: Path, *, username: str, password: str) -> Iterator[GitHttp]:
                 "REQUEST_METHOD": self.command,
                 "CONTENT_TYPE": self.headers.get("Content-Type", ""),
                 "CONTENT_LENGTH": str(len(body)),
-                "REMOTE_USER": username,
+                "REMOTE_USER": state.username,
                 "REMOTE_ADDR": "127.0.0.1",
                 "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
             }

@@ -33,3 +33,13 @@ def corrupt_table(path: Path, table: str) -> None:
     with path.open("r+b") as file:
         file.seek((root - 1) * size)
         file.write(PAGE_GARBAGE * (size // len(PAGE_GARBAGE)))
+
+
+def bump(path: Path) -> None:
+    """Commit a write (and undo it) from another connection: a server's connection reads the file anew afterwards
+    instead of from its page cache, as it would after any other process's write."""
+    with closing(sqlite3.connect(path, isolation_level=None)) as db:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("INSERT INTO deliveries (id, expires) VALUES ('statefile-bump', 0)")
+        db.execute("DELETE FROM deliveries WHERE id = 'statefile-bump'")
+        db.execute("COMMIT")

@@ -80,7 +80,7 @@ def test_a_token_in_the_url_never_reaches_a_command_line_and_is_masked_wherever_
     assert not [line for line in commands if TOKEN in line]
     traced = trace.read_text()
     assert "git-remote-http " in traced  # git's own children were traced: its transport
-    assert "\"$GITOPS_FLOW_GIT_PASSWORD\"; fi; }; f get" in traced  # and the credential helper
+    assert '"$GITOPS_FLOW_GIT_PASSWORD"; fi; }; f get' in traced  # and the credential helper
     assert TOKEN not in traced
     assert "origin.git" in traced and url not in traced
 

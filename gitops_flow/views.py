@@ -160,9 +160,16 @@ async def readyz(request: Request) -> Response:
     store_error = None
     try:
         await deps.store.ping()  # writes a probe and reads it back: a store that only answers is not enough
+        reason = None
     except StoreError as exc:
-        log.warning("not ready: %s", exc)  # the detail (a file, a host) is the operator's, not the client's
-        store_error = STORE_UNAVAILABLE
+        store_error, reason = STORE_UNAVAILABLE, str(exc)  # the reason (a file, a host) is for the log only
+    # logged when it changes, not at every probe of a load balancer
+    if reason != getattr(request.app.state, "store_failure", None):
+        if reason is not None:
+            log.warning("not ready: %s", reason)
+        else:
+            log.info("the state store can be written and read again")
+        request.app.state.store_failure = reason
     ready = head is not None and store_error is None
     body = {
         "ready": ready,

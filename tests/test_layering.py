@@ -33,6 +33,7 @@ LAYERS: dict[str, int] = {
     "langflow": 5,
     "validate": 6,
     "testing": 6,
+    "contract": 7,
     "report": 7,
     "demo": 12,
     "cli": 13,

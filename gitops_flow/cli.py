@@ -13,7 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
@@ -25,6 +25,7 @@ from gitops_flow import __version__, report
 from gitops_flow.components import ComponentRegistry
 from gitops_flow.config import Settings
 from gitops_flow.exceptions import GitOpsFlowError, SourceError, UnknownVersion
+from gitops_flow.jsonpos import LineIndex
 from gitops_flow.langflow import slug
 from gitops_flow.problems import Problem
 from gitops_flow.routing import ROUTING_FILE
@@ -243,11 +244,14 @@ def _breaking(
 
 def _test(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     registry = ComponentRegistry.configured(settings)
-    reports, routing_problems = _check_all(collect(args.paths), registry)
+    targets = collect(args.paths)
+    reports, routing_problems = _check_all(targets, registry)
     results: list[CaseResult] = []
-    for file_report in reports:
+    for path, file_report in zip(targets.flows, reports, strict=True):
         if file_report.ok and file_report.spec is not None:
-            results += asyncio.run(run_flow_tests(file_report.spec, registry))
+            found = asyncio.run(run_flow_tests(file_report.spec, registry))
+            lines = LineIndex(path.read_text(encoding="utf-8-sig")) if not all(r.passed for r in found) else None
+            results += [r if lines is None else replace(r, line=lines.line(file_report.origin(r.path))) for r in found]
     invalid = [p for r in reports for p in r.problems] + routing_problems
     files = {r.spec.name: r.file for r in reports if r.spec is not None}
     print(report.results(results, invalid, files, args.format), file=out)

@@ -30,6 +30,7 @@ class CaseResult:
     output: Any = None
     duration_ms: float = 0.0
     path: str = "$.tests"
+    line: int | None = None  # of ``path`` in the flow's file, when the caller knows the file
 
 
 CASE_TIMEOUT_S = 10.0  # what one case may take; a dry-build's fakes never wait, so only a stuck flow takes that long

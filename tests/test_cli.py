@@ -144,6 +144,21 @@ def test_test_never_calls_an_unfaked_model(tmp_path: Path) -> None:
     assert body["results"][0]["message"].startswith("model node(s) llm have no fakes")
 
 
+def test_test_fails_a_case_whose_input_the_server_would_refuse_naming_the_case_the_field_and_the_line(
+    tmp_path: Path,
+) -> None:
+    doc = json.loads((EXAMPLES / "support-bot.json").read_text())
+    doc["tests"][0]["input"] = {"query": "hi"}
+    path = write(tmp_path / "support-bot.json", doc)
+    code, text = run("test", str(tmp_path))
+    assert code == 1
+    assert "FAIL support-bot :: greets: the server would refuse this input (422 bad-input)" in text
+    assert "(question: Field required)" in text
+    code, text = run("test", str(tmp_path), "--format", "github")
+    line = next(n for n, t in enumerate(path.read_text().splitlines(), 1) if '"input": {' in t)  # the case's input
+    assert f"::error file={path},line={line},title=test failed%3A greets::the server would refuse" in text
+
+
 def test_test_counts_an_invalid_flow_as_a_failure(tmp_path: Path) -> None:
     write(tmp_path / "x.json", "{not json")
     code, text = run("test", str(tmp_path))

@@ -52,7 +52,7 @@ class FakeChatModel(GenericFakeChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         answer, tokens = self._answer()
-        time.sleep(sum(self._waits(len(tokens))))
+        _block(sum(self._waits(len(tokens))))
         return ChatResult(generations=[ChatGeneration(message=answer)])
 
     async def _agenerate(
@@ -63,7 +63,7 @@ class FakeChatModel(GenericFakeChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         answer, tokens = self._answer()
-        await asyncio.sleep(sum(self._waits(len(tokens))))
+        await _wait(sum(self._waits(len(tokens))))
         return ChatResult(generations=[ChatGeneration(message=answer)])
 
     def _stream(
@@ -75,9 +75,9 @@ class FakeChatModel(GenericFakeChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         answer, tokens = self._answer()
         waits = self._waits(len(tokens))
-        time.sleep(next(waits))
+        _block(next(waits))
         for index, (token, wait) in enumerate(zip(tokens, waits, strict=False)):
-            time.sleep(wait)
+            _block(wait)
             chunk = _chunk(answer, token, last=index == len(tokens) - 1)
             if run_manager is not None:
                 run_manager.on_llm_new_token(token, chunk=chunk)
@@ -92,9 +92,9 @@ class FakeChatModel(GenericFakeChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         answer, tokens = self._answer()
         waits = self._waits(len(tokens))
-        await asyncio.sleep(next(waits))
+        await _wait(next(waits))
         for index, (token, wait) in enumerate(zip(tokens, waits, strict=False)):
-            await asyncio.sleep(wait)
+            await _wait(wait)
             chunk = _chunk(answer, token, last=index == len(tokens) - 1)
             if run_manager is not None:
                 await run_manager.on_llm_new_token(token, chunk=chunk)
@@ -103,6 +103,16 @@ class FakeChatModel(GenericFakeChatModel):
     @property
     def _llm_type(self) -> str:
         return "gitops-flow-fake-chat-model"
+
+
+async def _wait(seconds: float) -> None:
+    if seconds > 0:  # no latency, no detour through the event loop
+        await asyncio.sleep(seconds)
+
+
+def _block(seconds: float) -> None:
+    if seconds > 0:
+        time.sleep(seconds)
 
 
 def _chunk(answer: AIMessage, token: str, *, last: bool) -> ChatGenerationChunk:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from gitops_flow.build import BuiltFlow, build_flow
-from gitops_flow.components import FAKEABLE, ComponentRegistry
+from gitops_flow.components import ComponentRegistry
 from gitops_flow.exceptions import BuildError
 from gitops_flow.history import HistoryStore
 from gitops_flow.jsonpos import LineIndex
@@ -202,12 +202,14 @@ class VersionBuilder:
         return found
 
     def _fakes(self, spec: FlowSpec) -> dict[str, Sequence[str]]:
-        """Fake models for every model node: the answers its first test gives it, or a line saying it is fake."""
+        """Fake models for every node that would call a real model: the answers its first test gives it, or a line
+        saying it is fake. A FakeChatModel keeps its own responses (and latency)."""
+        real = [node.id for node in spec.nodes if self.registry.calls_a_model(node.component)]
         fakes: dict[str, list[str]] = {}
         for case in spec.tests:
             for node_id, answers in case.fakes.items():
-                fakes.setdefault(node_id, list(answers))
-        for node in spec.nodes:
-            if self.registry.kind_of(node.component) in FAKEABLE and node.id not in fakes:
-                fakes[node.id] = [FAKE_ANSWER.format(node=node.id)]
+                if node_id in real:
+                    fakes.setdefault(node_id, list(answers))
+        for node_id in real:
+            fakes.setdefault(node_id, [FAKE_ANSWER.format(node=node_id)])
         return dict(fakes)

@@ -13,7 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
@@ -24,14 +24,15 @@ from pydantic import ValidationError
 from gitops_flow import __version__, report
 from gitops_flow.components import ComponentRegistry
 from gitops_flow.config import Settings
-from gitops_flow.exceptions import GitOpsFlowError
+from gitops_flow.exceptions import GitOpsFlowError, SourceError, UnknownVersion
+from gitops_flow.jsonpos import LineIndex
 from gitops_flow.langflow import slug
 from gitops_flow.problems import Problem
 from gitops_flow.routing import ROUTING_FILE
 from gitops_flow.spec import json_schema
 from gitops_flow.stores.base import StateStore
 from gitops_flow.testing import CaseResult, run_flow_tests
-from gitops_flow.validate import FileReport, validate_file, validate_routing_bytes
+from gitops_flow.validate import MAX_EXPORT_BYTES, FileReport, validate_bytes, validate_file, validate_routing_bytes
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 _SERVE_TEXT = (
@@ -85,6 +86,13 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("paths", nargs="*", metavar="PATH", help="flow files or folders (default: .)")
         command.add_argument("--format", choices=report.FORMATS, default="text")
         command.add_argument("--components", type=Path, metavar="FILE", help="operator components file (YAML)")
+        if name == "validate":
+            command.add_argument(
+                "--base",
+                metavar="REV",
+                help="also report changes of each flow's input and output schemas since REV (a commit, branch or tag "
+                "of the Git repository holding the flows) that break its callers",
+            )
         command.set_defaults(handler=handler)
 
     schema = commands.add_parser("schema", help="print the flow document JSON Schema")
@@ -201,19 +209,49 @@ def _check_all(targets: Targets, registry: ComponentRegistry) -> tuple[list[File
 
 def _validate(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     targets = collect(args.paths)
-    reports, routing_problems = _check_all(targets, ComponentRegistry.configured(settings))
+    registry = ComponentRegistry.configured(settings)
+    reports, routing_problems = _check_all(targets, registry)
     found = [p for r in reports for p in r.problems] + routing_problems
+    if args.base is not None:
+        found += _breaking(targets.flows, reports, args.base, registry)
     print(report.problems(found, len(reports) + len(targets.routing), args.format), file=out)
     return EXIT_PROBLEMS if any(p.severity == "error" for p in found) else EXIT_OK
 
 
+def _breaking(
+    paths: Sequence[Path], reports: Sequence[FileReport], rev: str, registry: ComponentRegistry
+) -> list[Problem]:
+    """Changes of each flow's input and output schemas since ``rev`` that break its callers. A flow new since then,
+    or one that does not validate now or did not then, has no contract to compare."""
+    from gitops_flow import contract
+    from gitops_flow.source import read_at  # GitPython is paid for by --base only
+
+    try:
+        before = read_at(paths, rev, max_bytes=MAX_EXPORT_BYTES)
+    except (SourceError, UnknownVersion) as exc:
+        raise UsageError(f"--base {rev}: {exc}") from None
+    found: list[Problem] = []
+    for path, current in zip(paths, reports, strict=True):
+        old = before[path]
+        if old is None or current.built is None:
+            continue
+        raw = path.read_bytes()
+        if old != raw:
+            base = validate_bytes(old, registry, file=current.file, stem=path.stem)
+            found += contract.breaking_problems(current, base, raw.decode("utf-8-sig"), rev)
+    return found
+
+
 def _test(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     registry = ComponentRegistry.configured(settings)
-    reports, routing_problems = _check_all(collect(args.paths), registry)
+    targets = collect(args.paths)
+    reports, routing_problems = _check_all(targets, registry)
     results: list[CaseResult] = []
-    for file_report in reports:
+    for path, file_report in zip(targets.flows, reports, strict=True):
         if file_report.ok and file_report.spec is not None:
-            results += asyncio.run(run_flow_tests(file_report.spec, registry))
+            found = asyncio.run(run_flow_tests(file_report.spec, registry))
+            lines = LineIndex(path.read_text(encoding="utf-8-sig")) if not all(r.passed for r in found) else None
+            results += [r if lines is None else replace(r, line=lines.line(file_report.origin(r.path))) for r in found]
     invalid = [p for r in reports for p in r.problems] + routing_problems
     files = {r.spec.name: r.file for r in reports if r.spec is not None}
     print(report.results(results, invalid, files, args.format), file=out)

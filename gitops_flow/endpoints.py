@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from gitops_flow.analysis import Guard
-from gitops_flow.build import BuiltFlow
+from gitops_flow.build import BuiltFlow, runnable_config
 from gitops_flow.choosing import Ask, Chooser, Inputs
 from gitops_flow.config import Settings
 from gitops_flow.exceptions import GitOpsFlowError
@@ -164,9 +164,9 @@ def version_metadata(choice: Choice) -> dict[str, Any]:
 
 
 def run_config(config: dict[str, Any], flow: str, choice: Choice, run_id: uuid.UUID) -> Any:
-    """The RunnableConfig of one run (a plain dict: LangChain's TypedDict)."""
-    metadata = {**config.get("metadata", {}), **version_metadata(choice)}
-    return {**config, "metadata": metadata, "run_id": run_id, "run_name": config.get("run_name", flow)}
+    """The RunnableConfig of one run, naming the version that serves it (build.runnable_config: `gitops-flow test`
+    runs its cases with the same)."""
+    return runnable_config(config, flow, run_id, version_metadata(choice))
 
 
 Run = Callable[[Choice, BuiltFlow], Awaitable[Any]]  # runs the request on a version's build of the flow

@@ -142,6 +142,8 @@ def create_app(
         Route("/metrics", views.metrics, methods=["GET"]),
         Route("/webhooks/github", views.github_webhook, methods=["POST"]),
         Route("/admin/reconcile", views.reconcile_now, methods=["POST"]),
+        Route("/admin/abort", views.abort_canary, methods=["POST"]),
+        Route("/admin/resume", views.resume_canary, methods=["POST"]),
     ]
     handlers = {
         RequestError: _request_error,

@@ -134,6 +134,16 @@ def _parser() -> argparse.ArgumentParser:
         view.add_argument("--json", action="store_true", help="print the server's JSON as it is")
         view.set_defaults(handler=handler)
 
+    for name, handler, text in (
+        ("abort", _abort, "stop a flow's canary at once, on every replica (needs GITOPS_FLOW_ADMIN_TOKEN)"),
+        ("resume", _resume, "give an aborted canary its weight back (needs GITOPS_FLOW_ADMIN_TOKEN)"),
+    ):
+        operate = commands.add_parser(name, help=text, description=text)
+        operate.add_argument("flow", metavar="FLOW")
+        operate.add_argument("--ref", help="one canary ref of the flow's route (default: each of them)")
+        operate.add_argument("--server", default="http://127.0.0.1:8000", metavar="URL", help="the server's address")
+        operate.set_defaults(handler=handler)
+
     text = "convert LangFlow exports to flow documents (never running the code they store)"
     importer = commands.add_parser("import-langflow", help=text, description=text)
     importer.add_argument("files", nargs="+", metavar="FILE", help="LangFlow exports (.json)")
@@ -431,14 +441,50 @@ def _what(event: Mapping[str, Any]) -> str:
     return text
 
 
+def _abort(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    return _operate(args, settings, out, "abort")
+
+
+def _resume(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    return _operate(args, settings, out, "resume")
+
+
+def _operate(args: argparse.Namespace, settings: Settings, out: TextIO, action: str) -> int:
+    """Abort or resume a flow's canary on a running server, with the admin token from the environment (a token on a
+    command line is visible to every local user)."""
+    if settings.admin_token is None:
+        raise UsageError(f"{action} needs the server's admin token in GITOPS_FLOW_ADMIN_TOKEN")
+    body = {"flow": args.flow, **({"ref": args.ref} if args.ref else {})}
+    data = _request(args.server, f"/admin/{action}", body, settings.admin_token.get_secret_value())
+    verb = {"abort": "aborted", "resume": "resumed"}[action]
+    for done in data["done"]:
+        what = verb if done["changed"] else f"already {verb}" if action == "abort" else "was not aborted"
+        print(f"{done['flow']} on {done['ref']} ({done['sha'][:12]}): {what}", file=out)
+    return EXIT_OK
+
+
 def _get(server: str, path: str) -> Any:
     """GET a JSON view of a running server; an unreachable server is a clear error, not a traceback."""
+    return _request(server, path)
+
+
+def _request(server: str, path: str, body: Any = None, token: str | None = None) -> Any:
+    """GET (or, with a body, POST) a JSON endpoint of a running server; errors are clear, never a traceback."""
     url = server.rstrip("/") + path
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    data = None
+    if body is not None:
+        data, headers["content-type"] = orjson.dumps(body), "application/json"
+    request = urllib.request.Request(url, data=data, headers=headers, method="POST" if body is not None else "GET")
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10) as response:
             return orjson.loads(response.read())
     except urllib.error.HTTPError as exc:
-        raise UsageError(f"{url} answered {exc.code}") from None
+        try:
+            message = orjson.loads(exc.read())["error"]["message"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            message = ""
+        raise UsageError(f"{url} answered {exc.code}" + (f": {message}" if message else "")) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise UsageError(f"cannot reach the server at {server}: {reason}") from None

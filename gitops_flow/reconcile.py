@@ -353,6 +353,12 @@ class Reconciler:
         )
         self.rebuilds.drop(lambda sha: not self.table.yanked(sha))
 
+    def _replan(self) -> None:
+        """Publish the current table again with the aborts as they are now: the same head, refs and versions, so it
+        is consistent even while a reconcile is half-way (that one publishes with the new aborts when it ends)."""
+        table = self.table
+        self.table = RoutingTable.publish(table.branch, table.head, table.refs, table.versions, self._aborted)
+
     async def _publish_live(self, trigger: str) -> None:
         """Publish, then remember which versions went live (the head, and what each flow's live refs serve), since
         history pins may reach those only; and record each commit the routing file newly yanked."""
@@ -412,7 +418,7 @@ class Reconciler:
         stopped_now = stopped(dict.fromkeys(aborted))
         if stopped_now != self._aborted:
             self._aborted = stopped_now
-            self._publish()
+            self._replan()
 
     async def operate(self, action: str, flow: str, ref: str | None, trigger: str) -> list[dict[str, Any]]:
         """An operator aborts or resumes ``flow``'s canary on ``ref`` (every guarded ref of its route when None), at
@@ -451,7 +457,7 @@ class Reconciler:
                     )
             done.append({"flow": flow, "ref": target.ref, "sha": sha, "changed": changed})
         self._aborted = stopped(await self.store.aborts())
-        self._publish()
+        self._replan()
         return done
 
     # -- explicit pins ----------------------------------------------------------------------------------------------

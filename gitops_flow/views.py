@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gitops_flow import webhook
-from gitops_flow.endpoints import RequestError, get_deps, json_response, read_body
+from gitops_flow.endpoints import RequestError, get_deps, json_response, read_body, read_json
 from gitops_flow.exceptions import SignatureMismatch, StoreError, WebhookError
 from gitops_flow.metrics import CONTENT_TYPE
 from gitops_flow.reconcile import Reconciler
@@ -203,3 +203,29 @@ async def reconcile_now(request: Request) -> Response:
     outcome = await get_deps(request).reconciler.step("operator")
     body = {"changed": outcome.changed, "head": outcome.head, "new": list(outcome.new), "error": outcome.error}
     return json_response(body, 200 if outcome.error is None else 502)
+
+
+async def abort_canary(request: Request) -> Response:
+    """``POST /admin/abort {"flow", "ref"?}``: stop a flow's canary at once, on every replica, until it is resumed or
+    its ref moves to new content; recorded in the history."""
+    return await _operate(request, "abort")
+
+
+async def resume_canary(request: Request) -> Response:
+    """``POST /admin/resume {"flow", "ref"?}``: give an aborted canary its weight back; the guard judges it again on
+    what comes after the resume only."""
+    return await _operate(request, "resume")
+
+
+async def _operate(request: Request, action: str) -> Response:
+    require_admin(request)
+    payload = await read_json(request)
+    if not isinstance(payload, dict) or not isinstance(payload.get("flow"), str):
+        raise RequestError(400, "bad-body", 'the body is {"flow": NAME} with an optional "ref"')
+    ref = payload.get("ref")
+    if ref is not None and not isinstance(ref, str):
+        raise RequestError(400, "bad-body", '"ref" is a ref name')
+    client = request.client.host if request.client is not None else "unknown"
+    trigger = f"operator at {client}"
+    done = await get_deps(request).reconciler.operate(action, payload["flow"], ref, trigger)
+    return json_response({"action": action, "done": done})

@@ -218,6 +218,8 @@ def _schema_problem(err: Any, models_at: tuple[tuple[tuple[str, ...], type[BaseM
         return Problem(code="missing-key", message=f"{field_name!r} is required", path=path)
     if kind == "literal_error" and loc == ("version",):
         return Problem(code="unsupported-version", message='this is format version 1: set "version": 1', path=path)
+    if kind == "string_pattern_mismatch" and loc and loc[0] == "yanked":
+        return Problem(code="bad-sha", message="yanked lists commits by sha: 7 to 40 hex digits", path=path)
     if kind == "string_pattern_mismatch":
         what = "names" if loc == ("name",) else "ids"
         return Problem(code=f"bad-{what[:-1]}", message=f"{what} match {err['ctx']['pattern']}", path=path)

@@ -232,3 +232,17 @@ def test_a_flow_of_22000_bad_nodes_makes_a_bounded_record_event_and_report(
     assert cli.main(["validate", str(path), "--format", "json"], environ={}, out=out) == 1
     assert len(out.getvalue()) < 60_000
     assert len(json.loads(out.getvalue())["problems"]) == MAX_PROBLEMS + 1
+
+
+def test_a_flow_whose_many_tests_fail_on_the_server_keeps_a_bounded_record(remote: Remote, tmp_path: Path) -> None:
+    """The server runs each flow's tests before it goes live: their failures are problems too, and capped alike."""
+    cases = [{"name": f"case {n}", "input": {"question": "hi"}, "expect": {"equals": "never"}} for n in range(80)]
+    with serve_process(remote, tmp_path) as server:
+        sha = remote.commit({"flows/echo.json": echo_flow(answer="one", tests=cases)}, "eighty failing tests")
+        remote.push()
+        assert server.reconcile()["new"] == [sha]
+        record = next(v for v in server.client.get("/versions").json()["versions"] if v["sha"] == sha)
+    problems = record["failed"]["echo"]
+    assert len(problems) == MAX_PROBLEMS + 1
+    assert problems[-1]["code"] == "too-many-problems"
+    assert problems[-1]["message"].startswith("30 more problems are not listed")

@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from gitops_flow.providers import default_secret_names
+from gitops_flow.secretpolicy import SecretPolicy
 
 ENV_PREFIX = "GITOPS_FLOW_"
 # environment variable (after the prefix) -> setting
@@ -20,6 +23,8 @@ _FROM_ENV = {
     "WEBHOOK_SECRET": "webhook_secret",
     "MAX_BODY_BYTES": "max_body_bytes",
     "ANALYSIS_INTERVAL": "analysis_interval",
+    "SECRETS": "allowed_secrets",
+    "ALLOWED_BASE_URLS": "allowed_base_urls",
 }
 
 
@@ -47,6 +52,31 @@ class Settings(BaseModel):
     freeze_heap: bool = True  # gc.freeze() after each deploy (see app._settle_heap)
     admin_token: SecretStr | None = None
     webhook_secret: SecretStr | None = None
+
+    # what flows may do with secrets (secretpolicy.py); `validate` and `test` read these too, so CI judges as served
+    allowed_secrets: tuple[str, ...] = Field(default_factory=default_secret_names)
+    allowed_base_urls: tuple[str, ...] = ()
+
+    @field_validator("allowed_secrets", "allowed_base_urls", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return tuple(part.strip() for part in value.split(",") if part.strip()) if isinstance(value, str) else value
+
+    @field_validator("allowed_secrets")
+    @classmethod
+    def _secret_entries(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        SecretPolicy(value)  # a wrong entry is a settings error at start, naming the entry
+        return value
+
+    @field_validator("allowed_base_urls")
+    @classmethod
+    def _base_urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        SecretPolicy((), value)
+        return value
+
+    def secret_policy(self) -> SecretPolicy:
+        """The SecretPolicy these settings describe."""
+        return SecretPolicy(self.allowed_secrets, self.allowed_base_urls)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: object) -> Settings:

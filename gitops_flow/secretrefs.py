@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 from gitops_flow.problems import Problem, json_path
-from gitops_flow.secretpolicy import SecretPolicy
+from gitops_flow.secretpolicy import RESERVED_PREFIX, SecretPolicy
 
 ENV_KEY = "$env"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -93,7 +93,7 @@ def _not_secret(name: str, secret_params: frozenset[str]) -> str:
 
 
 def _not_allowed(name: str, policy: SecretPolicy) -> str:
-    if name.startswith("GITOPS_FLOW_"):
+    if name.startswith(RESERVED_PREFIX):
         return f"{name} is one of the server's own settings; flows never read those"
     return f"{name} is not a secret this server gives flows (GITOPS_FLOW_SECRETS allows {policy.describe()})"
 

@@ -33,6 +33,7 @@ ComponentKind = Literal["input", "prompt", "model", "agent", "parser", "memory",
 FAKEABLE: tuple[ComponentKind, ...] = ("model", "agent")  # kinds whose nodes `fakes` may answer for
 ENTRY_POINT_GROUP = "gitops_flow.components"
 SECRETS_ATTRIBUTE = "gitops_flow_secrets"  # an entry point's target declares its secret params in this attribute
+_SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\*?$")  # a variable a secret param takes: NAME or PREFIX_*
 _COMPONENT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _IMPORT_PATH = re.compile(r"[.:/]")
@@ -59,7 +60,9 @@ class Component:
 
     Built-in factories take a BuildContext first (``takes_context``); operator factories take only the params.
     ``secrets`` are the params that take a credential: the only places a flow may write ``{"$env": NAME}``. None
-    (entry points) means the target says, in its ``gitops_flow_secrets`` attribute.
+    (entry points) means the target says, in its ``gitops_flow_secrets`` attribute. ``secret_names`` narrows a
+    param to the variables (names or ``PREFIX_*``) it takes; only a param listed there may take a model provider's
+    key (credentials.py).
     """
 
     name: str
@@ -68,6 +71,7 @@ class Component:
     description: str = ""
     takes_context: bool = False
     secrets: frozenset[str] | None = frozenset()
+    secret_names: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 class ComponentRegistry:
@@ -77,7 +81,7 @@ class ComponentRegistry:
         self._components = {c.name: c for c in components}
         self._factories: dict[str, Callable[..., Any]] = {}
         self._param_models: dict[str, type[BaseModel] | None] = {}
-        self._secrets: dict[str, frozenset[str]] = {}
+        self._secrets: dict[str, tuple[frozenset[str], dict[str, tuple[str, ...]]]] = {}
 
     @classmethod
     def builtin(cls) -> ComponentRegistry:
@@ -149,17 +153,24 @@ class ComponentRegistry:
 
     def secret_params(self, component: Component) -> frozenset[str]:
         """The params of ``component`` that take a credential (see Component.secrets); an entry point's target is
-        loaded to read its declaration, which must be a list of parameter names."""
+        loaded to read its declaration."""
+        return self._declared(component)[0]
+
+    def secret_names(self, component: Component) -> dict[str, tuple[str, ...]]:
+        """Secret param -> the variables it takes, for the params whose declaration names them."""
+        return self._declared(component)[1]
+
+    def _declared(self, component: Component) -> tuple[frozenset[str], dict[str, tuple[str, ...]]]:
         if component.secrets is not None:
-            return component.secrets
+            return component.secrets, dict(component.secret_names)
         if component.name not in self._secrets:
             declared = getattr(self.factory(component), SECRETS_ATTRIBUTE, ())
-            if isinstance(declared, str) or not all(isinstance(n, str) and n.isidentifier() for n in declared):
+            try:
+                self._secrets[component.name] = declared_secrets(declared)
+            except ValueError as exc:
                 raise BuildError(
-                    f"component {component.name!r}: {SECRETS_ATTRIBUTE} must be a list of parameter names",
-                    code="component-unavailable",
-                )
-            self._secrets[component.name] = frozenset(declared)
+                    f"component {component.name!r}: {SECRETS_ATTRIBUTE} {exc}", code="component-unavailable"
+                ) from None
         return self._secrets[component.name]
 
     def check_params(self, component: Component, params: Mapping[str, Any]) -> list[ParamIssue]:
@@ -238,9 +249,32 @@ def _signature_model(component: Component, factory: Callable[..., Any]) -> type[
     return create_model(f"{component.name}Params", __config__=config, **fields)
 
 
+def declared_secrets(value: Any) -> tuple[frozenset[str], dict[str, tuple[str, ...]]]:
+    """A declaration of secret params: a list of params, or a mapping of each param to the variables it takes
+    (names or ``PREFIX_*``). Raises ValueError saying what a declaration must be."""
+    names: dict[str, tuple[str, ...]] = {}
+    if isinstance(value, dict):
+        for param, takes in value.items():
+            listed = [takes] if isinstance(takes, str) else takes
+            if not isinstance(listed, list | tuple) or not all(
+                isinstance(n, str) and _SECRET_NAME.match(n) and not n.startswith("GITOPS_FLOW_") for n in listed
+            ):
+                raise ValueError(f"for {param!r} must name variables (NAME or PREFIX_*), never GITOPS_FLOW_*")
+            names[str(param)] = tuple(listed)
+        params: Any = list(value)
+    else:
+        params = value
+    if isinstance(params, str) or not isinstance(params, list | tuple | set | frozenset):
+        raise ValueError("must be a list of parameter names, or a mapping of each to the variables it takes")
+    if not all(isinstance(n, str) and n.isidentifier() for n in params):
+        raise ValueError("must be a list of parameter names, or a mapping of each to the variables it takes")
+    return frozenset(params), names
+
+
 def load_components_file(path: Path) -> list[Component]:
     """Parse an operator's components file: ``components: {Name: "module:attr" | {target, kind, description,
-    secrets}}``, where ``secrets`` lists the params that take a credential."""
+    secrets}}``, where ``secrets`` lists the params that take a credential (or maps each to the variables it
+    takes)."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
@@ -259,11 +293,21 @@ def load_components_file(path: Path) -> list[Component]:
         kind = spec.get("kind", "transform")
         if kind not in typing.get_args(ComponentKind):
             raise ConfigError(f"components file {path}: {name!r} has unknown kind {kind!r}")
-        secrets = spec.get("secrets", [])
-        if not isinstance(secrets, list) or not all(isinstance(n, str) and n.isidentifier() for n in secrets):
-            raise ConfigError(f"components file {path}: {name!r} secrets must be a list of parameter names")
+        try:
+            params, names = declared_secrets(spec.get("secrets", []))
+        except ValueError as exc:
+            raise ConfigError(f"components file {path}: {name!r} secrets {exc}") from None
         description = str(spec.get("description", ""))
-        found.append(Component(str(name), str(spec["target"]), kind, description, secrets=frozenset(secrets)))
+        found.append(
+            Component(
+                str(name),
+                str(spec["target"]),
+                kind,
+                description,
+                secrets=params,
+                secret_names=tuple(sorted(names.items())),
+            )
+        )
     return found
 
 

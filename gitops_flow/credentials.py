@@ -1,4 +1,5 @@
-"""Where a model node's credential may go: its own provider's endpoint, or a base URL the operator allows.
+"""Where a credential may go: a model node's to its own provider's endpoint or a base URL the operator allows; a model
+provider's key into an operator component only where the component's declaration names it.
 
 The built-in ChatModel and Agent name their provider (``model``, ``model_provider``), may name an endpoint
 (``base_url``) and pass ``model_kwargs`` on to the provider's client. A flow author who could choose the endpoint could
@@ -6,6 +7,11 @@ have the server send its key there, or reach any host the server can (provider l
 from the process environment when a node gives none). So: a ``base_url`` must be one the operator allows, whatever the
 key; a key bound to one provider is never given to another; ``model_kwargs`` may not carry what could point the client
 elsewhere or add credentials (URLs, hosts, proxies, headers, clients, keys); a model name is never a URL.
+
+An operator component vouches for where it sends what its secret params take. It may take a model provider's key
+(OPENAI_API_KEY) only in a param whose declaration names it (``secrets: {api_key: [OPENAI_API_KEY]}``), so that a
+flow cannot hand the server's OpenAI key to, say, a search component; a param that names its variables takes no
+other.
 """
 
 from __future__ import annotations
@@ -14,11 +20,11 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from gitops_flow.components import provider_of
+from gitops_flow.components import Component, ComponentRegistry, provider_of
 from gitops_flow.exceptions import BuildError
 from gitops_flow.problems import Problem, json_path
 from gitops_flow.secretpolicy import SecretPolicy
-from gitops_flow.secretrefs import ENV_KEY, is_env_ref
+from gitops_flow.secretrefs import env_name
 
 MODEL_COMPONENTS = frozenset({"ChatModel", "Agent"})  # built-in names: an operator component can never take them
 # model_kwargs keys that could move a request (and its Authorization header) to another host, or add credentials
@@ -30,16 +36,19 @@ _REDIRECTING = re.compile(
 
 
 def check(
-    component: str, params: Mapping[str, Any], base: tuple[str | int, ...], policy: SecretPolicy
+    registry: ComponentRegistry,
+    component: Component,
+    params: Mapping[str, Any],
+    base: tuple[str | int, ...],
+    policy: SecretPolicy,
 ) -> list[Problem]:
-    """The problems of a model node's endpoint and credential under ``policy``; none for other components."""
-    if component not in MODEL_COMPONENTS:
-        return []
+    """The problems of where a node's credentials would go under ``policy``."""
+    if component.name not in MODEL_COMPONENTS:
+        return _operator_problems(registry, component, params, base, policy)
     problems: list[Problem] = []
     provider = _provider(params)
-    key = params.get("api_key")
-    name = key.get(ENV_KEY) if isinstance(key, dict) and is_env_ref(key) else None
-    if isinstance(name, str) and provider is not None and policy.allows(name):
+    name = env_name(params.get("api_key"))
+    if name is not None and provider is not None and policy.allows(name):
         providers = policy.providers_for(name)
         if provider not in providers:
             problems.append(
@@ -82,6 +91,38 @@ def check(
             if _REDIRECTING.search(arg)
         ]
     return problems
+
+
+def _operator_problems(
+    registry: ComponentRegistry,
+    component: Component,
+    params: Mapping[str, Any],
+    base: tuple[str | int, ...],
+    policy: SecretPolicy,
+) -> list[Problem]:
+    takes = registry.secret_names(component)
+    problems = []
+    for param in sorted(registry.secret_params(component)):
+        name = env_name(params.get(param))
+        if name is None or not policy.allows(name):
+            continue  # no reference here, or one secretrefs.check refuses already
+        named = takes.get(param)
+        where = json_path([*base, param])
+        if named is not None and not any(_matches(pattern, name) for pattern in named):
+            message = f"{component.name}.{param} takes {', '.join(named) or 'no variable'}, not {name}"
+            problems.append(Problem(code="env-not-allowed", message=message, path=where))
+        elif named is None and policy.providers_for(name):
+            providers = ", ".join(sorted(policy.providers_for(name)))
+            message = (
+                f"{name} is the key of {providers}; {component.name} takes it only if its declaration names it "
+                f"(secrets: {{{param}: [{name}]}})"
+            )
+            problems.append(Problem(code="env-wrong-provider", message=message, path=where))
+    return problems
+
+
+def _matches(pattern: str, name: str) -> bool:
+    return name.startswith(pattern[:-1]) if pattern.endswith("*") else name == pattern
 
 
 def _provider(params: Mapping[str, Any]) -> str | None:

@@ -38,6 +38,14 @@ def is_env_ref(value: Any) -> bool:
     return isinstance(value, dict) and ENV_KEY in value
 
 
+def env_name(value: Any) -> str | None:
+    """The variable a well-formed reference names; None for anything else."""
+    if not isinstance(value, dict) or set(value) != {ENV_KEY}:
+        return None
+    name = value[ENV_KEY]
+    return name if isinstance(name, str) and _ENV_NAME.match(name) else None
+
+
 def env_refs(params: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], Any]]:
     """Every ``{"$env": ...}`` in ``params`` with its location."""
     if is_env_ref(params):

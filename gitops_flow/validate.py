@@ -277,7 +277,7 @@ def _node_problems(spec: FlowSpec, registry: ComponentRegistry, policy: SecretPo
             problems.append(Problem(code=exc.code, message=str(exc), path=json_path([*where, "component"])))
             continue
         problems += secretrefs.check(node.params, (*where, "params"), secret_params=secret_params, policy=policy)
-        problems += credentials.check(component.name, node.params, (*where, "params"), policy)
+        problems += credentials.check(registry, component, node.params, (*where, "params"), policy)
         bare = secretrefs.resolve(dict(node.params), {}, missing=[])
         try:
             issues = registry.check_params(component, bare)

@@ -23,7 +23,10 @@ def exclaim(*, times: int = 1):
     return RunnableLambda(lambda text: text + "!" * times)
 def keyed(*, token: str, label: str = ""):
     return RunnableLambda(lambda text: f"{label}{text} with a key of {len(token)} characters")
-keyed.gitops_flow_secrets = ("token",)
+keyed.gitops_flow_secrets = {"token": ["OPENAI_API_KEY"]}
+def open_keyed(*, token: str):
+    return RunnableLambda(lambda text: text)
+open_keyed.gitops_flow_secrets = ["token"]
 def miswritten(*, token: str):
     return RunnableLambda(lambda text: text)
 miswritten.gitops_flow_secrets = "token"
@@ -74,17 +77,29 @@ def test_entry_points_register_components(operator_module: Path, tmp_path: Path)
     assert built.runnable.invoke("hey") == "hey!"
 
 
-def _problems(registry: ComponentRegistry, params: dict[str, object]) -> list[tuple[str, str]]:
-    raw = json.dumps(chain(("k", "Keyed", params))).encode()
+def _problems(registry: ComponentRegistry, params: dict[str, object], name: str = "Keyed") -> list[tuple[str, str]]:
+    raw = json.dumps(chain(("k", name, params))).encode()
     return [(p.code, p.path) for p in validate_bytes(raw, registry, file="flow.json").problems if p.severity == "error"]
 
 
 def test_a_components_file_declares_the_params_that_take_a_secret(operator_module: Path, tmp_path: Path) -> None:
     listing = tmp_path / "components.yaml"
-    listing.write_text(f"components:\n  Keyed:\n    target: {operator_module.stem}:keyed\n    secrets: [token]\n")
+    listing.write_text(
+        f"components:\n  Keyed:\n    target: {operator_module.stem}:keyed\n    secrets: {{token: [OPENAI_API_KEY]}}\n"
+        f"  Open:\n    target: {operator_module.stem}:open_keyed\n    secrets: [token]\n"
+    )
     registry = ComponentRegistry.builtin().with_file(listing)
     assert registry.secret_params(registry.get("Keyed")) == frozenset({"token"})
+    assert registry.secret_names(registry.get("Keyed")) == {"token": ("OPENAI_API_KEY",)}
+    assert registry.secret_params(registry.get("Open")) == frozenset({"token"})
+    assert registry.secret_names(registry.get("Open")) == {}
     assert _problems(registry, {"token": {"$env": "OPENAI_API_KEY"}}) == []
+    assert _problems(registry, {"token": {"$env": "ANTHROPIC_API_KEY"}}) == [
+        ("env-not-allowed", "$.nodes[0].params.token")
+    ]
+    assert _problems(registry, {"token": {"$env": "OPENAI_API_KEY"}}, "Open") == [
+        ("env-wrong-provider", "$.nodes[0].params.token")  # a provider's key goes only where it is named
+    ]
     assert _problems(registry, {"token": {"$env": "OPENAI_API_KEY"}, "label": {"$env": "OPENAI_API_KEY"}}) == [
         ("env-not-secret", "$.nodes[0].params.label")
     ]
@@ -129,9 +144,21 @@ def test_an_operator_target_that_does_not_load_is_a_build_error(tmp_path: Path) 
         ("components:\n  X: {target: 'a:b', kind: magic}\n", "unknown kind 'magic'"),
         ("components:\n  X: {target: 'a:b', secrets: api_key}\n", "secrets must be a list of parameter names"),
         ("components:\n  X: {target: 'a:b', secrets: [1]}\n", "secrets must be a list of parameter names"),
+        ("components:\n  X: {target: 'a:b', secrets: {k: [GITOPS_FLOW_ADMIN_TOKEN]}}\n", "never GITOPS_FLOW_"),
+        ("components:\n  X: {target: 'a:b', secrets: {k: ['A-B']}}\n", "must name variables"),
         ("components: {\n", "components file"),
     ],
-    ids=["not-mapping", "bad-target", "unknown-key", "bad-kind", "secrets-not-a-list", "secrets-not-names", "bad-yaml"],
+    ids=[
+        "not-mapping",
+        "bad-target",
+        "unknown-key",
+        "bad-kind",
+        "secrets-not-a-list",
+        "secrets-not-names",
+        "secrets-naming-own",
+        "secrets-naming-badly",
+        "bad-yaml",
+    ],
 )
 def test_a_bad_components_file_is_a_config_error(tmp_path: Path, text: str, message: str) -> None:
     listing = tmp_path / "components.yaml"

@@ -24,7 +24,16 @@ def dsn_client(*, dsn: str, table: str = "docs") -> Any:
     return RunnableLambda(lambda text: text)
 
 
-REGISTRY = registry_with(Component("Store", dsn_client, secrets=frozenset({"dsn"})))
+def search(*, token: str, index: str = "docs") -> Any:
+    return RunnableLambda(lambda text: text)
+
+
+REGISTRY = registry_with(
+    # an operator component that names the variables its secret param takes (one of them a model provider's key)
+    Component("Store", dsn_client, secrets=frozenset({"dsn"}), secret_names=(("dsn", ("OPENAI_API_KEY", "DB_*")),)),
+    # one that does not: it takes any allowed variable no model provider owns
+    Component("Search", search, secrets=frozenset({"token"})),
+)
 
 
 def errors(doc: dict[str, Any], policy: SecretPolicy | None = None) -> list[tuple[str, str]]:
@@ -114,13 +123,13 @@ def test_a_literal_in_a_declared_secret_param_is_refused_whatever_its_name() -> 
     ],
 )
 def test_only_names_the_operator_allows(name: str, message: str) -> None:
-    doc = node("Store", dsn={"$env": name})
+    doc = node("Search", token={"$env": name})
     report = validate_bytes(json.dumps(doc).encode(), REGISTRY, file="flow.json")
     [problem] = [p for p in report.problems if p.severity == "error"]
-    assert (problem.code, problem.path) == ("env-not-allowed", "$.nodes[0].params.dsn")
+    assert (problem.code, problem.path) == ("env-not-allowed", "$.nodes[0].params.token")
     assert message in problem.message
     permissive = SecretPolicy(["AWS_*", "HOME", "G_*"])
-    expected = [] if not name.startswith("GITOPS_FLOW_") else [("env-not-allowed", "$.nodes[0].params.dsn")]
+    expected = [] if not name.startswith("GITOPS_FLOW_") else [("env-not-allowed", "$.nodes[0].params.token")]
     assert errors(doc, permissive) == expected
 
 
@@ -143,7 +152,12 @@ def test_only_names_the_operator_allows(name: str, message: str) -> None:
             SecretPolicy(["TEAM_*=openai"]),
             ["env-wrong-provider"],
         ),
-        (node("Store", dsn={"$env": "TEAM_KEY"}), SecretPolicy(["TEAM_KEY"]), []),  # an operator component's own
+        (node("Search", token={"$env": "TEAM_KEY"}), SecretPolicy(["TEAM_KEY"]), []),  # owned by no provider
+        (node("Search", token=KEY), None, ["env-wrong-provider"]),  # a provider's key, not named by the component
+        (node("Store", dsn=KEY), None, []),  # named by the component's declaration
+        (node("Store", dsn={"$env": "DB_URL"}), SecretPolicy(["DB_URL"]), []),  # named by a prefix
+        (node("Store", dsn={"$env": "ANTHROPIC_API_KEY"}), None, ["env-not-allowed"]),  # allowed, not taken here
+        (node("Store", dsn={"$env": "SEARCH_TOKEN"}), SecretPolicy(["SEARCH_TOKEN"]), ["env-not-allowed"]),
     ],
     ids=[
         "own-provider",
@@ -156,6 +170,11 @@ def test_only_names_the_operator_allows(name: str, message: str) -> None:
         "bound-name",
         "bound-to-another",
         "operator-component",
+        "operator-component-given-a-provider-key",
+        "operator-component-naming-it",
+        "operator-component-naming-a-prefix",
+        "operator-component-naming-others",
+        "operator-component-naming-others-2",
     ],
 )
 def test_a_key_goes_only_to_its_own_provider(

@@ -92,9 +92,12 @@ COMPONENTS = """\
 components:
   Leaky:
     target: tests.operator_components:leaky
-    secrets: [api_key]
+    secrets: {api_key: [OPENAI_API_KEY]}
   Fragile:
     target: tests.operator_components:fragile
+    secrets: {api_key: [OPENAI_API_KEY]}
+  Search:
+    target: tests.operator_components:leaky
     secrets: [api_key]
 """
 
@@ -255,6 +258,16 @@ def test_an_operator_components_secret_param_reads_only_allowed_names(server: Se
     errors, texts = attack(server, "leaky-db", document)
 
     assert errors == [("env-not-allowed", "$.nodes[0].params.api_key", ref_line(document, "DATABASE_PASSWORD"))]
+    for text in texts:
+        assert_no_secret(text, "an answer")
+
+
+def test_an_operator_component_never_gets_a_providers_key_it_does_not_name(server: ServeProcess) -> None:
+    """A search component declared with a secret param cannot be handed the server's OpenAI key by a flow."""
+    document = flow("search", ("call", "Search", {"api_key": {"$env": "OPENAI_API_KEY"}}))
+    errors, texts = attack(server, "search", document)
+
+    assert errors == [("env-wrong-provider", "$.nodes[0].params.api_key", ref_line(document, "OPENAI_API_KEY"))]
     for text in texts:
         assert_no_secret(text, "an answer")
 

@@ -278,7 +278,12 @@ def _components(args: argparse.Namespace, settings: Settings, out: TextIO) -> in
     registry = ComponentRegistry.configured(settings)
     for name in registry.names():
         component = registry.get(name)
-        secrets = sorted(component.secrets) if component.secrets is not None else ["(declared by the package)"]
+        names = dict(component.secret_names)
+        secrets = (
+            [f"{p} <- {' | '.join(names[p])}" if p in names else p for p in sorted(component.secrets)]
+            if component.secrets is not None
+            else ["(declared by the package)"]
+        )
         extra = f" (secret: {', '.join(secrets)})" if secrets else ""
         print(f"{name:<20} {component.kind:<10} {component.description}{extra}", file=out)
     return EXIT_OK

@@ -354,9 +354,17 @@ def _versions(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(version["time"]))
         first = version["message"].splitlines()[0] if version["message"] else ""
         print(f"{mark} {version['sha'][:12]} {version['status']:<8} {when} {version['author']:<16} {first}", file=out)
-        for problem in version["problems"]:
-            print(f"    {problem['file']}:{problem['line'] or ''} {problem['code']}: {problem['message']}", file=out)
+        _print_problems(version["problems"], out)
+        for name, problems in version.get("failed", {}).items():
+            carried = version.get("carried", {}).get(name)
+            print(f"    {name} failed, " + (f"serving {carried[:12]}" if carried else "not served"), file=out)
+            _print_problems(problems, out, indent="      ")
     return EXIT_OK
+
+
+def _print_problems(problems: Sequence[Mapping[str, Any]], out: TextIO, indent: str = "    ") -> None:
+    for problem in problems:
+        print(f"{indent}{problem['file']}:{problem['line'] or ''} {problem['code']}: {problem['message']}", file=out)
 
 
 def _history(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
@@ -369,8 +377,7 @@ def _history(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
         author = event.get("author") or ""
         print(f"{when} {event['event']:<11} {event['sha'][:12]} {author:<16} {_what(event)}", file=out)
         print(f"    by {event.get('trigger') or 'unknown'}", file=out)
-        for problem in event.get("problems", []):
-            print(f"    {problem['file']}:{problem['line'] or ''} {problem['code']}: {problem['message']}", file=out)
+        _print_problems(event.get("problems", []), out)
     return EXIT_OK
 
 
@@ -380,13 +387,20 @@ def _what(event: Mapping[str, Any]) -> str:
     if kind == "tag-moved":
         before, after = event.get("before"), event.get("after")
         return f"tag {event['ref']}: {before[:12] if before else '(new)'} -> {after[:12] if after else '(deleted)'}"
-    if kind == "aborted":
-        return f"{event['ref']} on route {event['route']}: {event['reason']} ({event['requests']} requests)"
+    if kind in ("aborted", "resumed"):
+        figures = f" ({event['requests']} requests)" if "requests" in event else ""
+        why = f": {event['reason']}" if event.get("reason") else ""
+        return f"{event.get('flow', '?')} on {event['ref']}{why}{figures}"
+    if kind == "failed" and event.get("flow"):
+        serving = event.get("serving")
+        return f"{event['flow']} failed, " + (f"serving {serving[:12]}" if serving else "not served")
     text = event.get("message") or event.get("detail") or ""
     if event.get("restores"):
         text += f" (serves {event['restores'][:12]} again)"
     if event.get("changed"):
         text += f" [{', '.join(event['changed'])}]"
+    if event.get("failed_flows"):
+        text += f" (failed: {', '.join(event['failed_flows'])})"
     return text
 
 

@@ -36,9 +36,9 @@ LAYERS: dict[str, int] = {
     "validate": 6,
     "testing": 6,
     "report": 7,
-    "demo": 12,
-    "cli": 13,
-    "__main__": 14,
+    "demo": 14,
+    "cli": 15,
+    "__main__": 16,
     "__init__": 0,
     # the runtime server
     "source": 2,
@@ -53,12 +53,15 @@ LAYERS: dict[str, int] = {
     "versions": 6,
     "traffic": 7,
     "builder": 7,
+    "rebuilds": 7,
+    "pins": 8,
     "analysis": 8,
-    "reconcile": 8,
-    "endpoints": 9,
-    "views": 10,
-    "langflow_api": 10,
-    "app": 11,
+    "reconcile": 9,
+    "choosing": 10,
+    "endpoints": 11,
+    "views": 12,
+    "langflow_api": 12,
+    "app": 13,
 }
 # third-party packages and the only modules that may import them
 CONFINED = {

@@ -144,7 +144,7 @@ def attack(server: ServeProcess, name: str, document: str) -> tuple[list[tuple[s
         server.reconcile()
         versions = server.client.get("/versions")
         [version] = [v for v in versions.json()["versions"] if v["sha"] == sha]
-        problems = [p for p in version["problems"] if p["file"] == file and p["severity"] == "error"]
+        problems = [p for p in recorded(version) if p["file"] == file and p["severity"] == "error"]
         errors = [(p["code"], p["path"], p["line"]) for p in problems]
         invoked = server.invoke(name, QUESTION)
         pinned = server.invoke("echo", QUESTION, headers={"X-Flow-Version": sha})
@@ -156,6 +156,11 @@ def attack(server: ServeProcess, name: str, document: str) -> tuple[list[tuple[s
         remote.commit({file: None}, f"remove {name}")
         remote.push()
         server.reconcile()
+
+
+def recorded(version: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every problem a version record holds: the commit's own, and each failed flow's."""
+    return [*version["problems"], *(p for found in version.get("failed", {}).values() for p in found)]
 
 
 def validated(tmp_path: Path, name: str, document: str, command: str) -> list[tuple[str, str, int | None]]:
@@ -362,7 +367,7 @@ def test_no_secret_value_appears_in_any_answer_the_log_or_the_state(tmp_path: Pa
     assert "the upstream refused key <$env:OPENAI_API_KEY>" in log
     versions = next(a for a in answers if a.request.url.path == "/versions").json()["versions"]
     [fragile] = [v for v in versions if v["sha"] == shas["fragile"]]
-    messages = [p["message"] for p in fragile["problems"] if p["file"] == "flows/fragile.json"]
+    messages = [p["message"] for p in recorded(fragile) if p["file"] == "flows/fragile.json"]
     assert messages == ["Fragile could not be built: key <$env:OPENAI_API_KEY> is not valid here"]
     assert any(b"<$env:OPENAI_API_KEY> is not valid here" in content for path, content in state if "state" in path.name)
 

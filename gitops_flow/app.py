@@ -117,7 +117,7 @@ def create_app(
         await reconciler.restore()
         guard = Guard(state)
         replica = uuid.uuid4().hex[:12]
-        chooser = Chooser(reconciler, state, guard)
+        chooser = Chooser(reconciler, state, guard, fallback=settings.canary_fallback)
         app.state.deps = Deps(settings, state, reconciler, guard, metrics, replica, chooser)
         tasks = [
             asyncio.create_task(reconciler.run(), name="reconciler"),

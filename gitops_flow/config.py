@@ -30,6 +30,7 @@ _FROM_ENV = {
     "ANALYSIS_INTERVAL": "analysis_interval",
     "PINS": "pins",
     "RUN_TESTS": "run_tests",
+    "CANARY_FALLBACK": "canary_fallback",
     "SECRETS": "allowed_secrets",
     "ALLOWED_BASE_URLS": "allowed_base_urls",
 }
@@ -57,6 +58,9 @@ class Settings(BaseModel):
     pins: PinPolicy = "current"
     rebuilds_kept: int = Field(default=8, ge=1, le=1000)  # old versions rebuilt for pins and sessions, kept at once
     run_tests: bool = True  # run each flow's tests before it goes live
+    # a canary's failed request is retried on its primary (and counted against the canary only when the primary
+    # succeeds); off for flows whose runs must not be repeated, at the price of clients being able to sway verdicts
+    canary_fallback: bool = True
     fake_models: bool = False
     analysis_interval: float = Field(default=1.0, gt=0)  # seconds between the canary guard's ticks
     freeze_heap: bool = True  # gc.freeze() after each deploy (see app._settle_heap)

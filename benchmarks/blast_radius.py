@@ -132,6 +132,24 @@ def per_flow_deploys(tmp: Path, flows: int, rounds: int) -> dict[str, Any]:
 # -- 2. a broken canary among healthy ones ----------------------------------------------------------------------------
 
 
+async def load(base: str, seen: dict[str, Counter[int]], seconds: float) -> None:
+    """8 connections for ``seconds``, each request a new random user, turn by turn over the flows of ``seen``."""
+    deadline = time.monotonic() + seconds
+    flows = list(seen)
+    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+
+        async def worker(index: int) -> None:
+            turn = index
+            while time.monotonic() < deadline:
+                flow = flows[turn % len(flows)]
+                turn += 1
+                headers = {"X-Flow-User": f"u{random.getrandbits(32)}"}
+                response = await client.post(f"/flows/{flow}/invoke", json=Q, headers=headers)
+                seen[flow][response.status_code] += 1
+
+        await asyncio.gather(*(worker(i) for i in range(8)))
+
+
 def broken_canary(tmp: Path, seconds: float) -> dict[str, Any]:
     folder = tmp / "canary"
     folder.mkdir()
@@ -162,23 +180,8 @@ def broken_canary(tmp: Path, seconds: float) -> dict[str, Any]:
         seen: dict[str, Counter[int]] = {n: Counter() for n in ("alpha", "beta", "gamma")}
         began = time.time()
 
-        async def load() -> None:
-            deadline = time.monotonic() + seconds
-            async with httpx.AsyncClient(base_url=server.base, timeout=10) as client:
-
-                async def worker(index: int) -> None:
-                    turn = index
-                    while time.monotonic() < deadline:
-                        flow = ("alpha", "beta", "gamma")[turn % 3]
-                        turn += 1
-                        headers = {"X-Flow-User": f"u{random.getrandbits(32)}"}
-                        response = await client.post(f"/flows/{flow}/invoke", json=Q, headers=headers)
-                        seen[flow][response.status_code] += 1
-
-                await asyncio.gather(*(worker(i) for i in range(8)))
-
         try:
-            asyncio.run(load())
+            asyncio.run(load(server.base, seen, seconds))
             events = httpx.get(server.base + "/history").json()["events"]
         finally:
             server.stop()

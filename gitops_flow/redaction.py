@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 MASK = "***"
 
@@ -44,3 +44,16 @@ def carries_credentials(url: str) -> bool:
     parts = urlsplit(url)
     userinfo, at, _ = parts.netloc.rpartition("@")
     return bool(at) and (":" in userinfo or parts.scheme.lower() in ("http", "https"))
+
+
+def userinfo_secret(url: str) -> str | None:
+    """The secret of an HTTP(S) URL's userinfo: its password, or its user name when there is none (a token given as
+    ``https://TOKEN@host``); None for other URLs, so that logs can be scrubbed of it wherever it turns up."""
+    if "://" not in url:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or "@" not in parts.netloc:
+        return None
+    userinfo = parts.netloc.rpartition("@")[0]
+    user, colon, password = userinfo.partition(":")
+    return unquote(password if colon else user) or None

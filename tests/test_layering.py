@@ -13,6 +13,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "gitops_flow"
 LAYERS: dict[str, int] = {
     "problems": 0,
     "redaction": 0,
+    "providers": 0,
+    "secretpolicy": 1,
     "exceptions": 1,
     "jsonpos": 1,
     "config": 2,
@@ -27,6 +29,7 @@ LAYERS: dict[str, int] = {
     "graph": 3,
     "history": 3,
     "build": 4,
+    "credentials": 4,
     "langflow_export": 1,
     "langflow_models": 2,
     "langflow_builder": 3,

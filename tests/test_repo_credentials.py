@@ -179,3 +179,21 @@ def test_redact_masks_query_credentials(text: str, expected: str) -> None:
 def test_query_secrets_names_the_parameters() -> None:
     assert query_secrets("https://h/r?ref=main&Private_Token=a&sig=b") == ["Private_Token", "sig"]
     assert query_secrets("/srv/git/flows.git") == []
+
+
+@pytest.mark.parametrize(
+    ("url", "secret"),
+    [
+        (f"https://x-access-token:{TOKEN}@github.com/a/b.git", TOKEN),
+        (f"https://{TOKEN}@github.com/a/b.git", TOKEN),
+        ("https://ada:p%40ss@host/r.git", "p@ss"),
+        ("ssh://git@github.com/a/b.git", None),
+        ("https://github.com/a/b.git", None),
+        ("/srv/git/flows.git", None),
+    ],
+    ids=["user-and-token", "token-as-user", "quoted", "ssh-user", "none", "path"],
+)
+def test_userinfo_secret_is_what_the_logs_are_scrubbed_of(url: str, secret: str | None) -> None:
+    from gitops_flow.redaction import userinfo_secret
+
+    assert userinfo_secret(url) == secret

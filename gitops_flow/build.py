@@ -192,20 +192,23 @@ def _compile(graph: FlowGraph, runnables: Mapping[str, Runnable[Any, Any]]) -> R
     if graph.is_chain:
         return _sequence([runnables[n] for n in graph.order])
     tail = _tail(graph)
-    state: Runnable[Any, Any] = RunnableParallel({graph.entry: runnables[graph.entry]})
+    # one sequence made at once: piping step by step would copy the steps so far at every level (quadratic)
+    steps: list[Runnable[Any, Any]] = [RunnableParallel({graph.entry: runnables[graph.entry]})]
     for level in _levels(graph, exclude={graph.entry, *tail}):
-        state = state | RunnablePassthrough.assign(**{n: _gather(graph, n) | runnables[n] for n in level})
-    return state | _gather(graph, tail[0]) | _sequence([runnables[n] for n in tail])
+        steps.append(RunnablePassthrough.assign(**{n: _gather(graph, n) | runnables[n] for n in level}))
+    steps.append(_gather(graph, tail[0]))
+    steps += [runnables[n] for n in tail]
+    return _sequence(steps)
 
 
 def _tail(graph: FlowGraph) -> list[str]:
-    tail = [graph.exit]
-    while len(graph.incoming[tail[0]]) == 1:
-        parent = graph.incoming[tail[0]][0].source
+    tail = [graph.exit]  # from the exit back; reversed at the end
+    while len(graph.incoming[tail[-1]]) == 1:
+        parent = graph.incoming[tail[-1]][0].source
         if len(graph.outgoing[parent]) != 1 or parent == graph.entry:
             break
-        tail.insert(0, parent)
-    return tail
+        tail.append(parent)
+    return tail[::-1]
 
 
 def _levels(graph: FlowGraph, exclude: set[str]) -> list[list[str]]:

@@ -30,9 +30,10 @@ from gitops_flow.langflow_models import ModelChoice, model_choice
 
 
 def chat_input(b: Builder, node: LfNode) -> None:
-    inputs = [n for n in b.export.nodes if n.type == "ChatInput"]
     text_only = node.type == "TextInput"
-    if text_only and inputs:  # with a chat input, a text input is a fixed value (LangFlow feeds it no input)
+    if (
+        text_only and "ChatInput" in b.types
+    ):  # with a chat input, a text input is a fixed value (LangFlow feeds it no input)
         b.ports[(node.id, "*")] = Constant(node.text("input_value"), node.field_path("input_value"))
         return
     if b.entry is not None:
@@ -245,8 +246,8 @@ def parser(b: Builder, node: LfNode) -> None:
 
 def tool(name: str) -> Callable[[Builder, LfNode], None]:
     def convert(b: Builder, node: LfNode) -> None:
-        for wire in b.export.wires:
-            if wire.source == node.id and wire.field != "tools":
+        for wire in b.export.wires_from(node.id):
+            if wire.field != "tools":
                 b.fail(wire.path, "a built-in tool can only feed an agent's tools", node=node)
         b.ports[(node.id, "*")] = ToolPort(name)
 

@@ -79,6 +79,7 @@ def create_app(
             history=state,
             secrets=secrets,
             fake_models=settings.fake_models,
+            build_timeout=settings.build_timeout,
         )
         metrics = Metrics(live_versions=lambda: sum(1 for v in reconciler.versions if v.ready))
         reconciler = Reconciler(

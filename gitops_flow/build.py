@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import operator
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,11 +54,14 @@ def build_flow(
     history: HistoryStore | None = None,
     fakes: Mapping[str, Sequence[str]] | None = None,
     dry_run: bool = False,
+    deadline: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> BuiltFlow:
     """Build ``spec``; raises BuildError (with the node's path) on the first node that cannot be built.
 
     ``dry_run`` builds without any secret or provider package (placeholders stand in, and ``notes`` say so).
     ``fakes`` replaces the named model nodes with fake models answering those responses (``gitops-flow test``).
+    ``deadline`` (a ``clock()`` reading) is checked before each node: past it, BuildError ``build-timeout``.
     Nothing is invoked: building never calls a model, reads a file or touches the network.
     """
     graph, problems = analyse(spec)
@@ -65,10 +69,16 @@ def build_flow(
         first = problems[0]
         raise BuildError(first.message, path=first.path, code=first.code)
     notes: list[Problem] = []
-    built = {
-        node.id: _build_node(spec, index, registry, secrets or {}, fakes or {}, dry_run, notes)
-        for index, node in enumerate(spec.nodes)
-    }
+    built: dict[str, Runnable[Any, Any]] = {}
+    for index, node in enumerate(spec.nodes):
+        if deadline is not None and clock() >= deadline:
+            raise BuildError(
+                f"the build ran past its time limit before node {node.id!r} ({index:,} of {len(spec.nodes):,} "
+                "nodes built)",
+                path=json_path(["nodes", index]),
+                code="build-timeout",
+            )
+        built[node.id] = _build_node(spec, index, registry, secrets or {}, fakes or {}, dry_run, notes)
     _check_fan_in_variables(spec, graph, built)
     runnable = _compile(graph, {node_id: _named(r, node_id) for node_id, r in built.items()})
     memory = [(i, n) for i, n in enumerate(spec.nodes) if registry.kind_of(n.component) == "memory"]

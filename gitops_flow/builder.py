@@ -66,6 +66,7 @@ class VersionBuilder:
         secrets: Mapping[str, str] | None = None,
         fake_models: bool = False,
         clock: Callable[[], float] = time.time,
+        build_timeout: float | None = None,
     ) -> None:
         self.source = source
         self.registry = registry
@@ -73,6 +74,7 @@ class VersionBuilder:
         self.secrets = secrets or {}
         self.fake_models = fake_models
         self.clock = clock
+        self.build_timeout = build_timeout  # seconds one flow's build may take (Settings.build_timeout)
         self.secret_names: set[str] = set()
         self._cache: dict[tuple[str, str], _FileResult] = {}
 
@@ -148,6 +150,7 @@ class VersionBuilder:
                     secrets=self.secrets,
                     history=self.history,
                     fakes=self._fakes(report.spec) if self.fake_models else None,
+                    deadline=time.monotonic() + self.build_timeout if self.build_timeout is not None else None,
                 )
             except BuildError as exc:
                 where = report.origin(exc.path)  # a converted LangFlow export: the path in the export

@@ -20,6 +20,7 @@ _FROM_ENV = {
     "WEBHOOK_SECRET": "webhook_secret",
     "MAX_BODY_BYTES": "max_body_bytes",
     "ANALYSIS_INTERVAL": "analysis_interval",
+    "BUILD_TIMEOUT": "build_timeout",
 }
 
 
@@ -42,6 +43,7 @@ class Settings(BaseModel):
     data_dir: Path = Path(".gitops-flow")
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     keep_versions: int = Field(default=10, ge=1)
+    build_timeout: float = Field(default=30.0, gt=0)  # seconds one flow's build may take; past it, that flow fails
     fake_models: bool = False
     analysis_interval: float = Field(default=1.0, gt=0)  # seconds between the canary guard's ticks
     freeze_heap: bool = True  # gc.freeze() after each deploy (see app._settle_heap)

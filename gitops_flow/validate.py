@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from gitops_flow import jsonpos, langflow, secretrefs
+from gitops_flow import jsonpos, langflow, limits, secretrefs
 from gitops_flow.build import BuiltFlow, build_flow
 from gitops_flow.components import FAKEABLE, ComponentRegistry
 from gitops_flow.exceptions import BuildError
@@ -102,6 +102,12 @@ def _check(
     if len(raw) > MAX_BYTES and not langflow.is_export(data):
         return [_too_large(len(raw))]
     lines = jsonpos.LineIndex(text, max_depth=MAX_DEPTH, repeated=repeated)
+    if langflow.is_export(data):
+        too_many = limits.size_problems(data["data"]["nodes"], data["data"]["edges"], ("data",), what="the export")
+    else:
+        too_many = limits.size_problems(data.get("nodes"), data.get("edges"), what="the flow")
+    if too_many:  # before any check whose cost grows with the flow
+        return [replace(p, line=lines.line(p.path)) for p in too_many]
     deep = _too_deep(data)
     if deep is not None:
         message = f"the document nests deeper than {MAX_DEPTH} levels"
@@ -157,8 +163,15 @@ def _check_export(
     conversion = langflow.convert(data, name=name)
     if not conversion.ok or conversion.document is None:
         return conversion.problems
+    document = conversion.document
+    # a LangFlow component becomes up to four nodes: the flow it becomes is held to the limits too, so the document
+    # `import-langflow` writes validates on its own
+    what = "the flow this export converts to"
+    too_many = limits.size_problems(document["nodes"], document["edges"], ("data",), what=what)
+    if too_many:
+        return conversion.problems + too_many
     report.conversion = conversion
-    found = _check_document(conversion.document, registry, stem, report, dry_build)
+    found = _check_document(document, registry, stem, report, dry_build)
     return conversion.problems + [replace(p, path=conversion.origin(p.path)) for p in found]
 
 

@@ -14,28 +14,20 @@ from typing import Any, Literal
 
 
 def _field(value: Any, **extra: Any) -> dict[str, Any]:
-    return {"value": value, "show": True, "type": "str", **extra}
+    return {"value": value, **extra}
 
 
 def _lf_node(node_id: str, kind: str, template: dict[str, Any], name: str = "") -> dict[str, Any]:
-    template = {"code": _field(f"class {kind}(Component):\n    pass\n", type="code"), **template}
-    return {
-        "id": node_id,
-        "type": "genericNode",
-        "position": {"x": 0, "y": 0},
-        "data": {"id": node_id, "type": kind, "node": {"display_name": name or kind, "template": template}},
-    }
+    # the stored code is never read; it is here because every real export has it
+    template = {"code": _field(f"class {kind}(Component): ..."), **template}
+    return {"id": node_id, "data": {"type": kind, "node": {"display_name": name or kind, "template": template}}}
 
 
 def _lf_edge(source: str, output: str, target: str, field: str) -> dict[str, Any]:
     return {
-        "id": f"reactflow__edge-{source}-{target}-{field}",
         "source": source,
         "target": target,
-        "data": {
-            "sourceHandle": {"id": source, "name": output, "output_types": ["Message"]},
-            "targetHandle": {"id": target, "fieldName": field, "inputTypes": ["Message"], "type": "str"},
-        },
+        "data": {"sourceHandle": {"name": output}, "targetHandle": {"fieldName": field}},
     }
 
 
@@ -47,8 +39,8 @@ def _model(node_id: str, index: int) -> dict[str, Any]:
             "input_value": _field(""),
             "system_message": _field(f"Step {index}: improve the text."),
             "model_name": _field("gpt-4.1-mini"),
-            "api_key": _field("OPENAI_API_KEY", load_from_db=True, password=True),
-            "temperature": _field(0.1, type="float"),
+            "api_key": _field("OPENAI_API_KEY", load_from_db=True),
+            "temperature": _field(0.1),
         },
         name=f"Model {index}",
     )
@@ -102,14 +94,12 @@ def _doc(name: str, nodes: list[dict[str, Any]], edges: list[dict[str, Any]]) ->
 def native_chain(n: int, *, cycle: bool = False, name: str = "chain") -> dict[str, Any]:
     """A prompt, then ``n - 1`` nodes in a row (models and parsers taking turns); with ``cycle`` the last feeds the
     second, so every node but the first is on one cycle."""
-    nodes: list[dict[str, Any]] = [
-        {"id": "n00000", "component": "PromptTemplate", "params": {"template": "Q: {question}"}}
-    ]
+    nodes: list[dict[str, Any]] = [{"id": "n0", "component": "PromptTemplate", "params": {"template": "{question}"}}]
     for i in range(1, n):
         if i % 2:
-            nodes.append({"id": f"n{i:05d}", "component": "FakeChatModel", "params": {"responses": [f"a{i}"]}})
+            nodes.append({"id": f"n{i}", "component": "FakeChatModel", "params": {"responses": ["a"]}})
         else:
-            nodes.append({"id": f"n{i:05d}", "component": "StrOutputParser"})
+            nodes.append({"id": f"n{i}", "component": "StrOutputParser"})
     edges = [{"source": a["id"], "target": b["id"]} for a, b in zip(nodes, nodes[1:], strict=False)]
     if cycle:
         edges.append({"source": nodes[-1]["id"], "target": nodes[1]["id"]})
@@ -120,21 +110,18 @@ def native_fan(n: int, *, name: str = "fan") -> dict[str, Any]:
     """An entry fanning out to ``n - 2`` prompts, all read, keyed, by one final prompt (wide fan-out and fan-in)."""
     width = n - 2
     nodes: list[dict[str, Any]] = [{"id": "entry", "component": "Passthrough"}]
-    nodes += [
-        {"id": f"b{i:05d}", "component": "PromptTemplate", "params": {"template": f"branch {i}: {{question}}"}}
-        for i in range(width)
-    ]
+    nodes += [{"id": f"b{i}", "component": "PromptTemplate", "params": {"template": "{q}"}} for i in range(width)]
     summary = " ".join(f"{{k{i}}}" for i in range(width))
     nodes.append({"id": "join", "component": "PromptTemplate", "params": {"template": summary}})
-    edges = [{"source": "entry", "target": f"b{i:05d}"} for i in range(width)]
-    edges += [{"source": f"b{i:05d}", "target": "join", "key": f"k{i}"} for i in range(width)]
+    edges = [{"source": "entry", "target": f"b{i}"} for i in range(width)]
+    edges += [{"source": f"b{i}", "target": "join", "key": f"k{i}"} for i in range(width)]
     return _doc(name, nodes, edges)
 
 
 def native_dangling(n: int, *, name: str = "dangling") -> dict[str, Any]:
     """A chain of ``n`` nodes plus ``n`` edges whose ends are not nodes."""
     doc = native_chain(n, name=name)
-    doc["edges"] += [{"source": f"ghost{i}", "target": f"n{i:05d}"} for i in range(n)]
+    doc["edges"] += [{"source": f"ghost{i}", "target": f"n{i}"} for i in range(n)]
     return doc
 
 
@@ -148,5 +135,15 @@ def native_problems(n: int, *, name: str = "problems") -> dict[str, Any]:
 
 
 def text(doc: dict[str, Any]) -> bytes:
-    """A document as the bytes of a file, one value per line as people write them."""
-    return (json.dumps(doc, indent=1) + "\n").encode()
+    """A document as the bytes of a file: one node or edge per line, so problems have lines to point at."""
+    if "data" in doc:
+        head = {k: v for k, v in doc.items() if k != "data"}
+        parts, where = doc["data"], '"data": '
+    else:
+        head = {k: v for k, v in doc.items() if k not in ("nodes", "edges")}
+        parts, where = doc, ""
+    lists = ",\n".join(
+        f'"{key}": [\n' + ",\n".join(json.dumps(item) for item in parts[key]) + "\n]" for key in ("nodes", "edges")
+    )
+    body = json.dumps(head)[1:-1]
+    return f"{{{body},\n{where}{{\n{lists}\n}}}}\n".encode() if where else f"{{{body},\n{lists}\n}}\n".encode()

@@ -14,6 +14,7 @@ LAYERS: dict[str, int] = {
     "problems": 0,
     "exceptions": 1,
     "jsonpos": 1,
+    "limits": 1,
     "config": 2,
     "spec": 2,
     "routing": 2,

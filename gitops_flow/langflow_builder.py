@@ -140,8 +140,10 @@ class Builder:
     def used_outputs(self, node: LfNode) -> set[str]:
         return {w.output for w in self.export.wires_from(node.id)}
 
-    def fail(self, path: str, message: str, *, node: LfNode | None = None, wire: bool = False) -> None:
-        code = "langflow-bad-edge" if wire else "langflow-unsupported"
+    def fail(
+        self, path: str, message: str, *, node: LfNode | None = None, wire: bool = False, code: str | None = None
+    ) -> None:
+        code = code or ("langflow-bad-edge" if wire else "langflow-unsupported")
         text = f"{node.label()}: {message}" if node else message
         self.problems.append(Problem(code=code, message=text, path=path))
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from string import Formatter
 from typing import Any
 
+from gitops_flow import templates
 from gitops_flow.langflow_builder import (
     DEFAULT_WINDOW,
     HISTORY_KEY,
@@ -72,20 +73,15 @@ def prompt(b: Builder, node: LfNode) -> None:
         b.fail(node.field_path("use_double_brackets"), "double-bracket ({{var}}) prompts are not supported", node=node)
         return
     source = node.text("template")
-    try:
-        parts = list(Formatter().parse(source))
-    except ValueError as exc:
-        b.fail(node.field_path("template"), f"the template does not parse: {exc}", node=node)
+    why = templates.problem(source)  # the rule native prompts follow: plain {name} fields only
+    if why is not None:
+        b.fail(node.field_path("template"), why, node=node, code="bad-template")
         return
     template, pending = "", []  # type: ignore[var-annotated]
-    for literal, name, spec, conversion in parts:
+    for literal, name, _, _ in Formatter().parse(source):
         template += escape(literal)
-        if name is None:
-            continue
-        if not name.isidentifier() or spec or conversion:
-            b.fail(node.field_path("template"), f"{{{name}}} is not a plain template variable", node=node)
-            return
-        template += b.slot(node, name, name, pending)
+        if name is not None:
+            template += b.slot(node, name, name, pending)
     if not pending:  # every variable has its value: the prompt is a constant, folded into what it feeds
         b.ports[(node.id, "*")] = Constant(_unescape(template), node.field_path("template"))
         return

@@ -22,6 +22,7 @@ LAYERS: dict[str, int] = {
     "calculator": 0,
     "agent": 2,
     "textify": 2,
+    "templates": 2,
     "components": 3,
     "graph": 3,
     "history": 3,
@@ -60,7 +61,7 @@ LAYERS: dict[str, int] = {
 }
 # third-party packages and the only modules that may import them
 CONFINED = {
-    "langchain_core": {"components", "history", "build", "testing", "agent", "textify"},
+    "langchain_core": {"components", "history", "build", "testing", "agent", "textify", "templates"},
     "langchain": {"components"},
     "git": {"source"},
     "starlette": {"app", "endpoints", "views", "langflow_api"},

@@ -124,9 +124,7 @@ class Builder:
         """The wires into ``node.field_name`` with the ports they read; a wire from an output the source does not
         offer is a problem on that wire."""
         found = []
-        for wire in self.export.wires_into(node.id):
-            if wire.field != field_name:
-                continue
+        for wire in self.export.wires_into(node.id, field_name):
             port = self.ports.get((wire.source, wire.output)) or self.ports.get((wire.source, "*"))
             if port is None:
                 self.fail(wire.path, f"output {wire.output!r} of {wire.source!r} is not supported here", wire=True)

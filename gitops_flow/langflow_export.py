@@ -104,15 +104,19 @@ class Export:
     skipped: list[int] = field(default_factory=list)  # note nodes (and untyped nodes without edges)
     problems: list[Problem] = field(default_factory=list)
     _into: dict[str, list[Wire]] = field(default_factory=dict)
+    _into_field: dict[tuple[str, str], list[Wire]] = field(default_factory=dict)
     _out_of: dict[str, list[Wire]] = field(default_factory=dict)
 
     def add_wire(self, wire: Wire) -> None:
         self.wires.append(wire)
         self._into.setdefault(wire.target, []).append(wire)
+        self._into_field.setdefault((wire.target, wire.field), []).append(wire)
         self._out_of.setdefault(wire.source, []).append(wire)
 
-    def wires_into(self, node_id: str) -> list[Wire]:
-        """The wires whose target is ``node_id``, in file order."""
+    def wires_into(self, node_id: str, field_name: str | None = None) -> list[Wire]:
+        """The wires whose target is ``node_id`` (into its field ``field_name``, when given), in file order."""
+        if field_name is not None:
+            return self._into_field.get((node_id, field_name), [])
         return self._into.get(node_id, [])
 
     def wires_from(self, node_id: str) -> list[Wire]:

@@ -32,9 +32,8 @@ from gitops_flow.langflow_models import ModelChoice, model_choice
 
 def chat_input(b: Builder, node: LfNode) -> None:
     text_only = node.type == "TextInput"
-    if (
-        text_only and "ChatInput" in b.types
-    ):  # with a chat input, a text input is a fixed value (LangFlow feeds it no input)
+    # with a chat input, a text input is a fixed value (LangFlow feeds it no input)
+    if text_only and "ChatInput" in b.types:
         b.ports[(node.id, "*")] = Constant(node.text("input_value"), node.field_path("input_value"))
         return
     if b.entry is not None:

@@ -1,6 +1,11 @@
 """The canary guard: windows of requests, errors and latency per canary, shared through the state store; it aborts a
 canary whose window breaks the thresholds of the routing file's ``analysis`` (Flagger's analysis, without a mesh).
 
+A canary is one flow on one ref (traffic.analysis_key). Failures a client causes on every version are not counted
+against it (a failed canary request is retried on the primary, and counts only when the primary succeeds; see
+endpoints.run_flow), and a count of failures (``max_failures``) aborts it however much good traffic dilutes the rate.
+An operator's resume restarts its window at the moment of the resume.
+
 Each process counts its canary requests in memory and adds them to the store once a tick, in one-second slots; every
 process then judges each canary on the sum of all processes' slots in the window, so replicas decide together and
 the first abort written wins. Latency is kept as counts per bucket, each bucket 10 % wider than the one before, so a
@@ -17,7 +22,7 @@ from dataclasses import dataclass
 from gitops_flow.exceptions import StoreError
 from gitops_flow.routing import Analysis
 from gitops_flow.stores.base import Record, StateStore
-from gitops_flow.traffic import RoutingTable
+from gitops_flow.traffic import RESUMED_PREFIX, RoutingTable, stopped
 
 SLOT_SECONDS = 1.0
 _GROWTH = 1.1  # each latency bucket's upper bound is 10 % above the one before
@@ -60,6 +65,8 @@ class Window:
 
     def verdict(self, analysis: Analysis) -> str | None:
         """Why this window aborts its canary, or None while it is within bounds (or has too few requests to say)."""
+        if self.errors >= analysis.max_failures:
+            return f"{self.errors} failures in the window reach the limit of {analysis.max_failures}"
         if self.requests < analysis.min_requests:
             return None
         if self.error_rate > analysis.max_error_rate:
@@ -113,14 +120,17 @@ class Guard:
         aborted: dict[str, Record] = {}
         if analysis is not None:
             since = slot - math.ceil(window / SLOT_SECONDS) + 1
+            records = await self.store.aborts()
             for key in sorted(table.guarded()):
-                seen = Window.of(await self.store.sum_samples(key, since))
+                resumed = records.get(RESUMED_PREFIX + key)
+                start = since if resumed is None else max(since, int(float(resumed["since"]) // SLOT_SECONDS) + 1)
+                seen = Window.of(await self.store.sum_samples(key, start))
                 reason = seen.verdict(analysis)
                 if reason is not None:
                     record = {**seen.figures(), "reason": reason, "window_s": window}
                     if await self.store.abort(key, record):
                         aborted[key] = record
-        return aborted, frozenset(await self.store.aborts())
+        return aborted, stopped(await self.store.aborts())
 
     def _merge_back(self, pending: Mapping[str, Mapping[str, int]]) -> None:
         for key, counts in pending.items():

@@ -18,16 +18,19 @@ from starlette.routing import Route
 from gitops_flow import endpoints, langflow_api, views
 from gitops_flow.analysis import Guard
 from gitops_flow.builder import VersionBuilder
+from gitops_flow.choosing import Chooser
 from gitops_flow.components import ComponentRegistry
 from gitops_flow.config import Settings
 from gitops_flow.endpoints import Deps, RequestError, error_response
 from gitops_flow.exceptions import (
     BadInput,
+    Busy,
     ConfigError,
     GitOpsFlowError,
     LookupFailed,
     NoReadyVersion,
     NotServable,
+    PinsDisabled,
     StoreError,
     UnknownFlow,
 )
@@ -40,11 +43,14 @@ from gitops_flow.stores.base import StateStore
 
 log = logging.getLogger("gitops_flow.server")
 HEAP_SETTLE_DELAY = 1.0  # seconds after the last deploy of a burst
+RETRY_AFTER_SECONDS = 2  # what a 503 of a retryable error (a busy rebuild, a store that is away) asks clients to wait
 _LOGGERS = ("gitops_flow.server", "gitops_flow.reconcile", "uvicorn.error")  # whose records may quote a secret
 
 # domain errors -> (status, code); the first matching class wins, so subclasses come first
 _STATUS: tuple[tuple[type[GitOpsFlowError], int, str], ...] = (
     (BadInput, 422, "bad-input"),
+    (PinsDisabled, 403, "pins-disabled"),
+    (Busy, 503, "busy"),
     (NoReadyVersion, 503, "not-ready"),
     (NotServable, 404, "version-not-servable"),
     (UnknownFlow, 404, "unknown-flow"),
@@ -79,6 +85,7 @@ def create_app(
             history=state,
             secrets=secrets,
             fake_models=settings.fake_models,
+            run_tests=settings.run_tests,
             build_timeout=settings.build_timeout,
         )
         metrics = Metrics(live_versions=lambda: sum(1 for v in reconciler.versions if v.ready))
@@ -88,6 +95,8 @@ def create_app(
             builder,
             branch=settings.branch,
             keep=settings.keep_versions,
+            pins=settings.pins,
+            rebuilds_kept=settings.rebuilds_kept,
             poll_interval=settings.poll_interval,
             on_event=metrics.event,
         )
@@ -98,7 +107,8 @@ def create_app(
             logging.getLogger(name).addFilter(redact)
         guard = Guard(state)
         replica = uuid.uuid4().hex[:12]
-        app.state.deps = Deps(settings, state, reconciler, guard, metrics, replica)
+        chooser = Chooser(reconciler, state, guard)
+        app.state.deps = Deps(settings, state, reconciler, guard, metrics, replica, chooser)
         tasks = [
             asyncio.create_task(reconciler.run(), name="reconciler"),
             asyncio.create_task(_guard(guard, reconciler, settings.analysis_interval), name="canary guard"),
@@ -133,6 +143,8 @@ def create_app(
         Route("/metrics", views.metrics, methods=["GET"]),
         Route("/webhooks/github", views.github_webhook, methods=["POST"]),
         Route("/admin/reconcile", views.reconcile_now, methods=["POST"]),
+        Route("/admin/abort", views.abort_canary, methods=["POST"]),
+        Route("/admin/resume", views.resume_canary, methods=["POST"]),
     ]
     handlers = {
         RequestError: _request_error,
@@ -198,7 +210,12 @@ async def _request_error(request: Request, exc: Exception) -> Response:
 async def _domain_error(request: Request, exc: Exception) -> Response:
     for kind, status, code in _STATUS:
         if isinstance(exc, kind):
-            return error_response(status, code, str(exc))
+            retry = (
+                {"retry-after": str(RETRY_AFTER_SECONDS)}
+                if isinstance(exc, GitOpsFlowError) and exc.retryable
+                else None
+            )
+            return error_response(status, code, str(exc), retry)
     log.error("unhandled %s: %s", type(exc).__name__, exc)
     return error_response(500, "internal", "the server failed to answer this request")
 

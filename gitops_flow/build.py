@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import operator
 import time
+import typing
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.messages import BaseMessage
 from langchain_core.prompt_values import PromptValue
-from langchain_core.runnables import Runnable, RunnableLambda, RunnableParallel, RunnablePassthrough
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda, RunnableParallel, RunnablePassthrough
 from pydantic import BaseModel, RootModel, ValidationError, create_model
 
 from gitops_flow import secretrefs
@@ -44,6 +46,18 @@ class BuiltFlow:
         except ValidationError as exc:
             where = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in exc.errors()[:5])
             raise BadInput(f"the input does not match the flow's input schema ({where})") from None
+
+
+def runnable_config(
+    config: Mapping[str, Any], flow: str, run_id: uuid.UUID, metadata: Mapping[str, Any]
+) -> RunnableConfig:
+    """The config of one run of ``flow``: ``config`` (what the caller may set), the run's ``metadata`` added to
+    the caller's, its ``run_id``, and the flow's name as the run's name unless the caller gave one. Every request
+    the server runs is run with it, and so is every case of `gitops-flow test`."""
+    merged = {**config.get("metadata", {}), **metadata}
+    return typing.cast(
+        RunnableConfig, {**config, "metadata": merged, "run_id": run_id, "run_name": config.get("run_name", flow)}
+    )
 
 
 def build_flow(
@@ -92,7 +106,10 @@ def build_flow(
         runnable=runnable,
         graph=graph,
         notes=tuple(notes),
-        input_model=runnable.get_input_schema(),
+        # the entry receives the request, so what it takes is what the flow takes. Not the compiled graph's own
+        # schema: LangChain's RunnableParallel (the state of a fan-out graph) merges its steps' fields and takes
+        # the ``root`` field of a step that accepts anything (a Passthrough entry) for a required property
+        input_model=runnable.get_input_schema() if memory else _entry_input(graph, built),
         output_model=runnable.get_output_schema(),
     )
 
@@ -127,9 +144,10 @@ def _build_node(
     if node.id in fakes:
         if component.kind not in FAKEABLE:
             raise BuildError(f"only model nodes can be faked; {node.id!r} is a {component.name}", path=json_path(where))
-        if component.kind == "model":
+        if component.kind == "model" or not component.takes_context:
+            # an operator's agent cannot be handed a scripted model, so the whole node answers from the script
             component, params = registry.get("FakeChatModel"), {"responses": list(fakes[node.id])}
-        else:  # an agent keeps its loop and tools; only its model answers from the script
+        else:  # a built-in agent keeps its loop and tools; only its model answers from the script
             fake_responses = list(fakes[node.id])
     missing: list[str] = []
     try:
@@ -287,11 +305,47 @@ def _history_input(
     """What a conversational flow takes: its text under ``input_key``, plus whatever else the nodes fed by the
     ChatHistory entry read from it (the history itself is the flow's to fill, not the caller's)."""
     fields: dict[str, Any] = {}
-    for edge in graph.outgoing[graph.entry]:
-        if len(graph.incoming[edge.target]) == 1:  # a keyed fan-in reads the entry's value under its own key
-            schema = built[edge.target].get_input_schema()
-            # not a pydantic.v1 model from an operator's component, nor a lambda's "anything" (a root model)
-            if issubclass(schema, BaseModel) and not issubclass(schema, RootModel):
-                fields.update((n, (f.annotation, f)) for n, f in schema.model_fields.items() if n != history_key)
+    for schema in _read_from_entry(graph, built).values():
+        if schema is not None:
+            fields.update((n, (f.annotation, f)) for n, f in schema.model_fields.items() if n != history_key)
     fields[input_key] = (str, ...)
     return create_model(f"{graph.entry}_input", **fields)
+
+
+def _entry_input(graph: FlowGraph, built: Mapping[str, Runnable[Any, Any]]) -> type[Any]:
+    """What the flow takes: what its entry takes; for an entry that hands its input on unchanged (Passthrough),
+    what the nodes it feeds read from it, when each of them reads an object of named fields. Prompts that all take
+    the same single variable also take it as bare text (a prompt puts a lone value in its variable), so
+    ``{"question": "…"}`` and ``"…"`` both reach them, as both did before the check."""
+    entry = built[graph.entry]
+    own = entry.get_input_schema()
+    if not (type(entry) is RunnablePassthrough and entry.func is None and entry.afunc is None):
+        return own
+    readers = _read_from_entry(graph, built)
+    if not readers or any(schema is None for schema in readers.values()):
+        return own
+    fields: dict[str, Any] = {}
+    for schema in filter(None, readers.values()):
+        for name, info in schema.model_fields.items():
+            if name not in fields or info.is_required():
+                fields[name] = (info.annotation, info)
+    variables = {tuple(getattr(built[target], "input_variables", None) or ()) for target in readers}
+    single = len(variables) == 1 and len(next(iter(variables))) == 1
+    named: type[BaseModel] = create_model(f"{graph.entry}_{'fields' if single else 'input'}", **fields)
+    if not single:
+        return named
+    text: type[BaseModel] = create_model(f"{graph.entry}_input", __base__=RootModel[str | named])  # type: ignore[valid-type]
+    return text
+
+
+def _read_from_entry(graph: FlowGraph, built: Mapping[str, Runnable[Any, Any]]) -> dict[str, type[BaseModel] | None]:
+    """The input schema of each node that reads the entry's value as its whole input (a keyed fan-in reads it
+    under its own key); None for one that takes something other than an object of named fields."""
+    readers: dict[str, type[BaseModel] | None] = {}
+    for edge in graph.outgoing[graph.entry]:
+        if len(graph.incoming[edge.target]) == 1:
+            schema = built[edge.target].get_input_schema()
+            # not a pydantic.v1 model from an operator's component, nor a lambda's "anything" (a root model)
+            named = issubclass(schema, BaseModel) and not issubclass(schema, RootModel) and bool(schema.model_fields)
+            readers[edge.target] = schema if named and issubclass(schema, BaseModel) else None
+    return readers

@@ -7,13 +7,14 @@ Git and CPU work and runs in a worker thread.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from gitops_flow.build import BuiltFlow, build_flow
-from gitops_flow.components import FAKEABLE, ComponentRegistry
+from gitops_flow.components import ComponentRegistry
 from gitops_flow.exceptions import BuildError
 from gitops_flow.history import HistoryStore
 from gitops_flow.jsonpos import LineIndex
@@ -22,6 +23,7 @@ from gitops_flow.routing import ROUTING_FILE, RoutingConfig
 from gitops_flow.secretrefs import ENV_KEY, env_refs
 from gitops_flow.source import CommitInfo, GitSource
 from gitops_flow.spec import FlowSpec
+from gitops_flow.testing import run_flow_tests
 from gitops_flow.validate import MAX_BYTES, MAX_EXPORT_BYTES, validate_bytes, validate_routing_bytes
 from gitops_flow.versions import Status, Version
 
@@ -53,6 +55,17 @@ class _Listing:
         return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
+def carry(version: Version, parent: Version | None) -> Version:
+    """``version`` with what it serves from ``parent``: each flow that failed at it keeps the build its parent
+    served, and a commit that failed as a whole serves everything its parent served."""
+    if parent is None:
+        return replace(version, carried={})
+    before = parent.served()
+    if version.status == "failed":
+        return replace(version, carried=before)
+    return replace(version, carried={name: before[name] for name in version.failed if name in before})
+
+
 class VersionBuilder:
     """Builds versions from commits; ``secret_names`` collects every ``$env`` name a built flow reads, so logs can
     redact their values."""
@@ -65,6 +78,7 @@ class VersionBuilder:
         history: HistoryStore,
         secrets: Mapping[str, str] | None = None,
         fake_models: bool = False,
+        run_tests: bool = True,
         clock: Callable[[], float] = time.time,
         build_timeout: float | None = None,
     ) -> None:
@@ -73,13 +87,16 @@ class VersionBuilder:
         self.history = history
         self.secrets = secrets or {}
         self.fake_models = fake_models
+        self.run_tests = run_tests
         self.clock = clock
         self.build_timeout = build_timeout  # seconds one flow's build may take (Settings.build_timeout)
         self.secret_names: set[str] = set()
         self._cache: dict[tuple[str, str], _FileResult] = {}
 
-    def build(self, commit: CommitInfo) -> Version:
-        """The version of ``commit``: ready with its built flows, or failed with every problem found."""
+    def build(self, commit: CommitInfo, parent: Version | None = None) -> Version:
+        """The version of ``commit``, its flows judged one by one: each good flow built (and its tests passed), each
+        failed one with its problems and carried on ``parent``'s build of it when there was one. A problem of the
+        routing file fails the whole commit, which then serves what ``parent`` served."""
         listing = self._listing(commit.sha)
         problems: list[Problem] = []
         routing: RoutingConfig | None = None
@@ -88,13 +105,17 @@ class VersionBuilder:
             routing, routing_problems = validate_routing_bytes(listing.routing[1], file=ROUTING_FILE, flow_names=names)
             problems += routing_problems
         flows: dict[str, BuiltFlow] = {}
+        failed: dict[str, tuple[Problem, ...]] = {}
+        blobs: dict[str, str] = {}
         for file_name, blob in sorted(listing.files.items()):
             result = self._flow(listing.flows_dir, file_name, blob)
-            problems += result.problems
+            blobs[result.name] = blob
             if result.built is not None:
                 flows[result.name] = result.built
+            else:
+                failed[result.name] = result.problems
         status: Status = "failed" if any(p.severity == "error" for p in problems) else "ready"
-        return Version(
+        version = Version(
             sha=commit.sha,
             author=commit.author,
             email=commit.email,
@@ -104,11 +125,15 @@ class VersionBuilder:
             changed=self._changed(commit, listing),
             parents=commit.parents,
             problems=tuple(problems),
-            flows=flows if status == "ready" else {},
+            names=frozenset(flows),
+            flows=flows,
+            failed=failed,
+            blobs=blobs,
             routing=routing,
             seen=self.clock(),
             content=listing.content,
         )
+        return carry(version, parent)
 
     def forget(self, kept: Iterable[Version]) -> None:
         """Drop the built flows no kept version uses (their versions were retired); failed results stay cached."""
@@ -156,17 +181,38 @@ class VersionBuilder:
                 where = report.origin(exc.path)  # a converted LangFlow export: the path in the export
                 line = LineIndex(raw.decode("utf-8-sig")).line(where)
                 problems.append(Problem(code=exc.code, message=str(exc), path=where, file=path, line=line))
+        if built is not None and report.spec is not None and report.spec.tests and self.run_tests:
+            failures = self._test(report.spec, raw, path, report.origin)
+            if failures:
+                built, problems = None, [*problems, *failures]
         result = _FileResult(stem, built, tuple(problems))
         self._cache[key] = result
         return result
 
+    def _test(self, spec: FlowSpec, raw: bytes, path: str, origin: Callable[[str], str]) -> list[Problem]:
+        """The flow's own tests, run as `gitops-flow test` runs them (every model answered by its fakes): each
+        failing case is a problem, so a flow whose tests fail never goes live, even when CI was bypassed."""
+        results = asyncio.run(run_flow_tests(spec, self.registry))
+        lines = LineIndex(raw.decode("utf-8-sig"))
+        found = []
+        for result in results:
+            if not result.passed:
+                where = origin(result.path)
+                message = f"test {result.case!r} failed: {result.message}"
+                found.append(
+                    Problem(code="test-failed", message=message, path=where, file=path, line=lines.line(where))
+                )
+        return found
+
     def _fakes(self, spec: FlowSpec) -> dict[str, Sequence[str]]:
-        """Fake models for every model node: the answers its first test gives it, or a line saying it is fake."""
+        """Fake models for every node that would call a real model: the answers its first test gives it, or a line
+        saying it is fake. A FakeChatModel keeps its own responses (and latency)."""
+        real = [node.id for node in spec.nodes if self.registry.calls_a_model(node.component)]
         fakes: dict[str, list[str]] = {}
         for case in spec.tests:
             for node_id, answers in case.fakes.items():
-                fakes.setdefault(node_id, list(answers))
-        for node in spec.nodes:
-            if self.registry.kind_of(node.component) in FAKEABLE and node.id not in fakes:
-                fakes[node.id] = [FAKE_ANSWER.format(node=node.id)]
+                if node_id in real:
+                    fakes.setdefault(node_id, list(answers))
+        for node_id in real:
+            fakes.setdefault(node_id, [FAKE_ANSWER.format(node=node_id)])
         return dict(fakes)

@@ -13,7 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
@@ -24,14 +24,15 @@ from pydantic import ValidationError
 from gitops_flow import __version__, report
 from gitops_flow.components import ComponentRegistry
 from gitops_flow.config import Settings
-from gitops_flow.exceptions import GitOpsFlowError
+from gitops_flow.exceptions import GitOpsFlowError, SourceError, UnknownVersion
+from gitops_flow.jsonpos import LineIndex
 from gitops_flow.langflow import slug
 from gitops_flow.problems import Problem
 from gitops_flow.routing import ROUTING_FILE
 from gitops_flow.spec import json_schema
 from gitops_flow.stores.base import StateStore
 from gitops_flow.testing import CaseResult, run_flow_tests
-from gitops_flow.validate import FileReport, validate_file, validate_routing_bytes
+from gitops_flow.validate import MAX_EXPORT_BYTES, FileReport, validate_bytes, validate_file, validate_routing_bytes
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 _SERVE_TEXT = (
@@ -85,6 +86,13 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("paths", nargs="*", metavar="PATH", help="flow files or folders (default: .)")
         command.add_argument("--format", choices=report.FORMATS, default="text")
         command.add_argument("--components", type=Path, metavar="FILE", help="operator components file (YAML)")
+        if name == "validate":
+            command.add_argument(
+                "--base",
+                metavar="REV",
+                help="also report changes of each flow's input and output schemas since REV (a commit, branch or tag "
+                "of the Git repository holding the flows) that break its callers",
+            )
         command.set_defaults(handler=handler)
 
     schema = commands.add_parser("schema", help="print the flow document JSON Schema")
@@ -125,6 +133,16 @@ def _parser() -> argparse.ArgumentParser:
         view.add_argument("--server", default="http://127.0.0.1:8000", metavar="URL", help="the server's address")
         view.add_argument("--json", action="store_true", help="print the server's JSON as it is")
         view.set_defaults(handler=handler)
+
+    for name, handler, text in (
+        ("abort", _abort, "stop a flow's canary at once, on every replica (needs GITOPS_FLOW_ADMIN_TOKEN)"),
+        ("resume", _resume, "give an aborted canary its weight back (needs GITOPS_FLOW_ADMIN_TOKEN)"),
+    ):
+        operate = commands.add_parser(name, help=text, description=text)
+        operate.add_argument("flow", metavar="FLOW")
+        operate.add_argument("--ref", help="one canary ref of the flow's route (default: each of them)")
+        operate.add_argument("--server", default="http://127.0.0.1:8000", metavar="URL", help="the server's address")
+        operate.set_defaults(handler=handler)
 
     text = "convert LangFlow exports to flow documents (never running the code they store)"
     importer = commands.add_parser("import-langflow", help=text, description=text)
@@ -201,19 +219,49 @@ def _check_all(targets: Targets, registry: ComponentRegistry) -> tuple[list[File
 
 def _validate(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     targets = collect(args.paths)
-    reports, routing_problems = _check_all(targets, ComponentRegistry.configured(settings))
+    registry = ComponentRegistry.configured(settings)
+    reports, routing_problems = _check_all(targets, registry)
     found = [p for r in reports for p in r.problems] + routing_problems
+    if args.base is not None:
+        found += _breaking(targets.flows, reports, args.base, registry)
     print(report.problems(found, len(reports) + len(targets.routing), args.format), file=out)
     return EXIT_PROBLEMS if any(p.severity == "error" for p in found) else EXIT_OK
 
 
+def _breaking(
+    paths: Sequence[Path], reports: Sequence[FileReport], rev: str, registry: ComponentRegistry
+) -> list[Problem]:
+    """Changes of each flow's input and output schemas since ``rev`` that break its callers. A flow new since then,
+    or one that does not validate now or did not then, has no contract to compare."""
+    from gitops_flow import contract
+    from gitops_flow.source import read_at  # GitPython is paid for by --base only
+
+    try:
+        before = read_at(paths, rev, max_bytes=MAX_EXPORT_BYTES)
+    except (SourceError, UnknownVersion) as exc:
+        raise UsageError(f"--base {rev}: {exc}") from None
+    found: list[Problem] = []
+    for path, current in zip(paths, reports, strict=True):
+        old = before[path]
+        if old is None or current.built is None:
+            continue
+        raw = path.read_bytes()
+        if old != raw:
+            base = validate_bytes(old, registry, file=current.file, stem=path.stem)
+            found += contract.breaking_problems(current, base, raw.decode("utf-8-sig"), rev)
+    return found
+
+
 def _test(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     registry = ComponentRegistry.configured(settings)
-    reports, routing_problems = _check_all(collect(args.paths), registry)
+    targets = collect(args.paths)
+    reports, routing_problems = _check_all(targets, registry)
     results: list[CaseResult] = []
-    for file_report in reports:
+    for path, file_report in zip(targets.flows, reports, strict=True):
         if file_report.ok and file_report.spec is not None:
-            results += asyncio.run(run_flow_tests(file_report.spec, registry))
+            found = asyncio.run(run_flow_tests(file_report.spec, registry))
+            lines = LineIndex(path.read_text(encoding="utf-8-sig")) if not all(r.passed for r in found) else None
+            results += [r if lines is None else replace(r, line=lines.line(file_report.origin(r.path))) for r in found]
     invalid = [p for r in reports for p in r.problems] + routing_problems
     files = {r.spec.name: r.file for r in reports if r.spec is not None}
     print(report.results(results, invalid, files, args.format), file=out)
@@ -343,9 +391,17 @@ def _versions(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(version["time"]))
         first = version["message"].splitlines()[0] if version["message"] else ""
         print(f"{mark} {version['sha'][:12]} {version['status']:<8} {when} {version['author']:<16} {first}", file=out)
-        for problem in version["problems"]:
-            print(f"    {problem['file']}:{problem['line'] or ''} {problem['code']}: {problem['message']}", file=out)
+        _print_problems(version["problems"], out)
+        for name, problems in version.get("failed", {}).items():
+            carried = version.get("carried", {}).get(name)
+            print(f"    {name} failed, " + (f"serving {carried[:12]}" if carried else "not served"), file=out)
+            _print_problems(problems, out, indent="      ")
     return EXIT_OK
+
+
+def _print_problems(problems: Sequence[Mapping[str, Any]], out: TextIO, indent: str = "    ") -> None:
+    for problem in problems:
+        print(f"{indent}{problem['file']}:{problem['line'] or ''} {problem['code']}: {problem['message']}", file=out)
 
 
 def _history(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
@@ -358,8 +414,7 @@ def _history(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
         author = event.get("author") or ""
         print(f"{when} {event['event']:<11} {event['sha'][:12]} {author:<16} {_what(event)}", file=out)
         print(f"    by {event.get('trigger') or 'unknown'}", file=out)
-        for problem in event.get("problems", []):
-            print(f"    {problem['file']}:{problem['line'] or ''} {problem['code']}: {problem['message']}", file=out)
+        _print_problems(event.get("problems", []), out)
     return EXIT_OK
 
 
@@ -369,24 +424,67 @@ def _what(event: Mapping[str, Any]) -> str:
     if kind == "tag-moved":
         before, after = event.get("before"), event.get("after")
         return f"tag {event['ref']}: {before[:12] if before else '(new)'} -> {after[:12] if after else '(deleted)'}"
-    if kind == "aborted":
-        return f"{event['ref']} on route {event['route']}: {event['reason']} ({event['requests']} requests)"
+    if kind in ("aborted", "resumed"):
+        figures = f" ({event['requests']} requests)" if "requests" in event else ""
+        why = f": {event['reason']}" if event.get("reason") else ""
+        return f"{event.get('flow', '?')} on {event['ref']}{why}{figures}"
+    if kind == "failed" and event.get("flow"):
+        serving = event.get("serving")
+        return f"{event['flow']} failed, " + (f"serving {serving[:12]}" if serving else "not served")
     text = event.get("message") or event.get("detail") or ""
     if event.get("restores"):
         text += f" (serves {event['restores'][:12]} again)"
     if event.get("changed"):
         text += f" [{', '.join(event['changed'])}]"
+    if event.get("failed_flows"):
+        text += f" (failed: {', '.join(event['failed_flows'])})"
     return text
+
+
+def _abort(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    return _operate(args, settings, out, "abort")
+
+
+def _resume(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    return _operate(args, settings, out, "resume")
+
+
+def _operate(args: argparse.Namespace, settings: Settings, out: TextIO, action: str) -> int:
+    """Abort or resume a flow's canary on a running server, with the admin token from the environment (a token on a
+    command line is visible to every local user)."""
+    if settings.admin_token is None:
+        raise UsageError(f"{action} needs the server's admin token in GITOPS_FLOW_ADMIN_TOKEN")
+    body = {"flow": args.flow, **({"ref": args.ref} if args.ref else {})}
+    data = _request(args.server, f"/admin/{action}", body, settings.admin_token.get_secret_value())
+    verb = {"abort": "aborted", "resume": "resumed"}[action]
+    for done in data["done"]:
+        what = verb if done["changed"] else f"already {verb}" if action == "abort" else "was not aborted"
+        print(f"{done['flow']} on {done['ref']} ({done['sha'][:12]}): {what}", file=out)
+    return EXIT_OK
 
 
 def _get(server: str, path: str) -> Any:
     """GET a JSON view of a running server; an unreachable server is a clear error, not a traceback."""
+    return _request(server, path)
+
+
+def _request(server: str, path: str, body: Any = None, token: str | None = None) -> Any:
+    """GET (or, with a body, POST) a JSON endpoint of a running server; errors are clear, never a traceback."""
     url = server.rstrip("/") + path
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    data = None
+    if body is not None:
+        data, headers["content-type"] = orjson.dumps(body), "application/json"
+    request = urllib.request.Request(url, data=data, headers=headers, method="POST" if body is not None else "GET")
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10) as response:
             return orjson.loads(response.read())
     except urllib.error.HTTPError as exc:
-        raise UsageError(f"{url} answered {exc.code}") from None
+        try:
+            message = orjson.loads(exc.read())["error"]["message"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            message = ""
+        raise UsageError(f"{url} answered {exc.code}" + (f": {message}" if message else "")) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise UsageError(f"cannot reach the server at {server}: {reason}") from None

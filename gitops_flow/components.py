@@ -32,10 +32,13 @@ from gitops_flow.problems import Problem
 ToolName = Literal["calculator", "current_date"]  # the agent's built-in tools (gitops_flow/agent.py)
 ComponentKind = Literal["input", "prompt", "model", "agent", "parser", "memory", "transform"]
 FAKEABLE: tuple[ComponentKind, ...] = ("model", "agent")  # kinds whose nodes `fakes` may answer for
+FAKE_MODEL = "FakeChatModel"  # the built-in model that calls nothing
 ENTRY_POINT_GROUP = "gitops_flow.components"
 _COMPONENT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _IMPORT_PATH = re.compile(r"[.:/]")
+MAX_LATENCY_MS = 60_000  # FakeChatModel's latency_ms: what it waits before an answer, at most
+MAX_TOKEN_LATENCY_MS = 1_000  # and token_latency_ms, before each token (an answer waits 60 s in all at most)
 
 ParamIssue = tuple[tuple[str | int, ...], str, str]  # (location in params, problem code, message)
 
@@ -136,6 +139,11 @@ class ComponentRegistry:
         """The kind of a registered component; None for a name that is not registered."""
         component = self._components.get(name)
         return component.kind if component else None
+
+    def calls_a_model(self, name: str) -> bool:
+        """Whether a node of this component would call a real model (a model or an agent, but not the
+        FakeChatModel): the nodes that tests must fake and ``--fake-models`` replaces."""
+        return self.kind_of(name) in FAKEABLE and name != FAKE_MODEL
 
     def factory(self, component: Component) -> Callable[..., Any]:
         if not isinstance(component.target, str):
@@ -368,11 +376,24 @@ def _provider_of(model: str, model_provider: str | None) -> tuple[str, str]:
     return inferred, model
 
 
-def fake_chat_model(ctx: BuildContext, *, responses: Annotated[list[str], Field(min_length=1)]) -> Runnable[Any, Any]:
-    """A chat model for demos and tests: answers ``responses`` in turn, streamed token by token; calls nothing."""
-    from langchain_core.language_models import GenericFakeChatModel
+def fake_chat_model(
+    ctx: BuildContext,
+    *,
+    responses: Annotated[list[str], Field(min_length=1)],
+    latency_ms: Annotated[int, Field(ge=0, le=MAX_LATENCY_MS)] = 0,
+    token_latency_ms: Annotated[int, Field(ge=0, le=MAX_TOKEN_LATENCY_MS)] = 0,
+) -> Runnable[Any, Any]:
+    """A chat model for demos and tests: answers ``responses`` in turn, streamed token by token; calls nothing.
+    ``latency_ms`` passes before each answer and ``token_latency_ms`` before each token (a dry-build, which is what
+    flow tests run, never waits: a test checks answers, not time)."""
+    from gitops_flow.fakemodel import FakeChatModel
 
-    return GenericFakeChatModel(messages=cycle(list(responses)))
+    timed = not ctx.dry_run
+    return FakeChatModel(
+        messages=cycle(list(responses)),
+        latency=latency_ms / 1000 if timed else 0.0,
+        token_latency=token_latency_ms / 1000 if timed else 0.0,
+    )
 
 
 def tool_agent(
@@ -494,7 +515,7 @@ BUILTIN_COMPONENTS = (
         _chat_prompt_check,
     ),
     _builtin("ChatModel", chat_model, "model", "A chat model of any provider init_chat_model knows."),
-    _builtin("FakeChatModel", fake_chat_model, "model", "Answers the given responses in turn; for demos and tests."),
+    _builtin(FAKE_MODEL, fake_chat_model, "model", "Answers the given responses in turn; for demos and tests."),
     _builtin("Agent", tool_agent, "agent", "A chat model that calls built-in tools (calculator, current_date)."),
     _builtin("StrOutputParser", str_output_parser, "parser", "A model message as text."),
     _builtin("Text", text, "parser", "Its input as text: strings, messages, prompts, lists of messages."),

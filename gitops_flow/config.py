@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+# which versions an explicit pin (X-Flow-Version) may reach: none; the versions the flow's refs serve now; or any
+# version that served as the branch head or through a ref and is still on the branch
+PinPolicy = Literal["off", "current", "history"]
 
 ENV_PREFIX = "GITOPS_FLOW_"
 # environment variable (after the prefix) -> setting
@@ -20,6 +25,8 @@ _FROM_ENV = {
     "WEBHOOK_SECRET": "webhook_secret",
     "MAX_BODY_BYTES": "max_body_bytes",
     "ANALYSIS_INTERVAL": "analysis_interval",
+    "PINS": "pins",
+    "RUN_TESTS": "run_tests",
     "BUILD_TIMEOUT": "build_timeout",
 }
 
@@ -43,6 +50,9 @@ class Settings(BaseModel):
     data_dir: Path = Path(".gitops-flow")
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     keep_versions: int = Field(default=10, ge=1)
+    pins: PinPolicy = "current"
+    rebuilds_kept: int = Field(default=8, ge=1, le=1000)  # old versions rebuilt for pins and sessions, kept at once
+    run_tests: bool = True  # run each flow's tests before it goes live
     build_timeout: float = Field(default=30.0, gt=0)  # seconds one flow's build may take; past it, that flow fails
     fake_models: bool = False
     analysis_interval: float = Field(default=1.0, gt=0)  # seconds between the canary guard's ticks

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,14 +16,15 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from gitops_flow.analysis import Guard
-from gitops_flow.build import BuiltFlow
+from gitops_flow.build import BuiltFlow, runnable_config
+from gitops_flow.choosing import Ask, Chooser, Inputs
 from gitops_flow.config import Settings
-from gitops_flow.exceptions import GitOpsFlowError, UnknownFlow
+from gitops_flow.exceptions import GitOpsFlowError
 from gitops_flow.history import MissingSession
 from gitops_flow.metrics import Metrics
 from gitops_flow.reconcile import Reconciler
 from gitops_flow.stores.base import StateStore
-from gitops_flow.traffic import Choice, RoutingTable
+from gitops_flow.traffic import Choice
 
 log = logging.getLogger("gitops_flow.server")
 
@@ -52,6 +53,7 @@ class Deps:
     guard: Guard
     metrics: Metrics
     replica: str  # this process's name in the messages replicas send each other
+    chooser: Chooser
 
 
 def get_deps(request: Request) -> Deps:
@@ -136,72 +138,25 @@ _KIND_NAMES: dict[type, str] = {dict: "an object", list: "a list", str: "a strin
 ROUTING_KEYS = ("session_id", "user_id", "flow_version")  # configurable keys that choose the version (SPEC 4)
 
 
-def _check_inputs(flow: BuiltFlow, inputs: Inputs) -> None:
-    for value in inputs(flow) if callable(inputs) else inputs:
-        flow.check_input(value)
-
-
-# -- choosing the version -----------------------------------------------------------------------------------------
-
-
-Inputs = Sequence[Any] | Callable[[BuiltFlow], Sequence[Any]]  # the request's inputs, or how a flow reads them
+# -- choosing the version and running the flow --------------------------------------------------------------------
 
 
 async def choose(
     request: Request, flow: str, configurable: dict[str, Any], inputs: Inputs = ()
 ) -> tuple[Choice, BuiltFlow]:
-    """SPEC 4: an explicit pin, then the session's pin, then the flow's route (refs by weight, sticky per user).
-
-    ``inputs`` are checked against the chosen flow before a session is pinned, so a refused request pins nothing;
-    given as a function, it makes them for the flow it is given (LangFlow's run API shapes its text by the flow).
-    A session named by the header is put into ``configurable`` too, where the flow's chat history reads it.
-    """
-    deps = get_deps(request)
-    table: RoutingTable = deps.reconciler.table
+    """SPEC 4 through choosing.Chooser, from the request's headers and ``configurable``. A session named by the header
+    is put into ``configurable`` too, where the flow's chat history reads it."""
     headers = request.headers
     session = headers.get(SESSION_HEADER) or configurable.get("session_id")
     if session:
         configurable["session_id"] = session
-    pin = headers.get(VERSION_HEADER) or configurable.get("flow_version")
-    if pin:
-        choice = await deps.reconciler.pinned(pin)
-        return choice, _checked(choice, flow, inputs)
-    choice = table.default(flow, user=headers.get(USER_HEADER) or configurable.get("user_id"))
-    if not session:
-        return choice, _checked(choice, flow, inputs)
-    current = choice.version.flows.get(flow)
-    if current is not None:
-        _check_inputs(current, inputs)
-    key = f"{flow}:{session}"
-    sha = await deps.store.claim_pin(key, choice.version.sha, table.session_ttl)
-    if sha != choice.version.sha:
-        pinned = table.session(sha, flow) or await _revive(deps, sha, flow)
-        if pinned is not None and flow in pinned.version.flows:
-            return pinned, _checked(pinned, flow, inputs)
-        if current is not None:
-            await deps.store.set_pin(key, choice.version.sha, table.session_ttl)  # its version is gone: move on
-    if current is None:
-        await deps.store.drop_pin(key)
-        raise UnknownFlow(f"no flow {flow!r} at version {choice.version.sha[:12]}")
-    return choice, current
-
-
-async def _revive(deps: Deps, sha: str, flow: str) -> Choice | None:
-    """A session pinned to a version this process has not built (a restart, another replica) or has retired: build
-    it from Git once. A version the table knows as ready is not rebuilt (the guard may have stopped it)."""
-    known = deps.reconciler.table.versions.get(sha)
-    if known is not None and known.ready:
-        return None
-    version = await deps.reconciler.ensure(sha)
-    return deps.reconciler.table.session(sha, flow) if version is not None and version.ready else None
-
-
-def _checked(choice: Choice, name: str, inputs: Inputs) -> BuiltFlow:
-    flow = choice.version.flows.get(name)
-    if flow is None:
-        raise UnknownFlow(f"no flow {name!r} at version {choice.version.sha[:12]}")
-    _check_inputs(flow, inputs)
-    return flow
+    ask = Ask(
+        flow,
+        pin=headers.get(VERSION_HEADER) or configurable.get("flow_version"),
+        session=session,
+        user=headers.get(USER_HEADER) or configurable.get("user_id"),
+    )
+    return await get_deps(request).chooser.choose(ask, inputs)
 
 
 def version_metadata(choice: Choice) -> dict[str, Any]:
@@ -209,27 +164,52 @@ def version_metadata(choice: Choice) -> dict[str, Any]:
 
 
 def run_config(config: dict[str, Any], flow: str, choice: Choice, run_id: uuid.UUID) -> Any:
-    """The RunnableConfig of one run (a plain dict: LangChain's TypedDict)."""
-    metadata = {**config.get("metadata", {}), **version_metadata(choice)}
-    return {**config, "metadata": metadata, "run_id": run_id, "run_name": config.get("run_name", flow)}
+    """The RunnableConfig of one run, naming the version that serves it (build.runnable_config: `gitops-flow test`
+    runs its cases with the same)."""
+    return runnable_config(config, flow, run_id, version_metadata(choice))
 
 
-async def run_flow(deps: Deps, flow: str, choice: Choice, run_id: uuid.UUID, coro: Any) -> Any:
-    """Run a flow and count its outcome (metrics, and the canary guard when ``choice`` is a canary). The flow's own
-    failures become 422 (the caller's input) or 500 with the run id, never a traceback."""
+Run = Callable[[Choice, BuiltFlow], Awaitable[Any]]  # runs the request on a version's build of the flow
+
+
+async def run_flow(deps: Deps, flow: str, choice: Choice, built: BuiltFlow, run_id: uuid.UUID, run: Run) -> Any:
+    """Run a flow and count its outcome; returns (the choice that answered, the result).
+
+    A canary that fails is retried on its primary: the primary's answer is the response, and the failure counts
+    against the canary only when the primary succeeds (a failure every version shares is the caller's, not the
+    canary's). The flow's own failures become 422 (a missing session) or 500 with the run id, never a traceback.
+    """
     started = time.perf_counter()
     try:
-        result = await coro
+        result = await run(choice, built)
     except MissingSession as exc:
         raise RequestError(422, "missing-session", str(exc)) from None
     except GitOpsFlowError:
         raise
     except Exception as exc:
-        observe(deps, flow, choice, False, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        deps.metrics.observe(flow, choice.version.sha, choice.ref, False, seconds)
         log.error("flow %s run %s failed: %s", flow, run_id, type(exc).__name__, exc_info=exc)
+        fallback = choice.fallback()
+        primary = fallback.version.flows.get(flow) if fallback is not None else None
+        if fallback is None or primary is None:
+            if choice.guard is not None:
+                deps.guard.record(choice.guard, False, seconds)
+            raise RequestError(500, "flow-failed", f"the flow failed while running (run {run_id})") from None
+    else:
+        observe(deps, flow, choice, True, time.perf_counter() - started)
+        return choice, result
+    again = time.perf_counter()
+    try:
+        result = await run(fallback, primary)
+    except Exception as exc:
+        observe(deps, flow, fallback, False, time.perf_counter() - again)
+        log.error("flow %s run %s failed on the primary too: %s", flow, run_id, type(exc).__name__, exc_info=exc)
         raise RequestError(500, "flow-failed", f"the flow failed while running (run {run_id})") from None
-    observe(deps, flow, choice, True, time.perf_counter() - started)
-    return result
+    observe(deps, flow, fallback, True, time.perf_counter() - again)
+    assert choice.guard is not None, "only a canary's choice has a fallback"
+    deps.guard.record(choice.guard, False, seconds)
+    return fallback, result
 
 
 def observe(deps: Deps, flow: str, choice: Choice, ok: bool, seconds: float) -> None:
@@ -252,13 +232,11 @@ async def invoke(request: Request) -> Response:
     choice, flow = await choose(request, name, configurable, [payload["input"]])
     run_id = uuid.uuid4()
     config["configurable"] = configurable
-    output = await run_flow(
-        get_deps(request),
-        name,
-        choice,
-        run_id,
-        flow.runnable.ainvoke(payload["input"], run_config(config, name, choice, run_id)),
-    )
+
+    async def run(chosen: Choice, built: BuiltFlow) -> Any:
+        return await built.runnable.ainvoke(payload["input"], run_config(config, name, chosen, run_id))
+
+    choice, output = await run_flow(get_deps(request), name, choice, flow, run_id, run)
     body = {"output": output, "metadata": {"run_id": str(run_id), "feedback_tokens": [], **version_metadata(choice)}}
     return json_response(body, headers={VERSION_HEADER: choice.version.sha})
 
@@ -276,14 +254,80 @@ async def batch(request: Request) -> Response:
     configurable = dict(configs[0].get("configurable", {})) if configs else {}
     choice, flow = await choose(request, name, configurable, inputs)
     run_ids = [uuid.uuid4() for _ in inputs]
-    run_configs = [
-        run_config({**c, "configurable": {**configurable, **c.get("configurable", {})}}, name, choice, r)
-        for c, r in zip(configs, run_ids, strict=True)
-    ]
+
+    async def run(chosen: Choice, built: BuiltFlow) -> Any:
+        run_configs = [
+            run_config({**c, "configurable": {**configurable, **c.get("configurable", {})}}, name, chosen, r)
+            for c, r in zip(configs, run_ids, strict=True)
+        ]
+        return await built.runnable.abatch(inputs, run_configs)
+
     run_id = run_ids[0] if run_ids else uuid.uuid4()
-    outputs = await run_flow(get_deps(request), name, choice, run_id, flow.runnable.abatch(inputs, run_configs))
+    choice, outputs = await run_flow(get_deps(request), name, choice, flow, run_id, run)
     metadata = {"run_ids": [str(r) for r in run_ids], **version_metadata(choice)}
     return json_response({"output": outputs, "metadata": metadata}, headers={VERSION_HEADER: choice.version.sha})
+
+
+class Opened:
+    """A flow's stream, started: which choice serves it (a failed canary's primary, maybe), its first chunk, and the
+    rest. A stream is opened before the answer's headers go out, so a canary that fails before its first chunk is
+    replaced by its primary, as run_flow does for invoke."""
+
+    def __init__(self, choice: Choice, chunks: AsyncIterator[Any], started: float) -> None:
+        self.choice = choice
+        self.started = started
+        self._chunks = chunks
+        self._first: list[Any] = []
+        self.failure: BaseException | None = None
+        self.done = False
+
+    async def first(self) -> None:
+        try:
+            self._first.append(await anext(self._chunks))
+        except StopAsyncIteration:
+            self.done = True
+
+    async def rest(self) -> AsyncIterator[Any]:
+        """The first chunk, then the others; raises what the flow raises."""
+        for chunk in self._first:
+            yield chunk
+        if not self.done:
+            async for chunk in self._chunks:
+                yield chunk
+
+
+Start = Callable[[Choice, BuiltFlow], AsyncIterator[Any]]
+
+
+async def open_stream(deps: Deps, flow: str, choice: Choice, built: BuiltFlow, start: Start) -> Opened:
+    """Start ``flow``'s stream on ``choice`` and wait for its first chunk; a canary that fails first is replaced by
+    its primary when the primary's stream starts (counted against the canary). A failure that no fallback mends is
+    left in ``failure`` for the caller to report in the stream (MissingSession included)."""
+    opened = Opened(choice, start(choice, built), time.perf_counter())
+    try:
+        await opened.first()
+        return opened
+    except Exception as exc:
+        if isinstance(exc, MissingSession):
+            opened.failure = exc
+            return opened
+        seconds = time.perf_counter() - opened.started
+        fallback = choice.fallback()
+        primary = fallback.version.flows.get(flow) if fallback is not None else None
+        if fallback is None or primary is None:
+            opened.failure = exc
+            return opened
+    deps.metrics.observe(flow, choice.version.sha, choice.ref, False, seconds)
+    log.warning("flow %s canary %s failed before its first chunk; its primary serves", flow, choice.version.sha[:12])
+    retried = Opened(fallback, start(fallback, primary), time.perf_counter())
+    try:
+        await retried.first()
+    except Exception as exc:  # the primary fails too: the caller's input, not the canary's fault
+        retried.failure = exc
+        return retried
+    assert choice.guard is not None, "only a canary's choice has a fallback"
+    deps.guard.record(choice.guard, False, seconds)
+    return retried
 
 
 async def stream(request: Request) -> Response:
@@ -298,28 +342,33 @@ async def stream(request: Request) -> Response:
     choice, flow = await choose(request, name, configurable, [payload["input"]])
     run_id = uuid.uuid4()
     config["configurable"] = configurable
-    config_of_run = run_config(config, name, choice, run_id)
-
     deps = get_deps(request)
 
+    def start(chosen: Choice, built: BuiltFlow) -> AsyncIterator[Any]:
+        return built.runnable.astream(payload["input"], run_config(config, name, chosen, run_id))
+
+    opened = await open_stream(deps, name, choice, flow, start)
+    served = opened.choice
+
     async def events() -> AsyncIterator[bytes]:
-        yield _sse("metadata", {"run_id": str(run_id), **version_metadata(choice)})
-        started = time.perf_counter()
+        yield _sse("metadata", {"run_id": str(run_id), **version_metadata(served)})
         try:
-            async for chunk in flow.runnable.astream(payload["input"], config_of_run):
+            if opened.failure is not None:
+                raise opened.failure
+            async for chunk in opened.rest():
                 yield _sse("data", chunk)
         except MissingSession as exc:
             yield _sse("error", {"status_code": 422, "message": str(exc)})
             return
         except Exception as exc:
-            observe(deps, name, choice, False, time.perf_counter() - started)
+            observe(deps, name, served, False, time.perf_counter() - opened.started)
             log.error("flow %s run %s failed: %s", name, run_id, type(exc).__name__, exc_info=exc)
             yield _sse("error", {"status_code": 500, "message": f"the flow failed while running (run {run_id})"})
             return
-        observe(deps, name, choice, True, time.perf_counter() - started)
+        observe(deps, name, served, True, time.perf_counter() - opened.started)
         yield b"event: end\r\n\r\n"
 
-    headers = {VERSION_HEADER: choice.version.sha, "cache-control": "no-cache"}
+    headers = {VERSION_HEADER: served.version.sha, "cache-control": "no-cache"}
     return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
 

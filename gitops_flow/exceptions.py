@@ -7,6 +7,8 @@
     ├── ConfigError                 operator configuration (components file, settings) is wrong
     ├── SourceError  (retryable)    clone/fetch/auth/network; messages never carry credentials
     ├── StoreError   (retryable)    state backend unreachable or conflicting
+    ├── Busy         (retryable)    the server is rebuilding as many old versions as it allows; try again soon
+    ├── PinsDisabled                this server takes no explicit version pins
     ├── BadInput                    a request's input does not match the flow's input schema
     ├── WebhookError                a webhook delivery the server will not act on
     │   ├── SignatureMismatch       missing or wrong X-Hub-Signature-256
@@ -71,6 +73,16 @@ class StoreError(GitOpsFlowError):
     """The state backend is unreachable or refused a write."""
 
     retryable = True
+
+
+class Busy(GitOpsFlowError):
+    """The server is already rebuilding as many old versions as it allows at once; the request may be retried."""
+
+    retryable = True
+
+
+class PinsDisabled(GitOpsFlowError):
+    """The operator turned explicit version pins off."""
 
 
 class BadInput(GitOpsFlowError):

@@ -2,7 +2,8 @@
 
 Only the values asked about are located. One pass over the text per batch of paths walks down those paths and
 skips every other value with the standard library's C scanner, so locating the problems of a large file costs about
-one reading of it, however many values it holds (an 8 MiB LangFlow export has hundreds of thousands).
+one reading of it, however many values it holds (an 8 MiB LangFlow export has hundreds of thousands). A caller that
+asks path by path gets a full index after a couple of passes, so no way of asking costs more than a few readings.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ _scan_value: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_onc
 _WS = re.compile(r"[ \t\n\r]*")
 _SCALAR = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][-+]?\d+)?|true|false|null")
 _BROKEN = (ValueError, IndexError, RecursionError, StopIteration)  # StopIteration: the C scanner found no value
+_TARGETED_PASSES = 2  # then a full walk: the cost of looking up lines stays linear however they are asked for
 
 
 def loads(text: str, **options: Any) -> tuple[Any, bool]:
@@ -53,6 +55,7 @@ class LineIndex:
         self._lines: dict[str, int] = {}
         self._sought: set[str] = set()
         self._complete = False  # every value's line is known (the walk that lists repeated keys was made)
+        self._passes = 0  # targeted passes made so far
         self._duplicates: list[str] = []
 
     @property
@@ -77,10 +80,14 @@ class LineIndex:
         new = {p for p in asked if p not in self._sought}
         if new and not self._complete:
             self._sought |= new
-            try:
-                self._seek(_prefixes(new))
-            except _BROKEN:
-                pass  # a partial index is still useful; unknown paths fall back to their nearest known parent
+            self._passes += 1
+            if self._passes > _TARGETED_PASSES:
+                self._index_all()  # a caller asking path by path: one full walk, then every look-up is free
+            else:
+                try:
+                    self._seek(_prefixes(new))
+                except _BROKEN:
+                    pass  # a partial index is still useful; unknown paths fall back to their nearest known parent
         return {path: self._nearest(path) for path in asked}
 
     def _nearest(self, path: str) -> int | None:

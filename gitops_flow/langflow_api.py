@@ -24,11 +24,13 @@ from gitops_flow.build import BuiltFlow
 from gitops_flow.endpoints import (
     VERSION_HEADER,
     Deps,
+    Opened,
     RequestError,
     choose,
     get_deps,
     json_response,
     observe,
+    open_stream,
     read_json,
     run_config,
     run_flow,
@@ -181,52 +183,55 @@ async def run(request: Request) -> Response:
     choice, flow = await choose(request, name, configurable, lambda chosen: [flow_input(chosen, text)])
     if body.output_component and body.output_component != flow.graph.exit:
         raise RequestError(422, "unknown-output-component", f"the flow's output is {flow.graph.exit!r}")
-    value = flow_input(flow, text)
     session = str(configurable.get("session_id") or uuid.uuid4())  # a new conversation unless one is named
     configurable["session_id"] = session
     run_id = uuid.uuid4()
-    config = run_config({"configurable": configurable}, name, choice, run_id)
-    headers = {VERSION_HEADER: choice.version.sha}
     deps = get_deps(request)
+
+    def start(chosen: Choice, built: BuiltFlow) -> AsyncIterator[Any]:
+        config = run_config({"configurable": configurable}, name, chosen, run_id)
+        return built.runnable.astream(flow_input(built, text), config)
+
     if streaming:
-        events = _events(deps, choice, flow, body, session, value, config, run_id)
-        return StreamingResponse(
-            events, media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"}
-        )
-    output = await run_flow(deps, name, choice, run_id, flow.runnable.ainvoke(value, config))
-    response = run_response(flow, body, session, output, str(uuid.uuid4()))
+        opened = await open_stream(deps, name, choice, flow, start)
+        events = _events(deps, opened, name, body, session, run_id)
+        headers = {VERSION_HEADER: opened.choice.version.sha, "cache-control": "no-cache"}
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+
+    async def run(chosen: Choice, built: BuiltFlow) -> Any:
+        config = run_config({"configurable": configurable}, name, chosen, run_id)
+        return await built.runnable.ainvoke(flow_input(built, text), config)
+
+    choice, output = await run_flow(deps, name, choice, flow, run_id, run)
+    response = run_response(choice.version.flows[name], body, session, output, str(uuid.uuid4()))
     response["metadata"] = {"run_id": str(run_id), **version_metadata(choice)}  # ours; LangFlow clients ignore it
-    return json_response(response, headers=headers)
+    return json_response(response, headers={VERSION_HEADER: choice.version.sha})
 
 
 async def _events(
-    deps: Deps,
-    choice: Choice,
-    flow: BuiltFlow,
-    body: RunRequest,
-    session: str,
-    value: Any,
-    config: Any,
-    run_id: uuid.UUID,
+    deps: Deps, opened: Opened, name: str, body: RunRequest, session: str, run_id: uuid.UUID
 ) -> AsyncIterator[bytes]:
     """LangFlow's stream: ``add_message`` (the user's, then the answer's), ``token`` per chunk, then ``end`` with
     the whole RunResponse; ``error`` instead when the flow fails (a message, never a traceback)."""
+    choice = opened.choice
+    flow = choice.version.flows[name]
     message_id = str(uuid.uuid4())
     yield _event("add_message", _message(body.input_value or "", session, flow, str(uuid.uuid4()), machine=False))
     yield _event("add_message", _message("", session, flow, message_id))
     chunks: list[Any] = []
-    started = time.perf_counter()
     try:
-        async for chunk in flow.runnable.astream(value, config):
+        if opened.failure is not None:
+            raise opened.failure
+        async for chunk in opened.rest():
             chunks.append(chunk)
             if isinstance(chunk, str) and chunk:
                 yield _event("token", {"chunk": chunk, "id": message_id, "timestamp": _now()})
     except Exception as exc:
-        observe(deps, flow.spec.name, choice, False, time.perf_counter() - started)
+        observe(deps, flow.spec.name, choice, False, time.perf_counter() - opened.started)
         log.error("flow %s run %s failed: %s", flow.spec.name, run_id, type(exc).__name__, exc_info=exc)
         yield _event("error", {"error": f"the flow failed while running (run {run_id})"})
         return
-    observe(deps, flow.spec.name, choice, True, time.perf_counter() - started)
+    observe(deps, flow.spec.name, choice, True, time.perf_counter() - opened.started)
     output: Any = "".join(chunks) if all(isinstance(c, str) for c in chunks) else (chunks[-1] if chunks else "")
     yield _event("end", {"result": run_response(flow, body, session, output, message_id)})
 

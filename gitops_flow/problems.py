@@ -32,6 +32,18 @@ class Problem:
     def located(self, file: str, line: int | None) -> Problem:
         return replace(self, file=file, line=self.line if self.line is not None else line)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Problem:
+        """A problem read back from ``as_dict`` (a store, a server's JSON)."""
+        return cls(
+            code=data["code"],
+            message=data["message"],
+            path=data.get("path", "$"),
+            file=data.get("file", ""),
+            line=data.get("line"),
+            severity=data.get("severity", "error"),
+        )
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "file": self.file,

@@ -1,9 +1,11 @@
 """The reconciler: fetch Git, turn each new commit into a version off the request path, publish one routing table.
 
 Fetching is separate from applying (Flux's source-controller): a fetch only moves refs in the local clone; each new
-commit of the tracked branch then becomes a Version (builder.py), and so does every commit of the branch that a ref
-named in the routing file points at. Publishing is the last step and a single assignment, so a request sees the old
-table or the new one, never a mix. Deploy events go to the state store once per fact, however many replicas see it.
+commit of the tracked branch then becomes a Version (builder.py), its flows judged one by one, and so does every
+commit of the branch that a ref named in the routing file points at. A flow that fails at a commit keeps serving its
+last good build (carried from the commit's parent); the others go live. Publishing is the last step and a single
+assignment, so a request sees the old table or the new one, never a mix. Deploy events go to the state store once
+per fact, however many replicas see it.
 """
 
 from __future__ import annotations
@@ -18,12 +20,17 @@ from typing import Any
 
 import anyio
 
-from gitops_flow.builder import VersionBuilder
-from gitops_flow.exceptions import GitOpsFlowError, SourceError, StoreError, UnknownVersion
+from gitops_flow.builder import VersionBuilder, carry
+from gitops_flow.config import PinPolicy
+from gitops_flow.exceptions import SourceError, StoreError, UnknownFlow
+from gitops_flow.pins import Pins
+from gitops_flow.rebuilds import Rebuilds
 from gitops_flow.source import CommitInfo, GitSource, Refs
 from gitops_flow.stores.base import Record, StateStore
-from gitops_flow.traffic import Choice, RoutingTable
-from gitops_flow.versions import MIN_SHORT_SHA, Version
+from gitops_flow.traffic import RESUMED_PREFIX, Choice, RoutingTable, split_key, stopped
+from gitops_flow.versions import Version
+
+MAX_CARRY_DEPTH = 20  # ancestors built to find a failed flow's last good build when the server has not seen them
 
 log = logging.getLogger("gitops_flow.reconcile")
 
@@ -61,6 +68,8 @@ class Reconciler:
         *,
         branch: str = "main",
         keep: int = 10,
+        pins: PinPolicy = "current",
+        rebuilds_kept: int = 8,
         poll_interval: float = 30.0,
         max_commits: int = 50,
         clock: Callable[[], float] = time.time,
@@ -86,6 +95,9 @@ class Reconciler:
         self._observed_refs: Refs | None = None
         self._fallback: Version | None = None
         self._aborted: frozenset[str] = frozenset()
+        self._ancestry: dict[tuple[str, str], bool] = {}
+        self.rebuilds = Rebuilds(self._rebuild, limit=rebuilds_kept)
+        self.pins = Pins(pins, versions=lambda: self._versions, on_branch=self._on_branch, rebuilds=self.rebuilds)
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._reasons: list[str] = []
@@ -99,13 +111,10 @@ class Reconciler:
 
     async def run(self) -> None:
         """Reconcile at start, then on every request and every poll interval (with ±10 % jitter), forever."""
-        trigger, revived = "start", False
+        trigger = "start"
         while True:
             try:
                 await self.step(trigger)
-                if not revived and self.table.head is not None:
-                    await self.revive_pinned()
-                    revived = True
             except StoreError as exc:
                 log.warning("state store: %s", exc)
             except Exception:  # the loop must survive anything; the reason is logged, the last table keeps serving
@@ -126,7 +135,7 @@ class Reconciler:
             if version.status == "ready":
                 version = version.retired()  # rebuilt from Git if the head, a ref or a session still needs it
             self._versions.setdefault(version.sha, version)
-        self._aborted = frozenset(await self.store.aborts())
+        self._aborted = stopped(await self.store.aborts())
 
     # -- one reconcile ----------------------------------------------------------------------------------------------
 
@@ -182,59 +191,113 @@ class Reconciler:
                 del self._versions[version.sha]  # not recorded: the next pass builds it (from the cache) and tells
                 raise
             new.append(version.sha)
+            self._lighten(version)
         self._observed, self._observed_refs = head, refs
-        if self.table.head is None and not self._versions[head].ready:
+        self._ancestry.clear()
+        if self.table.head is None and self._versions[head].status == "failed":
             await self._find_last_good(head)
         if previous_refs is not None:
             await self._refs_moved(previous_refs.tags, refs.tags, trigger)
         await self._build_referenced(refs, head, trigger)
-        self._publish()
+        await self._hold_served()
+        await self._publish_live(trigger)
         return Outcome(changed=True, head=head, new=tuple(new))
 
-    async def _build(self, commit: CommitInfo) -> Version:
-        """Build a commit and save its record; it joins the versions only once the store has it."""
-        version = await anyio.to_thread.run_sync(self.builder.build, commit)
+    async def _build(self, commit: CommitInfo, depth: int = 0) -> Version:
+        """Build a commit and save its record; it joins the versions only once the store has it.
+
+        A flow that failed at it serves its parent's build of it; when the server has not seen the parent (a first
+        start, a pin), the parent is built too, up to MAX_CARRY_DEPTH ancestors.
+        """
+        first = commit.parents[0] if commit.parents else None
+        parent = self._versions.get(first) if first is not None else None
+        version = await anyio.to_thread.run_sync(self.builder.build, commit, parent)
+        if parent is None and first is not None and (version.failed or not version.ready) and depth < MAX_CARRY_DEPTH:
+            parent = await self._build(await anyio.to_thread.run_sync(self.source.commit, first), depth + 1)
+            version = carry(version, parent)
         known = self._versions.get(commit.sha)
         if known is not None:
-            version = replace(version, seen=known.seen)
+            version = replace(version, seen=known.seen, went_live=known.went_live)
         await self.store.put_version(version.sha, version.record())
         self._versions[version.sha] = version
         return version
+
+    def _lighten(self, version: Version) -> None:
+        """Keep a long fetch from holding every commit's builds at once: once ``version`` is built, its first parent
+        (if it is neither a ref's nor the head's) keeps only the builds ``version`` still serves from it."""
+        parent = self._versions.get(version.parents[0]) if version.parents else None
+        if parent is None or not parent.ready or parent.sha in self._held():
+            return
+        needed = [name for name, sha in version.served().items() if sha == parent.sha]
+        self._versions[parent.sha] = parent.keeping(needed)
+        self.builder.forget(v for v in self._versions.values() if v.ready)
+
+    def _held(self) -> set[str]:
+        """What serves now: the head, the commit each ref points at, and the commits their carried flows come from."""
+        refs = self._observed_refs.tags.values() if self._observed_refs is not None else ()
+        holders = [self.table.head, *(self._versions.get(sha) for sha in refs)]
+        held = {v.sha for v in holders if v is not None}
+        return held | {sha for v in holders if v is not None for sha in v.served().values()}
+
+    async def _hold_served(self) -> None:
+        """Make sure every build the head and the refs serve is in memory (a carried build retired before a restart,
+        say): rebuilt from Git here, once."""
+        head = self._last_good()
+        refs = self._observed_refs.tags.values() if self._observed_refs is not None else ()
+        holders = [v for v in (head, *(self._versions.get(sha) for sha in refs)) if v is not None and v.ready]
+        for holder in holders:
+            for flow, sha in holder.served().items():
+                version = self._versions.get(sha)
+                if version is not None and (flow in version.flows or not version.ready and version.status != "retired"):
+                    continue
+                if not await anyio.to_thread.run_sync(self.source.has_commit, sha):
+                    continue
+                await self._build(await anyio.to_thread.run_sync(self.source.commit, sha))
 
     async def _announce(
         self, version: Version, head: str, trigger: str, same_as: str | None, previous: str | None
     ) -> None:
         """Record what a newly built commit means: deployed (or rolled back, when it serves what an earlier commit
-        served), built (an older commit of the same fetch), or failed with its problems."""
-        if not version.ready:
+        served), built (an older commit of the same fetch), or failed as a whole; and each flow it changed that
+        failed, with its problems and the version it keeps serving."""
+        if version.status == "failed":
             log.warning("failed %s %s: %d problems", version.sha[:12], version.summary, len(version.problems))
             problems = [p.as_dict() for p in version.problems]
             await self._event("failed", version.sha, trigger, problems=problems)
             return
+        changed = set(version.changed)
+        for name in sorted(version.failed):
+            if name in changed or previous is None:
+                problems = [p.as_dict() for p in version.failed[name]]
+                serving = version.carried.get(name)
+                log.warning("failed %s at %s: %d problems", name, version.sha[:12], len(problems))
+                once = f"failed:{version.sha}:{name}"
+                await self._event(
+                    "failed", version.sha, trigger, once=once, flow=name, problems=problems, serving=serving
+                )
         if version.sha != head:
             await self._event("built", version.sha, trigger)
             return
+        failed = sorted(version.failed)
+        if changed and changed <= set(failed) and previous is not None:
+            return  # everything it changed failed: nothing new goes live (the failures were recorded above)
         current = self._versions.get(previous) if previous is not None else None
+        extra: dict[str, Any] = {"failed_flows": failed} if failed else {}
         if same_as is not None and (current is None or current.content != version.content):
             log.info("rolled back %s %s to the content of %s (%s)", head[:12], version.summary, same_as[:12], trigger)
-            await self._event("rolled-back", head, trigger, restores=same_as)
+            await self._event("rolled-back", head, trigger, restores=same_as, **extra)
             return
         log.info("deployed %s %s (%s)", head[:12], version.summary, trigger)
-        await self._event("deployed", head, trigger)
+        await self._event("deployed", head, trigger, **extra)
 
     async def _refs_moved(self, before: Mapping[str, str], after: Mapping[str, str], trigger: str) -> None:
-        """Record each tag created, moved or deleted; a moved or deleted tag's canary aborts are lifted, since the
-        guard judges a ref anew at each commit it points to."""
+        """Record each tag created, moved or deleted."""
         for name in sorted(before.keys() | after.keys()):
             old, new = before.get(name), after.get(name)
             if old == new:
                 continue
             key = f"tag:{name}:{old}:{new}"
             await self._event("tag-moved", new or old or "", trigger, once=key, ref=name, before=old, after=new)
-            if old is not None:
-                for abort in [k for k in self._aborted if k.endswith(f":{name}:{old}")]:
-                    await self.store.drop_abort(abort)
-                self._aborted = frozenset(await self.store.aborts())
 
     async def _build_referenced(self, refs: Refs, head: str, trigger: str) -> None:
         """Build the commits that refs named by the routing file point at, if they are on the tracked branch; a ref
@@ -257,7 +320,7 @@ class Reconciler:
                 await self._event("ref-refused", sha, trigger, once=f"refused:{name}:{sha}", ref=name, detail=detail)
 
     async def _find_last_good(self, head: str) -> None:
-        """A server that starts on a broken head serves the newest good commit before it, if there is one."""
+        """A server that starts on a head that failed as a whole serves the newest good commit before it."""
         sha = head
         for _ in range(self.max_commits):
             parents = self._versions[sha].parents if sha in self._versions else ()
@@ -288,9 +351,35 @@ class Reconciler:
             self._versions,
             self._aborted,
         )
+        self.rebuilds.drop(lambda sha: not self.table.yanked(sha))
+
+    def _replan(self) -> None:
+        """Publish the current table again with the aborts as they are now: the same head, refs and versions, so it
+        is consistent even while a reconcile is half-way (that one publishes with the new aborts when it ends)."""
+        table = self.table
+        self.table = RoutingTable.publish(table.branch, table.head, table.refs, table.versions, self._aborted)
+
+    async def _publish_live(self, trigger: str) -> None:
+        """Publish, then remember which versions went live (the head, and what each flow's live refs serve), since
+        history pins may reach those only; and record each commit the routing file newly yanked."""
+        self._publish()
+        table = self.table
+        live = {table.head.sha} if table.head is not None else set()
+        live |= {t.serving for route in table.routes.values() for _, t in route.live if t.serving is not None}
+        for sha in sorted(live):
+            version = self._versions.get(sha)
+            if version is not None and not version.went_live:
+                self._versions[sha] = replace(version, went_live=True)
+                await self.store.put_version(sha, self._versions[sha].record())
+        routing = table.routing
+        for prefix in routing.yanked if routing is not None else ():
+            matches = [v.sha for v in self._versions.values() if v.sha.startswith(prefix.lower())]
+            for sha in matches:
+                detail = "the routing file yanked it: it is never served again"
+                await self._event("yanked", sha, trigger, once=f"yanked:{sha}", detail=detail)
 
     def _last_good(self) -> Version | None:
-        """The branch head if it is ready, else the newest ready ancestor we have: a bad commit changes nothing."""
+        """The branch head unless it failed as a whole, else the newest ready ancestor we have."""
         if self._observed is None:
             return None
         current = self._versions.get(self._observed)
@@ -315,95 +404,106 @@ class Reconciler:
         if await self.store.add_event(event, once=once or f"{kind}:{sha}"):
             self.on_event(event)
 
-    # -- the canary guard's decisions -------------------------------------------------------------------------------
+    # -- the canary guard's decisions and the operator's ------------------------------------------------------------
 
     async def stop_canaries(self, new: Mapping[str, Record], aborted: Iterable[str]) -> None:
         """Take the guard's view: record each canary it aborted here, then publish the table with every abort known
         to the store (this replica's and the others'), so an abort holds everywhere."""
         for key, figures in new.items():
-            route, ref, sha = key.rsplit(":", 2)
-            log.warning("aborted ref %r at %s on route %r: %s", ref, sha[:12], route, figures.get("reason"))
-            await self._event("aborted", sha, "analysis", once=f"aborted:{key}", route=route, ref=ref, **figures)
-        stopped = frozenset(aborted)
-        if stopped != self._aborted:
-            self._aborted = stopped
-            self._publish()
+            flow, ref, _ = split_key(key)
+            target = self.table.guarded().get(key)
+            sha = target.serving if target is not None and target.serving else ""
+            log.warning("aborted flow %r on ref %r at %s: %s", flow, ref, sha[:12], figures.get("reason"))
+            await self._event("aborted", sha, "analysis", once=f"aborted:{key}", flow=flow, ref=ref, **figures)
+        stopped_now = stopped(dict.fromkeys(aborted))
+        if stopped_now != self._aborted:
+            self._aborted = stopped_now
+            self._replan()
+
+    async def operate(self, action: str, flow: str, ref: str | None, trigger: str) -> list[dict[str, Any]]:
+        """An operator aborts or resumes ``flow``'s canary on ``ref`` (every guarded ref of its route when None), at
+        once and on every replica (through the store); each change is recorded in the history. Returns what was
+        done, per ref. Raises UnknownFlow when the flow has no guarded ref (of that name)."""
+        targets = [t for t in self.table.canaries(flow) if ref is None or ref in (t.ref, t.named)]
+        if not targets:
+            where = f" on ref {ref!r}" if ref is not None else ""
+            raise UnknownFlow(f"flow {flow!r} has no canary{where}: only the refs after a guarded route's first are")
+        done = []
+        for target in targets:
+            assert target.guard is not None
+            key = target.guard
+            sha = target.serving or target.sha or ""
+            if action == "abort":
+                record = {"reason": "aborted by an operator", "by": trigger, "time": self.clock()}
+                changed = await self.store.abort(key, record)
+                if changed:
+                    await self._event(
+                        "aborted",
+                        sha,
+                        trigger,
+                        once=f"aborted:{key}:{self.clock()}",
+                        flow=flow,
+                        ref=target.ref,
+                        reason="aborted by an operator",
+                    )
+            else:
+                changed = key in self._aborted
+                await self.store.drop_abort(key)
+                await self.store.drop_abort(RESUMED_PREFIX + key)
+                await self.store.abort(RESUMED_PREFIX + key, {"since": self.clock(), "by": trigger})
+                if changed:
+                    await self._event(
+                        "resumed", sha, trigger, once=f"resumed:{key}:{self.clock()}", flow=flow, ref=target.ref
+                    )
+            done.append({"flow": flow, "ref": target.ref, "sha": sha, "changed": changed})
+        self._aborted = stopped(await self.store.aborts())
+        self._replan()
+        return done
 
     # -- explicit pins ----------------------------------------------------------------------------------------------
 
-    async def pinned(self, text: str) -> Choice:
-        """The version an explicit pin names (SPEC 4): a ref, a full or a short sha.
-
-        A commit of the tracked branch's history that this process has not built (it predates the server's start)
-        or has retired is built now. A commit off the branch is never served: only what was merged ships. Raises
-        UnknownVersion when nothing matches, NotServable for a commit that failed validation.
-        """
-        table = self.table
-        try:
-            sha, ref = table.resolve(text)
-        except UnknownVersion:
-            found = await anyio.to_thread.run_sync(self._commit_named, text)
-            if found is None:
-                raise
-            sha, ref = found, None
-        version = table.versions.get(sha)
-        if version is None or version.status == "retired":
-            if not await self._on_branch(sha):
-                named = f"ref {ref!r} points at" if ref is not None else "commit"
-                if version is not None:
-                    table.servable(version)  # raises: retired
-                raise UnknownVersion(
-                    f"{named} {sha[:12]}, which this server has not built: only commits of branch {self.branch!r}"
-                    " are served"
-                )
-            version = await self.ensure(sha)
-            assert version is not None, "ensure() finds every commit of the branch"
-        return Choice(table.servable(version), ref)
-
-    def _commit_named(self, text: str) -> str | None:
-        """The full sha of the commit a (short) sha names in the clone, None for anything else: a pin is never a
-        revision expression (``main~3``), only a sha or a ref the table knows."""
-        text = text.strip().lower()
-        if len(text) < MIN_SHORT_SHA or any(c not in "0123456789abcdef" for c in text):
-            return None
-        try:
-            return self.source.commit(text).sha
-        except UnknownVersion:
-            return None
+    async def pinned(self, flow: str, text: str) -> Choice:
+        """The version an explicit pin names for ``flow`` (SPEC 4), as the operator's pin policy allows (pins.py)."""
+        return await self.pins.choose(self.table, flow, text)
 
     async def _on_branch(self, sha: str) -> bool:
         head = self._observed
-        return head is not None and await anyio.to_thread.run_sync(self.source.is_ancestor, sha, head)
+        if head is None:
+            return False
+        known = self._ancestry.get((sha, head))
+        if known is None:
+            known = await anyio.to_thread.run_sync(self.source.is_ancestor, sha, head)
+            self._ancestry[(sha, head)] = known
+        return known
 
     # -- memory -----------------------------------------------------------------------------------------------------
 
-    async def ensure(self, sha: str) -> Version | None:
-        """Build a commit the server has not loaded (a pin, a session pinned before a restart); None if Git lacks
-        it."""
-        async with self._lock:
-            known = self._versions.get(sha)
-            if known is not None and known.status != "retired":
-                return known
-            if not await anyio.to_thread.run_sync(self.source.has_commit, sha):
-                return None
-            version = await self._build(await anyio.to_thread.run_sync(self.source.commit, sha))
-            if self._observed is not None:
-                self._publish()
-            return version
+    def _rebuild(self, sha: str) -> Version:
+        """Build an old version again for a pin or a session, off the reconciler's lock (rebuilds.py); blocking."""
+        commit = self.source.commit(sha)
+        parent = self._versions.get(commit.parents[0]) if commit.parents else None
+        return self.builder.build(commit, parent)
+
+    async def revive(self, sha: str, flow: str) -> Version | None:
+        """A version a session is pinned to that this process does not hold (a restart, another replica): rebuilt,
+        bounded (rebuilds.py); None when Git lacks it or the flow no longer builds there."""
+        if not await anyio.to_thread.run_sync(self.source.has_commit, sha):
+            return None
+        version = await self.rebuilds.get(sha)
+        return version if flow in version.flows else None
 
     async def collect(self) -> list[str]:
         """Retire ready versions that nothing needs, so memory stays bounded.
 
-        Kept: the head, every version a ref points at, every version a live session is pinned to, and the newest
-        ``keep`` ready versions (so a revert or a pin to a recent version is instant). Build results no kept
-        version uses are dropped with them.
+        Kept: the head, every version a ref points at, the versions whose builds they carry, every version a live
+        session is pinned to, and the newest ``keep`` ready versions (so a revert or a pin to a recent version is
+        instant). Build results no kept version uses are dropped with them.
         """
         async with self._lock:
             pinned = await self.store.pinned_versions()
             ready = [v for v in self._versions.values() if v.ready]
-            keep = {v.sha for v in ready[-self.keep :]} | pinned | set(self.table.refs.values())
-            if self.table.head is not None:
-                keep.add(self.table.head.sha)
+            keep = {v.sha for v in ready[-self.keep :]} | pinned | set(self.table.refs.values()) | self._held()
+            keep -= {v.sha for v in ready if self.table.yanked(v.sha)}
             retired = [v.sha for v in ready if v.sha not in keep]
             for sha in retired:
                 self._versions[sha] = self._versions[sha].retired()
@@ -414,16 +514,6 @@ class Reconciler:
                 if self._observed is not None:
                     self._publish()
             return retired
-
-    async def revive_pinned(self) -> None:
-        """After a restart: rebuild every version a live session is still pinned to."""
-        for sha in await self.store.pinned_versions():
-            version = self._versions.get(sha)
-            if version is None or version.status == "retired":
-                try:
-                    await self.ensure(sha)
-                except GitOpsFlowError as exc:
-                    log.warning("cannot rebuild pinned version %s: %s", sha[:12], exc)
 
     @property
     def versions(self) -> list[Version]:

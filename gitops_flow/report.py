@@ -53,7 +53,7 @@ def results(found: Sequence[CaseResult], invalid: Sequence[Problem], files: dict
     if fmt == "github":
         lines += [annotation("error", p.file, p.line, p.code, f"{p.path}: {p.message}") for p in errors]
         lines += [
-            annotation("error", files.get(r.flow, ""), None, f"test failed: {r.case}", r.message)
+            annotation("error", files.get(r.flow, ""), r.line, f"test failed: {r.case}", r.message)
             for r in found
             if not r.passed
         ]

@@ -11,6 +11,7 @@ ROUTING_FILE = "gitops-flow.yaml"
 DEFAULT_ROUTE = "default"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+YANKED_SHA = r"^[0-9a-fA-F]{7,40}$"
 _BAD_REF = re.compile(r"\.\.|//|@\{|[\x00-\x20~^:?*\[\\\x7f]|^[-/.]|[./]$|\.lock$")
 
 
@@ -55,6 +56,9 @@ class Analysis(BaseModel):
     min_requests: int = Field(default=20, ge=1)
     max_error_rate: float = Field(default=0.05, ge=0, le=1)
     max_p99_ms: float = Field(default=3000, gt=0)
+    # failures of the canary that its primary did not share, in the window: a count, so that traffic a client adds
+    # cannot dilute a broken canary below the error rate
+    max_failures: int = Field(default=25, ge=1)
 
 
 class RoutingConfig(BaseModel):
@@ -67,3 +71,8 @@ class RoutingConfig(BaseModel):
     sticky: Literal["user", "none"] = "user"
     session_ttl: Duration = 1800.0
     analysis: Analysis | None = None
+    # commits that must never serve again (a leaked secret, a harmful prompt): full or short (7+ hex digits) shas
+    yanked: list[Annotated[str, Field(pattern=YANKED_SHA)]] = Field(default_factory=list, max_length=1000)
+
+    def is_yanked(self, sha: str) -> bool:
+        return any(sha.startswith(prefix.lower()) for prefix in self.yanked)

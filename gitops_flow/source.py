@@ -7,7 +7,7 @@ import binascii
 import re
 import stat
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -319,3 +319,55 @@ class GitSource:
             if not isinstance(blob, git.Blob) or not stat.S_ISREG(blob.mode):
                 return None
             return blob.hexsha, self.read_blob(blob.hexsha, max_bytes=max_bytes)
+
+
+def read_at(paths: Sequence[Path], rev: str, *, max_bytes: int) -> dict[Path, bytes | None]:
+    """What each of ``paths`` (files of a local working tree) held at commit ``rev`` of the Git repository that holds
+    it: its bytes (only the first ``max_bytes + 1`` of a larger file, as read_blob), or None where that commit has no
+    regular file there. For `gitops-flow validate --base`: nothing is fetched, and the working tree is not touched.
+
+    Raises SourceError when a path is in no Git working tree, UnknownVersion when ``rev`` names no commit of it.
+    """
+    found: dict[Path, bytes | None] = {}
+    opened: dict[Path, git.Repo] = {}
+    try:
+        for path in paths:
+            real = path.resolve()
+            repo, root = _working_tree(real, path, opened)
+            try:
+                sha, _, _ = repo.git.get_object_header(f"{rev}^{{commit}}")
+            except ValueError:  # cat-file answered "missing" or "ambiguous", or GitPython refused a line feed
+                raise UnknownVersion(f"{rev!r} is not a commit of the repository at {root}") from None
+            with _git_errors(f"reading {path} at {rev}"):
+                try:
+                    blob = git.Commit(repo, binascii.a2b_hex(sha)).tree / real.relative_to(root).as_posix()
+                except KeyError:
+                    blob = None
+                if not isinstance(blob, git.Blob) or not stat.S_ISREG(blob.mode):
+                    found[path] = None
+                    continue
+                _, _, size, stream = repo.git.stream_object_data(blob.hexsha)
+                found[path] = stream.read(min(size, max_bytes + 1))
+                while stream.read(_CHUNK):
+                    pass  # drain the rest: the shared cat-file pipe must end up at the next object
+    finally:
+        for repo in opened.values():
+            repo.close()
+    return found
+
+
+def _working_tree(real: Path, shown: Path, opened: dict[Path, git.Repo]) -> tuple[git.Repo, Path]:
+    """The repository whose working tree holds ``real`` (opened once per tree, kept in ``opened``) and its root."""
+    with _git_errors(f"finding the repository of {shown}"):
+        try:
+            repo = git.Repo(real.parent, search_parent_directories=True)
+        except (git.exc.InvalidGitRepositoryError, git.exc.NoSuchPathError):
+            raise SourceError(f"{shown} is not in a Git repository") from None
+    tree = repo.working_tree_dir
+    root = Path(tree).resolve() if tree is not None else None
+    if root is None or not real.is_relative_to(root):
+        repo.close()
+        raise SourceError(f"{shown} is not in the working tree of a Git repository")
+    if root in opened:
+        repo.close()
+    return opened.setdefault(root, repo), root

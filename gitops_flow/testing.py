@@ -1,18 +1,19 @@
-"""Run the ``tests`` of flow documents with every model node answered by a fake: `gitops-flow test`."""
+"""Run flows' ``tests`` as the server runs requests, every model faked: `gitops-flow test`, and the server's gate."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from langchain_core.runnables import RunnableConfig
 
-from gitops_flow.build import build_flow
-from gitops_flow.components import FAKEABLE, ComponentRegistry
-from gitops_flow.exceptions import BuildError
+from gitops_flow.build import build_flow, runnable_config
+from gitops_flow.components import ComponentRegistry
+from gitops_flow.exceptions import BadInput, BuildError
 from gitops_flow.history import MemoryHistoryStore
 from gitops_flow.problems import json_path
 from gitops_flow.spec import Expectation, FlowSpec, FlowTest
@@ -29,13 +30,36 @@ class CaseResult:
     output: Any = None
     duration_ms: float = 0.0
     path: str = "$.tests"
+    line: int | None = None  # of ``path`` in the flow's file, when the caller knows the file
 
 
-async def run_flow_tests(spec: FlowSpec, registry: ComponentRegistry) -> list[CaseResult]:
-    """Run every case of ``spec`` in order; cases naming the same ``session`` share one conversation."""
+CASE_TIMEOUT_S = 10.0  # what one case may take; a dry-build's fakes never wait, so only a stuck flow takes that long
+BUDGET_S = 60.0  # what all the cases of one flow may take together
+
+
+async def run_flow_tests(
+    spec: FlowSpec, registry: ComponentRegistry, *, timeout: float = CASE_TIMEOUT_S, budget: float = BUDGET_S
+) -> list[CaseResult]:
+    """Run every case of ``spec`` in order as the server runs a request: the input is checked against the input
+    schema the flow serves, then the flow runs with the config a request's run gets. Cases naming the same
+    ``session`` share one conversation.
+
+    No real model is ever called: a case that leaves a node that would call one without ``fakes`` fails unrun.
+    The cost is bounded: fakes never wait (a dry-build), a case fails after ``timeout`` seconds, and once ``budget``
+    seconds are spent the remaining cases fail unrun. Never raises for what a flow does.
+    """
     history = MemoryHistoryStore()
-    models = [n.id for n in spec.nodes if registry.kind_of(n.component) in FAKEABLE]
-    return [await _run_case(spec, index, case, registry, models, history) for index, case in enumerate(spec.tests)]
+    models = [n.id for n in spec.nodes if registry.calls_a_model(n.component)]
+    deadline = time.monotonic() + budget
+    results = []
+    for index, case in enumerate(spec.tests):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            message = f"not run: the flow's tests took their budget of {budget:g} s"
+            results.append(CaseResult(spec.name, case.name, False, message, path=json_path(["tests", index])))
+            continue
+        results.append(await _run_case(spec, index, case, registry, models, history, min(timeout, left)))
+    return results
 
 
 async def _run_case(
@@ -45,6 +69,7 @@ async def _run_case(
     registry: ComponentRegistry,
     models: list[str],
     history: MemoryHistoryStore,
+    timeout: float,
 ) -> CaseResult:
     path = json_path(["tests", index])
     unfaked = [m for m in models if m not in case.fakes]
@@ -58,14 +83,21 @@ async def _run_case(
         )
     started = time.perf_counter()
     try:
-        built = build_flow(spec, registry, fakes=case.fakes, history=history, dry_run=True)
-        config: RunnableConfig = {
-            "configurable": {"session_id": case.session or f"test:{case.name}"},
-            "run_name": case.name,
-        }
-        output = await built.runnable.ainvoke(case.input, config)
+        deadline = time.monotonic() + timeout  # the case's time bounds its build too (checked between nodes)
+        built = build_flow(spec, registry, fakes=case.fakes, history=history, dry_run=True, deadline=deadline)
     except BuildError as exc:
         return CaseResult(spec.name, case.name, False, f"the flow does not build: {exc}", path=exc.path)
+    try:
+        built.check_input(case.input)
+    except BadInput as exc:
+        message = f"the server would refuse this input (422 bad-input): {exc}"
+        return CaseResult(spec.name, case.name, False, message, path=json_path(["tests", index, "input"]))
+    session = case.session or f"test:{case.name}"
+    config = runnable_config({"configurable": {"session_id": session}}, spec.name, uuid.uuid4(), {"test": case.name})
+    try:
+        output = await asyncio.wait_for(built.runnable.ainvoke(case.input, config), timeout)
+    except TimeoutError:
+        return CaseResult(spec.name, case.name, False, f"the flow did not answer within {timeout:g} s", path=path)
     except Exception as exc:  # noqa: BLE001 - any failure of the flow under test is that test's result
         return CaseResult(spec.name, case.name, False, f"the flow raised {type(exc).__name__}: {exc}", path=path)
     elapsed = (time.perf_counter() - started) * 1000

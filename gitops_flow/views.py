@@ -10,11 +10,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gitops_flow import webhook
-from gitops_flow.endpoints import RequestError, get_deps, json_response, read_body
+from gitops_flow.endpoints import RequestError, get_deps, json_response, read_body, read_json
 from gitops_flow.exceptions import SignatureMismatch, StoreError, WebhookError
 from gitops_flow.metrics import CONTENT_TYPE
 from gitops_flow.reconcile import Reconciler
-from gitops_flow.traffic import Route
+from gitops_flow.traffic import Route, RoutingTable
 
 log = logging.getLogger("gitops_flow.server")
 
@@ -27,13 +27,40 @@ _KNOWN_EVENTS = ("ping", "push", "create", "delete")  # metric labels come from 
 
 
 async def flows(request: Request) -> Response:
-    """Every flow with the refs that serve it: each ref's commit, share of new traffic (%) and state."""
+    """Every flow with its state at the head (live, or failed and what serves it instead) and the refs that serve it:
+    each ref's commit, the commit whose build of the flow serves it, share of new traffic (%) and state."""
     table = get_deps(request).reconciler.table
     listed = [
-        {"name": name, "description": _description(name, route), "route": route.name, "versions": _targets(route)}
+        {
+            "name": name,
+            "description": _description(name, route),
+            "route": route.name,
+            **flow_state(table, name),
+            "versions": _targets(route),
+        }
         for name, route in sorted(table.routes.items())
     ]
     return json_response({"flows": listed, "head": table.head.sha if table.head else None})
+
+
+def flow_state(table: RoutingTable, name: str) -> dict[str, Any]:
+    """A flow at the head, for people: ``live`` at the commit that serves it, or ``failed`` at the head with its
+    problems and the commit that serves it instead (``serving``, None when nothing does)."""
+    head = table.head
+    route = table.routes.get(name)
+    serving = next((t.serving for _, t in route.live), None) if route is not None else None
+    if head is None or name not in head.failed:
+        summary = f"{name} live at {serving[:12]}" if serving else f"{name} is not served"
+        return {"state": "live" if serving else "missing", "serving": serving, "summary": summary}
+    carried = head.carried.get(name)
+    instead = f", serving {carried[:12]}" if carried else ", not served"
+    return {
+        "state": "failed",
+        "serving": carried,
+        "failed_at": head.sha,
+        "problems": [p.as_dict() for p in head.failed[name]],
+        "summary": f"{name} failed at {head.sha[:12]}{instead}",
+    }
 
 
 def _targets(route: Route) -> list[dict[str, Any]]:
@@ -43,13 +70,13 @@ def _targets(route: Route) -> list[dict[str, Any]]:
         shares[id(target)] = round(100 * (bound - low), 2)
         low = bound
     return [
-        {"ref": t.ref, "sha": t.sha, "weight": shares.get(id(t), 0), "state": t.state}
+        {"ref": t.ref, "sha": t.sha, "serving": t.serving, "weight": shares.get(id(t), 0), "state": t.state}
         for t in (route.targets if route.targets else [t for _, t in route.live])
     ]
 
 
 def _description(name: str, route: Route) -> str:
-    version = route.live[0][1].version
+    version = route.live[0][1].version if route.live else None
     return version.flows[name].spec.description if version is not None else ""
 
 
@@ -57,8 +84,15 @@ async def versions(request: Request) -> Response:
     reconciler = get_deps(request).reconciler
     head = reconciler.table.head
     newest_first = sorted(reconciler.versions, key=lambda v: (v.time, v.seen), reverse=True)
-    listed = [{**v.record(), "live": head is not None and v.sha == head.sha} for v in newest_first]
+    listed = [
+        {**v.record(), **_held(reconciler, v.sha), "live": head is not None and v.sha == head.sha} for v in newest_first
+    ]
     return json_response({"source": _source(reconciler), "versions": listed})
+
+
+def _held(reconciler: Reconciler, sha: str) -> dict[str, Any]:
+    """A retired version built again for a pin or a session is ready while it is held (rebuilds.py)."""
+    return {"status": "ready"} if sha in reconciler.rebuilds else {}
 
 
 async def history(request: Request) -> Response:
@@ -77,8 +111,9 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Ready once a good version is loaded and the state store answers. A source that fails later is shown here but
-    does not unready the server: the last good version keeps serving."""
+    """Ready once the branch is loaded (a commit that did not fail as a whole) and the state store answers; flows that
+    failed at it are listed, but do not unready the server: the others serve, and each failed one keeps its last
+    good version. A source that fails later is shown here but does not unready the server either."""
     deps = get_deps(request)
     head = deps.reconciler.table.head
     store_error = None
@@ -90,6 +125,7 @@ async def readyz(request: Request) -> Response:
     body = {
         "ready": ready,
         "version": head.sha if head else None,
+        "failed_flows": sorted(head.failed) if head else [],
         "source": _source(deps.reconciler),
         "store": {"ok": store_error is None, "error": store_error},
     }
@@ -167,3 +203,29 @@ async def reconcile_now(request: Request) -> Response:
     outcome = await get_deps(request).reconciler.step("operator")
     body = {"changed": outcome.changed, "head": outcome.head, "new": list(outcome.new), "error": outcome.error}
     return json_response(body, 200 if outcome.error is None else 502)
+
+
+async def abort_canary(request: Request) -> Response:
+    """``POST /admin/abort {"flow", "ref"?}``: stop a flow's canary at once, on every replica, until it is resumed or
+    its ref moves to new content; recorded in the history."""
+    return await _operate(request, "abort")
+
+
+async def resume_canary(request: Request) -> Response:
+    """``POST /admin/resume {"flow", "ref"?}``: give an aborted canary its weight back; the guard judges it again on
+    what comes after the resume only."""
+    return await _operate(request, "resume")
+
+
+async def _operate(request: Request, action: str) -> Response:
+    require_admin(request)
+    payload = await read_json(request)
+    if not isinstance(payload, dict) or not isinstance(payload.get("flow"), str):
+        raise RequestError(400, "bad-body", 'the body is {"flow": NAME} with an optional "ref"')
+    ref = payload.get("ref")
+    if ref is not None and not isinstance(ref, str):
+        raise RequestError(400, "bad-body", '"ref" is a ref name')
+    client = request.client.host if request.client is not None else "unknown"
+    trigger = f"operator at {client}"
+    done = await get_deps(request).reconciler.operate(action, payload["flow"], ref, trigger)
+    return json_response({"action": action, "done": done})

@@ -11,7 +11,7 @@ from gitops_flow.analysis import Guard, Window, bucket, bucket_bound
 from gitops_flow.exceptions import StoreError
 from gitops_flow.routing import Analysis
 from gitops_flow.stores.memory import MemoryStore
-from gitops_flow.traffic import RoutingTable, analysis_key
+from gitops_flow.traffic import RESUMED_PREFIX, RoutingTable, analysis_key
 from tests.test_traffic import CANARY, SHAS, version
 
 ANALYSIS = Analysis(window=60, min_requests=10, max_error_rate=0.1, max_p99_ms=500)
@@ -53,12 +53,50 @@ def test_a_window_below_min_requests_has_no_verdict() -> None:
         (counts(100, 0, 20, slow=2, slow_ms=4_000), "p99 latency"),
         (counts(1000, 0, 450), None),
         (counts(1000, 0, 600), "p99 latency"),
+        (counts(100_000, 24, 20), None),
+        (counts(100_000, 25, 20), "25 failures in the window reach the limit of 25"),
+        (counts(9, 9, 20), None),
     ],
-    ids=["errors-at-the-limit", "errors-over", "one-slow-in-100", "two-slow-in-100", "all-under", "all-over"],
+    ids=[
+        "errors-at-the-limit",
+        "errors-over",
+        "one-slow-in-100",
+        "two-slow-in-100",
+        "all-under",
+        "all-over",
+        "diluted-under-the-count",
+        "diluted-but-counted",
+        "few-all-failing",
+    ],
 )
 def test_verdicts(seen: dict[str, int], reason: str | None) -> None:
     verdict = Window.of(seen).verdict(ANALYSIS)
     assert (verdict is None) if reason is None else (verdict is not None and reason in verdict)
+
+
+def test_a_resumed_canary_is_judged_only_on_what_came_after_the_resume() -> None:
+    async def scenario() -> None:
+        clock, store = Clock(), MemoryStore()
+        guard = Guard(store, clock=clock)
+        table, key = canary_table()
+        for _ in range(20):
+            guard.record(key, False, 0.01)
+        aborted, known = await guard.tick(table)
+        assert list(aborted) == [key]
+        clock.now += 5
+        await store.drop_abort(key)  # what an operator's resume does (Reconciler.operate)
+        await store.abort(RESUMED_PREFIX + key, {"since": clock.now})
+        for _ in range(10):
+            guard.record(key, True, 0.01)
+        clock.now += 1
+        assert await guard.tick(table) == ({}, frozenset())  # the 20 failures before the resume are not counted
+        for _ in range(20):
+            guard.record(key, False, 0.01)
+        clock.now += 1
+        aborted, _ = await guard.tick(table)
+        assert aborted[key]["requests"] == 30 and aborted[key]["errors"] == 20
+
+    run(scenario())
 
 
 def canary_table(aborted: frozenset[str] = frozenset()) -> tuple[RoutingTable, str]:
@@ -66,7 +104,7 @@ def canary_table(aborted: frozenset[str] = frozenset()) -> tuple[RoutingTable, s
     head = version(SHAS["bbb"], "echo", routing={**CANARY, "analysis": {"min_requests": 20, "max_error_rate": 0.05}})
     versions = {v.sha: v for v in (stable, head)}
     table = RoutingTable.publish("main", head, {"main": head.sha, "stable": stable.sha}, versions, aborted)
-    return table, analysis_key("default", "main", head.sha)
+    return table, analysis_key("echo", "main", head.sha)
 
 
 def run(coro: Any) -> Any:
@@ -134,7 +172,7 @@ def test_healthy_canaries_are_left_alone_and_only_canaries_are_judged() -> None:
         table, key = canary_table()
         for _ in range(100):
             guard.record(key, True, 0.01)
-        guard.record(analysis_key("default", "stable", SHAS["aaa"]), False, 0.01)  # not a canary: never judged
+        guard.record(analysis_key("echo", "stable", SHAS["aaa"]), False, 0.01)  # not a canary: never judged
         assert await guard.tick(table) == ({}, frozenset())
 
     run(scenario())

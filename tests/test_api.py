@@ -398,7 +398,7 @@ def versions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served,
     remote.tag("release", v1, annotated=True)
     remote.push()
     remote.push_tags()
-    with served(remote, tmp) as harness:
+    with served(remote, tmp, pins="history") as harness:
         v2 = push(remote, {"flows/echo.json": echo_flow(answer="two")}, "two")
         assert harness.reconcile()["head"] == v2
         v3 = remote.commit({"flows/echo.json": broken_flow()}, "break echo")
@@ -492,13 +492,21 @@ def test_header_pin_applies_to_every_flow_endpoint(
 @pytest.mark.parametrize(
     "pin, message",
     [
-        ("deadbeef", "no version 'deadbeef'"),
-        ("0" * 40, "no version '0000000"),
-        ("no-such-ref", "no version 'no-such-ref'"),
-        ("side-tag", "which this server has not built"),
-        ("main~1", "no version 'main~1'"),
+        ("deadbeef", "'deadbeef' names no version of flow 'echo'"),
+        ("0" * 40, "'0000000000000000000000000000000000000000' names no version of flow 'echo'"),
+        ("no-such-ref", "'no-such-ref' names no version of flow 'echo'"),
+        ("side-tag", "'side-tag' names no version of flow 'echo'"),  # not "not built": nothing about unmerged commits
+        ("side", "'side' names no version of flow 'echo'"),
+        ("main~1", "'main~1' names no version of flow 'echo'"),
     ],
-    ids=["unknown-short-sha", "unknown-full-sha", "unknown-ref", "tag-off-the-branch", "revision-expression"],
+    ids=[
+        "unknown-short-sha",
+        "unknown-full-sha",
+        "unknown-ref",
+        "tag-off-the-branch",
+        "branch-not-merged",
+        "revision-expression",
+    ],
 )
 def test_pin_to_an_unknown_version_is_404(
     versions: tuple[Served, dict[str, str]], how: str, pin: str, message: str
@@ -539,21 +547,22 @@ def test_explicit_pin_wins_over_the_sessions_pin_and_does_not_move_it(
     assert pin_of(harness, "echo", session) == shas["v2"]
 
 
+@pytest.mark.parametrize("policy", ["current", "history"])
 @pytest.mark.parametrize("pin", [lambda v1: "stable", lambda v1: v1], ids=["tag", "full-sha"])
-def test_pin_to_a_commit_made_before_the_server_started(
-    remote: Remote, tmp_path: Path, pin: Callable[[str], str]
+def test_a_pin_never_reaches_a_commit_that_never_went_live(
+    remote: Remote, tmp_path: Path, pin: Callable[[str], str], policy: str
 ) -> None:
-    """SPEC 4: a pin names any commit by sha or ref. A server that starts after ``stable`` was tagged has built only
-    the head, yet ``stable`` (a routing handle, SPEC 3) and the older sha are in its clone and must serve."""
+    """Issue 11: pins reach live versions only. A server that starts after ``stable`` was tagged has only served the
+    head: ``stable`` (not in any route) and the older sha never went live here, so neither is reachable."""
     v1 = remote.commit({"flows/echo.json": echo_flow(answer="one")}, "one")
     remote.tag("stable", v1)
     push(remote, {"flows/echo.json": echo_flow(answer="two")}, "two")
     remote.push_tags()
-    with served(remote, tmp_path) as harness:
+    with served(remote, tmp_path, pins=policy) as harness:
         response = harness.invoke("echo", QUESTION, headers={"X-Flow-Version": pin(v1)})
-    assert response.status_code == 200, response.text
-    assert response.json()["output"] == "one"
-    assert response.headers["x-flow-version"] == v1
+    assert response.status_code == 404, response.text
+    assert error_of(response)["code"] == "unknown-version"
+    assert v1 not in response.text or pin(v1) == v1
 
 
 @pytest.mark.parametrize("how", ["header", "config"])
@@ -888,15 +897,23 @@ def test_flows_lists_names_with_the_live_version(remote: Remote, tmp_path: Path)
     sha = push(remote, {"flows/echo.json": echo_flow(description="Says one."), "flows/chat.json": chat_flow()})
     with served(remote, tmp_path) as harness:
         response = harness.client.get("/flows")
+        bad = push(remote, {"flows/echo.json": broken_flow()}, "break echo")
+        harness.reconcile()
+        after = harness.client.get("/flows").json()
     assert response.status_code == 200
-    live = [{"sha": sha, "ref": "main", "weight": 100.0, "state": "live"}]
-    assert response.json() == {
-        "flows": [
-            {"name": "chat", "description": "", "route": "default", "versions": live},
-            {"name": "echo", "description": "Says one.", "route": "default", "versions": live},
-        ],
-        "head": sha,
-    }
+    live = [{"sha": sha, "serving": sha, "ref": "main", "weight": 100.0, "state": "live"}]
+
+    def listed(name: str, description: str) -> dict[str, Any]:
+        state = {"state": "live", "serving": sha, "summary": f"{name} live at {sha[:12]}"}
+        return {"name": name, "description": description, "route": "default", **state, "versions": live}
+
+    assert response.json() == {"flows": [listed("chat", ""), listed("echo", "Says one.")], "head": sha}
+    chat, echo = after["flows"]
+    assert chat["summary"] == f"chat live at {bad[:12]}" and chat["versions"][0]["serving"] == bad
+    assert echo["summary"] == f"echo failed at {bad[:12]}, serving {sha[:12]}"
+    assert (echo["state"], echo["serving"], echo["failed_at"]) == ("failed", sha, bad)
+    assert [p["code"] for p in echo["problems"]] == ["unknown-component"]
+    assert echo["versions"] == [{"sha": bad, "serving": sha, "ref": "main", "weight": 100.0, "state": "live"}]
 
 
 def test_versions_and_history_show_every_commit(remote: Remote, tmp_path: Path) -> None:
@@ -918,22 +935,31 @@ def test_versions_and_history_show_every_commit(remote: Remote, tmp_path: Path) 
         "email": "ada@example.com",
         "time": EPOCH + 120,
         "message": "break echo\n\nOn purpose.",
-        "status": "failed",
+        "status": "ready",  # the commit: its other flow, chat, goes live
         "changed": ["echo"],
-        "live": False,
+        "live": True,
     }
-    assert [(p["file"], p["code"]) for p in failed["problems"]] == [("flows/echo.json", "unknown-component")]
-    assert {k: ready[k] for k in ("sha", "time", "message", "status", "changed", "problems", "live")} == {
+    assert failed["problems"] == []  # nothing concerns the whole commit
+    assert [(p["file"], p["code"]) for p in failed["failed"]["echo"]] == [("flows/echo.json", "unknown-component")]
+    assert failed["carried"] == {"echo": good}  # echo keeps serving its last good build
+    assert failed["flows"] == ["chat"]
+    assert {k: ready[k] for k in ("sha", "time", "message", "status", "changed", "problems", "failed", "live")} == {
         "sha": good,
         "time": EPOCH + 60,
         "message": "add echo and chat",
         "status": "ready",
         "changed": ["chat", "echo"],
         "problems": [],
-        "live": True,
+        "failed": {},
+        "live": False,
     }
-    assert [(e["event"], e["sha"]) for e in history] == [("failed", bad), ("deployed", good)]
-    assert history[0]["problems"] == failed["problems"]
+    # the commit changed only echo, which failed: nothing new went live, so there is no "deployed" for it
+    assert [(e["event"], e["sha"], e.get("flow")) for e in history] == [
+        ("failed", bad, "echo"),
+        ("deployed", good, None),
+    ]
+    assert history[0]["problems"] == failed["failed"]["echo"]
+    assert history[0]["serving"] == good
     assert latest == history[:1]
 
 
@@ -971,19 +997,28 @@ def test_readyz_is_503_until_a_good_version_is_loaded(
     assert reason.format(url=url) in body["source"]["last_error"]
 
 
-def test_readyz_turns_200_once_the_branch_has_a_good_commit(remote: Remote, tmp_path: Path) -> None:
+def test_readyz_turns_200_once_the_branch_is_loaded_and_lists_the_flows_that_failed(
+    remote: Remote, tmp_path: Path
+) -> None:
     with served(remote, tmp_path, wait=False) as harness:
         wait_until(lambda: harness.client.get("/readyz").json()["source"]["last_error"] is not None, what="a fetch")
         assert harness.client.get("/readyz").status_code == 503
-        bad = push(remote, {"flows/echo.json": broken_flow()})
+        bad = push(remote, {"flows/echo.json": broken_flow(), "flows/chat.json": chat_flow()})
         assert harness.reconcile()["head"] == bad
-        assert harness.client.get("/readyz").status_code == 503  # a failed commit is no good version
+        ready = harness.client.get("/readyz")  # a failed flow holds back neither the server nor the other flows
+        assert (ready.status_code, ready.json()["failed_flows"]) == (200, ["echo"])
+        chat = harness.invoke("chat", {"question": "hi"}, headers={"X-Flow-Session": "s1"})
+        assert (chat.status_code, chat.headers["x-flow-version"]) == (200, bad)
+        refused = harness.invoke("echo", QUESTION)
+        assert refused.status_code == 404 and error_of(refused)["code"] == "version-not-servable"
+        assert f"flow 'echo' failed at {bad[:12]} (flows/echo.json:" in error_of(refused)["message"]
         good = push(remote, {"flows/echo.json": echo_flow()})
         assert harness.reconcile()["head"] == good
         ready = harness.client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["ready"] is True
     assert ready.json()["version"] == good
+    assert ready.json()["failed_flows"] == []
     assert ready.json()["source"]["last_error"] is None
 
 

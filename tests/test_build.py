@@ -11,7 +11,7 @@ from langchain_core.runnables import RunnableSequence
 
 from gitops_flow.build import build_flow
 from gitops_flow.components import Component, ComponentRegistry
-from gitops_flow.exceptions import BuildError
+from gitops_flow.exceptions import BadInput, BuildError
 from gitops_flow.history import MemoryHistoryStore, MissingSession
 from gitops_flow.spec import FlowSpec
 from tests.helpers import Calls, chain, edge, flow, node, registry_with
@@ -265,3 +265,124 @@ def test_a_fan_in_prompt_must_find_its_variables_among_the_keys() -> None:
     with pytest.raises(BuildError, match="uses bb, but its inputs are a, b") as caught:
         build_flow(doc, REGISTRY)
     assert (caught.value.code, caught.value.path) == ("prompt-variables", "$.nodes[3].params")
+
+
+# -- the input schema a flow serves ----------------------------------------------------------------------------------
+# A fan-out graph compiles to a RunnableParallel, whose own input schema turns an entry that takes anything (a
+# Passthrough, a transform) into a required property named "root": served, it refused every real request.
+
+
+def _ask(node_id: str, variable: str = "question") -> dict[str, Any]:
+    return node(node_id, "ChatPromptTemplate", messages=[["human", "{" + variable + "}"]])
+
+
+def _fake(node_id: str, answer: str) -> dict[str, Any]:
+    return node(node_id, "FakeChatModel", responses=[answer])
+
+
+def _fan_in(entry: dict[str, Any], left: dict[str, Any], right: dict[str, Any]) -> dict[str, Any]:
+    """``entry`` fans out to ``left`` and ``right``, each answered by a fake model and parsed, which fan in to a
+    prompt answered by a fake model: the shape of the triage example."""
+    nodes = [
+        entry,
+        left,
+        _fake("left-llm", "billing"),
+        node("left-text", "StrOutputParser"),
+        right,
+        _fake("right-llm", "a draft"),
+        node("right-text", "StrOutputParser"),
+        node("reply-prompt", "ChatPromptTemplate", messages=[["human", "[{left}] {right}"]]),
+        _fake("writer", "[billing] a reply"),
+        node("reply", "StrOutputParser"),
+    ]
+    edges = [
+        edge(entry["id"], left["id"]),
+        edge(left["id"], "left-llm"),
+        edge("left-llm", "left-text"),
+        edge(entry["id"], right["id"]),
+        edge(right["id"], "right-llm"),
+        edge("right-llm", "right-text"),
+        edge("left-text", "reply-prompt", "left"),
+        edge("right-text", "reply-prompt", "right"),
+        edge("reply-prompt", "writer"),
+        edge("writer", "reply"),
+    ]
+    return flow(nodes=nodes, edges=edges)
+
+
+SHAPES = [
+    pytest.param(
+        _fan_in(node("q", "Passthrough"), _ask("left"), _ask("right")),
+        [{"question": "I was charged twice"}, "I was charged twice"],
+        [{"other": "x"}, {}],
+        id="passthrough-fans-out-to-prompts-of-one-variable",
+    ),
+    pytest.param(
+        _fan_in(node("q", "Passthrough"), _ask("left"), _ask("right", "topic")),
+        [{"question": "why?", "topic": "billing"}],
+        ["why?", {"question": "why?"}],
+        id="passthrough-fans-out-to-prompts-of-different-variables",
+    ),
+    pytest.param(
+        _fan_in(node("q", "Pick", key="question"), _ask("left"), _ask("right")),
+        [{"question": "why?"}],
+        [],
+        id="transform-entry-fans-out",
+    ),
+    pytest.param(
+        flow(
+            nodes=[
+                _ask("prompt"),
+                _fake("a", "one"),
+                _fake("b", "two"),
+                node("join", "PromptTemplate", template="{a}{b}"),
+            ],
+            edges=[edge("prompt", "a"), edge("prompt", "b"), edge("a", "join", "a"), edge("b", "join", "b")],
+        ),
+        [{"question": "why?"}],
+        ["why?", {"other": "x"}],
+        id="prompt-entry-fans-out",
+    ),
+    pytest.param(
+        chain(("q", "Passthrough", {}), ("prompt", *CHAT[0][1:]), CHAT[1], CHAT[2]),
+        [{"question": "hi"}, "hi"],
+        [{"other": "x"}],
+        id="passthrough-chain",
+    ),
+]
+
+
+@pytest.mark.parametrize(("doc", "accepted", "refused"), SHAPES)
+def test_a_flow_takes_what_its_entry_takes_and_runs_every_input_it_accepts(
+    doc: dict[str, Any], accepted: list[Any], refused: list[Any]
+) -> None:
+    built = build_flow(FlowSpec.model_validate(doc), REGISTRY)
+    assert built.input_model is not None
+    schema = built.input_model.model_json_schema()
+    assert "root" not in schema.get("properties", {}), schema
+    for value in accepted:
+        built.check_input(value)
+        asyncio.run(built.runnable.ainvoke(value))  # what the check lets through runs
+    for value in refused:
+        with pytest.raises(BadInput):
+            built.check_input(value)
+
+
+def test_a_refused_input_is_told_by_the_field_it_lacks() -> None:
+    built = build_flow(FlowSpec.model_validate(SHAPES[1].values[0]), REGISTRY)
+    with pytest.raises(BadInput, match="topic: Field required"):
+        built.check_input({"question": "why?"})
+
+
+def test_an_operator_agent_is_faked_whole_and_never_built() -> None:
+    built_agents: list[str] = []
+
+    def agent(*, model: str) -> Any:
+        built_agents.append(model)
+        raise AssertionError("a faked agent is never built")
+
+    registry = registry_with(Component("OurAgent", agent, "agent"))
+    doc = FlowSpec.model_validate(chain(CHAT[0], ("llm", "OurAgent", {"model": "big"}), CHAT[2]))
+    built = build_flow(doc, registry, fakes={"llm": ["scripted"]}, dry_run=True)
+    assert built.runnable.invoke({"question": "hi"}) == "scripted"
+    assert built_agents == []

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import io
 import json
-import shlex
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import yaml
 
 from gitops_flow.cli import main
 from gitops_flow.spec import json_schema
+from tests.gitrepo import git
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "flows"
@@ -142,6 +144,21 @@ def test_test_never_calls_an_unfaked_model(tmp_path: Path) -> None:
     assert body["results"][0]["message"].startswith("model node(s) llm have no fakes")
 
 
+def test_test_fails_a_case_whose_input_the_server_would_refuse_naming_the_case_the_field_and_the_line(
+    tmp_path: Path,
+) -> None:
+    doc = json.loads((EXAMPLES / "support-bot.json").read_text())
+    doc["tests"][0]["input"] = {"query": "hi"}
+    path = write(tmp_path / "support-bot.json", doc)
+    code, text = run("test", str(tmp_path))
+    assert code == 1
+    assert "FAIL support-bot :: greets: the server would refuse this input (422 bad-input)" in text
+    assert "(question: Field required)" in text
+    code, text = run("test", str(tmp_path), "--format", "github")
+    line = next(n for n, t in enumerate(path.read_text().splitlines(), 1) if '"input": {' in t)  # the case's input
+    assert f"::error file={path},line={line},title=test failed%3A greets::the server would refuse" in text
+
+
 def test_test_counts_an_invalid_flow_as_a_failure(tmp_path: Path) -> None:
     write(tmp_path / "x.json", "{not json")
     code, text = run("test", str(tmp_path))
@@ -176,26 +193,67 @@ def test_init_writes_the_workflow_and_refuses_to_overwrite(tmp_path: Path, capsy
     assert run("init", str(tmp_path), "--force")[0] == 0
 
 
+def run_workflow_steps(root: Path, event: dict[str, str]) -> list[subprocess.CompletedProcess[str]]:
+    """Run the shipped workflow's gitops-flow steps in ``root`` as GitHub's runner does: each ``run`` by bash, with
+    the step's ``env`` whose ``${{ expressions }}`` are taken from ``event`` (GitHub makes a missing one empty)."""
+    workflow = yaml.safe_load((root / ".github/workflows/gitops-flow.yml").read_text())
+    steps = [s for s in workflow["jobs"]["flows"]["steps"] if s.get("run", "").startswith("gitops-flow ")]
+    assert len(steps) == 2
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # where pip put gitops-flow
+    done = []
+    for step in steps:
+        env = {
+            k: re.sub(r"\$\{\{\s*(.+?)\s*\}\}", lambda m: event.get(m[1], ""), str(v))
+            for k, v in step.get("env", {}).items()
+        }
+        environ = {**os.environ, "PATH": path, **env}
+        argv = ["bash", "-e", "-c", step["run"]]
+        done.append(
+            subprocess.run(argv, cwd=root, env=environ, capture_output=True, text=True, timeout=120, check=False)
+        )
+    return done
+
+
 def test_a_repository_using_the_shipped_workflow_gets_annotations_for_a_broken_flow(tmp_path: Path) -> None:
-    """Run the workflow's own gitops-flow steps, as GitHub would, in a repository with a broken flow."""
+    """Run the workflow's own gitops-flow steps, as GitHub would on a push, in a repository with a broken flow."""
     assert run("init", str(tmp_path))[0] == 0
     doc = json.loads((tmp_path / "flows/hello.json").read_text())
     doc["nodes"][1]["params"]["api_key"] = "sk-proj-abcdefghijklmnopqrstuvwx1234"
     write(tmp_path / "flows/hello.json", doc)
-    workflow = yaml.safe_load((tmp_path / ".github/workflows/gitops-flow.yml").read_text())
-    steps = [s["run"] for s in workflow["jobs"]["flows"]["steps"] if s.get("run", "").startswith("gitops-flow ")]
-    assert len(steps) == 2
-    outputs = []
-    for step in steps:
-        argv = [sys.executable, "-m", "gitops_flow", *shlex.split(step)[1:]]
-        result = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
-        assert result.returncode == 1, result.stderr
-        outputs.append(result.stdout)
+    results = run_workflow_steps(tmp_path, {})
+    assert [r.returncode for r in results] == [1, 1], [r.stderr for r in results]
+    outputs = [r.stdout for r in results]
     text = (tmp_path / "flows/hello.json").read_text().splitlines()
     line = next(n for n, t in enumerate(text, 1) if '"api_key"' in t)
     assert f"::error file=flows/hello.json,line={line},title=literal-secret::$.nodes[1].params.api_key" in outputs[0]
     assert "sk-proj-abcdefghijklmnopqrstuvwx1234" not in "".join(outputs)
     assert "::error file=flows/hello.json" in outputs[1]
+
+
+def test_the_shipped_workflow_reports_a_breaking_change_against_the_pull_requests_base(tmp_path: Path) -> None:
+    """A pull request whose flow now needs an input its callers do not send: the checkout holds the whole history,
+    and the validate step compares with the base GitHub names in the event."""
+    assert run("init", str(tmp_path))[0] == 0
+    git("init", "-q", cwd=tmp_path)
+    git("add", "--all", cwd=tmp_path)
+    git("commit", "-q", "-m", "init", cwd=tmp_path)
+    base = git("rev-parse", "HEAD", cwd=tmp_path)
+    doc = json.loads((tmp_path / "flows/hello.json").read_text())
+    doc["nodes"][0]["params"]["messages"][1] = ["human", "{question} (in {language})"]
+    doc["tests"][0]["input"]["language"] = "English"
+    write(tmp_path / "flows/hello.json", doc)
+    git("commit", "-q", "-am", "answer in the caller's language", cwd=tmp_path)
+
+    validate, test = run_workflow_steps(tmp_path, {"github.event.pull_request.base.sha": base})
+    assert validate.returncode == 1, validate.stderr
+    assert test.returncode == 0, test.stdout  # the flow's own tests were updated with it; its callers were not
+    lines = (tmp_path / "flows/hello.json").read_text().splitlines()
+    line = next(n for n, t in enumerate(lines, 1) if '"id": "prompt"' in t) - 1  # the entry node's opening brace
+    expected = f"::error file=flows/hello.json,line={line},title=breaking-input::$.nodes[0]: breaks callers of {base}"
+    assert expected in validate.stdout
+    assert "input field 'language' is a new required field" in validate.stdout
+    [push] = run_workflow_steps(tmp_path, {})[:1]  # after the merge, a push has no base: nothing to compare with
+    assert push.returncode == 0, push.stdout
 
 
 def test_python_dash_m_runs_the_command_line() -> None:

@@ -97,33 +97,55 @@ def test_a_session_moves_to_the_head_after_being_idle_for_the_ttl(remote: Remote
     ],
     ids=["corrupt-json", "import-path", "wrong-format"],
 )
-def test_a_bad_commit_changes_nothing_and_is_recorded_with_its_problems(
+def test_a_flow_that_fails_keeps_serving_its_last_good_version_and_is_recorded_with_its_problems(
     remote: Remote, tmp_path: Path, content: str, code: str
 ) -> None:
     good = remote.sha()
     with served(remote, tmp_path) as server:
-        bad = push(remote, {"flows/echo.json": content}, "break it")
+        bad = push(remote, {"flows/echo.json": content, "flows/other.json": echo_flow("other", answer="x")}, "two")
         assert server.reconcile()["new"] == [bad]
         assert answer(server.invoke("echo", Q)) == ("one", good)
-        assert server.client.get("/readyz").json()["version"] == good
+        assert answer(server.invoke("other", Q)) == ("x", bad)  # the commit's other flow goes live
+        assert server.client.get("/readyz").json()["version"] == bad
         versions = {v["sha"]: v for v in server.client.get("/versions").json()["versions"]}
-        assert versions[bad]["status"] == "failed" and versions[good]["live"]
-        problem = versions[bad]["problems"][0]
+        assert versions[bad]["status"] == "ready" and versions[bad]["live"]
+        assert versions[bad]["carried"] == {"echo": good}
+        problem = versions[bad]["failed"]["echo"][0]
         assert (problem["file"], problem["code"]) == ("flows/echo.json", code)
         assert problem["line"] is not None
         pinned = server.invoke("echo", Q, {"X-Flow-Version": bad[:7]})
         assert pinned.status_code == 404 and pinned.json()["error"]["code"] == "version-not-servable"
-        failed = server.client.get("/history").json()["events"][0]
-        assert failed["event"] == "failed" and failed["problems"][0]["code"] == code
+        assert f"flows/echo.json:{problem['line']} {code}" in pinned.json()["error"]["message"]
+        failed = server.client.get("/history").json()["events"][1]
+        assert (failed["event"], failed["flow"], failed["serving"]) == ("failed", "echo", good)
+        assert failed["problems"][0]["code"] == code
 
 
-def test_a_server_starting_on_a_broken_head_serves_the_last_good_commit(remote: Remote, tmp_path: Path) -> None:
+def test_a_server_starting_on_a_head_where_a_flow_failed_serves_that_flows_last_good_build(
+    remote: Remote, tmp_path: Path
+) -> None:
     good = remote.sha()
-    bad = push(remote, {"flows/echo.json": "{"}, "broken")
+    bad = push(remote, {"flows/echo.json": "{", "flows/other.json": echo_flow("other", answer="x")}, "broken")
     with served(remote, tmp_path) as server:
         assert answer(server.invoke("echo", Q)) == ("one", good)
+        assert answer(server.invoke("other", Q)) == ("x", bad)
         statuses = {v["sha"]: v["status"] for v in server.client.get("/versions").json()["versions"]}
-        assert statuses == {bad: "failed", good: "ready"}
+        assert statuses == {bad: "ready", good: "ready"}
+
+
+def test_a_commit_whose_routing_file_fails_changes_nothing_and_a_server_starting_on_it_serves_the_one_before(
+    remote: Remote, tmp_path: Path
+) -> None:
+    good = remote.sha()
+    with served(remote, tmp_path) as server:
+        bad = push(remote, {"gitops-flow.yaml": "routes: [", "flows/echo.json": echo_flow(answer="two")}, "bad yaml")
+        server.reconcile()
+        assert answer(server.invoke("echo", Q)) == ("one", good)  # not even the commit's good flow goes live
+        versions = {v["sha"]: v for v in server.client.get("/versions").json()["versions"]}
+        assert versions[bad]["status"] == "failed"
+        assert [p["code"] for p in versions[bad]["problems"]] == ["invalid-yaml"]
+    with served(remote, tmp_path / "again") as server:
+        assert answer(server.invoke("echo", Q)) == ("one", good)
 
 
 def test_a_revert_reuses_what_was_built_and_is_live_at_once(remote: Remote, tmp_path: Path) -> None:
@@ -173,13 +195,15 @@ def test_a_force_push_that_rewrites_the_branch_is_followed(remote: Remote, tmp_p
         assert events[:2] == ["deployed", "rewritten"]
 
 
-def test_every_commit_of_a_push_becomes_a_version(remote: Remote, tmp_path: Path) -> None:
-    with served(remote, tmp_path) as server:
+def test_every_commit_of_a_push_becomes_a_version_but_only_the_head_goes_live(remote: Remote, tmp_path: Path) -> None:
+    with served(remote, tmp_path, pins="history") as server:
         shas = [remote.commit({"flows/echo.json": echo_flow(answer=str(n))}, f"answer {n}") for n in range(3)]
         remote.push()
         assert server.reconcile()["new"] == shas  # oldest first
-        for n, sha in enumerate(shas):
-            assert answer(server.invoke("echo", Q, {"X-Flow-Version": sha})) == (str(n), sha)
+        for sha in shas[:2]:  # never the branch head: never served, even to a history pin
+            refused = server.invoke("echo", Q, {"X-Flow-Version": sha})
+            assert refused.status_code == 404 and refused.json()["error"]["code"] == "unknown-version"
+        assert answer(server.invoke("echo", Q, {"X-Flow-Version": shas[2]})) == ("2", shas[2])
         assert answer(server.invoke("echo", Q))[1] == shas[-1]
         events = [e["event"] for e in server.client.get("/history").json()["events"]][:3]
         assert events == ["deployed", "built", "built"]
@@ -203,17 +227,18 @@ def test_state_survives_a_restart_with_the_sqlite_store(remote: Remote, tmp_path
 
 def test_versions_nothing_needs_are_retired_and_pinned_ones_are_kept(remote: Remote, tmp_path: Path) -> None:
     first = remote.sha()
-    with served(remote, tmp_path, keep_versions=1) as server:
+    with served(remote, tmp_path, keep_versions=1, pins="history") as server:
         answer(server.invoke("echo", Q, {"X-Flow-Session": "keeps-first"}))
-        shas = [push(remote, {"flows/echo.json": echo_flow(answer=str(n))}) for n in range(3)]
-        server.reconcile()
+        shas = []
+        for n in range(3):  # each one the head for a while: each went live
+            shas.append(push(remote, {"flows/echo.json": echo_flow(answer=str(n))}))
+            server.reconcile()
         statuses = {v["sha"]: v["status"] for v in server.client.get("/versions").json()["versions"]}
         assert statuses == {first: "ready", shas[0]: "retired", shas[1]: "retired", shas[2]: "ready"}
         assert answer(server.invoke("echo", Q, {"X-Flow-Session": "keeps-first"}))[1] == first
-        # a retired commit of the branch is still a version: a pin to it builds it again
+        # a retired version that went live is still reachable by a history pin: it is built again, off the lock
         assert answer(server.invoke("echo", Q, {"X-Flow-Version": shas[0]})) == ("0", shas[0])
-        statuses = {v["sha"]: v["status"] for v in server.client.get("/versions").json()["versions"]}
-        assert statuses[shas[0]] == "ready"
+        assert shas[0] in server.deps.reconciler.rebuilds
 
 
 def test_a_repository_that_does_not_exist_is_not_ready_and_says_why(tmp_path: Path) -> None:

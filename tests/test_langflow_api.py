@@ -150,9 +150,10 @@ def test_a_conversational_export_without_a_session_gets_a_fresh_one(remote: Remo
 
 def test_the_version_header_pins_the_run(native: Remote, tmp_path: Path) -> None:
     old = native.sha()
-    native.commit({"flows/echo.json": echo_flow(answer="new answer")})
-    native.push()
-    with served(native, tmp_path) as harness:
+    with served(native, tmp_path, pins="history") as harness:
+        native.commit({"flows/echo.json": echo_flow(answer="new answer")})
+        native.push()
+        harness.reconcile()
         pinned = run(harness, "echo", {"input_value": "x"}, headers={"X-Flow-Version": old[:10]})
         head = run(harness, "echo", {"input_value": "x"})
 
@@ -211,13 +212,14 @@ def test_an_export_with_unsupported_nodes_is_recorded_failed_pointing_into_it(re
         response = run(harness, "simple-agent", {"input_value": "x"})
 
     newest = versions[0]
-    assert newest["status"] == "failed"
-    problems = {(p["file"], p["code"], p["path"]) for p in newest["problems"] if p["severity"] == "error"}
+    assert newest["status"] == "ready" and list(newest["failed"]) == ["simple-agent"]
+    found = newest["failed"]["simple-agent"]
+    problems = {(p["file"], p["code"], p["path"]) for p in found if p["severity"] == "error"}
     assert problems == {
         ("flows/simple-agent.json", "langflow-unsupported", "$.data.nodes[3]"),
         ("flows/simple-agent.json", "langflow-unsupported", "$.data.nodes[4]"),
     }
-    assert all(p["line"] for p in newest["problems"])
+    assert all(p["line"] for p in found)
     assert response.status_code == 404
 
 

@@ -200,11 +200,14 @@ def test_the_build_timeout_is_a_setting() -> None:
 # -- a real server -----------------------------------------------------------------------------------------------------
 
 
-def _problems(server: Any, sha: str) -> list[tuple[str, str, str]]:
+def _failed(server: Any, sha: str) -> dict[str, list[tuple[str, str, str]]]:
+    """Flow name -> its errors (code, file, path), for the flows of commit ``sha`` that failed."""
     versions = server.client.get("/versions").json()["versions"]
     record = next(v for v in versions if v["sha"] == sha)
-    assert record["status"] == "failed"
-    return [(p["code"], p["file"], p["path"]) for p in record["problems"] if p["severity"] == "error"]
+    return {
+        name: [(p["code"], p["file"], p["path"]) for p in problems if p["severity"] == "error"]
+        for name, problems in record["failed"].items()
+    }
 
 
 def test_a_real_server_fails_a_huge_export_and_keeps_answering(tmp_path: Path) -> None:
@@ -212,9 +215,9 @@ def test_a_real_server_fails_a_huge_export_and_keeps_answering(tmp_path: Path) -
     remote.commit({"flows/echo.json": echo_flow(answer="one")}, "good")
     remote.push()
     with serve_process(remote, tmp_path) as server:
-        good = server.wait_ready()
+        server.wait_ready()
         huge = bigflows.text(bigflows.langflow_chain(10_000)).decode()
-        bad = remote.commit({"flows/huge.json": huge, "flows/echo.json": echo_flow(answer="two")}, "10,000 nodes")
+        sha = remote.commit({"flows/huge.json": huge, "flows/echo.json": echo_flow(answer="two")}, "10,000 nodes")
         remote.push()
 
         health: list[int] = []
@@ -225,9 +228,10 @@ def test_a_real_server_fails_a_huge_export_and_keeps_answering(tmp_path: Path) -
         reconcile.join()
 
         assert set(health) == {200}
-        assert _problems(server, bad) == [("too-many-nodes", "flows/huge.json", "$.data.nodes")]
-        answer = server.invoke("echo", {"question": "hi"})
-        assert (answer.status_code, answer.json()["output"], answer.headers["x-flow-version"]) == (200, "one", good)
+        assert _failed(server, sha) == {"huge": [("too-many-nodes", "flows/huge.json", "$.data.nodes")]}
+        answer = server.invoke("echo", {"question": "hi"})  # the commit's other flow went live
+        assert (answer.status_code, answer.json()["output"], answer.headers["x-flow-version"]) == (200, "two", sha)
+        assert server.invoke("huge", {"input_value": "hi"}).status_code == 404
 
 
 def test_a_real_server_fails_a_flow_whose_build_runs_out_of_time(tmp_path: Path) -> None:
@@ -238,6 +242,6 @@ def test_a_real_server_fails_a_flow_whose_build_runs_out_of_time(tmp_path: Path)
     with serve_process(remote, tmp_path, env={"GITOPS_FLOW_BUILD_TIMEOUT": "0.000001"}, ready=False) as server:
         server.reconcile()
 
-        assert _problems(server, sha) == [("build-timeout", "flows/echo.json", "$.nodes[0]")]
+        assert _failed(server, sha) == {"echo": [("build-timeout", "flows/echo.json", "$.nodes[0]")]}
         assert server.client.get("/healthz").status_code == 200
-        assert server.client.get("/readyz").status_code == 503
+        assert server.invoke("echo", {"question": "hi"}).status_code == 404

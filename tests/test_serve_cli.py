@@ -40,18 +40,22 @@ def test_versions_and_history_read_a_running_server(tmp_path: Path) -> None:
         assert cli.main(["versions", "--server", url], environ={}, out=out) == 0
         lines = out.getvalue().splitlines()
         assert lines[0].endswith("(main)")
-        assert lines[1].startswith(f"  {bad[:12]} failed") and lines[1].endswith("broken")
-        assert "flows/echo.json:1 invalid-json" in lines[2]
-        assert lines[3].startswith(f"* {good[:12]} ready") and "Ada Lovelace" in lines[3]
+        assert lines[1].startswith(f"* {bad[:12]} ready") and lines[1].endswith("broken")
+        assert lines[2] == f"    echo failed, serving {good[:12]}"
+        assert "      flows/echo.json:1 invalid-json" in lines[3]
+        assert lines[4].startswith(f"  {good[:12]} ready") and "Ada Lovelace" in lines[4]
 
         out = io.StringIO()
         assert cli.main(["history", "--server", url], environ={}, out=out) == 0
         lines = out.getvalue().splitlines()
         events = [line.split()[2:4] for line in lines if not line.startswith(" ")]
-        assert ["deployed", good[:12]] in events and ["failed", bad[:12]] in events
-        deployed = next(n for n, line in enumerate(lines) if f"deployed    {good[:12]}" in line)
-        assert lines[deployed].endswith("first answer [echo]")
+        assert events == [["deployed", bad[:12]], ["failed", bad[:12]]]
+        deployed = next(n for n, line in enumerate(lines) if f"deployed    {bad[:12]}" in line)
+        assert lines[deployed].endswith("broken [echo] (failed: echo)")
         assert lines[deployed + 1] == "    by start"
+        failed = next(n for n, line in enumerate(lines) if f"failed      {bad[:12]}" in line)
+        assert lines[failed].endswith(f"echo failed, serving {good[:12]}")
+        assert lines[failed + 2].startswith("    flows/echo.json:1 invalid-json")
 
         out = io.StringIO()
         assert cli.main(["versions", "--server", url, "--json"], environ={}, out=out) == 0
@@ -99,18 +103,26 @@ def test_serve_refuses_bad_settings_before_starting(
             {
                 "event": "aborted",
                 "ref": "main",
-                "route": "default",
+                "flow": "echo",
                 "reason": "error rate 40.0% is above 5.0%",
                 "requests": 25,
             },
-            "main on route default: error rate 40.0% is above 5.0% (25 requests)",
+            "echo on main: error rate 40.0% is above 5.0% (25 requests)",
+        ),
+        (
+            {"event": "failed", "flow": "triage", "serving": "d" * 40, "problems": []},
+            "triage failed, serving dddddddddddd",
+        ),
+        (
+            {"event": "deployed", "message": "two", "changed": ["a", "b"], "failed_flows": ["b"]},
+            "two [a, b] (failed: b)",
         ),
         (
             {"event": "rolled-back", "message": 'Revert "two"', "restores": "c" * 40, "changed": ["echo"]},
             'Revert "two" (serves cccccccccccc again) [echo]',
         ),
     ],
-    ids=["tag-moved", "tag-created", "tag-deleted", "aborted", "rolled-back"],
+    ids=["tag-moved", "tag-created", "tag-deleted", "aborted", "flow-failed", "deployed-with-a-failure", "rolled-back"],
 )
 def test_history_says_what_each_kind_of_event_was_about(event: dict[str, object], line: str) -> None:
     assert cli._what(event) == line

@@ -25,6 +25,7 @@ def version(sha: str, *flows: str, status: Status = "ready", routing: dict[str, 
         time=0.0,
         message="m",
         status=status,
+        names=frozenset(flows),
         flows={name: BUILT for name in flows} if status == "ready" else {},
         routing=RoutingConfig.model_validate(routing) if routing is not None else None,
     )
@@ -107,22 +108,22 @@ def test_a_flows_own_route_wins_over_the_default_route() -> None:
 
 
 @pytest.mark.parametrize(
-    "refs, others, why",
+    "refs, others, state, why",
     [
-        ({}, (), "the tag does not exist"),
-        ({"stable": SHAS["ccc"]}, (), "its commit was never built"),
-        ({"stable": SHAS["ccc"]}, (version(SHAS["ccc"], status="failed"),), "its commit failed"),
-        ({"stable": SHAS["ccc"]}, (version(SHAS["ccc"], "chat"),), "its commit lacks the flow"),
+        ({}, (), "missing", "the tag does not exist"),
+        ({"stable": SHAS["ccc"]}, (), "missing", "its commit was never built"),
+        ({"stable": SHAS["ccc"]}, (version(SHAS["ccc"], status="failed"),), "failed", "its commit failed"),
+        ({"stable": SHAS["ccc"]}, (version(SHAS["ccc"], "chat"),), "missing", "its commit lacks the flow"),
     ],
     ids=["missing-tag", "not-built", "failed", "flow-absent"],
 )
 def test_a_ref_that_cannot_serve_gives_its_weight_to_the_others(
-    refs: dict[str, str], others: tuple[Version, ...], why: str
+    refs: dict[str, str], others: tuple[Version, ...], state: str, why: str
 ) -> None:
     head = version(SHAS["bbb"], "echo", "chat", routing=CANARY)
     routing = table(head, refs, *others)
     route = routing.routes["echo"]
-    assert [(t.named, t.state) for t in route.targets] == [("stable", "missing"), ("main", "live")], why
+    assert [(t.named, t.state) for t in route.targets] == [("stable", state), ("main", "live")], why
     assert all(routing.default("echo", rand=lambda r=r: r).ref == "main" for r in (0.0, 0.5, 0.99))
 
 
@@ -145,7 +146,7 @@ def test_a_flow_deleted_at_the_head_is_still_served_by_a_ref_that_has_it() -> No
 def test_every_ref_but_the_first_is_guarded_and_an_aborted_one_gets_no_traffic() -> None:
     stable = version(SHAS["aaa"], "echo")
     head = version(SHAS["bbb"], "echo", routing=CANARY)
-    key = analysis_key("default", "main", head.sha)
+    key = analysis_key("echo", "main", head.sha)
     live = table(head, {"stable": stable.sha}, stable)
     assert list(live.guarded()) == [key]
     assert live.default("echo", rand=lambda: 0.95).guard == key
@@ -165,7 +166,7 @@ def test_without_analysis_nothing_is_guarded() -> None:
 def test_a_session_on_an_aborted_canary_moves_and_one_on_a_live_ref_keeps_its_guard() -> None:
     stable = version(SHAS["aaa"], "echo")
     head = version(SHAS["bbb"], "echo", routing=CANARY)
-    key = analysis_key("default", "main", head.sha)
+    key = analysis_key("echo", "main", head.sha)
     live = table(head, {"stable": stable.sha}, stable)
     session = live.session(head.sha, "echo")
     assert session is not None and (session.ref, session.guard) == ("main", key)

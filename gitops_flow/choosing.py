@@ -1,0 +1,114 @@
+"""Choosing the version of a request (SPEC 4), the same for every API (LangServe's, LangFlow's, the console's).
+
+In this order: an explicit pin, then the session's pin (so a conversation stays on the version it began on), then
+the flow's route (refs by weight, sticky per user). A canary that refuses an input its primary accepts (its input
+contract broke) does not answer the refusal: the primary serves the request, and the refusal counts against the
+canary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gitops_flow.analysis import Guard
+from gitops_flow.build import BuiltFlow
+from gitops_flow.exceptions import BadInput, UnknownFlow
+from gitops_flow.reconcile import Reconciler
+from gitops_flow.stores.base import StateStore
+from gitops_flow.traffic import Choice
+
+Inputs = Sequence[Any] | Callable[[BuiltFlow], Sequence[Any]]  # the request's inputs, or how a flow reads them
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """What a request says about its version: the flow, a pin, a session and a user (each from a header or the
+    config's ``configurable``), with no HTTP in it."""
+
+    flow: str
+    pin: str | None = None
+    session: str | None = None
+    user: str | None = None
+
+
+def check(flow: BuiltFlow, inputs: Inputs) -> None:
+    """Raise BadInput unless every input matches ``flow``'s input schema."""
+    for value in inputs(flow) if callable(inputs) else inputs:
+        flow.check_input(value)
+
+
+def checked(choice: Choice, name: str, inputs: Inputs) -> BuiltFlow:
+    """The chosen version's build of ``name`` once the inputs pass its check; UnknownFlow when it lacks the flow."""
+    flow = choice.version.flows.get(name)
+    if flow is None:
+        raise UnknownFlow(f"no flow {name!r} at version {choice.version.sha[:12]}")
+    check(flow, inputs)
+    return flow
+
+
+class Chooser:
+    """Chooses versions from the reconciler's published table; session pins live in ``store``."""
+
+    def __init__(self, reconciler: Reconciler, store: StateStore, guard: Guard) -> None:
+        self.reconciler = reconciler
+        self.store = store
+        self.guard = guard
+
+    async def choose(self, ask: Ask, inputs: Inputs = ()) -> tuple[Choice, BuiltFlow]:
+        """The version that serves ``ask`` and its build of the flow.
+
+        ``inputs`` are checked against the chosen flow before a session is pinned, so a refused request pins
+        nothing; given as a function, it makes them for the flow it is given (LangFlow's run API shapes its text by
+        the flow). Raises BadInput, UnknownFlow, NotServable, UnknownVersion, PinsDisabled, NoReadyVersion, Busy.
+        """
+        flow = ask.flow
+        if ask.pin:
+            choice = await self.reconciler.pinned(flow, ask.pin)
+            return choice, checked(choice, flow, inputs)
+        table = self.reconciler.table
+        choice = table.default(flow, user=ask.user)
+        if not ask.session:
+            return self._accepting(choice, flow, inputs)
+        current = choice.version.flows.get(flow)
+        if current is not None:
+            choice, current = self._accepting(choice, flow, inputs)
+        key = f"{flow}:{ask.session}"
+        sha = await self.store.claim_pin(key, choice.version.sha, table.session_ttl)
+        if sha != choice.version.sha:
+            pinned = table.session(sha, flow) or await self._revive(sha, flow)
+            if pinned is not None and flow in pinned.version.flows:
+                return pinned, checked(pinned, flow, inputs)
+            if current is not None:
+                await self.store.set_pin(key, choice.version.sha, table.session_ttl)  # its version is gone: move on
+        if current is None:
+            await self.store.drop_pin(key)
+            raise UnknownFlow(f"no flow {flow!r} at version {choice.version.sha[:12]}")
+        return choice, current
+
+    def _accepting(self, choice: Choice, flow: str, inputs: Inputs) -> tuple[Choice, BuiltFlow]:
+        """``choice`` if its flow accepts the inputs; a canary's primary if only the primary does (counted against
+        the canary); BadInput when neither does (the caller's fault, counted against nobody)."""
+        try:
+            return choice, checked(choice, flow, inputs)
+        except BadInput as refused:
+            fallback = choice.fallback()
+            if fallback is None or choice.guard is None:
+                raise
+            try:
+                built = checked(fallback, flow, inputs)
+            except (BadInput, UnknownFlow):
+                raise refused from None
+            self.guard.record(choice.guard, False, 0.0)
+            return fallback, built
+
+    async def _revive(self, sha: str, flow: str) -> Choice | None:
+        """A session pinned to a version this process does not hold (a restart, another replica): rebuilt from Git
+        (bounded). A version the table holds is not rebuilt (the guard may have stopped it), nor a yanked one."""
+        table = self.reconciler.table
+        known = table.versions.get(sha)
+        if known is not None and known.ready or table.yanked(sha):
+            return None
+        version = await self.reconciler.revive(sha, flow)
+        return Choice(version, table.ref_of(sha)) if version is not None else None

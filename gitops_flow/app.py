@@ -36,7 +36,7 @@ from gitops_flow.exceptions import (
 )
 from gitops_flow.metrics import Metrics
 from gitops_flow.reconcile import Reconciler
-from gitops_flow.secretrefs import RedactSecrets
+from gitops_flow.secretrefs import RedactSecrets, Scrubber
 from gitops_flow.source import GitSource
 from gitops_flow.stores import open_store
 from gitops_flow.stores.base import StateStore
@@ -69,21 +69,34 @@ def create_app(
 ) -> Starlette:
     """The runtime server. Parts not given are made from ``settings``; the lifespan opens them, starts the
     reconciler (which fetches and builds in the background, so the server answers /healthz at once) and closes
-    them on shutdown. ``secrets`` is where `$env` references are read (the process environment, for `serve`)."""
+    them on shutdown. ``secrets`` is where `$env` references are read (the process environment, for `serve`): only
+    the names the settings allow are kept, and every value kept, with the server's own secrets, is scrubbed from
+    problems, events and log records."""
     if source is None and settings.repo_url is None:
         raise ConfigError("the server needs a repository: --repo URL_OR_PATH or GITOPS_FLOW_REPO")
+    policy = settings.secret_policy()
+    readable = policy.select(secrets or {})
+    scrubber = Scrubber({**readable, **_own_secrets(settings)})
 
     state = store or open_store(settings.state, data_dir=settings.data_dir)
     git = source or GitSource(str(settings.repo_url), settings.data_dir / "repo", timeout=settings.fetch_timeout)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        redact = RedactSecrets(scrubber)
+        handlers = _log_handlers()
+        for handler in handlers:
+            handler.addFilter(redact)
+        for name in _LOGGERS:  # also seen by handlers added later
+            logging.getLogger(name).addFilter(redact)
         await state.open()
         builder = VersionBuilder(
             git,
             registry or ComponentRegistry.configured(settings),
             history=state,
-            secrets=secrets,
+            secrets=readable,
+            policy=policy,
+            scrubber=scrubber,
             fake_models=settings.fake_models,
             run_tests=settings.run_tests,
             build_timeout=settings.build_timeout,
@@ -99,15 +112,13 @@ def create_app(
             rebuilds_kept=settings.rebuilds_kept,
             poll_interval=settings.poll_interval,
             on_event=metrics.event,
+            scrub=scrubber.json,
         )
         reconciler.on_change = _after_change(reconciler, metrics, settle_heap=settings.freeze_heap)
         await reconciler.restore()
-        redact = RedactSecrets(secrets or {}, lambda: builder.secret_names)
-        for name in _LOGGERS:
-            logging.getLogger(name).addFilter(redact)
         guard = Guard(state)
         replica = uuid.uuid4().hex[:12]
-        chooser = Chooser(reconciler, state, guard)
+        chooser = Chooser(reconciler, state, guard, fallback=settings.canary_fallback)
         app.state.deps = Deps(settings, state, reconciler, guard, metrics, replica, chooser)
         tasks = [
             asyncio.create_task(reconciler.run(), name="reconciler"),
@@ -126,6 +137,8 @@ def create_app(
             await state.close()
             for name in _LOGGERS:
                 logging.getLogger(name).removeFilter(redact)
+            for handler in handlers:
+                handler.removeFilter(redact)
 
     routes = [
         Route("/flows/{flow}/invoke", endpoints.invoke, methods=["POST"]),
@@ -153,6 +166,20 @@ def create_app(
         Exception: _unexpected,
     }
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
+
+
+def _own_secrets(settings: Settings) -> dict[str, str]:
+    """The server's own credentials, scrubbed like the flows' secrets."""
+    own = {"GITOPS_FLOW_ADMIN_TOKEN": settings.admin_token, "GITOPS_FLOW_WEBHOOK_SECRET": settings.webhook_secret}
+    return {name: value.get_secret_value() for name, value in own.items() if value is not None}
+
+
+def _log_handlers() -> list[logging.Handler]:
+    """Every handler configured now (the root's, uvicorn's, ...): a filter on a handler sees the records of every
+    logger that reaches it, where a logger's own filter sees only the records logged on that very logger."""
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    found = [h for logger in loggers if isinstance(logger, logging.Logger) for h in logger.handlers]
+    return list({id(h): h for h in found}.values())
 
 
 async def _guard(guard: Guard, reconciler: Reconciler, interval: float) -> None:

@@ -149,6 +149,15 @@ def _build_node(
             component, params = registry.get("FakeChatModel"), {"responses": list(fakes[node.id])}
         else:  # a built-in agent keeps its loop and tools; only its model answers from the script
             fake_responses = list(fakes[node.id])
+    try:
+        secret_params = registry.secret_params(component)
+    except BuildError as exc:
+        raise BuildError(str(exc), path=json_path([*where, "component"]), code=exc.code) from None
+    stray = next((loc for loc, _ in secretrefs.env_refs(params) if loc not in {(p,) for p in secret_params}), None)
+    if stray is not None:  # validation says so first; a flow built without it still never reads such a reference
+        raise BuildError(
+            f"{component.name} takes no secret there", path=json_path([*where, "params", *stray]), code="env-not-secret"
+        )
     missing: list[str] = []
     try:
         unread = dry_run or fake_responses is not None  # a faked agent's model, and so its key, is never used

@@ -20,7 +20,8 @@ from gitops_flow.history import HistoryStore
 from gitops_flow.jsonpos import LineIndex
 from gitops_flow.problems import Problem
 from gitops_flow.routing import ROUTING_FILE, RoutingConfig
-from gitops_flow.secretrefs import ENV_KEY, env_refs
+from gitops_flow.secretpolicy import SecretPolicy
+from gitops_flow.secretrefs import Scrubber
 from gitops_flow.source import CommitInfo, GitSource
 from gitops_flow.spec import FlowSpec
 from gitops_flow.testing import run_flow_tests
@@ -67,8 +68,8 @@ def carry(version: Version, parent: Version | None) -> Version:
 
 
 class VersionBuilder:
-    """Builds versions from commits; ``secret_names`` collects every ``$env`` name a built flow reads, so logs can
-    redact their values."""
+    """Builds versions from commits. Flows read only the ``secrets`` that ``policy`` allows, and ``scrubber`` takes
+    every secret value the server knows out of the problems and messages a version records."""
 
     def __init__(
         self,
@@ -77,6 +78,8 @@ class VersionBuilder:
         *,
         history: HistoryStore,
         secrets: Mapping[str, str] | None = None,
+        policy: SecretPolicy | None = None,
+        scrubber: Scrubber | None = None,
         fake_models: bool = False,
         run_tests: bool = True,
         clock: Callable[[], float] = time.time,
@@ -85,12 +88,13 @@ class VersionBuilder:
         self.source = source
         self.registry = registry
         self.history = history
-        self.secrets = secrets or {}
+        self.policy = policy or SecretPolicy()
+        self.secrets = self.policy.select(secrets or {})
+        self.scrubber = scrubber or Scrubber(self.secrets)
         self.fake_models = fake_models
         self.run_tests = run_tests
         self.clock = clock
         self.build_timeout = build_timeout  # seconds one flow's build may take (Settings.build_timeout)
-        self.secret_names: set[str] = set()
         self._cache: dict[tuple[str, str], _FileResult] = {}
 
     def build(self, commit: CommitInfo, parent: Version | None = None) -> Version:
@@ -120,11 +124,11 @@ class VersionBuilder:
             author=commit.author,
             email=commit.email,
             time=commit.time,
-            message=commit.message,
+            message=self.scrubber.text(commit.message),
             status=status,
             changed=self._changed(commit, listing),
             parents=commit.parents,
-            problems=tuple(problems),
+            problems=tuple(self.scrubber.problem(p) for p in problems),
             names=frozenset(flows),
             flows=flows,
             failed=failed,
@@ -162,12 +166,11 @@ class VersionBuilder:
         path = f"{flows_dir}/{file_name}" if flows_dir not in ("", ".") else file_name
         stem = file_name.removesuffix(".json")
         raw = self.source.read_blob(blob, max_bytes=MAX_EXPORT_BYTES)
-        report = validate_bytes(raw, self.registry, file=path, stem=stem, dry_build=False)  # the build below is real
+        # the build below is real, so validation does not dry-build
+        report = validate_bytes(raw, self.registry, file=path, stem=stem, dry_build=False, policy=self.policy)
         built: BuiltFlow | None = None
         problems = list(report.problems)
         if report.ok and report.spec is not None:
-            for node in report.spec.nodes:
-                self.secret_names.update(str(ref[ENV_KEY]) for _, ref in env_refs(node.params))
             try:
                 built = build_flow(
                     report.spec,
@@ -185,7 +188,7 @@ class VersionBuilder:
             failures = self._test(report.spec, raw, path, report.origin)
             if failures:
                 built, problems = None, [*problems, *failures]
-        result = _FileResult(stem, built, tuple(problems))
+        result = _FileResult(stem, built, tuple(self.scrubber.problem(p) for p in problems))
         self._cache[key] = result
         return result
 

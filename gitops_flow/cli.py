@@ -208,8 +208,11 @@ def _flows_dir(root: Path) -> str:
     return "flows"
 
 
-def _check_all(targets: Targets, registry: ComponentRegistry) -> tuple[list[FileReport], list[Problem]]:
-    reports = [validate_file(path, registry) for path in targets.flows]
+def _check_all(
+    targets: Targets, registry: ComponentRegistry, settings: Settings
+) -> tuple[list[FileReport], list[Problem]]:
+    policy = settings.secret_policy()
+    reports = [validate_file(path, registry, policy=policy) for path in targets.flows]
     names = [r.spec.name for r in reports if r.spec is not None]
     routing_problems: list[Problem] = []
     for path in targets.routing:
@@ -220,7 +223,7 @@ def _check_all(targets: Targets, registry: ComponentRegistry) -> tuple[list[File
 def _validate(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     targets = collect(args.paths)
     registry = ComponentRegistry.configured(settings)
-    reports, routing_problems = _check_all(targets, registry)
+    reports, routing_problems = _check_all(targets, registry, settings)
     found = [p for r in reports for p in r.problems] + routing_problems
     if args.base is not None:
         found += _breaking(targets.flows, reports, args.base, registry)
@@ -255,7 +258,7 @@ def _breaking(
 def _test(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     registry = ComponentRegistry.configured(settings)
     targets = collect(args.paths)
-    reports, routing_problems = _check_all(targets, registry)
+    reports, routing_problems = _check_all(targets, registry, settings)
     results: list[CaseResult] = []
     for path, file_report in zip(targets.flows, reports, strict=True):
         if file_report.ok and file_report.spec is not None:
@@ -285,7 +288,7 @@ def _import_langflow(args: argparse.Namespace, settings: Settings, out: TextIO) 
         destination = target / f"{name}.json"
         if destination.resolve() == source.resolve():
             raise UsageError(f"{raw_path}: writing {destination} would replace the export itself; choose -o DIR")
-        file_report = validate_file(source, registry, display=str(source), stem=name)
+        file_report = validate_file(source, registry, display=str(source), stem=name, policy=settings.secret_policy())
         found += file_report.problems
         if file_report.conversion is None or file_report.conversion.document is None:
             if not any(p.severity == "error" for p in file_report.problems):
@@ -323,7 +326,14 @@ def _components(args: argparse.Namespace, settings: Settings, out: TextIO) -> in
     registry = ComponentRegistry.configured(settings)
     for name in registry.names():
         component = registry.get(name)
-        print(f"{name:<20} {component.kind:<10} {component.description}", file=out)
+        names = dict(component.secret_names)
+        secrets = (
+            [f"{p} <- {' | '.join(names[p])}" if p in names else p for p in sorted(component.secrets)]
+            if component.secrets is not None
+            else ["(declared by the package)"]
+        )
+        extra = f" (secret: {', '.join(secrets)})" if secrets else ""
+        print(f"{name:<20} {component.kind:<10} {component.description}{extra}", file=out)
     return EXIT_OK
 
 
@@ -352,7 +362,8 @@ def _serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     from gitops_flow.app import create_app
     from gitops_flow.stores import open_store
 
-    app = create_app(settings, secrets=os.environ)
+    # flows are built from the variables the operator allows, never from the whole environment
+    app = create_app(settings, secrets=settings.secret_policy().select(os.environ))
     # an unusable state store is a clear error and exit 1 here, not a traceback from a failed start-up
     asyncio.run(_reach(open_store(settings.state, data_dir=settings.data_dir)))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -34,6 +34,8 @@ ComponentKind = Literal["input", "prompt", "model", "agent", "parser", "memory",
 FAKEABLE: tuple[ComponentKind, ...] = ("model", "agent")  # kinds whose nodes `fakes` may answer for
 FAKE_MODEL = "FakeChatModel"  # the built-in model that calls nothing
 ENTRY_POINT_GROUP = "gitops_flow.components"
+SECRETS_ATTRIBUTE = "gitops_flow_secrets"  # an entry point's target declares its secret params in this attribute
+_SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\*?$")  # a variable a secret param takes: NAME or PREFIX_*
 _COMPONENT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _IMPORT_PATH = re.compile(r"[.:/]")
@@ -61,6 +63,10 @@ class Component:
     """A registered component: ``target`` is a factory or, for operator components, a lazy ``module:attr``.
 
     Built-in factories take a BuildContext first (``takes_context``); operator factories take only the params.
+    ``secrets`` are the params that take a credential: the only places a flow may write ``{"$env": NAME}``. None
+    (entry points) means the target says, in its ``gitops_flow_secrets`` attribute. ``secret_names`` narrows a
+    param to the variables (names or ``PREFIX_*``) it takes; only a param listed there may take a model provider's
+    key (credentials.py).
     """
 
     name: str
@@ -68,6 +74,8 @@ class Component:
     kind: ComponentKind = "transform"
     description: str = ""
     takes_context: bool = False
+    secrets: frozenset[str] | None = frozenset()
+    secret_names: tuple[tuple[str, tuple[str, ...]], ...] = ()
     check: Callable[[Mapping[str, Any]], list[ParamIssue]] | None = None  # what the signature cannot say
 
 
@@ -78,6 +86,7 @@ class ComponentRegistry:
         self._components = {c.name: c for c in components}
         self._factories: dict[str, Callable[..., Any]] = {}
         self._param_models: dict[str, type[BaseModel] | None] = {}
+        self._secrets: dict[str, tuple[frozenset[str], dict[str, tuple[str, ...]]]] = {}
 
     @classmethod
     def builtin(cls) -> ComponentRegistry:
@@ -113,7 +122,7 @@ class ComponentRegistry:
     def with_entry_points(self) -> ComponentRegistry:
         """Add the components that installed packages declare in the ``gitops_flow.components`` group."""
         found = entry_points(group=ENTRY_POINT_GROUP)
-        return self.extended(Component(name=ep.name, target=ep.value) for ep in found)
+        return self.extended(Component(name=ep.name, target=ep.value, secrets=None) for ep in found)
 
     def with_file(self, path: Path) -> ComponentRegistry:
         """Add the components listed in an operator's YAML file (see docs/components.md)."""
@@ -151,6 +160,28 @@ class ComponentRegistry:
         if component.name not in self._factories:
             self._factories[component.name] = _load_target(component)
         return self._factories[component.name]
+
+    def secret_params(self, component: Component) -> frozenset[str]:
+        """The params of ``component`` that take a credential (see Component.secrets); an entry point's target is
+        loaded to read its declaration."""
+        return self._declared(component)[0]
+
+    def secret_names(self, component: Component) -> dict[str, tuple[str, ...]]:
+        """Secret param -> the variables it takes, for the params whose declaration names them."""
+        return self._declared(component)[1]
+
+    def _declared(self, component: Component) -> tuple[frozenset[str], dict[str, tuple[str, ...]]]:
+        if component.secrets is not None:
+            return component.secrets, dict(component.secret_names)
+        if component.name not in self._secrets:
+            declared = getattr(self.factory(component), SECRETS_ATTRIBUTE, ())
+            try:
+                self._secrets[component.name] = declared_secrets(declared)
+            except ValueError as exc:
+                raise BuildError(
+                    f"component {component.name!r}: {SECRETS_ATTRIBUTE} {exc}", code="component-unavailable"
+                ) from None
+        return self._secrets[component.name]
 
     def check_params(self, component: Component, params: Mapping[str, Any]) -> list[ParamIssue]:
         """Problems of ``params`` against the component's signature: (location, code, message) each."""
@@ -230,8 +261,32 @@ def _signature_model(component: Component, factory: Callable[..., Any]) -> type[
     return create_model(f"{component.name}Params", __config__=config, **fields)
 
 
+def declared_secrets(value: Any) -> tuple[frozenset[str], dict[str, tuple[str, ...]]]:
+    """A declaration of secret params: a list of params, or a mapping of each param to the variables it takes
+    (names or ``PREFIX_*``). Raises ValueError saying what a declaration must be."""
+    names: dict[str, tuple[str, ...]] = {}
+    if isinstance(value, dict):
+        for param, takes in value.items():
+            listed = [takes] if isinstance(takes, str) else takes
+            if not isinstance(listed, list | tuple) or not all(
+                isinstance(n, str) and _SECRET_NAME.match(n) and not n.startswith("GITOPS_FLOW_") for n in listed
+            ):
+                raise ValueError(f"for {param!r} must name variables (NAME or PREFIX_*), never GITOPS_FLOW_*")
+            names[str(param)] = tuple(listed)
+        params: Any = list(value)
+    else:
+        params = value
+    if isinstance(params, str) or not isinstance(params, list | tuple | set | frozenset):
+        raise ValueError("must be a list of parameter names, or a mapping of each to the variables it takes")
+    if not all(isinstance(n, str) and n.isidentifier() for n in params):
+        raise ValueError("must be a list of parameter names, or a mapping of each to the variables it takes")
+    return frozenset(params), names
+
+
 def load_components_file(path: Path) -> list[Component]:
-    """Parse an operator's components file: ``components: {Name: "module:attr" | {target, kind, description}}``."""
+    """Parse an operator's components file: ``components: {Name: "module:attr" | {target, kind, description,
+    secrets}}``, where ``secrets`` lists the params that take a credential (or maps each to the variables it
+    takes)."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
@@ -244,13 +299,27 @@ def load_components_file(path: Path) -> list[Component]:
         spec = {"target": entry} if isinstance(entry, str) else entry
         if not isinstance(spec, dict) or not _TARGET.match(str(spec.get("target", ""))):
             raise ConfigError(f"components file {path}: {name!r} needs a target of the form 'module:attr'")
-        unknown = set(spec) - {"target", "kind", "description"}
+        unknown = set(spec) - {"target", "kind", "description", "secrets"}
         if unknown:
             raise ConfigError(f"components file {path}: {name!r} has unknown keys {sorted(unknown)}")
         kind = spec.get("kind", "transform")
         if kind not in typing.get_args(ComponentKind):
             raise ConfigError(f"components file {path}: {name!r} has unknown kind {kind!r}")
-        found.append(Component(str(name), str(spec["target"]), kind, str(spec.get("description", ""))))
+        try:
+            params, names = declared_secrets(spec.get("secrets", []))
+        except ValueError as exc:
+            raise ConfigError(f"components file {path}: {name!r} secrets {exc}") from None
+        description = str(spec.get("description", ""))
+        found.append(
+            Component(
+                str(name),
+                str(spec["target"]),
+                kind,
+                description,
+                secrets=params,
+                secret_names=tuple(sorted(names.items())),
+            )
+        )
     return found
 
 
@@ -322,7 +391,7 @@ def chat_model(
     """Any chat model that ``langchain.chat_models.init_chat_model`` knows, when its provider package is installed."""
     from langchain.chat_models.base import _BUILTIN_PROVIDERS, init_chat_model
 
-    provider, name = _provider_of(model, model_provider)
+    provider, name = provider_of(model, model_provider)
     if provider not in _BUILTIN_PROVIDERS:
         raise BuildError(
             f"unknown model provider {provider!r}; known: {', '.join(sorted(_BUILTIN_PROVIDERS))}", code="bad-param"
@@ -359,7 +428,8 @@ def chat_model(
     return typing.cast("Runnable[Any, Any]", init_chat_model(name, model_provider=provider, **kwargs))
 
 
-def _provider_of(model: str, model_provider: str | None) -> tuple[str, str]:
+def provider_of(model: str, model_provider: str | None) -> tuple[str, str]:
+    """(provider, model name) as ``init_chat_model`` will see them; BuildError when the provider cannot be told."""
     if model_provider:
         return model_provider, model
     provider, sep, name = model.partition(":")
@@ -499,24 +569,27 @@ def _builtin(
     factory: Callable[..., Any],
     kind: ComponentKind,
     description: str,
+    secrets: Iterable[str] = (),
     check: Callable[[Mapping[str, Any]], list[ParamIssue]] | None = None,
 ) -> Component:
-    return Component(name, factory, kind, description, takes_context=True, check=check)
+    return Component(name, factory, kind, description, takes_context=True, secrets=frozenset(secrets), check=check)
 
 
 BUILTIN_COMPONENTS = (
     _builtin("Passthrough", passthrough, "input", "Hands its input on unchanged."),
-    _builtin("PromptTemplate", prompt_template, "prompt", "A text prompt with {variables}.", _prompt_check),
+    _builtin("PromptTemplate", prompt_template, "prompt", "A text prompt with {variables}.", check=_prompt_check),
     _builtin(
         "ChatPromptTemplate",
         chat_prompt_template,
         "prompt",
         "A chat prompt from [role, template] pairs.",
-        _chat_prompt_check,
+        check=_chat_prompt_check,
     ),
-    _builtin("ChatModel", chat_model, "model", "A chat model of any provider init_chat_model knows."),
+    _builtin("ChatModel", chat_model, "model", "A chat model of any provider init_chat_model knows.", ["api_key"]),
     _builtin(FAKE_MODEL, fake_chat_model, "model", "Answers the given responses in turn; for demos and tests."),
-    _builtin("Agent", tool_agent, "agent", "A chat model that calls built-in tools (calculator, current_date)."),
+    _builtin(
+        "Agent", tool_agent, "agent", "A chat model that calls built-in tools (calculator, current_date).", ["api_key"]
+    ),
     _builtin("StrOutputParser", str_output_parser, "parser", "A model message as text."),
     _builtin("Text", text, "parser", "Its input as text: strings, messages, prompts, lists of messages."),
     _builtin("Pick", pick, "transform", "One key of its object input."),

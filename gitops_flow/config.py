@@ -6,7 +6,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from gitops_flow.providers import default_secret_names
+from gitops_flow.secretpolicy import SecretPolicy
 
 # which versions an explicit pin (X-Flow-Version) may reach: none; the versions the flow's refs serve now; or any
 # version that served as the branch head or through a ref and is still on the branch
@@ -27,6 +30,9 @@ _FROM_ENV = {
     "ANALYSIS_INTERVAL": "analysis_interval",
     "PINS": "pins",
     "RUN_TESTS": "run_tests",
+    "CANARY_FALLBACK": "canary_fallback",
+    "SECRETS": "allowed_secrets",
+    "ALLOWED_BASE_URLS": "allowed_base_urls",
     "BUILD_TIMEOUT": "build_timeout",
 }
 
@@ -53,12 +59,40 @@ class Settings(BaseModel):
     pins: PinPolicy = "current"
     rebuilds_kept: int = Field(default=8, ge=1, le=1000)  # old versions rebuilt for pins and sessions, kept at once
     run_tests: bool = True  # run each flow's tests before it goes live
+    # a canary's failed request is retried on its primary (and counted against the canary only when the primary
+    # succeeds); off for flows whose runs must not be repeated, at the price of clients being able to sway verdicts
+    canary_fallback: bool = True
     build_timeout: float = Field(default=30.0, gt=0)  # seconds one flow's build may take; past it, that flow fails
     fake_models: bool = False
     analysis_interval: float = Field(default=1.0, gt=0)  # seconds between the canary guard's ticks
     freeze_heap: bool = True  # gc.freeze() after each deploy (see app._settle_heap)
     admin_token: SecretStr | None = None
     webhook_secret: SecretStr | None = None
+
+    # what flows may do with secrets (secretpolicy.py); `validate` and `test` read these too, so CI judges as served
+    allowed_secrets: tuple[str, ...] = Field(default_factory=default_secret_names)
+    allowed_base_urls: tuple[str, ...] = ()
+
+    @field_validator("allowed_secrets", "allowed_base_urls", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return tuple(part.strip() for part in value.split(",") if part.strip()) if isinstance(value, str) else value
+
+    @field_validator("allowed_secrets")
+    @classmethod
+    def _secret_entries(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        SecretPolicy(value)  # a wrong entry is a settings error at start, naming the entry
+        return value
+
+    @field_validator("allowed_base_urls")
+    @classmethod
+    def _base_urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        SecretPolicy((), value)
+        return value
+
+    def secret_policy(self) -> SecretPolicy:
+        """The SecretPolicy these settings describe."""
+        return SecretPolicy(self.allowed_secrets, self.allowed_base_urls)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: object) -> Settings:

@@ -190,7 +190,7 @@ async def run_flow(deps: Deps, flow: str, choice: Choice, built: BuiltFlow, run_
         seconds = time.perf_counter() - started
         deps.metrics.observe(flow, choice.version.sha, choice.ref, False, seconds)
         log.error("flow %s run %s failed: %s", flow, run_id, type(exc).__name__, exc_info=exc)
-        fallback = choice.fallback()
+        fallback = choice.fallback() if deps.settings.canary_fallback else None
         primary = fallback.version.flows.get(flow) if fallback is not None else None
         if fallback is None or primary is None:
             if choice.guard is not None:
@@ -312,7 +312,7 @@ async def open_stream(deps: Deps, flow: str, choice: Choice, built: BuiltFlow, s
             opened.failure = exc
             return opened
         seconds = time.perf_counter() - opened.started
-        fallback = choice.fallback()
+        fallback = choice.fallback() if deps.settings.canary_fallback else None
         primary = fallback.version.flows.get(flow) if fallback is not None else None
         if fallback is None or primary is None:
             opened.failure = exc

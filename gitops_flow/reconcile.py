@@ -76,6 +76,7 @@ class Reconciler:
         rand: Callable[[], float] = random.random,
         on_change: Callable[[], None] = lambda: None,
         on_event: Callable[[Record], None] = lambda event: None,
+        scrub: Callable[[Record], Record] = lambda event: event,
     ) -> None:
         self.source = source
         self.store = store
@@ -88,6 +89,7 @@ class Reconciler:
         self.rand = rand
         self.on_change = on_change
         self.on_event = on_event
+        self.scrub = scrub  # takes the secret values the server knows out of each event before it is stored
         self.table = RoutingTable(branch)
         self.status = SourceStatus(url=source.url, branch=branch)
         self._versions: dict[str, Version] = {}
@@ -401,6 +403,7 @@ class Reconciler:
             "changed": list(version.changed) if version else [],
             **extra,
         }
+        event = self.scrub(event)
         if await self.store.add_event(event, once=once or f"{kind}:{sha}"):
             self.on_event(event)
 

@@ -1,13 +1,16 @@
-"""Secrets in params: ``{"$env": "NAME"}`` references, their resolution, and literals that look like credentials."""
+"""Secrets in params: ``{"$env": "NAME"}`` references, where they may stand, their resolution, literals that look
+like credentials, and scrubbing known secret values out of what the server writes."""
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 from gitops_flow.problems import Problem, json_path
+from gitops_flow.secretpolicy import RESERVED_PREFIX, SecretPolicy
 
 ENV_KEY = "$env"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -35,6 +38,14 @@ def is_env_ref(value: Any) -> bool:
     return isinstance(value, dict) and ENV_KEY in value
 
 
+def env_name(value: Any) -> str | None:
+    """The variable a well-formed reference names; None for anything else."""
+    if not isinstance(value, dict) or set(value) != {ENV_KEY}:
+        return None
+    name = value[ENV_KEY]
+    return name if isinstance(name, str) and _ENV_NAME.match(name) else None
+
+
 def env_refs(params: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], Any]]:
     """Every ``{"$env": ...}`` in ``params`` with its location."""
     if is_env_ref(params):
@@ -47,24 +58,52 @@ def env_refs(params: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[tu
             yield from env_refs(value, (*path, index))
 
 
-def check(params: Mapping[str, Any], base: tuple[str | int, ...]) -> list[Problem]:
-    """Malformed secret references and credential-looking literals in one node's params."""
+def check(
+    params: Mapping[str, Any],
+    base: tuple[str | int, ...],
+    *,
+    secret_params: frozenset[str] | None = None,
+    policy: SecretPolicy | None = None,
+) -> list[Problem]:
+    """The problems of one node's secret references and credential-looking literals.
+
+    With ``secret_params`` (the component's, when it is known) a reference anywhere but as the whole value of one of
+    them is a problem, and so is a literal there; with ``policy`` a name the operator does not allow is one.
+    """
     problems = []
     for where, ref in env_refs(dict(params)):
         name = ref.get(ENV_KEY)
+        path = json_path([*base, *where])
         if len(ref) != 1 or not isinstance(name, str) or not _ENV_NAME.match(name):
-            problems.append(
-                Problem(
-                    code="bad-env-ref",
-                    message='a secret reference is exactly {"$env": "NAME"} with NAME an environment variable name',
-                    path=json_path([*base, *where]),
-                )
-            )
+            message = 'a secret reference is exactly {"$env": "NAME"} with NAME an environment variable name'
+            problems.append(Problem(code="bad-env-ref", message=message, path=path))
+        elif secret_params is not None and not (len(where) == 1 and where[0] in secret_params):
+            problems.append(Problem(code="env-not-secret", message=_not_secret(name, secret_params), path=path))
+        elif policy is not None and not policy.allows(name):
+            problems.append(Problem(code="env-not-allowed", message=_not_allowed(name, policy), path=path))
     problems += [
         Problem(code="literal-secret", message=message, path=json_path([*base, *where]))
         for where, message in _literals(params, ())
     ]
+    for name in sorted(secret_params or ()):
+        value = params.get(name)
+        if isinstance(value, str) and value and not _SECRET_PARAM.search(name):  # else _literals said it already
+            message = f'{name!r} takes a credential; write {{"$env": "NAME"}} and set NAME on the server'
+            problems.append(Problem(code="literal-secret", message=message, path=json_path([*base, name])))
     return problems
+
+
+def _not_secret(name: str, secret_params: frozenset[str]) -> str:
+    if not secret_params:
+        return f"this component takes no secret, so ${name} is never read here"
+    where = " or ".join(repr(p) for p in sorted(secret_params))
+    return f"a secret is read only as the whole value of {where}, so ${name} is never read here"
+
+
+def _not_allowed(name: str, policy: SecretPolicy) -> str:
+    if name.startswith(RESERVED_PREFIX):
+        return f"{name} is one of the server's own settings; flows never read those"
+    return f"{name} is not a secret this server gives flows (GITOPS_FLOW_SECRETS allows {policy.describe()})"
 
 
 def _literals(value: Any, path: tuple[str | int, ...]) -> Iterator[tuple[tuple[str | int, ...], str]]:
@@ -110,31 +149,82 @@ def resolve(params: Any, secrets: Mapping[str, str], *, missing: list[str] | Non
     return params
 
 
+class Scrubber:
+    """Replaces every known secret value with ``<$env:NAME>`` in text and in JSON-like values: the server's last line
+    of defence for what it stores, answers and logs. Values shorter than MIN_LENGTH are left alone: they are too
+    common to replace without garbling the text, and no real secret is that short."""
+
+    MIN_LENGTH = 6
+
+    def __init__(self, secrets: Mapping[str, str]) -> None:
+        known = {value: name for name, value in secrets.items() if len(value or "") >= self.MIN_LENGTH}
+        # the longest first, so a secret that contains another is replaced whole
+        self._values = sorted(known.items(), key=lambda item: -len(item[0]))
+
+    def __bool__(self) -> bool:
+        return bool(self._values)
+
+    def found(self, text: str) -> bool:
+        return any(value in text for value, _ in self._values)
+
+    def text(self, text: str) -> str:
+        for value, name in self._values:
+            if value in text:
+                text = text.replace(value, placeholder(name))
+        return text
+
+    def json(self, value: Any) -> Any:
+        """``value`` with every string in it (keys too) scrubbed; other values as they are."""
+        if not self._values:
+            return value
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {self.json(k): self.json(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return type(value)(self.json(v) for v in value)
+        return value
+
+    def problem(self, problem: Problem) -> Problem:
+        return replace(problem, message=self.text(problem.message), path=self.text(problem.path))
+
+
 class RedactSecrets(logging.Filter):
-    """A logging filter that replaces the values of the secrets flows use with ``<$env:NAME>`` in every record it
-    sees, traceback included, so an exception that quotes a key never writes it to a log."""
+    """A logging filter (for handlers, so it sees every logger's records) that scrubs the known secret values from a
+    record, traceback included, so an exception that quotes a key never writes it to a log.
 
-    MIN_LENGTH = 6  # shorter values are too common to replace without garbling the log (and are no real secret)
+    A record without a secret is left as it is. One with a secret keeps its format and arguments when they are plain
+    values (uvicorn's access formatter reads them), each scrubbed; otherwise it becomes its scrubbed message.
+    """
 
-    def __init__(self, secrets: Mapping[str, str], names: Callable[[], Iterable[str]]) -> None:
+    def __init__(self, scrubber: Scrubber) -> None:
         super().__init__()
-        self._secrets = secrets
-        self._names = names
+        self._scrubber = scrubber
 
     def filter(self, record: logging.LogRecord) -> bool:
-        values = [
-            (name, self._secrets[name])
-            for name in self._names()
-            if len(self._secrets.get(name) or "") >= self.MIN_LENGTH
-        ]
-        if not values:
+        scrub = self._scrubber
+        if not scrub:
             return True
-        message = record.getMessage()
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
-        for name, value in values:
-            message = message.replace(value, placeholder(name))
-            if record.exc_text:
-                record.exc_text = record.exc_text.replace(value, placeholder(name))
-        record.msg, record.args = message, ()
+        if record.exc_text:
+            record.exc_text = scrub.text(record.exc_text)
+        if record.stack_info:
+            record.stack_info = scrub.text(record.stack_info)
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # a record whose format does not fit its arguments: logging says so itself
+            return True
+        if not scrub.found(message):
+            return True
+        args = record.args
+        if isinstance(record.msg, str) and isinstance(args, tuple) and all(isinstance(a, _PLAIN) for a in args):
+            record.msg = scrub.text(record.msg)
+            record.args = tuple(scrub.text(a) if isinstance(a, str) else a for a in args)
+            if not scrub.found(record.getMessage()):
+                return True
+        record.msg, record.args = scrub.text(message), ()
         return True
+
+
+_PLAIN = (str, int, float, type(None))

@@ -112,12 +112,12 @@ class _Plan:
         if at is None or at.status == "failed":
             return Target(named, ref, sha, weight, "missing" if at is None else "failed")
         serving = at.serving(flow)
+        if self.yanked(at.sha) or serving is not None and self.yanked(serving):
+            return Target(named, ref, sha, weight, "yanked", serving=serving)
         version = self.versions.get(serving) if serving is not None else None
         if serving is None or version is None or flow not in version.flows:
             state: TargetState = "failed" if flow in at.failed else "missing"
             return Target(named, ref, sha, weight, state, serving=serving)
-        if self.yanked(at.sha) or self.yanked(serving):
-            return Target(named, ref, sha, weight, "yanked", serving=serving)
         guard = analysis_key(flow, ref, version.blobs.get(flow, serving)) if guarded else None
         state = "aborted" if guard is not None and guard in self.aborted else "live"
         return Target(named, ref, sha, weight, state, guard, serving, version)

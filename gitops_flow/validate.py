@@ -13,13 +13,14 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from gitops_flow import jsonpos, langflow, limits, secretrefs
+from gitops_flow import credentials, jsonpos, langflow, limits, secretrefs
 from gitops_flow.build import BuiltFlow, build_flow
 from gitops_flow.components import FAKEABLE, ComponentRegistry
 from gitops_flow.exceptions import BuildError
 from gitops_flow.graph import analyse
 from gitops_flow.problems import Problem, json_path
 from gitops_flow.routing import DEFAULT_ROUTE, Analysis, RouteTarget, RoutingConfig
+from gitops_flow.secretpolicy import SecretPolicy
 from gitops_flow.spec import EdgeSpec, Expectation, FlowSpec, FlowTest, NodeSpec
 
 MAX_BYTES = 1024 * 1024
@@ -47,7 +48,12 @@ class FileReport:
 
 
 def validate_file(
-    path: Path, registry: ComponentRegistry, *, display: str | None = None, stem: str | None = None
+    path: Path,
+    registry: ComponentRegistry,
+    *,
+    display: str | None = None,
+    stem: str | None = None,
+    policy: SecretPolicy | None = None,
 ) -> FileReport:
     """Validate one flow file; an unreadable file is a problem of its own, never an exception."""
     name = display or str(path)
@@ -58,20 +64,37 @@ def validate_file(
         raw = path.read_bytes()
     except OSError as exc:
         return FileReport(name, [Problem(code="unreadable", message=f"cannot read the file: {exc.strerror}")])
-    return validate_bytes(raw, registry, file=name, stem=path.stem if stem is None else stem)
+    return validate_bytes(raw, registry, file=name, stem=path.stem if stem is None else stem, policy=policy)
 
 
 def validate_bytes(
-    raw: bytes, registry: ComponentRegistry, *, file: str, stem: str | None = None, dry_build: bool = True
+    raw: bytes,
+    registry: ComponentRegistry,
+    *,
+    file: str,
+    stem: str | None = None,
+    dry_build: bool = True,
+    policy: SecretPolicy | None = None,
 ) -> FileReport:
     """Validate the bytes of a flow document. ``stem`` is the file name the document's ``name`` must equal.
 
     ``dry_build=False`` stops after the static checks, for a caller that builds the flow for real next (the server)
-    and turns that build's BuildError into the problem the dry-build would have found.
+    and turns that build's BuildError into the problem the dry-build would have found. ``policy`` is the operator's
+    word on secrets (default: the provider key names, no base URLs).
     """
     report = FileReport(file)
-    report.problems = [p.located(file, p.line) for p in _check(raw, registry, stem, report, dry_build)]
+    checks = _Checks(registry, policy or SecretPolicy(), dry_build)
+    report.problems = [p.located(file, p.line) for p in _check(raw, checks, stem, report)]
     return report
+
+
+@dataclass(frozen=True, slots=True)
+class _Checks:
+    """What a document is checked against."""
+
+    registry: ComponentRegistry
+    policy: SecretPolicy
+    dry_build: bool
 
 
 def _too_large(size: int, limit: int = MAX_BYTES) -> Problem:
@@ -79,9 +102,7 @@ def _too_large(size: int, limit: int = MAX_BYTES) -> Problem:
     return Problem(code="too-large", message=f"the file is {size:,} bytes; {what} are at most {limit:,}")
 
 
-def _check(
-    raw: bytes, registry: ComponentRegistry, stem: str | None, report: FileReport, dry_build: bool
-) -> list[Problem]:
+def _check(raw: bytes, checks: _Checks, stem: str | None, report: FileReport) -> list[Problem]:
     if len(raw) > MAX_EXPORT_BYTES:
         return [_too_large(len(raw), MAX_EXPORT_BYTES)]
     try:
@@ -116,22 +137,23 @@ def _check(
         Problem(code="duplicate-key", message=f"key {path.rsplit('.', 1)[-1]!r} appears twice here", path=path)
         for path in lines.duplicates
     ]
-    problems += _check_document(data, registry, stem, report, dry_build)
+    problems += _check_document(data, checks, stem, report)
     found = lines.lines(p.path for p in problems if p.line is None)  # one pass over the text for all of them
     return [p if p.line is not None else replace(p, line=found[p.path]) for p in problems]
 
 
-def _check_document(
-    data: dict[str, Any], registry: ComponentRegistry, stem: str | None, report: FileReport, dry_build: bool
-) -> list[Problem]:
+def _check_document(data: dict[str, Any], checks: _Checks, stem: str | None, report: FileReport) -> list[Problem]:
     if langflow.is_export(data):
-        return _check_export(data, registry, stem, report, dry_build)
+        return _check_export(data, checks, stem, report)
+    registry = checks.registry
+    misplaced = _misplaced_env_refs(data)
     try:
         spec = FlowSpec.model_validate(data)
     except ValidationError as exc:
-        return [_schema_problem(err) for err in exc.errors()]
+        taken = {p.path for p in misplaced}
+        return misplaced + [p for p in map(_schema_problem, exc.errors()) if not _under(p.path, taken)]
     report.spec = spec
-    problems: list[Problem] = []
+    problems: list[Problem] = list(misplaced)
     if stem is not None and spec.name != stem:
         problems.append(
             Problem(
@@ -140,9 +162,9 @@ def _check_document(
         )
     graph, graph_problems = analyse(spec)
     problems += graph_problems
-    problems += _node_problems(spec, registry)
+    problems += _node_problems(spec, registry, checks.policy)
     problems += _test_problems(spec, registry)
-    if problems or not dry_build:
+    if problems or not checks.dry_build:
         return problems
     try:
         report.built = build_flow(spec, registry, dry_run=True)
@@ -154,9 +176,7 @@ def _check_document(
     return list(first_of_each.values())
 
 
-def _check_export(
-    data: dict[str, Any], registry: ComponentRegistry, stem: str | None, report: FileReport, dry_build: bool
-) -> list[Problem]:
+def _check_export(data: dict[str, Any], checks: _Checks, stem: str | None, report: FileReport) -> list[Problem]:
     """A LangFlow export: converted, then checked as the flow document it became, every problem pointing back
     into the export (``Conversion.origin``)."""
     name = stem if stem is not None else langflow.slug(str(data.get("name") or "flow"))
@@ -171,8 +191,30 @@ def _check_export(
     if too_many:
         return conversion.problems + too_many
     report.conversion = conversion
-    found = _check_document(document, registry, stem, report, dry_build)
+    found = _check_document(document, checks, stem, report)
     return conversion.problems + [replace(p, path=conversion.origin(p.path)) for p in found]
+
+
+def _misplaced_env_refs(data: dict[str, Any]) -> list[Problem]:
+    """Secret references outside node params (in tests, descriptions, ...): never resolved, always a mistake."""
+    found: list[tuple[tuple[str | int, ...], Any]] = []
+    for key, value in data.items():
+        if key == "nodes" and isinstance(value, list):
+            for index, node in enumerate(value):
+                if isinstance(node, dict):
+                    for field_name, item in node.items():
+                        if field_name != "params":
+                            found += secretrefs.env_refs(item, ("nodes", index, field_name))
+                else:
+                    found += secretrefs.env_refs(node, ("nodes", index))
+        else:
+            found += secretrefs.env_refs(value, (key,))
+    message = "a secret reference is read only in a node's params, where the component takes a secret"
+    return [Problem(code="env-not-secret", message=message, path=json_path(where)) for where, _ in found]
+
+
+def _under(path: str, roots: set[str]) -> bool:
+    return any(path == root or path.startswith((root + ".", root + "[")) for root in roots)
 
 
 class _NotJson(ValueError):
@@ -233,6 +275,8 @@ def _schema_problem(err: Any, models_at: tuple[tuple[tuple[str, ...], type[BaseM
         return Problem(code="missing-key", message=f"{field_name!r} is required", path=path)
     if kind == "literal_error" and loc == ("version",):
         return Problem(code="unsupported-version", message='this is format version 1: set "version": 1', path=path)
+    if kind == "string_pattern_mismatch" and loc and loc[0] == "yanked":
+        return Problem(code="bad-sha", message="yanked lists commits by sha: 7 to 40 hex digits", path=path)
     if kind == "string_pattern_mismatch":
         what = "names" if loc == ("name",) else "ids"
         return Problem(code=f"bad-{what[:-1]}", message=f"{what} match {err['ctx']['pattern']}", path=path)
@@ -240,16 +284,19 @@ def _schema_problem(err: Any, models_at: tuple[tuple[tuple[str, ...], type[BaseM
     return Problem(code=code, message=str(err["msg"]).removeprefix("Value error, "), path=path)
 
 
-def _node_problems(spec: FlowSpec, registry: ComponentRegistry) -> list[Problem]:
+def _node_problems(spec: FlowSpec, registry: ComponentRegistry, policy: SecretPolicy) -> list[Problem]:
     problems: list[Problem] = []
     for index, node in enumerate(spec.nodes):
         where = ("nodes", index)
-        problems += secretrefs.check(node.params, (*where, "params"))
         try:
             component = registry.get(node.component)
-        except BuildError as exc:
+            secret_params = registry.secret_params(component)
+        except BuildError as exc:  # not registered, or an operator component whose module does not load
+            problems += secretrefs.check(node.params, (*where, "params"))
             problems.append(Problem(code=exc.code, message=str(exc), path=json_path([*where, "component"])))
             continue
+        problems += secretrefs.check(node.params, (*where, "params"), secret_params=secret_params, policy=policy)
+        problems += credentials.check(registry, component, node.params, (*where, "params"), policy)
         bare = secretrefs.resolve(dict(node.params), {}, missing=[])
         try:
             issues = registry.check_params(component, bare)

@@ -131,10 +131,10 @@ def test_fakes_replace_model_nodes_only() -> None:
 def _echo_registry() -> ComponentRegistry:
     from langchain_core.runnables import RunnableLambda
 
-    def echo(*, value: str) -> Any:
+    def echo(*, value: str, label: Any = None) -> Any:
         return RunnableLambda(lambda _: value)
 
-    return registry_with(Component("Echo", echo))
+    return registry_with(Component("Echo", echo, secrets=frozenset({"value"})))
 
 
 def test_secrets_are_resolved_from_the_given_environment() -> None:
@@ -151,6 +151,25 @@ def test_a_missing_secret_fails_a_real_build_and_is_a_placeholder_in_a_dry_build
     dry = build_flow(doc, _echo_registry(), dry_run=True)
     assert dry.runnable.invoke("x") == "<$env:MY_SECRET>"
     assert [n.code for n in dry.notes] == ["secret-placeholder"]
+
+
+@pytest.mark.parametrize(
+    "params, path",
+    [
+        ({"value": "x", "label": {"$env": "MY_SECRET"}}, "$.nodes[0].params.label"),
+        ({"value": "x", "label": [{"$env": "MY_SECRET"}]}, "$.nodes[0].params.label[0]"),
+        ({"value": {"nested": {"$env": "MY_SECRET"}}}, "$.nodes[0].params.value.nested"),
+    ],
+    ids=["other-param", "in-a-list", "nested-in-the-secret-param"],
+)
+def test_a_build_never_reads_a_reference_outside_a_secret_param(params: dict[str, Any], path: str) -> None:
+    """Validation refuses these first (env-not-secret); a flow built without it still never reads one."""
+    doc = FlowSpec.model_validate(chain(("e", "Echo", params)))
+    for dry_run in (False, True):
+        with pytest.raises(BuildError) as caught:
+            build_flow(doc, _echo_registry(), secrets={"MY_SECRET": "s3cret-value"}, dry_run=dry_run)
+        assert (caught.value.code, caught.value.path) == ("env-not-secret", path)
+        assert "s3cret-value" not in str(caught.value)
 
 
 @pytest.mark.parametrize(

@@ -178,6 +178,8 @@ def test_components_lists_the_allowlist() -> None:
     assert code == 0
     names = [line.split()[0] for line in text.splitlines()]
     assert {"ChatModel", "FakeChatModel", "ChatPromptTemplate", "StrOutputParser", "ChatHistory"} <= set(names)
+    secret = {line.split()[0] for line in text.splitlines() if line.endswith("(secret: api_key)")}
+    assert secret == {"ChatModel", "Agent"}  # the only built-ins that take a secret, and where
 
 
 def test_init_writes_the_workflow_and_refuses_to_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

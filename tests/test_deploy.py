@@ -345,3 +345,23 @@ def test_a_deploy_waits_for_the_store_and_is_recorded_once_it_is_back(remote: Re
         assert answer(server.invoke("echo", Q)) == ("two", second)
         deployed = [e["sha"] for e in server.client.get("/history").json()["events"] if e["event"] == "deployed"]
         assert deployed == [second, first]
+
+
+def test_the_commits_of_one_fetch_do_not_all_sit_in_memory(remote: Remote, tmp_path: Path) -> None:
+    """Issue 11: 20 commits of 10,000 flows, built before any was retired, peaked at 2.1 GB. Now each commit of a
+    fetch, once its child is built, keeps only the builds its child still serves from it."""
+    with served(remote, tmp_path) as server:
+        shas = []
+        for n in range(4):
+            files = {f"flows/f{i}.json": echo_flow(f"f{i}", answer=f"{n}") for i in range(3)}
+            if n == 3:
+                files["flows/f0.json"] = "{ broken"  # f0 fails at the head: it keeps serving the commit before's
+            shas.append(remote.commit(files, f"round {n}"))
+        remote.push()
+        server.reconcile()
+        held = {v.sha: sorted(v.flows) for v in server.deps.reconciler.versions if v.sha in shas}
+        assert held == {shas[0]: [], shas[1]: [], shas[2]: ["f0"], shas[3]: ["echo", "f1", "f2"]}
+        assert answer(server.invoke("f0", Q)) == ("2", shas[2])
+        assert answer(server.invoke("f1", Q)) == ("3", shas[3])
+        cached = {id(r.built) for r in server.deps.reconciler.builder._cache.values() if r.built is not None}
+        assert cached == {id(server.deps.reconciler.table.versions[s].flows[f]) for s, fs in held.items() for f in fs}

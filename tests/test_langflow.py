@@ -19,6 +19,7 @@ from gitops_flow.build import build_flow
 from gitops_flow.components import FAKEABLE, Component, ComponentRegistry
 from gitops_flow.history import MemoryHistoryStore
 from gitops_flow.langflow import convert, is_export, slug
+from gitops_flow.secretpolicy import SecretPolicy
 from gitops_flow.spec import FlowSpec
 from gitops_flow.validate import FileReport, validate_bytes
 
@@ -314,6 +315,35 @@ def test_a_stored_variable_name_becomes_an_env_reference() -> None:
     assert conversion.document is not None
     model = next(n for n in conversion.document["nodes"] if n["component"] == "ChatModel")
     assert model["params"]["api_key"] == {"$env": "TEAM_OPENAI_KEY"}
+
+
+@pytest.mark.parametrize(
+    ("variable", "allowed", "code"),
+    [
+        ("Team OpenAI key", None, "env-not-allowed"),  # TEAM_OPENAI_KEY: not a provider's key name
+        ("AWS Secret Access Key", None, "env-not-allowed"),
+        ("GITOPS_FLOW_ADMIN_TOKEN", ["G_*"], "env-not-allowed"),  # the server's own: never, whatever is allowed
+        ("Anthropic API Key", None, "env-wrong-provider"),  # a provider's key, on a model of another provider
+        ("Team OpenAI key", ["TEAM_OPENAI_KEY"], "env-wrong-provider"),  # allowed, but bound to no provider
+        ("Team OpenAI key", ["TEAM_OPENAI_KEY=openai"], None),
+        ("OPENAI_API_KEY", None, None),
+    ],
+    ids=["unknown", "machine-secret", "server-secret", "other-provider", "unbound", "bound", "provider-key"],
+)
+def test_a_stored_variable_follows_the_servers_secret_rules(
+    variable: str, allowed: list[str] | None, code: str
+) -> None:
+    data = load("v1.0-memory-chatbot")
+    data["data"]["nodes"][6]["data"]["node"]["template"]["api_key"]["value"] = variable
+    raw = json.dumps(data, indent=2).encode()
+    policy = SecretPolicy(allowed) if allowed is not None else None
+    report = validate_bytes(raw, ComponentRegistry.builtin(), file="chat.json", stem="chat", policy=policy)
+
+    found = [(p.code, p.path) for p in report.problems if p.severity == "error"]
+    assert found == ([(code, "$.data.nodes[6].data.node.template.api_key.value")] if code else [])
+    if code:
+        [problem] = [p for p in report.problems if p.severity == "error"]
+        assert variable in raw.decode().splitlines()[problem.line - 1]  # the line of the variable's name
 
 
 # -- malformed exports --------------------------------------------------------------------------------------------

@@ -12,6 +12,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "gitops_flow"
 # one concept per module, each in a layer; a module may import only from layers below its own
 LAYERS: dict[str, int] = {
     "problems": 0,
+    "providers": 0,
+    "secretpolicy": 1,
     "exceptions": 1,
     "jsonpos": 1,
     "limits": 1,
@@ -28,6 +30,7 @@ LAYERS: dict[str, int] = {
     "graph": 3,
     "history": 3,
     "build": 4,
+    "credentials": 4,
     "langflow_export": 1,
     "langflow_models": 2,
     "langflow_builder": 3,

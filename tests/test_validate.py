@@ -25,6 +25,11 @@ INVALID = sorted((DATA / "invalid").glob("*.json"))
 # (or, for too-deep, see test_too_deep_has_a_line).
 LOCATIONS: dict[str, tuple[str, int | None]] = {
     "bad-env-ref": ("$.nodes[0].params.api_key", 8),
+    "base-url-not-allowed": ("$.nodes[0].params.base_url", 8),
+    "env-not-allowed": ("$.nodes[0].params.api_key", 8),
+    "env-not-secret": ("$.nodes[0].params.responses[0]", 8),
+    "env-wrong-provider": ("$.nodes[0].params.api_key", 8),
+    "redirect-kwarg": ("$.nodes[0].params.model_kwargs.openai_api_base", 9),
     "bad-fake": ("$.tests[0].fakes.answer", 13),
     "bad-id": ("$.nodes[0].id", 5),
     "bad-name": ("$.name", 3),
@@ -82,6 +87,11 @@ REQUIRED_CODES = {
     "missing-param",
     "literal-secret",
     "bad-env-ref",
+    "env-not-secret",
+    "env-not-allowed",
+    "env-wrong-provider",
+    "base-url-not-allowed",
+    "redirect-kwarg",
     "too-deep",
     "bad-fake",
     "bad-regex",
@@ -621,7 +631,7 @@ def test_bad_env_ref(ref: dict[str, Any], registry: ComponentRegistry) -> None:
 
 
 def test_env_ref_is_a_notice_not_an_error(registry: ComponentRegistry) -> None:
-    params = {"model": "openai:gpt-4o-mini", "api_key": {"$env": "GF_TEST_KEY"}}
+    params = {"model": "openai:gpt-4o-mini", "api_key": {"$env": "OPENAI_API_KEY"}}
 
     report = _validate(_flow({"id": "llm", "component": "ChatModel", "params": params}), registry)
 

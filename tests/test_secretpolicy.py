@@ -1,0 +1,126 @@
+"""secretpolicy.py, providers.py: the variables flows may read, the provider of each key, the allowed base URLs."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from langchain.chat_models.base import _BUILTIN_PROVIDERS
+from pydantic import ValidationError
+
+from gitops_flow import cli
+from gitops_flow.config import Settings
+from gitops_flow.providers import PROVIDER_KEYS, default_secret_names, providers_reading
+from gitops_flow.secretpolicy import SecretPolicy
+
+
+def test_every_provider_of_init_chat_model_is_classified() -> None:
+    """A langchain upgrade that adds a provider fails here until someone decides which variable is its key."""
+    assert set(PROVIDER_KEYS) == set(_BUILTIN_PROVIDERS)
+
+
+def test_the_default_names_are_provider_keys_and_nothing_of_the_machine() -> None:
+    names = default_secret_names()
+    assert {"OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GOOGLE_API_KEY", "MISTRAL_API_KEY"} <= set(names)
+    assert len(names) == len(set(names))
+    for name in names:
+        assert name.endswith(("_API_KEY", "_API_TOKEN")), name
+        assert not name.startswith(("AWS_", "GITOPS_FLOW_", "AZURE_CLIENT", "GOOGLE_APPLICATION")), name
+        assert providers_reading(name), name
+    assert Settings().secret_policy() == SecretPolicy(names)
+
+
+def test_names_prefixes_and_bindings() -> None:
+    policy = SecretPolicy(["OPENAI_API_KEY", "TEAM_*=openai", "SEARCH_TOKEN", "GROQ_API_KEY=openai"])
+    assert policy.allows("OPENAI_API_KEY") and policy.allows("TEAM_GPT") and policy.allows("SEARCH_TOKEN")
+    assert not policy.allows("ANTHROPIC_API_KEY") and not policy.allows("TEAM") and not policy.allows("OPENAI_API")
+    assert policy.providers_for("OPENAI_API_KEY") == {"openai"}  # the provider that reads it by that name
+    assert policy.providers_for("TEAM_GPT") == {"openai"}  # bound by the operator
+    assert policy.providers_for("GROQ_API_KEY") == {"openai"}  # an operator's binding replaces the table's
+    assert policy.providers_for("SEARCH_TOKEN") == frozenset()  # bound to no provider: operator components only
+    environ = {"OPENAI_API_KEY": "a", "TEAM_GPT": "b", "AWS_SECRET_ACCESS_KEY": "c", "GITOPS_FLOW_ADMIN_TOKEN": "d"}
+    assert policy.select(environ) == {"OPENAI_API_KEY": "a", "TEAM_GPT": "b"}
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("*", "is not NAME, PREFIX_\\* or either with =provider"),
+        ("OPENAI-KEY", "is not NAME"),
+        ("A*B", "is not NAME"),
+        ("GITOPS_FLOW_ADMIN_TOKEN", "the server's own"),
+        ("GITOPS_*", "the server's own"),
+        ("TEAM_KEY=acme", "unknown provider 'acme'"),
+    ],
+    ids=["everything", "dash", "inner-star", "own-setting", "prefix-of-own", "unknown-provider"],
+)
+def test_entries_that_are_refused(entry: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SecretPolicy([entry])
+
+
+def test_the_servers_own_settings_are_never_allowed() -> None:
+    policy = SecretPolicy(["G_*"])  # a prefix that does not cover them
+    assert not policy.allows("GITOPS_FLOW_ADMIN_TOKEN")
+    assert policy.select({"GITOPS_FLOW_WEBHOOK_SECRET": "x", "G_KEY": "y"}) == {"G_KEY": "y"}
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://gw.example.com/v1", True),
+        ("https://gw.example.com/v1/", True),
+        ("https://gw.example.com/v1/chat", True),
+        ("https://GW.Example.com:443/v1", True),
+        ("https://gw.example.com/v10", False),
+        ("https://gw.example.com/", False),
+        ("https://gw.example.com.evil.net/v1", False),
+        ("https://evil.net/gw.example.com/v1", False),
+        ("https://gw.example.com@evil.net/v1", False),
+        ("https://user:pw@gw.example.com/v1", False),
+        ("http://gw.example.com/v1", False),
+        ("https://gw.example.com:8443/v1", False),
+        ("https://gw.example.com/v1?to=evil.net", False),
+        ("ftp://gw.example.com/v1", False),
+        ("not a url", False),
+        ("http://127.0.0.1:11434", True),
+        ("http://127.0.0.1:11434/api", True),
+        ("http://127.0.0.1:11435", False),
+    ],
+)
+def test_base_urls_match_by_scheme_host_port_and_path(url: str, allowed: bool) -> None:
+    policy = SecretPolicy([], ["https://gw.example.com/v1", "http://127.0.0.1:11434"])
+    assert policy.allows_base_url(url) is allowed
+
+
+def test_no_base_url_is_allowed_by_default() -> None:
+    assert not SecretPolicy().allows_base_url("https://api.openai.com/v1")
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://x", "https://user:pw@x/v1", "https://x/v1?q=1", "/v1"], ids=["scheme", "userinfo", "query", "path"]
+)
+def test_base_url_settings_that_are_refused(url: str) -> None:
+    with pytest.raises(ValidationError, match="allowed_base_urls"):
+        Settings(allowed_base_urls=(url,))
+
+
+def test_settings_read_comma_separated_lists_from_the_environment() -> None:
+    environ = {
+        "GITOPS_FLOW_SECRETS": " OPENAI_API_KEY , TEAM_*=anthropic,",
+        "GITOPS_FLOW_ALLOWED_BASE_URLS": "https://gw.example.com/v1,http://127.0.0.1:11434",
+    }
+    policy = Settings.from_env(environ).secret_policy()
+    assert policy == SecretPolicy(
+        ["OPENAI_API_KEY", "TEAM_*=anthropic"], ["https://gw.example.com/v1", "http://127.0.0.1:11434"]
+    )
+    assert policy.providers_for("TEAM_CLAUDE") == {"anthropic"}
+
+
+def test_a_wrong_setting_is_a_usage_error_naming_the_entry() -> None:
+    err = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sys.stderr", err)
+        code = cli.main(["validate", "."], environ={"GITOPS_FLOW_SECRETS": "OPENAI_API_KEY,GITOPS_FLOW_ADMIN_TOKEN"})
+    assert code == cli.EXIT_USAGE
+    assert "allowed_secrets" in err.getvalue() and "'GITOPS_FLOW_ADMIN_TOKEN'" in err.getvalue()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict, deque
 from dataclasses import dataclass
 
-from gitops_flow.problems import Problem, json_path
+from gitops_flow.problems import Problem, json_path, listing
 from gitops_flow.spec import EdgeSpec, FlowSpec
 
 
@@ -66,7 +66,7 @@ def analyse(spec: FlowSpec) -> tuple[FlowGraph | None, list[Problem]]:
     order = _topological(ids, incoming, outgoing)
     if order is None:
         looped = _on_cycles(ids, incoming, outgoing)
-        problems.append(_problem("cycle", f"the graph has a cycle through {', '.join(looped)}", "edges"))
+        problems.append(_problem("cycle", f"the graph has a cycle through {listing(looped)}", "edges"))
     if entry and exit_ and order is not None:
         problems += _reachability(spec, ids, entry, exit_, incoming, outgoing)
     if problems or entry is None or exit_ is None or order is None:

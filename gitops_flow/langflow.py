@@ -20,7 +20,7 @@ from typing import Any
 from gitops_flow.langflow_builder import Builder, conversational
 from gitops_flow.langflow_export import Export, LfNode, Wire, is_export, read_export
 from gitops_flow.langflow_nodes import HANDLERS, UNSUPPORTED_HINTS
-from gitops_flow.problems import Problem, json_path
+from gitops_flow.problems import Problem, json_path, listing
 from gitops_flow.spec import NAME_PATTERN
 
 __all__ = ["Conversion", "convert", "is_export", "slug"]
@@ -157,7 +157,7 @@ def _cycle(export: Export) -> Problem:
     first: Wire | None = next((w for w in export.wires if w.target in looped and w.source in looped), None)
     return Problem(
         code="cycle",
-        message=f"the flow has a cycle through {', '.join(n.id for n in export.nodes if n.id in looped)}; "
+        message=f"the flow has a cycle through {listing([n.id for n in export.nodes if n.id in looped])}; "
         "flows are acyclic graphs",
         path=first.path if first else json_path(["data", "edges"]),
     )

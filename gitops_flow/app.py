@@ -104,6 +104,7 @@ def create_app(
             scrubber=scrubber,
             fake_models=settings.fake_models,
             run_tests=settings.run_tests,
+            build_timeout=settings.build_timeout,
         )
         metrics = Metrics(live_versions=lambda: sum(1 for v in reconciler.versions if v.ready))
         reconciler = Reconciler(

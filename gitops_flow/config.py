@@ -34,6 +34,7 @@ _FROM_ENV = {
     "CANARY_FALLBACK": "canary_fallback",
     "SECRETS": "allowed_secrets",
     "ALLOWED_BASE_URLS": "allowed_base_urls",
+    "BUILD_TIMEOUT": "build_timeout",
     "HISTORY_TTL": "history_ttl",
     "MAX_TURN_BYTES": "max_turn_bytes",
     "MAX_TURNS": "max_turns",
@@ -65,6 +66,7 @@ class Settings(BaseModel):
     # a canary's failed request is retried on its primary (and counted against the canary only when the primary
     # succeeds); off for flows whose runs must not be repeated, at the price of clients being able to sway verdicts
     canary_fallback: bool = True
+    build_timeout: float = Field(default=30.0, gt=0)  # seconds one flow's build may take; past it, that flow fails
     fake_models: bool = False
     analysis_interval: float = Field(default=1.0, gt=0)  # seconds between the canary guard's ticks
     freeze_heap: bool = True  # gc.freeze() after each deploy (see app._settle_heap)

@@ -17,6 +17,7 @@ LAYERS: dict[str, int] = {
     "secretpolicy": 1,
     "exceptions": 1,
     "jsonpos": 1,
+    "limits": 1,
     "config": 2,
     "spec": 2,
     "routing": 2,
@@ -25,6 +26,7 @@ LAYERS: dict[str, int] = {
     "agent": 2,
     "fakemodel": 2,
     "textify": 2,
+    "templates": 2,
     "components": 3,
     "graph": 3,
     "history": 3,
@@ -68,7 +70,7 @@ LAYERS: dict[str, int] = {
 }
 # third-party packages and the only modules that may import them
 CONFINED = {
-    "langchain_core": {"components", "history", "build", "testing", "agent", "textify", "fakemodel"},
+    "langchain_core": {"components", "history", "build", "testing", "agent", "textify", "fakemodel", "templates"},
     "langchain": {"components"},
     "git": {"source"},
     "starlette": {"app", "endpoints", "views", "langflow_api"},

@@ -4,7 +4,9 @@ uvicorn's httptools protocol reads a request head of any size (llhttp has no lim
 head or a body that never ends, and accepts every connection. ``BoundedProtocol`` adds what a server facing
 anonymous clients needs, with timers per connection or per request and a byte count per read, never work per byte:
 
-- a request's line and headers are at most ``max_header_bytes`` and ``max_headers`` (431);
+- a request's line and headers are at most ``max_header_bytes`` and ``max_headers`` (431): counted as the parser
+  hands them over, and per read while a head is incomplete (llhttp gathers one header before handing it over), so a
+  head that never ends is cut off within one read past the limit;
 - they arrive within ``header_timeout`` of its first byte, and its body within ``body_timeout`` of its last header
   (408, then the connection closes); a new connection that sends nothing is closed after ``header_timeout``;
 - an idle keep-alive connection closes after ``keep_alive_timeout``; a client that leaves a response unread for
@@ -14,6 +16,10 @@ anonymous clients needs, with timers per connection or per request and a byte co
 
 A timer only ends a connection when the server is waiting on the client: while it is still answering an earlier
 request on the connection, or has stopped reading itself, the timer starts again.
+
+This is a subclass of uvicorn's protocol and leans on its internals (``cycle``, ``pipeline``, ``flow``,
+``_start_asgi_task``); tests/test_http_bounds.py drives each bound against a real `serve`, so an uvicorn upgrade
+that moves them fails there.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from typing import Any
 import httptools
 import orjson
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn._types import ASGI3Application
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
 from gitops_flow.config import Settings
@@ -158,11 +165,13 @@ class BoundedProtocol(HttpToolsProtocol):
         self.limits = config.limits
         self.timeout_keep_alive = self.limits.keep_alive_timeout  # type: ignore[assignment]  # uvicorn says int
         self._reading_head = True  # the next bytes belong to a request's line and headers
-        self._head_bytes = 0  # bytes read while reading the current head (counted per read)
+        self._head_read = 0  # bytes read while reading the current head, per read: a head that never ends
+        self._head_size = 0  # the current head's line and headers as parsed: a large head read at once
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._send_timer: asyncio.TimerHandle | None = None
         self._refusal: _Refusal | None = None
+        self._running: RequestResponseCycle | None = None  # the request being answered (pipelined ones wait)
 
     # -- connections ------------------------------------------------------------------------------------------
 
@@ -187,7 +196,7 @@ class BoundedProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         if self._reading_head:
-            self._head_bytes += len(data)
+            self._head_read += len(data)
         self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)
@@ -204,29 +213,37 @@ class BoundedProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         if self._reading_head:
-            if self._head_bytes > self.limits.max_header_bytes:
-                limit = self.limits.max_header_bytes
-                self._refuse(_Refusal(431, "headers-too-large", f"the request's headers exceed {limit:,} bytes"))
-            elif self._head_bytes and self._head_timer is None:
+            if self._head_read > self.limits.max_header_bytes:
+                self._refuse(self._too_large())
+            elif self._head_read and self._head_timer is None:
                 self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_expired)
         elif self._body_timer is None:
             self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_expired)
 
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        self._head_size += len(url)
+        if self._head_size > self.limits.max_header_bytes:
+            raise self._refusing(self._too_large())
+
     def on_header(self, name: bytes, value: bytes) -> None:
         super().on_header(name, value)
+        self._head_size += len(name) + len(value) + 4  # ": " and CRLF
+        if self._head_size > self.limits.max_header_bytes:
+            raise self._refusing(self._too_large())
         if len(self.headers) > self.limits.max_headers:
-            raise self._refusing(
-                431, "too-many-headers", f"the request has more than {self.limits.max_headers} headers"
-            )
+            message = f"the request has more than {self.limits.max_headers} headers"
+            raise self._refusing(_Refusal(431, "too-many-headers", message))
 
     def on_headers_complete(self) -> None:
         self._reading_head = False
-        self._head_bytes = 0
+        self._head_read = self._head_size = 0
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
         if not self.limits.hosts.allows(self._host()):
-            raise self._refusing(400, "host-not-allowed", "this server does not answer for the host the request names")
+            message = "this server does not answer for the host the request names"
+            raise self._refusing(_Refusal(400, "host-not-allowed", message))
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -264,7 +281,7 @@ class BoundedProtocol(HttpToolsProtocol):
         if self._answering() or self.flow.read_paused:
             self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_expired)
             return
-        if self._head_bytes == 0:  # a connection that never sent a request
+        if self._head_read == 0:  # a connection that never sent a request
             log.info("closed a connection from %s that sent nothing for %ss", self._peer(), self.limits.header_timeout)
             self.transport.close()
             return
@@ -285,18 +302,36 @@ class BoundedProtocol(HttpToolsProtocol):
     def _send_expired(self) -> None:
         self._send_timer = None
         log.info("dropped %s: it left a response unread for %ss", self._peer(), self.limits.send_timeout)
+        self._abandon()
         self.transport.abort()  # close() would wait for the unread buffer to drain
 
     # -- refusing ---------------------------------------------------------------------------------------------
 
-    def _refusing(self, status: int, code: str, message: str) -> _Refusal:
+    def _refusing(self, refusal: _Refusal) -> _Refusal:
         """The refusal to raise inside a parser callback; data_received answers it once the parser has stopped."""
-        self._refusal = _Refusal(status, code, message)
-        return self._refusal
+        self._refusal = refusal
+        return refusal
+
+    def _too_large(self) -> _Refusal:
+        return _Refusal(
+            431, "headers-too-large", f"the request's headers exceed {self.limits.max_header_bytes:,} bytes"
+        )
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        self._running = cycle
+        super()._start_asgi_task(cycle, app)
 
     def _answering(self) -> bool:
         """Whether a request on this connection is still being answered."""
-        return self.cycle is not None and not self.cycle.response_complete
+        return any(c is not None and not c.response_complete for c in (self._running, self.cycle))
+
+    def _abandon(self) -> None:
+        """Every request of the connection finds its client gone, as when the client closes it (uvicorn's
+        connection_lost), so that none writes to the transport once we have closed it."""
+        for cycle in (self._running, self.cycle, *(c for c, _ in self.pipeline)):
+            if cycle is not None and not cycle.response_complete:
+                cycle.disconnected = True
+                cycle.message_event.set()
 
     def _refuse(self, refusal: _Refusal) -> None:
         """Answer ``refusal`` and close; without an answer when one was begun already for the request it is
@@ -309,6 +344,7 @@ class BoundedProtocol(HttpToolsProtocol):
             answer = not self._answering()
         if answer:
             self.transport.write(_response(refusal))
+        self._abandon()
         self.transport.close()
 
     def _peer(self) -> str:

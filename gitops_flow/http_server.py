@@ -254,10 +254,10 @@ class BoundedProtocol(HttpToolsProtocol):
             self._body_timer = None
 
     def _host(self) -> bytes | None:
-        for name, value in self.headers:
-            if name == b"host":
-                return value
-        return None
+        """The request's one Host header; None when it has none or several (which would leave open which one
+        the application reads)."""
+        hosts = [value for name, value in self.headers if name == b"host"]
+        return hosts[0] if len(hosts) == 1 else None
 
     # -- writing ----------------------------------------------------------------------------------------------
 

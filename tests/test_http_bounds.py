@@ -326,9 +326,16 @@ def test_a_loopback_server_refuses_other_names_against_dns_rebinding(server: Ser
     assert (response.status_code, response.json()["error"]["code"]) == (400, "host-not-allowed")
 
 
-def test_a_request_without_a_host_is_refused_on_a_loopback_server(connect: Connect, server: ServeProcess) -> None:
+@pytest.mark.parametrize(
+    "request_head",
+    [b"GET /healthz HTTP/1.0\r\n\r\n", b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nHost: evil.example\r\n\r\n"],
+    ids=["none", "two"],
+)
+def test_a_request_without_one_host_is_refused_on_a_loopback_server(
+    connect: Connect, server: ServeProcess, request_head: bytes
+) -> None:
     sock = connect(server)
-    sock.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+    sock.sendall(request_head)
     assert refusal(until_closed(sock)) == (400, "host-not-allowed")
 
 

@@ -1,4 +1,4 @@
-"""nesting.py: how deeply a JSON document nests, walked only when its brackets could nest past the bound."""
+"""nesting.py: how deeply a JSON document nests, measured only when its brackets could nest past the bound."""
 
 from __future__ import annotations
 
@@ -7,31 +7,44 @@ from typing import Any
 import orjson
 import pytest
 
-from gitops_flow.nesting import MAX_DEPTH, deeper_than, too_deep
+from gitops_flow.nesting import MAX_DEPTH, ORJSON_DEPTH, too_deep
 
 
-def lists(depth: int) -> Any:
-    value: Any = "x"
+def lists(depth: int, leaf: Any = "x") -> Any:
+    value = leaf
     for _ in range(depth):
         value = [value]
     return value
 
 
+def objects(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = {"k": value, "other": [1, "[{"]}
+    return value
+
+
+def deep(value: Any, limit: int) -> bool:
+    return too_deep(orjson.dumps(value), value, limit)
+
+
 @pytest.mark.parametrize(
     ("value", "depth"),
     [
-        ("x", 0),
-        ([], 1),
         ({"a": 1}, 1),
+        (["[{", "]}"], 1),
         ({"a": [1, {"b": []}]}, 4),
         ([[], [[[]]], []], 4),
         (lists(64), 64),
+        (lists(63, leaf={}), 64),
         ({"input": lists(63)}, 64),
+        (objects(40), 41),  # the innermost object's list is a level too
+        (objects(70), 71),
     ],
 )
 def test_depth_counts_objects_and_arrays(value: Any, depth: int) -> None:
-    assert not deeper_than(value, depth)
-    assert deeper_than(value, depth - 1) is (depth > 0)
+    assert not deep(value, depth)
+    assert depth == 1 or deep(value, depth - 1)
 
 
 def test_the_bound_is_checked_on_the_document() -> None:
@@ -40,10 +53,15 @@ def test_the_bound_is_checked_on_the_document() -> None:
     assert too_deep(orjson.dumps(past), past)
 
 
-def test_a_wide_document_with_many_brackets_is_not_too_deep() -> None:
-    wide = {"inputs": [{"question": "[{"} for _ in range(10_000)]}  # brackets in strings count only for the shortcut
+def test_brackets_in_strings_are_not_levels() -> None:
+    wide = {"inputs": [{"question": "[[[[{{{{"} for _ in range(10_000)]}
     assert not too_deep(orjson.dumps(wide), wide)
+    text = {"input": "[" * 1000}
+    assert not too_deep(orjson.dumps(text), text)
 
 
-def test_a_deep_walk_does_not_recurse() -> None:
-    assert deeper_than(lists(100_000), 64)
+def test_orjson_serialises_exactly_orjson_depth_levels() -> None:
+    """too_deep measures with orjson's own limit: a new orjson that moves it fails here, not silently."""
+    orjson.dumps(lists(ORJSON_DEPTH))
+    with pytest.raises(orjson.JSONEncodeError):
+        orjson.dumps(lists(ORJSON_DEPTH + 1))

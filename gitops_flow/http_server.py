@@ -200,8 +200,8 @@ class BoundedProtocol(HttpToolsProtocol):
         self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._unsupported_upgrade_warning()  # ws="none": nothing upgrades
+        except httptools.HttpParserUpgrade:  # ws="none": the request is answered as HTTP, nothing upgrades
+            log.info("ignored the Upgrade header of a request from %s", self._peer())
         except httptools.HttpParserError:
             refusal, self._refusal = self._refusal, None
             if refusal is not None:

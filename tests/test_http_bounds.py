@@ -309,6 +309,42 @@ def test_a_client_that_goes_away_mid_body_is_one_info_line(connect: Connect, ser
     assert "Traceback" not in server.log_text() and " ERROR " not in server.log_text()
 
 
+def test_pipelined_requests_are_answered_in_order(connect: Connect, server: ServeProcess) -> None:
+    """Requests sent before their answers (pipelining) are all answered, none refused by a timer."""
+    body = json.dumps({"input": "slow enough"}).encode()
+    post = head("/flows/same/invoke", "POST", "Content-Type: application/json", f"Content-Length: {len(body)}") + body
+    sock = connect(server)
+    sock.sendall(post + head() + post)
+    answers = [one_response(sock) for _ in range(3)]
+    assert [status for status, _ in answers] == [200, 200, 200]
+    assert json.loads(answers[1][1]) == {"status": "ok"} and json.loads(answers[2][1])["output"] == "slow enough"
+
+
+def test_an_answer_longer_than_the_timeouts_is_not_cut_by_the_next_requests_clock(
+    connect: Connect, server: ServeProcess
+) -> None:
+    """A batch that takes 1.2 s (18 runs of 0.2 s, 3 at a time) while the next request's head waits half-sent: the
+    clocks (1 s) measure the client, not the server's own work, so both are answered."""
+    body = json.dumps({"inputs": list(range(18))}).encode()
+    sock = connect(server)
+    sock.sendall(head("/flows/overlap/batch", "POST", "Content-Type: application/json", f"Content-Length: {len(body)}"))
+    sock.sendall(body)
+    time.sleep(0.1)  # a read of its own: the server counts it as a head begun, and starts its clock
+    sock.sendall(head().removesuffix(b"\r\n"))  # the next head, all but its last line
+    assert one_response(sock)[0] == 200
+    sock.sendall(b"\r\n")
+    assert one_response(sock) == (200, b'{"status":"ok"}')
+
+
+def test_a_websocket_upgrade_is_answered_as_http(connect: Connect, server: ServeProcess) -> None:
+    """Nothing here speaks WebSocket, and an upgraded connection would leave every bound above."""
+    sock = connect(server)
+    sock.sendall(head("/healthz", "GET", "Connection: Upgrade", "Upgrade: websocket", "Sec-WebSocket-Version: 13"))
+    assert one_response(sock) == (200, b'{"status":"ok"}')
+    sock.sendall(head())
+    assert one_response(sock)[0] == 200
+
+
 # -- Host ----------------------------------------------------------------------------------------------------------
 
 

@@ -458,11 +458,13 @@ def test_json_endpoints_take_json_with_parameters_and_suffixes(
     assert response.status_code == 200, response.text
 
 
-def test_the_admin_endpoint_takes_no_body_or_json(server: ServeProcess) -> None:
+def test_the_admin_endpoints_take_json_or_no_body(server: ServeProcess) -> None:
     assert server.client.post("/admin/reconcile", headers=ADMIN).status_code == 200
     assert server.client.post("/admin/reconcile", headers=ADMIN, json={}).status_code == 200
-    refused = server.client.post("/admin/reconcile", headers={**ADMIN, "content-type": "text/plain"}, content=b"x")
-    assert (refused.status_code, refused.json()["error"]["code"]) == (415, "unsupported-media-type")
+    text = {**ADMIN, "content-type": "text/plain"}
+    for path, body in [("/admin/reconcile", b"x"), ("/admin/abort", b'{"flow": "echo"}')]:
+        refused = server.client.post(path, headers=text, content=body)
+        assert (refused.status_code, refused.json()["error"]["code"]) == (415, "unsupported-media-type"), path
 
 
 def test_clients_that_send_json_still_work(server: ServeProcess) -> None:

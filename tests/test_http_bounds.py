@@ -101,16 +101,19 @@ def until_closed(sock: socket.socket) -> bytes:
 
 
 def one_response(sock: socket.socket) -> tuple[int, bytes]:
-    """Read one response of a kept-alive connection (status, body), by its Content-Length."""
-    received = b""
-    while b"\r\n\r\n" not in received:
-        chunk = sock.recv(65536)
-        assert chunk, f"the server closed the connection: {received!r}"
-        received += chunk
-    top, _, body = received.partition(b"\r\n\r\n")
+    """Read one response of a kept-alive connection (status, body), by its Content-Length, and not a byte more (the
+    next response may follow in the same packet)."""
+    top = b""
+    while not top.endswith(b"\r\n\r\n"):
+        byte = sock.recv(1)
+        assert byte, f"the server closed the connection: {top!r}"
+        top += byte
     length = int(re.search(rb"content-length: (\d+)", top, re.I).group(1))  # type: ignore[union-attr]
+    body = b""
     while len(body) < length:
-        body += sock.recv(65536)
+        chunk = sock.recv(length - len(body))
+        assert chunk, f"the server closed the connection: {top + body!r}"
+        body += chunk
     return int(top.split()[1]), body
 
 

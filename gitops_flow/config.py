@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -38,7 +39,19 @@ _FROM_ENV = {
     "HISTORY_TTL": "history_ttl",
     "MAX_TURN_BYTES": "max_turn_bytes",
     "MAX_TURNS": "max_turns",
+    # HTTP bounds (docs/server.md, "Limits")
+    "MAX_HEADER_BYTES": "max_header_bytes",
+    "MAX_HEADERS": "max_headers",
+    "HEADER_TIMEOUT": "header_timeout",
+    "BODY_TIMEOUT": "body_timeout",
+    "KEEP_ALIVE_TIMEOUT": "keep_alive_timeout",
+    "SEND_TIMEOUT": "send_timeout",
+    "MAX_CONNECTIONS": "max_connections",
+    "MAX_BATCH_INPUTS": "max_batch_inputs",
+    "BATCH_CONCURRENCY": "batch_concurrency",
+    "ALLOWED_HOSTS": "allowed_hosts",
 }
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")  # the names a client on this machine reaches a loopback server by
 
 
 class Settings(BaseModel):
@@ -103,6 +116,42 @@ class Settings(BaseModel):
         """The SecretPolicy these settings describe."""
         return SecretPolicy(self.allowed_secrets, self.allowed_base_urls)
 
+    # HTTP bounds: what one client may make the server hold or do (docs/server.md, "Limits")
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024)  # a request's line and headers
+    max_headers: int = Field(default=100, ge=8)
+    header_timeout: float = Field(default=10.0, gt=0)  # seconds from a request's first byte to its last header
+    body_timeout: float = Field(default=30.0, gt=0)  # seconds from the last header to the body's last byte
+    keep_alive_timeout: float = Field(default=5.0, gt=0)  # seconds an idle connection stays open
+    send_timeout: float = Field(default=60.0, gt=0)  # seconds a client may leave a full send buffer unread
+    max_connections: int = Field(default=1000, ge=1)
+    max_batch_inputs: int = Field(default=100, ge=1)
+    batch_concurrency: int = Field(default=8, ge=1)  # runs of one batch at once
+    allowed_hosts: tuple[str, ...] | None = None  # Host names served; None: see hosts()
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        """``GITOPS_FLOW_ALLOWED_HOSTS`` is a comma-separated list; names are matched in lower case."""
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list | tuple):
+            names = tuple(str(v).strip().lower().removeprefix("[").removesuffix("]") for v in value)
+            for name in names:
+                wildcard = name == "*" or (name.startswith("*.") and "*" not in name[2:])
+                if not name or any(c in name for c in " /@") or ("*" in name and not wildcard):
+                    raise ValueError(f"{name!r} is not a host name, '*.domain' or '*'")
+            return names
+        return value
+
+    def hosts(self) -> tuple[str, ...]:
+        """The Host names requests may carry (ports are not compared): ``allowed_hosts`` when set; else, on a
+        loopback address, the loopback names, so a web page cannot reach this server by a name it rebinds to
+        127.0.0.1 (DNS rebinding); else any (``*``): a server on a network address is reached by names only its
+        operator knows, and a gateway in front of it checks them."""
+        if self.allowed_hosts is not None:
+            return self.allowed_hosts
+        return LOOPBACK_HOSTS if _loopback(self.host) else ("*",)
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: object) -> Settings:
         """Settings from ``GITOPS_FLOW_*`` variables; explicit ``overrides`` (command-line flags) win."""
@@ -111,3 +160,12 @@ class Settings(BaseModel):
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(values)
+
+
+def _loopback(host: str) -> bool:
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -23,6 +23,7 @@ LAYERS: dict[str, int] = {
     "routing": 2,
     "secretrefs": 2,
     "calculator": 0,
+    "nesting": 0,
     "agent": 2,
     "fakemodel": 2,
     "textify": 2,
@@ -67,6 +68,7 @@ LAYERS: dict[str, int] = {
     "views": 12,
     "langflow_api": 12,
     "app": 13,
+    "http_server": 13,
 }
 # third-party packages and the only modules that may import them
 CONFINED = {
@@ -74,7 +76,8 @@ CONFINED = {
     "langchain": {"components"},
     "git": {"source"},
     "starlette": {"app", "endpoints", "views", "langflow_api"},
-    "uvicorn": {"cli", "demo"},
+    "uvicorn": {"cli", "demo", "http_server"},
+    "httptools": {"http_server"},
     "sqlite3": {"stores.sqlite"},
     "redis": {"stores.redis"},
     "prometheus_client": {"metrics"},

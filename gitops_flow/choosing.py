@@ -3,20 +3,23 @@
 In this order: an explicit pin, then the session's pin (so a conversation stays on the version it began on), then
 the flow's route (refs by weight, sticky per user). A canary that refuses an input its primary accepts (its input
 contract broke) does not answer the refusal: the primary serves the request, and the refusal counts against the
-canary.
+canary. The flow's limits (guardrails.gate) are checked once the input passes and before a session is pinned, so a
+request they refuse pins nothing either.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gitops_flow.analysis import Guard
 from gitops_flow.build import BuiltFlow
 from gitops_flow.exceptions import BadInput, UnknownFlow
+from gitops_flow.guardrails.gate import Gate
 from gitops_flow.reconcile import Reconciler
 from gitops_flow.stores.base import StateStore
+from gitops_flow.telemetry.context import RequestContext
 from gitops_flow.traffic import Choice
 
 Inputs = Sequence[Any] | Callable[[BuiltFlow], Sequence[Any]]  # the request's inputs, or how a flow reads them
@@ -25,12 +28,13 @@ Inputs = Sequence[Any] | Callable[[BuiltFlow], Sequence[Any]]  # the request's i
 @dataclass(frozen=True, slots=True)
 class Ask:
     """What a request says about its version: the flow, a pin, a session and a user (each from a header or the
-    config's ``configurable``), with no HTTP in it."""
+    config's ``configurable``), with no HTTP in it; ``context`` is where the limits hold what they admit."""
 
     flow: str
     pin: str | None = None
     session: str | None = None
     user: str | None = None
+    context: RequestContext | None = field(default=None, compare=False)
 
 
 def check(flow: BuiltFlow, inputs: Inputs) -> None:
@@ -51,42 +55,67 @@ def checked(choice: Choice, name: str, inputs: Inputs) -> BuiltFlow:
 class Chooser:
     """Chooses versions from the reconciler's published table; session pins live in ``store``."""
 
-    def __init__(self, reconciler: Reconciler, store: StateStore, guard: Guard, *, fallback: bool = True) -> None:
+    def __init__(
+        self, reconciler: Reconciler, store: StateStore, guard: Guard, *, fallback: bool = True, gate: Gate | None = None
+    ) -> None:
         self.reconciler = reconciler
         self.store = store
         self.guard = guard
         self.fallback = fallback  # a canary's refusal answered by its primary (Settings.canary_fallback)
+        self.gate = gate  # the routing file's limits; None: none are enforced
 
     async def choose(self, ask: Ask, inputs: Inputs = ()) -> tuple[Choice, BuiltFlow]:
         """The version that serves ``ask`` and its build of the flow.
 
         ``inputs`` are checked against the chosen flow before a session is pinned, so a refused request pins
         nothing; given as a function, it makes them for the flow it is given (LangFlow's run API shapes its text by
-        the flow). Raises BadInput, UnknownFlow, NotServable, UnknownVersion, PinsDisabled, NoReadyVersion, Busy.
+        the flow). Raises BadInput, UnknownFlow, NotServable, UnknownVersion, PinsDisabled, NoReadyVersion, Busy,
+        Limited.
         """
         flow = ask.flow
         if ask.pin:
             choice = await self.reconciler.pinned(flow, ask.pin)
-            return choice, checked(choice, flow, inputs)
+            built = checked(choice, flow, inputs)
+            await self._admit(ask, choice)
+            return choice, built
         table = self.reconciler.table
         choice = table.default(flow, user=ask.user)
         if not ask.session:
-            return self._accepting(choice, flow, inputs)
+            choice, built = self._accepting(choice, flow, inputs)
+            await self._admit(ask, choice)
+            return choice, built
         current = choice.version.flows.get(flow)
         if current is not None:
             choice, current = self._accepting(choice, flow, inputs)
+            await self._admit(ask, choice)  # before the pin: a refused request pins nothing
         key = f"{flow}:{ask.session}"
         sha = await self.store.claim_pin(key, choice.version.sha, table.session_ttl)
         if sha != choice.version.sha:
             pinned = table.session(sha, flow) or await self._revive(sha, flow)
             if pinned is not None and flow in pinned.version.flows:
-                return pinned, checked(pinned, flow, inputs)
+                built = checked(pinned, flow, inputs)
+                await self._admit(ask, pinned, moved=current is not None and pinned.ref != choice.ref)
+                return pinned, built
             if current is not None:
                 await self.store.set_pin(key, choice.version.sha, table.session_ttl)  # its version is gone: move on
         if current is None:
             await self.store.drop_pin(key)
             raise UnknownFlow(f"no flow {flow!r} at version {choice.version.sha[:12]}")
         return choice, current
+
+    async def _admit(self, ask: Ask, choice: Choice, *, moved: bool | None = None) -> None:
+        """The flow's limits for a request ``choice`` serves; ``moved`` when it was admitted for another ref first
+        (None: when it was not admitted yet)."""
+        if self.gate is None or ask.context is None:
+            return
+        routing = self.reconciler.table.routing
+        limits = routing.limits_of(ask.flow) if routing is not None else None
+        if limits is None:
+            return
+        if moved is None or ask.context.guard is None:
+            await self.gate.admit(ask.context, ask.flow, limits, choice.ref, ask.user)
+        elif moved:
+            await self.gate.move(ask.context, ask.flow, limits, choice.ref)
 
     def _accepting(self, choice: Choice, flow: str, inputs: Inputs) -> tuple[Choice, BuiltFlow]:
         """``choice`` if its flow accepts the inputs; a canary's primary if only the primary does (counted against

@@ -9,6 +9,7 @@
     ├── StoreError   (retryable)    state backend unreachable or conflicting
     ├── Busy         (retryable)    the server is rebuilding as many old versions as it allows; try again soon
     ├── PinsDisabled                this server takes no explicit version pins
+    ├── Limited      (retryable)    a flow's limit refuses the request now; ``retry_after`` says when to come back
     ├── BadInput                    a request's input does not match the flow's input schema
     │   └── TurnTooLarge            a conversational request's text is larger than a kept turn
     ├── WebhookError                a webhook delivery the server will not act on
@@ -84,6 +85,19 @@ class Busy(GitOpsFlowError):
 
 class PinsDisabled(GitOpsFlowError):
     """The operator turned explicit version pins off."""
+
+
+class Limited(GitOpsFlowError):
+    """A limit of the routing file refuses a request: too many requests or runs at once, or the token budget is
+    spent. ``code`` names the limit (rate-limited, too-many-runs, token-budget-exhausted), ``retry_after`` the
+    seconds after which trying again can succeed."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, code: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retry_after = retry_after
 
 
 class BadInput(GitOpsFlowError):

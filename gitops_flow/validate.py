@@ -19,7 +19,17 @@ from gitops_flow.components import FAKEABLE, ComponentRegistry
 from gitops_flow.exceptions import BuildError
 from gitops_flow.graph import analyse
 from gitops_flow.problems import Problem, capped, json_path
-from gitops_flow.routing import DEFAULT_ROUTE, Analysis, RouteTarget, RoutingConfig
+from gitops_flow.routing import (
+    DEFAULT_ROUTE,
+    Analysis,
+    CacheRule,
+    FlowLimits,
+    Rate,
+    RefLimits,
+    RouteTarget,
+    RoutingConfig,
+    TokenBudget,
+)
 from gitops_flow.secretpolicy import SecretPolicy
 from gitops_flow.spec import EdgeSpec, Expectation, FlowSpec, FlowTest, NodeSpec
 
@@ -264,9 +274,7 @@ def _schema_problem(err: Any, models_at: tuple[tuple[tuple[str, ...], type[BaseM
     kind = err["type"]
     field_name = str(loc[-1]) if loc else ""
     if kind == "extra_forbidden":
-        parent = tuple(
-            "#" if isinstance(p, int) or (i == 1 and loc[0] == "routes") else p for i, p in enumerate(loc[:-1])
-        )
+        parent = tuple("#" if isinstance(p, int) or _named_by_user(loc, i) else p for i, p in enumerate(loc[:-1]))
         model = next((m for shape, m in models_at if shape == parent), None)
         known = list(model.model_fields) if model else []
         hint = difflib.get_close_matches(field_name, known, n=1)
@@ -283,6 +291,13 @@ def _schema_problem(err: Any, models_at: tuple[tuple[tuple[str, ...], type[BaseM
         return Problem(code=f"bad-{what[:-1]}", message=f"{what} match {err['ctx']['pattern']}", path=path)
     code = "wrong-type" if kind.endswith("_type") else "invalid-value"
     return Problem(code=code, message=str(err["msg"]).removeprefix("Value error, "), path=path)
+
+
+def _named_by_user(loc: tuple[Any, ...], index: int) -> bool:
+    """Whether ``loc[index]`` is a name the file chose (a flow's, a ref's), not one of the schema's keys."""
+    if index == 1:
+        return loc[0] in ("routes", "limits", "cache")
+    return index == 3 and loc[0] == "limits" and loc[2] == "refs"
 
 
 def _node_problems(spec: FlowSpec, registry: ComponentRegistry, policy: SecretPolicy) -> list[Problem]:
@@ -356,6 +371,12 @@ def _test_problems(spec: FlowSpec, registry: ComponentRegistry) -> list[Problem]
 _ROUTING_MODELS_AT: tuple[tuple[tuple[str, ...], type[BaseModel]], ...] = (
     (("routes", "#", "#"), RouteTarget),
     (("analysis",), Analysis),
+    (("limits", "#"), FlowLimits),
+    (("limits", "#", "per_user"), Rate),
+    (("limits", "#", "tokens"), TokenBudget),
+    (("limits", "#", "refs", "#"), RefLimits),
+    (("limits", "#", "refs", "#", "tokens"), TokenBudget),
+    (("cache", "#"), CacheRule),
     ((), RoutingConfig),
 )
 
@@ -424,7 +445,39 @@ def _check_routing(raw: bytes, flow_names: Iterable[str] | None) -> tuple[Routin
                         path=json_path([*where, index, "ref"]),
                     )
                 )
+    problems += _guardrail_problems(config, known)
     return config, [replace(p, line=_yaml_line(lines, p.path)) for p in problems]
+
+
+def _guardrail_problems(config: RoutingConfig, known: set[str] | None) -> list[Problem]:
+    """``limits`` and ``cache`` entries that name no flow (a warning: the flow may come in a later commit), and a
+    limit that limits nothing."""
+    problems = []
+    for section, names in (("limits", config.limits), ("cache", config.cache)):
+        for name in names:
+            if (name != DEFAULT_ROUTE or section == "cache") and known is not None and name not in known:
+                problems.append(
+                    Problem(
+                        code="unknown-flow",
+                        message=f"{section} entry {name!r} names no flow in {config.flows_dir}/",
+                        path=json_path((section, name)),
+                        severity="warning",
+                    )
+                )
+    for name, limits in config.limits.items():
+        entries = [((name,), limits), *((((name, "refs", ref), own)) for ref, own in limits.refs.items())]
+        for where, entry in entries:
+            if entry.requests_per_second is None and entry.concurrent is None and entry.tokens is None:
+                if not (len(where) == 1 and (limits.per_user or limits.refs)):
+                    problems.append(
+                        Problem(
+                            code="empty-limits",
+                            message="this entry limits nothing: give requests_per_second, concurrent or tokens",
+                            path=json_path(("limits", *where)),
+                            severity="warning",
+                        )
+                    )
+    return problems
 
 
 def _yaml_lines(root: yaml.Node | None) -> dict[str, int]:

@@ -1,0 +1,66 @@
+"""Counters: what limits count (requests in a sliding window, runs at once, tokens in a window), as a Protocol with
+one implementation per backend: memory and Redis through the ``limits`` library, SQLite of our own."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Protocol
+
+MAX_WINDOW_SECONDS = 3600  # a rate below one request an hour is one an hour
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """``amount`` requests per ``seconds``: a rate in whole numbers, as a sliding window counts it."""
+
+    amount: int
+    seconds: int
+
+    @classmethod
+    def per_second(cls, rate: float) -> Window:
+        """20 -> 20 per second; 0.5 -> 1 per 2 seconds; 2.5 -> 5 per 2 seconds (the nearest fraction with a
+        denominator up to an hour)."""
+        fraction = Fraction(rate).limit_denominator(MAX_WINDOW_SECONDS)
+        if fraction <= 0:
+            return cls(1, MAX_WINDOW_SECONDS)
+        return cls(fraction.numerator, fraction.denominator)
+
+    def key(self, name: str) -> str:
+        """A counter's name for this window: a change of the limit starts a counter of its own."""
+        return f"{name}/{self.amount}/{self.seconds}"
+
+
+class Counters(Protocol):
+    """Shared counters of the limits; every method may raise StoreError when its backend is unreachable.
+
+    Times are the counters' clock (seconds since the epoch); what refuses says how long until it would not.
+    """
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def hit(self, key: str, window: Window) -> float | None:
+        """Count one request under ``key`` if it fits ``window`` (a sliding window: the last window's count weighs
+        by how much of it still overlaps); None when counted, else the seconds until one would fit (nothing
+        counted)."""
+        ...
+
+    async def acquire(self, key: str, limit: int, lease: str, ttl: float) -> bool:
+        """Hold one of ``limit`` places under ``key`` as ``lease`` (until released, or ``ttl`` seconds pass, so a
+        crashed process frees its places); False, holding nothing, when all are held. Atomic across processes."""
+        ...
+
+    async def release(self, key: str, lease: str) -> None:
+        """Free the place ``lease`` holds; nothing happens if it holds none."""
+        ...
+
+    async def spent(self, key: str, budget: int, window: float) -> tuple[int, float]:
+        """What was spent under ``key`` in its current window of ``window`` seconds, and the seconds until that
+        window ends."""
+        ...
+
+    async def spend(self, key: str, budget: int, window: float, amount: int) -> None:
+        """Add ``amount`` to what ``key`` spent in its current window (whatever the budget: it was spent)."""
+        ...

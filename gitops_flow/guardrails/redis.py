@@ -1,0 +1,178 @@
+"""The guardrails' state in Redis, shared by every replica: rates and token windows through the ``limits`` library
+(its Lua scripts, on our connection pool), runs at once and cached answers through scripts of our own.
+
+Keys start with the state URL's prefix (``gitops-flow:`` unless ``?prefix=``), then:
+
+    limits:{LIMITER/...}   the ``limits`` library's counters (sliding windows of requests, fixed windows of tokens)
+    runs:<key>             zset   lease -> the time it expires (a run at once)
+    cache:<key>            string a cached answer, with its TTL
+    cache:index            zset   cached answer's key -> the time it expires (the size bound evicts the soonest)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from limits import RateLimitItemPerSecond
+from limits.aio.storage import RedisStorage
+from limits.aio.strategies import FixedWindowRateLimiter, SlidingWindowCounterRateLimiter
+from limits.errors import StorageError
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from gitops_flow.exceptions import StoreError
+from gitops_flow.guardrails.counters import Window
+from gitops_flow.redaction import redact
+
+DEFAULT_PREFIX = "gitops-flow:"  # the state store's: the guardrails' keys sit beside its keys
+CONNECT_TIMEOUT = 3.0
+TIMEOUT = 2.0  # seconds: a limit check or a cache read waits no longer for Redis
+_BACKSTOP_MS = 86_400_000  # a runs key outlives its last lease by a day at most
+
+# KEYS: runs:<key>. ARGV: now, expires, limit, lease, backstop ms
+_ACQUIRE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+# KEYS: cache:<key>, cache:index. ARGV: value, ttl ms, expires, now, max entries
+_PUT = """
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], KEYS[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[4])
+local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[5])
+if over > 0 then
+  for _, key in ipairs(redis.call('ZRANGE', KEYS[2], 0, over - 1)) do redis.call('DEL', key) end
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, over - 1)
+end
+"""
+
+
+class RedisGuardrails:
+    """One connection pool to the state's Redis for the counters and the cache (``redis[s]://…[?prefix=]``)."""
+
+    def __init__(self, url: str, *, clock: Callable[[], float] = time.time) -> None:
+        parts = urlsplit(url)
+        self._password = unquote(parts.password or "")
+        self.shown = redact(url)
+        prefix = parse_qs(parts.query).get("prefix", [DEFAULT_PREFIX])[0]
+        plain = f"{parts.scheme}://{parts.netloc}{parts.path}"
+        self.client = Redis.from_url(
+            plain,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            socket_timeout=TIMEOUT,
+            retry=Retry(NoBackoff(), 0),
+            client_name="gitops-flow-guardrails",
+        )
+        storage = RedisStorage(
+            f"async+{plain}",
+            implementation="redispy",
+            key_prefix=prefix + "limits",
+            connection_pool=self.client.connection_pool,
+            wrap_exceptions=True,
+        )
+        self.counters = RedisCounters(self, storage, prefix, clock)
+        self.cache = RedisCache(self, prefix, clock)
+
+    def __repr__(self) -> str:
+        return f"RedisGuardrails({self.shown!r})"
+
+    async def close(self) -> None:
+        with self.errors("close its connections"):
+            await self.client.aclose()
+
+    @contextmanager
+    def errors(self, what: str) -> Iterator[None]:
+        """Redis's and the ``limits`` library's errors become StoreError, without the password."""
+        try:
+            yield
+        except (RedisError, OSError, StorageError) as exc:
+            reason = str(exc) or type(exc).__name__
+            if self._password:
+                reason = reason.replace(self._password, "***").replace(quote(self._password, safe=""), "***")
+            raise StoreError(f"Redis at {self.shown} could not {what}: {reason}") from None
+
+
+class RedisCounters:
+    """The Counters of every replica sharing a Redis."""
+
+    def __init__(self, owner: RedisGuardrails, storage: RedisStorage, prefix: str, clock: Callable[[], float]):
+        self._owner = owner
+        self._rates = SlidingWindowCounterRateLimiter(storage)
+        self._budgets = FixedWindowRateLimiter(storage)
+        self._runs = prefix + "runs:"
+        self._clock = clock
+        self._acquire = owner.client.register_script(_ACQUIRE)
+
+    def __repr__(self) -> str:
+        return f"RedisCounters({self._owner.shown!r})"
+
+    async def open(self) -> None:
+        with self._owner.errors("be reached"):
+            await self._owner.client.ping()
+
+    async def close(self) -> None:
+        await self._owner.close()
+
+    async def hit(self, key: str, window: Window) -> float | None:
+        item = RateLimitItemPerSecond(window.amount, window.seconds)
+        with self._owner.errors("count a request"):
+            if await self._rates.hit(item, key):
+                return None
+            stats = await self._rates.get_window_stats(item, key)
+        return max(stats.reset_time - time.time(), 0.0)
+
+    async def acquire(self, key: str, limit: int, lease: str, ttl: float) -> bool:
+        now = self._clock()
+        args: list[Any] = [repr(now), repr(now + ttl), limit, lease, int(ttl * 1000) + _BACKSTOP_MS]
+        with self._owner.errors("hold a run"):
+            return bool(await self._acquire(keys=[self._runs + key], args=args))
+
+    async def release(self, key: str, lease: str) -> None:
+        with self._owner.errors("release a run"):
+            await self._owner.client.zrem(self._runs + key, lease)
+
+    async def spent(self, key: str, budget: int, window: float) -> tuple[int, float]:
+        item = RateLimitItemPerSecond(budget, max(1, round(window)))
+        with self._owner.errors("read a token budget"):
+            stats = await self._budgets.get_window_stats(item, key)
+        return budget - stats.remaining, max(stats.reset_time - time.time(), 0.0)
+
+    async def spend(self, key: str, budget: int, window: float, amount: int) -> None:
+        if amount > 0:
+            item = RateLimitItemPerSecond(budget, max(1, round(window)))
+            with self._owner.errors("count tokens"):
+                await self._budgets.hit(item, key, cost=amount)
+
+
+class RedisCache:
+    """Cached answers in Redis, at most ``max_entries`` of them (those nearest their expiry go first)."""
+
+    def __init__(self, owner: RedisGuardrails, prefix: str, clock: Callable[[], float]) -> None:
+        self._owner = owner
+        self._entries = prefix + "cache:"
+        self._index = prefix + "cache:index"  # never an entry's key: those go on with a flow name and a colon
+        self._clock = clock
+        self._put = owner.client.register_script(_PUT)
+
+    def __repr__(self) -> str:
+        return f"RedisCache({self._owner.shown!r})"
+
+    async def get(self, key: str) -> bytes | None:
+        with self._owner.errors("read a cached answer"):
+            value: bytes | None = await self._owner.client.get(self._entries + key)
+        return value
+
+    async def put(self, key: str, value: bytes, ttl: float, max_entries: int) -> None:
+        now = self._clock()
+        args: list[Any] = [value, max(1, int(ttl * 1000)), repr(now + ttl), repr(now), max_entries]
+        with self._owner.errors("keep a cached answer"):
+            await self._put(keys=[self._entries + key, self._index], args=args)

@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -27,6 +29,7 @@ from gitops_flow.exceptions import (
     Busy,
     ConfigError,
     GitOpsFlowError,
+    Limited,
     LookupFailed,
     NoReadyVersion,
     NotServable,
@@ -35,14 +38,21 @@ from gitops_flow.exceptions import (
     TurnTooLarge,
     UnknownFlow,
 )
+from gitops_flow.guardrails.backends import beside
+from gitops_flow.guardrails.cache import MemoryCache, ResponseCache
+from gitops_flow.guardrails.gate import Gate
 from gitops_flow.history import Conversations, TurnLimits
-from gitops_flow.metrics import Metrics
+from gitops_flow.metrics import Metrics, RouteRow
 from gitops_flow.reconcile import Reconciler
 from gitops_flow.redaction import userinfo_secret
 from gitops_flow.secretrefs import RedactSecrets, Scrubber
 from gitops_flow.source import GitSource
 from gitops_flow.stores import open_store
 from gitops_flow.stores.base import StateStore
+from gitops_flow.telemetry.middleware import RequestMiddleware
+from gitops_flow.telemetry.runs import Telemetry
+from gitops_flow.telemetry.tracing import Tracing
+from gitops_flow.traffic import RoutingTable
 
 log = logging.getLogger("gitops_flow.server")
 HEAP_SETTLE_DELAY = 1.0  # seconds after the last deploy of a burst
@@ -69,20 +79,25 @@ def create_app(
     source: GitSource | None = None,
     registry: ComponentRegistry | None = None,
     secrets: Mapping[str, str] | None = None,
+    tracing: Tracing | None = None,
+    private: Mapping[str, str] | None = None,
 ) -> Starlette:
     """The runtime server. Parts not given are made from ``settings``; the lifespan opens them, starts the
     reconciler (which fetches and builds in the background, so the server answers /healthz at once) and closes
     them on shutdown. ``secrets`` is where `$env` references are read (the process environment, for `serve`): only
-    the names the settings allow are kept, and every value kept, with the server's own secrets, is scrubbed from
-    problems, events and log records."""
+    the names the settings allow are kept, and every value kept, with the server's own secrets and ``private``
+    (telemetry's credentials: OTLP headers, a LangSmith key), is scrubbed from problems, events and log records.
+    ``tracing`` exports traces (None: none are made)."""
     if source is None and settings.repo_url is None:
         raise ConfigError("the server needs a repository: --repo URL_OR_PATH or GITOPS_FLOW_REPO")
     policy = settings.secret_policy()
     readable = policy.select(secrets or {})
-    scrubber = Scrubber({**readable, **_own_secrets(settings)})
+    scrubber = Scrubber({**readable, **_own_secrets(settings), **(private or {})})
 
     state = store or open_store(settings.state, data_dir=settings.data_dir)
     git = source or GitSource(str(settings.repo_url), settings.data_dir / "repo", timeout=settings.fetch_timeout)
+    components = registry or ComponentRegistry.configured(settings)
+    counters, answers = beside(state, settings.state, cache_max_bytes=settings.cache_max_bytes)
 
     limits = TurnLimits(settings.max_turn_bytes, settings.max_turns, settings.history_ttl)
 
@@ -95,9 +110,10 @@ def create_app(
         for name in _LOGGERS:  # also seen by handlers added later
             logging.getLogger(name).addFilter(redact)
         await state.open()
+        await counters.open()
         builder = VersionBuilder(
             git,
-            registry or ComponentRegistry.configured(settings),
+            components,
             history=Conversations(state, limits),
             secrets=readable,
             policy=policy,
@@ -106,7 +122,11 @@ def create_app(
             run_tests=settings.run_tests,
             build_timeout=settings.build_timeout,
         )
-        metrics = Metrics(live_versions=lambda: sum(1 for v in reconciler.versions if v.ready))
+        metrics = Metrics(
+            live_versions=lambda: sum(1 for v in reconciler.versions if v.ready),
+            routes=lambda: route_rows(reconciler.table),
+            cached=(lambda: (len(answers), answers.bytes)) if isinstance(answers, MemoryCache) else None,
+        )
         reconciler = Reconciler(
             git,
             state,
@@ -123,8 +143,23 @@ def create_app(
         await reconciler.restore()
         guard = Guard(state)
         replica = uuid.uuid4().hex[:12]
-        chooser = Chooser(reconciler, state, guard, fallback=settings.canary_fallback)
-        app.state.deps = Deps(settings, state, reconciler, guard, metrics, replica, chooser)
+        gate = Gate(counters, lease_ttl=settings.limit_lease_ttl, fail=settings.limits_fail, on_refused=metrics.refused)
+        chooser = Chooser(reconciler, state, guard, fallback=settings.canary_fallback, gate=gate)
+        telemetry = Telemetry(
+            tracing,
+            on_usage=lambda flow, sha, ref, usage: metrics.spent(
+                flow, sha, ref, usage.input_tokens, usage.output_tokens
+            ),
+            token_metrics=settings.token_metrics,
+        )
+        cache = ResponseCache(
+            answers,
+            components,
+            max_entry_bytes=settings.cache_max_entry_bytes,
+            max_entries=settings.cache_max_entries,
+            namespace="fake" if settings.fake_models else "",
+        )
+        app.state.deps = Deps(settings, state, reconciler, guard, metrics, replica, chooser, telemetry, cache)
         tasks = [
             asyncio.create_task(reconciler.run(), name="reconciler"),
             asyncio.create_task(_guard(guard, reconciler, settings.analysis_interval), name="canary guard"),
@@ -139,7 +174,10 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             git.close()
+            await counters.close()
             await state.close()
+            if tracing is not None:
+                await asyncio.to_thread(tracing.shutdown)  # sends the spans still buffered
             for name in _LOGGERS:
                 logging.getLogger(name).removeFilter(redact)
             for handler in handlers:
@@ -170,7 +208,25 @@ def create_app(
         HTTPException: _http_error,
         Exception: _unexpected,
     }
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
+    middleware = [Middleware(RequestMiddleware, tracing=tracing)]
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers, middleware=middleware)
+
+
+def route_rows(table: RoutingTable) -> list[RouteRow]:
+    """Every ref of every flow's route with its share of the flow's new traffic now (the routes' gauges)."""
+    rows = []
+    for flow, route in sorted(table.routes.items()):
+        shares: dict[int, float] = {}
+        below = 0.0
+        for bound, target in route.live:
+            shares[id(target)] = bound - below
+            below = bound
+        shown = {id(t) for t in route.targets}
+        extra = [t for _, t in route.live if id(t) not in shown]  # the branch head, when no ref of the route serves
+        for target in [*route.targets, *extra]:
+            share = shares.get(id(target), 0.0)
+            rows.append(RouteRow(flow, route.name, target.ref, target.state, share, target.guard is not None))
+    return rows
 
 
 def _own_secrets(settings: Settings) -> dict[str, str]:
@@ -246,6 +302,9 @@ async def _request_error(request: Request, exc: Exception) -> Response:
 
 
 async def _domain_error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, Limited):  # its own wait, in whole seconds (at least one)
+        wait = {"retry-after": str(max(1, math.ceil(exc.retry_after)))}
+        return error_response(429, exc.code, str(exc), wait)
     if isinstance(exc, StoreError):  # its text names a file or a host: the log has it, the client a plain sentence
         log.warning("state store failed on %s: %s", request.url.path, exc)
         wait = {"retry-after": str(RETRY_AFTER_SECONDS)}

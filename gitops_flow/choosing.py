@@ -56,7 +56,13 @@ class Chooser:
     """Chooses versions from the reconciler's published table; session pins live in ``store``."""
 
     def __init__(
-        self, reconciler: Reconciler, store: StateStore, guard: Guard, *, fallback: bool = True, gate: Gate | None = None
+        self,
+        reconciler: Reconciler,
+        store: StateStore,
+        guard: Guard,
+        *,
+        fallback: bool = True,
+        gate: Gate | None = None,
     ) -> None:
         self.reconciler = reconciler
         self.store = store

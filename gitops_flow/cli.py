@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import sys
 import tempfile
@@ -122,6 +121,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", type=Path, metavar="DIR", help="where the clone and state live (.gitops-flow)")
     serve.add_argument("--fake-models", action="store_true", default=None, help="answer every model with a fake")
     serve.add_argument("--components", type=Path, metavar="FILE", help="operator components file (YAML)")
+    serve.add_argument(
+        "--log-format", choices=("text", "json"), help="log lines as text (the default) or one JSON object each"
+    )
+    serve.add_argument("--log-level", choices=("debug", "info", "warning", "error", "critical"), help="default: info")
     serve.set_defaults(handler=_serve)
 
     demo = commands.add_parser("demo", help="serve the example flows from a local repository, with a walkthrough")
@@ -183,6 +186,8 @@ def _settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
         "state": getattr(args, "state", None),
         "data_dir": getattr(args, "data_dir", None),
         "fake_models": getattr(args, "fake_models", None),
+        "log_format": getattr(args, "log_format", None),
+        "log_level": getattr(args, "log_level", None),
     }
     try:
         return Settings.from_env(environ, **flags)
@@ -373,6 +378,8 @@ def _serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     from gitops_flow.app import create_app
     from gitops_flow.http_server import ServerConfig
     from gitops_flow.stores import open_store
+    from gitops_flow.telemetry import logs
+    from gitops_flow.telemetry.tracing import Tracing, telemetry_secrets
 
     if args.repo is not None and carries_credentials(args.repo):
         raise UsageError(
@@ -380,11 +387,18 @@ def _serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
             " this machine (ps); give it in GITOPS_FLOW_REPO instead"
         )
     # flows are built from the variables the operator allows, never from the whole environment
-    app = create_app(settings, secrets=settings.secret_policy().select(os.environ))
+    tracing = Tracing.from_environ(os.environ)  # OpenTelemetry's own variables (OTEL_*): off unless an endpoint
+    app = create_app(
+        settings,
+        secrets=settings.secret_policy().select(os.environ),
+        tracing=tracing,
+        private=telemetry_secrets(os.environ),
+    )
     # an unusable state store is a clear error and exit 1 here, not a traceback from a failed start-up
     asyncio.run(_reach(open_store(settings.state, data_dir=settings.data_dir)))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    server = uvicorn.Server(ServerConfig(app, settings, log_level="info"))
+    logs.configure(settings.log_format, settings.log_level)
+    # uvicorn's loggers write through the same handler (no log config of its own), so its lines are JSON too
+    server = uvicorn.Server(ServerConfig(app, settings, log_level=settings.log_level, log_config=None))
     server.run()
     return EXIT_OK if server.started else EXIT_PROBLEMS  # uvicorn has logged why it could not start
 

@@ -50,7 +50,18 @@ _FROM_ENV = {
     "MAX_BATCH_INPUTS": "max_batch_inputs",
     "BATCH_CONCURRENCY": "batch_concurrency",
     "ALLOWED_HOSTS": "allowed_hosts",
+    # observability and guardrails (docs/server.md, "Observability" and "Limits and the response cache")
+    "LOG_FORMAT": "log_format",
+    "LOG_LEVEL": "log_level",
+    "TOKEN_METRICS": "token_metrics",
+    "LIMITS_FAIL": "limits_fail",
+    "LIMIT_LEASE_TTL": "limit_lease_ttl",
+    "CACHE_MAX_BYTES": "cache_max_bytes",
+    "CACHE_MAX_ENTRY_BYTES": "cache_max_entry_bytes",
+    "CACHE_MAX_ENTRIES": "cache_max_entries",
 }
+LogFormat = Literal["text", "json"]
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")  # the names a client on this machine reaches a loopback server by
 
 
@@ -142,6 +153,16 @@ class Settings(BaseModel):
                     raise ValueError(f"{name!r} is not a host name, '*.domain' or '*'")
             return names
         return value
+
+    # observability and guardrails: logs, token metrics, the limits' counters and the response cache
+    log_format: LogFormat = "text"
+    log_level: LogLevel = "info"
+    token_metrics: bool = False  # count every run's tokens (LangChain callbacks on every run), not only observed ones
+    limits_fail: Literal["open", "closed"] = "open"  # while the limits' counters cannot be reached
+    limit_lease_ttl: float = Field(default=600.0, gt=0)  # seconds a run holds its place at most (a crashed replica's)
+    cache_max_bytes: int = Field(default=64 * 1024 * 1024, ge=0)  # answers kept in this process's memory
+    cache_max_entry_bytes: int = Field(default=256 * 1024, ge=0)  # a larger answer is not cached
+    cache_max_entries: int = Field(default=100_000, ge=1)  # in memory, or in Redis shared by the replicas
 
     def hosts(self) -> tuple[str, ...]:
         """The Host names requests may carry (ports are not compared): ``allowed_hosts`` when set; else, on a

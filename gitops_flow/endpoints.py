@@ -7,7 +7,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -19,17 +19,21 @@ from gitops_flow.analysis import Guard
 from gitops_flow.build import BuiltFlow, runnable_config
 from gitops_flow.choosing import Ask, Chooser, Inputs
 from gitops_flow.config import Settings
-from gitops_flow.exceptions import GitOpsFlowError
+from gitops_flow.exceptions import GitOpsFlowError, StoreError
+from gitops_flow.guardrails.cache import Cached, Lookup, ResponseCache
 from gitops_flow.history import MissingSession
 from gitops_flow.metrics import Metrics
 from gitops_flow.nesting import MAX_DEPTH, too_deep
 from gitops_flow.reconcile import Reconciler
 from gitops_flow.stores.base import StateStore
+from gitops_flow.telemetry.context import current
+from gitops_flow.telemetry.runs import Telemetry, run_extras
 from gitops_flow.traffic import Choice
 
 log = logging.getLogger("gitops_flow.server")
 
 VERSION_HEADER = "x-flow-version"
+CACHE_HEADER = "x-flow-cache"  # hit or miss, on the answers of a flow whose answers are cached
 SESSION_HEADER = "x-flow-session"
 USER_HEADER = "x-flow-user"
 CONFIG_KEYS = ("configurable", "tags", "metadata", "run_name")  # what a client may set; the rest is dropped
@@ -55,6 +59,8 @@ class Deps:
     metrics: Metrics
     replica: str  # this process's name in the messages replicas send each other
     chooser: Chooser
+    telemetry: Telemetry = field(default_factory=Telemetry)
+    cache: ResponseCache | None = None
 
 
 def get_deps(request: Request) -> Deps:
@@ -183,10 +189,11 @@ ROUTING_KEYS = ("session_id", "user_id", "flow_version")  # configurable keys th
 
 
 async def choose(
-    request: Request, flow: str, configurable: dict[str, Any], inputs: Inputs = ()
+    request: Request, flow: str, configurable: dict[str, Any], inputs: Inputs = (), *, limited: bool = True
 ) -> tuple[Choice, BuiltFlow]:
     """SPEC 4 through choosing.Chooser, from the request's headers and ``configurable``. A session named by the header
-    is put into ``configurable`` too, where the flow's chat history reads it."""
+    is put into ``configurable`` too, where the flow's chat history reads it. ``limited``: the flow's limits admit
+    the request (a request that runs the flow; a schema's is not counted)."""
     headers = request.headers
     session = headers.get(SESSION_HEADER) or configurable.get("session_id")
     if session:
@@ -196,8 +203,13 @@ async def choose(
         pin=headers.get(VERSION_HEADER) or configurable.get("flow_version"),
         session=session,
         user=headers.get(USER_HEADER) or configurable.get("user_id"),
+        context=current() if limited else None,
     )
-    return await get_deps(request).chooser.choose(ask, inputs)
+    deps = get_deps(request)
+    choice, built = await deps.chooser.choose(ask, inputs)
+    route = deps.reconciler.table.routes.get(flow)
+    deps.telemetry.chosen(flow, choice.version.sha, choice.ref, route.name if route else None, session, ask.user)
+    return choice, built
 
 
 def version_metadata(choice: Choice) -> dict[str, Any]:
@@ -206,8 +218,8 @@ def version_metadata(choice: Choice) -> dict[str, Any]:
 
 def run_config(config: dict[str, Any], flow: str, choice: Choice, run_id: uuid.UUID) -> Any:
     """The RunnableConfig of one run, naming the version that serves it (build.runnable_config: `gitops-flow test`
-    runs its cases with the same)."""
-    return runnable_config(config, flow, run_id, version_metadata(choice))
+    runs its cases with the same), with telemetry's callbacks while someone listens (telemetry.runs)."""
+    return runnable_config({**config, **run_extras(run_id)}, flow, run_id, version_metadata(choice))
 
 
 Run = Callable[[Choice, BuiltFlow], Awaitable[Any]]  # runs the request on a version's build of the flow
@@ -222,7 +234,8 @@ async def run_flow(deps: Deps, flow: str, choice: Choice, built: BuiltFlow, run_
     """
     started = time.perf_counter()
     try:
-        result = await run(choice, built)
+        with deps.telemetry.run(flow, choice.version.sha, choice.ref, built.spec):
+            result = await run(choice, built)
     except MissingSession as exc:
         raise RequestError(422, "missing-session", str(exc)) from None
     except GitOpsFlowError:
@@ -242,7 +255,8 @@ async def run_flow(deps: Deps, flow: str, choice: Choice, built: BuiltFlow, run_
         return choice, result
     again = time.perf_counter()
     try:
-        result = await run(fallback, primary)
+        with deps.telemetry.run(flow, fallback.version.sha, fallback.ref, primary.spec):
+            result = await run(fallback, primary)
     except Exception as exc:
         observe(deps, flow, fallback, False, time.perf_counter() - again)
         log.error("flow %s run %s failed on the primary too: %s", flow, run_id, type(exc).__name__, exc_info=exc)
@@ -273,13 +287,24 @@ async def invoke(request: Request) -> Response:
     choice, flow = await choose(request, name, configurable, [payload["input"]])
     run_id = uuid.uuid4()
     config["configurable"] = configurable
+    deps = get_deps(request)
+    lookup, hit = await cached(deps, name, choice, flow, payload["input"], configurable)
+    headers = {CACHE_HEADER: "hit" if hit else "miss"} if lookup is not None else {}
+    if hit is not None:
+        body = {
+            "output": hit.output,
+            "metadata": {"run_id": str(run_id), "feedback_tokens": [], **version_metadata(choice)},
+        }
+        return json_response(body, headers={VERSION_HEADER: choice.version.sha, **headers})
 
     async def run(chosen: Choice, built: BuiltFlow) -> Any:
         return await built.runnable.ainvoke(payload["input"], run_config(config, name, chosen, run_id))
 
-    choice, output = await run_flow(get_deps(request), name, choice, flow, run_id, run)
+    choice, output = await run_flow(deps, name, choice, flow, run_id, run)
+    if lookup is not None:
+        await keep(deps, name, choice, payload["input"], configurable, output)
     body = {"output": output, "metadata": {"run_id": str(run_id), "feedback_tokens": [], **version_metadata(choice)}}
-    return json_response(body, headers={VERSION_HEADER: choice.version.sha})
+    return json_response(body, headers={VERSION_HEADER: choice.version.sha, **headers})
 
 
 async def batch(request: Request) -> Response:
@@ -351,7 +376,7 @@ async def open_stream(deps: Deps, flow: str, choice: Choice, built: BuiltFlow, s
     """Start ``flow``'s stream on ``choice`` and wait for its first chunk; a canary that fails first is replaced by
     its primary when the primary's stream starts (counted against the canary). A failure that no fallback mends is
     left in ``failure`` for the caller to report in the stream (MissingSession included)."""
-    opened = Opened(choice, start(choice, built), time.perf_counter())
+    opened = Opened(choice, _observed(deps, flow, choice, built, start), time.perf_counter())
     try:
         await opened.first()
         return opened
@@ -367,7 +392,7 @@ async def open_stream(deps: Deps, flow: str, choice: Choice, built: BuiltFlow, s
             return opened
     deps.metrics.observe(flow, choice.version.sha, choice.ref, False, seconds)
     log.warning("flow %s canary %s failed before its first chunk; its primary serves", flow, choice.version.sha[:12])
-    retried = Opened(fallback, start(fallback, primary), time.perf_counter())
+    retried = Opened(fallback, _observed(deps, flow, fallback, primary, start), time.perf_counter())
     try:
         await retried.first()
     except Exception as exc:  # the primary fails too: the caller's input, not the canary's fault
@@ -376,6 +401,55 @@ async def open_stream(deps: Deps, flow: str, choice: Choice, built: BuiltFlow, s
     assert choice.guard is not None, "only a canary's choice has a fallback"
     deps.guard.record(choice.guard, False, seconds)
     return retried
+
+
+def _observed(deps: Deps, flow: str, choice: Choice, built: BuiltFlow, start: Start) -> AsyncIterator[Any]:
+    return deps.telemetry.stream(flow, choice.version.sha, choice.ref, built.spec, lambda: start(choice, built))
+
+
+# -- the response cache (guardrails.cache) -------------------------------------------------------------------------
+
+
+async def cached(
+    deps: Deps, flow: str, choice: Choice, built: BuiltFlow, value: Any, configurable: Mapping[str, Any]
+) -> tuple[Lookup | None, Cached | None]:
+    """Where the answer of this request of ``choice``'s version is kept (None: the flow is not cached), and the
+    answer kept there, if any. A cache that cannot be read is a miss (logged), never an error."""
+    lookup = _lookup(deps, flow, choice, built, value, configurable)
+    if lookup is None or deps.cache is None:
+        return None, None
+    try:
+        hit = await deps.cache.get(lookup)
+    except StoreError as exc:
+        log.warning("the response cache of flow %s could not be read: %s", flow, exc)
+        hit = None
+    deps.metrics.looked_up(flow, choice.version.sha, hit is not None)
+    context = current()
+    if context is not None:
+        context.cache = "hit" if hit is not None else "miss"
+    return lookup, hit
+
+
+async def keep(deps: Deps, flow: str, choice: Choice, value: Any, configurable: Mapping[str, Any], output: Any) -> None:
+    """Keep the answer of the version that gave it (a canary's primary, maybe), if that version's flow is cached."""
+    built = choice.version.flows.get(flow)
+    lookup = _lookup(deps, flow, choice, built, value, configurable) if built is not None else None
+    if lookup is None or deps.cache is None:
+        return
+    try:
+        await deps.cache.put(lookup, _dumps(output))
+    except (StoreError, TypeError) as exc:
+        log.warning("an answer of flow %s was not cached: %s", flow, exc)
+
+
+def _lookup(
+    deps: Deps, flow: str, choice: Choice, built: BuiltFlow, value: Any, configurable: Mapping[str, Any]
+) -> Lookup | None:
+    routing = deps.reconciler.table.routing
+    rule = routing.cache.get(flow) if routing is not None else None
+    if rule is None or deps.cache is None:
+        return None
+    return deps.cache.lookup(rule, built.spec, choice.version.blobs.get(flow), value, configurable)
 
 
 async def stream(request: Request) -> Response:
@@ -448,7 +522,7 @@ async def config_schema(request: Request) -> Response:
 
 async def _schema(request: Request, which: str) -> Response:
     name = request.path_params["flow"]
-    choice, flow = await choose(request, name, {})
+    choice, flow = await choose(request, name, {}, limited=False)
     model = flow.input_model if which == "input" else flow.output_model
     schema = model.model_json_schema() if model is not None else {}
     return json_response(schema, headers={VERSION_HEADER: choice.version.sha})

@@ -22,13 +22,16 @@ from starlette.responses import Response, StreamingResponse
 
 from gitops_flow.build import BuiltFlow
 from gitops_flow.endpoints import (
+    CACHE_HEADER,
     VERSION_HEADER,
     Deps,
     Opened,
     RequestError,
+    cached,
     choose,
     get_deps,
     json_response,
+    keep,
     observe,
     open_stream,
     read_json,
@@ -202,10 +205,17 @@ async def run(request: Request) -> Response:
         config = run_config({"configurable": configurable}, name, chosen, run_id)
         return await built.runnable.ainvoke(flow_input(built, text), config)
 
-    choice, output = await run_flow(deps, name, choice, flow, run_id, run)
+    lookup, hit = await cached(deps, name, choice, flow, flow_input(flow, text), configurable)
+    if hit is not None:
+        output = hit.output
+    else:
+        choice, output = await run_flow(deps, name, choice, flow, run_id, run)
+        if lookup is not None:
+            await keep(deps, name, choice, flow_input(choice.version.flows[name], text), configurable, output)
     response = run_response(choice.version.flows[name], body, session, output, str(uuid.uuid4()))
     response["metadata"] = {"run_id": str(run_id), **version_metadata(choice)}  # ours; LangFlow clients ignore it
-    return json_response(response, headers={VERSION_HEADER: choice.version.sha})
+    headers = {CACHE_HEADER: "hit" if hit is not None else "miss"} if lookup is not None else {}
+    return json_response(response, headers={VERSION_HEADER: choice.version.sha, **headers})
 
 
 async def _events(

@@ -1,11 +1,15 @@
-"""Prometheus metrics of one server: flow runs, deploys, live versions and webhook deliveries; one registry per app."""
+"""Prometheus metrics of one server: flow runs, deploys, live versions, webhook deliveries, the routes and their
+canaries, limits, tokens and the response cache; one registry per app. docs/server.md lists them with their labels."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Set
+from collections.abc import Callable, Iterable, Iterator, Mapping, Set
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # seconds; a fake model answers in a millisecond, a real one in one to thirty seconds
@@ -13,10 +17,55 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 _EVENTS = ("deployed", "rolled-back", "failed", "aborted", "tag-moved", "retired", "rewritten", "ref-refused")
 
 
+@dataclass(frozen=True, slots=True)
+class RouteRow:
+    """One ref of one flow's route, as the routing table has it now (plain data: this module knows no table)."""
+
+    flow: str
+    route: str
+    ref: str
+    state: str  # live, aborted, failed, yanked, missing
+    share: float  # of the flow's new traffic, 0 to 1
+    canary: bool  # guarded by the canary analysis
+
+
+class _Routes(Collector):
+    """The routes' gauges, read from the table at each scrape (nothing is counted on the request path)."""
+
+    def __init__(self, rows: Callable[[], Iterable[RouteRow]]) -> None:
+        self.rows = rows
+
+    def collect(self) -> Iterator[Metric]:
+        share = GaugeMetricFamily(
+            "gitops_flow_route_weight",
+            "Share of a flow's new traffic (0 to 1) each ref of its route gets now, by flow, route, ref and state.",
+            labels=["flow", "route", "ref", "state"],
+        )
+        aborted = GaugeMetricFamily(
+            "gitops_flow_canary_aborted",
+            "1 while the canary guard (or an operator) keeps a flow's canary ref aborted, else 0; by flow and ref.",
+            labels=["flow", "ref"],
+        )
+        for row in self.rows():
+            share.add_metric([row.flow, row.route, row.ref, row.state], row.share)
+            if row.canary:
+                aborted.add_metric([row.flow, row.ref], 1.0 if row.state == "aborted" else 0.0)
+        yield share
+        yield aborted
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # collected anew at each scrape
+
+
 class Metrics:
     """Every metric the server exports, in a registry of its own (no process-wide default registry)."""
 
-    def __init__(self, live_versions: Callable[[], float] = lambda: 0.0) -> None:
+    def __init__(
+        self,
+        live_versions: Callable[[], float] = lambda: 0.0,
+        routes: Callable[[], Iterable[RouteRow]] = lambda: (),
+        cached: Callable[[], tuple[float, float]] | None = None,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "gitops_flow_requests",
@@ -48,6 +97,38 @@ class Metrics:
         for kind in _EVENTS:  # every kind exported from the start, at 0, so alerts on rate() see a series
             self.events.labels(kind)
         self._children: dict[tuple[str, str, str | None], tuple[Any, Any, Any]] = {}
+        self.registry.register(_Routes(routes))
+        self.limited = Counter(
+            "gitops_flow_limited_requests",
+            "Requests a limit refused (429), by flow, limit (requests, concurrent, tokens) and scope (flow, user,"
+            " ref).",
+            ["flow", "limit", "scope"],
+            registry=self.registry,
+        )
+        self.tokens = Counter(
+            "gitops_flow_tokens",
+            "Tokens the models reported, by flow, version, ref and direction (input, output); counted for runs that"
+            " are observed (tracing on, a token budget, or GITOPS_FLOW_TOKEN_METRICS).",
+            ["flow", "version", "ref", "direction"],
+            registry=self.registry,
+        )
+        self.cache = Counter(
+            "gitops_flow_cache_lookups",
+            "Lookups of the response cache, by flow, version and result (hit, miss).",
+            ["flow", "version", "result"],
+            registry=self.registry,
+        )
+        self._versioned: set[tuple[str, str, str]] = set()  # (metric, flow, sha) series to prune with versions
+        self._token_series: set[tuple[str, str, str | None]] = set()
+        if cached is not None:
+            entries = Gauge(
+                "gitops_flow_cache_entries", "Answers in this process's response cache.", registry=self.registry
+            )
+            entries.set_function(lambda: cached()[0])
+            size = Gauge(
+                "gitops_flow_cache_bytes", "Bytes of answers in this process's response cache.", registry=self.registry
+            )
+            size.set_function(lambda: cached()[1])
 
     def observe(self, flow: str, sha: str, ref: str | None, ok: bool, seconds: float) -> None:
         """Count one flow run; label children are cached, so this costs a few microseconds on the request path."""
@@ -72,6 +153,41 @@ class Metrics:
             self.requests.remove(*labels, "error")
             self.latency.remove(*labels)
             del self._children[(flow, sha, ref)]
+        for entry in [entry for entry in self._versioned if entry[2] not in live]:
+            self._versioned.discard(entry)
+            kind, flow, sha = entry
+            if kind == "cache":
+                for result in ("hit", "miss"):
+                    self.cache.remove(flow, sha[:12], result)
+        for key in [key for key in self._token_series if key[1] not in live]:
+            self._token_series.discard(key)
+            flow, sha, ref = key
+            for direction in ("input", "output"):
+                self.tokens.remove(flow, sha[:12], ref or "", direction)
+
+    def refused(self, flow: str, limit: str, scope: str) -> None:
+        """A request a limit refused."""
+        self.limited.labels(flow, limit, scope).inc()
+
+    def spent(self, flow: str, sha: str, ref: str | None, input_tokens: int, output_tokens: int) -> None:
+        """Tokens a run's models reported."""
+        key = (flow, sha, ref)
+        if key not in self._token_series:
+            self._token_series.add(key)
+            for direction in ("input", "output"):
+                self.tokens.labels(flow, sha[:12], ref or "", direction)
+        if input_tokens:
+            self.tokens.labels(flow, sha[:12], ref or "", "input").inc(input_tokens)
+        if output_tokens:
+            self.tokens.labels(flow, sha[:12], ref or "", "output").inc(output_tokens)
+
+    def looked_up(self, flow: str, sha: str, hit: bool) -> None:
+        """A lookup of the response cache."""
+        if ("cache", flow, sha) not in self._versioned:
+            self._versioned.add(("cache", flow, sha))
+            for result in ("hit", "miss"):
+                self.cache.labels(flow, sha[:12], result)
+        self.cache.labels(flow, sha[:12], "hit" if hit else "miss").inc()
 
     def event(self, record: Mapping[str, Any]) -> None:
         self.events.labels(str(record.get("event", "unknown"))).inc()

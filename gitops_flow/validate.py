@@ -464,11 +464,11 @@ def _guardrail_problems(config: RoutingConfig, known: set[str] | None) -> list[P
                         severity="warning",
                     )
                 )
-    for name, limits in config.limits.items():
-        entries = [((name,), limits), *((((name, "refs", ref), own)) for ref, own in limits.refs.items())]
+    for name, entry_limits in config.limits.items():
+        entries = [((name,), entry_limits), *(((name, "refs", ref), own) for ref, own in entry_limits.refs.items())]
         for where, entry in entries:
             if entry.requests_per_second is None and entry.concurrent is None and entry.tokens is None:
-                if not (len(where) == 1 and (limits.per_user or limits.refs)):
+                if not (len(where) == 1 and (entry_limits.per_user or entry_limits.refs)):
                     problems.append(
                         Problem(
                             code="empty-limits",

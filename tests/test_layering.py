@@ -69,18 +69,46 @@ LAYERS: dict[str, int] = {
     "langflow_api": 12,
     "app": 13,
     "http_server": 13,
+    # observability and guardrails (issue 16)
+    "telemetry": 0,
+    "telemetry.context": 0,
+    "telemetry.logs": 1,
+    "telemetry.tracing": 2,
+    "telemetry.nodes": 3,
+    "telemetry.middleware": 3,
+    "telemetry.runs": 4,
+    "guardrails": 0,
+    "guardrails.counters": 0,
+    "guardrails.memory": 2,
+    "guardrails.sqlite": 2,
+    "guardrails.redis": 2,
+    "guardrails.gate": 3,
+    "guardrails.cache": 4,
+    "guardrails.backends": 5,
 }
 # third-party packages and the only modules that may import them
 CONFINED = {
-    "langchain_core": {"components", "history", "build", "testing", "agent", "textify", "fakemodel", "templates"},
+    "langchain_core": {
+        "components",
+        "history",
+        "build",
+        "testing",
+        "agent",
+        "textify",
+        "fakemodel",
+        "templates",
+        "telemetry.nodes",  # LangChain's callbacks, as node events
+    },
     "langchain": {"components"},
     "git": {"source"},
     "starlette": {"app", "endpoints", "views", "langflow_api"},
     "uvicorn": {"cli", "demo", "http_server"},
     "httptools": {"http_server"},
-    "sqlite3": {"stores.sqlite"},
-    "redis": {"stores.redis"},
+    "sqlite3": {"stores.sqlite", "guardrails.sqlite"},
+    "redis": {"stores.redis", "guardrails.redis"},
     "prometheus_client": {"metrics"},
+    "limits": {"guardrails.memory", "guardrails.redis"},
+    "opentelemetry": {"telemetry.tracing"},
 }
 
 

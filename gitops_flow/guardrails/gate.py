@@ -24,7 +24,7 @@ from typing import Literal
 
 from gitops_flow.exceptions import Limited, StoreError
 from gitops_flow.guardrails.counters import Counters, Window
-from gitops_flow.routing import FlowLimits, Rate, RefLimits, TokenBudget
+from gitops_flow.routing import FlowLimits, Rate, TokenBudget
 from gitops_flow.telemetry.context import RequestContext, hashed
 
 log = logging.getLogger("gitops_flow.server")
@@ -84,7 +84,9 @@ class Gate:
         if own is not None:
             await self._admit(context, flow, [("ref", f"{flow}@{ref}", own, own.tokens)])
 
-    async def _admit(self, context: RequestContext, flow: str, levels: list[tuple[Scope, str, Rate, TokenBudget | None]]) -> None:
+    async def _admit(
+        self, context: RequestContext, flow: str, levels: list[tuple[Scope, str, Rate, TokenBudget | None]]
+    ) -> None:
         held = context.guard if isinstance(context.guard, Held) else None
         if held is None:
             held = Held()
@@ -134,6 +136,7 @@ class Gate:
             log.warning("limits of flow %s not checked, the request goes through: %s", flow, exc)
             return
         held.budgets += [(scope, f"tokens:{key}", budget) for scope, key, _, budget in levels if budget is not None]
+        context.count_tokens = bool(held.budgets)
 
     async def settle(self, context: RequestContext) -> None:
         """Once a request is over: count its tokens against its budgets and let its runs go."""

@@ -76,7 +76,7 @@ class RedisGuardrails:
             f"async+{plain}",
             implementation="redispy",
             key_prefix=prefix + "limits",
-            connection_pool=self.client.connection_pool,
+            connection_pool=self.client.connection_pool,  # type: ignore[arg-type]  # typed for scalars only
             wrap_exceptions=True,
         )
         self.counters = RedisCounters(self, storage, prefix, clock)
@@ -168,8 +168,8 @@ class RedisCache:
 
     async def get(self, key: str) -> bytes | None:
         with self._owner.errors("read a cached answer"):
-            value: bytes | None = await self._owner.client.get(self._entries + key)
-        return value
+            value = await self._owner.client.get(self._entries + key)
+        return value.encode() if isinstance(value, str) else value
 
     async def put(self, key: str, value: bytes, ttl: float, max_entries: int) -> None:
         now = self._clock()

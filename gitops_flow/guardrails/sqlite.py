@@ -121,8 +121,9 @@ class SqliteCounters:
             now = self._clock()
             slot = math.floor(now / size)
             elapsed = now - slot * size
-            rows = dict(db.execute("SELECT slot, count FROM rates WHERE key = ? AND slot >= ?", (key, slot - 1)))
-            before, current = rows.get(slot - 1, 0), rows.get(slot, 0)
+            rows = db.execute("SELECT slot, count FROM rates WHERE key = ? AND slot >= ?", (key, slot - 1))
+            counts: dict[int, int] = {int(s): int(n) for s, n in rows}
+            before, current = counts.get(slot - 1, 0), counts.get(slot, 0)
             if before * (size - elapsed) / size + current + 1 > window.amount:
                 if current + 1 > window.amount or before == 0:
                     return size - elapsed  # the next slot starts; the count of this one then weighs less and less

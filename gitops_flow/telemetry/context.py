@@ -33,6 +33,7 @@ class RequestContext:
     cache: str | None = None  # hit or miss, when the flow's answers are cached
     input_tokens: int = 0
     output_tokens: int = 0
+    count_tokens: bool = False  # a token budget counts this request's tokens: its runs are observed
     trace_id: str | None = None  # hex, when the request is traced
     span_id: str | None = None
     span: Any = field(default=None, repr=False)  # the request's span (an OpenTelemetry Span), when traced

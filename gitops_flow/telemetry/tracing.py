@@ -115,6 +115,21 @@ class Tracing:
         self.provider.shutdown()
 
 
+def telemetry_secrets(environ: Mapping[str, str]) -> dict[str, str]:
+    """The credentials telemetry is configured with, to scrub from everything the server writes: the OTLP headers'
+    values (an API key of a tracing service) and LangSmith's API key."""
+    found = {name: environ[name] for name in _KEYS if environ.get(name)}
+    for variable in ("OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"):
+        for item in environ.get(variable, "").split(","):
+            key, sep, value = item.partition("=")
+            if sep and value.strip():
+                found[f"{variable}:{unquote(key.strip())}"] = unquote(value.strip())
+    return found
+
+
+_KEYS = ("LANGSMITH_API_KEY", "LANGCHAIN_API_KEY")
+
+
 def traceresponse(span: Span) -> str:
     """The ``traceresponse`` header of a request's span: ``00-<trace id>-<span id>-<flags>``."""
     context = span.get_span_context()

@@ -234,7 +234,7 @@ async def run_flow(deps: Deps, flow: str, choice: Choice, built: BuiltFlow, run_
     """
     started = time.perf_counter()
     try:
-        with deps.telemetry.run(flow, choice.version.sha, choice.ref, built.spec):
+        async with deps.telemetry.run(flow, choice.version.sha, choice.ref, built.spec):
             result = await run(choice, built)
     except MissingSession as exc:
         raise RequestError(422, "missing-session", str(exc)) from None
@@ -255,7 +255,7 @@ async def run_flow(deps: Deps, flow: str, choice: Choice, built: BuiltFlow, run_
         return choice, result
     again = time.perf_counter()
     try:
-        with deps.telemetry.run(flow, fallback.version.sha, fallback.ref, primary.spec):
+        async with deps.telemetry.run(flow, fallback.version.sha, fallback.ref, primary.spec):
             result = await run(fallback, primary)
     except Exception as exc:
         observe(deps, flow, fallback, False, time.perf_counter() - again)

@@ -721,6 +721,50 @@ def test_empty_routing_file_is_the_defaults() -> None:
             1,
             "could not determine a constructor",
         ),
+        (
+            "limits:\n  echo:\n    requests_per_secnd: 3\n",
+            "unknown-key",
+            "$.limits.echo.requests_per_secnd",
+            3,
+            "did you mean 'requests_per_second'?",
+        ),
+        (
+            "limits:\n  echo:\n    refs:\n      main: {concurent: 1}\n",
+            "unknown-key",
+            "$.limits.echo.refs.main.concurent",
+            4,
+            "did you mean 'concurrent'?",
+        ),
+        (
+            "limits:\n  echo:\n    per_user: {concurrent: 0}\n",
+            "invalid-value",
+            "$.limits.echo.per_user.concurrent",
+            3,
+            "greater than or equal to 1",
+        ),
+        (
+            "limits:\n  echo:\n    tokens: {budget: 10, window: soon}\n",
+            "invalid-value",
+            "$.limits.echo.tokens.window",
+            3,
+            "'soon' is not a duration",
+        ),
+        ("limits:\n  echo:\n    tokens: {window: 1h}\n", "missing-key", "$.limits.echo.tokens.budget", 3, "required"),
+        (
+            "limits:\n  echo:\n    requests_per_second: -1\n",
+            "invalid-value",
+            "$.limits.echo.requests_per_second",
+            3,
+            "greater than 0",
+        ),
+        (
+            "cache:\n  echo: {ttl: 10m, allow: [temprature]}\n",
+            "invalid-value",
+            "$.cache.echo.allow[0]",
+            2,
+            "'temperature' or 'history'",
+        ),
+        ("cache:\n  echo: {tll: 10m}\n", "unknown-key", "$.cache.echo.tll", 2, "did you mean 'ttl'?"),
     ],
     ids=[
         "unknown-key",
@@ -737,6 +781,14 @@ def test_empty_routing_file_is_the_defaults() -> None:
         "invalid-yaml",
         "not-a-mapping",
         "python-tag",
+        "unknown-limit-key",
+        "unknown-ref-limit-key",
+        "zero-user-runs",
+        "bad-token-window",
+        "budget-missing",
+        "negative-rate",
+        "unknown-cache-allowance",
+        "unknown-cache-key",
     ],
 )
 def test_bad_routing_file(text: str, code: str, path: str, line: int | None, message: str) -> None:
@@ -748,6 +800,48 @@ def test_bad_routing_file(text: str, code: str, path: str, line: int | None, mes
     if line is not None:
         assert problem.line == line
     assert message in problem.message
+
+
+GUARDED_ROUTING = """\
+limits:
+  default: {requests_per_second: 50}
+  support-bot:
+    requests_per_second: 20
+    concurrent: 8
+    per_user: {requests_per_second: 0.5, concurrent: 2}
+    tokens: {budget: 200000, window: 1h}
+    refs:
+      main: {requests_per_second: 2, tokens: {budget: 20000}}
+cache:
+  support-bot: {ttl: 10m, allow: [temperature]}
+"""
+
+
+def test_limits_and_cache_of_the_routing_file() -> None:
+    config, problems = _routing(GUARDED_ROUTING, ["support-bot", "echo"])
+
+    assert problems == []
+    bot = config.limits_of("support-bot")
+    assert (bot.requests_per_second, bot.concurrent, bot.tokens.budget, bot.tokens.window) == (20, 8, 200000, 3600)
+    assert bot.per_user.requests_per_second == 0.5
+    assert bot.for_ref("support-bot", "support-bot/main").tokens.budget == 20000  # a flow-scoped ref finds its entry
+    assert bot.for_ref("support-bot", "stable") is None
+    assert config.limits_of("echo").requests_per_second == 50  # the default entry
+    assert config.cache["support-bot"].ttl == 600 and config.cache["support-bot"].allow == ["temperature"]
+
+
+def test_limits_and_cache_naming_no_flow_or_limiting_nothing_are_warnings() -> None:
+    text = "limits:\n  gone: {concurrent: 1}\n  echo:\n    refs:\n      main: {}\ncache:\n  elsewhere: {}\n"
+
+    config, problems = _routing(text, ["echo"])
+
+    assert config is not None
+    found = {(p.code, p.path, p.line, p.severity) for p in problems}
+    assert found == {
+        ("unknown-flow", "$.limits.gone", 2, "warning"),
+        ("empty-limits", "$.limits.echo.refs.main", 5, "warning"),
+        ("unknown-flow", "$.cache.elsewhere", 7, "warning"),
+    }
 
 
 def test_routing_zero_weights() -> None:

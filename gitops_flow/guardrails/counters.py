@@ -8,6 +8,7 @@ from fractions import Fraction
 from typing import Protocol
 
 MAX_WINDOW_SECONDS = 3600  # a rate below one request an hour is one an hour
+MIN_WAIT = 0.001  # seconds: the least a refusal asks to wait (a Retry-After header rounds it up to one second)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,8 +9,9 @@ rate holds nothing). Each level of a flow's limits counts under its own key, sha
     one user of it    rate:<flow>~<hash of the user>   runs:<flow>~<hash>
     one ref of it     rate:<flow>@<ref>   runs:<flow>@<ref>   tokens:<flow>@<ref>
 
-Tokens are counted once the request is over, from what its models reported (telemetry.nodes), so a request that
-starts under its budget runs to its end; the next one is refused once the window's tokens are spent.
+Tokens are counted as each run ends (a stream: with its last chunk), from what its models reported
+(telemetry.nodes), before the answer is sent; so a request that starts under its budget runs to its end, and the
+next one is refused once the window's tokens are spent. Runs at once are let go once the answer is sent.
 """
 
 from __future__ import annotations
@@ -136,19 +137,27 @@ class Gate:
             log.warning("limits of flow %s not checked, the request goes through: %s", flow, exc)
             return
         held.budgets += [(scope, f"tokens:{key}", budget) for scope, key, _, budget in levels if budget is not None]
-        context.count_tokens = bool(held.budgets)
+        if held.budgets:
+            context.charge = self.charge
+
+    async def charge(self, context: RequestContext, tokens: int) -> None:
+        """A run of the request is over: its ``tokens`` count against the request's budgets."""
+        held = context.guard
+        if not isinstance(held, Held) or tokens <= 0:
+            return
+        try:
+            for _, key, budget in held.budgets:
+                await self.counters.spend(key, budget.budget, budget.window, tokens)
+        except StoreError as exc:
+            log.warning("the tokens of run %s were not counted: %s", context.run_id, exc)
 
     async def settle(self, context: RequestContext) -> None:
-        """Once a request is over: count its tokens against its budgets and let its runs go."""
+        """Once a request's answer is sent: let its runs go."""
         held = context.guard
         if not isinstance(held, Held):
             return
         context.guard = None
-        try:
-            for _, key, budget in held.budgets:
-                await self.counters.spend(key, budget.budget, budget.window, context.tokens)
-        except StoreError as exc:
-            log.warning("the tokens of run %s were not counted: %s", context.run_id, exc)
+        context.charge = None
         await self._release(held, None)
 
     async def _release(self, held: Held, scope: Scope | None, *, start: int = 0) -> None:
@@ -172,9 +181,8 @@ def _whose(scope: Scope) -> str:
 
 
 def _rate(window: Window) -> str:
-    if window.seconds == 1:
-        return f"{window.amount} requests a second"
-    return f"{window.amount} requests per {window.seconds} s"
+    requests = "1 request" if window.amount == 1 else f"{window.amount} requests"
+    return f"{requests} a second" if window.seconds == 1 else f"{requests} per {window.seconds} s"
 
 
 def _span(seconds: float) -> str:

@@ -12,7 +12,7 @@ from limits import RateLimitItemPerSecond
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import FixedWindowRateLimiter, SlidingWindowCounterRateLimiter
 
-from gitops_flow.guardrails.counters import Window
+from gitops_flow.guardrails.counters import MIN_WAIT, Window
 
 
 class MemoryCounters:
@@ -44,7 +44,8 @@ class MemoryCounters:
         if await self._rates.hit(item, key):
             return None
         stats = await self._rates.get_window_stats(item, key)
-        return max(stats.reset_time - time.time(), 0.0)
+        # the library's estimate of when a place frees may round to now; a refusal always asks for some wait
+        return max(stats.reset_time - time.time(), MIN_WAIT)
 
     async def acquire(self, key: str, limit: int, lease: str, ttl: float) -> bool:
         now = self._clock()

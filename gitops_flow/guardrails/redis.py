@@ -27,7 +27,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from gitops_flow.exceptions import StoreError
-from gitops_flow.guardrails.counters import Window
+from gitops_flow.guardrails.counters import MIN_WAIT, Window
 from gitops_flow.redaction import redact
 
 DEFAULT_PREFIX = "gitops-flow:"  # the state store's: the guardrails' keys sit beside its keys
@@ -128,7 +128,8 @@ class RedisCounters:
             if await self._rates.hit(item, key):
                 return None
             stats = await self._rates.get_window_stats(item, key)
-        return max(stats.reset_time - time.time(), 0.0)
+        # the library's estimate of when a place frees may round to now; a refusal always asks for some wait
+        return max(stats.reset_time - time.time(), MIN_WAIT)
 
     async def acquire(self, key: str, limit: int, lease: str, ttl: float) -> bool:
         now = self._clock()

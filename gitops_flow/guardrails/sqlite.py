@@ -17,7 +17,7 @@ from typing import TypeVar
 import anyio.to_thread
 
 from gitops_flow.exceptions import StoreError
-from gitops_flow.guardrails.counters import Window
+from gitops_flow.guardrails.counters import MIN_WAIT, Window
 
 T = TypeVar("T")
 
@@ -129,7 +129,7 @@ class SqliteCounters:
                     return size - elapsed  # the next slot starts; the count of this one then weighs less and less
                 # the last slot weighs (size - t) / size at t seconds into this one: wait until it leaves room
                 needed = size * (1 - (window.amount - current - 1) / before)
-                return max(needed - elapsed, 0.0)
+                return max(needed - elapsed, MIN_WAIT)
             db.execute(
                 "INSERT INTO rates (key, slot, count, expires) VALUES (?, ?, 1, ?)"
                 " ON CONFLICT (key, slot) DO UPDATE SET count = count + 1",

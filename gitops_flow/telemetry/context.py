@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 Finalizer = Callable[["RequestContext"], Awaitable[None]]
+Charge = Callable[["RequestContext", int], Awaitable[None]]
 
 
 @dataclass(slots=True, eq=False)
@@ -33,13 +34,13 @@ class RequestContext:
     cache: str | None = None  # hit or miss, when the flow's answers are cached
     input_tokens: int = 0
     output_tokens: int = 0
-    count_tokens: bool = False  # a token budget counts this request's tokens: its runs are observed
+    charge: Charge | None = field(default=None, repr=False)  # a token budget's, given each run's tokens at its end
     trace_id: str | None = None  # hex, when the request is traced
     span_id: str | None = None
     span: Any = field(default=None, repr=False)  # the request's span (an OpenTelemetry Span), when traced
     observer: Any = field(default=None, repr=False)  # the node observer of the run going on (telemetry.nodes)
     guard: Any = field(default=None, repr=False)  # what the limits hold for this request (guardrails.gate)
-    finalizers: list[Finalizer] = field(default_factory=list, repr=False)
+    finalizers: list[Finalizer] = field(default_factory=list, repr=False)  # run once the answer is sent
 
     def fields(self) -> dict[str, str]:
         """The identifiers a log line carries (those known so far)."""

@@ -8,8 +8,8 @@ token metrics of every run; otherwise a run is observed by nothing and costs not
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 from gitops_flow.spec import FlowSpec
@@ -60,11 +60,12 @@ class Telemetry:
             context.span.set_attributes(_attributes(context))
 
     def listening(self, context: RequestContext) -> bool:
-        return self.tracing is not None or context.count_tokens or self.token_metrics
+        return self.tracing is not None or context.charge is not None or self.token_metrics
 
-    @contextmanager
-    def run(self, flow: str, sha: str, ref: str | None, spec: FlowSpec) -> Iterator[None]:
-        """One attempt to run ``flow`` on a version (a failed canary's retry on its primary is another)."""
+    @asynccontextmanager
+    async def run(self, flow: str, sha: str, ref: str | None, spec: FlowSpec) -> AsyncIterator[None]:
+        """One attempt to run ``flow`` on a version (a failed canary's retry on its primary is another); at its end,
+        its tokens go to the request's budgets."""
         context = current()
         if context is not None:
             context.version, context.ref = sha, ref  # the primary answers a canary's retry
@@ -91,6 +92,8 @@ class Telemetry:
             raise
         finally:
             context.observer = None
+            if context.charge is not None and observer.usage:
+                await context.charge(context, observer.usage.input_tokens + observer.usage.output_tokens)
             if span is not None:
                 if observer.usage:
                     usage = observer.usage
@@ -111,7 +114,7 @@ class Telemetry:
     async def _observed(
         self, flow: str, sha: str, ref: str | None, spec: FlowSpec, start: Callable[[], AsyncIterator[Any]]
     ) -> AsyncIterator[Any]:
-        with self.run(flow, sha, ref, spec):
+        async with self.run(flow, sha, ref, spec):
             async for chunk in start():
                 yield chunk
 

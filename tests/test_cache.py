@@ -1,0 +1,185 @@
+"""The response cache: which flows it keeps answers of, under which key, and its bounds in memory and in Redis."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from gitops_flow.components import ComponentRegistry
+from gitops_flow.guardrails.cache import MemoryCache, ResponseCache
+from gitops_flow.guardrails.redis import RedisGuardrails
+from gitops_flow.routing import CacheRule
+from gitops_flow.spec import FlowSpec
+from tests.redisenv import RedisSpace
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def spec(*nodes: dict[str, Any]) -> FlowSpec:
+    edges = [{"source": a["id"], "target": b["id"]} for a, b in zip(nodes, nodes[1:], strict=False)]
+    return FlowSpec.model_validate({"version": 1, "name": "echo", "nodes": list(nodes), "edges": edges})
+
+
+PROMPT = {"id": "prompt", "component": "PromptTemplate", "params": {"template": "Q: {question}"}}
+FAKE = {"id": "llm", "component": "FakeChatModel", "params": {"responses": ["one"]}}
+PARSER = {"id": "answer", "component": "StrOutputParser"}
+
+
+def model(**params: Any) -> dict[str, Any]:
+    return {"id": "llm", "component": "ChatModel", "params": {"model": "openai:gpt-4o-mini", **params}}
+
+
+HISTORY = {"id": "history", "component": "ChatHistory"}
+
+
+def cache(store: Any = None) -> ResponseCache:
+    return ResponseCache(
+        store or MemoryCache(1 << 20), ComponentRegistry.builtin(), max_entry_bytes=1000, max_entries=100
+    )
+
+
+def rule(**values: Any) -> CacheRule:
+    return CacheRule.model_validate(values)
+
+
+@pytest.mark.parametrize(
+    ("nodes", "allow", "reason"),
+    [
+        ((PROMPT, FAKE, PARSER), [], None),
+        ((PROMPT, model(temperature=0), PARSER), [], None),
+        ((PROMPT, model(temperature=0.7), PARSER), [], "samples"),
+        ((PROMPT, model(), PARSER), [], "samples"),  # the provider's default temperature is not 0
+        ((PROMPT, model(temperature=0.7), PARSER), ["temperature"], None),
+        ((HISTORY, PROMPT, FAKE, PARSER), [], "conversation"),
+        ((HISTORY, PROMPT, FAKE, PARSER), ["history"], None),
+        ((HISTORY, PROMPT, model(), PARSER), ["history"], "samples"),
+    ],
+    ids=[
+        "fake-model",
+        "temperature-0",
+        "temperature-0.7",
+        "default-temperature",
+        "temperature-allowed",
+        "history",
+        "history-allowed",
+        "history-allowed-still-samples",
+    ],
+)
+async def test_which_flows_are_cached(nodes: tuple[dict[str, Any], ...], allow: list[str], reason: str | None) -> None:
+    why = cache().why_not(rule(allow=allow), spec(*nodes), "blob1")
+
+    if reason is None:
+        assert why is None
+    else:
+        assert why is not None and reason in why
+
+
+async def test_the_key_is_the_flow_its_blob_and_the_normalized_request() -> None:
+    responses = cache()
+    flow = spec(PROMPT, FAKE, PARSER)
+    on = rule(ttl="5m")
+
+    def key(content: str, value: Any, configurable: dict[str, Any] | None = None) -> str:
+        lookup = responses.lookup(on, flow, content, value, configurable or {})
+        assert lookup is not None and lookup.ttl == 300
+        return lookup.key
+
+    base = key("blob1", {"question": "hi", "lang": "en"})
+    assert base == key("blob1", json.loads('{"lang": "en", "question": "hi"}'))  # keys' order is not the request's
+    assert base == key("blob1", {"question": "hi", "lang": "en"}, {"session_id": "s", "user_id": "u"})
+    assert base != key("blob2", {"question": "hi", "lang": "en"})  # another version of the flow's file
+    assert base != key("blob1", {"question": "hi!", "lang": "en"})
+    assert base != key("blob1", {"question": "hi", "lang": "en"}, {"temperature": 1})  # what a client configures
+    assert base.startswith("echo:blob1:")
+
+
+async def test_nothing_is_cached_without_a_rule_a_blob_or_a_satisfied_rule() -> None:
+    responses = cache()
+    flow = spec(PROMPT, model(temperature=1), PARSER)
+    assert responses.lookup(None, spec(PROMPT, FAKE, PARSER), "blob", "hi", {}) is None
+    assert responses.lookup(rule(), spec(PROMPT, FAKE, PARSER), None, "hi", {}) is None
+    assert responses.lookup(rule(), flow, "blob", "hi", {}) is None
+
+
+async def test_answers_of_fake_models_never_mix_with_real_ones() -> None:
+    flow = spec(PROMPT, FAKE, PARSER)
+    real = cache().lookup(rule(), flow, "blob", "hi", {})
+    fake = ResponseCache(
+        MemoryCache(1000), ComponentRegistry.builtin(), max_entry_bytes=1000, max_entries=10, namespace="fake"
+    ).lookup(rule(), flow, "blob", "hi", {})
+    assert real is not None and fake is not None and real.key != fake.key
+
+
+async def test_a_cached_null_is_a_hit_and_a_large_answer_is_not_kept() -> None:
+    responses = cache()
+    lookup = responses.lookup(rule(), spec(PROMPT, FAKE, PARSER), "blob", "hi", {})
+    assert lookup is not None
+    assert await responses.get(lookup) is None
+
+    await responses.put(lookup, b"null")
+    hit = await responses.get(lookup)
+    assert hit is not None and hit.output is None
+
+    other = responses.lookup(rule(), spec(PROMPT, FAKE, PARSER), "blob", "other", {})
+    assert other is not None
+    await responses.put(other, b'"' + b"x" * 2000 + b'"')  # past max_entry_bytes
+    assert await responses.get(other) is None
+
+
+async def test_memory_cache_expires_and_evicts_the_least_recently_used() -> None:
+    clock = Clock()
+    memory = MemoryCache(30, clock=clock)
+    await memory.put("a", b"0123456789", 60, 100)
+    await memory.put("b", b"0123456789", 60, 100)
+    await memory.get("a")  # a is now the most recently used
+    await memory.put("c", b"0123456789", 60, 100)
+    await memory.put("d", b"0123456789", 60, 100)  # 40 bytes > 30: the least recently used (b) goes
+
+    assert await memory.get("b") is None
+    assert await memory.get("a") == b"0123456789"
+    assert memory.bytes == 30 and len(memory) == 3
+
+    await memory.put("e", b"0", 60, 2)  # at most two entries
+    assert len(memory) == 2
+
+    clock.now += 61
+    assert await memory.get("e") is None and await memory.get("a") is None
+    await memory.put("big", b"x" * 31, 60, 100)  # larger than the whole cache
+    assert await memory.get("big") is None
+
+
+async def test_redis_cache_keeps_at_most_its_entries_and_drops_the_soonest_to_expire(redis_space: RedisSpace) -> None:
+    shared = RedisGuardrails(f"{redis_space.url}?prefix={redis_space.prefix}")
+    try:
+        store = shared.cache
+        await store.put("echo:b:a", b"1", 100, 2)
+        await store.put("echo:b:b", b"2", 10, 2)  # expires first
+        await store.put("echo:b:c", b"3", 100, 2)
+
+        assert await store.get("echo:b:b") is None
+        assert await store.get("echo:b:a") == b"1" and await store.get("echo:b:c") == b"3"
+        keys = redis_space.keys()
+        assert keys == sorted(
+            [
+                f"{redis_space.prefix}cache:echo:b:a",
+                f"{redis_space.prefix}cache:echo:b:c",
+                f"{redis_space.prefix}cache:index",
+            ]
+        )
+    finally:
+        await shared.close()

@@ -1,0 +1,202 @@
+"""The limits' counters, one contract for every backend (memory and Redis through the limits library, SQLite of our
+own), plus what only a backend shared by processes can show: two processes' counters on one file or one Redis."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from gitops_flow.exceptions import StoreError
+from gitops_flow.guardrails.counters import Counters, Window
+from gitops_flow.guardrails.memory import MemoryCounters
+from gitops_flow.guardrails.redis import RedisGuardrails
+from gitops_flow.guardrails.sqlite import SqliteCounters, counters_path
+from tests.redisenv import RedisSpace
+
+pytestmark = pytest.mark.anyio
+BACKENDS = ["memory", "sqlite", "redis"]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Clock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _make(kind: str, tmp_path: Path, request: pytest.FixtureRequest, clock: Clock) -> Counters:
+    if kind == "memory":
+        return MemoryCounters(clock)
+    if kind == "sqlite":
+        return SqliteCounters(tmp_path / "state-limits.db", clock=clock)
+    space: RedisSpace = request.getfixturevalue("redis_space")
+    return RedisGuardrails(f"{space.url}?prefix={space.prefix}", clock=clock).counters
+
+
+@pytest.fixture(params=BACKENDS)
+async def counters(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Counters]:
+    made = _make(request.param, tmp_path, request, Clock())
+    await made.open()
+    yield made
+    await made.close()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.mark.parametrize(
+    ("rate", "window"),
+    [(20, Window(20, 1)), (0.5, Window(1, 2)), (2.5, Window(5, 2)), (1 / 3, Window(1, 3)), (1e-9, Window(1, 3600))],
+    ids=["whole", "half", "fraction", "third", "below-one-an-hour"],
+)
+async def test_a_rate_is_whole_requests_per_whole_seconds(rate: float, window: Window) -> None:
+    assert Window.per_second(rate) == window
+
+
+async def test_hits_fit_the_window_then_are_refused_with_a_wait(counters: Counters) -> None:
+    window = Window(3, 3600)
+
+    answers = [await counters.hit("rate:echo", window) for _ in range(4)]
+
+    assert answers[:3] == [None, None, None]
+    wait = answers[3]
+    assert wait is not None and 0 < wait <= 3600
+    assert await counters.hit("rate:other", window) is None  # another key counts on its own
+    assert await counters.hit("rate:echo", Window(5, 3600)) is None  # a changed limit starts a count of its own
+
+
+async def test_runs_at_once_are_held_until_released(counters: Counters) -> None:
+    assert await counters.acquire("runs:echo", 2, "a", 600)
+    assert await counters.acquire("runs:echo", 2, "b", 600)
+    assert not await counters.acquire("runs:echo", 2, "c", 600)  # refused: it holds nothing
+    assert await counters.acquire("runs:other", 2, "c", 600)
+
+    await counters.release("runs:echo", "a")
+    await counters.release("runs:echo", "never-held")  # nothing happens
+
+    assert await counters.acquire("runs:echo", 2, "c", 600)
+    assert not await counters.acquire("runs:echo", 2, "d", 600)
+
+
+async def test_tokens_spent_in_a_window(counters: Counters) -> None:
+    assert (await counters.spent("tokens:echo", 100, 3600))[0] == 0
+
+    await counters.spend("tokens:echo", 100, 3600, 60)
+    await counters.spend("tokens:echo", 100, 3600, 0)
+    used, reset = await counters.spent("tokens:echo", 100, 3600)
+    assert used == 60 and 0 < reset <= 3600
+
+    await counters.spend("tokens:echo", 100, 3600, 70)  # past the budget: spent is spent
+    assert (await counters.spent("tokens:echo", 100, 3600))[0] >= 100
+    assert (await counters.spent("tokens:other", 100, 3600))[0] == 0
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+async def test_a_lease_of_a_process_that_died_expires(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest, clock: Clock
+) -> None:
+    counters = _make(kind, tmp_path, request, clock)
+    await counters.open()
+    try:
+        assert await counters.acquire("runs:echo", 1, "crashed", 30)
+        clock.now += 29
+        assert not await counters.acquire("runs:echo", 1, "next", 30)
+        clock.now += 2
+        assert await counters.acquire("runs:echo", 1, "next", 30)
+    finally:
+        await counters.close()
+
+
+async def test_the_sqlite_window_slides_and_its_wait_is_honest(tmp_path: Path, clock: Clock) -> None:
+    """Two requests per 10 s, counted as a sliding window: after waiting what a refusal says, a request fits."""
+    counters = SqliteCounters(tmp_path / "limits.db", clock=clock)
+    await counters.open()
+    window = Window(2, 10)
+    try:
+        clock.now = 1_000_000.0  # the start of a slot
+        assert await counters.hit("rate:x", window) is None
+        clock.now += 4
+        assert await counters.hit("rate:x", window) is None
+        refused = []
+        for _ in range(5):
+            wait = await counters.hit("rate:x", window)
+            assert wait is not None and wait > 0
+            refused.append(wait)
+            clock.now += wait - 0.01
+            assert await counters.hit("rate:x", window) is not None  # a moment before the wait is over: still full
+            clock.now += 0.02
+            if await counters.hit("rate:x", window) is None:
+                break
+        else:
+            pytest.fail(f"the waits {refused} never led to a request that fits")
+        # and the window never let more than 2 requests in within any 10 s: the last one came 10 s or more after
+        # the first of the two before it
+        assert clock.now - 1_000_004.0 >= 5.0
+    finally:
+        await counters.close()
+
+
+async def test_two_processes_share_a_sqlite_file(tmp_path: Path) -> None:
+    """Two servers of one machine open the same file: runs and rates are counted once for both."""
+    path = counters_path(tmp_path / "state.db")
+    assert path == tmp_path / "state-limits.db"
+    first, second = SqliteCounters(path), SqliteCounters(path)
+    await first.open()
+    await second.open()
+    try:
+        assert await first.acquire("runs:echo", 1, "a", 600)
+        assert not await second.acquire("runs:echo", 1, "b", 600)
+        assert await first.hit("rate:echo", Window(1, 3600)) is None
+        assert await second.hit("rate:echo", Window(1, 3600)) is not None
+        await second.spend("tokens:echo", 10, 3600, 4)
+        assert (await first.spent("tokens:echo", 10, 3600))[0] == 4
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_two_replicas_share_a_redis(redis_space: RedisSpace) -> None:
+    url = f"{redis_space.url}?prefix={redis_space.prefix}"
+    first, second = RedisGuardrails(url).counters, RedisGuardrails(url).counters
+    try:
+        assert await first.acquire("runs:echo", 1, "a", 600)
+        assert not await second.acquire("runs:echo", 1, "b", 600)
+        assert await first.hit("rate:echo", Window(1, 3600)) is None
+        assert await second.hit("rate:echo", Window(1, 3600)) is not None
+        await second.spend("tokens:echo", 10, 3600, 4)
+        assert (await first.spent("tokens:echo", 10, 3600))[0] == 4
+        assert all(key.startswith(redis_space.prefix) for key in redis_space.keys())
+    finally:
+        await first.close()
+        await second.close()
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c: c.hit("rate:x", Window(1, 1)),
+        lambda c: c.acquire("runs:x", 1, "a", 1),
+        lambda c: c.spent("tokens:x", 1, 1),
+    ],
+    ids=["hit", "acquire", "spent"],
+)
+async def test_an_unreachable_redis_is_a_store_error_without_its_password(call: Callable[..., object]) -> None:
+    from tests.redisenv import free_port
+
+    counters = RedisGuardrails(f"redis://:hunter2-secret@127.0.0.1:{free_port()}/0").counters
+    try:
+        with pytest.raises(StoreError) as caught:
+            await call(counters)  # type: ignore[misc]
+        assert "hunter2-secret" not in str(caught.value) and "127.0.0.1" in str(caught.value)
+    finally:
+        await counters.close()

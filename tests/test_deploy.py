@@ -359,3 +359,20 @@ def test_the_commits_of_one_fetch_do_not_all_sit_in_memory(remote: Remote, tmp_p
         assert answer(server.invoke("f1", Q)) == ("3", shas[3])
         cached = {id(r.built) for r in server.deps.reconciler.builder._cache.values() if r.built is not None}
         assert cached == {id(server.deps.reconciler.table.versions[s].flows[f]) for s, fs in held.items() for f in fs}
+
+
+def test_a_merge_commit_is_a_deploy_not_a_rollback(remote: Remote, tmp_path: Path) -> None:
+    """GitHub's merge button makes a --no-ff merge whose tree is the branch tip's: that tip is built in the same
+    fetch but never served, so the merge deploys new content; it rolls nothing back."""
+    with served(remote, tmp_path) as server:
+        remote.git("checkout", "--quiet", "-b", "feature")
+        remote.commit({"flows/echo.json": echo_flow(answer="two")}, "two")
+        remote.git("checkout", "--quiet", "main")
+        remote.git("merge", "--quiet", "--no-ff", "-m", "Merge pull request #1", "feature")
+        remote.push()
+        merged = remote.sha()
+        server.reconcile()
+        assert answer(server.invoke("echo", Q)) == ("two", merged)
+        kinds = [(e["event"], e["sha"]) for e in server.client.get("/history").json()["events"]]
+        assert kinds[0] == ("deployed", merged)
+        assert not any(kind == "rolled-back" for kind, _ in kinds)

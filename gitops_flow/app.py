@@ -34,12 +34,14 @@ from gitops_flow.exceptions import (
     StoreError,
     UnknownFlow,
 )
+from gitops_flow.githost.deploys import RefView
+from gitops_flow.githost.feedback import Feedback
 from gitops_flow.metrics import Metrics
 from gitops_flow.reconcile import Reconciler
 from gitops_flow.secretrefs import RedactSecrets, Scrubber
 from gitops_flow.source import GitSource
 from gitops_flow.stores import open_store
-from gitops_flow.stores.base import StateStore
+from gitops_flow.stores.base import Record, StateStore
 
 log = logging.getLogger("gitops_flow.server")
 HEAP_SETTLE_DELAY = 1.0  # seconds after the last deploy of a burst
@@ -101,6 +103,12 @@ def create_app(
             run_tests=settings.run_tests,
         )
         metrics = Metrics(live_versions=lambda: sum(1 for v in reconciler.versions if v.ready))
+        feedback = Feedback.configured(
+            settings,
+            repo_url=git.url,
+            view=lambda: RefView.of(settings.branch, reconciler.table.routing),
+            origin={"server": settings.public_url, "repository": git.url, "branch": settings.branch},
+        )
         reconciler = Reconciler(
             git,
             state,
@@ -110,7 +118,7 @@ def create_app(
             pins=settings.pins,
             rebuilds_kept=settings.rebuilds_kept,
             poll_interval=settings.poll_interval,
-            on_event=metrics.event,
+            on_event=_each(metrics.event, feedback.event),
             scrub=scrubber.json,
         )
         reconciler.on_change = _after_change(reconciler, metrics, settle_heap=settings.freeze_heap)
@@ -118,7 +126,8 @@ def create_app(
         guard = Guard(state)
         replica = uuid.uuid4().hex[:12]
         chooser = Chooser(reconciler, state, guard)
-        app.state.deps = Deps(settings, state, reconciler, guard, metrics, replica, chooser)
+        app.state.deps = Deps(settings, state, reconciler, guard, metrics, replica, chooser, feedback)
+        feedback.start()
         tasks = [
             asyncio.create_task(reconciler.run(), name="reconciler"),
             asyncio.create_task(_guard(guard, reconciler, settings.analysis_interval), name="canary guard"),
@@ -132,6 +141,7 @@ def create_app(
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await feedback.close()
             git.close()
             await state.close()
             for name in _LOGGERS:
@@ -169,8 +179,25 @@ def create_app(
 
 def _own_secrets(settings: Settings) -> dict[str, str]:
     """The server's own credentials, scrubbed like the flows' secrets."""
-    own = {"GITOPS_FLOW_ADMIN_TOKEN": settings.admin_token, "GITOPS_FLOW_WEBHOOK_SECRET": settings.webhook_secret}
+    own = {
+        "GITOPS_FLOW_ADMIN_TOKEN": settings.admin_token,
+        "GITOPS_FLOW_WEBHOOK_SECRET": settings.webhook_secret,
+        "GITOPS_FLOW_GITHUB_TOKEN": settings.github_token,
+    }
+    for sink in settings.notifications:  # a Slack webhook's URL is its credential
+        own[f"GITOPS_FLOW_NOTIFY:{sink.name}:url"] = sink.url
+        own[f"GITOPS_FLOW_NOTIFY:{sink.name}:secret"] = sink.secret
     return {name: value.get_secret_value() for name, value in own.items() if value is not None}
+
+
+def _each(*handlers: Callable[[Record], None]) -> Callable[[Record], None]:
+    """One event handler that calls each of ``handlers`` in turn."""
+
+    def handle(event: Record) -> None:
+        for handler in handlers:
+            handler(event)
+
+    return handle
 
 
 def _log_handlers() -> list[logging.Handler]:

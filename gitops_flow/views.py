@@ -128,6 +128,7 @@ async def readyz(request: Request) -> Response:
         "failed_flows": sorted(head.failed) if head else [],
         "source": _source(deps.reconciler),
         "store": {"ok": store_error is None, "error": store_error},
+        **(deps.feedback.health() if deps.feedback is not None else {}),
     }
     return json_response(body, 200 if ready else 503)
 

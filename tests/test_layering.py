@@ -64,6 +64,17 @@ LAYERS: dict[str, int] = {
     "views": 12,
     "langflow_api": 12,
     "app": 13,
+    # the loop back to the Git host and the operator's receivers
+    "githost": 0,
+    "githost.repos": 0,
+    "githost.sinks": 1,
+    "githost.http": 2,
+    "githost.outbox": 2,
+    "githost.github": 3,
+    "githost.deploys": 3,
+    "githost.notify": 4,
+    "githost.statuses": 4,
+    "githost.feedback": 5,
 }
 # third-party packages and the only modules that may import them
 CONFINED = {
@@ -75,6 +86,7 @@ CONFINED = {
     "sqlite3": {"stores.sqlite"},
     "redis": {"stores.redis"},
     "prometheus_client": {"metrics"},
+    "httpx": {"githost.http"},
 }
 
 

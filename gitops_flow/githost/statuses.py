@@ -26,6 +26,11 @@ _WHY = {
     404: "GitHub does not show the repository to this token (404): check GITOPS_FLOW_GITHUB_REPO and its access",
 }
 
+_WRITE_WHY = {
+    **_WHY,
+    403: "GitHub refused the write (403): a fine-grained token or app needs 'Commit statuses' and 'Deployments' write",
+}
+
 
 @dataclass(slots=True)
 class _Pending:
@@ -103,6 +108,15 @@ class StatusPublisher:
         }
 
     async def _send(self, pending: _Pending) -> None:
+        try:
+            await self._write(pending)
+        except HostRejected as exc:
+            why = _WRITE_WHY.get(exc.status or 0)
+            if why is None:
+                raise
+            raise HostRejected(f"{why} ({exc})", status=exc.status) from None
+
+    async def _write(self, pending: _Pending) -> None:
         if pending.updates is None:
             pending.updates = self._translator.updates(pending.event, self._view())
         while pending.done < len(pending.updates):

@@ -15,6 +15,7 @@ import yaml
 from tests.githubapi import TOKEN, GitHubStandIn, github_standin
 from tests.gitrepo import Remote
 from tests.process import ADMIN, ServeProcess, serve_process
+from tests.redisenv import RedisSpace
 from tests.served import echo_flow, wait_until
 
 PUBLIC = "https://flows.example.com"
@@ -282,3 +283,25 @@ def test_the_stand_in_refuses_what_github_would(standin: GitHubStandIn) -> None:
         assert client.get("/repos/acme/flows", headers={"accept": "text/html"}).status_code == 422
     assert len(standin.violations) == 8
     standin.violations.clear()
+
+
+def test_replicas_write_each_status_once(tmp_path: Path, standin: GitHubStandIn, redis_space: RedisSpace) -> None:
+    remote, first = repo_with_flows(tmp_path)
+    state = ["--state", f"{redis_space.url}?prefix={redis_space.prefix}"]
+    env = github_env(standin)
+    with (
+        serve_process(remote, tmp_path, env=env, args=state) as one,
+        serve_process(remote, tmp_path, env=env, args=state) as two,
+    ):
+        second = remote.commit({"flows/echo.json": echo_flow("echo", "dos")}, "second")
+        remote.push()
+        one.reconcile()
+        two.reconcile()
+        for server in (one, two):
+            assert server.wait_ready() == second
+            drained(server)
+        sent = [s for s in standin.statuses if s["context"] == "gitops-flow/main"]
+        assert [s["sha"] for s in sent] == [first, second]  # each deploy written once, by one replica or the other
+        assert [d["sha"] for d in standin.deployments] == [first, second]
+        total = sum(server.client.get("/readyz").json()["github"]["sent"] for server in (one, two))
+        assert total == 2

@@ -356,6 +356,44 @@ def read_at(paths: Sequence[Path], rev: str, *, max_bytes: int) -> dict[Path, by
     return found
 
 
+def files_at(folder: Path, rev: str, *, suffix: str, max_bytes: int) -> dict[str, bytes]:
+    """The regular files directly in ``folder`` (a folder of a local working tree, present there or not) at commit
+    ``rev`` whose names end with ``suffix``: name -> bytes (only the first ``max_bytes + 1`` of a larger file). For
+    `gitops-flow plan`, which must also see the flows a branch removes; nothing is fetched or touched.
+
+    Raises SourceError when the folder is in no Git working tree, UnknownVersion when ``rev`` names no commit of it.
+    """
+    opened: dict[Path, git.Repo] = {}
+    real = folder.resolve()
+    try:
+        repo, root = _working_tree(real / "_", folder, opened)
+        try:
+            sha, _, _ = repo.git.get_object_header(f"{rev}^{{commit}}")
+        except ValueError:
+            raise UnknownVersion(f"{rev!r} is not a commit of the repository at {root}") from None
+        found: dict[str, bytes] = {}
+        with _git_errors(f"reading {folder} at {rev}"):
+            tree: object = git.Commit(repo, binascii.a2b_hex(sha)).tree
+            relative = real.relative_to(root).as_posix()
+            if relative != ".":
+                try:
+                    tree = tree / relative  # type: ignore[operator]
+                except KeyError:
+                    return {}
+            if not isinstance(tree, git.Tree):
+                return {}
+            for blob in tree.blobs:
+                if stat.S_ISREG(blob.mode) and blob.name.endswith(suffix):
+                    _, _, size, stream = repo.git.stream_object_data(blob.hexsha)
+                    found[blob.name] = stream.read(min(size, max_bytes + 1))
+                    while stream.read(_CHUNK):
+                        pass  # drain the rest: the shared cat-file pipe must end up at the next object
+        return found
+    finally:
+        for opened_repo in opened.values():
+            opened_repo.close()
+
+
 def _working_tree(real: Path, shown: Path, opened: dict[Path, git.Repo]) -> tuple[git.Repo, Path]:
     """The repository whose working tree holds ``real`` (opened once per tree, kept in ``opened``) and its root."""
     with _git_errors(f"finding the repository of {shown}"):

@@ -75,6 +75,12 @@ LAYERS: dict[str, int] = {
     "githost.notify": 4,
     "githost.statuses": 4,
     "githost.feedback": 5,
+    "githost.comment": 4,
+    # gitops-flow plan
+    "plan": 0,
+    "plan.diff": 3,
+    "plan.compute": 8,
+    "plan.render": 9,
 }
 # third-party packages and the only modules that may import them
 CONFINED = {

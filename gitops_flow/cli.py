@@ -176,6 +176,12 @@ def _parser() -> argparse.ArgumentParser:
     init = commands.add_parser("init", help="add the CI workflow and an example flow to a flow repository")
     init.add_argument("directory", nargs="?", type=Path, default=Path("."))
     init.add_argument("--force", action="store_true", help="overwrite files that exist")
+    init.add_argument(
+        "--install",
+        metavar="SPEC",
+        help="the pip requirement CI installs gitops-flow with (default: where this copy came from, when CI can "
+        "reach it, else gitops-flow==VERSION; a repository variable GITOPS_FLOW_INSTALL overrides it)",
+    )
     init.set_defaults(handler=_init)
     return parser
 
@@ -407,11 +413,19 @@ def _components(args: argparse.Namespace, settings: Settings, out: TextIO) -> in
 
 
 def _init(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    from gitops_flow.install import check_spec, default_spec
+
     root: Path = args.directory
+    note = None
+    if args.install is not None:
+        try:
+            spec = check_spec(args.install)
+        except ValueError as exc:
+            raise UsageError(f"--install: {exc}") from None
+    else:
+        spec, note = default_spec(__version__)
     templates = resources.files("gitops_flow") / "templates"
-    files = {
-        WORKFLOW_PATH: (templates / "github-workflow.yml").read_text().replace("__VERSION__", __version__),
-    }
+    files = {WORKFLOW_PATH: (templates / "github-workflow.yml").read_text().replace("__INSTALL__", spec)}
     if not (root / "flows").is_dir():
         files[Path("flows/hello.json")] = (templates / "hello.json").read_text()
     existing = [str(p) for p in files if (root / p).exists()]
@@ -421,7 +435,14 @@ def _init(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
         (root / relative).parent.mkdir(parents=True, exist_ok=True)
         (root / relative).write_text(text)
         print(f"wrote {root / relative}", file=out)
-    print("next: commit these files; pull requests now run `gitops-flow validate` and `gitops-flow test`", file=out)
+    print(f"CI installs: {spec}", file=out)
+    if note is not None:
+        print(f"note: {note}", file=out)
+    print(
+        "next: commit these files; pull requests now run `gitops-flow validate`, `gitops-flow test` and"
+        " `gitops-flow plan`",
+        file=out,
+    )
     return EXIT_OK
 
 

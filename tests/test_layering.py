@@ -78,6 +78,7 @@ LAYERS: dict[str, int] = {
     "githost.comment": 4,
     # gitops-flow plan
     "plan": 0,
+    "install": 0,
     "plan.diff": 3,
     "plan.compute": 8,
     "plan.render": 9,

@@ -96,6 +96,12 @@ class GitHubStandIn:
                 return self.failures.pop(index)
         return None
 
+    def add_comment(self, issue: int, body: str) -> dict[str, Any]:
+        """A comment someone else made on the issue or pull request, as GitHub keeps it."""
+        status, comment, _ = self._create_comment({"issue_number": str(issue)}, {}, {"body": body})
+        assert status == 201
+        return dict(comment)
+
     def calls(self, operation: str) -> list[Seen]:
         return [s for s in self.seen if s.operation == operation]
 

@@ -143,10 +143,8 @@ def test_the_markdown_plan_reads_as_a_comment(branch: tuple[Remote, str]) -> Non
     line = next(
         n for n, t in enumerate((remote.work / "flows/other.json").read_text().splitlines(), 1) if "NoSuch" in t
     )
-    assert (
-        f"| `other` | changed: 1 node | ❌ fails; keeps serving its last good version (flows/other.json:{line} unknown-component) |"
-        in out
-    )
+    verdict = f"❌ fails; keeps serving its last good version (flows/other.json:{line} unknown-component)"
+    assert f"| `other` | changed: 1 node | {verdict} |" in out
     assert "| `writer` | added | ✅ goes live if the server has OPENAI_API_KEY |" in out
     assert "| `gone` | removed | 🗑️ removed: no longer served from the branch head |" in out
     assert "- ⚠️ **breaking input**: input field 'language' is a new required field" in out

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gitops_flow import endpoints, langflow_api, views
+from gitops_flow import endpoints, langflow_api, receivers, views
 from gitops_flow.analysis import Guard
 from gitops_flow.builder import VersionBuilder
 from gitops_flow.choosing import Chooser
@@ -163,7 +163,9 @@ def create_app(
         Route("/healthz", views.healthz, methods=["GET"]),
         Route("/readyz", views.readyz, methods=["GET"]),
         Route("/metrics", views.metrics, methods=["GET"]),
-        Route("/webhooks/github", views.github_webhook, methods=["POST"]),
+        Route("/webhooks/github", receivers.github_webhook, methods=["POST"]),
+        Route("/webhooks/gitlab", receivers.gitlab_webhook, methods=["POST"]),
+        Route("/webhooks/gitea", receivers.gitea_webhook, methods=["POST"]),
         Route("/admin/reconcile", views.reconcile_now, methods=["POST"]),
         Route("/admin/abort", views.abort_canary, methods=["POST"]),
         Route("/admin/resume", views.resume_canary, methods=["POST"]),

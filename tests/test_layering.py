@@ -76,6 +76,9 @@ LAYERS: dict[str, int] = {
     "githost.statuses": 4,
     "githost.feedback": 5,
     "githost.comment": 4,
+    "githost.gitlab": 3,
+    "githost.gitea": 3,
+    "receivers": 12,
     # gitops-flow plan
     "plan": 0,
     "install": 0,
@@ -88,7 +91,7 @@ CONFINED = {
     "langchain_core": {"components", "history", "build", "testing", "agent", "textify", "fakemodel"},
     "langchain": {"components"},
     "git": {"source"},
-    "starlette": {"app", "endpoints", "views", "langflow_api"},
+    "starlette": {"app", "endpoints", "views", "langflow_api", "receivers"},
     "uvicorn": {"cli", "demo"},
     "sqlite3": {"stores.sqlite"},
     "redis": {"stores.redis"},

@@ -101,6 +101,7 @@ def create_app(
             scrubber=scrubber,
             fake_models=settings.fake_models,
             run_tests=settings.run_tests,
+            build_timeout=settings.build_timeout,
         )
         metrics = Metrics(live_versions=lambda: sum(1 for v in reconciler.versions if v.ready))
         feedback = Feedback.configured(
@@ -125,7 +126,7 @@ def create_app(
         await reconciler.restore()
         guard = Guard(state)
         replica = uuid.uuid4().hex[:12]
-        chooser = Chooser(reconciler, state, guard)
+        chooser = Chooser(reconciler, state, guard, fallback=settings.canary_fallback)
         app.state.deps = Deps(settings, state, reconciler, guard, metrics, replica, chooser, feedback)
         feedback.start()
         tasks = [

@@ -39,7 +39,7 @@ def test_a_failure_carried_from_an_earlier_commit_does_not_fail_this_one() -> No
         ("gitops-flow/main", "success", "Live on main; x still failing from an earlier commit")
     ]
     deployment = next(u for u in updates if isinstance(u, DeploymentUpdate))
-    assert (deployment.state, deployment.description) == ("success", "Live on main; x kept their last good builds")
+    assert (deployment.state, deployment.description) == ("success", "Live on main; x kept its last good build")
 
 
 def test_a_promotion_is_a_production_deployment_and_a_deleted_tag_inactive() -> None:

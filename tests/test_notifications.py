@@ -124,7 +124,7 @@ def test_a_sink_takes_the_kinds_and_flows_it_names(event: dict[str, Any], wanted
         ({"event": "deployed", "sha": "1234567890", "message": "m"}, "Deployed 1234567 on main: m"),
         (
             {"event": "deployed", "sha": "1234567890", "failed_flows": ["a"]},
-            "Deployed 1234567 on main; a kept their last good builds",
+            "Deployed 1234567 on main; a kept its last good build",
         ),
         (
             {

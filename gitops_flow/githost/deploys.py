@@ -139,7 +139,8 @@ class Translator:
         else:
             status_text = text
         state: StatusState = "failure" if here else "success"
-        deployment_text = f"{text}; {_list(failed)} kept their last good builds" if failed else text
+        kept = "kept its last good build" if len(failed) == 1 else "kept their last good builds"
+        deployment_text = f"{text}; {_list(failed)} {kept}" if failed else text
         return [
             CommitStatus(sha, CONTEXT_PREFIX + branch, state, status_text, self.links.status(sha, branch)),
             self._deployment(sha, branch, "success", deployment_text, view, create=True),

@@ -45,7 +45,8 @@ def describe(event: Mapping[str, Any], branch: str) -> str:
     message = f": {event['message']}" if event.get("message") else ""
     failed = [str(f) for f in event.get("failed_flows") or []]
     if kind == "deployed":
-        also = f"; {', '.join(failed)} kept their last good builds" if failed else ""
+        kept = "kept its last good build" if len(failed) == 1 else "kept their last good builds"
+        also = f"; {', '.join(failed)} {kept}" if failed else ""
         detail = f" ({event['detail']})" if event.get("detail") else ""
         return f"Deployed {sha} on {branch}{message}{detail}{also}"
     if kind == "rolled-back":

@@ -66,10 +66,18 @@ def shoot(name: str, document: str, height: int) -> None:
     target = HERE / f"{name}.png"
     subprocess.run(
         [
-            "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-            f"--screenshot={target}", f"--window-size=800,{height}", source.as_uri(),
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--screenshot={target}",
+            f"--window-size=800,{height}",
+            source.as_uri(),
         ],
-        check=True, capture_output=True, timeout=120,
+        check=True,
+        capture_output=True,
+        timeout=120,
     )
     source.unlink()
     print(f"wrote {target.relative_to(Path.cwd())}")
@@ -124,8 +132,11 @@ def run() -> None:
     routing = {"routes": {"default": [{"ref": "stable", "weight": 90}, {"ref": "main", "weight": 10}]}}
     triage = echo_flow("triage", "billing")
     first = remote.commit(
-        {"flows/support-bot.json": echo_flow("support-bot", "Hello!"), "flows/triage.json": triage,
-         "gitops-flow.yaml": yaml.safe_dump(routing)},
+        {
+            "flows/support-bot.json": echo_flow("support-bot", "Hello!"),
+            "flows/triage.json": triage,
+            "gitops-flow.yaml": yaml.safe_dump(routing),
+        },
         "Support bot and triage",
     )
     remote.tag("stable", first)
@@ -137,16 +148,29 @@ def run() -> None:
     bot["nodes"][0]["params"]["template"] = "Q: {question} (answer in {language})"
     broken = json.loads(triage)
     broken["nodes"][1]["component"] = "FakeChatModle"
-    remote.commit({"flows/support-bot.json": json.dumps(bot, indent=2), "flows/triage.json": json.dumps(broken, indent=2)},
-                  "Answer in the caller's language")
+    remote.commit(
+        {"flows/support-bot.json": json.dumps(bot, indent=2), "flows/triage.json": json.dumps(broken, indent=2)},
+        "Answer in the caller's language",
+    )
     chat = Script()
     with github_standin() as standin, receiver(chat) as chat_url:
         event = next(e for e in webhook_examples()["pull_request"] if e["action"] == "opened")
         (work / "event.json").write_text(json.dumps(event))
-        actions = {"GITHUB_TOKEN": TOKEN, "GITHUB_REPOSITORY": standin.repo, "GITHUB_API_URL": standin.url,
-                   "GITHUB_EVENT_PATH": str(work / "event.json")}
+        actions = {
+            "GITHUB_TOKEN": TOKEN,
+            "GITHUB_REPOSITORY": standin.repo,
+            "GITHUB_API_URL": standin.url,
+            "GITHUB_EVENT_PATH": str(work / "event.json"),
+        }
         out = io.StringIO()
-        assert main(["plan", str(remote.work), "--base", "main", "--format", "markdown", "--comment"], environ=actions, out=out) == 0
+        assert (
+            main(
+                ["plan", str(remote.work), "--base", "main", "--format", "markdown", "--comment"],
+                environ=actions,
+                out=out,
+            )
+            == 0
+        )
         summary = out.getvalue()
         [comment] = standin.comments[event["pull_request"]["number"]]
         remote.git("checkout", "-q", "main")
@@ -154,19 +178,27 @@ def run() -> None:
         remote.git("commit", "-q", "-m", "Answer in the caller's language (#2)")
         merged = remote.sha()
         env = {
-            "GITOPS_FLOW_GITHUB_API": standin.url, "GITOPS_FLOW_GITHUB_TOKEN": TOKEN, "GITOPS_FLOW_GITHUB_REPO": "acme/flows",
-            "GITOPS_FLOW_PUBLIC_URL": PUBLIC, "GITOPS_FLOW_NOTIFY_URL": chat_url + "/services/T0/B0/x",
-            "GITOPS_FLOW_NOTIFY_FORMAT": "slack", "GITOPS_FLOW_NOTIFY_EVENTS": "failed,deployed,tag-moved",
+            "GITOPS_FLOW_GITHUB_API": standin.url,
+            "GITOPS_FLOW_GITHUB_TOKEN": TOKEN,
+            "GITOPS_FLOW_GITHUB_REPO": "acme/flows",
+            "GITOPS_FLOW_PUBLIC_URL": PUBLIC,
+            "GITOPS_FLOW_NOTIFY_URL": chat_url + "/services/T0/B0/x",
+            "GITOPS_FLOW_NOTIFY_FORMAT": "slack",
+            "GITOPS_FLOW_NOTIFY_EVENTS": "failed,deployed,tag-moved",
         }
         with serve_process(remote, work, env=env) as server:
             remote.push()
             server.reconcile()
-            wait_until(lambda: any(s["sha"] == merged for s in standin.statuses) and len(chat.requests) >= 3, what="out")
+            wait_until(
+                lambda: any(s["sha"] == merged for s in standin.statuses) and len(chat.requests) >= 3, what="out"
+            )
             remote.tag("stable", merged)
             remote.push_tags()
             server.reconcile()
-            wait_until(lambda: any(s["context"] == "gitops-flow/stable" and s["sha"] == merged for s in standin.statuses),
-                       what="the promotion")
+            wait_until(
+                lambda: any(s["context"] == "gitops-flow/stable" and s["sha"] == merged for s in standin.statuses),
+                what="the promotion",
+            )
             wait_until(lambda: server.client.get("/readyz").json()["github"]["pending"] == 0, what="drained")
         latest: dict[str, dict[str, Any]] = {}
         for status in standin.statuses:
@@ -178,10 +210,21 @@ def run() -> None:
         shoot("comment", markdown_page("gitops-flow commented", comment["body"]), 560)
         failed = next(json.loads(b) for _, h, b in chat.requests if h["x-gitops-flow-event"] == "failed")
         shoot("notification", slack_page(failed), 190)
-        (HERE / "artefacts.json").write_text(json.dumps(
-            {"statuses": list(latest.values()), "notification": failed,
-             "deployments": [{k: d[k] for k in ("environment", "sha", "description", "production_environment")}
-                             for d in standin.deployments]}, indent=2, ensure_ascii=False) + "\n")
+        (HERE / "artefacts.json").write_text(
+            json.dumps(
+                {
+                    "statuses": list(latest.values()),
+                    "notification": failed,
+                    "deployments": [
+                        {k: d[k] for k in ("environment", "sha", "description", "production_environment")}
+                        for d in standin.deployments
+                    ],
+                },
+                indent=2,
+                ensure_ascii=False,
+            )
+            + "\n"
+        )
         if standin.violations:
             sys.exit(f"requests outside GitHub's description: {standin.violations}")
 

@@ -8,6 +8,7 @@ import gc
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -35,6 +36,7 @@ from gitops_flow.exceptions import (
     TurnTooLarge,
     UnknownFlow,
 )
+from gitops_flow.gitauth import GitAuth
 from gitops_flow.githost.deploys import RefView
 from gitops_flow.githost.feedback import Feedback
 from gitops_flow.history import Conversations, TurnLimits
@@ -84,7 +86,9 @@ def create_app(
     scrubber = Scrubber({**readable, **_own_secrets(settings)})
 
     state = store or open_store(settings.state, data_dir=settings.data_dir)
-    git = source or GitSource(str(settings.repo_url), settings.data_dir / "repo", timeout=settings.fetch_timeout)
+    git = source or GitSource(
+        str(settings.repo_url), settings.data_dir / "repo", timeout=settings.fetch_timeout, auth=_git_auth(settings)
+    )
 
     limits = TurnLimits(settings.max_turn_bytes, settings.max_turns, settings.history_ttl)
 
@@ -185,6 +189,16 @@ def create_app(
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
 
 
+def _git_auth(settings: Settings) -> GitAuth:
+    return GitAuth(
+        token=settings.git_token.get_secret_value() if settings.git_token is not None else None,
+        token_file=settings.git_token_file,
+        token_user=settings.git_token_user,
+        ssh_key_file=settings.git_ssh_key_file,
+        known_hosts=settings.git_known_hosts,
+    )
+
+
 def _own_secrets(settings: Settings) -> dict[str, str]:
     """The server's own credentials, scrubbed like the flows' secrets."""
     own = {
@@ -192,11 +206,19 @@ def _own_secrets(settings: Settings) -> dict[str, str]:
         "GITOPS_FLOW_READ_TOKEN": settings.read_token,
         "GITOPS_FLOW_WEBHOOK_SECRET": settings.webhook_secret,
         "GITOPS_FLOW_GITHUB_TOKEN": settings.github_token,
+        "GITOPS_FLOW_GIT_TOKEN": settings.git_token,
     }
     for sink in settings.notifications:  # a Slack webhook's URL is its credential
         own[f"GITOPS_FLOW_NOTIFY:{sink.name}:url"] = sink.url
         own[f"GITOPS_FLOW_NOTIFY:{sink.name}:secret"] = sink.secret
     found = {name: value.get_secret_value() for name, value in own.items() if value is not None}
+    for name, path in (
+        ("GITOPS_FLOW_GIT_TOKEN_FILE", settings.git_token_file),
+        ("GITOPS_FLOW_GITHUB_TOKEN_FILE", settings.github_token_file),
+    ):
+        token = _read_quietly(path)
+        if token:  # the token as it is at start; a rotated one never reaches a message either (gitauth.py)
+            found[name] = token
     repo = userinfo_secret(settings.repo_url or "")  # never shown anyway: scrubbed should a library log the URL
     return {**found, "GITOPS_FLOW_REPO": repo} if repo else found
 
@@ -209,6 +231,13 @@ def _each(*handlers: Callable[[Record], None]) -> Callable[[Record], None]:
             handler(event)
 
     return handle
+
+
+def _read_quietly(path: Path | None) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8").strip() or None if path is not None else None
+    except (OSError, UnicodeDecodeError):
+        return None  # the fetch (or the status writer) says why, once it needs the file
 
 
 def _log_handlers() -> list[logging.Handler]:

@@ -53,6 +53,12 @@ _FROM_ENV = {
     "MAX_BATCH_INPUTS": "max_batch_inputs",
     "BATCH_CONCURRENCY": "batch_concurrency",
     "ALLOWED_HOSTS": "allowed_hosts",
+    # repository credentials apart from the URL (docs/server.md, "Private repositories")
+    "GIT_TOKEN": "git_token",
+    "GIT_TOKEN_FILE": "git_token_file",
+    "GIT_TOKEN_USER": "git_token_user",
+    "GIT_SSH_KEY_FILE": "git_ssh_key_file",
+    "GIT_KNOWN_HOSTS": "git_known_hosts",
     # the loop back to the Git host and to the operator's receivers (docs/delivery.md)
     "PUBLIC_URL": "public_url",
     "STATUS_URL": "status_url",
@@ -107,6 +113,13 @@ class Settings(BaseModel):
     # what flows may do with secrets (secretpolicy.py); `validate` and `test` read these too, so CI judges as served
     allowed_secrets: tuple[str, ...] = Field(default_factory=default_secret_names)
     allowed_base_urls: tuple[str, ...] = ()
+
+    # repository credentials apart from the URL (gitauth.py): an HTTPS token, or an SSH deploy key
+    git_token: SecretStr | None = None
+    git_token_file: Path | None = None  # read at each fetch
+    git_token_user: str = Field(default="x-access-token", min_length=1, max_length=100, pattern=r"^[^\s:@/]+$")
+    git_ssh_key_file: Path | None = None
+    git_known_hosts: Path | None = None
 
     # the loop back to the Git host (commit statuses, deployments) and to the operator's receivers (notifications)
     public_url: str | None = None  # how people reach this server: the links of statuses and notifications

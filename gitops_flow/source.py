@@ -17,6 +17,7 @@ import anyio
 import git
 
 from gitops_flow.exceptions import ConfigError, SourceError, UnknownVersion
+from gitops_flow.gitauth import AuthError, GitAuth
 from gitops_flow.redaction import query_secrets, redact
 
 # Mirror branches and tags. An explicit tag refspec makes --prune drop deleted tags too (what --prune-tags is
@@ -157,6 +158,24 @@ class _Remote:
             {_USERNAME_VAR: unquote(username), _PASSWORD_VAR: unquote(password)},
         )
 
+    def authenticated(self, auth: GitAuth) -> _Remote:
+        """This remote with the operator's credentials added (gitauth.py): a token through the same credential
+        helper as a URL's, for this origin only; a deploy key through GIT_SSH_COMMAND. Reads a token file now; raises
+        SourceError when it cannot."""
+        try:
+            token = auth.current_token()
+        except AuthError as exc:
+            raise SourceError(str(exc)) from None
+        if token:
+            parts = urlsplit(self.url)
+            origin = f"{parts.scheme.lower()}://{parts.netloc}"
+            helper = ("credential.helper=", f"credential.{origin}.helper={_HELPER}")
+            return _Remote(self.url, helper, {**self.env, _USERNAME_VAR: auth.token_user, _PASSWORD_VAR: token})
+        command = auth.ssh_command()
+        if command is not None:
+            return _Remote(self.url, self.options, {**self.env, "GIT_SSH_COMMAND": command})
+        return self
+
 
 class GitSource:
     """A bare clone of ``url`` in ``cache_dir``: ``fetch`` mirrors the remote, the other methods read the clone only.
@@ -166,10 +185,23 @@ class GitSource:
     """
 
     def __init__(
-        self, url: str, cache_dir: Path, *, timeout: float = 30.0, attempts: int = 3, backoff: float = 0.5
+        self,
+        url: str,
+        cache_dir: Path,
+        *,
+        timeout: float = 30.0,
+        attempts: int = 3,
+        backoff: float = 0.5,
+        auth: GitAuth | None = None,
     ) -> None:
         assert attempts >= 1, "attempts counts the first try"
         self._remote = _Remote.parse(url)
+        self._auth = auth or GitAuth()
+        if self._auth:
+            try:
+                self._auth.check(url)
+            except AuthError as exc:
+                raise ConfigError(str(exc)) from None
         self._url = redact(url)
         self._cache_dir = Path(cache_dir)
         self._timeout = timeout
@@ -215,7 +247,7 @@ class GitSource:
     def _fetch_once(self) -> Refs:
         repo = self._open(create=True)
         assert repo is not None
-        remote = self._remote
+        remote = self._remote.authenticated(self._auth) if self._auth else self._remote
         with _git_errors(f"fetch of {self.url}"):
             # the URL goes on the command line without its credential, and nowhere into the clone's config or
             # FETCH_HEAD; the credential goes only into git's environment (readable by this user alone). A git

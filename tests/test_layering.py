@@ -87,6 +87,7 @@ LAYERS: dict[str, int] = {
     # gitops-flow plan
     "plan": 0,
     "install": 0,
+    "gitauth": 0,
     "plan.diff": 3,
     "plan.compute": 8,
     "plan.render": 9,

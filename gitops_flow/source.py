@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import logging
 import re
 import stat
 import threading
@@ -22,6 +23,7 @@ from gitops_flow.redaction import query_secrets, redact
 
 # Mirror branches and tags. An explicit tag refspec makes --prune drop deleted tags too (what --prune-tags is
 # shorthand for), and "+" follows force-pushed branches and moved tags.
+log = logging.getLogger("gitops_flow.reconcile")
 _REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
 _ENV = {"GIT_TERMINAL_PROMPT": "0"}  # a missing credential fails at once instead of waiting for a password
 # The credential of an HTTP(S) URL reaches git through a credential helper that reads it from git's environment,
@@ -266,15 +268,18 @@ class GitSource:
         """The clone in cache_dir: reused if there is one, made empty (``git init --bare``) if ``create``."""
         with self._lock:
             if self._repo is None:
-                with _git_errors(f"opening the clone in {self._cache_dir}"):
+                # what is wrong goes to the log with the folder; the error (shown by /readyz) names no local path
+                with _git_errors("opening the server's clone (in its data folder)"):
                     if (self._cache_dir / "HEAD").is_file():
                         self._repo = git.Repo(self._cache_dir)
                         if not self._repo.bare:
                             self.close()
-                            raise SourceError(f"{self._cache_dir} holds a working tree, not a bare clone")
+                            log.error("%s holds a working tree, not a bare clone", self._cache_dir)
+                            raise SourceError("the clone folder holds a working tree, not a bare clone")
                     elif create:
                         if self._cache_dir.is_dir() and any(self._cache_dir.iterdir()):
-                            raise SourceError(f"{self._cache_dir} is neither empty nor a git clone")
+                            log.error("%s is neither empty nor a git clone", self._cache_dir)
+                            raise SourceError("the clone folder is neither empty nor a git clone")
                         self._repo = git.Repo.init(self._cache_dir, mkdir=True, bare=True)
             return self._repo
 

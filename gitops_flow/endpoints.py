@@ -20,6 +20,7 @@ from gitops_flow.build import BuiltFlow, runnable_config
 from gitops_flow.choosing import Ask, Chooser, Inputs
 from gitops_flow.config import Settings
 from gitops_flow.exceptions import GitOpsFlowError, StoreError
+from gitops_flow.githost.feedback import Feedback
 from gitops_flow.guardrails.cache import Cached, Lookup, ResponseCache
 from gitops_flow.history import MissingSession
 from gitops_flow.metrics import Metrics
@@ -59,6 +60,7 @@ class Deps:
     metrics: Metrics
     replica: str  # this process's name in the messages replicas send each other
     chooser: Chooser
+    feedback: Feedback | None = None  # statuses and notifications going out (githost/feedback.py)
     telemetry: Telemetry = field(default_factory=Telemetry)
     cache: ResponseCache | None = None
 

@@ -176,8 +176,9 @@ async def cache_cost(folder: Path, redis_url: str, prefix: str, iterations: int,
     results: dict[str, Any] = {}
     for label, app in apps.items():
         async with serving(app) as client:
+            fresh = iter(range(10**9))  # each miss asks what was never asked
 
-            async def miss(client: httpx.AsyncClient = client, counter: Any = iter(range(10**9))) -> object:
+            async def miss(client: httpx.AsyncClient = client, counter: Any = fresh) -> object:
                 return await invoke(client, "cached", {"question": f"new question {next(counter)}"})()
 
             await invoke(client, "cached", Q)()  # the answer every hit finds

@@ -93,6 +93,7 @@ def test_a_request_its_run_and_each_node_are_spans_with_the_callers_trace_as_par
     assert attributes["gitops_flow.user"] == hashed("alice")
     assert attributes["http.response.status_code"] == 200 and attributes["http.route"] == "/flows/{flow}/invoke"
     assert attributes["gitops_flow.run_id"] == response.json()["metadata"]["run_id"]
+    assert (attributes["gen_ai.usage.input_tokens"], attributes["gen_ai.usage.output_tokens"]) == (7, 3)
     # the caller finds the trace of its call
     assert response.headers["traceresponse"] == f"00-{TRACE_ID}-{request.context.span_id:016x}-01"
 
@@ -132,28 +133,57 @@ def test_a_streamed_run_ends_with_its_last_chunk_and_a_failure_marks_its_spans(r
     assert spans["POST /flows/{flow}/invoke"].status.status_code.name == "ERROR"
 
 
+HANDLERS: list[list[str]] = []  # the callback handlers each run of the Probe component was given
+
+
+def probe() -> Any:
+    """A node that notes which callback handlers its run has, and hands its input's text on."""
+    from langchain_core.runnables import RunnableLambda
+
+    def run(value: Any, config: Any) -> str:
+        manager = config.get("callbacks")
+        HANDLERS.append([type(h).__name__ for h in getattr(manager, "handlers", None) or []])
+        return str(getattr(value, "content", value))
+
+    return RunnableLambda(run)
+
+
+PROBE = Component("Probe", probe, "transform", "notes its callbacks")
+
+
 def test_health_checks_are_not_traced_and_tracing_off_adds_nothing_to_a_run(remote: Remote, tmp_path: Path) -> None:
-    push(remote, {"flows/echo.json": echo_flow()})
-    with traced(remote, tmp_path) as (client, exporter):
-        exporter.clear()
-        client.get("/healthz")
-        client.get("/metrics")
-        assert exporter.get_finished_spans() == ()
-    app = create_app(settings(remote, tmp_path))  # no tracing: no span, no callbacks in the run's config
-    seen: list[Any] = []
-    with TestClient(app) as client:
-        wait_until(lambda: client.get("/readyz").status_code == 200, what="readiness")
-        deps = app.state.deps
-        original = deps.telemetry.run
+    doc = json.loads(echo_flow())
+    doc["nodes"][2] = {"id": "answer", "component": "Probe"}
+    push(remote, {"flows/echo.json": json.dumps(doc)})
+    exporter = InMemorySpanExporter()
+    for tracing in (Tracing.exporting(exporter), None):
+        app = create_app(
+            settings(remote, tmp_path / str(bool(tracing))), registry=registry_with(PROBE), tracing=tracing
+        )
+        with TestClient(app) as client:
+            wait_until(lambda c=client: c.get("/readyz").status_code == 200, what="readiness")
+            exporter.clear()
+            client.get("/healthz")
+            client.get("/metrics")
+            assert exporter.get_finished_spans() == ()  # probes and scrapes are not traced
+            response = client.post("/flows/echo/invoke", json={"input": Q})
+            assert response.status_code == 200
+            assert ("traceresponse" in response.headers) == (tracing is not None)
+    traced, untraced = HANDLERS[-2:]
+    assert "CallbackBridge" in traced
+    assert untraced == []  # off: the run's config carries no handler of ours (nor any other)
 
-        def spy(*args: Any, **kwargs: Any) -> Any:
-            seen.append(deps.telemetry.listening.__self__.tracing)
-            return original(*args, **kwargs)
 
-        deps.telemetry.run = spy
-        response = client.post("/flows/echo/invoke", json={"input": Q})
-    assert response.status_code == 200 and "traceresponse" not in response.headers
-    assert seen == [None]
+def test_token_metrics_of_every_run_when_the_operator_asks_for_them(remote: Remote, tmp_path: Path) -> None:
+    push(remote, {"flows/echo.json": counting_flow()})
+    for asked, expected in ((False, None), (True, 14)):
+        app = create_app(settings(remote, tmp_path / str(asked), token_metrics=asked), registry=registry_with(COUNTING))
+        with TestClient(app) as client:
+            wait_until(lambda c=client: c.get("/readyz").status_code == 200, what="readiness")
+            for _ in range(2):
+                assert client.post("/flows/echo/invoke", json={"input": Q}).status_code == 200
+            text = client.get("/metrics").text
+        assert sample(text, "gitops_flow_tokens_total", flow="echo", direction="input") == expected
 
 
 def otlp_spans(requests: list[Received]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:

@@ -10,7 +10,16 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from gitops_flow.telemetry.context import CURRENT, RequestContext
-from gitops_flow.telemetry.tracing import CACHE, RUN_ID, Tracing, failed, ids, traceresponse
+from gitops_flow.telemetry.tracing import (
+    CACHE,
+    INPUT_TOKENS,
+    OUTPUT_TOKENS,
+    RUN_ID,
+    Tracing,
+    failed,
+    ids,
+    traceresponse,
+)
 
 log = logging.getLogger("gitops_flow.server")
 
@@ -81,6 +90,8 @@ def _end(context: RequestContext, scope: Scope, status: int, error: BaseExceptio
         attributes[RUN_ID] = context.run_id
     if context.cache is not None:
         attributes[CACHE] = context.cache
+    if context.tokens:
+        attributes[INPUT_TOKENS], attributes[OUTPUT_TOKENS] = context.input_tokens, context.output_tokens
     span.set_attributes(attributes)
     if error is not None or status >= 500:
         failed(span, error, None if error is not None else f"HTTP {status}")

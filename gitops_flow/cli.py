@@ -134,6 +134,12 @@ def _parser() -> argparse.ArgumentParser:
         view.add_argument("--json", action="store_true", help="print the server's JSON as it is")
         view.set_defaults(handler=handler)
 
+    text = "what a server serves, per flow and ref, with its recent traffic and what needs a person (as /ui shows it)"
+    status = commands.add_parser("status", help="show a server's overview", description=text)
+    status.add_argument("--server", default="http://127.0.0.1:8000", metavar="URL", help="the server's address")
+    status.add_argument("--json", action="store_true", help="print the server's JSON as it is")
+    status.set_defaults(handler=_status)
+
     for name, handler, text in (
         ("abort", _abort, "stop a flow's canary at once, on every replica (needs GITOPS_FLOW_ADMIN_TOKEN)"),
         ("resume", _resume, "give an aborted canary its weight back (needs GITOPS_FLOW_ADMIN_TOKEN)"),
@@ -450,6 +456,20 @@ def _what(event: Mapping[str, Any]) -> str:
     if event.get("failed_flows"):
         text += f" (failed: {', '.join(event['failed_flows'])})"
     return text
+
+
+def _status(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    """The console's overview in a terminal; a token from the environment is sent when there is one (never from the
+    command line, where every local user could read it)."""
+    from gitops_flow.console import terminal
+
+    token = settings.admin_token.get_secret_value() if settings.admin_token is not None else None
+    data = _request(args.server, "/ui/overview.json", token=token)
+    if args.json:
+        print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode(), file=out)
+        return EXIT_OK
+    print(terminal.render(data, now=time.time(), server=args.server), file=out)
+    return EXIT_OK
 
 
 def _abort(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:

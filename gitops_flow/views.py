@@ -33,10 +33,10 @@ async def flows(request: Request) -> Response:
     listed = [
         {
             "name": name,
-            "description": _description(name, route),
+            "description": flow_description(name, route),
             "route": route.name,
             **flow_state(table, name),
-            "versions": _targets(route),
+            "versions": route_targets(route),
         }
         for name, route in sorted(table.routes.items())
     ]
@@ -63,7 +63,7 @@ def flow_state(table: RoutingTable, name: str) -> dict[str, Any]:
     }
 
 
-def _targets(route: Route) -> list[dict[str, Any]]:
+def route_targets(route: Route) -> list[dict[str, Any]]:
     shares: dict[int, float] = {}
     low = 0.0
     for bound, target in route.live:
@@ -75,7 +75,7 @@ def _targets(route: Route) -> list[dict[str, Any]]:
     ]
 
 
-def _description(name: str, route: Route) -> str:
+def flow_description(name: str, route: Route) -> str:
     version = route.live[0][1].version if route.live else None
     return version.flows[name].spec.description if version is not None else ""
 

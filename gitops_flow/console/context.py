@@ -1,0 +1,119 @@
+"""What the console's handlers share: the server's parts (Deps), the sessions, the flow documents, the live feed and
+the pages; and the views they read, made once here for every page and for `gitops-flow status`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any
+
+from gitops_flow.components import ComponentRegistry
+from gitops_flow.console.auth import Role, Sessions, Throttle
+from gitops_flow.console.documents import Documents
+from gitops_flow.console.feed import Feed
+from gitops_flow.console.overview import Overview, overview
+from gitops_flow.console.pages import Pages
+from gitops_flow.console.pending import Pending, pending
+from gitops_flow.endpoints import Deps
+from gitops_flow.exceptions import StoreError
+from gitops_flow.secretpolicy import SecretPolicy
+from gitops_flow.source import GitSource
+from gitops_flow.stores.base import Record
+from gitops_flow.traffic import RESUMED_PREFIX
+
+HISTORY_READ = 1000  # the newest events the console reads (and filters) at most
+
+
+class _Same:
+    """Equal only to itself: a fingerprint part that changes whenever the object is replaced (the routing table is
+    replaced, never changed), held so that its id cannot be reused meanwhile."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: object) -> None:
+        self.obj = obj
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Same) and other.obj is self.obj
+
+    def __hash__(self) -> int:
+        return id(self.obj)
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What every page reads from the store (None and an error when the store is away)."""
+
+    aborts: dict[str, Record]
+    events: list[Record]
+    store_error: str | None
+
+
+class Console:
+    """The console of one server."""
+
+    def __init__(
+        self,
+        deps: Deps,
+        *,
+        source: GitSource,
+        registry: ComponentRegistry,
+        policy: SecretPolicy,
+        scrub: Callable[[Any], Any],
+    ) -> None:
+        self.deps = deps
+        self.registry = registry
+        self.scrub = scrub
+        self.sessions = Sessions(self._token)
+        self.throttle = Throttle()
+        self.documents = Documents(source, registry, policy)
+        self.pages = Pages()
+        self.feed = Feed(self._fingerprint, lambda: deps.metrics.recent.total)
+
+    def _token(self, role: Role) -> str | None:
+        token = self.deps.settings.admin_token if role == "admin" else None
+        return token.get_secret_value() if token is not None else None
+
+    def kind_of(self, component: str) -> str | None:
+        return self.registry.kind_of(component)
+
+    async def facts(self, events: int = 200) -> Facts:
+        """The aborts and the newest ``events`` of the history."""
+        try:
+            aborts = await self.deps.store.aborts()
+            found = await self.deps.store.events(events)
+        except StoreError as exc:
+            return Facts({}, [], str(exc))
+        stopped = {key: record for key, record in aborts.items() if not key.startswith(RESUMED_PREFIX)}
+        return Facts(stopped, found, None)
+
+    def overview(self, facts: Facts) -> Overview:
+        reconciler = self.deps.reconciler
+        recent = self.deps.metrics.recent
+        return overview(
+            reconciler.table,
+            reconciler.status,
+            facts.aborts,
+            recent.figures(),
+            window=recent.span,
+            store_error=facts.store_error,
+        )
+
+    def pending(self, facts: Facts, *, reader: bool) -> Pending:
+        reconciler = self.deps.reconciler
+        return pending(
+            reconciler.table, reconciler.status, reconciler.versions, facts.events, facts.aborts, reader=reader
+        )
+
+    async def _fingerprint(self) -> Hashable:
+        reconciler = self.deps.reconciler
+        status = reconciler.status
+        newest = await self.deps.store.events(1)
+        last = newest[0] if newest else {}
+        return (
+            _Same(reconciler.table),
+            status.fetches,
+            status.last_error,
+            status.building,
+            (last.get("time"), last.get("event"), last.get("sha"), last.get("flow"), last.get("ref")),
+        )

@@ -62,7 +62,7 @@ def render(body: Mapping[str, Any], *, now: float, server: str) -> str:
                         _pct(100 * figures.get("error_rate", 0.0)),
                         _ms(figures.get("p50_ms")),
                         _ms(figures.get("p99_ms")),
-                        "sessions and pins",
+                        "an earlier build",
                     )
                 )
             )

@@ -22,6 +22,7 @@ KINDS = (
     "retired",
 )
 MAX_SHOWN = 200  # events on one page
+_ACTIONS = ("aborted", "resumed", "fetch")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +76,10 @@ def entries(events: Sequence[Mapping[str, Any]], chosen: Filter, limit: int = MA
 def entry(event: Mapping[str, Any]) -> Entry:
     kind = str(event.get("event", "?"))
     trigger = str(event.get("trigger") or "")
-    operator = trigger.startswith(("operator", "console"))
-    who = trigger if operator else str(event.get("author") or ("the canary guard" if kind == "aborted" else ""))
+    if kind in _ACTIONS:  # an operator's doing (or the guard's): who is whoever did it, not the commit's author
+        who = trigger if trigger.startswith(("operator", "console")) else "the canary guard"
+    else:
+        who = str(event.get("author") or "")
     return Entry(
         time=float(event.get("time") or 0.0),
         kind=kind,

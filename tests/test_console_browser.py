@@ -106,9 +106,11 @@ def page(browser: Browser) -> Iterator[Page]:
     # a request the browser itself cancels when the page navigates away (the live feed's) is no failure
     opened.on(
         "requestfailed",
-        lambda request: None
-        if request.failure == "net::ERR_ABORTED"
-        else problems.append(f"failed: {request.url} {request.failure}"),
+        lambda request: (
+            None
+            if request.failure == "net::ERR_ABORTED"
+            else problems.append(f"failed: {request.url} {request.failure}")
+        ),
     )
     yield opened
     context.close()

@@ -98,16 +98,20 @@ class Feed:
     async def _events(self, listener: asyncio.Event, last_seen: str | None) -> AsyncIterator[bytes]:
         try:
             yield f"retry: {RETRY_MS}\n\n".encode()
-            if last_seen is not None and last_seen != str(self.seq):
+            sent = self.seq
+            if last_seen is not None and last_seen != str(sent):
                 yield self._message()
             else:
-                yield f"id: {self.seq}\nevent: hello\ndata: {{}}\n\n".encode()
+                yield f"id: {sent}\nevent: hello\ndata: {{}}\n\n".encode()
             ends = self.clock() + self.stream_seconds
             while (left := ends - self.clock()) > 0:
-                listener.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(listener.wait(), timeout=min(left, KEEP_ALIVE_SECONDS))
-                if listener.is_set():
+                # a change announced while this stream was sending is seen by its count, not only by the event
+                if self.seq == sent:
+                    listener.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(listener.wait(), timeout=min(left, KEEP_ALIVE_SECONDS))
+                if self.seq != sent:
+                    sent = self.seq
                     yield self._message()
                 else:
                     yield b": keep-alive\n\n"

@@ -76,6 +76,8 @@ def gitops_flow_app() -> Any:
         values["admin_token"] = os.environ["BENCH_ADMIN_TOKEN"]
     if os.environ.get("BENCH_WEBHOOK_SECRET"):
         values["webhook_secret"] = os.environ["BENCH_WEBHOOK_SECRET"]
+    if os.environ.get("BENCH_CANARY_FALLBACK"):
+        values["canary_fallback"] = os.environ["BENCH_CANARY_FALLBACK"] == "1"
     if os.environ.get("BENCH_ANALYSIS_INTERVAL"):
         values["analysis_interval"] = float(os.environ["BENCH_ANALYSIS_INTERVAL"])
     if os.environ.get("BENCH_MINIMAL_RUN_CONFIG") == "1":

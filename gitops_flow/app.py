@@ -102,6 +102,7 @@ def create_app(
             scrubber=scrubber,
             fake_models=settings.fake_models,
             run_tests=settings.run_tests,
+            build_timeout=settings.build_timeout,
         )
         metrics = Metrics(live_versions=lambda: sum(1 for v in reconciler.versions if v.ready))
         reconciler = Reconciler(
@@ -120,7 +121,7 @@ def create_app(
         await reconciler.restore()
         guard = Guard(state)
         replica = uuid.uuid4().hex[:12]
-        chooser = Chooser(reconciler, state, guard)
+        chooser = Chooser(reconciler, state, guard, fallback=settings.canary_fallback)
         app.state.deps = deps = Deps(settings, state, reconciler, guard, metrics, replica, chooser)
         app.state.console = Console(deps, source=git, registry=components, policy=policy, scrub=scrubber.json)
         tasks = [

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import operator
+import time
 import typing
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,11 +68,14 @@ def build_flow(
     history: HistoryStore | None = None,
     fakes: Mapping[str, Sequence[str]] | None = None,
     dry_run: bool = False,
+    deadline: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> BuiltFlow:
     """Build ``spec``; raises BuildError (with the node's path) on the first node that cannot be built.
 
     ``dry_run`` builds without any secret or provider package (placeholders stand in, and ``notes`` say so).
     ``fakes`` replaces the named model nodes with fake models answering those responses (``gitops-flow test``).
+    ``deadline`` (a ``clock()`` reading) is checked before each node: past it, BuildError ``build-timeout``.
     Nothing is invoked: building never calls a model, reads a file or touches the network.
     """
     graph, problems = analyse(spec)
@@ -79,10 +83,16 @@ def build_flow(
         first = problems[0]
         raise BuildError(first.message, path=first.path, code=first.code)
     notes: list[Problem] = []
-    built = {
-        node.id: _build_node(spec, index, registry, secrets or {}, fakes or {}, dry_run, notes)
-        for index, node in enumerate(spec.nodes)
-    }
+    built: dict[str, Runnable[Any, Any]] = {}
+    for index, node in enumerate(spec.nodes):
+        if deadline is not None and clock() >= deadline:
+            raise BuildError(
+                f"the build ran past its time limit before node {node.id!r} ({index:,} of {len(spec.nodes):,} "
+                "nodes built)",
+                path=json_path(["nodes", index]),
+                code="build-timeout",
+            )
+        built[node.id] = _build_node(spec, index, registry, secrets or {}, fakes or {}, dry_run, notes)
     _check_fan_in_variables(spec, graph, built)
     runnable = _compile(graph, {node_id: _named(r, node_id) for node_id, r in built.items()})
     memory = [(i, n) for i, n in enumerate(spec.nodes) if registry.kind_of(n.component) == "memory"]
@@ -219,20 +229,23 @@ def _compile(graph: FlowGraph, runnables: Mapping[str, Runnable[Any, Any]]) -> R
     if graph.is_chain:
         return _sequence([runnables[n] for n in graph.order])
     tail = _tail(graph)
-    state: Runnable[Any, Any] = RunnableParallel({graph.entry: runnables[graph.entry]})
+    # one sequence made at once: piping step by step would copy the steps so far at every level (quadratic)
+    steps: list[Runnable[Any, Any]] = [RunnableParallel({graph.entry: runnables[graph.entry]})]
     for level in _levels(graph, exclude={graph.entry, *tail}):
-        state = state | RunnablePassthrough.assign(**{n: _gather(graph, n) | runnables[n] for n in level})
-    return state | _gather(graph, tail[0]) | _sequence([runnables[n] for n in tail])
+        steps.append(RunnablePassthrough.assign(**{n: _gather(graph, n) | runnables[n] for n in level}))
+    steps.append(_gather(graph, tail[0]))
+    steps += [runnables[n] for n in tail]
+    return _sequence(steps)
 
 
 def _tail(graph: FlowGraph) -> list[str]:
-    tail = [graph.exit]
-    while len(graph.incoming[tail[0]]) == 1:
-        parent = graph.incoming[tail[0]][0].source
+    tail = [graph.exit]  # from the exit back; reversed at the end
+    while len(graph.incoming[tail[-1]]) == 1:
+        parent = graph.incoming[tail[-1]][0].source
         if len(graph.outgoing[parent]) != 1 or parent == graph.entry:
             break
-        tail.insert(0, parent)
-    return tail
+        tail.append(parent)
+    return tail[::-1]
 
 
 def _levels(graph: FlowGraph, exclude: set[str]) -> list[list[str]]:

@@ -83,6 +83,7 @@ class VersionBuilder:
         fake_models: bool = False,
         run_tests: bool = True,
         clock: Callable[[], float] = time.time,
+        build_timeout: float | None = None,
     ) -> None:
         self.source = source
         self.registry = registry
@@ -93,6 +94,7 @@ class VersionBuilder:
         self.fake_models = fake_models
         self.run_tests = run_tests
         self.clock = clock
+        self.build_timeout = build_timeout  # seconds one flow's build may take (Settings.build_timeout)
         self._cache: dict[tuple[str, str], _FileResult] = {}
 
     def build(self, commit: CommitInfo, parent: Version | None = None) -> Version:
@@ -176,6 +178,7 @@ class VersionBuilder:
                     secrets=self.secrets,
                     history=self.history,
                     fakes=self._fakes(report.spec) if self.fake_models else None,
+                    deadline=time.monotonic() + self.build_timeout if self.build_timeout is not None else None,
                 )
             except BuildError as exc:
                 where = report.origin(exc.path)  # a converted LangFlow export: the path in the export

@@ -51,10 +51,11 @@ def checked(choice: Choice, name: str, inputs: Inputs) -> BuiltFlow:
 class Chooser:
     """Chooses versions from the reconciler's published table; session pins live in ``store``."""
 
-    def __init__(self, reconciler: Reconciler, store: StateStore, guard: Guard) -> None:
+    def __init__(self, reconciler: Reconciler, store: StateStore, guard: Guard, *, fallback: bool = True) -> None:
         self.reconciler = reconciler
         self.store = store
         self.guard = guard
+        self.fallback = fallback  # a canary's refusal answered by its primary (Settings.canary_fallback)
 
     async def choose(self, ask: Ask, inputs: Inputs = ()) -> tuple[Choice, BuiltFlow]:
         """The version that serves ``ask`` and its build of the flow.
@@ -93,7 +94,7 @@ class Chooser:
         try:
             return choice, checked(choice, flow, inputs)
         except BadInput as refused:
-            fallback = choice.fallback()
+            fallback = choice.fallback() if self.fallback else None
             if fallback is None or choice.guard is None:
                 raise
             try:

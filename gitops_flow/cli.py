@@ -366,6 +366,7 @@ def _serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     import uvicorn  # the server's imports are paid by `serve` only, not by every `validate` in CI
 
     from gitops_flow.app import create_app
+    from gitops_flow.http_server import ServerConfig
     from gitops_flow.stores import open_store
 
     # flows are built from the variables the operator allows, never from the whole environment
@@ -373,8 +374,9 @@ def _serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     # an unusable state store is a clear error and exit 1 here, not a traceback from a failed start-up
     asyncio.run(_reach(open_store(settings.state, data_dir=settings.data_dir)))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", proxy_headers=False)
-    return EXIT_OK
+    server = uvicorn.Server(ServerConfig(app, settings, log_level="info"))
+    server.run()
+    return EXIT_OK if server.started else EXIT_PROBLEMS  # uvicorn has logged why it could not start
 
 
 async def _reach(store: StateStore) -> None:

@@ -24,6 +24,7 @@ import yaml
 from langchain_core.runnables import Runnable, RunnablePassthrough
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, create_model
 
+from gitops_flow import templates
 from gitops_flow.config import Settings
 from gitops_flow.exceptions import BuildError, ConfigError
 from gitops_flow.problems import Problem
@@ -75,6 +76,7 @@ class Component:
     takes_context: bool = False
     secrets: frozenset[str] | None = frozenset()
     secret_names: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    check: Callable[[Mapping[str, Any]], list[ParamIssue]] | None = None  # what the signature cannot say
 
 
 class ComponentRegistry:
@@ -189,13 +191,15 @@ class ComponentRegistry:
         """``params`` converted to the types the factory declares (JSON lists to tuples, ...), and their problems."""
         model = self._params_model(component)
         if model is None:
-            return dict(params), []
-        try:
-            checked = model.model_validate(dict(params))
-        except ValidationError as exc:
-            known = list(model.model_fields)
-            return dict(params), [_param_problem(component, err, known) for err in exc.errors()]
-        return {name: getattr(checked, name) for name in checked.model_fields_set}, []
+            coerced = dict(params)
+        else:
+            try:
+                checked = model.model_validate(dict(params))
+            except ValidationError as exc:
+                known = list(model.model_fields)
+                return dict(params), [_param_problem(component, err, known) for err in exc.errors()]
+            coerced = {name: getattr(checked, name) for name in checked.model_fields_set}
+        return coerced, component.check(coerced) if component.check is not None else []
 
     def _params_model(self, component: Component) -> type[BaseModel] | None:
         if component.name not in self._param_models:
@@ -350,6 +354,23 @@ def chat_prompt_template(
     from langchain_core.prompts import ChatPromptTemplate
 
     return ChatPromptTemplate.from_messages(list(messages), template_format=template_format)
+
+
+def _prompt_check(params: Mapping[str, Any]) -> list[ParamIssue]:
+    """A PromptTemplate's template holds nothing that makes formatting costly or reaches into values."""
+    why = templates.problem(params["template"], params.get("template_format", "f-string"))
+    return [(("template",), "bad-template", why)] if why else []
+
+
+def _chat_prompt_check(params: Mapping[str, Any]) -> list[ParamIssue]:
+    """Each message template of a ChatPromptTemplate, as ``_prompt_check``."""
+    template_format = params.get("template_format", "f-string")
+    issues: list[ParamIssue] = []
+    for index, (_, text) in enumerate(params["messages"]):
+        why = templates.problem(text, template_format)
+        if why:
+            issues.append((("messages", index, 1), "bad-template", why))
+    return issues
 
 
 def chat_model(
@@ -544,15 +565,26 @@ def chat_history(
 
 
 def _builtin(
-    name: str, factory: Callable[..., Any], kind: ComponentKind, description: str, secrets: Iterable[str] = ()
+    name: str,
+    factory: Callable[..., Any],
+    kind: ComponentKind,
+    description: str,
+    secrets: Iterable[str] = (),
+    check: Callable[[Mapping[str, Any]], list[ParamIssue]] | None = None,
 ) -> Component:
-    return Component(name, factory, kind, description, takes_context=True, secrets=frozenset(secrets))
+    return Component(name, factory, kind, description, takes_context=True, secrets=frozenset(secrets), check=check)
 
 
 BUILTIN_COMPONENTS = (
     _builtin("Passthrough", passthrough, "input", "Hands its input on unchanged."),
-    _builtin("PromptTemplate", prompt_template, "prompt", "A text prompt with {variables}."),
-    _builtin("ChatPromptTemplate", chat_prompt_template, "prompt", "A chat prompt from [role, template] pairs."),
+    _builtin("PromptTemplate", prompt_template, "prompt", "A text prompt with {variables}.", check=_prompt_check),
+    _builtin(
+        "ChatPromptTemplate",
+        chat_prompt_template,
+        "prompt",
+        "A chat prompt from [role, template] pairs.",
+        check=_chat_prompt_check,
+    ),
     _builtin("ChatModel", chat_model, "model", "A chat model of any provider init_chat_model knows.", ["api_key"]),
     _builtin(FAKE_MODEL, fake_chat_model, "model", "Answers the given responses in turn; for demos and tests."),
     _builtin(

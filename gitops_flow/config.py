@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -30,9 +31,23 @@ _FROM_ENV = {
     "ANALYSIS_INTERVAL": "analysis_interval",
     "PINS": "pins",
     "RUN_TESTS": "run_tests",
+    "CANARY_FALLBACK": "canary_fallback",
     "SECRETS": "allowed_secrets",
     "ALLOWED_BASE_URLS": "allowed_base_urls",
+    "BUILD_TIMEOUT": "build_timeout",
+    # HTTP bounds (docs/server.md, "Limits")
+    "MAX_HEADER_BYTES": "max_header_bytes",
+    "MAX_HEADERS": "max_headers",
+    "HEADER_TIMEOUT": "header_timeout",
+    "BODY_TIMEOUT": "body_timeout",
+    "KEEP_ALIVE_TIMEOUT": "keep_alive_timeout",
+    "SEND_TIMEOUT": "send_timeout",
+    "MAX_CONNECTIONS": "max_connections",
+    "MAX_BATCH_INPUTS": "max_batch_inputs",
+    "BATCH_CONCURRENCY": "batch_concurrency",
+    "ALLOWED_HOSTS": "allowed_hosts",
 }
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")  # the names a client on this machine reaches a loopback server by
 
 
 class Settings(BaseModel):
@@ -57,6 +72,10 @@ class Settings(BaseModel):
     pins: PinPolicy = "current"
     rebuilds_kept: int = Field(default=8, ge=1, le=1000)  # old versions rebuilt for pins and sessions, kept at once
     run_tests: bool = True  # run each flow's tests before it goes live
+    # a canary's failed request is retried on its primary (and counted against the canary only when the primary
+    # succeeds); off for flows whose runs must not be repeated, at the price of clients being able to sway verdicts
+    canary_fallback: bool = True
+    build_timeout: float = Field(default=30.0, gt=0)  # seconds one flow's build may take; past it, that flow fails
     fake_models: bool = False
     analysis_interval: float = Field(default=1.0, gt=0)  # seconds between the canary guard's ticks
     freeze_heap: bool = True  # gc.freeze() after each deploy (see app._settle_heap)
@@ -88,6 +107,42 @@ class Settings(BaseModel):
         """The SecretPolicy these settings describe."""
         return SecretPolicy(self.allowed_secrets, self.allowed_base_urls)
 
+    # HTTP bounds: what one client may make the server hold or do (docs/server.md, "Limits")
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024)  # a request's line and headers
+    max_headers: int = Field(default=100, ge=8)
+    header_timeout: float = Field(default=10.0, gt=0)  # seconds from a request's first byte to its last header
+    body_timeout: float = Field(default=30.0, gt=0)  # seconds from the last header to the body's last byte
+    keep_alive_timeout: float = Field(default=5.0, gt=0)  # seconds an idle connection stays open
+    send_timeout: float = Field(default=60.0, gt=0)  # seconds a client may leave a full send buffer unread
+    max_connections: int = Field(default=1000, ge=1)
+    max_batch_inputs: int = Field(default=100, ge=1)
+    batch_concurrency: int = Field(default=8, ge=1)  # runs of one batch at once
+    allowed_hosts: tuple[str, ...] | None = None  # Host names served; None: see hosts()
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        """``GITOPS_FLOW_ALLOWED_HOSTS`` is a comma-separated list; names are matched in lower case."""
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list | tuple):
+            names = tuple(str(v).strip().lower().removeprefix("[").removesuffix("]") for v in value)
+            for name in names:
+                wildcard = name == "*" or (name.startswith("*.") and "*" not in name[2:])
+                if not name or any(c in name for c in " /@") or ("*" in name and not wildcard):
+                    raise ValueError(f"{name!r} is not a host name, '*.domain' or '*'")
+            return names
+        return value
+
+    def hosts(self) -> tuple[str, ...]:
+        """The Host names requests may carry (ports are not compared): ``allowed_hosts`` when set; else, on a
+        loopback address, the loopback names, so a web page cannot reach this server by a name it rebinds to
+        127.0.0.1 (DNS rebinding); else any (``*``): a server on a network address is reached by names only its
+        operator knows, and a gateway in front of it checks them."""
+        if self.allowed_hosts is not None:
+            return self.allowed_hosts
+        return LOOPBACK_HOSTS if _loopback(self.host) else ("*",)
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: object) -> Settings:
         """Settings from ``GITOPS_FLOW_*`` variables; explicit ``overrides`` (command-line flags) win."""
@@ -96,3 +151,12 @@ class Settings(BaseModel):
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(values)
+
+
+def _loopback(host: str) -> bool:
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

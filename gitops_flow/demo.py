@@ -25,6 +25,7 @@ from pydantic import SecretStr
 from gitops_flow.app import create_app
 from gitops_flow.config import Settings
 from gitops_flow.exceptions import ConfigError
+from gitops_flow.http_server import ServerConfig
 
 FLOW = "support-bot"
 QUESTION = {"question": "Hi!"}
@@ -159,9 +160,7 @@ def _example_flows() -> Path:
 
 @contextmanager
 def _serving(settings: Settings) -> Iterator[uvicorn.Server]:
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
-    )
+    server = uvicorn.Server(ServerConfig(create_app(settings), settings, log_level="warning"))
     thread = threading.Thread(target=server.run, name="gitops-flow-demo", daemon=True)
     thread.start()
     try:

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 from pydantic import BaseModel
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
 from gitops_flow.analysis import Guard
@@ -22,6 +22,7 @@ from gitops_flow.config import Settings
 from gitops_flow.exceptions import GitOpsFlowError
 from gitops_flow.history import MissingSession
 from gitops_flow.metrics import Metrics
+from gitops_flow.nesting import MAX_DEPTH, too_deep
 from gitops_flow.reconcile import Reconciler
 from gitops_flow.stores.base import StateStore
 from gitops_flow.traffic import Choice
@@ -86,28 +87,68 @@ def _default(value: Any) -> Any:
 
 
 async def read_body(request: Request) -> bytes | bytearray:
-    """The raw body, refused with 413 past the size limit (checked on the header and while reading)."""
+    """The raw body, refused with 413 past the size limit (checked on the header and while reading). A client
+    that goes away meanwhile is one line in the log, not an error: there is no one left to answer."""
     limit = get_deps(request).settings.max_body_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isascii() and declared.isdigit():
-        if int(declared) > limit:
-            raise RequestError(413, "body-too-large", f"the body is {int(declared):,} bytes; the limit is {limit:,}")
-        return await request.body()  # the server stops reading at the declared length
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise RequestError(413, "body-too-large", f"the body is larger than the limit of {limit:,} bytes")
-    return body
+    declared = request.headers.get("content-length", "")
+    size = int(declared) if declared.isascii() and declared.isdigit() else None
+    if size is not None and size > limit:
+        raise RequestError(413, "body-too-large", f"the body is {size:,} bytes; the limit is {limit:,}")
+    try:
+        if size is not None:
+            return await request.body()  # the server stops reading at the declared length
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise RequestError(413, "body-too-large", f"the body is larger than the limit of {limit:,} bytes")
+        return body
+    except ClientDisconnect:
+        client = f"{request.client.host}:{request.client.port}" if request.client else "a client"
+        log.info("%s went away while sending the body of %s %s", client, request.method, request.url.path)
+        raise RequestError(400, "client-disconnected", "the client went away while sending its body") from None
+
+
+def is_json(content_type: str | None) -> bool:
+    """``application/json`` or ``application/*+json``, with any parameters (``; charset=utf-8``)."""
+    media = (content_type or "").partition(";")[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+def require_json(request: Request, *, body_optional: bool = False) -> None:
+    """415 unless the body says it is JSON. A browser sends a cross-site form or ``text/plain`` without asking
+    first (CORS "simple requests"), never JSON, so a page cannot make a visitor's browser call a flow. With
+    ``body_optional``, a request without a body passes."""
+    headers = request.headers
+    if body_optional and headers.get("content-length", "0") == "0" and "transfer-encoding" not in headers:
+        return
+    if not is_json(headers.get("content-type")):
+        raise RequestError(
+            415, "unsupported-media-type", "the body must be JSON, sent as Content-Type: application/json"
+        )
 
 
 async def read_json(request: Request) -> Any:
-    """The JSON body: 413 past the size limit, 400 if it is not JSON."""
+    """The JSON body: 415 unless its Content-Type is JSON, 413 past the size limit, 400 if it is not JSON, 422
+    when it nests deeper than the server can answer (nesting.MAX_DEPTH)."""
+    require_json(request)
     body = await read_body(request)
     try:
-        return orjson.loads(body)
+        value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        if exc.msg in _DEPTH_ERRORS:  # orjson's own limit (1024 levels), past ours
+            raise _too_deep() from None
         raise RequestError(400, "invalid-json", f"the body is not JSON: {exc}") from None
+    if too_deep(body, value):
+        raise _too_deep()
+    return value
+
+
+_DEPTH_ERRORS = ("depth limit exceeded", "recursion limit exceeded")  # orjson's messages, newer and older
+
+
+def _too_deep() -> RequestError:
+    return RequestError(422, "too-deep", f"the body nests objects and arrays more than {MAX_DEPTH} levels deep")
 
 
 def _object(payload: Any, what: str) -> dict[str, Any]:
@@ -190,7 +231,7 @@ async def run_flow(deps: Deps, flow: str, choice: Choice, built: BuiltFlow, run_
         seconds = time.perf_counter() - started
         deps.metrics.observe(flow, choice.version.sha, choice.ref, False, seconds)
         log.error("flow %s run %s failed: %s", flow, run_id, type(exc).__name__, exc_info=exc)
-        fallback = choice.fallback()
+        fallback = choice.fallback() if deps.settings.canary_fallback else None
         primary = fallback.version.flows.get(flow) if fallback is not None else None
         if fallback is None or primary is None:
             if choice.guard is not None:
@@ -247,6 +288,10 @@ async def batch(request: Request) -> Response:
     inputs = payload.get("inputs")
     if not isinstance(inputs, list):
         raise RequestError(422, "bad-body", "the body needs 'inputs', a list")
+    settings = get_deps(request).settings
+    if len(inputs) > settings.max_batch_inputs:
+        limit = settings.max_batch_inputs
+        raise RequestError(413, "batch-too-large", f"the batch has {len(inputs):,} inputs; the limit is {limit:,}")
     raw_config = payload.get("config")
     configs = [_config(c) for c in raw_config] if isinstance(raw_config, list) else [_config(raw_config)] * len(inputs)
     if len(configs) != len(inputs):
@@ -256,8 +301,11 @@ async def batch(request: Request) -> Response:
     run_ids = [uuid.uuid4() for _ in inputs]
 
     async def run(chosen: Choice, built: BuiltFlow) -> Any:
-        run_configs = [
-            run_config({**c, "configurable": {**configurable, **c.get("configurable", {})}}, name, chosen, r)
+        run_configs: list[Any] = [
+            {
+                **run_config({**c, "configurable": {**configurable, **c.get("configurable", {})}}, name, chosen, r),
+                "max_concurrency": settings.batch_concurrency,  # LangChain reads it from the first config
+            }
             for c, r in zip(configs, run_ids, strict=True)
         ]
         return await built.runnable.abatch(inputs, run_configs)
@@ -312,7 +360,7 @@ async def open_stream(deps: Deps, flow: str, choice: Choice, built: BuiltFlow, s
             opened.failure = exc
             return opened
         seconds = time.perf_counter() - opened.started
-        fallback = choice.fallback()
+        fallback = choice.fallback() if deps.settings.canary_fallback else None
         primary = fallback.version.flows.get(flow) if fallback is not None else None
         if fallback is None or primary is None:
             opened.failure = exc

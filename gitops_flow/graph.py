@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass
 
-from gitops_flow.problems import Problem, json_path
+from gitops_flow.problems import Problem, json_path, listing
 from gitops_flow.spec import EdgeSpec, FlowSpec
 
 
@@ -27,19 +27,22 @@ class FlowGraph:
 def analyse(spec: FlowSpec) -> tuple[FlowGraph | None, list[Problem]]:
     """The graph of ``spec`` and every problem with it; the graph is None when a problem makes it unusable."""
     problems: list[Problem] = []
-    ids: list[str] = []
+    ids: list[str] = []  # in document order; ``known`` is the same as a set, so each look-up costs O(1)
+    known: set[str] = set()
     for index, node in enumerate(spec.nodes):
-        if node.id in ids:
+        if node.id in known:
             problems.append(_problem("duplicate-id", f"node id {node.id!r} is used more than once", "nodes", index))
         else:
             ids.append(node.id)
+            known.add(node.id)
     incoming: dict[str, list[EdgeSpec]] = defaultdict(list)
     outgoing: dict[str, list[EdgeSpec]] = defaultdict(list)
+    positions: dict[int, int] = {}  # id(edge) -> its index in spec.edges, for problems about fan-in edges
     seen_edges: set[tuple[str, str]] = set()
     for index, edge in enumerate(spec.edges):
         bad = False
         for end in ("source", "target"):
-            if getattr(edge, end) not in ids:
+            if getattr(edge, end) not in known:
                 problems.append(
                     _problem("dangling-edge", f"edge {end} {getattr(edge, end)!r} is not a node", "edges", index, end)
                 )
@@ -56,13 +59,14 @@ def analyse(spec: FlowSpec) -> tuple[FlowGraph | None, list[Problem]]:
         if not bad:
             incoming[edge.target].append(edge)
             outgoing[edge.source].append(edge)
-    problems += _fan_in_problems(spec, incoming)
-    entry = _endpoint(spec, ids, incoming, "input", problems)
-    exit_ = _endpoint(spec, ids, outgoing, "output", problems)
+            positions[id(edge)] = index
+    problems += _fan_in_problems(incoming, positions)
+    entry = _endpoint(spec, ids, known, incoming, "input", problems)
+    exit_ = _endpoint(spec, ids, known, outgoing, "output", problems)
     order = _topological(ids, incoming, outgoing)
     if order is None:
         looped = _on_cycles(ids, incoming, outgoing)
-        problems.append(_problem("cycle", f"the graph has a cycle through {', '.join(looped)}", "edges"))
+        problems.append(_problem("cycle", f"the graph has a cycle through {listing(looped)}", "edges"))
     if entry and exit_ and order is not None:
         problems += _reachability(spec, ids, entry, exit_, incoming, outgoing)
     if problems or entry is None or exit_ is None or order is None:
@@ -81,14 +85,14 @@ def _problem(code: str, message: str, *path: str | int) -> Problem:
     return Problem(code=code, message=message, path=json_path(list(path)))
 
 
-def _fan_in_problems(spec: FlowSpec, incoming: dict[str, list[EdgeSpec]]) -> list[Problem]:
+def _fan_in_problems(incoming: dict[str, list[EdgeSpec]], positions: dict[int, int]) -> list[Problem]:
     problems = []
     for target, edges in incoming.items():
         if len(edges) < 2:
             continue
         keys: set[str] = set()
         for edge in edges:
-            index = spec.edges.index(edge)
+            index = positions[id(edge)]
             if edge.key is None:
                 problems.append(
                     _problem(
@@ -108,14 +112,19 @@ def _fan_in_problems(spec: FlowSpec, incoming: dict[str, list[EdgeSpec]]) -> lis
 
 
 def _endpoint(
-    spec: FlowSpec, ids: list[str], edges: dict[str, list[EdgeSpec]], which: str, problems: list[Problem]
+    spec: FlowSpec,
+    ids: list[str],
+    known: set[str],
+    edges: dict[str, list[EdgeSpec]],
+    which: str,
+    problems: list[Problem],
 ) -> str | None:
     """The entry (``which="input"``: no incoming edges) or exit (``"output"``: no outgoing edges) node."""
     named: str | None = getattr(spec, which)
     role = "entry" if which == "input" else "exit"
     free = [n for n in ids if not edges[n]]
     if named is not None:
-        if named not in ids:
+        if named not in known:
             problems.append(_problem(f"unknown-{which}", f"{which} names {named!r}, which is not a node", which))
             return None
         if edges[named]:
@@ -145,10 +154,10 @@ def _topological(
 ) -> list[str] | None:
     """Kahn's algorithm, stable in document order; None when there is a cycle."""
     pending = {n: len(incoming[n]) for n in ids}
-    ready = [n for n in ids if pending[n] == 0]
+    ready = deque(n for n in ids if pending[n] == 0)
     order: list[str] = []
     while ready:
-        node = ready.pop(0)
+        node = ready.popleft()
         order.append(node)
         for edge in outgoing[node]:
             pending[edge.target] -= 1
@@ -158,15 +167,24 @@ def _topological(
 
 
 def _on_cycles(ids: list[str], incoming: dict[str, list[EdgeSpec]], outgoing: dict[str, list[EdgeSpec]]) -> list[str]:
-    """The nodes on a cycle: strip nodes without inputs (Kahn), then nodes without outputs, from what remains."""
-    left = set(ids)
-    changed = True
-    while changed:
-        changed = False
-        for node in sorted(left):
-            if not any(e.source in left for e in incoming[node]) or not any(e.target in left for e in outgoing[node]):
-                left.discard(node)
-                changed = True
+    """The nodes on a cycle: what is left once every node without inputs, or without outputs, among the nodes left
+    is taken away, again and again (Kahn's algorithm from both ends at once, so each edge is looked at twice)."""
+    inputs = {n: len(incoming[n]) for n in ids}
+    outputs = {n: len(outgoing[n]) for n in ids}
+    gone = [n for n in ids if not inputs[n] or not outputs[n]]
+    left = set(ids).difference(gone)
+    while gone:
+        node = gone.pop()
+        for edge in outgoing[node]:
+            inputs[edge.target] -= 1
+            if not inputs[edge.target] and edge.target in left:
+                left.discard(edge.target)
+                gone.append(edge.target)
+        for edge in incoming[node]:
+            outputs[edge.source] -= 1
+            if not outputs[edge.source] and edge.source in left:
+                left.discard(edge.source)
+                gone.append(edge.source)
     return [n for n in ids if n in left]
 
 

@@ -13,13 +13,14 @@ problem found in the converted document points into the original file.
 from __future__ import annotations
 
 import re
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from gitops_flow.langflow_builder import Builder, conversational
 from gitops_flow.langflow_export import Export, LfNode, Wire, is_export, read_export
 from gitops_flow.langflow_nodes import HANDLERS, UNSUPPORTED_HINTS
-from gitops_flow.problems import Problem, json_path
+from gitops_flow.problems import Problem, json_path, listing
 from gitops_flow.spec import NAME_PATTERN
 
 __all__ = ["Conversion", "convert", "is_export", "slug"]
@@ -135,46 +136,50 @@ def _family_hint(kind: str) -> str:
 
 def _order(export: Export) -> list[LfNode] | None:
     """The nodes in dependency order (Kahn, stable in file order); None when the wires make a cycle."""
-    pending = {n.id: 0 for n in export.nodes}
-    for wire in export.wires:
-        pending[wire.target] += 1
+    pending = {n.id: len(export.wires_into(n.id)) for n in export.nodes}
     by_id = {n.id: n for n in export.nodes}
     # inputs first: a conversational flow's entry must exist before the memory nodes that read it
     first = sorted(export.nodes, key=lambda n: n.type not in ("ChatInput", "TextInput"))
-    ready = [n.id for n in first if pending[n.id] == 0]
+    ready = deque(n.id for n in first if pending[n.id] == 0)
     order: list[LfNode] = []
     while ready:
-        current = ready.pop(0)
+        current = ready.popleft()
         order.append(by_id[current])
-        for wire in export.wires:
-            if wire.source == current:
-                pending[wire.target] -= 1
-                if pending[wire.target] == 0:
-                    ready.append(wire.target)
+        for wire in export.wires_from(current):
+            pending[wire.target] -= 1
+            if pending[wire.target] == 0:
+                ready.append(wire.target)
     return order if len(order) == len(export.nodes) else None
 
 
 def _cycle(export: Export) -> Problem:
-    order = _order_partial(export)
-    looped = [n.id for n in export.nodes if n.id not in order]
+    looped = _on_cycles(export)
     first: Wire | None = next((w for w in export.wires if w.target in looped and w.source in looped), None)
     return Problem(
         code="cycle",
-        message=f"the flow has a cycle through {', '.join(looped)}; flows are acyclic graphs",
+        message=f"the flow has a cycle through {listing([n.id for n in export.nodes if n.id in looped])}; "
+        "flows are acyclic graphs",
         path=first.path if first else json_path(["data", "edges"]),
     )
 
 
-def _order_partial(export: Export) -> set[str]:
-    """Nodes outside every cycle: those Kahn's algorithm reaches, then those that reach no cycle."""
-    left = {n.id for n in export.nodes}
-    changed = True
-    while changed:
-        changed = False
-        for node in list(left):
-            inputs = [w for w in export.wires if w.target == node and w.source in left]
-            outputs = [w for w in export.wires if w.source == node and w.target in left]
-            if not inputs or not outputs:
-                left.discard(node)
-                changed = True
-    return {n.id for n in export.nodes} - left
+def _on_cycles(export: Export) -> set[str]:
+    """The nodes on a cycle: what is left once every node without inputs, or without outputs, among the nodes left
+    is taken away, again and again (Kahn's algorithm from both ends at once, so each wire is looked at twice)."""
+    inputs = {n.id: len(export.wires_into(n.id)) for n in export.nodes}
+    outputs = {n.id: len(export.wires_from(n.id)) for n in export.nodes}
+    gone = [n for n in inputs if not inputs[n] or not outputs[n]]
+    left = set(inputs).difference(gone)
+    while gone:
+        node = gone.pop()
+        for wire in export.wires_from(node):
+            inputs[wire.target] -= 1
+            if not inputs[wire.target] and wire.target in left:
+                left.discard(wire.target)
+                gone.append(wire.target)
+        for wire in export.wires_into(node):
+            outputs[wire.source] -= 1
+            if not outputs[wire.source] and wire.source in left:
+                left.discard(wire.source)
+                gone.append(wire.source)
+    return left

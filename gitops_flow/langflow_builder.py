@@ -72,8 +72,12 @@ class Builder:
     entry: str | None = None
     exits: list[str] = field(default_factory=list)
     window: int = DEFAULT_WINDOW
+    types: frozenset[str] = frozenset()  # the component types the export uses
     _index: dict[str, int] = field(default_factory=dict)
     _history: str | None = None
+
+    def __post_init__(self) -> None:
+        self.types = frozenset(n.type for n in self.export.nodes)
 
     def node_path(self, node_id: str) -> str:
         return json_path(["nodes", self._index[node_id]])
@@ -120,9 +124,7 @@ class Builder:
         """The wires into ``node.field_name`` with the ports they read; a wire from an output the source does not
         offer is a problem on that wire."""
         found = []
-        for wire in self.export.wires:
-            if wire.target != node.id or wire.field != field_name:
-                continue
+        for wire in self.export.wires_into(node.id, field_name):
             port = self.ports.get((wire.source, wire.output)) or self.ports.get((wire.source, "*"))
             if port is None:
                 self.fail(wire.path, f"output {wire.output!r} of {wire.source!r} is not supported here", wire=True)
@@ -131,13 +133,15 @@ class Builder:
         return found
 
     def wired(self, node: LfNode) -> set[str]:
-        return {w.field for w in self.export.wires if w.target == node.id}
+        return {w.field for w in self.export.wires_into(node.id)}
 
     def used_outputs(self, node: LfNode) -> set[str]:
-        return {w.output for w in self.export.wires if w.source == node.id}
+        return {w.output for w in self.export.wires_from(node.id)}
 
-    def fail(self, path: str, message: str, *, node: LfNode | None = None, wire: bool = False) -> None:
-        code = "langflow-bad-edge" if wire else "langflow-unsupported"
+    def fail(
+        self, path: str, message: str, *, node: LfNode | None = None, wire: bool = False, code: str | None = None
+    ) -> None:
+        code = code or ("langflow-bad-edge" if wire else "langflow-unsupported")
         text = f"{node.label()}: {message}" if node else message
         self.problems.append(Problem(code=code, message=text, path=path))
 

@@ -93,12 +93,35 @@ class Wire:
 
 @dataclass(slots=True)
 class Export:
-    """The export read as data, with what was wrong with its shape."""
+    """The export read as data, with what was wrong with its shape.
+
+    Wires are indexed by the node they leave and the node they enter, so the converter finds a node's wires in time
+    proportional to their number, never by reading every wire of the export again.
+    """
 
     nodes: list[LfNode] = field(default_factory=list)
     wires: list[Wire] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)  # note nodes (and untyped nodes without edges)
     problems: list[Problem] = field(default_factory=list)
+    _into: dict[str, list[Wire]] = field(default_factory=dict)
+    _into_field: dict[tuple[str, str], list[Wire]] = field(default_factory=dict)
+    _out_of: dict[str, list[Wire]] = field(default_factory=dict)
+
+    def add_wire(self, wire: Wire) -> None:
+        self.wires.append(wire)
+        self._into.setdefault(wire.target, []).append(wire)
+        self._into_field.setdefault((wire.target, wire.field), []).append(wire)
+        self._out_of.setdefault(wire.source, []).append(wire)
+
+    def wires_into(self, node_id: str, field_name: str | None = None) -> list[Wire]:
+        """The wires whose target is ``node_id`` (into its field ``field_name``, when given), in file order."""
+        if field_name is not None:
+            return self._into_field.get((node_id, field_name), [])
+        return self._into.get(node_id, [])
+
+    def wires_from(self, node_id: str) -> list[Wire]:
+        """The wires whose source is ``node_id``, in file order."""
+        return self._out_of.get(node_id, [])
 
 
 def read_export(data: dict[str, Any]) -> Export:
@@ -123,7 +146,7 @@ def read_export(data: dict[str, Any]) -> Export:
     for index, raw in enumerate(raw_edges):
         wire = _read_edge(index, raw, by_id, found)
         if wire is not None:
-            found.wires.append(wire)
+            found.add_wire(wire)
     return found
 
 

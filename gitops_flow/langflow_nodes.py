@@ -10,6 +10,7 @@ from collections.abc import Callable
 from string import Formatter
 from typing import Any
 
+from gitops_flow import templates
 from gitops_flow.langflow_builder import (
     DEFAULT_WINDOW,
     HISTORY_KEY,
@@ -30,9 +31,9 @@ from gitops_flow.langflow_models import ModelChoice, model_choice
 
 
 def chat_input(b: Builder, node: LfNode) -> None:
-    inputs = [n for n in b.export.nodes if n.type == "ChatInput"]
     text_only = node.type == "TextInput"
-    if text_only and inputs:  # with a chat input, a text input is a fixed value (LangFlow feeds it no input)
+    # with a chat input, a text input is a fixed value (LangFlow feeds it no input)
+    if text_only and "ChatInput" in b.types:
         b.ports[(node.id, "*")] = Constant(node.text("input_value"), node.field_path("input_value"))
         return
     if b.entry is not None:
@@ -71,20 +72,15 @@ def prompt(b: Builder, node: LfNode) -> None:
         b.fail(node.field_path("use_double_brackets"), "double-bracket ({{var}}) prompts are not supported", node=node)
         return
     source = node.text("template")
-    try:
-        parts = list(Formatter().parse(source))
-    except ValueError as exc:
-        b.fail(node.field_path("template"), f"the template does not parse: {exc}", node=node)
+    why = templates.problem(source)  # the rule native prompts follow: plain {name} fields only
+    if why is not None:
+        b.fail(node.field_path("template"), why, node=node, code="bad-template")
         return
     template, pending = "", []  # type: ignore[var-annotated]
-    for literal, name, spec, conversion in parts:
+    for literal, name, _, _ in Formatter().parse(source):
         template += escape(literal)
-        if name is None:
-            continue
-        if not name.isidentifier() or spec or conversion:
-            b.fail(node.field_path("template"), f"{{{name}}} is not a plain template variable", node=node)
-            return
-        template += b.slot(node, name, name, pending)
+        if name is not None:
+            template += b.slot(node, name, name, pending)
     if not pending:  # every variable has its value: the prompt is a constant, folded into what it feeds
         b.ports[(node.id, "*")] = Constant(_unescape(template), node.field_path("template"))
         return
@@ -245,8 +241,8 @@ def parser(b: Builder, node: LfNode) -> None:
 
 def tool(name: str) -> Callable[[Builder, LfNode], None]:
     def convert(b: Builder, node: LfNode) -> None:
-        for wire in b.export.wires:
-            if wire.source == node.id and wire.field != "tools":
+        for wire in b.export.wires_from(node.id):
+            if wire.field != "tools":
                 b.fail(wire.path, "a built-in tool can only feed an agent's tools", node=node)
         b.ports[(node.id, "*")] = ToolPort(name)
 

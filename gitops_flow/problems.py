@@ -55,6 +55,13 @@ class Problem:
         }
 
 
+def listing(names: list[str], limit: int = 20) -> str:
+    """``a, b, c`` — or the first ``limit`` and how many more, so that a message stays short however large the
+    document it speaks of."""
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown} and {len(names) - limit:,} more"
+
+
 def json_path(parts: tuple[str | int, ...] | list[str | int]) -> str:
     """``("nodes", 2, "component")`` -> ``$.nodes[2].component``."""
     out = "$"

@@ -83,7 +83,8 @@ async def _run_case(
         )
     started = time.perf_counter()
     try:
-        built = build_flow(spec, registry, fakes=case.fakes, history=history, dry_run=True)
+        deadline = time.monotonic() + timeout  # the case's time bounds its build too (checked between nodes)
+        built = build_flow(spec, registry, fakes=case.fakes, history=history, dry_run=True, deadline=deadline)
     except BuildError as exc:
         return CaseResult(spec.name, case.name, False, f"the flow does not build: {exc}", path=exc.path)
     try:

@@ -13,12 +13,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from gitops_flow import credentials, langflow, secretrefs
+from gitops_flow import credentials, jsonpos, langflow, limits, secretrefs
 from gitops_flow.build import BuiltFlow, build_flow
 from gitops_flow.components import FAKEABLE, ComponentRegistry
 from gitops_flow.exceptions import BuildError
 from gitops_flow.graph import analyse
-from gitops_flow.jsonpos import LineIndex
 from gitops_flow.problems import Problem, json_path
 from gitops_flow.routing import DEFAULT_ROUTE, Analysis, RouteTarget, RoutingConfig
 from gitops_flow.secretpolicy import SecretPolicy
@@ -111,7 +110,7 @@ def _check(raw: bytes, checks: _Checks, stem: str | None, report: FileReport) ->
     except UnicodeDecodeError as exc:
         return [Problem(code="not-utf8", message=f"the file is not UTF-8 text (byte {exc.start})")]
     try:
-        data = json.loads(text, parse_constant=_no_constant)
+        data, repeated = jsonpos.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         return [Problem(code="invalid-json", message=f"{exc.msg} (column {exc.colno})", line=exc.lineno)]
     except _NotJson as exc:
@@ -123,7 +122,13 @@ def _check(raw: bytes, checks: _Checks, stem: str | None, report: FileReport) ->
         return [Problem(code="not-an-object", message=f"a flow document is a JSON object, not {_json_type(data)}")]
     if len(raw) > MAX_BYTES and not langflow.is_export(data):
         return [_too_large(len(raw))]
-    lines = LineIndex(text, max_depth=MAX_DEPTH)
+    lines = jsonpos.LineIndex(text, max_depth=MAX_DEPTH, repeated=repeated)
+    if langflow.is_export(data):
+        too_many = limits.size_problems(data["data"]["nodes"], data["data"]["edges"], ("data",), what="the export")
+    else:
+        too_many = limits.size_problems(data.get("nodes"), data.get("edges"), what="the flow")
+    if too_many:  # before any check whose cost grows with the flow
+        return [replace(p, line=lines.line(p.path)) for p in too_many]
     deep = _too_deep(data)
     if deep is not None:
         message = f"the document nests deeper than {MAX_DEPTH} levels"
@@ -133,7 +138,8 @@ def _check(raw: bytes, checks: _Checks, stem: str | None, report: FileReport) ->
         for path in lines.duplicates
     ]
     problems += _check_document(data, checks, stem, report)
-    return [p if p.line is not None else Problem(**{**p.as_dict(), "line": lines.line(p.path)}) for p in problems]
+    found = lines.lines(p.path for p in problems if p.line is None)  # one pass over the text for all of them
+    return [p if p.line is not None else replace(p, line=found[p.path]) for p in problems]
 
 
 def _check_document(data: dict[str, Any], checks: _Checks, stem: str | None, report: FileReport) -> list[Problem]:
@@ -177,8 +183,15 @@ def _check_export(data: dict[str, Any], checks: _Checks, stem: str | None, repor
     conversion = langflow.convert(data, name=name)
     if not conversion.ok or conversion.document is None:
         return conversion.problems
+    document = conversion.document
+    # a LangFlow component becomes up to four nodes: the flow it becomes is held to the limits too, so the document
+    # `import-langflow` writes validates on its own
+    what = "the flow this export converts to"
+    too_many = limits.size_problems(document["nodes"], document["edges"], ("data",), what=what)
+    if too_many:
+        return conversion.problems + too_many
     report.conversion = conversion
-    found = _check_document(conversion.document, checks, stem, report)
+    found = _check_document(document, checks, stem, report)
     return conversion.problems + [replace(p, path=conversion.origin(p.path)) for p in found]
 
 
@@ -217,16 +230,20 @@ def _json_type(value: Any) -> str:
 
 
 def _too_deep(data: Any) -> str | None:
-    """The path of the first value nested deeper than MAX_DEPTH, found without recursion."""
+    """The path of the first value nested deeper than MAX_DEPTH, found without recursion; only containers are
+    walked (a scalar nests nothing), in the order a walk of every value would take."""
     stack: list[tuple[Any, tuple[str | int, ...]]] = [(data, ())]
     while stack:
         value, path = stack.pop()
-        if len(path) > MAX_DEPTH:
-            return json_path(path)
         if isinstance(value, dict):
-            stack.extend((v, (*path, k)) for k, v in value.items())
+            children: list[tuple[str | int, Any]] = list(value.items())
         elif isinstance(value, list):
-            stack.extend((v, (*path, i)) for i, v in enumerate(value))
+            children = list(enumerate(value))
+        else:
+            continue
+        if children and len(path) >= MAX_DEPTH:
+            return json_path((*path, children[-1][0]))  # the child a walk of every value would meet first
+        stack.extend((v, (*path, k)) for k, v in children if isinstance(v, dict | list))
     return None
 
 

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gitops_flow import webhook
-from gitops_flow.endpoints import RequestError, get_deps, json_response, read_body, read_json
+from gitops_flow.endpoints import RequestError, get_deps, json_response, read_body, read_json, require_json
 from gitops_flow.exceptions import SignatureMismatch, StoreError, WebhookError
 from gitops_flow.metrics import CONTENT_TYPE
 from gitops_flow.reconcile import Reconciler
@@ -200,6 +200,7 @@ def require_admin(request: Request) -> None:
 async def reconcile_now(request: Request) -> Response:
     """Fetch and apply now, and answer with what happened (operators, tests, the demo)."""
     require_admin(request)
+    require_json(request, body_optional=True)  # it takes no body; one that is sent is JSON, as on every JSON endpoint
     outcome = await get_deps(request).reconciler.step("operator")
     body = {"changed": outcome.changed, "head": outcome.head, "new": list(outcome.new), "error": outcome.error}
     return json_response(body, 200 if outcome.error is None else 502)

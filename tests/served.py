@@ -17,6 +17,7 @@ from starlette.testclient import TestClient
 from gitops_flow.app import create_app
 from gitops_flow.config import Settings
 from gitops_flow.endpoints import Deps
+from gitops_flow.http_server import ServerConfig
 from gitops_flow.stores.base import StateStore
 from tests.gitrepo import Remote
 
@@ -110,12 +111,14 @@ def served(
 
 @contextmanager
 def on_loopback(remote: Remote, tmp_path: Path, **overrides: Any) -> Iterator[tuple[str, Any]]:
-    """The app behind a real uvicorn server on 127.0.0.1 (a free port); yields (base URL, app)."""
+    """The app behind uvicorn as `serve` configures it (http_server), on 127.0.0.1 (a free port); yields (base URL,
+    app)."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    app = create_app(settings(remote, tmp_path, port=port, **overrides))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    config = settings(remote, tmp_path, port=port, **overrides)
+    app = create_app(config)
+    server = uvicorn.Server(ServerConfig(app, config, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:

@@ -602,6 +602,18 @@ def _chunked() -> Iterator[bytes]:
     yield b'"}}'
 
 
+JSON = {"content-type": "application/json"}
+TEXT = {"content-type": "text/plain"}
+
+
+def nested(depth: int) -> Any:
+    """A value nesting lists ``depth`` levels deep."""
+    value: Any = "x"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 def bad(case: str, status: int, code: str, path: str, method: str = "POST", **request: Any) -> Any:
     """One row of the bad-request table; a callable value in ``request`` is called per use (a generator body)."""
     return pytest.param(method, path, request, status, code, id=case)
@@ -621,9 +633,13 @@ BAD_REQUESTS = [
     bad("unknown-route", 404, "not-found", "/no/such/route", "GET"),
     bad("wrong-method", 405, "method-not-allowed", "/flows/echo/invoke", "GET"),
     bad("wrong-method-view", 405, "method-not-allowed", "/versions", "DELETE"),
-    bad("malformed-json", 400, "invalid-json", "/flows/echo/invoke", content=b'{"input": '),
-    bad("empty-body", 400, "invalid-json", "/flows/echo/invoke", content=b""),
-    bad("malformed-json-stream", 400, "invalid-json", "/flows/echo/stream", content=b"nope"),
+    bad("malformed-json", 400, "invalid-json", "/flows/echo/invoke", content=b'{"input": ', headers=JSON),
+    bad("empty-body", 400, "invalid-json", "/flows/echo/invoke", content=b"", headers=JSON),
+    bad("malformed-json-stream", 400, "invalid-json", "/flows/echo/stream", content=b"nope", headers=JSON),
+    bad("text-plain", 415, "unsupported-media-type", "/flows/echo/invoke", content=b'{"input": {}}', headers=TEXT),
+    bad("no-content-type", 415, "unsupported-media-type", "/flows/echo/batch", content=b'{"inputs": []}'),
+    bad("form-stream", 415, "unsupported-media-type", "/flows/echo/stream", data={"input": "hi"}),
+    bad("too-deep", 422, "too-deep", "/flows/echo/invoke", json={"input": {"question": nested(70)}}),
     bad("body-not-an-object", 400, "bad-body", "/flows/echo/invoke", json=[QUESTION]),
     bad("batch-body-not-an-object", 400, "bad-body", "/flows/echo/batch", json="inputs"),
     bad("missing-input", 422, "bad-body", "/flows/echo/invoke", json={"inputs": QUESTION}),
@@ -636,8 +652,8 @@ BAD_REQUESTS = [
     bad("bad-config", 422, "bad-config", "/flows/echo/invoke", json={**ASK, "config": {"configurable": "x"}}),
     bad("batch-config-count", 422, "bad-config", "/flows/echo/batch", json={"inputs": [QUESTION] * 2, "config": [{}]}),
     bad("too-large-declared", 413, "body-too-large", "/flows/echo/invoke", json={"input": {"question": "x" * LIMIT}}),
-    bad("too-large-chunked", 413, "body-too-large", "/flows/echo/invoke", content=_chunked),
-    bad("too-large-chunked-stream", 413, "body-too-large", "/flows/echo/stream", content=_chunked),
+    bad("too-large-chunked", 413, "body-too-large", "/flows/echo/invoke", content=_chunked, headers=JSON),
+    bad("too-large-chunked-stream", 413, "body-too-large", "/flows/echo/stream", content=_chunked, headers=JSON),
     bad("unknown-version", 404, "unknown-version", "/flows/echo/invoke", json=ASK, headers=PIN_NOPE),
     bad("unknown-version-stream", 404, "unknown-version", "/flows/echo/stream", json=ASK, headers=PIN_NOPE),
 ]
@@ -704,7 +720,7 @@ def test_bad_input_names_the_field_but_not_the_value(echo_server: Served, value:
     "kwargs, message",
     [
         ({"json": {"input": {"question": "x" * LIMIT}}}, f"; the limit is {LIMIT}"),
-        ({"content": _chunked}, f"larger than the limit of {LIMIT} bytes"),
+        ({"content": _chunked, "headers": JSON}, f"larger than the limit of {LIMIT} bytes"),
     ],
     ids=["content-length", "chunked"],
 )

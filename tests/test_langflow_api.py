@@ -193,12 +193,17 @@ def test_empty_tweaks_are_accepted(remote: Remote, tmp_path: Path) -> None:
 def test_unknown_flow_invalid_json_and_too_large(remote: Remote, tmp_path: Path) -> None:
     with served(remote, tmp_path, fake_models=True, max_body_bytes=256) as harness:
         unknown = run(harness, "nope", {"input_value": "x"})
-        broken = harness.client.post("/api/v1/run/echo", content=b"{not json", headers={"content-type": "x"})
+        json_type = {"content-type": "application/json"}
+        broken = harness.client.post("/api/v1/run/echo", content=b"{not json", headers=json_type)
+        not_json = harness.client.post(
+            "/api/v1/run/echo", content=b'{"input_value": "x"}', headers={"content-type": "x"}
+        )
         large = run(harness, "echo", {"input_value": "x" * 1000})
         stream_flag = run(harness, "echo", {"input_value": "x"}, params={"stream": "maybe"})
 
     assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, "unknown-flow")
     assert (broken.status_code, broken.json()["error"]["code"]) == (400, "invalid-json")
+    assert (not_json.status_code, not_json.json()["error"]["code"]) == (415, "unsupported-media-type")
     assert (large.status_code, large.json()["error"]["code"]) == (413, "body-too-large")
     assert (stream_flag.status_code, stream_flag.json()["error"]["code"]) == (422, "bad-stream")
 

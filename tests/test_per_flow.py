@@ -312,3 +312,37 @@ def test_operator_aborts_that_name_no_canary_are_refused_and_change_nothing(
         response = server.client.post("/admin/abort", json=body, headers=ADMIN)
         assert (response.status_code, response.json()["error"]["code"]) == (status, code)
         assert events(server, "aborted") == []
+
+
+def test_without_the_primary_fallback_a_canarys_failures_reach_its_users_and_still_abort_it(
+    remote: Remote, tmp_path: Path
+) -> None:
+    """GITOPS_FLOW_CANARY_FALLBACK=false, for flows whose runs must not be repeated: no retry on the primary."""
+    stable = push(remote, {"flows/alpha.json": echo_flow("alpha"), "gitops-flow.yaml": yaml.safe_dump(CANARY)})
+    remote.tag("stable", stable)
+    remote.push_tags()
+    push(remote, {"flows/alpha.json": failing_at_run_time("alpha")}, "alpha breaks")
+    environ = {"GITOPS_FLOW_ANALYSIS_INTERVAL": "0.1", "GITOPS_FLOW_CANARY_FALLBACK": "false"}
+    with serve_process(remote, tmp_path, env=environ) as server:
+        statuses = Counter(
+            server.invoke("alpha", Q, headers={"X-Flow-User": u}).status_code for u in canary_users("alpha", 8)
+        )
+        assert statuses == {500: 8}
+        wait_until(lambda: len(events(server, "aborted")) == 1, what="the abort")
+
+
+def test_the_flow_init_writes_holds_back_nothing_when_the_server_lacks_its_key(remote: Remote, tmp_path: Path) -> None:
+    """The issue's reproduction: `init`'s hello.json (OPENAI_API_KEY) made the first `serve` not ready at all, while
+    `validate` exits 0. Now the server is ready, says why hello does not serve, and serves the repository's others."""
+    assert cli.main(["init", str(remote.work)], environ={}, out=io.StringIO()) == 0
+    assert cli.main(["validate", str(remote.work)], environ={}, out=io.StringIO()) == 0
+    remote.commit({"flows/echo.json": echo_flow()}, "init and a flow of our own")
+    remote.push()
+    with serve_process(remote, tmp_path) as server:
+        ready = server.client.get("/readyz")
+        assert (ready.status_code, ready.json()["failed_flows"]) == (200, ["hello"])
+        hello = flows_view(server)["hello"]
+        assert hello["state"] == "failed" and [p["code"] for p in hello["problems"]] == ["missing-secret"]
+        refused = server.invoke("hello", Q)
+        assert refused.status_code == 404 and "flows/hello.json:" in refused.json()["error"]["message"]
+        assert server.invoke("echo", Q).status_code == 200

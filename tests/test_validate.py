@@ -36,6 +36,7 @@ LOCATIONS: dict[str, tuple[str, int | None]] = {
     "bad-output": ("$.output", 4),
     "bad-param": ("$.nodes[0].params.temperature", 8),
     "bad-regex": ("$.tests[0].expect.matches", 9),
+    "bad-template": ("$.nodes[0].params.messages[1][1]", 8),
     "build-failed": ("$.nodes[0].params", 6),
     "cycle": ("$.edges", 11),
     "dangling-edge": ("$.edges[1].target", 10),
@@ -559,7 +560,7 @@ def test_nothing_in_a_flow_is_imported_or_executed(canary: tuple[str, Path], reg
     attr = _validate(
         _flow({"id": "p", "component": "PromptTemplate", "params": {"template": "{x.__class__}"}}), registry
     )
-    assert [p.code for p in attr.problems] == ["build-failed"]
+    assert [(p.code, p.path) for p in attr.problems] == [("bad-template", "$.nodes[0].params.template")]
     # jinja2 (a template language that is code) is not an accepted template format
     jinja = _validate(
         _flow(

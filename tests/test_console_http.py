@@ -8,6 +8,7 @@ import html
 import io
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -325,3 +326,40 @@ def test_the_overview_counts_every_request_served_lately(server: ServeProcess) -
         o["figures"]["requests"] for o in alpha["others"]
     )
     assert after == before + 5
+
+
+def test_not_live_yet_lists_tags_off_the_branch_yanked_commits_and_unpromoted_builds(tmp_path: Path) -> None:
+    remote = Remote.create(tmp_path)
+    targets = [{"ref": "stable", "weight": 90}, {"ref": "main", "weight": 10}, {"ref": "candidate", "weight": 0}]
+    routes = {"routes": {"default": targets}}
+    first = remote.commit({"flows/echo.json": echo_flow(answer="one"), "gitops-flow.yaml": yaml.safe_dump(routes)})
+    remote.push()
+    remote.tag("stable", first)
+    remote.git("checkout", "--quiet", "-b", "unmerged")
+    unmerged = remote.commit({"flows/echo.json": echo_flow(answer="not reviewed")}, "unreviewed")
+    remote.git("push", "--quiet", "origin", "unmerged")
+    remote.tag("candidate", unmerged)
+    remote.push_tags()
+    remote.git("checkout", "--quiet", "main")
+    with serve_process(remote, tmp_path) as server:
+        leak = remote.commit({"flows/echo.json": echo_flow(answer="leak")}, "oops")
+        remote.push()
+        server.reconcile()
+        remote.revert(leak)
+        remote.commit({"gitops-flow.yaml": yaml.safe_dump({**routes, "yanked": [leak[:10]]})}, "yank the leak")
+        remote.push()
+        server.reconcile()
+        waiting = server.client.get("/ui/pending").text
+        assert 'id="waiting"' in waiting and "git tag --force stable" not in waiting  # the revert serves stable's
+        head = remote.commit({"flows/echo.json": echo_flow(answer="two")}, "echo says two")
+        remote.push()
+        server.reconcile()
+        anonymous = server.client.get("/ui/pending").text
+        assert "tag &#39;candidate&#39; points at a commit which is not on branch &#39;main&#39;" in anonymous
+        assert unmerged not in anonymous and unmerged[:12] not in anonymous  # only a signed-in reader sees it
+        assert f"{leak[:10]}</span>: {leak[:12]}" in anonymous  # the yanked entry and the commit it matched
+        assert f'its newest build <span class="sha">{head[:12]}</span>' in anonymous
+        assert f"git tag --force stable {head}" in anonymous and "git push --force origin refs/tags/stable" in anonymous
+        with httpx.Client(base_url=server.url, headers={"Origin": server.url}) as reader:
+            sign_in(reader)
+            assert f"points at {unmerged[:12]}, which is not on branch" in html.unescape(reader.get("/ui/pending").text)

@@ -34,10 +34,13 @@ from gitops_flow.exceptions import (
     NotServable,
     PinsDisabled,
     StoreError,
+    TurnTooLarge,
     UnknownFlow,
 )
+from gitops_flow.history import Conversations, TurnLimits
 from gitops_flow.metrics import Metrics
 from gitops_flow.reconcile import Reconciler
+from gitops_flow.redaction import userinfo_secret
 from gitops_flow.secretrefs import RedactSecrets, Scrubber
 from gitops_flow.source import GitSource
 from gitops_flow.stores import open_store
@@ -50,6 +53,7 @@ _LOGGERS = ("gitops_flow.server", "gitops_flow.reconcile", "uvicorn.error")  # w
 
 # domain errors -> (status, code); the first matching class wins, so subclasses come first
 _STATUS: tuple[tuple[type[GitOpsFlowError], int, str], ...] = (
+    (TurnTooLarge, 413, "turn-too-large"),
     (BadInput, 422, "bad-input"),
     (PinsDisabled, 403, "pins-disabled"),
     (Busy, 503, "busy"),
@@ -57,7 +61,6 @@ _STATUS: tuple[tuple[type[GitOpsFlowError], int, str], ...] = (
     (NotServable, 404, "version-not-servable"),
     (UnknownFlow, 404, "unknown-flow"),
     (LookupFailed, 404, "unknown-version"),
-    (StoreError, 503, "store-unavailable"),
 )
 
 
@@ -83,6 +86,8 @@ def create_app(
     state = store or open_store(settings.state, data_dir=settings.data_dir)
     git = source or GitSource(str(settings.repo_url), settings.data_dir / "repo", timeout=settings.fetch_timeout)
 
+    limits = TurnLimits(settings.max_turn_bytes, settings.max_turns, settings.history_ttl)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         redact = RedactSecrets(scrubber)
@@ -96,7 +101,7 @@ def create_app(
         builder = VersionBuilder(
             git,
             components,
-            history=state,
+            history=Conversations(state, limits),
             secrets=readable,
             policy=policy,
             scrubber=scrubber,
@@ -181,8 +186,14 @@ async def _to_console(request: Request) -> Response:
 
 def _own_secrets(settings: Settings) -> dict[str, str]:
     """The server's own credentials, scrubbed like the flows' secrets."""
-    own = {"GITOPS_FLOW_ADMIN_TOKEN": settings.admin_token, "GITOPS_FLOW_WEBHOOK_SECRET": settings.webhook_secret}
-    return {name: value.get_secret_value() for name, value in own.items() if value is not None}
+    own = {
+        "GITOPS_FLOW_ADMIN_TOKEN": settings.admin_token,
+        "GITOPS_FLOW_READ_TOKEN": settings.read_token,
+        "GITOPS_FLOW_WEBHOOK_SECRET": settings.webhook_secret,
+    }
+    found = {name: value.get_secret_value() for name, value in own.items() if value is not None}
+    repo = userinfo_secret(settings.repo_url or "")  # never shown anyway: scrubbed should a library log the URL
+    return {**found, "GITOPS_FLOW_REPO": repo} if repo else found
 
 
 def _log_handlers() -> list[logging.Handler]:
@@ -246,6 +257,10 @@ async def _request_error(request: Request, exc: Exception) -> Response:
 
 
 async def _domain_error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, StoreError):  # its text names a file or a host: the log has it, the client a plain sentence
+        log.warning("state store failed on %s: %s", request.url.path, exc)
+        wait = {"retry-after": str(RETRY_AFTER_SECONDS)}
+        return error_response(503, "store-unavailable", views.STORE_UNAVAILABLE, wait)
     for kind, status, code in _STATUS:
         if isinstance(exc, kind):
             retry = (

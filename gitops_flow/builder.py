@@ -18,14 +18,14 @@ from gitops_flow.components import ComponentRegistry
 from gitops_flow.exceptions import BuildError
 from gitops_flow.history import HistoryStore
 from gitops_flow.jsonpos import LineIndex
-from gitops_flow.problems import Problem
+from gitops_flow.problems import Problem, capped
 from gitops_flow.routing import ROUTING_FILE, RoutingConfig
 from gitops_flow.secretpolicy import SecretPolicy
 from gitops_flow.secretrefs import Scrubber
 from gitops_flow.source import CommitInfo, GitSource
 from gitops_flow.spec import FlowSpec
 from gitops_flow.testing import run_flow_tests
-from gitops_flow.validate import MAX_BYTES, MAX_EXPORT_BYTES, validate_bytes, validate_routing_bytes
+from gitops_flow.validate import MAX_BYTES, MAX_EXPORT_BYTES, MAX_PROBLEMS, validate_bytes, validate_routing_bytes
 from gitops_flow.versions import Status, Version
 
 FAKE_ANSWER = "This is a fake answer from {node}."
@@ -188,7 +188,8 @@ class VersionBuilder:
             failures = self._test(report.spec, raw, path, report.origin)
             if failures:
                 built, problems = None, [*problems, *failures]
-        result = _FileResult(stem, built, tuple(self.scrubber.problem(p) for p in problems))
+        # capped once the tests' failures are in too; scrubbed of every known secret value
+        result = _FileResult(stem, built, tuple(self.scrubber.problem(p) for p in capped(problems, MAX_PROBLEMS)))
         self._cache[key] = result
         return result
 

@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -28,6 +29,7 @@ from gitops_flow.exceptions import GitOpsFlowError, SourceError, UnknownVersion
 from gitops_flow.jsonpos import LineIndex
 from gitops_flow.langflow import slug
 from gitops_flow.problems import Problem
+from gitops_flow.redaction import carries_credentials, redact
 from gitops_flow.routing import ROUTING_FILE
 from gitops_flow.spec import json_schema
 from gitops_flow.stores.base import StateStore
@@ -40,6 +42,12 @@ _SERVE_TEXT = (
     "builds each commit off the request path and swaps it in without a restart."
 )
 WORKFLOW_PATH = Path(".github/workflows/gitops-flow.yml")
+_VIEW_EPILOG = (
+    "A server with a read token wants it: set GITOPS_FLOW_READ_TOKEN (or GITOPS_FLOW_ADMIN_TOKEN) in the environment;"
+    " a token is never taken on the command line, where other users of the machine could read it."
+)
+_PAGE = {"versions": 500, "history": 1000}  # the most a server answers on one page
+_ENTRIES = {"versions": "versions", "history": "events"}  # where a page of each view lists its entries
 
 
 class UsageError(Exception):
@@ -125,13 +133,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(handler=_demo)
 
-    for name, handler, text in (
-        ("versions", _versions, "list the versions a server has seen"),
-        ("history", _history, "show a server's deploy history"),
+    for name, handler, text, default in (
+        ("versions", _versions, "list the versions a server has seen, newest first", 50),
+        ("history", _history, "show a server's deploy history, newest first", 100),
     ):
-        view = commands.add_parser(name, help=text, description=text)
+        view = commands.add_parser(name, help=text, description=text, epilog=_VIEW_EPILOG)
         view.add_argument("--server", default="http://127.0.0.1:8000", metavar="URL", help="the server's address")
-        view.add_argument("--json", action="store_true", help="print the server's JSON as it is")
+        view.add_argument(
+            "--limit", type=_positive, default=default, metavar="N", help=f"show at most N (default {default})"
+        )
+        view.add_argument("--json", action="store_true", help="print the server's JSON (the pages joined)")
         view.set_defaults(handler=handler)
 
     text = "what a server serves, per flow and ref, with its recent traffic and what needs a person (as /ui shows it)"
@@ -369,6 +380,11 @@ def _serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     from gitops_flow.http_server import ServerConfig
     from gitops_flow.stores import open_store
 
+    if args.repo is not None and carries_credentials(args.repo):
+        raise UsageError(
+            f"--repo {redact(args.repo)}: a URL with a credential on the command line is visible to every user of"
+            " this machine (ps); give it in GITOPS_FLOW_REPO instead"
+        )
     # flows are built from the variables the operator allows, never from the whole environment
     app = create_app(settings, secrets=settings.secret_policy().select(os.environ))
     # an unusable state store is a clear error and exit 1 here, not a traceback from a failed start-up
@@ -396,7 +412,7 @@ def _demo(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
 
 
 def _versions(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    data = _get(args.server, "/versions")
+    data = _pages(args.server, "versions", args.limit, _token(settings))
     if args.json:
         print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode(), file=out)
         return EXIT_OK
@@ -415,6 +431,8 @@ def _versions(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
             carried = version.get("carried", {}).get(name)
             print(f"    {name} failed, " + (f"serving {carried[:12]}" if carried else "not served"), file=out)
             _print_problems(problems, out, indent="      ")
+    if data["next"] is not None:
+        print(f"(more: --limit {args.limit * 2})", file=out)
     return EXIT_OK
 
 
@@ -424,16 +442,19 @@ def _print_problems(problems: Sequence[Mapping[str, Any]], out: TextIO, indent: 
 
 
 def _history(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    data = _get(args.server, "/history")
+    data = _pages(args.server, "history", args.limit, _token(settings))
     if args.json:
         print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode(), file=out)
         return EXIT_OK
     for event in data["events"]:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event["time"]))
         author = event.get("author") or ""
-        print(f"{when} {event['event']:<11} {event['sha'][:12]} {author:<16} {_what(event)}", file=out)
+        sha = (event.get("sha") or "(hidden)")[:12]
+        print(f"{when} {event['event']:<11} {sha:<12} {author:<16} {_what(event)}", file=out)
         print(f"    by {event.get('trigger') or 'unknown'}", file=out)
         _print_problems(event.get("problems", []), out)
+    if data["next"] is not None:
+        print(f"(more: --limit {args.limit * 2})", file=out)
     return EXIT_OK
 
 
@@ -460,13 +481,40 @@ def _what(event: Mapping[str, Any]) -> str:
     return text
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
+def _token(settings: Settings) -> str | None:
+    """The token the views are read with: the read token, else the admin token (both from the environment only)."""
+    token = settings.read_token or settings.admin_token
+    return token.get_secret_value() if token is not None else None
+
+
+def _pages(server: str, view: str, limit: int, token: str | None) -> dict[str, Any]:
+    """Up to ``limit`` entries of a paginated view (``versions`` or ``history``), following each page's ``next``:
+    the first page's answer with the entries of every page joined, and the ``next`` of the last page read."""
+    query: dict[str, Any] = {"limit": min(limit, _PAGE[view])}
+    data: dict[str, Any] = {}
+    entries: list[Any] = []
+    while True:
+        page = _get(server, f"/{view}?" + urllib.parse.urlencode(query), token)
+        data = data or page
+        entries += page[_ENTRIES[view]][: limit - len(entries)]
+        following = page.get("next")
+        if following is None or len(entries) >= limit:
+            break
+        query = {"before": following["before"], "limit": min(limit - len(entries), _PAGE[view])}
+    return {**data, _ENTRIES[view]: entries, "next": following}
+
+
 def _status(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    """The console's overview in a terminal; a token from the environment is sent when there is one (never from the
-    command line, where every local user could read it)."""
+    """The console's overview in a terminal, read with the token from the environment, as the other views are."""
     from gitops_flow.console import terminal
 
-    token = settings.admin_token.get_secret_value() if settings.admin_token is not None else None
-    data = _request(args.server, "/ui/overview.json", token=token)
+    data = _get(args.server, "/ui/overview.json", _token(settings))
     if args.json:
         print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode(), file=out)
         return EXIT_OK
@@ -496,9 +544,9 @@ def _operate(args: argparse.Namespace, settings: Settings, out: TextIO, action: 
     return EXIT_OK
 
 
-def _get(server: str, path: str) -> Any:
+def _get(server: str, path: str, token: str | None = None) -> Any:
     """GET a JSON view of a running server; an unreachable server is a clear error, not a traceback."""
-    return _request(server, path)
+    return _request(server, path, token=token)
 
 
 def _request(server: str, path: str, body: Any = None, token: str | None = None) -> Any:
@@ -517,7 +565,8 @@ def _request(server: str, path: str, body: Any = None, token: str | None = None)
             message = orjson.loads(exc.read())["error"]["message"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
             message = ""
-        raise UsageError(f"{url} answered {exc.code}" + (f": {message}" if message else "")) from None
+        hint = " (set GITOPS_FLOW_READ_TOKEN)" if exc.code == 401 and body is None else ""
+        raise UsageError(f"{url} answered {exc.code}" + (f": {message}{hint}" if message else "")) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise UsageError(f"cannot reach the server at {server}: {reason}") from None

@@ -26,6 +26,7 @@ _FROM_ENV = {
     "DATA_DIR": "data_dir",
     "POLL_INTERVAL": "poll_interval",
     "ADMIN_TOKEN": "admin_token",
+    "READ_TOKEN": "read_token",
     "WEBHOOK_SECRET": "webhook_secret",
     "MAX_BODY_BYTES": "max_body_bytes",
     "ANALYSIS_INTERVAL": "analysis_interval",
@@ -35,6 +36,9 @@ _FROM_ENV = {
     "SECRETS": "allowed_secrets",
     "ALLOWED_BASE_URLS": "allowed_base_urls",
     "BUILD_TIMEOUT": "build_timeout",
+    "HISTORY_TTL": "history_ttl",
+    "MAX_TURN_BYTES": "max_turn_bytes",
+    "MAX_TURNS": "max_turns",
     # HTTP bounds (docs/server.md, "Limits")
     "MAX_HEADER_BYTES": "max_header_bytes",
     "MAX_HEADERS": "max_headers",
@@ -80,7 +84,12 @@ class Settings(BaseModel):
     analysis_interval: float = Field(default=1.0, gt=0)  # seconds between the canary guard's ticks
     freeze_heap: bool = True  # gc.freeze() after each deploy (see app._settle_heap)
     admin_token: SecretStr | None = None
+    read_token: SecretStr | None = None  # when set, /flows, /versions and /history need it (or the admin token)
     webhook_secret: SecretStr | None = None
+    # conversations of flows with chat history: a turn's size, the turns kept per session, seconds idle until deleted
+    max_turn_bytes: int = Field(default=64 * 1024, gt=0)
+    max_turns: int = Field(default=200, ge=1)
+    history_ttl: float = Field(default=30 * 86_400.0, gt=0)
 
     # what flows may do with secrets (secretpolicy.py); `validate` and `test` read these too, so CI judges as served
     allowed_secrets: tuple[str, ...] = Field(default_factory=default_secret_names)

@@ -10,6 +10,7 @@
     ├── Busy         (retryable)    the server is rebuilding as many old versions as it allows; try again soon
     ├── PinsDisabled                this server takes no explicit version pins
     ├── BadInput                    a request's input does not match the flow's input schema
+    │   └── TurnTooLarge            a conversational request's text is larger than a kept turn
     ├── WebhookError                a webhook delivery the server will not act on
     │   ├── SignatureMismatch       missing or wrong X-Hub-Signature-256
     │   └── MalformedDelivery       signed, but not a delivery GitHub would send
@@ -87,6 +88,10 @@ class PinsDisabled(GitOpsFlowError):
 
 class BadInput(GitOpsFlowError):
     """An input does not match the flow's input schema; the message names the fields, never their values."""
+
+
+class TurnTooLarge(BadInput):
+    """A conversational flow's input text is larger than the server keeps as one turn of a conversation."""
 
 
 class WebhookError(GitOpsFlowError):

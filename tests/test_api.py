@@ -941,9 +941,12 @@ def test_versions_and_history_show_every_commit(remote: Remote, tmp_path: Path) 
     with served(remote, tmp_path) as harness:
         bad = push(remote, {"flows/echo.json": broken_flow()}, "break echo\n\nOn purpose.")
         assert harness.reconcile() == {"changed": True, "head": bad, "new": [bad], "error": None}
-        versions = harness.client.get("/versions").json()
+        versions = harness.client.get("/versions", headers=ADMIN).json()
+        anonymous = harness.client.get("/versions").json()
         history = harness.client.get("/history").json()["events"]
         latest = harness.client.get("/history", params={"limit": "1"}).json()["events"]
+    assert [v["email"] for v in anonymous["versions"]] == [None, None]  # authors' emails are for token holders
+    assert [{**v, "email": None} for v in versions["versions"]] == anonymous["versions"]
     assert versions["source"]["url"] == remote.url
     assert versions["source"]["branch"] == "main"
     assert versions["source"]["fetches"] == 2

@@ -363,3 +363,38 @@ def test_not_live_yet_lists_tags_off_the_branch_yanked_commits_and_unpromoted_bu
         with httpx.Client(base_url=server.url, headers={"Origin": server.url}) as reader:
             sign_in(reader)
             assert f"points at {unmerged[:12]}, which is not on branch" in html.unescape(reader.get("/ui/pending").text)
+
+
+def test_with_a_read_token_the_console_is_read_by_its_holders_only_and_steered_by_the_admin(
+    server: ServeProcess, tmp_path: Path
+) -> None:
+    read = "test-read-token"
+    with serve_process(server.remote, tmp_path, env={"GITOPS_FLOW_READ_TOKEN": read}) as guarded:
+        anonymous = guarded.client
+        for path in ("/ui", "/ui/pending", "/ui/history", "/ui/flows/alpha"):
+            response = anonymous.get(path)
+            assert response.status_code == 401 and "Sign in to read" in response.text, path
+            assert "alpha says" not in response.text  # nothing of the server's state
+        json_view = anonymous.get("/ui/overview.json")
+        assert (json_view.status_code, json_view.json()["error"]["code"]) == (401, "read-token-required")
+        assert anonymous.get("/ui/events").status_code == 401
+        assert anonymous.get("/ui/static/console.css").status_code == 200  # the sign-in page needs its style
+        bearer = {"Authorization": f"Bearer {read}"}
+        assert anonymous.get("/ui/overview.json", headers=bearer).status_code == 200
+        assert anonymous.get("/ui", headers={"Authorization": "Bearer wrong"}).status_code == 401
+
+        with httpx.Client(base_url=guarded.url, headers={"Origin": guarded.url}) as reader:
+            assert reader.post("/ui/login", data={"token": read, "name": "rita"}).status_code == 303
+            page = reader.get("/ui")
+            assert page.status_code == 200 and "signed in as <b>rita</b> (reader)" in page.text
+            assert "Abort canary" not in page.text and "Fetch now" not in page.text
+            refused = reader.post("/ui/flows/alpha/abort", data={"csrf": csrf(reader)})
+            assert refused.status_code == 403 and "only a session of the admin token" in refused.text
+        with httpx.Client(base_url=guarded.url, headers={"Origin": guarded.url}) as admin:
+            sign_in(admin)
+            assert "Abort canary" in admin.get("/ui/flows/alpha").text
+
+        out = io.StringIO()
+        assert cli.main(["status", "--server", guarded.url], environ={"GITOPS_FLOW_READ_TOKEN": read}, out=out) == 0
+        assert "alpha" in out.getvalue()
+        assert cli.main(["status", "--server", guarded.url], environ={}, out=io.StringIO()) == 2

@@ -3,6 +3,7 @@ the pages; and the views they read, made once here for every page and for `gitop
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,9 @@ from gitops_flow.secretpolicy import SecretPolicy
 from gitops_flow.source import GitSource
 from gitops_flow.stores.base import Record
 from gitops_flow.traffic import RESUMED_PREFIX
+from gitops_flow.views import STORE_UNAVAILABLE, unmerged_hidden
+
+log = logging.getLogger("gitops_flow.server")
 
 HISTORY_READ = 1000  # the newest events the console reads (and filters) at most
 
@@ -71,21 +75,30 @@ class Console:
         self.feed = Feed(self._fingerprint, lambda: deps.metrics.recent.total)
 
     def _token(self, role: Role) -> str | None:
-        token = self.deps.settings.admin_token if role == "admin" else None
+        settings = self.deps.settings
+        token = settings.admin_token if role == "admin" else settings.read_token
         return token.get_secret_value() if token is not None else None
 
     def kind_of(self, component: str) -> str | None:
         return self.registry.kind_of(component)
 
     async def facts(self, events: int = 200) -> Facts:
-        """The aborts and the newest ``events`` of the history."""
+        """The aborts and the newest ``events`` of the history (as stored: see ``shown``)."""
         try:
             aborts = await self.deps.store.aborts()
-            found = await self.deps.store.events(events)
+            found = [event for _, event in await self.deps.store.events(events)]
         except StoreError as exc:
-            return Facts({}, [], str(exc))
+            log.warning("console: %s", exc)  # the reason (a file, a host) is for the log only, as /readyz does
+            return Facts({}, [], STORE_UNAVAILABLE)
         stopped = {key: record for key, record in aborts.items() if not key.startswith(RESUMED_PREFIX)}
         return Facts(stopped, found, None)
+
+    def shown(self, events: list[Record], *, reader: bool) -> list[Record]:
+        """Events as /history shows them to this viewer: without a token, the shas of unmerged commits hidden."""
+        if reader:
+            return events
+        known = {v.sha for v in self.deps.reconciler.versions}
+        return [unmerged_hidden(event, known) for event in events]
 
     def overview(self, facts: Facts) -> Overview:
         reconciler = self.deps.reconciler
@@ -109,11 +122,10 @@ class Console:
         reconciler = self.deps.reconciler
         status = reconciler.status
         newest = await self.deps.store.events(1)
-        last = newest[0] if newest else {}
         return (
             _Same(reconciler.table),
             status.fetches,
             status.last_error,
             status.building,
-            (last.get("time"), last.get("event"), last.get("sha"), last.get("flow"), last.get("ref")),
+            newest[0][0] if newest else None,
         )

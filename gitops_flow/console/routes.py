@@ -91,8 +91,9 @@ def viewer(request: Request) -> Viewer:
 
 
 def may_read(request: Request, who: Viewer) -> bool:
-    """The server's rule for its read views: anyone, unless a read token is configured."""
-    return True
+    """The server's rule for its read views (views.require_reader): anyone, unless a read token is configured; then
+    a session or a token of the reader or the admin."""
+    return console(request).deps.settings.read_token is None or who.role is not None
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -119,6 +120,7 @@ def _context(request: Request, who: Viewer, **extra: Any) -> dict[str, Any]:
     reconciler = desk.deps.reconciler
     return {
         "viewer": who,
+        "readable": may_read(request, who),  # the sign-in and error pages show the server's state to readers only
         "source": reconciler.status,
         "head": reconciler.table.head,
         "csrf": desk.sessions.csrf(who.session) if who.session is not None else "",
@@ -154,7 +156,7 @@ async def overview_page(request: Request, who: Viewer) -> Response:
     facts = await desk.facts()
     view = desk.overview(facts)
     waiting = desk.pending(facts, reader=who.role is not None)
-    recent = entries(facts.events, Filter(), limit=8)
+    recent = entries(desk.shown(facts.events, reader=who.role is not None), Filter(), limit=8)
     return desk.pages.render("overview.html", _context(request, who, view=view, pending=waiting, recent=recent))
 
 
@@ -165,7 +167,8 @@ async def overview_json(request: Request) -> Response:
     except ConsoleError as exc:
         return json_response({"error": {"code": "unauthorized", "message": str(exc)}}, exc.status)
     if not may_read(request, who):
-        return json_response({"error": {"code": "read-token-required", "message": "this view needs a token"}}, 401)
+        message = "this view needs Authorization: Bearer <read token>"
+        return json_response({"error": {"code": "read-token-required", "message": message}}, 401)
     desk = console(request)
     facts = await desk.facts()
     return json_response(overview_body(desk.overview(facts), desk.pending(facts, reader=who.role is not None).count))
@@ -256,7 +259,7 @@ async def flow_page_view(request: Request, who: Viewer) -> Response:
             desk.deps.reconciler.table,
             desk.deps.reconciler.versions,
             desk.documents,
-            facts.events,
+            desk.shown(facts.events, reader=who.role is not None),
             kind_of=desk.kind_of,
             scrub=desk.scrub,
             at=_sha(query.get("at")),
@@ -285,7 +288,7 @@ async def history_page(request: Request, who: Viewer) -> Response:
     context = _context(
         request,
         who,
-        entries=entries(facts.events, chosen),
+        entries=entries(desk.shown(facts.events, reader=who.role is not None), chosen),
         chosen=chosen,
         kinds=KINDS,
         flows=sorted(table.routes),

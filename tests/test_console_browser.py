@@ -219,7 +219,7 @@ def test_an_abort_from_the_page_stops_that_flows_canary_and_appears_in_history(
     row = page.locator("#history tr.event").first
     expect(row).to_contain_text("alpha on main: aborted by an operator")
     expect(row).to_contain_text("console: alice at 127.0.0.1")
-    shot(page, "history")
+    shot(page, "history-filtered")
 
     # and back: resumed from the page, audited too
     page.goto(server.url + "/ui/flows/alpha")
@@ -232,6 +232,9 @@ def test_an_abort_from_the_page_stops_that_flows_canary_and_appears_in_history(
         ("resumed", "console: alice at 127.0.0.1"),
         ("aborted", "console: alice at 127.0.0.1"),
     ]
+    page.goto(server.url + "/ui/history")
+    expect(page.locator("#history tr.event").first).to_contain_text("alpha on main")
+    shot(page, "history")
 
 
 def test_an_abort_another_operator_makes_reaches_an_open_page_live(page: Page, server: ServeProcess) -> None:

@@ -398,3 +398,15 @@ def test_with_a_read_token_the_console_is_read_by_its_holders_only_and_steered_b
         assert cli.main(["status", "--server", guarded.url], environ={"GITOPS_FLOW_READ_TOKEN": read}, out=out) == 0
         assert "alpha" in out.getvalue()
         assert cli.main(["status", "--server", guarded.url], environ={}, out=io.StringIO()) == 2
+
+
+def test_the_history_page_goes_back_page_by_page(server: ServeProcess) -> None:
+    events = server.client.get("/history?limit=1000").json()["events"]
+    assert len(events) >= 2
+    newest = server.client.get("/ui/history").text
+    assert newest.count('<tr class="event') == len(events) and 'id="older"' not in newest
+    page = server.client.get(f"/ui/history?kind=&before={events[0]['id']}").text
+    assert page.count('<tr class="event') == len(events) - 1  # the newest is on the page before
+    assert 'href="/ui/history">Newest events' in page
+    refused = server.client.get("/ui/history?before=-1")
+    assert refused.status_code == 400 and "before is an event number" in refused.text

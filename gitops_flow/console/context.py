@@ -93,6 +93,14 @@ class Console:
         stopped = {key: record for key, record in aborts.items() if not key.startswith(RESUMED_PREFIX)}
         return Facts(stopped, found, None)
 
+    async def older(self, before: int | None, limit: int = HISTORY_READ) -> tuple[list[Record], int | None]:
+        """A page of the history: ``limit`` events numbered below ``before`` (the newest without it), and the number
+        the next page starts below (None on the last). Raises StoreError."""
+        rows = await self.deps.store.events(limit + 1, before=before)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return [event for _, event in rows], rows[-1][0] if more and rows else None
+
     def shown(self, events: list[Record], *, reader: bool) -> list[Record]:
         """Events as /history shows them to this viewer: without a token, the shas of unmerged commits hidden."""
         if reader:

@@ -19,7 +19,7 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from gitops_flow.console.auth import NAME_PATTERN, Role, Session
-from gitops_flow.console.context import HISTORY_READ, Console
+from gitops_flow.console.context import Console
 from gitops_flow.console.feed import Full
 from gitops_flow.console.flowpage import BadChoice, flow_page
 from gitops_flow.console.overview import Overview
@@ -27,6 +27,7 @@ from gitops_flow.console.pages import static
 from gitops_flow.console.trail import KINDS, Filter, entries
 from gitops_flow.endpoints import json_response
 from gitops_flow.exceptions import LookupFailed, StoreError
+from gitops_flow.views import STORE_UNAVAILABLE
 
 log = logging.getLogger("gitops_flow.server")
 
@@ -282,21 +283,36 @@ async def history_page(request: Request, who: Viewer) -> Response:
     chosen = Filter(flow=query.get("flow") or None, ref=query.get("ref") or None, kind=query.get("kind") or None)
     if chosen.kind is not None and chosen.kind not in KINDS:
         raise ConsoleError(400, f"kind is one of {', '.join(KINDS)}")
-    facts = await desk.facts(HISTORY_READ)
+    raw = query.get("before")
+    if raw is not None and not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
+        raise ConsoleError(400, "before is an event number: the one the 'Older events' link gives")
+    store_error = None
+    try:
+        found, older = await desk.older(int(raw) if raw is not None else None)
+    except StoreError as exc:
+        log.warning("console: %s", exc)
+        found, older, store_error = [], None, STORE_UNAVAILABLE
     table = desk.deps.reconciler.table
     refs = sorted({t.ref for route in table.routes.values() for t in route.targets} | set(table.refs))
+    filters = {k: v for k, v in (("flow", chosen.flow), ("ref", chosen.ref), ("kind", chosen.kind)) if v}
     context = _context(
         request,
         who,
-        entries=entries(desk.shown(facts.events, reader=who.role is not None), chosen),
+        entries=entries(desk.shown(found, reader=who.role is not None), chosen),
         chosen=chosen,
         kinds=KINDS,
         flows=sorted(table.routes),
         refs=refs,
-        store_error=facts.store_error,
-        read=len(facts.events),
+        store_error=store_error,
+        read=len(found),
+        older=_history_url({**filters, "before": str(older)}) if older is not None else None,
+        newest=_history_url(filters) if raw is not None else None,
     )
     return desk.pages.render("history.html", context)
+
+
+def _history_url(query: dict[str, str]) -> str:
+    return f"/ui/history?{urlencode(query)}" if query else "/ui/history"
 
 
 async def events(request: Request) -> Response:

@@ -8,6 +8,7 @@ import gc
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -15,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from gitops_flow import endpoints, langflow_api, views
+from gitops_flow import endpoints, langflow_api, receivers, views
 from gitops_flow.analysis import Guard
 from gitops_flow.builder import VersionBuilder
 from gitops_flow.choosing import Chooser
@@ -37,6 +38,9 @@ from gitops_flow.exceptions import (
     TurnTooLarge,
     UnknownFlow,
 )
+from gitops_flow.gitauth import GitAuth
+from gitops_flow.githost.deploys import RefView
+from gitops_flow.githost.feedback import Feedback
 from gitops_flow.history import Conversations, TurnLimits
 from gitops_flow.metrics import Metrics
 from gitops_flow.reconcile import Reconciler
@@ -44,7 +48,7 @@ from gitops_flow.redaction import userinfo_secret
 from gitops_flow.secretrefs import RedactSecrets, Scrubber
 from gitops_flow.source import GitSource
 from gitops_flow.stores import open_store
-from gitops_flow.stores.base import StateStore
+from gitops_flow.stores.base import Record, StateStore
 
 log = logging.getLogger("gitops_flow.server")
 HEAP_SETTLE_DELAY = 1.0  # seconds after the last deploy of a burst
@@ -84,7 +88,9 @@ def create_app(
     scrubber = Scrubber({**readable, **_own_secrets(settings)})
 
     state = store or open_store(settings.state, data_dir=settings.data_dir)
-    git = source or GitSource(str(settings.repo_url), settings.data_dir / "repo", timeout=settings.fetch_timeout)
+    git = source or GitSource(
+        str(settings.repo_url), settings.data_dir / "repo", timeout=settings.fetch_timeout, auth=_git_auth(settings)
+    )
 
     limits = TurnLimits(settings.max_turn_bytes, settings.max_turns, settings.history_ttl)
 
@@ -110,6 +116,12 @@ def create_app(
             build_timeout=settings.build_timeout,
         )
         metrics = Metrics(live_versions=lambda: sum(1 for v in reconciler.versions if v.ready))
+        feedback = Feedback.configured(
+            settings,
+            repo_url=git.url,
+            view=lambda: RefView.of(settings.branch, reconciler.table.routing),
+            origin={"server": settings.public_url, "repository": git.url, "branch": settings.branch},
+        )
         reconciler = Reconciler(
             git,
             state,
@@ -119,7 +131,7 @@ def create_app(
             pins=settings.pins,
             rebuilds_kept=settings.rebuilds_kept,
             poll_interval=settings.poll_interval,
-            on_event=metrics.event,
+            on_event=_each(metrics.event, feedback.event),
             scrub=scrubber.json,
         )
         reconciler.on_change = _after_change(reconciler, metrics, settle_heap=settings.freeze_heap)
@@ -127,8 +139,9 @@ def create_app(
         guard = Guard(state)
         replica = uuid.uuid4().hex[:12]
         chooser = Chooser(reconciler, state, guard, fallback=settings.canary_fallback)
-        app.state.deps = deps = Deps(settings, state, reconciler, guard, metrics, replica, chooser)
+        app.state.deps = deps = Deps(settings, state, reconciler, guard, metrics, replica, chooser, feedback)
         app.state.console = Console(deps, source=git, registry=components, policy=policy, scrub=scrubber.json)
+        feedback.start()
         tasks = [
             asyncio.create_task(app.state.console.feed.run(), name="console feed"),
             asyncio.create_task(reconciler.run(), name="reconciler"),
@@ -143,6 +156,7 @@ def create_app(
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await feedback.close()
             git.close()
             await state.close()
             for name in _LOGGERS:
@@ -164,7 +178,9 @@ def create_app(
         Route("/healthz", views.healthz, methods=["GET"]),
         Route("/readyz", views.readyz, methods=["GET"]),
         Route("/metrics", views.metrics, methods=["GET"]),
-        Route("/webhooks/github", views.github_webhook, methods=["POST"]),
+        Route("/webhooks/github", receivers.github_webhook, methods=["POST"]),
+        Route("/webhooks/gitlab", receivers.gitlab_webhook, methods=["POST"]),
+        Route("/webhooks/gitea", receivers.gitea_webhook, methods=["POST"]),
         Route("/admin/reconcile", views.reconcile_now, methods=["POST"]),
         Route("/admin/abort", views.abort_canary, methods=["POST"]),
         Route("/admin/resume", views.resume_canary, methods=["POST"]),
@@ -184,16 +200,55 @@ async def _to_console(request: Request) -> Response:
     return RedirectResponse("/ui", 307)
 
 
+def _git_auth(settings: Settings) -> GitAuth:
+    return GitAuth(
+        token=settings.git_token.get_secret_value() if settings.git_token is not None else None,
+        token_file=settings.git_token_file,
+        token_user=settings.git_token_user,
+        ssh_key_file=settings.git_ssh_key_file,
+        known_hosts=settings.git_known_hosts,
+    )
+
+
 def _own_secrets(settings: Settings) -> dict[str, str]:
     """The server's own credentials, scrubbed like the flows' secrets."""
     own = {
         "GITOPS_FLOW_ADMIN_TOKEN": settings.admin_token,
         "GITOPS_FLOW_READ_TOKEN": settings.read_token,
         "GITOPS_FLOW_WEBHOOK_SECRET": settings.webhook_secret,
+        "GITOPS_FLOW_GITHUB_TOKEN": settings.github_token,
+        "GITOPS_FLOW_GIT_TOKEN": settings.git_token,
     }
+    for sink in settings.notifications:  # a Slack webhook's URL is its credential
+        own[f"GITOPS_FLOW_NOTIFY:{sink.name}:url"] = sink.url
+        own[f"GITOPS_FLOW_NOTIFY:{sink.name}:secret"] = sink.secret
     found = {name: value.get_secret_value() for name, value in own.items() if value is not None}
+    for name, path in (
+        ("GITOPS_FLOW_GIT_TOKEN_FILE", settings.git_token_file),
+        ("GITOPS_FLOW_GITHUB_TOKEN_FILE", settings.github_token_file),
+    ):
+        token = _read_quietly(path)
+        if token:  # the token as it is at start; a rotated one never reaches a message either (gitauth.py)
+            found[name] = token
     repo = userinfo_secret(settings.repo_url or "")  # never shown anyway: scrubbed should a library log the URL
     return {**found, "GITOPS_FLOW_REPO": repo} if repo else found
+
+
+def _each(*handlers: Callable[[Record], None]) -> Callable[[Record], None]:
+    """One event handler that calls each of ``handlers`` in turn."""
+
+    def handle(event: Record) -> None:
+        for handler in handlers:
+            handler(event)
+
+    return handle
+
+
+def _read_quietly(path: Path | None) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8").strip() or None if path is not None else None
+    except (OSError, UnicodeDecodeError):
+        return None  # the fetch (or the status writer) says why, once it needs the file
 
 
 def _log_handlers() -> list[logging.Handler]:

@@ -69,6 +69,7 @@ def main(
     args = parser.parse_args(argv)
     stdout = out or sys.stdout
     env = os.environ if environ is None else environ
+    args.environ = env  # for the commands that read GitHub Actions' variables (plan --comment)
     try:
         settings = _settings(args, env)
         code: int = args.handler(args, settings, stdout)
@@ -102,6 +103,24 @@ def _parser() -> argparse.ArgumentParser:
                 "of the Git repository holding the flows) that break its callers",
             )
         command.set_defaults(handler=handler)
+
+    text = "what merging this branch will do: per flow, what changes and whether it goes live (computed offline)"
+    plan = commands.add_parser("plan", help=text, description=text)
+    plan.add_argument("directory", nargs="?", type=Path, default=Path("."), help="the flow repository (default: .)")
+    plan.add_argument(
+        "--base",
+        metavar="REV",
+        help="the revision merged into (default: origin/BRANCH, else BRANCH; see GITOPS_FLOW_BRANCH)",
+    )
+    plan.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    plan.add_argument("--components", type=Path, metavar="FILE", help="operator components file (YAML)")
+    plan.add_argument(
+        "--comment",
+        action="store_true",
+        help="also put the plan (Markdown) on the pull request of this GitHub Actions run, as one comment updated on "
+        "each run (needs GITHUB_TOKEN with pull-requests: write)",
+    )
+    plan.set_defaults(handler=_plan)
 
     schema = commands.add_parser("schema", help="print the flow document JSON Schema")
     schema.set_defaults(handler=_schema)
@@ -174,6 +193,12 @@ def _parser() -> argparse.ArgumentParser:
     init = commands.add_parser("init", help="add the CI workflow and an example flow to a flow repository")
     init.add_argument("directory", nargs="?", type=Path, default=Path("."))
     init.add_argument("--force", action="store_true", help="overwrite files that exist")
+    init.add_argument(
+        "--install",
+        metavar="SPEC",
+        help="the pip requirement CI installs gitops-flow with (default: where this copy came from, when CI can "
+        "reach it, else gitops-flow==VERSION; a repository variable GITOPS_FLOW_INSTALL overrides it)",
+    )
     init.set_defaults(handler=_init)
     return parser
 
@@ -272,6 +297,56 @@ def _breaking(
     return found
 
 
+def _plan(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    """Compare the working tree with the base revision as the server would judge it; print the plan, and with
+    ``--comment`` put it on the run's pull request (a refusal there is a warning: the job summary still has it)."""
+    from gitops_flow.plan.compute import make_plan
+    from gitops_flow.plan.render import MARKER, markdown, render
+
+    root: Path = args.directory
+    if not root.is_dir():
+        raise UsageError(f"{root}: no such folder")
+    registry = ComponentRegistry.configured(settings)
+    bases = [args.base] if args.base else [f"origin/{settings.branch}", settings.branch]
+    plan = None
+    for base in bases:
+        try:
+            plan = make_plan(root, base, registry, policy=settings.secret_policy(), run_tests=settings.run_tests)
+            break
+        except UnknownVersion as exc:
+            if base == bases[-1]:
+                raise UsageError(f"--base {base}: {exc}") from None
+        except SourceError as exc:
+            raise UsageError(str(exc)) from None
+    assert plan is not None
+    print(render(plan, args.format), file=out)
+    if args.comment:
+        _comment(markdown(plan), MARKER, args.environ)
+    return EXIT_OK
+
+
+def _comment(body: str, marker: str, environ: Mapping[str, str]) -> None:
+    from gitops_flow.exceptions import HostError
+    from gitops_flow.githost.comment import NotAPullRequest, Target, post
+
+    try:
+        target = Target.from_actions(environ)
+    except NotAPullRequest as exc:
+        print(f"gitops-flow plan: {exc}: no comment", file=sys.stderr)
+        return
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        outcome = post(target, body, marker)
+    except HostError as exc:
+        # a pull request from a fork gets a read-only token: the plan stays in the job summary
+        print(
+            f"::warning title=gitops-flow plan::the plan could not be put on the pull request: {exc}", file=sys.stderr
+        )
+        return
+    print(f"gitops-flow plan: {outcome} the comment on pull request #{target.number}", file=sys.stderr)
+
+
 def _test(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     registry = ComponentRegistry.configured(settings)
     targets = collect(args.paths)
@@ -355,11 +430,19 @@ def _components(args: argparse.Namespace, settings: Settings, out: TextIO) -> in
 
 
 def _init(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    from gitops_flow.install import check_spec, default_spec
+
     root: Path = args.directory
+    note = None
+    if args.install is not None:
+        try:
+            spec = check_spec(args.install)
+        except ValueError as exc:
+            raise UsageError(f"--install: {exc}") from None
+    else:
+        spec, note = default_spec(__version__)
     templates = resources.files("gitops_flow") / "templates"
-    files = {
-        WORKFLOW_PATH: (templates / "github-workflow.yml").read_text().replace("__VERSION__", __version__),
-    }
+    files = {WORKFLOW_PATH: (templates / "github-workflow.yml").read_text().replace("__INSTALL__", spec)}
     if not (root / "flows").is_dir():
         files[Path("flows/hello.json")] = (templates / "hello.json").read_text()
     existing = [str(p) for p in files if (root / p).exists()]
@@ -369,7 +452,14 @@ def _init(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
         (root / relative).parent.mkdir(parents=True, exist_ok=True)
         (root / relative).write_text(text)
         print(f"wrote {root / relative}", file=out)
-    print("next: commit these files; pull requests now run `gitops-flow validate` and `gitops-flow test`", file=out)
+    print(f"CI installs: {spec}", file=out)
+    if note is not None:
+        print(f"note: {note}", file=out)
+    print(
+        "next: commit these files; pull requests now run `gitops-flow validate`, `gitops-flow test` and"
+        " `gitops-flow plan`",
+        file=out,
+    )
     return EXIT_OK
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import logging
 import re
 import stat
 import threading
@@ -17,10 +18,12 @@ import anyio
 import git
 
 from gitops_flow.exceptions import ConfigError, SourceError, UnknownVersion
+from gitops_flow.gitauth import AuthError, GitAuth
 from gitops_flow.redaction import query_secrets, redact
 
 # Mirror branches and tags. An explicit tag refspec makes --prune drop deleted tags too (what --prune-tags is
 # shorthand for), and "+" follows force-pushed branches and moved tags.
+log = logging.getLogger("gitops_flow.reconcile")
 _REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
 _ENV = {"GIT_TERMINAL_PROMPT": "0"}  # a missing credential fails at once instead of waiting for a password
 # The credential of an HTTP(S) URL reaches git through a credential helper that reads it from git's environment,
@@ -157,6 +160,24 @@ class _Remote:
             {_USERNAME_VAR: unquote(username), _PASSWORD_VAR: unquote(password)},
         )
 
+    def authenticated(self, auth: GitAuth) -> _Remote:
+        """This remote with the operator's credentials added (gitauth.py): a token through the same credential
+        helper as a URL's, for this origin only; a deploy key through GIT_SSH_COMMAND. Reads a token file now; raises
+        SourceError when it cannot."""
+        try:
+            token = auth.current_token()
+        except AuthError as exc:
+            raise SourceError(str(exc)) from None
+        if token:
+            parts = urlsplit(self.url)
+            origin = f"{parts.scheme.lower()}://{parts.netloc}"
+            helper = ("credential.helper=", f"credential.{origin}.helper={_HELPER}")
+            return _Remote(self.url, helper, {**self.env, _USERNAME_VAR: auth.token_user, _PASSWORD_VAR: token})
+        command = auth.ssh_command()
+        if command is not None:
+            return _Remote(self.url, self.options, {**self.env, "GIT_SSH_COMMAND": command})
+        return self
+
 
 class GitSource:
     """A bare clone of ``url`` in ``cache_dir``: ``fetch`` mirrors the remote, the other methods read the clone only.
@@ -166,10 +187,23 @@ class GitSource:
     """
 
     def __init__(
-        self, url: str, cache_dir: Path, *, timeout: float = 30.0, attempts: int = 3, backoff: float = 0.5
+        self,
+        url: str,
+        cache_dir: Path,
+        *,
+        timeout: float = 30.0,
+        attempts: int = 3,
+        backoff: float = 0.5,
+        auth: GitAuth | None = None,
     ) -> None:
         assert attempts >= 1, "attempts counts the first try"
         self._remote = _Remote.parse(url)
+        self._auth = auth or GitAuth()
+        if self._auth:
+            try:
+                self._auth.check(url)
+            except AuthError as exc:
+                raise ConfigError(str(exc)) from None
         self._url = redact(url)
         self._cache_dir = Path(cache_dir)
         self._timeout = timeout
@@ -215,7 +249,7 @@ class GitSource:
     def _fetch_once(self) -> Refs:
         repo = self._open(create=True)
         assert repo is not None
-        remote = self._remote
+        remote = self._remote.authenticated(self._auth) if self._auth else self._remote
         with _git_errors(f"fetch of {self.url}"):
             # the URL goes on the command line without its credential, and nowhere into the clone's config or
             # FETCH_HEAD; the credential goes only into git's environment (readable by this user alone). A git
@@ -234,15 +268,18 @@ class GitSource:
         """The clone in cache_dir: reused if there is one, made empty (``git init --bare``) if ``create``."""
         with self._lock:
             if self._repo is None:
-                with _git_errors(f"opening the clone in {self._cache_dir}"):
+                # what is wrong goes to the log with the folder; the error (shown by /readyz) names no local path
+                with _git_errors("opening the server's clone (in its data folder)"):
                     if (self._cache_dir / "HEAD").is_file():
                         self._repo = git.Repo(self._cache_dir)
                         if not self._repo.bare:
                             self.close()
-                            raise SourceError(f"{self._cache_dir} holds a working tree, not a bare clone")
+                            log.error("%s holds a working tree, not a bare clone", self._cache_dir)
+                            raise SourceError("the clone folder holds a working tree, not a bare clone")
                     elif create:
                         if self._cache_dir.is_dir() and any(self._cache_dir.iterdir()):
-                            raise SourceError(f"{self._cache_dir} is neither empty nor a git clone")
+                            log.error("%s is neither empty nor a git clone", self._cache_dir)
+                            raise SourceError("the clone folder is neither empty nor a git clone")
                         self._repo = git.Repo.init(self._cache_dir, mkdir=True, bare=True)
             return self._repo
 
@@ -413,6 +450,44 @@ def read_at(paths: Sequence[Path], rev: str, *, max_bytes: int) -> dict[Path, by
         for repo in opened.values():
             repo.close()
     return found
+
+
+def files_at(folder: Path, rev: str, *, suffix: str, max_bytes: int) -> dict[str, bytes]:
+    """The regular files directly in ``folder`` (a folder of a local working tree, present there or not) at commit
+    ``rev`` whose names end with ``suffix``: name -> bytes (only the first ``max_bytes + 1`` of a larger file). For
+    `gitops-flow plan`, which must also see the flows a branch removes; nothing is fetched or touched.
+
+    Raises SourceError when the folder is in no Git working tree, UnknownVersion when ``rev`` names no commit of it.
+    """
+    opened: dict[Path, git.Repo] = {}
+    real = folder.resolve()
+    try:
+        repo, root = _working_tree(real / "_", folder, opened)
+        try:
+            sha, _, _ = repo.git.get_object_header(f"{rev}^{{commit}}")
+        except ValueError:
+            raise UnknownVersion(f"{rev!r} is not a commit of the repository at {root}") from None
+        found: dict[str, bytes] = {}
+        with _git_errors(f"reading {folder} at {rev}"):
+            tree: object = git.Commit(repo, binascii.a2b_hex(sha)).tree
+            relative = real.relative_to(root).as_posix()
+            if relative != ".":
+                try:
+                    tree = tree / relative  # type: ignore[operator]
+                except KeyError:
+                    return {}
+            if not isinstance(tree, git.Tree):
+                return {}
+            for blob in tree.blobs:
+                if stat.S_ISREG(blob.mode) and blob.name.endswith(suffix):
+                    _, _, size, stream = repo.git.stream_object_data(blob.hexsha)
+                    found[blob.name] = stream.read(min(size, max_bytes + 1))
+                    while stream.read(_CHUNK):
+                        pass  # drain the rest: the shared cat-file pipe must end up at the next object
+        return found
+    finally:
+        for opened_repo in opened.values():
+            opened_repo.close()
 
 
 def _working_tree(real: Path, shown: Path, opened: dict[Path, git.Repo]) -> tuple[git.Repo, Path]:

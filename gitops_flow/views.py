@@ -1,4 +1,5 @@
-"""The server's own endpoints: what it serves and has done, health, metrics, the GitHub webhook and the operator's."""
+"""The server's own endpoints: what it serves and has done, health, metrics and the operator's (the Git hosts'
+webhooks are in receivers.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gitops_flow import webhook
-from gitops_flow.endpoints import RequestError, get_deps, json_response, read_body, read_json, require_json
-from gitops_flow.exceptions import SignatureMismatch, StoreError, WebhookError
+from gitops_flow.endpoints import RequestError, get_deps, json_response, read_json, require_json
+from gitops_flow.exceptions import StoreError
 from gitops_flow.metrics import CONTENT_TYPE
 from gitops_flow.reconcile import Reconciler
 from gitops_flow.traffic import Route, RoutingTable
@@ -22,8 +22,6 @@ log = logging.getLogger("gitops_flow.server")
 MAX_EVENTS = 1000  # events on one page of /history
 MAX_VERSIONS = 500  # versions on one page of /versions
 STORE_UNAVAILABLE = "the state store cannot be read or written; the server's log says why"
-DELIVERY_TTL = 7 * 24 * 3600.0  # GitHub keeps deliveries for redelivery for about a week
-_KNOWN_EVENTS = ("ping", "push", "create", "delete")  # metric labels come from this list, never from a header
 
 
 # -- what the server serves and has done ---------------------------------------------------------------------------
@@ -213,6 +211,7 @@ async def readyz(request: Request) -> Response:
         "failed_flows": sorted(head.failed) if head else [],
         "source": _source(deps.reconciler),
         "store": {"ok": store_error is None, "error": store_error},
+        **(deps.feedback.health() if deps.feedback is not None else {}),
     }
     return json_response(body, 200 if ready else 503)
 
@@ -230,43 +229,6 @@ def _source(reconciler: Reconciler) -> dict[str, Any]:
 
 async def metrics(request: Request) -> Response:
     return Response(get_deps(request).metrics.render(), media_type=CONTENT_TYPE)
-
-
-# -- the GitHub webhook --------------------------------------------------------------------------------------------
-
-
-async def github_webhook(request: Request) -> Response:
-    """A GitHub delivery: verified, deduplicated, then a nudge to fetch (SPEC 5). Answers at once, before the fetch;
-    the fetch itself, on this replica and (through the store) on every other, reads Git, never the body."""
-    deps = get_deps(request)
-    header = request.headers.get("x-github-event", "")
-    label = header if header in _KNOWN_EVENTS else "other"
-    secret = deps.settings.webhook_secret
-    if secret is None:
-        deps.metrics.delivery(label, "refused")
-        raise RequestError(403, "webhook-disabled", "webhooks are off: set GITOPS_FLOW_WEBHOOK_SECRET to the secret")
-    body = await read_body(request)
-    try:
-        webhook.verify(secret.get_secret_value().encode(), bytes(body), request.headers.get("x-hub-signature-256"))
-        delivery = webhook.parse(header, request.headers.get("x-github-delivery"), bytes(body))
-    except WebhookError as exc:
-        deps.metrics.delivery(label, "refused")
-        log.warning("webhook delivery refused: %s", exc)
-        raise RequestError(401 if isinstance(exc, SignatureMismatch) else 400, _code(exc), str(exc)) from None
-    if not await deps.store.claim_delivery(delivery.id, DELIVERY_TTL):
-        deps.metrics.delivery(label, "duplicate")
-        return json_response({"status": "duplicate", "delivery": delivery.id}, 202)
-    action, why = delivery.action(deps.settings.branch)
-    deps.metrics.delivery(label, action)
-    if action == "fetch":
-        deps.reconciler.request(delivery.trigger)
-        await deps.store.publish(f"{deps.replica} {delivery.trigger}")
-    status = {"pong": "pong", "fetch": "fetching", "ignore": "ignored"}[action]
-    return json_response({"status": status, "detail": why, "delivery": delivery.id}, 200 if action == "pong" else 202)
-
-
-def _code(exc: WebhookError) -> str:
-    return "bad-signature" if isinstance(exc, SignatureMismatch) else "bad-delivery"
 
 
 # -- the operator's ------------------------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ CONSOLE_SCREENSHOTS=DIR set, each state is also saved as a picture in DIR (docs/
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, expec
 from gitops_flow.traffic import sticky_point
 from tests.gitrepo import Remote
 from tests.process import ADMIN_TOKEN, ServeProcess, serve_process
-from tests.served import echo_flow
+from tests.served import echo_flow, needs_a_secret
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package: .ci/run installs it when it is missing
 CHROMIUM_ARGS = [
@@ -41,17 +40,6 @@ ROUTING = {
     # guarded, but with thresholds no test here reaches: every abort in this module is an operator's
     "analysis": {"window": "60s", "min_requests": 10_000, "max_failures": 10_000},
 }
-
-
-def needs_a_secret(name: str) -> str:
-    """A flow whose model needs OPENAI_API_KEY, which the test server does not have: it fails to build there."""
-    doc = json.loads(echo_flow(name, answer="never"))
-    doc["nodes"][1] = {
-        "id": "llm",
-        "component": "ChatModel",
-        "params": {"model": "openai:gpt-4o-mini", "api_key": {"$env": "OPENAI_API_KEY"}},
-    }
-    return json.dumps(doc, indent=2)
 
 
 @pytest.fixture(scope="module")
@@ -148,9 +136,7 @@ def test_a_commit_pushed_while_the_page_is_open_appears_without_a_reload(page: P
     live(page, server, "/ui")
     shot(page, "overview")
     page.evaluate("window.stillTheSamePage = true")
-    remote = server.remote
-    sha = remote.commit({"flows/echo.json": echo_flow(answer="echo three")}, "echo says three")
-    remote.push()
+    sha = server.remote.publish({"flows/echo.json": echo_flow(answer="echo three")}, "echo says three")
     server.reconcile()  # what a webhook delivery or the next poll does
     expect(page.locator("#head-sha")).to_have_text(sha[:12], timeout=WAIT_MS)
     main = page.locator("tbody#flow-echo tr.ref[data-ref=main]")
@@ -166,9 +152,7 @@ def test_a_failing_flow_shows_its_problem_and_line(page: Page, server: ServeProc
     lines = broken.splitlines()
     llm = next(n for n, text in enumerate(lines) if '"id": "llm"' in text)
     line = next(n for n, text in enumerate(lines[llm:], start=llm + 1) if '"params"' in text)  # the model's params
-    remote = server.remote
-    sha = remote.commit({"flows/triage.json": broken}, "triage asks a real model")
-    remote.push()
+    sha = server.remote.publish({"flows/triage.json": broken}, "triage asks a real model")
     server.reconcile()
     where = f"flows/triage.json:{line} missing-secret"
     alert = page.locator(".alert.error", has_text="triage failed")

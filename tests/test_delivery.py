@@ -27,11 +27,6 @@ Q = {"question": "hi"}
 ZERO = "0" * 40
 
 
-@pytest.fixture
-def remote(tmp_path: Path) -> Remote:
-    return Remote.create(tmp_path)
-
-
 class Server:
     """A client of a real server on loopback, with the app for reading its reconciler's counters."""
 

@@ -87,13 +87,35 @@ LAYERS: dict[str, int] = {
     "console.context": 15,
     "console.routes": 16,
     "http_server": 13,
+    # the loop back to the Git host and the operator's receivers
+    "githost": 0,
+    "githost.repos": 0,
+    "githost.sinks": 1,
+    "githost.http": 2,
+    "githost.outbox": 2,
+    "githost.github": 3,
+    "githost.deploys": 3,
+    "githost.notify": 4,
+    "githost.statuses": 4,
+    "githost.feedback": 5,
+    "githost.comment": 4,
+    "githost.gitlab": 3,
+    "githost.gitea": 3,
+    "receivers": 12,
+    # gitops-flow plan
+    "plan": 0,
+    "install": 0,
+    "gitauth": 0,
+    "plan.diff": 3,
+    "plan.compute": 8,
+    "plan.render": 9,
 }
 # third-party packages and the only modules that may import them
 CONFINED = {
     "langchain_core": {"components", "history", "build", "testing", "agent", "textify", "fakemodel", "templates"},
     "langchain": {"components"},
     "git": {"source"},
-    "starlette": {"app", "endpoints", "views", "langflow_api", "console.pages", "console.routes"},
+    "starlette": {"app", "endpoints", "views", "langflow_api", "receivers", "console.pages", "console.routes"},
     "jinja2": {"console.pages"},
     "markupsafe": {"console.pages"},
     "uvicorn": {"cli", "demo", "http_server"},
@@ -101,6 +123,7 @@ CONFINED = {
     "sqlite3": {"stores.sqlite"},
     "redis": {"stores.redis"},
     "prometheus_client": {"metrics"},
+    "httpx": {"githost.http"},
 }
 
 

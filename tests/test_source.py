@@ -24,11 +24,6 @@ MakeSource = Callable[..., GitSource]
 
 
 @pytest.fixture
-def remote(tmp_path: Path) -> Remote:
-    return Remote.create(tmp_path)
-
-
-@pytest.fixture
 def make_source(tmp_path: Path) -> Iterator[MakeSource]:
     """GitSource factory caching in ``tmp_path/cache`` unless told otherwise; closes every source it made."""
     made: list[GitSource] = []

@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from gitops_flow import endpoints, langflow_api, receivers, views
@@ -24,6 +24,8 @@ from gitops_flow.builder import VersionBuilder
 from gitops_flow.choosing import Chooser
 from gitops_flow.components import ComponentRegistry
 from gitops_flow.config import Settings
+from gitops_flow.console import routes as console
+from gitops_flow.console.context import Console
 from gitops_flow.endpoints import Deps, RequestError, error_response
 from gitops_flow.exceptions import (
     BadInput,
@@ -171,11 +173,13 @@ def create_app(
             max_entries=settings.cache_max_entries,
             namespace="fake" if settings.fake_models else "",
         )
-        app.state.deps = Deps(
+        app.state.deps = deps = Deps(
             settings, state, reconciler, guard, metrics, replica, chooser, feedback, telemetry=telemetry, cache=cache
         )
+        app.state.console = Console(deps, source=git, registry=components, policy=policy, scrub=scrubber.json)
         feedback.start()
         tasks = [
+            asyncio.create_task(app.state.console.feed.run(), name="console feed"),
             asyncio.create_task(reconciler.run(), name="reconciler"),
             asyncio.create_task(_guard(guard, reconciler, settings.analysis_interval), name="canary guard"),
             asyncio.create_task(_listen(state, reconciler, replica), name="replica wake-ups"),
@@ -219,6 +223,8 @@ def create_app(
         Route("/admin/reconcile", views.reconcile_now, methods=["POST"]),
         Route("/admin/abort", views.abort_canary, methods=["POST"]),
         Route("/admin/resume", views.resume_canary, methods=["POST"]),
+        Route("/", _to_console, methods=["GET"]),
+        *console.routes(),
     ]
     handlers = {
         RequestError: _request_error,
@@ -245,6 +251,10 @@ def route_rows(table: RoutingTable) -> list[RouteRow]:
             share = shares.get(id(target), 0.0)
             rows.append(RouteRow(flow, route.name, target.ref, target.state, share, target.guard is not None))
     return rows
+
+
+async def _to_console(request: Request) -> Response:
+    return RedirectResponse("/ui", 307)
 
 
 def _git_auth(settings: Settings) -> GitAuth:

@@ -1,5 +1,5 @@
 """The gate: a request's limits (the routing file's ``limits:``) checked before its flow runs, held while it runs,
-and settled once its answer is sent.
+and let go as its answer ends.
 
 Checked in this order, so a refusal costs the least it can: the token budgets (a read), then the runs at once (held
 until the request ends, or ``lease_ttl`` for a process that died), then the request rates (a request refused by a
@@ -11,7 +11,8 @@ rate holds nothing). Each level of a flow's limits counts under its own key, sha
 
 Tokens are counted as each run ends (a stream: with its last chunk), from what its models reported
 (telemetry.nodes), before the answer is sent; so a request that starts under its budget runs to its end, and the
-next one is refused once the window's tokens are spent. Runs at once are let go once the answer is sent.
+next one is refused once the window's tokens are spent. Runs at once are let go before the answer's last bytes go out
+(telemetry.middleware), so a client's next request finds the place free.
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ class Gate:
             log.warning("the tokens of run %s were not counted: %s", context.run_id, exc)
 
     async def settle(self, context: RequestContext) -> None:
-        """Once a request's answer is sent: let its runs go."""
+        """As a request's answer ends: let its runs go."""
         held = context.guard
         if not isinstance(held, Held):
             return

@@ -1,7 +1,8 @@
 """The request middleware (plain ASGI): it gives each HTTP request its context (telemetry.context), the span of the
 request when tracing is on (with the caller's W3C trace context as its parent, and a ``traceresponse`` header
-back), and, once the answer is sent, runs what the request left to do (the limits let its runs go and count its
-tokens). Health checks and metrics scrapes are not traced: they would bury the traces of requests."""
+back), and, as its answer ends, runs what the request left to do (the limits let its runs go): before the answer's
+last bytes go out, so a client that sends its next request once it has the answer finds the place free. Health
+checks and metrics scrapes are not traced: they would bury the traces of requests."""
 
 from __future__ import annotations
 
@@ -62,6 +63,8 @@ class RequestMiddleware:
                 status = message["status"]
                 if tracing is not None:
                     message["headers"] = [*message.get("headers", ()), header]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                await _finish(context, scope)
             await send(message)
 
         error: BaseException | None = None
@@ -71,14 +74,20 @@ class RequestMiddleware:
             error = exc
             raise
         finally:
-            for finish in context.finalizers:
-                try:
-                    await finish(context)
-                except Exception:  # what is left to do must not turn an answered request into an error
-                    log.exception("after %s %s", scope["method"], scope["path"])
+            await _finish(context, scope)  # an answer that never ended (an error, a client gone)
             if tracing is not None:
                 _end(context, scope, status, error)
             CURRENT.reset(token)
+
+
+async def _finish(context: RequestContext, scope: Scope) -> None:
+    """Run what the request left to do, once."""
+    finalizers, context.finalizers = context.finalizers, []
+    for finish in finalizers:
+        try:
+            await finish(context)
+        except Exception:  # what is left to do must not turn an answered request into an error
+            log.exception("after %s %s", scope["method"], scope["path"])
 
 
 def _end(context: RequestContext, scope: Scope, status: int, error: BaseException | None) -> None:

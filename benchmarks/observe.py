@@ -1,8 +1,9 @@
 """What observability and guardrails cost per request, side by side in one run: tracing off and on, a limit check on
 each state backend, and a cached answer against a run.
 
-1. tracing: two servers (create_app) in this process, one without tracing and one exporting every span over
-   OTLP/HTTP to a receiver on loopback (the batch processor's thread sends them), each answering
+1. tracing: three servers (create_app) in this process: one without tracing, one exporting every span over
+   OTLP/HTTP to a receiver on loopback (the batch processor's thread sends them), and one whose sampler keeps no
+   trace (``OTEL_TRACES_SAMPLER=always_off``: what a request left out by a ratio sampler costs), each answering
    ``POST /flows/echo/invoke`` (prompt -> fake model -> parser) through httpx's ASGI transport; requests alternate
    between them call by call. Reports µs per request, median and p99, and the spans the receiver decoded.
 2. limits: the gate's admission of one request and its release at the end (what the server does per request of a
@@ -105,12 +106,18 @@ async def tracing_cost(folder: Path, iterations: int, warmup: int) -> dict[str, 
     repo.commit({"flows/echo.json": echo_flow()}, "echo")
     repo.push()
     with receiver(answer=b"", content_type="application/x-protobuf") as collector:
-        tracing = Tracing.from_environ({"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url})
+        otlp = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url}
         off = create_app(settings(repo, folder, "off"))
-        on = create_app(settings(repo, folder, "on"), tracing=tracing)
-        async with serving(off) as plain, serving(on) as traced:
+        on = create_app(settings(repo, folder, "on"), tracing=Tracing.from_environ(otlp))
+        dropped = Tracing.from_environ({**otlp, "OTEL_TRACES_SAMPLER": "always_off"})
+        out = create_app(settings(repo, folder, "sampled-out"), tracing=dropped)
+        async with serving(off) as plain, serving(on) as traced, serving(out) as sampled_out:
             first, samples = await time_acalls(
-                {"tracing off": invoke(plain, "echo", Q), "tracing on (OTLP)": invoke(traced, "echo", Q)},
+                {
+                    "tracing off": invoke(plain, "echo", Q),
+                    "tracing on, sampled out": invoke(sampled_out, "echo", Q),
+                    "tracing on (OTLP)": invoke(traced, "echo", Q),
+                },
                 iterations,
                 warmup,
             )

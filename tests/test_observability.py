@@ -174,6 +174,25 @@ def test_health_checks_are_not_traced_and_tracing_off_adds_nothing_to_a_run(remo
     assert untraced == []  # off: the run's config carries no handler of ours (nor any other)
 
 
+def test_a_request_the_sampler_leaves_out_is_not_observed(remote: Remote, tmp_path: Path) -> None:
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    doc = json.loads(echo_flow())
+    doc["nodes"][2] = {"id": "answer", "component": "Probe"}
+    push(remote, {"flows/echo.json": json.dumps(doc)})
+    exporter = InMemorySpanExporter()
+    tracing = Tracing.exporting(exporter, sampler=ALWAYS_OFF)
+    app = create_app(settings(remote, tmp_path), registry=registry_with(PROBE), tracing=tracing)
+    with TestClient(app) as client:
+        wait_until(lambda: client.get("/readyz").status_code == 200, what="readiness")
+        response = client.post("/flows/echo/invoke", json={"input": Q})
+
+    assert response.status_code == 200
+    assert response.headers["traceresponse"].endswith("-00")  # a trace id the caller can log, not sampled
+    assert exporter.get_finished_spans() == ()
+    assert HANDLERS[-1] == []  # no callbacks: a left-out request costs what an untraced one does
+
+
 def test_token_metrics_of_every_run_when_the_operator_asks_for_them(remote: Remote, tmp_path: Path) -> None:
     push(remote, {"flows/echo.json": counting_flow()})
     for asked, expected in ((False, None), (True, 14)):

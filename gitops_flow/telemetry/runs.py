@@ -1,8 +1,9 @@
 """Telemetry of flow runs: what the request path calls around each run (a span per attempt, with its version and
 ref, node spans under it) and what it puts in a run's config (LangChain callbacks, only while someone listens).
 
-Someone listens when tracing is on, when a token budget counts the request's tokens, or when the operator asked for
-token metrics of every run; otherwise a run is observed by nothing and costs nothing more.
+Someone listens when the request is traced (tracing is on and the sampler kept it), when a token budget counts the
+request's tokens, or when the operator asked for token metrics of every run; otherwise a run is observed by nothing
+and costs nothing more.
 """
 
 from __future__ import annotations
@@ -59,8 +60,12 @@ class Telemetry:
         if context.span is not None:
             context.span.set_attributes(_attributes(context))
 
+    def traced(self, context: RequestContext) -> bool:
+        """Whether the request's spans are recorded (a request the sampler left out is not)."""
+        return self.tracing is not None and context.span is not None and context.span.is_recording()
+
     def listening(self, context: RequestContext) -> bool:
-        return self.tracing is not None or context.charge is not None or self.token_metrics
+        return self.traced(context) or context.charge is not None or self.token_metrics
 
     @asynccontextmanager
     async def run(self, flow: str, sha: str, ref: str | None, spec: FlowSpec) -> AsyncIterator[None]:
@@ -73,13 +78,14 @@ class Telemetry:
             yield
             return
         span = None
-        if self.tracing is not None:
+        tracing = self.tracing if self.traced(context) else None
+        if tracing is not None:
             attributes = {**_attributes(context), FLOW: flow, VERSION: sha, REF: ref or ""}
-            span = self.tracing.start_child(f"run {flow}", context.span, attributes)
+            span = tracing.start_child(f"run {flow}", context.span, attributes)
         observer = RunObserver(
             context,
             {node.id: node.component for node in spec.nodes},
-            tracing=self.tracing,
+            tracing=tracing,
             run_span=span,
             on_usage=lambda usage: self.on_usage(flow, sha, ref, usage),
         )

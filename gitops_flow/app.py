@@ -13,7 +13,7 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from gitops_flow import endpoints, langflow_api, receivers, views
@@ -22,6 +22,8 @@ from gitops_flow.builder import VersionBuilder
 from gitops_flow.choosing import Chooser
 from gitops_flow.components import ComponentRegistry
 from gitops_flow.config import Settings
+from gitops_flow.console import routes as console
+from gitops_flow.console.context import Console
 from gitops_flow.endpoints import Deps, RequestError, error_response
 from gitops_flow.exceptions import (
     BadInput,
@@ -101,9 +103,10 @@ def create_app(
         for name in _LOGGERS:  # also seen by handlers added later
             logging.getLogger(name).addFilter(redact)
         await state.open()
+        components = registry or ComponentRegistry.configured(settings)
         builder = VersionBuilder(
             git,
-            registry or ComponentRegistry.configured(settings),
+            components,
             history=Conversations(state, limits),
             secrets=readable,
             policy=policy,
@@ -136,9 +139,11 @@ def create_app(
         guard = Guard(state)
         replica = uuid.uuid4().hex[:12]
         chooser = Chooser(reconciler, state, guard, fallback=settings.canary_fallback)
-        app.state.deps = Deps(settings, state, reconciler, guard, metrics, replica, chooser, feedback)
+        app.state.deps = deps = Deps(settings, state, reconciler, guard, metrics, replica, chooser, feedback)
+        app.state.console = Console(deps, source=git, registry=components, policy=policy, scrub=scrubber.json)
         feedback.start()
         tasks = [
+            asyncio.create_task(app.state.console.feed.run(), name="console feed"),
             asyncio.create_task(reconciler.run(), name="reconciler"),
             asyncio.create_task(_guard(guard, reconciler, settings.analysis_interval), name="canary guard"),
             asyncio.create_task(_listen(state, reconciler, replica), name="replica wake-ups"),
@@ -179,6 +184,8 @@ def create_app(
         Route("/admin/reconcile", views.reconcile_now, methods=["POST"]),
         Route("/admin/abort", views.abort_canary, methods=["POST"]),
         Route("/admin/resume", views.resume_canary, methods=["POST"]),
+        Route("/", _to_console, methods=["GET"]),
+        *console.routes(),
     ]
     handlers = {
         RequestError: _request_error,
@@ -187,6 +194,10 @@ def create_app(
         Exception: _unexpected,
     }
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
+
+
+async def _to_console(request: Request) -> Response:
+    return RedirectResponse("/ui", 307)
 
 
 def _git_auth(settings: Settings) -> GitAuth:

@@ -164,6 +164,12 @@ def _parser() -> argparse.ArgumentParser:
         view.add_argument("--json", action="store_true", help="print the server's JSON (the pages joined)")
         view.set_defaults(handler=handler)
 
+    text = "what a server serves, per flow and ref, with its recent traffic and what needs a person (as /ui shows it)"
+    status = commands.add_parser("status", help="show a server's overview", description=text)
+    status.add_argument("--server", default="http://127.0.0.1:8000", metavar="URL", help="the server's address")
+    status.add_argument("--json", action="store_true", help="print the server's JSON as it is")
+    status.set_defaults(handler=_status)
+
     for name, handler, text in (
         ("abort", _abort, "stop a flow's canary at once, on every replica (needs GITOPS_FLOW_ADMIN_TOKEN)"),
         ("resume", _resume, "give an aborted canary its weight back (needs GITOPS_FLOW_ADMIN_TOKEN)"),
@@ -592,6 +598,18 @@ def _pages(server: str, view: str, limit: int, token: str | None) -> dict[str, A
             break
         query = {"before": following["before"], "limit": min(limit - len(entries), _PAGE[view])}
     return {**data, _ENTRIES[view]: entries, "next": following}
+
+
+def _status(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    """The console's overview in a terminal, read with the token from the environment, as the other views are."""
+    from gitops_flow.console import terminal
+
+    data = _get(args.server, "/ui/overview.json", _token(settings))
+    if args.json:
+        print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode(), file=out)
+        return EXIT_OK
+    print(terminal.render(data, now=time.time(), server=args.server), file=out)
+    return EXIT_OK
 
 
 def _abort(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:

@@ -201,6 +201,7 @@ def run(*, port: int, keep_serving: bool, out: TextIO) -> None:
         demo.say(f"   cd {demo.work}    # edit flows/*.json, then: git commit -am 'my change' && git push")
         demo.say(f"   gitops-flow versions --server {demo.url}")
         demo.say(f"   gitops-flow history --server {demo.url}")
+        demo.say(f"   gitops-flow status --server {demo.url}    # or open {demo.url}/ui in a browser")
         demo.say("Press Ctrl-C to stop.")
         try:
             while True:

@@ -7,6 +7,8 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from gitops_flow.recent import RecentTraffic
+
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # seconds; a fake model answers in a millisecond, a real one in one to thirty seconds
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -25,9 +27,11 @@ _EVENTS = (
 
 
 class Metrics:
-    """Every metric the server exports, in a registry of its own (no process-wide default registry)."""
+    """Every metric the server exports, in a registry of its own (no process-wide default registry), and the window
+    of recent traffic per version that the console shows (recent.py)."""
 
-    def __init__(self, live_versions: Callable[[], float] = lambda: 0.0) -> None:
+    def __init__(self, live_versions: Callable[[], float] = lambda: 0.0, recent: RecentTraffic | None = None) -> None:
+        self.recent = recent or RecentTraffic()
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "gitops_flow_requests",
@@ -74,9 +78,11 @@ class Metrics:
             self._children[key] = children
         (children[0] if ok else children[1]).inc()
         children[2].observe(seconds)
+        self.recent.add(flow, sha, ref, ok, seconds)
 
     def prune(self, live: Set[str]) -> None:
         """Drop the series of versions no longer held (retired): each deploy would otherwise add series forever."""
+        self.recent.prune(live)
         for flow, sha, ref in [key for key in self._children if key[1] not in live]:
             labels = (flow, sha[:12], ref or "")
             self.requests.remove(*labels, "ok")

@@ -55,6 +55,7 @@ class SourceStatus:
     last_fetch: float | None = None
     last_error: str | None = None
     trigger: str | None = None
+    building: str | None = None  # the commit being built now, for the console
 
 
 class Reconciler:
@@ -169,7 +170,10 @@ class Reconciler:
             self.status.last_error = None
             if head == self._observed and refs == self._observed_refs:
                 return Outcome(changed=False, head=head)
-            return await self._apply(refs, head, trigger)
+            try:
+                return await self._apply(refs, head, trigger)
+            finally:
+                self.status.building = None
 
     async def _apply(self, refs: Refs, head: str, trigger: str) -> Outcome:
         previous, previous_refs = self._observed, self._observed_refs
@@ -190,6 +194,7 @@ class Reconciler:
             content_seen = {
                 v.content: v.sha for v in self._versions.values() if v.content and v.went_live and v.sha != commit.sha
             }
+            self.status.building = commit.sha
             version = await self._build(commit)
             try:
                 await self._announce(version, head, trigger, content_seen.get(version.content), previous)
@@ -466,6 +471,10 @@ class Reconciler:
         self._aborted = stopped(await self.store.aborts())
         self._replan()
         return done
+
+    async def note(self, kind: str, trigger: str, **extra: Any) -> None:
+        """Record in the history an operator's action that changes nothing by itself (a fetch asked for)."""
+        await self._event(kind, self._observed or "", trigger, once=f"{kind}:{trigger}:{self.clock()}", **extra)
 
     # -- explicit pins ----------------------------------------------------------------------------------------------
 

@@ -106,6 +106,11 @@ def _not_allowed(name: str, policy: SecretPolicy) -> str:
     return f"{name} is not a secret this server gives flows (GITOPS_FLOW_SECRETS allows {policy.describe()})"
 
 
+def credential_literals(params: Any) -> list[tuple[tuple[str | int, ...], str]]:
+    """Where ``params`` holds a literal that looks like a credential, with why (what the console masks)."""
+    return list(_literals(params, ()))
+
+
 def _literals(value: Any, path: tuple[str | int, ...]) -> Iterator[tuple[tuple[str | int, ...], str]]:
     if is_env_ref(value):
         return

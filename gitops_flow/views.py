@@ -35,10 +35,10 @@ async def flows(request: Request) -> Response:
     listed = [
         {
             "name": name,
-            "description": _description(name, route),
+            "description": flow_description(name, route),
             "route": route.name,
             **flow_state(table, name),
-            "versions": _targets(route),
+            "versions": route_targets(route),
         }
         for name, route in sorted(table.routes.items())
     ]
@@ -65,7 +65,7 @@ def flow_state(table: RoutingTable, name: str) -> dict[str, Any]:
     }
 
 
-def _targets(route: Route) -> list[dict[str, Any]]:
+def route_targets(route: Route) -> list[dict[str, Any]]:
     shares: dict[int, float] = {}
     low = 0.0
     for bound, target in route.live:
@@ -77,7 +77,7 @@ def _targets(route: Route) -> list[dict[str, Any]]:
     ]
 
 
-def _description(name: str, route: Route) -> str:
+def flow_description(name: str, route: Route) -> str:
     version = route.live[0][1].version if route.live else None
     return version.flows[name].spec.description if version is not None else ""
 
@@ -117,7 +117,7 @@ async def history(request: Request) -> Response:
     deps = get_deps(request)
     rows = await deps.store.events(limit + 1, before=int(raw) if raw is not None else None)
     known = {v.sha for v in deps.reconciler.versions}
-    events = [{"id": seq, **(event if reader else _unmerged_hidden(event, known))} for seq, event in rows[:limit]]
+    events = [{"id": seq, **(event if reader else unmerged_hidden(event, known))} for seq, event in rows[:limit]]
     more = len(rows) > limit
     return json_response({"events": events, "next": _next(events[-1]["id"], limit) if more else None})
 
@@ -166,7 +166,7 @@ def _shown(record: dict[str, Any], reader: bool) -> dict[str, Any]:
 _SHA_FIELDS = ("sha", "before", "after", "restores")
 
 
-def _unmerged_hidden(event: dict[str, Any], known: set[str]) -> dict[str, Any]:
+def unmerged_hidden(event: dict[str, Any], known: set[str]) -> dict[str, Any]:
     """An event with the shas of commits that are no version of the branch (a tag on an unmerged commit) hidden."""
     hidden = [event[k] for k in _SHA_FIELDS if isinstance(event.get(k), str) and event[k] and event[k] not in known]
     if not hidden:

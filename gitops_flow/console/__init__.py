@@ -1,0 +1,1 @@
+"""The operator console: /ui, served by `gitops-flow serve` itself (docs/console.md)."""

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gitops_flow import endpoints, langflow_api, views
+from gitops_flow import endpoints, views
 from gitops_flow.analysis import Guard
 from gitops_flow.builder import VersionBuilder
 from gitops_flow.choosing import Chooser
@@ -34,6 +34,7 @@ from gitops_flow.exceptions import (
     StoreError,
     UnknownFlow,
 )
+from gitops_flow.langflow import api as langflow_api
 from gitops_flow.metrics import Metrics
 from gitops_flow.reconcile import Reconciler
 from gitops_flow.secretrefs import RedactSecrets, Scrubber

@@ -26,7 +26,7 @@ from gitops_flow.components import ComponentRegistry
 from gitops_flow.config import Settings
 from gitops_flow.exceptions import GitOpsFlowError, SourceError, UnknownVersion
 from gitops_flow.jsonpos import LineIndex
-from gitops_flow.langflow import slug
+from gitops_flow.langflow.convert import slug
 from gitops_flow.problems import Problem
 from gitops_flow.routing import ROUTING_FILE
 from gitops_flow.spec import json_schema

@@ -13,11 +13,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from gitops_flow import credentials, jsonpos, langflow, limits, secretrefs
+from gitops_flow import credentials, jsonpos, limits, secretrefs
 from gitops_flow.build import BuiltFlow, build_flow
 from gitops_flow.components import FAKEABLE, ComponentRegistry
 from gitops_flow.exceptions import BuildError
 from gitops_flow.graph import analyse
+from gitops_flow.langflow import convert as langflow
 from gitops_flow.problems import Problem, json_path
 from gitops_flow.routing import DEFAULT_ROUTE, Analysis, RouteTarget, RoutingConfig
 from gitops_flow.secretpolicy import SecretPolicy

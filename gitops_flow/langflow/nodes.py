@@ -1,6 +1,6 @@
 """What each supported LangFlow component becomes: one handler per ``data.type``, writing native nodes and edges.
 
-Handlers run in dependency order, so the ports of a node's inputs (langflow_builder.py) are known when it is
+Handlers run in dependency order, so the ports of a node's inputs (builder.py) are known when it is
 converted; each handler sets the ports of its own outputs.
 """
 
@@ -11,7 +11,7 @@ from string import Formatter
 from typing import Any
 
 from gitops_flow import templates
-from gitops_flow.langflow_builder import (
+from gitops_flow.langflow.builder import (
     DEFAULT_WINDOW,
     HISTORY_KEY,
     INPUT_KEY,
@@ -24,8 +24,8 @@ from gitops_flow.langflow_builder import (
     agent_memory,
     escape,
 )
-from gitops_flow.langflow_export import LfNode, Wire
-from gitops_flow.langflow_models import ModelChoice, model_choice
+from gitops_flow.langflow.export import LfNode, Wire
+from gitops_flow.langflow.models import ModelChoice, model_choice
 
 # -- inputs and outputs ------------------------------------------------------------------------------------------
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from gitops_flow.langflow_export import Export, LfNode, Wire
-from gitops_flow.langflow_models import ModelChoice
+from gitops_flow.langflow.export import Export, LfNode, Wire
+from gitops_flow.langflow.models import ModelChoice
 from gitops_flow.problems import Problem, json_path
 
 INPUT_KEY, HISTORY_KEY = "input_value", "history"  # a conversational flow's input object and its history

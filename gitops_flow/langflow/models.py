@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from gitops_flow.langflow_export import LfNode
+from gitops_flow.langflow.export import LfNode
 from gitops_flow.problems import Problem
 
 DEFAULT_MODEL = "openai:gpt-4o-mini"

@@ -17,9 +17,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from gitops_flow.langflow_builder import Builder, conversational
-from gitops_flow.langflow_export import Export, LfNode, Wire, is_export, read_export
-from gitops_flow.langflow_nodes import HANDLERS, UNSUPPORTED_HINTS
+from gitops_flow.langflow.builder import Builder, conversational
+from gitops_flow.langflow.export import Export, LfNode, Wire, is_export, read_export
+from gitops_flow.langflow.nodes import HANDLERS, UNSUPPORTED_HINTS
 from gitops_flow.problems import Problem, json_path, listing
 from gitops_flow.spec import NAME_PATTERN
 

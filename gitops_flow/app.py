@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gitops_flow import endpoints, views
+from gitops_flow import endpoints, langserve_api, views
 from gitops_flow.analysis import Guard
 from gitops_flow.builder import VersionBuilder
 from gitops_flow.choosing import Chooser
@@ -159,7 +159,9 @@ def create_app(
         Route("/admin/reconcile", views.reconcile_now, methods=["POST"]),
         Route("/admin/abort", views.abort_canary, methods=["POST"]),
         Route("/admin/resume", views.resume_canary, methods=["POST"]),
+        *langserve_api.routes(),
     ]
+    langserve_api.quiet_deprecations()
     handlers = {
         RequestError: _request_error,
         GitOpsFlowError: _domain_error,

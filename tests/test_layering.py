@@ -68,6 +68,9 @@ LAYERS: dict[str, int] = {
     "endpoints": 11,
     "views": 12,
     "langflow.api": 12,
+    "langserve_api": 12,
+    "pages": 2,
+    "confighash": 0,
     "app": 13,
     "http_server": 13,
 }
@@ -76,7 +79,7 @@ CONFINED = {
     "langchain_core": {"components", "history", "build", "testing", "agent", "textify", "fakemodel", "templates"},
     "langchain": {"components"},
     "git": {"source"},
-    "starlette": {"app", "endpoints", "views", "langflow.api"},
+    "starlette": {"app", "endpoints", "views", "langflow.api", "langserve_api", "openapi", "pages"},
     "uvicorn": {"cli", "demo", "http_server"},
     "httptools": {"http_server"},
     "sqlite3": {"stores.sqlite"},

@@ -58,7 +58,7 @@ class RunRequest(BaseModel):
 
 def _request(payload: Any) -> RunRequest:
     if not isinstance(payload, dict):
-        raise RequestError(400, "bad-body", "the body is a JSON object")
+        raise RequestError(422, "bad-body", "the body is a JSON object")
     try:
         body = RunRequest.model_validate(payload)
     except ValidationError as exc:

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gitops_flow import endpoints, langserve_api, views
+from gitops_flow import endpoints, langserve_api, openapi, views
 from gitops_flow.analysis import Guard
 from gitops_flow.builder import VersionBuilder
 from gitops_flow.choosing import Chooser
@@ -160,6 +160,9 @@ def create_app(
         Route("/admin/abort", views.abort_canary, methods=["POST"]),
         Route("/admin/resume", views.resume_canary, methods=["POST"]),
         *langserve_api.routes(),
+        Route("/openapi.json", openapi.openapi_json, methods=["GET"]),
+        Route("/docs", openapi.docs, methods=["GET"]),
+        Route("/docs/{file}", openapi.docs, methods=["GET"]),
     ]
     langserve_api.quiet_deprecations()
     handlers = {

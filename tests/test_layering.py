@@ -69,6 +69,7 @@ LAYERS: dict[str, int] = {
     "views": 12,
     "langflow.api": 12,
     "langserve_api": 12,
+    "openapi": 12,
     "pages": 2,
     "confighash": 0,
     "app": 13,

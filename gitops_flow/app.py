@@ -41,6 +41,7 @@ from gitops_flow.secretrefs import RedactSecrets, Scrubber
 from gitops_flow.source import GitSource
 from gitops_flow.stores import open_store
 from gitops_flow.stores.base import StateStore
+from gitops_flow.tweaks import Tweaker
 
 log = logging.getLogger("gitops_flow.server")
 HEAP_SETTLE_DELAY = 1.0  # seconds after the last deploy of a burst
@@ -120,6 +121,7 @@ def create_app(
         guard = Guard(state)
         replica = uuid.uuid4().hex[:12]
         chooser = Chooser(reconciler, state, guard, fallback=settings.canary_fallback)
+        app.state.tweaker = Tweaker(builder.registry, policy, builder.build_spec)  # LangFlow's tweaks (tweaks.py)
         app.state.deps = Deps(settings, state, reconciler, guard, metrics, replica, chooser)
         tasks = [
             asyncio.create_task(reconciler.run(), name="reconciler"),

@@ -25,7 +25,14 @@ from gitops_flow.secretrefs import Scrubber
 from gitops_flow.source import CommitInfo, GitSource
 from gitops_flow.spec import FlowSpec
 from gitops_flow.testing import run_flow_tests
-from gitops_flow.validate import MAX_BYTES, MAX_EXPORT_BYTES, validate_bytes, validate_routing_bytes
+from gitops_flow.validate import (
+    MAX_BYTES,
+    MAX_EXPORT_BYTES,
+    duplicate_names,
+    flow_name,
+    validate_bytes,
+    validate_routing_bytes,
+)
 from gitops_flow.versions import Status, Version
 
 FAKE_ANSWER = "This is a fake answer from {node}."
@@ -104,20 +111,22 @@ class VersionBuilder:
         listing = self._listing(commit.sha)
         problems: list[Problem] = []
         routing: RoutingConfig | None = None
-        names = [name.removesuffix(".json") for name in listing.files]
+        names = [flow_name(name.removesuffix(".json")) for name in listing.files]
         if listing.routing is not None:
             routing, routing_problems = validate_routing_bytes(listing.routing[1], file=ROUTING_FILE, flow_names=names)
             problems += routing_problems
         flows: dict[str, BuiltFlow] = {}
         failed: dict[str, tuple[Problem, ...]] = {}
         blobs: dict[str, str] = {}
-        for file_name, blob in sorted(listing.files.items()):
-            result = self._flow(listing.flows_dir, file_name, blob)
-            blobs[result.name] = blob
-            if result.built is not None:
+        results = {f: self._flow(listing.flows_dir, f, blob) for f, blob in sorted(listing.files.items())}
+        clashes = duplicate_names((f"{listing.flows_dir}/{f}", r.name) for f, r in results.items())
+        for file_name, result in results.items():
+            blobs[result.name] = listing.files[file_name]
+            clash = [p for p in clashes if p.file == f"{listing.flows_dir}/{file_name}"]
+            if result.built is not None and not clash:
                 flows[result.name] = result.built
-            else:
-                failed[result.name] = result.problems
+            else:  # two files of one name: neither is served, and each says why
+                failed[result.name] = (*failed.get(result.name, ()), *result.problems, *clash)
         status: Status = "failed" if any(p.severity == "error" for p in problems) else "ready"
         version = Version(
             sha=commit.sha,
@@ -138,6 +147,15 @@ class VersionBuilder:
             content=listing.content,
         )
         return carry(version, parent)
+
+    def build_spec(self, spec: FlowSpec) -> BuiltFlow:
+        """Build a flow document as a commit's flow is built (registry, secrets, history, fakes and time limit):
+        what a request's LangFlow tweaks run on. Raises BuildError."""
+        deadline = time.monotonic() + self.build_timeout if self.build_timeout is not None else None
+        fakes = self._fakes(spec) if self.fake_models else None
+        return build_flow(
+            spec, self.registry, secrets=self.secrets, history=self.history, fakes=fakes, deadline=deadline
+        )
 
     def forget(self, kept: Iterable[Version]) -> None:
         """Drop the built flows no kept version uses (their versions were retired); failed results stay cached."""
@@ -165,6 +183,7 @@ class VersionBuilder:
             return cached
         path = f"{flows_dir}/{file_name}" if flows_dir not in ("", ".") else file_name
         stem = file_name.removesuffix(".json")
+        name = flow_name(stem)
         raw = self.source.read_blob(blob, max_bytes=MAX_EXPORT_BYTES)
         # the build below is real, so validation does not dry-build
         report = validate_bytes(raw, self.registry, file=path, stem=stem, dry_build=False, policy=self.policy)
@@ -188,7 +207,7 @@ class VersionBuilder:
             failures = self._test(report.spec, raw, path, report.origin)
             if failures:
                 built, problems = None, [*problems, *failures]
-        result = _FileResult(stem, built, tuple(self.scrubber.problem(p) for p in problems))
+        result = _FileResult(name, built, tuple(self.scrubber.problem(p) for p in problems))
         self._cache[key] = result
         return result
 

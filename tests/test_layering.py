@@ -39,6 +39,7 @@ LAYERS: dict[str, int] = {
     "langflow.builder": 3,
     "langflow.nodes": 4,
     "langflow.convert": 5,
+    "tweaks": 5,
     "validate": 6,
     "testing": 6,
     "contract": 7,

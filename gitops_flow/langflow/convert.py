@@ -21,7 +21,7 @@ from gitops_flow.langflow.builder import Builder, conversational
 from gitops_flow.langflow.export import Export, LfNode, Wire, is_export, read_export
 from gitops_flow.langflow.nodes import HANDLERS, UNSUPPORTED_HINTS
 from gitops_flow.problems import Problem, json_path, listing
-from gitops_flow.spec import NAME_PATTERN
+from gitops_flow.spec import ALIAS_PATTERN, NAME_PATTERN
 
 __all__ = ["Conversion", "convert", "is_export", "slug"]
 
@@ -83,6 +83,8 @@ def convert(data: dict[str, Any], *, name: str) -> Conversion:
     if any(p.severity == "error" for p in problems):
         return Conversion(None, problems)
     description = data.get("description")
+    aliases = _aliases(data, name)
+    tweakable = data.get("tweakable")
     document: dict[str, Any] = {
         "version": 1,
         "name": name,
@@ -91,13 +93,26 @@ def convert(data: dict[str, Any], *, name: str) -> Conversion:
         **({"output": builder.exits[0]} if len(builder.exits) == 1 else {}),
         "nodes": builder.nodes,
         "edges": builder.edges,
+        **({"aliases": aliases} if aliases else {}),
+        **({"tweakable": tweakable} if tweakable is not None else {}),
     }
     origins = {"$": "$", "$.name": "$", "$.description": "$.description", **builder.origins}
+    origins.update({"$.aliases": "$.id", "$.tweakable": "$.tweakable"})
     if builder.entry:
         origins["$.input"] = origins.get(builder.node_path(builder.entry), "$")
     if len(builder.exits) == 1:
         origins["$.output"] = origins.get(builder.node_path(builder.exits[0]), "$")
     return Conversion(document, problems, origins)
+
+
+def _aliases(data: dict[str, Any], name: str) -> list[str]:
+    """The names LangFlow's clients call the flow by besides ours: the export's ``id`` and ``endpoint_name``."""
+    found = [data.get(key) for key in ("id", "endpoint_name")]
+    return [
+        a
+        for a in dict.fromkeys(found)
+        if isinstance(a, str) and a != name and len(a) <= 200 and re.match(ALIAS_PATTERN, a)
+    ]
 
 
 def _unsupported(export: Export) -> list[Problem]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from gitops_flow.build import BuiltFlow, build_flow
 from gitops_flow.components import ComponentRegistry
 from gitops_flow.exceptions import BuildError
+from gitops_flow.fakeanswers import fake_answers
 from gitops_flow.history import HistoryStore
 from gitops_flow.jsonpos import LineIndex
 from gitops_flow.problems import Problem
@@ -34,8 +35,6 @@ from gitops_flow.validate import (
     validate_routing_bytes,
 )
 from gitops_flow.versions import Status, Version
-
-FAKE_ANSWER = "This is a fake answer from {node}."
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,14 +226,5 @@ class VersionBuilder:
         return found
 
     def _fakes(self, spec: FlowSpec) -> dict[str, Sequence[str]]:
-        """Fake models for every node that would call a real model: the answers its first test gives it, or a line
-        saying it is fake. A FakeChatModel keeps its own responses (and latency)."""
-        real = [node.id for node in spec.nodes if self.registry.calls_a_model(node.component)]
-        fakes: dict[str, list[str]] = {}
-        for case in spec.tests:
-            for node_id, answers in case.fakes.items():
-                if node_id in real:
-                    fakes.setdefault(node_id, list(answers))
-        for node_id in real:
-            fakes.setdefault(node_id, [FAKE_ANSWER.format(node=node_id)])
-        return dict(fakes)
+        """Fake models for every node that would call a real model (fakeanswers.py)."""
+        return dict(fake_answers(spec, self.registry))

@@ -40,6 +40,7 @@ LAYERS: dict[str, int] = {
     "langflow.nodes": 4,
     "langflow.convert": 5,
     "tweaks": 5,
+    "fakeanswers": 4,
     "validate": 6,
     "testing": 6,
     "contract": 7,

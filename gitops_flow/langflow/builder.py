@@ -73,6 +73,7 @@ class Builder:
     exits: list[str] = field(default_factory=list)
     window: int = DEFAULT_WINDOW
     types: frozenset[str] = frozenset()  # the component types the export uses
+    files_expected: str = ""  # what in the export says its input carries files (an image), quoted
     _index: dict[str, int] = field(default_factory=dict)
     _history: str | None = None
 

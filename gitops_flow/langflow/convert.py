@@ -76,7 +76,7 @@ def convert(data: dict[str, Any], *, name: str) -> Conversion:
     order = _order(export)
     if order is None:
         return Conversion(None, [*problems, _cycle(export)])
-    builder = Builder(export, conversational=conversational(export))
+    builder = Builder(export, conversational=conversational(export), files_expected=_files_expected(data))
     for node in order:
         HANDLERS[node.type](builder, node)
     problems += builder.problems
@@ -103,6 +103,16 @@ def convert(data: dict[str, Any], *, name: str) -> Conversion:
     if len(builder.exits) == 1:
         origins["$.output"] = origins.get(builder.node_path(builder.exits[0]), "$")
     return Conversion(document, problems, origins)
+
+
+_FILES = re.compile(r"\b(image|images|photo|photos|picture|pictures|upload an? \w+|audio|video)\b", re.IGNORECASE)
+
+
+def _files_expected(data: dict[str, Any]) -> str:
+    """The words of the export's description that say its input carries files ("Upload an image; ..."), if any."""
+    description = data.get("description")
+    found = _FILES.search(description) if isinstance(description, str) else None
+    return f"its description says {found.group(0)!r}" if found else ""
 
 
 def _aliases(data: dict[str, Any], name: str) -> list[str]:

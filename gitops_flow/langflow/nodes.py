@@ -25,7 +25,7 @@ from gitops_flow.langflow.builder import (
     escape,
 )
 from gitops_flow.langflow.export import LfNode, Wire
-from gitops_flow.langflow.models import ModelChoice, model_choice
+from gitops_flow.langflow.models import TYPE_PROVIDERS, ModelChoice, model_choice
 
 # -- inputs and outputs ------------------------------------------------------------------------------------------
 
@@ -37,7 +37,31 @@ def chat_input(b: Builder, node: LfNode) -> None:
         b.ports[(node.id, "*")] = Constant(node.text("input_value"), node.field_path("input_value"))
         return
     if b.entry is not None:
-        b.fail(node.path, "a flow takes one input; this is a second chat input", node=node)
+        first = next(n for n in b.export.nodes if n.id == b.entry)
+        b.fail(
+            node.path,
+            f"a flow takes one input, and {first.id} ({first.type}) is this flow's; this {node.type} would be a "
+            "second (give it a fixed value in a Prompt instead, or remove it)",
+            node=node,
+        )
+        return
+    attached = node.value("files")
+    if attached not in (None, "", []):
+        b.fail(
+            node.field_path("files"),
+            "files attached to the input (an image) cannot be passed on: a converted flow's input is text, and a "
+            "file would be dropped silently; remove the file, or send the content as text",
+            node=node,
+        )
+        return
+    if node.type == "ChatInput" and b.files_expected:
+        b.fail(
+            node.field_path("files"),
+            f"the flow expects files with its input ({b.files_expected}), which LangFlow hands a vision model; a "
+            "converted flow's input is text, so the file would never reach the model: it is refused rather than "
+            "dropped",
+            node=node,
+        )
         return
     if b.conversational:
         windows = [agent_memory(n) for n in b.export.nodes] + [
@@ -256,8 +280,8 @@ HANDLERS: dict[str, Callable[[Builder, LfNode], None]] = {
     "TextOutput": chat_output,
     "Prompt": prompt,
     "PromptTemplate": prompt,
-    "OpenAIModel": model,
-    "AnthropicModel": model,
+    "Prompt Template": prompt,  # LangFlow 1.12 on names the prompt component by its display name
+    **{kind: model for kind in TYPE_PROVIDERS},  # a provider's own model node: ChatModel when init_chat_model knows it
     "LanguageModelComponent": model,
     "Agent": agent,
     "StructuredOutput": structured_output,

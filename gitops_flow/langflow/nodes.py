@@ -44,6 +44,7 @@ def chat_input(b: Builder, node: LfNode) -> None:
             "second (give it a fixed value in a Prompt instead, or remove it)",
             node=node,
         )
+        b.ports[(node.id, "*")] = Constant(node.text("input_value"), node.field_path("input_value"))  # no cascade
         return
     attached = node.value("files")
     if attached not in (None, "", []):
@@ -53,8 +54,7 @@ def chat_input(b: Builder, node: LfNode) -> None:
             "file would be dropped silently; remove the file, or send the content as text",
             node=node,
         )
-        return
-    if node.type == "ChatInput" and b.files_expected:
+    elif node.type == "ChatInput" and b.files_expected:
         b.fail(
             node.field_path("files"),
             f"the flow expects files with its input ({b.files_expected}), which LangFlow hands a vision model; a "
@@ -62,7 +62,6 @@ def chat_input(b: Builder, node: LfNode) -> None:
             "dropped",
             node=node,
         )
-        return
     if b.conversational:
         windows = [agent_memory(n) for n in b.export.nodes] + [
             int(n.number("n_messages") or DEFAULT_WINDOW) for n in b.export.nodes if n.type == "Memory"

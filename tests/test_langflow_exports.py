@@ -180,3 +180,40 @@ def test_a_flow_may_not_declare_a_guarded_or_unknown_tweak(tweakable: dict[str, 
     assert report.problems[0].path.startswith("$.tweakable")
     allowed = {**doc, "tweakable": {"llm": ["temperature", "max_tokens"]}}
     assert validate_bytes(json.dumps(allowed).encode(), REGISTRY, file="t.json", stem="t").ok
+
+
+def test_a_file_as_the_only_input_is_the_files_text_sent_with_the_request() -> None:
+    data = load("basic-prompting")
+    node_of(data, "ChatInput")["data"]["type"] = "File"
+    conversion = convert(data, name="reader")
+    assert conversion.ok, conversion.problems
+    assert "langflow-file-input" in [p.code for p in conversion.problems]
+    assert conversion.document is not None and conversion.document["input"] == "ChatInput-b6UCc"
+    spec = FlowSpec.model_validate(conversion.document)
+    built = build_flow(spec, REGISTRY, fakes={n.id: ["read it"] for n in spec.nodes if n.component == "ChatModel"})
+    assert asyncio.run(built.runnable.ainvoke("the file's text")) == "read it"
+
+    beside = load("basic-prompting")
+    extra = copy.deepcopy(node_of(beside, "ChatInput"))
+    extra["id"] = extra["data"]["id"] = "File-1"
+    extra["data"]["type"] = "File"
+    beside["data"]["nodes"].append(extra)
+    [message] = errors(beside)
+    assert "File-1 (File" in message and "this flow has another input (ChatInput-b6UCc)" in message
+
+
+def test_a_prompt_variable_used_twice_is_one_input() -> None:
+    data = load("basic-prompting")
+    prompt = node_of(data, "Prompt")["data"]["node"]["template"]
+    prompt["template"]["value"] = "Say {word}, then {word} again."
+    prompt["word"] = {"value": "", "type": "str"}
+    chat = node_of(data, "ChatInput")
+    edge = copy.deepcopy(data["data"]["edges"][0])
+    edge.update({"source": chat["id"], "target": node_of(data, "Prompt")["id"], "id": "e-word"})
+    edge["data"]["targetHandle"] = {**edge["data"]["targetHandle"], "fieldName": "word"}
+    edge["data"]["sourceHandle"] = {**edge["data"]["sourceHandle"], "name": "message"}
+    data["data"]["edges"].append(edge)
+    conversion = convert(data, name="twice")
+    assert conversion.document is not None, conversion.problems
+    keyed = [e for e in conversion.document["edges"] if e.get("key") == "word"]
+    assert len(keyed) == 1

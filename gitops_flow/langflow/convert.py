@@ -164,7 +164,7 @@ def _order(export: Export) -> list[LfNode] | None:
     pending = {n.id: len(export.wires_into(n.id)) for n in export.nodes}
     by_id = {n.id: n for n in export.nodes}
     # inputs first: a conversational flow's entry must exist before the memory nodes that read it
-    first = sorted(export.nodes, key=lambda n: n.type not in ("ChatInput", "TextInput"))
+    first = sorted(export.nodes, key=lambda n: n.type not in ("ChatInput", "TextInput", "File"))
     ready = deque(n.id for n in first if pending[n.id] == 0)
     order: list[LfNode] = []
     while ready:

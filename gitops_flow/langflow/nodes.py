@@ -26,6 +26,7 @@ from gitops_flow.langflow.builder import (
 )
 from gitops_flow.langflow.export import LfNode, Wire
 from gitops_flow.langflow.models import TYPE_PROVIDERS, ModelChoice, model_choice
+from gitops_flow.problems import Problem
 
 # -- inputs and outputs ------------------------------------------------------------------------------------------
 
@@ -77,6 +78,36 @@ def chat_input(b: Builder, node: LfNode) -> None:
         b.ports[(node.id, "*")] = NodePort(node.id)
 
 
+def file_input(b: Builder, node: LfNode) -> None:
+    """A File node as a flow's only input: the caller sends the file's text. LangFlow read the file from its own
+    storage; the server reads no files, so the content comes with the request (a warning says so)."""
+    others = [n for n in b.export.nodes if n.type in ("ChatInput", "TextInput") or (n.type == "File" and n is not node)]
+    if others or b.entry is not None:
+        b.fail(
+            node.path,
+            "it reads a file from LangFlow's storage, which a flow never does; as a flow's only input it would be the "
+            f"file's text, sent with each request, but this flow has another input ({_first_id(others, b.entry)})",
+            node=node,
+        )
+        b.ports[(node.id, "*")] = Constant("", node.path)  # no cascade of problems downstream
+        return
+    b.entry = b.add(node, node.id, "Passthrough", description=f"{node.display_name or node.id}: the file's text")
+    b.ports[(node.id, "*")] = NodePort(node.id)
+    b.problems.append(
+        Problem(
+            code="langflow-file-input",
+            message=f"{node.label()} becomes the flow's input: a caller sends the file's text with each request "
+            "(LangFlow read a file from its own storage, which the server does not have)",
+            path=node.path,
+            severity="warning",
+        )
+    )
+
+
+def _first_id(others: list[LfNode], entry: str | None) -> str:
+    return others[0].id if others else str(entry)
+
+
 def chat_output(b: Builder, node: LfNode) -> None:
     found = b.sole_input(node, b.inputs(node, "input_value"), "an output shows")
     if found is None:
@@ -100,10 +131,13 @@ def prompt(b: Builder, node: LfNode) -> None:
         b.fail(node.field_path("template"), why, node=node, code="bad-template")
         return
     template, pending = "", []  # type: ignore[var-annotated]
+    slots: dict[str, str] = {}  # a variable used twice is one input, filled once
     for literal, name, _, _ in Formatter().parse(source):
         template += escape(literal)
         if name is not None:
-            template += b.slot(node, name, name, pending)
+            if name not in slots:
+                slots[name] = b.slot(node, name, name, pending)
+            template += slots[name]
     if not pending:  # every variable has its value: the prompt is a constant, folded into what it feeds
         b.ports[(node.id, "*")] = Constant(_unescape(template), node.field_path("template"))
         return
@@ -275,6 +309,7 @@ def tool(name: str) -> Callable[[Builder, LfNode], None]:
 HANDLERS: dict[str, Callable[[Builder, LfNode], None]] = {
     "ChatInput": chat_input,
     "TextInput": chat_input,
+    "File": file_input,
     "ChatOutput": chat_output,
     "TextOutput": chat_output,
     "Prompt": prompt,
@@ -310,7 +345,6 @@ UNSUPPORTED_HINTS: dict[str, str] = {
         "Memory Base is long-term memory searched across sessions (a vector store); gitops-flow keeps each "
         "session's chat history only: remove the node, and the agent still sees the conversation so far"
     ),
-    "File": "it reads files, which flows never do",
     "Directory": "it reads files, which flows never do",
     "LoopComponent": "flows are acyclic graphs; loops have no equivalent",
     "CustomComponent": "it runs custom Python code, which gitops-flow never does",

@@ -167,13 +167,16 @@ def create_app(
         Route("/docs/{file}", openapi.docs, methods=["GET"]),
     ]
     langserve_api.quiet_deprecations()
+    documents = openapi.Documents()
     handlers = {
         RequestError: _request_error,
         GitOpsFlowError: _domain_error,
         HTTPException: _http_error,
         Exception: _unexpected,
     }
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
+    app.state.openapi = documents  # /openapi.json, made once per published routing table
+    return app
 
 
 def _own_secrets(settings: Settings) -> dict[str, str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -28,9 +29,27 @@ ERROR = {"$ref": "#/components/schemas/Error"}
 EVENTS = {"text/event-stream": {"schema": {"type": "string", "description": "server-sent events"}}}
 
 
+class Documents:
+    """The document of the table last asked about: made once per published table (a deploy publishes a new one),
+    so a stream of requests for it costs what serving bytes costs, whatever the number of flows."""
+
+    def __init__(self) -> None:
+        self._last: tuple[RoutingTable, bytes] | None = None
+
+    def of(self, table: RoutingTable) -> bytes:
+        last = self._last
+        if last is not None and last[0] is table:
+            return last[1]
+        made = orjson.dumps(document(table))
+        self._last = (table, made)  # holding the table keeps its identity from being reused
+        return made
+
+
 async def openapi_json(request: Request) -> Response:
     """``GET /openapi.json``."""
-    return json_response(document(get_deps(request).reconciler.table))
+    documents: Documents = request.app.state.openapi
+    made = documents.of(get_deps(request).reconciler.table)
+    return Response(made, media_type="application/json")
 
 
 async def docs(request: Request) -> Response:

@@ -155,3 +155,17 @@ def test_the_playground_is_shipped_per_flow(server: ServeProcess) -> None:
     assert "innerHTML" not in script and "http://" not in script and "https://" not in script
     assert server.client.get("/flows/nope/playground/").status_code == 404
     assert server.client.get("/flows/echo/playground/secrets.txt").status_code == 404
+
+
+def test_the_document_follows_a_deploy(tmp_path: Path) -> None:
+    remote = Remote.create(tmp_path)
+    remote.commit({"flows/echo.json": echo_flow()})
+    remote.push()
+    with serve_process(remote, tmp_path) as server:
+        first = server.client.get("/openapi.json").json()
+        assert server.client.get("/openapi.json").json() == first  # the same table, the same document
+        remote.commit({"flows/other.json": echo_flow("other")}, "a second flow")
+        remote.push()
+        server.reconcile()
+        tags = {tag["name"] for tag in server.client.get("/openapi.json").json()["tags"]}
+        assert tags == {"echo", "other", "server"}

@@ -34,41 +34,18 @@ from typing import Any
 
 import httpx
 import yaml
-from _machine import REPO, describe, machine, median, percentile, save
+from _machine import describe, machine, median, percentile, save
 from _serving import Remote, Server, echo_flow
+from delivery import SECRET, deliver
 
-from gitops_flow import webhook
+from tests.served import needs_a_secret
 
-SECRET = "bench-webhook-secret"
-PUSH = json.loads((REPO / "tests" / "data" / "github-webhooks" / "push.json").read_text())
 Q = {"input": {"question": "hi"}}
 
 
 def start(remote: Remote, tmp: Path, label: str, **env: str) -> Server:
     settings = {"BENCH_REPO": remote.url, "BENCH_DATA_DIR": str(tmp / f"data-{label}"), "BENCH_WEBHOOK_SECRET": SECRET}
     return Server(label, "gitops_flow_app", {**settings, **env}, ready_path="/readyz").start(tmp)
-
-
-def deliver(client: httpx.Client, before: str, after: str) -> None:
-    body = json.dumps({**PUSH, "ref": "refs/heads/main", "before": before, "after": after, "deleted": False}).encode()
-    headers = {
-        "content-type": "application/json",
-        "x-github-event": "push",
-        "x-github-delivery": f"bench-{random.getrandbits(64):016x}",
-        "x-hub-signature-256": webhook.sign(SECRET.encode(), body),
-    }
-    response = client.post("/webhooks/github", content=body, headers=headers)
-    assert response.status_code == 202, response.text
-
-
-def needs_a_secret(name: str) -> str:
-    doc = json.loads(echo_flow(name))
-    doc["nodes"][1] = {
-        "id": "llm",
-        "component": "ChatModel",
-        "params": {"model": "openai:gpt-4o-mini", "api_key": {"$env": "OPENAI_API_KEY"}},
-    }
-    return json.dumps(doc)
 
 
 # -- 1. per-flow deploys ----------------------------------------------------------------------------------------------
@@ -96,7 +73,7 @@ def per_flow_deploys(tmp: Path, flows: int, rounds: int) -> dict[str, Any]:
                 after = remote.commit(files, f"round {turn}")
                 remote.push()
                 sent = time.monotonic()
-                deliver(client, before, after)
+                deliver(client, "refs/heads/main", before, after)
                 waiting = set(names[1:] if broken else names)
                 while waiting:
                     for name in sorted(waiting):

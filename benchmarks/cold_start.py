@@ -71,6 +71,7 @@ def in_process(head: dict[str, str]) -> dict[str, float]:
     reconciler does for each file, without Git, the state store or HTTP."""
     from gitops_flow.build import build_flow
     from gitops_flow.components import ComponentRegistry
+    from gitops_flow.history import Conversations
     from gitops_flow.stores.memory import MemoryStore
     from gitops_flow.validate import validate_bytes
 
@@ -82,7 +83,7 @@ def in_process(head: dict[str, str]) -> dict[str, float]:
     store = MemoryStore()
     for report in reports:
         assert report.ok and report.spec is not None, report.problems
-        build_flow(report.spec, registry, secrets={}, history=store)
+        build_flow(report.spec, registry, secrets={}, history=Conversations(store))
     return {"validate_s": validated - started, "build_s": time.perf_counter() - validated}
 
 

@@ -37,6 +37,7 @@ import uvloop
 from _machine import describe, machine, save, stats
 
 from gitops_flow.exceptions import StoreError
+from gitops_flow.history import TurnLimits
 from gitops_flow.stores import MemoryStore, SqliteStore, StateStore
 from gitops_flow.stores.redis import RedisStore
 
@@ -53,6 +54,8 @@ TOP_LEVEL_COMMANDS = ("ping", "evalsha", "eval", "lrange", "multi", "exec")  # w
 
 Operation = Callable[[StateStore, int], Awaitable[object]]
 
+LIMITS = TurnLimits()  # the server's defaults
+
 
 async def claim_pin(store: StateStore, n: int) -> object:
     return await store.claim_pin(f"support-bot:session-{n % SESSIONS}", "a" * 40, SESSION_TTL)
@@ -61,7 +64,8 @@ async def claim_pin(store: StateStore, n: int) -> object:
 async def conversation_turn(store: StateStore, n: int) -> object:
     session = f"session-{n % CONVERSATIONS}"
     await store.load_turns(session, HISTORY)
-    await store.append_turns(session, [("human", f"question {n}: how do I get a refund?"), ("ai", f"answer {n}")])
+    turns = [("human", f"question {n}: how do I get a refund?"), ("ai", f"answer {n}")]
+    await store.append_turns(session, turns, ttl=LIMITS.ttl, keep=LIMITS.max_turns)
     return None
 
 

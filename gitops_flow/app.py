@@ -8,6 +8,7 @@ import gc
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -15,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gitops_flow import endpoints, langserve_api, openapi, views
+from gitops_flow import endpoints, langserve_api, openapi, receivers, views
 from gitops_flow.analysis import Guard
 from gitops_flow.builder import VersionBuilder
 from gitops_flow.choosing import Chooser
@@ -32,15 +33,21 @@ from gitops_flow.exceptions import (
     NotServable,
     PinsDisabled,
     StoreError,
+    TurnTooLarge,
     UnknownFlow,
 )
+from gitops_flow.gitauth import GitAuth
+from gitops_flow.githost.deploys import RefView
+from gitops_flow.githost.feedback import Feedback
+from gitops_flow.history import Conversations, TurnLimits
 from gitops_flow.langflow import api as langflow_api
 from gitops_flow.metrics import Metrics
 from gitops_flow.reconcile import Reconciler
+from gitops_flow.redaction import userinfo_secret
 from gitops_flow.secretrefs import RedactSecrets, Scrubber
 from gitops_flow.source import GitSource
 from gitops_flow.stores import open_store
-from gitops_flow.stores.base import StateStore
+from gitops_flow.stores.base import Record, StateStore
 from gitops_flow.tweaks import Tweaker
 
 log = logging.getLogger("gitops_flow.server")
@@ -50,6 +57,7 @@ _LOGGERS = ("gitops_flow.server", "gitops_flow.reconcile", "uvicorn.error")  # w
 
 # domain errors -> (status, code); the first matching class wins, so subclasses come first
 _STATUS: tuple[tuple[type[GitOpsFlowError], int, str], ...] = (
+    (TurnTooLarge, 413, "turn-too-large"),
     (BadInput, 422, "bad-input"),
     (PinsDisabled, 403, "pins-disabled"),
     (Busy, 503, "busy"),
@@ -57,7 +65,6 @@ _STATUS: tuple[tuple[type[GitOpsFlowError], int, str], ...] = (
     (NotServable, 404, "version-not-servable"),
     (UnknownFlow, 404, "unknown-flow"),
     (LookupFailed, 404, "unknown-version"),
-    (StoreError, 503, "store-unavailable"),
 )
 
 
@@ -81,7 +88,11 @@ def create_app(
     scrubber = Scrubber({**readable, **_own_secrets(settings)})
 
     state = store or open_store(settings.state, data_dir=settings.data_dir)
-    git = source or GitSource(str(settings.repo_url), settings.data_dir / "repo", timeout=settings.fetch_timeout)
+    git = source or GitSource(
+        str(settings.repo_url), settings.data_dir / "repo", timeout=settings.fetch_timeout, auth=_git_auth(settings)
+    )
+
+    limits = TurnLimits(settings.max_turn_bytes, settings.max_turns, settings.history_ttl)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -95,7 +106,7 @@ def create_app(
         builder = VersionBuilder(
             git,
             registry or ComponentRegistry.configured(settings),
-            history=state,
+            history=Conversations(state, limits),
             secrets=readable,
             policy=policy,
             scrubber=scrubber,
@@ -104,6 +115,12 @@ def create_app(
             build_timeout=settings.build_timeout,
         )
         metrics = Metrics(live_versions=lambda: sum(1 for v in reconciler.versions if v.ready))
+        feedback = Feedback.configured(
+            settings,
+            repo_url=git.url,
+            view=lambda: RefView.of(settings.branch, reconciler.table.routing),
+            origin={"server": settings.public_url, "repository": git.url, "branch": settings.branch},
+        )
         reconciler = Reconciler(
             git,
             state,
@@ -113,7 +130,7 @@ def create_app(
             pins=settings.pins,
             rebuilds_kept=settings.rebuilds_kept,
             poll_interval=settings.poll_interval,
-            on_event=metrics.event,
+            on_event=_each(metrics.event, feedback.event),
             scrub=scrubber.json,
         )
         reconciler.on_change = _after_change(reconciler, metrics, settle_heap=settings.freeze_heap)
@@ -122,7 +139,8 @@ def create_app(
         replica = uuid.uuid4().hex[:12]
         chooser = Chooser(reconciler, state, guard, fallback=settings.canary_fallback)
         app.state.tweaker = Tweaker(builder.registry, policy, builder.build_spec)  # LangFlow's tweaks (tweaks.py)
-        app.state.deps = Deps(settings, state, reconciler, guard, metrics, replica, chooser)
+        app.state.deps = Deps(settings, state, reconciler, guard, metrics, replica, chooser, feedback)
+        feedback.start()
         tasks = [
             asyncio.create_task(reconciler.run(), name="reconciler"),
             asyncio.create_task(_guard(guard, reconciler, settings.analysis_interval), name="canary guard"),
@@ -136,6 +154,7 @@ def create_app(
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await feedback.close()
             git.close()
             await state.close()
             for name in _LOGGERS:
@@ -157,7 +176,9 @@ def create_app(
         Route("/healthz", views.healthz, methods=["GET"]),
         Route("/readyz", views.readyz, methods=["GET"]),
         Route("/metrics", views.metrics, methods=["GET"]),
-        Route("/webhooks/github", views.github_webhook, methods=["POST"]),
+        Route("/webhooks/github", receivers.github_webhook, methods=["POST"]),
+        Route("/webhooks/gitlab", receivers.gitlab_webhook, methods=["POST"]),
+        Route("/webhooks/gitea", receivers.gitea_webhook, methods=["POST"]),
         Route("/admin/reconcile", views.reconcile_now, methods=["POST"]),
         Route("/admin/abort", views.abort_canary, methods=["POST"]),
         Route("/admin/resume", views.resume_canary, methods=["POST"]),
@@ -179,10 +200,55 @@ def create_app(
     return app
 
 
+def _git_auth(settings: Settings) -> GitAuth:
+    return GitAuth(
+        token=settings.git_token.get_secret_value() if settings.git_token is not None else None,
+        token_file=settings.git_token_file,
+        token_user=settings.git_token_user,
+        ssh_key_file=settings.git_ssh_key_file,
+        known_hosts=settings.git_known_hosts,
+    )
+
+
 def _own_secrets(settings: Settings) -> dict[str, str]:
     """The server's own credentials, scrubbed like the flows' secrets."""
-    own = {"GITOPS_FLOW_ADMIN_TOKEN": settings.admin_token, "GITOPS_FLOW_WEBHOOK_SECRET": settings.webhook_secret}
-    return {name: value.get_secret_value() for name, value in own.items() if value is not None}
+    own = {
+        "GITOPS_FLOW_ADMIN_TOKEN": settings.admin_token,
+        "GITOPS_FLOW_READ_TOKEN": settings.read_token,
+        "GITOPS_FLOW_WEBHOOK_SECRET": settings.webhook_secret,
+        "GITOPS_FLOW_GITHUB_TOKEN": settings.github_token,
+        "GITOPS_FLOW_GIT_TOKEN": settings.git_token,
+    }
+    for sink in settings.notifications:  # a Slack webhook's URL is its credential
+        own[f"GITOPS_FLOW_NOTIFY:{sink.name}:url"] = sink.url
+        own[f"GITOPS_FLOW_NOTIFY:{sink.name}:secret"] = sink.secret
+    found = {name: value.get_secret_value() for name, value in own.items() if value is not None}
+    for name, path in (
+        ("GITOPS_FLOW_GIT_TOKEN_FILE", settings.git_token_file),
+        ("GITOPS_FLOW_GITHUB_TOKEN_FILE", settings.github_token_file),
+    ):
+        token = _read_quietly(path)
+        if token:  # the token as it is at start; a rotated one never reaches a message either (gitauth.py)
+            found[name] = token
+    repo = userinfo_secret(settings.repo_url or "")  # never shown anyway: scrubbed should a library log the URL
+    return {**found, "GITOPS_FLOW_REPO": repo} if repo else found
+
+
+def _each(*handlers: Callable[[Record], None]) -> Callable[[Record], None]:
+    """One event handler that calls each of ``handlers`` in turn."""
+
+    def handle(event: Record) -> None:
+        for handler in handlers:
+            handler(event)
+
+    return handle
+
+
+def _read_quietly(path: Path | None) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8").strip() or None if path is not None else None
+    except (OSError, UnicodeDecodeError):
+        return None  # the fetch (or the status writer) says why, once it needs the file
 
 
 def _log_handlers() -> list[logging.Handler]:
@@ -246,6 +312,10 @@ async def _request_error(request: Request, exc: Exception) -> Response:
 
 
 async def _domain_error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, StoreError):  # its text names a file or a host: the log has it, the client a plain sentence
+        log.warning("state store failed on %s: %s", request.url.path, exc)
+        wait = {"retry-after": str(RETRY_AFTER_SECONDS)}
+        return error_response(503, "store-unavailable", views.STORE_UNAVAILABLE, wait)
     for kind, status, code in _STATUS:
         if isinstance(exc, kind):
             retry = (

@@ -36,9 +36,9 @@ class BuiltFlow:
     output_model: type[Any] | None = field(default=None, repr=False)
 
     def check_input(self, value: Any) -> None:
-        """Raise BadInput when ``value`` does not match the input schema the flow publishes: what the server checks
-        before it runs a request, and `gitops-flow test` before it runs a case. The message names the fields, never
-        their values."""
+        """Raise BadInput when ``value`` does not match the input schema the flow publishes, or (TurnTooLarge) when a
+        conversational flow would keep a turn larger than its store's limit: what the server checks before it runs a
+        request, and `gitops-flow test` before it runs a case. The message names the fields, never their values."""
         if self.input_model is None:
             return
         try:
@@ -46,6 +46,8 @@ class BuiltFlow:
         except ValidationError as exc:
             where = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in exc.errors()[:5])
             raise BadInput(f"the input does not match the flow's input schema ({where})") from None
+        if isinstance(self.runnable, WithHistory):
+            self.runnable.check_turn(value)  # raises TurnTooLarge: a turn the conversation would not keep
 
 
 def runnable_config(

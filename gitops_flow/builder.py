@@ -19,7 +19,7 @@ from gitops_flow.exceptions import BuildError
 from gitops_flow.fakeanswers import fake_answers
 from gitops_flow.history import HistoryStore
 from gitops_flow.jsonpos import LineIndex
-from gitops_flow.problems import Problem
+from gitops_flow.problems import Problem, capped
 from gitops_flow.routing import ROUTING_FILE, RoutingConfig
 from gitops_flow.secretpolicy import SecretPolicy
 from gitops_flow.secretrefs import Scrubber
@@ -29,6 +29,7 @@ from gitops_flow.testing import run_flow_tests
 from gitops_flow.validate import (
     MAX_BYTES,
     MAX_EXPORT_BYTES,
+    MAX_PROBLEMS,
     duplicate_names,
     flow_name,
     validate_bytes,
@@ -206,7 +207,8 @@ class VersionBuilder:
             failures = self._test(report.spec, raw, path, report.origin)
             if failures:
                 built, problems = None, [*problems, *failures]
-        result = _FileResult(name, built, tuple(self.scrubber.problem(p) for p in problems))
+        # capped once the tests' failures are in too; scrubbed of every known secret value
+        result = _FileResult(name, built, tuple(self.scrubber.problem(p) for p in capped(problems, MAX_PROBLEMS)))
         self._cache[key] = result
         return result
 

@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -28,6 +29,7 @@ from gitops_flow.exceptions import GitOpsFlowError, SourceError, UnknownVersion
 from gitops_flow.jsonpos import LineIndex
 from gitops_flow.langflow.convert import slug
 from gitops_flow.problems import Problem
+from gitops_flow.redaction import carries_credentials, redact
 from gitops_flow.routing import ROUTING_FILE
 from gitops_flow.spec import json_schema
 from gitops_flow.stores.base import StateStore
@@ -47,6 +49,12 @@ _SERVE_TEXT = (
     "builds each commit off the request path and swaps it in without a restart."
 )
 WORKFLOW_PATH = Path(".github/workflows/gitops-flow.yml")
+_VIEW_EPILOG = (
+    "A server with a read token wants it: set GITOPS_FLOW_READ_TOKEN (or GITOPS_FLOW_ADMIN_TOKEN) in the environment;"
+    " a token is never taken on the command line, where other users of the machine could read it."
+)
+_PAGE = {"versions": 500, "history": 1000}  # the most a server answers on one page
+_ENTRIES = {"versions": "versions", "history": "events"}  # where a page of each view lists its entries
 
 
 class UsageError(Exception):
@@ -68,6 +76,7 @@ def main(
     args = parser.parse_args(argv)
     stdout = out or sys.stdout
     env = os.environ if environ is None else environ
+    args.environ = env  # for the commands that read GitHub Actions' variables (plan --comment)
     try:
         settings = _settings(args, env)
         code: int = args.handler(args, settings, stdout)
@@ -102,6 +111,24 @@ def _parser() -> argparse.ArgumentParser:
             )
         command.set_defaults(handler=handler)
 
+    text = "what merging this branch will do: per flow, what changes and whether it goes live (computed offline)"
+    plan = commands.add_parser("plan", help=text, description=text)
+    plan.add_argument("directory", nargs="?", type=Path, default=Path("."), help="the flow repository (default: .)")
+    plan.add_argument(
+        "--base",
+        metavar="REV",
+        help="the revision merged into (default: origin/BRANCH, else BRANCH; see GITOPS_FLOW_BRANCH)",
+    )
+    plan.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    plan.add_argument("--components", type=Path, metavar="FILE", help="operator components file (YAML)")
+    plan.add_argument(
+        "--comment",
+        action="store_true",
+        help="also put the plan (Markdown) on the pull request of this GitHub Actions run, as one comment updated on "
+        "each run (needs GITHUB_TOKEN with pull-requests: write)",
+    )
+    plan.set_defaults(handler=_plan)
+
     schema = commands.add_parser("schema", help="print the flow document JSON Schema")
     schema.set_defaults(handler=_schema)
 
@@ -132,13 +159,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(handler=_demo)
 
-    for name, handler, text in (
-        ("versions", _versions, "list the versions a server has seen"),
-        ("history", _history, "show a server's deploy history"),
+    for name, handler, text, default in (
+        ("versions", _versions, "list the versions a server has seen, newest first", 50),
+        ("history", _history, "show a server's deploy history, newest first", 100),
     ):
-        view = commands.add_parser(name, help=text, description=text)
+        view = commands.add_parser(name, help=text, description=text, epilog=_VIEW_EPILOG)
         view.add_argument("--server", default="http://127.0.0.1:8000", metavar="URL", help="the server's address")
-        view.add_argument("--json", action="store_true", help="print the server's JSON as it is")
+        view.add_argument(
+            "--limit", type=_positive, default=default, metavar="N", help=f"show at most N (default {default})"
+        )
+        view.add_argument("--json", action="store_true", help="print the server's JSON (the pages joined)")
         view.set_defaults(handler=handler)
 
     for name, handler, text in (
@@ -164,6 +194,12 @@ def _parser() -> argparse.ArgumentParser:
     init = commands.add_parser("init", help="add the CI workflow and an example flow to a flow repository")
     init.add_argument("directory", nargs="?", type=Path, default=Path("."))
     init.add_argument("--force", action="store_true", help="overwrite files that exist")
+    init.add_argument(
+        "--install",
+        metavar="SPEC",
+        help="the pip requirement CI installs gitops-flow with (default: where this copy came from, when CI can "
+        "reach it, else gitops-flow==VERSION; a repository variable GITOPS_FLOW_INSTALL overrides it)",
+    )
     init.set_defaults(handler=_init)
     return parser
 
@@ -262,6 +298,56 @@ def _breaking(
     return found
 
 
+def _plan(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    """Compare the working tree with the base revision as the server would judge it; print the plan, and with
+    ``--comment`` put it on the run's pull request (a refusal there is a warning: the job summary still has it)."""
+    from gitops_flow.plan.compute import make_plan
+    from gitops_flow.plan.render import MARKER, markdown, render
+
+    root: Path = args.directory
+    if not root.is_dir():
+        raise UsageError(f"{root}: no such folder")
+    registry = ComponentRegistry.configured(settings)
+    bases = [args.base] if args.base else [f"origin/{settings.branch}", settings.branch]
+    plan = None
+    for base in bases:
+        try:
+            plan = make_plan(root, base, registry, policy=settings.secret_policy(), run_tests=settings.run_tests)
+            break
+        except UnknownVersion as exc:
+            if base == bases[-1]:
+                raise UsageError(f"--base {base}: {exc}") from None
+        except SourceError as exc:
+            raise UsageError(str(exc)) from None
+    assert plan is not None
+    print(render(plan, args.format), file=out)
+    if args.comment:
+        _comment(markdown(plan), MARKER, args.environ)
+    return EXIT_OK
+
+
+def _comment(body: str, marker: str, environ: Mapping[str, str]) -> None:
+    from gitops_flow.exceptions import HostError
+    from gitops_flow.githost.comment import NotAPullRequest, Target, post
+
+    try:
+        target = Target.from_actions(environ)
+    except NotAPullRequest as exc:
+        print(f"gitops-flow plan: {exc}: no comment", file=sys.stderr)
+        return
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        outcome = post(target, body, marker)
+    except HostError as exc:
+        # a pull request from a fork gets a read-only token: the plan stays in the job summary
+        print(
+            f"::warning title=gitops-flow plan::the plan could not be put on the pull request: {exc}", file=sys.stderr
+        )
+        return
+    print(f"gitops-flow plan: {outcome} the comment on pull request #{target.number}", file=sys.stderr)
+
+
 def _test(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     registry = ComponentRegistry.configured(settings)
     targets = collect(args.paths)
@@ -345,11 +431,19 @@ def _components(args: argparse.Namespace, settings: Settings, out: TextIO) -> in
 
 
 def _init(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    from gitops_flow.install import check_spec, default_spec
+
     root: Path = args.directory
+    note = None
+    if args.install is not None:
+        try:
+            spec = check_spec(args.install)
+        except ValueError as exc:
+            raise UsageError(f"--install: {exc}") from None
+    else:
+        spec, note = default_spec(__version__)
     templates = resources.files("gitops_flow") / "templates"
-    files = {
-        WORKFLOW_PATH: (templates / "github-workflow.yml").read_text().replace("__VERSION__", __version__),
-    }
+    files = {WORKFLOW_PATH: (templates / "github-workflow.yml").read_text().replace("__INSTALL__", spec)}
     if not (root / "flows").is_dir():
         files[Path("flows/hello.json")] = (templates / "hello.json").read_text()
     existing = [str(p) for p in files if (root / p).exists()]
@@ -359,7 +453,14 @@ def _init(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
         (root / relative).parent.mkdir(parents=True, exist_ok=True)
         (root / relative).write_text(text)
         print(f"wrote {root / relative}", file=out)
-    print("next: commit these files; pull requests now run `gitops-flow validate` and `gitops-flow test`", file=out)
+    print(f"CI installs: {spec}", file=out)
+    if note is not None:
+        print(f"note: {note}", file=out)
+    print(
+        "next: commit these files; pull requests now run `gitops-flow validate`, `gitops-flow test` and"
+        " `gitops-flow plan`",
+        file=out,
+    )
     return EXIT_OK
 
 
@@ -370,6 +471,11 @@ def _serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     from gitops_flow.http_server import ServerConfig
     from gitops_flow.stores import open_store
 
+    if args.repo is not None and carries_credentials(args.repo):
+        raise UsageError(
+            f"--repo {redact(args.repo)}: a URL with a credential on the command line is visible to every user of"
+            " this machine (ps); give it in GITOPS_FLOW_REPO instead"
+        )
     # flows are built from the variables the operator allows, never from the whole environment
     app = create_app(settings, secrets=settings.secret_policy().select(os.environ))
     # an unusable state store is a clear error and exit 1 here, not a traceback from a failed start-up
@@ -397,7 +503,7 @@ def _demo(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
 
 
 def _versions(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    data = _get(args.server, "/versions")
+    data = _pages(args.server, "versions", args.limit, _token(settings))
     if args.json:
         print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode(), file=out)
         return EXIT_OK
@@ -416,6 +522,8 @@ def _versions(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
             carried = version.get("carried", {}).get(name)
             print(f"    {name} failed, " + (f"serving {carried[:12]}" if carried else "not served"), file=out)
             _print_problems(problems, out, indent="      ")
+    if data["next"] is not None:
+        print(f"(more: --limit {args.limit * 2})", file=out)
     return EXIT_OK
 
 
@@ -425,16 +533,19 @@ def _print_problems(problems: Sequence[Mapping[str, Any]], out: TextIO, indent: 
 
 
 def _history(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    data = _get(args.server, "/history")
+    data = _pages(args.server, "history", args.limit, _token(settings))
     if args.json:
         print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode(), file=out)
         return EXIT_OK
     for event in data["events"]:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event["time"]))
         author = event.get("author") or ""
-        print(f"{when} {event['event']:<11} {event['sha'][:12]} {author:<16} {_what(event)}", file=out)
+        sha = (event.get("sha") or "(hidden)")[:12]
+        print(f"{when} {event['event']:<11} {sha:<12} {author:<16} {_what(event)}", file=out)
         print(f"    by {event.get('trigger') or 'unknown'}", file=out)
         _print_problems(event.get("problems", []), out)
+    if data["next"] is not None:
+        print(f"(more: --limit {args.limit * 2})", file=out)
     return EXIT_OK
 
 
@@ -461,6 +572,35 @@ def _what(event: Mapping[str, Any]) -> str:
     return text
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
+def _token(settings: Settings) -> str | None:
+    """The token the views are read with: the read token, else the admin token (both from the environment only)."""
+    token = settings.read_token or settings.admin_token
+    return token.get_secret_value() if token is not None else None
+
+
+def _pages(server: str, view: str, limit: int, token: str | None) -> dict[str, Any]:
+    """Up to ``limit`` entries of a paginated view (``versions`` or ``history``), following each page's ``next``:
+    the first page's answer with the entries of every page joined, and the ``next`` of the last page read."""
+    query: dict[str, Any] = {"limit": min(limit, _PAGE[view])}
+    data: dict[str, Any] = {}
+    entries: list[Any] = []
+    while True:
+        page = _get(server, f"/{view}?" + urllib.parse.urlencode(query), token)
+        data = data or page
+        entries += page[_ENTRIES[view]][: limit - len(entries)]
+        following = page.get("next")
+        if following is None or len(entries) >= limit:
+            break
+        query = {"before": following["before"], "limit": min(limit - len(entries), _PAGE[view])}
+    return {**data, _ENTRIES[view]: entries, "next": following}
+
+
 def _abort(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     return _operate(args, settings, out, "abort")
 
@@ -483,9 +623,9 @@ def _operate(args: argparse.Namespace, settings: Settings, out: TextIO, action: 
     return EXIT_OK
 
 
-def _get(server: str, path: str) -> Any:
+def _get(server: str, path: str, token: str | None = None) -> Any:
     """GET a JSON view of a running server; an unreachable server is a clear error, not a traceback."""
-    return _request(server, path)
+    return _request(server, path, token=token)
 
 
 def _request(server: str, path: str, body: Any = None, token: str | None = None) -> Any:
@@ -504,7 +644,8 @@ def _request(server: str, path: str, body: Any = None, token: str | None = None)
             message = orjson.loads(exc.read())["error"]["message"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
             message = ""
-        raise UsageError(f"{url} answered {exc.code}" + (f": {message}" if message else "")) from None
+        hint = " (set GITOPS_FLOW_READ_TOKEN)" if exc.code == 401 and body is None else ""
+        raise UsageError(f"{url} answered {exc.code}" + (f": {message}{hint}" if message else "")) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise UsageError(f"cannot reach the server at {server}: {reason}") from None

@@ -9,6 +9,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from gitops_flow.exceptions import ConfigError
+from gitops_flow.githost.repos import API_URL, check_repo
+from gitops_flow.githost.sinks import SinkError, SinkSpec, load_sinks
 from gitops_flow.providers import default_secret_names
 from gitops_flow.secretpolicy import SecretPolicy
 
@@ -26,6 +29,7 @@ _FROM_ENV = {
     "DATA_DIR": "data_dir",
     "POLL_INTERVAL": "poll_interval",
     "ADMIN_TOKEN": "admin_token",
+    "READ_TOKEN": "read_token",
     "WEBHOOK_SECRET": "webhook_secret",
     "MAX_BODY_BYTES": "max_body_bytes",
     "ANALYSIS_INTERVAL": "analysis_interval",
@@ -35,6 +39,9 @@ _FROM_ENV = {
     "SECRETS": "allowed_secrets",
     "ALLOWED_BASE_URLS": "allowed_base_urls",
     "BUILD_TIMEOUT": "build_timeout",
+    "HISTORY_TTL": "history_ttl",
+    "MAX_TURN_BYTES": "max_turn_bytes",
+    "MAX_TURNS": "max_turns",
     # HTTP bounds (docs/server.md, "Limits")
     "MAX_HEADER_BYTES": "max_header_bytes",
     "MAX_HEADERS": "max_headers",
@@ -46,6 +53,22 @@ _FROM_ENV = {
     "MAX_BATCH_INPUTS": "max_batch_inputs",
     "BATCH_CONCURRENCY": "batch_concurrency",
     "ALLOWED_HOSTS": "allowed_hosts",
+    # repository credentials apart from the URL (docs/server.md, "Private repositories")
+    "GIT_TOKEN": "git_token",
+    "GIT_TOKEN_FILE": "git_token_file",
+    "GIT_TOKEN_USER": "git_token_user",
+    "GIT_SSH_KEY_FILE": "git_ssh_key_file",
+    "GIT_KNOWN_HOSTS": "git_known_hosts",
+    # the loop back to the Git host and to the operator's receivers (docs/delivery.md)
+    "PUBLIC_URL": "public_url",
+    "STATUS_URL": "status_url",
+    "GITHUB_TOKEN": "github_token",
+    "GITHUB_TOKEN_FILE": "github_token_file",
+    "GITHUB_REPO": "github_repo",
+    "GITHUB_API": "github_api",
+    "GITHUB_DEPLOYMENTS": "github_deployments",
+    "OUTBOUND_BACKOFF": "outbound_backoff",
+    "OUTBOUND_ATTEMPTS": "outbound_attempts",
 }
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")  # the names a client on this machine reaches a loopback server by
 
@@ -80,11 +103,47 @@ class Settings(BaseModel):
     analysis_interval: float = Field(default=1.0, gt=0)  # seconds between the canary guard's ticks
     freeze_heap: bool = True  # gc.freeze() after each deploy (see app._settle_heap)
     admin_token: SecretStr | None = None
+    read_token: SecretStr | None = None  # when set, /flows, /versions and /history need it (or the admin token)
     webhook_secret: SecretStr | None = None
+    # conversations of flows with chat history: a turn's size, the turns kept per session, seconds idle until deleted
+    max_turn_bytes: int = Field(default=64 * 1024, gt=0)
+    max_turns: int = Field(default=200, ge=1)
+    history_ttl: float = Field(default=30 * 86_400.0, gt=0)
 
     # what flows may do with secrets (secretpolicy.py); `validate` and `test` read these too, so CI judges as served
     allowed_secrets: tuple[str, ...] = Field(default_factory=default_secret_names)
     allowed_base_urls: tuple[str, ...] = ()
+
+    # repository credentials apart from the URL (gitauth.py): an HTTPS token, or an SSH deploy key
+    git_token: SecretStr | None = None
+    git_token_file: Path | None = None  # read at each fetch
+    git_token_user: str = Field(default="x-access-token", min_length=1, max_length=100, pattern=r"^[^\s:@/]+$")
+    git_ssh_key_file: Path | None = None
+    git_known_hosts: Path | None = None
+
+    # the loop back to the Git host (commit statuses, deployments) and to the operator's receivers (notifications)
+    public_url: str | None = None  # how people reach this server: the links of statuses and notifications
+    status_url: str = "{url}/history"  # a status's link: {url} the public URL, {sha}, {ref}, {flow}
+    github_token: SecretStr | None = None
+    github_token_file: Path | None = None  # read at each request, so a rotated token is picked up
+    github_repo: str | None = None  # owner/name; by default read from a github.com repo_url
+    github_api: str = API_URL
+    github_deployments: bool = True
+    notifications: tuple[SinkSpec, ...] = ()
+    outbound_backoff: float = Field(default=1.0, gt=0)  # seconds before the first retry of an outbound call
+    outbound_attempts: int = Field(default=8, ge=1, le=50)
+
+    @field_validator("github_repo")
+    @classmethod
+    def _github_repo(cls, value: str | None) -> str | None:
+        return check_repo(value) if value is not None else None
+
+    @field_validator("public_url", "github_api")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        return value.rstrip("/") if value is not None else None
 
     @field_validator("allowed_secrets", "allowed_base_urls", mode="before")
     @classmethod
@@ -145,10 +204,18 @@ class Settings(BaseModel):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: object) -> Settings:
-        """Settings from ``GITOPS_FLOW_*`` variables; explicit ``overrides`` (command-line flags) win."""
+        """Settings from ``GITOPS_FLOW_*`` variables; explicit ``overrides`` (command-line flags) win. Notification
+        sinks come from ``GITOPS_FLOW_NOTIFY_FILE`` and ``GITOPS_FLOW_NOTIFY_*`` (githost/sinks.py); raises
+        ConfigError for a wrong one."""
         values: dict[str, object] = {
             field: environ[ENV_PREFIX + name] for name, field in _FROM_ENV.items() if environ.get(ENV_PREFIX + name)
         }
+        try:
+            sinks = load_sinks(environ)
+        except SinkError as exc:
+            raise ConfigError(str(exc)) from None
+        if sinks:
+            values["notifications"] = sinks
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(values)
 

@@ -21,6 +21,7 @@ from gitops_flow.build import BuiltFlow, runnable_config
 from gitops_flow.choosing import Ask, Chooser, Inputs
 from gitops_flow.config import Settings
 from gitops_flow.exceptions import GitOpsFlowError
+from gitops_flow.githost.feedback import Feedback
 from gitops_flow.history import MissingSession
 from gitops_flow.metrics import Metrics
 from gitops_flow.nesting import MAX_DEPTH, too_deep
@@ -56,6 +57,7 @@ class Deps:
     metrics: Metrics
     replica: str  # this process's name in the messages replicas send each other
     chooser: Chooser
+    feedback: Feedback | None = None  # statuses and notifications going out (githost/feedback.py)
 
 
 def get_deps(request: Request) -> Deps:

@@ -10,9 +10,13 @@
     ├── Busy         (retryable)    the server is rebuilding as many old versions as it allows; try again soon
     ├── PinsDisabled                this server takes no explicit version pins
     ├── BadInput                    a request's input does not match the flow's input schema
+    │   └── TurnTooLarge            a conversational request's text is larger than a kept turn
     ├── WebhookError                a webhook delivery the server will not act on
-    │   ├── SignatureMismatch       missing or wrong X-Hub-Signature-256
-    │   └── MalformedDelivery       signed, but not a delivery GitHub would send
+    │   ├── SignatureMismatch       missing or wrong signature (X-Hub-Signature-256, X-Gitlab-Token, ...)
+    │   └── MalformedDelivery       signed, but not a delivery the Git host would send
+    ├── HostError    (retryable)    an outbound call (the Git host's API, a notification receiver) did not succeed
+    │   ├── HostUnavailable (retryable)  unreachable, timed out, 5xx, rate limited: trying later may work
+    │   └── HostRejected            the host refused the request (401, 403, 404, 422): retrying won't help
     └── LookupFailed                something named by a request does not exist
         ├── UnknownFlow
         ├── UnknownVersion
@@ -89,6 +93,10 @@ class BadInput(GitOpsFlowError):
     """An input does not match the flow's input schema; the message names the fields, never their values."""
 
 
+class TurnTooLarge(BadInput):
+    """A conversational flow's input text is larger than the server keeps as one turn of a conversation."""
+
+
 class WebhookError(GitOpsFlowError):
     """A webhook delivery the server will not act on; it changes nothing."""
 
@@ -99,6 +107,32 @@ class SignatureMismatch(WebhookError):
 
 class MalformedDelivery(WebhookError):
     """The delivery is signed but lacks what GitHub always sends (event, delivery id, a JSON object body)."""
+
+
+class HostError(GitOpsFlowError):
+    """An outbound call to the Git host's API or a notification receiver did not succeed; the message names the
+    host and the reason, never a token, a signing secret or a receiver's secret URL path."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class HostUnavailable(HostError):
+    """The host could not be reached, timed out, failed (5xx) or limited the rate; ``retry_after`` is how long it
+    asked to wait, in seconds, when it said."""
+
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message, status=status)
+        self.retry_after = retry_after
+
+
+class HostRejected(HostError):
+    """The host answered that the request is wrong or not allowed (a bad token, no access, invalid fields)."""
+
+    retryable = False
 
 
 class LookupFailed(GitOpsFlowError):

@@ -1,9 +1,11 @@
-"""Chat history: the store protocol a conversation is kept in, and the runnable that reads and extends it."""
+"""Chat history: conversations kept per session within the server's bounds, and the runnable that reads and extends
+them."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
@@ -12,11 +14,38 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import ensure_config
 from pydantic import BaseModel
 
+from gitops_flow.exceptions import TurnTooLarge
+
 Turn = tuple[str, str]  # (role, text) with role "human" or "ai": plain data, so any store can keep it
 
 
+@dataclass(frozen=True, slots=True)
+class TurnLimits:
+    """How much of a conversation is kept: the size of one turn's text, the turns kept per session (the oldest go
+    first) and the idle time after which the whole conversation is deleted."""
+
+    max_turn_bytes: int = 64 * 1024
+    max_turns: int = 200
+    ttl: float = 30 * 86_400.0
+
+
+class TurnStore(Protocol):
+    """Where turns are kept (every StateStore is one): it applies the bounds it is given."""
+
+    async def load_turns(self, session_id: str, limit: int) -> list[Turn]:
+        """The last ``limit`` turns of a live conversation, oldest first; [] for none."""
+        ...
+
+    async def append_turns(self, session_id: str, turns: Sequence[Turn], *, ttl: float, keep: int) -> None:
+        """Add turns, keep the newest ``keep``, and let the conversation expire ``ttl`` seconds from now."""
+        ...
+
+
 class HistoryStore(Protocol):
-    """Where conversations live, per session id (SQLite or Redis on the server, memory in tests)."""
+    """What a conversational flow reads and extends: conversations per session id, within ``limits``."""
+
+    @property
+    def limits(self) -> TurnLimits: ...
 
     async def load_turns(self, session_id: str, limit: int) -> list[Turn]:
         """The last ``limit`` messages of the session, oldest first."""
@@ -27,17 +56,58 @@ class HistoryStore(Protocol):
         ...
 
 
-class MemoryHistoryStore:
-    """Conversations kept in this process: for `gitops-flow test`, dry-builds and the tests."""
+class Conversations:
+    """A HistoryStore over a TurnStore (the server's state store): every turn saved is cut to ``max_turn_bytes`` (a
+    request whose own text is larger is refused before it runs, see WithHistory.check_turn; an answer is cut), each
+    session keeps its last ``max_turns`` turns, and a conversation idle for ``ttl`` seconds is deleted."""
+
+    def __init__(self, store: TurnStore, limits: TurnLimits | None = None) -> None:
+        self.store = store
+        self._limits = limits or TurnLimits()
+
+    def __repr__(self) -> str:
+        return f"Conversations({self.store!r}, {self._limits!r})"
+
+    @property
+    def limits(self) -> TurnLimits:
+        return self._limits
+
+    async def load_turns(self, session_id: str, limit: int) -> list[Turn]:
+        return await self.store.load_turns(session_id, limit)
+
+    async def append_turns(self, session_id: str, turns: Sequence[Turn]) -> None:
+        limits = self._limits
+        kept = [(role, _clip(text, limits.max_turn_bytes)) for role, text in turns]
+        await self.store.append_turns(session_id, kept, ttl=limits.ttl, keep=limits.max_turns)
+
+
+class _MemoryTurns:
+    """Turns kept in this process for its life (a test run): ``keep`` applies, ``ttl`` outlives the process."""
 
     def __init__(self) -> None:
         self._sessions: dict[str, list[Turn]] = {}
 
     async def load_turns(self, session_id: str, limit: int) -> list[Turn]:
-        return list(self._sessions.get(session_id, [])[-limit:])
+        return list(self._sessions.get(session_id, [])[-limit:]) if limit > 0 else []
 
-    async def append_turns(self, session_id: str, turns: Sequence[Turn]) -> None:
-        self._sessions.setdefault(session_id, []).extend(turns)
+    async def append_turns(self, session_id: str, turns: Sequence[Turn], *, ttl: float, keep: int) -> None:
+        kept = self._sessions.setdefault(session_id, [])
+        kept.extend(turns)
+        del kept[:-keep]
+
+
+class MemoryHistoryStore(Conversations):
+    """Conversations kept in this process, within the same limits as the server's: for `gitops-flow test`,
+    dry-builds and the tests."""
+
+    def __init__(self, limits: TurnLimits | None = None) -> None:
+        super().__init__(_MemoryTurns(), limits)
+
+
+def _clip(text: str, max_bytes: int) -> str:
+    """``text`` cut to at most ``max_bytes`` of UTF-8, never in the middle of a character."""
+    data = text.encode()
+    return text if len(data) <= max_bytes else data[:max_bytes].decode("utf-8", "ignore")
 
 
 class MissingSession(ValueError):
@@ -78,6 +148,19 @@ class WithHistory(Runnable[dict[str, Any], Any]):
     def get_output_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
         return self.inner.get_output_schema(config)  # type: ignore[return-value]
 
+    def check_turn(self, input: Any) -> None:
+        """Raise TurnTooLarge when the input's text is larger than a turn the store keeps: a request is refused
+        before it runs (and before its session is pinned), not cut behind the caller's back."""
+        text = input.get(self.input_key) if isinstance(input, dict) else None
+        if not isinstance(text, str):
+            return  # not this flow's input shape: the input schema says so
+        limit, size = self.store.limits.max_turn_bytes, len(text.encode())
+        if size > limit:
+            raise TurnTooLarge(
+                f"the text under {self.input_key!r} is {size:,} bytes; this server keeps conversation turns of at"
+                f" most {limit:,} bytes (max_turn_bytes)"
+            )
+
     def invoke(self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         return _run_sync(self.ainvoke(input, config, **kwargs))
 
@@ -106,6 +189,7 @@ class WithHistory(Runnable[dict[str, Any], Any]):
             raise MissingSession("this flow keeps a conversation: give a session id (configurable.session_id)")
         if not isinstance(input, dict) or not isinstance(input.get(self.input_key), str):
             raise ValueError(f"this flow's input is an object with the text under {self.input_key!r}")
+        self.check_turn(input)
         turns = await self.store.load_turns(str(session), self.window)
         return str(session), {**input, self.history_key: [_message(role, text) for role, text in turns]}
 

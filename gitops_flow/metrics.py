@@ -10,7 +10,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # seconds; a fake model answers in a millisecond, a real one in one to thirty seconds
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-_EVENTS = ("deployed", "rolled-back", "failed", "aborted", "tag-moved", "retired", "rewritten", "ref-refused")
+_EVENTS = (
+    "deployed",
+    "rolled-back",
+    "failed",
+    "aborted",
+    "resumed",
+    "yanked",
+    "tag-moved",
+    "retired",
+    "rewritten",
+    "ref-refused",
+)
 
 
 class Metrics:

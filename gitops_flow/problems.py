@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -73,3 +74,42 @@ def json_path(parts: tuple[str | int, ...] | list[str | int]) -> str:
         else:
             out += "[" + repr(part) + "]"
     return out
+
+
+MAX_TEXT = 500  # characters of a problem's message and path: a key or a value quoted in one is the author's to size
+TOO_MANY = "too-many-problems"
+_MORE = "{:,} more problems are not listed; fix the ones above and validate again"
+_RANK: dict[Severity, int] = {"notice": 0, "warning": 1, "error": 2}
+
+
+def capped(problems: Sequence[Problem], limit: int) -> list[Problem]:
+    """The first ``limit`` problems, each message and path cut to MAX_TEXT characters, then, when there were more,
+    one `too-many-problems` saying how many, as severe as the worst of them (so capping never changes whether a file
+    passes): what a file can make validation report is bounded, and so is every record, event and page that carries
+    its problems. Capping a capped list again (more problems found later) adds to the count it already had."""
+    listed = [p for p in problems if p.code != TOO_MANY]
+    earlier = [p for p in problems if p.code == TOO_MANY]
+    left_out = listed[limit:] + earlier
+    rest = len(listed[limit:]) + sum(_count(p) for p in earlier)
+    kept = [_cut(p) for p in listed[:limit]]
+    if rest > 0:
+        severity = max((p.severity for p in left_out), key=_RANK.__getitem__)
+        file = problems[0].file
+        kept.append(Problem(code=TOO_MANY, message=_MORE.format(rest), file=file, severity=severity))
+    return kept
+
+
+def _count(problem: Problem) -> int:
+    """How many problems an earlier `too-many-problems` stood for (its message starts with the number)."""
+    head = problem.message.split(" ", 1)[0].replace(",", "")
+    return int(head) if head.isdigit() else 1
+
+
+def _cut(problem: Problem) -> Problem:
+    if len(problem.message) <= MAX_TEXT and len(problem.path) <= MAX_TEXT:
+        return problem
+    return replace(problem, message=_shorter(problem.message), path=_shorter(problem.path))
+
+
+def _shorter(text: str) -> str:
+    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"

@@ -185,7 +185,11 @@ class Reconciler:
         for commit in commits:
             if commit.sha in self._versions and self._versions[commit.sha].ready:
                 continue
-            content_seen = {v.content: v.sha for v in self._versions.values() if v.content and v.sha != commit.sha}
+            # only content that served counts: a merge commit (--no-ff) has its branch tip's content, built in the
+            # same fetch but never live, and is a deploy, not a rollback
+            content_seen = {
+                v.content: v.sha for v in self._versions.values() if v.content and v.went_live and v.sha != commit.sha
+            }
             version = await self._build(commit)
             try:
                 await self._announce(version, head, trigger, content_seen.get(version.content), previous)

@@ -4,32 +4,40 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import logging
 import re
 import stat
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import anyio
 import git
 
-from gitops_flow.exceptions import SourceError, UnknownVersion
+from gitops_flow.exceptions import ConfigError, SourceError, UnknownVersion
+from gitops_flow.gitauth import AuthError, GitAuth
+from gitops_flow.redaction import query_secrets, redact
 
 # Mirror branches and tags. An explicit tag refspec makes --prune drop deleted tags too (what --prune-tags is
 # shorthand for), and "+" follows force-pushed branches and moved tags.
+log = logging.getLogger("gitops_flow.reconcile")
 _REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
 _ENV = {"GIT_TERMINAL_PROMPT": "0"}  # a missing credential fails at once instead of waiting for a password
-_USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s?#]*@")
+# The credential of an HTTP(S) URL reaches git through a credential helper that reads it from git's environment,
+# never through the URL: git hands a URL to its transport helper on the command line (`git-remote-https <url>`),
+# where any local user's `ps` reads it, and `url.<real>.insteadOf` rewriting does not change that. The helper is
+# configured for the remote's origin only, so a redirect to another host gets nothing.
+_USERNAME_VAR, _PASSWORD_VAR = "GITOPS_FLOW_GIT_USERNAME", "GITOPS_FLOW_GIT_PASSWORD"
+_HELPER = (
+    f'!f() {{ if [ "$1" = get ]; then printf \'username=%s\\npassword=%s\\n\' "${_USERNAME_VAR}"'
+    f' "${_PASSWORD_VAR}"; fi; }}; f'
+)
 _GIT_MESSAGE = re.compile(r"(?:fatal|error): (.+)")
 _TIMED_OUT = re.compile(r"did not complete in (\S+) secs")
 _CHUNK = 1 << 16
-
-
-def redact(text: str) -> str:
-    """Remove credentials embedded in URLs (``https://user:token@host`` -> ``https://***@host``), also in error text."""
-    return _USERINFO.sub(r"\1***@", text)
 
 
 def _reason(exc: git.exc.GitError) -> str:
@@ -107,6 +115,70 @@ def _is_url(url: str) -> bool:
     return "://" in url or (bool(colon) and "/" not in head)
 
 
+@dataclass(frozen=True, slots=True)
+class _Remote:
+    """What git is given for a repository URL: the URL without its credential, and the credential apart."""
+
+    url: str
+    options: tuple[str, ...] = ()  # `git -c` settings: the credential helper (it holds no secret)
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)  # the credential, for the helper to read
+
+    @classmethod
+    def parse(cls, url: str) -> _Remote:
+        """Split the credential off ``url``; raises ConfigError for one that cannot be kept off git's command line.
+
+        ``https://USER:TOKEN@host/path`` (or ``https://TOKEN@host/path``) becomes ``https://host/path`` plus a
+        credential helper for ``https://host``. A query-string credential (``?private_token=...``) cannot be
+        separated (git sends its own paths after the query, and hands the URL to its transport on the command
+        line), nor can a password in an ``ssh://`` or ``git://`` URL: both are refused.
+        """
+        if not _is_url(url):
+            return cls(str(Path(url).expanduser().resolve()))
+        named = query_secrets(url)
+        if named:
+            raise ConfigError(
+                f"the repository URL {redact(url)!r} carries a credential in its query string ({', '.join(named)}),"
+                " which git cannot keep off the process list; give it as https://USER:TOKEN@HOST/PATH instead"
+            )
+        parts = urlsplit(url) if "://" in url else None
+        if parts is None or "@" not in parts.netloc:
+            return cls(url)
+        userinfo, _, host = parts.netloc.rpartition("@")
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https"):
+            if ":" in userinfo:
+                raise ConfigError(
+                    f"the repository URL {redact(url)!r} has a password, which git would show on its command line;"
+                    f" use a key for {scheme}:// or an https:// URL"
+                )
+            return cls(url)  # an SSH user name is no secret
+        username, _, password = userinfo.partition(":")
+        origin = f"{scheme}://{host}"
+        return cls(
+            urlunsplit(parts._replace(netloc=host)),
+            ("credential.helper=", f"credential.{origin}.helper={_HELPER}"),  # the empty one drops other helpers
+            {_USERNAME_VAR: unquote(username), _PASSWORD_VAR: unquote(password)},
+        )
+
+    def authenticated(self, auth: GitAuth) -> _Remote:
+        """This remote with the operator's credentials added (gitauth.py): a token through the same credential
+        helper as a URL's, for this origin only; a deploy key through GIT_SSH_COMMAND. Reads a token file now; raises
+        SourceError when it cannot."""
+        try:
+            token = auth.current_token()
+        except AuthError as exc:
+            raise SourceError(str(exc)) from None
+        if token:
+            parts = urlsplit(self.url)
+            origin = f"{parts.scheme.lower()}://{parts.netloc}"
+            helper = ("credential.helper=", f"credential.{origin}.helper={_HELPER}")
+            return _Remote(self.url, helper, {**self.env, _USERNAME_VAR: auth.token_user, _PASSWORD_VAR: token})
+        command = auth.ssh_command()
+        if command is not None:
+            return _Remote(self.url, self.options, {**self.env, "GIT_SSH_COMMAND": command})
+        return self
+
+
 class GitSource:
     """A bare clone of ``url`` in ``cache_dir``: ``fetch`` mirrors the remote, the other methods read the clone only.
 
@@ -115,10 +187,23 @@ class GitSource:
     """
 
     def __init__(
-        self, url: str, cache_dir: Path, *, timeout: float = 30.0, attempts: int = 3, backoff: float = 0.5
+        self,
+        url: str,
+        cache_dir: Path,
+        *,
+        timeout: float = 30.0,
+        attempts: int = 3,
+        backoff: float = 0.5,
+        auth: GitAuth | None = None,
     ) -> None:
         assert attempts >= 1, "attempts counts the first try"
-        self._remote = url if _is_url(url) else str(Path(url).expanduser().resolve())
+        self._remote = _Remote.parse(url)
+        self._auth = auth or GitAuth()
+        if self._auth:
+            try:
+                self._auth.check(url)
+            except AuthError as exc:
+                raise ConfigError(str(exc)) from None
         self._url = redact(url)
         self._cache_dir = Path(cache_dir)
         self._timeout = timeout
@@ -164,10 +249,18 @@ class GitSource:
     def _fetch_once(self) -> Refs:
         repo = self._open(create=True)
         assert repo is not None
+        remote = self._remote.authenticated(self._auth) if self._auth else self._remote
         with _git_errors(f"fetch of {self.url}"):
-            # the URL goes on the command line, not into the clone's config or FETCH_HEAD: no token is written to disk
-            repo.git.fetch(
-                "--prune", "--no-write-fetch-head", self._remote, *_REFSPECS, env=_ENV, kill_after_timeout=self._timeout
+            # the URL goes on the command line without its credential, and nowhere into the clone's config or
+            # FETCH_HEAD; the credential goes only into git's environment (readable by this user alone). A git
+            # command of its own, as `-c` options stay on a Git object until its next command, from any thread.
+            git.Git(repo.git_dir)(c=list(remote.options)).fetch(
+                "--prune",
+                "--no-write-fetch-head",
+                remote.url,
+                *_REFSPECS,
+                env={**_ENV, **remote.env},
+                kill_after_timeout=self._timeout,
             )
         return self.refs()
 
@@ -175,15 +268,18 @@ class GitSource:
         """The clone in cache_dir: reused if there is one, made empty (``git init --bare``) if ``create``."""
         with self._lock:
             if self._repo is None:
-                with _git_errors(f"opening the clone in {self._cache_dir}"):
+                # what is wrong goes to the log with the folder; the error (shown by /readyz) names no local path
+                with _git_errors("opening the server's clone (in its data folder)"):
                     if (self._cache_dir / "HEAD").is_file():
                         self._repo = git.Repo(self._cache_dir)
                         if not self._repo.bare:
                             self.close()
-                            raise SourceError(f"{self._cache_dir} holds a working tree, not a bare clone")
+                            log.error("%s holds a working tree, not a bare clone", self._cache_dir)
+                            raise SourceError("the clone folder holds a working tree, not a bare clone")
                     elif create:
                         if self._cache_dir.is_dir() and any(self._cache_dir.iterdir()):
-                            raise SourceError(f"{self._cache_dir} is neither empty nor a git clone")
+                            log.error("%s is neither empty nor a git clone", self._cache_dir)
+                            raise SourceError("the clone folder is neither empty nor a git clone")
                         self._repo = git.Repo.init(self._cache_dir, mkdir=True, bare=True)
             return self._repo
 
@@ -220,11 +316,11 @@ class GitSource:
         """The commit ``rev`` (sha, short sha, branch or tag) names in the clone; raises UnknownVersion."""
         repo = self._open()
         if repo is None or not rev:
-            raise UnknownVersion(f"{rev!r} is not a commit of {self.url}")
+            raise UnknownVersion(f"{rev!r} is not a commit of the repository")
         try:
             sha, _, _ = repo.git.get_object_header(f"{rev}^{{commit}}")
         except ValueError:  # cat-file answered "missing" or "ambiguous", or GitPython refused a line feed
-            raise UnknownVersion(f"{rev!r} is not a commit of {self.url}") from None
+            raise UnknownVersion(f"{rev!r} is not a commit of the repository") from None
         return git.Commit(repo, binascii.a2b_hex(sha))  # GitPython hands back the hex sha as bytes here
 
     def commit(self, rev: str) -> CommitInfo:
@@ -354,6 +450,44 @@ def read_at(paths: Sequence[Path], rev: str, *, max_bytes: int) -> dict[Path, by
         for repo in opened.values():
             repo.close()
     return found
+
+
+def files_at(folder: Path, rev: str, *, suffix: str, max_bytes: int) -> dict[str, bytes]:
+    """The regular files directly in ``folder`` (a folder of a local working tree, present there or not) at commit
+    ``rev`` whose names end with ``suffix``: name -> bytes (only the first ``max_bytes + 1`` of a larger file). For
+    `gitops-flow plan`, which must also see the flows a branch removes; nothing is fetched or touched.
+
+    Raises SourceError when the folder is in no Git working tree, UnknownVersion when ``rev`` names no commit of it.
+    """
+    opened: dict[Path, git.Repo] = {}
+    real = folder.resolve()
+    try:
+        repo, root = _working_tree(real / "_", folder, opened)
+        try:
+            sha, _, _ = repo.git.get_object_header(f"{rev}^{{commit}}")
+        except ValueError:
+            raise UnknownVersion(f"{rev!r} is not a commit of the repository at {root}") from None
+        found: dict[str, bytes] = {}
+        with _git_errors(f"reading {folder} at {rev}"):
+            tree: object = git.Commit(repo, binascii.a2b_hex(sha)).tree
+            relative = real.relative_to(root).as_posix()
+            if relative != ".":
+                try:
+                    tree = tree / relative  # type: ignore[operator]
+                except KeyError:
+                    return {}
+            if not isinstance(tree, git.Tree):
+                return {}
+            for blob in tree.blobs:
+                if stat.S_ISREG(blob.mode) and blob.name.endswith(suffix):
+                    _, _, size, stream = repo.git.stream_object_data(blob.hexsha)
+                    found[blob.name] = stream.read(min(size, max_bytes + 1))
+                    while stream.read(_CHUNK):
+                        pass  # drain the rest: the shared cat-file pipe must end up at the next object
+        return found
+    finally:
+        for opened_repo in opened.values():
+            opened_repo.close()
 
 
 def _working_tree(real: Path, shown: Path, opened: dict[Path, git.Repo]) -> tuple[git.Repo, Path]:

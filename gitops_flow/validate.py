@@ -19,7 +19,7 @@ from gitops_flow.components import FAKEABLE, ComponentRegistry
 from gitops_flow.exceptions import BuildError
 from gitops_flow.graph import analyse
 from gitops_flow.langflow import convert as langflow
-from gitops_flow.problems import Problem, json_path
+from gitops_flow.problems import Problem, capped, json_path
 from gitops_flow.routing import DEFAULT_ROUTE, Analysis, RouteTarget, RoutingConfig
 from gitops_flow.secretpolicy import SecretPolicy
 from gitops_flow.spec import NAME_PATTERN, EdgeSpec, Expectation, FlowSpec, FlowTest, NodeSpec
@@ -27,6 +27,7 @@ from gitops_flow.spec import NAME_PATTERN, EdgeSpec, Expectation, FlowSpec, Flow
 MAX_BYTES = 1024 * 1024
 MAX_EXPORT_BYTES = 8 * MAX_BYTES  # LangFlow exports carry every node's source and field metadata: several times larger
 MAX_DEPTH = 32  # nesting of the whole document; params deeper than this are surely a mistake or an attack
+MAX_PROBLEMS = 50  # problems reported per file; the rest are counted in one `too-many-problems`
 
 
 @dataclass(slots=True)
@@ -110,7 +111,7 @@ def validate_bytes(
     """
     report = FileReport(file)
     checks = _Checks(registry, policy or SecretPolicy(), dry_build)
-    report.problems = [p.located(file, p.line) for p in _check(raw, checks, stem, report)]
+    report.problems = capped([p.located(file, p.line) for p in _check(raw, checks, stem, report)], MAX_PROBLEMS)
     return report
 
 
@@ -391,7 +392,7 @@ def validate_routing_bytes(
 ) -> tuple[RoutingConfig | None, list[Problem]]:
     """Check `gitops-flow.yaml`; ``flow_names`` (when known) lets routes for flows that do not exist be flagged."""
     config, problems = _check_routing(raw, flow_names)
-    return config, [p.located(file, p.line) for p in problems]
+    return config, capped([p.located(file, p.line) for p in problems], MAX_PROBLEMS)
 
 
 def _check_routing(raw: bytes, flow_names: Iterable[str] | None) -> tuple[RoutingConfig | None, list[Problem]]:

@@ -1,4 +1,5 @@
-"""The server's own endpoints: what it serves and has done, health, metrics, the GitHub webhook and the operator's."""
+"""The server's own endpoints: what it serves and has done, health, metrics and the operator's (the Git hosts'
+webhooks are in receivers.py)."""
 
 from __future__ import annotations
 
@@ -9,18 +10,18 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gitops_flow import webhook
-from gitops_flow.endpoints import RequestError, get_deps, json_response, read_body, read_json, require_json
-from gitops_flow.exceptions import SignatureMismatch, StoreError, WebhookError
+from gitops_flow.endpoints import RequestError, get_deps, json_response, read_json, require_json
+from gitops_flow.exceptions import StoreError
 from gitops_flow.metrics import CONTENT_TYPE
 from gitops_flow.reconcile import Reconciler
 from gitops_flow.traffic import Route, RoutingTable
+from gitops_flow.versions import Version
 
 log = logging.getLogger("gitops_flow.server")
 
-MAX_EVENTS = 1000
-DELIVERY_TTL = 7 * 24 * 3600.0  # GitHub keeps deliveries for redelivery for about a week
-_KNOWN_EVENTS = ("ping", "push", "create", "delete")  # metric labels come from this list, never from a header
+MAX_EVENTS = 1000  # events on one page of /history
+MAX_VERSIONS = 500  # versions on one page of /versions
+STORE_UNAVAILABLE = "the state store cannot be read or written; the server's log says why"
 
 
 # -- what the server serves and has done ---------------------------------------------------------------------------
@@ -29,6 +30,7 @@ _KNOWN_EVENTS = ("ping", "push", "create", "delete")  # metric labels come from 
 async def flows(request: Request) -> Response:
     """Every flow with its state at the head (live, or failed and what serves it instead) and the refs that serve it:
     each ref's commit, the commit whose build of the flow serves it, share of new traffic (%) and state."""
+    require_reader(request)
     table = get_deps(request).reconciler.table
     listed = [
         {
@@ -81,13 +83,22 @@ def _description(name: str, route: Route) -> str:
 
 
 async def versions(request: Request) -> Response:
+    """Versions newest first, a page at a time: ``limit`` (default 50) after the sha ``before``; ``next`` holds the
+    query of the next page, or null on the last one."""
+    reader = require_reader(request)
+    limit = _limit(request, 50, MAX_VERSIONS)
     reconciler = get_deps(request).reconciler
     head = reconciler.table.head
     newest_first = sorted(reconciler.versions, key=lambda v: (v.time, v.seen), reverse=True)
+    start = _after(newest_first, request.query_params.get("before"))
+    page = newest_first[start : start + limit]
     listed = [
-        {**v.record(), **_held(reconciler, v.sha), "live": head is not None and v.sha == head.sha} for v in newest_first
+        _shown({**v.record(), **_held(reconciler, v.sha), "live": head is not None and v.sha == head.sha}, reader)
+        for v in page
     ]
-    return json_response({"source": _source(reconciler), "versions": listed})
+    more = start + limit < len(newest_first)
+    body = {"source": _source(reconciler), "versions": listed, "next": _next(page[-1].sha, limit) if more else None}
+    return json_response(body)
 
 
 def _held(reconciler: Reconciler, sha: str) -> dict[str, Any]:
@@ -96,11 +107,75 @@ def _held(reconciler: Reconciler, sha: str) -> dict[str, Any]:
 
 
 async def history(request: Request) -> Response:
-    raw = request.query_params.get("limit", "100")
-    if not raw.isascii() or not raw.isdigit() or not 0 < int(raw) <= MAX_EVENTS:
-        raise RequestError(400, "bad-limit", f"limit is a whole number from 1 to {MAX_EVENTS}")
-    events = await get_deps(request).store.events(int(raw))
-    return json_response({"events": events})
+    """Deploy events newest first, a page at a time: ``limit`` (default 100) numbered below ``before``; each event
+    carries its ``id``, and ``next`` the query of the next page (null on the last one)."""
+    reader = require_reader(request)
+    limit = _limit(request, 100, MAX_EVENTS)
+    raw = request.query_params.get("before")
+    if raw is not None and not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
+        raise RequestError(400, "bad-cursor", "before is an event id: the 'before' of the previous page's 'next'")
+    deps = get_deps(request)
+    rows = await deps.store.events(limit + 1, before=int(raw) if raw is not None else None)
+    known = {v.sha for v in deps.reconciler.versions}
+    events = [{"id": seq, **(event if reader else _unmerged_hidden(event, known))} for seq, event in rows[:limit]]
+    more = len(rows) > limit
+    return json_response({"events": events, "next": _next(events[-1]["id"], limit) if more else None})
+
+
+def require_reader(request: Request) -> bool:
+    """Whether the request shows the read token or the admin token. With a read token configured, the views need
+    one of them: 401 otherwise. Without one they are public, minus what only a reader sees (authors' emails, the
+    shas of commits that were never merged)."""
+    settings = get_deps(request).settings
+    given = request.headers.get("authorization", "").encode()
+    reader = False
+    for token in (settings.read_token, settings.admin_token):  # both compared, so timing tells neither apart
+        if token is not None and hmac.compare_digest(given, f"Bearer {token.get_secret_value()}".encode()):
+            reader = True
+    if not reader and settings.read_token is not None:
+        raise RequestError(401, "read-token-required", "this view needs Authorization: Bearer <read token>")
+    return reader
+
+
+def _limit(request: Request, default: int, most: int) -> int:
+    raw = request.query_params.get("limit", str(default))
+    if not raw.isascii() or not raw.isdigit() or not 0 < int(raw) <= most:
+        raise RequestError(400, "bad-limit", f"limit is a whole number from 1 to {most}")
+    return int(raw)
+
+
+def _after(newest_first: list[Version], before: str | None) -> int:
+    """Where the page after the version ``before`` starts (0 without one)."""
+    if before is None:
+        return 0
+    for index, version in enumerate(newest_first):
+        if version.sha == before:
+            return index + 1
+    raise RequestError(400, "bad-cursor", "before is the full sha of a listed version: the previous page's 'next'")
+
+
+def _next(before: str | int, limit: int) -> dict[str, Any]:
+    return {"before": before, "limit": limit}
+
+
+def _shown(record: dict[str, Any], reader: bool) -> dict[str, Any]:
+    """A version record as this caller may see it: an author's email is for readers only."""
+    return record if reader else {**record, "email": None}
+
+
+_SHA_FIELDS = ("sha", "before", "after", "restores")
+
+
+def _unmerged_hidden(event: dict[str, Any], known: set[str]) -> dict[str, Any]:
+    """An event with the shas of commits that are no version of the branch (a tag on an unmerged commit) hidden."""
+    hidden = [event[k] for k in _SHA_FIELDS if isinstance(event.get(k), str) and event[k] and event[k] not in known]
+    if not hidden:
+        return event
+    shown = {**event, **{k: None for k in _SHA_FIELDS if event.get(k) in hidden}}
+    if isinstance(shown.get("detail"), str):
+        for sha in hidden:
+            shown["detail"] = shown["detail"].replace(sha[:12], "(an unmerged commit)")
+    return shown
 
 
 # -- health and metrics --------------------------------------------------------------------------------------------
@@ -111,16 +186,24 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Ready once the branch is loaded (a commit that did not fail as a whole) and the state store answers; flows that
-    failed at it are listed, but do not unready the server: the others serve, and each failed one keeps its last
-    good version. A source that fails later is shown here but does not unready the server either."""
+    """Ready once the branch is loaded (a commit that did not fail as a whole) and the state store can be written and
+    read; flows that failed at it are listed, but do not unready the server: the others serve, and each failed one
+    keeps its last good version. A source that fails later is shown here but does not unready the server either."""
     deps = get_deps(request)
     head = deps.reconciler.table.head
     store_error = None
     try:
-        await deps.store.ping()
+        await deps.store.ping()  # writes a probe and reads it back: a store that only answers is not enough
+        reason = None
     except StoreError as exc:
-        store_error = str(exc)
+        store_error, reason = STORE_UNAVAILABLE, str(exc)  # the reason (a file, a host) is for the log only
+    # logged when it changes, not at every probe of a load balancer
+    if reason != getattr(request.app.state, "store_failure", None):
+        if reason is not None:
+            log.warning("not ready: %s", reason)
+        else:
+            log.info("the state store can be written and read again")
+        request.app.state.store_failure = reason
     ready = head is not None and store_error is None
     body = {
         "ready": ready,
@@ -128,6 +211,7 @@ async def readyz(request: Request) -> Response:
         "failed_flows": sorted(head.failed) if head else [],
         "source": _source(deps.reconciler),
         "store": {"ok": store_error is None, "error": store_error},
+        **(deps.feedback.health() if deps.feedback is not None else {}),
     }
     return json_response(body, 200 if ready else 503)
 
@@ -145,43 +229,6 @@ def _source(reconciler: Reconciler) -> dict[str, Any]:
 
 async def metrics(request: Request) -> Response:
     return Response(get_deps(request).metrics.render(), media_type=CONTENT_TYPE)
-
-
-# -- the GitHub webhook --------------------------------------------------------------------------------------------
-
-
-async def github_webhook(request: Request) -> Response:
-    """A GitHub delivery: verified, deduplicated, then a nudge to fetch (SPEC 5). Answers at once, before the fetch;
-    the fetch itself, on this replica and (through the store) on every other, reads Git, never the body."""
-    deps = get_deps(request)
-    header = request.headers.get("x-github-event", "")
-    label = header if header in _KNOWN_EVENTS else "other"
-    secret = deps.settings.webhook_secret
-    if secret is None:
-        deps.metrics.delivery(label, "refused")
-        raise RequestError(403, "webhook-disabled", "webhooks are off: set GITOPS_FLOW_WEBHOOK_SECRET to the secret")
-    body = await read_body(request)
-    try:
-        webhook.verify(secret.get_secret_value().encode(), bytes(body), request.headers.get("x-hub-signature-256"))
-        delivery = webhook.parse(header, request.headers.get("x-github-delivery"), bytes(body))
-    except WebhookError as exc:
-        deps.metrics.delivery(label, "refused")
-        log.warning("webhook delivery refused: %s", exc)
-        raise RequestError(401 if isinstance(exc, SignatureMismatch) else 400, _code(exc), str(exc)) from None
-    if not await deps.store.claim_delivery(delivery.id, DELIVERY_TTL):
-        deps.metrics.delivery(label, "duplicate")
-        return json_response({"status": "duplicate", "delivery": delivery.id}, 202)
-    action, why = delivery.action(deps.settings.branch)
-    deps.metrics.delivery(label, action)
-    if action == "fetch":
-        deps.reconciler.request(delivery.trigger)
-        await deps.store.publish(f"{deps.replica} {delivery.trigger}")
-    status = {"pong": "pong", "fetch": "fetching", "ignore": "ignored"}[action]
-    return json_response({"status": status, "detail": why, "delivery": delivery.id}, 200 if action == "pong" else 202)
-
-
-def _code(exc: WebhookError) -> str:
-    return "bad-signature" if isinstance(exc, SignatureMismatch) else "bad-delivery"
 
 
 # -- the operator's ------------------------------------------------------------------------------------------------

@@ -11,7 +11,14 @@ from uuid import uuid4
 import pytest
 import redis
 
+from tests.gitrepo import Remote
 from tests.redisenv import DEFAULT_REDIS_URL, RedisServer, RedisSpace, unavailable
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> Remote:
+    """An empty bare ``origin`` and its working clone on branch ``main`` (a module may give its own, with flows)."""
+    return Remote.create(tmp_path)
 
 
 @pytest.fixture(scope="session")

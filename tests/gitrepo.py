@@ -93,6 +93,12 @@ class Remote:
         """Push the current branch to origin."""
         self.git("push", "--quiet", "origin", "HEAD")
 
+    def publish(self, files: dict[str, str | None], message: str = "change") -> str:
+        """Commit ``files`` (as ``commit``) and push the branch, as a merge does; returns the new sha."""
+        sha = self.commit(files, message)
+        self.push()
+        return sha
+
     def tag(self, name: str, rev: str = "HEAD", *, annotated: bool = False) -> str:
         """Create or move (force) a tag locally; returns the commit it points at. Push it with ``push_tags``."""
         self.git("tag", "--force", *(["-a", "-m", f"release {name}"] if annotated else []), name, rev)

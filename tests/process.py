@@ -41,6 +41,7 @@ class ServeProcess:
     log: Path
     remote: Remote
     process: subprocess.Popen[bytes]
+    data_dir: Path  # --data-dir: the clone and, by default, the state file state.db
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -75,9 +76,12 @@ def serve_process(
     args: Sequence[str] = (),
     admin: bool = True,
     ready: bool = True,
+    repo: str | None = None,
 ) -> Iterator[ServeProcess]:
     """`python -m gitops_flow serve` following ``remote``; ``env`` adds to a clean environment (no GITOPS_FLOW_*
-    of the machine's), ``args`` to the command line. Stops the process (and fails on a crash) at the end."""
+    of the machine's), ``args`` to the command line. ``repo`` is a URL to follow instead of ``remote``'s path, given
+    in GITOPS_FLOW_REPO (as an operator gives a URL with a credential). Stops the process (and fails on a crash) at
+    the end."""
     port = free_port()
     data = tmp_path / f"serve-{port}"
     data.mkdir(parents=True)
@@ -85,13 +89,14 @@ def serve_process(
     environ = {k: v for k, v in os.environ.items() if not k.startswith("GITOPS_FLOW_")}
     environ.update({"GITOPS_FLOW_ADMIN_TOKEN": ADMIN_TOKEN} if admin else {})
     environ.update(env or {})
+    if repo is not None:
+        environ["GITOPS_FLOW_REPO"] = repo
     command = [
         sys.executable,
         "-m",
         "gitops_flow",
         "serve",
-        "--repo",
-        remote.url,
+        *(["--repo", remote.url] if repo is None else []),
         "--port",
         str(port),
         "--data-dir",
@@ -104,7 +109,7 @@ def serve_process(
         process = subprocess.Popen(command, env=environ, stdout=sink, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     client = httpx.Client(base_url=url, timeout=30.0)
-    harness = ServeProcess(url, client, log, remote, process)
+    harness = ServeProcess(url, client, log, remote, process, data / "state")
     try:
         deadline = time.monotonic() + 30.0
         while True:

@@ -46,6 +46,15 @@ def echo_flow(name: str = "echo", answer: str = "one", **extra: Any) -> str:
     return json.dumps(doc, indent=2)
 
 
+def needs_a_secret(name: str = "echo") -> str:
+    """``echo_flow`` with a real model whose key, OPENAI_API_KEY, test servers do not have: it fails to build there
+    (missing-secret), while validation without secrets passes."""
+    doc = json.loads(echo_flow(name))
+    model = {"model": "openai:gpt-4o-mini", "api_key": {"$env": "OPENAI_API_KEY"}}
+    doc["nodes"][1] = {"id": "llm", "component": "ChatModel", "params": model}
+    return json.dumps(doc, indent=2)
+
+
 def settings(remote: Remote, tmp_path: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "repo_url": remote.url,

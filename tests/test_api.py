@@ -77,17 +77,6 @@ def broken_flow(name: str = "echo") -> str:
 # -- helpers --------------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def remote(tmp_path: Path) -> Remote:
-    return Remote.create(tmp_path)
-
-
-def push(remote: Remote, files: dict[str, str | None], message: str = "change") -> str:
-    sha = remote.commit(files, message)
-    remote.push()
-    return sha
-
-
 def call(harness: Served, fn: Callable[..., Any], *args: Any) -> Any:
     """Run one of the app's coroutines (the state store's) on the app's own event loop."""
     return harness.client.portal.call(fn, *args)
@@ -143,7 +132,7 @@ def is_uuid4(text: str) -> bool:
 
 
 def test_invoke_answers_with_the_version_that_served_it(remote: Remote, tmp_path: Path) -> None:
-    sha = push(remote, {"flows/echo.json": echo_flow(answer="hello world")})
+    sha = remote.publish({"flows/echo.json": echo_flow(answer="hello world")})
     with served(remote, tmp_path) as harness:
         first = harness.invoke("echo", QUESTION)
         second = harness.invoke("echo", QUESTION)
@@ -163,7 +152,7 @@ def test_invoke_answers_with_the_version_that_served_it(remote: Remote, tmp_path
     ids=["no-config", "one-config", "config-per-input"],
 )
 def test_batch_answers_every_input_in_order(remote: Remote, tmp_path: Path, config: Any) -> None:
-    sha = push(remote, {"flows/prompt.json": prompt_flow()})
+    sha = remote.publish({"flows/prompt.json": prompt_flow()})
     with served(remote, tmp_path) as harness:
         response = harness.client.post(
             "/flows/prompt/batch", json={"inputs": [{"question": q} for q in "abc"], "config": config}
@@ -180,7 +169,7 @@ def test_batch_answers_every_input_in_order(remote: Remote, tmp_path: Path, conf
 
 
 def test_batch_of_nothing_answers_nothing(remote: Remote, tmp_path: Path) -> None:
-    push(remote, {"flows/echo.json": echo_flow()})
+    remote.publish({"flows/echo.json": echo_flow()})
     with served(remote, tmp_path) as harness:
         response = harness.client.post("/flows/echo/batch", json={"inputs": []})
     assert response.status_code == 200
@@ -190,7 +179,7 @@ def test_batch_of_nothing_answers_nothing(remote: Remote, tmp_path: Path) -> Non
 
 def test_stream_sends_the_events_langserve_sends(remote: Remote, tmp_path: Path) -> None:
     answer = "hello big wide world"
-    sha = push(remote, {"flows/echo.json": echo_flow(answer=answer)})
+    sha = remote.publish({"flows/echo.json": echo_flow(answer=answer)})
     with served(remote, tmp_path) as harness:
         invoked = harness.invoke("echo", QUESTION).json()["output"]
         response = harness.client.post("/flows/echo/stream", json={"input": QUESTION})
@@ -216,7 +205,7 @@ def test_stream_sends_the_events_langserve_sends(remote: Remote, tmp_path: Path)
 
 @pytest.mark.parametrize("flow", ["echo", "chat"], ids=["prompt-entry", "chat-history-entry"])
 def test_input_schema_requires_the_prompt_variable(remote: Remote, tmp_path: Path, flow: str) -> None:
-    sha = push(remote, {"flows/echo.json": echo_flow(), "flows/chat.json": chat_flow()})
+    sha = remote.publish({"flows/echo.json": echo_flow(), "flows/chat.json": chat_flow()})
     with served(remote, tmp_path) as harness:
         response = harness.client.get(f"/flows/{flow}/input_schema")
     assert response.status_code == 200
@@ -232,7 +221,7 @@ def test_input_schema_requires_the_prompt_variable(remote: Remote, tmp_path: Pat
 
 
 def test_output_and_config_schemas(remote: Remote, tmp_path: Path) -> None:
-    sha = push(remote, {"flows/echo.json": echo_flow()})
+    sha = remote.publish({"flows/echo.json": echo_flow()})
     with served(remote, tmp_path) as harness:
         output = harness.client.get("/flows/echo/output_schema")
         config = harness.client.get("/flows/echo/config_schema")
@@ -268,7 +257,7 @@ def loopback(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, An
         "flows/chat.json": chat_flow(answers=("noted, thanks",)),
         "flows/fails.json": json_flow("fails", ""),
     }
-    push(remote, files)
+    remote.publish(files)
     with on_loopback(remote, tmp) as (url, app):
         wait_until(lambda: httpx.get(url + "/readyz", timeout=5).status_code == 200, what="readiness")
         yield url, app
@@ -399,7 +388,7 @@ def versions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served,
     remote.push()
     remote.push_tags()
     with served(remote, tmp, pins="history") as harness:
-        v2 = push(remote, {"flows/echo.json": echo_flow(answer="two")}, "two")
+        v2 = remote.publish({"flows/echo.json": echo_flow(answer="two")}, "two")
         assert harness.reconcile()["head"] == v2
         v3 = remote.commit({"flows/echo.json": broken_flow()}, "break echo")
         remote.git("checkout", "--quiet", "-b", "side")
@@ -556,7 +545,7 @@ def test_a_pin_never_reaches_a_commit_that_never_went_live(
     head: ``stable`` (not in any route) and the older sha never went live here, so neither is reachable."""
     v1 = remote.commit({"flows/echo.json": echo_flow(answer="one")}, "one")
     remote.tag("stable", v1)
-    push(remote, {"flows/echo.json": echo_flow(answer="two")}, "two")
+    remote.publish({"flows/echo.json": echo_flow(answer="two")}, "two")
     remote.push_tags()
     with served(remote, tmp_path, pins=policy) as harness:
         response = harness.invoke("echo", QUESTION, headers={"X-Flow-Version": pin(v1)})
@@ -579,10 +568,10 @@ def test_session_stays_on_the_version_it_started_on(remote: Remote, tmp_path: Pa
         assert body["metadata"]["flow_version"] == response.headers["x-flow-version"]
         return body
 
-    v1 = push(remote, {"flows/echo.json": echo_flow(answer="one")})
+    v1 = remote.publish({"flows/echo.json": echo_flow(answer="one")})
     with served(remote, tmp_path) as harness:
         assert ask(harness, "old")["output"] == "one"
-        v2 = push(remote, {"flows/echo.json": echo_flow(answer="two")})
+        v2 = remote.publish({"flows/echo.json": echo_flow(answer="two")})
         assert harness.reconcile()["head"] == v2
         old = ask(harness, "old")
         assert (old["output"], old["metadata"]["flow_version"]) == ("one", v1)
@@ -664,7 +653,7 @@ def echo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """echo at one commit, behind a server with a small body limit; shared by the tests that change nothing."""
     tmp = tmp_path_factory.mktemp("echo")
     remote = Remote.create(tmp)
-    push(remote, {"flows/echo.json": echo_flow()})
+    remote.publish({"flows/echo.json": echo_flow()})
     with served(remote, tmp, max_body_bytes=LIMIT) as harness:
         yield harness
 
@@ -778,7 +767,7 @@ FAILED_RUN = "the flow failed while running (run "
 
 
 def test_flow_failing_at_run_time_is_500_without_details(remote: Remote, tmp_path: Path) -> None:
-    push(remote, {"flows/fails.json": json_flow("fails", "")})
+    remote.publish({"flows/fails.json": json_flow("fails", "")})
     with served(remote, tmp_path) as harness:
         invoked = harness.invoke("fails", QUESTION)
         batched = harness.client.post("/flows/fails/batch", json={"inputs": [QUESTION]})
@@ -808,12 +797,12 @@ def test_secrets_never_leak(remote: Remote, tmp_path: Path) -> None:
         ("llm", "FakeChatModel", {"responses": [{"$env": "MY_TOKEN"}]}),
         ("answer", "StrOutputParser", {}),
     )
-    push(remote, {"flows/echo.json": echo_flow()})
+    remote.publish({"flows/echo.json": echo_flow()})
     config = settings(remote, tmp_path, allowed_secrets=("MY_TOKEN",))
     app = create_app(config, secrets={"MY_TOKEN": token})
     with TestClient(app) as client:
         wait_until(lambda: client.get("/readyz").status_code == 200, what="readiness")
-        bad = push(remote, {"flows/reveal.json": reveal})
+        bad = remote.publish({"flows/reveal.json": reveal})
         client.post("/admin/reconcile", headers=ADMIN)
         seen = [
             client.post("/flows/reveal/invoke", json={"input": QUESTION}),
@@ -850,7 +839,7 @@ CHATS = [
 def test_chat_flow_keeps_each_sessions_turns(
     remote: Remote, tmp_path: Path, flow: str, files: dict[str, str], fake_models: bool, answers: tuple[str, str]
 ) -> None:
-    push(remote, files)
+    remote.publish(files)
     with served(remote, tmp_path, fake_models=fake_models) as harness:
         refused = [
             harness.client.post(f"/flows/{flow}/invoke", json={"input": QUESTION}),
@@ -883,7 +872,7 @@ def test_chat_flow_keeps_each_sessions_turns(
 
 
 def test_chat_flow_refuses_input_without_its_text_as_bad_input(remote: Remote, tmp_path: Path) -> None:
-    push(remote, {"flows/chat.json": chat_flow()})
+    remote.publish({"flows/chat.json": chat_flow()})
     with served(remote, tmp_path) as harness:
         response = harness.invoke("chat", {"text": "hi"}, headers={"X-Flow-Session": "ada"})
         assert call(harness, harness.deps.store.load_turns, "ada", 10) == []
@@ -895,7 +884,7 @@ def test_chat_flow_refuses_input_without_its_text_as_bad_input(remote: Remote, t
 
 @pytest.mark.parametrize("session_by", ["header", "config"])
 def test_pinned_chat_request_keeps_its_session(remote: Remote, tmp_path: Path, session_by: str) -> None:
-    sha = push(remote, {"flows/chat.json": chat_flow()})
+    sha = remote.publish({"flows/chat.json": chat_flow()})
     headers = {"X-Flow-Version": sha}
     body: dict[str, Any] = {"input": QUESTION}
     if session_by == "header":
@@ -914,10 +903,10 @@ def test_pinned_chat_request_keeps_its_session(remote: Remote, tmp_path: Path, s
 
 
 def test_flows_lists_names_with_the_live_version(remote: Remote, tmp_path: Path) -> None:
-    sha = push(remote, {"flows/echo.json": echo_flow(description="Says one."), "flows/chat.json": chat_flow()})
+    sha = remote.publish({"flows/echo.json": echo_flow(description="Says one."), "flows/chat.json": chat_flow()})
     with served(remote, tmp_path) as harness:
         response = harness.client.get("/flows")
-        bad = push(remote, {"flows/echo.json": broken_flow()}, "break echo")
+        bad = remote.publish({"flows/echo.json": broken_flow()}, "break echo")
         harness.reconcile()
         after = harness.client.get("/flows").json()
     assert response.status_code == 200
@@ -937,13 +926,16 @@ def test_flows_lists_names_with_the_live_version(remote: Remote, tmp_path: Path)
 
 
 def test_versions_and_history_show_every_commit(remote: Remote, tmp_path: Path) -> None:
-    good = push(remote, {"flows/echo.json": echo_flow(), "flows/chat.json": chat_flow()}, "add echo and chat")
+    good = remote.publish({"flows/echo.json": echo_flow(), "flows/chat.json": chat_flow()}, "add echo and chat")
     with served(remote, tmp_path) as harness:
-        bad = push(remote, {"flows/echo.json": broken_flow()}, "break echo\n\nOn purpose.")
+        bad = remote.publish({"flows/echo.json": broken_flow()}, "break echo\n\nOn purpose.")
         assert harness.reconcile() == {"changed": True, "head": bad, "new": [bad], "error": None}
-        versions = harness.client.get("/versions").json()
+        versions = harness.client.get("/versions", headers=ADMIN).json()
+        anonymous = harness.client.get("/versions").json()
         history = harness.client.get("/history").json()["events"]
         latest = harness.client.get("/history", params={"limit": "1"}).json()["events"]
+    assert [v["email"] for v in anonymous["versions"]] == [None, None]  # authors' emails are for token holders
+    assert [{**v, "email": None} for v in versions["versions"]] == anonymous["versions"]
     assert versions["source"]["url"] == remote.url
     assert versions["source"]["branch"] == "main"
     assert versions["source"]["fetches"] == 2
@@ -1023,7 +1015,7 @@ def test_readyz_turns_200_once_the_branch_is_loaded_and_lists_the_flows_that_fai
     with served(remote, tmp_path, wait=False) as harness:
         wait_until(lambda: harness.client.get("/readyz").json()["source"]["last_error"] is not None, what="a fetch")
         assert harness.client.get("/readyz").status_code == 503
-        bad = push(remote, {"flows/echo.json": broken_flow(), "flows/chat.json": chat_flow()})
+        bad = remote.publish({"flows/echo.json": broken_flow(), "flows/chat.json": chat_flow()})
         assert harness.reconcile()["head"] == bad
         ready = harness.client.get("/readyz")  # a failed flow holds back neither the server nor the other flows
         assert (ready.status_code, ready.json()["failed_flows"]) == (200, ["echo"])
@@ -1032,7 +1024,7 @@ def test_readyz_turns_200_once_the_branch_is_loaded_and_lists_the_flows_that_fai
         refused = harness.invoke("echo", QUESTION)
         assert refused.status_code == 404 and error_of(refused)["code"] == "version-not-servable"
         assert f"flow 'echo' failed at {bad[:12]} (flows/echo.json:" in error_of(refused)["message"]
-        good = push(remote, {"flows/echo.json": echo_flow()})
+        good = remote.publish({"flows/echo.json": echo_flow()})
         assert harness.reconcile()["head"] == good
         ready = harness.client.get("/readyz")
     assert ready.status_code == 200
@@ -1059,9 +1051,9 @@ def test_readyz_turns_200_once_the_branch_is_loaded_and_lists_the_flows_that_fai
 def test_admin_reconcile_refused(
     remote: Remote, tmp_path: Path, token: str | None, headers: dict[str, str], status: int, code: str
 ) -> None:
-    first = push(remote, {"flows/echo.json": echo_flow(answer="one")})
+    first = remote.publish({"flows/echo.json": echo_flow(answer="one")})
     with served(remote, tmp_path, admin_token=token) as harness:
-        push(remote, {"flows/echo.json": echo_flow(answer="two")})
+        remote.publish({"flows/echo.json": echo_flow(answer="two")})
         response = harness.client.post("/admin/reconcile", headers=headers)
         assert harness.client.get("/readyz").json()["version"] == first  # nothing was fetched
         assert harness.deps.reconciler.status.fetches == 1
@@ -1072,10 +1064,10 @@ def test_admin_reconcile_refused(
 
 
 def test_admin_reconcile_answers_with_the_outcome(remote: Remote, tmp_path: Path) -> None:
-    first = push(remote, {"flows/echo.json": echo_flow(answer="one")})
+    first = remote.publish({"flows/echo.json": echo_flow(answer="one")})
     with served(remote, tmp_path) as harness:
         unchanged = harness.client.post("/admin/reconcile", headers=ADMIN)
-        second = push(remote, {"flows/echo.json": echo_flow(answer="two")})
+        second = remote.publish({"flows/echo.json": echo_flow(answer="two")})
         changed = harness.client.post("/admin/reconcile", headers=ADMIN)
         answer = harness.invoke("echo", QUESTION).json()["output"]
     assert unchanged.status_code == 200
@@ -1086,7 +1078,7 @@ def test_admin_reconcile_answers_with_the_outcome(remote: Remote, tmp_path: Path
 
 
 def test_admin_reconcile_reports_a_failing_source_as_502(remote: Remote, tmp_path: Path) -> None:
-    sha = push(remote, {"flows/echo.json": echo_flow()})
+    sha = remote.publish({"flows/echo.json": echo_flow()})
     with served_once(remote, tmp_path) as harness:
         harness.wait_ready()
         remote.bare.rename(tmp_path / "gone.git")

@@ -19,17 +19,12 @@ import yaml
 
 from gitops_flow import webhook
 from tests.gitrepo import Remote
-from tests.served import echo_flow, on_loopback, wait_until
+from tests.served import ADMIN, echo_flow, on_loopback, wait_until
 
 SECRET = "It's a Secret to Everybody"
 FIXTURES = Path(__file__).parent / "data" / "github-webhooks"
 Q = {"question": "hi"}
 ZERO = "0" * 40
-
-
-@pytest.fixture
-def remote(tmp_path: Path) -> Remote:
-    return Remote.create(tmp_path)
 
 
 class Server:
@@ -77,8 +72,8 @@ class Server:
     def serves(self, sha: str, headers: dict[str, str] | None = None) -> bool:
         return self.ask(headers)[1] == sha
 
-    def history(self) -> list[dict[str, Any]]:
-        events: list[dict[str, Any]] = self.http.get("/history").json()["events"]
+    def history(self, headers: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = self.http.get("/history", headers=headers or {}).json()["events"]
         return events
 
 
@@ -377,8 +372,14 @@ def test_a_tag_off_the_branch_is_refused_and_its_weight_goes_to_the_others(remot
     remote.push_tags()
     with serving(remote, tmp_path) as server:
         assert server.ask() == ("one", head, "main")
-        refused = next(e for e in server.history() if e["event"] == "ref-refused")
+        refused = next(e for e in server.history(ADMIN) if e["event"] == "ref-refused")
         assert (refused["ref"], refused["sha"]) == ("stable", side)
+        assert side[:12] in refused["detail"]
+        # an anonymous reader learns that a tag was refused, not which unmerged commit it names
+        hidden = next(e for e in server.history() if e["event"] == "ref-refused")
+        assert (hidden["ref"], hidden["sha"]) == ("stable", None)
+        assert side[:12] not in hidden["detail"] and "(an unmerged commit)" in hidden["detail"]
+        assert side not in server.http.get("/history").text
         pinned = server.http.post("/flows/echo/invoke", json={"input": Q}, headers={"X-Flow-Version": "stable"})
         assert pinned.status_code == 404
 

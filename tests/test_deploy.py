@@ -30,12 +30,6 @@ def remote(tmp_path: Path) -> Remote:
     return remote
 
 
-def push(remote: Remote, files: dict[str, str | None], message: str = "change") -> str:
-    sha = remote.commit(files, message)
-    remote.push()
-    return sha
-
-
 def answer(response: httpx.Response) -> tuple[Any, str]:
     assert response.status_code == 200, response.text
     body = response.json()
@@ -57,7 +51,7 @@ def test_a_pushed_commit_is_served_after_the_fetch_and_a_conversation_stays_on_i
     first = remote.sha()
     with served(remote, tmp_path) as server:
         assert answer(server.invoke("echo", Q, {"X-Flow-Session": "alice"})) == ("one", first)
-        second = push(remote, {"flows/echo.json": echo_flow(answer="two")}, "second answer")
+        second = remote.publish({"flows/echo.json": echo_flow(answer="two")}, "second answer")
         assert answer(server.invoke("echo", Q)) == ("one", first)  # nothing changes before the fetch
         outcome = server.reconcile()
         assert outcome == {"changed": True, "head": second, "new": [second], "error": None}
@@ -75,10 +69,10 @@ def test_a_pushed_commit_is_served_after_the_fetch_and_a_conversation_stays_on_i
 def test_a_session_moves_to_the_head_after_being_idle_for_the_ttl(remote: Remote, tmp_path: Path) -> None:
     clock = Clock()
     remote.commit({"gitops-flow.yaml": "session_ttl: 10m\n"}, "ten minute sessions")
-    first = push(remote, {})
+    first = remote.publish({})
     with served(remote, tmp_path, store=MemoryStore(clock=clock)) as server:
         assert answer(server.invoke("echo", Q, {"X-Flow-Session": "s"}))[1] == first
-        second = push(remote, {"flows/echo.json": echo_flow(answer="two")})
+        second = remote.publish({"flows/echo.json": echo_flow(answer="two")})
         server.reconcile()
         clock.now += 9 * 60  # active within the TTL: stays, and the idle timer restarts
         assert answer(server.invoke("echo", Q, {"X-Flow-Session": "s"}))[1] == first
@@ -102,7 +96,7 @@ def test_a_flow_that_fails_keeps_serving_its_last_good_version_and_is_recorded_w
 ) -> None:
     good = remote.sha()
     with served(remote, tmp_path) as server:
-        bad = push(remote, {"flows/echo.json": content, "flows/other.json": echo_flow("other", answer="x")}, "two")
+        bad = remote.publish({"flows/echo.json": content, "flows/other.json": echo_flow("other", answer="x")}, "two")
         assert server.reconcile()["new"] == [bad]
         assert answer(server.invoke("echo", Q)) == ("one", good)
         assert answer(server.invoke("other", Q)) == ("x", bad)  # the commit's other flow goes live
@@ -125,7 +119,7 @@ def test_a_server_starting_on_a_head_where_a_flow_failed_serves_that_flows_last_
     remote: Remote, tmp_path: Path
 ) -> None:
     good = remote.sha()
-    bad = push(remote, {"flows/echo.json": "{", "flows/other.json": echo_flow("other", answer="x")}, "broken")
+    bad = remote.publish({"flows/echo.json": "{", "flows/other.json": echo_flow("other", answer="x")}, "broken")
     with served(remote, tmp_path) as server:
         assert answer(server.invoke("echo", Q)) == ("one", good)
         assert answer(server.invoke("other", Q)) == ("x", bad)
@@ -138,7 +132,7 @@ def test_a_commit_whose_routing_file_fails_changes_nothing_and_a_server_starting
 ) -> None:
     good = remote.sha()
     with served(remote, tmp_path) as server:
-        bad = push(remote, {"gitops-flow.yaml": "routes: [", "flows/echo.json": echo_flow(answer="two")}, "bad yaml")
+        bad = remote.publish({"gitops-flow.yaml": "routes: [", "flows/echo.json": echo_flow(answer="two")}, "bad yaml")
         server.reconcile()
         assert answer(server.invoke("echo", Q)) == ("one", good)  # not even the commit's good flow goes live
         versions = {v["sha"]: v for v in server.client.get("/versions").json()["versions"]}
@@ -151,7 +145,7 @@ def test_a_commit_whose_routing_file_fails_changes_nothing_and_a_server_starting
 def test_a_revert_reuses_what_was_built_and_is_live_at_once(remote: Remote, tmp_path: Path) -> None:
     first = remote.sha()
     with served(remote, tmp_path) as server:
-        second = push(remote, {"flows/echo.json": echo_flow(answer="two")})
+        second = remote.publish({"flows/echo.json": echo_flow(answer="two")})
         server.reconcile()
         remote.revert(second)
         reverted = remote.sha()
@@ -165,10 +159,10 @@ def test_a_revert_reuses_what_was_built_and_is_live_at_once(remote: Remote, tmp_
 
 
 def test_a_commit_that_deletes_a_flow_lets_its_sessions_finish(remote: Remote, tmp_path: Path) -> None:
-    first = push(remote, {"flows/other.json": echo_flow("other", answer="x")})
+    first = remote.publish({"flows/other.json": echo_flow("other", answer="x")})
     with served(remote, tmp_path) as server:
         assert answer(server.invoke("other", Q, {"X-Flow-Session": "old"}))[1] == first
-        gone = push(remote, {"flows/other.json": None}, "drop other")
+        gone = remote.publish({"flows/other.json": None}, "drop other")
         server.reconcile()
         assert answer(server.invoke("other", Q, {"X-Flow-Session": "old"})) == ("x", first)
         for headers in ({}, {"X-Flow-Session": "new"}):
@@ -182,11 +176,11 @@ def test_a_commit_that_deletes_a_flow_lets_its_sessions_finish(remote: Remote, t
 def test_a_force_push_that_rewrites_the_branch_is_followed(remote: Remote, tmp_path: Path) -> None:
     base = remote.sha()
     with served(remote, tmp_path) as server:
-        dropped = push(remote, {"flows/echo.json": echo_flow(answer="two")})
+        dropped = remote.publish({"flows/echo.json": echo_flow(answer="two")})
         server.reconcile()
         assert answer(server.invoke("echo", Q, {"X-Flow-Session": "s"}))[1] == dropped
         remote.force_push_reset(base)
-        rewritten = push(remote, {"flows/echo.json": echo_flow(answer="three")}, "rewritten")
+        rewritten = remote.publish({"flows/echo.json": echo_flow(answer="three")}, "rewritten")
         outcome = server.reconcile()
         assert outcome["head"] == rewritten
         assert answer(server.invoke("echo", Q)) == ("three", rewritten)
@@ -214,7 +208,7 @@ def test_state_survives_a_restart_with_the_sqlite_store(remote: Remote, tmp_path
     state = tmp_path / "state.db"
     with served(remote, tmp_path, store=SqliteStore(state)) as server:
         answer(server.invoke("echo", Q, {"X-Flow-Session": "alice"}))
-        second = push(remote, {"flows/echo.json": echo_flow(answer="two")})
+        second = remote.publish({"flows/echo.json": echo_flow(answer="two")})
         server.reconcile()
         history = server.client.get("/history").json()["events"]
     with served(remote, tmp_path, store=SqliteStore(state)) as server:
@@ -231,7 +225,7 @@ def test_versions_nothing_needs_are_retired_and_pinned_ones_are_kept(remote: Rem
         answer(server.invoke("echo", Q, {"X-Flow-Session": "keeps-first"}))
         shas = []
         for n in range(3):  # each one the head for a while: each went live
-            shas.append(push(remote, {"flows/echo.json": echo_flow(answer=str(n))}))
+            shas.append(remote.publish({"flows/echo.json": echo_flow(answer=str(n))}))
             server.reconcile()
         statuses = {v["sha"]: v["status"] for v in server.client.get("/versions").json()["versions"]}
         assert statuses == {first: "ready", shas[0]: "retired", shas[1]: "retired", shas[2]: "ready"}
@@ -290,7 +284,7 @@ def test_deploys_under_load_drop_no_request(remote: Remote, tmp_path: Path) -> N
             worker.start()
         try:
             for n in range(10):
-                pushed.append(push(remote, {"flows/echo.json": echo_flow(answer=f"v{n}")}))
+                pushed.append(remote.publish({"flows/echo.json": echo_flow(answer=f"v{n}")}))
                 wait_until(lambda: httpx.get(url + "/readyz").json()["version"] == pushed[-1], what="the deploy")
         finally:
             stop.set()
@@ -308,7 +302,7 @@ def test_a_deploy_settles_the_heap_out_of_the_collectors_sight(remote: Remote, t
         with served(remote, tmp_path, freeze_heap=True) as server:
             wait_until(lambda: gc.get_freeze_count() > 0, what="the first deploy's freeze")
             gc.unfreeze()
-            push(remote, {"flows/echo.json": echo_flow(answer="two")})
+            remote.publish({"flows/echo.json": echo_flow(answer="two")})
             assert server.reconcile()["changed"] is True
             assert gc.get_freeze_count() == 0  # not yet: the pause waits until the new version is serving
             wait_until(lambda: gc.get_freeze_count() > 0, what="the second deploy's freeze")
@@ -335,7 +329,7 @@ def test_a_deploy_waits_for_the_store_and_is_recorded_once_it_is_back(remote: Re
     first = remote.sha()
     store = FailingStore()
     with served(remote, tmp_path, store=store) as server:
-        second = push(remote, {"flows/echo.json": echo_flow(answer="two")}, "second answer")
+        second = remote.publish({"flows/echo.json": echo_flow(answer="two")}, "second answer")
         store.down = True
         failed = server.client.post("/admin/reconcile", headers=ADMIN)
         assert failed.status_code == 503 and failed.json()["error"]["code"] == "store-unavailable"
@@ -365,3 +359,20 @@ def test_the_commits_of_one_fetch_do_not_all_sit_in_memory(remote: Remote, tmp_p
         assert answer(server.invoke("f1", Q)) == ("3", shas[3])
         cached = {id(r.built) for r in server.deps.reconciler.builder._cache.values() if r.built is not None}
         assert cached == {id(server.deps.reconciler.table.versions[s].flows[f]) for s, fs in held.items() for f in fs}
+
+
+def test_a_merge_commit_is_a_deploy_not_a_rollback(remote: Remote, tmp_path: Path) -> None:
+    """GitHub's merge button makes a --no-ff merge whose tree is the branch tip's: that tip is built in the same
+    fetch but never served, so the merge deploys new content; it rolls nothing back."""
+    with served(remote, tmp_path) as server:
+        remote.git("checkout", "--quiet", "-b", "feature")
+        remote.commit({"flows/echo.json": echo_flow(answer="two")}, "two")
+        remote.git("checkout", "--quiet", "main")
+        remote.git("merge", "--quiet", "--no-ff", "-m", "Merge pull request #1", "feature")
+        remote.push()
+        merged = remote.sha()
+        server.reconcile()
+        assert answer(server.invoke("echo", Q)) == ("two", merged)
+        kinds = [(e["event"], e["sha"]) for e in server.client.get("/history").json()["events"]]
+        assert kinds[0] == ("deployed", merged)
+        assert not any(kind == "rolled-back" for kind, _ in kinds)

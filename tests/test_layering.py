@@ -12,6 +12,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "gitops_flow"
 # one concept per module, each in a layer; a module may import only from layers below its own
 LAYERS: dict[str, int] = {
     "problems": 0,
+    "redaction": 0,
     "providers": 0,
     "secretpolicy": 1,
     "exceptions": 1,
@@ -76,18 +77,41 @@ LAYERS: dict[str, int] = {
     "confighash": 0,
     "app": 13,
     "http_server": 13,
+    # the loop back to the Git host and the operator's receivers
+    "githost": 0,
+    "githost.repos": 0,
+    "githost.sinks": 1,
+    "githost.http": 2,
+    "githost.outbox": 2,
+    "githost.github": 3,
+    "githost.deploys": 3,
+    "githost.notify": 4,
+    "githost.statuses": 4,
+    "githost.feedback": 5,
+    "githost.comment": 4,
+    "githost.gitlab": 3,
+    "githost.gitea": 3,
+    "receivers": 12,
+    # gitops-flow plan
+    "plan": 0,
+    "install": 0,
+    "gitauth": 0,
+    "plan.diff": 3,
+    "plan.compute": 8,
+    "plan.render": 9,
 }
 # third-party packages and the only modules that may import them
 CONFINED = {
     "langchain_core": {"components", "history", "build", "testing", "agent", "textify", "fakemodel", "templates"},
     "langchain": {"components"},
     "git": {"source"},
-    "starlette": {"app", "endpoints", "views", "langflow.api", "langserve_api", "openapi", "pages"},
+    "starlette": {"app", "endpoints", "views", "langflow.api", "langserve_api", "openapi", "pages", "receivers"},
     "uvicorn": {"cli", "demo", "http_server"},
     "httptools": {"http_server"},
     "sqlite3": {"stores.sqlite"},
     "redis": {"stores.redis"},
     "prometheus_client": {"metrics"},
+    "httpx": {"githost.http"},
 }
 
 

@@ -20,7 +20,7 @@ from gitops_flow.config import Settings
 from gitops_flow.exceptions import BuildError
 from gitops_flow.limits import MAX_EDGES, MAX_NODES
 from gitops_flow.spec import FlowSpec
-from gitops_flow.validate import FileReport, validate_bytes
+from gitops_flow.validate import MAX_PROBLEMS, FileReport, validate_bytes
 from tests import bigflows
 from tests.gitrepo import Remote
 from tests.process import serve_process
@@ -129,20 +129,22 @@ def test_a_wide_fan_in_points_at_the_one_edge_without_a_key(registry: ComponentR
 def test_thousands_of_dangling_edges_each_have_their_path_and_line(registry: ComponentRegistry) -> None:
     report, lines = _validate(bigflows.native_dangling(3_000), "dangling", registry)
 
-    found = _errors(report)
-    assert len(found) == 3_000
+    *found, more = _errors(report)  # the first MAX_PROBLEMS, then one counting the rest (docs/problems.md)
+    assert len(found) == MAX_PROBLEMS
     for i, (code, path, line) in enumerate(found):
         assert (code, path) == ("dangling-edge", f"$.edges[{2_999 + i}].source")
         assert line is not None and f'"ghost{i}"' in lines[line - 1]
+    assert more[0] == "too-many-problems" and report.problems[-1].message.startswith(f"{3_000 - MAX_PROBLEMS:,} more")
 
 
 def test_thousands_of_bad_nodes_each_have_their_path_and_line(registry: ComponentRegistry) -> None:
     report, lines = _validate(bigflows.native_problems(3_000), "problems", registry)
 
-    found = _errors(report)
+    *found, more = _errors(report)  # the first MAX_PROBLEMS, then one counting the rest (docs/problems.md)
     assert [(code, path) for code, path, _ in found] == [
-        ("unknown-component", f"$.nodes[{i}].component") for i in range(3_000)
+        ("unknown-component", f"$.nodes[{i}].component") for i in range(MAX_PROBLEMS)
     ]
+    assert more[0] == "too-many-problems" and report.problems[-1].message.startswith(f"{3_000 - MAX_PROBLEMS:,} more")
     assert all(f'"id": "n{i}"' in lines[line - 1] for i, (_, _, line) in enumerate(found) if line is not None)
 
 

@@ -17,31 +17,9 @@ from gitops_flow import cli
 from gitops_flow.traffic import sticky_point
 from tests.gitrepo import Remote
 from tests.process import ADMIN, ADMIN_TOKEN, ServeProcess, serve_process
-from tests.served import echo_flow, wait_until
+from tests.served import echo_flow, needs_a_secret, wait_until
 
 Q = {"question": "hi"}
-
-
-@pytest.fixture
-def remote(tmp_path: Path) -> Remote:
-    return Remote.create(tmp_path)
-
-
-def push(remote: Remote, files: dict[str, str | None], message: str = "change") -> str:
-    sha = remote.commit(files, message)
-    remote.push()
-    return sha
-
-
-def needs_a_secret(name: str) -> str:
-    """A flow whose model needs OPENAI_API_KEY, which the test servers do not have: it fails to build there."""
-    doc = json.loads(echo_flow(name))
-    doc["nodes"][1] = {
-        "id": "llm",
-        "component": "ChatModel",
-        "params": {"model": "openai:gpt-4o-mini", "api_key": {"$env": "OPENAI_API_KEY"}},
-    }
-    return json.dumps(doc)
 
 
 def answer(server: ServeProcess, flow: str, **headers: str) -> tuple[Any, str]:
@@ -56,8 +34,7 @@ def flows_view(server: ServeProcess) -> dict[str, dict[str, Any]]:
 
 def test_a_failing_flow_stays_on_its_last_good_version_while_the_others_deploy(remote: Remote, tmp_path: Path) -> None:
     """The issue's reproduction: a commit with a flow that needs a missing secret held every later deploy back."""
-    first = push(
-        remote,
+    first = remote.publish(
         {
             "flows/support.json": echo_flow("support", answer="s1"),
             "flows/triage.json": echo_flow("triage", answer="t1"),
@@ -65,15 +42,14 @@ def test_a_failing_flow_stays_on_its_last_good_version_while_the_others_deploy(r
         "two flows",
     )
     with serve_process(remote, tmp_path) as server:
-        broken = push(
-            remote,
+        broken = remote.publish(
             {"flows/triage.json": needs_a_secret("triage"), "flows/support.json": echo_flow("support", answer="s2")},
             "triage needs a key",
         )
         server.reconcile()
         assert answer(server, "support") == ("s2", broken)
         assert answer(server, "triage") == ("t1", first)
-        later = push(remote, {"flows/support.json": echo_flow("support", answer="s3")}, "only support")
+        later = remote.publish({"flows/support.json": echo_flow("support", answer="s3")}, "only support")
         server.reconcile()
         assert answer(server, "support") == ("s3", later)  # not held back by triage
         assert answer(server, "triage") == ("t1", first)
@@ -95,7 +71,7 @@ def test_a_failing_flow_stays_on_its_last_good_version_while_the_others_deploy(r
         assert f"    triage failed, serving {first[:12]}" in text
         assert "flows/triage.json:" in text and "missing-secret" in text
 
-        fixed = push(remote, {"flows/triage.json": echo_flow("triage", answer="t2")}, "fix triage")
+        fixed = remote.publish({"flows/triage.json": echo_flow("triage", answer="t2")}, "fix triage")
         server.reconcile()
         assert answer(server, "triage") == ("t2", fixed)
         assert flows_view(server)["triage"]["summary"] == f"triage live at {fixed[:12]}"
@@ -105,11 +81,10 @@ def test_a_failing_flow_stays_on_its_last_good_version_while_the_others_deploy(r
 
 
 def test_a_flow_whose_own_tests_fail_is_never_served_even_when_ci_was_bypassed(remote: Remote, tmp_path: Path) -> None:
-    first = push(remote, {"flows/echo.json": echo_flow(answer="one"), "flows/other.json": echo_flow("other")})
+    first = remote.publish({"flows/echo.json": echo_flow(answer="one"), "flows/other.json": echo_flow("other")})
     with serve_process(remote, tmp_path) as server:
         failing_test = {"name": "says two", "input": Q, "expect": {"equals": "two"}}
-        bad = push(
-            remote,
+        bad = remote.publish(
             {
                 "flows/echo.json": echo_flow(answer="three", tests=[failing_test]),
                 "flows/other.json": echo_flow("other", answer="new"),
@@ -123,7 +98,7 @@ def test_a_flow_whose_own_tests_fail_is_never_served_even_when_ci_was_bypassed(r
         [problem] = version["failed"]["echo"]
         assert (problem["code"], problem["path"]) == ("test-failed", "$.tests[0]")
         assert "test 'says two' failed" in problem["message"] and problem["line"] is not None
-        good = push(remote, {"flows/echo.json": echo_flow(answer="two", tests=[failing_test])}, "make it pass")
+        good = remote.publish({"flows/echo.json": echo_flow(answer="two", tests=[failing_test])}, "make it pass")
         server.reconcile()
         assert answer(server, "echo") == ("two", good)
 
@@ -173,11 +148,10 @@ def test_a_broken_canary_of_one_flow_is_aborted_for_that_flow_only_and_its_users
     remote: Remote, tmp_path: Path
 ) -> None:
     flows = {f"flows/{n}.json": echo_flow(n, answer=f"{n} stable") for n in ("alpha", "beta", "gamma")}
-    stable = push(remote, {**flows, "gitops-flow.yaml": yaml.safe_dump(CANARY)}, "three flows")
+    stable = remote.publish({**flows, "gitops-flow.yaml": yaml.safe_dump(CANARY)}, "three flows")
     remote.tag("stable", stable)
     remote.push_tags()
-    canary = push(
-        remote,
+    canary = remote.publish(
         {"flows/alpha.json": failing_at_run_time("alpha"), "flows/beta.json": echo_flow("beta", answer="beta canary")},
         "alpha breaks",
     )
@@ -203,10 +177,10 @@ def test_a_broken_canary_of_one_flow_is_aborted_for_that_flow_only_and_its_users
 def test_a_client_cannot_abort_a_healthy_canary_with_inputs_that_fail_everywhere_nor_hide_a_broken_one(
     remote: Remote, tmp_path: Path
 ) -> None:
-    stable = push(remote, {"flows/picky.json": picky("picky", "stable"), "gitops-flow.yaml": yaml.safe_dump(CANARY)})
+    stable = remote.publish({"flows/picky.json": picky("picky", "stable"), "gitops-flow.yaml": yaml.safe_dump(CANARY)})
     remote.tag("stable", stable)
     remote.push_tags()
-    push(remote, {"flows/picky.json": picky("picky", "canary")}, "a healthy canary")
+    remote.publish({"flows/picky.json": picky("picky", "canary")}, "a healthy canary")
     on_canary = canary_users("picky", 30)
     with serve_process(remote, tmp_path, env={"GITOPS_FLOW_ANALYSIS_INTERVAL": "0.1"}) as server:
         for user in on_canary:  # the attack: users that land on the canary, inputs that fail on every version
@@ -218,7 +192,7 @@ def test_a_client_cannot_abort_a_healthy_canary_with_inputs_that_fail_everywhere
 
         # the reverse: a broken canary (it fails on input the stable version takes) cannot be hidden under a flood
         # of good requests: a count of failures the primary did not share aborts it, whatever the rate
-        push(remote, {"flows/picky.json": picky("picky", "not json", "JsonOutputParser")}, "a broken canary")
+        remote.publish({"flows/picky.json": picky("picky", "not json", "JsonOutputParser")}, "a broken canary")
         server.reconcile()
         for n in range(200):  # the flood: requests that fail on both (not counted)
             server.invoke("picky", {"nothing": n}, headers={"X-Flow-User": on_canary[n % 30]})
@@ -230,12 +204,12 @@ def test_a_client_cannot_abort_a_healthy_canary_with_inputs_that_fail_everywhere
 
 
 def test_a_canary_whose_input_contract_broke_is_answered_by_stable_and_aborted(remote: Remote, tmp_path: Path) -> None:
-    stable = push(remote, {"flows/echo.json": echo_flow(answer="stable"), "gitops-flow.yaml": yaml.safe_dump(CANARY)})
+    stable = remote.publish({"flows/echo.json": echo_flow(answer="stable"), "gitops-flow.yaml": yaml.safe_dump(CANARY)})
     remote.tag("stable", stable)
     remote.push_tags()
     needs_more = json.loads(echo_flow(answer="canary"))
     needs_more["nodes"][0]["params"]["template"] = "Q: {question} in {language}"  # callers do not send a language
-    canary = push(remote, {"flows/echo.json": json.dumps(needs_more)}, "the prompt needs a language")
+    canary = remote.publish({"flows/echo.json": json.dumps(needs_more)}, "the prompt needs a language")
     with serve_process(remote, tmp_path, env={"GITOPS_FLOW_ANALYSIS_INTERVAL": "0.1"}) as server:
         for user in canary_users("echo", 8):
             response = server.invoke("echo", Q, headers={"X-Flow-User": user})
@@ -247,10 +221,10 @@ def test_a_canary_whose_input_contract_broke_is_answered_by_stable_and_aborted(r
 
 def test_an_operator_aborts_and_resumes_one_flows_canary_on_every_replica(remote: Remote, tmp_path: Path) -> None:
     flows = {f"flows/{n}.json": echo_flow(n, answer=f"{n} stable") for n in ("alpha", "beta")}
-    stable = push(remote, {**flows, "gitops-flow.yaml": yaml.safe_dump(CANARY)})
+    stable = remote.publish({**flows, "gitops-flow.yaml": yaml.safe_dump(CANARY)})
     remote.tag("stable", stable)
     remote.push_tags()
-    canary = push(remote, {f"flows/{n}.json": echo_flow(n, answer=f"{n} canary") for n in ("alpha", "beta")})
+    canary = remote.publish({f"flows/{n}.json": echo_flow(n, answer=f"{n} canary") for n in ("alpha", "beta")})
     shared = ["--state", f"sqlite:///{tmp_path / 'shared.db'}"]
     environ = {"GITOPS_FLOW_ANALYSIS_INTERVAL": "0.1"}
     with (
@@ -305,7 +279,7 @@ def test_an_operator_aborts_and_resumes_one_flows_canary_on_every_replica(remote
 def test_operator_aborts_that_name_no_canary_are_refused_and_change_nothing(
     remote: Remote, tmp_path: Path, body: dict[str, Any], status: int, code: str
 ) -> None:
-    stable = push(remote, {"flows/alpha.json": echo_flow("alpha"), "gitops-flow.yaml": yaml.safe_dump(CANARY)})
+    stable = remote.publish({"flows/alpha.json": echo_flow("alpha"), "gitops-flow.yaml": yaml.safe_dump(CANARY)})
     remote.tag("stable", stable)
     remote.push_tags()
     with serve_process(remote, tmp_path) as server:
@@ -318,10 +292,10 @@ def test_without_the_primary_fallback_a_canarys_failures_reach_its_users_and_sti
     remote: Remote, tmp_path: Path
 ) -> None:
     """GITOPS_FLOW_CANARY_FALLBACK=false, for flows whose runs must not be repeated: no retry on the primary."""
-    stable = push(remote, {"flows/alpha.json": echo_flow("alpha"), "gitops-flow.yaml": yaml.safe_dump(CANARY)})
+    stable = remote.publish({"flows/alpha.json": echo_flow("alpha"), "gitops-flow.yaml": yaml.safe_dump(CANARY)})
     remote.tag("stable", stable)
     remote.push_tags()
-    push(remote, {"flows/alpha.json": failing_at_run_time("alpha")}, "alpha breaks")
+    remote.publish({"flows/alpha.json": failing_at_run_time("alpha")}, "alpha breaks")
     environ = {"GITOPS_FLOW_ANALYSIS_INTERVAL": "0.1", "GITOPS_FLOW_CANARY_FALLBACK": "false"}
     with serve_process(remote, tmp_path, env=environ) as server:
         statuses = Counter(

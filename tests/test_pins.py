@@ -22,17 +22,6 @@ from tests.served import echo_flow
 Q = {"question": "hi"}
 
 
-@pytest.fixture
-def remote(tmp_path: Path) -> Remote:
-    return Remote.create(tmp_path)
-
-
-def push(remote: Remote, files: dict[str, str | None], message: str = "change") -> str:
-    sha = remote.commit(files, message)
-    remote.push()
-    return sha
-
-
 def pin(server: ServeProcess, text: str, **headers: str) -> tuple[int, Any, str]:
     response = server.invoke("echo", Q, headers={"X-Flow-Version": text, **headers})
     body = response.json()
@@ -41,7 +30,7 @@ def pin(server: ServeProcess, text: str, **headers: str) -> tuple[int, Any, str]
 
 @pytest.mark.parametrize("policy", ["current", "history"])
 def test_pins_reach_live_versions_only(remote: Remote, tmp_path: Path, policy: str) -> None:
-    live = push(remote, {"flows/echo.json": echo_flow(answer="one")}, "one")
+    live = remote.publish({"flows/echo.json": echo_flow(answer="one")}, "one")
     with serve_process(remote, tmp_path, env={"GITOPS_FLOW_PINS": policy}) as server:
         # a merged feature branch: its intermediate commit was never the branch head
         remote.git("checkout", "--quiet", "-b", "feature")
@@ -63,7 +52,7 @@ def test_pins_reach_live_versions_only(remote: Remote, tmp_path: Path, policy: s
 
         # a force-push takes the rewritten commits out of reach, whatever the policy
         remote.force_push_reset(live)
-        rewritten = push(remote, {"flows/echo.json": echo_flow(answer="three")}, "rewritten")
+        rewritten = remote.publish({"flows/echo.json": echo_flow(answer="three")}, "rewritten")
         server.reconcile()
         assert pin(server, rewritten)[:2] == (200, "three")
         status, code, text = pin(server, feature)
@@ -72,16 +61,16 @@ def test_pins_reach_live_versions_only(remote: Remote, tmp_path: Path, policy: s
 
 
 def test_pins_can_be_turned_off(remote: Remote, tmp_path: Path) -> None:
-    push(remote, {"flows/echo.json": echo_flow()})
+    remote.publish({"flows/echo.json": echo_flow()})
     with serve_process(remote, tmp_path, env={"GITOPS_FLOW_PINS": "off"}) as server:
         assert pin(server, "main")[:2] == (403, "pins-disabled")
         assert server.invoke("echo", Q).status_code == 200
 
 
 def test_a_refused_pin_says_nothing_about_commits_that_were_not_merged(remote: Remote, tmp_path: Path) -> None:
-    push(remote, {"flows/echo.json": echo_flow()})
+    remote.publish({"flows/echo.json": echo_flow()})
     remote.git("checkout", "--quiet", "-b", "unmerged")
-    secret_work = push(remote, {"flows/echo.json": echo_flow(answer="not reviewed")}, "unreviewed")
+    secret_work = remote.publish({"flows/echo.json": echo_flow(answer="not reviewed")}, "unreviewed")
     remote.git("push", "--quiet", "origin", "unmerged")
     remote.tag("preview", secret_work)
     remote.push_tags()
@@ -97,9 +86,9 @@ def test_a_refused_pin_says_nothing_about_commits_that_were_not_merged(remote: R
 
 def test_a_yanked_commit_is_never_served_again(remote: Remote, tmp_path: Path) -> None:
     routes = {"routes": {"default": [{"ref": "stable", "weight": 90}, {"ref": "main", "weight": 10}]}}
-    good = push(remote, {"flows/echo.json": echo_flow(answer="fine"), "gitops-flow.yaml": yaml.safe_dump(routes)})
+    good = remote.publish({"flows/echo.json": echo_flow(answer="fine"), "gitops-flow.yaml": yaml.safe_dump(routes)})
     with serve_process(remote, tmp_path, env={"GITOPS_FLOW_PINS": "history"}) as server:
-        leak = push(remote, {"flows/echo.json": echo_flow(answer="the leaked key")}, "oops")
+        leak = remote.publish({"flows/echo.json": echo_flow(answer="the leaked key")}, "oops")
         remote.tag("stable", leak)
         remote.push_tags()
         server.reconcile()
@@ -108,7 +97,7 @@ def test_a_yanked_commit_is_never_served_again(remote: Remote, tmp_path: Path) -
         assert session["output"] == "the leaked key"
 
         remote.revert(leak)
-        reverted = push(remote, {"gitops-flow.yaml": yaml.safe_dump({**routes, "yanked": [leak[:10]]})}, "yank it")
+        reverted = remote.publish({"gitops-flow.yaml": yaml.safe_dump({**routes, "yanked": [leak[:10]]})}, "yank it")
         server.reconcile()
         status, code, text = pin(server, leak)
         assert (status, code) == (404, "version-not-servable") and "yanked" in text

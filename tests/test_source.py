@@ -16,15 +16,11 @@ import anyio
 import pytest
 
 from gitops_flow.exceptions import SourceError, UnknownVersion
-from gitops_flow.source import CommitInfo, GitSource, Refs, redact
+from gitops_flow.redaction import redact
+from gitops_flow.source import CommitInfo, GitSource, Refs
 from tests.gitrepo import EPOCH, Remote, git
 
 MakeSource = Callable[..., GitSource]
-
-
-@pytest.fixture
-def remote(tmp_path: Path) -> Remote:
-    return Remote.create(tmp_path)
 
 
 @pytest.fixture

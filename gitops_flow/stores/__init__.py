@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from gitops_flow.exceptions import ConfigError
+from gitops_flow.redaction import redact
 from gitops_flow.stores.base import StateStore
 from gitops_flow.stores.memory import MemoryStore
 from gitops_flow.stores.sqlite import SqliteStore
@@ -17,8 +17,6 @@ __all__ = ["DEFAULT_STATE", "MemoryStore", "SqliteStore", "StateStore", "open_st
 DEFAULT_STATE = "sqlite://"  # the file state.db in the data folder
 
 Clock = Callable[[], float]
-
-_USERINFO = re.compile(r"^([^:/?#]*://)[^/?#]*@")
 
 
 def open_store(url: str, *, data_dir: Path, clock: Clock = time.time) -> StateStore:
@@ -31,8 +29,8 @@ def open_store(url: str, *, data_dir: Path, clock: Clock = time.time) -> StateSt
     backend = _BACKENDS.get(scheme.lower()) if sep else None
     if backend is None:
         accepted = ", ".join(f"{name}://" for name in _BACKENDS)
-        shown = _USERINFO.sub(r"\1***@", url)  # a mistyped scheme must not print the password after it
-        raise ConfigError(f"state URL {shown!r} has an unknown scheme; use one of {accepted}")
+        # a mistyped scheme must not print the password after it
+        raise ConfigError(f"state URL {redact(url)!r} has an unknown scheme; use one of {accepted}")
     return backend(url, rest, data_dir, clock)
 
 
@@ -43,10 +41,10 @@ def _memory(url: str, rest: str, data_dir: Path, clock: Clock) -> StateStore:
 def _sqlite(url: str, rest: str, data_dir: Path, clock: Clock) -> StateStore:
     if rest and not rest.startswith("/"):
         raise ConfigError(
-            f"state URL {url!r} names a host; a SQLite file is sqlite:///PATH (relative) or sqlite:////PATH"
+            f"state URL {redact(url)!r} names a host; a SQLite file is sqlite:///PATH (relative) or sqlite:////PATH"
         )
     if "?" in rest:
-        raise ConfigError(f"state URL {url!r} has options; SQLite takes none, give only sqlite:///PATH")
+        raise ConfigError(f"state URL {redact(url)!r} has options; SQLite takes none, give only sqlite:///PATH")
     path = rest[1:]
     return SqliteStore(Path(path) if path else data_dir / "state.db", clock=clock)
 

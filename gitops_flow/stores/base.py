@@ -12,6 +12,8 @@ Record = dict[str, Any]  # a JSON-able object: a version record or a deploy even
 # key prefixes, one place for every backend (arq keeps its constants the same way)
 PIN_PREFIX = "pin:"
 TURNS_PREFIX = "turns:"
+CONVERSATIONS_KEY = "conversations"  # when each conversation expires
+PROBE_PREFIX = "probe:"
 VERSION_PREFIX = "version:"
 EVENTS_KEY = "events"
 DELIVERY_PREFIX = "delivery:"
@@ -21,6 +23,7 @@ ONCE_PREFIX = "once:"
 WAKE_CHANNEL = "wake"
 
 MAX_EVENTS = 10_000  # every backend keeps only this many of the most recent deploy events
+SWEEP_CONVERSATIONS = 16  # expired conversations each append_turns deletes: more than it can create, so few linger
 
 
 class StateStore(Protocol):
@@ -39,7 +42,8 @@ class StateStore(Protocol):
         ...
 
     async def ping(self) -> None:
-        """Raise StoreError when the backend does not answer (readiness checks)."""
+        """Write a probe where session requests write, read it back and remove it (readiness checks); raise
+        StoreError when the backend cannot be written or read, or gives back something else than was written."""
         ...
 
     async def claim_pin(self, key: str, sha: str, ttl: float) -> str:
@@ -64,11 +68,17 @@ class StateStore(Protocol):
         ...
 
     async def load_turns(self, session_id: str, limit: int) -> list[Turn]:
-        """The last ``limit`` turns of a conversation, oldest first; [] for an unknown session or a ``limit`` < 1."""
+        """The last ``limit`` turns of a live conversation, oldest first; [] for an unknown or expired session or a
+        ``limit`` < 1."""
         ...
 
-    async def append_turns(self, session_id: str, turns: Sequence[Turn]) -> None:
-        """Add turns at the end of a conversation, in order, atomically."""
+    async def append_turns(self, session_id: str, turns: Sequence[Turn], *, ttl: float, keep: int) -> None:
+        """Add turns at the end of a conversation, in order, atomically, and keep only its newest ``keep`` (>= 1).
+
+        The conversation expires ``ttl`` seconds after this call (an expired one starts anew: its old turns are
+        gone). Each call also deletes up to SWEEP_CONVERSATIONS other expired conversations, so the space they took
+        is reused without a sweeper and no call does unbounded work.
+        """
         ...
 
     async def put_version(self, sha: str, record: Record) -> None:
@@ -87,8 +97,9 @@ class StateStore(Protocol):
         """
         ...
 
-    async def events(self, limit: int) -> list[Record]:
-        """The last ``limit`` events, newest first; [] for a ``limit`` < 1."""
+    async def events(self, limit: int, *, before: int | None = None) -> list[tuple[int, Record]]:
+        """The last ``limit`` events, newest first, each with its number (numbers grow in the order events are added,
+        from 1); with ``before``, only events numbered below it (the next page). [] for a ``limit`` < 1."""
         ...
 
     async def claim_delivery(self, delivery_id: str, ttl: float) -> bool:

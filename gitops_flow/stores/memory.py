@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from itertools import islice
 
 import orjson
 
-from gitops_flow.stores.base import MAX_EVENTS, Record, Turn, drain
+from gitops_flow.stores.base import MAX_EVENTS, SWEEP_CONVERSATIONS, Record, Turn, drain
 
 _PURGE_EVERY = 1_000  # pin writes between sweeps of expired pins
 
@@ -26,9 +26,11 @@ class MemoryStore:
         self._clock = clock
         self._pins: dict[str, tuple[str, float]] = {}  # key -> (sha, expires)
         self._pin_writes = 0
-        self._turns: dict[str, list[Turn]] = {}
+        # session -> (turns, expires), least recently written first: the sweep looks at the front only
+        self._turns: OrderedDict[str, tuple[deque[Turn], float]] = OrderedDict()
         self._versions: dict[str, bytes] = {}  # a dict keeps first-insertion order when a value is replaced
-        self._events: deque[bytes] = deque(maxlen=max_events)
+        self._events: deque[tuple[int, bytes]] = deque(maxlen=max_events)
+        self._event_seq = 0
         self._once: set[str] = set()
         self._deliveries: dict[str, float] = {}  # delivery id -> expires
         self._samples: dict[tuple[str, int], tuple[dict[str, int], float]] = {}  # (key, slot) -> (counts, expires)
@@ -68,13 +70,28 @@ class MemoryStore:
         return {sha for sha, _ in self._pins.values()}
 
     async def load_turns(self, session_id: str, limit: int) -> list[Turn]:
-        if limit < 1:
+        kept = self._turns.get(session_id)
+        if limit < 1 or kept is None or kept[1] <= self._clock():
             return []
-        return self._turns.get(session_id, [])[-limit:]
+        return list(kept[0])[-limit:]
 
-    async def append_turns(self, session_id: str, turns: Sequence[Turn]) -> None:
-        if turns:
-            self._turns.setdefault(session_id, []).extend((role, text) for role, text in turns)
+    async def append_turns(self, session_id: str, turns: Sequence[Turn], *, ttl: float, keep: int) -> None:
+        assert keep >= 1, "a conversation keeps at least its last turn"
+        if not turns:
+            return
+        now = self._clock()
+        for _ in range(SWEEP_CONVERSATIONS):
+            oldest = next(iter(self._turns.items()), None)
+            if oldest is None or oldest[1][1] > now:
+                break
+            del self._turns[oldest[0]]
+        kept, expires = self._turns.pop(session_id, (deque(), now))
+        if expires <= now:
+            kept = deque()  # an expired conversation starts anew
+        kept.extend((role, text) for role, text in turns)
+        while len(kept) > keep:
+            kept.popleft()
+        self._turns[session_id] = (kept, now + ttl)
 
     async def put_version(self, sha: str, record: Record) -> None:
         self._versions[sha] = orjson.dumps(record)
@@ -87,11 +104,15 @@ class MemoryStore:
             if once in self._once:
                 return False
             self._once.add(once)
-        self._events.append(orjson.dumps(event))
+        self._event_seq += 1
+        self._events.append((self._event_seq, orjson.dumps(event)))
         return True
 
-    async def events(self, limit: int) -> list[Record]:
-        return [orjson.loads(event) for event in islice(reversed(self._events), max(limit, 0))]
+    async def events(self, limit: int, *, before: int | None = None) -> list[tuple[int, Record]]:
+        newest_first = reversed(self._events)
+        if before is not None:
+            newest_first = (item for item in newest_first if item[0] < before)
+        return [(seq, orjson.loads(event)) for seq, event in islice(newest_first, max(limit, 0))]
 
     async def claim_delivery(self, delivery_id: str, ttl: float) -> bool:
         now = self._clock()

@@ -7,7 +7,8 @@ TTLs (the item's own TTL plus a day) are only a backstop, so that keys nobody co
     pin:sha               hash     session key -> the sha it is pinned to
     pin:expires           zset     session key, scored by the time its pin expires
     pin:count             hash     sha -> how many pins name it (what pinned_versions reads)
-    turns:<session>       list     one JSON [role, text] per turn, oldest first; idle TTL history_ttl (30 days)
+    turns:<session>       list     one JSON [role, text] per turn, oldest first, at most ``keep`` of them
+    conversations         zset     session, scored by the time its conversation expires
     version:record        hash     sha -> JSON record
     version:order         list     shas in the order they were first saved
     events                list     JSON events, newest first, trimmed to max_events
@@ -18,9 +19,11 @@ TTLs (the item's own TTL plus a day) are only a backstop, so that keys nobody co
     samples:slots:<key>   zset     the slots of a key, scored by their number (so a sum reads only its window)
     samples:expires:<key> hash     slot -> the time it expires
     abort:record          hash     key -> JSON record of its abort
+    probe:<random>        string   ping()'s probe, deleted at once (a 60 s TTL if the delete is lost)
     wake                  channel  publish() and listen()
 
-The writes that must be atomic (claim_pin, add_event with ``once``, claim_delivery, add_samples, put_version) are
+The writes that must be atomic (claim_pin, append_turns, add_event with ``once``, claim_delivery, add_samples,
+put_version) are
 Lua scripts (stores/redis_scripts.py), which Redis runs one at a time. Some scripts name keys they derive from a
 prefix, which a standalone Redis (with or without replicas) allows and Redis Cluster does not.
 """
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -43,15 +47,19 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from gitops_flow.exceptions import ConfigError, StoreError
+from gitops_flow.redaction import redact_query
 from gitops_flow.stores import redis_scripts as lua
 from gitops_flow.stores.base import (
     ABORT_PREFIX,
+    CONVERSATIONS_KEY,
     DELIVERY_PREFIX,
     EVENTS_KEY,
     MAX_EVENTS,
     ONCE_PREFIX,
     PIN_PREFIX,
+    PROBE_PREFIX,
     SAMPLES_PREFIX,
+    SWEEP_CONVERSATIONS,
     TURNS_PREFIX,
     VERSION_PREFIX,
     WAKE_CHANNEL,
@@ -65,7 +73,6 @@ log = logging.getLogger("gitops_flow.stores")
 _Arg = str | int | bytes  # what a script's ARGV takes
 
 DEFAULT_PREFIX = "gitops-flow:"
-HISTORY_TTL = 30 * 86_400.0  # seconds a conversation is kept after its last turn
 CONNECT_TIMEOUT = 3.0  # seconds to open a connection: a dead Redis fails fast instead of hanging a request
 TIMEOUT = 5.0  # seconds to wait for an answer
 _HEALTH_CHECK = 30  # seconds a pooled connection may sit idle before it is pinged before use
@@ -104,7 +111,6 @@ class RedisStore:
         prefix: str = DEFAULT_PREFIX,
         clock: Callable[[], float] = time.time,
         max_events: int = MAX_EVENTS,
-        history_ttl: float | None = HISTORY_TTL,
         connect_timeout: float = CONNECT_TIMEOUT,
         timeout: float = TIMEOUT,
         client_name: str = "gitops-flow",
@@ -115,7 +121,6 @@ class RedisStore:
         self.prefix = prefix
         self._clock = clock
         self._max_events = max_events
-        self._history_ms = None if history_ttl is None else int(history_ttl * 1000)
         self._timeout = timeout
         try:
             self._redis = Redis.from_url(
@@ -133,6 +138,7 @@ class RedisStore:
         self._pinned, self._put_version = load(lua.PINNED), load(lua.PUT_VERSION)
         self._add_event, self._claim_delivery = load(lua.ADD_EVENT), load(lua.CLAIM_DELIVERY)
         self._add_samples, self._sum_samples = load(lua.ADD_SAMPLES), load(lua.SUM_SAMPLES)
+        self._append_turns, self._events_page = load(lua.APPEND_TURNS), load(lua.EVENTS_PAGE)
         self._listeners: set[asyncio.Queue[str | None]] = set()
         self._reader: asyncio.Task[None] | None = None
         self._closed = False
@@ -194,8 +200,15 @@ class RedisStore:
             await self._redis.aclose()
 
     async def ping(self) -> None:
-        with self._errors("answer a ping"):
-            await self._redis.ping()
+        key, token = self._key(PROBE_PREFIX + secrets.token_hex(8)), secrets.token_hex(8)
+        with self._errors("write and read a probe"):
+            async with self._redis.pipeline(transaction=True) as transaction:
+                transaction.set(key, token, px=60_000)
+                transaction.get(key)
+                transaction.delete(key)
+                _, read, _ = await transaction.execute()
+        if read is None or _text(read) != token:
+            raise StoreError(f"Redis at {self.url} gave back something else than the probe written to it")
 
     async def claim_pin(self, key: str, sha: str, ttl: float) -> str:
         now = self._clock()
@@ -225,19 +238,24 @@ class RedisStore:
         if limit < 1:
             return []
         with self._errors("load a conversation"):
-            rows = await self._redis.lrange(self._key(TURNS_PREFIX + session_id), -limit, -1)
+            async with self._redis.pipeline(transaction=True) as transaction:
+                transaction.zscore(self._key(CONVERSATIONS_KEY), session_id)
+                transaction.lrange(self._key(TURNS_PREFIX + session_id), -limit, -1)
+                expires, rows = await transaction.execute()
+        if expires is not None and float(expires) <= self._clock():
+            return []
         return [(role, text) for role, text in map(orjson.loads, rows)]
 
-    async def append_turns(self, session_id: str, turns: Sequence[Turn]) -> None:
+    async def append_turns(self, session_id: str, turns: Sequence[Turn], *, ttl: float, keep: int) -> None:
+        assert keep >= 1, "a conversation keeps at least its last turn"
         if not turns:
             return
-        key = self._key(TURNS_PREFIX + session_id)
+        now = self._clock()
+        keys = [self._key(TURNS_PREFIX + session_id), self._key(CONVERSATIONS_KEY)]
+        args: list[_Arg] = [_number(now), _number(now + ttl), _backstop_ms(ttl), keep, SWEEP_CONVERSATIONS]
+        args += [self._key(TURNS_PREFIX), session_id, *(orjson.dumps([role, text]) for role, text in turns)]
         with self._errors("save a conversation"):
-            async with self._redis.pipeline(transaction=True) as transaction:
-                transaction.rpush(key, *(orjson.dumps([role, text]) for role, text in turns))
-                if self._history_ms is not None:
-                    transaction.pexpire(key, self._history_ms)
-                await transaction.execute()
+            await self._append_turns(keys=keys, args=args)
 
     async def put_version(self, sha: str, record: Record) -> None:
         keys = [self._key(_VERSION_RECORD), self._key(_VERSION_ORDER)]
@@ -258,12 +276,14 @@ class RedisStore:
         with self._errors("add an event"):
             return bool(await self._add_event(keys=keys, args=args))
 
-    async def events(self, limit: int) -> list[Record]:
+    async def events(self, limit: int, *, before: int | None = None) -> list[tuple[int, Record]]:
         if limit < 1:
             return []
+        keys = [self._key(EVENTS_KEY), self._key(_EVENTS_SEQ)]
         with self._errors("read events"):
-            rows = await self._redis.lrange(self._key(EVENTS_KEY), 0, limit - 1)
-        return [orjson.loads(row) for row in rows]
+            newest, rows = await self._events_page(keys=keys, args=[limit, "" if before is None else before])
+        skip = 0 if before is None else max(int(newest) - before + 1, 0)
+        return [(int(newest) - skip - i, orjson.loads(row)) for i, row in enumerate(rows)]
 
     async def claim_delivery(self, delivery_id: str, ttl: float) -> bool:
         now = self._clock()
@@ -396,13 +416,14 @@ async def _close_quietly(pubsub: PubSub) -> None:
 
 
 def _without_password(url: str) -> str:
-    """``redis://user:secret@host/0`` -> ``redis://user:***@host/0``, for messages and repr."""
+    """``redis://user:secret@host/0`` -> ``redis://user:***@host/0``, for messages and repr; a query parameter named
+    like a secret (``?password=``, a mistake the URL check refuses) is masked too."""
     parts = urlsplit(url)
     if parts.password is None:
-        return url
+        return redact_query(url)
     user, _, host = parts.netloc.rpartition("@")
     name = user.partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{name}:***@{host}"))
+    return redact_query(urlunsplit(parts._replace(netloc=f"{name}:***@{host}")))
 
 
 def _number(value: float) -> str:

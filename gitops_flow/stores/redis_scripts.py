@@ -144,3 +144,29 @@ for _, field in ipairs(fields) do
 end
 return flat
 """
+# KEYS: turns:<session>, conversations; ARGV: now, expires, backstop ms, keep, sweep limit, "<prefix>turns:", session,
+# then the turns (JSON). Expired conversations go first, this one too (it starts anew); a conversation without an
+# expiry (kept by a version before they had one) lives until its key's own TTL.
+APPEND_TURNS = """
+local list, expiries, now = KEYS[1], KEYS[2], tonumber(ARGV[1])
+for _, old in ipairs(redis.call('ZRANGEBYSCORE', expiries, '-inf', now, 'LIMIT', 0, tonumber(ARGV[5]))) do
+  redis.call('DEL', ARGV[6] .. old)
+  redis.call('ZREM', expiries, old)
+end
+local own = redis.call('ZSCORE', expiries, ARGV[7])
+if own and tonumber(own) <= now then redis.call('DEL', list) end
+for i = 8, #ARGV do redis.call('RPUSH', list, ARGV[i]) end
+redis.call('LTRIM', list, -tonumber(ARGV[4]), -1)
+redis.call('ZADD', expiries, ARGV[2], ARGV[7])
+local backstop = tonumber(ARGV[3])
+redis.call('PEXPIRE', list, backstop)
+if redis.call('PTTL', expiries) < backstop then redis.call('PEXPIRE', expiries, backstop) end
+"""
+# KEYS: events, events:seq; ARGV: limit, before ("" for the newest). {number of the newest event, the page}: the list is
+# newest first and every event added took the next number, so the i-th from the top (from 0) is numbered newest - i.
+EVENTS_PAGE = """
+local newest = tonumber(redis.call('GET', KEYS[2]) or '0')
+local skip = 0
+if ARGV[2] ~= '' then skip = math.max(newest - tonumber(ARGV[2]) + 1, 0) end
+return {newest, redis.call('LRANGE', KEYS[1], skip, skip + tonumber(ARGV[1]) - 1)}
+"""

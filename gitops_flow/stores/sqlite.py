@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import sqlite3
 import threading
 import time
@@ -16,7 +17,7 @@ import anyio.to_thread
 import orjson
 
 from gitops_flow.exceptions import StoreError
-from gitops_flow.stores.base import MAX_EVENTS, Record, Turn
+from gitops_flow.stores.base import MAX_EVENTS, PROBE_PREFIX, SWEEP_CONVERSATIONS, Record, Turn
 
 T = TypeVar("T")
 
@@ -42,6 +43,13 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         " expires REAL NOT NULL, PRIMARY KEY (key, slot, field))",
         "CREATE INDEX samples_expires ON samples (expires)",
         "CREATE TABLE aborts (key TEXT PRIMARY KEY, record TEXT NOT NULL)",
+    ),
+    (
+        "CREATE TABLE conversations (session TEXT PRIMARY KEY, expires REAL NOT NULL)",
+        "CREATE INDEX conversations_expires ON conversations (expires)",
+        # conversations kept before they could expire get the default idle time from now, not from their last turn
+        "INSERT INTO conversations (session, expires)"
+        " SELECT DISTINCT session, CAST(strftime('%s', 'now') AS REAL) + 2592000 FROM turns",
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -76,7 +84,7 @@ class SqliteStore:
         await anyio.to_thread.run_sync(self._close)
 
     async def ping(self) -> None:
-        await self._run("read", lambda db: db.execute("SELECT count(*) FROM sqlite_master").fetchone())
+        await self._run("written", self._probe)
 
     async def claim_pin(self, key: str, sha: str, ttl: float) -> str:
         return await self._run("written", partial(self._claim_pin, key, sha, ttl))
@@ -94,16 +102,20 @@ class SqliteStore:
         if limit < 1:
             return []
         query = (
-            "SELECT role, text FROM (SELECT id, role, text FROM turns WHERE session = ? ORDER BY id DESC LIMIT ?)"
+            "SELECT role, text FROM (SELECT id, role, text FROM turns WHERE session = ?"
+            " AND EXISTS (SELECT 1 FROM conversations WHERE session = ? AND expires > ?) ORDER BY id DESC LIMIT ?)"
             " ORDER BY id"
         )
-        rows = await self._run("read", lambda db: db.execute(query, (session_id, limit)).fetchall())
+        rows = await self._run(
+            "read", lambda db: db.execute(query, (session_id, session_id, self._clock(), limit)).fetchall()
+        )
         return [(role, text) for role, text in rows]
 
-    async def append_turns(self, session_id: str, turns: Sequence[Turn]) -> None:
+    async def append_turns(self, session_id: str, turns: Sequence[Turn], *, ttl: float, keep: int) -> None:
+        assert keep >= 1, "a conversation keeps at least its last turn"
         rows = [(session_id, role, text) for role, text in turns]
         if rows:
-            await self._run("written", partial(self._append_turns, rows))
+            await self._run("written", partial(self._append_turns, session_id, rows, ttl, keep))
 
     async def put_version(self, sha: str, record: Record) -> None:
         # seq is given once, on the first save, so a replaced record keeps its place in versions()
@@ -121,12 +133,13 @@ class SqliteStore:
     async def add_event(self, event: Record, *, once: str | None = None) -> bool:
         return await self._run("written", partial(self._add_event, orjson.dumps(event).decode(), once))
 
-    async def events(self, limit: int) -> list[Record]:
+    async def events(self, limit: int, *, before: int | None = None) -> list[tuple[int, Record]]:
         if limit < 1:
             return []
-        query = "SELECT record FROM events ORDER BY id DESC LIMIT ?"
-        rows = await self._run("read", lambda db: db.execute(query, (limit,)).fetchall())
-        return [orjson.loads(record) for (record,) in rows]
+        query = "SELECT id, record FROM events WHERE id < ? ORDER BY id DESC LIMIT ?"
+        below = before if before is not None else 2**63 - 1
+        rows = await self._run("read", lambda db: db.execute(query, (below, limit)).fetchall())
+        return [(seq, orjson.loads(record)) for seq, record in rows]
 
     async def claim_delivery(self, delivery_id: str, ttl: float) -> bool:
         return await self._run("written", partial(self._claim_delivery, delivery_id, ttl))
@@ -176,7 +189,10 @@ class SqliteStore:
 
     @contextmanager
     def _errors(self, what: str) -> Iterator[None]:
-        """The one place SQLite and OS errors become StoreError: ``what`` the file cannot be, and SQLite's reason."""
+        """The one place SQLite and OS errors become StoreError: ``what`` the file cannot be, and SQLite's reason.
+
+        The message names the file for the operator (logs, the command line); the server never shows it to a client.
+        """
         try:
             yield
         except (sqlite3.Error, OSError) as exc:
@@ -246,9 +262,44 @@ class SqliteStore:
             rows = db.execute("SELECT DISTINCT sha FROM pins WHERE expires > ?", (now,)).fetchall()
         return {sha for (sha,) in rows}
 
-    def _append_turns(self, rows: list[tuple[str, str, str]], db: sqlite3.Connection) -> None:
+    def _probe(self, db: sqlite3.Connection) -> None:
+        """A pin written, read back and removed in one transaction: the table every session request writes, so a
+        damaged one fails here too. No flow name holds "!", so the key is nobody's pin; no reader ever sees it."""
+        key, token = f"!{PROBE_PREFIX}{secrets.token_hex(8)}", secrets.token_hex(8)
         with _transaction(db):
+            db.execute("INSERT INTO pins (key, sha, expires) VALUES (?, ?, 0)", (key, token))
+            row = db.execute("SELECT sha FROM pins WHERE key = ?", (key,)).fetchone()
+            db.execute("DELETE FROM pins WHERE key = ?", (key,))
+            if row is None or row[0] != token:
+                raise sqlite3.DatabaseError("a probe written to the pins table did not read back")
+
+    def _append_turns(
+        self, session: str, rows: list[tuple[str, str, str]], ttl: float, keep: int, db: sqlite3.Connection
+    ) -> None:
+        with _transaction(db):
+            now = self._clock()
+            expired = db.execute(
+                "SELECT session FROM conversations WHERE expires <= ? ORDER BY expires LIMIT ?",
+                (now, SWEEP_CONVERSATIONS),
+            ).fetchall()
+            own = db.execute("SELECT expires FROM conversations WHERE session = ?", (session,)).fetchone()
+            if own is not None and own[0] <= now:
+                expired.append((session,))  # an expired conversation starts anew, its old turns gone
+            for (gone,) in expired:
+                db.execute("DELETE FROM turns WHERE session = ?", (gone,))
+                db.execute("DELETE FROM conversations WHERE session = ?", (gone,))
+            db.execute(
+                "INSERT INTO conversations (session, expires) VALUES (?, ?)"
+                " ON CONFLICT (session) DO UPDATE SET expires = excluded.expires",
+                (session, now + ttl),
+            )
             db.executemany("INSERT INTO turns (session, role, text) VALUES (?, ?, ?)", rows)
+            # the newest ``keep`` stay: every turn older than the keep-th newest goes
+            db.execute(
+                "DELETE FROM turns WHERE session = ?"
+                " AND id <= (SELECT id FROM turns WHERE session = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                (session, session, keep),
+            )
 
     def _add_event(self, data: str, once: str | None, db: sqlite3.Connection) -> bool:
         with _transaction(db):

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from gitops_flow.stores import MemoryStore, SqliteStore, StateStore
+from gitops_flow.stores.base import SWEEP_CONVERSATIONS
 from gitops_flow.stores.redis import RedisStore
 from tests.redisenv import RedisSpace
 
@@ -67,8 +68,11 @@ async def store(make_store: Callable[..., StateStore]) -> AsyncIterator[StateSto
         await store.close()
 
 
-async def test_ping_answers(store: StateStore) -> None:
+async def test_ping_writes_a_probe_and_leaves_nothing_behind(store: StateStore) -> None:
     await store.ping()
+    await store.ping()
+    assert await store.pinned_versions() == set()
+    assert await store.claim_pin("probe", "aaa", ttl=60) == "aaa"
 
 
 # pins
@@ -147,26 +151,73 @@ async def test_concurrent_claims_of_one_key_agree(store: StateStore) -> None:
 
 # conversations
 
+TTL, KEEP = 60.0, 100
+
 
 async def test_turns_come_back_in_order(store: StateStore) -> None:
-    await store.append_turns("s1", [("human", "hi"), ("ai", "hello")])
-    await store.append_turns("s1", [("human", "bye"), ("ai", "see you")])
+    await store.append_turns("s1", [("human", "hi"), ("ai", "hello")], ttl=TTL, keep=KEEP)
+    await store.append_turns("s1", [("human", "bye"), ("ai", "see you")], ttl=TTL, keep=KEEP)
     assert await store.load_turns("s1", 10) == [("human", "hi"), ("ai", "hello"), ("human", "bye"), ("ai", "see you")]
 
 
 async def test_load_turns_gives_the_last_ones_oldest_first(store: StateStore) -> None:
-    await store.append_turns("s1", [("human", f"q{n}") for n in range(5)])
+    await store.append_turns("s1", [("human", f"q{n}") for n in range(5)], ttl=TTL, keep=KEEP)
     assert await store.load_turns("s1", 2) == [("human", "q3"), ("human", "q4")]
     assert await store.load_turns("s1", 0) == []
 
 
 async def test_sessions_are_kept_apart(store: StateStore) -> None:
-    await store.append_turns("s1", [("human", "one")])
-    await store.append_turns("s2", [("human", "two")])
-    await store.append_turns("s2", [])
+    await store.append_turns("s1", [("human", "one")], ttl=TTL, keep=KEEP)
+    await store.append_turns("s2", [("human", "two")], ttl=TTL, keep=KEEP)
+    await store.append_turns("s2", [], ttl=TTL, keep=KEEP)
     assert await store.load_turns("s1", 10) == [("human", "one")]
     assert await store.load_turns("s2", 10) == [("human", "two")]
     assert await store.load_turns("unknown", 10) == []
+
+
+async def test_a_conversation_keeps_only_its_newest_turns(store: StateStore) -> None:
+    for n in range(4):
+        await store.append_turns("s1", [("human", f"q{n}"), ("ai", f"a{n}")], ttl=TTL, keep=3)
+    assert await store.load_turns("s1", 100) == [("ai", "a2"), ("human", "q3"), ("ai", "a3")]
+    await store.append_turns("s2", [("human", f"q{n}") for n in range(10)], ttl=TTL, keep=3)  # one call, one bound
+    assert await store.load_turns("s2", 100) == [("human", "q7"), ("human", "q8"), ("human", "q9")]
+    assert await store.load_turns("s1", 100) == [("ai", "a2"), ("human", "q3"), ("ai", "a3")]  # each its own
+
+
+async def test_an_idle_conversation_expires_and_starts_anew(store: StateStore, clock: FakeClock) -> None:
+    await store.append_turns("s1", [("human", "one")], ttl=10, keep=KEEP)
+    clock.now = 9
+    await store.append_turns("s1", [("human", "two")], ttl=10, keep=KEEP)  # restarts the idle timer
+    clock.now = 18
+    assert await store.load_turns("s1", 10) == [("human", "one"), ("human", "two")]
+    clock.now = 19  # a conversation is live while the clock reads less than its expiry
+    assert await store.load_turns("s1", 10) == []
+    await store.append_turns("s1", [("human", "three")], ttl=10, keep=KEEP)
+    assert await store.load_turns("s1", 10) == [("human", "three")]
+
+
+async def test_each_append_deletes_a_bounded_batch_of_expired_conversations(
+    store: StateStore, clock: FakeClock
+) -> None:
+    for n in range(40):
+        await store.append_turns(f"old{n}", [("human", f"q{n}")], ttl=1, keep=KEEP)
+
+    async def kept() -> int:
+        """How many old conversations are still stored: with the clock put back, the undeleted ones are live."""
+        now, clock.now = clock.now, 0
+        try:
+            return sum([await store.load_turns(f"old{n}", 1) != [] for n in range(40)])
+        finally:
+            clock.now = now
+
+    assert await kept() == 40
+    clock.now = 10
+    await store.append_turns("new0", [("human", "hi")], ttl=60, keep=KEEP)
+    assert await kept() == 40 - SWEEP_CONVERSATIONS  # deleted, not merely expired, and no more than a batch
+    await store.append_turns("new1", [("human", "hi")], ttl=60, keep=KEEP)
+    await store.append_turns("new2", [("human", "hi")], ttl=60, keep=KEEP)
+    assert await kept() == 0
+    assert await store.load_turns("new0", 1) == [("human", "hi")]
 
 
 # versions and events
@@ -192,26 +243,39 @@ async def test_records_read_back_are_copies(store: StateStore) -> None:
     await store.add_event({"kind": "deployed", "tags": ["stable"]})
     (version,) = await store.versions()
     version["flows"]["chat"]["nodes"].clear()
-    (event,) = await store.events(1)
+    ((_, event),) = await store.events(1)
     event["tags"].append("canary")
     assert await store.versions() == [RECORD]
-    assert await store.events(1) == [{"kind": "deployed", "tags": ["stable"]}]
+    assert await store.events(1) == [(1, {"kind": "deployed", "tags": ["stable"]})]
 
 
 async def test_no_versions_yet(store: StateStore) -> None:
     assert await store.versions() == []
 
 
-async def test_events_come_newest_first(store: StateStore) -> None:
+async def test_events_come_newest_first_with_their_numbers(store: StateStore) -> None:
     for n in range(5):
         await store.add_event({"n": n, "kind": "deployed"})
     assert await store.events(3) == [
-        {"n": 4, "kind": "deployed"},
-        {"n": 3, "kind": "deployed"},
-        {"n": 2, "kind": "deployed"},
+        (5, {"n": 4, "kind": "deployed"}),
+        (4, {"n": 3, "kind": "deployed"}),
+        (3, {"n": 2, "kind": "deployed"}),
     ]
-    assert [e["n"] for e in await store.events(100)] == [4, 3, 2, 1, 0]
+    assert [(seq, e["n"]) for seq, e in await store.events(100)] == [(5, 4), (4, 3), (3, 2), (2, 1), (1, 0)]
     assert await store.events(0) == []
+
+
+async def test_events_before_a_number_are_the_next_page(store: StateStore) -> None:
+    for n in range(7):
+        await store.add_event({"n": n})
+    first = await store.events(3)
+    second = await store.events(3, before=first[-1][0])
+    third = await store.events(3, before=second[-1][0])
+    assert [[e["n"] for _, e in page] for page in (first, second, third)] == [[6, 5, 4], [3, 2, 1], [0]]
+    assert await store.events(3, before=1) == []
+    assert [seq for seq, _ in await store.events(2, before=100)] == [7, 6]  # a number past the newest: from the top
+    await store.add_event({"n": 7})  # an event added between pages does not move the next page
+    assert await store.events(3, before=first[-1][0]) == second
 
 
 async def test_only_the_most_recent_events_are_kept(make_store: Callable[..., StateStore]) -> None:
@@ -220,7 +284,9 @@ async def test_only_the_most_recent_events_are_kept(make_store: Callable[..., St
     try:
         for n in range(5):
             await store.add_event({"n": n})
-        assert await store.events(10) == [{"n": 4}, {"n": 3}, {"n": 2}]
+        assert await store.events(10) == [(5, {"n": 4}), (4, {"n": 3}), (3, {"n": 2})]
+        assert await store.events(10, before=4) == [(3, {"n": 2})]
+        assert await store.events(10, before=3) == []  # the older ones are gone
     finally:
         await store.close()
 
@@ -231,7 +297,9 @@ async def test_an_event_with_a_once_key_is_added_once(store: StateStore) -> None
     assert await store.add_event({"n": 3, "kind": "failed"}, once="failed:bbb") is True
     assert await store.add_event({"n": 4}) is True
     assert await store.add_event({"n": 5}) is True  # events without a key are never deduplicated
-    assert [e["n"] for e in await store.events(10)] == [5, 4, 3, 1]
+    events = await store.events(10)
+    assert [e["n"] for _, e in events] == [5, 4, 3, 1]
+    assert [seq for seq, _ in events] == sorted({seq for seq, _ in events}, reverse=True)  # numbers only go up
 
 
 async def test_concurrent_events_with_one_key_add_one(store: StateStore) -> None:

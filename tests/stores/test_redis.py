@@ -64,7 +64,7 @@ async def test_two_replicas_record_a_deploy_act_on_a_delivery_and_announce_an_ab
         claimed = await asyncio.gather(*(s.claim_delivery("d-1", ttl=60) for s in stores))
         won = await asyncio.gather(*(s.abort("chat:main:aaa", {"n": n}) for n, s in enumerate(stores)))
         assert added.count(True) == claimed.count(True) == won.count(True) == 1
-        assert await one.events(10) == [{"n": added.index(True)}]
+        assert await one.events(10) == [(1, {"n": added.index(True)})]
         assert await two.aborts() == {"chat:main:aaa": {"n": won.index(True)}}
 
 
@@ -113,7 +113,7 @@ async def test_a_listener_made_after_close_ends_at_once(redis_space: RedisSpace)
 async def workout(store: RedisStore) -> None:
     """One call of every writing method."""
     await store.claim_pin("chat:s1", "aaa", ttl=60)
-    await store.append_turns("s1", [("human", "hi")])
+    await store.append_turns("s1", [("human", "hi")], ttl=60, keep=10)
     await store.put_version("aaa", {"sha": "aaa"})
     await store.add_event({"kind": "deployed"}, once="deployed:aaa")
     await store.claim_delivery("d-1", ttl=60)
@@ -131,7 +131,8 @@ async def test_every_key_is_under_the_prefix_and_expiring_ones_have_a_backstop_t
         "gf:pin:sha": True,
         "gf:pin:expires": True,
         "gf:pin:count": True,
-        "gf:turns:s1": True,  # 30 days after its last turn
+        "gf:turns:s1": True,  # its conversation's idle time after its last turn
+        "gf:conversations": True,
         "gf:delivery:d-1": True,
         "gf:samples:3:chat:main:aaa": True,
         "gf:samples:slots:chat:main:aaa": True,
@@ -170,7 +171,7 @@ async def test_once_keys_are_forgotten_with_their_trimmed_events(redis_space: Re
         with redis.Redis.from_url(redis_space.url) as client:
             assert client.zcard(redis_space.prefix + "once:events") == 3
         assert await store.add_event({"n": 0}, once="deployed:0") is True  # its event was trimmed long ago
-        assert [e["n"] for e in await store.events(10)] == [0, 9, 8]
+        assert [e["n"] for _, e in await store.events(10)] == [0, 9, 8]
 
 
 async def test_expired_sample_slots_are_deleted_when_their_key_is_written(redis_space: RedisSpace) -> None:
@@ -192,7 +193,7 @@ async def test_keys_with_separators_and_unicode_do_not_collide(redis_space: Redi
         keys = ["x", "5:x", "slots:x", "expires:x", "x:5"]
         await store.add_samples(5, {key: {"n": 10**n} for n, key in enumerate(keys)}, ttl=60)
         assert [await store.sum_samples(key, since=0) for key in keys] == [{"n": 10**n} for n in range(len(keys))]
-        await store.append_turns("sess:ü", [("human", 'naïve ☃ "quoted"')])
+        await store.append_turns("sess:ü", [("human", 'naïve ☃ "quoted"')], ttl=60, keep=10)
         assert await store.load_turns("sess:ü", 5) == [("human", 'naïve ☃ "quoted"')]
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from gitops_flow.exceptions import StoreError
 from gitops_flow.stores.sqlite import _MIGRATIONS, SCHEMA_VERSION, SqliteStore
+from tests.statefile import corrupt_table, pages, query
 
 pytestmark = pytest.mark.anyio
 
@@ -35,14 +36,14 @@ async def test_state_survives_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     async with opened(path) as store:
         await store.claim_pin("pin:s1", "aaa", ttl=3600)
-        await store.append_turns("s1", [("human", "hi"), ("ai", "hello")])
+        await store.append_turns("s1", [("human", "hi"), ("ai", "hello")], ttl=3600, keep=10)
         await store.put_version("aaa", {"sha": "aaa", "status": "ready"})
         await store.add_event({"kind": "deployed", "sha": "aaa"})
     async with opened(path) as store:
         assert await store.claim_pin("pin:s1", "bbb", ttl=3600) == "aaa"
         assert await store.load_turns("s1", 10) == [("human", "hi"), ("ai", "hello")]
         assert await store.versions() == [{"sha": "aaa", "status": "ready"}]
-        assert await store.events(10) == [{"kind": "deployed", "sha": "aaa"}]
+        assert await store.events(10) == [(1, {"kind": "deployed", "sha": "aaa"})]
 
 
 async def test_the_folder_is_created(tmp_path: Path) -> None:
@@ -126,7 +127,7 @@ async def test_a_file_of_the_first_schema_is_migrated_keeping_its_events(tmp_pat
     store = SqliteStore(path)
     await store.open()
     try:
-        assert await store.events(10) == [{"kind": "deployed"}]
+        assert await store.events(10) == [(1, {"kind": "deployed"})]
         assert await store.add_event({"kind": "failed"}, once="failed:aaa") is True
         assert await store.add_event({"kind": "failed"}, once="failed:aaa") is False
         assert await store.claim_delivery("d-1", ttl=60) is True
@@ -134,3 +135,60 @@ async def test_a_file_of_the_first_schema_is_migrated_keeping_its_events(tmp_pat
         await store.close()
     with closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+
+
+async def test_a_file_of_the_second_schema_keeps_its_conversations_and_gives_them_an_expiry(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with closing(sqlite3.connect(path)) as db:
+        for statement in (*_MIGRATIONS[0], *_MIGRATIONS[1]):
+            db.execute(statement)
+        db.executemany("INSERT INTO turns (session, role, text) VALUES (?, ?, ?)", [("s1", "human", "hi")] * 3)
+        db.execute("PRAGMA user_version = 2")
+        db.commit()
+    now = [1e9]  # long before the migration ran: the conversation is live
+    store = SqliteStore(path, clock=lambda: now[0])
+    await store.open()
+    try:
+        assert await store.load_turns("s1", 10) == [("human", "hi")] * 3
+        (expires,) = query(path, "SELECT expires FROM conversations WHERE session = 's1'")[0]
+        now[0] = expires  # it expires like any other conversation, 30 days after the migration
+        assert await store.load_turns("s1", 10) == []
+    finally:
+        await store.close()
+
+
+async def test_expired_conversations_give_their_space_back_so_the_file_stops_growing(tmp_path: Path) -> None:
+    """The reproduction behind the idle TTL: every conversation stayed for good. Rounds of new conversations, each
+    round's expiring before the next: the file grows by the first round, then reuses what the expired ones took."""
+    path = tmp_path / "state.db"
+    now = [0.0]
+    question = "x" * 20_000
+    async with opened(path) as store:
+        store._clock = lambda: now[0]  # type: ignore[attr-defined]  # the test's clock, after open (migrations)
+        sizes = []
+        for round_ in range(5):
+            for n in range(40):
+                await store.append_turns(f"r{round_}s{n}", [("human", question), ("ai", "ok")], ttl=10, keep=10)
+            sizes.append(pages(path))
+            now[0] += 60  # this round's conversations expire
+        assert query(path, "SELECT count(DISTINCT session) FROM turns") == [(40,)]  # only the last round's left
+        assert query(path, "SELECT count(*) FROM conversations") == [(40,)]
+    one_round = sizes[0]
+    assert max(sizes) < 2 * one_round, sizes  # without the sweep: five rounds' worth
+    assert sizes[-1] - sizes[1] < one_round // 4, sizes
+
+
+async def test_ping_fails_on_a_damaged_pins_table_that_session_requests_use(tmp_path: Path) -> None:
+    """The reproduction: /readyz said `store ok` on a damaged file while every session request failed, because the
+    readiness check read only the schema. The probe now writes where session requests write."""
+    path = tmp_path / "state.db"
+    async with opened(path) as store:
+        for n in range(200):
+            await store.claim_pin(f"chat:s{n}", "aaa", ttl=3600)
+    corrupt_table(path, "pins")
+    async with opened(path) as store:  # the file opens: its header and schema are intact
+        assert query(path, "SELECT count(*) FROM sqlite_master")  # what the old check read
+        with pytest.raises(StoreError, match="malformed"):
+            await store.claim_pin("chat:new", "bbb", ttl=60)
+        with pytest.raises(StoreError, match="malformed"):
+            await store.ping()

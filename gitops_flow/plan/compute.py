@@ -1,0 +1,226 @@
+"""The plan of a merge: what the server will do with the flows and the routing file of a working tree, compared with
+a base revision of the same repository, computed offline as the server would judge them.
+
+Each flow is judged on its own (the server's rule): validated, dry-built, its tests run with fakes; a flow that fails
+keeps serving its last good version and does not hold the others back. A routing file that fails fails the whole
+commit. Contract changes come from the same comparison as `validate --base` (contract.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from gitops_flow import contract
+from gitops_flow.components import ComponentRegistry
+from gitops_flow.jsonpos import LineIndex
+from gitops_flow.plan.diff import Change, FlowDiff, flow_diff, routing_diff, secrets
+from gitops_flow.problems import Problem
+from gitops_flow.routing import ROUTING_FILE, RoutingConfig
+from gitops_flow.secretpolicy import SecretPolicy
+from gitops_flow.source import files_at, read_at
+from gitops_flow.testing import run_flow_tests
+from gitops_flow.validate import MAX_BYTES, MAX_EXPORT_BYTES, FileReport, validate_bytes, validate_routing_bytes
+
+Status = Literal["added", "removed", "changed", "unchanged"]
+Verdict = Literal["live", "fails", "blocked", "removed", "unchanged"]
+
+
+@dataclass(frozen=True, slots=True)
+class ContractChange:
+    """A change of the flow's input or output schema; ``breaking`` when it breaks callers (contract.py)."""
+
+    side: Literal["input", "output"]
+    text: str
+    breaking: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"side": self.side, "text": self.text, "breaking": self.breaking}
+
+
+@dataclass(frozen=True, slots=True)
+class FlowPlan:
+    """What merging does to one flow."""
+
+    name: str
+    file: str
+    status: Status
+    verdict: Verdict
+    problems: tuple[Problem, ...] = ()  # why it fails (errors), and warnings
+    diff: FlowDiff = field(default_factory=FlowDiff)
+    secrets: tuple[str, ...] = ()
+    new_secrets: tuple[str, ...] = ()
+    contract: tuple[ContractChange, ...] = ()
+    tests: tuple[int, int] = (0, 0)  # cases passed, failed
+
+    @property
+    def breaking(self) -> bool:
+        return any(c.breaking for c in self.contract)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "file": self.file,
+            "status": self.status,
+            "verdict": self.verdict,
+            "problems": [p.as_dict() for p in self.problems],
+            "changes": self.diff.as_dict(),
+            "secrets": list(self.secrets),
+            "new_secrets": list(self.new_secrets),
+            "contract": [c.as_dict() for c in self.contract],
+            "breaking": self.breaking,
+            "tests": {"passed": self.tests[0], "failed": self.tests[1]},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What merging the working tree into the branch at ``base`` does, flow by flow, and to the routing."""
+
+    base: str
+    flows_dir: str
+    flows: tuple[FlowPlan, ...]
+    routing: tuple[Change, ...] = ()
+    routing_problems: tuple[Problem, ...] = ()
+
+    @property
+    def whole_fails(self) -> bool:
+        """The routing file fails: the server will refuse the whole commit."""
+        return any(p.severity == "error" for p in self.routing_problems)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "base": self.base,
+            "flows_dir": self.flows_dir,
+            "whole_commit_fails": self.whole_fails,
+            "flows": [f.as_dict() for f in self.flows],
+            "routing": {
+                "changes": [c.as_dict() for c in self.routing],
+                "problems": [p.as_dict() for p in self.routing_problems],
+            },
+        }
+
+
+def make_plan(
+    root: Path,
+    base: str,
+    registry: ComponentRegistry,
+    *,
+    policy: SecretPolicy | None = None,
+    run_tests: bool = True,
+) -> Plan:
+    """The plan of merging the repository at ``root`` (its working tree) into ``base`` (a revision of it).
+
+    Raises SourceError when ``root`` is not in a Git working tree, UnknownVersion when ``base`` names no commit.
+    """
+    routing_path = root / ROUTING_FILE
+    old_routing_raw = read_at([routing_path], base, max_bytes=MAX_BYTES)[routing_path]
+    new_routing_raw = routing_path.read_bytes() if routing_path.is_file() else None
+    old_routing = _routing(old_routing_raw)
+    new_routing, routing_problems = (
+        validate_routing_bytes(new_routing_raw, file=ROUTING_FILE) if new_routing_raw is not None else (None, [])
+    )
+    old_dir = old_routing.flows_dir if old_routing is not None else "flows"
+    new_dir = new_routing.flows_dir if new_routing is not None else "flows"
+    before = files_at(root / old_dir, base, suffix=".json", max_bytes=MAX_EXPORT_BYTES)
+    folder = root / new_dir
+    now = {p.name: p.read_bytes() for p in sorted(folder.glob("*.json")) if p.is_file()} if folder.is_dir() else {}
+    if new_routing_raw is not None:  # routes naming flows that do not exist, as the server checks them
+        names = [name.removesuffix(".json") for name in now]
+        new_routing, routing_problems = validate_routing_bytes(new_routing_raw, file=ROUTING_FILE, flow_names=names)
+    judge = _Judge(registry, policy or SecretPolicy(), base, run_tests)
+    plans = []
+    for file_name in sorted(before.keys() | now.keys()):
+        plans.append(judge.flow(file_name, f"{new_dir}/{file_name}", before.get(file_name), now.get(file_name)))
+    if any(p.severity == "error" for p in routing_problems):
+        plans = [_blocked(p) for p in plans]
+    changes = routing_diff(old_routing, new_routing) if old_routing_raw != new_routing_raw else []
+    return Plan(base, new_dir, tuple(plans), tuple(changes), tuple(routing_problems))
+
+
+def _routing(raw: bytes | None) -> RoutingConfig | None:
+    if raw is None:
+        return None
+    config, _ = validate_routing_bytes(raw, file=ROUTING_FILE)
+    return config
+
+
+def _blocked(plan: FlowPlan) -> FlowPlan:
+    return replace(plan, verdict="blocked") if plan.status in ("added", "changed", "removed") else plan
+
+
+@dataclass(frozen=True, slots=True)
+class _Judge:
+    """Judges one flow file as the server would, and compares it with the base."""
+
+    registry: ComponentRegistry
+    policy: SecretPolicy
+    base: str
+    run_tests: bool
+
+    def flow(self, file_name: str, shown: str, old: bytes | None, new: bytes | None) -> FlowPlan:
+        stem = file_name.removesuffix(".json")
+        old_report = self._validate(old, shown, stem) if old is not None else None
+        if new is None:
+            return FlowPlan(stem, shown, "removed", "removed")
+        report = self._validate(new, shown, stem)
+        name = report.spec.name if report.spec is not None else stem
+        status: Status = "added" if old is None else "unchanged" if old == new else "changed"
+        if status == "unchanged":
+            return FlowPlan(name, shown, status, "unchanged")
+        problems = [p for p in report.problems if p.severity != "notice"]  # notices are for `validate`, not a plan
+        passed = failed = 0
+        if report.ok and report.spec is not None and report.spec.tests and self.run_tests:
+            results = asyncio.run(run_flow_tests(report.spec, self.registry))
+            lines = LineIndex(new.decode("utf-8-sig"))
+            for result in results:
+                if result.passed:
+                    passed += 1
+                    continue
+                failed += 1
+                where = report.origin(result.path)
+                message = f"test {result.case!r} failed: {result.message}"
+                problems.append(Problem("test-failed", message, where, shown, lines.line(where)))
+        fails = any(p.severity == "error" for p in problems)
+        needed = tuple(secrets(report.spec)) if report.spec is not None else ()
+        known = set(secrets(old_report.spec)) if old_report is not None and old_report.spec is not None else set()
+        diff = FlowDiff()
+        if old_report is not None and old_report.spec is not None and report.spec is not None:
+            diff = flow_diff(old_report.spec, report.spec)
+        return FlowPlan(
+            name,
+            shown,
+            status,
+            "fails" if fails else "live",
+            tuple(problems),
+            diff,
+            needed,
+            tuple(n for n in needed if n not in known),
+            self._contract(report, old_report, new) if old_report is not None else (),
+            (passed, failed),
+        )
+
+    def _validate(self, raw: bytes, shown: str, stem: str) -> FileReport:
+        return validate_bytes(raw, self.registry, file=shown, stem=stem, policy=self.policy)
+
+    def _contract(self, now: FileReport, before: FileReport, raw: bytes) -> tuple[ContractChange, ...]:
+        if now.built is None or before.built is None:
+            return ()
+        found: list[ContractChange] = []
+        sides: tuple[Literal["input", "output"], ...] = ("input", "output")
+        for side in sides:
+            old_schema, new_schema = _schema(before, side), _schema(now, side)
+            breaking = contract.changes(side, old_schema, new_schema)
+            found += [ContractChange(side, text, True) for text in breaking]
+            if not breaking and old_schema != new_schema:
+                found.append(ContractChange(side, f"the {side} schema changed without breaking callers", False))
+        return tuple(found)
+
+
+def _schema(report: FileReport, side: Literal["input", "output"]) -> Mapping[str, Any]:
+    built = report.built
+    model = None if built is None else built.input_model if side == "input" else built.output_model
+    return model.model_json_schema() if model is not None else {}

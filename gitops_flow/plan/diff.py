@@ -1,0 +1,208 @@
+"""What changed between two versions of a flow document or of the routing file, item by item: nodes, params,
+edges, tests, the secrets a flow reads; refs, weights, the canary guard's thresholds, yanked commits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+from gitops_flow.routing import RoutingConfig
+from gitops_flow.secretrefs import env_name, env_refs
+from gitops_flow.spec import FlowSpec
+
+Kind = Literal["added", "removed", "changed"]
+_VALUE_CHARS = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One item that differs: what it is (``node llm``, ``param llm.temperature``), and how (``0 → 0.7``)."""
+
+    kind: Kind
+    what: str
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "what": self.what, "detail": self.detail}
+
+
+@dataclass(frozen=True, slots=True)
+class FlowDiff:
+    """A flow's changes by part; empty parts mean nothing changed there."""
+
+    nodes: tuple[Change, ...] = ()
+    params: tuple[Change, ...] = ()
+    edges: tuple[Change, ...] = ()
+    tests: tuple[Change, ...] = ()
+    other: tuple[Change, ...] = ()  # description, entry and exit nodes
+
+    def __bool__(self) -> bool:
+        return any((self.nodes, self.params, self.edges, self.tests, self.other))
+
+    def counts(self) -> str:
+        """``2 nodes, 1 param, 1 test``: how much changed, for a table cell."""
+        parts = [
+            (len(self.nodes), "node"),
+            (len(self.params), "param"),
+            (len(self.edges), "edge"),
+            (len(self.tests), "test"),
+            (len(self.other), "setting"),
+        ]
+        return ", ".join(f"{n} {noun}{'s' if n != 1 else ''}" for n, noun in parts if n) or "no change to the graph"
+
+    def as_dict(self) -> dict[str, list[dict[str, str]]]:
+        return {
+            part: [c.as_dict() for c in getattr(self, part)] for part in ("nodes", "params", "edges", "tests", "other")
+        }
+
+
+def flow_diff(old: FlowSpec, new: FlowSpec) -> FlowDiff:
+    """The changes from ``old`` to ``new`` (the same flow at the base and now)."""
+    old_nodes = {n.id: n for n in old.nodes}
+    new_nodes = {n.id: n for n in new.nodes}
+    nodes: list[Change] = []
+    params: list[Change] = []
+    for node_id in _ordered(old_nodes, new_nodes):
+        before, after = old_nodes.get(node_id), new_nodes.get(node_id)
+        if before is None and after is not None:
+            nodes.append(Change("added", f"node {node_id}", after.component))
+        elif after is None and before is not None:
+            nodes.append(Change("removed", f"node {node_id}", before.component))
+        elif before is not None and after is not None:
+            if before.component != after.component:
+                nodes.append(Change("changed", f"node {node_id}", f"{before.component} → {after.component}"))
+            params += _mapping_changes(f"param {node_id}.", before.params, after.params)
+    edge_sets: tuple[tuple[Kind, set[tuple[str, str, str | None]]], ...] = (
+        ("removed", _edges(old) - _edges(new)),
+        ("added", _edges(new) - _edges(old)),
+    )
+    edges = [
+        Change(kind, f"edge {_edge(edge)}")
+        for kind, edge_set in edge_sets
+        for edge in sorted(edge_set, key=lambda e: (e[0], e[1], e[2] or ""))
+    ]
+    old_tests = {t.name: t for t in old.tests}
+    new_tests = {t.name: t for t in new.tests}
+    tests: list[Change] = []
+    for name in _ordered(old_tests, new_tests):
+        before_test, after_test = old_tests.get(name), new_tests.get(name)
+        if before_test is None:
+            tests.append(Change("added", f"test {name!r}"))
+        elif after_test is None:
+            tests.append(Change("removed", f"test {name!r}"))
+        elif before_test != after_test:
+            tests.append(Change("changed", f"test {name!r}"))
+    other = [
+        Change("changed", key, f"{_show(getattr(old, key))} → {_show(getattr(new, key))}")
+        for key in ("description", "input", "output")
+        if getattr(old, key) != getattr(new, key)
+    ]
+    return FlowDiff(tuple(nodes), tuple(params), tuple(edges), tuple(tests), tuple(other))
+
+
+def secrets(spec: FlowSpec) -> list[str]:
+    """The environment variables a flow reads (its ``$env`` references), sorted."""
+    names = {env_name(ref) for node in spec.nodes for _, ref in env_refs(node.params)}
+    return sorted(name for name in names if name)
+
+
+def routing_diff(old: RoutingConfig | None, new: RoutingConfig | None) -> list[Change]:
+    """What a routing change does: routes and their refs and weights, stickiness, the canary guard, yanked
+    commits. A missing file is the default: the branch head serves everything."""
+    before, after = old or RoutingConfig(), new or RoutingConfig()
+    found: list[Change] = []
+    for route in _ordered(before.routes, after.routes):
+        old_targets = {t.ref: t.weight for t in before.routes.get(route, [])}
+        new_targets = {t.ref: t.weight for t in after.routes.get(route, [])}
+        if route not in before.routes:
+            found.append(Change("added", f"route {route}", _targets(new_targets)))
+        elif route not in after.routes:
+            found.append(Change("removed", f"route {route}", _targets(old_targets)))
+        else:
+            for ref in _ordered(old_targets, new_targets):
+                if ref not in old_targets:
+                    found.append(Change("added", f"route {route}: ref {ref}", f"weight {new_targets[ref]:g}"))
+                elif ref not in new_targets:
+                    found.append(Change("removed", f"route {route}: ref {ref}", f"weight {old_targets[ref]:g}"))
+                elif old_targets[ref] != new_targets[ref]:
+                    found.append(
+                        Change(
+                            "changed", f"route {route}: weight of {ref}", f"{old_targets[ref]:g} → {new_targets[ref]:g}"
+                        )
+                    )
+            if list(old_targets) != list(new_targets) and set(old_targets) == set(new_targets):
+                found.append(
+                    Change("changed", f"route {route}: order", f"{_targets(old_targets)} → {_targets(new_targets)}")
+                )
+    old_analysis = before.analysis.model_dump() if before.analysis else None
+    new_analysis = after.analysis.model_dump() if after.analysis else None
+    if old_analysis is None and new_analysis is not None:
+        found.append(Change("added", "analysis", "the canary guard is on: " + _fields(new_analysis)))
+    elif new_analysis is None and old_analysis is not None:
+        found.append(Change("removed", "analysis", "the canary guard is off"))
+    elif old_analysis is not None and new_analysis is not None:
+        found += _mapping_changes("analysis ", old_analysis, new_analysis)
+    found += _mapping_changes(
+        "",
+        {k: getattr(before, k) for k in ("sticky", "session_ttl", "flows_dir")},
+        {k: getattr(after, k) for k in ("sticky", "session_ttl", "flows_dir")},
+    )
+    found += [Change("added", "yanked", sha) for sha in after.yanked if sha not in before.yanked]
+    found += [Change("removed", "yanked", sha) for sha in before.yanked if sha not in after.yanked]
+    return found
+
+
+def _mapping_changes(prefix: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Change]:
+    found = []
+    for key in _ordered(old, new):
+        if key not in old:
+            found.append(Change("added", f"{prefix}{key}", _show(new[key])))
+        elif key not in new:
+            found.append(Change("removed", f"{prefix}{key}", _show(old[key])))
+        elif old[key] != new[key]:
+            found.append(Change("changed", f"{prefix}{key}", _compare(old[key], new[key])))
+    return found
+
+
+def _compare(old: Any, new: Any) -> str:
+    before, after = _show(old), _show(new)
+    if len(before) + len(after) <= 2 * _VALUE_CHARS:
+        return f"{before} → {after}"
+    return f"{len(_json(old))} → {len(_json(new))} characters"
+
+
+def _show(value: Any) -> str:
+    """A value as it reads in a plan: a secret reference by its variable, long text cut."""
+    name = env_name(value)
+    if name is not None:
+        return f"$env:{name}"
+    text = _json(value)
+    return text if len(text) <= _VALUE_CHARS else text[: _VALUE_CHARS - 1] + "…"
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode() if not isinstance(value, str) else repr(value)
+
+
+def _ordered(first: Iterable[str], second: Iterable[str]) -> list[str]:
+    """Keys of both, in the order they appear (the old order, then what is new)."""
+    return list(dict.fromkeys([*first, *second]))
+
+
+def _edges(spec: FlowSpec) -> set[tuple[str, str, str | None]]:
+    return {(e.source, e.target, e.key) for e in spec.edges}
+
+
+def _edge(edge: tuple[str, str, str | None]) -> str:
+    return f"{edge[0]} → {edge[1]}" + (f" ({edge[2]})" if edge[2] else "")
+
+
+def _targets(targets: Mapping[str, float]) -> str:
+    return ", ".join(f"{ref} {weight:g}" for ref, weight in targets.items())
+
+
+def _fields(values: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k} {_show(v)}" for k, v in values.items())

@@ -5,6 +5,7 @@ well as by its name; an export keeps LangFlow's own file name; tweaks the flow a
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -147,3 +148,24 @@ def test_two_files_of_one_flow_name_are_both_refused(tmp_path: Path) -> None:
             ("duplicate-name", "flows/basic-prompting.json"),
         }
         assert server.client.post("/api/v1/run/basic-prompting", json={}).status_code == 404
+
+
+def test_an_alias_of_one_flow_calls_it_and_one_of_two_is_a_conflict(tmp_path: Path) -> None:
+    remote = Remote.create(tmp_path)
+    one = json.loads(FILES["flows/message.json"])
+    two = {**one, "name": "second", "nodes": copy.deepcopy(one["nodes"])}
+    two["nodes"][1]["params"] = {"responses": ["the second flow"]}
+    remote.commit(
+        {
+            "flows/message.json": json.dumps({**one, "aliases": ["solo", "shared"]}),
+            "flows/second.json": json.dumps({**two, "aliases": ["shared"]}),
+        }
+    )
+    remote.push()
+    with serve_process(remote, tmp_path) as server, Client(server.url) as client:
+        assert client.run("solo", input_value="hi").first_text_output() == "the message's text"
+        assert client.run("second", input_value="hi").first_text_output() == "the second flow"
+        response = server.client.post("/api/v1/run/shared", json={"input_value": "hi"})
+        assert response.status_code == 409 and response.json()["error"]["code"] == "ambiguous-flow"
+        assert "message, second" in response.json()["error"]["message"]
+        assert server.client.post("/api/v1/run/nobody", json={}).status_code == 404

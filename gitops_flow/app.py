@@ -183,7 +183,7 @@ def create_app(
         Route("/admin/abort", views.abort_canary, methods=["POST"]),
         Route("/admin/resume", views.resume_canary, methods=["POST"]),
         *langserve_api.routes(),
-        Route("/openapi.json", openapi.openapi_json, methods=["GET"]),
+        Route("/openapi.json", _openapi_json, methods=["GET"]),
         Route("/docs", openapi.docs, methods=["GET"]),
         Route("/docs/{file}", openapi.docs, methods=["GET"]),
     ]
@@ -208,6 +208,12 @@ def _git_auth(settings: Settings) -> GitAuth:
         ssh_key_file=settings.git_ssh_key_file,
         known_hosts=settings.git_known_hosts,
     )
+
+
+async def _openapi_json(request: Request) -> Response:
+    """The OpenAPI document lists the flows, as /flows does: with a read token set, it needs it too."""
+    views.require_reader(request)
+    return await openapi.openapi_json(request)
 
 
 def _own_secrets(settings: Settings) -> dict[str, str]:

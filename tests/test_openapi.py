@@ -169,3 +169,16 @@ def test_the_document_follows_a_deploy(tmp_path: Path) -> None:
         server.reconcile()
         tags = {tag["name"] for tag in server.client.get("/openapi.json").json()["tags"]}
         assert tags == {"echo", "other", "server"}
+
+
+def test_with_a_read_token_the_document_needs_it_as_the_flows_list_does(tmp_path: Path) -> None:
+    remote = Remote.create(tmp_path)
+    remote.commit({"flows/echo.json": echo_flow()})
+    remote.push()
+    with serve_process(remote, tmp_path, env={"GITOPS_FLOW_READ_TOKEN": "read-token-123"}) as server:
+        refused = server.client.get("/openapi.json")
+        assert (refused.status_code, refused.json()["error"]["code"]) == (401, "read-token-required")
+        assert server.client.get("/flows").status_code == 401
+        shown = server.client.get("/openapi.json", headers={"Authorization": "Bearer read-token-123"})
+        assert shown.status_code == 200 and "/flows/echo/invoke" in shown.json()["paths"]
+        assert server.client.get("/flows/echo/input_schema").status_code == 200  # the flows themselves stay open

@@ -206,7 +206,9 @@ class Builder:
 def conversational(export: Export) -> bool:
     """A flow keeps chat history when it has a chat input and a node that reads the session's messages."""
     has_input = any(n.type == "ChatInput" for n in export.nodes)
-    readers = [n for n in export.nodes if n.type in ("Memory", "MessageHistory") or agent_memory(n) > 0]
+    readers = [
+        n for n in export.nodes if n.type in ("Memory", "MessageHistory", "MemoryComponent") or agent_memory(n) > 0
+    ]
     return has_input and bool(readers)
 
 

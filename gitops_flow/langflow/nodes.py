@@ -322,6 +322,7 @@ HANDLERS: dict[str, Callable[[Builder, LfNode], None]] = {
     "StructuredOutputComponent": structured_output,
     "Memory": memory,
     "MessageHistory": memory,
+    "MemoryComponent": memory,  # LangFlow 0.x's name for Chat Memory
     "parser": parser,
     "ParserComponent": parser,
     "ParseData": parser,

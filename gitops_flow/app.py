@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from gitops_flow import endpoints, langflow_api, receivers, views
+from gitops_flow import endpoints, langserve_api, openapi, receivers, views
 from gitops_flow.analysis import Guard
 from gitops_flow.builder import VersionBuilder
 from gitops_flow.choosing import Chooser
@@ -42,6 +42,7 @@ from gitops_flow.gitauth import GitAuth
 from gitops_flow.githost.deploys import RefView
 from gitops_flow.githost.feedback import Feedback
 from gitops_flow.history import Conversations, TurnLimits
+from gitops_flow.langflow import api as langflow_api
 from gitops_flow.metrics import Metrics
 from gitops_flow.reconcile import Reconciler
 from gitops_flow.redaction import userinfo_secret
@@ -49,6 +50,7 @@ from gitops_flow.secretrefs import RedactSecrets, Scrubber
 from gitops_flow.source import GitSource
 from gitops_flow.stores import open_store
 from gitops_flow.stores.base import Record, StateStore
+from gitops_flow.tweaks import Tweaker
 
 log = logging.getLogger("gitops_flow.server")
 HEAP_SETTLE_DELAY = 1.0  # seconds after the last deploy of a burst
@@ -139,6 +141,7 @@ def create_app(
         guard = Guard(state)
         replica = uuid.uuid4().hex[:12]
         chooser = Chooser(reconciler, state, guard, fallback=settings.canary_fallback)
+        app.state.tweaker = Tweaker(builder.registry, policy, builder.build_spec)  # LangFlow's tweaks (tweaks.py)
         app.state.deps = deps = Deps(settings, state, reconciler, guard, metrics, replica, chooser, feedback)
         app.state.console = Console(deps, source=git, registry=components, policy=policy, scrub=scrubber.json)
         feedback.start()
@@ -186,14 +189,22 @@ def create_app(
         Route("/admin/resume", views.resume_canary, methods=["POST"]),
         Route("/", _to_console, methods=["GET"]),
         *console.routes(),
+        *langserve_api.routes(),
+        Route("/openapi.json", _openapi_json, methods=["GET"]),
+        Route("/docs", openapi.docs, methods=["GET"]),
+        Route("/docs/{file}", openapi.docs, methods=["GET"]),
     ]
+    langserve_api.quiet_deprecations()
+    documents = openapi.Documents()
     handlers = {
         RequestError: _request_error,
         GitOpsFlowError: _domain_error,
         HTTPException: _http_error,
         Exception: _unexpected,
     }
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
+    app.state.openapi = documents  # /openapi.json, made once per published routing table
+    return app
 
 
 async def _to_console(request: Request) -> Response:
@@ -208,6 +219,12 @@ def _git_auth(settings: Settings) -> GitAuth:
         ssh_key_file=settings.git_ssh_key_file,
         known_hosts=settings.git_known_hosts,
     )
+
+
+async def _openapi_json(request: Request) -> Response:
+    """The OpenAPI document lists the flows, as /flows does: with a read token set, it needs it too."""
+    views.require_reader(request)
+    return await openapi.openapi_json(request)
 
 
 def _own_secrets(settings: Settings) -> dict[str, str]:

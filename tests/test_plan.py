@@ -393,7 +393,7 @@ def test_the_default_install_spec_is_where_this_copy_came_from(monkeypatch: pyte
 
 
 def test_a_literal_key_in_a_pull_request_never_reaches_the_plan(tmp_path: Path) -> None:
-    """A flow that fails validation may hold a literal key: Git has it, the plan (a PR comment anyone reads) does not."""
+    """A flow that fails validation may hold a literal key: Git has it, a plan (a PR comment anyone reads) not."""
     remote = Remote.create(tmp_path)
     base = remote.commit({"flows/writer.json": json.dumps(OPENAI)}, "main")
     leaky = json.loads(json.dumps(OPENAI))

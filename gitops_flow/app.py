@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from gitops_flow import endpoints, langflow_api, receivers, views
+from gitops_flow import endpoints, langserve_api, openapi, receivers, views
 from gitops_flow.analysis import Guard
 from gitops_flow.builder import VersionBuilder
 from gitops_flow.choosing import Chooser
@@ -48,6 +48,7 @@ from gitops_flow.guardrails.backends import beside
 from gitops_flow.guardrails.cache import MemoryCache, ResponseCache
 from gitops_flow.guardrails.gate import Gate
 from gitops_flow.history import Conversations, TurnLimits
+from gitops_flow.langflow import api as langflow_api
 from gitops_flow.metrics import Metrics, RouteRow
 from gitops_flow.reconcile import Reconciler
 from gitops_flow.redaction import userinfo_secret
@@ -59,6 +60,7 @@ from gitops_flow.telemetry.middleware import RequestMiddleware
 from gitops_flow.telemetry.runs import Telemetry
 from gitops_flow.telemetry.tracing import Tracing
 from gitops_flow.traffic import RoutingTable
+from gitops_flow.tweaks import Tweaker
 
 log = logging.getLogger("gitops_flow.server")
 HEAP_SETTLE_DELAY = 1.0  # seconds after the last deploy of a burst
@@ -173,6 +175,7 @@ def create_app(
             max_entries=settings.cache_max_entries,
             namespace="fake" if settings.fake_models else "",
         )
+        app.state.tweaker = Tweaker(builder.registry, policy, builder.build_spec)  # LangFlow's tweaks (tweaks.py)
         app.state.deps = deps = Deps(
             settings, state, reconciler, guard, metrics, replica, chooser, feedback, telemetry=telemetry, cache=cache
         )
@@ -225,7 +228,13 @@ def create_app(
         Route("/admin/resume", views.resume_canary, methods=["POST"]),
         Route("/", _to_console, methods=["GET"]),
         *console.routes(),
+        *langserve_api.routes(),
+        Route("/openapi.json", _openapi_json, methods=["GET"]),
+        Route("/docs", openapi.docs, methods=["GET"]),
+        Route("/docs/{file}", openapi.docs, methods=["GET"]),
     ]
+    langserve_api.quiet_deprecations()
+    documents = openapi.Documents()
     handlers = {
         RequestError: _request_error,
         GitOpsFlowError: _domain_error,
@@ -233,7 +242,9 @@ def create_app(
         Exception: _unexpected,
     }
     middleware = [Middleware(RequestMiddleware, tracing=tracing)]
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers, middleware=middleware)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers, middleware=middleware)
+    app.state.openapi = documents  # /openapi.json, made once per published routing table
+    return app
 
 
 def route_rows(table: RoutingTable) -> list[RouteRow]:
@@ -265,6 +276,12 @@ def _git_auth(settings: Settings) -> GitAuth:
         ssh_key_file=settings.git_ssh_key_file,
         known_hosts=settings.git_known_hosts,
     )
+
+
+async def _openapi_json(request: Request) -> Response:
+    """The OpenAPI document lists the flows, as /flows does: with a read token set, it needs it too."""
+    views.require_reader(request)
+    return await openapi.openapi_json(request)
 
 
 def _own_secrets(settings: Settings) -> dict[str, str]:

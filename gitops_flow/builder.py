@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from gitops_flow.build import BuiltFlow, build_flow
 from gitops_flow.components import ComponentRegistry
 from gitops_flow.exceptions import BuildError
+from gitops_flow.fakeanswers import fake_answers
 from gitops_flow.history import HistoryStore
 from gitops_flow.jsonpos import LineIndex
 from gitops_flow.problems import Problem, capped
@@ -25,10 +26,16 @@ from gitops_flow.secretrefs import Scrubber
 from gitops_flow.source import CommitInfo, GitSource
 from gitops_flow.spec import FlowSpec
 from gitops_flow.testing import run_flow_tests
-from gitops_flow.validate import MAX_BYTES, MAX_EXPORT_BYTES, MAX_PROBLEMS, validate_bytes, validate_routing_bytes
+from gitops_flow.validate import (
+    MAX_BYTES,
+    MAX_EXPORT_BYTES,
+    MAX_PROBLEMS,
+    duplicate_names,
+    flow_name,
+    validate_bytes,
+    validate_routing_bytes,
+)
 from gitops_flow.versions import Status, Version
-
-FAKE_ANSWER = "This is a fake answer from {node}."
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,20 +111,22 @@ class VersionBuilder:
         listing = self._listing(commit.sha)
         problems: list[Problem] = []
         routing: RoutingConfig | None = None
-        names = [name.removesuffix(".json") for name in listing.files]
+        names = [flow_name(name.removesuffix(".json")) for name in listing.files]
         if listing.routing is not None:
             routing, routing_problems = validate_routing_bytes(listing.routing[1], file=ROUTING_FILE, flow_names=names)
             problems += routing_problems
         flows: dict[str, BuiltFlow] = {}
         failed: dict[str, tuple[Problem, ...]] = {}
         blobs: dict[str, str] = {}
-        for file_name, blob in sorted(listing.files.items()):
-            result = self._flow(listing.flows_dir, file_name, blob)
-            blobs[result.name] = blob
-            if result.built is not None:
+        results = {f: self._flow(listing.flows_dir, f, blob) for f, blob in sorted(listing.files.items())}
+        clashes = duplicate_names((f"{listing.flows_dir}/{f}", r.name) for f, r in results.items())
+        for file_name, result in results.items():
+            blobs[result.name] = listing.files[file_name]
+            clash = [p for p in clashes if p.file == f"{listing.flows_dir}/{file_name}"]
+            if result.built is not None and not clash:
                 flows[result.name] = result.built
-            else:
-                failed[result.name] = result.problems
+            else:  # two files of one name: neither is served, and each says why
+                failed[result.name] = (*failed.get(result.name, ()), *result.problems, *clash)
         status: Status = "failed" if any(p.severity == "error" for p in problems) else "ready"
         version = Version(
             sha=commit.sha,
@@ -138,6 +147,15 @@ class VersionBuilder:
             content=listing.content,
         )
         return carry(version, parent)
+
+    def build_spec(self, spec: FlowSpec) -> BuiltFlow:
+        """Build a flow document as a commit's flow is built (registry, secrets, history, fakes and time limit):
+        what a request's LangFlow tweaks run on. Raises BuildError."""
+        deadline = time.monotonic() + self.build_timeout if self.build_timeout is not None else None
+        fakes = self._fakes(spec) if self.fake_models else None
+        return build_flow(
+            spec, self.registry, secrets=self.secrets, history=self.history, fakes=fakes, deadline=deadline
+        )
 
     def forget(self, kept: Iterable[Version]) -> None:
         """Drop the built flows no kept version uses (their versions were retired); failed results stay cached."""
@@ -165,6 +183,7 @@ class VersionBuilder:
             return cached
         path = f"{flows_dir}/{file_name}" if flows_dir not in ("", ".") else file_name
         stem = file_name.removesuffix(".json")
+        name = flow_name(stem)
         raw = self.source.read_blob(blob, max_bytes=MAX_EXPORT_BYTES)
         # the build below is real, so validation does not dry-build
         report = validate_bytes(raw, self.registry, file=path, stem=stem, dry_build=False, policy=self.policy)
@@ -189,7 +208,7 @@ class VersionBuilder:
             if failures:
                 built, problems = None, [*problems, *failures]
         # capped once the tests' failures are in too; scrubbed of every known secret value
-        result = _FileResult(stem, built, tuple(self.scrubber.problem(p) for p in capped(problems, MAX_PROBLEMS)))
+        result = _FileResult(name, built, tuple(self.scrubber.problem(p) for p in capped(problems, MAX_PROBLEMS)))
         self._cache[key] = result
         return result
 
@@ -209,14 +228,5 @@ class VersionBuilder:
         return found
 
     def _fakes(self, spec: FlowSpec) -> dict[str, Sequence[str]]:
-        """Fake models for every node that would call a real model: the answers its first test gives it, or a line
-        saying it is fake. A FakeChatModel keeps its own responses (and latency)."""
-        real = [node.id for node in spec.nodes if self.registry.calls_a_model(node.component)]
-        fakes: dict[str, list[str]] = {}
-        for case in spec.tests:
-            for node_id, answers in case.fakes.items():
-                if node_id in real:
-                    fakes.setdefault(node_id, list(answers))
-        for node_id in real:
-            fakes.setdefault(node_id, [FAKE_ANSWER.format(node=node_id)])
-        return dict(fakes)
+        """Fake models for every node that would call a real model (fakeanswers.py)."""
+        return dict(fake_answers(spec, self.registry))

@@ -26,14 +26,21 @@ from gitops_flow.components import ComponentRegistry
 from gitops_flow.config import Settings
 from gitops_flow.exceptions import GitOpsFlowError, SourceError, UnknownVersion
 from gitops_flow.jsonpos import LineIndex
-from gitops_flow.langflow import slug
+from gitops_flow.langflow.convert import slug
 from gitops_flow.problems import Problem
 from gitops_flow.redaction import carries_credentials, redact
 from gitops_flow.routing import ROUTING_FILE
 from gitops_flow.spec import json_schema
 from gitops_flow.stores.base import StateStore
 from gitops_flow.testing import CaseResult, run_flow_tests
-from gitops_flow.validate import MAX_EXPORT_BYTES, FileReport, validate_bytes, validate_file, validate_routing_bytes
+from gitops_flow.validate import (
+    MAX_EXPORT_BYTES,
+    FileReport,
+    duplicate_names,
+    validate_bytes,
+    validate_file,
+    validate_routing_bytes,
+)
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 _SERVE_TEXT = (
@@ -261,7 +268,7 @@ def _check_all(
     policy = settings.secret_policy()
     reports = [validate_file(path, registry, policy=policy) for path in targets.flows]
     names = [r.spec.name for r in reports if r.spec is not None]
-    routing_problems: list[Problem] = []
+    routing_problems: list[Problem] = duplicate_names((r.file, r.spec.name) for r in reports if r.spec is not None)
     for path in targets.routing:
         routing_problems += validate_routing_bytes(path.read_bytes(), file=str(path), flow_names=names)[1]
     return reports, routing_problems

@@ -134,7 +134,7 @@ class Settings(BaseModel):
 
     # the loop back to the Git host (commit statuses, deployments) and to the operator's receivers (notifications)
     public_url: str | None = None  # how people reach this server: the links of statuses and notifications
-    status_url: str = "{url}/history"  # a status's link: {url} the public URL, {sha}, {ref}, {flow}
+    status_url: str = "{url}/ui/history?ref={ref}"  # a status's link: {url} the public URL, {sha}, {ref}, {flow}
     github_token: SecretStr | None = None
     github_token_file: Path | None = None  # read at each request, so a rotated token is picked up
     github_repo: str | None = None  # owner/name; by default read from a github.com repo_url

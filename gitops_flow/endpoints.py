@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
+from gitops_flow import confighash
 from gitops_flow.analysis import Guard
 from gitops_flow.build import BuiltFlow, runnable_config
 from gitops_flow.choosing import Ask, Chooser, Inputs
@@ -137,8 +138,8 @@ def require_json(request: Request, *, body_optional: bool = False) -> None:
 
 
 async def read_json(request: Request) -> Any:
-    """The JSON body: 415 unless its Content-Type is JSON, 413 past the size limit, 400 if it is not JSON, 422
-    when it nests deeper than the server can answer (nesting.MAX_DEPTH)."""
+    """The JSON body: 415 unless its Content-Type is JSON, 413 past the size limit, 422 if it is not JSON (as FastAPI,
+    and so LangServe and LangFlow, answer) or when it nests deeper than the server can answer (nesting.MAX_DEPTH)."""
     require_json(request)
     body = await read_body(request)
     try:
@@ -146,7 +147,7 @@ async def read_json(request: Request) -> Any:
     except orjson.JSONDecodeError as exc:
         if exc.msg in _DEPTH_ERRORS:  # orjson's own limit (1024 levels), past ours
             raise _too_deep() from None
-        raise RequestError(400, "invalid-json", f"the body is not JSON: {exc}") from None
+        raise RequestError(422, "invalid-json", f"the body is not JSON: {exc}") from None
     if too_deep(body, value):
         raise _too_deep()
     return value
@@ -161,8 +162,21 @@ def _too_deep() -> RequestError:
 
 def _object(payload: Any, what: str) -> dict[str, Any]:
     if not isinstance(payload, dict):
-        raise RequestError(400, "bad-body", f"{what} is a JSON object")
+        raise RequestError(422, "bad-body", f"{what} is a JSON object")
     return payload
+
+
+def request_config(request: Request, raw: Any) -> dict[str, Any]:
+    """The client's config: the body's (``raw``) over the one in the path of LangServe's ``/c/{config_hash}/``
+    routes, each reduced to what a client may set."""
+    config_hash = request.path_params.get("config_hash")
+    if not config_hash:
+        return _config(raw)
+    try:
+        hashed = confighash.decode(config_hash)
+    except confighash.BadConfigHash as exc:
+        raise RequestError(400, "bad-config-hash", str(exc)) from None
+    return confighash.merge(_config(hashed), _config(raw))
 
 
 def _config(raw: Any) -> dict[str, Any]:
@@ -175,6 +189,8 @@ def _config(raw: Any) -> dict[str, Any]:
     for key, kind in _CONFIG_TYPES.items():
         if key in clean and not isinstance(clean[key], kind):
             raise RequestError(422, "bad-config", f"config.{key} must be {_KIND_NAMES[kind]}")
+    if not all(isinstance(tag, str) for tag in clean.get("tags", ())):
+        raise RequestError(422, "bad-config", "config.tags must be a list of strings")
     configurable = clean.get("configurable", {})
     for key in ROUTING_KEYS:
         if configurable.get(key) is not None and not isinstance(configurable[key], str):
@@ -284,7 +300,7 @@ async def invoke(request: Request) -> Response:
     payload = _object(await read_json(request), "the body")
     if "input" not in payload:
         raise RequestError(422, "bad-body", "the body needs an 'input'")
-    config = _config(payload.get("config"))
+    config = request_config(request, payload.get("config"))
     configurable = dict(config.get("configurable", {}))
     choice, flow = await choose(request, name, configurable, [payload["input"]])
     run_id = uuid.uuid4()
@@ -320,7 +336,10 @@ async def batch(request: Request) -> Response:
         limit = settings.max_batch_inputs
         raise RequestError(413, "batch-too-large", f"the batch has {len(inputs):,} inputs; the limit is {limit:,}")
     raw_config = payload.get("config")
-    configs = [_config(c) for c in raw_config] if isinstance(raw_config, list) else [_config(raw_config)] * len(inputs)
+    if isinstance(raw_config, list):
+        configs = [request_config(request, c) for c in raw_config]
+    else:
+        configs = [request_config(request, raw_config)] * len(inputs)
     if len(configs) != len(inputs):
         raise RequestError(422, "bad-config", f"{len(configs)} configs for {len(inputs)} inputs")
     configurable = dict(configs[0].get("configurable", {})) if configs else {}
@@ -339,7 +358,11 @@ async def batch(request: Request) -> Response:
 
     run_id = run_ids[0] if run_ids else uuid.uuid4()
     choice, outputs = await run_flow(get_deps(request), name, choice, flow, run_id, run)
-    metadata = {"run_ids": [str(r) for r in run_ids], **version_metadata(choice)}
+    metadata = {
+        "run_ids": [str(r) for r in run_ids],
+        "responses": [{"run_id": str(r), "feedback_tokens": []} for r in run_ids],  # LangServe's, one per input
+        **version_metadata(choice),
+    }
     return json_response({"output": outputs, "metadata": metadata}, headers={VERSION_HEADER: choice.version.sha})
 
 
@@ -461,7 +484,7 @@ async def stream(request: Request) -> Response:
     payload = _object(await read_json(request), "the body")
     if "input" not in payload:
         raise RequestError(422, "bad-body", "the body needs an 'input'")
-    config = _config(payload.get("config"))
+    config = request_config(request, payload.get("config"))
     configurable = dict(config.get("configurable", {}))
     choice, flow = await choose(request, name, configurable, [payload["input"]])
     run_id = uuid.uuid4()

@@ -9,6 +9,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
+import orjson
+
 from gitops_flow.problems import Problem, json_path
 from gitops_flow.secretpolicy import RESERVED_PREFIX, SecretPolicy
 
@@ -106,9 +108,29 @@ def _not_allowed(name: str, policy: SecretPolicy) -> str:
     return f"{name} is not a secret this server gives flows (GITOPS_FLOW_SECRETS allows {policy.describe()})"
 
 
+HIDDEN = "(hidden: looks like a credential)"
+
+
 def credential_literals(params: Any) -> list[tuple[tuple[str | int, ...], str]]:
-    """Where ``params`` holds a literal that looks like a credential, with why (what the console masks)."""
+    """Where ``params`` holds a literal that looks like a credential, with why."""
     return list(_literals(params, ()))
+
+
+def masked(params: Any) -> Any:
+    """``params`` with every literal that looks like a credential replaced by HIDDEN: what the console and the plan
+    show of a flow's params (a flow that failed validation may hold a literal key; Git has it, readers must not)."""
+    found = credential_literals(params)
+    if not found:
+        return params
+    copy = orjson.loads(orjson.dumps(params))
+    for path, _ in found:
+        if not path:
+            return HIDDEN
+        holder = copy
+        for part in path[:-1]:
+            holder = holder[part]
+        holder[path[-1]] = HIDDEN
+    return copy
 
 
 def _literals(value: Any, path: tuple[str | int, ...]) -> Iterator[tuple[tuple[str | int, ...], str]]:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
 FORMAT_VERSION = 1
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
 NODE_ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+ALIAS_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
 SCHEMA_ID = "https://gitops-flow.dev/schema/flow.v1.json"
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
@@ -81,6 +82,17 @@ class FlowSpec(BaseModel):
     nodes: list[NodeSpec] = Field(min_length=1)
     edges: list[EdgeSpec] = Field(default_factory=list)
     tests: list[FlowTest] = Field(default_factory=list)
+    aliases: list[Annotated[str, Field(pattern=ALIAS_PATTERN, max_length=200)]] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Other names LangFlow's run API answers to for this flow (/api/v1/run/{alias}): a LangFlow "
+        "export's id and endpoint name.",
+    )
+    tweakable: dict[str, list[Annotated[str, Field(max_length=100)]]] = Field(
+        default_factory=dict,
+        description="Node id -> the params a caller may set for one request with LangFlow's tweaks; every other "
+        "tweak is refused. Never a secret, a base_url or a model's provider.",
+    )
 
 
 def json_schema() -> dict[str, Any]:

@@ -43,6 +43,17 @@ def text_of(value: Any) -> str:
     return orjson.dumps(value, default=str).decode()
 
 
+def message_text(value: Any) -> str | None:
+    """The text of a string, a message (or a streamed message chunk) or a prompt; None for anything else."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, BaseMessage):
+        return value.text
+    if isinstance(value, PromptValue):
+        return value.to_string()
+    return None
+
+
 def render(template: str, fields: Mapping[str, str]) -> str:
     """``template`` with each ``{name}`` of ``fields`` replaced: plain substitution, never str.format (whose
     ``{x.attr}`` and ``{x[i]}`` reach into objects)."""

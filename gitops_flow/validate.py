@@ -13,11 +13,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from gitops_flow import credentials, jsonpos, langflow, limits, secretrefs
+from gitops_flow import credentials, jsonpos, limits, secretrefs, tweaks
 from gitops_flow.build import BuiltFlow, build_flow
 from gitops_flow.components import FAKEABLE, ComponentRegistry
 from gitops_flow.exceptions import BuildError
 from gitops_flow.graph import analyse
+from gitops_flow.langflow import convert as langflow
 from gitops_flow.problems import Problem, capped, json_path
 from gitops_flow.routing import (
     DEFAULT_ROUTE,
@@ -31,7 +32,7 @@ from gitops_flow.routing import (
     TokenBudget,
 )
 from gitops_flow.secretpolicy import SecretPolicy
-from gitops_flow.spec import EdgeSpec, Expectation, FlowSpec, FlowTest, NodeSpec
+from gitops_flow.spec import NAME_PATTERN, EdgeSpec, Expectation, FlowSpec, FlowTest, NodeSpec
 
 MAX_BYTES = 1024 * 1024
 MAX_EXPORT_BYTES = 8 * MAX_BYTES  # LangFlow exports carry every node's source and field metadata: several times larger
@@ -56,6 +57,31 @@ class FileReport:
     @property
     def ok(self) -> bool:
         return not any(p.severity == "error" for p in self.problems)
+
+
+def flow_name(stem: str) -> str:
+    """The name a file serves its flow as: its stem, or, for a stem that is no flow name (a LangFlow export saved
+    under LangFlow's own name, ``Basic Prompting.json``), the stem made one (``basic-prompting``). A native document's
+    ``name`` must still equal its stem."""
+    return stem if re.match(NAME_PATTERN, stem) and len(stem) <= 64 else langflow.slug(stem)
+
+
+def duplicate_names(files: Iterable[tuple[str, str]]) -> list[Problem]:
+    """A ``duplicate-name`` problem for each file whose flow name (``(file, name)`` pairs) another file has too."""
+    by_name: dict[str, list[str]] = {}
+    for file, name in files:
+        by_name.setdefault(name, []).append(file)
+    return [
+        Problem(
+            code="duplicate-name",
+            message=f"{' and '.join(files)} are each the flow {name!r} (a file's name, made a flow name, is the "
+            "flow's URL name); rename all but one",
+            file=file,
+        )
+        for name, files in sorted(by_name.items())
+        if len(files) > 1
+        for file in files
+    ]
 
 
 def validate_file(
@@ -174,6 +200,7 @@ def _check_document(data: dict[str, Any], checks: _Checks, stem: str | None, rep
     graph, graph_problems = analyse(spec)
     problems += graph_problems
     problems += _node_problems(spec, registry, checks.policy)
+    problems += tweaks.problems(spec, registry)
     problems += _test_problems(spec, registry)
     if problems or not checks.dry_build:
         return problems
@@ -190,7 +217,7 @@ def _check_document(data: dict[str, Any], checks: _Checks, stem: str | None, rep
 def _check_export(data: dict[str, Any], checks: _Checks, stem: str | None, report: FileReport) -> list[Problem]:
     """A LangFlow export: converted, then checked as the flow document it became, every problem pointing back
     into the export (``Conversion.origin``)."""
-    name = stem if stem is not None else langflow.slug(str(data.get("name") or "flow"))
+    name = flow_name(stem) if stem is not None else langflow.slug(str(data.get("name") or "flow"))
     conversion = langflow.convert(data, name=name)
     if not conversion.ok or conversion.document is None:
         return conversion.problems
@@ -202,7 +229,7 @@ def _check_export(data: dict[str, Any], checks: _Checks, stem: str | None, repor
     if too_many:
         return conversion.problems + too_many
     report.conversion = conversion
-    found = _check_document(document, checks, stem, report)
+    found = _check_document(document, checks, name, report)
     return conversion.problems + [replace(p, path=conversion.origin(p.path)) for p in found]
 
 

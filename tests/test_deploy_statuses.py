@@ -65,7 +65,7 @@ def test_a_flows_own_tag_is_routed_by_its_ref() -> None:
 def test_links_follow_the_operators_template() -> None:
     links = Links("https://flows.example.com/", "{url}/ui/commits/{sha}?ref={ref}&flow={flow}")
     assert links.status("abc", "main", "x") == "https://flows.example.com/ui/commits/abc?ref=main&flow=x"
-    assert links.environment() == "https://flows.example.com/flows"
+    assert links.environment() == "https://flows.example.com/ui"
     assert Links(None).status("abc", "main") is None  # no public URL: no link rather than a broken one
 
 

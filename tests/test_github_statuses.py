@@ -80,7 +80,7 @@ def test_the_loop_from_a_merge_to_statuses_and_deployments(tmp_path: Path, stand
     with serve_process(remote, tmp_path, env=github_env(standin)) as server:
         status = status_of(standin, first, "gitops-flow/main")
         assert (status["state"], status["description"]) == ("success", "Live on main")
-        assert status["target_url"] == f"{PUBLIC}/history"
+        assert status["target_url"] == f"{PUBLIC}/ui/history?ref=main"  # the console's trail of the ref
         wait_until(lambda: standin.deployment_states(first, "main") == ["success"], what="deployment of the first")
         deployment = next(d for d in standin.deployments if d["sha"] == first)
         assert deployment["payload"]["gitops-flow"]["ref"] == "main"

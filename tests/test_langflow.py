@@ -18,7 +18,7 @@ from langchain_core.runnables import RunnableLambda
 from gitops_flow.build import build_flow
 from gitops_flow.components import FAKEABLE, Component, ComponentRegistry
 from gitops_flow.history import MemoryHistoryStore
-from gitops_flow.langflow import convert, is_export, slug
+from gitops_flow.langflow.convert import convert, is_export, slug
 from gitops_flow.secretpolicy import SecretPolicy
 from gitops_flow.spec import FlowSpec
 from gitops_flow.validate import FileReport, validate_bytes

@@ -13,7 +13,7 @@ import pytest
 from gitops_flow.build import build_flow
 from gitops_flow.components import ComponentRegistry
 from gitops_flow.endpoints import RequestError
-from gitops_flow.langflow_api import flow_input
+from gitops_flow.langflow.api import flow_input
 from gitops_flow.spec import FlowSpec
 from tests.gitrepo import Remote
 from tests.helpers import chain
@@ -170,7 +170,7 @@ def test_the_version_header_pins_the_run(native: Remote, tmp_path: Path) -> None
         ({"input_value": 42}, 422, "bad-body"),
         ({"input_value": "x", "tweaks": {"Prompt-t2oaK": {"template": "hack"}}}, 422, "tweaks-unsupported"),
         ({"input_value": "x", "output_component": "ChatOutput-other"}, 422, "unknown-output-component"),
-        (["not", "an", "object"], 400, "bad-body"),
+        (["not", "an", "object"], 422, "bad-body"),
     ],
     ids=["input-type", "output-type", "input-value", "tweaks", "output-component", "not-an-object"],
 )
@@ -202,7 +202,7 @@ def test_unknown_flow_invalid_json_and_too_large(remote: Remote, tmp_path: Path)
         stream_flag = run(harness, "echo", {"input_value": "x"}, params={"stream": "maybe"})
 
     assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, "unknown-flow")
-    assert (broken.status_code, broken.json()["error"]["code"]) == (400, "invalid-json")
+    assert (broken.status_code, broken.json()["error"]["code"]) == (422, "invalid-json")
     assert (not_json.status_code, not_json.json()["error"]["code"]) == (415, "unsupported-media-type")
     assert (large.status_code, large.json()["error"]["code"]) == (413, "body-too-large")
     assert (stream_flag.status_code, stream_flag.json()["error"]["code"]) == (422, "bad-stream")

@@ -215,7 +215,7 @@ def test_a_served_deploy_notifies_each_sink_as_it_asks(tmp_path: Path) -> None:
             document = json.loads(body)
             assert document["event"] == "deployed" and document["record"]["sha"] == first
             assert document["summary"] == f"Deployed {first[:7]} on main: first"
-            assert document["url"] == "https://flows.example.com/history"
+            assert document["url"] == "https://flows.example.com/ui/history?ref=main"
             assert (document["server"], document["branch"]) == ("https://flows.example.com", "main")
 
             # a commit whose message quotes secrets the server knows; it breaks one flow

@@ -390,3 +390,18 @@ def test_the_default_install_spec_is_where_this_copy_came_from(monkeypatch: pyte
     monkeypatch.setattr(metadata, "distribution", lambda name: Dist(json.dumps({"url": "file:///src", "dir_info": {}})))
     spec, note = install.default_spec("9.9")
     assert spec == "gitops-flow==9.9" and note is not None and "a local folder CI cannot reach" in note
+
+
+def test_a_literal_key_in_a_pull_request_never_reaches_the_plan(tmp_path: Path) -> None:
+    """A flow that fails validation may hold a literal key: Git has it, a plan (a PR comment anyone reads) not."""
+    remote = Remote.create(tmp_path)
+    base = remote.commit({"flows/writer.json": json.dumps(OPENAI)}, "main")
+    leaky = json.loads(json.dumps(OPENAI))
+    key = "sk-proj-" + "A1b2C3d4" * 6
+    leaky["nodes"][1]["params"]["api_key"] = key
+    leaky["nodes"][1]["params"]["model_kwargs"] = {"note": key}
+    remote.commit({"flows/writer.json": json.dumps(leaky, indent=2)}, "oops")
+    for format in ("text", "markdown", "json"):
+        code, text = plan(remote.work, "--base", base, "--format", format)
+        assert code == 0 and key not in text and key[:20] not in text, format
+        assert "hidden: looks like a credential" in text

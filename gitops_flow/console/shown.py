@@ -11,26 +11,11 @@ from typing import Any
 
 import orjson
 
-from gitops_flow.secretrefs import credential_literals
+from gitops_flow.secretrefs import HIDDEN, masked
 
-HIDDEN = "(hidden: looks like a credential)"
+__all__ = ["HIDDEN", "masked", "problem_line", "shown", "text"]
+
 MAX_TEXT = 400  # characters of one value shown; the rest is cut
-
-
-def masked(params: Any) -> Any:
-    """``params`` with every literal that looks like a credential replaced by HIDDEN."""
-    found = credential_literals(params)
-    if not found:
-        return params
-    copy = orjson.loads(orjson.dumps(params))
-    for path, _ in found:
-        if not path:
-            return HIDDEN
-        holder = copy
-        for part in path[:-1]:
-            holder = holder[part]
-        holder[path[-1]] = HIDDEN
-    return copy
 
 
 def text(value: Any, limit: int = MAX_TEXT) -> str:

@@ -57,10 +57,10 @@ Update = CommitStatus | DeploymentUpdate
 @dataclass(frozen=True, slots=True)
 class Links:
     """Where a status links to: ``target`` is a template with ``{url}`` (the server's public URL), ``{sha}``,
-    ``{ref}`` and ``{flow}``; the environment's URL is the server's ``/flows``."""
+    ``{ref}`` and ``{flow}``; the environment's URL is the server's console, ``/ui``."""
 
     public_url: str | None = None
-    target: str = "{url}/history"
+    target: str = "{url}/ui/history?ref={ref}"
 
     def status(self, sha: str, ref: str, flow: str = "") -> str | None:
         if not self.public_url and "{url}" in self.target:
@@ -72,7 +72,7 @@ class Links:
         return text
 
     def environment(self) -> str | None:
-        return f"{self.public_url.rstrip('/')}/flows" if self.public_url else None
+        return f"{self.public_url.rstrip('/')}/ui" if self.public_url else None
 
 
 @dataclass(frozen=True, slots=True)

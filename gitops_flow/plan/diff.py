@@ -10,7 +10,7 @@ from typing import Any, Literal
 import orjson
 
 from gitops_flow.routing import RoutingConfig
-from gitops_flow.secretrefs import env_name, env_refs
+from gitops_flow.secretrefs import env_name, env_refs, masked
 from gitops_flow.spec import FlowSpec
 
 Kind = Literal["added", "removed", "changed"]
@@ -74,7 +74,8 @@ def flow_diff(old: FlowSpec, new: FlowSpec) -> FlowDiff:
         elif before is not None and after is not None:
             if before.component != after.component:
                 nodes.append(Change("changed", f"node {node_id}", f"{before.component} → {after.component}"))
-            params += _mapping_changes(f"param {node_id}.", before.params, after.params)
+            # masked with their keys, so a literal key in a pull request never reaches the plan's comment
+            params += _mapping_changes(f"param {node_id}.", masked(before.params), masked(after.params))
     edge_sets: tuple[tuple[Kind, set[tuple[str, str, str | None]]], ...] = (
         ("removed", _edges(old) - _edges(new)),
         ("added", _edges(new) - _edges(old)),

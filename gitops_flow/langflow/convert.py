@@ -17,11 +17,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from gitops_flow.langflow_builder import Builder, conversational
-from gitops_flow.langflow_export import Export, LfNode, Wire, is_export, read_export
-from gitops_flow.langflow_nodes import HANDLERS, UNSUPPORTED_HINTS
+from gitops_flow.langflow.builder import Builder, conversational
+from gitops_flow.langflow.export import Export, LfNode, Wire, is_export, read_export
+from gitops_flow.langflow.nodes import HANDLERS, UNSUPPORTED_HINTS
 from gitops_flow.problems import Problem, json_path, listing
-from gitops_flow.spec import NAME_PATTERN
+from gitops_flow.spec import ALIAS_PATTERN, NAME_PATTERN
 
 __all__ = ["Conversion", "convert", "is_export", "slug"]
 
@@ -76,13 +76,15 @@ def convert(data: dict[str, Any], *, name: str) -> Conversion:
     order = _order(export)
     if order is None:
         return Conversion(None, [*problems, _cycle(export)])
-    builder = Builder(export, conversational=conversational(export))
+    builder = Builder(export, conversational=conversational(export), files_expected=_files_expected(data))
     for node in order:
         HANDLERS[node.type](builder, node)
     problems += builder.problems
     if any(p.severity == "error" for p in problems):
         return Conversion(None, problems)
     description = data.get("description")
+    aliases = _aliases(data, name)
+    tweakable = data.get("tweakable")
     document: dict[str, Any] = {
         "version": 1,
         "name": name,
@@ -91,13 +93,36 @@ def convert(data: dict[str, Any], *, name: str) -> Conversion:
         **({"output": builder.exits[0]} if len(builder.exits) == 1 else {}),
         "nodes": builder.nodes,
         "edges": builder.edges,
+        **({"aliases": aliases} if aliases else {}),
+        **({"tweakable": tweakable} if tweakable is not None else {}),
     }
     origins = {"$": "$", "$.name": "$", "$.description": "$.description", **builder.origins}
+    origins.update({"$.aliases": "$.id", "$.tweakable": "$.tweakable"})
     if builder.entry:
         origins["$.input"] = origins.get(builder.node_path(builder.entry), "$")
     if len(builder.exits) == 1:
         origins["$.output"] = origins.get(builder.node_path(builder.exits[0]), "$")
     return Conversion(document, problems, origins)
+
+
+_FILES = re.compile(r"\b(image|images|photo|photos|picture|pictures|upload an? \w+|audio|video)\b", re.IGNORECASE)
+
+
+def _files_expected(data: dict[str, Any]) -> str:
+    """The words of the export's description that say its input carries files ("Upload an image; ..."), if any."""
+    description = data.get("description")
+    found = _FILES.search(description) if isinstance(description, str) else None
+    return f"its description says {found.group(0)!r}" if found else ""
+
+
+def _aliases(data: dict[str, Any], name: str) -> list[str]:
+    """The names LangFlow's clients call the flow by besides ours: the export's ``id`` and ``endpoint_name``."""
+    found = [data.get(key) for key in ("id", "endpoint_name")]
+    return [
+        a
+        for a in dict.fromkeys(found)
+        if isinstance(a, str) and a != name and len(a) <= 200 and re.match(ALIAS_PATTERN, a)
+    ]
 
 
 def _unsupported(export: Export) -> list[Problem]:
@@ -139,7 +164,7 @@ def _order(export: Export) -> list[LfNode] | None:
     pending = {n.id: len(export.wires_into(n.id)) for n in export.nodes}
     by_id = {n.id: n for n in export.nodes}
     # inputs first: a conversational flow's entry must exist before the memory nodes that read it
-    first = sorted(export.nodes, key=lambda n: n.type not in ("ChatInput", "TextInput"))
+    first = sorted(export.nodes, key=lambda n: n.type not in ("ChatInput", "TextInput", "File"))
     ready = deque(n.id for n in first if pending[n.id] == 0)
     order: list[LfNode] = []
     while ready:

@@ -1,6 +1,6 @@
 """What each supported LangFlow component becomes: one handler per ``data.type``, writing native nodes and edges.
 
-Handlers run in dependency order, so the ports of a node's inputs (langflow_builder.py) are known when it is
+Handlers run in dependency order, so the ports of a node's inputs (builder.py) are known when it is
 converted; each handler sets the ports of its own outputs.
 """
 
@@ -11,7 +11,7 @@ from string import Formatter
 from typing import Any
 
 from gitops_flow import templates
-from gitops_flow.langflow_builder import (
+from gitops_flow.langflow.builder import (
     DEFAULT_WINDOW,
     HISTORY_KEY,
     INPUT_KEY,
@@ -24,8 +24,9 @@ from gitops_flow.langflow_builder import (
     agent_memory,
     escape,
 )
-from gitops_flow.langflow_export import LfNode, Wire
-from gitops_flow.langflow_models import ModelChoice, model_choice
+from gitops_flow.langflow.export import LfNode, Wire
+from gitops_flow.langflow.models import TYPE_PROVIDERS, ModelChoice, model_choice
+from gitops_flow.problems import Problem
 
 # -- inputs and outputs ------------------------------------------------------------------------------------------
 
@@ -37,8 +38,31 @@ def chat_input(b: Builder, node: LfNode) -> None:
         b.ports[(node.id, "*")] = Constant(node.text("input_value"), node.field_path("input_value"))
         return
     if b.entry is not None:
-        b.fail(node.path, "a flow takes one input; this is a second chat input", node=node)
+        first = next(n for n in b.export.nodes if n.id == b.entry)
+        b.fail(
+            node.path,
+            f"a flow takes one input, and {first.id} ({first.type}) is this flow's; this {node.type} would be a "
+            "second (give it a fixed value in a Prompt instead, or remove it)",
+            node=node,
+        )
+        b.ports[(node.id, "*")] = Constant(node.text("input_value"), node.field_path("input_value"))  # no cascade
         return
+    attached = node.value("files")
+    if attached not in (None, "", []):
+        b.fail(
+            node.field_path("files"),
+            "files attached to the input (an image) cannot be passed on: a converted flow's input is text, and a "
+            "file would be dropped silently; remove the file, or send the content as text",
+            node=node,
+        )
+    elif node.type == "ChatInput" and b.files_expected:
+        b.fail(
+            node.field_path("files"),
+            f"the flow expects files with its input ({b.files_expected}), which LangFlow hands a vision model; a "
+            "converted flow's input is text, so the file would never reach the model: it is refused rather than "
+            "dropped",
+            node=node,
+        )
     if b.conversational:
         windows = [agent_memory(n) for n in b.export.nodes] + [
             int(n.number("n_messages") or DEFAULT_WINDOW) for n in b.export.nodes if n.type == "Memory"
@@ -52,6 +76,36 @@ def chat_input(b: Builder, node: LfNode) -> None:
     else:
         b.entry = b.add(node, node.id, "Passthrough")
         b.ports[(node.id, "*")] = NodePort(node.id)
+
+
+def file_input(b: Builder, node: LfNode) -> None:
+    """A File node as a flow's only input: the caller sends the file's text. LangFlow read the file from its own
+    storage; the server reads no files, so the content comes with the request (a warning says so)."""
+    others = [n for n in b.export.nodes if n.type in ("ChatInput", "TextInput") or (n.type == "File" and n is not node)]
+    if others or b.entry is not None:
+        b.fail(
+            node.path,
+            "it reads a file from LangFlow's storage, which a flow never does; as a flow's only input it would be the "
+            f"file's text, sent with each request, but this flow has another input ({_first_id(others, b.entry)})",
+            node=node,
+        )
+        b.ports[(node.id, "*")] = Constant("", node.path)  # no cascade of problems downstream
+        return
+    b.entry = b.add(node, node.id, "Passthrough", description=f"{node.display_name or node.id}: the file's text")
+    b.ports[(node.id, "*")] = NodePort(node.id)
+    b.problems.append(
+        Problem(
+            code="langflow-file-input",
+            message=f"{node.label()} becomes the flow's input: a caller sends the file's text with each request "
+            "(LangFlow read a file from its own storage, which the server does not have)",
+            path=node.path,
+            severity="warning",
+        )
+    )
+
+
+def _first_id(others: list[LfNode], entry: str | None) -> str:
+    return others[0].id if others else str(entry)
 
 
 def chat_output(b: Builder, node: LfNode) -> None:
@@ -77,10 +131,13 @@ def prompt(b: Builder, node: LfNode) -> None:
         b.fail(node.field_path("template"), why, node=node, code="bad-template")
         return
     template, pending = "", []  # type: ignore[var-annotated]
+    slots: dict[str, str] = {}  # a variable used twice is one input, filled once
     for literal, name, _, _ in Formatter().parse(source):
         template += escape(literal)
         if name is not None:
-            template += b.slot(node, name, name, pending)
+            if name not in slots:
+                slots[name] = b.slot(node, name, name, pending)
+            template += slots[name]
     if not pending:  # every variable has its value: the prompt is a constant, folded into what it feeds
         b.ports[(node.id, "*")] = Constant(_unescape(template), node.field_path("template"))
         return
@@ -252,18 +309,20 @@ def tool(name: str) -> Callable[[Builder, LfNode], None]:
 HANDLERS: dict[str, Callable[[Builder, LfNode], None]] = {
     "ChatInput": chat_input,
     "TextInput": chat_input,
+    "File": file_input,
     "ChatOutput": chat_output,
     "TextOutput": chat_output,
     "Prompt": prompt,
     "PromptTemplate": prompt,
-    "OpenAIModel": model,
-    "AnthropicModel": model,
+    "Prompt Template": prompt,  # LangFlow 1.12 on names the prompt component by its display name
+    **{kind: model for kind in TYPE_PROVIDERS},  # a provider's own model node: ChatModel when init_chat_model knows it
     "LanguageModelComponent": model,
     "Agent": agent,
     "StructuredOutput": structured_output,
     "StructuredOutputComponent": structured_output,
     "Memory": memory,
     "MessageHistory": memory,
+    "MemoryComponent": memory,  # LangFlow 0.x's name for Chat Memory
     "parser": parser,
     "ParserComponent": parser,
     "ParseData": parser,
@@ -287,7 +346,6 @@ UNSUPPORTED_HINTS: dict[str, str] = {
         "Memory Base is long-term memory searched across sessions (a vector store); gitops-flow keeps each "
         "session's chat history only: remove the node, and the agent still sees the conversation so far"
     ),
-    "File": "it reads files, which flows never do",
     "Directory": "it reads files, which flows never do",
     "LoopComponent": "flows are acyclic graphs; loops have no equivalent",
     "CustomComponent": "it runs custom Python code, which gitops-flow never does",

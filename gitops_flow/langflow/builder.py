@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from gitops_flow.langflow_export import Export, LfNode, Wire
-from gitops_flow.langflow_models import ModelChoice
+from gitops_flow.langflow.export import Export, LfNode, Wire
+from gitops_flow.langflow.models import ModelChoice
 from gitops_flow.problems import Problem, json_path
 
 INPUT_KEY, HISTORY_KEY = "input_value", "history"  # a conversational flow's input object and its history
@@ -73,6 +73,7 @@ class Builder:
     exits: list[str] = field(default_factory=list)
     window: int = DEFAULT_WINDOW
     types: frozenset[str] = frozenset()  # the component types the export uses
+    files_expected: str = ""  # what in the export says its input carries files (an image), quoted
     _index: dict[str, int] = field(default_factory=dict)
     _history: str | None = None
 
@@ -205,7 +206,9 @@ class Builder:
 def conversational(export: Export) -> bool:
     """A flow keeps chat history when it has a chat input and a node that reads the session's messages."""
     has_input = any(n.type == "ChatInput" for n in export.nodes)
-    readers = [n for n in export.nodes if n.type in ("Memory", "MessageHistory") or agent_memory(n) > 0]
+    readers = [
+        n for n in export.nodes if n.type in ("Memory", "MessageHistory", "MemoryComponent") or agent_memory(n) > 0
+    ]
     return has_input and bool(readers)
 
 

@@ -13,8 +13,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from gitops_flow.langflow_export import LfNode
+from gitops_flow.langflow.export import LfNode
 from gitops_flow.problems import Problem
+from gitops_flow.providers import PROVIDER_KEYS
 
 DEFAULT_MODEL = "openai:gpt-4o-mini"
 
@@ -52,6 +53,18 @@ TYPE_PROVIDERS: dict[str, str] = {
     "CohereModel": "cohere",
     "NVIDIAModelComponent": "nvidia",
     "OpenRouterComponent": "openrouter",
+    "HuggingFaceModel": "huggingface",
+    "AmazonBedrockModel": "bedrock",
+    "AmazonBedrockConverseModel": "bedrock_converse",
+    "VertexAiModel": "google_vertexai",
+    "WatsonxAIComponent": "ibm",
+    "IBMwatsonxModel": "ibm",
+    "NovitaModel": "novita",
+    "SambaNovaModel": "sambanova",
+    "LMStudioModel": "lmstudio",
+    "MaritalkModel": "maritalk",
+    "QianfanChatEndpoint": "qianfan",
+    "CohereModelComponent": "cohere",
 }
 _MODEL_NAME_FIELDS = ("model_name", "model", "model_id")
 _BASE_URL_FIELDS = ("openai_api_base", "base_url", "anthropic_api_url", "api_base")
@@ -88,13 +101,13 @@ def model_choice(node: LfNode) -> ModelChoice:
             )
         )
         provider_label, name, where = "openai", DEFAULT_MODEL.partition(":")[2], ""
-    known = PROVIDERS.get(provider_label.lower())
+    known = PROVIDERS.get(provider_label.lower()) or _init_provider(provider_label)
     if known is None:
         choice.problems.append(
             Problem(
                 code="langflow-unsupported",
-                message=f"{node.label()}: model provider {provider_label!r} is not one gitops-flow knows "
-                f"({', '.join(sorted({p for p, _ in PROVIDERS.values()}))})",
+                message=f"{node.label()}: langchain's init_chat_model knows no model provider {provider_label!r} "
+                f"(it knows {', '.join(sorted(PROVIDER_KEYS))}), so ChatModel cannot run it",
                 path=node.field_path(where) if where else node.path,
             )
         )
@@ -108,6 +121,17 @@ def model_choice(node: LfNode) -> ModelChoice:
     _extra_kwargs(node, choice)
     _api_key(node, choice, key_env)
     return choice
+
+
+def _init_provider(label: str) -> tuple[str, str] | None:
+    """A provider of ``init_chat_model`` named as LangFlow names it (``Google Vertex AI`` -> ``google_vertexai``),
+    with the variable its key is read from; None for one it does not know."""
+    name = _ENV_INVALID.sub("_", label.strip().upper()).strip("_").lower()
+    for candidate in (name, name.replace("_", "")):
+        if candidate in PROVIDER_KEYS:
+            keys = PROVIDER_KEYS[candidate]
+            return candidate, keys[0] if keys else ""
+    return None
 
 
 def _selected(node: LfNode) -> tuple[str, str, str]:

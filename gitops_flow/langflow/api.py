@@ -2,8 +2,9 @@
 
 Clients written for LangFlow (its SDKs, ``curl`` snippets from its API pane) work when pointed at gitops-flow. The
 version is chosen as for every request (SPEC 4: ``X-Flow-Version``, then the session's pin), and the answer names
-it in ``X-Flow-Version``. ``tweaks`` are refused: they would change the flow per request, and what runs is what
-is in Git.
+it in ``X-Flow-Version``. A flow is named by its name or by one of its ``aliases`` (a LangFlow export's id and
+endpoint name). ``tweaks`` change what runs, so only those the flow declares ``tweakable`` are taken (tweaks.py);
+the others are refused.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
+import anyio
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.requests import Request
@@ -35,11 +37,14 @@ from gitops_flow.endpoints import (
     observe,
     open_stream,
     read_json,
+    require_json,
     run_config,
     run_flow,
     version_metadata,
 )
-from gitops_flow.traffic import Choice
+from gitops_flow.textify import message_text, text_of
+from gitops_flow.traffic import Choice, RoutingTable
+from gitops_flow.tweaks import BadTweak, Tweaker, check_request
 
 log = logging.getLogger("gitops_flow.server")
 _TRUE = ("true", "1", "yes")
@@ -57,11 +62,12 @@ class RunRequest(BaseModel):
     output_component: str | None = None
     tweaks: dict[str, Any] | None = None
     session_id: str | None = None
+    stream: bool = False  # LangFlow's SDKs ask for a stream in the body, curl snippets in the query
 
 
 def _request(payload: Any) -> RunRequest:
     if not isinstance(payload, dict):
-        raise RequestError(400, "bad-body", "the body is a JSON object")
+        raise RequestError(422, "bad-body", "the body is a JSON object")
     try:
         body = RunRequest.model_validate(payload)
     except ValidationError as exc:
@@ -70,13 +76,55 @@ def _request(payload: Any) -> RunRequest:
         code = {"input_type": "bad-input-type", "output_type": "bad-output-type"}.get(where, "bad-body")
         raise RequestError(422, code, f"{where}: {first['msg']}") from None
     if body.tweaks:
-        listed = ", ".join(sorted(map(str, body.tweaks))[:5])
+        try:
+            check_request(body.tweaks)
+        except BadTweak as exc:
+            raise RequestError(422, exc.code, str(exc)) from None
+    return body
+
+
+async def _payload(request: Request) -> Any:
+    """The body; an empty one (sent as JSON) is LangFlow's defaults, as LangFlow itself takes it."""
+    require_json(request)
+    if request.headers.get("content-length") == "0":
+        return {}
+    return await read_json(request)
+
+
+def flow_name(table: RoutingTable, asked: str) -> str:
+    """The flow ``asked`` names: a flow's name, or else the one flow served with ``asked`` among its aliases (a
+    LangFlow export's id or endpoint name). 409 when several flows claim it."""
+    if asked in table.routes:
+        return asked
+    claimed = sorted(
+        name
+        for name, route in table.routes.items()
+        if any(t.version is not None and asked in _aliases(t.version.flows.get(name)) for _, t in route.live)
+    )
+    if len(claimed) > 1:
+        raise RequestError(409, "ambiguous-flow", f"{asked!r} is an alias of several flows: {', '.join(claimed)}")
+    return claimed[0] if claimed else asked
+
+
+def _aliases(flow: BuiltFlow | None) -> list[str]:
+    return flow.spec.aliases if flow is not None else []
+
+
+async def _tweaked(tweaker: Tweaker, flow: BuiltFlow, tweaks: dict[str, Any] | None) -> BuiltFlow:
+    """``flow`` with the request's tweaks (422 for one the flow does not allow); building runs off the loop."""
+    if not tweaks:
+        return flow
+    if not flow.spec.tweakable:
+        listed = ", ".join(sorted(map(str, tweaks))[:5])
         raise RequestError(
             422,
             "tweaks-unsupported",
-            f"tweaks ({listed}) are not supported: a served flow is exactly what is in Git, so change it in a commit",
+            f"tweaks ({listed}) are not supported by this flow: it declares no tweakable params (docs/langflow.md)",
         )
-    return body
+    try:
+        return await anyio.to_thread.run_sync(tweaker.apply, flow, tweaks)
+    except BadTweak as exc:
+        raise RequestError(422, exc.code, str(exc)) from None
 
 
 def _streaming(request: Request) -> bool:
@@ -108,7 +156,10 @@ def flow_input(flow: BuiltFlow, text: str) -> Any:
 
 
 def _text(value: Any) -> str:
-    return value if isinstance(value, str) else orjson.dumps(value, default=_plain).decode()
+    """What LangFlow shows of an output: a message's or a prompt's text, a string itself, anything else as JSON."""
+    if isinstance(value, dict | list | int | float | bool) or value is None:
+        return orjson.dumps(value, default=_plain).decode()
+    return text_of(value)
 
 
 def _plain(value: Any) -> Any:
@@ -178,22 +229,30 @@ def run_response(flow: BuiltFlow, body: RunRequest, session: str, output: Any, m
 
 async def run(request: Request) -> Response:
     """``POST /api/v1/run/{flow}[?stream=true]``."""
-    name = request.path_params["flow"]
+    deps = get_deps(request)
+    name = flow_name(deps.reconciler.table, request.path_params["flow"])
     streaming = _streaming(request)
-    body = _request(await read_json(request))
+    body = _request(await _payload(request))
+    streaming = streaming or body.stream
     configurable: dict[str, Any] = {"session_id": body.session_id} if body.session_id else {}
     text = body.input_value or ""
+    tweaker: Tweaker = request.app.state.tweaker
     choice, flow = await choose(request, name, configurable, lambda chosen: [flow_input(chosen, text)])
+    await _tweaked(tweaker, flow, body.tweaks)  # refused tweaks are refused before anything runs
     if body.output_component and body.output_component != flow.graph.exit:
         raise RequestError(422, "unknown-output-component", f"the flow's output is {flow.graph.exit!r}")
     session = str(configurable.get("session_id") or uuid.uuid4())  # a new conversation unless one is named
     configurable["session_id"] = session
     run_id = uuid.uuid4()
-    deps = get_deps(request)
 
     def start(chosen: Choice, built: BuiltFlow) -> AsyncIterator[Any]:
-        config = run_config({"configurable": configurable}, name, chosen, run_id)
-        return built.runnable.astream(flow_input(built, text), config)
+        async def chunks() -> AsyncIterator[Any]:
+            tweaked = await _tweaked(tweaker, built, body.tweaks)
+            config = run_config({"configurable": configurable}, name, chosen, run_id)
+            async for chunk in tweaked.runnable.astream(flow_input(tweaked, text), config):
+                yield chunk
+
+        return chunks()
 
     if streaming:
         opened = await open_stream(deps, name, choice, flow, start)
@@ -202,8 +261,9 @@ async def run(request: Request) -> Response:
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
     async def run(chosen: Choice, built: BuiltFlow) -> Any:
+        tweaked = await _tweaked(tweaker, built, body.tweaks)
         config = run_config({"configurable": configurable}, name, chosen, run_id)
-        return await built.runnable.ainvoke(flow_input(built, text), config)
+        return await tweaked.runnable.ainvoke(flow_input(tweaked, text), config)
 
     lookup, hit = await cached(deps, name, choice, flow, flow_input(flow, text), configurable)
     if hit is not None:
@@ -229,20 +289,22 @@ async def _events(
     yield _event("add_message", _message(body.input_value or "", session, flow, str(uuid.uuid4()), machine=False))
     yield _event("add_message", _message("", session, flow, message_id))
     chunks: list[Any] = []
+    texts: list[str | None] = []
     try:
         if opened.failure is not None:
             raise opened.failure
         async for chunk in opened.rest():
             chunks.append(chunk)
-            if isinstance(chunk, str) and chunk:
-                yield _event("token", {"chunk": chunk, "id": message_id, "timestamp": _now()})
+            texts.append(message_text(chunk))  # a model's message chunks are tokens too
+            if texts[-1]:
+                yield _event("token", {"chunk": texts[-1], "id": message_id, "timestamp": _now()})
     except Exception as exc:
         observe(deps, flow.spec.name, choice, False, time.perf_counter() - opened.started)
         log.error("flow %s run %s failed: %s", flow.spec.name, run_id, type(exc).__name__, exc_info=exc)
         yield _event("error", {"error": f"the flow failed while running (run {run_id})"})
         return
     observe(deps, flow.spec.name, choice, True, time.perf_counter() - opened.started)
-    output: Any = "".join(chunks) if all(isinstance(c, str) for c in chunks) else (chunks[-1] if chunks else "")
+    output: Any = "".join(t or "" for t in texts) if all(t is not None for t in texts) else chunks[-1]
     yield _event("end", {"result": run_response(flow, body, session, output, message_id)})
 
 

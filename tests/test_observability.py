@@ -22,6 +22,7 @@ from starlette.testclient import TestClient
 from gitops_flow.app import create_app
 from gitops_flow.components import Component
 from gitops_flow.telemetry.context import hashed
+from gitops_flow.telemetry.runs import current_observer
 from gitops_flow.telemetry.tracing import Tracing
 from tests.gitrepo import Remote
 from tests.helpers import registry_with
@@ -134,6 +135,7 @@ def test_a_streamed_run_ends_with_its_last_chunk_and_a_failure_marks_its_spans(r
 
 
 HANDLERS: list[list[str]] = []  # the callback handlers each run of the Probe component was given
+OBSERVERS: list[bool] = []  # whether an executor running the Probe node would find a node observer to call
 
 
 def probe() -> Any:
@@ -143,6 +145,7 @@ def probe() -> Any:
     def run(value: Any, config: Any) -> str:
         manager = config.get("callbacks")
         HANDLERS.append([type(h).__name__ for h in getattr(manager, "handlers", None) or []])
+        OBSERVERS.append(current_observer() is not None)
         return str(getattr(value, "content", value))
 
     return RunnableLambda(run)
@@ -172,6 +175,7 @@ def test_health_checks_are_not_traced_and_tracing_off_adds_nothing_to_a_run(remo
     traced, untraced = HANDLERS[-2:]
     assert "CallbackBridge" in traced
     assert untraced == []  # off: the run's config carries no handler of ours (nor any other)
+    assert OBSERVERS[-2:] == [True, False]  # the per-node interface, for an executor that runs nodes itself
 
 
 def test_a_request_the_sampler_leaves_out_is_not_observed(remote: Remote, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from gitops_flow.spec import FlowSpec
 from gitops_flow.telemetry.context import RequestContext, current, hashed
-from gitops_flow.telemetry.nodes import CallbackBridge, RunObserver, Usage
+from gitops_flow.telemetry.nodes import CallbackBridge, NodeObserver, RunObserver, Usage
 from gitops_flow.telemetry.tracing import (
     FLOW,
     INPUT_TOKENS,
@@ -123,6 +123,15 @@ class Telemetry:
         async with self.run(flow, sha, ref, spec):
             async for chunk in start():
                 yield chunk
+
+
+def current_observer() -> NodeObserver | None:
+    """The node observer of the run going on in this request, for an executor that runs nodes itself (without
+    LangChain's callbacks): it calls ``node_started``/``node_finished``/``node_failed`` per node and ``model_used``
+    with ``usage_of(message)`` per model call. None while no one listens."""
+    context = current()
+    observer = context.observer if context is not None else None
+    return observer if isinstance(observer, RunObserver) else None
 
 
 def run_extras(run_id: uuid.UUID) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+import redis
 
 from gitops_flow.components import ComponentRegistry
 from gitops_flow.guardrails.cache import MemoryCache, ResponseCache
@@ -173,13 +174,27 @@ async def test_redis_cache_keeps_at_most_its_entries_and_drops_the_soonest_to_ex
 
         assert await store.get("echo:b:b") is None
         assert await store.get("echo:b:a") == b"1" and await store.get("echo:b:c") == b"3"
-        keys = redis_space.keys()
-        assert keys == sorted(
-            [
-                f"{redis_space.prefix}cache:echo:b:a",
-                f"{redis_space.prefix}cache:echo:b:c",
-                f"{redis_space.prefix}cache:index",
-            ]
-        )
+        entries = [key for key in redis_space.keys() if key.startswith(f"{redis_space.prefix}cache:echo:")]
+        assert entries == [f"{redis_space.prefix}cache:echo:b:a", f"{redis_space.prefix}cache:echo:b:c"]
     finally:
         await shared.close()
+
+
+async def test_redis_cache_keeps_at_most_its_bytes_for_every_replica_together(redis_space: RedisSpace) -> None:
+    url = f"{redis_space.url}?prefix={redis_space.prefix}"
+    one, two = RedisGuardrails(url, cache_max_bytes=25), RedisGuardrails(url, cache_max_bytes=25)
+    try:
+        await one.cache.put("echo:b:a", b"0123456789", 100, 1000)
+        await two.cache.put("echo:b:b", b"0123456789", 50, 1000)  # expires first
+        await one.cache.put("echo:b:a", b"0123456789", 100, 1000)  # replaced: counted once
+        assert await two.cache.get("echo:b:b") == b"0123456789"
+
+        await two.cache.put("echo:b:c", b"0123456789", 100, 1000)  # 30 bytes > 25: the soonest to expire goes
+
+        assert await one.cache.get("echo:b:b") is None
+        assert await one.cache.get("echo:b:a") == b"0123456789" and await one.cache.get("echo:b:c") == b"0123456789"
+        with redis.Redis.from_url(redis_space.url) as client:
+            assert int(client.get(f"{redis_space.prefix}cache:bytes")) == 20
+    finally:
+        await one.close()
+        await two.close()

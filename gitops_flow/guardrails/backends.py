@@ -25,7 +25,7 @@ def beside(store: StateStore, state_url: str, *, cache_max_bytes: int) -> tuple[
         return MemoryCounters(), MemoryCache(cache_max_bytes)
     from gitops_flow.guardrails.redis import RedisGuardrails  # the redis extra, as the store itself needs it
 
-    shared = RedisGuardrails(url)
+    shared = RedisGuardrails(url, cache_max_bytes=cache_max_bytes)
     return shared.counters, shared.cache
 
 

@@ -6,7 +6,9 @@ Keys start with the state URL's prefix (``gitops-flow:`` unless ``?prefix=``), t
     limits:{LIMITER/...}   the ``limits`` library's counters (sliding windows of requests, fixed windows of tokens)
     runs:<key>             zset   lease -> the time it expires (a run at once)
     cache:<key>            string a cached answer, with its TTL
-    cache:index            zset   cached answer's key -> the time it expires (the size bound evicts the soonest)
+    cache:index            zset   cached answer's key -> the time it expires (the bounds evict the soonest first)
+    cache:sizes            hash   cached answer's key -> its bytes
+    cache:bytes            string the bytes of every cached answer
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ DEFAULT_PREFIX = "gitops-flow:"  # the state store's: the guardrails' keys sit b
 CONNECT_TIMEOUT = 3.0
 TIMEOUT = 2.0  # seconds: a limit check or a cache read waits no longer for Redis
 _BACKSTOP_MS = 86_400_000  # a runs key outlives its last lease by a day at most
+_SWEEP = 16  # expired cached answers each write takes out of the index (more than it adds)
 
 # KEYS: runs:<key>. ARGV: now, expires, limit, lease, backstop ms
 _ACQUIRE = """
@@ -43,15 +46,33 @@ redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return 1
 """
-# KEYS: cache:<key>, cache:index. ARGV: value, ttl ms, expires, now, max entries
+# KEYS: cache:<key>, cache:index, cache:sizes, cache:bytes. ARGV: value, ttl ms, expires, now, max entries,
+# max bytes, sweep limit. Expired entries leave the index (a few per call), then the soonest to expire go while the
+# entries or their bytes are past the bounds.
 _PUT = """
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('ZADD', KEYS[2], ARGV[3], KEYS[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[4])
-local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[5])
-if over > 0 then
-  for _, key in ipairs(redis.call('ZRANGE', KEYS[2], 0, over - 1)) do redis.call('DEL', key) end
-  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, over - 1)
+local entry, index, sizes, total = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local function drop(key)
+  local size = redis.call('HGET', sizes, key)
+  if size then
+    redis.call('DECRBY', total, size)
+    redis.call('HDEL', sizes, key)
+  end
+  redis.call('ZREM', index, key)
+  redis.call('DEL', key)
+end
+for _, key in ipairs(redis.call('ZRANGEBYSCORE', index, '-inf', ARGV[4], 'LIMIT', 0, tonumber(ARGV[7]))) do
+  drop(key)
+end
+drop(entry)
+redis.call('SET', entry, ARGV[1], 'PX', ARGV[2])
+redis.call('ZADD', index, ARGV[3], entry)
+redis.call('HSET', sizes, entry, #ARGV[1])
+local bytes = redis.call('INCRBY', total, #ARGV[1])
+while redis.call('ZCARD', index) > tonumber(ARGV[5]) or bytes > tonumber(ARGV[6]) do
+  local first = redis.call('ZRANGE', index, 0, 0)[1]
+  if not first then break end
+  drop(first)
+  bytes = tonumber(redis.call('GET', total) or '0')
 end
 """
 
@@ -59,7 +80,7 @@ end
 class RedisGuardrails:
     """One connection pool to the state's Redis for the counters and the cache (``redis[s]://…[?prefix=]``)."""
 
-    def __init__(self, url: str, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, url: str, *, clock: Callable[[], float] = time.time, cache_max_bytes: int = 64 << 20) -> None:
         parts = urlsplit(url)
         self._password = unquote(parts.password or "")
         self.shown = redact(url)
@@ -80,7 +101,7 @@ class RedisGuardrails:
             wrap_exceptions=True,
         )
         self.counters = RedisCounters(self, storage, prefix, clock)
-        self.cache = RedisCache(self, prefix, clock)
+        self.cache = RedisCache(self, prefix, clock, cache_max_bytes)
 
     def __repr__(self) -> str:
         return f"RedisGuardrails({self.shown!r})"
@@ -155,13 +176,16 @@ class RedisCounters:
 
 
 class RedisCache:
-    """Cached answers in Redis, at most ``max_entries`` of them (those nearest their expiry go first)."""
+    """Cached answers in Redis, at most ``max_entries`` of them and ``max_bytes`` in all, for every replica together
+    (those nearest their expiry go first)."""
 
-    def __init__(self, owner: RedisGuardrails, prefix: str, clock: Callable[[], float]) -> None:
+    def __init__(self, owner: RedisGuardrails, prefix: str, clock: Callable[[], float], max_bytes: int) -> None:
         self._owner = owner
         self._entries = prefix + "cache:"
-        self._index = prefix + "cache:index"  # never an entry's key: those go on with a flow name and a colon
+        # never an entry's key: those go on with a flow name and a colon
+        self._keys = [prefix + "cache:index", prefix + "cache:sizes", prefix + "cache:bytes"]
         self._clock = clock
+        self.max_bytes = max_bytes
         self._put = owner.client.register_script(_PUT)
 
     def __repr__(self) -> str:
@@ -174,6 +198,7 @@ class RedisCache:
 
     async def put(self, key: str, value: bytes, ttl: float, max_entries: int) -> None:
         now = self._clock()
-        args: list[Any] = [value, max(1, int(ttl * 1000)), repr(now + ttl), repr(now), max_entries]
+        ms = max(1, int(ttl * 1000))
+        args: list[Any] = [value, ms, repr(now + ttl), repr(now), max_entries, self.max_bytes, _SWEEP]
         with self._owner.errors("keep a cached answer"):
-            await self._put(keys=[self._entries + key, self._index], args=args)
+            await self._put(keys=[self._entries + key, *self._keys], args=args)

@@ -21,13 +21,15 @@ from typing import Any
 import anyio
 
 from gitops_flow.builder import VersionBuilder, carry
+from gitops_flow.canaries import Action, Canaries
 from gitops_flow.config import PinPolicy
-from gitops_flow.exceptions import SourceError, StoreError, UnknownFlow
+from gitops_flow.deploylog import DeployLog
+from gitops_flow.exceptions import SourceError, StoreError
 from gitops_flow.pins import Pins
 from gitops_flow.rebuilds import Rebuilds
 from gitops_flow.source import CommitInfo, GitSource, Refs
 from gitops_flow.stores.base import Record, StateStore
-from gitops_flow.traffic import RESUMED_PREFIX, Choice, RoutingTable, split_key, stopped
+from gitops_flow.traffic import Choice, RoutingTable
 from gitops_flow.versions import Version
 
 MAX_CARRY_DEPTH = 20  # ancestors built to find a failed flow's last good build when the server has not seen them
@@ -89,15 +91,14 @@ class Reconciler:
         self.clock = clock
         self.rand = rand
         self.on_change = on_change
-        self.on_event = on_event
-        self.scrub = scrub  # takes the secret values the server knows out of each event before it is stored
+        self.history = DeployLog(store, lambda: self._versions, clock=clock, scrub=scrub, on_event=on_event)
+        self.canaries = Canaries(store, self.history, clock=clock)
         self.table = RoutingTable(branch)
         self.status = SourceStatus(url=source.url, branch=branch)
         self._versions: dict[str, Version] = {}
         self._observed: str | None = None
         self._observed_refs: Refs | None = None
         self._fallback: Version | None = None
-        self._aborted: frozenset[str] = frozenset()
         self._ancestry: dict[tuple[str, str], bool] = {}
         self.rebuilds = Rebuilds(self._rebuild, limit=rebuilds_kept)
         self.pins = Pins(pins, versions=lambda: self._versions, on_branch=self._on_branch, rebuilds=self.rebuilds)
@@ -138,7 +139,7 @@ class Reconciler:
             if version.status == "ready":
                 version = version.retired()  # rebuilt from Git if the head, a ref or a session still needs it
             self._versions.setdefault(version.sha, version)
-        self._aborted = stopped(await self.store.aborts())
+        await self.canaries.restore()
 
     # -- one reconcile ----------------------------------------------------------------------------------------------
 
@@ -184,7 +185,7 @@ class Reconciler:
             and not await anyio.to_thread.run_sync(self.source.is_ancestor, previous, head)
         ):
             detail = f"the branch was force-pushed from {previous[:12]}"
-            await self._event("rewritten", head, trigger, once=f"rewritten:{previous}:{head}", detail=detail)
+            await self.history.record("rewritten", head, trigger, once=f"rewritten:{previous}:{head}", detail=detail)
         new: list[str] = []
         for commit in commits:
             if commit.sha in self._versions and self._versions[commit.sha].ready:
@@ -274,7 +275,7 @@ class Reconciler:
         if version.status == "failed":
             log.warning("failed %s %s: %d problems", version.sha[:12], version.summary, len(version.problems))
             problems = [p.as_dict() for p in version.problems]
-            await self._event("failed", version.sha, trigger, problems=problems)
+            await self.history.record("failed", version.sha, trigger, problems=problems)
             return
         changed = set(version.changed)
         for name in sorted(version.failed):
@@ -283,11 +284,11 @@ class Reconciler:
                 serving = version.carried.get(name)
                 log.warning("failed %s at %s: %d problems", name, version.sha[:12], len(problems))
                 once = f"failed:{version.sha}:{name}"
-                await self._event(
+                await self.history.record(
                     "failed", version.sha, trigger, once=once, flow=name, problems=problems, serving=serving
                 )
         if version.sha != head:
-            await self._event("built", version.sha, trigger)
+            await self.history.record("built", version.sha, trigger)
             return
         failed = sorted(version.failed)
         if changed and changed <= set(failed) and previous is not None:
@@ -296,10 +297,10 @@ class Reconciler:
         extra: dict[str, Any] = {"failed_flows": failed} if failed else {}
         if same_as is not None and (current is None or current.content != version.content):
             log.info("rolled back %s %s to the content of %s (%s)", head[:12], version.summary, same_as[:12], trigger)
-            await self._event("rolled-back", head, trigger, restores=same_as, **extra)
+            await self.history.record("rolled-back", head, trigger, restores=same_as, **extra)
             return
         log.info("deployed %s %s (%s)", head[:12], version.summary, trigger)
-        await self._event("deployed", head, trigger, **extra)
+        await self.history.record("deployed", head, trigger, **extra)
 
     async def _refs_moved(self, before: Mapping[str, str], after: Mapping[str, str], trigger: str) -> None:
         """Record each tag created, moved or deleted."""
@@ -308,7 +309,7 @@ class Reconciler:
             if old == new:
                 continue
             key = f"tag:{name}:{old}:{new}"
-            await self._event("tag-moved", new or old or "", trigger, once=key, ref=name, before=old, after=new)
+            await self.history.record("tag-moved", new or old or "", trigger, once=key, ref=name, before=old, after=new)
 
     async def _build_referenced(self, refs: Refs, head: str, trigger: str) -> None:
         """Build the commits that refs named by the routing file point at, if they are on the tracked branch; a ref
@@ -328,7 +329,9 @@ class Reconciler:
             else:
                 detail = f"tag {name!r} points at {sha[:12]}, which is not on branch {self.branch!r}; it is not served"
                 log.warning("%s", detail)
-                await self._event("ref-refused", sha, trigger, once=f"refused:{name}:{sha}", ref=name, detail=detail)
+                await self.history.record(
+                    "ref-refused", sha, trigger, once=f"refused:{name}:{sha}", ref=name, detail=detail
+                )
 
     async def _find_last_good(self, head: str) -> None:
         """A server that starts on a head that failed as a whole serves the newest good commit before it."""
@@ -344,7 +347,7 @@ class Reconciler:
             if version.ready:
                 self._fallback = version
                 detail = f"the head {head[:12]} failed; serving its parent"
-                await self._event("deployed", sha, "start", detail=detail)
+                await self.history.record("deployed", sha, "start", detail=detail)
                 return
 
     def _new_commits(self, previous: str | None, head: str) -> list[CommitInfo]:
@@ -360,7 +363,7 @@ class Reconciler:
             self._last_good(),
             {**refs.tags, **refs.branches},
             self._versions,
-            self._aborted,
+            self.canaries.aborted,
         )
         self.rebuilds.drop(lambda sha: not self.table.yanked(sha))
 
@@ -368,7 +371,7 @@ class Reconciler:
         """Publish the current table again with the aborts as they are now: the same head, refs and versions, so it
         is consistent even while a reconcile is half-way (that one publishes with the new aborts when it ends)."""
         table = self.table
-        self.table = RoutingTable.publish(table.branch, table.head, table.refs, table.versions, self._aborted)
+        self.table = RoutingTable.publish(table.branch, table.head, table.refs, table.versions, self.canaries.aborted)
 
     async def _publish_live(self, trigger: str) -> None:
         """Publish, then remember which versions went live (the head, and what each flow's live refs serve), since
@@ -387,7 +390,7 @@ class Reconciler:
             matches = [v.sha for v in self._versions.values() if v.sha.startswith(prefix.lower())]
             for sha in matches:
                 detail = "the routing file yanked it: it is never served again"
-                await self._event("yanked", sha, trigger, once=f"yanked:{sha}", detail=detail)
+                await self.history.record("yanked", sha, trigger, once=f"yanked:{sha}", detail=detail)
 
     def _last_good(self) -> Version | None:
         """The branch head unless it failed as a whole, else the newest ready ancestor we have."""
@@ -399,82 +402,23 @@ class Reconciler:
         previous = self.table.head or self._fallback
         return self._versions.get(previous.sha) if previous is not None else None
 
-    async def _event(self, kind: str, sha: str, trigger: str, *, once: str | None = None, **extra: Any) -> None:
-        """Add a deploy event to the shared history, once per fact (``once`` defaults to the kind and commit)."""
-        version = self._versions.get(sha)
-        event = {
-            "time": self.clock(),
-            "event": kind,
-            "sha": sha,
-            "trigger": trigger,
-            "author": version.author if version else None,
-            "message": version.summary if version else None,
-            "changed": list(version.changed) if version else [],
-            **extra,
-        }
-        event = self.scrub(event)
-        if await self.store.add_event(event, once=once or f"{kind}:{sha}"):
-            self.on_event(event)
-
     # -- the canary guard's decisions and the operator's ------------------------------------------------------------
 
     async def stop_canaries(self, new: Mapping[str, Record], aborted: Iterable[str]) -> None:
-        """Take the guard's view: record each canary it aborted here, then publish the table with every abort known
-        to the store (this replica's and the others'), so an abort holds everywhere."""
-        for key, figures in new.items():
-            flow, ref, _ = split_key(key)
-            target = self.table.guarded().get(key)
-            sha = target.serving if target is not None and target.serving else ""
-            log.warning("aborted flow %r on ref %r at %s: %s", flow, ref, sha[:12], figures.get("reason"))
-            await self._event("aborted", sha, "analysis", once=f"aborted:{key}", flow=flow, ref=ref, **figures)
-        stopped_now = stopped(dict.fromkeys(aborted))
-        if stopped_now != self._aborted:
-            self._aborted = stopped_now
+        """Take the guard's view (canaries.py), and plan the table again when the aborts changed, so an abort holds
+        everywhere."""
+        if await self.canaries.judged(self.table, new, aborted):
             self._replan()
 
-    async def operate(self, action: str, flow: str, ref: str | None, trigger: str) -> list[dict[str, Any]]:
-        """An operator aborts or resumes ``flow``'s canary on ``ref`` (every guarded ref of its route when None), at
-        once and on every replica (through the store); each change is recorded in the history. Returns what was
-        done, per ref. Raises UnknownFlow when the flow has no guarded ref (of that name)."""
-        targets = [t for t in self.table.canaries(flow) if ref is None or ref in (t.ref, t.named)]
-        if not targets:
-            where = f" on ref {ref!r}" if ref is not None else ""
-            raise UnknownFlow(f"flow {flow!r} has no canary{where}: only the refs after a guarded route's first are")
-        done = []
-        for target in targets:
-            assert target.guard is not None
-            key = target.guard
-            sha = target.serving or target.sha or ""
-            if action == "abort":
-                record = {"reason": "aborted by an operator", "by": trigger, "time": self.clock()}
-                changed = await self.store.abort(key, record)
-                if changed:
-                    await self._event(
-                        "aborted",
-                        sha,
-                        trigger,
-                        once=f"aborted:{key}:{self.clock()}",
-                        flow=flow,
-                        ref=target.ref,
-                        reason="aborted by an operator",
-                    )
-            else:
-                changed = key in self._aborted
-                await self.store.drop_abort(key)
-                await self.store.drop_abort(RESUMED_PREFIX + key)
-                await self.store.abort(RESUMED_PREFIX + key, {"since": self.clock(), "by": trigger})
-                if changed:
-                    await self._event(
-                        "resumed", sha, trigger, once=f"resumed:{key}:{self.clock()}", flow=flow, ref=target.ref
-                    )
-            done.append({"flow": flow, "ref": target.ref, "sha": sha, "changed": changed})
-        self._aborted = stopped(await self.store.aborts())
+    async def operate(self, action: Action, flow: str, ref: str | None, trigger: str) -> list[dict[str, Any]]:
+        """An operator aborts or resumes one flow's canary (canaries.py), in force here at once."""
+        done = await self.canaries.operate(self.table, action, flow, ref, trigger)
         self._replan()
         return done
 
     async def note(self, kind: str, trigger: str, **extra: Any) -> None:
         """Record in the history an operator's action that changes nothing by itself (a fetch asked for)."""
-        await self._event(kind, self._observed or "", trigger, once=f"{kind}:{trigger}:{self.clock()}", **extra)
+        await self.history.record(kind, self._observed or "", trigger, once=f"{kind}:{trigger}:{self.clock()}", **extra)
 
     # -- explicit pins ----------------------------------------------------------------------------------------------
 
@@ -524,7 +468,7 @@ class Reconciler:
             for sha in retired:
                 self._versions[sha] = self._versions[sha].retired()
                 await self.store.put_version(sha, self._versions[sha].record())
-                await self._event("retired", sha, "collect")
+                await self.history.record("retired", sha, "collect")
             if retired:
                 self.builder.forget(v for v in self._versions.values() if v.ready)
                 if self._observed is not None:

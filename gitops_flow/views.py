@@ -10,6 +10,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from gitops_flow.canaries import Action
 from gitops_flow.endpoints import RequestError, get_deps, json_response, read_json, require_json
 from gitops_flow.exceptions import StoreError
 from gitops_flow.metrics import CONTENT_TYPE
@@ -265,7 +266,7 @@ async def resume_canary(request: Request) -> Response:
     return await _operate(request, "resume")
 
 
-async def _operate(request: Request, action: str) -> Response:
+async def _operate(request: Request, action: Action) -> Response:
     require_admin(request)
     payload = await read_json(request)
     if not isinstance(payload, dict) or not isinstance(payload.get("flow"), str):

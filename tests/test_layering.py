@@ -66,6 +66,8 @@ LAYERS: dict[str, int] = {
     "builder": 7,
     "rebuilds": 7,
     "pins": 8,
+    "deploylog": 7,
+    "canaries": 8,
     "analysis": 8,
     "reconcile": 9,
     "choosing": 10,

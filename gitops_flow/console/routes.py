@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
+from gitops_flow.canaries import Action
 from gitops_flow.console.auth import NAME_PATTERN, Role, Session
 from gitops_flow.console.context import Console
 from gitops_flow.console.feed import Full
@@ -409,7 +410,7 @@ async def resume(request: Request) -> Response:
     return await _operate(request, "resume")
 
 
-async def _operate(request: Request, action: str) -> Response:
+async def _operate(request: Request, action: Action) -> Response:
     flow = request.path_params["flow"]
     try:
         who, form = await _change(request, role="admin")

@@ -86,7 +86,14 @@ UNSUPPORTED = {
     "document-qa": {("KnowledgeRetrieve-docqa", "Knowledge", "Knowledge", "$.data.nodes[2]")},
     "memory-chatbot": {("MemoryBase-xePih", "MemoryBase", "Memory Base", "$.data.nodes[4]")},
 }
-CONVERTED = ("basic-prompting", "twitter-thread-generator", "v1.0-basic-prompt-chaining", "v1.0-memory-chatbot")
+CONVERTED = (
+    "basic-prompting",
+    "twitter-thread-generator",
+    "v1.0-basic-prompt-chaining",
+    "v1.0-memory-chatbot",
+    "financial-report-parser",
+    "text-sentiment-analysis",
+)
 
 
 def test_the_fixtures_are_all_covered() -> None:

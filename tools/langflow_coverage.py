@@ -8,7 +8,8 @@ For each ``langflow-base`` release it fetches the wheel (``pip download --no-dep
 starter project (``langflow/initial_setup/starter_projects/*.json``) as data, validates it as the server would (the
 file name is LangFlow's own), and, for each that converts, runs it once with every model answered by a fake (as
 ``serve --fake-models`` does), with a text input made from its input schema. Nothing in the wheel is imported or run.
-It prints one row per project and the node types that refusals name, most frequent first.
+It prints one row per project, and what blocks the refused ones: each node type (or other reason) a refusal names,
+with the number of projects that name it and the number it alone blocks (the projects one change away).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from gitops_flow.validate import FileReport, validate_bytes
 RELEASES = ("1.13.0", "1.12.8", "1.12.7")  # the last three langflow-base releases when this was written
 STARTERS = re.compile(r"^langflow/initial_setup/starter_projects/[^/]+\.json$")
 START, END = "<!-- langflow-coverage:start -->", "<!-- langflow-coverage:end -->"
-_TYPE = re.compile(r"\(([^,()]+)(?:, '[^']*')?\) cannot be converted")
+# a refusal's node label: "<id> (<type>, '<name>') cannot be converted: ..." or "<id> (<type>, '<name>'): <reason>"
+_LABEL = re.compile(r"^\S.*? \(([^,()]+)(?:, '[^']*')?\)(?: cannot be converted|: ([^(;,:]+))")
 
 
 @dataclass
@@ -45,7 +47,7 @@ class Row:
     converted: bool
     ran: bool | None = None  # under fakes; None when not converted
     why: list[str] = field(default_factory=list)
-    types: list[str] = field(default_factory=list)  # the node types a refusal names
+    blockers: list[str] = field(default_factory=list)  # what a refusal names: node types, or other reasons
 
 
 def fetch(release: str, folder: Path) -> Path:
@@ -68,12 +70,23 @@ def judge(release: str, file_name: str, raw: bytes, registry: ComponentRegistry)
     if not report.ok:
         errors = [p for p in report.problems if p.severity == "error"]
         row.why = [f"{p.code}: {p.message}" for p in errors]
-        row.types = [m.group(1) for p in errors if (m := _TYPE.search(p.message))]
+        row.blockers = list(dict.fromkeys(blocker(p.code, p.message) for p in errors))
         return row
     row.ran, failure = run_with_fakes(report, registry)
     if failure:
         row.why = [failure]
     return row
+
+
+def blocker(code: str, message: str) -> str:
+    """What a problem says blocks the conversion: the node type it refuses (``UnifiedWebSearch``), the type and the
+    reason when a supported type is refused for a setting (``ChatInput: the flow expects files with its input``), or
+    the problem's code for the rest (``several-exits``)."""
+    found = _LABEL.match(message) if code == "langflow-unsupported" else None
+    if found is None:
+        return code
+    kind, reason = found.groups()
+    return f"{kind}: {reason.strip()}" if reason else kind
 
 
 def run_with_fakes(report: FileReport, registry: ComponentRegistry) -> tuple[bool, str]:
@@ -120,12 +133,22 @@ def _short(text: str) -> str:
 def summary(rows: list[Row]) -> str:
     converted = sum(1 for r in rows if r.converted)
     runs = sum(1 for r in rows if r.converted and r.ran)
-    counts = Counter(t for r in rows for t in dict.fromkeys(r.types))
-    ranked = ", ".join(f"`{t}` ({n})" for t, n in counts.most_common(15))
     return (
         f"{converted} of {len(rows)} starter projects convert ({runs} run under fakes); {len(rows) - converted} are "
-        f"refused. Node types the refusals name, by the number of projects: {ranked or 'none'}."
+        "refused."
     )
+
+
+def blockers(rows: list[Row]) -> str:
+    """What blocks the refused projects: each blocker, the projects that name it, and those it alone blocks."""
+    named = Counter(b for r in rows for b in r.blockers)
+    alone = Counter(r.blockers[0] for r in rows if len(r.blockers) == 1)
+    lines = ["| blocks | projects naming it | projects it alone blocks |", "| --- | --- | --- |"]
+    for name in sorted(named, key=lambda b: (-alone[b], -named[b], b)):
+        projects = sorted({r.project for r in rows if r.blockers == [name]})
+        which = f" ({', '.join(projects)})" if projects else ""
+        lines.append(f"| `{name}` | {named[name]} | {alone[name]}{which} |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         for release in args.releases:
             for file_name, raw in starters(fetch(release, folder)).items():
                 rows.append(judge(release, file_name, raw, registry))
-    text = f"{summary(rows)}\n\n{table(rows)}\n"
+    text = f"{summary(rows)}\n\n{blockers(rows)}\n\n{table(rows)}\n"
     if args.write is None:
         print(text)
         return 0

@@ -42,6 +42,7 @@ from gitops_flow.endpoints import (
     run_flow,
     version_metadata,
 )
+from gitops_flow.spec import NodeSpec
 from gitops_flow.textify import message_text, text_of
 from gitops_flow.traffic import Choice, RoutingTable
 from gitops_flow.tweaks import BadTweak, Tweaker, check_request
@@ -172,9 +173,32 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
 
 
-def _message(text: str, session: str, flow: BuiltFlow, message_id: str, *, machine: bool = True) -> dict[str, Any]:
-    """A LangFlow Message as its API shows one."""
-    exit_node = next(n for n in flow.spec.nodes if n.id == flow.graph.exit)
+def output_nodes(flow: BuiltFlow) -> list[NodeSpec]:
+    """The flow's outputs as LangFlow counts them: the exit; or, when the exit gathers several nodes' values, each
+    under the id of its node (a converted export with several Chat Outputs), each of those nodes."""
+    by_id = {n.id: n for n in flow.spec.nodes}
+    edges = flow.graph.incoming[flow.graph.exit]
+    exit_node = by_id[flow.graph.exit]
+    if exit_node.component == "Passthrough" and len(edges) > 1 and all(e.key == e.source for e in edges):
+        return [by_id[e.source] for e in edges]
+    return [exit_node]
+
+
+def _outputs(flow: BuiltFlow, output: Any, only: str | None) -> list[tuple[NodeSpec, Any]]:
+    """Each output node with its value (the one ``only`` names, when it names one)."""
+    found = output_nodes(flow)
+    if len(found) == 1 or not isinstance(output, dict):
+        pairs = [(next(n for n in flow.spec.nodes if n.id == flow.graph.exit), output)]
+    else:
+        pairs = [(node, output.get(node.id)) for node in found]
+    return [pair for pair in pairs if pair[0].id == only] or pairs
+
+
+def _message(
+    text: str, session: str, flow: BuiltFlow, message_id: str, *, machine: bool = True, node: NodeSpec | None = None
+) -> dict[str, Any]:
+    """A LangFlow Message as its API shows one; ``node`` is the output that gave it (the exit by default)."""
+    exit_node = node or next(n for n in flow.spec.nodes if n.id == flow.graph.exit)
     return {
         "text": text,
         "sender": "Machine" if machine else "User",
@@ -194,37 +218,39 @@ def _message(text: str, session: str, flow: BuiltFlow, message_id: str, *, machi
 
 
 def run_response(flow: BuiltFlow, body: RunRequest, session: str, output: Any, message_id: str) -> dict[str, Any]:
-    """LangFlow 1.x's RunResponse for one run whose output is ``output``."""
-    text = _text(output)
-    exit_node = next(n for n in flow.spec.nodes if n.id == flow.graph.exit)
+    """LangFlow 1.x's RunResponse for one run whose output is ``output``: one result per output of the flow (the
+    one ``output_component`` names, when it names one of them)."""
     name = "text" if body.output_type == "text" else "message"
-    component_output = {
-        "results": {name: _message(text, session, flow, message_id)},
-        "artifacts": {name: text, "sender": "Machine", "sender_name": "AI", "files": [], "type": "object"},
-        "outputs": {name: {"message": text, "type": "text"}},
-        "logs": {name: []},
-        "messages": [
+    results = []
+    for index, (node, value) in enumerate(_outputs(flow, output, body.output_component)):
+        text = _text(value)
+        own_id = message_id if index == 0 else str(uuid.uuid4())
+        results.append(
             {
-                "message": text,
-                "sender": "Machine",
-                "sender_name": "AI",
-                "session_id": session,
-                "stream_url": None,
-                "component_id": exit_node.id,
-                "files": [],
-                "type": "text",
+                "results": {name: _message(text, session, flow, own_id, node=node)},
+                "artifacts": {name: text, "sender": "Machine", "sender_name": "AI", "files": [], "type": "object"},
+                "outputs": {name: {"message": text, "type": "text"}},
+                "logs": {name: []},
+                "messages": [
+                    {
+                        "message": text,
+                        "sender": "Machine",
+                        "sender_name": "AI",
+                        "session_id": session,
+                        "stream_url": None,
+                        "component_id": node.id,
+                        "files": [],
+                        "type": "text",
+                    }
+                ],
+                "timedelta": None,
+                "duration": None,
+                "component_display_name": node.description or node.id,
+                "component_id": node.id,
+                "used_frozen_result": False,
             }
-        ],
-        "timedelta": None,
-        "duration": None,
-        "component_display_name": exit_node.description or exit_node.id,
-        "component_id": exit_node.id,
-        "used_frozen_result": False,
-    }
-    return {
-        "session_id": session,
-        "outputs": [{"inputs": {"input_value": body.input_value}, "outputs": [component_output]}],
-    }
+        )
+    return {"session_id": session, "outputs": [{"inputs": {"input_value": body.input_value}, "outputs": results}]}
 
 
 async def run(request: Request) -> Response:
@@ -239,8 +265,10 @@ async def run(request: Request) -> Response:
     tweaker: Tweaker = request.app.state.tweaker
     choice, flow = await choose(request, name, configurable, lambda chosen: [flow_input(chosen, text)])
     await _tweaked(tweaker, flow, body.tweaks)  # refused tweaks are refused before anything runs
-    if body.output_component and body.output_component != flow.graph.exit:
-        raise RequestError(422, "unknown-output-component", f"the flow's output is {flow.graph.exit!r}")
+    outputs = [flow.graph.exit, *(n.id for n in output_nodes(flow))]
+    if body.output_component and body.output_component not in outputs:
+        named = ", ".join(repr(o) for o in dict.fromkeys(outputs[1:]))
+        raise RequestError(422, "unknown-output-component", f"the flow's outputs are {named}")
     session = str(configurable.get("session_id") or uuid.uuid4())  # a new conversation unless one is named
     configurable["session_id"] = session
     run_id = uuid.uuid4()

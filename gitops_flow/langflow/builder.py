@@ -3,8 +3,8 @@
 Every LangFlow wire carries a Message (text). Each converted node therefore gives, for each of its outputs, a
 *port*: the native node whose output is that text, a constant (a prompt whose variables all have values is folded
 into the templates it feeds), a model (a model node's ``model_output`` lends its ChatModel params to the node it
-feeds) or a tool (a component wired into an agent's ``tools``). The Builder remembers, for every native node, param
-and edge, where in the export it came from.
+feeds), a tool (a component wired into an agent's ``tools``), or the output of a node that cannot be converted. The
+Builder remembers, for every native node, param and edge, where in the export it came from.
 """
 
 from __future__ import annotations
@@ -50,7 +50,15 @@ class ToolPort:
     tool: str
 
 
-Port = NodePort | Constant | ModelPort | ToolPort
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """The output of a node that cannot be converted, whose problem is reported once: the nodes reading it go on as if
+    it were there, so one pass reports every problem of an export and never a cascade of the same one."""
+
+    node: LfNode
+
+
+Port = NodePort | Constant | ModelPort | ToolPort | Refused
 
 
 def escape(text: str) -> str:
@@ -167,6 +175,8 @@ class Builder:
         if isinstance(port, NodePort):
             pending.append((port, variable, wire))
             return "{" + variable + "}", wire.path
+        if isinstance(port, Refused):
+            return "", wire.path
         self.fail(wire.path, f"field {field_name!r} takes text, not a {type(port).__name__}", node=node)
         return "", wire.path
 
@@ -187,6 +197,9 @@ class Builder:
             self.fail(node.path, f"{what} one input; {len(wires)} are wired", node=node)
             return None
         wire, port = wires[0]
+        if isinstance(port, Refused):
+            self.ports[(node.id, "*")] = port  # what reads this node goes on as if it were there
+            return None
         source = self.as_node(port, node, wire)
         return (source, wire) if source is not None else None
 

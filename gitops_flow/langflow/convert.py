@@ -4,7 +4,8 @@ The conversion is pure data: the export is read as JSON, every node is looked up
 explicit table (``HANDLERS``), and each handler writes the native nodes and edges that do what the LangFlow
 component does. The Python source LangFlow keeps in every node (``template.code.value``) is never read, let alone
 run, and nothing branches on it. A node whose type is not in the table, or whose code was edited in LangFlow, is
-unsupported: the conversion then fails listing every such node, and nothing half-converted comes out.
+unsupported (refusals.py says why): the conversion then fails, and nothing half-converted comes out. The other nodes
+are still converted, as if the refused ones were there, so one pass reports every problem of the export.
 
 Every native node, param and edge remembers where in the export it came from (``Conversion.origin``), so a
 problem found in the converted document points into the original file.
@@ -14,18 +15,46 @@ from __future__ import annotations
 
 import re
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gitops_flow.langflow import chat, nodes
 from gitops_flow.langflow.builder import Builder, conversational
 from gitops_flow.langflow.export import Export, LfNode, Wire, is_export, read_export
-from gitops_flow.langflow.nodes import HANDLERS, UNSUPPORTED_HINTS
+from gitops_flow.langflow.models import TYPE_PROVIDERS
+from gitops_flow.langflow.refusals import refusal
 from gitops_flow.problems import Problem, json_path, listing
 from gitops_flow.spec import ALIAS_PATTERN, NAME_PATTERN
 
 __all__ = ["Conversion", "convert", "is_export", "slug"]
 
 _SLUG = re.compile(r"[^a-z0-9]+")
+
+HANDLERS: dict[str, Callable[[Builder, LfNode], None]] = {
+    "ChatInput": nodes.chat_input,
+    "TextInput": nodes.chat_input,
+    "File": nodes.file_input,
+    "ChatOutput": nodes.chat_output,
+    "TextOutput": nodes.chat_output,
+    "Prompt": nodes.prompt,
+    "PromptTemplate": nodes.prompt,
+    "Prompt Template": nodes.prompt,  # LangFlow 1.12 on names the prompt component by its display name
+    **{kind: chat.model for kind in TYPE_PROVIDERS},  # a provider's model node: ChatModel when init_chat_model knows it
+    "LanguageModelComponent": chat.model,
+    "Agent": chat.agent,
+    "StructuredOutput": chat.structured_output,
+    "StructuredOutputComponent": chat.structured_output,
+    "Memory": nodes.memory,
+    "MessageHistory": nodes.memory,
+    "MemoryComponent": nodes.memory,  # LangFlow 0.x's name for Chat Memory
+    "parser": nodes.parser,
+    "ParserComponent": nodes.parser,
+    "ParseData": nodes.parser,
+    "CalculatorComponent": nodes.tool("calculator"),
+    "CalculatorTool": nodes.tool("calculator"),
+    "CurrentDate": nodes.tool("current_date"),
+}
 
 
 @dataclass(slots=True)
@@ -70,15 +99,18 @@ def convert(data: dict[str, Any], *, name: str) -> Conversion:
                 path="$",
             )
         )
-    problems += _unsupported(export)
-    if problems and any(p.severity == "error" for p in problems):
-        return Conversion(None, problems)
+    unsupported = _unsupported(export)
+    problems += unsupported.values()
+    if any(p.code == "langflow-malformed" for p in problems):
+        return Conversion(None, problems)  # the export's shape is broken: what follows would be noise
     order = _order(export)
     if order is None:
         return Conversion(None, [*problems, _cycle(export)])
     builder = Builder(export, conversational=conversational(export), files_expected=_files_expected(data))
     for node in order:
-        HANDLERS[node.type](builder, node)
+        handler = nodes.refused if node.id in unsupported else HANDLERS[node.type]
+        handler(builder, node)
+    nodes.gather_outputs(builder)
     problems += builder.problems
     if any(p.severity == "error" for p in problems):
         return Conversion(None, problems)
@@ -105,7 +137,13 @@ def convert(data: dict[str, Any], *, name: str) -> Conversion:
     return Conversion(document, problems, origins)
 
 
-_FILES = re.compile(r"\b(image|images|photo|photos|picture|pictures|upload an? \w+|audio|video)\b", re.IGNORECASE)
+# words saying the input carries files; an "image prompt", an "image agent" or "image generation" is text the flow
+# writes (or a part of it), not a file it is given
+_FILES = re.compile(
+    r"\b(image|images|photo|photos|picture|pictures|upload an? \w+|audio|video)\b"
+    r"(?!\s+(?:prompts?|agents?|generat\w*)\b)",
+    re.IGNORECASE,
+)
 
 
 def _files_expected(data: dict[str, Any]) -> str:
@@ -125,38 +163,18 @@ def _aliases(data: dict[str, Any], name: str) -> list[str]:
     ]
 
 
-def _unsupported(export: Export) -> list[Problem]:
-    """One ``langflow-unsupported`` problem per node that cannot be converted, each naming id, type and name."""
-    found = []
-    for node in export.nodes:
-        if node.type in HANDLERS and not node.edited:
-            continue
-        if node.edited:
-            hint = (
-                "its code was edited in LangFlow; gitops-flow maps components by type and never runs stored code, "
-                "so an edited component cannot be converted faithfully"
-            )
-        else:
-            hint = UNSUPPORTED_HINTS.get(node.type) or _family_hint(node.type)
-        found.append(
-            Problem(code="langflow-unsupported", message=f"{node.label()} cannot be converted: {hint}", path=node.path)
+def _unsupported(export: Export) -> dict[str, Problem]:
+    """Node id -> its ``langflow-unsupported`` problem, for each node that cannot be converted, naming its id, type
+    and name, and why (refusals.py)."""
+    return {
+        node.id: Problem(
+            code="langflow-unsupported",
+            message=f"{node.label()} cannot be converted: {refusal(node, export)}",
+            path=node.path,
         )
-    return found
-
-
-def _family_hint(kind: str) -> str:
-    lowered = kind.lower()
-    if "search" in lowered:
-        return "it searches the web, which needs the network; gitops-flow offers only offline tools"
-    if any(word in lowered for word in ("vector", "store", "chroma", "pinecone", "qdrant", "faiss", "astra")):
-        return "it is a vector store; gitops-flow has no retrieval components (yet)"
-    if any(word in lowered for word in ("url", "api", "request", "http", "fetch", "scrape", "crawl")):
-        return "it reaches the network at run time, which converted flows never do on their own"
-    if "loop" in lowered:
-        return "flows are acyclic graphs; loops have no equivalent"
-    if any(word in lowered for word in ("custom", "python", "code", "function")):
-        return "it runs custom Python code, which gitops-flow never does"
-    return "no gitops-flow component does what it does; remove it or replace it with a supported one (docs/langflow.md)"
+        for node in export.nodes
+        if node.type not in HANDLERS or node.edited
+    }
 
 
 def _order(export: Export) -> list[LfNode] | None:

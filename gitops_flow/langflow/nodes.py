@@ -1,4 +1,5 @@
-"""What each supported LangFlow component becomes: one handler per ``data.type``, writing native nodes and edges.
+"""What LangFlow's inputs, outputs, prompts, chat memory, parsers and built-in tools become: one handler each, writing
+native nodes and edges (models and agents: chat.py).
 
 Handlers run in dependency order, so the ports of a node's inputs (builder.py) are known when it is
 converted; each handler sets the ports of its own outputs.
@@ -17,15 +18,13 @@ from gitops_flow.langflow.builder import (
     INPUT_KEY,
     Builder,
     Constant,
-    ModelPort,
     NodePort,
-    Port,
+    Refused,
     ToolPort,
     agent_memory,
     escape,
 )
-from gitops_flow.langflow.export import LfNode, Wire
-from gitops_flow.langflow.models import TYPE_PROVIDERS, ModelChoice, model_choice
+from gitops_flow.langflow.export import LfNode
 from gitops_flow.problems import Problem
 
 # -- inputs and outputs ------------------------------------------------------------------------------------------
@@ -118,6 +117,24 @@ def chat_output(b: Builder, node: LfNode) -> None:
     b.ports[(node.id, "*")] = NodePort(node.id)
 
 
+def gather_outputs(b: Builder) -> None:
+    """Several outputs (Chat Outputs) -> one exit: an object holding each output's value under its node's id, as
+    LangFlow's run API lists one result per output (api.py lists them so again)."""
+    if len(b.exits) < 2:
+        return
+    order = {n.id: n.index for n in b.export.nodes}
+    outputs = sorted(b.exits, key=order.__getitem__)
+    first = next(n for n in b.export.nodes if n.id == outputs[0])
+    taken = {n.id for n in b.export.nodes}
+    gather = next(
+        name for name in ("outputs", *(f"outputs-{i}" for i in range(2, len(taken) + 3))) if name not in taken
+    )
+    b.add(first, gather, "Passthrough", description=f"the flow's {len(outputs)} outputs, each under its node's id")
+    for output in outputs:
+        b.connect(NodePort(output), gather, output, None)
+    b.exits = [gather]
+
+
 # -- prompts -----------------------------------------------------------------------------------------------------
 
 
@@ -152,103 +169,6 @@ def prompt(b: Builder, node: LfNode) -> None:
 
 def _unescape(template: str) -> str:
     return template.replace("{{", "{").replace("}}", "}")
-
-
-# -- models and agents -------------------------------------------------------------------------------------------
-
-
-def model(b: Builder, node: LfNode) -> None:
-    choice = model_choice(node)
-    b.problems += choice.problems
-    b.ports[(node.id, "model_output")] = ModelPort(choice, node)
-    if not b.used_outputs(node) - {"model_output"}:
-        return  # lent to other nodes as a model only: it runs as part of them
-    _chat(b, node, choice, "ChatModel", dict(choice.params), "system_message", history=False)
-
-
-def agent(b: Builder, node: LfNode) -> None:
-    lent = [port for _, port in b.inputs(node, "model") + b.inputs(node, "llm") if isinstance(port, ModelPort)]
-    choice = lent[0].choice if lent else model_choice(node)
-    if not lent:
-        b.problems += choice.problems
-    tools: list[str] = []
-    if node.flag("add_calculator_tool"):
-        tools.append("calculator")
-    if node.flag("add_current_date_tool"):
-        tools.append("current_date")
-    for wire, port in b.inputs(node, "tools"):
-        if isinstance(port, ToolPort):
-            tools.append(port.tool)
-        else:
-            b.fail(wire.path, "only built-in tools (Calculator, Current Date) can be an agent's tools", node=node)
-    if b.wired(node) & {"memory"}:
-        b.fail(node.field_path("memory"), "an external chat memory is not supported", node=node)
-    params = {**choice.params, "tools": list(dict.fromkeys(tools))}
-    iterations = node.number("max_iterations")
-    if iterations is not None and iterations >= 1:
-        params["max_iterations"] = min(100, int(iterations))
-    if "structured_response" in b.used_outputs(node):
-        b.fail(node.path, "the agent's structured response is not supported; use its response", node=node)
-    _chat(b, node, choice, "Agent", params, "system_prompt", history=b.conversational and agent_memory(node) > 0)
-
-
-def _chat(
-    b: Builder, node: LfNode, choice: ModelChoice, component: str, params: dict[str, Any], system: str, history: bool
-) -> None:
-    """A model's or agent's messages (system, history, human) -> the model -> its text."""
-    pending: list[tuple[Port, str, Wire]] = []
-    system_text, system_origin = b.slot_from(node, system, system, pending)
-    human_text, human_origin = b.slot_from(node, "input_value", "input_value", pending)
-    messages: list[list[str]] = [["system", system_text]] if system_text else []
-    origins = [system_origin] if system_text else []
-    if history:
-        messages.append(["placeholder", "{" + HISTORY_KEY + "}"])
-        origins.append(node.path)
-    messages.append(["human", human_text])
-    origins.append(human_origin)
-    prompt_id = b.add(node, f"{node.id}.messages", "ChatPromptTemplate", {"messages": messages})
-    b.origin_of_items(prompt_id, "messages", origins)
-    for port, variable, wire in pending:
-        b.connect(port, prompt_id, variable, wire)
-    if history:
-        b.connect(b.history(), prompt_id, HISTORY_KEY, None)
-    b.add(node, node.id, component, params, fields=choice.fields)
-    b.connect(NodePort(prompt_id), node.id, None, None)
-    text = b.add(node, f"{node.id}.text", "StrOutputParser", description=f"{node.display_name or node.id}: text")
-    b.connect(NodePort(node.id), text, None, None)
-    for output in b.used_outputs(node) - {"model_output"}:
-        b.ports[(node.id, output)] = NodePort(text)
-    if "structured_response" in b.used_outputs(node):
-        del b.ports[(node.id, "structured_response")]
-
-
-def structured_output(b: Builder, node: LfNode) -> None:
-    lent = [port for _, port in b.inputs(node, "llm") + b.inputs(node, "model") if isinstance(port, ModelPort)]
-    choice = lent[0].choice if lent else model_choice(node)
-    if not lent:
-        b.problems += choice.problems
-    rows = node.value("output_schema", [])
-    names = (
-        [r for r in rows if isinstance(r, dict) and isinstance(r.get("name"), str)] if isinstance(rows, list) else []
-    )
-    if not names:
-        b.fail(node.field_path("output_schema"), "the output schema names no fields", node=node)
-        return
-    listed = "\n".join(f"- {r['name']} ({r.get('type') or 'str'}): {r.get('description') or ''}" for r in names)
-    instructions = f"Answer with one JSON object and nothing else, with these keys:\n{listed}"
-    pending: list[tuple[Port, str, Wire]] = []
-    system_text = b.slot(node, "system_prompt", "system_prompt", pending)
-    human_text = b.slot(node, "input_value", "input_value", pending)
-    system_text = f"{system_text}\n\n{escape(instructions)}" if system_text else escape(instructions)
-    messages = [["system", system_text], ["human", human_text]]
-    prompt_id = b.add(node, f"{node.id}.messages", "ChatPromptTemplate", {"messages": messages})
-    for port, variable, wire in pending:
-        b.connect(port, prompt_id, variable, wire)
-    b.add(node, node.id, "ChatModel", dict(choice.params), fields=choice.fields)
-    b.connect(NodePort(prompt_id), node.id, None, None)
-    parsed = b.add(node, f"{node.id}.json", "JsonOutputParser", description=f"{node.display_name or node.id}: JSON")
-    b.connect(NodePort(node.id), parsed, None, None)
-    b.ports[(node.id, "*")] = NodePort(parsed)
 
 
 # -- memory, parsers, tools --------------------------------------------------------------------------------------
@@ -306,51 +226,7 @@ def tool(name: str) -> Callable[[Builder, LfNode], None]:
     return convert
 
 
-HANDLERS: dict[str, Callable[[Builder, LfNode], None]] = {
-    "ChatInput": chat_input,
-    "TextInput": chat_input,
-    "File": file_input,
-    "ChatOutput": chat_output,
-    "TextOutput": chat_output,
-    "Prompt": prompt,
-    "PromptTemplate": prompt,
-    "Prompt Template": prompt,  # LangFlow 1.12 on names the prompt component by its display name
-    **{kind: model for kind in TYPE_PROVIDERS},  # a provider's own model node: ChatModel when init_chat_model knows it
-    "LanguageModelComponent": model,
-    "Agent": agent,
-    "StructuredOutput": structured_output,
-    "StructuredOutputComponent": structured_output,
-    "Memory": memory,
-    "MessageHistory": memory,
-    "MemoryComponent": memory,  # LangFlow 0.x's name for Chat Memory
-    "parser": parser,
-    "ParserComponent": parser,
-    "ParseData": parser,
-    "CalculatorComponent": tool("calculator"),
-    "CalculatorTool": tool("calculator"),
-    "CurrentDate": tool("current_date"),
-}
-
-_WEB = "it reaches the network at run time (fetching pages, searching the web); converted flows only call their model"
-_STORE = "it is a vector store or knowledge base; gitops-flow has no retrieval components"
-UNSUPPORTED_HINTS: dict[str, str] = {
-    "URLComponent": _WEB,
-    "URL": _WEB,
-    "UnifiedWebSearch": _WEB,
-    "WebSearchComponent": _WEB,
-    "APIRequest": _WEB,
-    "Knowledge": _STORE,
-    "KnowledgeRetrieval": _STORE,
-    "KnowledgeIngestion": _STORE,
-    "MemoryBase": (
-        "Memory Base is long-term memory searched across sessions (a vector store); gitops-flow keeps each "
-        "session's chat history only: remove the node, and the agent still sees the conversation so far"
-    ),
-    "Directory": "it reads files, which flows never do",
-    "LoopComponent": "flows are acyclic graphs; loops have no equivalent",
-    "CustomComponent": "it runs custom Python code, which gitops-flow never does",
-    "PythonREPLComponent": "it runs Python code, which gitops-flow never does",
-    "PythonCodeStructuredTool": "it runs Python code, which gitops-flow never does",
-    "(no type)": "the node has no component type but is wired to others",
-    "note": "a note cannot be wired to other nodes",
-}
+def refused(b: Builder, node: LfNode) -> None:
+    """A node that cannot be converted (its problem is reported already): its outputs are refused too, so the nodes
+    that read it are converted as if it were there and report only problems of their own."""
+    b.ports[(node.id, "*")] = Refused(node)

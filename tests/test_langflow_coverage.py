@@ -68,6 +68,29 @@ def test_a_refused_export_names_every_problem_in_one_pass() -> None:
     assert "'Upload an image'" in found[2]
 
 
+def _edited_cases() -> list[tuple[str, str]]:
+    cases = []
+    for path in sorted(DATA.glob("*.json")):
+        kinds = {n["data"].get("type") for n in json.loads(path.read_text())["data"]["nodes"] if "node" in n["data"]}
+        cases += [(path.stem, kind) for kind in sorted(kinds - {"note", None})]
+    return cases
+
+
+@pytest.mark.parametrize(("name", "kind"), _edited_cases())
+def test_a_refused_node_adds_its_own_problem_and_no_other(name: str, kind: str) -> None:
+    data = load(name)
+    before = set(errors(data))
+    edited = [n for n in data["data"]["nodes"] if n["data"].get("type") == kind]
+    for node in edited:
+        node["data"]["node"]["edited"] = True  # its code was changed in LangFlow: it cannot be converted
+
+    after = set(errors(data))  # whatever reads it (a chat input a conversation starts from, a model) goes on
+
+    added = {m.split(" ")[0] for m in after - before}
+    assert added == {n["id"] for n in edited}
+    assert all("its code was edited in LangFlow" in m for m in after - before)
+
+
 def test_an_agents_tool_has_no_stand_in_and_a_retriever_may_have_one() -> None:
     [url, search] = errors(load("simple-agent"))
     [knowledge] = errors(load("document-qa"))  # its parser, prompt and agent read the refused node: no cascade

@@ -82,6 +82,7 @@ class Builder:
     window: int = DEFAULT_WINDOW
     types: frozenset[str] = frozenset()  # the component types the export uses
     files_expected: str = ""  # what in the export says its input carries files (an image), quoted
+    refused: frozenset[str] = frozenset()  # the ids of the nodes that cannot be converted
     _index: dict[str, int] = field(default_factory=dict)
     _history: str | None = None
 
@@ -216,12 +217,12 @@ class Builder:
         return None
 
 
-def conversational(export: Export) -> bool:
-    """A flow keeps chat history when it has a chat input and a node that reads the session's messages."""
-    has_input = any(n.type == "ChatInput" for n in export.nodes)
-    readers = [
-        n for n in export.nodes if n.type in ("Memory", "MessageHistory", "MemoryComponent") or agent_memory(n) > 0
-    ]
+def conversational(export: Export, refused: frozenset[str] = frozenset()) -> bool:
+    """A flow keeps chat history when it has a chat input and a node that reads the session's messages (neither of
+    them among the ``refused`` nodes, which are not converted)."""
+    kept = [n for n in export.nodes if n.id not in refused]
+    has_input = any(n.type == "ChatInput" for n in kept)
+    readers = [n for n in kept if n.type in ("Memory", "MessageHistory", "MemoryComponent") or agent_memory(n) > 0]
     return has_input and bool(readers)
 
 

@@ -106,7 +106,13 @@ def convert(data: dict[str, Any], *, name: str) -> Conversion:
     order = _order(export)
     if order is None:
         return Conversion(None, [*problems, _cycle(export)])
-    builder = Builder(export, conversational=conversational(export), files_expected=_files_expected(data))
+    refused = frozenset(unsupported)
+    builder = Builder(
+        export,
+        conversational=conversational(export, refused),
+        files_expected=_files_expected(data),
+        refused=refused,
+    )
     for node in order:
         handler = nodes.refused if node.id in unsupported else HANDLERS[node.type]
         handler(builder, node)

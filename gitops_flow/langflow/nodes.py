@@ -188,7 +188,10 @@ def memory(b: Builder, node: LfNode) -> None:
     if b.wired(node) & {"memory", "external_memory"}:
         b.fail(node.path, "an external chat memory is not supported", node=node)
     if not b.conversational or b.entry is None:
-        b.fail(node.path, "chat memory needs a Chat Input, whose session it reads", node=node)
+        inputs = [n for n in b.export.nodes if n.type == "ChatInput"]
+        if not inputs or not all(n.id in b.refused for n in inputs):  # a refused Chat Input says why already
+            b.fail(node.path, "chat memory needs a Chat Input, whose session it reads", node=node)
+        b.ports[(node.id, "*")] = Refused(node)
         return
     template = node.text("template") or "{sender_name}: {text}"
     fields = {"template": "template"}

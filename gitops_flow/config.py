@@ -56,6 +56,8 @@ _FROM_ENV = {
     # observability and guardrails (docs/server.md, "Observability" and "Limits and the response cache")
     "LOG_FORMAT": "log_format",
     "LOG_LEVEL": "log_level",
+    "ACCESS_LOG": "access_log",
+    "SSE_PING_INTERVAL": "sse_ping_interval",
     "TOKEN_METRICS": "token_metrics",
     "LIMITS_FAIL": "limits_fail",
     "LIMIT_LEASE_TTL": "limit_lease_ttl",
@@ -207,6 +209,10 @@ class Settings(BaseModel):
     # observability and guardrails: logs, token metrics, the limits' counters and the response cache
     log_format: LogFormat = "text"
     log_level: LogLevel = "info"
+    # one line per answered request (uvicorn's access log); off, or a log level above info, costs no work per request
+    access_log: bool = True
+    # seconds between the `: ping` comments of a server-sent event stream that has nothing else to send (0: none)
+    sse_ping_interval: float = Field(default=15.0, ge=0)
     token_metrics: bool = False  # count every run's tokens (LangChain callbacks on every run), not only observed ones
     limits_fail: Literal["open", "closed"] = "open"  # while the limits' counters cannot be reached
     limit_lease_ttl: float = Field(default=600.0, gt=0)  # seconds a run holds its place at most (a crashed replica's)

@@ -10,6 +10,7 @@ process), so one module serves every variant:
   (default 3600 s), keep_versions BENCH_KEEP (default: the server's), admin token BENCH_ADMIN_TOKEN (default: none),
   webhook secret BENCH_WEBHOOK_SECRET (default: none), canary guard tick BENCH_ANALYSIS_INTERVAL (default: 1 s);
 - ``langserve_app``: LangServe's ``add_routes(FastAPI(), chain, path="/echo")``;
+- ``bare_prompt_app``: the LangFlow export of benchmarks/serve_langflow.py by hand (its prompt, formatted);
 - ``bare_app``: one Starlette route calling ``await chain.ainvoke(input)``, JSON in and out with orjson; and one
   streaming ``chain.astream(input)`` as server-sent events framed as LangServe's (``/echo/stream``).
 
@@ -139,3 +140,26 @@ def bare_app() -> Any:
         Route("/healthz", healthz),
     ]
     return _made(Starlette(routes=routes))
+
+
+def bare_prompt_app() -> Any:
+    """The LangFlow export's work by hand: ``POST /run`` with LangFlow's ``{"input_value"}``, the prompt
+    ``Q: {question}`` formatted by LangChain's PromptTemplate, its text answered as JSON."""
+    import orjson
+    from langchain_core.prompts import PromptTemplate
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    prompt = PromptTemplate.from_template("Q: {question}")
+
+    async def run(request: Request) -> Response:
+        payload = orjson.loads(await request.body())
+        value = await prompt.ainvoke({"question": payload["input_value"]})
+        return Response(orjson.dumps({"result": value.to_string()}), media_type="application/json")
+
+    async def healthz(request: Request) -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    return _made(Starlette(routes=[Route("/run", run, methods=["POST"]), Route("/healthz", healthz)]))

@@ -46,6 +46,7 @@ LAYERS: dict[str, int] = {
     "tweaks": 5,
     "fakeanswers": 4,
     "validate": 6,
+    "routingcheck": 7,  # gitops-flow.yaml; shares the schema-error wording with validate
     "testing": 6,
     "contract": 7,
     "report": 7,
@@ -66,7 +67,7 @@ LAYERS: dict[str, int] = {
     "stores": 4,
     "versions": 6,
     "traffic": 7,
-    "builder": 7,
+    "builder": 8,
     "rebuilds": 7,
     "pins": 8,
     "deploylog": 7,

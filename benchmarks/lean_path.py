@@ -76,9 +76,7 @@ def triage() -> tuple[FlowSpec, dict[str, list[str]], Any]:
     return FlowSpec.model_validate(doc), case["fakes"], case["input"]
 
 
-async def cpu_rounds(
-    workloads: dict[str, Callable[[], Awaitable[None]]], rounds: int
-) -> dict[str, list[float]]:
+async def cpu_rounds(workloads: dict[str, Callable[[], Awaitable[None]]], rounds: int) -> dict[str, list[float]]:
     """CPU seconds of each workload per round, the workloads alternating (order reversed every round)."""
     order = list(workloads)
     for label in order:  # warm-up: imports, first calls, caches

@@ -291,3 +291,62 @@ def test_outcomes_cover_answers_chunks_and_failures() -> None:
             if call == "stream" and len(langchain.get("output") or ()) > 3:
                 seen["long streams"] += 1
     assert all(count >= 5 for count in seen.values()), seen
+
+
+def test_a_model_whose_answers_an_llm_cache_keeps_answers_the_same_on_both_paths() -> None:
+    """With LangChain's LLM cache set, a model's calls go through its runnable (which consults the cache) on the lean
+    path too: the second call answers from the cache on both, whatever the fake would say next."""
+    from langchain_core.caches import InMemoryCache
+    from langchain_core.globals import set_llm_cache
+
+    doc = flow(
+        nodes=[node("p", "PromptTemplate", template="{question}"), node("m", "FakeChatModel", responses=["a", "b"])],
+        edges=[edge("p", "m")],
+    )
+    answers: dict[bool, list[str]] = {}
+    set_llm_cache(InMemoryCache())
+    try:
+        for lean in (False, True):
+            runner = run_lean(_build(doc), lean)
+            answers[lean] = [asyncio.run(runner.ainvoke({"question": "q"})).content for _ in range(2)]
+    finally:
+        set_llm_cache(None)
+    assert answers[True] == answers[False] == ["a", "a"]
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        ['{"a": ', '1, "b"', ": [1, 2", "]}"],
+        ["[1", ", 2", "]"],
+        ["not", " json"],
+    ],
+    ids=["object", "list", "never-json"],
+)
+@pytest.mark.parametrize("kind", ["text", "message", "mixed"])
+def test_a_json_parser_streams_what_langchains_streams(chunks: list[str], kind: str) -> None:
+    """The JSON parser's transform, on plain text, on message chunks, and on message chunks that carry more than
+    text (where it adds them up exactly as LangChain does), against LangChain's own parser."""
+    from langchain_core.messages import AIMessageChunk
+    from langchain_core.output_parsers import JsonOutputParser
+
+    from gitops_flow.lean.forms import form_of
+
+    def made() -> list[Any]:
+        if kind == "text":
+            return list(chunks)
+        extra = {"additional_kwargs": {"note": "x"}} if kind == "mixed" else {}
+        return [AIMessageChunk(content=c, **(extra if i == 1 else {})) for i, c in enumerate(chunks)]
+
+    async def stream(items: list[Any]) -> Any:
+        for item in items:
+            yield item
+
+    async def both() -> tuple[list[Any], list[Any]]:
+        parser = JsonOutputParser()
+        theirs = [c async for c in parser.atransform(stream(made()))]
+        ours = [c async for c in form_of(parser).transform(stream(made()), Run({}, None), None)]
+        return theirs, ours
+
+    theirs, ours = asyncio.run(both())
+    assert difference(theirs, ours) is None

@@ -164,3 +164,21 @@ def test_a_runtime_error_is_that_cases_failure() -> None:
     [result] = _run(doc)
     assert not result.passed
     assert "ValueError" in result.message and "missing" in result.message
+
+
+def test_a_case_whose_paths_answer_differently_fails_naming_the_call_and_where() -> None:
+    """Every case runs on the lean executor and on LangChain's runnables: a component that answers differently on
+    each (here one that says which path called it) fails the case, naming the call and where the answers part."""
+    witness = Component("Witness", "tests.operator_components:witness", "transform")  # not a model: tests run it
+    doc = flow(
+        nodes=[node("p", "PromptTemplate", template="{question}"), node("w", "Witness"), node("a", "StrOutputParser")],
+        edges=[edge("p", "w"), edge("w", "a")],
+        tests=[{"name": "which", "input": {"question": "q"}, "expect": {"contains": "path"}}],
+    )
+    [result] = _run(doc, registry_with(witness))
+    assert not result.passed
+    assert result.message == (
+        "the lean path's invoke answers differently from LangChain's at "
+        "$.output: 'answered on the langchain path' against 'answered on the lean path'"
+    )
+    assert result.path == "$.tests[0]"

@@ -6,7 +6,8 @@ measuring process CPU time (time.process_time) per round:
 - invoke: sequential ``ainvoke`` of prompt -> FakeChatModel -> StrOutputParser (the support-bot shape);
 - fan-out: sequential ``ainvoke`` of the triage example (a Passthrough entry, a classifier branch, a keyed fan-in);
 - stream: concurrent ``astream`` of the same chain with a 20-token fake that yields to the event loop before each
-  token (``asyncio.sleep(0)``, as a model waiting on its socket does), all streams at once.
+  token (``asyncio.sleep(0)``, as a model waiting on its socket does), all streams at once; and, as the floor, the
+  fake's own ``_astream`` alone on the same prompt (what any executor pays for this model).
 
 Reports CPU µs per call, per stream and per token, and the ratio LangChain / lean.
 
@@ -32,6 +33,7 @@ from langchain_core.outputs import ChatGenerationChunk
 from gitops_flow.build import BuiltFlow, build_flow
 from gitops_flow.components import BuildContext, Component, ComponentRegistry
 from gitops_flow.fakemodel import FakeChatModel
+from gitops_flow.history import WithHistory
 from gitops_flow.runtime import run_lean
 from gitops_flow.spec import FlowSpec
 
@@ -114,6 +116,23 @@ def concurrent_streams(built: BuiltFlow, lean: bool, value: Any, streams: int) -
     return run
 
 
+def model_alone(built: BuiltFlow, value: Any, streams: int) -> Callable[[], Awaitable[None]]:
+    """The floor: the flow's fake model's own ``_astream`` on the formatted prompt, no executor around it."""
+    prompt, model = (built.spec.nodes[0].id, built.spec.nodes[1].id)
+    lean = built.lean
+    assert lean is not None and not isinstance(lean, WithHistory)
+    messages = lean.forms[prompt].runnable.invoke(value).to_messages()
+    fake = lean.forms[model].runnable
+
+    async def one() -> int:
+        return sum([1 async for _ in fake._astream(messages)])  # type: ignore[attr-defined]
+
+    async def run() -> None:
+        await asyncio.gather(*(one() for _ in range(streams)))
+
+    return run
+
+
 async def measure(calls: int, streams: int, rounds: int) -> dict[str, Any]:
     question = {"question": "where is my order?"}
     answer = "".join(f"w{i} " for i in range(TOKENS // 2))  # a word and a space each: TOKENS tokens
@@ -128,6 +147,7 @@ async def measure(calls: int, streams: int, rounds: int) -> dict[str, Any]:
         ("fan-out", "langchain"): sequential(fanned, False, triage_input, calls),
         ("stream", "lean"): concurrent_streams(streaming, True, question, streams),
         ("stream", "langchain"): concurrent_streams(streaming, False, question, streams),
+        ("floor", "model"): model_alone(streaming, question, streams),
     }
     seconds = await cpu_rounds({f"{w}/{p}": f for (w, p), f in workloads.items()}, rounds)
     results: dict[str, Any] = {}
@@ -141,6 +161,11 @@ async def measure(calls: int, streams: int, rounds: int) -> dict[str, Any]:
                 row[path]["cpu_us_per_token"] = median / (per * TOKENS) * 1e6
         row["ratio"] = row["langchain"]["cpu_us_per_call"] / row["lean"]["cpu_us_per_call"]
         results[work] = row
+    floor = sorted(seconds["floor/model"])[len(seconds["floor/model"]) // 2]
+    results["floor"] = {
+        "cpu_us_per_stream": floor / streams * 1e6,
+        "cpu_us_per_token": floor / (streams * TOKENS) * 1e6,
+    }
     return results
 
 
@@ -161,13 +186,19 @@ def main() -> None:
         "fan-out": f"invoke, triage fan-out/fan-in ({args.calls:,} calls)",
         "stream": f"stream, {TOKENS} tokens, {args.streams:,} at once",
     }
-    for work, row in results.items():
+    for work in labels:
+        row = results[work]
         lean, langchain = row["lean"]["cpu_us_per_call"], row["langchain"]["cpu_us_per_call"]
         print(f"{labels[work]:<44} {lean:>10,.0f}µs {langchain:>10,.0f}µs {row['ratio']:>6.1f}×")
     stream = results["stream"]
     print(
         f"{'  per token':<44} {stream['lean']['cpu_us_per_token']:>10,.1f}µs "
         f"{stream['langchain']['cpu_us_per_token']:>10,.1f}µs"
+    )
+    floor = results["floor"]
+    print(
+        f"{'  the fake model alone (its _astream), per token':<44} {floor['cpu_us_per_token']:>10,.1f}µs"
+        "  (what any executor pays for this fake)"
     )
     save(args.json, "lean_path", {"machine": info, "results": results, "tokens": TOKENS})
 

@@ -175,13 +175,15 @@ class LeanFlow:
         if got:
             state[node] = total
 
-    async def _transform(self, node: str, chunks: AsyncIterator[Any], run: Run) -> AsyncIterator[Any]:
-        observer = run.observer
+    def _transform(self, node: str, chunks: AsyncIterator[Any], run: Run) -> AsyncIterator[Any]:
         form = self.forms[node]
-        if observer is None:
-            async for chunk in form.transform(chunks, run, None):
-                yield chunk
-            return
+        if run.observer is None:  # the form's own stream: no layer of ours between a token and the caller
+            return form.transform(chunks, run, None)
+        return self._observed(node, form, chunks, run)
+
+    async def _observed(self, node: str, form: Form, chunks: AsyncIterator[Any], run: Run) -> AsyncIterator[Any]:
+        observer = run.observer
+        assert observer is not None
         token = observer.node_started(node)
         try:
             async for chunk in form.transform(chunks, run, token):

@@ -20,6 +20,7 @@ from starlette.testclient import TestClient
 from gitops_flow.app import create_app
 from gitops_flow.components import Component
 from gitops_flow.config import Settings, langsmith_tracing
+from gitops_flow.lean.forms import Fallback, form_of
 from gitops_flow.telemetry.tracing import Tracing
 from tests.gitrepo import Remote
 from tests.helpers import registry_with
@@ -187,3 +188,28 @@ def _calls(client: httpx.Client, flow: str, value: Any, session: str | None) -> 
         response = client.post(f"/flows/{flow}/{endpoint}", json=body)
         found.append(f"{response.status_code} {_same(response.text)}")
     return found
+
+
+def _bound(*, responses: list[str]) -> Any:
+    """The counting fake model behind a binding: not a plain model, so the lean executor runs its runnable."""
+    from tests.operator_components import counting
+
+    return counting(responses=responses).with_config(tags=["bound"])
+
+
+@pytest.mark.parametrize("runtime", ["lean", "langchain"])
+def test_tokens_of_a_node_run_through_its_own_runnable_are_counted_on_both_paths(tmp_path: Path, runtime: str) -> None:
+    remote = Remote.create(tmp_path)
+    doc = json.loads(witness_flow("bound"))
+    doc["nodes"][1] = {"id": "llm", "component": "Bound", "params": {"responses": ["counted"]}}
+    remote.commit({"flows/bound.json": json.dumps(doc)}, "a model behind a binding")
+    remote.push()
+    assert isinstance(form_of(_bound(responses=["x"])), Fallback)  # what this test is about
+    bound = Component("Bound", _bound, "model", "a bound model")
+    made = create_app(settings(remote, tmp_path, token_metrics=True, runtime=runtime), registry=registry_with(bound))
+    with TestClient(made) as client:
+        wait_until(lambda: client.get("/readyz").status_code == 200, what="readiness")
+        assert client.post("/flows/bound/invoke", json={"input": {"question": "q"}}).json()["output"] == "counted"
+        text = client.get("/metrics").text
+    assert sample(text, "gitops_flow_tokens_total", flow="bound", direction="input") == 7
+    assert sample(text, "gitops_flow_tokens_total", flow="bound", direction="output") == 3

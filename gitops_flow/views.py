@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 from typing import Any
 
 from starlette.requests import Request
@@ -212,9 +213,18 @@ async def readyz(request: Request) -> Response:
         "failed_flows": sorted(head.failed) if head else [],
         "source": _source(deps.reconciler),
         "store": {"ok": store_error is None, "error": store_error},
+        **_worker(deps.reconciler),
         **(deps.feedback.health() if deps.feedback is not None else {}),
     }
     return json_response(body, 200 if ready else 503)
+
+
+def _worker(reconciler: Reconciler) -> dict[str, Any]:
+    """Which worker answered, with several (`serve --workers N`): its slot, its process and whether it fetches."""
+    leadership = reconciler.leadership
+    if leadership is None:
+        return {}
+    return {"worker": {"slot": leadership.slot, "pid": os.getpid(), "leader": leadership.leading}}
 
 
 def _source(reconciler: Reconciler) -> dict[str, Any]:

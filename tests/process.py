@@ -79,9 +79,9 @@ def serve_process(
     repo: str | None = None,
 ) -> Iterator[ServeProcess]:
     """`python -m gitops_flow serve` following ``remote``; ``env`` adds to a clean environment (no GITOPS_FLOW_*
-    of the machine's), ``args`` to the command line. ``repo`` is a URL to follow instead of ``remote``'s path, given
-    in GITOPS_FLOW_REPO (as an operator gives a URL with a credential). Stops the process (and fails on a crash) at
-    the end."""
+    of the machine's), ``args`` to the command line (one worker unless ``args`` give ``--workers``). ``repo`` is a
+    URL to follow instead of ``remote``'s path, given in GITOPS_FLOW_REPO (as an operator gives a URL with a
+    credential). Stops the process (and fails on a crash) at the end."""
     port = free_port()
     data = tmp_path / f"serve-{port}"
     data.mkdir(parents=True)
@@ -103,6 +103,7 @@ def serve_process(
         str(data / "state"),
         "--poll-interval",
         "3600",
+        *([] if "--workers" in args else ["--workers", "1"]),  # one process unless the test is about workers
         *args,
     ]
     with log.open("wb") as sink:

@@ -499,11 +499,13 @@ def _serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
         )
     # the app is made before anything else (a wrong setting is refused before any file is made); with several
     # workers, once here too, so what is wrong is said once, before any worker starts
-    server = workers.server(settings) if count == 1 else workers.check(settings)
+    if count > 1:
+        workers.check(settings)
+        asyncio.run(_reach(open_store(settings.state, data_dir=settings.data_dir)))
+        return workers.Supervisor(settings, count).run()
+    server = workers.server(settings)
     # an unusable state store is a clear error and exit 1 here, not a traceback from a failed start-up
     asyncio.run(_reach(open_store(settings.state, data_dir=settings.data_dir)))
-    if server is None:
-        return workers.Supervisor(settings, count).run()
     server.run()
     return EXIT_OK if server.started else EXIT_PROBLEMS  # uvicorn has logged why it could not start
 

@@ -26,6 +26,7 @@ from gitops_flow.traffic import sticky_point
 from tests.githttp import git_http
 from tests.gitrepo import Remote
 from tests.process import ADMIN_TOKEN, ServeProcess, free_port, serve_process
+from tests.redisenv import RedisSpace
 from tests.served import echo_flow, wait_until
 from tests.test_replicas import PUSH, chat_flow, routing
 
@@ -151,9 +152,18 @@ def _heads(remote: Remote) -> list[str]:
     return remote.git("rev-list", "--max-count=2", "HEAD").split()
 
 
-def test_a_session_a_pin_and_a_console_login_hold_whichever_worker_answers(remote: Remote, tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_a_session_a_pin_and_a_console_login_hold_whichever_worker_answers(
+    remote: Remote, tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """With either shared store: a webhook to one worker makes the other serve the commit, and what a client began on
+    one worker (a conversation, a console session) goes on on the other."""
+    args: list[str] = []
+    if backend == "redis":
+        space: RedisSpace = request.getfixturevalue("redis_space")
+        args = ["--state", f"{space.url}?prefix={space.prefix}"]
     first = remote.publish({"flows/echo.json": echo_flow(answer="one"), "flows/chat.json": chat_flow()})
-    with workers(remote, tmp_path, env={"GITOPS_FLOW_PINS": "history"}) as w:
+    with workers(remote, tmp_path, env={"GITOPS_FLOW_PINS": "history"}, args=args) as w:
         with w.only(0) as http:
             said = http.post(
                 "/flows/chat/invoke", json={"input": {"question": "My name is Ada."}}, headers={"X-Flow-Session": "s1"}

@@ -30,6 +30,7 @@ from gitops_flow.jsonpos import LineIndex
 from gitops_flow.langflow import convert as langflow
 from gitops_flow.problems import Problem, capped
 from gitops_flow.routing import ROUTING_FILE, RoutingConfig
+from gitops_flow.routingcheck import validate_routing_bytes
 from gitops_flow.secretpolicy import SecretPolicy
 from gitops_flow.secretrefs import Scrubber
 from gitops_flow.source import CommitInfo, GitSource
@@ -42,7 +43,6 @@ from gitops_flow.validate import (
     duplicate_names,
     flow_name,
     validate_bytes,
-    validate_routing_bytes,
 )
 from gitops_flow.versions import Status, Version
 

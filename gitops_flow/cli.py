@@ -30,6 +30,7 @@ from gitops_flow.langflow.convert import slug
 from gitops_flow.problems import Problem
 from gitops_flow.redaction import carries_credentials, redact
 from gitops_flow.routing import ROUTING_FILE
+from gitops_flow.routingcheck import validate_routing_bytes
 from gitops_flow.spec import json_schema
 from gitops_flow.stores.base import StateStore
 from gitops_flow.testing import CaseResult, run_flow_tests
@@ -39,7 +40,6 @@ from gitops_flow.validate import (
     duplicate_names,
     validate_bytes,
     validate_file,
-    validate_routing_bytes,
 )
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2

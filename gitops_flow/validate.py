@@ -7,10 +7,9 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from gitops_flow import credentials, jsonpos, limits, secretrefs, tweaks
@@ -20,17 +19,6 @@ from gitops_flow.exceptions import BuildError
 from gitops_flow.graph import analyse
 from gitops_flow.langflow import convert as langflow
 from gitops_flow.problems import Problem, capped, json_path
-from gitops_flow.routing import (
-    DEFAULT_ROUTE,
-    Analysis,
-    CacheRule,
-    FlowLimits,
-    Rate,
-    RefLimits,
-    RouteTarget,
-    RoutingConfig,
-    TokenBudget,
-)
 from gitops_flow.secretpolicy import SecretPolicy
 from gitops_flow.spec import NAME_PATTERN, EdgeSpec, Expectation, FlowSpec, FlowTest, NodeSpec
 
@@ -97,7 +85,7 @@ def validate_file(
     try:
         size = path.stat().st_size
         if size > MAX_EXPORT_BYTES:
-            return FileReport(name, [_too_large(size)])
+            return FileReport(name, [too_large(size)])
         raw = path.read_bytes()
     except OSError as exc:
         return FileReport(name, [Problem(code="unreadable", message=f"cannot read the file: {exc.strerror}")])
@@ -134,14 +122,15 @@ class _Checks:
     dry_build: bool
 
 
-def _too_large(size: int, limit: int = MAX_BYTES) -> Problem:
+def too_large(size: int, limit: int = MAX_BYTES) -> Problem:
+    """The problem of a file over its size limit (flow documents, exports and the routing file share it)."""
     what = "flow documents" if limit == MAX_BYTES else "LangFlow exports"
     return Problem(code="too-large", message=f"the file is {size:,} bytes; {what} are at most {limit:,}")
 
 
 def _check(raw: bytes, checks: _Checks, stem: str | None, report: FileReport) -> list[Problem]:
     if len(raw) > MAX_EXPORT_BYTES:
-        return [_too_large(len(raw), MAX_EXPORT_BYTES)]
+        return [too_large(len(raw), MAX_EXPORT_BYTES)]
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -158,7 +147,7 @@ def _check(raw: bytes, checks: _Checks, stem: str | None, report: FileReport) ->
     if not isinstance(data, dict):
         return [Problem(code="not-an-object", message=f"a flow document is a JSON object, not {_json_type(data)}")]
     if len(raw) > MAX_BYTES and not langflow.is_export(data):
-        return [_too_large(len(raw))]
+        return [too_large(len(raw))]
     lines = jsonpos.LineIndex(text, max_depth=MAX_DEPTH, repeated=repeated)
     if langflow.is_export(data):
         too_many = limits.size_problems(data["data"]["nodes"], data["data"]["edges"], ("data",), what="the export")
@@ -188,7 +177,7 @@ def _check_document(data: dict[str, Any], checks: _Checks, stem: str | None, rep
         spec = FlowSpec.model_validate(data)
     except ValidationError as exc:
         taken = {p.path for p in misplaced}
-        return misplaced + [p for p in map(_schema_problem, exc.errors()) if not _under(p.path, taken)]
+        return misplaced + [p for p in map(schema_problem, exc.errors()) if not _under(p.path, taken)]
     report.spec = spec
     problems: list[Problem] = list(misplaced)
     if stem is not None and spec.name != stem:
@@ -295,7 +284,9 @@ _MODELS_AT: tuple[tuple[tuple[str, ...], type[BaseModel]], ...] = (
 )
 
 
-def _schema_problem(err: Any, models_at: tuple[tuple[tuple[str, ...], type[BaseModel]], ...] = _MODELS_AT) -> Problem:
+def schema_problem(err: Any, models_at: tuple[tuple[tuple[str, ...], type[BaseModel]], ...] = _MODELS_AT) -> Problem:
+    """One pydantic error of a flow document (or, with ``models_at``, of the routing file) as a problem that names
+    the key, and for a misspelt key the one it was likely meant to be."""
     loc = tuple(part for part in err["loc"] if not (isinstance(part, str) and part.startswith("function-")))
     path = json_path(loc)
     kind = err["type"]
@@ -393,139 +384,3 @@ def _test_problems(spec: FlowSpec, registry: ComponentRegistry) -> list[Problem]
                     )
                 )
     return problems
-
-
-_ROUTING_MODELS_AT: tuple[tuple[tuple[str, ...], type[BaseModel]], ...] = (
-    (("routes", "#", "#"), RouteTarget),
-    (("analysis",), Analysis),
-    (("limits", "#"), FlowLimits),
-    (("limits", "#", "per_user"), Rate),
-    (("limits", "#", "tokens"), TokenBudget),
-    (("limits", "#", "refs", "#"), RefLimits),
-    (("limits", "#", "refs", "#", "tokens"), TokenBudget),
-    (("cache", "#"), CacheRule),
-    ((), RoutingConfig),
-)
-
-
-def validate_routing_bytes(
-    raw: bytes, *, file: str, flow_names: Iterable[str] | None = None
-) -> tuple[RoutingConfig | None, list[Problem]]:
-    """Check `gitops-flow.yaml`; ``flow_names`` (when known) lets routes for flows that do not exist be flagged."""
-    config, problems = _check_routing(raw, flow_names)
-    return config, capped([p.located(file, p.line) for p in problems], MAX_PROBLEMS)
-
-
-def _check_routing(raw: bytes, flow_names: Iterable[str] | None) -> tuple[RoutingConfig | None, list[Problem]]:
-    if len(raw) > MAX_BYTES:
-        return None, [_too_large(len(raw))]
-    try:
-        text = raw.decode("utf-8-sig")
-        data = yaml.safe_load(text)
-        lines = _yaml_lines(yaml.compose(text))
-    except UnicodeDecodeError:
-        return None, [Problem(code="not-utf8", message="the file is not UTF-8 text")]
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        return None, [Problem(code="invalid-yaml", message=str(getattr(exc, "problem", exc)), line=line)]
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        return None, [Problem(code="not-a-mapping", message="the routing file is a YAML mapping of settings")]
-    try:
-        config = RoutingConfig.model_validate(data)
-    except ValidationError as exc:
-        problems = [_schema_problem(err, _ROUTING_MODELS_AT) for err in exc.errors()]
-        return None, [replace(p, line=_yaml_line(lines, p.path)) for p in problems]
-    problems = []
-    flows_dir = PurePosixPath(config.flows_dir)
-    if flows_dir.is_absolute() or ".." in flows_dir.parts:
-        problems.append(
-            Problem(code="bad-flows-dir", message="flows_dir is a folder inside the repository", path="$.flows_dir")
-        )
-    known = set(flow_names) if flow_names is not None else None
-    for route, targets in config.routes.items():
-        where = ("routes", route)
-        if route != DEFAULT_ROUTE and known is not None and route not in known:
-            problems.append(
-                Problem(
-                    code="unknown-flow",
-                    message=f"route {route!r} names no flow in {config.flows_dir}/",
-                    path=json_path(where),
-                    severity="warning",
-                )
-            )
-        if not targets or sum(t.weight for t in targets) <= 0:
-            problems.append(
-                Problem(
-                    code="zero-weights", message=f"route {route!r} sends no traffic anywhere", path=json_path(where)
-                )
-            )
-        refs = [t.ref for t in targets]
-        for index, ref in enumerate(refs):
-            if ref in refs[:index]:
-                problems.append(
-                    Problem(
-                        code="duplicate-ref",
-                        message=f"ref {ref!r} is listed twice in route {route!r}",
-                        path=json_path([*where, index, "ref"]),
-                    )
-                )
-    problems += _guardrail_problems(config, known)
-    return config, [replace(p, line=_yaml_line(lines, p.path)) for p in problems]
-
-
-def _guardrail_problems(config: RoutingConfig, known: set[str] | None) -> list[Problem]:
-    """``limits`` and ``cache`` entries that name no flow (a warning: the flow may come in a later commit), and a
-    limit that limits nothing."""
-    problems = []
-    for section, names in (("limits", config.limits), ("cache", config.cache)):
-        for name in names:
-            if (name != DEFAULT_ROUTE or section == "cache") and known is not None and name not in known:
-                problems.append(
-                    Problem(
-                        code="unknown-flow",
-                        message=f"{section} entry {name!r} names no flow in {config.flows_dir}/",
-                        path=json_path((section, name)),
-                        severity="warning",
-                    )
-                )
-    for name, entry_limits in config.limits.items():
-        entries = [((name,), entry_limits), *(((name, "refs", ref), own) for ref, own in entry_limits.refs.items())]
-        for where, entry in entries:
-            if entry.requests_per_second is None and entry.concurrent is None and entry.tokens is None:
-                if not (len(where) == 1 and (entry_limits.per_user or entry_limits.refs)):
-                    problems.append(
-                        Problem(
-                            code="empty-limits",
-                            message="this entry limits nothing: give requests_per_second, concurrent or tokens",
-                            path=json_path(("limits", *where)),
-                            severity="warning",
-                        )
-                    )
-    return problems
-
-
-def _yaml_lines(root: yaml.Node | None) -> dict[str, int]:
-    """JSON path -> line of every node of a composed YAML document."""
-    lines: dict[str, int] = {}
-    stack: list[tuple[yaml.Node, tuple[str | int, ...]]] = [(root, ())] if root is not None else []
-    while stack:
-        node, path = stack.pop()
-        lines.setdefault(json_path(path), node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                # a problem about a key is shown on the key's line, not on its value's
-                lines[json_path((*path, str(key.value)))] = key.start_mark.line + 1
-                stack.append((value, (*path, str(key.value))))
-        elif isinstance(node, yaml.SequenceNode):
-            stack.extend((item, (*path, i)) for i, item in enumerate(node.value))
-    return lines
-
-
-def _yaml_line(lines: dict[str, int], path: str) -> int | None:
-    while path not in lines and len(path) > 1:
-        cut = max(path.rfind("."), path.rfind("["))
-        path = path[:cut] if cut > 0 else "$"
-    return lines.get(path)

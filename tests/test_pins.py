@@ -116,7 +116,7 @@ def test_a_yanked_commit_is_never_served_again(remote: Remote, tmp_path: Path) -
 
 
 def test_a_yanked_list_that_is_not_shas_is_a_problem_of_the_routing_file(tmp_path: Path) -> None:
-    from gitops_flow.validate import validate_routing_bytes
+    from gitops_flow.routingcheck import validate_routing_bytes
 
     _, problems = validate_routing_bytes(b"yanked:\n  - abc\n  - main\n", file="gitops-flow.yaml")
     assert [(p.code, p.path, p.line) for p in problems] == [

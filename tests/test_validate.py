@@ -15,7 +15,8 @@ import pytest
 from gitops_flow import cli
 from gitops_flow.components import Component, ComponentRegistry
 from gitops_flow.problems import Problem
-from gitops_flow.validate import MAX_BYTES, MAX_DEPTH, FileReport, validate_bytes, validate_file, validate_routing_bytes
+from gitops_flow.routingcheck import validate_routing_bytes
+from gitops_flow.validate import MAX_BYTES, MAX_DEPTH, FileReport, validate_bytes, validate_file
 
 DATA = Path(__file__).parent / "data" / "flows"
 VALID = sorted((DATA / "valid").glob("*.json"))

@@ -18,6 +18,7 @@ import anyio.to_thread
 
 from gitops_flow.exceptions import StoreError
 from gitops_flow.guardrails.counters import MIN_WAIT, Window
+from gitops_flow.sqlitetx import write_transaction
 
 T = TypeVar("T")
 
@@ -101,7 +102,7 @@ class SqliteCounters:
             try:
                 db.execute("PRAGMA journal_mode = WAL")
                 db.execute("PRAGMA synchronous = NORMAL")  # counters may lose their last writes to a power cut
-                with _transaction(db):
+                with write_transaction(db):
                     for statement in _SCHEMA:
                         db.execute(statement)
             except BaseException:
@@ -117,7 +118,7 @@ class SqliteCounters:
 
     def _hit(self, key: str, window: Window, db: sqlite3.Connection) -> float | None:
         size = window.seconds
-        with _transaction(db):
+        with write_transaction(db):
             now = self._clock()
             slot = math.floor(now / size)
             elapsed = now - slot * size
@@ -140,7 +141,7 @@ class SqliteCounters:
         return None
 
     def _acquire(self, key: str, limit: int, lease: str, ttl: float, db: sqlite3.Connection) -> bool:
-        with _transaction(db):
+        with write_transaction(db):
             now = self._clock()
             db.execute("DELETE FROM leases WHERE key = ? AND expires <= ?", (key, now))
             (held,) = db.execute("SELECT count(*) FROM leases WHERE key = ?", (key,)).fetchone()
@@ -157,7 +158,7 @@ class SqliteCounters:
         return (row[0] if row else 0), (slot + 1) * window - now
 
     def _spend(self, key: str, window: float, amount: int, db: sqlite3.Connection) -> None:
-        with _transaction(db):
+        with write_transaction(db):
             now = self._clock()
             slot = math.floor(now / window)
             db.execute(
@@ -174,15 +175,3 @@ class SqliteCounters:
         if self._writes % _SWEEP_EVERY == 0:
             for table in ("rates", "leases", "spent"):
                 db.execute(f"DELETE FROM {table} WHERE expires <= ?", (now,))  # noqa: S608 -- our own table names
-
-
-@contextmanager
-def _transaction(db: sqlite3.Connection) -> Iterator[None]:
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise

@@ -20,10 +20,11 @@ from gitops_flow.jsonpos import LineIndex
 from gitops_flow.plan.diff import Change, FlowDiff, flow_diff, routing_diff, secrets
 from gitops_flow.problems import Problem
 from gitops_flow.routing import ROUTING_FILE, RoutingConfig
+from gitops_flow.routingcheck import validate_routing_bytes
 from gitops_flow.secretpolicy import SecretPolicy
 from gitops_flow.source import files_at, read_at
 from gitops_flow.testing import run_flow_tests
-from gitops_flow.validate import MAX_BYTES, MAX_EXPORT_BYTES, FileReport, validate_bytes, validate_routing_bytes
+from gitops_flow.validate import MAX_BYTES, MAX_EXPORT_BYTES, FileReport, validate_bytes
 
 Status = Literal["added", "removed", "changed", "unchanged"]
 Verdict = Literal["live", "fails", "blocked", "removed", "unchanged"]

@@ -18,6 +18,7 @@ import anyio.to_thread
 import orjson
 
 from gitops_flow.exceptions import StoreError
+from gitops_flow.sqlitetx import write_transaction
 from gitops_flow.stores.base import MAX_EVENTS, PROBE_PREFIX, SWEEP_CONVERSATIONS, Record, Turn
 
 T = TypeVar("T")
@@ -246,7 +247,7 @@ class SqliteStore:
             self._db = db
 
     def _migrate(self, db: sqlite3.Connection) -> None:
-        with _transaction(db):
+        with write_transaction(db):
             (version,) = db.execute("PRAGMA user_version").fetchone()
             if version > SCHEMA_VERSION:
                 raise StoreError(
@@ -265,7 +266,7 @@ class SqliteStore:
                 db.close()
 
     def _claim_pin(self, key: str, sha: str, ttl: float, db: sqlite3.Connection) -> str:
-        with _transaction(db):
+        with write_transaction(db):
             now = self._clock()
             row = db.execute("SELECT sha FROM pins WHERE key = ? AND expires > ?", (key, now)).fetchone()
             sha = row[0] if row is not None else sha
@@ -273,7 +274,7 @@ class SqliteStore:
         return sha
 
     def _set_pin(self, key: str, sha: str, ttl: float, db: sqlite3.Connection) -> None:
-        with _transaction(db):
+        with write_transaction(db):
             self._write_pin(db, key, sha, self._clock() + ttl)
 
     def _write_pin(self, db: sqlite3.Connection, key: str, sha: str, expires: float) -> None:
@@ -287,7 +288,7 @@ class SqliteStore:
             db.execute("DELETE FROM pins WHERE expires <= ?", (self._clock(),))
 
     def _pinned_versions(self, db: sqlite3.Connection) -> set[str]:
-        with _transaction(db):
+        with write_transaction(db):
             now = self._clock()
             db.execute("DELETE FROM pins WHERE expires <= ?", (now,))
             rows = db.execute("SELECT DISTINCT sha FROM pins WHERE expires > ?", (now,)).fetchall()
@@ -297,7 +298,7 @@ class SqliteStore:
         """A pin written, read back and removed in one transaction: the table every session request writes, so a
         damaged one fails here too. No flow name holds "!", so the key is nobody's pin; no reader ever sees it."""
         key, token = f"!{PROBE_PREFIX}{secrets.token_hex(8)}", secrets.token_hex(8)
-        with _transaction(db):
+        with write_transaction(db):
             db.execute("INSERT INTO pins (key, sha, expires) VALUES (?, ?, 0)", (key, token))
             row = db.execute("SELECT sha FROM pins WHERE key = ?", (key,)).fetchone()
             db.execute("DELETE FROM pins WHERE key = ?", (key,))
@@ -307,7 +308,7 @@ class SqliteStore:
     def _append_turns(
         self, session: str, rows: list[tuple[str, str, str]], ttl: float, keep: int, db: sqlite3.Connection
     ) -> None:
-        with _transaction(db):
+        with write_transaction(db):
             now = self._clock()
             expired = db.execute(
                 "SELECT session FROM conversations WHERE expires <= ? ORDER BY expires LIMIT ?",
@@ -333,7 +334,7 @@ class SqliteStore:
             )
 
     def _add_event(self, data: str, once: str | None, db: sqlite3.Connection) -> bool:
-        with _transaction(db):
+        with write_transaction(db):
             cursor = db.execute("INSERT INTO events (record, once) VALUES (?, ?) ON CONFLICT DO NOTHING", (data, once))
             if cursor.rowcount != 1:
                 return False
@@ -343,20 +344,20 @@ class SqliteStore:
         return True
 
     def _claim_delivery(self, delivery_id: str, ttl: float, db: sqlite3.Connection) -> bool:
-        with _transaction(db):
+        with write_transaction(db):
             now = self._clock()
             db.execute("DELETE FROM deliveries WHERE expires <= ?", (now,))
             query = "INSERT INTO deliveries (id, expires) VALUES (?, ?) ON CONFLICT (id) DO NOTHING"
             return db.execute(query, (delivery_id, now + ttl)).rowcount == 1
 
     def _publish(self, message: str, db: sqlite3.Connection) -> None:
-        with _transaction(db):
+        with write_transaction(db):
             now = self._clock()
             db.execute("INSERT INTO wakes (message, at) VALUES (?, ?)", (message, now))
             db.execute("DELETE FROM wakes WHERE at < ?", (now - _WAKES_KEPT,))
 
     def _lease(self, name: str, holder: str, ttl: float, db: sqlite3.Connection) -> bool:
-        with _transaction(db):
+        with write_transaction(db):
             now = self._clock()
             row = db.execute("SELECT holder, expires FROM leases WHERE name = ?", (name,)).fetchone()
             if row is not None and row[0] != holder and row[1] > now:
@@ -369,7 +370,7 @@ class SqliteStore:
             return True
 
     def _add_samples(self, rows: list[tuple[str, int, str, int]], ttl: float, db: sqlite3.Connection) -> None:
-        with _transaction(db):
+        with write_transaction(db):
             now = self._clock()
             db.executemany(
                 "INSERT INTO samples (key, slot, field, count, expires) VALUES (?, ?, ?, ?, ?)"
@@ -387,16 +388,3 @@ def _last_wake_before(since: float, db: sqlite3.Connection) -> int:
 
 def _wakes_after(last: int, db: sqlite3.Connection) -> list[tuple[int, str]]:
     return db.execute("SELECT id, message FROM wakes WHERE id > ? ORDER BY id", (last,)).fetchall()
-
-
-@contextmanager
-def _transaction(db: sqlite3.Connection) -> Iterator[None]:
-    """A write transaction that takes the file's write lock up front, so what it reads stays true until COMMIT."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise

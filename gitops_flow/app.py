@@ -25,6 +25,7 @@ from gitops_flow.choosing import Chooser
 from gitops_flow.components import ComponentRegistry
 from gitops_flow.config import Settings
 from gitops_flow.console import routes as console
+from gitops_flow.console.auth import REVOKE, Sessions
 from gitops_flow.console.context import Console
 from gitops_flow.endpoints import Deps, RequestError, error_response
 from gitops_flow.exceptions import (
@@ -203,7 +204,9 @@ def create_app(
             asyncio.create_task(app.state.console.feed.run(), name="console feed"),
             asyncio.create_task(reconciler.run(), name="reconciler"),
             asyncio.create_task(_guard(guard, reconciler, settings.analysis_interval), name="canary guard"),
-            asyncio.create_task(_listen(state, reconciler, replica), name="replica wake-ups"),
+            asyncio.create_task(
+                _listen(state, reconciler, replica, app.state.console.sessions), name="replica wake-ups"
+            ),
         ]
         if leadership is not None:
             tasks.append(asyncio.create_task(_lead(leadership, reconciler), name="fetch lease"))
@@ -368,12 +371,19 @@ async def _guard(guard: Guard, reconciler: Reconciler, interval: float) -> None:
             log.exception("canary guard failed")
 
 
-async def _listen(store: StateStore, reconciler: Reconciler, replica: str) -> None:
-    """Wake the fetcher when another replica received a webhook (a missed message only waits for the next poll)."""
+async def _listen(store: StateStore, reconciler: Reconciler, replica: str, sessions: Sessions) -> None:
+    """Wake the fetcher when another replica or worker received a webhook (a missed message only waits for the next
+    poll), and refuse the console sessions another one logged out."""
     async for message in store.listen():
         sender, _, trigger = message.partition(" ")
-        if sender != replica:
-            reconciler.request(f"replica {sender}: {trigger}")
+        if sender == replica:
+            continue
+        if trigger.startswith(REVOKE + " "):
+            nonce, _, until = trigger.removeprefix(REVOKE + " ").partition(" ")
+            with contextlib.suppress(ValueError):
+                sessions.revoke_nonce(nonce, float(until))
+            continue
+        reconciler.request(f"replica {sender}: {trigger}")
 
 
 async def _lead(leadership: Leadership, reconciler: Reconciler) -> None:

@@ -185,6 +185,19 @@ def test_a_session_a_pin_and_a_console_login_hold_whichever_worker_answers(
             assert login.cookies  # the session cookie, kept by the client
             page = http.get("/ui")
             assert page.status_code == 200 and "ada" in page.text  # signed in on worker 0, known on worker 1
+            marker = 'name="csrf" value="'
+            start = page.text.index(marker) + len(marker)
+            token = page.text[start : page.text.index('"', start)]
+            kept = dict(http.cookies)
+            out = http.post("/ui/logout", data={"csrf": token}, headers={"Origin": w.server.url})
+            assert out.status_code == 303  # signed out on worker 1
+        w.http.cookies.update(kept)  # a copy of the cookie taken before signing out
+
+        def refused_on_worker_0() -> bool:
+            with w.only(0) as http:
+                return http.post("/ui/fetch", data={"csrf": token}, headers={"Origin": w.server.url}).status_code == 401
+
+        wait_until(refused_on_worker_0, timeout=5, what="worker 0 to refuse the signed-out session")
         for slot in (0, 1):  # a pin to a version no longer live: rebuilt by each worker (a follower, from the record)
             pinned = w.answer(slot, **{"X-Flow-Version": first[:12]})
             assert (pinned.json()["output"], pinned.headers["x-flow-version"]) == ("one", first)

@@ -39,17 +39,16 @@ from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from types import FrameType
+from typing import TYPE_CHECKING
 
-import uvicorn
-
-from gitops_flow.app import create_app
 from gitops_flow.config import Settings
 from gitops_flow.exceptions import ConfigError
-from gitops_flow.http_server import ServerConfig
 from gitops_flow.leader import Worker
 from gitops_flow.metrics import worker_gone
 from gitops_flow.telemetry import logs
-from gitops_flow.telemetry.tracing import Tracing, telemetry_secrets
+
+if TYPE_CHECKING:
+    import uvicorn
 
 STARTUP_FAILURE = 3  # uvicorn's own status for a server that could not start
 RESTARTS_PER_MINUTE = 5  # a slot that dies more often than this stops the server: it would only die again
@@ -62,6 +61,12 @@ log = logging.getLogger("gitops_flow.server")
 def server(settings: Settings, worker: Worker | None = None) -> uvicorn.Server:
     """One server process: the app (flows read only the variables the operator allows, never the whole
     environment), logging as configured, and uvicorn with the bounds of http_server.py."""
+    import uvicorn
+
+    from gitops_flow.app import create_app
+    from gitops_flow.http_server import ServerConfig
+    from gitops_flow.telemetry.tracing import Tracing, telemetry_secrets
+
     tracing = Tracing.from_environ(os.environ)  # OpenTelemetry's own variables (OTEL_*): off unless an endpoint
     app = create_app(
         settings,
@@ -78,6 +83,9 @@ def server(settings: Settings, worker: Worker | None = None) -> uvicorn.Server:
 def check(settings: Settings) -> None:
     """Make the app as a worker will, and drop it: a wrong setting (a credential, a components file) raises here,
     once, before any worker starts."""
+    from gitops_flow.app import create_app
+    from gitops_flow.telemetry.tracing import telemetry_secrets
+
     create_app(settings, secrets=settings.secret_policy().select(os.environ), private=telemetry_secrets(os.environ))
 
 

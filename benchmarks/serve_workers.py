@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import tempfile
 import time
@@ -82,6 +83,15 @@ class Serve:
             if status == 200:
                 self.pids.add(int(json.loads(body).get("worker", {}).get("pid", self.process.pid)))
             time.sleep(0.05)
+
+    def cpu_seconds(self) -> float:
+        """User and system CPU time of the supervisor and its workers so far."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for pid in {self.process.pid, *self.pids}:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / ticks
 
     def rss_kib(self) -> int:
         """The resident memory of the supervisor and its workers."""
@@ -146,13 +156,16 @@ def main(argv: list[str] | None = None) -> int:
                     for label, sessions in cells:
                         if warmup > 0:
                             measure(url, sessions, warmup, tool)
+                        cpu = servers[n].cpu_seconds()
                         result = measure(url, sessions, seconds, tool)
+                        result["cpu_us"] = (servers[n].cpu_seconds() - cpu) / max(1, result["requests"]) * 1e6
                         if result["errors"]:
                             raise SystemExit(f"--workers {n}: {result['errors']} failed requests ({label})")
                         results.setdefault(n, {}).setdefault(label, []).append(result)
                         print(
                             f"round {index + 1} --workers {n} {label:<11} {result['rps']:>8.0f} req/s "
-                            f"p50 {result['p50_ms']:6.2f} ms p99 {result['p99_ms']:6.2f} ms"
+                            f"p50 {result['p50_ms']:6.2f} ms p99 {result['p99_ms']:6.2f} ms, "
+                            f"server CPU {result['cpu_us']:5.0f} µs per request"
                         )
             for n, server in servers.items():
                 memory[n] = server.rss_kib()
@@ -168,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                 "rps_max": max(r["rps"] for r in runs),
                 "p50_ms": median([r["p50_ms"] for r in runs]),
                 "p99_ms": median([r["p99_ms"] for r in runs]),
+                "cpu_us": median([r["cpu_us"] for r in runs]),
             }
             for label, runs in by_label.items()
         }
@@ -176,13 +190,14 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"medians of {rounds} round(s), 32 connections; requests/s (min-max of the rounds), latency in ms")
     print()
-    print("| server | requests | requests/s | (min - max) | p50 | p99 | RSS (all processes) |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| server | requests | requests/s | (min - max) | p50 | p99 | server CPU per request | RSS (all processes) |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for n, by_label in summary.items():
         for label, row in by_label.items():
             print(
                 f"| --workers {n} | {label} | {row['rps']:,.0f} | {row['rps_min']:,.0f} - {row['rps_max']:,.0f} | "
-                f"{row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {memory.get(n, 0) / 1024:.0f} MiB |"
+                f"{row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['cpu_us']:,.0f} µs | "
+                f"{memory.get(n, 0) / 1024:.0f} MiB |"
             )
     ratios = {label: summary[2][label]["rps"] / summary[1][label]["rps"] for label, _ in cells}
     print()

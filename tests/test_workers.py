@@ -4,6 +4,7 @@ the kernel then hands every new connection to the one left running."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -328,3 +329,38 @@ def test_a_port_in_use_stops_the_server_before_any_worker_starts(remote: Remote,
     assert done.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in done.stderr
     assert "Started server process" not in done.stderr
+
+
+def _workers_of(supervisor: int) -> list[int]:
+    """The worker processes of a supervisor (not multiprocessing's resource tracker, its other child)."""
+    found = []
+    for pid in map(int, Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()):
+        with contextlib.suppress(OSError):
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+    return found
+
+
+def test_a_worker_that_keeps_dying_stops_the_server_and_workers_die_with_their_supervisor(
+    remote: Remote, tmp_path: Path
+) -> None:
+    remote.publish({"flows/echo.json": echo_flow()})
+    with workers(remote, tmp_path) as w:
+        supervisor = w.server.process.pid
+        killed: set[int] = set()
+        deadline = time.monotonic() + 60
+        while w.server.process.poll() is None and time.monotonic() < deadline:
+            for pid in _workers_of(supervisor):
+                if pid not in killed and pid != w.pids[1]:  # slot 0's worker, each time it is started again
+                    killed.add(pid)
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
+        assert w.server.process.wait(timeout=30) == 1
+        assert "worker 0 died 6 times in a minute; stopping the server" in w.server.log_text()
+        assert not _alive(w.pids[1])  # the healthy worker was stopped too
+
+    remote.publish({"flows/echo.json": echo_flow(answer="two")})
+    with workers(remote, tmp_path / "again") as w:
+        w.server.process.kill()  # the supervisor dies without a word to its workers
+        for pid in w.pids.values():
+            wait_until(lambda p=pid: not _alive(p), timeout=20, what=f"worker {pid} to die with its supervisor")

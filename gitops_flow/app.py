@@ -54,6 +54,7 @@ from gitops_flow.leader import Leadership, Worker
 from gitops_flow.metrics import Metrics, RouteRow
 from gitops_flow.reconcile import Reconciler
 from gitops_flow.redaction import userinfo_secret
+from gitops_flow.runtime import Executor
 from gitops_flow.secretrefs import RedactSecrets, Scrubber
 from gitops_flow.source import GitSource
 from gitops_flow.stores import open_store
@@ -195,8 +196,19 @@ def create_app(
             namespace="fake" if settings.fake_models else "",
         )
         app.state.tweaker = Tweaker(builder.registry, policy, builder.build_spec)  # LangFlow's tweaks (tweaks.py)
+        executor = Executor(settings.runtime, langsmith=settings.langsmith_tracing, telemetry=telemetry)
         app.state.deps = deps = Deps(
-            settings, state, reconciler, guard, metrics, replica, chooser, feedback, telemetry=telemetry, cache=cache
+            settings,
+            state,
+            reconciler,
+            guard,
+            metrics,
+            replica,
+            chooser,
+            feedback,
+            telemetry=telemetry,
+            cache=cache,
+            executor=executor,
         )
         app.state.console = Console(deps, source=git, registry=components, policy=policy, scrub=scrubber.json)
         feedback.start()

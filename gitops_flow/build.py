@@ -10,8 +10,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from langchain_core.messages import BaseMessage
-from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda, RunnableParallel, RunnablePassthrough
 from pydantic import BaseModel, RootModel, ValidationError, create_model
 
@@ -20,6 +18,8 @@ from gitops_flow.components import FAKEABLE, BuildContext, ComponentRegistry
 from gitops_flow.exceptions import BadInput, BuildError
 from gitops_flow.graph import FlowGraph, analyse
 from gitops_flow.history import HistoryStore, MemoryHistoryStore, WithHistory
+from gitops_flow.lean.forms import as_value, form_of
+from gitops_flow.lean.program import LeanFlow, Plan
 from gitops_flow.problems import Problem, json_path
 from gitops_flow.spec import FlowSpec, NodeSpec
 
@@ -34,6 +34,9 @@ class BuiltFlow:
     notes: tuple[Problem, ...] = field(default=())
     input_model: type[Any] | None = field(default=None, repr=False)  # the pydantic model /input_schema publishes
     output_model: type[Any] | None = field(default=None, repr=False)
+    # the same graph as a plain async program (gitops_flow/lean/): what the server runs unless a request needs
+    # LangChain's callbacks; it answers what ``runnable`` answers
+    lean: LeanFlow | WithHistory | None = field(default=None, repr=False)
 
     def check_input(self, value: Any) -> None:
         """Raise BadInput when ``value`` does not match the input schema the flow publishes, or (TurnTooLarge) when a
@@ -96,12 +99,16 @@ def build_flow(
             )
         built[node.id] = _build_node(spec, index, registry, secrets or {}, fakes or {}, dry_run, notes)
     _check_fan_in_variables(spec, graph, built)
-    runnable = _compile(graph, {node_id: _named(r, node_id) for node_id, r in built.items()})
+    named = {node_id: _named(r, node_id) for node_id, r in built.items()}
+    runnable = _compile(graph, named)
+    lean: LeanFlow | WithHistory = _lean(graph, named, runnable)
     memory = [(i, n) for i, n in enumerate(spec.nodes) if registry.kind_of(n.component) == "memory"]
     if memory:
         if history is None and not dry_run:
             raise BuildError("this flow keeps chat history, but no history store was given", code="no-history-store")
         runnable = _with_history(runnable, graph, built, memory, history or MemoryHistoryStore())
+        assert isinstance(runnable, WithHistory)
+        lean = runnable.over(lean)
     runnable = _named(runnable, spec.name)
     return BuiltFlow(
         spec=spec,
@@ -113,6 +120,7 @@ def build_flow(
         # the ``root`` field of a step that accepts anything (a Passthrough entry) for a required property
         input_model=runnable.get_input_schema() if memory else _entry_input(graph, built),
         output_model=runnable.get_output_schema(),
+        lean=lean,
     )
 
 
@@ -267,16 +275,23 @@ def _gather(graph: FlowGraph, node: str) -> Runnable[Any, Any]:
     if len(edges) == 1:
         return RunnableLambda(operator.itemgetter(edges[0].source), name=f"{node}.input")
     keyed = {str(e.key): e.source for e in edges}
-    return RunnableLambda(lambda state: {k: _as_value(state[src]) for k, src in keyed.items()}, name=f"{node}.input")
+    return RunnableLambda(lambda state: {k: as_value(state[src]) for k, src in keyed.items()}, name=f"{node}.input")
 
 
-def _as_value(value: Any) -> Any:
-    """Messages and prompt values enter a fan-in as their text: that is what a template variable wants."""
-    if isinstance(value, BaseMessage):
-        return value.text
-    if isinstance(value, PromptValue):
-        return value.to_string()
-    return value
+def _lean(graph: FlowGraph, runnables: Mapping[str, Runnable[Any, Any]], whole: Runnable[Any, Any]) -> LeanFlow:
+    """The lean program of the graph ``_compile`` made ``whole`` of: the same steps, as plain async code."""
+    forms = {node: form_of(r) for node, r in runnables.items()}
+    if graph.is_chain:
+        return LeanFlow(Plan(chain=True, tail=tuple(graph.order)), forms, whole)
+    tail = _tail(graph)
+    levels = tuple(tuple(level) for level in _levels(graph, exclude={graph.entry, *tail}))
+    reads: dict[str, str | dict[str, str]] = {}
+    for node in graph.order:
+        edges = graph.incoming[node]
+        if edges:
+            reads[node] = edges[0].source if len(edges) == 1 else {str(e.key): e.source for e in edges}
+    plan = Plan(chain=False, tail=tuple(tail), entry=graph.entry, levels=levels, reads=reads)
+    return LeanFlow(plan, forms, whole)
 
 
 def _sequence(steps: list[Runnable[Any, Any]]) -> Runnable[Any, Any]:

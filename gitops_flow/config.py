@@ -59,6 +59,7 @@ _FROM_ENV = {
     "LOG_FORMAT": "log_format",
     "LOG_LEVEL": "log_level",
     "TOKEN_METRICS": "token_metrics",
+    "RUNTIME": "runtime",
     "LIMITS_FAIL": "limits_fail",
     "LIMIT_LEASE_TTL": "limit_lease_ttl",
     "CACHE_MAX_BYTES": "cache_max_bytes",
@@ -82,6 +83,9 @@ _FROM_ENV = {
     "OUTBOUND_ATTEMPTS": "outbound_attempts",
 }
 LogFormat = Literal["text", "json"]
+# which executor runs flows (docs/server.md, "Runtime"): the lean program unless a run needs LangChain's callbacks,
+# or LangChain's runnables always
+Runtime = Literal["lean", "langchain"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 MAX_WORKERS = 256
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")  # the names a client on this machine reaches a loopback server by
@@ -212,7 +216,11 @@ class Settings(BaseModel):
     # observability and guardrails: logs, token metrics, the limits' counters and the response cache
     log_format: LogFormat = "text"
     log_level: LogLevel = "info"
-    token_metrics: bool = False  # count every run's tokens (LangChain callbacks on every run), not only observed ones
+    token_metrics: bool = False  # count every run's tokens on every run, not only observed ones
+    runtime: Runtime = "lean"
+    # LangSmith traces every LangChain run (LANGSMITH_TRACING / LANGCHAIN_TRACING_V2 = "true", read as LangSmith
+    # reads them): runs then go through LangChain's runnables, whose callbacks LangSmith's tracer hears
+    langsmith_tracing: bool = False
     limits_fail: Literal["open", "closed"] = "open"  # while the limits' counters cannot be reached
     limit_lease_ttl: float = Field(default=600.0, gt=0)  # seconds a run holds its place at most (a crashed replica's)
     cache_max_bytes: int = Field(default=64 * 1024 * 1024, ge=0)  # answers kept in this process's memory
@@ -252,8 +260,26 @@ class Settings(BaseModel):
             raise ConfigError(str(exc)) from None
         if sinks:
             values["notifications"] = sinks
+        if langsmith_tracing(environ):
+            values["langsmith_tracing"] = True
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(values)
+
+
+def langsmith_tracing(environ: Mapping[str, str]) -> bool:
+    """Whether LangSmith traces LangChain's runs in a process with ``environ``: its own rule (langsmith.utils
+    ``tracing_is_enabled``): the first non-blank of ``LANGSMITH_TRACING_V2``, ``LANGCHAIN_TRACING_V2``, else of
+    ``LANGSMITH_TRACING``, ``LANGCHAIN_TRACING``, is exactly ``true``."""
+
+    def first(name: str) -> str | None:
+        for namespace in ("LANGSMITH", "LANGCHAIN"):
+            value = environ.get(f"{namespace}_{name}")
+            if value is not None and value.strip():
+                return value
+        return None
+
+    value = first("TRACING_V2")
+    return (value if value is not None else first("TRACING") or "") == "true"
 
 
 def _loopback(host: str) -> bool:

@@ -27,6 +27,7 @@ from gitops_flow.history import MissingSession
 from gitops_flow.metrics import Metrics
 from gitops_flow.nesting import MAX_DEPTH, too_deep
 from gitops_flow.reconcile import Reconciler
+from gitops_flow.runtime import Executor
 from gitops_flow.stores.base import StateStore
 from gitops_flow.telemetry.context import current
 from gitops_flow.telemetry.runs import Telemetry, run_extras
@@ -64,6 +65,7 @@ class Deps:
     feedback: Feedback | None = None  # statuses and notifications going out (githost/feedback.py)
     telemetry: Telemetry = field(default_factory=Telemetry)
     cache: ResponseCache | None = None
+    executor: Executor = field(default_factory=Executor)  # which executor runs each run (runtime.py)
 
 
 def get_deps(request: Request) -> Deps:
@@ -316,7 +318,7 @@ async def invoke(request: Request) -> Response:
         return json_response(body, headers={VERSION_HEADER: choice.version.sha, **headers})
 
     async def run(chosen: Choice, built: BuiltFlow) -> Any:
-        return await built.runnable.ainvoke(payload["input"], run_config(config, name, chosen, run_id))
+        return await deps.executor.runner(built).ainvoke(payload["input"], run_config(config, name, chosen, run_id))
 
     choice, output = await run_flow(deps, name, choice, flow, run_id, run)
     if lookup is not None:
@@ -345,6 +347,7 @@ async def batch(request: Request) -> Response:
     configurable = dict(configs[0].get("configurable", {})) if configs else {}
     choice, flow = await choose(request, name, configurable, inputs)
     run_ids = [uuid.uuid4() for _ in inputs]
+    deps = get_deps(request)
 
     async def run(chosen: Choice, built: BuiltFlow) -> Any:
         run_configs: list[Any] = [
@@ -354,10 +357,10 @@ async def batch(request: Request) -> Response:
             }
             for c, r in zip(configs, run_ids, strict=True)
         ]
-        return await built.runnable.abatch(inputs, run_configs)
+        return await deps.executor.runner(built).abatch(inputs, run_configs)
 
     run_id = run_ids[0] if run_ids else uuid.uuid4()
-    choice, outputs = await run_flow(get_deps(request), name, choice, flow, run_id, run)
+    choice, outputs = await run_flow(deps, name, choice, flow, run_id, run)
     metadata = {
         "run_ids": [str(r) for r in run_ids],
         "responses": [{"run_id": str(r), "feedback_tokens": []} for r in run_ids],  # LangServe's, one per input
@@ -492,7 +495,7 @@ async def stream(request: Request) -> Response:
     deps = get_deps(request)
 
     def start(chosen: Choice, built: BuiltFlow) -> AsyncIterator[Any]:
-        return built.runnable.astream(payload["input"], run_config(config, name, chosen, run_id))
+        return deps.executor.runner(built).astream(payload["input"], run_config(config, name, chosen, run_id))
 
     opened = await open_stream(deps, name, choice, flow, start)
     served = opened.choice

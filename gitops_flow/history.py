@@ -4,7 +4,7 @@ them."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -114,16 +114,27 @@ class MissingSession(ValueError):
     """A conversational flow was called without a session id."""
 
 
+class Inner(Protocol):
+    """What WithHistory runs: a flow's runnable, or its lean program (lean.program.LeanFlow)."""
+
+    def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Awaitable[Any]: ...
+
+    def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]: ...
+
+    def get_output_schema(self, config: RunnableConfig | None = None) -> Any: ...
+
+
 class WithHistory(Runnable[dict[str, Any], Any]):
     """Runs ``inner`` with the session's past messages added under ``history_key``, then saves the new turn.
 
     The session is ``config["configurable"]["session_id"]``. The turn saved is the input's ``input_key`` text and
-    the flow's answer (its text; anything else as JSON). Streams pass through chunk by chunk.
+    the flow's answer (its text; anything else as JSON). Streams pass through chunk by chunk. Keyword arguments
+    of a call go to ``inner`` (the lean program's ``observer``).
     """
 
     def __init__(
         self,
-        inner: Runnable[Any, Any],
+        inner: Inner,
         store: HistoryStore,
         *,
         input_key: str,
@@ -146,7 +157,18 @@ class WithHistory(Runnable[dict[str, Any], Any]):
         return self.input_model
 
     def get_output_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
-        return self.inner.get_output_schema(config)  # type: ignore[return-value]
+        return self.inner.get_output_schema(config)  # type: ignore[no-any-return]
+
+    def over(self, inner: Inner) -> WithHistory:
+        """The same conversation kept around another ``inner`` (the lean program of the same flow)."""
+        return WithHistory(
+            inner,
+            self.store,
+            input_key=self.input_key,
+            history_key=self.history_key,
+            window=self.window,
+            input_model=self.input_model,
+        )
 
     def check_turn(self, input: Any) -> None:
         """Raise TurnTooLarge when the input's text is larger than a turn the store keeps: a request is refused

@@ -11,11 +11,13 @@ from typing import Any
 
 import orjson
 
-from gitops_flow.build import build_flow, runnable_config
+from gitops_flow.build import BuiltFlow, build_flow, runnable_config
 from gitops_flow.components import ComponentRegistry
 from gitops_flow.exceptions import BadInput, BuildError
 from gitops_flow.history import MemoryHistoryStore
+from gitops_flow.lean.identity import difference
 from gitops_flow.problems import json_path
+from gitops_flow.runtime import run_lean
 from gitops_flow.spec import Expectation, FlowSpec, FlowTest
 
 
@@ -33,6 +35,9 @@ class CaseResult:
     line: int | None = None  # of ``path`` in the flow's file, when the caller knows the file
 
 
+# every case runs four times, each on a build and a conversation of its own: invoked and streamed, on LangChain's
+# runnable and on the lean program; their answers (and failures) must be the same. LangChain's invoke is the answer
+PATHS = (("langchain", "invoke"), ("lean", "invoke"), ("langchain", "stream"), ("lean", "stream"))
 CASE_TIMEOUT_S = 10.0  # what one case may take; a dry-build's fakes never wait, so only a stuck flow takes that long
 BUDGET_S = 60.0  # what all the cases of one flow may take together
 
@@ -47,8 +52,11 @@ async def run_flow_tests(
     No real model is ever called: a case that leaves a node that would call one without ``fakes`` fails unrun.
     The cost is bounded: fakes never wait (a dry-build), a case fails after ``timeout`` seconds, and once ``budget``
     seconds are spent the remaining cases fail unrun. Never raises for what a flow does.
+
+    Each case runs on both of the server's paths, invoked and streamed (PATHS); a case whose answers differ fails,
+    naming where.
     """
-    history = MemoryHistoryStore()
+    histories = {path: MemoryHistoryStore() for path in PATHS}
     models = [n.id for n in spec.nodes if registry.calls_a_model(n.component)]
     deadline = time.monotonic() + budget
     results = []
@@ -58,7 +66,7 @@ async def run_flow_tests(
             message = f"not run: the flow's tests took their budget of {budget:g} s"
             results.append(CaseResult(spec.name, case.name, False, message, path=json_path(["tests", index])))
             continue
-        results.append(await _run_case(spec, index, case, registry, models, history, min(timeout, left)))
+        results.append(await _run_case(spec, index, case, registry, models, histories, min(timeout, left)))
     return results
 
 
@@ -68,7 +76,7 @@ async def _run_case(
     case: FlowTest,
     registry: ComponentRegistry,
     models: list[str],
-    history: MemoryHistoryStore,
+    histories: dict[tuple[str, str], MemoryHistoryStore],
     timeout: float,
 ) -> CaseResult:
     path = json_path(["tests", index])
@@ -82,27 +90,54 @@ async def _run_case(
             path=path,
         )
     started = time.perf_counter()
+    deadline = time.monotonic() + timeout  # the case's time bounds its builds too (checked between nodes)
+    builds: dict[tuple[str, str], BuiltFlow] = {}
+    for which in PATHS:
+        try:
+            builds[which] = build_flow(
+                spec, registry, fakes=case.fakes, history=histories[which], dry_run=True, deadline=deadline
+            )
+        except BuildError as exc:
+            return CaseResult(spec.name, case.name, False, f"the flow does not build: {exc}", path=exc.path)
     try:
-        deadline = time.monotonic() + timeout  # the case's time bounds its build too (checked between nodes)
-        built = build_flow(spec, registry, fakes=case.fakes, history=history, dry_run=True, deadline=deadline)
-    except BuildError as exc:
-        return CaseResult(spec.name, case.name, False, f"the flow does not build: {exc}", path=exc.path)
-    try:
-        built.check_input(case.input)
+        builds[PATHS[0]].check_input(case.input)
     except BadInput as exc:
         message = f"the server would refuse this input (422 bad-input): {exc}"
         return CaseResult(spec.name, case.name, False, message, path=json_path(["tests", index, "input"]))
     session = case.session or f"test:{case.name}"
     config = runnable_config({"configurable": {"session_id": session}}, spec.name, uuid.uuid4(), {"test": case.name})
     try:
-        output = await asyncio.wait_for(built.runnable.ainvoke(case.input, config), timeout)
+        answers = await asyncio.wait_for(_answers(builds, case.input, config), max(deadline - time.monotonic(), 0))
     except TimeoutError:
         return CaseResult(spec.name, case.name, False, f"the flow did not answer within {timeout:g} s", path=path)
-    except Exception as exc:  # noqa: BLE001 - any failure of the flow under test is that test's result
-        return CaseResult(spec.name, case.name, False, f"the flow raised {type(exc).__name__}: {exc}", path=path)
     elapsed = (time.perf_counter() - started) * 1000
+    expected = answers[PATHS[0]]
+    for call in ("invoke", "stream"):
+        differs = difference(answers[("langchain", call)], answers[("lean", call)])
+        if differs is not None:
+            message = f"the lean path's {call} answers differently from LangChain's at {differs}"
+            return CaseResult(spec.name, case.name, False, message, expected.get("output"), elapsed, path)
+    if "raised" in expected:
+        return CaseResult(spec.name, case.name, False, f"the flow raised {expected['raised']}", path=path)
+    output = expected["output"]
     failure = check_expectation(case.expect, output)
     return CaseResult(spec.name, case.name, failure is None, failure or "", output, elapsed, path)
+
+
+async def _answers(builds: dict[tuple[str, str], BuiltFlow], value: Any, config: Any) -> dict[tuple[str, str], Any]:
+    """What each path answers: ``{"output": …}`` for an invoke, ``{"chunks": […]}`` for a stream, or
+    ``{"raised": "Type: message"}``."""
+    found: dict[tuple[str, str], Any] = {}
+    for (runtime, call), built in builds.items():
+        runner = run_lean(built, runtime == "lean")
+        try:
+            if call == "invoke":
+                found[(runtime, call)] = {"output": await runner.ainvoke(value, config)}
+            else:
+                found[(runtime, call)] = {"chunks": [chunk async for chunk in runner.astream(value, config)]}
+        except Exception as exc:  # noqa: BLE001 - any failure of the flow under test is that test's result
+            found[(runtime, call)] = {"raised": f"{type(exc).__name__}: {exc}"}
+    return found
 
 
 def check_expectation(expect: Expectation, output: Any) -> str | None:

@@ -38,3 +38,48 @@ def counting(
     usage = {"input_tokens": input_tokens, "output_tokens": output_tokens, "total_tokens": input_tokens + output_tokens}
     answers = [AIMessage(content=text, usage_metadata=usage) for text in responses]  # type: ignore[arg-type]
     return FakeChatModel(messages=cycle(answers), latency=latency)
+
+
+def witness(*, input_tokens: int = 5, output_tokens: int = 2) -> Runnable[Any, Any]:
+    """A fake chat model that answers which path called it: LangChain's hands a model a run manager (its callbacks)
+    and runs it inside a runnable's config context; the lean executor calls it directly, with neither. Each answer
+    reports its tokens (a stream's, on its last chunk, as providers report them)."""
+    return _Witness(messages=iter(()), usage=(input_tokens, output_tokens))
+
+
+def _witnessed() -> type:
+    from collections.abc import AsyncIterator
+
+    from langchain_core.messages import AIMessage, AIMessageChunk
+    from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+    from langchain_core.runnables.config import var_child_runnable_config
+
+    from gitops_flow.fakemodel import FakeChatModel
+
+    def path(run_manager: Any) -> str:
+        return "langchain" if run_manager is not None or var_child_runnable_config.get() is not None else "lean"
+
+    def usage_of(tokens: tuple[int, int]) -> Any:
+        return {"input_tokens": tokens[0], "output_tokens": tokens[1], "total_tokens": sum(tokens)}
+
+    class Witness(FakeChatModel):
+        usage: tuple[int, int] = (5, 2)
+
+        async def _agenerate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any) -> Any:
+            text = f"answered on the {path(run_manager)} path"
+            message = AIMessage(content=text, usage_metadata=usage_of(self.usage))
+            return ChatResult(generations=[ChatGeneration(message=message)])
+
+        async def _astream(  # type: ignore[override]
+            self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any
+        ) -> AsyncIterator[ChatGenerationChunk]:
+            words = ["streamed", " ", "on", " ", "the", " ", path(run_manager), " path"]
+            for index, word in enumerate(words):
+                last = index == len(words) - 1
+                usage = usage_of(self.usage) if last else None
+                yield ChatGenerationChunk(message=AIMessageChunk(content=word, usage_metadata=usage))
+
+    return Witness
+
+
+_Witness = _witnessed()

@@ -33,6 +33,13 @@ LAYERS: dict[str, int] = {
     "graph": 3,
     "history": 3,
     "build": 4,
+    # the lean executor (gitops_flow/lean/): the flow's graph as plain async code, beside its runnable
+    "lean": 0,
+    "lean.models": 1,
+    "lean.identity": 1,
+    "lean.forms": 2,
+    "lean.program": 3,
+    "runtime": 5,
     "credentials": 4,
     # the LangFlow boundary (gitops_flow/langflow/): its package file imports nothing
     "langflow": 0,
@@ -156,6 +163,12 @@ CONFINED = {
         "fakemodel",
         "templates",
         "telemetry.nodes",  # LangChain's callbacks, as node events
+        # the lean executor does what LangChain's runnables do without their machinery: it calls the same
+        # prompts', models' and parsers' own methods, and reuses LangChain's chunk-adding and id helpers
+        "lean.models",
+        "lean.forms",
+        "lean.program",
+        "lean.identity",  # messages and prompt values compared as data
     },
     "langchain": {"components"},
     "git": {"source"},

@@ -122,9 +122,10 @@ def test_a_case_runs_with_the_config_a_request_gets() -> None:
     )
     [result] = _run(doc, registry)
     assert result.passed, result.message
-    [config] = seen
-    assert config["configurable"]["session_id"] == "s1"
-    assert config["metadata"]["test"] == "sees"
+    assert len(seen) == 4  # invoked and streamed, on LangChain's runnable and on the lean program (testing.PATHS)
+    for config in seen:  # the lean program hands a node it has no lean form for the run's config, as LangChain does
+        assert config["configurable"]["session_id"] == "s1"
+        assert config["metadata"]["test"] == "sees"
 
 
 def test_a_fake_models_latency_is_not_waited_for_in_tests() -> None:
@@ -163,3 +164,21 @@ def test_a_runtime_error_is_that_cases_failure() -> None:
     [result] = _run(doc)
     assert not result.passed
     assert "ValueError" in result.message and "missing" in result.message
+
+
+def test_a_case_whose_paths_answer_differently_fails_naming_the_call_and_where() -> None:
+    """Every case runs on the lean executor and on LangChain's runnables: a component that answers differently on
+    each (here one that says which path called it) fails the case, naming the call and where the answers part."""
+    witness = Component("Witness", "tests.operator_components:witness", "transform")  # not a model: tests run it
+    doc = flow(
+        nodes=[node("p", "PromptTemplate", template="{question}"), node("w", "Witness"), node("a", "StrOutputParser")],
+        edges=[edge("p", "w"), edge("w", "a")],
+        tests=[{"name": "which", "input": {"question": "q"}, "expect": {"contains": "path"}}],
+    )
+    [result] = _run(doc, registry_with(witness))
+    assert not result.passed
+    assert result.message == (
+        "the lean path's invoke answers differently from LangChain's at "
+        "$.output: 'answered on the langchain path' against 'answered on the lean path'"
+    )
+    assert result.path == "$.tests[0]"

@@ -277,7 +277,7 @@ async def run(request: Request) -> Response:
         async def chunks() -> AsyncIterator[Any]:
             tweaked = await _tweaked(tweaker, built, body.tweaks)
             config = run_config({"configurable": configurable}, name, chosen, run_id)
-            async for chunk in tweaked.runnable.astream(flow_input(tweaked, text), config):
+            async for chunk in deps.executor.runner(tweaked).astream(flow_input(tweaked, text), config):
                 yield chunk
 
         return chunks()
@@ -291,7 +291,7 @@ async def run(request: Request) -> Response:
     async def run(chosen: Choice, built: BuiltFlow) -> Any:
         tweaked = await _tweaked(tweaker, built, body.tweaks)
         config = run_config({"configurable": configurable}, name, chosen, run_id)
-        return await tweaked.runnable.ainvoke(flow_input(tweaked, text), config)
+        return await deps.executor.runner(tweaked).ainvoke(flow_input(tweaked, text), config)
 
     lookup, hit = await cached(deps, name, choice, flow, flow_input(flow, text), configurable)
     if hit is not None:

@@ -25,6 +25,7 @@ from gitops_flow.choosing import Chooser
 from gitops_flow.components import ComponentRegistry
 from gitops_flow.config import Settings
 from gitops_flow.console import routes as console
+from gitops_flow.console.auth import REVOKE, Sessions
 from gitops_flow.console.context import Console
 from gitops_flow.endpoints import Deps, RequestError, error_response
 from gitops_flow.exceptions import (
@@ -49,6 +50,7 @@ from gitops_flow.guardrails.cache import MemoryCache, ResponseCache
 from gitops_flow.guardrails.gate import Gate
 from gitops_flow.history import Conversations, TurnLimits
 from gitops_flow.langflow import api as langflow_api
+from gitops_flow.leader import Leadership, Worker
 from gitops_flow.metrics import Metrics, RouteRow
 from gitops_flow.reconcile import Reconciler
 from gitops_flow.redaction import userinfo_secret
@@ -90,13 +92,16 @@ def create_app(
     secrets: Mapping[str, str] | None = None,
     tracing: Tracing | None = None,
     private: Mapping[str, str] | None = None,
+    worker: Worker | None = None,
 ) -> Starlette:
     """The runtime server. Parts not given are made from ``settings``; the lifespan opens them, starts the
     reconciler (which fetches and builds in the background, so the server answers /healthz at once) and closes
     them on shutdown. ``secrets`` is where `$env` references are read (the process environment, for `serve`): only
     the names the settings allow are kept, and every value kept, with the server's own secrets and ``private``
     (telemetry's credentials: OTLP headers, a LangSmith key), is scrubbed from problems, events and log records.
-    ``tracing`` exports traces (None: none are made)."""
+    ``tracing`` exports traces (None: none are made). ``worker`` is this process's place among the workers of one
+    `serve --workers N` (None: the only one): then only the fetch leader fetches (leader.py), and /metrics sums every
+    worker's counters from ``worker.metrics_dir``."""
     if source is None and settings.repo_url is None:
         raise ConfigError("the server needs a repository: --repo URL_OR_PATH or GITOPS_FLOW_REPO")
     policy = settings.secret_policy()
@@ -137,7 +142,10 @@ def create_app(
             live_versions=lambda: sum(1 for v in reconciler.versions if v.ready),
             routes=lambda: route_rows(reconciler.table),
             cached=(lambda: (len(answers), answers.bytes)) if isinstance(answers, MemoryCache) else None,
+            multiprocess_dir=worker.metrics_dir if worker is not None else None,
         )
+        builder.on_validated = metrics.validations.inc
+        leadership = Leadership(state, worker.group, worker.slot) if worker is not None else None
         feedback = Feedback.configured(
             settings,
             repo_url=git.url,
@@ -155,8 +163,19 @@ def create_app(
             poll_interval=settings.poll_interval,
             on_event=_each(metrics.event, feedback.event),
             scrub=scrubber.json,
+            leadership=leadership,
+            on_fetch=metrics.fetches.inc,
         )
-        reconciler.on_change = _after_change(reconciler, metrics, settle_heap=settings.freeze_heap)
+        told: set[asyncio.Task[None]] = set()
+
+        def tell() -> None:  # the leader wakes the followers: they build what it recorded from the shared clone
+            if leadership is not None and leadership.leading:
+                head = reconciler.table.head
+                task = asyncio.create_task(_tell(state, f"{replica} leader recorded {head.sha if head else '-'}"))
+                told.add(task)
+                task.add_done_callback(told.discard)
+
+        reconciler.on_change = _after_change(reconciler, metrics, settle_heap=settings.freeze_heap, tell=tell)
         await reconciler.restore()
         guard = Guard(state)
         replica = uuid.uuid4().hex[:12]
@@ -197,8 +216,12 @@ def create_app(
             asyncio.create_task(app.state.console.feed.run(), name="console feed"),
             asyncio.create_task(reconciler.run(), name="reconciler"),
             asyncio.create_task(_guard(guard, reconciler, settings.analysis_interval), name="canary guard"),
-            asyncio.create_task(_listen(state, reconciler, replica), name="replica wake-ups"),
+            asyncio.create_task(
+                _listen(state, reconciler, replica, app.state.console.sessions), name="replica wake-ups"
+            ),
         ]
+        if leadership is not None:
+            tasks.append(asyncio.create_task(_lead(leadership, reconciler), name="fetch lease"))
         try:
             yield
         finally:
@@ -207,6 +230,8 @@ def create_app(
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if leadership is not None:
+                await leadership.release()
             await feedback.close()
             git.close()
             await counters.close()
@@ -358,21 +383,46 @@ async def _guard(guard: Guard, reconciler: Reconciler, interval: float) -> None:
             log.exception("canary guard failed")
 
 
-async def _listen(store: StateStore, reconciler: Reconciler, replica: str) -> None:
-    """Wake the fetcher when another replica received a webhook (a missed message only waits for the next poll)."""
+async def _listen(store: StateStore, reconciler: Reconciler, replica: str, sessions: Sessions) -> None:
+    """Wake the fetcher when another replica or worker received a webhook (a missed message only waits for the next
+    poll), and refuse the console sessions another one logged out."""
     async for message in store.listen():
         sender, _, trigger = message.partition(" ")
-        if sender != replica:
-            reconciler.request(f"replica {sender}: {trigger}")
+        if sender == replica:
+            continue
+        if trigger.startswith(REVOKE + " "):
+            nonce, _, until = trigger.removeprefix(REVOKE + " ").partition(" ")
+            with contextlib.suppress(ValueError):
+                sessions.revoke_nonce(nonce, float(until))
+            continue
+        reconciler.request(f"replica {sender}: {trigger}")
 
 
-def _after_change(reconciler: Reconciler, metrics: Metrics, *, settle_heap: bool) -> Callable[[], None]:
+async def _lead(leadership: Leadership, reconciler: Reconciler) -> None:
+    """Hold the fetch lease among this server's workers; a worker that becomes the leader fetches at once."""
+    while True:
+        if await leadership.renew():
+            reconciler.request("fetch leader")
+        await asyncio.sleep(leadership.interval)
+
+
+async def _tell(store: StateStore, message: str) -> None:
+    try:
+        await store.publish(message)
+    except StoreError as exc:
+        log.warning("could not wake the other workers: %s", exc)
+
+
+def _after_change(
+    reconciler: Reconciler, metrics: Metrics, *, settle_heap: bool, tell: Callable[[], None] = lambda: None
+) -> Callable[[], None]:
     """What is left to do once a deploy is live: drop the metrics of retired versions, and settle the heap a moment
     later, once for a burst of deploys, so the collection's pause does not hold up the new version's first
     requests."""
     pending: list[asyncio.TimerHandle] = []
 
     def changed() -> None:
+        tell()
         metrics.prune({v.sha for v in reconciler.versions if v.ready})
         if settle_heap:
             for handle in pending:

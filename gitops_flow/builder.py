@@ -3,6 +3,11 @@
 Each flow file's result is cached by its name and blob sha, so content seen before costs nothing to build again: a
 revert, or a commit that touches one flow of a thousand, builds only what changed. Every method here does blocking
 Git and CPU work and runs in a worker thread.
+
+Given the record another worker made of the commit (the fetch leader, leader.py), a flow is not judged again: the
+record says which flows are good, so those are parsed (a LangFlow export converted) and built, and the failed ones
+keep the problems recorded; neither validation nor the flow's tests run. ``validated`` and ``trusted`` count the
+flow files judged and those built on trust, for /metrics.
 """
 
 from __future__ import annotations
@@ -12,6 +17,9 @@ import hashlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
+
+import orjson
 
 from gitops_flow.build import BuiltFlow, build_flow
 from gitops_flow.components import ComponentRegistry
@@ -19,6 +27,7 @@ from gitops_flow.exceptions import BuildError
 from gitops_flow.fakeanswers import fake_answers
 from gitops_flow.history import HistoryStore
 from gitops_flow.jsonpos import LineIndex
+from gitops_flow.langflow import convert as langflow
 from gitops_flow.problems import Problem, capped
 from gitops_flow.routing import ROUTING_FILE, RoutingConfig
 from gitops_flow.routingcheck import validate_routing_bytes
@@ -63,6 +72,22 @@ class _Listing:
         return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
+@dataclass(frozen=True, slots=True)
+class _Judged:
+    """What the fetch leader's record of a commit says of its flows: the good ones and the failed ones' problems."""
+
+    good: frozenset[str]
+    failed: Mapping[str, tuple[Problem, ...]]
+
+    @classmethod
+    def of(cls, record: Mapping[str, Any]) -> _Judged:
+        failed = record.get("failed") or {}
+        return cls(
+            good=frozenset(record.get("flows") or ()),
+            failed={name: tuple(Problem.from_dict(p) for p in found) for name, found in failed.items()},
+        )
+
+
 def carry(version: Version, parent: Version | None) -> Version:
     """``version`` with what it serves from ``parent``: each flow that failed at it keeps the build its parent
     served, and a commit that failed as a whole serves everything its parent served."""
@@ -103,11 +128,17 @@ class VersionBuilder:
         self.clock = clock
         self.build_timeout = build_timeout  # seconds one flow's build may take (Settings.build_timeout)
         self._cache: dict[tuple[str, str], _FileResult] = {}
+        self.on_validated: Callable[[], None] = lambda: None  # a flow file judged (the metrics' counter)
+        self.validated = 0
+        self.trusted = 0
 
-    def build(self, commit: CommitInfo, parent: Version | None = None) -> Version:
+    def build(
+        self, commit: CommitInfo, parent: Version | None = None, record: Mapping[str, Any] | None = None
+    ) -> Version:
         """The version of ``commit``, its flows judged one by one: each good flow built (and its tests passed), each
         failed one with its problems and carried on ``parent``'s build of it when there was one. A problem of the
-        routing file fails the whole commit, which then serves what ``parent`` served."""
+        routing file fails the whole commit, which then serves what ``parent`` served. With ``record`` (the leader's
+        record of this commit) the flows are not judged again (the module's docstring)."""
         listing = self._listing(commit.sha)
         problems: list[Problem] = []
         routing: RoutingConfig | None = None
@@ -118,7 +149,8 @@ class VersionBuilder:
         flows: dict[str, BuiltFlow] = {}
         failed: dict[str, tuple[Problem, ...]] = {}
         blobs: dict[str, str] = {}
-        results = {f: self._flow(listing.flows_dir, f, blob) for f, blob in sorted(listing.files.items())}
+        judged = _Judged.of(record) if record is not None else None
+        results = {f: self._flow(listing.flows_dir, f, blob, judged) for f, blob in sorted(listing.files.items())}
         clashes = duplicate_names((f"{listing.flows_dir}/{f}", r.name) for f, r in results.items())
         for file_name, result in results.items():
             blobs[result.name] = listing.files[file_name]
@@ -176,7 +208,7 @@ class VersionBuilder:
         names = {n for n in before.keys() | listing.files.keys() if before.get(n) != listing.files.get(n)}
         return tuple(sorted(n.removesuffix(".json") for n in names))
 
-    def _flow(self, flows_dir: str, file_name: str, blob: str) -> _FileResult:
+    def _flow(self, flows_dir: str, file_name: str, blob: str, judged: _Judged | None = None) -> _FileResult:
         key = (file_name, blob)
         cached = self._cache.get(key)
         if cached is not None:
@@ -184,6 +216,13 @@ class VersionBuilder:
         path = f"{flows_dir}/{file_name}" if flows_dir not in ("", ".") else file_name
         stem = file_name.removesuffix(".json")
         name = flow_name(stem)
+        if judged is not None and (name in judged.good or name in judged.failed):
+            result = self._trust(name, stem, path, blob, judged)
+            if result.built is not None or name in judged.failed:
+                self._cache[key] = result
+                return result
+        self.validated += 1
+        self.on_validated()
         raw = self.source.read_blob(blob, max_bytes=MAX_EXPORT_BYTES)
         # the build below is real, so validation does not dry-build
         report = validate_bytes(raw, self.registry, file=path, stem=stem, dry_build=False, policy=self.policy)
@@ -211,6 +250,24 @@ class VersionBuilder:
         result = _FileResult(name, built, tuple(self.scrubber.problem(p) for p in capped(problems, MAX_PROBLEMS)))
         self._cache[key] = result
         return result
+
+    def _trust(self, name: str, stem: str, path: str, blob: str, judged: _Judged) -> _FileResult:
+        """A flow as the leader judged it: its recorded problems when it failed there, else parsed and built without
+        validation or tests. A flow that does not build here after all (a component or secret this worker lacks) is
+        judged in full by the caller, so the problem is the one a single process would report."""
+        if name in judged.failed:
+            return _FileResult(name, None, judged.failed[name])
+        self.trusted += 1
+        raw = self.source.read_blob(blob, max_bytes=MAX_EXPORT_BYTES)
+        try:
+            data = orjson.loads(raw.decode("utf-8-sig"))
+            if isinstance(data, dict) and langflow.is_export(data):
+                data = langflow.convert(data, name=name).document
+            spec = FlowSpec.model_validate(data)
+            built = self.build_spec(spec)
+        except (ValueError, BuildError):  # orjson's and pydantic's errors are ValueErrors
+            return _FileResult(name, None, ())
+        return _FileResult(name, built, ())
 
     def _test(self, spec: FlowSpec, raw: bytes, path: str, origin: Callable[[str], str]) -> list[Problem]:
         """The flow's own tests, run as `gitops-flow test` runs them (every model answered by its fakes): each

@@ -142,6 +142,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to listen on (default: 8000)")
     serve.add_argument("--poll-interval", type=float, metavar="SECONDS", help="fetch at least this often (default 30)")
     serve.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="processes serving the port as one server (default: one per available core; 1 with memory://)",
+    )
+    serve.add_argument(
         "--state", metavar="URL", help="sqlite:///PATH (default: a file in the data folder) or redis://HOST:PORT/DB"
     )
     serve.add_argument("--data-dir", type=Path, metavar="DIR", help="where the clone and state live (.gitops-flow)")
@@ -227,6 +233,7 @@ def _settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
         "host": getattr(args, "host", None),
         "port": getattr(args, "port", None),
         "poll_interval": getattr(args, "poll_interval", None),
+        "workers": getattr(args, "workers", None),
         "state": getattr(args, "state", None),
         "data_dir": getattr(args, "data_dir", None),
         "fake_models": getattr(args, "fake_models", None),
@@ -483,32 +490,29 @@ def _init(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
 
 
 def _serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    import uvicorn  # the server's imports are paid by `serve` only, not by every `validate` in CI
-
-    from gitops_flow.app import create_app
-    from gitops_flow.http_server import ServerConfig
+    from gitops_flow import workers  # the server's imports are paid by `serve` only, not by every `validate` in CI
     from gitops_flow.stores import open_store
-    from gitops_flow.telemetry import logs
-    from gitops_flow.telemetry.tracing import Tracing, telemetry_secrets
 
     if args.repo is not None and carries_credentials(args.repo):
         raise UsageError(
             f"--repo {redact(args.repo)}: a URL with a credential on the command line is visible to every user of"
             " this machine (ps); give it in GITOPS_FLOW_REPO instead"
         )
-    # flows are built from the variables the operator allows, never from the whole environment
-    tracing = Tracing.from_environ(os.environ)  # OpenTelemetry's own variables (OTEL_*): off unless an endpoint
-    app = create_app(
-        settings,
-        secrets=settings.secret_policy().select(os.environ),
-        tracing=tracing,
-        private=telemetry_secrets(os.environ),
-    )
+    count = settings.worker_count()
+    if count > 1 and settings.state.startswith("memory:"):
+        raise UsageError(
+            f"--workers {count} with --state memory://: workers are processes and cannot share memory; give"
+            " --workers 1, or a state they share (the default SQLite file, or redis://)"
+        )
+    # the app is made before anything else (a wrong setting is refused before any file is made); with several
+    # workers, once here too, so what is wrong is said once, before any worker starts
+    if count > 1:
+        workers.check(settings)
+        asyncio.run(_reach(open_store(settings.state, data_dir=settings.data_dir)))
+        return workers.Supervisor(settings, count).run()
+    server = workers.server(settings)
     # an unusable state store is a clear error and exit 1 here, not a traceback from a failed start-up
     asyncio.run(_reach(open_store(settings.state, data_dir=settings.data_dir)))
-    logs.configure(settings.log_format, settings.log_level)
-    # uvicorn's loggers write through the same handler (no log config of its own), so its lines are JSON too
-    server = uvicorn.Server(ServerConfig(app, settings, log_level=settings.log_level, log_config=None))
     server.run()
     return EXIT_OK if server.started else EXIT_PROBLEMS  # uvicorn has logged why it could not start
 

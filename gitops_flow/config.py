@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -28,6 +29,7 @@ _FROM_ENV = {
     "STATE": "state",
     "DATA_DIR": "data_dir",
     "POLL_INTERVAL": "poll_interval",
+    "WORKERS": "workers",
     "ADMIN_TOKEN": "admin_token",
     "READ_TOKEN": "read_token",
     "WEBHOOK_SECRET": "webhook_secret",
@@ -87,6 +89,7 @@ LogFormat = Literal["text", "json"]
 # or LangChain's runnables always
 Runtime = Literal["lean", "langchain"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+MAX_WORKERS = 256
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")  # the names a client on this machine reaches a loopback server by
 
 
@@ -104,6 +107,8 @@ class Settings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     poll_interval: float = Field(default=30.0, gt=0)
+    # processes serving one port (`serve --workers N`); None: one per core this process may run on
+    workers: int | None = Field(default=None, ge=1, le=MAX_WORKERS)
     fetch_timeout: float = Field(default=30.0, gt=0)
     state: str = "sqlite://"  # sqlite:///PATH, memory:// or redis://; empty sqlite path = a file in data_dir
     data_dir: Path = Path(".gitops-flow")
@@ -227,6 +232,16 @@ class Settings(BaseModel):
     cache_max_bytes: int = Field(default=64 * 1024 * 1024, ge=0)  # answers kept in this process's memory
     cache_max_entry_bytes: int = Field(default=256 * 1024, ge=0)  # a larger answer is not cached
     cache_max_entries: int = Field(default=100_000, ge=1)  # in memory, or in Redis shared by the replicas
+
+    def worker_count(self) -> int:
+        """How many worker processes `serve` starts: ``workers`` when set; else one per core available to this
+        process (its CPU affinity, as a container's cpuset sets it), and one with the memory:// store, which
+        processes cannot share (`--workers N` with it is refused by `serve`)."""
+        if self.workers is not None:
+            return self.workers
+        if self.state.startswith("memory:"):
+            return 1
+        return max(1, len(os.sched_getaffinity(0)))
 
     def hosts(self) -> tuple[str, ...]:
         """The Host names requests may carry (ports are not compared): ``allowed_hosts`` when set; else, on a

@@ -1,5 +1,11 @@
 """Prometheus metrics of one server: flow runs, deploys, live versions, webhook deliveries, the routes and their
-canaries, limits, tokens and the response cache; one registry per app. docs/server.md lists them with their labels."""
+canaries, limits, tokens and the response cache; one registry per app. docs/server.md lists them with their labels.
+
+With several workers (`serve --workers N`) prometheus_client runs in its multiprocess mode (the supervisor sets
+PROMETHEUS_MULTIPROC_DIR before it starts them): each worker's counters and histograms live in files of that folder,
+and a scrape of any worker sums every worker's, as one process would count them. The gauges read at each scrape
+(live versions, routes, canaries) are computed by the worker that answers: every worker has the same routes.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Set
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
 from gitops_flow.recent import RecentTraffic
@@ -70,6 +77,25 @@ class _Routes(Collector):
         return iter(())  # collected anew at each scrape
 
 
+class _Readings(Collector):
+    """Gauges read from a function at each scrape, by the process that answers (no file in multiprocess mode)."""
+
+    def __init__(self, readings: Iterable[tuple[str, str, Callable[[], float]]]) -> None:
+        self.readings = list(readings)
+
+    def collect(self) -> Iterator[Metric]:
+        for name, text, read in self.readings:
+            yield GaugeMetricFamily(name, text, value=read())
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+
+def worker_gone(folder: str, pid: int) -> None:
+    """What a supervisor does when a worker exits in multiprocess mode: drop the files of its live gauges."""
+    mark_process_dead(pid, folder)  # type: ignore[no-untyped-call]
+
+
 class Metrics:
     """Every metric the server exports, in a registry of its own (no process-wide default registry), and the window
     of recent traffic per version that the console shows (recent.py)."""
@@ -80,9 +106,15 @@ class Metrics:
         recent: RecentTraffic | None = None,
         routes: Callable[[], Iterable[RouteRow]] = lambda: (),
         cached: Callable[[], tuple[float, float]] | None = None,
+        multiprocess_dir: str | None = None,
     ) -> None:
         self.recent = recent or RecentTraffic()
         self.registry = CollectorRegistry(auto_describe=True)
+        # what a scrape renders: this registry, or every worker's files and this worker's readings
+        self.exported = self.registry
+        if multiprocess_dir is not None:
+            self.exported = CollectorRegistry(auto_describe=True)
+            MultiProcessCollector(self.exported, path=multiprocess_dir)  # type: ignore[no-untyped-call]
         self.requests = Counter(
             "gitops_flow_requests",
             "Flow runs, by flow, version (short sha), ref and outcome (ok or error).",
@@ -108,12 +140,21 @@ class Metrics:
             ["event", "outcome"],
             registry=self.registry,
         )
-        live = Gauge("gitops_flow_live_versions", "Versions built and held in memory.", registry=self.registry)
-        live.set_function(live_versions)
+        readings = [("gitops_flow_live_versions", "Versions built and held in memory.", live_versions)]
+        self.fetches = Counter(
+            "gitops_flow_fetches",
+            "Fetches from the flow repository's remote (with several workers, only the fetch leader's).",
+            registry=self.registry,
+        )
+        self.validations = Counter(
+            "gitops_flow_flow_validations",
+            "Flow files validated and tested, each new file content once (the fetch leader's, with several workers).",
+            registry=self.registry,
+        )
         for kind in _EVENTS:  # every kind exported from the start, at 0, so alerts on rate() see a series
             self.events.labels(kind)
         self._children: dict[tuple[str, str, str | None], tuple[Any, Any, Any]] = {}
-        self.registry.register(_Routes(routes))
+        self.exported.register(_Routes(routes))
         self.limited = Counter(
             "gitops_flow_limited_requests",
             "Requests a limit refused (429), by flow, limit (requests, concurrent, tokens) and scope (flow, user,"
@@ -137,14 +178,13 @@ class Metrics:
         self._versioned: set[tuple[str, str, str]] = set()  # (metric, flow, sha) series to prune with versions
         self._token_series: set[tuple[str, str, str | None]] = set()
         if cached is not None:
-            entries = Gauge(
-                "gitops_flow_cache_entries", "Answers in this process's response cache.", registry=self.registry
+            readings.append(
+                ("gitops_flow_cache_entries", "Answers in this process's response cache.", lambda: cached()[0])
             )
-            entries.set_function(lambda: cached()[0])
-            size = Gauge(
-                "gitops_flow_cache_bytes", "Bytes of answers in this process's response cache.", registry=self.registry
+            readings.append(
+                ("gitops_flow_cache_bytes", "Bytes of answers in this process's response cache.", lambda: cached()[1])
             )
-            size.set_function(lambda: cached()[1])
+        self.exported.register(_Readings(readings))
 
     def observe(self, flow: str, sha: str, ref: str | None, ok: bool, seconds: float) -> None:
         """Count one flow run; label children are cached, so this costs a few microseconds on the request path."""
@@ -214,4 +254,4 @@ class Metrics:
         self.deliveries.labels(event, outcome).inc()
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self.exported)

@@ -6,6 +6,10 @@ commit of the branch that a ref named in the routing file points at. A flow that
 last good build (carried from the commit's parent); the others go live. Publishing is the last step and a single
 assignment, so a request sees the old table or the new one, never a mix. Deploy events go to the state store once
 per fact, however many replicas see it.
+
+Among the workers of one `serve --workers N` (leader.py) only the leader fetches, validates and tests; a follower
+reads the refs the leader fetched into the shared clone, waits until the leader has recorded the head, and builds
+each commit from the leader's record of it (which flows are good, which failed and why) without judging it again.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from gitops_flow.canaries import Action, Canaries
 from gitops_flow.config import PinPolicy
 from gitops_flow.deploylog import DeployLog
 from gitops_flow.exceptions import SourceError, StoreError
+from gitops_flow.leader import Leadership
 from gitops_flow.pins import Pins
 from gitops_flow.rebuilds import Rebuilds
 from gitops_flow.source import CommitInfo, GitSource, Refs
@@ -89,6 +94,8 @@ class Reconciler:
         on_change: Callable[[], None] = lambda: None,
         on_event: Callable[[Record], None] = lambda event: None,
         scrub: Callable[[Record], Record] = lambda event: event,
+        leadership: Leadership | None = None,
+        on_fetch: Callable[[], None] = lambda: None,
     ) -> None:
         self.source = source
         self.store = store
@@ -100,6 +107,9 @@ class Reconciler:
         self.clock = clock
         self.rand = rand
         self.on_change = on_change
+        self.leadership = leadership  # None: this process fetches itself (one worker, or a replica of its own)
+        self.on_fetch = on_fetch
+        self._records: dict[str, Record] = {}  # a follower's view of what the leader recorded, by sha
         self.history = DeployLog(store, lambda: self._versions, clock=clock, scrub=scrub, on_event=on_event)
         self.canaries = Canaries(store, self.history, clock=clock)
         self.table = RoutingTable(branch)
@@ -144,6 +154,7 @@ class Reconciler:
     async def restore(self) -> None:
         """Read what a previous run of the server knew: the versions it saw (for /versions) and the aborts."""
         for record in await self.store.versions():
+            self._records[str(record["sha"])] = record
             version = Version.from_record(record)
             if version.status == "ready":
                 version = version.retired()  # rebuilt from Git if the head, a ref or a session still needs it
@@ -165,18 +176,30 @@ class Reconciler:
         """Fetch, then turn every new commit of the branch into a version and publish the routing table."""
         async with self._lock:
             self.status.trigger = trigger
+            following = self.leadership is not None and not self.leadership.leading
             try:
-                refs = await self.source.fetch()
+                if following:  # the leader fetches: read what it fetched into the shared clone (no network)
+                    refs = await anyio.to_thread.run_sync(self.source.refs)
+                else:
+                    refs = await self.source.fetch()
+                    self.on_fetch()
             except SourceError as exc:
                 self.status.last_error = str(exc)
                 log.warning("%s", exc)
                 return Outcome(changed=False, head=self._observed, error=str(exc))
-            self.status.fetches += 1
+            if not following:
+                self.status.fetches += 1
             self.status.last_fetch = self.clock()
             head = refs.branches.get(self.branch)
+            if head is None and following:
+                return Outcome(changed=False, head=self._observed, error="waiting for the fetch leader")
             if head is None:
                 self.status.last_error = f"branch {self.branch!r} does not exist in {self.source.url}"
                 return Outcome(changed=False, head=self._observed, error=self.status.last_error)
+            if following and (head != self._observed or refs != self._observed_refs):
+                self._records = {str(r["sha"]): r for r in await self.store.versions()}
+                if head not in self._records:  # the leader is still on it: its wake-up comes once it is recorded
+                    return Outcome(changed=False, head=self._observed)
             self.status.last_error = None
             if head == self._observed and refs == self._observed_refs:
                 return Outcome(changed=False, head=head)
@@ -202,11 +225,11 @@ class Reconciler:
             }
             self.status.building = commit.sha
             version = await self._build(commit, prepared.built.get(commit.sha), save=False)
+            writes = [self._announce(version, head, trigger, content_seen.get(version.content), previous)]
+            if self._trusted(version.sha) is None:  # a follower keeps the leader's record as it is
+                writes.append(self.store.put_version(version.sha, version.record()))
             try:  # its record and what it means are written at once: one wait behind the requests, not two
-                await asyncio.gather(
-                    self.store.put_version(version.sha, version.record()),
-                    self._announce(version, head, trigger, content_seen.get(version.content), previous),
-                )
+                await asyncio.gather(*writes)
             except StoreError:
                 del self._versions[version.sha]  # not recorded: the next pass builds it (from the cache) and tells
                 raise
@@ -241,7 +264,7 @@ class Reconciler:
             first = commit.parents[0] if commit.parents else None
             parent = self._versions.get(first) if first is not None else None
             if parent is not None or first is None:
-                built[commit.sha] = self.builder.build(commit, parent)
+                built[commit.sha] = self.builder.build(commit, parent, self._trusted(commit.sha))
         return Prepared(commits, rewritten, built)
 
     async def _build(
@@ -255,17 +278,18 @@ class Reconciler:
         """
         first = commit.parents[0] if commit.parents else None
         parent = self._versions.get(first) if first is not None else None
+        record = self._trusted(commit.sha)
         if prebuilt is not None:
             version = prebuilt
         else:
-            version = await anyio.to_thread.run_sync(self.builder.build, commit, parent)
+            version = await anyio.to_thread.run_sync(self.builder.build, commit, parent, record)
         if parent is None and first is not None and (version.failed or not version.ready) and depth < MAX_CARRY_DEPTH:
             parent = await self._build(await anyio.to_thread.run_sync(self.source.commit, first), None, depth + 1)
             version = carry(version, parent)
         known = self._versions.get(commit.sha)
         if known is not None:
             version = replace(version, seen=known.seen, went_live=known.went_live)
-        if save:
+        if save and record is None:  # a follower keeps the leader's record as it is
             await self.store.put_version(version.sha, version.record())
         self._versions[version.sha] = version
         return version
@@ -478,7 +502,15 @@ class Reconciler:
         """Build an old version again for a pin or a session, off the reconciler's lock (rebuilds.py); blocking."""
         commit = self.source.commit(sha)
         parent = self._versions.get(commit.parents[0]) if commit.parents else None
-        return self.builder.build(commit, parent)
+        return self.builder.build(commit, parent, self._trusted(sha))
+
+    def _trusted(self, sha: str) -> Record | None:
+        """The leader's record of ``sha`` when this worker follows (its flows are then built without being judged
+        again); None when it leads, or the leader has not recorded ``sha`` (then it is judged here, as by one
+        process)."""
+        if self.leadership is None or self.leadership.leading:
+            return None
+        return self._records.get(sha)
 
     async def revive(self, sha: str, flow: str) -> Version | None:
         """A version a session is pinned to that this process does not hold (a restart, another replica): rebuilt,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 from typing import Any
 
 from starlette.requests import Request
@@ -212,9 +213,18 @@ async def readyz(request: Request) -> Response:
         "failed_flows": sorted(head.failed) if head else [],
         "source": _source(deps.reconciler),
         "store": {"ok": store_error is None, "error": store_error},
+        **_worker(deps.reconciler),
         **(deps.feedback.health() if deps.feedback is not None else {}),
     }
     return json_response(body, 200 if ready else 503)
+
+
+def _worker(reconciler: Reconciler) -> dict[str, Any]:
+    """Which worker answered, with several (`serve --workers N`): its slot, its process and whether it fetches."""
+    leadership = reconciler.leadership
+    if leadership is None:
+        return {}
+    return {"worker": {"slot": leadership.slot, "pid": os.getpid(), "leader": leadership.leading}}
 
 
 def _source(reconciler: Reconciler) -> dict[str, Any]:
@@ -246,10 +256,15 @@ def require_admin(request: Request) -> None:
 
 
 async def reconcile_now(request: Request) -> Response:
-    """Fetch and apply now, and answer with what happened (operators, tests, the demo)."""
+    """Fetch and apply now, and answer with what happened (operators, tests, the demo). A worker that is not the fetch
+    leader wakes the leader, and answers with what it has itself."""
     require_admin(request)
     require_json(request, body_optional=True)  # it takes no body; one that is sent is JSON, as on every JSON endpoint
-    outcome = await get_deps(request).reconciler.step("operator")
+    deps = get_deps(request)
+    leadership = deps.reconciler.leadership
+    if leadership is not None and not leadership.leading:
+        await deps.store.publish(f"{deps.replica} operator")
+    outcome = await deps.reconciler.step("operator")
     body = {"changed": outcome.changed, "head": outcome.head, "new": list(outcome.new), "error": outcome.error}
     return json_response(body, 200 if outcome.error is None else 502)
 

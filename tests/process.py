@@ -77,11 +77,12 @@ def serve_process(
     admin: bool = True,
     ready: bool = True,
     repo: str | None = None,
+    workers: int | None = 1,
 ) -> Iterator[ServeProcess]:
     """`python -m gitops_flow serve` following ``remote``; ``env`` adds to a clean environment (no GITOPS_FLOW_*
-    of the machine's), ``args`` to the command line. ``repo`` is a URL to follow instead of ``remote``'s path, given
-    in GITOPS_FLOW_REPO (as an operator gives a URL with a credential). Stops the process (and fails on a crash) at
-    the end."""
+    of the machine's), ``args`` to the command line, ``workers`` as ``--workers`` (None: not given, the default of
+    one per core). ``repo`` is a URL to follow instead of ``remote``'s path, given in GITOPS_FLOW_REPO (as an
+    operator gives a URL with a credential). Stops the process (and fails on a crash) at the end."""
     port = free_port()
     data = tmp_path / f"serve-{port}"
     data.mkdir(parents=True)
@@ -103,6 +104,7 @@ def serve_process(
         str(data / "state"),
         "--poll-interval",
         "3600",
+        *(["--workers", str(workers)] if workers is not None else []),  # None: the real default, one per core
         *args,
     ]
     with log.open("wb") as sink:

@@ -39,6 +39,7 @@ class Replica:
         self.url = f"http://127.0.0.1:{self.port}"
         command = [sys.executable, "-m", "gitops_flow", "serve", "--repo", remote.url, "--port", str(self.port)]
         command += ["--state", state, "--data-dir", str(tmp_path / name), "--poll-interval", str(poll)]
+        command += ["--workers", "1"]  # a replica of one process each: the workers are tests/test_workers.py's
         env = {**os.environ, "GITOPS_FLOW_WEBHOOK_SECRET": SECRET, "LANGSMITH_TRACING": "false"}
         self.log = tmp_path / f"{name}.log"
         with self.log.open("wb") as log:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 from pathlib import Path
 
@@ -153,3 +154,18 @@ def test_settings_come_from_the_environment_and_flags_win() -> None:
     assert "s3cret" not in repr(settings)
     assert settings.analysis_interval == 0.5
     assert settings.poll_interval == 3.0
+
+
+def test_workers_default_to_the_available_cores_and_come_from_flag_or_environment() -> None:
+    cores = len(os.sched_getaffinity(0))
+    assert Settings().worker_count() == cores
+    assert Settings(state="redis://localhost").worker_count() == cores
+    assert Settings(state="memory://").worker_count() == 1  # processes cannot share memory
+    assert Settings.from_env({"GITOPS_FLOW_WORKERS": "3"}).worker_count() == 3
+    assert Settings.from_env({"GITOPS_FLOW_WORKERS": "3"}, workers=2).worker_count() == 2  # the flag wins
+
+
+@pytest.mark.parametrize("given", ["0", "257", "many"])
+def test_a_worker_count_out_of_bounds_is_refused(given: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["serve", "--repo", "x"], environ={"GITOPS_FLOW_WORKERS": given}) == 2
+    assert "setting workers" in capsys.readouterr().err

@@ -26,7 +26,7 @@ from gitops_flow.console.access import (
     over_https,
     page,
 )
-from gitops_flow.console.auth import NAME_PATTERN, Role
+from gitops_flow.console.auth import NAME_PATTERN, REVOKE, Role
 from gitops_flow.exceptions import LookupFailed, StoreError
 
 log = logging.getLogger("gitops_flow.server")
@@ -88,7 +88,12 @@ async def logout(request: Request) -> Response:
     except ConsoleError as exc:
         return error_page(request, exc)
     if who.session is not None:
-        console(request).sessions.revoke(who.session)
+        desk = console(request)
+        desk.sessions.revoke(who.session)
+        try:  # every other worker and replica refuses the cookie too (auth.py)
+            await desk.deps.store.publish(f"{desk.deps.replica} {REVOKE} {who.session.nonce} {who.session.expires}")
+        except StoreError as exc:
+            log.warning("console: the logout could not be told to the other workers: %s", exc)
     response = RedirectResponse("/ui?notice=signed-out", 303)
     response.delete_cookie(COOKIE, path="/ui", httponly=True, samesite="strict")
     response.delete_cookie(SECURE_COOKIE, path="/", secure=True, httponly=True, samesite="strict")

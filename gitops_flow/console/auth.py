@@ -4,8 +4,9 @@ A login trades the admin token (or the read token) for a session cookie, so the 
 by the browser. The cookie is signed, not stored: its key is derived from the token it was issued for, so every
 replica that shares the token accepts it, and changing the token ends every session issued with the old one. It
 holds the role, an expiry, a random nonce and the name the operator gave (for the audit trail), nothing secret.
-Logging out revokes its nonce in this process (and the browser drops the cookie); on other replicas it stays valid
-until it expires, at most SESSION_SECONDS after the login.
+Logging out revokes its nonce in this process (and the browser drops the cookie), and in every other worker and
+replica listening on the state store (``REVOKE``, a wake-up message); one that did not hear it (it was restarting)
+accepts the cookie until it expires, at most SESSION_SECONDS after the login.
 
 Each session has a CSRF token (an HMAC of its nonce) that every form of the console carries and every change checks,
 on top of the cookie's SameSite=Strict and the Origin check of the routes (docs/console.md).
@@ -30,6 +31,7 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9 ._@-]{0,40}$")  # the name an operator g
 MAX_COOKIE = 512  # characters: anything longer is no cookie of ours
 MAX_REVOKED = 10_000
 _PURPOSE = b"gitops-flow console session v1"
+REVOKE = "revoke-session"  # the wake-up message of a logout: "<sender> revoke-session <nonce> <expires>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,12 +120,16 @@ class Sessions:
 
     def revoke(self, session: Session) -> None:
         """Log a session out (in this process: the browser drops the cookie too)."""
+        self.revoke_nonce(session.nonce, session.expires)
+
+    def revoke_nonce(self, nonce: str, until: float) -> None:
+        """Refuse the session of ``nonce`` until ``until`` (another process's logout, heard through the store)."""
         now = self.clock()
         self._revoked = {nonce: until for nonce, until in self._revoked.items() if until > now}
         if len(self._revoked) >= MAX_REVOKED:  # the ones closest to expiring go first
             for nonce in sorted(self._revoked, key=self._revoked.__getitem__)[: len(self._revoked) - MAX_REVOKED + 1]:
                 del self._revoked[nonce]
-        self._revoked[session.nonce] = session.expires
+        self._revoked[nonce] = until
 
     def _key(self, role: Role) -> bytes | None:
         token = self._tokens(role)

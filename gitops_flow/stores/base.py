@@ -21,6 +21,7 @@ SAMPLES_PREFIX = "samples:"
 ABORT_PREFIX = "abort:"
 ONCE_PREFIX = "once:"
 WAKE_CHANNEL = "wake"
+LEASE_PREFIX = "lease:"
 
 MAX_EVENTS = 10_000  # every backend keeps only this many of the most recent deploy events
 SWEEP_CONVERSATIONS = 16  # expired conversations each append_turns deletes: more than it can create, so few linger
@@ -130,12 +131,21 @@ class StateStore(Protocol):
         ...
 
     async def publish(self, message: str) -> None:
-        """Send ``message`` to every process listening on this backend, this one included; a no-op where processes
-        cannot hear each other (a SQLite file), which then learn by polling."""
+        """Send ``message`` to every process listening on this backend, this one included (processes sharing a
+        SQLite file hear it within a fraction of a second: they poll a table)."""
         ...
 
     def listen(self) -> AsyncIterator[str]:
         """The messages published on this backend from now on, in order, until the store closes."""
+        ...
+
+    async def lease(self, name: str, holder: str, ttl: float) -> bool:
+        """Take or renew the lease ``name`` for ``holder`` for ``ttl`` seconds: True if ``holder`` holds it now,
+        False while another holder's lease runs. Atomic across processes (the workers' fetch leader, leader.py)."""
+        ...
+
+    async def release(self, name: str, holder: str) -> None:
+        """Give up the lease ``name`` if ``holder`` holds it, so another takes it at once."""
         ...
 
 

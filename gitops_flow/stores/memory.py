@@ -36,6 +36,7 @@ class MemoryStore:
         self._samples: dict[tuple[str, int], tuple[dict[str, int], float]] = {}  # (key, slot) -> (counts, expires)
         self._aborts: dict[str, bytes] = {}
         self._listeners: set[asyncio.Queue[str | None]] = set()
+        self._leases: dict[str, tuple[str, float]] = {}
 
     def __repr__(self) -> str:
         return f"MemoryStore(pins={len(self._pins)}, sessions={len(self._turns)}, versions={len(self._versions)})"
@@ -160,6 +161,18 @@ class MemoryStore:
         queue: asyncio.Queue[str | None] = asyncio.Queue()
         self._listeners.add(queue)
         return drain(queue, self._listeners)
+
+    async def lease(self, name: str, holder: str, ttl: float) -> bool:
+        now = self._clock()
+        current = self._leases.get(name)
+        if current is not None and current[0] != holder and current[1] > now:
+            return False
+        self._leases[name] = (holder, now + ttl)
+        return True
+
+    async def release(self, name: str, holder: str) -> None:
+        if self._leases.get(name, ("", 0.0))[0] == holder:
+            del self._leases[name]
 
     def _write_pin(self, key: str, sha: str, expires: float) -> None:
         self._pins[key] = (sha, expires)

@@ -21,6 +21,7 @@ TTLs (the item's own TTL plus a day) are only a backstop, so that keys nobody co
     abort:record          hash     key -> JSON record of its abort
     probe:<random>        string   ping()'s probe, deleted at once (a 60 s TTL if the delete is lost)
     wake                  channel  publish() and listen()
+    lease:<name>          string   the holder of a lease (leader.py), expiring with it
 
 The writes that must be atomic (claim_pin, append_turns, add_event with ``once``, claim_delivery, add_samples,
 put_version) are
@@ -54,6 +55,7 @@ from gitops_flow.stores.base import (
     CONVERSATIONS_KEY,
     DELIVERY_PREFIX,
     EVENTS_KEY,
+    LEASE_PREFIX,
     MAX_EVENTS,
     ONCE_PREFIX,
     PIN_PREFIX,
@@ -139,6 +141,7 @@ class RedisStore:
         self._add_event, self._claim_delivery = load(lua.ADD_EVENT), load(lua.CLAIM_DELIVERY)
         self._add_samples, self._sum_samples = load(lua.ADD_SAMPLES), load(lua.SUM_SAMPLES)
         self._append_turns, self._events_page = load(lua.APPEND_TURNS), load(lua.EVENTS_PAGE)
+        self._lease, self._release = load(lua.LEASE), load(lua.RELEASE)
         self._listeners: set[asyncio.Queue[str | None]] = set()
         self._reader: asyncio.Task[None] | None = None
         self._closed = False
@@ -326,6 +329,17 @@ class RedisStore:
     async def publish(self, message: str) -> None:
         with self._errors("publish a wake-up"):
             await self._redis.publish(self._key(WAKE_CHANNEL), message)
+
+    async def lease(self, name: str, holder: str, ttl: float) -> bool:
+        # a lease is judged by Redis's clock (PX), not the store's: holders on several machines share no clock
+        with self._errors("take a lease"):
+            return bool(
+                await self._lease(keys=[self._key(LEASE_PREFIX + name)], args=[holder, max(1, int(ttl * 1000))])
+            )
+
+    async def release(self, name: str, holder: str) -> None:
+        with self._errors("release a lease"):
+            await self._release(keys=[self._key(LEASE_PREFIX + name)], args=[holder])
 
     def listen(self) -> AsyncIterator[str]:
         """Every message published on this Redis after this call (and after ``open()``), in order, until the store

@@ -170,3 +170,17 @@ local skip = 0
 if ARGV[2] ~= '' then skip = math.max(newest - tonumber(ARGV[2]) + 1, 0) end
 return {newest, redis.call('LRANGE', KEYS[1], skip, skip + tonumber(ARGV[1]) - 1)}
 """
+
+# KEYS: the lease. ARGV: holder, ttl in ms. 1 if the holder holds the lease now (taken or renewed), else 0.
+LEASE = """
+local current = redis.call('GET', KEYS[1])
+if current and current ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# KEYS: the lease. ARGV: holder. Deletes it only if the holder still holds it.
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
+"""

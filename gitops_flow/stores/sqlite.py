@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import sqlite3
 import threading
@@ -24,6 +25,8 @@ T = TypeVar("T")
 
 _BUSY_TIMEOUT = 5.0  # seconds a write waits for another process's write to finish before giving up
 _PURGE_EVERY = 1_000  # pin writes between sweeps of expired pins
+_LISTEN_EVERY = 0.1  # seconds between a listener's reads of the wake-ups table
+_WAKES_KEPT = 60.0  # seconds a wake-up stays in the table (listeners read it within _LISTEN_EVERY)
 
 # _MIGRATIONS[n] takes the schema from version n to n + 1 (PRAGMA user_version); append, never edit
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -51,6 +54,11 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # conversations kept before they could expire get the default idle time from now, not from their last turn
         "INSERT INTO conversations (session, expires)"
         " SELECT DISTINCT session, CAST(strftime('%s', 'now') AS REAL) + 2592000 FROM turns",
+    ),
+    (
+        # wake-ups between processes sharing the file: published rows, read by each listener's poll
+        "CREATE TABLE wakes (id INTEGER PRIMARY KEY AUTOINCREMENT, message TEXT NOT NULL, at REAL NOT NULL)",
+        "CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires REAL NOT NULL)",
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -168,15 +176,38 @@ class SqliteStore:
         await self._run("written", lambda db: db.execute("DELETE FROM aborts WHERE key = ?", (key,)))
 
     async def publish(self, message: str) -> None:
-        """Processes sharing a SQLite file cannot hear each other: they learn of a change by polling Git."""
+        """A row in the wake-ups table, which every listener (of any process sharing the file) reads within
+        _LISTEN_EVERY; rows older than _WAKES_KEPT go."""
+        await self._run("written", partial(self._publish, message))
 
     def listen(self) -> AsyncIterator[str]:
-        return self._until_closed()
+        return self._poll_wakes(self._clock())
 
-    async def _until_closed(self) -> AsyncIterator[str]:
-        await self._closing.wait()
-        return
-        yield  # an async generator that yields nothing
+    async def _poll_wakes(self, since: float) -> AsyncIterator[str]:
+        """The wake-ups published from ``since`` on: a read of the rows past the last one seen, every _LISTEN_EVERY
+        (one indexed read of an almost empty table; SQLite has no notifications between processes)."""
+        last: int | None = None  # the last row seen; the first read finds where ``since`` begins
+        while not self._closing.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), _LISTEN_EVERY)
+            if self._closing.is_set():
+                return
+            try:
+                if last is None:
+                    last = await self._run("read", partial(_last_wake_before, since))
+                found = await self._run("read", partial(_wakes_after, last))
+            except StoreError:
+                continue  # a busy or briefly unreadable file: the next read tries again
+            for seq, message in found:
+                last = seq
+                yield message
+
+    async def lease(self, name: str, holder: str, ttl: float) -> bool:
+        return await self._run("written", partial(self._lease, name, holder, ttl))
+
+    async def release(self, name: str, holder: str) -> None:
+        query = "DELETE FROM leases WHERE name = ? AND holder = ?"
+        await self._run("written", lambda db: db.execute(query, (name, holder)))
 
     # everything below runs in a worker thread
 
@@ -319,6 +350,25 @@ class SqliteStore:
             query = "INSERT INTO deliveries (id, expires) VALUES (?, ?) ON CONFLICT (id) DO NOTHING"
             return db.execute(query, (delivery_id, now + ttl)).rowcount == 1
 
+    def _publish(self, message: str, db: sqlite3.Connection) -> None:
+        with write_transaction(db):
+            now = self._clock()
+            db.execute("INSERT INTO wakes (message, at) VALUES (?, ?)", (message, now))
+            db.execute("DELETE FROM wakes WHERE at < ?", (now - _WAKES_KEPT,))
+
+    def _lease(self, name: str, holder: str, ttl: float, db: sqlite3.Connection) -> bool:
+        with write_transaction(db):
+            now = self._clock()
+            row = db.execute("SELECT holder, expires FROM leases WHERE name = ?", (name,)).fetchone()
+            if row is not None and row[0] != holder and row[1] > now:
+                return False
+            db.execute(
+                "INSERT INTO leases (name, holder, expires) VALUES (?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires = excluded.expires",
+                (name, holder, now + ttl),
+            )
+            return True
+
     def _add_samples(self, rows: list[tuple[str, int, str, int]], ttl: float, db: sqlite3.Connection) -> None:
         with write_transaction(db):
             now = self._clock()
@@ -329,3 +379,12 @@ class SqliteStore:
                 [(*row, now + ttl) for row in rows],
             )
             db.execute("DELETE FROM samples WHERE expires <= ?", (now,))
+
+
+def _last_wake_before(since: float, db: sqlite3.Connection) -> int:
+    row = db.execute("SELECT coalesce(max(id), 0) FROM wakes WHERE at < ?", (since,)).fetchone()
+    return int(row[0])
+
+
+def _wakes_after(last: int, db: sqlite3.Connection) -> list[tuple[int, str]]:
+    return db.execute("SELECT id, message FROM wakes WHERE id > ? ORDER BY id", (last,)).fetchall()

@@ -408,3 +408,19 @@ async def test_memory_listeners_hear_every_message_published_after_they_listen()
     await store.close()
     assert [m async for m in early] == ["one", "two"]
     assert [m async for m in late] == ["two"]
+
+
+async def test_a_lease_is_held_by_one_holder_until_it_expires_or_is_released(
+    store: StateStore, clock: FakeClock
+) -> None:
+    assert await store.lease("fetch:g", "g:0", 0.2)
+    assert not await store.lease("fetch:g", "g:1", 0.2)  # another holder waits while it runs
+    assert await store.lease("fetch:g", "g:0", 0.2)  # its holder renews it
+    assert await store.lease("fetch:other", "g:1", 0.2)  # leases are apart by name
+    clock.now += 1.0  # the store's clock (memory, SQLite) ...
+    await asyncio.sleep(0.3)  # ... or Redis's own (a lease is judged by the server holders share)
+    assert await store.lease("fetch:g", "g:1", 0.2)  # expired: taken over
+    await store.release("fetch:g", "g:0")  # not its holder any more: nothing happens
+    assert not await store.lease("fetch:g", "g:0", 0.2)
+    await store.release("fetch:g", "g:1")
+    assert await store.lease("fetch:g", "g:0", 0.2)  # released: taken at once

@@ -192,3 +192,67 @@ async def test_ping_fails_on_a_damaged_pins_table_that_session_requests_use(tmp_
             await store.claim_pin("chat:new", "bbb", ttl=60)
         with pytest.raises(StoreError, match="malformed"):
             await store.ping()
+
+
+async def test_processes_sharing_a_file_hear_each_others_wake_ups(tmp_path: Path) -> None:
+    """Workers of one server share the file: what one publishes, every other listener reads from the table."""
+    one, two = SqliteStore(tmp_path / "state.db"), SqliteStore(tmp_path / "state.db")
+    await one.open()
+    await two.open()
+    await one.publish("before")  # published before the other listens: not heard
+    heard = two.listen()
+    for message in ("a", "b", "c"):
+        await one.publish(message)
+
+    async def first_three() -> list[str]:
+        return [await anext(heard) for _ in range(3)]
+
+    assert await asyncio.wait_for(first_three(), timeout=5) == ["a", "b", "c"]
+    await one.close()
+    await two.close()
+
+
+def _write_a_lot(path: str, worker: int, rounds: int) -> None:
+    """One process's share of the concurrent writes below (a module function: spawned processes import it)."""
+
+    async def run() -> None:
+        store = SqliteStore(Path(path))
+        await store.open()
+        for n in range(rounds):
+            await store.claim_pin(f"p{worker}-{n % 7}", "sha", 60)
+            await store.add_event({"worker": worker, "n": n})
+            await store.add_samples(n, {"canary": {"requests": 1}}, 60)
+            await store.append_turns(f"s{n % 5}", [("human", "hi")], ttl=60, keep=10)
+            await store.put_version(f"{worker}-{n % 3}", {"sha": f"{worker}-{n % 3}", "n": n})
+            await store.lease("fetch:g", f"g:{worker}", 10)
+            await store.publish(f"{worker} {n}")
+        await store.close()
+
+    asyncio.run(run())
+
+
+def test_several_processes_write_at_once_without_a_locked_database(tmp_path: Path) -> None:
+    """The workers of `serve --workers N` write one file at once: WAL, BEGIN IMMEDIATE and a busy timeout make each
+    writer wait its turn, so none fails with "database is locked" (a StoreError would end the process non-zero)."""
+    import multiprocessing
+
+    path, processes, rounds = tmp_path / "state.db", 4, 150
+    context = multiprocessing.get_context("spawn")
+    started = [context.Process(target=_write_a_lot, args=(str(path), w, rounds)) for w in range(processes)]
+    for process in started:
+        process.start()
+    for process in started:
+        process.join(120)
+    assert [p.exitcode for p in started] == [0] * processes
+
+    async def totals() -> tuple[int, dict[str, int]]:
+        store = SqliteStore(path)
+        await store.open()
+        try:
+            return len(await store.events(10_000)), await store.sum_samples("canary", 0)
+        finally:
+            await store.close()
+
+    events, samples = asyncio.run(totals())
+    assert events == processes * rounds
+    assert samples == {"requests": processes * rounds}

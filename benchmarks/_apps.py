@@ -10,7 +10,9 @@ process), so one module serves every variant:
   (default 3600 s), keep_versions BENCH_KEEP (default: the server's), admin token BENCH_ADMIN_TOKEN (default: none),
   webhook secret BENCH_WEBHOOK_SECRET (default: none), canary guard tick BENCH_ANALYSIS_INTERVAL (default: 1 s);
 - ``langserve_app``: LangServe's ``add_routes(FastAPI(), chain, path="/echo")``;
-- ``bare_app``: one Starlette route calling ``await chain.ainvoke(input)``, JSON in and out with orjson.
+- ``bare_prompt_app``: the LangFlow export of benchmarks/serve_langflow.py by hand (its prompt, formatted);
+- ``bare_app``: one Starlette route calling ``await chain.ainvoke(input)``, JSON in and out with orjson; and one
+  streaming ``chain.astream(input)`` as server-sent events framed as LangServe's (``/echo/stream``).
 
 The hand-built chain of the last two is ``PromptTemplate("Q: {question}") | GenericFakeChatModel | StrOutputParser``
 answering BENCH_ANSWER, which is what the flow document ``echo_flow(answer=BENCH_ANSWER)`` of tests/served.py
@@ -46,16 +48,19 @@ def _made(app: Any) -> Any:
 
 
 def hand_chain(answer: str) -> Any:
-    """prompt -> fake chat model -> parser, written directly in LangChain."""
+    """prompt -> fake chat model -> parser, written directly in LangChain. With BENCH_TOKEN_LATENCY (seconds), the
+    model is gitops-flow's FakeChatModel waiting that long before each token (what the flow's FakeChatModel node
+    with ``token_latency_ms`` builds to), so every server streams from the same model."""
     from langchain_core.language_models import GenericFakeChatModel
     from langchain_core.output_parsers import StrOutputParser
     from langchain_core.prompts import PromptTemplate
 
-    return (
-        PromptTemplate.from_template("Q: {question}")
-        | GenericFakeChatModel(messages=cycle([answer]))
-        | StrOutputParser()
-    )
+    model: Any = GenericFakeChatModel(messages=cycle([answer]))
+    if os.environ.get("BENCH_TOKEN_LATENCY"):
+        from gitops_flow.fakemodel import FakeChatModel
+
+        model = FakeChatModel(messages=cycle([answer]), token_latency=float(os.environ["BENCH_TOKEN_LATENCY"]))
+    return PromptTemplate.from_template("Q: {question}") | model | StrOutputParser()
 
 
 def gitops_flow_app() -> Any:
@@ -105,7 +110,7 @@ def bare_app() -> Any:
     import orjson
     from starlette.applications import Starlette
     from starlette.requests import Request
-    from starlette.responses import Response
+    from starlette.responses import Response, StreamingResponse
     from starlette.routing import Route
 
     chain = hand_chain(_answer())
@@ -115,7 +120,46 @@ def bare_app() -> Any:
         output = await chain.ainvoke(payload["input"])
         return Response(orjson.dumps({"output": output}), media_type="application/json")
 
+    async def stream(request: Request) -> Response:
+        """Server-sent events as LangServe frames them: ``data`` per chunk, then ``end``."""
+        payload = orjson.loads(await request.body())
+
+        async def events() -> Any:
+            async for chunk in chain.astream(payload["input"]):
+                yield b"event: data\r\ndata: " + orjson.dumps(chunk) + b"\r\n\r\n"
+            yield b"event: end\r\n\r\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
     async def healthz(request: Request) -> Response:
         return Response(b'{"status":"ok"}', media_type="application/json")
 
-    return _made(Starlette(routes=[Route("/echo/invoke", invoke, methods=["POST"]), Route("/healthz", healthz)]))
+    routes = [
+        Route("/echo/invoke", invoke, methods=["POST"]),
+        Route("/echo/stream", stream, methods=["POST"]),
+        Route("/healthz", healthz),
+    ]
+    return _made(Starlette(routes=routes))
+
+
+def bare_prompt_app() -> Any:
+    """The LangFlow export's work by hand: ``POST /run`` with LangFlow's ``{"input_value"}``, the prompt
+    ``Q: {question}`` formatted by LangChain's PromptTemplate, its text answered as JSON."""
+    import orjson
+    from langchain_core.prompts import PromptTemplate
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    prompt = PromptTemplate.from_template("Q: {question}")
+
+    async def run(request: Request) -> Response:
+        payload = orjson.loads(await request.body())
+        value = await prompt.ainvoke({"question": payload["input_value"]})
+        return Response(orjson.dumps({"result": value.to_string()}), media_type="application/json")
+
+    async def healthz(request: Request) -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    return _made(Starlette(routes=[Route("/run", run, methods=["POST"]), Route("/healthz", healthz)]))

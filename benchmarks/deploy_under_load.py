@@ -32,15 +32,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 from _machine import describe, machine, median, percentile, save
-from _serving import Remote, Server, clean_env, echo_flow, loadgen_command
+from _serving import _WRK_SCRIPT, INVOKE_BODY, Remote, Server, clean_env, cpus, echo_flow, have_wrk, loadgen_command
 
 ADMIN_TOKEN = "bench-admin-token"
 BASELINE_SECONDS = 5.0
@@ -185,6 +187,84 @@ def run_scenario(label: str, flows: int, poll: float, trigger: bool, commits: in
     }
 
 
+def run_saturated(commits: int, root: Path, connections: int, idle: bool) -> dict[str, Any]:
+    """Push-to-first-answer of a new version while wrk keeps the server's core busy (``idle``: no load at all).
+
+    The server (one flow, poll interval 3600 s) is pinned to one CPU, wrk (one thread, ``connections`` keep-alive
+    connections POSTing /flows/echo/invoke without pause) to another, as is this script, which pushes a commit,
+    POSTs /admin/reconcile from a thread (as a webhook delivery would wake the server) and meanwhile asks
+    /flows/echo/invoke one request after another (its requests queue with wrk's) until one answers with the new
+    sha in X-Flow-Version: push-to-first-answer is then minus when `git push` returned."""
+    root.mkdir()
+    available = cpus()
+    server_cpu, load_cpu = (available[-1], available[0]) if len(available) >= 2 else (None, None)
+    if load_cpu is not None:
+        os.sched_setaffinity(0, {load_cpu})
+    remote = Remote.create(root)
+    remote.commit(files(0, 1), "version 0")
+    remote.push()
+    env = {"BENCH_REPO": remote.url, "BENCH_DATA_DIR": str(root / "server"), "BENCH_ADMIN_TOKEN": ADMIN_TOKEN}
+    label = "idle" if idle else f"saturated ({connections} connections)"
+    server = Server(label, "gitops_flow_app", env, "/readyz", server_cpu).start(root)
+    url = f"{server.base}/flows/echo/invoke"
+    wrk: subprocess.Popen[str] | None = None
+    script = root / "load.lua"
+    script.write_text(_WRK_SCRIPT % INVOKE_BODY.decode())
+    serving: list[float] = []
+    readyz: list[float] = []
+    try:
+        if not idle:
+            seconds = 10 + commits * 3
+            command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url]
+            if load_cpu is not None:
+                command = ["taskset", "-c", str(load_cpu), *command]
+            wrk = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            time.sleep(2.0)  # the core is saturated before the first push
+        client = httpx.Client(base_url=server.base, timeout=60.0)
+        latencies = []
+        for _ in range(20):  # what one request of the probe takes under this load: the floor of what follows
+            sent = time.monotonic()
+            client.post(url, content=INVOKE_BODY, headers={"content-type": "application/json"})
+            latencies.append(time.monotonic() - sent)
+        for version in range(1, commits + 1):
+            sha = remote.commit(files(version, 1), f"version {version}")
+            remote.push()
+            pushed = time.monotonic()
+
+            def trigger() -> None:
+                client.post("/admin/reconcile", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+
+            thread = threading.Thread(target=trigger)
+            thread.start()
+            while True:
+                response = client.post(url, content=INVOKE_BODY, headers={"content-type": "application/json"})
+                if response.headers.get("x-flow-version") == sha:
+                    serving.append(time.monotonic() - pushed)
+                    break
+                if time.monotonic() - pushed > 60:
+                    raise SystemExit(f"{label}: {sha[:12]} not served within 60 s")
+            thread.join()
+            readyz.append(wait_head(client, sha) - pushed)
+            time.sleep(0.5)
+        client.close()
+    finally:
+        if wrk is not None:
+            wrk.terminate()
+            wrk.wait()
+        server.stop()
+    return {
+        "scenario": label,
+        "connections": 0 if idle else connections,
+        "pinned": {"server_cpu": server_cpu, "load_cpu": load_cpu},
+        "commits": commits,
+        "push_to_first_answer_s": serving,
+        "p50_s": median(serving),
+        "max_s": max(serving),
+        "readyz_p50_s": median(readyz),
+        "request_p50_s": median(latencies),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
@@ -194,10 +274,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--scenarios", default=",".join(SCENARIOS), help=f"comma-separated, of {', '.join(SCENARIOS)} (default: all)"
     )
+    parser.add_argument(
+        "--saturated",
+        action="store_true",
+        help="instead: push-to-first-answer with the server's core saturated by wrk, next to an idle server",
+    )
+    parser.add_argument("--connections", type=int, default=32, help="wrk's connections with --saturated (32)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON to PATH")
     args = parser.parse_args(argv)
     commits = args.commits or (5 if args.quick else 50)
     info = machine()
+    if args.saturated:
+        return saturated(args, commits, info)
     print(f"machine: {describe(info)}")
     print(f"{commits} commits per scenario, 16 connections of load, no CPU pinning")
     rows: list[dict[str, Any]] = []
@@ -264,6 +352,34 @@ def main(argv: list[str] | None = None) -> int:
     result = {"machine": info, "scenarios": rows}
     save(args.json, "deploy_under_load", result)
     return 1 if failures else 0
+
+
+def saturated(args: argparse.Namespace, commits: int, info: dict[str, Any]) -> int:
+    if not have_wrk():
+        raise SystemExit("--saturated needs wrk (apt-get install wrk)")
+    commits = args.commits or (5 if args.quick else 20)
+    print(f"machine: {describe(info)}")
+    print(f"{commits} commits per scenario; server pinned to one CPU, wrk and this script to another")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="deploy-saturated-") as tmp:
+        for index, idle in enumerate((True, False)):
+            row = run_saturated(commits, Path(tmp) / f"s{index}", args.connections, idle)
+            rows.append(row)
+            print(
+                f"{row['scenario']:<28} push-to-first-answer p50 {row['p50_s'] * 1000:7.1f} ms  "
+                f"max {row['max_s'] * 1000:7.1f} ms  (/readyz p50 {row['readyz_p50_s'] * 1000:.1f} ms; one request "
+                f"{row['request_p50_s'] * 1000:.1f} ms)"
+            )
+    print()
+    print("| server | commits | push-to-first-answer p50 | max | /readyz names it, p50 | one request, p50 |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for row in rows:
+        print(
+            f"| {row['scenario']} | {row['commits']} | {row['p50_s'] * 1000:.0f} ms | {row['max_s'] * 1000:.0f} ms | "
+            f"{row['readyz_p50_s'] * 1000:.0f} ms | {row['request_p50_s'] * 1000:.0f} ms |"
+        )
+    save(args.json, "deploy_under_load_saturated", {"machine": info, "scenarios": rows})
+    return 0
 
 
 if __name__ == "__main__":

@@ -157,6 +157,12 @@ def _parser() -> argparse.ArgumentParser:
         "--log-format", choices=("text", "json"), help="log lines as text (the default) or one JSON object each"
     )
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error", "critical"), help="default: info")
+    serve.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a log line per answered request (default: on; off costs no work per request, as does a level above info)",
+    )
     serve.set_defaults(handler=_serve)
 
     demo = commands.add_parser("demo", help="serve the example flows from a local repository, with a walkthrough")
@@ -233,6 +239,7 @@ def _settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
         "fake_models": getattr(args, "fake_models", None),
         "log_format": getattr(args, "log_format", None),
         "log_level": getattr(args, "log_level", None),
+        "access_log": getattr(args, "access_log", None),
     }
     try:
         return Settings.from_env(environ, **flags)

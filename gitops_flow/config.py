@@ -58,6 +58,8 @@ _FROM_ENV = {
     # observability and guardrails (docs/server.md, "Observability" and "Limits and the response cache")
     "LOG_FORMAT": "log_format",
     "LOG_LEVEL": "log_level",
+    "ACCESS_LOG": "access_log",
+    "SSE_PING_INTERVAL": "sse_ping_interval",
     "TOKEN_METRICS": "token_metrics",
     "RUNTIME": "runtime",
     "LIMITS_FAIL": "limits_fail",
@@ -216,6 +218,10 @@ class Settings(BaseModel):
     # observability and guardrails: logs, token metrics, the limits' counters and the response cache
     log_format: LogFormat = "text"
     log_level: LogLevel = "info"
+    # one line per answered request (uvicorn's access log); off, or a log level above info, costs no work per request
+    access_log: bool = True
+    # seconds between the `: ping` comments of a server-sent event stream that has nothing else to send (0: none)
+    sse_ping_interval: float = Field(default=15.0, ge=0)
     token_metrics: bool = False  # count every run's tokens on every run, not only observed ones
     runtime: Runtime = "lean"
     # LangSmith traces every LangChain run (LANGSMITH_TRACING / LANGCHAIN_TRACING_V2 = "true", read as LangSmith

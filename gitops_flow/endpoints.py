@@ -6,16 +6,16 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from pydantic import BaseModel
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
-from gitops_flow import confighash
+from gitops_flow import confighash, sse
 from gitops_flow.analysis import Guard
 from gitops_flow.build import BuiltFlow, runnable_config
 from gitops_flow.choosing import Ask, Chooser, Inputs
@@ -396,6 +396,12 @@ class Opened:
             async for chunk in self._chunks:
                 yield chunk
 
+    async def close(self) -> None:
+        """Close the flow's stream (its generators' ``finally`` run now): after its end, or when left early."""
+        close = getattr(self._chunks, "aclose", None)
+        if close is not None:
+            await close()
+
 
 Start = Callable[[Choice, BuiltFlow], AsyncIterator[Any]]
 
@@ -498,32 +504,87 @@ async def stream(request: Request) -> Response:
         return deps.executor.runner(built).astream(payload["input"], run_config(config, name, chosen, run_id))
 
     opened = await open_stream(deps, name, choice, flow, start)
+    metadata = _sse("metadata", {"run_id": str(run_id), **version_metadata(opened.choice)})
+    form = LangServeEvents(lambda chunk: sse.frame(sse.DATA, _dumps(chunk)), started=metadata)
+    return event_stream(deps, opened, streamed(deps, name, opened, run_id, form))
+
+
+class StreamForm:
+    """How a streaming route writes its events: ``started`` the frames before the flow's, ``chunk`` turns a chunk of
+    the flow into frames (b"": none), ``failed`` writes an error (a status and a message, never a traceback),
+    ``ended`` the last frames."""
+
+    def started(self) -> bytes:
+        return b""
+
+    def chunk(self, chunk: Any) -> bytes:
+        raise NotImplementedError
+
+    def failed(self, status: int, message: str) -> bytes:
+        raise NotImplementedError
+
+    def ended(self) -> bytes:
+        raise NotImplementedError
+
+
+class LangServeEvents(StreamForm):
+    """LangServe's: ``data`` events, then ``end``, or ``error`` with ``{"status_code", "message"}``."""
+
+    def __init__(self, frames: Callable[[Any], bytes], started: bytes = b"") -> None:
+        self._frames = frames
+        self._started = started
+
+    def started(self) -> bytes:
+        return self._started
+
+    def chunk(self, chunk: Any) -> bytes:
+        return self._frames(chunk)
+
+    def failed(self, status: int, message: str) -> bytes:
+        return _sse("error", {"status_code": status, "message": message})
+
+    def ended(self) -> bytes:
+        return b"event: end\r\n\r\n"
+
+
+async def streamed(
+    deps: Deps, flow: str, opened: Opened, run_id: uuid.UUID, form: StreamForm
+) -> AsyncGenerator[bytes, None]:
+    """The frames of an opened stream, in ``form``: a chunk's frame each, then the end; a failure of the flow is an
+    error event (a missing session 422, anything else 500, counted against the version and logged with the run id).
+    A client that goes away ends it where it waits (sse.EventStream): neither a success nor a failure of the version."""
     served = opened.choice
+    yield form.started()
+    try:
+        if opened.failure is not None:
+            raise opened.failure
+        async for chunk in opened.rest():
+            yield form.chunk(chunk)
+    except MissingSession as exc:
+        yield form.failed(422, str(exc))
+        return
+    except Exception as exc:
+        observe(deps, flow, served, False, time.perf_counter() - opened.started)
+        log.error("flow %s run %s failed: %s", flow, run_id, type(exc).__name__, exc_info=exc)
+        yield form.failed(500, f"the flow failed while running (run {run_id})")
+        return
+    finally:
+        await opened.close()  # at once, also when the client went away while a frame was being sent
+    observe(deps, flow, served, True, time.perf_counter() - opened.started)
+    yield form.ended()
 
-    async def events() -> AsyncIterator[bytes]:
-        yield _sse("metadata", {"run_id": str(run_id), **version_metadata(served)})
-        try:
-            if opened.failure is not None:
-                raise opened.failure
-            async for chunk in opened.rest():
-                yield _sse("data", chunk)
-        except MissingSession as exc:
-            yield _sse("error", {"status_code": 422, "message": str(exc)})
-            return
-        except Exception as exc:
-            observe(deps, name, served, False, time.perf_counter() - opened.started)
-            log.error("flow %s run %s failed: %s", name, run_id, type(exc).__name__, exc_info=exc)
-            yield _sse("error", {"status_code": 500, "message": f"the flow failed while running (run {run_id})"})
-            return
-        observe(deps, name, served, True, time.perf_counter() - opened.started)
-        yield b"event: end\r\n\r\n"
 
-    headers = {VERSION_HEADER: served.version.sha, "cache-control": "no-cache"}
-    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+def event_stream(
+    deps: Deps, opened: Opened, events: AsyncGenerator[bytes, None], *, ping: bytes = sse.PING
+) -> sse.EventStream:
+    """The response of a streaming route: ``events`` with the version that answers, keep-alive comments, and the
+    run cancelled when the client goes away."""
+    headers = {VERSION_HEADER: opened.choice.version.sha, "cache-control": "no-cache", "x-accel-buffering": "no"}
+    return sse.EventStream(events, headers=headers, ping_interval=deps.settings.sse_ping_interval, ping=ping)
 
 
 def _sse(event: str, data: Any) -> bytes:
-    return b"event: " + event.encode() + b"\r\ndata: " + _dumps(data) + b"\r\n\r\n"
+    return sse.frame(sse.prefix(event), _dumps(data))
 
 
 async def input_schema(request: Request) -> Response:

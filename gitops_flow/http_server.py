@@ -101,7 +101,9 @@ class Limits:
 
 class ServerConfig(uvicorn.Config):
     """uvicorn's Config for `serve`: our protocol, no WebSockets (nothing here speaks them, and an upgraded
-    connection would leave these bounds), no proxy headers (a gateway's are not trusted by default)."""
+    connection would leave these bounds), no proxy headers (a gateway's are not trusted by default), and the access
+    log only when the operator wants it and its level lets its lines through: uvicorn otherwise formats each line's
+    arguments before the logger drops it."""
 
     def __init__(self, app: Any, settings: Settings, **options: Any) -> None:
         self.limits = Limits.of(settings)
@@ -112,8 +114,14 @@ class ServerConfig(uvicorn.Config):
             http=BoundedProtocol,
             ws="none",
             proxy_headers=False,
+            access_log=access_logged(settings),
             **options,
         )
+
+
+def access_logged(settings: Settings) -> bool:
+    """Whether requests are written to the access log (uvicorn's INFO lines on ``uvicorn.access``)."""
+    return settings.access_log and settings.log_level in ("debug", "info")
 
 
 class _Refusal(Exception):

@@ -13,7 +13,6 @@ once the flow has produced something; a failure before then is a failure before 
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Callable
@@ -22,25 +21,23 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response, StreamingResponse
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from gitops_flow import endpoints
+from gitops_flow import endpoints, sse
 from gitops_flow.build import BuiltFlow
 from gitops_flow.endpoints import (
-    VERSION_HEADER,
-    Deps,
-    Opened,
+    LangServeEvents,
     RequestError,
     choose,
+    event_stream,
     get_deps,
-    observe,
     open_stream,
     read_json,
     request_config,
     run_config,
+    streamed,
 )
-from gitops_flow.history import MissingSession
 from gitops_flow.pages import page
 from gitops_flow.traffic import Choice
 
@@ -114,28 +111,9 @@ async def _stream(request: Request, kind: Kind) -> Response:
         return _held(events, _event_output())
 
     opened = await open_stream(deps, name, choice, flow, start)
-    headers = {VERSION_HEADER: opened.choice.version.sha, "cache-control": "no-cache"}
-    return StreamingResponse(_sent(deps, opened, name, kind, run_id), media_type="text/event-stream", headers=headers)
-
-
-async def _sent(deps: Deps, opened: Opened, name: str, kind: Kind, run_id: uuid.UUID) -> AsyncIterator[bytes]:
-    served = opened.choice
-    try:
-        if opened.failure is not None:
-            raise opened.failure
-        async for held in opened.rest():
-            for item in held:
-                yield _sse("data", _log_data(item) if kind == "log" else _event_data(item))
-    except MissingSession as exc:
-        yield _sse("error", {"status_code": 422, "message": str(exc)})
-        return
-    except Exception as exc:
-        observe(deps, name, served, False, time.perf_counter() - opened.started)
-        log.error("flow %s run %s failed: %s", name, run_id, type(exc).__name__, exc_info=exc)
-        yield _sse("error", {"status_code": 500, "message": f"the flow failed while running (run {run_id})"})
-        return
-    observe(deps, name, served, True, time.perf_counter() - opened.started)
-    yield b"event: end\r\n\r\n"
+    data = _log_data if kind == "log" else _event_data
+    form = LangServeEvents(lambda held: b"".join(sse.frame(sse.DATA, _dumps(data(item))) for item in held))
+    return event_stream(deps, opened, streamed(deps, name, opened, run_id, form))
 
 
 async def _held(items: AsyncIterator[Any], is_output: Callable[[Any], bool]) -> AsyncIterator[list[Any]]:
@@ -181,8 +159,8 @@ def _event_data(event: dict[str, Any]) -> dict[str, Any]:
     return {**event, "metadata": {k: v for k, v in metadata.items() if not str(k).startswith("__")}}
 
 
-def _sse(event: str, data: Any) -> bytes:
-    return b"event: " + event.encode() + b"\r\ndata: " + orjson.dumps(data, default=_default) + b"\r\n\r\n"
+def _dumps(data: Any) -> bytes:
+    return orjson.dumps(data, default=_default)
 
 
 def _default(value: Any) -> Any:

@@ -1,4 +1,5 @@
-"""Operator components for the secret tests (a components file names them): careless ones that quote their key.
+"""Operator components for the tests (a components file names them): careless ones that quote their key, and a
+model that streams slowly and records whether its call was cancelled.
 
 They are the kind of client code an operator may install: the server must keep what they say out of its answers,
 its history, its state and its logs.
@@ -6,8 +7,13 @@ its history, its state and its logs.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableLambda
 
 
@@ -40,6 +46,51 @@ def counting(
     return FakeChatModel(messages=cycle(answers), latency=latency)
 
 
+def slow_stream(*, record: str, tokens: int = 1000, interval: float = 0.05) -> Runnable[Any, Any]:
+    """A chat model that streams ``tokens`` tokens, one every ``interval`` seconds, and appends to the file
+    ``record`` what becomes of each call: ``started``, then ``finished``, or ``cancelled`` (its wait was cancelled)
+    or ``closed`` (its generator was closed between tokens). For the tests of a client that goes away."""
+    return SlowStream(record=record, tokens=tokens, interval=interval)
+
+
+def _note(path: str, line: str) -> None:
+    with open(path, "a", encoding="utf-8") as file:
+        file.write(line + "\n")
+
+
+class SlowStream(BaseChatModel):
+    record: str
+    tokens: int
+    interval: float
+
+    @property
+    def _llm_type(self) -> str:
+        return "slow-stream"
+
+    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any) -> ChatResult:
+        raise NotImplementedError("SlowStream only streams, asynchronously")
+
+    async def _agenerate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any) -> ChatResult:
+        text = "".join([chunk.message.content async for chunk in self._astream(messages)])  # type: ignore[misc]
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+
+    async def _astream(
+        self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        _note(self.record, "started")
+        try:
+            for index in range(self.tokens):
+                await asyncio.sleep(self.interval)
+                yield ChatGenerationChunk(message=AIMessageChunk(content=f"t{index} "))
+        except asyncio.CancelledError:
+            _note(self.record, "cancelled")
+            raise
+        except GeneratorExit:
+            _note(self.record, "closed")
+            raise
+        _note(self.record, "finished")
+
+
 def witness(*, input_tokens: int = 5, output_tokens: int = 2) -> Runnable[Any, Any]:
     """A fake chat model that answers which path called it: LangChain's hands a model a run manager (its callbacks)
     and runs it inside a runnable's config context; the lean executor calls it directly, with neither. Each answer
@@ -48,7 +99,6 @@ def witness(*, input_tokens: int = 5, output_tokens: int = 2) -> Runnable[Any, A
 
 
 def _witnessed() -> type:
-    from collections.abc import AsyncIterator
 
     from langchain_core.messages import AIMessage, AIMessageChunk
     from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Literal
@@ -20,26 +19,26 @@ import anyio
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from gitops_flow.build import BuiltFlow
 from gitops_flow.endpoints import (
     CACHE_HEADER,
     VERSION_HEADER,
-    Deps,
-    Opened,
     RequestError,
+    StreamForm,
     cached,
     choose,
+    event_stream,
     get_deps,
     json_response,
     keep,
-    observe,
     open_stream,
     read_json,
     require_json,
     run_config,
     run_flow,
+    streamed,
     version_metadata,
 )
 from gitops_flow.spec import NodeSpec
@@ -50,6 +49,9 @@ from gitops_flow.tweaks import BadTweak, Tweaker, check_request
 log = logging.getLogger("gitops_flow.server")
 _TRUE = ("true", "1", "yes")
 _FALSE = ("false", "0", "no", "")
+# LangFlow's stream is JSON objects apart by a blank line, not named events: its keep-alive is a blank line, which its
+# clients skip (an SSE comment would be a line they cannot read as JSON)
+KEEP_ALIVE = b"\n"
 
 
 class RunRequest(BaseModel):
@@ -284,9 +286,8 @@ async def run(request: Request) -> Response:
 
     if streaming:
         opened = await open_stream(deps, name, choice, flow, start)
-        events = _events(deps, opened, name, body, session, run_id)
-        headers = {VERSION_HEADER: opened.choice.version.sha, "cache-control": "no-cache"}
-        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+        form = LangFlowEvents(opened.choice.version.flows[name], body, session)
+        return event_stream(deps, opened, streamed(deps, name, opened, run_id, form), ping=KEEP_ALIVE)
 
     async def run(chosen: Choice, built: BuiltFlow) -> Any:
         tweaked = await _tweaked(tweaker, built, body.tweaks)
@@ -306,34 +307,36 @@ async def run(request: Request) -> Response:
     return json_response(response, headers={VERSION_HEADER: choice.version.sha, **headers})
 
 
-async def _events(
-    deps: Deps, opened: Opened, name: str, body: RunRequest, session: str, run_id: uuid.UUID
-) -> AsyncIterator[bytes]:
+class LangFlowEvents(StreamForm):
     """LangFlow's stream: ``add_message`` (the user's, then the answer's), ``token`` per chunk, then ``end`` with
     the whole RunResponse; ``error`` instead when the flow fails (a message, never a traceback)."""
-    choice = opened.choice
-    flow = choice.version.flows[name]
-    message_id = str(uuid.uuid4())
-    yield _event("add_message", _message(body.input_value or "", session, flow, str(uuid.uuid4()), machine=False))
-    yield _event("add_message", _message("", session, flow, message_id))
-    chunks: list[Any] = []
-    texts: list[str | None] = []
-    try:
-        if opened.failure is not None:
-            raise opened.failure
-        async for chunk in opened.rest():
-            chunks.append(chunk)
-            texts.append(message_text(chunk))  # a model's message chunks are tokens too
-            if texts[-1]:
-                yield _event("token", {"chunk": texts[-1], "id": message_id, "timestamp": _now()})
-    except Exception as exc:
-        observe(deps, flow.spec.name, choice, False, time.perf_counter() - opened.started)
-        log.error("flow %s run %s failed: %s", flow.spec.name, run_id, type(exc).__name__, exc_info=exc)
-        yield _event("error", {"error": f"the flow failed while running (run {run_id})"})
-        return
-    observe(deps, flow.spec.name, choice, True, time.perf_counter() - opened.started)
-    output: Any = "".join(t or "" for t in texts) if all(t is not None for t in texts) else chunks[-1]
-    yield _event("end", {"result": run_response(flow, body, session, output, message_id)})
+
+    def __init__(self, flow: BuiltFlow, body: RunRequest, session: str) -> None:
+        self.flow = flow
+        self.body = body
+        self.session = session
+        self.message_id = str(uuid.uuid4())
+        self.chunks: list[Any] = []
+        self.texts: list[str | None] = []
+
+    def started(self) -> bytes:
+        user = _message(self.body.input_value or "", self.session, self.flow, str(uuid.uuid4()), machine=False)
+        answer = _message("", self.session, self.flow, self.message_id)
+        return _event("add_message", user) + _event("add_message", answer)
+
+    def chunk(self, chunk: Any) -> bytes:
+        self.chunks.append(chunk)
+        text = message_text(chunk)  # a model's message chunks are tokens too
+        self.texts.append(text)
+        return _event("token", {"chunk": text, "id": self.message_id, "timestamp": _now()}) if text else b""
+
+    def failed(self, status: int, message: str) -> bytes:
+        return _event("error", {"error": message})
+
+    def ended(self) -> bytes:
+        texts = self.texts
+        output: Any = "".join(t or "" for t in texts) if all(t is not None for t in texts) else self.chunks[-1]
+        return _event("end", {"result": run_response(self.flow, self.body, self.session, output, self.message_id)})
 
 
 def _event(kind: str, data: Any) -> bytes:

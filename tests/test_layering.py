@@ -59,6 +59,7 @@ LAYERS: dict[str, int] = {
     "report": 7,
     "demo": 20,
     "workers": 20,
+    "servercli": 3,  # the commands that ask a running server
     "cli": 21,
     "__main__": 22,
     "__init__": 0,

@@ -31,7 +31,8 @@ from _machine import describe, machine, save
 from langchain_core.outputs import ChatGenerationChunk
 
 from gitops_flow.build import BuiltFlow, build_flow
-from gitops_flow.components import BuildContext, Component, ComponentRegistry
+from gitops_flow.component import BuildContext, Component
+from gitops_flow.components import ComponentRegistry
 from gitops_flow.fakemodel import FakeChatModel
 from gitops_flow.history import WithHistory
 from gitops_flow.runtime import run_lean

@@ -14,7 +14,8 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda, R
 from pydantic import BaseModel, RootModel, ValidationError, create_model
 
 from gitops_flow import secretrefs
-from gitops_flow.components import FAKEABLE, BuildContext, ComponentRegistry
+from gitops_flow.component import FAKEABLE, BuildContext
+from gitops_flow.components import ComponentRegistry
 from gitops_flow.exceptions import BadInput, BuildError
 from gitops_flow.graph import FlowGraph, analyse
 from gitops_flow.history import HistoryStore, MemoryHistoryStore, WithHistory

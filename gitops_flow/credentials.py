@@ -20,7 +20,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from gitops_flow.components import Component, ComponentRegistry, provider_of
+from gitops_flow.builtins import provider_of
+from gitops_flow.component import Component
+from gitops_flow.components import ComponentRegistry
 from gitops_flow.exceptions import BuildError
 from gitops_flow.problems import Problem, json_path
 from gitops_flow.secretpolicy import SecretPolicy

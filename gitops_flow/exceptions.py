@@ -9,6 +9,7 @@
     ├── StoreError   (retryable)    state backend unreachable or conflicting
     ├── Busy         (retryable)    the server is rebuilding as many old versions as it allows; try again soon
     ├── PinsDisabled                this server takes no explicit version pins
+    ├── UsageError                  the command line names what is not there, or the server it asks refuses (exit 2)
     ├── Limited      (retryable)    a flow's limit refuses the request now; ``retry_after`` says when to come back
     ├── BadInput                    a request's input does not match the flow's input schema
     │   └── TurnTooLarge            a conversational request's text is larger than a kept turn
@@ -39,6 +40,10 @@ class GitOpsFlowError(Exception):
     """Base class of every error gitops-flow raises on purpose."""
 
     retryable: ClassVar[bool] = False
+
+
+class UsageError(GitOpsFlowError):
+    """The command line names something that is not there, or the running server it asks cannot or will not answer."""
 
 
 class FlowError(GitOpsFlowError):

@@ -14,7 +14,8 @@ from pydantic import BaseModel, ValidationError
 
 from gitops_flow import credentials, jsonpos, limits, secretrefs, tweaks
 from gitops_flow.build import BuiltFlow, build_flow
-from gitops_flow.components import FAKEABLE, ComponentRegistry
+from gitops_flow.component import FAKEABLE
+from gitops_flow.components import ComponentRegistry
 from gitops_flow.exceptions import BuildError
 from gitops_flow.graph import analyse
 from gitops_flow.langflow import convert as langflow

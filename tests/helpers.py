@@ -7,7 +7,8 @@ from typing import Any
 
 from langchain_core.runnables import Runnable, RunnableLambda
 
-from gitops_flow.components import Component, ComponentRegistry
+from gitops_flow.component import Component
+from gitops_flow.components import ComponentRegistry
 from gitops_flow.spec import FlowSpec
 
 

@@ -12,7 +12,8 @@ from langchain_core.prompts import ChatPromptTemplate, PromptTemplate
 
 from gitops_flow.agent import fake_tool_model, make_tools
 from gitops_flow.calculator import CalculationError, evaluate, format_number
-from gitops_flow.components import BuildContext, ComponentRegistry
+from gitops_flow.component import BuildContext
+from gitops_flow.components import ComponentRegistry
 from gitops_flow.validate import validate_bytes
 from tests.helpers import chain
 

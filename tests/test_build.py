@@ -10,7 +10,8 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.runnables import RunnableSequence
 
 from gitops_flow.build import build_flow
-from gitops_flow.components import Component, ComponentRegistry
+from gitops_flow.component import Component
+from gitops_flow.components import ComponentRegistry
 from gitops_flow.exceptions import BadInput, BuildError
 from gitops_flow.history import MemoryHistoryStore, MissingSession
 from gitops_flow.spec import FlowSpec

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from gitops_flow.build import build_flow
-from gitops_flow.components import Component, ComponentRegistry, load_components_file
+from gitops_flow.component import Component
+from gitops_flow.components import ComponentRegistry, load_components_file
 from gitops_flow.exceptions import BuildError, ConfigError
 from gitops_flow.spec import FlowSpec
 from gitops_flow.validate import validate_bytes

@@ -20,7 +20,8 @@ import yaml
 
 from gitops_flow import fakemodel
 from gitops_flow.build import build_flow
-from gitops_flow.components import MAX_LATENCY_MS, MAX_TOKEN_LATENCY_MS, ComponentRegistry
+from gitops_flow.builtins import MAX_LATENCY_MS, MAX_TOKEN_LATENCY_MS
+from gitops_flow.components import ComponentRegistry
 from gitops_flow.fakemodel import MAX_WAIT_S, FakeChatModel
 from gitops_flow.spec import FlowSpec
 from gitops_flow.validate import validate_bytes

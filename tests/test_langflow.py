@@ -16,7 +16,8 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import RunnableLambda
 
 from gitops_flow.build import build_flow
-from gitops_flow.components import FAKEABLE, Component, ComponentRegistry
+from gitops_flow.component import FAKEABLE, Component
+from gitops_flow.components import ComponentRegistry
 from gitops_flow.history import MemoryHistoryStore
 from gitops_flow.langflow.convert import convert, is_export, slug
 from gitops_flow.secretpolicy import SecretPolicy

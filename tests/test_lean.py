@@ -13,7 +13,7 @@ import pytest
 from langchain_core.runnables import RunnableConfig, RunnableGenerator, RunnableLambda
 
 from gitops_flow.build import BuiltFlow, build_flow
-from gitops_flow.components import Component
+from gitops_flow.component import Component
 from gitops_flow.lean.forms import Run
 from gitops_flow.lean.identity import difference
 from gitops_flow.lean.program import LeanFlow

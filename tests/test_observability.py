@@ -20,7 +20,7 @@ from opentelemetry.trace import SpanKind
 from starlette.testclient import TestClient
 
 from gitops_flow.app import create_app
-from gitops_flow.components import Component
+from gitops_flow.component import Component
 from gitops_flow.telemetry.context import hashed
 from gitops_flow.telemetry.runs import current_observer
 from gitops_flow.telemetry.tracing import Tracing

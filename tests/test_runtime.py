@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from starlette.testclient import TestClient
 
 from gitops_flow.app import create_app
-from gitops_flow.components import Component
+from gitops_flow.component import Component
 from gitops_flow.config import Settings, langsmith_tracing
 from gitops_flow.lean.forms import Fallback, form_of
 from gitops_flow.telemetry.tracing import Tracing

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from langchain_core.runnables import RunnableLambda
 
-from gitops_flow.components import Component, ComponentRegistry
+from gitops_flow.component import Component
+from gitops_flow.components import ComponentRegistry
 from gitops_flow.problems import Problem
 from gitops_flow.secretpolicy import SecretPolicy
 from gitops_flow.secretrefs import RedactSecrets, Scrubber

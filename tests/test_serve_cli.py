@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gitops_flow import cli
+from gitops_flow import cli, servercli
 from gitops_flow.config import Settings
 from tests.gitrepo import Remote
 from tests.served import echo_flow, on_loopback, wait_until
@@ -126,7 +126,7 @@ def test_serve_refuses_bad_settings_before_starting(
     ids=["tag-moved", "tag-created", "tag-deleted", "aborted", "flow-failed", "deployed-with-a-failure", "rolled-back"],
 )
 def test_history_says_what_each_kind_of_event_was_about(event: dict[str, object], line: str) -> None:
-    assert cli._what(event) == line
+    assert servercli.event_line(event) == line
 
 
 def test_serve_refuses_a_state_store_it_cannot_use_before_starting(

@@ -23,7 +23,7 @@ from starlette.testclient import TestClient
 
 from gitops_flow import cli
 from gitops_flow.app import create_app
-from gitops_flow.components import Component
+from gitops_flow.component import Component
 from gitops_flow.stores.memory import MemoryStore
 from gitops_flow.webhook import sign
 from tests.gitrepo import Remote

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from langchain_core.runnables import RunnableConfig, RunnableLambda
 
-from gitops_flow.components import Component, ComponentRegistry
+from gitops_flow.component import Component
+from gitops_flow.components import ComponentRegistry
 from gitops_flow.spec import Expectation, FlowSpec
 from gitops_flow.testing import CaseResult, check_expectation, run_flow_tests
 from tests.helpers import Calls, edge, flow, node, registry_with

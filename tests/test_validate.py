@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from gitops_flow import cli
-from gitops_flow.components import Component, ComponentRegistry
+from gitops_flow.component import Component
+from gitops_flow.components import ComponentRegistry
 from gitops_flow.problems import Problem
 from gitops_flow.routingcheck import validate_routing_bytes
 from gitops_flow.validate import MAX_BYTES, MAX_DEPTH, FileReport, validate_bytes, validate_file

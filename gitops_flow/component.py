@@ -1,0 +1,49 @@
+"""What a component is: its registry record (Component), what a factory is given (BuildContext), and the kinds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from gitops_flow.problems import Problem
+
+ComponentKind = Literal["input", "prompt", "model", "agent", "parser", "memory", "transform"]
+FAKEABLE: tuple[ComponentKind, ...] = ("model", "agent")  # kinds whose nodes `fakes` may answer for
+FAKE_MODEL = "FakeChatModel"  # the built-in model that calls nothing
+
+ParamIssue = tuple[tuple[str | int, ...], str, str]  # (location in params, problem code, message)
+
+
+@dataclass(slots=True)
+class BuildContext:
+    """What a factory may use beyond its params; ``notes`` collects what a dry-build wants to say."""
+
+    dry_run: bool = False
+    node_id: str = ""
+    notes: list[Problem] = field(default_factory=list)
+    fake_responses: list[str] | None = None  # an agent node's scripted model answers (`gitops-flow test`, demos)
+
+    def note(self, code: str, message: str, *, severity: Literal["warning", "notice"] = "notice") -> None:
+        self.notes.append(Problem(code=code, message=message, path="$", severity=severity))
+
+
+@dataclass(frozen=True, slots=True)
+class Component:
+    """A registered component: ``target`` is a factory or, for operator components, a lazy ``module:attr``.
+
+    Built-in factories take a BuildContext first (``takes_context``); operator factories take only the params.
+    ``secrets`` are the params that take a credential: the only places a flow may write ``{"$env": NAME}``. None
+    (entry points) means the target says, in its ``gitops_flow_secrets`` attribute. ``secret_names`` narrows a
+    param to the variables (names or ``PREFIX_*``) it takes; only a param listed there may take a model provider's
+    key (credentials.py).
+    """
+
+    name: str
+    target: Callable[..., Any] | str
+    kind: ComponentKind = "transform"
+    description: str = ""
+    takes_context: bool = False
+    secrets: frozenset[str] | None = frozenset()
+    secret_names: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    check: Callable[[Mapping[str, Any]], list[ParamIssue]] | None = None  # what the signature cannot say

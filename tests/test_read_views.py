@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gitops_flow import cli
+from gitops_flow import cli, servercli
 from gitops_flow.validate import MAX_PROBLEMS
 from tests.gitrepo import Remote
 from tests.process import ADMIN, ADMIN_TOKEN, ServeProcess, serve_process
@@ -147,7 +147,7 @@ def test_a_bad_page_query_is_a_400_naming_it(remote: Remote, tmp_path: Path) -> 
 def test_the_commands_follow_the_pages_and_send_the_token_from_the_environment(
     remote: Remote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cli, "_PAGE", {"versions": 2, "history": 3})  # small pages, so a few entries take several
+    monkeypatch.setattr(servercli, "_PAGE", {"versions": 2, "history": 3})  # small pages, so a few entries take several
     with serve_process(remote, tmp_path, env={"GITOPS_FLOW_READ_TOKEN": READ_TOKEN}) as server:
         shas = commits(remote, 4)
         server.reconcile()

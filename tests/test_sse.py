@@ -139,3 +139,40 @@ def test_langflows_client_reads_a_stream_with_keep_alive_lines(served: Any) -> N
         chunks = list(client.stream("pausing", input_value="hi"))
     assert [c.data["chunk"] for c in chunks if c.event == "token"] == ["t0 ", "t1 ", "t2 "]
     assert chunks[-1].event == "end"
+
+
+def test_a_keep_alive_that_cannot_be_sent_ends_the_stream_and_closes_its_events() -> None:
+    """The listener's failure is the stream's: the writer stops waiting on the flow, the events are closed, and the
+    error is raised (a plain ASGI call: no server sends can fail on purpose)."""
+    from gitops_flow.sse import EventStream
+
+    closed: list[str] = []
+
+    async def events() -> Any:
+        try:
+            yield b"event: data\r\ndata: 1\r\n\r\n"
+            await asyncio.sleep(2)  # a model that thinks: the failed ping (after 0.1 s) must end the wait
+            yield b"never"
+        finally:
+            closed.append("closed")
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.sleep(60)
+        return {"type": "http.disconnect"}
+
+    sent: list[bytes] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        body = message.get("body", b"")
+        if body.startswith(b": ping"):
+            raise OSError("the socket is gone")
+        sent.append(body)
+
+    async def run() -> None:
+        response = EventStream(events(), ping_interval=0.05)
+        await response({"type": "http"}, receive, send)
+
+    with pytest.raises(OSError, match="the socket is gone"):
+        asyncio.run(run())
+    assert closed == ["closed"]
+    assert b"event: data\r\ndata: 1\r\n\r\n" in sent and b"never" not in sent

@@ -97,6 +97,13 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+def medians(runs: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, Any]:
+    """The rounds of one cell as one row: the median of each of ``keys``, and the slowest and fastest requests/s."""
+    row: dict[str, Any] = {key: median([r[key] for r in runs]) for key in keys}
+    row["rps_min"], row["rps_max"] = min(r["rps"] for r in runs), max(r["rps"] for r in runs)
+    return row
+
+
 def _version(name: str) -> str:
     try:
         return metadata.version(name)

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from _apps import DEFAULT_ANSWER
-from _machine import describe, machine, median, save
+from _machine import describe, machine, medians, save
 from _serving import INVOKE_BODY, Remote, Server, cpus, echo_flow, have_wrk, http, load
 from _streamgen import cpu_seconds
 
@@ -171,12 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     summary: dict[str, dict[int, dict[str, float]]] = {
         label: {
             conns: {
-                "rps": median([r["rps"] for r in runs]),
-                "p50_ms": median([r["p50_ms"] for r in runs]),
-                "p99_ms": median([r["p99_ms"] for r in runs]),
-                "cpu_us_per_request": median([r["cpu_us_per_request"] for r in runs]),
-                "rps_min": min(r["rps"] for r in runs),
-                "rps_max": max(r["rps"] for r in runs),
+                **medians(runs, ("rps", "p50_ms", "p99_ms", "cpu_us_per_request")),
                 "requests": sum(r["requests"] for r in runs),
             }
             for conns, runs in by_conns.items()

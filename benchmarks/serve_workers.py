@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from _apps import DEFAULT_ANSWER
-from _machine import describe, machine, median, save
+from _machine import describe, machine, medians, save
 from _serving import (
     INVOKE_BODY,
     PYTHON,
@@ -174,17 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                 server.stop()
 
     summary = {
-        n: {
-            label: {
-                "rps": median([r["rps"] for r in runs]),
-                "rps_min": min(r["rps"] for r in runs),
-                "rps_max": max(r["rps"] for r in runs),
-                "p50_ms": median([r["p50_ms"] for r in runs]),
-                "p99_ms": median([r["p99_ms"] for r in runs]),
-                "cpu_us": median([r["cpu_us"] for r in runs]),
-            }
-            for label, runs in by_label.items()
-        }
+        n: {label: medians(runs, ("rps", "p50_ms", "p99_ms", "cpu_us")) for label, runs in by_label.items()}
         for n, by_label in results.items()
     }
     print()

@@ -60,6 +60,16 @@ class Run:
         return lambda result, model: observer.model_result(token, result, model)
 
 
+async def _gathered(chunks: AsyncIterator[Any]) -> tuple[bool, Any]:
+    """Whether ``chunks`` gave any chunk, and their sum as LangChain's default ``atransform`` adds them up."""
+    accumulated = _ChunkAccumulator(stop_after_unaddable=False)
+    got = False
+    async for chunk in chunks:
+        accumulated.add(chunk)
+        got = True
+    return got, accumulated.value
+
+
 class Form:
     """A node's lean form. ``additive``: the chunks it streams add up with ``+`` to its value without a TypeError
     (text, messages, a single chunk), so a fan-out may keep its value as the sum; ``lean``: it skips its runnable."""
@@ -75,13 +85,9 @@ class Form:
 
     async def transform(self, chunks: AsyncIterator[Any], run: Run, token: object) -> AsyncIterator[Any]:
         """Buffer the input (LangChain's default ``atransform``), then answer once."""
-        accumulated = _ChunkAccumulator(stop_after_unaddable=False)
-        got = False
-        async for chunk in chunks:
-            accumulated.add(chunk)
-            got = True
+        got, value = await _gathered(chunks)
         if got:
-            yield await self.invoke(accumulated.value, run, token)
+            yield await self.invoke(value, run, token)
 
 
 class Fallback(Form):
@@ -115,12 +121,8 @@ class Lambda(Form):
     """A RunnableLambda of one plain function (Pick, Text)."""
 
     async def transform(self, chunks: AsyncIterator[Any], run: Run, token: object) -> AsyncIterator[Any]:
-        accumulated = _ChunkAccumulator(stop_after_unaddable=False)
-        got = False
-        async for chunk in chunks:
-            accumulated.add(chunk)
-            got = True
-        yield await self.invoke(accumulated.value if got else _nothing(), run, token)
+        got, value = await _gathered(chunks)
+        yield await self.invoke(value if got else _nothing(), run, token)
 
     async def invoke(self, value: Any, run: Run, token: object) -> Any:
         assert isinstance(self.runnable, RunnableLambda)
@@ -148,18 +150,14 @@ class Model(Form):
         return await self.model.invoke(value, run.reporter(token))
 
     async def transform(self, chunks: AsyncIterator[Any], run: Run, token: object) -> AsyncIterator[Any]:
-        accumulated = _ChunkAccumulator(stop_after_unaddable=False)
-        got = False
-        async for chunk in chunks:
-            accumulated.add(chunk)
-            got = True
+        got, value = await _gathered(chunks)
         if not got:
             return
         if not self.model.direct(streaming=True):
-            async for chunk in self.runnable.astream(accumulated.value, run.config):
+            async for chunk in self.runnable.astream(value, run.config):
                 yield chunk
             return
-        async for chunk in self.model.stream(accumulated.value, run.reporter(token)):
+        async for chunk in self.model.stream(value, run.reporter(token)):
             yield chunk
 
 

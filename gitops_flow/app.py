@@ -27,7 +27,7 @@ from gitops_flow.config import Settings
 from gitops_flow.console import routes as console
 from gitops_flow.console.auth import REVOKE, Sessions
 from gitops_flow.console.context import Console
-from gitops_flow.endpoints import Deps, RequestError, error_response
+from gitops_flow.endpoints import Deps
 from gitops_flow.exceptions import (
     BadInput,
     Busy,
@@ -49,6 +49,7 @@ from gitops_flow.guardrails.backends import beside
 from gitops_flow.guardrails.cache import MemoryCache, ResponseCache
 from gitops_flow.guardrails.gate import Gate
 from gitops_flow.history import Conversations, TurnLimits
+from gitops_flow.httpio import RequestError, error_response
 from gitops_flow.langflow import api as langflow_api
 from gitops_flow.leader import Leadership, Worker
 from gitops_flow.metrics import Metrics, RouteRow

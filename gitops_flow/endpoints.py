@@ -10,12 +10,10 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-from pydantic import BaseModel
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 
-from gitops_flow import confighash, sse
+from gitops_flow import sse
 from gitops_flow.analysis import Guard
 from gitops_flow.build import BuiltFlow, runnable_config
 from gitops_flow.choosing import Ask, Chooser, Inputs
@@ -24,8 +22,8 @@ from gitops_flow.exceptions import GitOpsFlowError, StoreError
 from gitops_flow.githost.feedback import Feedback
 from gitops_flow.guardrails.cache import Cached, Lookup, ResponseCache
 from gitops_flow.history import MissingSession
+from gitops_flow.httpio import RequestError, dumps, json_object, json_response, read_json, request_config
 from gitops_flow.metrics import Metrics
-from gitops_flow.nesting import MAX_DEPTH, too_deep
 from gitops_flow.reconcile import Reconciler
 from gitops_flow.runtime import Executor
 from gitops_flow.stores.base import StateStore
@@ -39,16 +37,6 @@ VERSION_HEADER = "x-flow-version"
 CACHE_HEADER = "x-flow-cache"  # hit or miss, on the answers of a flow whose answers are cached
 SESSION_HEADER = "x-flow-session"
 USER_HEADER = "x-flow-user"
-CONFIG_KEYS = ("configurable", "tags", "metadata", "run_name")  # what a client may set; the rest is dropped
-
-
-class RequestError(GitOpsFlowError):
-    """A request the server will not run, with the HTTP status and error code that say why."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
 
 
 @dataclass(slots=True)
@@ -71,138 +59,6 @@ class Deps:
 def get_deps(request: Request) -> Deps:
     deps: Deps = request.app.state.deps
     return deps
-
-
-def json_response(content: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(_dumps(content), status, headers, media_type="application/json")
-
-
-def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> Response:
-    return json_response({"error": {"code": code, "message": message}}, status, headers)
-
-
-def _dumps(value: Any) -> bytes:
-    return orjson.dumps(value, default=_default)
-
-
-def _default(value: Any) -> Any:
-    """Messages, documents and other pydantic models go out as LangServe sends them: their fields, with ``type``."""
-    if isinstance(value, BaseModel):
-        return value.model_dump()
-    if isinstance(value, set | frozenset | tuple):
-        return list(value)
-    raise TypeError(f"cannot serialise {type(value).__name__}")
-
-
-# -- reading requests ---------------------------------------------------------------------------------------------
-
-
-async def read_body(request: Request) -> bytes | bytearray:
-    """The raw body, refused with 413 past the size limit (checked on the header and while reading). A client
-    that goes away meanwhile is one line in the log, not an error: there is no one left to answer."""
-    limit = get_deps(request).settings.max_body_bytes
-    declared = request.headers.get("content-length", "")
-    size = int(declared) if declared.isascii() and declared.isdigit() else None
-    if size is not None and size > limit:
-        raise RequestError(413, "body-too-large", f"the body is {size:,} bytes; the limit is {limit:,}")
-    try:
-        if size is not None:
-            return await request.body()  # the server stops reading at the declared length
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise RequestError(413, "body-too-large", f"the body is larger than the limit of {limit:,} bytes")
-        return body
-    except ClientDisconnect:
-        client = f"{request.client.host}:{request.client.port}" if request.client else "a client"
-        log.info("%s went away while sending the body of %s %s", client, request.method, request.url.path)
-        raise RequestError(400, "client-disconnected", "the client went away while sending its body") from None
-
-
-def is_json(content_type: str | None) -> bool:
-    """``application/json`` or ``application/*+json``, with any parameters (``; charset=utf-8``)."""
-    media = (content_type or "").partition(";")[0].strip().lower()
-    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
-
-
-def require_json(request: Request, *, body_optional: bool = False) -> None:
-    """415 unless the body says it is JSON. A browser sends a cross-site form or ``text/plain`` without asking
-    first (CORS "simple requests"), never JSON, so a page cannot make a visitor's browser call a flow. With
-    ``body_optional``, a request without a body passes."""
-    headers = request.headers
-    if body_optional and headers.get("content-length", "0") == "0" and "transfer-encoding" not in headers:
-        return
-    if not is_json(headers.get("content-type")):
-        raise RequestError(
-            415, "unsupported-media-type", "the body must be JSON, sent as Content-Type: application/json"
-        )
-
-
-async def read_json(request: Request) -> Any:
-    """The JSON body: 415 unless its Content-Type is JSON, 413 past the size limit, 422 if it is not JSON (as FastAPI,
-    and so LangServe and LangFlow, answer) or when it nests deeper than the server can answer (nesting.MAX_DEPTH)."""
-    require_json(request)
-    body = await read_body(request)
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        if exc.msg in _DEPTH_ERRORS:  # orjson's own limit (1024 levels), past ours
-            raise _too_deep() from None
-        raise RequestError(422, "invalid-json", f"the body is not JSON: {exc}") from None
-    if too_deep(body, value):
-        raise _too_deep()
-    return value
-
-
-_DEPTH_ERRORS = ("depth limit exceeded", "recursion limit exceeded")  # orjson's messages, newer and older
-
-
-def _too_deep() -> RequestError:
-    return RequestError(422, "too-deep", f"the body nests objects and arrays more than {MAX_DEPTH} levels deep")
-
-
-def _object(payload: Any, what: str) -> dict[str, Any]:
-    if not isinstance(payload, dict):
-        raise RequestError(422, "bad-body", f"{what} is a JSON object")
-    return payload
-
-
-def request_config(request: Request, raw: Any) -> dict[str, Any]:
-    """The client's config: the body's (``raw``) over the one in the path of LangServe's ``/c/{config_hash}/``
-    routes, each reduced to what a client may set."""
-    config_hash = request.path_params.get("config_hash")
-    if not config_hash:
-        return _config(raw)
-    try:
-        hashed = confighash.decode(config_hash)
-    except confighash.BadConfigHash as exc:
-        raise RequestError(400, "bad-config-hash", str(exc)) from None
-    return confighash.merge(_config(hashed), _config(raw))
-
-
-def _config(raw: Any) -> dict[str, Any]:
-    """The client's runnable config, reduced to what a client may set (LangServe drops the rest the same way)."""
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise RequestError(422, "bad-config", "config must be an object")
-    clean = {k: raw[k] for k in CONFIG_KEYS if raw.get(k) is not None}
-    for key, kind in _CONFIG_TYPES.items():
-        if key in clean and not isinstance(clean[key], kind):
-            raise RequestError(422, "bad-config", f"config.{key} must be {_KIND_NAMES[kind]}")
-    if not all(isinstance(tag, str) for tag in clean.get("tags", ())):
-        raise RequestError(422, "bad-config", "config.tags must be a list of strings")
-    configurable = clean.get("configurable", {})
-    for key in ROUTING_KEYS:
-        if configurable.get(key) is not None and not isinstance(configurable[key], str):
-            raise RequestError(422, "bad-config", f"config.configurable.{key} must be a string")
-    return clean
-
-
-_CONFIG_TYPES: dict[str, type] = {"configurable": dict, "metadata": dict, "tags": list, "run_name": str}
-_KIND_NAMES: dict[type, str] = {dict: "an object", list: "a list", str: "a string"}
-ROUTING_KEYS = ("session_id", "user_id", "flow_version")  # configurable keys that choose the version (SPEC 4)
 
 
 # -- choosing the version and running the flow --------------------------------------------------------------------
@@ -299,7 +155,7 @@ def observe(deps: Deps, flow: str, choice: Choice, ok: bool, seconds: float) -> 
 
 async def invoke(request: Request) -> Response:
     name = request.path_params["flow"]
-    payload = _object(await read_json(request), "the body")
+    payload = json_object(await read_json(request), "the body")
     if "input" not in payload:
         raise RequestError(422, "bad-body", "the body needs an 'input'")
     config = request_config(request, payload.get("config"))
@@ -329,7 +185,7 @@ async def invoke(request: Request) -> Response:
 
 async def batch(request: Request) -> Response:
     name = request.path_params["flow"]
-    payload = _object(await read_json(request), "the body")
+    payload = json_object(await read_json(request), "the body")
     inputs = payload.get("inputs")
     if not isinstance(inputs, list):
         raise RequestError(422, "bad-body", "the body needs 'inputs', a list")
@@ -471,7 +327,7 @@ async def keep(deps: Deps, flow: str, choice: Choice, value: Any, configurable: 
     if lookup is None or deps.cache is None:
         return
     try:
-        await deps.cache.put(lookup, _dumps(output))
+        await deps.cache.put(lookup, dumps(output))
     except (StoreError, TypeError) as exc:
         log.warning("an answer of flow %s was not cached: %s", flow, exc)
 
@@ -490,7 +346,7 @@ async def stream(request: Request) -> Response:
     """Server-sent events as LangServe sends them: ``metadata``, then ``data`` per chunk, then ``end``
     (or ``error``, whose data carries a status code and a message, never a traceback)."""
     name = request.path_params["flow"]
-    payload = _object(await read_json(request), "the body")
+    payload = json_object(await read_json(request), "the body")
     if "input" not in payload:
         raise RequestError(422, "bad-body", "the body needs an 'input'")
     config = request_config(request, payload.get("config"))
@@ -505,7 +361,7 @@ async def stream(request: Request) -> Response:
 
     opened = await open_stream(deps, name, choice, flow, start)
     metadata = _sse("metadata", {"run_id": str(run_id), **version_metadata(opened.choice)})
-    form = LangServeEvents(lambda chunk: sse.frame(sse.DATA, _dumps(chunk)), started=metadata)
+    form = LangServeEvents(lambda chunk: sse.frame(sse.DATA, dumps(chunk)), started=metadata)
     return event_stream(deps, opened, streamed(deps, name, opened, run_id, form))
 
 
@@ -584,7 +440,7 @@ def event_stream(
 
 
 def _sse(event: str, data: Any) -> bytes:
-    return sse.frame(sse.prefix(event), _dumps(data))
+    return sse.frame(sse.prefix(event), dumps(data))
 
 
 async def input_schema(request: Request) -> Response:

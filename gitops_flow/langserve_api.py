@@ -26,18 +26,8 @@ from starlette.routing import Route
 
 from gitops_flow import endpoints, sse
 from gitops_flow.build import BuiltFlow
-from gitops_flow.endpoints import (
-    LangServeEvents,
-    RequestError,
-    choose,
-    event_stream,
-    get_deps,
-    open_stream,
-    read_json,
-    request_config,
-    run_config,
-    streamed,
-)
+from gitops_flow.endpoints import LangServeEvents, choose, event_stream, get_deps, open_stream, run_config, streamed
+from gitops_flow.httpio import RequestError, read_json, request_config
 from gitops_flow.pages import page
 from gitops_flow.traffic import Choice
 

@@ -19,7 +19,8 @@ from starlette.responses import Response
 
 from gitops_flow import __version__
 from gitops_flow.build import BuiltFlow
-from gitops_flow.endpoints import ROUTING_KEYS, get_deps, json_response
+from gitops_flow.endpoints import get_deps
+from gitops_flow.httpio import ROUTING_KEYS, json_response
 from gitops_flow.pages import page
 from gitops_flow.traffic import RoutingTable
 

@@ -15,9 +15,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gitops_flow import webhook
-from gitops_flow.endpoints import RequestError, get_deps, json_response, read_body
+from gitops_flow.endpoints import get_deps
 from gitops_flow.exceptions import SignatureMismatch, WebhookError
 from gitops_flow.githost import gitea, gitlab
+from gitops_flow.httpio import RequestError, json_response, read_body
 from gitops_flow.webhook import Delivery
 
 log = logging.getLogger("gitops_flow.server")

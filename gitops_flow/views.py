@@ -12,8 +12,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gitops_flow.canaries import Action
-from gitops_flow.endpoints import RequestError, get_deps, json_response, read_json, require_json
+from gitops_flow.endpoints import get_deps
 from gitops_flow.exceptions import StoreError
+from gitops_flow.httpio import RequestError, json_response, read_json, require_json
 from gitops_flow.metrics import CONTENT_TYPE
 from gitops_flow.reconcile import Reconciler
 from gitops_flow.traffic import Route, RoutingTable

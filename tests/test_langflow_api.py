@@ -12,7 +12,7 @@ import pytest
 
 from gitops_flow.build import build_flow
 from gitops_flow.components import ComponentRegistry
-from gitops_flow.endpoints import RequestError
+from gitops_flow.httpio import RequestError
 from gitops_flow.langflow.api import flow_input
 from gitops_flow.spec import FlowSpec
 from tests.gitrepo import Remote

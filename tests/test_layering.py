@@ -88,6 +88,7 @@ LAYERS: dict[str, int] = {
     "reconcile": 10,
     "choosing": 11,
     "sse": 2,
+    "httpio": 3,  # the edge every handler shares: refusals, JSON answers, reading requests
     "endpoints": 12,
     "views": 13,
     "langflow.api": 13,
@@ -179,6 +180,7 @@ CONFINED = {
     "starlette": {
         "app",
         "endpoints",
+        "httpio",
         "views",
         "langflow.api",
         "langserve_api",

@@ -21,8 +21,8 @@ from gitops_flow.console.flowpage import BadChoice, flow_page
 from gitops_flow.console.overview import Overview
 from gitops_flow.console.pages import static
 from gitops_flow.console.trail import KINDS, Filter, entries
-from gitops_flow.endpoints import json_response
 from gitops_flow.exceptions import StoreError
+from gitops_flow.httpio import json_response
 from gitops_flow.views import STORE_UNAVAILABLE
 
 log = logging.getLogger("gitops_flow.server")

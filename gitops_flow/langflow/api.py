@@ -25,22 +25,19 @@ from gitops_flow.build import BuiltFlow
 from gitops_flow.endpoints import (
     CACHE_HEADER,
     VERSION_HEADER,
-    RequestError,
     StreamForm,
     cached,
     choose,
     event_stream,
     get_deps,
-    json_response,
     keep,
     open_stream,
-    read_json,
-    require_json,
     run_config,
     run_flow,
     streamed,
     version_metadata,
 )
+from gitops_flow.httpio import RequestError, json_response, read_json, require_json
 from gitops_flow.spec import NodeSpec
 from gitops_flow.textify import message_text, text_of
 from gitops_flow.traffic import Choice, RoutingTable

@@ -150,35 +150,62 @@ def observe(deps: Deps, flow: str, choice: Choice, ok: bool, seconds: float) -> 
         deps.guard.record(choice.guard, ok, seconds)
 
 
-# -- LangServe-compatible flow endpoints --------------------------------------------------------------------------
+@dataclass(slots=True)
+class FlowCall:
+    """A request of one input to the flow its path names: its body, the client's config (with ``configurable`` as
+    the chooser left it), the version chosen to answer it, and its run id."""
+
+    name: str
+    payload: dict[str, Any]
+    config: dict[str, Any]
+    choice: Choice
+    flow: BuiltFlow
+    run_id: uuid.UUID
+    deps: Deps
+
+    @property
+    def configurable(self) -> dict[str, Any]:
+        configurable: dict[str, Any] = self.config["configurable"]
+        return configurable
 
 
-async def invoke(request: Request) -> Response:
+async def one_input(request: Request, check: Callable[[dict[str, Any]], None] | None = None) -> FlowCall:
+    """Read a body of one ``input`` (``check`` refuses what else the route takes), then choose its version."""
     name = request.path_params["flow"]
     payload = json_object(await read_json(request), "the body")
     if "input" not in payload:
         raise RequestError(422, "bad-body", "the body needs an 'input'")
+    if check is not None:
+        check(payload)
     config = request_config(request, payload.get("config"))
     configurable = dict(config.get("configurable", {}))
     choice, flow = await choose(request, name, configurable, [payload["input"]])
-    run_id = uuid.uuid4()
     config["configurable"] = configurable
-    deps = get_deps(request)
-    lookup, hit = await cached(deps, name, choice, flow, payload["input"], configurable)
+    return FlowCall(name, payload, config, choice, flow, uuid.uuid4(), get_deps(request))
+
+
+# -- LangServe-compatible flow endpoints --------------------------------------------------------------------------
+
+
+async def invoke(request: Request) -> Response:
+    call = await one_input(request)
+    deps, value = call.deps, call.payload["input"]
+    lookup, hit = await cached(deps, call.name, call.choice, call.flow, value, call.configurable)
     headers = {CACHE_HEADER: "hit" if hit else "miss"} if lookup is not None else {}
     if hit is not None:
-        body = {
-            "output": hit.output,
-            "metadata": {"run_id": str(run_id), "feedback_tokens": [], **version_metadata(choice)},
-        }
-        return json_response(body, headers={VERSION_HEADER: choice.version.sha, **headers})
+        return _answer(hit.output, call.choice, call.run_id, headers)
 
     async def run(chosen: Choice, built: BuiltFlow) -> Any:
-        return await deps.executor.runner(built).ainvoke(payload["input"], run_config(config, name, chosen, run_id))
+        return await deps.executor.runner(built).ainvoke(value, run_config(call.config, call.name, chosen, call.run_id))
 
-    choice, output = await run_flow(deps, name, choice, flow, run_id, run)
+    choice, output = await run_flow(deps, call.name, call.choice, call.flow, call.run_id, run)
     if lookup is not None:
-        await keep(deps, name, choice, payload["input"], configurable, output)
+        await keep(deps, call.name, choice, value, call.configurable, output)
+    return _answer(output, choice, call.run_id, headers)
+
+
+def _answer(output: Any, choice: Choice, run_id: uuid.UUID, headers: Mapping[str, str]) -> Response:
+    """LangServe's answer to an invoke: the output, and metadata with the run id and the version that answered."""
     body = {"output": output, "metadata": {"run_id": str(run_id), "feedback_tokens": [], **version_metadata(choice)}}
     return json_response(body, headers={VERSION_HEADER: choice.version.sha, **headers})
 
@@ -345,21 +372,14 @@ def _lookup(
 async def stream(request: Request) -> Response:
     """Server-sent events as LangServe sends them: ``metadata``, then ``data`` per chunk, then ``end``
     (or ``error``, whose data carries a status code and a message, never a traceback)."""
-    name = request.path_params["flow"]
-    payload = json_object(await read_json(request), "the body")
-    if "input" not in payload:
-        raise RequestError(422, "bad-body", "the body needs an 'input'")
-    config = request_config(request, payload.get("config"))
-    configurable = dict(config.get("configurable", {}))
-    choice, flow = await choose(request, name, configurable, [payload["input"]])
-    run_id = uuid.uuid4()
-    config["configurable"] = configurable
-    deps = get_deps(request)
+    call = await one_input(request)
+    name, run_id, deps = call.name, call.run_id, call.deps
 
     def start(chosen: Choice, built: BuiltFlow) -> AsyncIterator[Any]:
-        return deps.executor.runner(built).astream(payload["input"], run_config(config, name, chosen, run_id))
+        run = run_config(call.config, name, chosen, run_id)
+        return deps.executor.runner(built).astream(call.payload["input"], run)
 
-    opened = await open_stream(deps, name, choice, flow, start)
+    opened = await open_stream(deps, name, call.choice, call.flow, start)
     metadata = _sse("metadata", {"run_id": str(run_id), **version_metadata(opened.choice)})
     form = LangServeEvents(lambda chunk: sse.frame(sse.DATA, dumps(chunk)), started=metadata)
     return event_stream(deps, opened, streamed(deps, name, opened, run_id, form))

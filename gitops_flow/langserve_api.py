@@ -13,7 +13,6 @@ once the flow has produced something; a failure before then is a failure before 
 from __future__ import annotations
 
 import logging
-import uuid
 import warnings
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
@@ -26,8 +25,8 @@ from starlette.routing import Route
 
 from gitops_flow import endpoints, sse
 from gitops_flow.build import BuiltFlow
-from gitops_flow.endpoints import LangServeEvents, choose, event_stream, get_deps, open_stream, run_config, streamed
-from gitops_flow.httpio import RequestError, read_json, request_config
+from gitops_flow.endpoints import LangServeEvents, choose, event_stream, one_input, open_stream, run_config, streamed
+from gitops_flow.httpio import RequestError
 from gitops_flow.pages import page
 from gitops_flow.traffic import Choice
 
@@ -75,32 +74,24 @@ def _filters(payload: dict[str, Any]) -> dict[str, list[str] | None]:
 
 
 async def _stream(request: Request, kind: Kind) -> Response:
-    name = request.path_params["flow"]
-    payload = await read_json(request)
-    if not isinstance(payload, dict):
-        raise RequestError(422, "bad-body", "the body is a JSON object")
-    if "input" not in payload:
-        raise RequestError(422, "bad-body", "the body needs an 'input'")
-    filters = _filters(payload)
-    version = payload.get("version", "v2")
-    if kind == "events" and version not in EVENT_VERSIONS:
-        raise RequestError(422, "bad-body", "version is 'v1' or 'v2'")
-    config = request_config(request, payload.get("config"))
-    configurable = dict(config.get("configurable", {}))
-    choice, flow = await choose(request, name, configurable, [payload["input"]])
-    run_id = uuid.uuid4()
-    config["configurable"] = configurable
-    deps = get_deps(request)
+    def check(payload: dict[str, Any]) -> None:
+        _filters(payload)
+        if kind == "events" and payload.get("version", "v2") not in EVENT_VERSIONS:
+            raise RequestError(422, "bad-body", "version is 'v1' or 'v2'")
+
+    call = await one_input(request, check)
+    name, payload, run_id, deps = call.name, call.payload, call.run_id, call.deps
+    filters, version = _filters(payload), payload.get("version", "v2")
 
     def start(chosen: Choice, built: BuiltFlow) -> AsyncIterator[Any]:
-        run = run_config(config, name, chosen, run_id)
+        run = run_config(call.config, name, chosen, run_id)
         if kind == "log":
             patches = built.runnable.astream_log(payload["input"], run, diff=True, **filters)  # type: ignore[call-overload]
             return _held(patches, _log_output())
         events = built.runnable.astream_events(payload["input"], run, version=version, **filters)
         return _held(events, _event_output())
 
-    opened = await open_stream(deps, name, choice, flow, start)
+    opened = await open_stream(deps, name, call.choice, call.flow, start)
     data = _log_data if kind == "log" else _event_data
     form = LangServeEvents(lambda held: b"".join(sse.frame(sse.DATA, _dumps(data(item))) for item in held))
     return event_stream(deps, opened, streamed(deps, name, opened, run_id, form))

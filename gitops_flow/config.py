@@ -221,7 +221,7 @@ class Settings(BaseModel):
     # one line per answered request (uvicorn's access log); off, or a log level above info, costs no work per request
     access_log: bool = True
     # seconds between the `: ping` comments of a server-sent event stream that has nothing else to send (0: none)
-    sse_ping_interval: float = Field(default=15.0, ge=0)
+    sse_ping_interval: float = Field(default=15.0, ge=0, le=3600)  # a proxy closes a silent stream in minutes
     token_metrics: bool = False  # count every run's tokens on every run, not only observed ones
     runtime: Runtime = "lean"
     # LangSmith traces every LangChain run (LANGSMITH_TRACING / LANGCHAIN_TRACING_V2 = "true", read as LangSmith

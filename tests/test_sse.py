@@ -176,3 +176,12 @@ def test_a_keep_alive_that_cannot_be_sent_ends_the_stream_and_closes_its_events(
         asyncio.run(run())
     assert closed == ["closed"]
     assert b"event: data\r\ndata: 1\r\n\r\n" in sent and b"never" not in sent
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "86400", "often"])
+def test_a_keep_alive_interval_out_of_bounds_is_refused_by_name(value: str) -> None:
+    from gitops_flow.config import Settings
+
+    with pytest.raises(ValueError, match="sse_ping_interval"):
+        Settings.from_env({"GITOPS_FLOW_SSE_PING_INTERVAL": value})
+    assert Settings.from_env({"GITOPS_FLOW_SSE_PING_INTERVAL": "0"}).sse_ping_interval == 0  # 0: no keep-alive

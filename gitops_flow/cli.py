@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
-from pydantic import ValidationError
 
 from gitops_flow import __version__, report, servercli
 from gitops_flow.components import ComponentRegistry
-from gitops_flow.config import Settings
-from gitops_flow.exceptions import GitOpsFlowError, SourceError, UnknownVersion, UsageError
+from gitops_flow.config import Resolved, Settings
+from gitops_flow.exceptions import ConfigError, GitOpsFlowError, SourceError, UnknownVersion, UsageError
 from gitops_flow.jsonpos import LineIndex
 from gitops_flow.langflow.convert import slug
 from gitops_flow.problems import Problem
@@ -67,8 +66,9 @@ def main(
     env = os.environ if environ is None else environ
     args.environ = env  # for the commands that read GitHub Actions' variables (plan --comment)
     try:
-        settings = _settings(args, env)
-        code: int = args.handler(args, settings, stdout)
+        resolved = _settings(args, env)
+        args.sources = resolved.sources  # for `settings`, which shows where each value came from
+        code: int = args.handler(args, resolved.settings, stdout)
         return code
     except UsageError as exc:
         print(f"gitops-flow: error: {exc}", file=sys.stderr)
@@ -126,34 +126,14 @@ def _parser() -> argparse.ArgumentParser:
     components.set_defaults(handler=_components)
 
     serve = commands.add_parser("serve", help="serve every commit of a flow repository", description=_SERVE_TEXT)
-    serve.add_argument("--repo", metavar="URL_OR_PATH", help="the flow repository (or GITOPS_FLOW_REPO)")
-    serve.add_argument("--branch", help="the branch to follow (default: main)")
-    serve.add_argument("--host", help="address to listen on (default: 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to listen on (default: 8000)")
-    serve.add_argument("--poll-interval", type=float, metavar="SECONDS", help="fetch at least this often (default 30)")
-    serve.add_argument(
-        "--workers",
-        type=int,
-        metavar="N",
-        help="processes serving the port as one server (default: one per available core; 1 with memory://)",
-    )
-    serve.add_argument(
-        "--state", metavar="URL", help="sqlite:///PATH (default: a file in the data folder) or redis://HOST:PORT/DB"
-    )
-    serve.add_argument("--data-dir", type=Path, metavar="DIR", help="where the clone and state live (.gitops-flow)")
-    serve.add_argument("--fake-models", action="store_true", default=None, help="answer every model with a fake")
-    serve.add_argument("--components", type=Path, metavar="FILE", help="operator components file (YAML)")
-    serve.add_argument(
-        "--log-format", choices=("text", "json"), help="log lines as text (the default) or one JSON object each"
-    )
-    serve.add_argument("--log-level", choices=("debug", "info", "warning", "error", "critical"), help="default: info")
-    serve.add_argument(
-        "--access-log",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="a log line per answered request (default: on; off costs no work per request, as does a level above info)",
-    )
+    _serve_flags(serve)
     serve.set_defaults(handler=_serve)
+
+    text = "print every setting serve would run with: its value (secrets masked), where it came from, and its doc"
+    shown = commands.add_parser("settings", help=text, description=text)
+    _serve_flags(shown)
+    shown.add_argument("--json", action="store_true", help="one JSON object per setting, in a list")
+    shown.set_defaults(handler=_show_settings)
 
     demo = commands.add_parser("demo", help="serve the example flows from a local repository, with a walkthrough")
     demo.add_argument("--port", type=int, default=8000, help="port to serve on (another is chosen if it is taken)")
@@ -215,7 +195,46 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
+def _serve_flags(command: argparse.ArgumentParser) -> None:
+    """The flags that set settings: `serve` runs with them, `settings` shows what they resolve to."""
+    command.add_argument("--repo", metavar="URL_OR_PATH", help="the flow repository (or GITOPS_FLOW_REPO)")
+    command.add_argument("--branch", help="the branch to follow (default: main)")
+    command.add_argument("--host", help="address to listen on (default: 127.0.0.1)")
+    command.add_argument("--port", type=int, help="port to listen on (default: 8000)")
+    command.add_argument(
+        "--poll-interval", type=float, metavar="SECONDS", help="fetch at least this often (default 30)"
+    )
+    command.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="processes serving the port as one server (default: one per available core; 1 with memory://)",
+    )
+    command.add_argument(
+        "--state", metavar="URL", help="sqlite:///PATH (default: a file in the data folder) or redis://HOST:PORT/DB"
+    )
+    command.add_argument("--data-dir", type=Path, metavar="DIR", help="where the clone and state live (.gitops-flow)")
+    command.add_argument("--fake-models", action="store_true", default=None, help="answer every model with a fake")
+    command.add_argument("--components", type=Path, metavar="FILE", help="operator components file (YAML)")
+    command.add_argument(
+        "--log-format", choices=("text", "json"), help="log lines as text (the default) or one JSON object each"
+    )
+    command.add_argument("--log-level", choices=("debug", "info", "warning", "error", "critical"), help="default: info")
+    command.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a log line per answered request (default: on; off costs no work per request, as does a level above info)",
+    )
+    command.add_argument(
+        "--env-file",
+        type=Path,
+        metavar="FILE",
+        help="GITOPS_FLOW_* settings as KEY=VALUE lines; the environment and flags win over it",
+    )
+
+
+def _settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Resolved:
     flags = {
         "components_file": getattr(args, "components", None),
         "repo_url": getattr(args, "repo", None),
@@ -232,10 +251,9 @@ def _settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
         "access_log": getattr(args, "access_log", None),
     }
     try:
-        return Settings.from_env(environ, **flags)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise UsageError(f"setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        return Settings.resolve(environ, env_file=getattr(args, "env_file", None), flags=flags)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def collect(paths: Sequence[str]) -> Targets:
@@ -514,6 +532,19 @@ async def _reach(store: StateStore) -> None:
         await store.ping()
     finally:
         await store.close()
+
+
+def _show_settings(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    rows = Resolved(settings, args.sources).rows()
+    if args.json:
+        print(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode(), file=out)
+        return EXIT_OK
+    width = max(len(row["name"]) for row in rows)
+    for row in rows:
+        value = json.dumps(row["value"]) if not isinstance(row["value"], str) else row["value"]
+        print(f"{row['name']:<{width}}  {value}  ({row['source']}; {row['env'] or 'no variable'})", file=out)
+        print(f"{'':<{width}}  {row['doc']}", file=out)
+    return EXIT_OK
 
 
 def _demo(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:

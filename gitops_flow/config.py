@@ -1,14 +1,20 @@
-"""Settings: the operator's configuration, built once from the environment by the command line."""
+"""Settings: the operator's configuration as one model, each field with its type, bounds and doc; resolved once, by
+the command line, from flags, the environment, an env file and the defaults (``Settings.resolve``)."""
 
 from __future__ import annotations
 
 import ipaddress
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, DotEnvSettingsSource, EnvSettingsSource, NoDecode, SettingsConfigDict
+from pydantic_settings.sources import PydanticBaseSettingsSource
+from pydantic_settings.sources.utils import parse_env_vars
 
 from gitops_flow.exceptions import ConfigError
 from gitops_flow.githost.repos import API_URL, check_repo
@@ -19,141 +25,152 @@ from gitops_flow.secretpolicy import SecretPolicy
 # which versions an explicit pin (X-Flow-Version) may reach: none; the versions the flow's refs serve now; or any
 # version that served as the branch head or through a ref and is still on the branch
 PinPolicy = Literal["off", "current", "history"]
-
 ENV_PREFIX = "GITOPS_FLOW_"
-# environment variable (after the prefix) -> setting
-_FROM_ENV = {
-    "COMPONENTS": "components_file",
-    "REPO": "repo_url",
-    "BRANCH": "branch",
-    "STATE": "state",
-    "DATA_DIR": "data_dir",
-    "POLL_INTERVAL": "poll_interval",
-    "WORKERS": "workers",
-    "ADMIN_TOKEN": "admin_token",
-    "READ_TOKEN": "read_token",
-    "WEBHOOK_SECRET": "webhook_secret",
-    "MAX_BODY_BYTES": "max_body_bytes",
-    "ANALYSIS_INTERVAL": "analysis_interval",
-    "PINS": "pins",
-    "RUN_TESTS": "run_tests",
-    "CANARY_FALLBACK": "canary_fallback",
-    "SECRETS": "allowed_secrets",
-    "ALLOWED_BASE_URLS": "allowed_base_urls",
-    "BUILD_TIMEOUT": "build_timeout",
-    "HISTORY_TTL": "history_ttl",
-    "MAX_TURN_BYTES": "max_turn_bytes",
-    "MAX_TURNS": "max_turns",
-    # HTTP bounds (docs/server.md, "Limits")
-    "MAX_HEADER_BYTES": "max_header_bytes",
-    "MAX_HEADERS": "max_headers",
-    "HEADER_TIMEOUT": "header_timeout",
-    "BODY_TIMEOUT": "body_timeout",
-    "KEEP_ALIVE_TIMEOUT": "keep_alive_timeout",
-    "SEND_TIMEOUT": "send_timeout",
-    "MAX_CONNECTIONS": "max_connections",
-    "MAX_BATCH_INPUTS": "max_batch_inputs",
-    "BATCH_CONCURRENCY": "batch_concurrency",
-    "ALLOWED_HOSTS": "allowed_hosts",
-    # observability and guardrails (docs/server.md, "Observability" and "Limits and the response cache")
-    "LOG_FORMAT": "log_format",
-    "LOG_LEVEL": "log_level",
-    "ACCESS_LOG": "access_log",
-    "SSE_PING_INTERVAL": "sse_ping_interval",
-    "TOKEN_METRICS": "token_metrics",
-    "RUNTIME": "runtime",
-    "LIMITS_FAIL": "limits_fail",
-    "LIMIT_LEASE_TTL": "limit_lease_ttl",
-    "CACHE_MAX_BYTES": "cache_max_bytes",
-    "CACHE_MAX_ENTRY_BYTES": "cache_max_entry_bytes",
-    "CACHE_MAX_ENTRIES": "cache_max_entries",
-    # repository credentials apart from the URL (docs/server.md, "Private repositories")
-    "GIT_TOKEN": "git_token",
-    "GIT_TOKEN_FILE": "git_token_file",
-    "GIT_TOKEN_USER": "git_token_user",
-    "GIT_SSH_KEY_FILE": "git_ssh_key_file",
-    "GIT_KNOWN_HOSTS": "git_known_hosts",
-    # the loop back to the Git host and to the operator's receivers (docs/delivery.md)
-    "PUBLIC_URL": "public_url",
-    "STATUS_URL": "status_url",
-    "GITHUB_TOKEN": "github_token",
-    "GITHUB_TOKEN_FILE": "github_token_file",
-    "GITHUB_REPO": "github_repo",
-    "GITHUB_API": "github_api",
-    "GITHUB_DEPLOYMENTS": "github_deployments",
-    "OUTBOUND_BACKOFF": "outbound_backoff",
-    "OUTBOUND_ATTEMPTS": "outbound_attempts",
-}
 LogFormat = Literal["text", "json"]
 # which executor runs flows (docs/server.md, "Runtime"): the lean program unless a run needs LangChain's callbacks,
 # or LangChain's runnables always
 Runtime = Literal["lean", "langchain"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+# where a setting's value came from, lowest precedence first: a flag beats the environment, which beats the env file
+Source = Literal["default", "file", "env", "flag"]
 MAX_WORKERS = 256
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")  # the names a client on this machine reaches a loopback server by
+# settings that no GITOPS_FLOW_<NAME> variable sets: notifications come from GITOPS_FLOW_NOTIFY_* (githost/sinks.py)
+# and LangSmith's tracing from its own variables; load_entry_points is the embedding program's choice
+_NOT_FROM_ENV = frozenset({"notifications", "langsmith_tracing", "load_entry_points"})
 
 
-class Settings(BaseModel):
-    """Everything the process is configured with; tests construct it directly."""
+def _env(name: str, field: str) -> Any:
+    """A field read from ``GITOPS_FLOW_<name>`` rather than from its own upper-cased name (kept for the names the
+    docs have always used); the field's own name still works as a keyword."""
+    return AliasChoices(field, ENV_PREFIX + name)
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    components_file: Path | None = None
-    load_entry_points: bool = True
+CommaSeparated = Annotated[tuple[str, ...], NoDecode]  # `A,B` in the environment, not JSON
+
+
+class Settings(BaseSettings):
+    """Everything the process is configured with; tests construct it directly, and constructing it never reads the
+    environment (``resolve`` and ``from_env`` do, given it explicitly)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, frozen=True, extra="forbid", populate_by_name=True, env_ignore_empty=True
+    )
+
+    components_file: Path | None = Field(
+        default=None, validation_alias=_env("COMPONENTS", "components_file"), description="operator components (YAML)"
+    )
+    load_entry_points: bool = Field(default=True, description="load components that installed packages declare")
 
     # the runtime server
-    repo_url: str | None = None
-    branch: str = "main"
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=0, le=65535)
-    poll_interval: float = Field(default=30.0, gt=0)
-    # processes serving one port (`serve --workers N`); None: one per core this process may run on
-    workers: int | None = Field(default=None, ge=1, le=MAX_WORKERS)
-    fetch_timeout: float = Field(default=30.0, gt=0)
-    state: str = "sqlite://"  # sqlite:///PATH, memory:// or redis://; empty sqlite path = a file in data_dir
-    data_dir: Path = Path(".gitops-flow")
-    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
-    keep_versions: int = Field(default=10, ge=1)
-    pins: PinPolicy = "current"
-    rebuilds_kept: int = Field(default=8, ge=1, le=1000)  # old versions rebuilt for pins and sessions, kept at once
-    run_tests: bool = True  # run each flow's tests before it goes live
-    # a canary's failed request is retried on its primary (and counted against the canary only when the primary
-    # succeeds); off for flows whose runs must not be repeated, at the price of clients being able to sway verdicts
-    canary_fallback: bool = True
-    build_timeout: float = Field(default=30.0, gt=0)  # seconds one flow's build may take; past it, that flow fails
-    fake_models: bool = False
-    analysis_interval: float = Field(default=1.0, gt=0)  # seconds between the canary guard's ticks
-    freeze_heap: bool = True  # gc.freeze() after each deploy (see app._settle_heap)
-    admin_token: SecretStr | None = None
-    read_token: SecretStr | None = None  # when set, /flows, /versions and /history need it (or the admin token)
-    webhook_secret: SecretStr | None = None
-    # conversations of flows with chat history: a turn's size, the turns kept per session, seconds idle until deleted
-    max_turn_bytes: int = Field(default=64 * 1024, gt=0)
-    max_turns: int = Field(default=200, ge=1)
-    history_ttl: float = Field(default=30 * 86_400.0, gt=0)
+    repo_url: str | None = Field(
+        default=None, validation_alias=_env("REPO", "repo_url"), description="the flow repository: a URL or a path"
+    )
+    branch: str = Field(default="main", min_length=1, description="the branch served")
+    host: str = Field(default="127.0.0.1", description="the address to listen on")
+    port: int = Field(default=8000, ge=0, le=65535, description="the port to listen on")
+    poll_interval: float = Field(default=30.0, gt=0, description="seconds between fetches when no webhook comes")
+    workers: int | None = Field(
+        default=None, ge=1, le=MAX_WORKERS, description="processes serving one port; none: one per available core"
+    )
+    fetch_timeout: float = Field(default=30.0, gt=0, le=3600, description="seconds one fetch may take")
+    state: str = Field(
+        default="sqlite://", description="sqlite:///PATH, memory:// or redis://; an empty sqlite path: data_dir"
+    )
+    data_dir: Path = Field(default=Path(".gitops-flow"), description="where the clone and the state file live")
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0, description="a request body's size")
+    keep_versions: int = Field(default=10, ge=1, le=1000, description="newest ready versions kept built")
+    pins: PinPolicy = Field(default="current", description="which versions X-Flow-Version may reach")
+    rebuilds_kept: int = Field(
+        default=8, ge=1, le=1000, description="old versions rebuilt for pins and sessions, kept at once"
+    )
+    run_tests: bool = Field(default=True, description="run each flow's tests before it goes live")
+    canary_fallback: bool = Field(
+        default=True,
+        description="retry a canary's failed request on its primary, and count it only when the primary succeeds",
+    )
+    build_timeout: float = Field(default=30.0, gt=0, description="seconds one flow's build may take")
+    fake_models: bool = Field(default=False, description="answer every model with a fake (demos, trials)")
+    analysis_interval: float = Field(default=1.0, gt=0, description="seconds between the canary guard's ticks")
+    freeze_heap: bool = Field(default=True, description="gc.freeze() after each deploy")
+    admin_token: SecretStr | None = Field(default=None, description="the token of /admin and the console's actions")
+    read_token: SecretStr | None = Field(default=None, description="when set, read views need it (or the admin's)")
+    webhook_secret: SecretStr | None = Field(default=None, description="the Git host's webhook secret")
+    max_turn_bytes: int = Field(default=64 * 1024, gt=0, description="one conversation turn's text")
+    max_turns: int = Field(default=200, ge=1, description="turns kept per conversation")
+    history_ttl: float = Field(default=30 * 86_400.0, gt=0, description="seconds a conversation is kept idle")
 
     # what flows may do with secrets (secretpolicy.py); `validate` and `test` read these too, so CI judges as served
-    allowed_secrets: tuple[str, ...] = Field(default_factory=default_secret_names)
-    allowed_base_urls: tuple[str, ...] = ()
+    allowed_secrets: CommaSeparated = Field(
+        default_factory=default_secret_names,
+        validation_alias=_env("SECRETS", "allowed_secrets"),
+        description="environment variables flows may read as secrets (comma-separated; NAME or PREFIX_*)",
+    )
+    allowed_base_urls: CommaSeparated = Field(default=(), description="base URLs a model's key may be sent to")
 
     # repository credentials apart from the URL (gitauth.py): an HTTPS token, or an SSH deploy key
-    git_token: SecretStr | None = None
-    git_token_file: Path | None = None  # read at each fetch
-    git_token_user: str = Field(default="x-access-token", min_length=1, max_length=100, pattern=r"^[^\s:@/]+$")
-    git_ssh_key_file: Path | None = None
-    git_known_hosts: Path | None = None
+    git_token: SecretStr | None = Field(default=None, description="an HTTPS token for the repository")
+    git_token_file: Path | None = Field(default=None, description="a file holding that token, read at each fetch")
+    git_token_user: str = Field(
+        default="x-access-token", min_length=1, max_length=100, pattern=r"^[^\s:@/]+$", description="its user name"
+    )
+    git_ssh_key_file: Path | None = Field(default=None, description="an SSH deploy key for the repository")
+    git_known_hosts: Path | None = Field(default=None, description="the SSH host keys trusted")
 
     # the loop back to the Git host (commit statuses, deployments) and to the operator's receivers (notifications)
-    public_url: str | None = None  # how people reach this server: the links of statuses and notifications
-    status_url: str = "{url}/ui/history?ref={ref}"  # a status's link: {url} the public URL, {sha}, {ref}, {flow}
-    github_token: SecretStr | None = None
-    github_token_file: Path | None = None  # read at each request, so a rotated token is picked up
-    github_repo: str | None = None  # owner/name; by default read from a github.com repo_url
-    github_api: str = API_URL
-    github_deployments: bool = True
-    notifications: tuple[SinkSpec, ...] = ()
-    outbound_backoff: float = Field(default=1.0, gt=0)  # seconds before the first retry of an outbound call
-    outbound_attempts: int = Field(default=8, ge=1, le=50)
+    public_url: str | None = Field(default=None, description="how people reach this server: links of statuses")
+    status_url: str = Field(
+        default="{url}/ui/history?ref={ref}", description="a status's link: {url} public URL, {sha}, {ref}, {flow}"
+    )
+    github_token: SecretStr | None = Field(default=None, description="a token for statuses and deployments")
+    github_token_file: Path | None = Field(default=None, description="a file holding it, read at each request")
+    github_repo: str | None = Field(default=None, description="owner/name; by default read from a github.com repo")
+    github_api: str = Field(default=API_URL, description="GitHub's API (GitHub Enterprise: its /api/v3)")
+    github_deployments: bool = Field(default=True, description="record deployments on GitHub as well as statuses")
+    notifications: tuple[SinkSpec, ...] = Field(default=(), description="receivers, from GITOPS_FLOW_NOTIFY_*")
+    outbound_backoff: float = Field(default=1.0, gt=0, description="seconds before an outbound call's first retry")
+    outbound_attempts: int = Field(default=8, ge=1, le=50, description="tries of one outbound call")
+
+    # HTTP bounds: what one client may make the server hold or do (docs/server.md, "Limits")
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024, description="a request's line and headers")
+    max_headers: int = Field(default=100, ge=8, description="headers in one request")
+    header_timeout: float = Field(default=10.0, gt=0, description="seconds from a request's first byte to its headers")
+    body_timeout: float = Field(default=30.0, gt=0, description="seconds from the headers to the body's last byte")
+    keep_alive_timeout: float = Field(default=5.0, gt=0, le=3600, description="seconds an idle connection stays")
+    send_timeout: float = Field(default=60.0, gt=0, description="seconds a client may leave a full buffer unread")
+    max_connections: int = Field(default=1000, ge=1, description="open connections per worker")
+    max_batch_inputs: int = Field(default=100, ge=1, description="inputs of one batch")
+    batch_concurrency: int = Field(default=8, ge=1, description="runs of one batch at once")
+    allowed_hosts: Annotated[tuple[str, ...] | None, NoDecode] = Field(
+        default=None, description="Host names served (comma-separated); none: loopback names on a loopback address"
+    )
+
+    # observability and guardrails: logs, token metrics, the limits' counters and the response cache
+    log_format: LogFormat = Field(default="text", description="log lines as text or one JSON object each")
+    log_level: LogLevel = Field(default="info", description="the lowest level logged")
+    access_log: bool = Field(default=True, description="a log line per answered request")
+    sse_ping_interval: float = Field(
+        default=15.0, ge=0, le=3600, description="seconds of silence before a stream's keep-alive (0: none)"
+    )
+    token_metrics: bool = Field(default=False, description="count every run's tokens, not only observed ones")
+    runtime: Runtime = Field(default="lean", description="lean, or LangChain's runnables for every run")
+    langsmith_tracing: bool = Field(default=False, description="LangSmith traces runs (from LANGSMITH_TRACING)")
+    limits_fail: Literal["open", "closed"] = Field(default="open", description="while the limits' store is down")
+    limit_lease_ttl: float = Field(default=600.0, gt=0, description="seconds a run holds its place at most")
+    cache_max_bytes: int = Field(default=64 * 1024 * 1024, ge=0, description="answers kept in this process's memory")
+    cache_max_entry_bytes: int = Field(default=256 * 1024, ge=0, description="a larger answer is not cached")
+    cache_max_entries: int = Field(default=100_000, ge=1, description="cached answers, in memory or in Redis")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)  # the environment is read where it is handed over: resolve()
 
     @field_validator("github_repo")
     @classmethod
@@ -184,22 +201,6 @@ class Settings(BaseModel):
         SecretPolicy((), value)
         return value
 
-    def secret_policy(self) -> SecretPolicy:
-        """The SecretPolicy these settings describe."""
-        return SecretPolicy(self.allowed_secrets, self.allowed_base_urls)
-
-    # HTTP bounds: what one client may make the server hold or do (docs/server.md, "Limits")
-    max_header_bytes: int = Field(default=32 * 1024, ge=1024)  # a request's line and headers
-    max_headers: int = Field(default=100, ge=8)
-    header_timeout: float = Field(default=10.0, gt=0)  # seconds from a request's first byte to its last header
-    body_timeout: float = Field(default=30.0, gt=0)  # seconds from the last header to the body's last byte
-    keep_alive_timeout: float = Field(default=5.0, gt=0)  # seconds an idle connection stays open
-    send_timeout: float = Field(default=60.0, gt=0)  # seconds a client may leave a full send buffer unread
-    max_connections: int = Field(default=1000, ge=1)
-    max_batch_inputs: int = Field(default=100, ge=1)
-    batch_concurrency: int = Field(default=8, ge=1)  # runs of one batch at once
-    allowed_hosts: tuple[str, ...] | None = None  # Host names served; None: see hosts()
-
     @field_validator("allowed_hosts", mode="before")
     @classmethod
     def _split_hosts(cls, value: object) -> object:
@@ -215,23 +216,9 @@ class Settings(BaseModel):
             return names
         return value
 
-    # observability and guardrails: logs, token metrics, the limits' counters and the response cache
-    log_format: LogFormat = "text"
-    log_level: LogLevel = "info"
-    # one line per answered request (uvicorn's access log); off, or a log level above info, costs no work per request
-    access_log: bool = True
-    # seconds between the `: ping` comments of a server-sent event stream that has nothing else to send (0: none)
-    sse_ping_interval: float = Field(default=15.0, ge=0, le=3600)  # a proxy closes a silent stream in minutes
-    token_metrics: bool = False  # count every run's tokens on every run, not only observed ones
-    runtime: Runtime = "lean"
-    # LangSmith traces every LangChain run (LANGSMITH_TRACING / LANGCHAIN_TRACING_V2 = "true", read as LangSmith
-    # reads them): runs then go through LangChain's runnables, whose callbacks LangSmith's tracer hears
-    langsmith_tracing: bool = False
-    limits_fail: Literal["open", "closed"] = "open"  # while the limits' counters cannot be reached
-    limit_lease_ttl: float = Field(default=600.0, gt=0)  # seconds a run holds its place at most (a crashed replica's)
-    cache_max_bytes: int = Field(default=64 * 1024 * 1024, ge=0)  # answers kept in this process's memory
-    cache_max_entry_bytes: int = Field(default=256 * 1024, ge=0)  # a larger answer is not cached
-    cache_max_entries: int = Field(default=100_000, ge=1)  # in memory, or in Redis shared by the replicas
+    def secret_policy(self) -> SecretPolicy:
+        """The SecretPolicy these settings describe."""
+        return SecretPolicy(self.allowed_secrets, self.allowed_base_urls)
 
     def worker_count(self) -> int:
         """How many worker processes `serve` starts: ``workers`` when set; else one per core available to this
@@ -253,23 +240,122 @@ class Settings(BaseModel):
         return LOOPBACK_HOSTS if _loopback(self.host) else ("*",)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str], **overrides: object) -> Settings:
-        """Settings from ``GITOPS_FLOW_*`` variables; explicit ``overrides`` (command-line flags) win. Notification
-        sinks come from ``GITOPS_FLOW_NOTIFY_FILE`` and ``GITOPS_FLOW_NOTIFY_*`` (githost/sinks.py); raises
-        ConfigError for a wrong one."""
-        values: dict[str, object] = {
-            field: environ[ENV_PREFIX + name] for name, field in _FROM_ENV.items() if environ.get(ENV_PREFIX + name)
-        }
+    def resolve(
+        cls, environ: Mapping[str, str], *, env_file: Path | None = None, flags: Mapping[str, object] | None = None
+    ) -> Resolved:
+        """The settings in force and where each came from: a flag (``flags``, None meaning not given) beats the
+        environment, which beats ``env_file`` (KEY=VALUE lines, as the environment), which beats the default.
+        Raises ConfigError naming the setting, its variable and what is wrong."""
+        if env_file is not None and not env_file.is_file():
+            raise ConfigError(f"env file {env_file}: no such file")
+        layers: list[tuple[Source, dict[str, Any]]] = []
+        if env_file is not None:
+            layers.append(("file", _from_source(DotEnvSettingsSource(cls, env_file=env_file))))
+        layers.append(("env", _from_source(_MappingEnvSource(cls, environ))))
+        extra: dict[str, Any] = {}
         try:
             sinks = load_sinks(environ)
         except SinkError as exc:
             raise ConfigError(str(exc)) from None
         if sinks:
-            values["notifications"] = sinks
+            extra["notifications"] = sinks
         if langsmith_tracing(environ):
-            values["langsmith_tracing"] = True
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.model_validate(values)
+            extra["langsmith_tracing"] = True
+        layers.append(("env", extra))
+        layers.append(("flag", {k: v for k, v in (flags or {}).items() if v is not None}))
+        values: dict[str, Any] = {}
+        sources: dict[str, Source] = {}
+        for source, found in layers:
+            for name, value in found.items():
+                values[name] = value
+                sources[name] = source
+        try:
+            settings = cls.model_validate(values)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            name = str(first["loc"][0]) if first["loc"] else "?"
+            where = {"flag": "flag", "file": f"{env_file}", "env": env_name(name)}.get(sources.get(name, ""), name)
+            raise ConfigError(f"setting {name} ({where}): {first['msg']}") from None
+        return Resolved(settings, {name: sources.get(name, "default") for name in cls.model_fields})
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **overrides: object) -> Settings:
+        """Settings from ``GITOPS_FLOW_*`` variables; explicit ``overrides`` (command-line flags) win. Notification
+        sinks come from ``GITOPS_FLOW_NOTIFY_FILE`` and ``GITOPS_FLOW_NOTIFY_*`` (githost/sinks.py); raises
+        ConfigError for a wrong one."""
+        return cls.resolve(environ, flags=overrides).settings
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """Settings and the source of each field's value (``gitops-flow settings`` shows both)."""
+
+    settings: Settings
+    sources: Mapping[str, Source]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per setting: its name, variable, effective value (secrets masked), source and doc."""
+        rows = []
+        for name, info in Settings.model_fields.items():
+            value = getattr(self.settings, name)
+            rows.append(
+                {
+                    "name": name,
+                    "env": env_name(name),
+                    "value": _shown(value),
+                    "source": self.sources[name],
+                    "doc": info.description or "",
+                }
+            )
+        return rows
+
+
+def env_name(field: str) -> str | None:
+    """The ``GITOPS_FLOW_*`` variable that sets ``field`` (None for the few no single variable sets)."""
+    if field in _NOT_FROM_ENV:
+        return None
+    info: FieldInfo = Settings.model_fields[field]
+    alias = info.validation_alias
+    if isinstance(alias, AliasChoices):
+        return next(str(c) for c in alias.choices if str(c).startswith(ENV_PREFIX))
+    return ENV_PREFIX + field.upper()
+
+
+def _shown(value: object) -> object:
+    """A value as `gitops-flow settings` prints it: secrets masked, paths and tuples as JSON would have them."""
+    if isinstance(value, SecretStr):
+        return "**********"
+    if isinstance(value, SinkSpec):
+        return value.model_dump(mode="json")
+    if isinstance(value, tuple):
+        return [_shown(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source over a mapping handed to it, rather than this process's os.environ."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+
+def _from_source(source: EnvSettingsSource) -> dict[str, Any]:
+    """What one source sets, by field name (aliases folded back to their field); fields no variable sets left out."""
+    found = source()
+    by_alias = {env_name(name): name for name in Settings.model_fields if env_name(name)}
+    values: dict[str, Any] = {}
+    for key, value in found.items():
+        name = key if key in Settings.model_fields else by_alias.get(key)
+        if name is None or name in _NOT_FROM_ENV:
+            continue
+        values[name] = value
+    return values
 
 
 def langsmith_tracing(environ: Mapping[str, str]) -> bool:

@@ -95,7 +95,7 @@ def test_the_serve_command_refuses_a_wrong_notification_file(tmp_path: Path) -> 
 
     path = tmp_path / "n.yaml"
     path.write_text("notifications: {}\n")
-    assert main(["serve", "--repo", str(tmp_path)], environ={"GITOPS_FLOW_NOTIFY_FILE": str(path)}) == 1
+    assert main(["serve", "--repo", str(tmp_path)], environ={"GITOPS_FLOW_NOTIFY_FILE": str(path)}) == 2
 
 
 @pytest.mark.parametrize(

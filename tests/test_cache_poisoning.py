@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,6 +15,8 @@ import yaml
 
 from tests.gitrepo import Remote
 from tests.process import ADMIN, ServeProcess, serve_process
+from tests.served import echo_flow
+from tests.test_per_flow import CANARY, canary_users, failing_at_run_time, stable_users
 
 PHONE = "Call +1-555-0100 for help with: {question}"
 FLOWS: dict[str, dict[str, Any]] = {
@@ -140,3 +143,27 @@ def test_the_server_warns_of_a_rule_that_caches_a_conversation(server: ServeProc
     assert [(p["code"], p["path"], p["severity"]) for p in problems] == [
         ("cache-history", "$.cache.chat.allow", "warning")
     ]
+
+
+def test_a_failed_canarys_answer_from_its_primary_is_kept_under_the_primarys_file(tmp_path: Path) -> None:
+    remote = Remote.create(tmp_path)
+    rules = {**CANARY, "cache": {"alpha": {"ttl": "1h"}}}
+    stable = remote.publish({"flows/alpha.json": echo_flow("alpha"), "gitops-flow.yaml": yaml.safe_dump(rules)})
+    remote.tag("stable", stable)
+    remote.push_tags()
+    remote.publish({"flows/alpha.json": failing_at_run_time("alpha")}, "alpha breaks")
+    with serve_process(remote, tmp_path) as server:
+        [canary_user], [stable_user] = canary_users("alpha", 1), stable_users("alpha", 1)
+        rescued = server.invoke("alpha", {"question": "hi"}, headers={"X-Flow-User": canary_user})
+        again = server.invoke("alpha", {"question": "hi"}, headers={"X-Flow-User": stable_user})
+
+    assert (rescued.status_code, rescued.headers["x-flow-version"], rescued.headers["x-flow-cache"]) == (
+        200,
+        stable,
+        "miss",
+    )
+    assert (again.json()["output"], again.headers["x-flow-version"], again.headers["x-flow-cache"]) == (
+        "one",
+        stable,
+        "hit",
+    )

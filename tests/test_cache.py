@@ -156,6 +156,9 @@ async def test_an_operators_component_may_read_the_routing_keys_so_they_are_in_i
     assert key(user_id="alice") != key(user_id="bob") != key()
     assert key(session_id="a") != key(session_id="b")
     assert key(flow_version="main") != key()
+    unknown = spec(PROMPT, FAKE, {"id": "own", "component": "NotRegistered"})  # judged like an operator's
+    keys = {responses.lookup(rule(), unknown, "blob2", Asked("hi", {"configurable": {"user_id": u}})) for u in "ab"}
+    assert len({found.key for found in keys if found is not None}) == 2
 
 
 async def test_answers_of_fake_models_never_mix_with_real_ones() -> None:

@@ -7,7 +7,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from starlette.requests import Request
@@ -20,11 +20,12 @@ from gitops_flow.choosing import Ask, Chooser, Inputs
 from gitops_flow.config import Settings
 from gitops_flow.exceptions import GitOpsFlowError, StoreError
 from gitops_flow.githost.feedback import Feedback
-from gitops_flow.guardrails.cache import Cached, Lookup, ResponseCache
-from gitops_flow.history import MissingSession
+from gitops_flow.guardrails.cache import Asked, Cached, Lookup, ResponseCache
+from gitops_flow.history import MissingSession, WithHistory
 from gitops_flow.httpio import RequestError, dumps, json_object, json_response, read_json, request_config
 from gitops_flow.metrics import Metrics
 from gitops_flow.reconcile import Reconciler
+from gitops_flow.routing import CacheRule
 from gitops_flow.runtime import Executor
 from gitops_flow.stores.base import StateStore
 from gitops_flow.telemetry.context import current
@@ -190,8 +191,8 @@ async def one_input(request: Request, check: Callable[[dict[str, Any]], None] | 
 async def invoke(request: Request) -> Response:
     call = await one_input(request)
     deps, value = call.deps, call.payload["input"]
-    lookup, hit = await cached(deps, call.name, call.choice, call.flow, value, call.configurable)
-    headers = {CACHE_HEADER: "hit" if hit else "miss"} if lookup is not None else {}
+    looked, hit = await cached(deps, call.name, call.choice, call.flow, Asked(value, call.config))
+    headers = {CACHE_HEADER: "hit" if hit else "miss"} if looked is not None else {}
     if hit is not None:
         return _answer(hit.output, call.choice, call.run_id, headers)
 
@@ -199,8 +200,8 @@ async def invoke(request: Request) -> Response:
         return await deps.executor.runner(built).ainvoke(value, run_config(call.config, call.name, chosen, call.run_id))
 
     choice, output = await run_flow(deps, call.name, call.choice, call.flow, call.run_id, run)
-    if lookup is not None:
-        await keep(deps, call.name, choice, value, call.configurable, output)
+    if looked is not None:
+        await keep(deps, call.name, looked, choice, choice.version.flows.get(call.name), output)
     return _answer(output, choice, call.run_id, headers)
 
 
@@ -327,13 +328,30 @@ def _observed(deps: Deps, flow: str, choice: Choice, built: BuiltFlow, start: St
 # -- the response cache (guardrails.cache) -------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Looked:
+    """A request the cache was asked about: its entry, what it asked (the turns read included) and of which choice."""
+
+    lookup: Lookup
+    asked: Asked
+    choice: Choice
+
+
 async def cached(
-    deps: Deps, flow: str, choice: Choice, built: BuiltFlow, value: Any, configurable: Mapping[str, Any]
-) -> tuple[Lookup | None, Cached | None]:
-    """Where the answer of this request of ``choice``'s version is kept (None: the flow is not cached), and the
-    answer kept there, if any. A cache that cannot be read is a miss (logged), never an error."""
-    lookup = _lookup(deps, flow, choice, built, value, configurable)
-    if lookup is None or deps.cache is None:
+    deps: Deps, flow: str, choice: Choice, built: BuiltFlow, asked: Asked
+) -> tuple[Looked | None, Cached | None]:
+    """Where the answer of ``asked`` of ``choice``'s version (``built``: its flow as it runs, tweaks applied) is kept
+    (None: it is not cached), and the answer kept there, if any. ``asked`` gets the turns the run would read when
+    the flow keeps a conversation and its answers may be cached. A cache that cannot be read is a miss (logged),
+    never an error."""
+    rule, content = _rule(deps, flow), choice.version.blobs.get(flow)
+    if rule is None or content is None or deps.cache is None:
+        return None, None
+    if isinstance(built.runnable, WithHistory) and asked.session is not None:
+        if deps.cache.judge(rule, built.spec, content, asked.tweaks).why_not is None:
+            asked = replace(asked, history=tuple(await built.runnable.past(asked.session)))
+    lookup = deps.cache.lookup(rule, built.spec, content, asked)
+    if lookup is None:
         return None, None
     try:
         hit = await deps.cache.get(lookup)
@@ -344,14 +362,21 @@ async def cached(
     context = current()
     if context is not None:
         context.cache = "hit" if hit is not None else "miss"
-    return lookup, hit
+    return Looked(lookup, asked, choice), hit
 
 
-async def keep(deps: Deps, flow: str, choice: Choice, value: Any, configurable: Mapping[str, Any], output: Any) -> None:
-    """Keep the answer of the version that gave it (a canary's primary, maybe), if that version's flow is cached."""
-    built = choice.version.flows.get(flow)
-    lookup = _lookup(deps, flow, choice, built, value, configurable) if built is not None else None
-    if lookup is None or deps.cache is None:
+async def keep(deps: Deps, flow: str, looked: Looked, answered: Choice, built: BuiltFlow | None, output: Any) -> None:
+    """Keep the answer of the version that gave it (``built``: its flow as it ran; a canary's primary, maybe), if
+    that version's flow is cached. The turns a conversation's key holds were read for the version looked up: another
+    version's answer to a conversation is not kept."""
+    if deps.cache is None:
+        return
+    lookup: Lookup | None = looked.lookup
+    if answered is not looked.choice:
+        if looked.asked.history is not None or built is None:
+            return
+        lookup = deps.cache.lookup(_rule(deps, flow), built.spec, answered.version.blobs.get(flow), looked.asked)
+    if lookup is None:
         return
     try:
         await deps.cache.put(lookup, dumps(output))
@@ -359,14 +384,9 @@ async def keep(deps: Deps, flow: str, choice: Choice, value: Any, configurable: 
         log.warning("an answer of flow %s was not cached: %s", flow, exc)
 
 
-def _lookup(
-    deps: Deps, flow: str, choice: Choice, built: BuiltFlow, value: Any, configurable: Mapping[str, Any]
-) -> Lookup | None:
+def _rule(deps: Deps, flow: str) -> CacheRule | None:
     routing = deps.reconciler.table.routing
-    rule = routing.cache.get(flow) if routing is not None else None
-    if rule is None or deps.cache is None:
-        return None
-    return deps.cache.lookup(rule, built.spec, choice.version.blobs.get(flow), value, configurable)
+    return routing.cache.get(flow) if routing is not None else None
 
 
 async def stream(request: Request) -> Response:

@@ -183,6 +183,11 @@ class WithHistory(Runnable[dict[str, Any], Any]):
                 f" most {limit:,} bytes (max_turn_bytes)"
             )
 
+    async def past(self, session: str) -> list[Turn]:
+        """The turns a run in ``session`` reads now: its last ``window``, oldest first (the response cache keys a
+        conversation's answers by them)."""
+        return await self.store.load_turns(session, self.window)
+
     def invoke(self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         return _run_sync(self.ainvoke(input, config, **kwargs))
 
@@ -212,7 +217,7 @@ class WithHistory(Runnable[dict[str, Any], Any]):
         if not isinstance(input, dict) or not isinstance(input.get(self.input_key), str):
             raise ValueError(f"this flow's input is an object with the text under {self.input_key!r}")
         self.check_turn(input)
-        turns = await self.store.load_turns(str(session), self.window)
+        turns = await self.past(str(session))
         return str(session), {**input, self.history_key: [_message(role, text) for role, text in turns]}
 
     async def _save(self, session: str, input: dict[str, Any], output: Any) -> None:

@@ -130,15 +130,25 @@ def json_object(payload: Any, what: str) -> dict[str, Any]:
 
 def request_config(request: Request, raw: Any) -> dict[str, Any]:
     """The client's config: the body's (``raw``) over the one in the path of LangServe's ``/c/{config_hash}/``
-    routes, each reduced to what a client may set."""
+    routes, each reduced to what a client may set. A config hash that sets a routing key (``session_id``,
+    ``user_id``, ``flow_version``) is refused: a shared link must not fix its follower's conversation or version."""
     config_hash = request.path_params.get("config_hash")
     if not config_hash:
         return _config(raw)
     try:
-        hashed = confighash.decode(config_hash)
+        hashed = _config(confighash.decode(config_hash))
     except confighash.BadConfigHash as exc:
         raise RequestError(400, "bad-config-hash", str(exc)) from None
-    return confighash.merge(_config(hashed), _config(raw))
+    routing = sorted(set(hashed.get("configurable", {})) & set(ROUTING_KEYS))
+    if routing:
+        # a link is made by whoever shares it and followed by someone else: it never chooses the follower's
+        # conversation, user or version (the body or the headers do, which the follower's own client sends)
+        raise RequestError(
+            400,
+            "routing-key-in-config-hash",
+            f"a config hash never sets configurable.{routing[0]}: send it in the body's config or a header",
+        )
+    return confighash.merge(hashed, _config(raw))
 
 
 def _config(raw: Any) -> dict[str, Any]:

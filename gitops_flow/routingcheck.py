@@ -105,8 +105,8 @@ def _check_routing(raw: bytes, flow_names: Iterable[str] | None) -> tuple[Routin
 
 
 def _guardrail_problems(config: RoutingConfig, known: set[str] | None) -> list[Problem]:
-    """``limits`` and ``cache`` entries that name no flow (a warning: the flow may come in a later commit), and a
-    limit that limits nothing."""
+    """``limits`` and ``cache`` entries that name no flow (a warning: the flow may come in a later commit), a cache
+    rule that caches conversations (a warning: what a cached answer does to one), and a limit that limits nothing."""
     problems = []
     for section, names in (("limits", config.limits), ("cache", config.cache)):
         for name in names:
@@ -119,6 +119,20 @@ def _guardrail_problems(config: RoutingConfig, known: set[str] | None) -> list[P
                         severity="warning",
                     )
                 )
+    for name, rule in config.cache.items():
+        if "history" in rule.allow:
+            problems.append(
+                Problem(
+                    code="cache-history",
+                    message=(
+                        "allow: [history] caches a conversation's answers: each is kept for its session and the turns"
+                        " its run read, so answers never cross sessions, but an answer from the cache adds no turn to"
+                        " the conversation"
+                    ),
+                    path=json_path(("cache", name, "allow")),
+                    severity="warning",
+                )
+            )
     for name, entry_limits in config.limits.items():
         entries = [((name,), entry_limits), *(((name, "refs", ref), own) for ref, own in entry_limits.refs.items())]
         for where, entry in entries:

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 import redis
 
+from gitops_flow.component import Component
 from gitops_flow.components import ComponentRegistry
-from gitops_flow.guardrails.cache import MemoryCache, ResponseCache
+from gitops_flow.guardrails.cache import Asked, MemoryCache, ResponseCache
 from gitops_flow.guardrails.redis import RedisGuardrails
 from gitops_flow.routing import CacheRule
 from gitops_flow.spec import FlowSpec
@@ -95,40 +96,83 @@ async def test_the_key_is_the_flow_its_blob_and_the_normalized_request() -> None
     flow = spec(PROMPT, FAKE, PARSER)
     on = rule(ttl="5m")
 
-    def key(content: str, value: Any, configurable: dict[str, Any] | None = None) -> str:
-        lookup = responses.lookup(on, flow, content, value, configurable or {})
+    def key(content: str, value: Any, configurable: dict[str, Any] | None = None, **config: Any) -> str:
+        lookup = responses.lookup(on, flow, content, Asked(value, {"configurable": configurable or {}, **config}))
         assert lookup is not None and lookup.ttl == 300
         return lookup.key
 
     base = key("blob1", {"question": "hi", "lang": "en"})
     assert base == key("blob1", json.loads('{"lang": "en", "question": "hi"}'))  # keys' order is not the request's
+    # the routing keys chose the version (its blob is in the key); no built-in component reads them
     assert base == key("blob1", {"question": "hi", "lang": "en"}, {"session_id": "s", "user_id": "u"})
     assert base != key("blob2", {"question": "hi", "lang": "en"})  # another version of the flow's file
     assert base != key("blob1", {"question": "hi!", "lang": "en"})
     assert base != key("blob1", {"question": "hi", "lang": "en"}, {"temperature": 1})  # what a client configures
+    assert base != key("blob1", {"question": "hi", "lang": "en"}, tags=["a"])  # what reaches the run's callbacks
     assert base.startswith("echo:blob1:")
 
 
 async def test_nothing_is_cached_without_a_rule_a_blob_or_a_satisfied_rule() -> None:
     responses = cache()
     flow = spec(PROMPT, model(temperature=1), PARSER)
-    assert responses.lookup(None, spec(PROMPT, FAKE, PARSER), "blob", "hi", {}) is None
-    assert responses.lookup(rule(), spec(PROMPT, FAKE, PARSER), None, "hi", {}) is None
-    assert responses.lookup(rule(), flow, "blob", "hi", {}) is None
+    assert responses.lookup(None, spec(PROMPT, FAKE, PARSER), "blob", Asked("hi")) is None
+    assert responses.lookup(rule(), spec(PROMPT, FAKE, PARSER), None, Asked("hi")) is None
+    assert responses.lookup(rule(), flow, "blob", Asked("hi")) is None
+
+
+async def test_a_tweak_that_makes_a_model_sample_makes_its_run_uncached() -> None:
+    responses = cache()
+    still = spec(PROMPT, model(temperature=0), PARSER)
+    sampling = spec(PROMPT, model(temperature=0.9), PARSER)  # the flow as a tweak {llm: {temperature: 0.9}} runs it
+    assert responses.lookup(rule(), still, "blob", Asked("hi")) is not None
+    assert responses.lookup(rule(), sampling, "blob", Asked("hi", tweaks={"llm": {"temperature": 0.9}})) is None
+
+
+async def test_a_conversation_is_cached_only_with_its_session_and_the_turns_its_run_reads() -> None:
+    responses = cache()
+    flow, on = spec(HISTORY, PROMPT, FAKE, PARSER), rule(allow=["history"])
+
+    def lookup(session: str | None, history: list[tuple[str, str]] | None) -> str | None:
+        found = responses.lookup(on, flow, "blob", Asked("hi", {"configurable": {"session_id": session}}, {}, history))
+        return found.key if found is not None else None
+
+    assert lookup("s", None) is None  # its turns were not read
+    assert lookup(None, []) is None  # no session: the run is refused anyway
+    assert lookup("s", []) is not None
+    assert lookup("s", []) != lookup("t", [])  # never across sessions, even both new
+    assert lookup("s", []) != lookup("s", [("human", "hi"), ("ai", "one")])  # nor across turns of one
+
+
+async def test_an_operators_component_may_read_the_routing_keys_so_they_are_in_its_key() -> None:
+    registry = ComponentRegistry.builtin().extended([Component(name="Reads", target="tests.x:y", kind="transform")])
+    responses = ResponseCache(MemoryCache(1000), registry, max_entry_bytes=1000, max_entries=10)
+    flow = spec(PROMPT, FAKE, {"id": "own", "component": "Reads"})
+
+    def key(**configurable: str) -> str:
+        found = responses.lookup(rule(), flow, "blob", Asked("hi", {"configurable": configurable}))
+        assert found is not None
+        return found.key
+
+    assert key(user_id="alice") != key(user_id="bob") != key()
+    assert key(session_id="a") != key(session_id="b")
+    assert key(flow_version="main") != key()
+    unknown = spec(PROMPT, FAKE, {"id": "own", "component": "NotRegistered"})  # judged like an operator's
+    keys = {responses.lookup(rule(), unknown, "blob2", Asked("hi", {"configurable": {"user_id": u}})) for u in "ab"}
+    assert len({found.key for found in keys if found is not None}) == 2
 
 
 async def test_answers_of_fake_models_never_mix_with_real_ones() -> None:
     flow = spec(PROMPT, FAKE, PARSER)
-    real = cache().lookup(rule(), flow, "blob", "hi", {})
+    real = cache().lookup(rule(), flow, "blob", Asked("hi"))
     fake = ResponseCache(
         MemoryCache(1000), ComponentRegistry.builtin(), max_entry_bytes=1000, max_entries=10, namespace="fake"
-    ).lookup(rule(), flow, "blob", "hi", {})
+    ).lookup(rule(), flow, "blob", Asked("hi"))
     assert real is not None and fake is not None and real.key != fake.key
 
 
 async def test_a_cached_null_is_a_hit_and_a_large_answer_is_not_kept() -> None:
     responses = cache()
-    lookup = responses.lookup(rule(), spec(PROMPT, FAKE, PARSER), "blob", "hi", {})
+    lookup = responses.lookup(rule(), spec(PROMPT, FAKE, PARSER), "blob", Asked("hi"))
     assert lookup is not None
     assert await responses.get(lookup) is None
 
@@ -136,7 +180,7 @@ async def test_a_cached_null_is_a_hit_and_a_large_answer_is_not_kept() -> None:
     hit = await responses.get(lookup)
     assert hit is not None and hit.output is None
 
-    other = responses.lookup(rule(), spec(PROMPT, FAKE, PARSER), "blob", "other", {})
+    other = responses.lookup(rule(), spec(PROMPT, FAKE, PARSER), "blob", Asked("other"))
     assert other is not None
     await responses.put(other, b'"' + b"x" * 2000 + b'"')  # past max_entry_bytes
     assert await responses.get(other) is None

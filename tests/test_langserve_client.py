@@ -241,20 +241,42 @@ def test_config_hash_routes(client: httpx.Client) -> None:
     root = decode_eventstream(response.text)[0]["data"]
     assert sorted(root["tags"]) == ["another-one", "test"]
 
-    # a session in the path's config: the conversation runs (without one it is refused)
-    session = LZString.compressToEncodedURIComponent(json.dumps({"configurable": {"session_id": "hashed"}}))
+    # a conversation needs a session: on a /c/ route the body's config names it, as on any other
+    hashed = {"configurable": {"lang": "en"}}
+    session = {"configurable": {"session_id": "mine"}}
     assert client.post("/flows/chat/invoke", json={"input": {"question": "hi"}}).status_code == 422
     for endpoint, body in [
-        ("invoke", {"input": {"question": "hi"}}),
-        ("batch", {"inputs": [{"question": "hi"}]}),
-        ("stream", {"input": {"question": "hi"}}),
+        ("invoke", {"input": {"question": "hi"}, "config": session}),
+        ("batch", {"inputs": [{"question": "hi"}], "config": session}),
+        ("stream", {"input": {"question": "hi"}, "config": session}),
     ]:
-        response = client.post(f"/flows/chat/c/{session}/{endpoint}", json=body)
+        response = client.post(f"/flows/chat/c/{lz(hashed)}/{endpoint}", json=body)
         assert response.status_code == 200, response.text
         assert "noted" in response.text
 
     response = client.post("/flows/chain/c/not-a-hash!/invoke", json={"input": {"question": "hi"}})
     assert (response.status_code, response.json()["error"]["code"]) == (400, "bad-config-hash")
+
+
+@pytest.mark.parametrize("key", ["session_id", "user_id", "flow_version"])
+@pytest.mark.parametrize("endpoint", ["invoke", "batch", "stream", "stream_log", "stream_events"])
+def test_a_config_hash_never_chooses_the_conversation_user_or_version(
+    client: httpx.Client, endpoint: str, key: str
+) -> None:
+    """A /c/ link is made by whoever shares it and followed by someone else (the playground sends no session of its
+    own): a routing key in it would put the follower in the sharer's conversation, or on a version of their choice."""
+    link = f"/flows/chat/c/{lz({'configurable': {key: 'attacker'}, 'tags': ['shared']})}/{endpoint}"
+    body = {"inputs": [{"question": "hi"}]} if endpoint == "batch" else {"input": {"question": "hi"}}
+
+    response = client.post(link, json=body)
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "routing-key-in-config-hash" and f"configurable.{key}" in error["message"]
+
+
+def lz(config: dict[str, Any]) -> str:
+    return str(LZString.compressToEncodedURIComponent(json.dumps(config)))
 
 
 # -- RemoteRunnable: invoke, batch, stream (sync and async) ----------------------------------------------------------

@@ -944,3 +944,20 @@ def test_a_flows_dir_outside_the_repository_is_never_read(tmp_path: Path) -> Non
     body = json.loads(out.getvalue())
     assert code == 1
     assert [p["code"] for p in body["problems"]] == ["bad-flows-dir"]
+
+
+def test_caching_a_conversation_is_a_warning_of_gitops_flow_validate(tmp_path: Path) -> None:
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "echo.json").write_text(json.dumps({**_flow(FAKE), "name": "echo"}))
+    (tmp_path / "gitops-flow.yaml").write_text("cache:\n  echo: {allow: [history]}\n  other: {allow: [temperature]}\n")
+    buffer = io.StringIO()
+
+    code = cli.main(["validate", str(tmp_path), "--format", "json"], environ={}, out=buffer)
+
+    found = [(p["code"], p["path"], p["severity"]) for p in json.loads(buffer.getvalue())["problems"]]
+    assert code == 0  # a warning: the file is valid
+    assert ("cache-history", "$.cache.echo.allow", "warning") in found
+    assert not any(p[0] == "cache-history" and "other" in p[1] for p in found)
+    assert "adds no turn" in next(
+        p["message"] for p in json.loads(buffer.getvalue())["problems"] if p["code"] == "cache-history"
+    )

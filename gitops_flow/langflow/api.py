@@ -37,6 +37,7 @@ from gitops_flow.endpoints import (
     streamed,
     version_metadata,
 )
+from gitops_flow.guardrails.cache import Asked
 from gitops_flow.httpio import RequestError, json_response, read_json, require_json
 from gitops_flow.spec import NodeSpec
 from gitops_flow.textify import message_text, text_of
@@ -263,7 +264,7 @@ async def run(request: Request) -> Response:
     text = body.input_value or ""
     tweaker: Tweaker = request.app.state.tweaker
     choice, flow = await choose(request, name, configurable, lambda chosen: [flow_input(chosen, text)])
-    await _tweaked(tweaker, flow, body.tweaks)  # refused tweaks are refused before anything runs
+    tweaked = await _tweaked(tweaker, flow, body.tweaks)  # refused tweaks are refused before anything runs
     outputs = [flow.graph.exit, *(n.id for n in output_nodes(flow))]
     if body.output_component and body.output_component not in outputs:
         named = ", ".join(repr(o) for o in dict.fromkeys(outputs[1:]))
@@ -291,16 +292,21 @@ async def run(request: Request) -> Response:
         config = run_config({"configurable": configurable}, name, chosen, run_id)
         return await deps.executor.runner(tweaked).ainvoke(flow_input(tweaked, text), config)
 
-    lookup, hit = await cached(deps, name, choice, flow, flow_input(flow, text), configurable)
+    # what reaches the run: the input, the tweaks and the config (the session in it); input_type reaches nothing,
+    # output_type and output_component shape the response of the run's output, cached or not
+    asked = Asked(flow_input(tweaked, text), {"configurable": configurable}, body.tweaks or {})
+    looked, hit = await cached(deps, name, choice, tweaked, asked)
     if hit is not None:
         output = hit.output
     else:
         choice, output = await run_flow(deps, name, choice, flow, run_id, run)
-        if lookup is not None:
-            await keep(deps, name, choice, flow_input(choice.version.flows[name], text), configurable, output)
+        if looked is not None:
+            answered = choice.version.flows.get(name)
+            ran = await _tweaked(tweaker, answered, body.tweaks) if answered is not None else None
+            await keep(deps, name, looked, choice, ran, output)
     response = run_response(choice.version.flows[name], body, session, output, str(uuid.uuid4()))
     response["metadata"] = {"run_id": str(run_id), **version_metadata(choice)}  # ours; LangFlow clients ignore it
-    headers = {CACHE_HEADER: "hit" if hit is not None else "miss"} if lookup is not None else {}
+    headers = {CACHE_HEADER: "hit" if hit is not None else "miss"} if looked is not None else {}
     return json_response(response, headers={VERSION_HEADER: choice.version.sha, **headers})
 
 

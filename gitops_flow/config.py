@@ -52,6 +52,8 @@ _FROM_ENV = {
     "KEEP_ALIVE_TIMEOUT": "keep_alive_timeout",
     "SEND_TIMEOUT": "send_timeout",
     "MAX_CONNECTIONS": "max_connections",
+    "MAX_CLIENT_CONNECTIONS": "max_client_connections",
+    "TRUSTED_PROXIES": "trusted_proxies",
     "MAX_BATCH_INPUTS": "max_batch_inputs",
     "BATCH_CONCURRENCY": "batch_concurrency",
     "ALLOWED_HOSTS": "allowed_hosts",
@@ -196,6 +198,11 @@ class Settings(BaseModel):
     keep_alive_timeout: float = Field(default=5.0, gt=0)  # seconds an idle connection stays open
     send_timeout: float = Field(default=60.0, gt=0)  # seconds a client may leave a full send buffer unread
     max_connections: int = Field(default=1000, ge=1)
+    # connections from one client address (an IPv6 one by its /64) at once; a trusted proxy's are not counted
+    max_client_connections: int = Field(default=64, ge=1)
+    # addresses or networks of the reverse proxies in front: their X-Forwarded-For names the client, and their
+    # connections (which carry many clients) are not held to max_client_connections
+    trusted_proxies: tuple[str, ...] = ()
     max_batch_inputs: int = Field(default=100, ge=1)
     batch_concurrency: int = Field(default=8, ge=1)  # runs of one batch at once
     allowed_hosts: tuple[str, ...] | None = None  # Host names served; None: see hosts()
@@ -213,6 +220,21 @@ class Settings(BaseModel):
                 if not name or any(c in name for c in " /@") or ("*" in name and not wildcard):
                     raise ValueError(f"{name!r} is not a host name, '*.domain' or '*'")
             return names
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        """``GITOPS_FLOW_TRUSTED_PROXIES`` is a comma-separated list of addresses or networks (CIDR)."""
+        if isinstance(value, str):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+        if isinstance(value, list | tuple):
+            for entry in value:
+                try:
+                    ipaddress.ip_network(str(entry), strict=False)
+                except ValueError:
+                    raise ValueError(f"{entry!r} is not an IP address or network (such as 10.0.0.0/8)") from None
+            return tuple(str(entry) for entry in value)
         return value
 
     # observability and guardrails: logs, token metrics, the limits' counters and the response cache

@@ -44,6 +44,8 @@ _FROM_ENV = {
     "HISTORY_TTL": "history_ttl",
     "MAX_TURN_BYTES": "max_turn_bytes",
     "MAX_TURNS": "max_turns",
+    "MAX_CONVERSATIONS": "max_conversations",
+    "MAX_CONVERSATION_BYTES": "max_conversation_bytes",
     # HTTP bounds (docs/server.md, "Limits")
     "MAX_HEADER_BYTES": "max_header_bytes",
     "MAX_HEADERS": "max_headers",
@@ -133,6 +135,9 @@ class Settings(BaseModel):
     max_turn_bytes: int = Field(default=64 * 1024, gt=0)
     max_turns: int = Field(default=200, ge=1)
     history_ttl: float = Field(default=30 * 86_400.0, gt=0)
+    # all conversations together: past either, the ones idle longest are deleted (new session ids cost no more)
+    max_conversations: int = Field(default=100_000, ge=1)
+    max_conversation_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
 
     # what flows may do with secrets (secretpolicy.py); `validate` and `test` read these too, so CI judges as served
     allowed_secrets: tuple[str, ...] = Field(default_factory=default_secret_names)

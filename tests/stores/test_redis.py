@@ -133,6 +133,8 @@ async def test_every_key_is_under_the_prefix_and_expiring_ones_have_a_backstop_t
         "gf:pin:count": True,
         "gf:turns:s1": True,  # its conversation's idle time after its last turn
         "gf:conversations": True,
+        "gf:conversations:bytes": True,
+        "gf:conversations:total": True,
         "gf:delivery:d-1": True,
         "gf:samples:3:chat:main:aaa": True,
         "gf:samples:slots:chat:main:aaa": True,

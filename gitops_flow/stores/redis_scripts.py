@@ -148,7 +148,8 @@ return flat
 # keep, sweep limit, "<prefix>turns:", session, most sessions, most bytes, then the turns (JSON). Expired
 # conversations go first, this one too (it starts anew); a conversation without an expiry (kept by a version before
 # they had one) lives until its key's own TTL. Then, while the totals exceed the quota, the others idle longest (the
-# lowest expiry) go. A turn counts its text's UTF-8 bytes (decoded from its JSON, as the other stores count it).
+# lowest expiry) go. A turn counts its text's UTF-8 bytes (decoded from its JSON, as the other stores count it); a
+# conversation kept before the quota existed is counted whole at its next turn.
 APPEND_TURNS = """
 local list, expiries, sizes, total = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local now, session = tonumber(ARGV[1]), ARGV[7]
@@ -166,6 +167,9 @@ end
 local own = redis.call('ZSCORE', expiries, session)
 if own and tonumber(own) <= now then drop(session) end
 local added = 0
+if not redis.call('HGET', sizes, session) then  -- kept by a version before the quota: counted once, now
+  for _, turn in ipairs(redis.call('LRANGE', list, 0, -1)) do added = added + size_of(turn) end
+end
 for i = 10, #ARGV do
   redis.call('RPUSH', list, ARGV[i])
   added = added + size_of(ARGV[i])

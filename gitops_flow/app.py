@@ -59,7 +59,7 @@ from gitops_flow.runtime import Executor
 from gitops_flow.secretrefs import RedactSecrets, Scrubber
 from gitops_flow.source import GitSource
 from gitops_flow.stores import open_store
-from gitops_flow.stores.base import Record, StateStore
+from gitops_flow.stores.base import ConversationQuota, Record, StateStore
 from gitops_flow.telemetry.middleware import RequestMiddleware
 from gitops_flow.telemetry.runs import Telemetry
 from gitops_flow.telemetry.tracing import Tracing
@@ -116,7 +116,8 @@ def create_app(
     components = registry or ComponentRegistry.configured(settings)
     counters, answers = beside(state, settings.state, cache_max_bytes=settings.cache_max_bytes)
 
-    limits = TurnLimits(settings.max_turn_bytes, settings.max_turns, settings.history_ttl)
+    quota = ConversationQuota(settings.max_conversations, settings.max_conversation_bytes)
+    limits = TurnLimits(settings.max_turn_bytes, settings.max_turns, settings.history_ttl, quota)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

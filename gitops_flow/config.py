@@ -99,6 +99,12 @@ class Settings(BaseSettings):
     max_turn_bytes: int = Field(default=64 * 1024, gt=0, description="one conversation turn's text")
     max_turns: int = Field(default=200, ge=1, description="turns kept per conversation")
     history_ttl: float = Field(default=30 * 86_400.0, gt=0, description="seconds a conversation is kept idle")
+    max_conversations: int = Field(
+        default=100_000, ge=1, description="conversations kept in all; past it the ones idle longest are deleted"
+    )
+    max_conversation_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=1024, description="bytes of all conversations; past it the idlest go"
+    )
 
     # what flows may do with secrets (secretpolicy.py); `validate` and `test` read these too, so CI judges as served
     allowed_secrets: CommaSeparated = Field(
@@ -139,6 +145,13 @@ class Settings(BaseSettings):
     keep_alive_timeout: float = Field(default=5.0, gt=0, le=3600, description="seconds an idle connection stays")
     send_timeout: float = Field(default=60.0, gt=0, description="seconds a client may leave a full buffer unread")
     max_connections: int = Field(default=1000, ge=1, description="open connections per worker")
+    max_client_connections: int = Field(
+        default=64, ge=1, description="connections from one client address (IPv6: its /64); a trusted proxy's free"
+    )
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="reverse proxies' addresses or networks (comma-separated): their X-Forwarded-For names the client",
+    )
     max_batch_inputs: int = Field(default=100, ge=1, description="inputs of one batch")
     batch_concurrency: int = Field(default=8, ge=1, description="runs of one batch at once")
     allowed_hosts: Annotated[tuple[str, ...] | None, NoDecode] = Field(
@@ -214,6 +227,21 @@ class Settings(BaseSettings):
                 if not name or any(c in name for c in " /@") or ("*" in name and not wildcard):
                     raise ValueError(f"{name!r} is not a host name, '*.domain' or '*'")
             return names
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        """``GITOPS_FLOW_TRUSTED_PROXIES`` is a comma-separated list of addresses or networks (CIDR)."""
+        if isinstance(value, str):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+        if isinstance(value, list | tuple):
+            for entry in value:
+                try:
+                    ipaddress.ip_network(str(entry), strict=False)
+                except ValueError:
+                    raise ValueError(f"{entry!r} is not an IP address or network (such as 10.0.0.0/8)") from None
+            return tuple(str(entry) for entry in value)
         return value
 
     def secret_policy(self) -> SecretPolicy:

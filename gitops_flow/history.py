@@ -15,6 +15,7 @@ from langchain_core.runnables.config import ensure_config
 from pydantic import BaseModel
 
 from gitops_flow.exceptions import TurnTooLarge
+from gitops_flow.stores.base import ConversationQuota
 
 Turn = tuple[str, str]  # (role, text) with role "human" or "ai": plain data, so any store can keep it
 
@@ -22,11 +23,13 @@ Turn = tuple[str, str]  # (role, text) with role "human" or "ai": plain data, so
 @dataclass(frozen=True, slots=True)
 class TurnLimits:
     """How much of a conversation is kept: the size of one turn's text, the turns kept per session (the oldest go
-    first) and the idle time after which the whole conversation is deleted."""
+    first), the idle time after which the whole conversation is deleted, and what all conversations take together
+    (past it, the ones idle longest go)."""
 
     max_turn_bytes: int = 64 * 1024
     max_turns: int = 200
     ttl: float = 30 * 86_400.0
+    quota: ConversationQuota = ConversationQuota()
 
 
 class TurnStore(Protocol):
@@ -36,8 +39,11 @@ class TurnStore(Protocol):
         """The last ``limit`` turns of a live conversation, oldest first; [] for none."""
         ...
 
-    async def append_turns(self, session_id: str, turns: Sequence[Turn], *, ttl: float, keep: int) -> None:
-        """Add turns, keep the newest ``keep``, and let the conversation expire ``ttl`` seconds from now."""
+    async def append_turns(
+        self, session_id: str, turns: Sequence[Turn], *, ttl: float, keep: int, quota: ConversationQuota
+    ) -> None:
+        """Add turns, keep the newest ``keep``, let the conversation expire ``ttl`` seconds from now, and delete the
+        conversations idle longest while all of them exceed ``quota``."""
         ...
 
 
@@ -59,7 +65,8 @@ class HistoryStore(Protocol):
 class Conversations:
     """A HistoryStore over a TurnStore (the server's state store): every turn saved is cut to ``max_turn_bytes`` (a
     request whose own text is larger is refused before it runs, see WithHistory.check_turn; an answer is cut), each
-    session keeps its last ``max_turns`` turns, and a conversation idle for ``ttl`` seconds is deleted."""
+    session keeps its last ``max_turns`` turns, a conversation idle for ``ttl`` seconds is deleted, and past the
+    ``quota`` of all conversations the ones idle longest are deleted."""
 
     def __init__(self, store: TurnStore, limits: TurnLimits | None = None) -> None:
         self.store = store
@@ -78,11 +85,12 @@ class Conversations:
     async def append_turns(self, session_id: str, turns: Sequence[Turn]) -> None:
         limits = self._limits
         kept = [(role, _clip(text, limits.max_turn_bytes)) for role, text in turns]
-        await self.store.append_turns(session_id, kept, ttl=limits.ttl, keep=limits.max_turns)
+        await self.store.append_turns(session_id, kept, ttl=limits.ttl, keep=limits.max_turns, quota=limits.quota)
 
 
 class _MemoryTurns:
-    """Turns kept in this process for its life (a test run): ``keep`` applies, ``ttl`` outlives the process."""
+    """Turns kept in this process for its life (a test run): ``keep`` and the quota's sessions apply, ``ttl``
+    outlives the process."""
 
     def __init__(self) -> None:
         self._sessions: dict[str, list[Turn]] = {}
@@ -90,10 +98,15 @@ class _MemoryTurns:
     async def load_turns(self, session_id: str, limit: int) -> list[Turn]:
         return list(self._sessions.get(session_id, [])[-limit:]) if limit > 0 else []
 
-    async def append_turns(self, session_id: str, turns: Sequence[Turn], *, ttl: float, keep: int) -> None:
-        kept = self._sessions.setdefault(session_id, [])
+    async def append_turns(
+        self, session_id: str, turns: Sequence[Turn], *, ttl: float, keep: int, quota: ConversationQuota
+    ) -> None:
+        kept = self._sessions.pop(session_id, [])  # put back last: the front is the conversation idle longest
         kept.extend(turns)
         del kept[:-keep]
+        self._sessions[session_id] = kept
+        while len(self._sessions) > quota.max_sessions:
+            del self._sessions[next(iter(self._sessions))]
 
 
 class MemoryHistoryStore(Conversations):

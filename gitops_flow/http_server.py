@@ -11,7 +11,10 @@ anonymous clients needs, with timers per connection or per request and a byte co
   (408, then the connection closes); a new connection that sends nothing is closed after ``header_timeout``;
 - an idle keep-alive connection closes after ``keep_alive_timeout``; a client that leaves a response unread for
   ``send_timeout`` is dropped;
-- at most ``max_connections`` connections are open; the next ones are answered 503 and closed;
+- at most ``max_connections`` connections are open, and at most ``max_client_connections`` from one client address
+  (an IPv6 address counts by its /64, which one host is commonly given); the next ones are answered 503 and closed.
+  A trusted proxy's connections (``trusted_proxies``) carry many clients and are not counted per address; its
+  X-Forwarded-For header names the client (uvicorn's proxy headers, trusted from those addresses only);
 - the Host header names one of the allowed hosts (400), against DNS rebinding (``Settings.hosts``).
 
 A timer only ends a connection when the server is waiting on the client: while it is still answering an earlier
@@ -25,7 +28,9 @@ that moves them fails there.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +88,8 @@ class Limits:
     keep_alive_timeout: float
     send_timeout: float
     max_connections: int
+    max_client_connections: int
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     hosts: HostPolicy
 
     @classmethod
@@ -95,25 +102,46 @@ class Limits:
             keep_alive_timeout=settings.keep_alive_timeout,
             send_timeout=settings.send_timeout,
             max_connections=settings.max_connections,
+            max_client_connections=settings.max_client_connections,
+            trusted_proxies=tuple(ipaddress.ip_network(p, strict=False) for p in settings.trusted_proxies),
             hosts=HostPolicy.of(settings.hosts()),
         )
+
+    def client_of(self, host: str) -> str | None:
+        """What connections are counted by for the peer address ``host``: the address, an IPv6 one's /64, or None
+        for a trusted proxy (and a peer without an IP address, such as a Unix socket's)."""
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return None
+        if any(address in network for network in self.trusted_proxies):
+            return None
+        if isinstance(address, ipaddress.IPv6Address):
+            if address.ipv4_mapped is not None:
+                return str(address.ipv4_mapped)
+            return str(ipaddress.IPv6Network((address, 64), strict=False))
+        return str(address)
 
 
 class ServerConfig(uvicorn.Config):
     """uvicorn's Config for `serve`: our protocol, no WebSockets (nothing here speaks them, and an upgraded
-    connection would leave these bounds), no proxy headers (a gateway's are not trusted by default), and the access
-    log only when the operator wants it and its level lets its lines through: uvicorn otherwise formats each line's
-    arguments before the logger drops it."""
+    connection would leave these bounds), proxy headers only from the operator's ``trusted_proxies`` (none by
+    default: a client could name any address), and the access log only when the operator wants it and its level
+    lets its lines through: uvicorn otherwise formats each line's arguments before the logger drops it.
+
+    ``clients`` counts the open connections of each client address of this process (its protocols share it)."""
 
     def __init__(self, app: Any, settings: Settings, **options: Any) -> None:
         self.limits = Limits.of(settings)
+        self.clients: Counter[str] = Counter()
         super().__init__(
             app,
             host=settings.host,
             port=settings.port,
             http=BoundedProtocol,
             ws="none",
-            proxy_headers=False,
+            proxy_headers=bool(settings.trusted_proxies),
+            forwarded_allow_ips=list(settings.trusted_proxies),
             access_log=access_logged(settings),
             **options,
         )
@@ -171,6 +199,8 @@ class BoundedProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         assert isinstance(config, ServerConfig), "BoundedProtocol is configured by ServerConfig"
         self.limits = config.limits
+        self._clients = config.clients
+        self._counted: str | None = None  # the client address this connection counts against
         self.timeout_keep_alive = self.limits.keep_alive_timeout  # type: ignore[assignment]  # uvicorn says int
         self._reading_head = True  # the next bytes belong to a request's line and headers
         self._head_read = 0  # bytes read while reading the current head, per read: a head that never ends
@@ -188,6 +218,15 @@ class BoundedProtocol(HttpToolsProtocol):
         if len(self.connections) > self.limits.max_connections:
             self._refuse(_Refusal(503, "too-many-connections", "the server has all the connections it takes"))
             return
+        client = self.limits.client_of(self.client[0]) if self.client else None
+        if client is not None:
+            self._counted = client
+            self._clients[client] += 1
+            if self._clients[client] > self.limits.max_client_connections:
+                most = self.limits.max_client_connections
+                message = f"this server takes at most {most} connections at once from one client address"
+                self._refuse(_Refusal(503, "too-many-client-connections", message))
+                return
         self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_expired)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -195,6 +234,11 @@ class BoundedProtocol(HttpToolsProtocol):
             if timer is not None:
                 timer.cancel()
         self._head_timer = self._body_timer = self._send_timer = None
+        if self._counted is not None:
+            self._clients[self._counted] -= 1
+            if self._clients[self._counted] <= 0:
+                del self._clients[self._counted]  # the counter holds only the addresses connected now
+            self._counted = None
         super().connection_lost(exc)
 
     # -- reading ----------------------------------------------------------------------------------------------

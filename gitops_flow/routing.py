@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
+from gitops_flow.committext import MAX_REF_NAME
+
 ROUTING_FILE = "gitops-flow.yaml"
 DEFAULT_ROUTE = "default"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -45,7 +47,7 @@ class RouteTarget(BaseModel):
 
     model_config = _STRICT
 
-    ref: Annotated[str, AfterValidator(check_ref), Field(max_length=200)]
+    ref: Annotated[str, AfterValidator(check_ref), Field(max_length=MAX_REF_NAME)]
     weight: float = Field(ge=0)
 
 

@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import anyio
 import git
 
+from gitops_flow import committext
 from gitops_flow.exceptions import ConfigError, SourceError, UnknownVersion
 from gitops_flow.gitauth import AuthError, GitAuth
 from gitops_flow.redaction import query_secrets, redact
@@ -91,15 +92,17 @@ class CommitInfo:
 
 
 def _info(commit: git.Commit) -> CommitInfo:
+    """What the server keeps of a commit: its author's text cut to committext's bounds, here at ingest, so nothing
+    downstream holds or shows more."""
     message = commit.message
     if isinstance(message, bytes):
         message = message.decode("utf-8", "replace")
     return CommitInfo(
         sha=commit.hexsha,
-        author=commit.author.name or "",
-        email=commit.author.email or "",
+        author=committext.name(commit.author.name or ""),
+        email=committext.name(commit.author.email or ""),
         time=float(commit.authored_date),
-        message=message.strip(),
+        message=committext.message(message.strip()),
         parents=tuple(parent.hexsha for parent in commit.parents),
     )
 
@@ -291,7 +294,9 @@ class GitSource:
                 self._repo = None
 
     def refs(self) -> Refs:
-        """Branches and tags of the clone as of the last fetch (no network); empty before the first clone."""
+        """Branches and tags of the clone as of the last fetch (no network); empty before the first clone. A ref
+        whose name is longer than committext.MAX_REF_NAME is left out (one log line says how many): no routing file
+        can name it, and it is shown nowhere."""
         branches: dict[str, str] = {}
         tags: dict[str, str] = {}
         repo = self._open()
@@ -300,8 +305,13 @@ class GitSource:
         with _git_errors(f"reading the refs of {self.url}"):
             fields = "%(refname) %(objecttype) %(objectname) %(*objecttype) %(*objectname)"
             listing = repo.git.for_each_ref(f"--format={fields}", "refs/heads", "refs/tags")
+        too_long = 0
         for line in listing.splitlines():
             name, kind, sha, peeled_kind, peeled_sha = line.split(" ")
+            short = name.removeprefix("refs/heads/").removeprefix("refs/tags/")
+            if not committext.ref_kept(short):
+                too_long += 1
+                continue
             if peeled_kind:
                 kind, sha = peeled_kind, peeled_sha
             if kind != "commit":
@@ -310,6 +320,8 @@ class GitSource:
                 branches[name.removeprefix("refs/heads/")] = sha
             else:
                 tags[name.removeprefix("refs/tags/")] = sha
+        if too_long:
+            log.warning("ignored %d refs of %s longer than %d characters", too_long, self.url, committext.MAX_REF_NAME)
         return Refs(branches, tags)
 
     def _commit(self, rev: str) -> git.Commit:

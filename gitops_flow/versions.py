@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from gitops_flow import committext
 from gitops_flow.build import BuiltFlow
 from gitops_flow.exceptions import UnknownVersion
 from gitops_flow.problems import Problem
@@ -111,10 +112,10 @@ class Version:
         failed = record.get("failed") or {}
         return cls(
             sha=record["sha"],
-            author=record.get("author", ""),
-            email=record.get("email", ""),
+            author=committext.name(record.get("author", "")),
+            email=committext.name(record.get("email", "")),
             time=float(record.get("time", 0.0)),
-            message=record.get("message", ""),
+            message=committext.message(record.get("message", "")),  # kept uncut by an earlier release
             status=record.get("status", "retired"),
             changed=tuple(record.get("changed", ())),
             parents=tuple(record.get("parents", ())),

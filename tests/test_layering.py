@@ -12,6 +12,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "gitops_flow"
 # one concept per module, each in a layer; a module may import only from layers below its own
 LAYERS: dict[str, int] = {
     "problems": 0,
+    "committext": 0,
     "redaction": 0,
     "providers": 0,
     "secretpolicy": 1,

@@ -154,6 +154,32 @@ def test_idle_conversations_are_deleted_and_their_space_reused(remote: Remote, t
     assert sizes[-1] - sizes[0] < sizes[0] // 4, sizes  # kept growing by a round each time without the deletes
 
 
+def test_made_up_session_ids_stay_within_the_quota_and_an_active_conversation_survives(
+    remote: Remote, tmp_path: Path
+) -> None:
+    """The reproduction of issue 21's finding 6: 1,500 anonymous session ids with 65 KB turns added 96 MiB in 2 s,
+    kept 30 days. Scaled down: 150 made-up sessions of 60 KB questions (9 MB) against a quota of 20 conversations
+    and 1 MiB; one conversation keeps talking between them. The store holds the quota, the made-up sessions idle
+    longest are gone, and the active conversation has every turn."""
+    quota = 1024 * 1024
+    env = {"GITOPS_FLOW_MAX_CONVERSATIONS": "20", "GITOPS_FLOW_MAX_CONVERSATION_BYTES": str(quota)}
+    question = "q" * 60_000
+    with serve_process(remote, tmp_path, env=env) as server:
+        for n in range(150):
+            assert ask(server, f"made-up-{n}", question).status_code == 200
+            if n % 10 == 0:
+                assert ask(server, "active", f"still here {n}").status_code == 200
+            ((count, size),) = query(
+                state_file(server), "SELECT COUNT(DISTINCT session), SUM(length(CAST(text AS BLOB))) FROM turns"
+            )
+            assert count <= 20 and size <= quota, (n, count, size)
+        sessions = {s for (s,) in query(state_file(server), "SELECT DISTINCT session FROM turns")}
+    assert "active" in sessions and len(turns(server, "active")) == 30
+    assert "made-up-0" not in sessions and "made-up-149" in sessions
+    made_up = sorted(int(s.rpartition("-")[2]) for s in sessions - {"active"})
+    assert made_up == list(range(150 - len(made_up), 150))  # the newest are kept, the ones idle longest went
+
+
 # -- the store failing -----------------------------------------------------------------------------------------------
 
 

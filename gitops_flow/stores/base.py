@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 Turn = tuple[str, str]  # (role, text): "human" or "ai"; plain data so every backend keeps it as it is
@@ -13,6 +14,8 @@ Record = dict[str, Any]  # a JSON-able object: a version record or a deploy even
 PIN_PREFIX = "pin:"
 TURNS_PREFIX = "turns:"
 CONVERSATIONS_KEY = "conversations"  # when each conversation expires
+CONVERSATION_BYTES_KEY = "conversations:bytes"  # the bytes each conversation's turns take
+CONVERSATION_TOTAL_KEY = "conversations:total"  # the bytes all conversations' turns take
 PROBE_PREFIX = "probe:"
 VERSION_PREFIX = "version:"
 EVENTS_KEY = "events"
@@ -25,6 +28,23 @@ LEASE_PREFIX = "lease:"
 
 MAX_EVENTS = 10_000  # every backend keeps only this many of the most recent deploy events
 SWEEP_CONVERSATIONS = 16  # expired conversations each append_turns deletes: more than it can create, so few linger
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationQuota:
+    """What all conversations of a store take together: at most ``max_sessions`` conversations and ``max_bytes`` of
+    turn text (UTF-8). Past either, the conversations idle longest are deleted first."""
+
+    max_sessions: int = 100_000
+    max_bytes: int = 256 * 1024 * 1024
+
+
+DEFAULT_QUOTA = ConversationQuota()
+
+
+def turn_bytes(turn: Turn) -> int:
+    """What one turn counts against a ConversationQuota: its text's UTF-8 bytes."""
+    return len(turn[1].encode())
 
 
 class StateStore(Protocol):
@@ -73,12 +93,18 @@ class StateStore(Protocol):
         ``limit`` < 1."""
         ...
 
-    async def append_turns(self, session_id: str, turns: Sequence[Turn], *, ttl: float, keep: int) -> None:
+    async def append_turns(
+        self, session_id: str, turns: Sequence[Turn], *, ttl: float, keep: int, quota: ConversationQuota = DEFAULT_QUOTA
+    ) -> None:
         """Add turns at the end of a conversation, in order, atomically, and keep only its newest ``keep`` (>= 1).
 
         The conversation expires ``ttl`` seconds after this call (an expired one starts anew: its old turns are
         gone). Each call also deletes up to SWEEP_CONVERSATIONS other expired conversations, so the space they took
-        is reused without a sweeper and no call does unbounded work.
+        is reused without a sweeper, and then, while the store holds more than ``quota`` allows, the other
+        conversations idle longest (whose expiry comes first), so the total stays within the quota however many
+        session ids clients make up (the conversation written is never deleted by its own write: a quota smaller
+        than one conversation holds that one). A conversation is deleted once, so the deletions of all calls
+        together are at most the conversations clients created.
         """
         ...
 

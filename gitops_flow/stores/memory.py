@@ -10,7 +10,16 @@ from itertools import islice
 
 import orjson
 
-from gitops_flow.stores.base import MAX_EVENTS, SWEEP_CONVERSATIONS, Record, Turn, drain
+from gitops_flow.stores.base import (
+    DEFAULT_QUOTA,
+    MAX_EVENTS,
+    SWEEP_CONVERSATIONS,
+    ConversationQuota,
+    Record,
+    Turn,
+    drain,
+    turn_bytes,
+)
 
 _PURGE_EVERY = 1_000  # pin writes between sweeps of expired pins
 
@@ -26,8 +35,9 @@ class MemoryStore:
         self._clock = clock
         self._pins: dict[str, tuple[str, float]] = {}  # key -> (sha, expires)
         self._pin_writes = 0
-        # session -> (turns, expires), least recently written first: the sweep looks at the front only
-        self._turns: OrderedDict[str, tuple[deque[Turn], float]] = OrderedDict()
+        # session -> (turns, expires, bytes), least recently written first: the sweep and the quota look at the front
+        self._turns: OrderedDict[str, tuple[deque[Turn], float, int]] = OrderedDict()
+        self._turn_bytes = 0  # of every conversation kept
         self._versions: dict[str, bytes] = {}  # a dict keeps first-insertion order when a value is replaced
         self._events: deque[tuple[int, bytes]] = deque(maxlen=max_events)
         self._event_seq = 0
@@ -76,7 +86,9 @@ class MemoryStore:
             return []
         return list(kept[0])[-limit:]
 
-    async def append_turns(self, session_id: str, turns: Sequence[Turn], *, ttl: float, keep: int) -> None:
+    async def append_turns(
+        self, session_id: str, turns: Sequence[Turn], *, ttl: float, keep: int, quota: ConversationQuota = DEFAULT_QUOTA
+    ) -> None:
         assert keep >= 1, "a conversation keeps at least its last turn"
         if not turns:
             return
@@ -85,14 +97,24 @@ class MemoryStore:
             oldest = next(iter(self._turns.items()), None)
             if oldest is None or oldest[1][1] > now:
                 break
-            del self._turns[oldest[0]]
-        kept, expires = self._turns.pop(session_id, (deque(), now))
+            self._drop_conversation(oldest[0])
+        kept, expires, size = self._turns.pop(session_id, (deque(), now, 0))
+        self._turn_bytes -= size
         if expires <= now:
-            kept = deque()  # an expired conversation starts anew
-        kept.extend((role, text) for role, text in turns)
+            kept, size = deque(), 0  # an expired conversation starts anew
+        for role, text in turns:
+            kept.append((role, text))
+            size += turn_bytes((role, text))
         while len(kept) > keep:
-            kept.popleft()
-        self._turns[session_id] = (kept, now + ttl)
+            size -= turn_bytes(kept.popleft())
+        self._turn_bytes += size
+        self._turns[session_id] = (kept, now + ttl, size)
+        # the front was written least recently: idle longest (every write moves its conversation to the end)
+        while len(self._turns) > quota.max_sessions or self._turn_bytes > quota.max_bytes:
+            oldest_session = next(iter(self._turns))
+            if oldest_session == session_id:
+                break
+            self._drop_conversation(oldest_session)
 
     async def put_version(self, sha: str, record: Record) -> None:
         self._versions[sha] = orjson.dumps(record)
@@ -173,6 +195,10 @@ class MemoryStore:
     async def release(self, name: str, holder: str) -> None:
         if self._leases.get(name, ("", 0.0))[0] == holder:
             del self._leases[name]
+
+    def _drop_conversation(self, session_id: str) -> None:
+        _, _, size = self._turns.pop(session_id)
+        self._turn_bytes -= size
 
     def _write_pin(self, key: str, sha: str, expires: float) -> None:
         self._pins[key] = (sha, expires)

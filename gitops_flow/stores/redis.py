@@ -9,6 +9,8 @@ TTLs (the item's own TTL plus a day) are only a backstop, so that keys nobody co
     pin:count             hash     sha -> how many pins name it (what pinned_versions reads)
     turns:<session>       list     one JSON [role, text] per turn, oldest first, at most ``keep`` of them
     conversations         zset     session, scored by the time its conversation expires
+    conversations:bytes   hash     session -> the UTF-8 bytes of its turns' text (the quota's count)
+    conversations:total   string   the sum of conversations:bytes
     version:record        hash     sha -> JSON record
     version:order         list     shas in the order they were first saved
     events                list     JSON events, newest first, trimmed to max_events
@@ -52,7 +54,10 @@ from gitops_flow.redaction import redact_query
 from gitops_flow.stores import redis_scripts as lua
 from gitops_flow.stores.base import (
     ABORT_PREFIX,
+    CONVERSATION_BYTES_KEY,
+    CONVERSATION_TOTAL_KEY,
     CONVERSATIONS_KEY,
+    DEFAULT_QUOTA,
     DELIVERY_PREFIX,
     EVENTS_KEY,
     LEASE_PREFIX,
@@ -65,6 +70,7 @@ from gitops_flow.stores.base import (
     TURNS_PREFIX,
     VERSION_PREFIX,
     WAKE_CHANNEL,
+    ConversationQuota,
     Record,
     Turn,
     drain,
@@ -249,14 +255,18 @@ class RedisStore:
             return []
         return [(role, text) for role, text in map(orjson.loads, rows)]
 
-    async def append_turns(self, session_id: str, turns: Sequence[Turn], *, ttl: float, keep: int) -> None:
+    async def append_turns(
+        self, session_id: str, turns: Sequence[Turn], *, ttl: float, keep: int, quota: ConversationQuota = DEFAULT_QUOTA
+    ) -> None:
         assert keep >= 1, "a conversation keeps at least its last turn"
         if not turns:
             return
         now = self._clock()
         keys = [self._key(TURNS_PREFIX + session_id), self._key(CONVERSATIONS_KEY)]
+        keys += [self._key(CONVERSATION_BYTES_KEY), self._key(CONVERSATION_TOTAL_KEY)]
         args: list[_Arg] = [_number(now), _number(now + ttl), _backstop_ms(ttl), keep, SWEEP_CONVERSATIONS]
-        args += [self._key(TURNS_PREFIX), session_id, *(orjson.dumps([role, text]) for role, text in turns)]
+        args += [self._key(TURNS_PREFIX), session_id, quota.max_sessions, quota.max_bytes]
+        args += [orjson.dumps([role, text]) for role, text in turns]
         with self._errors("save a conversation"):
             await self._append_turns(keys=keys, args=args)
 

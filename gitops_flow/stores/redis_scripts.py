@@ -144,23 +144,57 @@ for _, field in ipairs(fields) do
 end
 return flat
 """
-# KEYS: turns:<session>, conversations; ARGV: now, expires, backstop ms, keep, sweep limit, "<prefix>turns:", session,
-# then the turns (JSON). Expired conversations go first, this one too (it starts anew); a conversation without an
-# expiry (kept by a version before they had one) lives until its key's own TTL.
+# KEYS: turns:<session>, conversations, conversations:bytes, conversations:total; ARGV: now, expires, backstop ms,
+# keep, sweep limit, "<prefix>turns:", session, most sessions, most bytes, then the turns (JSON). Expired
+# conversations go first, this one too (it starts anew); a conversation without an expiry (kept by a version before
+# they had one) lives until its key's own TTL. Then, while the totals exceed the quota, the others idle longest (the
+# lowest expiry) go. A turn counts its text's UTF-8 bytes (decoded from its JSON, as the other stores count it); a
+# conversation kept before the quota existed is counted whole at its next turn.
 APPEND_TURNS = """
-local list, expiries, now = KEYS[1], KEYS[2], tonumber(ARGV[1])
-for _, old in ipairs(redis.call('ZRANGEBYSCORE', expiries, '-inf', now, 'LIMIT', 0, tonumber(ARGV[5]))) do
-  redis.call('DEL', ARGV[6] .. old)
-  redis.call('ZREM', expiries, old)
+local list, expiries, sizes, total = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local now, session = tonumber(ARGV[1]), ARGV[7]
+local function drop(gone)
+  redis.call('DEL', ARGV[6] .. gone)
+  redis.call('ZREM', expiries, gone)
+  local size = tonumber(redis.call('HGET', sizes, gone) or '0')
+  redis.call('HDEL', sizes, gone)
+  redis.call('DECRBY', total, size)
 end
-local own = redis.call('ZSCORE', expiries, ARGV[7])
-if own and tonumber(own) <= now then redis.call('DEL', list) end
-for i = 8, #ARGV do redis.call('RPUSH', list, ARGV[i]) end
-redis.call('LTRIM', list, -tonumber(ARGV[4]), -1)
-redis.call('ZADD', expiries, ARGV[2], ARGV[7])
+local function size_of(turn) return #cjson.decode(turn)[2] end
+for _, old in ipairs(redis.call('ZRANGEBYSCORE', expiries, '-inf', now, 'LIMIT', 0, tonumber(ARGV[5]))) do
+  drop(old)
+end
+local own = redis.call('ZSCORE', expiries, session)
+if own and tonumber(own) <= now then drop(session) end
+local added = 0
+if not redis.call('HGET', sizes, session) then  -- kept by a version before the quota: counted once, now
+  for _, turn in ipairs(redis.call('LRANGE', list, 0, -1)) do added = added + size_of(turn) end
+end
+for i = 10, #ARGV do
+  redis.call('RPUSH', list, ARGV[i])
+  added = added + size_of(ARGV[i])
+end
+local excess = redis.call('LLEN', list) - tonumber(ARGV[4])
+if excess > 0 then
+  for _, gone in ipairs(redis.call('LRANGE', list, 0, excess - 1)) do added = added - size_of(gone) end
+  redis.call('LTRIM', list, excess, -1)
+end
+redis.call('HINCRBY', sizes, session, added)
+redis.call('INCRBY', total, added)
+redis.call('ZADD', expiries, ARGV[2], session)
+local most_sessions, most_bytes = tonumber(ARGV[8]), tonumber(ARGV[9])
+while redis.call('ZCARD', expiries) > most_sessions or tonumber(redis.call('GET', total) or '0') > most_bytes do
+  local oldest = redis.call('ZRANGE', expiries, 0, 1)
+  local victim = oldest[1]
+  if victim == session then victim = oldest[2] end
+  if not victim then break end
+  drop(victim)
+end
 local backstop = tonumber(ARGV[3])
 redis.call('PEXPIRE', list, backstop)
-if redis.call('PTTL', expiries) < backstop then redis.call('PEXPIRE', expiries, backstop) end
+for _, key in ipairs({expiries, sizes, total}) do
+  if redis.call('PTTL', key) < backstop then redis.call('PEXPIRE', key, backstop) end
+end
 """
 # KEYS: events, events:seq; ARGV: limit, before ("" for the newest). {number of the newest event, the page}: the list is
 # newest first and every event added took the next number, so the i-th from the top (from 0) is numbered newest - i.

@@ -19,13 +19,22 @@ import orjson
 
 from gitops_flow.exceptions import StoreError
 from gitops_flow.sqlitetx import write_transaction
-from gitops_flow.stores.base import MAX_EVENTS, PROBE_PREFIX, SWEEP_CONVERSATIONS, Record, Turn
+from gitops_flow.stores.base import (
+    DEFAULT_QUOTA,
+    MAX_EVENTS,
+    PROBE_PREFIX,
+    SWEEP_CONVERSATIONS,
+    ConversationQuota,
+    Record,
+    Turn,
+)
 
 T = TypeVar("T")
 
 _BUSY_TIMEOUT = 5.0  # seconds a write waits for another process's write to finish before giving up
 _PURGE_EVERY = 1_000  # pin writes between sweeps of expired pins
 _LISTEN_EVERY = 0.1  # seconds between a listener's reads of the wake-ups table
+_EVICT_BATCH = 64  # conversations read at once while making room within the quota
 _WAKES_KEPT = 60.0  # seconds a wake-up stays in the table (listeners read it within _LISTEN_EVERY)
 
 # _MIGRATIONS[n] takes the schema from version n to n + 1 (PRAGMA user_version); append, never edit
@@ -59,6 +68,15 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # wake-ups between processes sharing the file: published rows, read by each listener's poll
         "CREATE TABLE wakes (id INTEGER PRIMARY KEY AUTOINCREMENT, message TEXT NOT NULL, at REAL NOT NULL)",
         "CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires REAL NOT NULL)",
+    ),
+    (
+        # the quota of all conversations: each one's bytes of turn text, and the totals in one row
+        "ALTER TABLE conversations ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0",
+        "UPDATE conversations SET bytes ="
+        " (SELECT COALESCE(SUM(length(CAST(text AS BLOB))), 0) FROM turns WHERE turns.session = conversations.session)",
+        "CREATE TABLE conversation_totals (id INTEGER PRIMARY KEY CHECK (id = 0), sessions INTEGER NOT NULL,"
+        " bytes INTEGER NOT NULL)",
+        "INSERT INTO conversation_totals SELECT 0, COUNT(*), COALESCE(SUM(bytes), 0) FROM conversations",
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -120,11 +138,13 @@ class SqliteStore:
         )
         return [(role, text) for role, text in rows]
 
-    async def append_turns(self, session_id: str, turns: Sequence[Turn], *, ttl: float, keep: int) -> None:
+    async def append_turns(
+        self, session_id: str, turns: Sequence[Turn], *, ttl: float, keep: int, quota: ConversationQuota = DEFAULT_QUOTA
+    ) -> None:
         assert keep >= 1, "a conversation keeps at least its last turn"
         rows = [(session_id, role, text) for role, text in turns]
         if rows:
-            await self._run("written", partial(self._append_turns, session_id, rows, ttl, keep))
+            await self._run("written", partial(self._append_turns, session_id, rows, ttl, keep, quota))
 
     async def put_version(self, sha: str, record: Record) -> None:
         # seq is given once, on the first save, so a replaced record keeps its place in versions()
@@ -306,7 +326,13 @@ class SqliteStore:
                 raise sqlite3.DatabaseError("a probe written to the pins table did not read back")
 
     def _append_turns(
-        self, session: str, rows: list[tuple[str, str, str]], ttl: float, keep: int, db: sqlite3.Connection
+        self,
+        session: str,
+        rows: list[tuple[str, str, str]],
+        ttl: float,
+        keep: int,
+        quota: ConversationQuota,
+        db: sqlite3.Connection,
     ) -> None:
         with write_transaction(db):
             now = self._clock()
@@ -314,14 +340,14 @@ class SqliteStore:
                 "SELECT session FROM conversations WHERE expires <= ? ORDER BY expires LIMIT ?",
                 (now, SWEEP_CONVERSATIONS),
             ).fetchall()
-            own = db.execute("SELECT expires FROM conversations WHERE session = ?", (session,)).fetchone()
+            own = db.execute("SELECT expires, bytes FROM conversations WHERE session = ?", (session,)).fetchone()
             if own is not None and own[0] <= now:
                 expired.append((session,))  # an expired conversation starts anew, its old turns gone
+                own = None
             for (gone,) in expired:
-                db.execute("DELETE FROM turns WHERE session = ?", (gone,))
-                db.execute("DELETE FROM conversations WHERE session = ?", (gone,))
+                _drop_conversation(db, gone)
             db.execute(
-                "INSERT INTO conversations (session, expires) VALUES (?, ?)"
+                "INSERT INTO conversations (session, expires, bytes) VALUES (?, ?, 0)"
                 " ON CONFLICT (session) DO UPDATE SET expires = excluded.expires",
                 (session, now + ttl),
             )
@@ -332,6 +358,34 @@ class SqliteStore:
                 " AND id <= (SELECT id FROM turns WHERE session = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
                 (session, session, keep),
             )
+            # its size after the trim: at most ``keep`` turns to add up, through the index
+            (size,) = db.execute(
+                "SELECT COALESCE(SUM(length(CAST(text AS BLOB))), 0) FROM turns WHERE session = ?", (session,)
+            ).fetchone()
+            db.execute("UPDATE conversations SET bytes = ? WHERE session = ?", (size, session))
+            db.execute(
+                "UPDATE conversation_totals SET sessions = sessions + ?, bytes = bytes + ?",
+                (1 if own is None else 0, size - (own[1] if own is not None else 0)),
+            )
+            self._within_quota(db, session, quota)
+
+    def _within_quota(self, db: sqlite3.Connection, session: str, quota: ConversationQuota) -> None:
+        """Delete the conversations idle longest (other than ``session``) while the totals exceed ``quota``."""
+        while True:
+            sessions, size = db.execute("SELECT sessions, bytes FROM conversation_totals").fetchone()
+            if sessions <= quota.max_sessions and size <= quota.max_bytes:
+                return
+            oldest = db.execute(
+                "SELECT session FROM conversations WHERE session != ? ORDER BY expires LIMIT ?",
+                (session, _EVICT_BATCH),
+            ).fetchall()
+            if not oldest:
+                return
+            for (gone,) in oldest:
+                if sessions <= quota.max_sessions and size <= quota.max_bytes:
+                    return
+                freed = _drop_conversation(db, gone)
+                sessions, size = sessions - 1, size - freed
 
     def _add_event(self, data: str, once: str | None, db: sqlite3.Connection) -> bool:
         with write_transaction(db):
@@ -388,3 +442,13 @@ def _last_wake_before(since: float, db: sqlite3.Connection) -> int:
 
 def _wakes_after(last: int, db: sqlite3.Connection) -> list[tuple[int, str]]:
     return db.execute("SELECT id, message FROM wakes WHERE id > ? ORDER BY id", (last,)).fetchall()
+
+
+def _drop_conversation(db: sqlite3.Connection, session: str) -> int:
+    """Delete a conversation and take it off the totals; the bytes it took."""
+    row = db.execute("DELETE FROM conversations WHERE session = ? RETURNING bytes", (session,)).fetchone()
+    db.execute("DELETE FROM turns WHERE session = ?", (session,))
+    if row is None:
+        return 0
+    db.execute("UPDATE conversation_totals SET sessions = sessions - 1, bytes = bytes - ?", (row[0],))
+    return int(row[0])

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from gitops_flow.stores import MemoryStore, SqliteStore, StateStore
-from gitops_flow.stores.base import SWEEP_CONVERSATIONS
+from gitops_flow.stores.base import SWEEP_CONVERSATIONS, ConversationQuota
 from gitops_flow.stores.redis import RedisStore
 from tests.redisenv import RedisSpace
 
@@ -218,6 +218,62 @@ async def test_each_append_deletes_a_bounded_batch_of_expired_conversations(
     await store.append_turns("new2", [("human", "hi")], ttl=60, keep=KEEP)
     assert await kept() == 0
     assert await store.load_turns("new0", 1) == [("human", "hi")]
+
+
+async def live_sessions(store: StateStore, names: list[str]) -> list[str]:
+    return [name for name in names if await store.load_turns(name, 1)]
+
+
+async def test_past_the_quota_of_sessions_the_conversations_idle_longest_go(
+    store: StateStore, clock: FakeClock
+) -> None:
+    """The reproduction of finding 6 at store level: many session ids, each a new conversation. The store keeps
+    ``max_sessions`` of them, the most recently written, and a conversation that keeps talking survives."""
+    quota = ConversationQuota(max_sessions=5, max_bytes=1 << 30)
+    names = [f"s{n}" for n in range(20)]
+    await store.append_turns("active", [("human", "hi")], ttl=TTL, keep=KEEP, quota=quota)
+    for n, name in enumerate(names):
+        clock.now = n + 1
+        await store.append_turns(name, [("human", "q")], ttl=TTL, keep=KEEP, quota=quota)
+        if n % 3 == 2:
+            await store.append_turns("active", [("human", "more")], ttl=TTL, keep=KEEP, quota=quota)
+    assert await live_sessions(store, names) == ["s16", "s17", "s18", "s19"]
+    assert len(await store.load_turns("active", 100)) == 7
+
+
+async def test_past_the_quota_of_bytes_the_conversations_idle_longest_go(store: StateStore, clock: FakeClock) -> None:
+    quota = ConversationQuota(max_sessions=1000, max_bytes=10_000)
+    big = "é" * 1000  # 2,000 bytes of UTF-8: bytes are counted, not characters
+    names = [f"s{n}" for n in range(12)]
+    for n, name in enumerate(names):
+        clock.now = n
+        await store.append_turns(name, [("human", big)], ttl=TTL, keep=KEEP, quota=quota)
+    assert await live_sessions(store, names) == names[-5:]  # 5 × 2,000 bytes
+    clock.now = 20
+    await store.append_turns("s7", [("ai", "x" * 1000)], ttl=TTL, keep=KEEP, quota=quota)  # now the newest
+    assert await live_sessions(store, names) == ["s7", "s9", "s10", "s11"]  # s8 was idle longest
+    assert await store.load_turns("s7", 10) == [("human", big), ("ai", "x" * 1000)]
+
+
+async def test_turns_dropped_by_keep_and_expired_conversations_give_their_bytes_back(
+    store: StateStore, clock: FakeClock
+) -> None:
+    quota = ConversationQuota(max_sessions=1000, max_bytes=10_000)
+    for _ in range(50):  # 50 × 1,000 bytes through one conversation that keeps 3 turns: 3,000 bytes
+        await store.append_turns("long", [("human", "x" * 1000)], ttl=10, keep=3, quota=quota)
+    await store.append_turns("other", [("human", "y" * 6000)], ttl=10, keep=3, quota=quota)
+    assert await live_sessions(store, ["long", "other"]) == ["long", "other"]
+    clock.now = 11  # both expired: the next write sweeps them and their bytes
+    await store.append_turns("new", [("human", "z" * 9000)], ttl=10, keep=3, quota=quota)
+    await store.append_turns("newer", [("human", "w" * 900)], ttl=10, keep=3, quota=quota)
+    assert await live_sessions(store, ["new", "newer"]) == ["new", "newer"]
+
+
+async def test_a_conversation_larger_than_the_quota_is_kept_alone(store: StateStore) -> None:
+    quota = ConversationQuota(max_sessions=10, max_bytes=1000)
+    await store.append_turns("small", [("human", "hi")], ttl=TTL, keep=KEEP, quota=quota)
+    await store.append_turns("huge", [("human", "x" * 5000)], ttl=TTL, keep=KEEP, quota=quota)
+    assert await live_sessions(store, ["small", "huge"]) == ["huge"]
 
 
 # versions and events

@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from gitops_flow.exceptions import StoreError
+from gitops_flow.stores.base import ConversationQuota
 from gitops_flow.stores.redis import RedisStore
 from tests.redisenv import RedisServer, RedisSpace, unavailable
 
@@ -133,6 +134,8 @@ async def test_every_key_is_under_the_prefix_and_expiring_ones_have_a_backstop_t
         "gf:pin:count": True,
         "gf:turns:s1": True,  # its conversation's idle time after its last turn
         "gf:conversations": True,
+        "gf:conversations:bytes": True,
+        "gf:conversations:total": True,
         "gf:delivery:d-1": True,
         "gf:samples:3:chat:main:aaa": True,
         "gf:samples:slots:chat:main:aaa": True,
@@ -297,3 +300,17 @@ def test_without_redis_a_test_skips_but_fails_under_ci(monkeypatch: pytest.Monke
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="no Redis"):
         unavailable("no Redis")
+
+
+async def test_a_conversation_kept_before_the_quota_is_counted_at_its_next_turn(redis_server: RedisServer) -> None:
+    async with opened(redis_server.url, "gf:") as store:
+        await store.append_turns("old", [("human", "x" * 1000)], ttl=60, keep=10)
+        with redis_server.client() as client:
+            client.delete("gf:conversations:bytes", "gf:conversations:total")  # as an earlier release left it
+        quota = ConversationQuota(max_sessions=10, max_bytes=2500)
+        await store.append_turns("old", [("ai", "y" * 1000)], ttl=60, keep=10, quota=quota)
+        with redis_server.client() as client:
+            assert client.hget("gf:conversations:bytes", "old") == b"2000"
+            assert client.get("gf:conversations:total") == b"2000"
+        await store.append_turns("new", [("human", "z" * 1000)], ttl=60, keep=10, quota=quota)
+        assert await store.load_turns("old", 10) == []  # the quota saw the old one's turns

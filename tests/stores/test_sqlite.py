@@ -157,6 +157,23 @@ async def test_a_file_of_the_second_schema_keeps_its_conversations_and_gives_the
         await store.close()
 
 
+async def test_a_file_of_the_fourth_schema_counts_its_conversations_against_the_quota(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with closing(sqlite3.connect(path)) as db:
+        for statement in (statement for steps in _MIGRATIONS[:4] for statement in steps):
+            db.execute(statement)
+        for session in ("s1", "s2"):
+            db.executemany(
+                "INSERT INTO turns (session, role, text) VALUES (?, ?, ?)", [(session, "human", "é" * 50)] * 3
+            )
+            db.execute("INSERT INTO conversations (session, expires) VALUES (?, 1e12)", (session,))
+        db.execute("PRAGMA user_version = 4")
+        db.commit()
+    async with opened(path):
+        assert query(path, "SELECT session, bytes FROM conversations ORDER BY session") == [("s1", 300), ("s2", 300)]
+        assert query(path, "SELECT sessions, bytes FROM conversation_totals") == [(2, 600)]
+
+
 async def test_expired_conversations_give_their_space_back_so_the_file_stops_growing(tmp_path: Path) -> None:
     """The reproduction behind the idle TTL: every conversation stayed for good. Rounds of new conversations, each
     round's expiring before the next: the file grows by the first round, then reuses what the expired ones took."""

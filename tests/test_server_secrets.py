@@ -246,6 +246,33 @@ def test_a_model_cannot_send_the_key_to_the_authors_endpoint(
     same_in_ci(tmp_path, "base-url", base_url_flow(url), errors)
 
 
+def test_an_allowed_base_url_is_no_string_prefix_and_takes_only_its_providers_key(
+    tmp_path: Path, collector: tuple[str, list[str]]
+) -> None:
+    """Issue 21: with ``openai=<gateway>/v1`` allowed, ``<gateway>/v1/gateway/../../internal-admin`` passed a string
+    prefix check and got the key, and an Anthropic node could point its key at the OpenAI gateway."""
+    url, seen = collector
+    escaping = base_url_flow(url + "/gateway/../../internal-admin")
+    anthropic = {
+        "model": "anthropic:claude-3-5-haiku-latest",
+        "base_url": url,
+        "api_key": {"$env": "ANTHROPIC_API_KEY"},
+    }
+    other = flow("other-provider", PROMPT, ("llm", "ChatModel", anthropic), PARSE)
+    remote = Remote.create(tmp_path)
+    remote.commit({"flows/echo.json": echo_flow()}, "an ordinary flow")
+    remote.push()
+    env = {**ENVIRONMENT, "GITOPS_FLOW_ALLOWED_BASE_URLS": f"openai={url}"}
+    with serve_process(remote, tmp_path, env=env) as server:
+        for name, document in (("base-url", escaping), ("other-provider", other)):
+            errors, texts = attack(server, name, document)
+            assert ("base-url-not-allowed", "$.nodes[1].params.base_url", line_of(document, '"base_url"')) in errors
+            for text in texts:
+                assert_no_secret(text, "an answer")
+        assert_no_secret(server.log_text(), "the server's log")
+    assert seen == []
+
+
 def test_a_langflow_export_cannot_name_the_servers_own_secret(server: ServeProcess, tmp_path: Path) -> None:
     document = langflow_flow()
     errors, texts = attack(server, "exported", document)

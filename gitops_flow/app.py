@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from gitops_flow import endpoints, langserve_api, openapi, receivers, views
 from gitops_flow.analysis import Guard
+from gitops_flow.brake import Brake
 from gitops_flow.builder import VersionBuilder
 from gitops_flow.choosing import Chooser
 from gitops_flow.components import ComponentRegistry
@@ -210,6 +211,7 @@ def create_app(
             telemetry=telemetry,
             cache=cache,
             executor=executor,
+            brake=Brake(state, limit=settings.guess_limit, window=settings.guess_window),
         )
         app.state.console = Console(deps, source=git, registry=components, policy=policy, scrub=scrubber.json)
         feedback.start()
@@ -318,7 +320,7 @@ def _git_auth(settings: Settings) -> GitAuth:
 
 async def _openapi_json(request: Request) -> Response:
     """The OpenAPI document lists the flows, as /flows does: with a read token set, it needs it too."""
-    views.require_reader(request)
+    await views.require_reader(request)
     return await openapi.openapi_json(request)
 
 
@@ -328,6 +330,8 @@ def _own_secrets(settings: Settings) -> dict[str, str]:
         "GITOPS_FLOW_ADMIN_TOKEN": settings.admin_token,
         "GITOPS_FLOW_READ_TOKEN": settings.read_token,
         "GITOPS_FLOW_WEBHOOK_SECRET": settings.webhook_secret,
+        "GITOPS_FLOW_GITLAB_WEBHOOK_TOKEN": settings.gitlab_webhook_token,
+        "GITOPS_FLOW_GITEA_WEBHOOK_SECRET": settings.gitea_webhook_secret,
         "GITOPS_FLOW_GITHUB_TOKEN": settings.github_token,
         "GITOPS_FLOW_GIT_TOKEN": settings.git_token,
     }
@@ -445,7 +449,7 @@ def _settle_heap() -> None:
 
 async def _request_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestError)
-    return error_response(exc.status, exc.code, str(exc))
+    return error_response(exc.status, exc.code, str(exc), exc.headers or None)
 
 
 async def _domain_error(request: Request, exc: Exception) -> Response:

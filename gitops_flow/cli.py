@@ -153,6 +153,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="a log line per answered request (default: on; off costs no work per request, as does a level above info)",
     )
+    serve.add_argument(
+        "--forwarded-hops",
+        type=int,
+        metavar="N",
+        help="reverse proxies in front whose X-Forwarded-For is trusted for the client's address (default: 0)",
+    )
     serve.set_defaults(handler=_serve)
 
     demo = commands.add_parser("demo", help="serve the example flows from a local repository, with a walkthrough")
@@ -230,6 +236,7 @@ def _settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
         "log_format": getattr(args, "log_format", None),
         "log_level": getattr(args, "log_level", None),
         "access_log": getattr(args, "access_log", None),
+        "forwarded_hops": getattr(args, "forwarded_hops", None),
     }
     try:
         return Settings.from_env(environ, **flags)

@@ -33,6 +33,12 @@ _FROM_ENV = {
     "ADMIN_TOKEN": "admin_token",
     "READ_TOKEN": "read_token",
     "WEBHOOK_SECRET": "webhook_secret",
+    "GITLAB_WEBHOOK_TOKEN": "gitlab_webhook_token",
+    "GITEA_WEBHOOK_SECRET": "gitea_webhook_secret",
+    # the brake on guessing tokens and webhook secrets (brake.py; docs/security.md)
+    "GUESS_LIMIT": "guess_limit",
+    "GUESS_WINDOW": "guess_window",
+    "FORWARDED_HOPS": "forwarded_hops",
     "MAX_BODY_BYTES": "max_body_bytes",
     "ANALYSIS_INTERVAL": "analysis_interval",
     "PINS": "pins",
@@ -58,6 +64,7 @@ _FROM_ENV = {
     # observability and guardrails (docs/server.md, "Observability" and "Limits and the response cache")
     "LOG_FORMAT": "log_format",
     "LOG_LEVEL": "log_level",
+    "LOG_REQUEST_TEXT": "log_request_text",
     "ACCESS_LOG": "access_log",
     "SSE_PING_INTERVAL": "sse_ping_interval",
     "TOKEN_METRICS": "token_metrics",
@@ -126,7 +133,14 @@ class Settings(BaseModel):
     freeze_heap: bool = True  # gc.freeze() after each deploy (see app._settle_heap)
     admin_token: SecretStr | None = None
     read_token: SecretStr | None = None  # when set, /flows, /versions and /history need it (or the admin token)
-    webhook_secret: SecretStr | None = None
+    webhook_secret: SecretStr | None = None  # GitHub's HMAC key: /webhooks/github is off without it
+    gitlab_webhook_token: SecretStr | None = None  # GitLab's secret token: /webhooks/gitlab is off without it
+    gitea_webhook_secret: SecretStr | None = None  # Gitea's (Forgejo's) HMAC key: /webhooks/gitea is off without it
+    # failed token or webhook-secret checks one client address may make within guess_window seconds (brake.py)
+    guess_limit: int = Field(default=10, ge=1, le=10_000)
+    guess_window: float = Field(default=60.0, ge=1, le=86_400)
+    # reverse proxies in front of the server whose X-Forwarded-For entries are trusted (0: the peer is the client)
+    forwarded_hops: int = Field(default=0, ge=0, le=10)
     # conversations of flows with chat history: a turn's size, the turns kept per session, seconds idle until deleted
     max_turn_bytes: int = Field(default=64 * 1024, gt=0)
     max_turns: int = Field(default=200, ge=1)
@@ -218,6 +232,9 @@ class Settings(BaseModel):
     # observability and guardrails: logs, token metrics, the limits' counters and the response cache
     log_format: LogFormat = "text"
     log_level: LogLevel = "info"
+    # request text (inputs, exception messages that may quote them) in log lines: off, ERROR lines name the
+    # exception's class and the run id only
+    log_request_text: bool = False
     # one line per answered request (uvicorn's access log); off, or a log level above info, costs no work per request
     access_log: bool = True
     # seconds between the `: ping` comments of a server-sent event stream that has nothing else to send (0: none)

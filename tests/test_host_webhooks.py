@@ -18,7 +18,8 @@ from gitops_flow.exceptions import MalformedDelivery, SignatureMismatch
 from gitops_flow.githost import gitea, gitlab
 from tests.gitrepo import Remote
 from tests.served import echo_flow, wait_until
-from tests.test_delivery import SECRET, Server, routing, serving
+from tests.test_delivery import SECRET, Server, routing
+from tests.test_delivery import serving as github_serving
 
 DATA = Path(__file__).parent / "data"
 
@@ -49,6 +50,12 @@ def to_gitea(
     if sign:
         sent[f"{prefix}signature"] = gitea_signature(raw)
     return server.http.post("/webhooks/gitea", content=raw, headers={**sent, **headers})
+
+
+def serving(remote: Remote, tmp_path: Path, **overrides: Any) -> Any:
+    """The GitHub test server with GitLab's and Gitea's endpoints on too, each with its own setting."""
+    hosts = {"gitlab_webhook_token": SECRET, "gitea_webhook_secret": SECRET}
+    return github_serving(remote, tmp_path, **{**hosts, **overrides})
 
 
 # -- reading deliveries ----------------------------------------------------------------------------------------------

@@ -61,6 +61,7 @@ from gitops_flow.secretrefs import RedactSecrets, Scrubber
 from gitops_flow.source import GitSource
 from gitops_flow.stores import open_store
 from gitops_flow.stores.base import Record, StateStore
+from gitops_flow.telemetry.logs import WithheldMessages
 from gitops_flow.telemetry.middleware import RequestMiddleware
 from gitops_flow.telemetry.runs import Telemetry
 from gitops_flow.telemetry.tracing import Tracing
@@ -122,11 +123,14 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         redact = RedactSecrets(scrubber)
+        filters: list[logging.Filter] = [redact] if settings.log_request_text else [redact, WithheldMessages()]
         handlers = _log_handlers()
         for handler in handlers:
-            handler.addFilter(redact)
+            for log_filter in filters:
+                handler.addFilter(log_filter)
         for name in _LOGGERS:  # also seen by handlers added later
-            logging.getLogger(name).addFilter(redact)
+            for log_filter in filters:
+                logging.getLogger(name).addFilter(log_filter)
         await state.open()
         await counters.open()
         builder = VersionBuilder(
@@ -241,10 +245,11 @@ def create_app(
             await state.close()
             if tracing is not None:
                 await asyncio.to_thread(tracing.shutdown)  # sends the spans still buffered
-            for name in _LOGGERS:
-                logging.getLogger(name).removeFilter(redact)
-            for handler in handlers:
-                handler.removeFilter(redact)
+            for log_filter in filters:
+                for name in _LOGGERS:
+                    logging.getLogger(name).removeFilter(log_filter)
+                for handler in handlers:
+                    handler.removeFilter(log_filter)
 
     routes = [
         Route("/flows/{flow}/invoke", endpoints.invoke, methods=["POST"]),
@@ -468,7 +473,7 @@ async def _domain_error(request: Request, exc: Exception) -> Response:
                 else None
             )
             return error_response(status, code, str(exc), retry)
-    log.error("unhandled %s: %s", type(exc).__name__, exc)
+    log.error("unhandled %s on %s", type(exc).__name__, request.url.path)  # its message may quote the request
     return error_response(500, "internal", "the server failed to answer this request")
 
 

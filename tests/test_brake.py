@@ -7,6 +7,7 @@ import pytest
 from starlette.requests import Request
 
 from gitops_flow.brake import Brake
+from gitops_flow.config import Settings
 from gitops_flow.console.auth import Sessions
 from gitops_flow.console.signouts import SignOuts
 from gitops_flow.exceptions import Limited
@@ -78,3 +79,26 @@ def test_the_client_address_is_read_as_far_as_the_trusted_proxies_go(
     hops: int, forwarded: tuple[str, ...], address: str
 ) -> None:
     assert client_address(request("10.0.0.1", *forwarded), hops) == address
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("GUESS_LIMIT", "0"),
+        ("GUESS_LIMIT", "10001"),
+        ("GUESS_WINDOW", "0.5"),
+        ("GUESS_WINDOW", "86401"),
+        ("FORWARDED_HOPS", "-1"),
+        ("FORWARDED_HOPS", "11"),
+    ],
+)
+def test_the_brakes_settings_have_bounds(name: str, value: str) -> None:
+    with pytest.raises(ValueError, match=name.lower()):
+        Settings.from_env({f"GITOPS_FLOW_{name}": value})
+
+
+def test_the_brakes_settings_are_read_from_the_environment() -> None:
+    environ = {"GITOPS_FLOW_GUESS_LIMIT": "5", "GITOPS_FLOW_GUESS_WINDOW": "30", "GITOPS_FLOW_FORWARDED_HOPS": "2"}
+    settings = Settings.from_env(environ)
+    assert (settings.guess_limit, settings.guess_window, settings.forwarded_hops) == (5, 30.0, 2)
+    assert not Settings.from_env({}).log_request_text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -84,8 +85,7 @@ async def braked(request: Request, compare: Callable[[], Role | None]) -> Role |
     try:
         return await guarded(request, compare)
     except Limited as exc:
-        wait = str(max(1, int(exc.retry_after + 0.999)))
-        raise ConsoleError(429, f"{exc}", {"retry-after": wait}) from None
+        raise ConsoleError(429, str(exc), {"retry-after": str(max(1, math.ceil(exc.retry_after)))}) from None
 
 
 async def signed_in(request: Request) -> Session | None:

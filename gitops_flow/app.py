@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from gitops_flow import endpoints, langserve_api, openapi, receivers, views
 from gitops_flow.analysis import Guard
+from gitops_flow.brake import Brake
 from gitops_flow.builder import VersionBuilder
 from gitops_flow.choosing import Chooser
 from gitops_flow.components import ComponentRegistry
@@ -60,6 +61,7 @@ from gitops_flow.secretrefs import RedactSecrets, Scrubber
 from gitops_flow.source import GitSource
 from gitops_flow.stores import open_store
 from gitops_flow.stores.base import ConversationQuota, Record, StateStore
+from gitops_flow.telemetry.logs import WithheldMessages
 from gitops_flow.telemetry.middleware import RequestMiddleware
 from gitops_flow.telemetry.runs import Telemetry
 from gitops_flow.telemetry.tracing import Tracing
@@ -122,11 +124,14 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         redact = RedactSecrets(scrubber)
+        filters: list[logging.Filter] = [redact] if settings.log_request_text else [redact, WithheldMessages()]
         handlers = _log_handlers()
         for handler in handlers:
-            handler.addFilter(redact)
+            for log_filter in filters:
+                handler.addFilter(log_filter)
         for name in _LOGGERS:  # also seen by handlers added later
-            logging.getLogger(name).addFilter(redact)
+            for log_filter in filters:
+                logging.getLogger(name).addFilter(log_filter)
         await state.open()
         await counters.open()
         builder = VersionBuilder(
@@ -211,6 +216,7 @@ def create_app(
             telemetry=telemetry,
             cache=cache,
             executor=executor,
+            brake=Brake(state, limit=settings.guess_limit, window=settings.guess_window),
         )
         app.state.console = Console(deps, source=git, registry=components, policy=policy, scrub=scrubber.json)
         feedback.start()
@@ -240,10 +246,11 @@ def create_app(
             await state.close()
             if tracing is not None:
                 await asyncio.to_thread(tracing.shutdown)  # sends the spans still buffered
-            for name in _LOGGERS:
-                logging.getLogger(name).removeFilter(redact)
-            for handler in handlers:
-                handler.removeFilter(redact)
+            for log_filter in filters:
+                for name in _LOGGERS:
+                    logging.getLogger(name).removeFilter(log_filter)
+                for handler in handlers:
+                    handler.removeFilter(log_filter)
 
     routes = [
         Route("/flows/{flow}/invoke", endpoints.invoke, methods=["POST"]),
@@ -319,7 +326,7 @@ def _git_auth(settings: Settings) -> GitAuth:
 
 async def _openapi_json(request: Request) -> Response:
     """The OpenAPI document lists the flows, as /flows does: with a read token set, it needs it too."""
-    views.require_reader(request)
+    await views.require_reader(request)
     return await openapi.openapi_json(request)
 
 
@@ -329,6 +336,8 @@ def _own_secrets(settings: Settings) -> dict[str, str]:
         "GITOPS_FLOW_ADMIN_TOKEN": settings.admin_token,
         "GITOPS_FLOW_READ_TOKEN": settings.read_token,
         "GITOPS_FLOW_WEBHOOK_SECRET": settings.webhook_secret,
+        "GITOPS_FLOW_GITLAB_WEBHOOK_TOKEN": settings.gitlab_webhook_token,
+        "GITOPS_FLOW_GITEA_WEBHOOK_SECRET": settings.gitea_webhook_secret,
         "GITOPS_FLOW_GITHUB_TOKEN": settings.github_token,
         "GITOPS_FLOW_GIT_TOKEN": settings.git_token,
     }
@@ -446,7 +455,7 @@ def _settle_heap() -> None:
 
 async def _request_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestError)
-    return error_response(exc.status, exc.code, str(exc))
+    return error_response(exc.status, exc.code, str(exc), exc.headers or None)
 
 
 async def _domain_error(request: Request, exc: Exception) -> Response:
@@ -465,7 +474,7 @@ async def _domain_error(request: Request, exc: Exception) -> Response:
                 else None
             )
             return error_response(status, code, str(exc), retry)
-    log.error("unhandled %s: %s", type(exc).__name__, exc)
+    log.error("unhandled %s on %s", type(exc).__name__, request.url.path)  # its message may quote the request
     return error_response(500, "internal", "the server failed to answer this request")
 
 

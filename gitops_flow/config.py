@@ -95,7 +95,25 @@ class Settings(BaseSettings):
     freeze_heap: bool = Field(default=True, description="gc.freeze() after each deploy")
     admin_token: SecretStr | None = Field(default=None, description="the token of /admin and the console's actions")
     read_token: SecretStr | None = Field(default=None, description="when set, read views need it (or the admin's)")
-    webhook_secret: SecretStr | None = Field(default=None, description="the Git host's webhook secret")
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="GitHub's webhook HMAC key: /webhooks/github is off without it"
+    )
+    gitlab_webhook_token: SecretStr | None = Field(
+        default=None, description="GitLab's webhook secret token: /webhooks/gitlab is off without it"
+    )
+    gitea_webhook_secret: SecretStr | None = Field(
+        default=None, description="Gitea's (Forgejo's) webhook HMAC key: /webhooks/gitea is off without it"
+    )
+    guess_limit: int = Field(
+        default=10, ge=1, le=10_000, description="failed token or webhook-secret checks per client address per window"
+    )
+    guess_window: float = Field(default=60.0, ge=1, le=86_400, description="seconds the failed checks are counted over")
+    forwarded_hops: int = Field(
+        default=0, ge=0, le=10, description="reverse proxies whose X-Forwarded-For entries are trusted (0: none)"
+    )
+    log_request_text: bool = Field(
+        default=False, description="request text (inputs, exception messages quoting them) in log lines"
+    )
     max_turn_bytes: int = Field(default=64 * 1024, gt=0, description="one conversation turn's text")
     max_turns: int = Field(default=200, ge=1, description="turns kept per conversation")
     history_ttl: float = Field(default=30 * 86_400.0, gt=0, description="seconds a conversation is kept idle")

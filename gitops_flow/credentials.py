@@ -61,12 +61,12 @@ def check(
                 )
             )
     base_url = params.get("base_url")
-    if isinstance(base_url, str) and base_url and not policy.allows_base_url(base_url):
+    if isinstance(base_url, str) and base_url and not policy.allows_base_url(base_url, provider):
         problems.append(
             Problem(
                 code="base-url-not-allowed",
                 # the URL itself is not repeated: it may hold a literal credential (literal-secret says so)
-                message="this base_url is not one this server sends model requests to "
+                message=f"this base_url is not one this server sends {provider or 'this model'!r} requests to "
                 f"(GITOPS_FLOW_ALLOWED_BASE_URLS allows {policy.describe_base_urls()})",
                 path=json_path([*base, "base_url"]),
             )

@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from gitops_flow import sse
 from gitops_flow.analysis import Guard
+from gitops_flow.brake import Brake
 from gitops_flow.build import BuiltFlow, runnable_config
 from gitops_flow.choosing import Ask, Chooser, Inputs
 from gitops_flow.config import Settings
@@ -55,6 +56,7 @@ class Deps:
     telemetry: Telemetry = field(default_factory=Telemetry)
     cache: ResponseCache | None = None
     executor: Executor = field(default_factory=Executor)  # which executor runs each run (runtime.py)
+    brake: Brake | None = None  # the brake on guessing tokens (brake.py); None: none (tests that build Deps alone)
 
 
 def get_deps(request: Request) -> Deps:

@@ -24,10 +24,30 @@ CONFIG_KEYS = ("configurable", "tags", "metadata", "run_name")  # what a client 
 class RequestError(GitOpsFlowError):
     """A request the server will not run, with the HTTP status and error code that say why."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
+        self.headers = dict(headers or {})
+
+
+MAX_FORWARDED = 32  # X-Forwarded-For entries read: more is no proxy chain of ours
+
+
+def client_address(request: Request, hops: int) -> str:
+    """The client's address as the nearest of ``hops`` trusted reverse proxies saw it (GITOPS_FLOW_FORWARDED_HOPS):
+    the connection's peer with no proxy, else the ``hops``-th X-Forwarded-For entry from the right, which the
+    operator's own proxies wrote. Entries further left are the client's own word and never read; a chain shorter
+    than ``hops`` gives its leftmost entry."""
+    peer = request.client.host if request.client is not None else "unknown"
+    if hops <= 0:
+        return peer
+    entries = [e.strip() for e in ",".join(request.headers.getlist("x-forwarded-for")).split(",") if e.strip()]
+    entries = entries[-MAX_FORWARDED:]
+    if not entries:
+        return peer
+    chosen = entries[-hops] if len(entries) >= hops else entries[0]
+    return chosen[:64]  # an address, not a text: bounded whatever a proxy passed on
 
 
 def json_response(content: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:

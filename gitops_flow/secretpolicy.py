@@ -4,6 +4,12 @@ The operator's word on secrets (GITOPS_FLOW_SECRETS and GITOPS_FLOW_ALLOWED_BASE
 is a name (``OPENAI_API_KEY``), a prefix pattern (``TEAM_*``), either bound to a provider (``TEAM_KEY=openai``). A
 name no entry binds is bound to the providers that read it by that name (providers.py), or to none. ``GITOPS_FLOW_*``
 is never allowed: those are the server's own credentials.
+
+An allowed base URL is bound to one provider (``openai=https://gw.example.com/v1``): only a model node of that
+provider may be pointed at it, so a gateway allowed for one provider's key never receives another's. A URL is
+compared in a normal form (scheme and host in lower case, the default port made explicit, no userinfo); a URL that
+is not already in that form where it matters (dot segments, encoded slashes, dots or backslashes in its path) is
+refused rather than resolved, because a client and a gateway may resolve it differently.
 """
 
 from __future__ import annotations
@@ -18,6 +24,9 @@ from gitops_flow.providers import PROVIDER_KEYS, default_secret_names, providers
 RESERVED_PREFIX = "GITOPS_FLOW_"
 _ENTRY = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<star>\*)?(?:=(?P<provider>[a-z0-9_]+))?$")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_BOUND_URL = re.compile(r"^(?P<provider>[a-z0-9_]+)=(?P<url>.+)$")
+# in a path: a dot segment, or an encoded '/', '\\' or '.', which a gateway may decode into one
+_AMBIGUOUS_PATH = re.compile(r"(^|/)\.\.?(/|$)|%2f|%5c|%2e|\\", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +73,10 @@ class BaseUrl:
         """Raises ValueError naming what is wrong with the URL."""
         parsed = _split(text)
         if parsed is None:
-            raise ValueError(f"{text!r} is not an http(s) URL with a host, without credentials, query or fragment")
+            raise ValueError(
+                f"{text!r} is not an http(s) URL with a host, without credentials, query, fragment, dot segments or "
+                "encoded slashes"
+            )
         return parsed
 
     def covers(self, other: BaseUrl) -> bool:
@@ -77,7 +89,34 @@ class BaseUrl:
         return f"{self.scheme}://{self.host}{'' if default else f':{self.port}'}{self.path}"
 
 
+@dataclass(frozen=True, slots=True)
+class AllowedUrl:
+    """One entry of GITOPS_FLOW_ALLOWED_BASE_URLS: ``provider=URL``, the one provider whose nodes may use the URL."""
+
+    provider: str
+    url: BaseUrl
+
+    @classmethod
+    def parse(cls, text: str) -> AllowedUrl:
+        """Raises ValueError naming what is wrong: a URL bound to no provider (the old syntax) is refused, since it
+        would let every provider's key go there."""
+        found = _BOUND_URL.match(text.strip())
+        if found is None:
+            raise ValueError(
+                f"{text!r} is bound to no provider: write PROVIDER=URL (e.g. openai=https://gw.example.com/v1), so "
+                "that only that provider's nodes, and keys, go to it"
+            )
+        if found["provider"] not in PROVIDER_KEYS:
+            known = ", ".join(sorted(PROVIDER_KEYS))
+            raise ValueError(f"{text!r}: unknown provider {found['provider']!r}; known: {known}")
+        return cls(found["provider"], BaseUrl.parse(found["url"]))
+
+    def __str__(self) -> str:
+        return f"{self.provider}={self.url}"
+
+
 def _split(text: str) -> BaseUrl | None:
+    """The normal form of an http(s) URL, or None for one that is not a plain base URL."""
     try:
         parts = urlsplit(text.strip())
         port = parts.port
@@ -86,9 +125,12 @@ def _split(text: str) -> BaseUrl | None:
     scheme = parts.scheme.lower()
     if scheme not in _DEFAULT_PORTS or not parts.hostname or parts.username is not None or parts.password is not None:
         return None
-    if parts.query or parts.fragment or "@" in parts.netloc:
+    if parts.query or parts.fragment or "@" in parts.netloc or _AMBIGUOUS_PATH.search(parts.path):
         return None
-    return BaseUrl(scheme, parts.hostname.lower(), port or _DEFAULT_PORTS[scheme], parts.path.rstrip("/"))
+    host = parts.hostname.lower().rstrip(".")  # "gw.example.com." is the same host
+    if not host or "%" in host:
+        return None
+    return BaseUrl(scheme, host, port or _DEFAULT_PORTS[scheme], parts.path.rstrip("/"))
 
 
 class SecretPolicy:
@@ -96,10 +138,11 @@ class SecretPolicy:
     the provider each name's credential may go to, the base URLs a model may be pointed at."""
 
     def __init__(self, secrets: Iterable[str] | None = None, base_urls: Iterable[str] = ()) -> None:
-        """``secrets``: entries as in GITOPS_FLOW_SECRETS (None: the provider key names); raises ValueError."""
+        """``secrets``: entries as in GITOPS_FLOW_SECRETS (None: the provider key names); ``base_urls``: entries
+        ``provider=URL`` as in GITOPS_FLOW_ALLOWED_BASE_URLS. Raises ValueError naming a wrong entry."""
         entries = default_secret_names() if secrets is None else tuple(secrets)
         self.allowances = tuple(Allowance.parse(entry) for entry in entries if entry.strip())
-        self.base_urls = tuple(BaseUrl.parse(url) for url in base_urls if url.strip())
+        self.base_urls = tuple(AllowedUrl.parse(url) for url in base_urls if url.strip())
 
     def allows(self, name: str) -> bool:
         """Whether a flow may read the variable ``name``; never for ``GITOPS_FLOW_*``."""
@@ -115,9 +158,15 @@ class SecretPolicy:
         """The allowed variables of ``environ``: all a server builds flows from, so nothing else can be read."""
         return {name: value for name, value in environ.items() if self.allows(name)}
 
-    def allows_base_url(self, url: str) -> bool:
+    def allows_base_url(self, url: str, provider: str | None) -> bool:
+        """Whether a model node of ``provider`` may be pointed at ``url``: it is, in normal form, at or under a URL
+        allowed for that very provider (None, a provider that cannot be told: never)."""
         candidate = _split(url)
-        return candidate is not None and any(allowed.covers(candidate) for allowed in self.base_urls)
+        return (
+            candidate is not None
+            and provider is not None
+            and any(allowed.provider == provider and allowed.url.covers(candidate) for allowed in self.base_urls)
+        )
 
     def describe(self, limit: int = 6) -> str:
         """The allowed names, for a problem's message: the first ``limit`` and how many more."""

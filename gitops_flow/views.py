@@ -6,7 +6,8 @@ from __future__ import annotations
 import hmac
 import logging
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -14,13 +15,14 @@ from starlette.responses import Response
 from gitops_flow.canaries import Action
 from gitops_flow.endpoints import get_deps
 from gitops_flow.exceptions import StoreError
-from gitops_flow.httpio import RequestError, json_response, read_json, require_json
+from gitops_flow.httpio import RequestError, client_address, json_response, read_json, require_json
 from gitops_flow.metrics import CONTENT_TYPE
 from gitops_flow.reconcile import Reconciler
 from gitops_flow.traffic import Route, RoutingTable
 from gitops_flow.versions import Version
 
 log = logging.getLogger("gitops_flow.server")
+T = TypeVar("T")
 
 MAX_EVENTS = 1000  # events on one page of /history
 MAX_VERSIONS = 500  # versions on one page of /versions
@@ -33,7 +35,7 @@ STORE_UNAVAILABLE = "the state store cannot be read or written; the server's log
 async def flows(request: Request) -> Response:
     """Every flow with its state at the head (live, or failed and what serves it instead) and the refs that serve it:
     each ref's commit, the commit whose build of the flow serves it, share of new traffic (%) and state."""
-    require_reader(request)
+    await require_reader(request)
     table = get_deps(request).reconciler.table
     listed = [
         {
@@ -88,7 +90,7 @@ def flow_description(name: str, route: Route) -> str:
 async def versions(request: Request) -> Response:
     """Versions newest first, a page at a time: ``limit`` (default 50) after the sha ``before``; ``next`` holds the
     query of the next page, or null on the last one."""
-    reader = require_reader(request)
+    reader = await require_reader(request)
     limit = _limit(request, 50, MAX_VERSIONS)
     reconciler = get_deps(request).reconciler
     head = reconciler.table.head
@@ -112,7 +114,7 @@ def _held(reconciler: Reconciler, sha: str) -> dict[str, Any]:
 async def history(request: Request) -> Response:
     """Deploy events newest first, a page at a time: ``limit`` (default 100) numbered below ``before``; each event
     carries its ``id``, and ``next`` the query of the next page (null on the last one)."""
-    reader = require_reader(request)
+    reader = await require_reader(request)
     limit = _limit(request, 100, MAX_EVENTS)
     raw = request.query_params.get("before")
     if raw is not None and not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
@@ -125,19 +127,33 @@ async def history(request: Request) -> Response:
     return json_response({"events": events, "next": _next(events[-1]["id"], limit) if more else None})
 
 
-def require_reader(request: Request) -> bool:
+async def require_reader(request: Request) -> bool:
     """Whether the request shows the read token or the admin token. With a read token configured, the views need
     one of them: 401 otherwise. Without one they are public, minus what only a reader sees (authors' emails, the
-    shas of commits that were never merged)."""
+    shas of commits that were never merged). A token shown goes through the brake (brake.py): a client with too
+    many wrong ones is refused (429) before it is compared."""
     settings = get_deps(request).settings
     given = request.headers.get("authorization", "").encode()
-    reader = False
-    for token in (settings.read_token, settings.admin_token):  # both compared, so timing tells neither apart
-        if token is not None and hmac.compare_digest(given, f"Bearer {token.get_secret_value()}".encode()):
-            reader = True
+
+    def matches() -> bool:
+        reader = False
+        for token in (settings.read_token, settings.admin_token):  # both compared, so timing tells neither apart
+            if token is not None and hmac.compare_digest(given, f"Bearer {token.get_secret_value()}".encode()):
+                reader = True
+        return reader
+
+    reader = await guarded(request, matches) if given else False
     if not reader and settings.read_token is not None:
         raise RequestError(401, "read-token-required", "this view needs Authorization: Bearer <read token>")
     return reader
+
+
+async def guarded(request: Request, compare: Callable[[], T]) -> T:
+    """A check of the token a request shows, through the server's brake on guessing (brake.py), keyed by the
+    client's address as GITOPS_FLOW_FORWARDED_HOPS says to read it. Raises Limited (429) for a braked client."""
+    deps = get_deps(request)
+    assert deps.brake is not None, "the app's lifespan gives the handlers a brake"
+    return await deps.brake.check(client_address(request, deps.settings.forwarded_hops), compare)
 
 
 def _limit(request: Request, default: int, most: int) -> int:
@@ -246,20 +262,21 @@ async def metrics(request: Request) -> Response:
 # -- the operator's ------------------------------------------------------------------------------------------------
 
 
-def require_admin(request: Request) -> None:
+async def require_admin(request: Request) -> None:
+    """The operator's endpoints need the admin token, through the brake on guessing (429 for a braked client)."""
     token = get_deps(request).settings.admin_token
     if token is None:
         raise RequestError(403, "admin-disabled", "operator endpoints are off: set GITOPS_FLOW_ADMIN_TOKEN to use them")
     given = request.headers.get("authorization", "")
     expected = "Bearer " + token.get_secret_value()
-    if not hmac.compare_digest(given.encode(), expected.encode()):
+    if not await guarded(request, lambda: hmac.compare_digest(given.encode(), expected.encode())):
         raise RequestError(401, "unauthorized", "operator endpoints need Authorization: Bearer <admin token>")
 
 
 async def reconcile_now(request: Request) -> Response:
     """Fetch and apply now, and answer with what happened (operators, tests, the demo). A worker that is not the fetch
     leader wakes the leader, and answers with what it has itself."""
-    require_admin(request)
+    await require_admin(request)
     require_json(request, body_optional=True)  # it takes no body; one that is sent is JSON, as on every JSON endpoint
     deps = get_deps(request)
     leadership = deps.reconciler.leadership
@@ -283,14 +300,13 @@ async def resume_canary(request: Request) -> Response:
 
 
 async def _operate(request: Request, action: Action) -> Response:
-    require_admin(request)
+    await require_admin(request)
     payload = await read_json(request)
     if not isinstance(payload, dict) or not isinstance(payload.get("flow"), str):
         raise RequestError(400, "bad-body", 'the body is {"flow": NAME} with an optional "ref"')
     ref = payload.get("ref")
     if ref is not None and not isinstance(ref, str):
         raise RequestError(400, "bad-body", '"ref" is a ref name')
-    client = request.client.host if request.client is not None else "unknown"
-    trigger = f"operator at {client}"
+    trigger = f"operator at {client_address(request, get_deps(request).settings.forwarded_hops)}"
     done = await get_deps(request).reconciler.operate(action, payload["flow"], ref, trigger)
     return json_response({"action": action, "done": done})

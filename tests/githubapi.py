@@ -65,6 +65,10 @@ class GitHubStandIn:
     repo: str = f"{OWNER}/{NAME}"
     push: bool = True
     scopes: str | None = None  # X-OAuth-Scopes of a classic token; None for fine-grained and app tokens
+    # whom the token belongs to: a user's login (a personal token), or None for an installation token (GitHub
+    # Actions' GITHUB_TOKEN, a GitHub App's), which GET /user refuses and whose comments its app's bot writes
+    user: str | None = None
+    bot: str = "github-actions[bot]"
     url: str = ""
     seen: list[Seen] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
@@ -96,11 +100,24 @@ class GitHubStandIn:
                 return self.failures.pop(index)
         return None
 
-    def add_comment(self, issue: int, body: str) -> dict[str, Any]:
-        """A comment someone else made on the issue or pull request, as GitHub keeps it."""
+    def add_comment(self, issue: int, body: str, login: str = "octocat") -> dict[str, Any]:
+        """A comment someone else (``login``) made on the issue or pull request, as GitHub keeps it."""
         status, comment, _ = self._create_comment({"issue_number": str(issue)}, {}, {"body": body})
         assert status == 201
+        comment["user"].update(self._simple_user(login))
         return dict(comment)
+
+    def _simple_user(self, login: str) -> dict[str, Any]:
+        """The fields of a simple-user that name ``login`` (a bot's ``type`` is Bot); ids are stable per login."""
+        bot = login.endswith("[bot]")
+        number = 41898282 if login == "github-actions[bot]" else 1 if login == "octocat" else 5000 + sum(login.encode())
+        return {
+            "login": login,
+            "id": number,
+            "type": "Bot" if bot else "User",
+            "url": f"{self.url}/users/{login}",
+            "html_url": f"https://github.com/{login}",
+        }
 
     def calls(self, operation: str) -> list[Seen]:
         return [s for s in self.seen if s.operation == operation]
@@ -135,10 +152,13 @@ class GitHubStandIn:
             return self._answer(
                 method, path, query, parsed, op.operation_id, failure[0], {"message": "failing"}, failure[1]
             )
-        if f"{params.get('owner')}/{params.get('repo')}" != self.repo:
+        if "owner" in params and f"{params.get('owner')}/{params.get('repo')}" != self.repo:
             return self._answer(method, path, query, parsed, op.operation_id, 404, {"message": "Not Found"})
         if method != "GET" and not self._may_write():
             message = {"message": "Resource not accessible by personal access token"}
+            return self._answer(method, path, query, parsed, op.operation_id, 403, message)
+        if op.operation_id == "users/get-authenticated" and self.user is None:
+            message = {"message": "Resource not accessible by integration"}
             return self._answer(method, path, query, parsed, op.operation_id, 403, message)
         with self._lock:
             handler = _HANDLERS.get(op.operation_id)
@@ -300,8 +320,15 @@ class GitHubStandIn:
             html_url=f"https://github.com/{self.repo}/pull/{issue}#issuecomment-{number}",
             issue_url=f"{self.url}/repos/{self.repo}/issues/{issue}",
         )
+        comment["user"].update(self._simple_user(self.user or self.bot))  # whom the token writes as
         self.comments.setdefault(issue, []).append(comment)
         return 201, comment, {}
+
+    def _authenticated(self, params: dict[str, str], query: dict[str, str], body: Any) -> Answer:
+        assert self.user is not None
+        user = _example("private-user")
+        user.update(self._simple_user(self.user), name=self.user)
+        return 200, user, {}
 
     def _update_comment(self, params: dict[str, str], query: dict[str, str], body: Any) -> Answer:
         for comments in self.comments.values():
@@ -325,6 +352,7 @@ _HANDLERS = {
     "issues/list-comments": GitHubStandIn._list_comments,
     "issues/create-comment": GitHubStandIn._create_comment,
     "issues/update-comment": GitHubStandIn._update_comment,
+    "users/get-authenticated": GitHubStandIn._authenticated,
 }
 
 

@@ -26,6 +26,15 @@ def leaky(*, api_key: str) -> Runnable[Any, Any]:
     return RunnableLambda(run)
 
 
+def quoting() -> Runnable[Any, Any]:
+    """Fails every call with a message quoting its input, as careless parsers do."""
+
+    def run(value: Any) -> Any:
+        raise ValueError(f"could not read {value}")
+
+    return RunnableLambda(run)
+
+
 def fragile(*, api_key: str) -> Runnable[Any, Any]:
     """Refuses to be built, quoting its key: the server's build problem must not."""
     raise ValueError(f"key {api_key} is not valid here")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gitops_flow.console.auth import Role, Sessions, Throttle
+from gitops_flow.console.auth import Role, Sessions
 
 
 class Clock:
@@ -59,19 +59,3 @@ def test_a_role_without_a_token_issues_nothing_and_names_are_checked() -> None:
         desk.issue("reader", "")
     with pytest.raises(ValueError, match="a name is at most"):
         desk.issue("admin", "<script>")
-
-
-def test_the_brake_refuses_a_client_after_its_failures_until_the_window_passes() -> None:
-    clock = Clock()
-    brake = Throttle(limit=3, window=60, clock=clock, max_clients=2)
-    for _ in range(3):
-        assert brake.wait("1.2.3.4") == 0
-        brake.failed("1.2.3.4")
-    assert brake.wait("1.2.3.4") == pytest.approx(60)
-    assert brake.wait("5.6.7.8") == 0  # others are not held back
-    clock.now += 61
-    assert brake.wait("1.2.3.4") == 0
-    brake.failed("a")
-    brake.failed("b")
-    brake.failed("c")  # at most two clients are remembered
-    assert len(brake._failures) == 2

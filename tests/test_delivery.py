@@ -243,6 +243,22 @@ def test_a_replayed_delivery_is_acted_on_once(remote: Remote, tmp_path: Path) ->
         assert server.fetches == fetches
 
 
+def test_a_signed_body_replayed_under_a_new_delivery_id_is_a_duplicate(remote: Remote, tmp_path: Path) -> None:
+    """Issue 21: the id was the only thing remembered, so a captured delivery sent again with a fresh
+    X-GitHub-Delivery was acted on again; its body's hash is claimed too now."""
+    first = remote.commit({"flows/echo.json": echo_flow(answer="one")})
+    remote.push()
+    with serving(remote, tmp_path) as server:
+        payload = fixture("push-with-new-branch", remote, ref="refs/heads/main", before=ZERO, after=first)
+        assert server.deliver("push", payload, delivery="d-1").json()["status"] == "fetching"
+        wait_until(lambda: server.fetches >= 2, what="the delivery's fetch")
+        fetches, history = server.fetches, server.history()
+        replay = server.deliver("push", payload, delivery="d-2")
+        assert (replay.status_code, replay.json()["status"]) == (202, "duplicate")
+        assert "delivered already under another delivery id" in replay.json()["detail"]
+        assert (server.fetches, server.history()) == (fetches, history)
+
+
 def test_without_a_secret_every_delivery_is_refused_and_says_why(remote: Remote, tmp_path: Path) -> None:
     remote.commit({"flows/echo.json": echo_flow()})
     remote.push()

@@ -18,7 +18,8 @@ from gitops_flow.exceptions import MalformedDelivery, SignatureMismatch
 from gitops_flow.githost import gitea, gitlab
 from tests.gitrepo import Remote
 from tests.served import echo_flow, wait_until
-from tests.test_delivery import SECRET, Server, routing, serving
+from tests.test_delivery import SECRET, Server, routing
+from tests.test_delivery import serving as github_serving
 
 DATA = Path(__file__).parent / "data"
 
@@ -49,6 +50,12 @@ def to_gitea(
     if sign:
         sent[f"{prefix}signature"] = gitea_signature(raw)
     return server.http.post("/webhooks/gitea", content=raw, headers={**sent, **headers})
+
+
+def serving(remote: Remote, tmp_path: Path, **overrides: Any) -> Any:
+    """The GitHub test server with GitLab's and Gitea's endpoints on too, each with its own setting."""
+    hosts = {"gitlab_webhook_token": SECRET, "gitea_webhook_secret": SECRET}
+    return github_serving(remote, tmp_path, **{**hosts, **overrides})
 
 
 # -- reading deliveries ----------------------------------------------------------------------------------------------
@@ -229,3 +236,53 @@ def test_a_burst_of_gitea_deliveries_makes_few_fetches(tmp_path: Path) -> None:
         assert answers == [202] * 20
         wait_until(lambda: server.serves(second), what="the pushed commit")
         assert 1 <= server.fetches - before <= 3
+
+
+@pytest.mark.parametrize(
+    ("host", "send", "setting"),
+    [
+        ("gitlab", lambda s, b: to_gitlab(s, "Push Hook", b), "GITOPS_FLOW_GITLAB_WEBHOOK_TOKEN"),
+        ("gitea", lambda s, b: to_gitea(s, "push", b), "GITOPS_FLOW_GITEA_WEBHOOK_SECRET"),
+    ],
+    ids=["gitlab", "gitea"],
+)
+def test_each_hosts_endpoint_is_off_until_its_own_secret_is_set(
+    tmp_path: Path, host: str, send: Any, setting: str
+) -> None:
+    """Issue 21: /webhooks/gitlab was always on and took GitHub's HMAC key, sent as it is, as GitLab's token."""
+    remote = Remote.create(tmp_path)
+    first = remote.commit({"flows/echo.json": echo_flow(answer="one")})
+    remote.push()
+    with github_serving(remote, tmp_path) as server:  # only GitHub's secret is set
+        remote.commit({"flows/echo.json": echo_flow(answer="two")})
+        remote.push()
+        fetches = server.fetches
+        response = send(server, payload(host, "push", ref="refs/heads/main"))  # signed with GitHub's secret
+        assert response.status_code == 403 and response.json()["error"]["code"] == "webhook-disabled"
+        assert setting in response.json()["error"]["message"]
+        assert (server.fetches, server.ask()[1]) == (fetches, first)
+
+
+def test_githubs_secret_is_not_gitlabs_token(tmp_path: Path) -> None:
+    remote = Remote.create(tmp_path)
+    remote.commit({"flows/echo.json": echo_flow(answer="one")})
+    remote.push()
+    with serving(remote, tmp_path, gitlab_webhook_token="a-gitlab-token") as server:
+        refused = to_gitlab(server, "Push Hook", payload("gitlab", "push", ref="refs/heads/main"), token=SECRET)
+        assert refused.status_code == 401 and refused.json()["error"]["code"] == "bad-signature"
+        taken = to_gitlab(server, "Push Hook", payload("gitlab", "push"), token="a-gitlab-token")
+        assert taken.status_code == 202
+
+
+def test_guessing_gitlabs_token_is_braked(tmp_path: Path) -> None:
+    """GitLab's token is compared as it is sent: a guesser gets ``guess_limit`` tries, then 429 until the window
+    passes, even with the right token."""
+    remote = Remote.create(tmp_path)
+    remote.commit({"flows/echo.json": echo_flow(answer="one")})
+    remote.push()
+    with serving(remote, tmp_path, guess_limit=3) as server:
+        body = payload("gitlab", "push")
+        assert [to_gitlab(server, "Push Hook", body, token=f"guess-{n}").status_code for n in range(3)] == [401] * 3
+        braked = to_gitlab(server, "Push Hook", body)
+        assert braked.status_code == 429 and braked.json()["error"]["code"] == "too-many-failures"
+        assert int(braked.headers["retry-after"]) >= 1

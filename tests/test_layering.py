@@ -90,6 +90,7 @@ LAYERS: dict[str, int] = {
     "choosing": 11,
     "sse": 2,
     "httpio": 3,  # the edge every handler shares: refusals, JSON answers, reading requests
+    "brake": 3,  # the brake on guessing tokens, counted in the state store
     "endpoints": 12,
     "views": 13,
     "langflow.api": 13,
@@ -101,6 +102,7 @@ LAYERS: dict[str, int] = {
     # the operator console (gitops_flow/console/)
     "console": 0,
     "console.auth": 1,
+    "console.signouts": 3,  # sign-outs kept in the state store
     "console.commands": 3,
     "console.terminal": 1,
     "console.shown": 3,

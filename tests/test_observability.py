@@ -308,12 +308,45 @@ def test_log_lines_of_a_request_carry_its_run_flow_version_and_ref_and_no_secret
         failure = next(r for r in records if "failed: RuntimeError" in r["message"])
         assert (failure["run_id"], failure["flow"], failure["version"], failure["ref"]) == (run_id, "leak", sha, "main")
         assert failure["level"] == "error" and "Traceback" in failure["exception"]
-        assert "<$env:OPENAI_API_KEY>" in failure["exception"]  # the scrubber's mark where the key was
+        assert "RuntimeError: (message withheld" in failure["exception"]  # a message may quote a request
         access = [r for r in records if r["logger"] == "uvicorn.access" and "/flows/leak/invoke" in r["message"]]
         assert access and access[0]["run_id"] == run_id  # the access line is about the request too
     else:
         failure = next(line for line in lines if "failed: RuntimeError" in line)
         assert failure.endswith(f"[run_id={run_id} flow=leak version={sha[:12]} ref=main]")
+
+
+QUOTING = """\
+components:
+  Quoting:
+    target: tests.operator_components:quoting
+"""
+PRIVATE = "my card is 4111-1111-1111-1111"
+
+
+@pytest.mark.parametrize("shown", [False, True], ids=["default", "asked-for"])
+def test_error_lines_name_the_exception_and_run_not_the_request_text(
+    remote: Remote, tmp_path: Path, shown: bool
+) -> None:
+    """Issue 21: an ERROR line's traceback carried the exception's message, which quoted what the client sent."""
+    (tmp_path / "components.yaml").write_text(QUOTING)
+    doc = json.loads(echo_flow("quote"))
+    doc["nodes"][1] = {"id": "llm", "component": "Quoting", "params": {}}
+    push(remote, {"flows/quote.json": json.dumps(doc)})
+    env = {"GITOPS_FLOW_COMPONENTS": str(tmp_path / "components.yaml")}
+    if shown:
+        env["GITOPS_FLOW_LOG_REQUEST_TEXT"] = "true"
+    with serve_process(remote, tmp_path, env=env, args=["--log-format", "json"]) as server:
+        failed = server.invoke("quote", {"question": PRIVATE})
+        assert failed.status_code == 500
+        run_id = failed.json()["error"]["message"].split("run ")[1].rstrip(")")
+        wait_until(lambda: "failed: ValueError" in server.log_text(), what="the failure in the log")
+        text = server.log_text()
+    records = [json.loads(line) for line in text.splitlines() if line.strip()]
+    failure = next(r for r in records if "failed: ValueError" in r["message"])
+    assert failure["level"] == "error" and failure["run_id"] == run_id
+    assert "Traceback" in failure["exception"] and "ValueError" in failure["exception"]
+    assert (PRIVATE in text) is shown
 
 
 def test_routes_and_canaries_are_gauges(remote: Remote, tmp_path: Path) -> None:

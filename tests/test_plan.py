@@ -250,6 +250,63 @@ def test_the_comment_is_found_past_the_first_page(
     assert sum(MARKER in c["body"] for c in standin.comments[number]) == 1
 
 
+def test_a_comment_someone_else_wrote_with_the_marker_is_never_edited(
+    branch: tuple[Remote, str], standin: GitHubStandIn, tmp_path: Path
+) -> None:
+    """Issue 21: the first comment holding the marker was updated, whoever wrote it; anyone who may comment can write
+    the marker, and the plan then rewrote a maintainer's or an attacker's comment under their name."""
+    remote, _ = branch
+    event = pull_request_event()
+    number = event["pull_request"]["number"]
+    planted = [
+        standin.add_comment(number, f"{MARKER}\nplanted by a person", login="mallory"),
+        standin.add_comment(number, f"{MARKER}\nplanted by another app", login="mallory-app[bot]"),
+    ]
+    env = actions_env(tmp_path, standin, event)  # GITHUB_TOKEN: an installation token, writing as the Actions bot
+    for _ in range(2):
+        assert plan(remote.work, "--base", "main", "--comment", environ=env)[0] == 0
+    comments = standin.comments[number]
+    assert [c["body"] for c in comments[:2]] == [c["body"] for c in planted]  # untouched
+    ours = [c for c in comments if c["user"]["login"] == "github-actions[bot]"]
+    assert len(ours) == 1 and MARKER in ours[0]["body"] and len(comments) == 3
+    updated = [s.path for s in standin.calls("issues/update-comment")]
+    assert updated == [f"/repos/{standin.repo}/issues/comments/{ours[0]['id']}"]
+    assert len(standin.calls("users/get-authenticated")) == 2  # asked (and refused: an installation token) each run
+
+
+def test_a_personal_tokens_comment_is_found_by_its_user(branch: tuple[Remote, str], tmp_path: Path) -> None:
+    remote, _ = branch
+    with github_standin(user="alice") as standin:
+        event = pull_request_event()
+        number = event["pull_request"]["number"]
+        env = actions_env(tmp_path, standin, event)
+        planted = standin.add_comment(number, f"{MARKER}\nthe Actions bot's, not alice's", login="github-actions[bot]")
+        for _ in range(2):
+            assert plan(remote.work, "--base", "main", "--comment", environ=env)[0] == 0
+        comments = standin.comments[number]
+        assert comments[0]["body"] == planted["body"]
+        assert [c["user"]["login"] for c in comments] == ["github-actions[bot]", "alice"]
+        assert len(standin.calls("issues/update-comment")) == 1
+        assert standin.violations == []
+
+
+def test_a_github_apps_bot_is_named_by_a_setting(
+    branch: tuple[Remote, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    remote, _ = branch
+    with github_standin(bot="acme-planner[bot]") as standin:
+        event = pull_request_event()
+        number = event["pull_request"]["number"]
+        env = {**actions_env(tmp_path, standin, event), "GITOPS_FLOW_COMMENT_BOT": "acme-planner[bot]"}
+        for _ in range(2):
+            assert plan(remote.work, "--base", "main", "--comment", environ=env)[0] == 0
+        assert [c["user"]["login"] for c in standin.comments[number]] == ["acme-planner[bot]"]
+        wrong = {**env, "GITOPS_FLOW_COMMENT_BOT": "not a bot"}
+        assert plan(remote.work, "--base", "main", "--comment", environ=wrong)[0] == 2
+        assert "GITOPS_FLOW_COMMENT_BOT 'not a bot' is not an app's bot login" in capsys.readouterr().err
+        assert standin.violations == []
+
+
 def test_a_read_only_token_keeps_the_plan_in_the_summary(
     branch: tuple[Remote, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -72,6 +72,7 @@ def test_the_servers_own_settings_are_never_allowed() -> None:
         ("https://gw.example.com/v1/", True),
         ("https://gw.example.com/v1/chat", True),
         ("https://GW.Example.com:443/v1", True),
+        ("https://gw.example.com./v1", True),
         ("https://gw.example.com/v10", False),
         ("https://gw.example.com/", False),
         ("https://gw.example.com.evil.net/v1", False),
@@ -86,33 +87,62 @@ def test_the_servers_own_settings_are_never_allowed() -> None:
         ("http://127.0.0.1:11434", True),
         ("http://127.0.0.1:11434/api", True),
         ("http://127.0.0.1:11435", False),
+        # the review's reproduction: a string prefix let this reach /internal-admin with the key
+        ("https://gw.example.com/v1/gateway/../../internal-admin", False),
+        ("https://gw.example.com/v1/./chat", False),
+        ("https://gw.example.com/v1/..", False),
+        ("https://gw.example.com/v1/%2e%2e/internal-admin", False),
+        ("https://gw.example.com/v1%2F..%2Finternal-admin", False),
+        ("https://gw.example.com/v1/%2F/internal-admin", False),
+        ("https://gw.example.com/v1\\..\\internal-admin", False),
     ],
 )
-def test_base_urls_match_by_scheme_host_port_and_path(url: str, allowed: bool) -> None:
-    policy = SecretPolicy([], ["https://gw.example.com/v1", "http://127.0.0.1:11434"])
-    assert policy.allows_base_url(url) is allowed
+def test_base_urls_are_compared_in_normal_form(url: str, allowed: bool) -> None:
+    policy = SecretPolicy([], ["openai=https://gw.example.com/v1", "openai=http://127.0.0.1:11434"])
+    assert policy.allows_base_url(url, "openai") is allowed
+
+
+def test_a_base_url_is_allowed_for_its_own_provider_only() -> None:
+    """Any allowed URL took any provider's key: a gateway allowed for Ollama got OPENAI_API_KEY."""
+    policy = SecretPolicy(None, ["ollama=http://127.0.0.1:11434", "openai=https://gw.example.com/v1"])
+    assert policy.allows_base_url("http://127.0.0.1:11434", "ollama")
+    assert not policy.allows_base_url("http://127.0.0.1:11434", "openai")
+    assert not policy.allows_base_url("https://gw.example.com/v1", "anthropic")
+    assert not policy.allows_base_url("https://gw.example.com/v1", None)
 
 
 def test_no_base_url_is_allowed_by_default() -> None:
-    assert not SecretPolicy().allows_base_url("https://api.openai.com/v1")
+    assert not SecretPolicy().allows_base_url("https://api.openai.com/v1", "openai")
 
 
 @pytest.mark.parametrize(
-    "url", ["ftp://x", "https://user:pw@x/v1", "https://x/v1?q=1", "/v1"], ids=["scheme", "userinfo", "query", "path"]
+    ("url", "says"),
+    [
+        ("openai=ftp://x", "is not an http(s) URL"),
+        ("openai=https://user:pw@x/v1", "without credentials"),
+        ("openai=https://x/v1?q=1", "query"),
+        ("openai=/v1", "with a host"),
+        ("openai=https://x/v1/../admin", "dot segments"),
+        ("openai=https://x/v1%2fadmin", "encoded slashes"),
+        ("https://gw.example.com/v1", "bound to no provider: write PROVIDER=URL"),
+        ("opnai=https://gw.example.com/v1", "unknown provider 'opnai'"),
+    ],
+    ids=["scheme", "userinfo", "query", "path", "dots", "encoded", "unbound", "unknown-provider"],
 )
-def test_base_url_settings_that_are_refused(url: str) -> None:
-    with pytest.raises(ValidationError, match="allowed_base_urls"):
+def test_base_url_settings_that_are_refused(url: str, says: str) -> None:
+    with pytest.raises(ValidationError, match="allowed_base_urls") as info:
         Settings(allowed_base_urls=(url,))
+    assert says in str(info.value)
 
 
 def test_settings_read_comma_separated_lists_from_the_environment() -> None:
     environ = {
         "GITOPS_FLOW_SECRETS": " OPENAI_API_KEY , TEAM_*=anthropic,",
-        "GITOPS_FLOW_ALLOWED_BASE_URLS": "https://gw.example.com/v1,http://127.0.0.1:11434",
+        "GITOPS_FLOW_ALLOWED_BASE_URLS": "openai=https://gw.example.com/v1, ollama=http://127.0.0.1:11434",
     }
     policy = Settings.from_env(environ).secret_policy()
     assert policy == SecretPolicy(
-        ["OPENAI_API_KEY", "TEAM_*=anthropic"], ["https://gw.example.com/v1", "http://127.0.0.1:11434"]
+        ["OPENAI_API_KEY", "TEAM_*=anthropic"], ["openai=https://gw.example.com/v1", "ollama=http://127.0.0.1:11434"]
     )
     assert policy.providers_for("TEAM_CLAUDE") == {"anthropic"}
 

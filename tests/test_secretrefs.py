@@ -193,7 +193,7 @@ def test_the_wrong_provider_says_which_is_right() -> None:
 
 def test_a_base_url_must_be_allowed_with_or_without_a_key() -> None:
     """Without api_key a provider library reads its usual key from the environment, so the URL alone is the risk."""
-    allowed = SecretPolicy(None, ["https://gw.example.com/v1"])
+    allowed = SecretPolicy(None, ["openai=https://gw.example.com/v1"])
     for params in ({"api_key": KEY}, {}):
         for agent in (False, True):
             doc = node("Agent", model="openai:gpt-4o-mini", **params) if agent else model(**params)

@@ -246,6 +246,33 @@ def test_a_model_cannot_send_the_key_to_the_authors_endpoint(
     same_in_ci(tmp_path, "base-url", base_url_flow(url), errors)
 
 
+def test_an_allowed_base_url_is_no_string_prefix_and_takes_only_its_providers_key(
+    tmp_path: Path, collector: tuple[str, list[str]]
+) -> None:
+    """Issue 21: with ``openai=<gateway>/v1`` allowed, ``<gateway>/v1/gateway/../../internal-admin`` passed a string
+    prefix check and got the key, and an Anthropic node could point its key at the OpenAI gateway."""
+    url, seen = collector
+    escaping = base_url_flow(url + "/gateway/../../internal-admin")
+    anthropic = {
+        "model": "anthropic:claude-3-5-haiku-latest",
+        "base_url": url,
+        "api_key": {"$env": "ANTHROPIC_API_KEY"},
+    }
+    other = flow("other-provider", PROMPT, ("llm", "ChatModel", anthropic), PARSE)
+    remote = Remote.create(tmp_path)
+    remote.commit({"flows/echo.json": echo_flow()}, "an ordinary flow")
+    remote.push()
+    env = {**ENVIRONMENT, "GITOPS_FLOW_ALLOWED_BASE_URLS": f"openai={url}"}
+    with serve_process(remote, tmp_path, env=env) as server:
+        for name, document in (("base-url", escaping), ("other-provider", other)):
+            errors, texts = attack(server, name, document)
+            assert ("base-url-not-allowed", "$.nodes[1].params.base_url", line_of(document, '"base_url"')) in errors
+            for text in texts:
+                assert_no_secret(text, "an answer")
+        assert_no_secret(server.log_text(), "the server's log")
+    assert seen == []
+
+
 def test_a_langflow_export_cannot_name_the_servers_own_secret(server: ServeProcess, tmp_path: Path) -> None:
     document = langflow_flow()
     errors, texts = attack(server, "exported", document)
@@ -295,7 +322,9 @@ def test_no_secret_value_appears_in_any_answer_the_log_or_the_state(tmp_path: Pa
     components.write_text(COMPONENTS)
     webhook_secret = ENVIRONMENT["GITOPS_FLOW_WEBHOOK_SECRET"].encode()
     answers: list[httpx.Response] = []
-    with serve_process(remote, tmp_path, env=ENVIRONMENT, args=["--components", str(components)]) as server:
+    # exception messages logged as raised (by default they are withheld): the scrubber alone keeps the key out
+    env = {**ENVIRONMENT, "GITOPS_FLOW_LOG_REQUEST_TEXT": "true"}
+    with serve_process(remote, tmp_path, env=env, args=["--components", str(components)]) as server:
         client = server.client
         attacks = {
             "reveal": reveal_flow(),
@@ -385,7 +414,8 @@ def test_a_failing_flow_that_quotes_its_secret_leaks_it_nowhere(
     registry = registry_with(
         Component("Leaky", leaky, "transform", "fails quoting its key", secrets=frozenset({"api_key"}))
     )
-    config = settings(remote, tmp_path, allowed_secrets=("UPSTREAM_KEY",))
+    # exception messages logged as raised (by default they are withheld): the scrubber alone keeps the key out
+    config = settings(remote, tmp_path, allowed_secrets=("UPSTREAM_KEY",), log_request_text=True)
     app = create_app(config, store=MemoryStore(), registry=registry, secrets={"UPSTREAM_KEY": secret})
     with caplog.at_level(logging.INFO), TestClient(app) as client:
         server = Served(client, remote, app)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +13,11 @@ from starlette.responses import Response
 
 from gitops_flow.console.auth import Role, Session
 from gitops_flow.console.context import Console
+from gitops_flow.exceptions import Limited, StoreError
+from gitops_flow.httpio import client_address
+from gitops_flow.views import guarded
+
+log = logging.getLogger("gitops_flow.server")
 
 COOKIE = "gitops-flow-console"
 SECURE_COOKIE = "__Host-gitops-flow-console"  # the prefix makes browsers refuse it without Secure and Path=/
@@ -48,7 +55,8 @@ def console(request: Request) -> Console:
 
 
 def client_of(request: Request) -> str:
-    return request.client.host if request.client is not None else "unknown"
+    """The client's address, read as GITOPS_FLOW_FORWARDED_HOPS says (httpio.client_address)."""
+    return client_address(request, console(request).deps.settings.forwarded_hops)
 
 
 def over_https(request: Request) -> bool:
@@ -57,17 +65,42 @@ def over_https(request: Request) -> bool:
     return request.url.scheme == "https" or proto == "https"
 
 
-def viewer(request: Request) -> Viewer:
-    """The session of the cookie, or a token in ``Authorization: Bearer`` (for scripts and `gitops-flow status`)."""
+async def viewer(request: Request) -> Viewer:
+    """The session of the cookie, or a token in ``Authorization: Bearer`` (for scripts and `gitops-flow status`).
+    A token goes through the brake on guessing (brake.py): ConsoleError 429 for a client with too many wrong ones,
+    401 for a wrong one."""
     sessions = console(request).sessions
     given = request.headers.get("authorization", "")
     if given.startswith("Bearer "):
-        role = sessions.role_of(given.removeprefix("Bearer "))
+        role = await braked(request, lambda: sessions.role_of(given.removeprefix("Bearer ")))
         if role is None:
             raise ConsoleError(401, "that token is not one this server takes")
         return Viewer(role)
-    session = sessions.check(request.cookies.get(SECURE_COOKIE) or request.cookies.get(COOKIE))
+    session = await signed_in(request)
     return Viewer(session.role, session.name, session) if session is not None else Viewer(None)
+
+
+async def braked(request: Request, compare: Callable[[], Role | None]) -> Role | None:
+    """views.guarded for the console: a braked client is a ConsoleError 429 with its Retry-After."""
+    try:
+        return await guarded(request, compare)
+    except Limited as exc:
+        raise ConsoleError(429, str(exc), {"retry-after": str(max(1, math.ceil(exc.retry_after)))}) from None
+
+
+async def signed_in(request: Request) -> Session | None:
+    """The session of the request's cookie, None when it has none, or one that is forged, expired or signed out (in
+    any worker or replica, before a restart too: signouts.py). While the store cannot be read a session is refused:
+    a sign-out must not be forgotten for the store being away."""
+    desk = console(request)
+    session = desk.sessions.check(request.cookies.get(SECURE_COOKIE) or request.cookies.get(COOKIE))
+    if session is None:
+        return None
+    try:
+        return None if await desk.signouts.signed_out(session) else session
+    except StoreError as exc:
+        log.warning("console: sign-outs could not be read, the session is refused: %s", exc)
+        return None
 
 
 def may_read(request: Request, who: Viewer) -> bool:
@@ -84,12 +117,12 @@ def page(handler: Callable[[Request, Viewer], Awaitable[Response]]) -> Handler:
 
     async def wrapped(request: Request) -> Response:
         try:
-            who = viewer(request)
+            who = await viewer(request)
             if not may_read(request, who):
                 return login_page(request, who, 401, "Sign in to read this server's console.")
             return await handler(request, who)
         except ConsoleError as exc:
-            return error_page(request, exc)
+            return await error_page(request, exc)
 
     return wrapped
 
@@ -112,12 +145,10 @@ def context(request: Request, who: Viewer, **extra: Any) -> dict[str, Any]:
     }
 
 
-def error_page(request: Request, exc: ConsoleError) -> Response:
-    who = Viewer(None)
-    try:
-        who = viewer(request)
-    except ConsoleError:
-        pass
+async def error_page(request: Request, exc: ConsoleError) -> Response:
+    """The page of a refusal, shown as the cookie's session sees it (a bearer token is not checked again)."""
+    session = await signed_in(request)
+    who = Viewer(session.role, session.name, session) if session is not None else Viewer(None)
     response = console(request).pages.render("error.html", context(request, who, message=str(exc)), exc.status)
     response.headers.update(exc.headers)
     return response

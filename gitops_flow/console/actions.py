@@ -19,12 +19,14 @@ from gitops_flow.console.access import (
     SECURE_COOKIE,
     ConsoleError,
     Viewer,
+    braked,
     client_of,
     console,
     error_page,
     login_page,
     over_https,
     page,
+    signed_in,
 )
 from gitops_flow.console.auth import NAME_PATTERN, REVOKE, Role
 from gitops_flow.exceptions import LookupFailed, StoreError
@@ -48,24 +50,22 @@ async def login(request: Request) -> Response:
         _same_origin(request)
         form = await _form(request)
     except ConsoleError as exc:
-        return error_page(request, exc)
+        return await error_page(request, exc)
     desk = console(request)
     client = client_of(request)
-    wait = desk.throttle.wait(client)
-    if wait > 0:
-        message = f"Too many failed sign-ins from {client}: try again in {int(wait) + 1} s."
-        response = login_page(request, Viewer(None), 429, message)
-        response.headers["retry-after"] = str(int(wait) + 1)
-        return response
     name = form.get("name", "").strip()
     if not NAME_PATTERN.match(name):
         return login_page(request, Viewer(None), 400, "A name is at most 40 letters, digits, spaces and . _ @ -")
-    role = desk.sessions.role_of(form.get("token", ""))
+    try:  # the brake every token check goes through, shared by every worker and replica (brake.py)
+        role = await braked(request, lambda: desk.sessions.role_of(form.get("token", "")))
+    except ConsoleError as exc:
+        message = f"Too many failed sign-ins from {client}: try again in {exc.headers['retry-after']} s."
+        response = login_page(request, Viewer(None), 429, message)
+        response.headers.update(exc.headers)
+        return response
     if role is None:
-        desk.throttle.failed(client)
         log.warning("console: a failed sign-in from %s", client)
         return login_page(request, Viewer(None), 401, "That is not a token of this server.")
-    desk.throttle.succeeded(client)
     cookie, session = desk.sessions.issue(role, name)
     log.info("console: %s signed in as %s from %s", name or "someone", role, client)
     response = RedirectResponse("/ui?notice=signed-in", 303)
@@ -86,14 +86,15 @@ async def logout(request: Request) -> Response:
     try:
         who, _ = await _change(request, role=None)
     except ConsoleError as exc:
-        return error_page(request, exc)
+        return await error_page(request, exc)
     if who.session is not None:
         desk = console(request)
-        desk.sessions.revoke(who.session)
-        try:  # every other worker and replica refuses the cookie too (auth.py)
+        try:  # every other worker and replica refuses the cookie too, after a restart as well (signouts.py)
+            await desk.signouts.record(who.session)
             await desk.deps.store.publish(f"{desk.deps.replica} {REVOKE} {who.session.nonce} {who.session.expires}")
         except StoreError as exc:
-            log.warning("console: the logout could not be told to the other workers: %s", exc)
+            log.warning("console: the sign-out could not be kept in the state store: %s", exc)
+            return await error_page(request, ConsoleError(503, "the sign-out could not be kept: try again"))
     response = RedirectResponse("/ui?notice=signed-out", 303)
     response.delete_cookie(COOKIE, path="/ui", httponly=True, samesite="strict")
     response.delete_cookie(SECURE_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
@@ -123,7 +124,7 @@ async def _operate(request: Request, action: Action) -> Response:
         except StoreError as exc:
             raise ConsoleError(503, f"the state store could not be written: {exc}") from None
     except ConsoleError as exc:
-        return error_page(request, exc)
+        return await error_page(request, exc)
     changed = any(d["changed"] for d in done)
     notice = ("aborted" if action == "abort" else "resumed") if changed else "unchanged"
     return RedirectResponse(_back(form.get("back"), flow, notice), 303)
@@ -146,7 +147,7 @@ async def fetch_now(request: Request) -> Response:
         except StoreError as exc:
             raise ConsoleError(503, f"fetched, but the history could not be written: {exc}") from None
     except ConsoleError as exc:
-        return error_page(request, exc)
+        return await error_page(request, exc)
     return RedirectResponse(_back(form.get("back"), None, "fetched"), 303)
 
 
@@ -166,7 +167,7 @@ async def _change(request: Request, *, role: Role | None) -> tuple[Viewer, dict[
     _same_origin(request)
     form = await _form(request)
     sessions = console(request).sessions
-    session = sessions.check(request.cookies.get(SECURE_COOKIE) or request.cookies.get(COOKIE))
+    session = await signed_in(request)
     if session is None:
         raise ConsoleError(401, "sign in with the admin token first (your session may have expired)")
     if not sessions.csrf_ok(session, form.get("csrf", "")):

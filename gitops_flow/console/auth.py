@@ -4,9 +4,9 @@ A login trades the admin token (or the read token) for a session cookie, so the 
 by the browser. The cookie is signed, not stored: its key is derived from the token it was issued for, so every
 replica that shares the token accepts it, and changing the token ends every session issued with the old one. It
 holds the role, an expiry, a random nonce and the name the operator gave (for the audit trail), nothing secret.
-Logging out revokes its nonce in this process (and the browser drops the cookie), and in every other worker and
-replica listening on the state store (``REVOKE``, a wake-up message); one that did not hear it (it was restarting)
-accepts the cookie until it expires, at most SESSION_SECONDS after the login.
+Logging out revokes its nonce in this process (and the browser drops the cookie), in every other worker and
+replica listening on the state store (``REVOKE``, a wake-up message), and in the state store itself (signouts.py),
+which every process reads before it accepts a cookie it has not seen signed out, after a restart too.
 
 Each session has a CSRF token (an HMAC of its nonce) that every form of the console carries and every change checks,
 on top of the cookie's SameSite=Strict and the Origin check of the routes (docs/console.md).
@@ -122,6 +122,10 @@ class Sessions:
         """Log a session out (in this process: the browser drops the cookie too)."""
         self.revoke_nonce(session.nonce, session.expires)
 
+    def revoked(self, nonce: str) -> bool:
+        """Whether this process knows the session of ``nonce`` signed out."""
+        return nonce in self._revoked
+
     def revoke_nonce(self, nonce: str, until: float) -> None:
         """Refuse the session of ``nonce`` until ``until`` (another process's logout, heard through the store)."""
         now = self.clock()
@@ -138,40 +142,3 @@ class Sessions:
     @staticmethod
     def _sign(key: bytes, body: str) -> str:
         return _b64(hmac.new(key, body.encode(), hashlib.sha256).digest())
-
-
-class Throttle:
-    """A brake on guessing tokens: a client address with ``limit`` failed logins within ``window`` seconds is refused
-    until the window has passed. At most ``max_clients`` addresses are remembered (the oldest go first)."""
-
-    def __init__(
-        self,
-        *,
-        limit: int = 10,
-        window: float = 60.0,
-        clock: Callable[[], float] = time.monotonic,
-        max_clients: int = 10_000,
-    ) -> None:
-        self.limit = limit
-        self.window = window
-        self.clock = clock
-        self.max_clients = max_clients
-        self._failures: dict[str, list[float]] = {}
-
-    def wait(self, client: str) -> float:
-        """Seconds before ``client`` may try again (0: now)."""
-        now = self.clock()
-        recent = [t for t in self._failures.get(client, []) if t > now - self.window]
-        if len(recent) < self.limit:
-            return 0.0
-        return recent[0] + self.window - now
-
-    def failed(self, client: str) -> None:
-        now = self.clock()
-        recent = [t for t in self._failures.pop(client, []) if t > now - self.window]
-        if len(self._failures) >= self.max_clients:
-            del self._failures[next(iter(self._failures))]
-        self._failures[client] = [*recent, now][-self.limit :]
-
-    def succeeded(self, client: str) -> None:
-        self._failures.pop(client, None)

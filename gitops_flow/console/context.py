@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from gitops_flow.components import ComponentRegistry
-from gitops_flow.console.auth import Role, Sessions, Throttle
+from gitops_flow.console.auth import Role, Sessions
 from gitops_flow.console.documents import Documents
 from gitops_flow.console.feed import Feed
 from gitops_flow.console.overview import Overview, overview
 from gitops_flow.console.pages import Pages
 from gitops_flow.console.pending import Pending, pending
+from gitops_flow.console.signouts import SignOuts
 from gitops_flow.endpoints import Deps
 from gitops_flow.exceptions import StoreError
 from gitops_flow.secretpolicy import SecretPolicy
@@ -69,7 +70,7 @@ class Console:
         self.registry = registry
         self.scrub = scrub
         self.sessions = Sessions(self._token)
-        self.throttle = Throttle()
+        self.signouts = SignOuts(deps.store, self.sessions)
         self.documents = Documents(source, registry, policy)
         self.pages = Pages()
         self.feed = Feed(self._fingerprint, lambda: deps.metrics.recent.total)

@@ -43,9 +43,10 @@ async def overview_page(request: Request, who: Viewer) -> Response:
 async def overview_json(request: Request) -> Response:
     """The overview as JSON: what `gitops-flow status` prints."""
     try:
-        who = viewer(request)
+        who = await viewer(request)
     except ConsoleError as exc:
-        return json_response({"error": {"code": "unauthorized", "message": str(exc)}}, exc.status)
+        code = "too-many-failures" if exc.status == 429 else "unauthorized"
+        return json_response({"error": {"code": code, "message": str(exc)}}, exc.status, exc.headers)
     if not may_read(request, who):
         message = "this view needs Authorization: Bearer <read token>"
         return json_response({"error": {"code": "read-token-required", "message": message}}, 401)
@@ -197,9 +198,9 @@ def _history_url(query: dict[str, str]) -> str:
 async def events(request: Request) -> Response:
     """The live feed (server-sent events) the pages listen to."""
     try:
-        who = viewer(request)
+        who = await viewer(request)
     except ConsoleError as exc:
-        return Response(str(exc), exc.status, media_type="text/plain")
+        return Response(str(exc), exc.status, exc.headers, media_type="text/plain")
     if not may_read(request, who):
         return Response("sign in first", 401, media_type="text/plain")
     try:

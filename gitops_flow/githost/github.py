@@ -23,6 +23,24 @@ def shorten(text: str, limit: int = MAX_DESCRIPTION) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
+ACTIONS_BOT = "github-actions[bot]"  # who writes what GitHub Actions' GITHUB_TOKEN writes
+
+
+@dataclass(frozen=True, slots=True)
+class Author:
+    """Who wrote a comment, as GitHub names them: a login, and its numeric id when known (None: the login alone)."""
+
+    login: str
+    id: int | None = None
+
+    def wrote(self, comment: dict[str, Any]) -> bool:
+        """Whether ``comment`` (an issue comment as GitHub lists it) is this author's."""
+        user = comment.get("user")
+        if not isinstance(user, dict) or user.get("login") != self.login:
+            return False
+        return self.id is None or user.get("id") == self.id
+
+
 @dataclass(frozen=True, slots=True)
 class Access:
     """What the token may do with the repository, as far as GitHub says: ``push`` from the repository's
@@ -127,8 +145,25 @@ class GitHub:
         state = statuses[0].get("state") if statuses else None
         return state if isinstance(state, str) else None
 
-    async def find_comment(self, issue: int, marker: str) -> int | None:
-        """The id of the first comment on issue (or pull request) ``issue`` whose body holds ``marker``."""
+    async def me(self, app_bot: str = ACTIONS_BOT) -> Author:
+        """Who the token writes as: the user ``GET /user`` names (a personal token's, an OAuth app's), or, for an
+        installation token (GitHub Actions' GITHUB_TOKEN, a GitHub App's), which ``GET /user`` refuses with 403, the
+        app's bot ``app_bot``. Raises HostRejected for a bad token (401)."""
+        try:
+            reply = await self.http.request("GET", "/user", headers=HEADERS)
+        except HostRejected as exc:
+            if exc.status == 403:  # "Resource not accessible by integration": an installation token
+                return Author(app_bot)
+            raise
+        login = reply.body.get("login") if isinstance(reply.body, dict) else None
+        user_id = reply.body.get("id") if isinstance(reply.body, dict) else None
+        if not isinstance(login, str) or not login:
+            raise HostRejected(f"GET {self.http.host}/user answered without a login", status=reply.status)
+        return Author(login, user_id if isinstance(user_id, int) else None)
+
+    async def find_comment(self, issue: int, marker: str, author: Author) -> int | None:
+        """The id of the first comment on issue (or pull request) ``issue`` that ``author`` wrote and whose body
+        holds ``marker``: anyone may write the marker, only the author's own comment is ever edited."""
         for page in range(1, MAX_PAGES + 1):
             reply = await self.http.request(
                 "GET",
@@ -138,7 +173,11 @@ class GitHub:
             )
             comments = _items(reply)
             for comment in comments:
-                if marker in str(comment.get("body") or "") and isinstance(comment.get("id"), int):
+                if (
+                    marker in str(comment.get("body") or "")
+                    and author.wrote(comment)
+                    and isinstance(comment.get("id"), int)
+                ):
                     found: int = comment["id"]
                     return found
             if len(comments) < 100:

@@ -4,6 +4,11 @@ run id, flow, version and ref (and its trace and span ids when it is traced).
 The formatters only read and shape records; the server's secret scrubber (secretrefs.RedactSecrets, attached to
 every handler by app.py) has already taken every known secret out of a record's message, arguments and traceback
 by the time a formatter sees it, and a formatter uses the traceback text the scrubber left (``exc_text``).
+
+An exception's message may quote what a request sent (a parser quoting the text it could not read, a library quoting
+its input), which a log is no place for. Unless the operator asks for request text (GITOPS_FLOW_LOG_REQUEST_TEXT),
+``WithheldMessages`` replaces every traceback by one that names each exception's class and where it was raised, and
+never its message; the ERROR line itself names the class and the run id (endpoints.py).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import traceback
 from typing import Literal, TextIO
 
 import orjson
@@ -69,6 +75,38 @@ class TextFormatter(logging.Formatter):
         suffix = " [" + " ".join(f"{k}={v}" for k, v in fields.items()) + "]"
         head, sep, rest = text.partition("\n")  # after the message, before a traceback
         return head + suffix + sep + rest
+
+
+WITHHELD = "(message withheld: it may quote the request; GITOPS_FLOW_LOG_REQUEST_TEXT=true shows it)"
+_MAX_CHAIN = 10  # exceptions of one chain shown at most
+
+
+class WithheldMessages(logging.Filter):
+    """A handler's filter: a record's traceback without any exception's message (see the module's docstring)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = withheld(record.exc_info[1])
+        return True
+
+
+def withheld(exc: BaseException) -> str:
+    """``exc``'s traceback, and its causes' and contexts', as Python prints them but with each message withheld."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and len(chain) < _MAX_CHAIN and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    parts: list[str] = []
+    for index, item in enumerate(reversed(chain)):
+        if index:
+            parts.append("\nThe above exception led to the following one:\n\n")
+        parts.append("Traceback (most recent call last):\n")
+        parts.extend(traceback.format_tb(item.__traceback__))
+        kind = type(item)
+        module = "" if kind.__module__ == "builtins" else kind.__module__ + "."
+        parts.append(f"{module}{kind.__qualname__}: {WITHHELD}\n")
+    return "".join(parts).rstrip("\n")
 
 
 def formatter(kind: LogFormat) -> logging.Formatter:

@@ -10,9 +10,9 @@ being compared, until the window has passed. A correct token counts nothing, and
 Why per address, checked before the comparison: a brake that compared the token first and refused only wrong ones
 would tell a guesser nothing new and so slow nobody down. Keyed by address, an attacker's failures brake only the
 attacker's address: the token's holder, elsewhere, is never refused. Behind a reverse proxy every client has the
-proxy's address, so the operator says how many proxies stand in front (GITOPS_FLOW_FORWARDED_HOPS) and the address is
-read from X-Forwarded-For as the nearest trusted proxy saw it (httpio.client_address); a client's own entries in that
-header, further left, are never used.
+proxy's address, so the operator names the proxies in front (GITOPS_FLOW_TRUSTED_PROXIES) and the address is read
+from X-Forwarded-For as the nearest untrusted hop (httpio.client_address); a client's own entries in that header,
+further left, are never used.
 """
 
 from __future__ import annotations

@@ -249,7 +249,6 @@ def _settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Resolved:
         "log_format": getattr(args, "log_format", None),
         "log_level": getattr(args, "log_level", None),
         "access_log": getattr(args, "access_log", None),
-        "forwarded_hops": getattr(args, "forwarded_hops", None),
     }
     try:
         return Settings.resolve(environ, env_file=getattr(args, "env_file", None), flags=flags)

@@ -108,9 +108,6 @@ class Settings(BaseSettings):
         default=10, ge=1, le=10_000, description="failed token or webhook-secret checks per client address per window"
     )
     guess_window: float = Field(default=60.0, ge=1, le=86_400, description="seconds the failed checks are counted over")
-    forwarded_hops: int = Field(
-        default=0, ge=0, le=10, description="reverse proxies whose X-Forwarded-For entries are trusted (0: none)"
-    )
     log_request_text: bool = Field(
         default=False, description="request text (inputs, exception messages quoting them) in log lines"
     )

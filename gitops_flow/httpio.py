@@ -31,23 +31,12 @@ class RequestError(GitOpsFlowError):
         self.headers = dict(headers or {})
 
 
-MAX_FORWARDED = 32  # X-Forwarded-For entries read: more is no proxy chain of ours
-
-
-def client_address(request: Request, hops: int) -> str:
-    """The client's address as the nearest of ``hops`` trusted reverse proxies saw it (GITOPS_FLOW_FORWARDED_HOPS):
-    the connection's peer with no proxy, else the ``hops``-th X-Forwarded-For entry from the right, which the
-    operator's own proxies wrote. Entries further left are the client's own word and never read; a chain shorter
-    than ``hops`` gives its leftmost entry."""
-    peer = request.client.host if request.client is not None else "unknown"
-    if hops <= 0:
-        return peer
-    entries = [e.strip() for e in ",".join(request.headers.getlist("x-forwarded-for")).split(",") if e.strip()]
-    entries = entries[-MAX_FORWARDED:]
-    if not entries:
-        return peer
-    chosen = entries[-hops] if len(entries) >= hops else entries[0]
-    return chosen[:64]  # an address, not a text: bounded whatever a proxy passed on
+def client_address(request: Request) -> str:
+    """The client's address: the connection's peer, or, when that peer is one of the operator's reverse proxies
+    (GITOPS_FLOW_TRUSTED_PROXIES), the address it names in X-Forwarded-For, read by the server's proxy headers from
+    the right up to the first address that is no trusted proxy (entries a client writes itself further left are
+    never read)."""
+    return request.client.host[:64] if request.client is not None else "unknown"
 
 
 def json_response(content: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:

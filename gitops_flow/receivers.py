@@ -97,7 +97,7 @@ async def receive(request: Request, host: Host) -> Response:
         deps.metrics.delivery(label, "refused")
         message = f"{host.name} webhooks are off: set {host.setting} to the webhook's secret"
         raise RequestError(403, "webhook-disabled", message)
-    client = client_address(request, deps.settings.forwarded_hops)
+    client = client_address(request)
     assert deps.brake is not None, "the app's lifespan gives the handlers a brake"
     await deps.brake.admit(client)  # a sender with too many wrong signatures is refused before any comparison
     body = bytes(await read_body(request))

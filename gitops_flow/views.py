@@ -150,10 +150,10 @@ async def require_reader(request: Request) -> bool:
 
 async def guarded(request: Request, compare: Callable[[], T]) -> T:
     """A check of the token a request shows, through the server's brake on guessing (brake.py), keyed by the
-    client's address as GITOPS_FLOW_FORWARDED_HOPS says to read it. Raises Limited (429) for a braked client."""
+    client's address behind the trusted proxies (httpio.client_address). Raises Limited (429) for a braked client."""
     deps = get_deps(request)
     assert deps.brake is not None, "the app's lifespan gives the handlers a brake"
-    return await deps.brake.check(client_address(request, deps.settings.forwarded_hops), compare)
+    return await deps.brake.check(client_address(request), compare)
 
 
 def _limit(request: Request, default: int, most: int) -> int:
@@ -307,6 +307,6 @@ async def _operate(request: Request, action: Action) -> Response:
     ref = payload.get("ref")
     if ref is not None and not isinstance(ref, str):
         raise RequestError(400, "bad-body", '"ref" is a ref name')
-    trigger = f"operator at {client_address(request, get_deps(request).settings.forwarded_hops)}"
+    trigger = f"operator at {client_address(request)}"
     done = await get_deps(request).reconciler.operate(action, payload["flow"], ref, trigger)
     return json_response({"action": action, "done": done})

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # GITOPS_FLOW_* names the docs mention that are not one setting each, and why
 NOT_SETTINGS = {
     "GITOPS_FLOW_INSTALL": "a repository variable of the pull-request workflow, read by GitHub Actions",
+    "GITOPS_FLOW_COMMENT_BOT": "read by `plan --comment` from the Actions job's environment, beside GITHUB_TOKEN",
     "GITOPS_FLOW_NOTIFY_FILE": "notification sinks: the `notifications` setting",
     "GITOPS_FLOW_NOTIFY_URL": "one notification sink: the `notifications` setting",
     "GITOPS_FLOW_NOTIFY_FORMAT": "part of GITOPS_FLOW_NOTIFY_URL's sink",
@@ -59,7 +60,7 @@ def test_each_settings_variable_sets_its_field(name: str) -> None:
         "data_dir": "/srv/flows",
         "pins": "history",
         "allowed_secrets": "ACME_KEY,OTHER_*",
-        "allowed_base_urls": "https://gw.example/v1",
+        "allowed_base_urls": "openai=https://gw.example/v1",
         "git_token_user": "bot",
         "public_url": "https://flows.example",
         "status_url": "{url}/x",

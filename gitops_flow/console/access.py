@@ -55,8 +55,8 @@ def console(request: Request) -> Console:
 
 
 def client_of(request: Request) -> str:
-    """The client's address, read as GITOPS_FLOW_FORWARDED_HOPS says (httpio.client_address)."""
-    return client_address(request, console(request).deps.settings.forwarded_hops)
+    """The client's address, behind the operator's trusted proxies (httpio.client_address)."""
+    return client_address(request)
 
 
 def over_https(request: Request) -> bool:

@@ -64,6 +64,7 @@ _FROM_ENV = {
     "RUNTIME": "runtime",
     "LIMITS_FAIL": "limits_fail",
     "LIMIT_LEASE_TTL": "limit_lease_ttl",
+    "BUDGET_MAX_TOKENS": "budget_max_tokens",
     "CACHE_MAX_BYTES": "cache_max_bytes",
     "CACHE_MAX_ENTRY_BYTES": "cache_max_entry_bytes",
     "CACHE_MAX_ENTRIES": "cache_max_entries",
@@ -229,6 +230,8 @@ class Settings(BaseModel):
     langsmith_tracing: bool = False
     limits_fail: Literal["open", "closed"] = "open"  # while the limits' counters cannot be reached
     limit_lease_ttl: float = Field(default=600.0, gt=0)  # seconds a run holds its place at most (a crashed replica's)
+    # the answer tokens a token budget reserves for a model node without max_tokens (guardrails.estimate)
+    budget_max_tokens: int = Field(default=4096, ge=1, le=10_000_000)
     cache_max_bytes: int = Field(default=64 * 1024 * 1024, ge=0)  # answers kept in this process's memory
     cache_max_entry_bytes: int = Field(default=256 * 1024, ge=0)  # a larger answer is not cached
     cache_max_entries: int = Field(default=100_000, ge=1)  # in memory, or in Redis shared by the replicas

@@ -20,6 +20,7 @@ import httpx
 import pytest
 import yaml
 
+from gitops_flow.config import Settings
 from gitops_flow.guardrails.sqlite import SqliteCounters, counters_path
 from tests.gitrepo import Remote
 from tests.openaiapi import OpenAIStandIn, openai_standin
@@ -34,16 +35,17 @@ MAX_TOKENS = 50
 RESERVATION = 8 + 16 + MAX_TOKENS
 
 
-def model_flow(name: str, base_url: str) -> str:
+def model_flow(name: str, base_url: str, max_tokens: int | None = MAX_TOKENS) -> str:
     """prompt -> ChatModel (OpenAI's, at the stand-in; streams report their usage) -> parser."""
-    model = {
+    model: dict[str, Any] = {
         "model": "openai:gpt-4o-mini",
         "base_url": base_url,
         "api_key": {"$env": "OPENAI_API_KEY"},
-        "max_tokens": MAX_TOKENS,
         "temperature": 0,
         "model_kwargs": {"stream_options": {"include_usage": True}},
     }
+    if max_tokens is not None:
+        model["max_tokens"] = max_tokens
     doc = {
         "version": 1,
         "name": name,
@@ -64,9 +66,14 @@ def standin() -> Iterator[OpenAIStandIn]:
         yield running
 
 
-def budgeted(tmp_path: Path, standin: OpenAIStandIn, limits: dict[str, Any]) -> Remote:
+def budgeted(tmp_path: Path, standin: OpenAIStandIn, limits: dict[str, Any], capless: tuple[str, ...] = ()) -> Remote:
+    """A remote whose flows (one per entry of ``limits``) call the stand-in; those named in ``capless`` give their
+    model no max_tokens."""
     remote = Remote.create(tmp_path)
-    files = {f"flows/{name}.json": model_flow(name, standin.base_url) for name in limits}
+    files = {
+        f"flows/{name}.json": model_flow(name, standin.base_url, None if name in capless else MAX_TOKENS)
+        for name in limits
+    }
     remote.commit({**files, "gitops-flow.yaml": yaml.safe_dump({"limits": limits})}, "flows under token budgets")
     remote.push()
     return remote
@@ -135,17 +142,14 @@ def test_requests_at_once_spend_at_most_the_budget_and_one_reservation(
 def test_streams_their_clients_leave_are_charged_at_least_what_the_provider_billed(
     standin: OpenAIStandIn, tmp_path: Path
 ) -> None:
-    remote = budgeted(tmp_path, standin, {"left": {"tokens": {"budget": 100_000, "window": "1h"}}})
-    with serve_process(remote, tmp_path, env=environment(standin)) as server:
+    budget = {"tokens": {"budget": 100_000, "window": "1h"}}
+    remote = budgeted(tmp_path, standin, {"left": budget, "capless": budget}, capless=("capless",))
+    env = {**environment(standin), "GITOPS_FLOW_BUDGET_MAX_TOKENS": "300"}
+    with serve_process(remote, tmp_path, env=env) as server:
         before = len(standin.calls())
 
-        for _ in range(15):  # each client reads the first chunk of the answer, then goes away
-            with httpx.Client(base_url=server.url, timeout=30) as client:
-                with client.stream("POST", "/flows/left/stream", json={"input": Q}) as response:
-                    assert response.status_code == 200
-                    lines = response.iter_lines()
-                    while next(lines) != "event: data":
-                        pass
+        for _ in range(15):
+            leave_after_the_first_chunk(server, "left")
 
         standin.wait_for(lambda calls: len(calls) >= before + 15, what="the 15 streams")
         billed = standin.calls()[before:]
@@ -155,6 +159,27 @@ def test_streams_their_clients_leave_are_charged_at_least_what_the_provider_bill
         counted = wait_counted(server, "tokens:left", prompts)
         assert counted >= prompts
         assert counted >= sum(call.total for call in billed)  # what was streamed (or made) after the prompt too
+
+        # a model without max_tokens reserves the operator's default cap; a stream left is charged all of it
+        leave_after_the_first_chunk(server, "capless")
+        assert wait_counted(server, "tokens:capless", RESERVATION - MAX_TOKENS + 300) == RESERVATION - MAX_TOKENS + 300
+
+
+def leave_after_the_first_chunk(server: ServeProcess, flow: str) -> None:
+    """A client that reads the first chunk of a flow's stream, then goes away (its connection closed)."""
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        with client.stream("POST", f"/flows/{flow}/stream", json={"input": Q}) as response:
+            assert response.status_code == 200
+            lines = response.iter_lines()
+            while next(lines) != "event: data":
+                pass
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "10000001", "many"])
+def test_the_default_cap_a_budget_reserves_has_bounds(value: str) -> None:
+    with pytest.raises(ValueError, match="budget_max_tokens"):
+        Settings.from_env({"GITOPS_FLOW_BUDGET_MAX_TOKENS": value})
+    assert Settings.from_env({"GITOPS_FLOW_BUDGET_MAX_TOKENS": "512"}).budget_max_tokens == 512
 
 
 def wait_counted(server: ServeProcess, key: str, at_least: int, timeout: float = 30.0) -> int:

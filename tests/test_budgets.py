@@ -139,12 +139,14 @@ def test_requests_at_once_spend_at_most_the_budget_and_one_reservation(
         assert spent <= 1000 + RESERVATION, f"{len(served)} requests spent {spent} tokens of a budget of 1,000"
 
 
+@pytest.mark.parametrize("runtime", ["lean", "langchain"])
 def test_streams_their_clients_leave_are_charged_at_least_what_the_provider_billed(
-    standin: OpenAIStandIn, tmp_path: Path
+    standin: OpenAIStandIn, tmp_path: Path, runtime: str
 ) -> None:
+    """On either executor (the lean program, or LangChain's runnables and callbacks)."""
     budget = {"tokens": {"budget": 100_000, "window": "1h"}}
-    remote = budgeted(tmp_path, standin, {"left": budget, "capless": budget}, capless=("capless",))
-    env = {**environment(standin), "GITOPS_FLOW_BUDGET_MAX_TOKENS": "300"}
+    remote = budgeted(tmp_path, standin, {"left": budget, "capless": budget, "whole": budget}, capless=("capless",))
+    env = {**environment(standin), "GITOPS_FLOW_BUDGET_MAX_TOKENS": "300", "GITOPS_FLOW_RUNTIME": runtime}
     with serve_process(remote, tmp_path, env=env) as server:
         before = len(standin.calls())
 
@@ -159,6 +161,15 @@ def test_streams_their_clients_leave_are_charged_at_least_what_the_provider_bill
         counted = wait_counted(server, "tokens:left", prompts)
         assert counted >= prompts
         assert counted >= sum(call.total for call in billed)  # what was streamed (or made) after the prompt too
+
+        # answers read to their end are charged what was billed, no more: the reservation's rest is given back
+        before = len(standin.calls())
+        assert server.invoke("whole", Q).status_code == 200
+        streamed = server.client.post("/flows/whole/stream", json={"input": Q})
+        assert streamed.status_code == 200 and "event: end" in streamed.text
+        whole = sum(call.total for call in standin.calls()[before:])
+        assert len(standin.calls()) == before + 2
+        assert wait_counted(server, "tokens:whole", whole) == whole
 
         # a model without max_tokens reserves the operator's default cap; a stream left is charged all of it
         leave_after_the_first_chunk(server, "capless")

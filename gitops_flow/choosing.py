@@ -9,7 +9,7 @@ request they refuse pins nothing either.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,8 @@ class Ask:
     session: str | None = None
     user: str | None = None
     context: RequestContext | None = field(default=None, compare=False)
+    # LangFlow's tweaks of the request ({node id: {param: value}}): they change what its token budgets reserve
+    tweaks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, compare=False)
 
 
 def check(flow: BuiltFlow, inputs: Inputs) -> None:
@@ -123,7 +125,9 @@ class Chooser:
             return
         if moved is None or ask.context.guard is None:
             values = inputs(built) if callable(inputs) else inputs
-            await self.gate.admit(ask.context, ask.flow, limits, choice.ref, ask.user, spec=built.spec, inputs=values)
+            await self.gate.admit(
+                ask.context, ask.flow, limits, choice.ref, ask.user, spec=built.spec, inputs=values, tweaks=ask.tweaks
+            )
         elif moved:
             await self.gate.move(ask.context, ask.flow, limits, choice.ref)
 

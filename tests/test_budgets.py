@@ -35,7 +35,7 @@ MAX_TOKENS = 50
 RESERVATION = 8 + 16 + MAX_TOKENS
 
 
-def model_flow(name: str, base_url: str, max_tokens: int | None = MAX_TOKENS) -> str:
+def model_flow(name: str, base_url: str, max_tokens: int | None = MAX_TOKENS, **extra: Any) -> str:
     """prompt -> ChatModel (OpenAI's, at the stand-in; streams report their usage) -> parser."""
     model: dict[str, Any] = {
         "model": "openai:gpt-4o-mini",
@@ -55,6 +55,7 @@ def model_flow(name: str, base_url: str, max_tokens: int | None = MAX_TOKENS) ->
             {"id": "answer", "component": "StrOutputParser"},
         ],
         "edges": [{"source": "prompt", "target": "llm"}, {"source": "llm", "target": "answer"}],
+        **extra,
     }
     return json.dumps(doc, indent=2)
 
@@ -212,3 +213,32 @@ def wait_counted(server: ServeProcess, key: str, at_least: int, timeout: float =
             await counters.close()
 
     return asyncio.run(read())
+
+
+def test_a_tweak_of_max_tokens_reserves_what_it_lets_the_model_spend(tmp_path: Path) -> None:
+    """LangFlow's run API: a flow whose max_tokens callers may tweak reserves the tweaked cap. Two requests at once,
+    each letting the model answer 2,000 tokens against a budget of 1,000: the first reserves past the budget, the
+    second is refused (reserving the flow's own 50, both ran: 4,000 tokens)."""
+    with openai_standin(token_delay=0.001) as quick:
+        flow = model_flow("tweaked", quick.base_url, tweakable={"llm": ["max_tokens"]})
+        remote = Remote.create(tmp_path)
+        limits = {"limits": {"tweaked": {"tokens": {"budget": 1000, "window": "1h"}}}}
+        remote.commit({"flows/tweaked.json": flow, "gitops-flow.yaml": yaml.safe_dump(limits)}, "a tweakable flow")
+        remote.push()
+        with serve_process(remote, tmp_path, env=environment(quick)) as server:
+            body = {"input_value": "hi", "tweaks": {"llm": {"max_tokens": 2000}}}
+            answers: list[httpx.Response] = []
+            ready = threading.Barrier(2)
+
+            def call() -> None:
+                ready.wait(timeout=30)
+                answers.append(httpx.post(f"{server.url}/api/v1/run/tweaked", json=body, timeout=60))
+
+            callers = [threading.Thread(target=call) for _ in range(2)]
+            for caller in callers:
+                caller.start()
+            for caller in callers:
+                caller.join(timeout=90)
+
+            assert sorted(a.status_code for a in answers) == [200, 429], [a.text[:200] for a in answers]
+            assert [call.completion_tokens for call in quick.calls()] == [2000]

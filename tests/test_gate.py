@@ -201,6 +201,7 @@ def test_a_request_reserves_its_prompt_and_its_models_answers() -> None:
         update={"nodes": [SPEC.nodes[0], SPEC.nodes[1].model_copy(update={"component": "FakeChatModel"})]}
     )
     assert ESTIMATE.of(fake, [QUESTION]) == 0  # a fake calls no provider
+    assert ESTIMATE.of(SPEC, [QUESTION], {"llm": {"max_tokens": 2000}}) == RESERVED - 50 + 2000  # LangFlow's tweaks
 
 
 @pytest.mark.parametrize(

@@ -11,14 +11,15 @@ It bounds what the request's model calls may cost, from what is known before the
     per node   a model node: prompt + answer; an agent: (prompt + answer) per iteration, ``max_iterations`` of
                them; a fake model (FakeChatModel): nothing, it calls no provider
 
-A batch reserves the sum of its inputs'. Four characters a token is English prose's average: text of other scripts,
-and a conversation's history (which the flow reads while it runs), are counted only when the run reports them.
+A batch reserves the sum of its inputs', and LangFlow's tweaks count as the node's params. Four characters a token
+is English prose's average: text of other scripts, and a conversation's history (which the flow reads while it
+runs), are counted only when the run reports them.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -41,17 +42,19 @@ class TokenEstimate:
     def __repr__(self) -> str:
         return f"TokenEstimate(default_max_tokens={self.default_max_tokens})"
 
-    def of(self, spec: FlowSpec, inputs: Sequence[Any]) -> int:
-        """The tokens a request of ``spec`` with ``inputs`` (one, or a batch's) may spend at most, by estimate."""
+    def of(self, spec: FlowSpec, inputs: Sequence[Any], tweaks: Mapping[str, Mapping[str, Any]] | None = None) -> int:
+        """The tokens a request of ``spec`` with ``inputs`` (one, or a batch's) may spend at most, by estimate;
+        ``tweaks`` (LangFlow's, ``{node id: {param: value}}``) set params of its nodes for this request."""
         calls: list[tuple[int, int]] = []  # (calls, answer tokens) per node that calls a provider
         own = 0  # characters of the flow's own text
         for node in spec.nodes:
             kind = self.registry.kind_of(node.component)
+            params = {**node.params, **(tweaks or {}).get(node.id, {})}
             if kind in ("prompt", "agent"):
-                own += sum(map(len, _strings(node.params)))
+                own += sum(map(len, _strings(params)))
             if kind in ("model", "agent") and self.registry.calls_a_model(node.component):
-                answer = _positive(node.params.get("max_tokens")) or self.default_max_tokens
-                times = (_positive(node.params.get("max_iterations")) or DEFAULT_ITERATIONS) if kind == "agent" else 1
+                answer = _positive(params.get("max_tokens")) or self.default_max_tokens
+                times = (_positive(params.get("max_iterations")) or DEFAULT_ITERATIONS) if kind == "agent" else 1
                 calls.append((times, answer))
         if not calls:
             return 0

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -110,10 +110,11 @@ class Gate:
         *,
         spec: FlowSpec | None = None,
         inputs: Sequence[Any] = (),
+        tweaks: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         """Check and hold every level of ``limits`` that applies to a request of ``flow`` served by ``ref`` for
-        ``user``, reserving the estimate of its tokens (``spec`` run on ``inputs``) on each budget; raises Limited
-        (holding nothing more) when one refuses it."""
+        ``user``, reserving the estimate of its tokens (``spec``, with LangFlow's ``tweaks``, run on ``inputs``) on
+        each budget; raises Limited (holding nothing more) when one refuses it."""
         levels: list[tuple[Scope, str, Rate, TokenBudget | None]] = [("flow", flow, limits, limits.tokens)]
         if user is not None and limits.per_user is not None:
             levels.append(("user", f"{flow}~{hashed(user)}", limits.per_user, None))
@@ -127,7 +128,7 @@ class Gate:
             context.finalizers.append(self.settle)
             budgeted = any(budget is not None for *_, budget in levels)
             if budgeted and spec is not None and self.estimate is not None:
-                held.amount = self.estimate.of(spec, inputs)
+                held.amount = self.estimate.of(spec, inputs, tweaks)
         await self._admit(context, held, flow, levels)
 
     async def move(self, context: RequestContext, flow: str, limits: FlowLimits, ref: str | None) -> None:

@@ -48,6 +48,7 @@ from gitops_flow.githost.deploys import RefView
 from gitops_flow.githost.feedback import Feedback
 from gitops_flow.guardrails.backends import beside
 from gitops_flow.guardrails.cache import MemoryCache, ResponseCache
+from gitops_flow.guardrails.estimate import TokenEstimate
 from gitops_flow.guardrails.gate import Gate
 from gitops_flow.history import Conversations, TurnLimits
 from gitops_flow.httpio import RequestError, error_response
@@ -186,7 +187,13 @@ def create_app(
         await reconciler.restore()
         guard = Guard(state)
         replica = uuid.uuid4().hex[:12]
-        gate = Gate(counters, lease_ttl=settings.limit_lease_ttl, fail=settings.limits_fail, on_refused=metrics.refused)
+        gate = Gate(
+            counters,
+            lease_ttl=settings.limit_lease_ttl,
+            fail=settings.limits_fail,
+            on_refused=metrics.refused,
+            estimate=TokenEstimate(components, default_max_tokens=settings.budget_max_tokens),
+        )
         chooser = Chooser(reconciler, state, guard, fallback=settings.canary_fallback, gate=gate)
         telemetry = Telemetry(
             tracing,

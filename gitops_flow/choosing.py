@@ -9,7 +9,7 @@ request they refuse pins nothing either.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,8 @@ class Ask:
     session: str | None = None
     user: str | None = None
     context: RequestContext | None = field(default=None, compare=False)
+    # LangFlow's tweaks of the request ({node id: {param: value}}): they change what its token budgets reserve
+    tweaks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, compare=False)
 
 
 def check(flow: BuiltFlow, inputs: Inputs) -> None:
@@ -82,25 +84,26 @@ class Chooser:
         if ask.pin:
             choice = await self.reconciler.pinned(flow, ask.pin)
             built = checked(choice, flow, inputs)
-            await self._admit(ask, choice)
+            await self._admit(ask, choice, built, inputs)
             return choice, built
         table = self.reconciler.table
         choice = table.default(flow, user=ask.user)
         if not ask.session:
             choice, built = self._accepting(choice, flow, inputs)
-            await self._admit(ask, choice)
+            await self._admit(ask, choice, built, inputs)
             return choice, built
         current = choice.version.flows.get(flow)
         if current is not None:
             choice, current = self._accepting(choice, flow, inputs)
-            await self._admit(ask, choice)  # before the pin: a refused request pins nothing
+            await self._admit(ask, choice, current, inputs)  # before the pin: a refused request pins nothing
         key = f"{flow}:{ask.session}"
         sha = await self.store.claim_pin(key, choice.version.sha, table.session_ttl)
         if sha != choice.version.sha:
             pinned = table.session(sha, flow) or await self._revive(sha, flow)
             if pinned is not None and flow in pinned.version.flows:
                 built = checked(pinned, flow, inputs)
-                await self._admit(ask, pinned, moved=current is not None and pinned.ref != choice.ref)
+                moved = current is not None and pinned.ref != choice.ref
+                await self._admit(ask, pinned, built, inputs, moved=moved)
                 return pinned, built
             if current is not None:
                 await self.store.set_pin(key, choice.version.sha, table.session_ttl)  # its version is gone: move on
@@ -109,9 +112,11 @@ class Chooser:
             raise UnknownFlow(f"no flow {flow!r} at version {choice.version.sha[:12]}")
         return choice, current
 
-    async def _admit(self, ask: Ask, choice: Choice, *, moved: bool | None = None) -> None:
-        """The flow's limits for a request ``choice`` serves; ``moved`` when it was admitted for another ref first
-        (None: when it was not admitted yet)."""
+    async def _admit(
+        self, ask: Ask, choice: Choice, built: BuiltFlow, inputs: Inputs, *, moved: bool | None = None
+    ) -> None:
+        """The flow's limits for a request ``choice`` serves (its build ``built`` run on ``inputs``: what its token
+        budgets reserve); ``moved`` when it was admitted for another ref first (None: when it was not admitted yet)."""
         if self.gate is None or ask.context is None:
             return
         routing = self.reconciler.table.routing
@@ -119,7 +124,10 @@ class Chooser:
         if limits is None:
             return
         if moved is None or ask.context.guard is None:
-            await self.gate.admit(ask.context, ask.flow, limits, choice.ref, ask.user)
+            values = inputs(built) if callable(inputs) else inputs
+            await self.gate.admit(
+                ask.context, ask.flow, limits, choice.ref, ask.user, spec=built.spec, inputs=values, tweaks=ask.tweaks
+            )
         elif moved:
             await self.gate.move(ask.context, ask.flow, limits, choice.ref)
 

@@ -185,6 +185,9 @@ class Settings(BaseSettings):
     langsmith_tracing: bool = Field(default=False, description="LangSmith traces runs (from LANGSMITH_TRACING)")
     limits_fail: Literal["open", "closed"] = Field(default="open", description="while the limits' store is down")
     limit_lease_ttl: float = Field(default=600.0, gt=0, description="seconds a run holds its place at most")
+    budget_max_tokens: int = Field(
+        default=4096, ge=1, le=10_000_000, description="answer tokens a budget reserves for a model without max_tokens"
+    )
     cache_max_bytes: int = Field(default=64 * 1024 * 1024, ge=0, description="answers kept in this process's memory")
     cache_max_entry_bytes: int = Field(default=256 * 1024, ge=0, description="a larger answer is not cached")
     cache_max_entries: int = Field(default=100_000, ge=1, description="cached answers, in memory or in Redis")

@@ -68,11 +68,18 @@ def get_deps(request: Request) -> Deps:
 
 
 async def choose(
-    request: Request, flow: str, configurable: dict[str, Any], inputs: Inputs = (), *, limited: bool = True
+    request: Request,
+    flow: str,
+    configurable: dict[str, Any],
+    inputs: Inputs = (),
+    *,
+    limited: bool = True,
+    tweaks: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[Choice, BuiltFlow]:
     """SPEC 4 through choosing.Chooser, from the request's headers and ``configurable``. A session named by the header
     is put into ``configurable`` too, where the flow's chat history reads it. ``limited``: the flow's limits admit
-    the request (a request that runs the flow; a schema's is not counted)."""
+    the request (a request that runs the flow; a schema's is not counted), its token budgets reserving for the flow
+    with LangFlow's ``tweaks``."""
     headers = request.headers
     session = headers.get(SESSION_HEADER) or configurable.get("session_id")
     if session:
@@ -83,6 +90,7 @@ async def choose(
         session=session,
         user=headers.get(USER_HEADER) or configurable.get("user_id"),
         context=current() if limited else None,
+        tweaks=tweaks or {},
     )
     deps = get_deps(request)
     choice, built = await deps.chooser.choose(ask, inputs)

@@ -3,13 +3,15 @@ own), plus what only a backend shared by processes can show: two processes' coun
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
 from gitops_flow.exceptions import StoreError
-from gitops_flow.guardrails.counters import Counters, Window
+from gitops_flow.guardrails.counters import Counters, Reserved, Window
 from gitops_flow.guardrails.memory import MemoryCounters
 from gitops_flow.guardrails.redis import RedisGuardrails
 from gitops_flow.guardrails.sqlite import SqliteCounters, counters_path
@@ -88,17 +90,84 @@ async def test_runs_at_once_are_held_until_released(counters: Counters) -> None:
     assert not await counters.acquire("runs:echo", 2, "d", 600)
 
 
-async def test_tokens_spent_in_a_window(counters: Counters) -> None:
-    assert (await counters.spent("tokens:echo", 100, 3600))[0] == 0
+async def test_a_reservation_counts_while_the_window_is_under_its_budget(counters: Counters) -> None:
+    assert (await counters.spent("tokens:echo", 3600))[0] == 0
 
-    await counters.spend("tokens:echo", 100, 3600, 60)
-    await counters.spend("tokens:echo", 100, 3600, 0)
-    used, reset = await counters.spent("tokens:echo", 100, 3600)
+    made = await counters.reserve("tokens:echo", 100, 3600, 60)
+    assert isinstance(made, Reserved)
+    used, reset = await counters.spent("tokens:echo", 3600)
     assert used == 60 and 0 < reset <= 3600
+    assert isinstance(await counters.reserve("tokens:echo", 100, 3600, 60), Reserved)  # 60 of 100: still under
+    assert (await counters.spent("tokens:echo", 3600))[0] == 120  # reserved is reserved, past the budget too
 
-    await counters.spend("tokens:echo", 100, 3600, 70)  # past the budget: spent is spent
-    assert (await counters.spent("tokens:echo", 100, 3600))[0] >= 100
-    assert (await counters.spent("tokens:other", 100, 3600))[0] == 0
+    refused = await counters.reserve("tokens:echo", 100, 3600, 1)
+
+    assert isinstance(refused, float) and 0 < refused <= 3600  # the seconds until the window ends
+    assert (await counters.spent("tokens:echo", 3600))[0] == 120  # a refusal adds nothing
+    assert (await counters.spent("tokens:other", 3600))[0] == 0
+
+
+async def test_a_reservation_is_settled_in_its_window_and_never_below_nothing(counters: Counters) -> None:
+    made = await counters.reserve("tokens:echo", 100, 3600, 60)
+    assert isinstance(made, Reserved)
+
+    await counters.adjust("tokens:echo", 3600, made.slot, -45)  # the run reported 15: 45 back
+    assert (await counters.spent("tokens:echo", 3600))[0] == 15
+    await counters.adjust("tokens:echo", 3600, made.slot, 30)  # it reported more than it reserved: charged
+    assert (await counters.spent("tokens:echo", 3600))[0] == 45
+    await counters.adjust("tokens:echo", 3600, made.slot, -1000)
+    assert (await counters.spent("tokens:echo", 3600))[0] == 0
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+async def test_a_window_that_ended_gives_nothing_back_and_a_charge_counts_in_the_next(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest, clock: Clock
+) -> None:
+    counters = _make(kind, tmp_path, request, clock)
+    await counters.open()
+    try:
+        clock.now = 1_000_800.0  # the start of a window of an hour
+        made = await counters.reserve("tokens:echo", 100, 3600, 150)
+        assert isinstance(made, Reserved)
+        assert isinstance(await counters.reserve("tokens:echo", 100, 3600, 1), float)  # 150 of 100: refused
+
+        clock.now += 3600  # the next window: its own budget
+        assert (await counters.spent("tokens:echo", 3600))[0] == 0
+        await counters.adjust("tokens:echo", 3600, made.slot, -150)  # nothing to give back in the ended one
+        assert (await counters.spent("tokens:echo", 3600))[0] == 0
+        await counters.adjust("tokens:echo", 3600, made.slot, 20)  # spent is spent: it counts now
+        assert (await counters.spent("tokens:echo", 3600))[0] == 20
+    finally:
+        await counters.close()
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+async def test_reservations_made_at_once_by_two_processes_pass_the_budget_by_less_than_one(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The store's side of issue 21's attack: 40 requests reserving at once, half through each of two counters on
+    one backend (two processes of a machine on one SQLite file, two replicas on one Redis; memory is one process's,
+    so one object). Each reservation sees every other: the first 17 of 60 fill a budget of 1,000, the rest are
+    refused."""
+    clock = Clock(time.time())
+    first = _make(kind, tmp_path, request, clock)
+    second = first if kind == "memory" else _make(kind, tmp_path, request, clock)
+    await first.open()
+    if second is not first:
+        await second.open()
+    try:
+        made = await asyncio.gather(
+            *(c.reserve("tokens:echo", 1000, 3600, 60) for _ in range(20) for c in (first, second))
+        )
+
+        granted = [m for m in made if isinstance(m, Reserved)]
+        assert len(granted) == 17  # 16 x 60 = 960 is under 1,000; 17 x 60 = 1,020 is not
+        assert (await first.spent("tokens:echo", 3600))[0] == 1020
+        assert (await second.spent("tokens:echo", 3600))[0] == 1020
+    finally:
+        await first.close()
+        if second is not first:
+            await second.close()
 
 
 @pytest.mark.parametrize("kind", BACKENDS)
@@ -158,8 +227,8 @@ async def test_two_processes_share_a_sqlite_file(tmp_path: Path) -> None:
         assert not await second.acquire("runs:echo", 1, "b", 600)
         assert await first.hit("rate:echo", Window(1, 3600)) is None
         assert await second.hit("rate:echo", Window(1, 3600)) is not None
-        await second.spend("tokens:echo", 10, 3600, 4)
-        assert (await first.spent("tokens:echo", 10, 3600))[0] == 4
+        assert isinstance(await second.reserve("tokens:echo", 10, 3600, 4), Reserved)
+        assert (await first.spent("tokens:echo", 3600))[0] == 4
     finally:
         await first.close()
         await second.close()
@@ -173,8 +242,8 @@ async def test_two_replicas_share_a_redis(redis_space: RedisSpace) -> None:
         assert not await second.acquire("runs:echo", 1, "b", 600)
         assert await first.hit("rate:echo", Window(1, 3600)) is None
         assert await second.hit("rate:echo", Window(1, 3600)) is not None
-        await second.spend("tokens:echo", 10, 3600, 4)
-        assert (await first.spent("tokens:echo", 10, 3600))[0] == 4
+        assert isinstance(await second.reserve("tokens:echo", 10, 3600, 4), Reserved)
+        assert (await first.spent("tokens:echo", 3600))[0] == 4
         assert all(key.startswith(redis_space.prefix) for key in redis_space.keys())
     finally:
         await first.close()
@@ -186,9 +255,11 @@ async def test_two_replicas_share_a_redis(redis_space: RedisSpace) -> None:
     [
         lambda c: c.hit("rate:x", Window(1, 1)),
         lambda c: c.acquire("runs:x", 1, "a", 1),
-        lambda c: c.spent("tokens:x", 1, 1),
+        lambda c: c.spent("tokens:x", 1),
+        lambda c: c.reserve("tokens:x", 1, 1, 1),
+        lambda c: c.adjust("tokens:x", 1, int(time.time()), 1),
     ],
-    ids=["hit", "acquire", "spent"],
+    ids=["hit", "acquire", "spent", "reserve", "adjust"],
 )
 async def test_an_unreachable_redis_is_a_store_error_without_its_password(call: Callable[..., object]) -> None:
     from tests.redisenv import free_port

@@ -6,11 +6,15 @@ from typing import Any
 
 import pytest
 
+from gitops_flow.builtins import BUILTIN_COMPONENTS
+from gitops_flow.components import ComponentRegistry
 from gitops_flow.exceptions import Limited, StoreError
-from gitops_flow.guardrails.counters import Window
+from gitops_flow.guardrails.counters import Reserved, Window
+from gitops_flow.guardrails.estimate import TokenEstimate
 from gitops_flow.guardrails.gate import Gate
 from gitops_flow.guardrails.memory import MemoryCounters
 from gitops_flow.routing import FlowLimits
+from gitops_flow.spec import FlowSpec
 from gitops_flow.telemetry.context import RequestContext
 
 pytestmark = pytest.mark.anyio
@@ -44,9 +48,9 @@ class Recording(MemoryCounters):
         self.calls.append(("release", key))
         await super().release(key, lease)
 
-    async def spent(self, key: str, budget: int, window: float) -> tuple[int, float]:
-        self.calls.append(("spent", key))
-        return await super().spent(key, budget, window)
+    async def reserve(self, key: str, budget: int, window: float, amount: int) -> Reserved | float:
+        self.calls.append(("reserve", key))
+        return await super().reserve(key, budget, window, amount)
 
 
 class Broken(MemoryCounters):
@@ -78,12 +82,12 @@ async def test_every_level_is_checked_budgets_first_then_runs_then_rates() -> No
     await gate.admit(ctx, "echo", rule, "main", "alice")
 
     kinds = [kind for kind, _ in counters.calls]
-    assert kinds == ["spent", "spent", "acquire", "acquire", "acquire", "hit", "hit", "hit"]
+    assert kinds == ["reserve", "reserve", "acquire", "acquire", "acquire", "hit", "hit", "hit"]
     keys = [key for _, key in counters.calls]
     assert keys[0] == "tokens:echo" and keys[1] == "tokens:echo@main"
     assert keys[2] == "runs:echo" and keys[4] == "runs:echo@main"
     assert keys[3].startswith("runs:echo~") and "alice" not in keys[3]  # a user is counted by a hash of its id
-    assert ctx.charge is not None  # the budgets count this request's tokens
+    assert ctx.meter is not None  # the budgets count this request's tokens
 
 
 async def test_a_ref_without_its_own_limits_and_a_request_without_a_user_meet_only_the_flows() -> None:
@@ -150,12 +154,12 @@ async def test_a_spent_budget_refuses_until_its_window_ends() -> None:
     rule = limits(tokens={"budget": 100, "window": "1h"})
     first = context()
     await gate.admit(first, "echo", rule, None, None)
-    assert first.charge is not None
-    await first.charge(first, 60)  # a run's tokens
+    ran(first, 60)  # a run's tokens
+    await finish(first)
     second = context()
     await gate.admit(second, "echo", rule, None, None)  # 60 of 100: still under
-    assert second.charge is not None
-    await second.charge(second, 60)
+    ran(second, 60)
+    await finish(second)
 
     with pytest.raises(Limited) as refused:
         await gate.admit(context(), "echo", rule, None, None)
@@ -163,6 +167,101 @@ async def test_a_spent_budget_refuses_until_its_window_ends() -> None:
     assert refused.value.code == "token-budget-exhausted"
     assert 0 < refused.value.retry_after <= 3600
     assert "100 per 1h" in str(refused.value)
+
+
+def ran(ctx: RequestContext, tokens: int, *, complete: bool = True) -> None:
+    """A run of the request, as telemetry tells its meter (telemetry.runs)."""
+    assert ctx.meter is not None, "the request is under a budget"
+    ctx.meter.run_started()
+    ctx.meter.run_ended(tokens, complete)
+
+
+ESTIMATE = TokenEstimate(ComponentRegistry(BUILTIN_COMPONENTS))
+SPEC = FlowSpec.model_validate(
+    {
+        "version": 1,
+        "name": "echo",
+        "nodes": [
+            {"id": "prompt", "component": "PromptTemplate", "params": {"template": "Q: {question}"}},
+            {"id": "llm", "component": "ChatModel", "params": {"model": "openai:gpt-4o-mini", "max_tokens": 50}},
+        ],
+        "edges": [{"source": "prompt", "target": "llm"}],
+    }
+)
+QUESTION = {"question": "hi"}
+RESERVED = 8 + 16 + 50  # ceil((len('{"question":"hi"}') + len("Q: {question}")) / 4) + a call's 16 + max_tokens
+
+
+def test_a_request_reserves_its_prompt_and_its_models_answers() -> None:
+    assert ESTIMATE.of(SPEC, [QUESTION]) == RESERVED
+    assert ESTIMATE.of(SPEC, [QUESTION, QUESTION]) == 2 * RESERVED  # a batch: each input's
+    capless = SPEC.model_copy(update={"nodes": [SPEC.nodes[0], SPEC.nodes[1].model_copy(update={"params": {}})]})
+    assert ESTIMATE.of(capless, [QUESTION]) == RESERVED - 50 + 4096  # no max_tokens: the default cap
+    fake = SPEC.model_copy(
+        update={"nodes": [SPEC.nodes[0], SPEC.nodes[1].model_copy(update={"component": "FakeChatModel"})]}
+    )
+    assert ESTIMATE.of(fake, [QUESTION]) == 0  # a fake calls no provider
+    assert ESTIMATE.of(SPEC, [QUESTION], {"llm": {"max_tokens": 2000}}) == RESERVED - 50 + 2000  # LangFlow's tweaks
+
+
+@pytest.mark.parametrize(
+    ("runs", "spent"),
+    [
+        ([(25, True)], 25),  # it ran to its end: what it reported
+        ([(25, False)], RESERVED),  # cut short (its client left mid-stream): its whole reservation
+        ([(200, False)], 200),  # ... or what it reported, if more
+        ([], 0),  # it never ran (a cached answer, a refused input): all given back
+        (None, RESERVED),  # it started and never ended (a stream nobody closed): its whole reservation
+    ],
+    ids=["complete", "cut-short", "cut-short-reported-more", "never-ran", "never-ended"],
+)
+async def test_a_reservation_is_settled_with_what_the_request_is_charged(
+    runs: list[tuple[int, bool]] | None, spent: int
+) -> None:
+    counters = MemoryCounters()
+    gate = Gate(counters, estimate=ESTIMATE)
+    rule = limits(tokens={"budget": 1000, "window": "1h"}, refs={"main": {"tokens": {"budget": 500}}})
+    ctx = context()
+    await gate.admit(ctx, "echo", rule, "main", None, spec=SPEC, inputs=[QUESTION])
+    assert (await counters.spent("tokens:echo", 3600))[0] == RESERVED  # reserved before it runs
+    assert ctx.meter is not None
+    if runs is None:
+        ctx.meter.run_started()
+    for tokens, complete in runs or []:
+        ran(ctx, tokens, complete=complete)
+
+    await finish(ctx)
+
+    assert (await counters.spent("tokens:echo", 3600))[0] == spent
+    assert (await counters.spent("tokens:echo@main", 3600))[0] == spent
+
+
+async def test_concurrent_requests_pass_a_budget_by_less_than_one_reservation() -> None:
+    counters = MemoryCounters()
+    gate = Gate(counters, estimate=ESTIMATE)
+    rule = limits(tokens={"budget": 1000, "window": "1h"})
+    admitted = 0
+    for _ in range(40):  # all admitted before any ends
+        try:
+            await gate.admit(context(), "echo", rule, None, None, spec=SPEC, inputs=[QUESTION])
+            admitted += 1
+        except Limited as refused:
+            assert refused.code == "token-budget-exhausted"
+
+    assert admitted == -(-1000 // RESERVED)  # as many as it takes to reach the budget
+    assert 1000 <= (await counters.spent("tokens:echo", 3600))[0] < 1000 + RESERVED
+
+
+async def test_a_request_refused_by_another_limit_gives_its_reservation_back() -> None:
+    counters = MemoryCounters()
+    gate = Gate(counters, estimate=ESTIMATE)
+    rule = limits(tokens={"budget": 1000, "window": "1h"}, concurrent=1)
+    await gate.admit(context(), "echo", rule, None, None, spec=SPEC, inputs=[QUESTION])
+
+    with pytest.raises(Limited, match="at once"):
+        await gate.admit(context(), "echo", rule, None, None, spec=SPEC, inputs=[QUESTION])
+
+    assert (await counters.spent("tokens:echo", 3600))[0] == RESERVED  # the first request's only
 
 
 async def test_moving_to_another_ref_swaps_the_refs_runs_and_keeps_the_flows() -> None:

@@ -133,7 +133,8 @@ LAYERS: dict[str, int] = {
     "guardrails.memory": 2,
     "guardrails.sqlite": 2,
     "guardrails.redis": 2,
-    "guardrails.gate": 3,
+    "guardrails.estimate": 5,
+    "guardrails.gate": 6,
     "guardrails.cache": 5,
     "guardrails.backends": 6,
     # the loop back to the Git host and the operator's receivers

@@ -1,8 +1,10 @@
 """Counters: what limits count (requests in a sliding window, runs at once, tokens in a window), as a Protocol with
-one implementation per backend: memory and Redis through the ``limits`` library, SQLite of our own."""
+one implementation per backend: memory and Redis through the ``limits`` library (rates), SQLite of our own, and
+token budgets of our own on every backend (reservations the library cannot make: a refused reservation adds nothing)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Protocol
@@ -32,6 +34,13 @@ class Window:
         return f"{name}/{self.amount}/{self.seconds}"
 
 
+def window_at(now: float, window: float) -> tuple[int, float]:
+    """The number of the window of ``window`` seconds (aligned to the epoch) that ``now`` falls in, and the seconds
+    until it ends."""
+    slot = math.floor(now / window)
+    return slot, (slot + 1) * window - now
+
+
 class Counters(Protocol):
     """Shared counters of the limits; every method may raise StoreError when its backend is unreachable.
 
@@ -57,11 +66,28 @@ class Counters(Protocol):
         """Free the place ``lease`` holds; nothing happens if it holds none."""
         ...
 
-    async def spent(self, key: str, budget: int, window: float) -> tuple[int, float]:
+    async def spent(self, key: str, window: float) -> tuple[int, float]:
         """What was spent under ``key`` in its current window of ``window`` seconds, and the seconds until that
-        window ends."""
+        window ends. Windows are aligned to the epoch (window number ``slot = now // window``), so every process
+        agrees on them."""
         ...
 
-    async def spend(self, key: str, budget: int, window: float, amount: int) -> None:
-        """Add ``amount`` to what ``key`` spent in its current window (whatever the budget: it was spent)."""
+    async def reserve(self, key: str, budget: int, window: float, amount: int) -> Reserved | float:
+        """If what ``key`` spent in its current window is under ``budget``, add ``amount`` to it (a reservation: a
+        request's estimate, settled later with ``adjust``) and say in which window; else the seconds until the
+        window ends, nothing added. Atomic across processes: of requests reserving at once, each sees the others'
+        reservations, so together they pass the budget by less than the last one's ``amount``."""
         ...
+
+    async def adjust(self, key: str, window: float, slot: int, amount: int) -> None:
+        """Add ``amount`` (negative: give back) to what ``key`` spent in window ``slot``, never below 0. A window
+        that has ended gives nothing back, and what it is charged more counts in the current window."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Reserved:
+    """A reservation made: the window it counts in (``slot``: the window's start is ``slot * window`` seconds
+    since the epoch), what ``adjust`` settles it in."""
+
+    slot: int

@@ -1,5 +1,5 @@
-"""MemoryCounters: the limits' counters in this process (``--state memory://``): rates and token windows through the
-``limits`` library's memory storage, runs at once in a dict."""
+"""MemoryCounters: the limits' counters in this process (``--state memory://``): rates through the ``limits``
+library's memory storage, runs at once and the tokens spent per window in dicts."""
 
 from __future__ import annotations
 
@@ -10,20 +10,21 @@ from collections.abc import Callable
 
 from limits import RateLimitItemPerSecond
 from limits.aio.storage import MemoryStorage
-from limits.aio.strategies import FixedWindowRateLimiter, SlidingWindowCounterRateLimiter
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
-from gitops_flow.guardrails.counters import MIN_WAIT, Window
+from gitops_flow.guardrails.counters import MIN_WAIT, Reserved, Window, window_at
 
 
 class MemoryCounters:
     """Counters of one process; safe for one event loop (no method awaits between its read and its write of a
-    lease). ``clock`` times the leases; the ``limits`` library reads the system clock for the windows."""
+    lease or a window's tokens). ``clock`` times the leases and the token windows; the ``limits`` library reads the
+    system clock for the rates."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._storage = MemoryStorage()
         self._rates = SlidingWindowCounterRateLimiter(self._storage)
-        self._budgets = FixedWindowRateLimiter(self._storage)
+        self._spent: dict[tuple[str, float], tuple[int, int]] = {}  # (key, window) -> (slot, tokens)
         self._leases: dict[str, dict[str, float]] = {}  # key -> lease -> expires
 
     def __repr__(self) -> str:
@@ -64,15 +65,28 @@ class MemoryCounters:
             if not held:
                 del self._leases[key]
 
-    async def spent(self, key: str, budget: int, window: float) -> tuple[int, float]:
-        item = RateLimitItemPerSecond(budget, _whole(window))
-        stats = await self._budgets.get_window_stats(item, key)
-        return budget - stats.remaining, max(stats.reset_time - time.time(), 0.0)
+    async def spent(self, key: str, window: float) -> tuple[int, float]:
+        slot, left = window_at(self._clock(), window)
+        return self._used(key, window, slot), left
 
-    async def spend(self, key: str, budget: int, window: float, amount: int) -> None:
-        if amount > 0:
-            await self._budgets.hit(RateLimitItemPerSecond(budget, _whole(window)), key, cost=amount)
+    async def reserve(self, key: str, budget: int, window: float, amount: int) -> Reserved | float:
+        slot, left = window_at(self._clock(), window)
+        used = self._used(key, window, slot)
+        if used >= budget:
+            return left
+        self._spent[(key, window)] = (slot, used + amount)
+        return Reserved(slot)
 
+    async def adjust(self, key: str, window: float, slot: int, amount: int) -> None:
+        now, _ = window_at(self._clock(), window)
+        if slot < now:  # that window ended: a refund has nothing to take from, a charge counts now
+            if amount <= 0:
+                return
+            slot = now
+        self._spent[(key, window)] = (slot, max(0, self._used(key, window, slot) + amount))
 
-def _whole(seconds: float) -> int:
-    return max(1, round(seconds))
+    def _used(self, key: str, window: float, slot: int) -> int:
+        """What ``key`` spent in window ``slot`` (an earlier window's entry is 0: it is replaced at the next write,
+        so a key keeps one entry however long it lives)."""
+        found = self._spent.get((key, window))
+        return found[1] if found is not None and found[0] == slot else 0

@@ -1,10 +1,11 @@
-"""The guardrails' state in Redis, shared by every replica: rates and token windows through the ``limits`` library
-(its Lua scripts, on our connection pool), runs at once and cached answers through scripts of our own.
+"""The guardrails' state in Redis, shared by every replica: rates through the ``limits`` library (its Lua scripts, on
+our connection pool), runs at once, token windows and cached answers through scripts of our own.
 
 Keys start with the state URL's prefix (``gitops-flow:`` unless ``?prefix=``), then:
 
-    limits:{LIMITER/...}   the ``limits`` library's counters (sliding windows of requests, fixed windows of tokens)
+    limits:{LIMITER/...}   the ``limits`` library's counters (sliding windows of requests)
     runs:<key>             zset   lease -> the time it expires (a run at once)
+    spent:<key>/<w>/<n>    string the tokens spent in window n of w seconds (expires as the window ends)
     cache:<key>            string a cached answer, with its TTL
     cache:index            zset   cached answer's key -> the time it expires (the bounds evict the soonest first)
     cache:sizes            hash   cached answer's key -> its bytes
@@ -21,7 +22,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from limits import RateLimitItemPerSecond
 from limits.aio.storage import RedisStorage
-from limits.aio.strategies import FixedWindowRateLimiter, SlidingWindowCounterRateLimiter
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.errors import StorageError
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -29,7 +30,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from gitops_flow.exceptions import StoreError
-from gitops_flow.guardrails.counters import MIN_WAIT, Window
+from gitops_flow.guardrails.counters import MIN_WAIT, Reserved, Window, window_at
 from gitops_flow.redaction import redact
 
 DEFAULT_PREFIX = "gitops-flow:"  # the state store's: the guardrails' keys sit beside its keys
@@ -46,6 +47,20 @@ redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return 1
 """
+# KEYS: spent:<key>/<window>/<slot>. ARGV: budget, amount, ms until the key expires. The read and the add in one
+# script: no replica reserves between them.
+_RESERVE = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') >= tonumber(ARGV[1]) then return 0 end
+redis.call('INCRBY', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+# KEYS: spent:<key>/<window>/<slot>. ARGV: amount (negative: a refund), ms until the key expires
+_ADJUST = """
+if redis.call('INCRBY', KEYS[1], ARGV[1]) < 0 then redis.call('SET', KEYS[1], '0') end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+"""
+_SKEW_MS = 5_000  # a window's key outlives its end by this much: replicas' clocks differ a little
 # KEYS: cache:<key>, cache:index, cache:sizes, cache:bytes. ARGV: value, ttl ms, expires, now, max entries,
 # max bytes, sweep limit. Expired entries leave the index (a few per call), then the soonest to expire go while the
 # entries or their bytes are past the bounds.
@@ -128,10 +143,12 @@ class RedisCounters:
     def __init__(self, owner: RedisGuardrails, storage: RedisStorage, prefix: str, clock: Callable[[], float]):
         self._owner = owner
         self._rates = SlidingWindowCounterRateLimiter(storage)
-        self._budgets = FixedWindowRateLimiter(storage)
         self._runs = prefix + "runs:"
+        self._spent = prefix + "spent:"
         self._clock = clock
         self._acquire = owner.client.register_script(_ACQUIRE)
+        self._reserve = owner.client.register_script(_RESERVE)
+        self._adjust = owner.client.register_script(_ADJUST)
 
     def __repr__(self) -> str:
         return f"RedisCounters({self._owner.shown!r})"
@@ -162,17 +179,36 @@ class RedisCounters:
         with self._owner.errors("release a run"):
             await self._owner.client.zrem(self._runs + key, lease)
 
-    async def spent(self, key: str, budget: int, window: float) -> tuple[int, float]:
-        item = RateLimitItemPerSecond(budget, max(1, round(window)))
+    async def spent(self, key: str, window: float) -> tuple[int, float]:
+        slot, left = window_at(self._clock(), window)
         with self._owner.errors("read a token budget"):
-            stats = await self._budgets.get_window_stats(item, key)
-        return budget - stats.remaining, max(stats.reset_time - time.time(), 0.0)
+            used = await self._owner.client.get(self._window(key, window, slot))
+        return int(used or 0), left
 
-    async def spend(self, key: str, budget: int, window: float, amount: int) -> None:
-        if amount > 0:
-            item = RateLimitItemPerSecond(budget, max(1, round(window)))
+    async def reserve(self, key: str, budget: int, window: float, amount: int) -> Reserved | float:
+        slot, left = window_at(self._clock(), window)
+        args: list[Any] = [budget, amount, _expiry(left)]
+        with self._owner.errors("reserve tokens"):
+            reserved = await self._reserve(keys=[self._window(key, window, slot)], args=args)
+        return Reserved(slot) if reserved else left
+
+    async def adjust(self, key: str, window: float, slot: int, amount: int) -> None:
+        current, left = window_at(self._clock(), window)
+        if slot < current:  # that window ended: a refund has nothing to take from, a charge counts now
+            if amount <= 0:
+                return
+            slot = current
+        if amount != 0:
             with self._owner.errors("count tokens"):
-                await self._budgets.hit(item, key, cost=amount)
+                await self._adjust(keys=[self._window(key, window, slot)], args=[amount, _expiry(left)])
+
+    def _window(self, key: str, window: float, slot: int) -> str:
+        return f"{self._spent}{key}/{window:g}/{slot}"
+
+
+def _expiry(left: float) -> int:
+    """Milliseconds a window's key lives: until the window ends, and a little longer (replicas' clocks differ)."""
+    return int(left * 1000) + _SKEW_MS
 
 
 class RedisCache:

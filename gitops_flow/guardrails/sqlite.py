@@ -1,6 +1,7 @@
 """SqliteCounters: the limits' counters in a SQLite file beside the state file, shared by the processes of one
 machine. The ``limits`` library has no SQLite storage, so the three counters are written here, each one transaction
-that takes the file's write lock first (``BEGIN IMMEDIATE``), which makes it atomic across processes."""
+that takes the file's write lock first (``BEGIN IMMEDIATE``), which makes it atomic across processes: a token
+reservation reads what its window spent and adds to it under that lock."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import TypeVar
 import anyio.to_thread
 
 from gitops_flow.exceptions import StoreError
-from gitops_flow.guardrails.counters import MIN_WAIT, Window
+from gitops_flow.guardrails.counters import MIN_WAIT, Reserved, Window, window_at
 from gitops_flow.sqlitetx import write_transaction
 
 T = TypeVar("T")
@@ -71,12 +72,15 @@ class SqliteCounters:
     async def release(self, key: str, lease: str) -> None:
         await self._run(lambda db: db.execute("DELETE FROM leases WHERE key = ? AND lease = ?", (key, lease)))
 
-    async def spent(self, key: str, budget: int, window: float) -> tuple[int, float]:
+    async def spent(self, key: str, window: float) -> tuple[int, float]:
         return await self._run(partial(self._spent, key, window))
 
-    async def spend(self, key: str, budget: int, window: float, amount: int) -> None:
-        if amount > 0:
-            await self._run(partial(self._spend, key, window, amount))
+    async def reserve(self, key: str, budget: int, window: float, amount: int) -> Reserved | float:
+        return await self._run(partial(self._reserve, key, budget, window, amount))
+
+    async def adjust(self, key: str, window: float, slot: int, amount: int) -> None:
+        if amount != 0:
+            await self._run(partial(self._adjust, key, window, slot, amount))
 
     # everything below runs in a worker thread
 
@@ -152,22 +156,41 @@ class SqliteCounters:
         return True
 
     def _spent(self, key: str, window: float, db: sqlite3.Connection) -> tuple[int, float]:
-        now = self._clock()
-        slot = math.floor(now / window)
-        row = db.execute("SELECT used FROM spent WHERE key = ? AND slot = ?", (key, slot)).fetchone()
-        return (row[0] if row else 0), (slot + 1) * window - now
+        slot, left = window_at(self._clock(), window)
+        return self._used(db, key, slot), left
 
-    def _spend(self, key: str, window: float, amount: int, db: sqlite3.Connection) -> None:
+    def _reserve(self, key: str, budget: int, window: float, amount: int, db: sqlite3.Connection) -> Reserved | float:
+        with write_transaction(db):  # the read and the write under one lock: no other process reserves between
+            now = self._clock()
+            slot, left = window_at(now, window)
+            if self._used(db, key, slot) >= budget:
+                return left
+            self._add(db, key, slot, window, amount, now)
+        return Reserved(slot)
+
+    def _adjust(self, key: str, window: float, slot: int, amount: int, db: sqlite3.Connection) -> None:
         with write_transaction(db):
             now = self._clock()
-            slot = math.floor(now / window)
-            db.execute(
-                "INSERT INTO spent (key, slot, used, expires) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (key, slot) DO UPDATE SET used = used + excluded.used",
-                (key, slot, amount, (slot + 1) * window),
-            )
-            db.execute("DELETE FROM spent WHERE key = ? AND slot < ?", (key, slot))
-            self._sweep(db, now)
+            current, _ = window_at(now, window)
+            if slot < current:  # that window ended: a refund has nothing to take from, a charge counts now
+                if amount <= 0:
+                    return
+                slot = current
+            self._add(db, key, slot, window, amount, now)
+
+    def _used(self, db: sqlite3.Connection, key: str, slot: int) -> int:
+        row = db.execute("SELECT used FROM spent WHERE key = ? AND slot = ?", (key, slot)).fetchone()
+        return int(row[0]) if row else 0
+
+    def _add(self, db: sqlite3.Connection, key: str, slot: int, window: float, amount: int, now: float) -> None:
+        """Add ``amount`` (maybe negative) to window ``slot`` of ``key``, never below 0; earlier windows go."""
+        db.execute(
+            "INSERT INTO spent (key, slot, used, expires) VALUES (?, ?, max(0, ?), ?)"
+            " ON CONFLICT (key, slot) DO UPDATE SET used = max(0, used + ?)",
+            (key, slot, amount, (slot + 1) * window, amount),
+        )
+        db.execute("DELETE FROM spent WHERE key = ? AND slot < ?", (key, slot))
+        self._sweep(db, now)
 
     def _sweep(self, db: sqlite3.Connection, now: float) -> None:
         """Every so many writes, the expired rows of every key (users who never came back) go."""

@@ -263,7 +263,9 @@ async def run(request: Request) -> Response:
     configurable: dict[str, Any] = {"session_id": body.session_id} if body.session_id else {}
     text = body.input_value or ""
     tweaker: Tweaker = request.app.state.tweaker
-    choice, flow = await choose(request, name, configurable, lambda chosen: [flow_input(chosen, text)])
+    choice, flow = await choose(
+        request, name, configurable, lambda chosen: [flow_input(chosen, text)], tweaks=body.tweaks
+    )
     tweaked = await _tweaked(tweaker, flow, body.tweaks)  # refused tweaks are refused before anything runs
     outputs = [flow.graph.exit, *(n.id for n in output_nodes(flow))]
     if body.output_component and body.output_component not in outputs:

@@ -12,10 +12,21 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 Finalizer = Callable[["RequestContext"], Awaitable[None]]
-Charge = Callable[["RequestContext", int], Awaitable[None]]
+
+
+class Meter(Protocol):
+    """What counts a request's tokens against its budgets (guardrails.gate), told as each of its runs starts and
+    ends; settled once the request ends (a finalizer)."""
+
+    def run_started(self) -> None: ...
+
+    def run_ended(self, tokens: int, complete: bool) -> None:
+        """A run ended having reported ``tokens``; ``complete`` False when it was cut short (its client went away,
+        it was cancelled): its models may have billed more than they reported."""
+        ...
 
 
 @dataclass(slots=True, eq=False)
@@ -34,7 +45,7 @@ class RequestContext:
     cache: str | None = None  # hit or miss, when the flow's answers are cached
     input_tokens: int = 0
     output_tokens: int = 0
-    charge: Charge | None = field(default=None, repr=False)  # a token budget's, given each run's tokens at its end
+    meter: Meter | None = field(default=None, repr=False)  # a token budget's, told each run's start and tokens
     trace_id: str | None = None  # hex, when the request is traced
     span_id: str | None = None
     span: Any = field(default=None, repr=False)  # the request's span (an OpenTelemetry Span), when traced

@@ -65,12 +65,12 @@ class Telemetry:
         return self.tracing is not None and context.span is not None and context.span.is_recording()
 
     def listening(self, context: RequestContext) -> bool:
-        return self.traced(context) or context.charge is not None or self.token_metrics
+        return self.traced(context) or context.meter is not None or self.token_metrics
 
     @asynccontextmanager
     async def run(self, flow: str, sha: str, ref: str | None, spec: FlowSpec) -> AsyncIterator[None]:
-        """One attempt to run ``flow`` on a version (a failed canary's retry on its primary is another); at its end,
-        its tokens go to the request's budgets."""
+        """One attempt to run ``flow`` on a version (a failed canary's retry on its primary is another); the
+        request's budgets (its meter) hear that it started, and at its end, its tokens and whether it ran to its end."""
         context = current()
         if context is not None:
             context.version, context.ref = sha, ref  # the primary answers a canary's retry
@@ -90,16 +90,23 @@ class Telemetry:
             on_usage=lambda usage: self.on_usage(flow, sha, ref, usage),
         )
         context.observer = observer
+        meter = context.meter
+        if meter is not None:
+            meter.run_started()
+        complete = True
         try:
             yield
         except BaseException as exc:
+            # a run that failed ended (what its models reported is what they billed); one cut short did not (it was
+            # cancelled, or its stream was closed as its client went away)
+            complete = isinstance(exc, Exception)
             if span is not None:
                 failed(span, exc)
             raise
         finally:
             context.observer = None
-            if context.charge is not None and observer.usage:
-                await context.charge(context, observer.usage.input_tokens + observer.usage.output_tokens)
+            if meter is not None:
+                meter.run_ended(observer.usage.input_tokens + observer.usage.output_tokens, complete)
             if span is not None:
                 if observer.usage:
                     usage = observer.usage

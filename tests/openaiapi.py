@@ -1,0 +1,198 @@
+"""A stand-in for OpenAI's chat completions API on loopback, for tests whose flows call a real ``ChatModel``
+(langchain-openai's ChatOpenAI, through the openai SDK): ``POST /v1/chat/completions``, answered whole or streamed as
+server-sent events, with the usage in the last chunk when the request asks for it (``stream_options``), as OpenAI's
+API does. It keeps what it billed for each call.
+
+Billing is a provider's: the prompt is its messages' tokens plus 4 a message and 3 for the answer's priming (OpenAI's
+documented counting), a token being a run of up to 4 letters or digits, or one other sign. The answer is ``max_tokens``
+tokens (a model that writes all it may), or ``answer_tokens`` when the request sets no cap, one token a chunk, each
+after ``token_delay`` seconds. A stream whose client goes away is billed the prompt and the tokens sent until then.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+TOKEN = re.compile(r"\w{1,4}|[^\w\s]")
+
+
+def tokens(text: str) -> int:
+    return len(TOKEN.findall(text))
+
+
+def prompt_tokens(messages: list[dict[str, Any]]) -> int:
+    """What a chat completion's prompt is billed: each message's content and role, 4 a message, 3 for the reply."""
+    total = 3
+    for message in messages:
+        content = message.get("content") or ""
+        text = content if isinstance(content, str) else " ".join(str(part.get("text", "")) for part in content)
+        total += 4 + tokens(text) + tokens(str(message.get("role", "")))
+    return total
+
+
+@dataclass(frozen=True)
+class Billed:
+    """One call as the provider bills it; ``finished`` False when its client left before its end."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    stream: bool
+    finished: bool
+
+    @property
+    def total(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class OpenAIStandIn:
+    """The running stand-in: its base URL (what a model's ``base_url`` names) and what it billed."""
+
+    def __init__(self, server: ThreadingHTTPServer, token_delay: float, answer_tokens: int) -> None:
+        self._server = server
+        self.token_delay = token_delay
+        self.answer_tokens = answer_tokens
+        self.billed: list[Billed] = []
+        self.started = 0  # calls begun (billed or not yet)
+        self._lock = threading.Lock()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def bill(self, billed: Billed) -> None:
+        with self._lock:
+            self.billed.append(billed)
+
+    def calls(self) -> list[Billed]:
+        with self._lock:
+            return list(self.billed)
+
+    def begin(self) -> None:
+        with self._lock:
+            self.started += 1
+
+    def wait_for(self, found: Callable[[list[Billed]], bool], timeout: float = 30.0, what: str = "calls") -> None:
+        """Wait until ``found`` holds for what was billed (a deadline for a test that would hang, not a timing)."""
+        deadline = time.monotonic() + timeout
+        while not found(self.calls()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the stand-in never billed {what}: {self.calls()}")
+            time.sleep(0.05)
+
+
+@contextmanager
+def openai_standin(*, token_delay: float = 0.0, answer_tokens: int = 20) -> Iterator[OpenAIStandIn]:
+    holder: list[OpenAIStandIn] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            standin = holder[0]
+            length = int(self.headers.get("content-length") or 0)
+            body = json.loads(self.rfile.read(length) or b"{}")
+            if self.path.rstrip("/") != "/v1/chat/completions":
+                self._json(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
+                return
+            standin.begin()
+            prompt = prompt_tokens(body.get("messages") or [])
+            cap = body.get("max_completion_tokens") or body.get("max_tokens")
+            count = int(cap) if cap else standin.answer_tokens
+            if body.get("stream"):
+                self._stream(standin, body, prompt, count)
+                return
+            time.sleep(standin.token_delay * count)
+            standin.bill(Billed(prompt, count, stream=False, finished=True))
+            self._json(200, _completion(body, count, prompt))
+
+        def _stream(self, standin: OpenAIStandIn, body: dict[str, Any], prompt: int, count: int) -> None:
+            usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            sent = 0
+            try:
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream")
+                self.send_header("cache-control", "no-cache")
+                self.send_header("connection", "close")
+                self.end_headers()
+                self._event(_chunk(body, {"role": "assistant", "content": ""}, None, usage))
+                for _ in range(count):
+                    time.sleep(standin.token_delay)
+                    self._event(_chunk(body, {"content": " tok"}, None, usage))
+                    sent += 1
+                self._event(_chunk(body, {}, "length" if count else "stop", usage))
+                if usage:
+                    final = {**_chunk(body, {}, None, False), "choices": [], "usage": _usage(prompt, count)}
+                    self._event(final)
+                self.wfile.write(b"data: [DONE]\n\n")
+                self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):  # the client left: billed what was made until then
+                standin.bill(Billed(prompt, sent, stream=True, finished=False))
+                return
+            standin.bill(Billed(prompt, count, stream=True, finished=True))
+
+        def _event(self, data: dict[str, Any]) -> None:
+            self.wfile.write(b"data: " + json.dumps(data).encode() + b"\n\n")
+            self.wfile.flush()
+
+        def _json(self, status: int, data: dict[str, Any]) -> None:
+            raw = json.dumps(data).encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    holder.append(OpenAIStandIn(server, token_delay, answer_tokens))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield holder[0]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def _usage(prompt: int, completion: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _completion(body: dict[str, Any], count: int, prompt: int) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-standin",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.get("model", "gpt-4o-mini"),
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": " tok" * count},
+                "finish_reason": "length" if count else "stop",
+            }
+        ],
+        "usage": _usage(prompt, count),
+    }
+
+
+def _chunk(body: dict[str, Any], delta: dict[str, Any], finish: str | None, usage: bool) -> dict[str, Any]:
+    chunk: dict[str, Any] = {
+        "id": "chatcmpl-standin",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": body.get("model", "gpt-4o-mini"),
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    if usage:
+        chunk["usage"] = None  # OpenAI's chunks carry a null usage until the last one, when it is asked for
+    return chunk

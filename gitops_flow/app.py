@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from gitops_flow import endpoints, langserve_api, openapi, receivers, views
 from gitops_flow.analysis import Guard
+from gitops_flow.attempts import Attempts
 from gitops_flow.builder import VersionBuilder
 from gitops_flow.choosing import Chooser
 from gitops_flow.components import ComponentRegistry
@@ -181,7 +182,14 @@ def create_app(
         guard = Guard(state)
         replica = uuid.uuid4().hex[:12]
         gate = Gate(counters, lease_ttl=settings.limit_lease_ttl, fail=settings.limits_fail, on_refused=metrics.refused)
-        chooser = Chooser(reconciler, state, guard, fallback=settings.canary_fallback, gate=gate)
+        attempts = Attempts(
+            guard,
+            metrics,
+            lambda: reconciler.table.analysis,
+            compare=settings.canary_fallback,
+            verifications=settings.canary_verifications,
+        )
+        chooser = Chooser(reconciler, state, attempts, gate=gate)
         telemetry = Telemetry(
             tracing,
             on_usage=lambda flow, sha, ref, usage: metrics.spent(
@@ -206,6 +214,7 @@ def create_app(
             metrics,
             replica,
             chooser,
+            attempts,
             feedback,
             telemetry=telemetry,
             cache=cache,
@@ -231,6 +240,7 @@ def create_app(
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await attempts.close()
             if leadership is not None:
                 await leadership.release()
             await feedback.close()

@@ -38,6 +38,7 @@ _FROM_ENV = {
     "PINS": "pins",
     "RUN_TESTS": "run_tests",
     "CANARY_FALLBACK": "canary_fallback",
+    "CANARY_VERIFICATIONS": "canary_verifications",
     "SECRETS": "allowed_secrets",
     "ALLOWED_BASE_URLS": "allowed_base_urls",
     "BUILD_TIMEOUT": "build_timeout",
@@ -120,6 +121,9 @@ class Settings(BaseModel):
     # a canary's failed request is retried on its primary (and counted against the canary only when the primary
     # succeeds); off for flows whose runs must not be repeated, at the price of clients being able to sway verdicts
     canary_fallback: bool = True
+    # runs of a canary's input on its primary at once, per process, that judge a canary's mid-stream failure or slow
+    # answer (attempts.py); past it such an outcome is not counted against the canary
+    canary_verifications: int = Field(default=8, ge=0, le=1000)
     build_timeout: float = Field(default=30.0, gt=0)  # seconds one flow's build may take; past it, that flow fails
     fake_models: bool = False
     analysis_interval: float = Field(default=1.0, gt=0)  # seconds between the canary guard's ticks

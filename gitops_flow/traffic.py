@@ -65,12 +65,15 @@ class Target:
 @dataclass(frozen=True, slots=True)
 class Choice:
     """The version that serves a request, the ref it was reached by (None for a pin by sha), and, for a canary
-    chosen by its weight, the analysis key its outcome counts under and the primary a failed request is retried on."""
+    chosen by its weight, the analysis key its outcome counts under and the primary a failed request is retried on.
+    ``verifying``: the run only judges a canary on its primary (attempts.py): its answer goes to nobody, and it
+    keeps no conversation turn."""
 
     version: Version
     ref: str | None
     guard: str | None = None
     primary: Target | None = field(default=None, compare=False)
+    verifying: bool = False
 
     def fallback(self) -> Choice | None:
         """The primary's choice, for a canary whose run failed; None for a request that is not a canary's."""

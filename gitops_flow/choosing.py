@@ -145,4 +145,6 @@ class Chooser:
         if known is not None and known.ready or table.yanked(sha):
             return None
         version = await self.reconciler.revive(sha, flow)
-        return Choice(version, table.ref_of(sha)) if version is not None else None
+        if version is None or table.yanked_for(flow, version):  # a later commit with a yanked commit's build
+            return None
+        return Choice(version, table.ref_of(sha))

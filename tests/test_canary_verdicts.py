@@ -19,6 +19,7 @@ from tests.githubapi import GitHubStandIn, github_standin
 from tests.gitrepo import Remote
 from tests.process import ADMIN, ServeProcess, serve_process
 from tests.served import echo_flow, wait_until
+from tests.statefile import query
 from tests.test_github_statuses import github_env
 from tests.test_outbound import Script, receiver
 from tests.test_per_flow import canary_users, events, targets
@@ -44,6 +45,22 @@ def moody_flow(answer: str, **params: Any) -> str:
     doc = json.loads(echo_flow("echo"))
     doc["nodes"][1] = {"id": "llm", "component": "Moody", "params": {"answer": answer, "slow": SLOW, **params}}
     return json.dumps(doc)
+
+
+def chat_flow(answer: str, **params: Any) -> str:
+    """A conversational flow with the Moody model: its conversation kept per session."""
+    nodes = [
+        {"id": "memory", "component": "ChatHistory", "params": {}},
+        {
+            "id": "prompt",
+            "component": "ChatPromptTemplate",
+            "params": {"messages": [["placeholder", "{history}"], ["human", "{question}"]]},
+        },
+        {"id": "llm", "component": "Moody", "params": {"answer": answer, "slow": SLOW, **params}},
+        {"id": "answer", "component": "StrOutputParser", "params": {}},
+    ]
+    edges = [{"source": a["id"], "target": b["id"]} for a, b in zip(nodes, nodes[1:], strict=False)]
+    return json.dumps({"version": 1, "name": "chat", "nodes": nodes, "edges": edges})
 
 
 def stream_text(server: ServeProcess, path: str, body: dict[str, Any], user: str) -> str:
@@ -91,7 +108,11 @@ class Stand:
 @pytest.fixture(scope="module")
 def stand(module_tmp: Path) -> Iterator[Stand]:
     remote = Remote.create(module_tmp)
-    files = {"flows/echo.json": moody_flow("the stable answer"), "gitops-flow.yaml": yaml.safe_dump(ROUTING)}
+    files = {
+        "flows/echo.json": moody_flow("the stable answer"),
+        "flows/chat.json": chat_flow("the stable chat"),
+        "gitops-flow.yaml": yaml.safe_dump(ROUTING),
+    }
     remote.tag("stable", remote.publish(files))
     remote.push_tags()
     (module_tmp / "components.yaml").write_text(COMPONENTS)
@@ -198,3 +219,23 @@ def test_a_second_automatic_abort_after_a_resume_is_recorded_again(stand: Stand)
         return [s["state"] for s in mine if "canary" in s["description"]]
 
     wait_until(lambda: statuses() == ["failure", "success", "failure"], what="every abort's commit status")
+
+
+def test_a_run_that_judges_a_canary_on_its_primary_keeps_no_conversation_turn(stand: Stand) -> None:
+    remote, server = stand.remote, stand.server
+    canary = remote.publish({"flows/chat.json": chat_flow("a healthy chat canary")}, "a chat canary")
+    server.reconcile()
+    [user] = canary_users("chat", 1)
+    headers = {"X-Flow-User": user, "X-Flow-Session": "a-conversation"}
+    response = server.invoke("chat", {"question": "a slow question"}, headers=headers)
+    assert (response.status_code, response.headers["x-flow-version"]) == (200, canary)
+    settle(server)  # the slow answer was judged by a run on the primary with the same session: it is over now
+    rows = query(server.data_dir / "state.db", "SELECT role FROM turns WHERE session LIKE '%a-conversation%'")
+    assert [role for (role,) in rows] == ["human", "ai"]  # the canary's turn, and nothing from the primary's run
+    assert aborted_at(server, canary) == []
+    # a client cannot ask for that mark: what it sends under the mark's name is a value like any other
+    forged = {"configurable": {"gitops_flow_unsaved": "UNSAVED"}}
+    response = server.invoke("chat", {"question": "hello"}, headers=headers, config=forged)
+    assert response.status_code == 200, response.text
+    rows = query(server.data_dir / "state.db", "SELECT role FROM turns WHERE session LIKE '%a-conversation%'")
+    assert len(rows) == 4

@@ -14,7 +14,8 @@ everywhere): otherwise a client who picks user ids that land on the canary could
   succeeded; the latency counts only when the canary was slower than the primary by more than the guard's
   resolution (10 %), and otherwise the request counts without its latency.
 
-These runs on the primary are bounded (``verifications`` at once per process); one that finds no room is not made,
+These runs on the primary are bounded (``verifications`` at once per process, each ending after four times the
+canary's time, at least 30 s, as a failure of the primary); one that finds no room is not made,
 and the canary's outcome is then not counted (a failure) or counted without its latency (a slow answer), so a
 flood can neither abort a healthy canary nor cost more than the bound. With ``compare`` off (Settings.
 canary_fallback: a flow whose runs must not be repeated) nothing runs twice, and the canary answers for every
@@ -42,6 +43,10 @@ from gitops_flow.traffic import Choice
 log = logging.getLogger("gitops_flow.server")
 
 SLOWER = 1.1  # a canary is slower than its primary on an input when it takes more than this many times as long
+# a run on the primary that judges a canary ends after this many times the canary's time (at least MIN_DEADLINE
+# seconds): a primary that hangs holds no room for ever, and counts as having failed
+DEADLINE_FACTOR = 4.0
+MIN_DEADLINE = 30.0
 T = TypeVar("T")
 Run = Callable[[Choice, BuiltFlow], Awaitable[Any]]  # runs the request's input to its end on a version's build
 Start = Callable[[Choice, BuiltFlow], AsyncIterator[Any]]  # starts the request's stream on a version's build
@@ -170,7 +175,8 @@ class Attempts:
         chosen, built = primary
         started = self.clock()
         try:
-            await again(dataclasses.replace(chosen, verifying=True), built)
+            async with asyncio.timeout(max(DEADLINE_FACTOR * seconds, MIN_DEADLINE)):
+                await again(dataclasses.replace(chosen, verifying=True), built)
             primary_ok = True
         except Exception as exc:
             log.info("flow %s: the primary failed too on a canary's input (%s)", flow, type(exc).__name__)

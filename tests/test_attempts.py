@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from gitops_flow import attempts
 from gitops_flow.analysis import Guard, Window
 from gitops_flow.attempts import Attempts
 from gitops_flow.config import Settings
@@ -53,6 +54,37 @@ def test_runs_on_the_primary_are_bounded_and_an_outcome_that_finds_no_room_is_no
     # the judged failure (its primary succeeded), the slow answer without its latency, the quick one with it
     assert (window.requests, window.errors) == (3, 1)
     assert window.p99_ms is not None and window.p99_ms <= 100
+
+
+def test_a_primary_that_hangs_gives_its_room_back_at_its_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(attempts, "MIN_DEADLINE", 0.05)
+
+    async def scenario() -> tuple[Window, list[str]]:
+        store = MemoryStore()
+        guard = Guard(store)
+        judge = Attempts(guard, Metrics(), lambda: Analysis(max_p99_ms=100), verifications=1)
+        primary = Target("stable", "stable", "p" * 40, 50, "live", serving="p" * 40, version=version("p" * 40))
+        canary = Choice(version("c" * 40), "main", KEY, primary)
+        runs: list[str] = []
+
+        async def hangs(choice: Choice, built: Any) -> None:
+            runs.append("hangs")
+            await asyncio.Event().wait()
+
+        async def answers(choice: Choice, built: Any) -> None:
+            runs.append("answers")
+
+        judge.ended("echo", canary, False, 0.01, hangs)  # the primary never answers: no verdict, and no count
+        await asyncio.sleep(0.2)
+        judge.ended("echo", canary, False, 0.01, answers)  # the room is free again: judged, counted
+        await asyncio.sleep(0.01)
+        await judge.close()
+        await guard.tick(RoutingTable("main"))
+        return Window.of(await store.sum_samples(KEY, 0)), runs
+
+    window, runs = asyncio.run(scenario())
+    assert runs == ["hangs", "answers"]
+    assert (window.requests, window.errors) == (1, 1)
 
 
 @pytest.mark.parametrize("value", ["-1", "1001", "many"])

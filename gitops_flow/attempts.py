@@ -11,8 +11,9 @@ everywhere): otherwise a client who picks user ids that land on the canary could
 - a canary that fails after its answer has begun (a stream cut off), or answers more slowly than the analysis
   budget (``max_p99_ms``), is judged by running the same input on its primary in the background, off the request,
   with nobody to answer and no conversation turn saved (``ended``): the failure counts only when the primary
-  succeeded; the latency counts only when the canary was slower than the primary by more than the guard's
-  resolution (10 %), and otherwise the request counts without its latency.
+  succeeded; the latency counts only when the canary took more than a quarter longer than the primary (a margin
+  above the noise of two runs of one input, so that inputs slow on every version, or near the budget on every
+  version, count nothing), and otherwise the request counts without its latency.
 
 These runs on the primary are bounded (``verifications`` at once per process, each ending after four times the
 canary's time, at least 30 s, as a failure of the primary); one that finds no room is not made,
@@ -42,7 +43,7 @@ from gitops_flow.traffic import Choice
 
 log = logging.getLogger("gitops_flow.server")
 
-SLOWER = 1.1  # a canary is slower than its primary on an input when it takes more than this many times as long
+SLOWER = 1.25  # a canary is slower than its primary on an input when it takes more than this many times as long
 # a run on the primary that judges a canary ends after this many times the canary's time (at least MIN_DEADLINE
 # seconds): a primary that hangs holds no room for ever, and counts as having failed
 DEADLINE_FACTOR = 4.0

@@ -4,9 +4,9 @@ Traffic follows Git refs (SPEC 3), flow by flow: a flow's route lists refs with 
 as a flow-scoped tag (``support-bot/stable`` for the flow ``support-bot``), then as itself; the tracked branch means
 its last good commit. A ref resolves, per flow, to that flow's newest good build at or before the ref's commit (a flow
 that failed at the commit keeps serving its carried build). A ref that does not exist, whose commit was not built or
-failed as a whole, where the flow has no good build, that the operator yanked, or that the canary guard aborted for
-this flow, gives its weight to the others. A user's point on the weights is a hash of the flow and the user, so every
-replica sends a user to the same ref.
+failed as a whole, where the flow has no good build, that the operator yanked (or whose build of the flow a yanked
+commit brought in), or that the canary guard aborted for this flow, gives its weight to the others. A user's point
+on the weights is a hash of the flow and the user, so every replica sends a user to the same ref.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """The canary guard: windows of requests, errors and latency per canary, shared through the state store; it aborts a
 canary whose window breaks the thresholds of the routing file's ``analysis`` (Flagger's analysis, without a mesh).
 
-A canary is one flow on one ref (traffic.analysis_key). Failures a client causes on every version are not counted
-against it (a failed canary request is retried on the primary, and counts only when the primary succeeds; see
-endpoints.run_flow), and a count of failures (``max_failures``) aborts it however much good traffic dilutes the rate.
+A canary is one flow on one ref (traffic.analysis_key). Failures and slowness a client causes on every version are
+not counted against it (a failed or slow canary request is judged against the primary on the same input, and
+counts only where the primary did better; see attempts.py), and a count of failures (``max_failures``) aborts it
+however much good traffic dilutes the rate.
 An operator's resume restarts its window at the moment of the resume.
 
 Each process counts its canary requests in memory and adds them to the store once a tick, in one-second slots; every
@@ -92,14 +93,16 @@ class Guard:
         self.clock = clock
         self._pending: dict[str, dict[str, int]] = {}
 
-    def record(self, key: str, ok: bool, seconds: float) -> None:
-        """Count one request of the canary ``key`` (cheap: memory only, on the request path)."""
+    def record(self, key: str, ok: bool, seconds: float | None) -> None:
+        """Count one request of the canary ``key`` (cheap: memory only, on the request path); ``seconds`` None: its
+        latency is not the canary's to answer for (attempts.py), and only the request counts."""
         counts = self._pending.setdefault(key, {})
         counts[_REQUESTS] = counts.get(_REQUESTS, 0) + 1
         if not ok:
             counts[_ERRORS] = counts.get(_ERRORS, 0) + 1
-        slot = f"{_BUCKET}{bucket(seconds * 1000.0)}"
-        counts[slot] = counts.get(slot, 0) + 1
+        if seconds is not None:
+            slot = f"{_BUCKET}{bucket(seconds * 1000.0)}"
+            counts[slot] = counts.get(slot, 0) + 1
 
     async def tick(self, table: RoutingTable) -> tuple[dict[str, Record], frozenset[str]]:
         """Share what was counted since the last tick, then judge each live canary of ``table`` on its window.
@@ -127,7 +130,7 @@ class Guard:
                 seen = Window.of(await self.store.sum_samples(key, start))
                 reason = seen.verdict(analysis)
                 if reason is not None:
-                    record = {**seen.figures(), "reason": reason, "window_s": window}
+                    record = {**seen.figures(), "reason": reason, "window_s": window, "time": self.clock()}
                     if await self.store.abort(key, record):
                         aborted[key] = record
         return aborted, stopped(await self.store.aborts())

@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from gitops_flow import endpoints, langserve_api, openapi, receivers, views
 from gitops_flow.analysis import Guard
+from gitops_flow.attempts import Attempts
 from gitops_flow.brake import Brake
 from gitops_flow.builder import VersionBuilder
 from gitops_flow.choosing import Chooser
@@ -194,7 +195,14 @@ def create_app(
             on_refused=metrics.refused,
             estimate=TokenEstimate(components, default_max_tokens=settings.budget_max_tokens),
         )
-        chooser = Chooser(reconciler, state, guard, fallback=settings.canary_fallback, gate=gate)
+        attempts = Attempts(
+            guard,
+            metrics,
+            lambda: reconciler.table.analysis,
+            compare=settings.canary_fallback,
+            verifications=settings.canary_verifications,
+        )
+        chooser = Chooser(reconciler, state, attempts, gate=gate)
         telemetry = Telemetry(
             tracing,
             on_usage=lambda flow, sha, ref, usage: metrics.spent(
@@ -219,6 +227,7 @@ def create_app(
             metrics,
             replica,
             chooser,
+            attempts,
             feedback,
             telemetry=telemetry,
             cache=cache,
@@ -245,6 +254,7 @@ def create_app(
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await attempts.close()
             if leadership is not None:
                 await leadership.release()
             await feedback.close()

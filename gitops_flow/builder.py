@@ -180,6 +180,15 @@ class VersionBuilder:
         )
         return carry(version, parent)
 
+    def introduced(self, sha: str) -> dict[str, str]:
+        """The builds commit ``sha`` brought in: each flow whose file it added or changed against its first parent,
+        by flow name, with the file's blob (a build's identity: one blob builds one flow, cached by it). What a yank
+        of ``sha`` makes unservable wherever it serves. Raises UnknownVersion when the clone lacks the commit."""
+        commit = self.source.commit(sha)
+        listing = self._listing(commit.sha)
+        before = self._listing(commit.parents[0]).files if commit.parents else {}
+        return {flow_name(f.removesuffix(".json")): blob for f, blob in listing.files.items() if before.get(f) != blob}
+
     def build_spec(self, spec: FlowSpec) -> BuiltFlow:
         """Build a flow document as a commit's flow is built (registry, secrets, history, fakes and time limit):
         what a request's LangFlow tweaks run on. Raises BuildError."""

@@ -38,7 +38,8 @@ class Canaries:
             target = table.guarded().get(key)
             sha = target.serving if target is not None and target.serving else ""
             log.warning("aborted flow %r on ref %r at %s: %s", flow, ref, sha[:12], figures.get("reason"))
-            await self.history.record("aborted", sha, "analysis", once=f"aborted:{key}", flow=flow, ref=ref, **figures)
+            once = f"aborted:{key}:{figures.get('time')}"  # each abort, the one after a resume too (not the key's once)
+            await self.history.record("aborted", sha, "analysis", once=once, flow=flow, ref=ref, **figures)
         now = stopped(dict.fromkeys(known))
         changed, self.aborted = now != self.aborted, now
         return changed

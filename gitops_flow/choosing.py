@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gitops_flow.analysis import Guard
+from gitops_flow.attempts import Attempts
 from gitops_flow.build import BuiltFlow
 from gitops_flow.exceptions import BadInput, UnknownFlow
 from gitops_flow.guardrails.gate import Gate
@@ -61,15 +61,13 @@ class Chooser:
         self,
         reconciler: Reconciler,
         store: StateStore,
-        guard: Guard,
+        attempts: Attempts,
         *,
-        fallback: bool = True,
         gate: Gate | None = None,
     ) -> None:
         self.reconciler = reconciler
         self.store = store
-        self.guard = guard
-        self.fallback = fallback  # a canary's refusal answered by its primary (Settings.canary_fallback)
+        self.attempts = attempts  # a canary's refusal answered by its primary, and counted (attempts.py)
         self.gate = gate  # the routing file's limits; None: none are enforced
 
     async def choose(self, ask: Ask, inputs: Inputs = ()) -> tuple[Choice, BuiltFlow]:
@@ -137,15 +135,15 @@ class Chooser:
         try:
             return choice, checked(choice, flow, inputs)
         except BadInput as refused:
-            fallback = choice.fallback() if self.fallback else None
-            if fallback is None or choice.guard is None:
+            primary = self.attempts.primary(choice, flow)
+            if primary is None:
                 raise
             try:
-                built = checked(fallback, flow, inputs)
-            except (BadInput, UnknownFlow):
+                check(primary[1], inputs)
+            except BadInput:
                 raise refused from None
-            self.guard.record(choice.guard, False, 0.0)
-            return fallback, built
+            self.attempts.refused(choice)
+            return primary
 
     async def _revive(self, sha: str, flow: str) -> Choice | None:
         """A session pinned to a version this process does not hold (a restart, another replica): rebuilt from Git
@@ -155,4 +153,6 @@ class Chooser:
         if known is not None and known.ready or table.yanked(sha):
             return None
         version = await self.reconciler.revive(sha, flow)
-        return Choice(version, table.ref_of(sha)) if version is not None else None
+        if version is None or table.yanked_for(flow, version):  # a later commit with a yanked commit's build
+            return None
+        return Choice(version, table.ref_of(sha))

@@ -89,6 +89,12 @@ class Settings(BaseSettings):
         default=True,
         description="retry a canary's failed request on its primary, and count it only when the primary succeeds",
     )
+    canary_verifications: int = Field(
+        default=8,
+        ge=0,
+        le=1000,
+        description="runs on the primary at once that judge a canary's mid-stream failure or slow answer (0: none)",
+    )
     build_timeout: float = Field(default=30.0, gt=0, description="seconds one flow's build may take")
     fake_models: bool = Field(default=False, description="answer every model with a fake (demos, trials)")
     analysis_interval: float = Field(default=1.0, gt=0, description="seconds between the canary guard's ticks")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -15,14 +15,15 @@ from starlette.responses import Response
 
 from gitops_flow import sse
 from gitops_flow.analysis import Guard
+from gitops_flow.attempts import Attempts, Failed, Run, Start, drained
 from gitops_flow.brake import Brake
 from gitops_flow.build import BuiltFlow, runnable_config
 from gitops_flow.choosing import Ask, Chooser, Inputs
 from gitops_flow.config import Settings
-from gitops_flow.exceptions import GitOpsFlowError, StoreError
+from gitops_flow.exceptions import StoreError
 from gitops_flow.githost.feedback import Feedback
 from gitops_flow.guardrails.cache import Asked, Cached, Lookup, ResponseCache
-from gitops_flow.history import MissingSession, WithHistory
+from gitops_flow.history import UNSAVED, UNSAVED_KEY, MissingSession, WithHistory
 from gitops_flow.httpio import RequestError, dumps, json_object, json_response, read_json, request_config
 from gitops_flow.metrics import Metrics
 from gitops_flow.reconcile import Reconciler
@@ -52,6 +53,7 @@ class Deps:
     metrics: Metrics
     replica: str  # this process's name in the messages replicas send each other
     chooser: Chooser
+    attempts: Attempts  # runs each request's attempt and counts it (attempts.py)
     feedback: Feedback | None = None  # statuses and notifications going out (githost/feedback.py)
     telemetry: Telemetry = field(default_factory=Telemetry)
     cache: ResponseCache | None = None
@@ -105,60 +107,34 @@ def version_metadata(choice: Choice) -> dict[str, Any]:
 
 def run_config(config: dict[str, Any], flow: str, choice: Choice, run_id: uuid.UUID) -> Any:
     """The RunnableConfig of one run, naming the version that serves it (build.runnable_config: `gitops-flow test`
-    runs its cases with the same), with telemetry's callbacks while someone listens (telemetry.runs)."""
+    runs its cases with the same), with telemetry's callbacks while someone listens (telemetry.runs). A run that
+    only judges a canary on its primary has a run id of its own and saves no conversation turn (history.UNSAVED)."""
+    if choice.verifying:
+        configurable = {**config.get("configurable", {}), UNSAVED_KEY: UNSAVED}
+        return runnable_config({**config, "configurable": configurable}, flow, uuid.uuid4(), version_metadata(choice))
     return runnable_config({**config, **run_extras(run_id)}, flow, run_id, version_metadata(choice))
 
 
-Run = Callable[[Choice, BuiltFlow], Awaitable[Any]]  # runs the request on a version's build of the flow
-
-
 async def run_flow(deps: Deps, flow: str, choice: Choice, built: BuiltFlow, run_id: uuid.UUID, run: Run) -> Any:
-    """Run a flow and count its outcome; returns (the choice that answered, the result).
+    """Run a flow and count its outcome (attempts.py: a canary that fails is retried on its primary, one that is slow
+    is judged against it); returns (the choice that answered, the result). The flow's own failures become 422 (a
+    missing session) or 500 with the run id, never a traceback."""
 
-    A canary that fails is retried on its primary: the primary's answer is the response, and the failure counts
-    against the canary only when the primary succeeds (a failure every version shares is the caller's, not the
-    canary's). The flow's own failures become 422 (a missing session) or 500 with the run id, never a traceback.
-    """
-    started = time.perf_counter()
+    async def timed(chosen: Choice, on: BuiltFlow) -> tuple[Any, float]:
+        async with deps.telemetry.run(flow, chosen.version.sha, chosen.ref, on.spec):
+            started = time.perf_counter()
+            return await run(chosen, on), time.perf_counter() - started
+
     try:
-        async with deps.telemetry.run(flow, choice.version.sha, choice.ref, built.spec):
-            result = await run(choice, built)
+        answered, (result, seconds) = await deps.attempts.attempt(flow, choice, built, timed)
     except MissingSession as exc:
         raise RequestError(422, "missing-session", str(exc)) from None
-    except GitOpsFlowError:
-        raise
-    except Exception as exc:
-        seconds = time.perf_counter() - started
-        deps.metrics.observe(flow, choice.version.sha, choice.ref, False, seconds)
-        log.error("flow %s run %s failed: %s", flow, run_id, type(exc).__name__, exc_info=exc)
-        fallback = choice.fallback() if deps.settings.canary_fallback else None
-        primary = fallback.version.flows.get(flow) if fallback is not None else None
-        if fallback is None or primary is None:
-            if choice.guard is not None:
-                deps.guard.record(choice.guard, False, seconds)
-            raise RequestError(500, "flow-failed", f"the flow failed while running (run {run_id})") from None
-    else:
-        observe(deps, flow, choice, True, time.perf_counter() - started)
-        return choice, result
-    again = time.perf_counter()
-    try:
-        async with deps.telemetry.run(flow, fallback.version.sha, fallback.ref, primary.spec):
-            result = await run(fallback, primary)
-    except Exception as exc:
-        observe(deps, flow, fallback, False, time.perf_counter() - again)
-        log.error("flow %s run %s failed on the primary too: %s", flow, run_id, type(exc).__name__, exc_info=exc)
+    except Failed as failed:
+        log.error("flow %s run %s failed: %s", flow, run_id, type(failed.cause).__name__, exc_info=failed.cause)
+        deps.attempts.ended(flow, failed.choice, False, failed.seconds, None)
         raise RequestError(500, "flow-failed", f"the flow failed while running (run {run_id})") from None
-    observe(deps, flow, fallback, True, time.perf_counter() - again)
-    assert choice.guard is not None, "only a canary's choice has a fallback"
-    deps.guard.record(choice.guard, False, seconds)
-    return fallback, result
-
-
-def observe(deps: Deps, flow: str, choice: Choice, ok: bool, seconds: float) -> None:
-    """Count one run: Prometheus always, the canary guard when the run was a canary's."""
-    deps.metrics.observe(flow, choice.version.sha, choice.ref, ok, seconds)
-    if choice.guard is not None:
-        deps.guard.record(choice.guard, ok, seconds)
+    deps.attempts.ended(flow, answered, True, seconds, run)
+    return answered, result
 
 
 @dataclass(slots=True)
@@ -268,9 +244,10 @@ class Opened:
     rest. A stream is opened before the answer's headers go out, so a canary that fails before its first chunk is
     replaced by its primary, as run_flow does for invoke."""
 
-    def __init__(self, choice: Choice, chunks: AsyncIterator[Any], started: float) -> None:
+    def __init__(self, choice: Choice, chunks: AsyncIterator[Any], started: float, again: Run | None) -> None:
         self.choice = choice
         self.started = started
+        self.again = again  # the same input run again to its end (judging a canary against its primary), if it may
         self._chunks = chunks
         self._first: list[Any] = []
         self.failure: BaseException | None = None
@@ -297,38 +274,34 @@ class Opened:
             await close()
 
 
-Start = Callable[[Choice, BuiltFlow], AsyncIterator[Any]]
-
-
 async def open_stream(deps: Deps, flow: str, choice: Choice, built: BuiltFlow, start: Start) -> Opened:
     """Start ``flow``'s stream on ``choice`` and wait for its first chunk; a canary that fails first is replaced by
-    its primary when the primary's stream starts (counted against the canary). A failure that no fallback mends is
-    left in ``failure`` for the caller to report in the stream (MissingSession included)."""
-    opened = Opened(choice, _observed(deps, flow, choice, built, start), time.perf_counter())
-    try:
-        await opened.first()
+    its primary when the primary's stream starts (attempts.py). A failure that no fallback mends is left in
+    ``failure`` for the caller to report in the stream (MissingSession included)."""
+
+    async def first(chosen: Choice, on: BuiltFlow) -> Opened:
+        opened = Opened(chosen, _observed(deps, flow, chosen, on, start), time.perf_counter(), drained(start))
+        try:
+            await opened.first()
+        except BaseException:
+            await opened.close()
+            raise
         return opened
-    except Exception as exc:
-        if isinstance(exc, MissingSession):
-            opened.failure = exc
-            return opened
-        seconds = time.perf_counter() - opened.started
-        fallback = choice.fallback() if deps.settings.canary_fallback else None
-        primary = fallback.version.flows.get(flow) if fallback is not None else None
-        if fallback is None or primary is None:
-            opened.failure = exc
-            return opened
-    deps.metrics.observe(flow, choice.version.sha, choice.ref, False, seconds)
-    log.warning("flow %s canary %s failed before its first chunk; its primary serves", flow, choice.version.sha[:12])
-    retried = Opened(fallback, _observed(deps, flow, fallback, primary, start), time.perf_counter())
+
     try:
-        await retried.first()
-    except Exception as exc:  # the primary fails too: the caller's input, not the canary's fault
-        retried.failure = exc
-        return retried
-    assert choice.guard is not None, "only a canary's choice has a fallback"
-    deps.guard.record(choice.guard, False, seconds)
-    return retried
+        _, opened = await deps.attempts.attempt(flow, choice, built, first)
+    except MissingSession as exc:
+        opened = Opened(choice, _nothing(), time.perf_counter(), None)
+        opened.failure = exc
+    except Failed as failed:
+        opened = Opened(failed.choice, _nothing(), time.perf_counter() - failed.seconds, None)
+        opened.failure = failed.cause
+    return opened
+
+
+async def _nothing() -> AsyncIterator[Any]:
+    return
+    yield
 
 
 def _observed(deps: Deps, flow: str, choice: Choice, built: BuiltFlow, start: Start) -> AsyncIterator[Any]:
@@ -470,13 +443,13 @@ async def streamed(
         yield form.failed(422, str(exc))
         return
     except Exception as exc:
-        observe(deps, flow, served, False, time.perf_counter() - opened.started)
+        deps.attempts.ended(flow, served, False, time.perf_counter() - opened.started, opened.again)
         log.error("flow %s run %s failed: %s", flow, run_id, type(exc).__name__, exc_info=exc)
         yield form.failed(500, f"the flow failed while running (run {run_id})")
         return
     finally:
         await opened.close()  # at once, also when the client went away while a frame was being sent
-    observe(deps, flow, served, True, time.perf_counter() - opened.started)
+    deps.attempts.ended(flow, served, True, time.perf_counter() - opened.started, opened.again)
     yield form.ended()
 
 

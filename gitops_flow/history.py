@@ -20,6 +20,17 @@ from gitops_flow.stores.base import ConversationQuota
 Turn = tuple[str, str]  # (role, text) with role "human" or "ai": plain data, so any store can keep it
 
 
+class _Unsaved:
+    """The mark of a run whose turn is not saved: an object, so that no client's JSON config can make it."""
+
+    def __repr__(self) -> str:
+        return "UNSAVED"
+
+
+UNSAVED_KEY = "gitops_flow_unsaved"  # configurable[UNSAVED_KEY] is UNSAVED: the run reads the conversation only
+UNSAVED = _Unsaved()
+
+
 @dataclass(frozen=True, slots=True)
 class TurnLimits:
     """How much of a conversation is kept: the size of one turn's text, the turns kept per session (the oldest go
@@ -140,7 +151,8 @@ class Inner(Protocol):
 class WithHistory(Runnable[dict[str, Any], Any]):
     """Runs ``inner`` with the session's past messages added under ``history_key``, then saves the new turn.
 
-    The session is ``config["configurable"]["session_id"]``. The turn saved is the input's ``input_key`` text and
+    The session is ``config["configurable"]["session_id"]``; a run marked UNSAVED reads it and saves nothing. The
+    turn saved is the input's ``input_key`` text and
     the flow's answer (its text; anything else as JSON). Streams pass through chunk by chunk. Keyword arguments
     of a call go to ``inner`` (the lean program's ``observer``).
     """
@@ -210,7 +222,7 @@ class WithHistory(Runnable[dict[str, Any], Any]):
     async def ainvoke(self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         session, enriched = await self._prepare(input, config)
         output = await self.inner.ainvoke(enriched, config, **kwargs)
-        await self._save(session, input, output)
+        await self._save(session, input, output, config)
         return output
 
     async def astream(
@@ -221,7 +233,7 @@ class WithHistory(Runnable[dict[str, Any], Any]):
         async for chunk in self.inner.astream(enriched, config, **kwargs):
             chunks.append(chunk)
             yield chunk
-        await self._save(session, input, _joined(chunks))
+        await self._save(session, input, _joined(chunks), config)
 
     async def _prepare(self, input: Any, config: RunnableConfig | None) -> tuple[str, dict[str, Any]]:
         session = ensure_config(config).get("configurable", {}).get("session_id")
@@ -233,7 +245,10 @@ class WithHistory(Runnable[dict[str, Any], Any]):
         turns = await self.past(str(session))
         return str(session), {**input, self.history_key: [_message(role, text) for role, text in turns]}
 
-    async def _save(self, session: str, input: dict[str, Any], output: Any) -> None:
+    async def _save(self, session: str, input: dict[str, Any], output: Any, config: RunnableConfig | None) -> None:
+        """Add the turn, unless the run is marked UNSAVED (a canary's verification on its primary, attempts.py)."""
+        if ensure_config(config).get("configurable", {}).get(UNSAVED_KEY) is UNSAVED:
+            return
         await self.store.append_turns(session, [("human", input[self.input_key]), ("ai", _text(output))])
 
 

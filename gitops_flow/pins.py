@@ -3,7 +3,8 @@
 A pin names a ref (resolved per flow, as routes resolve it) or a full or short sha. What it may reach is the
 operator's choice (Settings.pins): ``current`` (the default) only what the flow's live refs serve now; ``history``
 also any version that served as the branch head or through a ref and is still on the branch (rebuilt on demand,
-bounded, see rebuilds.py); ``off`` nothing. A yanked commit is never reached. Whatever is refused is refused with the
+bounded, see rebuilds.py); ``off`` nothing. A yanked commit is never reached, nor a commit whose build of the flow
+a yanked commit brought in. Whatever is refused is refused with the
 same words whether or not the commit exists, so a pin never tells an anonymous client about an unmerged commit.
 """
 
@@ -61,15 +62,20 @@ class Pins:
             raise UnknownFlow(f"no flow {flow!r} at version {at.sha[:12]}")
         if table.yanked(serving):
             raise NotServable(f"version {serving[:12]} of flow {flow!r} was yanked; it is never served")
+        known = table.versions.get(serving)
+        if known is not None and table.yanked_for(flow, known):
+            raise NotServable(f"version {serving[:12]} of flow {flow!r} serves a yanked build; it is never served")
         current = table.current(flow).get(serving)
         if current is not None and current.version is not None:
             return Choice(current.version, ref)
         if self.policy != "history":
             raise refused
-        held = table.versions.get(serving)
+        held = known
         version = held if held is not None and flow in held.flows else await self._rebuilds.get(serving)
         if flow not in version.flows:
             raise NotServable(failure_text(version, flow))
+        if table.yanked_for(flow, version):
+            raise NotServable(f"version {serving[:12]} of flow {flow!r} serves a yanked build; it is never served")
         return Choice(version, ref)
 
     def _named(self, table: RoutingTable, flow: str, text: str) -> tuple[Version, str | None] | None:

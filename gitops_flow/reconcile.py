@@ -28,7 +28,7 @@ from gitops_flow.builder import VersionBuilder, carry
 from gitops_flow.canaries import Action, Canaries
 from gitops_flow.config import PinPolicy
 from gitops_flow.deploylog import DeployLog
-from gitops_flow.exceptions import SourceError, StoreError
+from gitops_flow.exceptions import SourceError, StoreError, UnknownVersion
 from gitops_flow.leader import Leadership
 from gitops_flow.pins import Pins
 from gitops_flow.rebuilds import Rebuilds
@@ -118,6 +118,7 @@ class Reconciler:
         self._observed: str | None = None
         self._observed_refs: Refs | None = None
         self._fallback: Version | None = None
+        self._yanks: dict[str, tuple[str, dict[str, str]]] = {}  # a yanked entry -> (its commit, the builds it brought)
         self._ancestry: dict[tuple[str, str], bool] = {}
         self.rebuilds = Rebuilds(self._rebuild, limit=rebuilds_kept)
         self.pins = Pins(pins, versions=lambda: self._versions, on_branch=self._on_branch, rebuilds=self.rebuilds)
@@ -243,6 +244,7 @@ class Reconciler:
             await self._refs_moved(previous_refs.tags, refs.tags, trigger)
         await self._build_referenced(refs, head, trigger)
         await self._hold_served()
+        await self._read_yanks()
         await self._publish_live(trigger)
         return Outcome(changed=True, head=head, new=tuple(new))
 
@@ -416,6 +418,29 @@ class Reconciler:
         commits = self.source.commits_between(previous, head, limit=self.max_commits)
         return commits or [self.source.commit(head)]
 
+    async def _read_yanks(self) -> None:
+        """The builds each commit the routing file yanks brought in (VersionBuilder.introduced), read from Git once
+        per entry: a yank is by build. An entry the clone has no commit for yanks only what its sha names."""
+        current = self._last_good()
+        routing = current.routing if current is not None else None
+        for prefix in routing.yanked if routing is not None else ():
+            if prefix in self._yanks:
+                continue
+            try:
+                commit = await anyio.to_thread.run_sync(self.source.commit, prefix)
+                builds = await anyio.to_thread.run_sync(self.builder.introduced, commit.sha)
+            except (UnknownVersion, SourceError) as exc:
+                log.warning("yanked %s: its builds could not be read: %s", prefix, exc)
+                continue
+            self._yanks[prefix] = (commit.sha, builds)
+
+    def _yanked_builds(self) -> set[tuple[str, str]]:
+        """The builds the routing file of the table's head yanks, as (flow, blob)."""
+        current = self._last_good()
+        routing = current.routing if current is not None else None
+        prefixes = routing.yanked if routing is not None else ()
+        return {(flow, blob) for p in prefixes if p in self._yanks for flow, blob in self._yanks[p][1].items()}
+
     def _publish(self) -> None:
         refs = self._observed_refs or Refs({}, {})
         self.table = RoutingTable.publish(
@@ -424,6 +449,7 @@ class Reconciler:
             {**refs.tags, **refs.branches},
             self._versions,
             self.canaries.aborted,
+            self._yanked_builds(),
         )
         self.rebuilds.drop(lambda sha: not self.table.yanked(sha))
 
@@ -431,7 +457,9 @@ class Reconciler:
         """Publish the current table again with the aborts as they are now: the same head, refs and versions, so it
         is consistent even while a reconcile is half-way (that one publishes with the new aborts when it ends)."""
         table = self.table
-        self.table = RoutingTable.publish(table.branch, table.head, table.refs, table.versions, self.canaries.aborted)
+        self.table = RoutingTable.publish(
+            table.branch, table.head, table.refs, table.versions, self.canaries.aborted, table.yanked_builds
+        )
 
     async def _publish_live(self, trigger: str) -> None:
         """Publish, then remember which versions went live (the head, and what each flow's live refs serve), since
@@ -449,8 +477,11 @@ class Reconciler:
         for prefix in routing.yanked if routing is not None else ():
             matches = [v.sha for v in self._versions.values() if v.sha.startswith(prefix.lower())]
             for sha in matches:
+                builds = sorted(self._yanks[prefix][1]) if prefix in self._yanks else []
                 detail = "the routing file yanked it: it is never served again"
-                await self.history.record("yanked", sha, trigger, once=f"yanked:{sha}", detail=detail)
+                if builds:
+                    detail += f", nor is its build of {', '.join(builds)} in any other commit that serves it"
+                await self.history.record("yanked", sha, trigger, once=f"yanked:{sha}", detail=detail, flows=builds)
 
     def _last_good(self) -> Version | None:
         """The branch head unless it failed as a whole, else the newest ready ancestor we have."""

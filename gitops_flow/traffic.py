@@ -4,9 +4,9 @@ Traffic follows Git refs (SPEC 3), flow by flow: a flow's route lists refs with 
 as a flow-scoped tag (``support-bot/stable`` for the flow ``support-bot``), then as itself; the tracked branch means
 its last good commit. A ref resolves, per flow, to that flow's newest good build at or before the ref's commit (a flow
 that failed at the commit keeps serving its carried build). A ref that does not exist, whose commit was not built or
-failed as a whole, where the flow has no good build, that the operator yanked, or that the canary guard aborted for
-this flow, gives its weight to the others. A user's point on the weights is a hash of the flow and the user, so every
-replica sends a user to the same ref.
+failed as a whole, where the flow has no good build, that the operator yanked (or whose build of the flow a yanked
+commit brought in), or that the canary guard aborted for this flow, gives its weight to the others. A user's point
+on the weights is a hash of the flow and the user, so every replica sends a user to the same ref.
 """
 
 from __future__ import annotations
@@ -65,12 +65,15 @@ class Target:
 @dataclass(frozen=True, slots=True)
 class Choice:
     """The version that serves a request, the ref it was reached by (None for a pin by sha), and, for a canary
-    chosen by its weight, the analysis key its outcome counts under and the primary a failed request is retried on."""
+    chosen by its weight, the analysis key its outcome counts under and the primary a failed request is retried on.
+    ``verifying``: the run only judges a canary on its primary (attempts.py): its answer goes to nobody, and it
+    keeps no conversation turn."""
 
     version: Version
     ref: str | None
     guard: str | None = None
     primary: Target | None = field(default=None, compare=False)
+    verifying: bool = False
 
     def fallback(self) -> Choice | None:
         """The primary's choice, for a canary whose run failed; None for a request that is not a canary's."""
@@ -106,6 +109,7 @@ class _Plan:
     versions: Mapping[str, Version]
     aborted: frozenset[str]
     yanked: Callable[[str], bool]
+    yanked_builds: frozenset[tuple[str, str]]
 
     def target(self, flow: str, named: str, ref: str, sha: str | None, weight: float, guarded: bool) -> Target:
         at = self.versions.get(sha) if sha is not None else None
@@ -118,6 +122,8 @@ class _Plan:
         if serving is None or version is None or flow not in version.flows:
             state: TargetState = "failed" if flow in at.failed else "missing"
             return Target(named, ref, sha, weight, state, serving=serving)
+        if (flow, version.blobs.get(flow)) in self.yanked_builds:  # a later commit serving a yanked commit's build
+            return Target(named, ref, sha, weight, "yanked", serving=serving)
         guard = analysis_key(flow, ref, version.blobs.get(flow, serving)) if guarded else None
         state = "aborted" if guard is not None and guard in self.aborted else "live"
         return Target(named, ref, sha, weight, state, guard, serving, version)
@@ -164,7 +170,9 @@ class RoutingTable:
 
     ``head`` is the last good version of the tracked branch (a commit that failed as a whole leaves it where it was);
     ``refs`` maps tag and branch names to commits as last fetched; ``versions`` holds every version seen;
-    ``routes`` how each flow splits its traffic; ``aborted`` the analysis keys the guard or an operator aborted.
+    ``routes`` how each flow splits its traffic; ``aborted`` the analysis keys the guard or an operator aborted;
+    ``yanked_builds`` the builds the routing file's yanked commits brought in, as (flow, blob of its file): a yank
+    is by build, so every commit that serves one of them is unservable for that flow too.
     """
 
     branch: str
@@ -173,6 +181,7 @@ class RoutingTable:
     versions: Mapping[str, Version] = field(default_factory=dict)
     routes: Mapping[str, Route] = field(default_factory=dict)
     aborted: frozenset[str] = frozenset()
+    yanked_builds: frozenset[tuple[str, str]] = frozenset()
 
     @classmethod
     def publish(
@@ -182,19 +191,21 @@ class RoutingTable:
         refs: Mapping[str, str],
         versions: Mapping[str, Version],
         aborted: Iterable[str] = (),
+        yanked_builds: Iterable[tuple[str, str]] = (),
     ) -> RoutingTable:
         """A table with every flow's route planned from the head's routing file."""
         stopped = frozenset(aborted)
+        builds = frozenset(yanked_builds)
         routes: dict[str, Route] = {}
         if head is not None:
             yanked = head.routing.is_yanked if head.routing is not None else _never
-            plan = _Plan(branch, head, refs, versions, stopped, yanked)
+            plan = _Plan(branch, head, refs, versions, stopped, yanked, builds)
             referenced = [versions.get(sha) for sha in refs.values()]
             names = {*head.served(), *head.failed}
             names |= {n for v in referenced if v is not None and v.ready for n in v.names}
             for flow in sorted(names):
                 routes[flow] = plan.route(flow, head.routing)
-        return cls(branch, head, dict(refs), dict(versions), routes, stopped)
+        return cls(branch, head, dict(refs), dict(versions), routes, stopped, builds)
 
     @property
     def routing(self) -> RoutingConfig | None:
@@ -211,8 +222,14 @@ class RoutingTable:
         return routing.analysis if routing is not None else None
 
     def yanked(self, sha: str) -> bool:
+        """Whether the routing file yanks the commit ``sha`` itself (for every flow)."""
         routing = self.routing
         return routing is not None and routing.is_yanked(sha)
+
+    def yanked_for(self, flow: str, version: Version) -> bool:
+        """Whether ``version``, the commit whose build of ``flow`` serves, may not serve ``flow``: the commit is
+        yanked, or its build of the flow is one a yanked commit brought in (the same file's blob)."""
+        return self.yanked(version.sha) or (flow, version.blobs.get(flow)) in self.yanked_builds
 
     def guarded(self) -> dict[str, Target]:
         """Every canary the guard watches, by analysis key."""
@@ -258,7 +275,7 @@ class RoutingTable:
         """The version a session of ``flow`` is pinned to, if it can still serve it: None when it was retired or
         yanked, or when the guard aborted it as a canary of the flow (its conversations move to the live refs)."""
         version = self.versions.get(sha)
-        if version is None or not version.ready or flow not in version.flows or self.yanked(sha):
+        if version is None or not version.ready or flow not in version.flows or self.yanked_for(flow, version):
             return None
         route = self.routes.get(flow)
         matches = [t for t in route.targets if t.serving == sha] if route is not None else []

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hmac
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 from starlette.requests import Request
@@ -35,15 +35,16 @@ STORE_UNAVAILABLE = "the state store cannot be read or written; the server's log
 async def flows(request: Request) -> Response:
     """Every flow with its state at the head (live, or failed and what serves it instead) and the refs that serve it:
     each ref's commit, the commit whose build of the flow serves it, share of new traffic (%) and state."""
-    await require_reader(request)
+    reader = await require_reader(request)
     table = get_deps(request).reconciler.table
+    known = None if reader else set(table.versions)
     listed = [
         {
             "name": name,
             "description": flow_description(name, route),
             "route": route.name,
             **flow_state(table, name),
-            "versions": route_targets(route),
+            "versions": route_targets(route, known),
         }
         for name, route in sorted(table.routes.items())
     ]
@@ -70,14 +71,22 @@ def flow_state(table: RoutingTable, name: str) -> dict[str, Any]:
     }
 
 
-def route_targets(route: Route) -> list[dict[str, Any]]:
+def route_targets(route: Route, known: Collection[str] | None = None) -> list[dict[str, Any]]:
+    """Each ref of a route: its commit, the commit that serves it, its share (%) and state. With ``known`` (the
+    versions of the branch), a commit outside it is shown as None: a tag on an unmerged commit is for readers."""
     shares: dict[int, float] = {}
     low = 0.0
     for bound, target in route.live:
         shares[id(target)] = round(100 * (bound - low), 2)
         low = bound
     return [
-        {"ref": t.ref, "sha": t.sha, "serving": t.serving, "weight": shares.get(id(t), 0), "state": t.state}
+        {
+            "ref": t.ref,
+            "sha": t.sha if known is None or t.sha is None or t.sha in known else None,
+            "serving": t.serving,
+            "weight": shares.get(id(t), 0),
+            "state": t.state,
+        }
         for t in (route.targets if route.targets else [t for _, t in route.live])
     ]
 

@@ -142,3 +142,58 @@ def _witnessed() -> type:
 
 
 _Witness = _witnessed()
+
+
+def moody(
+    *,
+    answer: str,
+    latency: float = 0.0,
+    slow_on: str = "slow",
+    slow: float = 0.0,
+    cut_on: str = "cut",
+    cut_always: bool = False,
+) -> Runnable[Any, Any]:
+    """A fake chat model whose behaviour depends on its input, the same on every version that has the same params:
+    a prompt holding ``slow_on`` waits ``slow`` seconds more, and one holding ``cut_on`` (every prompt, with
+    ``cut_always``) fails after its answer's first chunk, as a provider's content filter or a reset connection does.
+    ``latency`` seconds pass before every answer. Its answer streams word by word."""
+    return _Moody(answer=answer, latency=latency, slow_on=slow_on, slow=slow, cut_on=cut_on, cut_always=cut_always)
+
+
+class _Moody(BaseChatModel):
+    answer: str
+    latency: float
+    slow_on: str
+    slow: float
+    cut_on: str
+    cut_always: bool
+
+    @property
+    def _llm_type(self) -> str:
+        return "moody"
+
+    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any) -> ChatResult:
+        raise NotImplementedError("moody runs asynchronously only")
+
+    def _prompt(self, messages: Any) -> str:
+        return " ".join(str(m.content) for m in messages)
+
+    async def _wait(self, prompt: str) -> None:
+        await asyncio.sleep(self.latency + (self.slow if self.slow_on in prompt else 0.0))
+
+    async def _agenerate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any) -> ChatResult:
+        prompt = self._prompt(messages)
+        await self._wait(prompt)
+        if self.cut_always or self.cut_on in prompt:
+            raise RuntimeError("the answer was cut off")
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=self.answer))])
+
+    async def _astream(
+        self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        prompt = self._prompt(messages)
+        await self._wait(prompt)
+        for index, word in enumerate(self.answer.split(" ")):
+            if index == 1 and (self.cut_always or self.cut_on in prompt):
+                raise RuntimeError("the answer was cut off")
+            yield ChatGenerationChunk(message=AIMessageChunk(content=word if index == 0 else f" {word}"))

@@ -87,6 +87,7 @@ LAYERS: dict[str, int] = {
     "analysis": 9,
     "leader": 9,
     "reconcile": 10,
+    "attempts": 10,  # a request's attempt, and a canary's judged against its primary
     "choosing": 11,
     "sse": 2,
     "httpio": 3,  # the edge every handler shares: refusals, JSON answers, reading requests

@@ -115,6 +115,60 @@ def test_a_yanked_commit_is_never_served_again(remote: Remote, tmp_path: Path) -
         assert good  # the commit before the leak was not touched
 
 
+@pytest.mark.parametrize("policy", ["current", "history"])
+def test_a_yank_is_by_build_the_later_commits_that_carry_the_leaked_build_are_unservable_too(
+    remote: Remote, tmp_path: Path, policy: str
+) -> None:
+    """The reproduction: yanking the commit that introduced a leak left a later commit with the same flow file live
+    for sessions and pins; a session begun there kept getting the leaked answer after the revert and the yank."""
+    routes = {"routes": {"default": [{"ref": "main", "weight": 50}, {"ref": "old", "weight": 50}]}}
+    remote.publish(
+        {
+            "flows/echo.json": echo_flow(answer="fine"),
+            "flows/other.json": echo_flow("other", answer="other one"),
+            "gitops-flow.yaml": yaml.safe_dump(routes),
+        }
+    )
+    with serve_process(remote, tmp_path, env={"GITOPS_FLOW_PINS": policy}) as server:
+        leak = remote.publish({"flows/echo.json": echo_flow(answer="the leaked key")}, "oops")
+        later = remote.publish({"flows/other.json": echo_flow("other", answer="other two")}, "an unrelated change")
+        remote.tag("old", later)
+        remote.push_tags()
+        server.reconcile()
+        began = server.invoke("echo", Q, headers={"X-Flow-Session": "s"})
+        assert (began.json()["output"], began.headers["x-flow-version"]) == ("the leaked key", later)
+        other = server.invoke("other", Q, headers={"X-Flow-Session": "s2"})
+        assert (other.json()["output"], other.headers["x-flow-version"]) == ("other two", later)
+
+        remote.revert(leak)
+        yank = remote.publish({"gitops-flow.yaml": yaml.safe_dump({**routes, "yanked": [leak[:10]]})}, "yank it")
+        server.reconcile()
+        # the session begun on the later commit moves off it, to what serves now
+        moved = server.invoke("echo", Q, headers={"X-Flow-Session": "s"})
+        assert (moved.json()["output"], moved.headers["x-flow-version"]) == ("fine", yank)
+        for text in (later, later[:10], "old"):  # pins to it, by sha or by the tag, whatever the policy
+            status, code, _ = pin(server, text)
+            assert (status, code) in ((404, "version-not-servable"), (404, "unknown-version")), text
+        assert {server.invoke("echo", Q, headers={"X-Flow-User": f"u{n}"}).json()["output"] for n in range(30)} == {
+            "fine"
+        }
+        echo = {f["name"]: f for f in server.client.get("/flows").json()["flows"]}
+        assert [(t["ref"], t["state"]) for t in echo["echo"]["versions"]] == [("main", "live"), ("old", "yanked")]
+        # by build, not by commit: the later commit's build of the flow the leak did not touch still serves
+        assert [(t["ref"], t["state"]) for t in echo["other"]["versions"]] == [("main", "live"), ("old", "live")]
+        kept = server.invoke("other", Q, headers={"X-Flow-Session": "s2"})
+        assert (kept.json()["output"], kept.headers["x-flow-version"]) == ("other two", later)
+        [event] = [e for e in server.client.get("/history").json()["events"] if e["event"] == "yanked"]
+        assert (event["sha"], event["flows"]) == (leak, ["echo"])
+
+        # a commit that changes the flow serves it again
+        fixed = remote.publish({"flows/echo.json": echo_flow(answer="fixed")}, "a new answer")
+        remote.tag("old", fixed)
+        remote.push_tags()
+        server.reconcile()
+        assert pin(server, "old")[:2] == (200, "fixed")
+
+
 def test_a_yanked_list_that_is_not_shas_is_a_problem_of_the_routing_file(tmp_path: Path) -> None:
     from gitops_flow.routingcheck import validate_routing_bytes
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from gitops_flow import cli, servercli
 from gitops_flow.validate import MAX_PROBLEMS
@@ -82,6 +83,31 @@ def test_without_a_read_token_the_views_are_public_but_emails_are_for_token_hold
     assert [v["email"] for v in admin.json()["versions"]] == ["ada@example.com"]
     assert "ada@example.com" not in anonymous.text
     assert history.status_code == 200 and "@" not in history.text
+
+
+def test_the_commit_of_a_routed_tag_off_the_branch_is_named_to_token_holders_only(
+    remote: Remote, tmp_path: Path
+) -> None:
+    """The reproduction: ``routes:`` naming a tag on an unmerged commit showed its sha to anonymous readers in /flows
+    and in the console."""
+    remote.git("checkout", "--quiet", "-b", "unmerged")
+    unmerged = remote.commit({"flows/echo.json": echo_flow(answer="not reviewed")}, "unreviewed")
+    remote.git("checkout", "--quiet", "main")
+    remote.tag("preview", unmerged)
+    remote.push_tags()
+    routing = {"routes": {"default": [{"ref": "main", "weight": 90}, {"ref": "preview", "weight": 10}]}}
+    remote.commit({"gitops-flow.yaml": yaml.safe_dump(routing)}, "route a preview")
+    remote.push()
+    with serve_process(remote, tmp_path) as server:
+        anonymous = {path: server.client.get(path) for path in ("/flows", "/ui", "/ui/overview.json", "/ui/flows/echo")}
+        flows = server.client.get("/flows", headers=ADMIN).json()["flows"]
+        overview = server.client.get("/ui/overview.json", headers=ADMIN).text
+    for path, response in anonymous.items():
+        assert response.status_code == 200, path
+        assert unmerged[:7] not in response.text, path
+    [preview] = [t for t in flows[0]["versions"] if t["ref"] == "preview"]
+    assert (preview["sha"], preview["state"]) == (unmerged, "missing")
+    assert unmerged in overview
 
 
 # -- pages -----------------------------------------------------------------------------------------------------------

@@ -109,7 +109,8 @@ class Console:
         known = {v.sha for v in self.deps.reconciler.versions}
         return [unmerged_hidden(event, known) for event in events]
 
-    def overview(self, facts: Facts) -> Overview:
+    def overview(self, facts: Facts, *, reader: bool) -> Overview:
+        """The overview as this viewer may see it (``reader``: the commits of refs off the branch named)."""
         reconciler = self.deps.reconciler
         recent = self.deps.metrics.recent
         return overview(
@@ -119,6 +120,7 @@ class Console:
             recent.figures(),
             window=recent.span,
             store_error=facts.store_error,
+            reader=reader,
         )
 
     def pending(self, facts: Facts, *, reader: bool) -> Pending:

@@ -141,7 +141,7 @@ def _rows(flow: str, table: RoutingTable, versions: Iterable[Version]) -> tuple[
             head=head is not None and v.sha == head.sha,
             refs=tuple(sorted(pointed.get(v.sha, []))),
             serving_for=tuple(serving.get(v.sha, [])),
-            yanked=table.yanked(v.sha),
+            yanked=table.yanked_for(flow, v),
             went_live=v.went_live,
             problems=tuple(p.as_dict() for p in (v.problems if v.status == "failed" else v.failed.get(flow, ()))),
         )

@@ -99,14 +99,16 @@ def overview(
     *,
     window: float,
     store_error: str | None = None,
+    reader: bool = False,
 ) -> Overview:
     """The overview of ``table`` as the reconciler's ``status`` left it, with the store's ``aborts`` and the recent
-    ``figures`` (of every flow)."""
+    ``figures`` (of every flow); without ``reader``, the commits of refs off the branch are not named."""
     by_flow: dict[str, list[Figures]] = {}
     for found in figures:
         by_flow.setdefault(found.flow, []).append(found)
     flows = tuple(
-        _flow_row(table, name, route, aborts, by_flow.get(name, [])) for name, route in sorted(table.routes.items())
+        _flow_row(table, name, route, aborts, by_flow.get(name, []), None if reader else set(table.versions))
+        for name, route in sorted(table.routes.items())
     )
     head = table.head
     return Overview(
@@ -125,20 +127,25 @@ def overview(
 
 
 def _flow_row(
-    table: RoutingTable, name: str, route: Route, aborts: Mapping[str, Record], figures: list[Figures]
+    table: RoutingTable,
+    name: str,
+    route: Route,
+    aborts: Mapping[str, Record],
+    figures: list[Figures],
+    known: set[str] | None,
 ) -> FlowRow:
     state = flow_state(table, name)
     targets = route.targets if route.targets else tuple(t for _, t in route.live)
     total = sum(f.requests for f in figures)
     rows = []
     used: set[tuple[str, str | None]] = set()
-    for target, shown in zip(targets, route_targets(route), strict=True):
+    for target, shown in zip(targets, route_targets(route, known), strict=True):
         through = [f for f in figures if f.ref == target.ref]
         mine = next((f for f in through if f.sha == target.serving), None)
         if mine is not None:
             used.add((mine.sha, mine.ref))
         share = round(100 * sum(f.requests for f in through) / total, 1) if total else None
-        rows.append(_ref_row(table, name, target, float(shown["weight"]), share, mine, aborts))
+        rows.append(_ref_row(table, name, target, shown["sha"], float(shown["weight"]), share, mine, aborts))
     others = tuple(f for f in figures if (f.sha, f.ref) not in used)
     return FlowRow(
         name=name,
@@ -158,6 +165,7 @@ def _ref_row(
     table: RoutingTable,
     flow: str,
     target: Target,
+    sha: str | None,
     weight: float,
     share: float | None,
     figures: Figures | None,
@@ -174,16 +182,14 @@ def _ref_row(
         reason = failure_text(table.versions[target.sha], flow)
     elif target.state == "yanked":
         reason = "yanked in the routing file: never served again"
+    elif target.state == "missing" and target.sha is None:
+        reason = f"no ref {target.ref!r} in the repository"
     elif target.state == "missing":
-        reason = (
-            f"no ref {target.ref!r} in the repository"
-            if target.sha is None
-            else f"{target.sha[:12]} has no good build of {flow}"
-        )
+        reason = f"{sha[:12]} has no good build of {flow}" if sha else "it points at a commit off the branch"
     return RefRow(
         ref=target.ref,
         named=target.named,
-        sha=target.sha,
+        sha=sha,
         serving=target.serving,
         weight=weight,
         state=target.state,

@@ -34,7 +34,7 @@ log = logging.getLogger("gitops_flow.server")
 async def overview_page(request: Request, who: Viewer) -> Response:
     desk = console(request)
     facts = await desk.facts()
-    view = desk.overview(facts)
+    view = desk.overview(facts, reader=who.role is not None)
     waiting = desk.pending(facts, reader=who.role is not None)
     recent = entries(desk.shown(facts.events, reader=who.role is not None), Filter(), limit=8)
     return desk.pages.render("overview.html", context(request, who, view=view, pending=waiting, recent=recent))
@@ -52,7 +52,11 @@ async def overview_json(request: Request) -> Response:
         return json_response({"error": {"code": "read-token-required", "message": message}}, 401)
     desk = console(request)
     facts = await desk.facts()
-    return json_response(overview_body(desk.overview(facts), desk.pending(facts, reader=who.role is not None).count))
+    return json_response(
+        overview_body(
+            desk.overview(facts, reader=who.role is not None), desk.pending(facts, reader=who.role is not None).count
+        )
+    )
 
 
 def overview_body(view: Overview, pending: int) -> dict[str, Any]:
@@ -129,7 +133,7 @@ async def flow_page_view(request: Request, who: Viewer) -> Response:
     desk = console(request)
     name = request.path_params["flow"]
     facts = await desk.facts()
-    view = desk.overview(facts)
+    view = desk.overview(facts, reader=who.role is not None)
     row = view.flow(name)
     if row is None:
         raise ConsoleError(404, f"no flow {name[:100]!r} is served here")

@@ -12,6 +12,7 @@ from gitops_flow import attempts
 from gitops_flow.analysis import Guard, Window
 from gitops_flow.attempts import Attempts
 from gitops_flow.config import Settings
+from gitops_flow.exceptions import ConfigError
 from gitops_flow.metrics import Metrics
 from gitops_flow.routing import Analysis
 from gitops_flow.stores import MemoryStore
@@ -89,6 +90,6 @@ def test_a_primary_that_hangs_gives_its_room_back_at_its_deadline(monkeypatch: p
 
 @pytest.mark.parametrize("value", ["-1", "1001", "many"])
 def test_the_bound_of_runs_on_the_primary_is_itself_bounded(value: str) -> None:
-    with pytest.raises(ValueError, match="canary_verifications"):
+    with pytest.raises(ConfigError, match="canary_verifications"):
         Settings.from_env({"GITOPS_FLOW_CANARY_VERIFICATIONS": value})
     assert Settings.from_env({"GITOPS_FLOW_CANARY_VERIFICATIONS": "0"}).canary_verifications == 0

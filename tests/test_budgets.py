@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from gitops_flow.config import Settings
+from gitops_flow.exceptions import ConfigError
 from gitops_flow.guardrails.sqlite import SqliteCounters, counters_path
 from tests.gitrepo import Remote
 from tests.openaiapi import OpenAIStandIn, openai_standin
@@ -81,7 +82,7 @@ def budgeted(tmp_path: Path, standin: OpenAIStandIn, limits: dict[str, Any], cap
 
 
 def environment(standin: OpenAIStandIn) -> dict[str, str]:
-    return {"OPENAI_API_KEY": "sk-test-standin", "GITOPS_FLOW_ALLOWED_BASE_URLS": standin.base_url}
+    return {"OPENAI_API_KEY": "sk-test-standin", "GITOPS_FLOW_ALLOWED_BASE_URLS": f"openai={standin.base_url}"}
 
 
 @contextmanager
@@ -189,7 +190,7 @@ def leave_after_the_first_chunk(server: ServeProcess, flow: str) -> None:
 
 @pytest.mark.parametrize("value", ["0", "-5", "10000001", "many"])
 def test_the_default_cap_a_budget_reserves_has_bounds(value: str) -> None:
-    with pytest.raises(ValueError, match="budget_max_tokens"):
+    with pytest.raises(ConfigError, match="budget_max_tokens"):
         Settings.from_env({"GITOPS_FLOW_BUDGET_MAX_TOKENS": value})
     assert Settings.from_env({"GITOPS_FLOW_BUDGET_MAX_TOKENS": "512"}).budget_max_tokens == 512
 

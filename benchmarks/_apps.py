@@ -57,7 +57,7 @@ def hand_chain(answer: str) -> Any:
 
     model: Any = GenericFakeChatModel(messages=cycle([answer]))
     if os.environ.get("BENCH_TOKEN_LATENCY"):
-        from gitops_flow.fakemodel import FakeChatModel
+        from gitops_flow.components.fake_model import FakeChatModel
 
         model = FakeChatModel(messages=cycle([answer]), token_latency=float(os.environ["BENCH_TOKEN_LATENCY"]))
     return PromptTemplate.from_template("Q: {question}") | model | StrOutputParser()
@@ -86,7 +86,7 @@ def gitops_flow_app() -> Any:
     if os.environ.get("BENCH_ANALYSIS_INTERVAL"):
         values["analysis_interval"] = float(os.environ["BENCH_ANALYSIS_INTERVAL"])
     if os.environ.get("BENCH_MINIMAL_RUN_CONFIG") == "1":
-        from gitops_flow import endpoints
+        from gitops_flow.server import endpoints
 
         endpoints.run_config = lambda config, flow, choice, run_id: {"configurable": config.get("configurable", {})}
     return _made(create_app(Settings(**values)))

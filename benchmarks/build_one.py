@@ -30,10 +30,10 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import Runnable, RunnableParallel
 
-from gitops_flow.build import build_flow
-from gitops_flow.components import ComponentRegistry
-from gitops_flow.history import MemoryHistoryStore
-from gitops_flow.spec import FlowSpec
+from gitops_flow.components.registry import ComponentRegistry
+from gitops_flow.flow.document import FlowSpec
+from gitops_flow.runtime.compiler import build_flow
+from gitops_flow.runtime.conversations import MemoryHistoryStore
 
 FLOWS = ("support-bot", "triage", "assistant")
 DEFAULT_FLOWS_DIR = Path(__file__).resolve().parent.parent / "flows"

@@ -69,11 +69,11 @@ def fast_import(bare: Path, *, flows: int, commits: int) -> tuple[float, dict[st
 def in_process(head: dict[str, str]) -> dict[str, float]:
     """Seconds to validate (schema, graph, dry-build) and to build the head's flows in this process, as the
     reconciler does for each file, without Git, the state store or HTTP."""
-    from gitops_flow.build import build_flow
-    from gitops_flow.components import ComponentRegistry
-    from gitops_flow.history import Conversations
+    from gitops_flow.components.registry import ComponentRegistry
+    from gitops_flow.runtime.compiler import build_flow
+    from gitops_flow.runtime.conversations import Conversations
     from gitops_flow.stores.memory import MemoryStore
-    from gitops_flow.validate import validate_bytes
+    from gitops_flow.validation.documents import validate_bytes
 
     registry = ComponentRegistry.builtin()
     raw = {path: text.encode() for path, text in head.items()}

@@ -42,7 +42,7 @@ import yaml
 from _machine import REPO, describe, machine, median, percentile, save
 from _serving import Remote, Server, clean_env, echo_flow, loadgen_command
 
-from gitops_flow import webhook
+from gitops_flow.githost import github_webhook as webhook
 
 SECRET = "bench-webhook-secret"
 

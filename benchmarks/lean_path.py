@@ -30,13 +30,13 @@ from typing import Any
 from _machine import describe, machine, save
 from langchain_core.outputs import ChatGenerationChunk
 
-from gitops_flow.build import BuiltFlow, build_flow
-from gitops_flow.component import BuildContext, Component
-from gitops_flow.components import ComponentRegistry
-from gitops_flow.fakemodel import FakeChatModel
-from gitops_flow.history import WithHistory
-from gitops_flow.runtime import run_lean
-from gitops_flow.spec import FlowSpec
+from gitops_flow.components.base import BuildContext, Component
+from gitops_flow.components.fake_model import FakeChatModel
+from gitops_flow.components.registry import ComponentRegistry
+from gitops_flow.flow.document import FlowSpec
+from gitops_flow.runtime.compiler import BuiltFlow, build_flow
+from gitops_flow.runtime.conversations import WithHistory
+from gitops_flow.runtime.executor import run_lean
 
 FLOWS = Path(__file__).resolve().parent.parent / "flows"
 TOKENS = 20

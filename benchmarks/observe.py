@@ -42,14 +42,14 @@ from _serving import Remote, echo_flow
 
 from gitops_flow.app import create_app
 from gitops_flow.config import Settings
+from gitops_flow.flow.routing import FlowLimits
 from gitops_flow.guardrails.counters import Counters
 from gitops_flow.guardrails.gate import Gate
 from gitops_flow.guardrails.memory import MemoryCounters
 from gitops_flow.guardrails.redis import RedisGuardrails
 from gitops_flow.guardrails.sqlite import SqliteCounters
-from gitops_flow.routing import FlowLimits
-from gitops_flow.telemetry.context import RequestContext
-from gitops_flow.telemetry.tracing import Tracing
+from gitops_flow.observability.telemetry.context import RequestContext
+from gitops_flow.observability.telemetry.tracing import Tracing
 
 Q = {"question": "hi"}
 LIMITS = {

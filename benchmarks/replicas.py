@@ -44,7 +44,7 @@ import redis
 from _machine import REPO, describe, machine, median, percentile, save
 from _serving import INVOKE_BODY, Remote, Server, echo_flow, have_wrk, run_wrk
 
-from gitops_flow import webhook
+from gitops_flow.githost import github_webhook as webhook
 
 SECRET = "bench-webhook-secret"
 SESSIONS = 1_000

@@ -41,9 +41,9 @@ from _serving import INVOKE_BODY, Remote, echo_flow
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gitops_flow import endpoints
 from gitops_flow.app import create_app
 from gitops_flow.config import Settings
+from gitops_flow.server import endpoints
 
 
 def scope(path: str) -> dict[str, Any]:

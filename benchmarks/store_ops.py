@@ -37,7 +37,7 @@ import uvloop
 from _machine import describe, machine, save, stats
 
 from gitops_flow.exceptions import StoreError
-from gitops_flow.history import TurnLimits
+from gitops_flow.runtime.conversations import TurnLimits
 from gitops_flow.stores import MemoryStore, SqliteStore, StateStore
 from gitops_flow.stores.redis import RedisStore
 

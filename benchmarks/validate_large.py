@@ -82,8 +82,8 @@ def document(shape: str, size: int) -> dict[str, Any]:
 
 
 def worker(shape: str, size: int, repeat: int) -> None:
-    from gitops_flow.components import ComponentRegistry
-    from gitops_flow.validate import validate_bytes
+    from gitops_flow.components.registry import ComponentRegistry
+    from gitops_flow.validation.documents import validate_bytes
 
     bigflows = generators()
     registry = ComponentRegistry.builtin()

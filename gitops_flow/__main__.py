@@ -1,5 +1,5 @@
 """`python -m gitops_flow` runs the command line."""
 
-from gitops_flow.cli import main
+from gitops_flow.cli.main import main
 
 raise SystemExit(main())

@@ -18,18 +18,19 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from gitops_flow import endpoints, langserve_api, openapi, receivers, views
-from gitops_flow.analysis import Guard
-from gitops_flow.attempts import Attempts
-from gitops_flow.brake import Brake
-from gitops_flow.builder import VersionBuilder
-from gitops_flow.choosing import Chooser
-from gitops_flow.components import ComponentRegistry
+from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.config import Settings
 from gitops_flow.console import routes as console
 from gitops_flow.console.auth import REVOKE, Sessions
 from gitops_flow.console.context import Console
-from gitops_flow.endpoints import Deps
+from gitops_flow.delivery.attempts import Attempts
+from gitops_flow.delivery.builds import VersionBuilder
+from gitops_flow.delivery.choice import Chooser
+from gitops_flow.delivery.guard import Guard
+from gitops_flow.delivery.leader import Leadership, Worker
+from gitops_flow.delivery.reconciler import Reconciler
+from gitops_flow.delivery.routing_table import RoutingTable
+from gitops_flow.delivery.source import GitSource
 from gitops_flow.exceptions import (
     BadInput,
     Busy,
@@ -44,31 +45,30 @@ from gitops_flow.exceptions import (
     TurnTooLarge,
     UnknownFlow,
 )
-from gitops_flow.gitauth import GitAuth
 from gitops_flow.githost.deploys import RefView
 from gitops_flow.githost.feedback import Feedback
 from gitops_flow.guardrails.backends import beside
+from gitops_flow.guardrails.brake import Brake
 from gitops_flow.guardrails.cache import MemoryCache, ResponseCache
 from gitops_flow.guardrails.estimate import TokenEstimate
 from gitops_flow.guardrails.gate import Gate
-from gitops_flow.history import Conversations, TurnLimits
-from gitops_flow.httpio import RequestError, error_response
-from gitops_flow.langflow import api as langflow_api
-from gitops_flow.leader import Leadership, Worker
-from gitops_flow.metrics import Metrics, RouteRow
-from gitops_flow.reconcile import Reconciler
-from gitops_flow.redaction import userinfo_secret
-from gitops_flow.runtime import Executor
-from gitops_flow.secretrefs import RedactSecrets, Scrubber
-from gitops_flow.source import GitSource
+from gitops_flow.observability.metrics import Metrics, RouteRow
+from gitops_flow.observability.telemetry.logs import WithheldMessages
+from gitops_flow.observability.telemetry.middleware import RequestMiddleware
+from gitops_flow.observability.telemetry.runs import Telemetry
+from gitops_flow.observability.telemetry.tracing import Tracing
+from gitops_flow.runtime.conversations import Conversations, TurnLimits
+from gitops_flow.runtime.executor import Executor
+from gitops_flow.runtime.tweaks import Tweaker
+from gitops_flow.security.redaction import userinfo_secret
+from gitops_flow.security.references import RedactSecrets, Scrubber
+from gitops_flow.security.repo_credentials import GitAuth
+from gitops_flow.server import endpoints, langflow_api, langserve_api, openapi, views
+from gitops_flow.server import webhooks as receivers
+from gitops_flow.server.edge import RequestError, error_response
+from gitops_flow.server.endpoints import Deps
 from gitops_flow.stores import open_store
 from gitops_flow.stores.base import ConversationQuota, Record, StateStore
-from gitops_flow.telemetry.logs import WithheldMessages
-from gitops_flow.telemetry.middleware import RequestMiddleware
-from gitops_flow.telemetry.runs import Telemetry
-from gitops_flow.telemetry.tracing import Tracing
-from gitops_flow.traffic import RoutingTable
-from gitops_flow.tweaks import Tweaker
 
 log = logging.getLogger("gitops_flow.server")
 HEAP_SETTLE_DELAY = 1.0  # seconds after the last deploy of a burst
@@ -367,7 +367,7 @@ def _own_secrets(settings: Settings) -> dict[str, str]:
         ("GITOPS_FLOW_GITHUB_TOKEN_FILE", settings.github_token_file),
     ):
         token = _read_quietly(path)
-        if token:  # the token as it is at start; a rotated one never reaches a message either (gitauth.py)
+        if token:  # the token as it is at start; a rotated one never reaches a message either (repo_credentials.py)
             found[name] = token
     repo = userinfo_secret(settings.repo_url or "")  # never shown anyway: scrubbed should a library log the URL
     return {**found, "GITOPS_FLOW_REPO": repo} if repo else found

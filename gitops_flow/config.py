@@ -19,8 +19,8 @@ from pydantic_settings.sources.utils import parse_env_vars
 from gitops_flow.exceptions import ConfigError
 from gitops_flow.githost.repos import API_URL, check_repo
 from gitops_flow.githost.sinks import SinkError, SinkSpec, load_sinks
-from gitops_flow.providers import default_secret_names
-from gitops_flow.secretpolicy import SecretPolicy
+from gitops_flow.security.policy import SecretPolicy
+from gitops_flow.security.providers import default_secret_names
 
 # which versions an explicit pin (X-Flow-Version) may reach: none; the versions the flow's refs serve now; or any
 # version that served as the branch head or through a ref and is still on the branch
@@ -127,7 +127,7 @@ class Settings(BaseSettings):
         default=256 * 1024 * 1024, ge=1024, description="bytes of all conversations; past it the idlest go"
     )
 
-    # what flows may do with secrets (secretpolicy.py); `validate` and `test` read these too, so CI judges as served
+    # what flows may do with secrets (policy.py); `validate` and `test` read these too, so CI judges as served
     allowed_secrets: CommaSeparated = Field(
         default_factory=default_secret_names,
         validation_alias=_env("SECRETS", "allowed_secrets"),
@@ -135,7 +135,7 @@ class Settings(BaseSettings):
     )
     allowed_base_urls: CommaSeparated = Field(default=(), description="base URLs a model's key may be sent to")
 
-    # repository credentials apart from the URL (gitauth.py): an HTTPS token, or an SSH deploy key
+    # repository credentials apart from the URL (repo_credentials.py): an HTTPS token, or an SSH deploy key
     git_token: SecretStr | None = Field(default=None, description="an HTTPS token for the repository")
     git_token_file: Path | None = Field(default=None, description="a file holding that token, read at each fetch")
     git_token_user: str = Field(

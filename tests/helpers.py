@@ -7,9 +7,9 @@ from typing import Any
 
 from langchain_core.runnables import Runnable, RunnableLambda
 
-from gitops_flow.component import Component
-from gitops_flow.components import ComponentRegistry
-from gitops_flow.spec import FlowSpec
+from gitops_flow.components.base import Component
+from gitops_flow.components.registry import ComponentRegistry
+from gitops_flow.flow.document import FlowSpec
 
 
 def node(node_id: str, component: str, **params: Any) -> dict[str, Any]:

@@ -48,7 +48,7 @@ def counting(
 
     from langchain_core.messages import AIMessage
 
-    from gitops_flow.fakemodel import FakeChatModel
+    from gitops_flow.components.fake_model import FakeChatModel
 
     usage = {"input_tokens": input_tokens, "output_tokens": output_tokens, "total_tokens": input_tokens + output_tokens}
     answers = [AIMessage(content=text, usage_metadata=usage) for text in responses]  # type: ignore[arg-type]
@@ -113,7 +113,7 @@ def _witnessed() -> type:
     from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
     from langchain_core.runnables.config import var_child_runnable_config
 
-    from gitops_flow.fakemodel import FakeChatModel
+    from gitops_flow.components.fake_model import FakeChatModel
 
     def path(run_manager: Any) -> str:
         return "langchain" if run_manager is not None or var_child_runnable_config.get() is not None else "lean"

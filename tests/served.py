@@ -16,8 +16,8 @@ from starlette.testclient import TestClient
 
 from gitops_flow.app import create_app
 from gitops_flow.config import Settings
-from gitops_flow.endpoints import Deps
-from gitops_flow.http_server import ServerConfig
+from gitops_flow.server.endpoints import Deps
+from gitops_flow.server.listener import ServerConfig
 from gitops_flow.stores.base import StateStore
 from tests.gitrepo import Remote
 

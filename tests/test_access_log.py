@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gitops_flow.config import Settings
-from gitops_flow.http_server import access_logged
+from gitops_flow.server.listener import access_logged
 from tests.gitrepo import Remote
 from tests.process import serve_process
 from tests.served import echo_flow

@@ -10,11 +10,11 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.prompts import ChatPromptTemplate, PromptTemplate
 
-from gitops_flow.agent import fake_tool_model, make_tools
-from gitops_flow.calculator import CalculationError, evaluate, format_number
-from gitops_flow.component import BuildContext
-from gitops_flow.components import ComponentRegistry
-from gitops_flow.validate import validate_bytes
+from gitops_flow.components.agent import fake_tool_model, make_tools
+from gitops_flow.components.base import BuildContext
+from gitops_flow.components.calculator import CalculationError, evaluate, format_number
+from gitops_flow.components.registry import ComponentRegistry
+from gitops_flow.validation.documents import validate_bytes
 from tests.helpers import chain
 
 

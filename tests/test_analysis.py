@@ -1,4 +1,4 @@
-"""analysis.py: latency buckets, windows and verdicts, and the guard deciding from every replica's traffic."""
+"""guard.py: latency buckets, windows and verdicts, and the guard deciding from every replica's traffic."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from gitops_flow.analysis import Guard, Window, bucket, bucket_bound
+from gitops_flow.delivery.guard import Guard, Window, bucket, bucket_bound
+from gitops_flow.delivery.routing_table import RESUMED_PREFIX, RoutingTable, analysis_key
 from gitops_flow.exceptions import StoreError
-from gitops_flow.routing import Analysis
+from gitops_flow.flow.routing import Analysis
 from gitops_flow.stores.memory import MemoryStore
-from gitops_flow.traffic import RESUMED_PREFIX, RoutingTable, analysis_key
 from tests.test_traffic import CANARY, SHAS, version
 
 ANALYSIS = Analysis(window=60, min_requests=10, max_error_rate=0.1, max_p99_ms=500)

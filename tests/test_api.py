@@ -25,7 +25,7 @@ from langserve import RemoteRunnable
 from starlette.testclient import TestClient
 
 from gitops_flow.app import create_app
-from gitops_flow.source import GitSource
+from gitops_flow.delivery.source import GitSource
 from tests.gitrepo import EPOCH, Remote
 from tests.served import ADMIN, Served, echo_flow, example_files, on_loopback, served, settings, wait_until
 

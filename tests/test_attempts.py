@@ -8,16 +8,16 @@ from typing import Any
 
 import pytest
 
-from gitops_flow import attempts
-from gitops_flow.analysis import Guard, Window
-from gitops_flow.attempts import Attempts
 from gitops_flow.config import Settings
+from gitops_flow.delivery import attempts
+from gitops_flow.delivery.attempts import Attempts
+from gitops_flow.delivery.guard import Guard, Window
+from gitops_flow.delivery.routing_table import Choice, RoutingTable, Target
+from gitops_flow.delivery.versions import Version
 from gitops_flow.exceptions import ConfigError
-from gitops_flow.metrics import Metrics
-from gitops_flow.routing import Analysis
+from gitops_flow.flow.routing import Analysis
+from gitops_flow.observability.metrics import Metrics
 from gitops_flow.stores import MemoryStore
-from gitops_flow.traffic import Choice, RoutingTable, Target
-from gitops_flow.versions import Version
 
 KEY = "echo:main:blob"
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from gitops_flow.brake import Brake
 from gitops_flow.config import Settings
 from gitops_flow.console.auth import Sessions
 from gitops_flow.console.signouts import SignOuts
 from gitops_flow.exceptions import ConfigError, Limited
+from gitops_flow.guardrails.brake import Brake
 from gitops_flow.stores.base import StateStore
 from tests.stores import test_contract as contract
 from tests.stores.test_contract import FakeClock

@@ -1,4 +1,4 @@
-"""build.py: flows compile to one runnable that invokes, streams, fans out and in, and keeps chat history."""
+"""compiler.py: flows compile to one runnable that invokes, streams, fans out and in, and keeps chat history."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.runnables import RunnableSequence
 
-from gitops_flow.build import build_flow
-from gitops_flow.component import Component
-from gitops_flow.components import ComponentRegistry
+from gitops_flow.components.base import Component
+from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.exceptions import BadInput, BuildError
-from gitops_flow.history import MemoryHistoryStore, MissingSession
-from gitops_flow.spec import FlowSpec
+from gitops_flow.flow.document import FlowSpec
+from gitops_flow.runtime.compiler import build_flow
+from gitops_flow.runtime.conversations import MemoryHistoryStore, MissingSession
 from tests.helpers import Calls, chain, edge, flow, node, registry_with
 
 REGISTRY = ComponentRegistry.builtin()

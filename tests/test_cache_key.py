@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from gitops_flow.component import Component
-from gitops_flow.components import ComponentRegistry
+from gitops_flow.components.base import Component
+from gitops_flow.components.registry import ComponentRegistry
+from gitops_flow.flow.document import FlowSpec
+from gitops_flow.flow.routing import CacheRule
 from gitops_flow.guardrails.cache import Asked, MemoryCache, ResponseCache
-from gitops_flow.routing import CacheRule
-from gitops_flow.spec import FlowSpec
 
 SEED = 21
 ROUNDS = 3000

@@ -1,4 +1,4 @@
-"""cli.py: validate/test/schema/init as a user runs them, exit codes 0/1/2, and the shipped CI workflow."""
+"""main.py: validate/test/schema/init as a user runs them, exit codes 0/1/2, and the shipped CI workflow."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from gitops_flow.cli import main
-from gitops_flow.spec import json_schema
+from gitops_flow.cli.main import main
+from gitops_flow.flow.document import json_schema
 from tests.gitrepo import git
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,7 +82,7 @@ def test_annotation_messages_are_escaped_for_the_runner(tmp_path: Path) -> None:
     code, text = run("validate", str(tmp_path / "x.json"), "--format", "github")
     assert code == 1
     assert "title=not-an-object::" in text
-    from gitops_flow.report import annotation
+    from gitops_flow.cli.report import annotation
 
     line = annotation("error", "a,b:c.json", 3, "t", "50% done\nnext")
     assert line == "::error file=a%2Cb%3Ac.json,line=3,title=t::50%25 done%0Anext"

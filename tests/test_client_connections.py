@@ -16,7 +16,7 @@ import pytest
 
 from gitops_flow.config import Settings
 from gitops_flow.exceptions import ConfigError
-from gitops_flow.http_server import Limits
+from gitops_flow.server.listener import Limits
 from tests.gitrepo import Remote
 from tests.process import ServeProcess, serve_process
 from tests.served import echo_flow, wait_until

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gitops_flow import committext
+from gitops_flow.flow import commit_text as committext
 from tests.gitrepo import Remote
 from tests.process import ADMIN, ServeProcess, serve_process
 from tests.served import echo_flow
@@ -119,7 +119,7 @@ def test_an_author_name_is_cut_on_a_character_boundary() -> None:
 
 
 def test_records_an_earlier_release_kept_uncut_are_cut_when_read() -> None:
-    from gitops_flow.versions import Version
+    from gitops_flow.delivery.versions import Version
 
     record = {"sha": "a" * 40, "author": "A" * 5000, "email": "e" * 5000, "message": "m" * MIB, "status": "retired"}
     version = Version.from_record(record)

@@ -1,4 +1,4 @@
-"""components.py: the allowlist resolves registered names only; operators extend it by file or entry point."""
+"""registry.py: the allowlist resolves registered names only; operators extend it by file or entry point."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from gitops_flow.build import build_flow
-from gitops_flow.component import Component
-from gitops_flow.components import ComponentRegistry, load_components_file
+from gitops_flow.components.base import Component
+from gitops_flow.components.registry import ComponentRegistry, load_components_file
 from gitops_flow.exceptions import BuildError, ConfigError
-from gitops_flow.spec import FlowSpec
-from gitops_flow.validate import validate_bytes
+from gitops_flow.flow.document import FlowSpec
+from gitops_flow.runtime.compiler import build_flow
+from gitops_flow.validation.documents import validate_bytes
 from tests.helpers import chain
 
 MODULE = """

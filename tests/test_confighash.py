@@ -8,7 +8,7 @@ import random
 import pytest
 from langserve.lzstring import LZString
 
-from gitops_flow.confighash import MAX_CONFIG_CHARS, BadConfigHash, decode, decompress, merge
+from gitops_flow.server.confighash import MAX_CONFIG_CHARS, BadConfigHash, decode, decompress, merge
 
 
 def test_every_string_lzstring_compresses_comes_back() -> None:

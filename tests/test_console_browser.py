@@ -18,7 +18,7 @@ import pytest
 import yaml
 from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, expect, sync_playwright
 
-from gitops_flow.traffic import sticky_point
+from gitops_flow.delivery.routing_table import sticky_point
 from tests.gitrepo import Remote
 from tests.process import ADMIN_TOKEN, ServeProcess, serve_process
 from tests.served import echo_flow, needs_a_secret

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from gitops_flow.console.diff import compare
-from gitops_flow.spec import FlowSpec
+from gitops_flow.flow.document import FlowSpec
 from tests.served import echo_flow
 
 

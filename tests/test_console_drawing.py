@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 from gitops_flow.console.drawing import MAX_NODES, draw
-from gitops_flow.spec import FlowSpec
+from gitops_flow.flow.document import FlowSpec
 
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from gitops_flow import cli
+from gitops_flow.cli import main as cli
 from tests.gitrepo import Remote
 from tests.process import ADMIN_TOKEN, ServeProcess, serve_process
 from tests.served import echo_flow

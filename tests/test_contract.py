@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from gitops_flow import contract
-from gitops_flow.build import build_flow
-from gitops_flow.cli import main
-from gitops_flow.components import ComponentRegistry
+from gitops_flow.cli.main import main
+from gitops_flow.components.registry import ComponentRegistry
+from gitops_flow.delivery.source import read_at
 from gitops_flow.exceptions import SourceError, UnknownVersion
-from gitops_flow.source import read_at
-from gitops_flow.spec import FlowSpec
+from gitops_flow.flow.document import FlowSpec
+from gitops_flow.runtime.compiler import build_flow
+from gitops_flow.validation import contract
 from tests.gitrepo import Remote, git
 from tests.helpers import edge, flow, node
 

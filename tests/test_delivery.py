@@ -17,7 +17,7 @@ import httpx
 import pytest
 import yaml
 
-from gitops_flow import webhook
+from gitops_flow.githost import github_webhook as webhook
 from tests.gitrepo import Remote
 from tests.served import ADMIN, echo_flow, on_loopback, wait_until
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from gitops_flow.flow.routing import RoutingConfig
 from gitops_flow.githost.deploys import CommitStatus, DeploymentUpdate, Links, RefView, Translator
-from gitops_flow.routing import RoutingConfig
 
 A, B = "a" * 40, "b" * 40
 VIEW = RefView.of(

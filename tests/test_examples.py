@@ -16,10 +16,10 @@ from typing import Any
 import jsonschema
 import pytest
 
-from gitops_flow.demo import FLOW as DEMO_FLOW
-from gitops_flow.demo import QUESTION as DEMO_QUESTION
-from gitops_flow.spec import Expectation, FlowSpec
-from gitops_flow.testing import check_expectation
+from gitops_flow.cli.demo import FLOW as DEMO_FLOW
+from gitops_flow.cli.demo import QUESTION as DEMO_QUESTION
+from gitops_flow.flow.document import Expectation, FlowSpec
+from gitops_flow.runtime.flow_tests import check_expectation
 from tests.gitrepo import Remote
 from tests.process import ServeProcess, serve_process
 from tests.served import ROOT, example_files

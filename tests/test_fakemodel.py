@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 import yaml
 
-from gitops_flow import fakemodel
-from gitops_flow.build import build_flow
-from gitops_flow.builtins import MAX_LATENCY_MS, MAX_TOKEN_LATENCY_MS
-from gitops_flow.components import ComponentRegistry
-from gitops_flow.fakemodel import MAX_WAIT_S, FakeChatModel
-from gitops_flow.spec import FlowSpec
-from gitops_flow.validate import validate_bytes
+from gitops_flow.components import fake_model as fakemodel
+from gitops_flow.components.builtins import MAX_LATENCY_MS, MAX_TOKEN_LATENCY_MS
+from gitops_flow.components.fake_model import MAX_WAIT_S, FakeChatModel
+from gitops_flow.components.registry import ComponentRegistry
+from gitops_flow.flow.document import FlowSpec
+from gitops_flow.runtime.compiler import build_flow
+from gitops_flow.validation.documents import validate_bytes
 from tests.gitrepo import Remote
 from tests.helpers import chain
 from tests.process import serve_process

@@ -6,16 +6,16 @@ from typing import Any
 
 import pytest
 
-from gitops_flow.builtins import BUILTIN_COMPONENTS
-from gitops_flow.components import ComponentRegistry
+from gitops_flow.components.builtins import BUILTIN_COMPONENTS
+from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.exceptions import Limited, StoreError
+from gitops_flow.flow.document import FlowSpec
+from gitops_flow.flow.routing import FlowLimits
 from gitops_flow.guardrails.counters import Reserved, Window
 from gitops_flow.guardrails.estimate import TokenEstimate
 from gitops_flow.guardrails.gate import Gate
 from gitops_flow.guardrails.memory import MemoryCounters
-from gitops_flow.routing import FlowLimits
-from gitops_flow.spec import FlowSpec
-from gitops_flow.telemetry.context import RequestContext
+from gitops_flow.observability.telemetry.context import RequestContext
 
 pytestmark = pytest.mark.anyio
 

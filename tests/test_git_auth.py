@@ -1,4 +1,4 @@
-"""Private repositories with credentials kept apart from the URL (gitauth.py): an HTTPS token from the environment or
+"""Private repositories with credentials kept apart from the URL (repo_credentials.py): an HTTPS token from the environment or
 a file, and an SSH deploy key, against a real `serve`. Every git process is recorded (tests/test_repo_credentials.py's
 argv recorder): no command line holds the token or the key, and neither does any log, view or error."""
 
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from gitops_flow.delivery.source import GitSource
 from gitops_flow.exceptions import ConfigError
-from gitops_flow.gitauth import GitAuth
-from gitops_flow.source import GitSource
+from gitops_flow.security.repo_credentials import GitAuth
 from tests.githttp import git_http
 from tests.gitrepo import Remote
 from tests.process import ADMIN, serve_process

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gitops_flow.webhook import sign
+from gitops_flow.githost.github_webhook import sign
 from tests.gitrepo import Remote
 from tests.process import ADMIN_TOKEN, ServeProcess, serve_process
 from tests.served import echo_flow

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from gitops_flow.exceptions import MalformedDelivery, SignatureMismatch
-from gitops_flow.githost import gitea, gitlab
+from gitops_flow.githost import gitea_webhook as gitea
+from gitops_flow.githost import gitlab_webhook as gitlab
 from tests.gitrepo import Remote
 from tests.served import echo_flow, wait_until
 from tests.test_delivery import SECRET, Server, routing

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from gitops_flow import webhook
+from gitops_flow.githost import github_webhook as webhook
 from tests.gitrepo import Remote
 from tests.process import ADMIN, ServeProcess, serve_process
 from tests.served import echo_flow, wait_until

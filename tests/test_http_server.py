@@ -1,4 +1,4 @@
-"""http_server.py: the Host policy and the limits `serve` gives uvicorn, from Settings (the behaviour against a real
+"""listener.py: the Host policy and the limits `serve` gives uvicorn, from Settings (the behaviour against a real
 server is in tests/test_http_bounds.py)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 
 from gitops_flow.config import LOOPBACK_HOSTS, Settings
 from gitops_flow.exceptions import ConfigError
-from gitops_flow.http_server import BoundedProtocol, HostPolicy, Limits, ServerConfig
+from gitops_flow.server.listener import BoundedProtocol, HostPolicy, Limits, ServerConfig
 
 
 @pytest.mark.parametrize(

@@ -15,14 +15,14 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import RunnableLambda
 
-from gitops_flow.build import build_flow
-from gitops_flow.component import FAKEABLE, Component
-from gitops_flow.components import ComponentRegistry
-from gitops_flow.history import MemoryHistoryStore
+from gitops_flow.components.base import FAKEABLE, Component
+from gitops_flow.components.registry import ComponentRegistry
+from gitops_flow.flow.document import FlowSpec
 from gitops_flow.langflow.convert import convert, is_export, slug
-from gitops_flow.secretpolicy import SecretPolicy
-from gitops_flow.spec import FlowSpec
-from gitops_flow.validate import FileReport, validate_bytes
+from gitops_flow.runtime.compiler import build_flow
+from gitops_flow.runtime.conversations import MemoryHistoryStore
+from gitops_flow.security.policy import SecretPolicy
+from gitops_flow.validation.documents import FileReport, validate_bytes
 
 DATA = Path(__file__).resolve().parent / "data" / "langflow"
 CALCULATE = json.dumps({"tool_calls": [{"name": "calculator", "args": {"expression": "2+3*4"}}]})

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from gitops_flow.build import build_flow
-from gitops_flow.components import ComponentRegistry
-from gitops_flow.httpio import RequestError
-from gitops_flow.langflow.api import flow_input
-from gitops_flow.spec import FlowSpec
+from gitops_flow.components.registry import ComponentRegistry
+from gitops_flow.flow.document import FlowSpec
+from gitops_flow.runtime.compiler import build_flow
+from gitops_flow.server.edge import RequestError
+from gitops_flow.server.langflow_api import flow_input
 from tests.gitrepo import Remote
 from tests.helpers import chain
 from tests.served import ADMIN, echo_flow, served

@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from gitops_flow.build import build_flow
-from gitops_flow.components import ComponentRegistry
-from gitops_flow.fakeanswers import fake_answers
+from gitops_flow.components.fake_answers import fake_answers
+from gitops_flow.components.registry import ComponentRegistry
+from gitops_flow.flow.document import FlowSpec
 from gitops_flow.langflow.convert import convert
-from gitops_flow.spec import FlowSpec
-from gitops_flow.validate import validate_bytes
+from gitops_flow.runtime.compiler import build_flow
+from gitops_flow.validation.documents import validate_bytes
 from tests.gitrepo import Remote
 from tests.process import ServeProcess, serve_process
 

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from gitops_flow import cli
-from gitops_flow.build import build_flow
-from gitops_flow.components import ComponentRegistry
-from gitops_flow.fakeanswers import fake_answers
+from gitops_flow.cli import main as cli
+from gitops_flow.components.fake_answers import fake_answers
+from gitops_flow.components.registry import ComponentRegistry
+from gitops_flow.flow.document import FlowSpec
 from gitops_flow.langflow.convert import convert
-from gitops_flow.spec import FlowSpec
-from gitops_flow.validate import flow_name, validate_bytes
+from gitops_flow.runtime.compiler import build_flow
+from gitops_flow.validation.documents import flow_name, validate_bytes
 
 DATA = Path(__file__).resolve().parent / "data" / "langflow"
 REGISTRY = ComponentRegistry.builtin()

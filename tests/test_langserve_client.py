@@ -28,9 +28,9 @@ from langchain_core.tracers import RunLog, RunLogPatch
 from langserve import RemoteRunnable
 from langserve.lzstring import LZString
 
-from gitops_flow.build import build_flow
-from gitops_flow.components import ComponentRegistry
-from gitops_flow.spec import FlowSpec
+from gitops_flow.components.registry import ComponentRegistry
+from gitops_flow.flow.document import FlowSpec
+from gitops_flow.runtime.compiler import build_flow
 from tests.gitrepo import Remote
 from tests.process import ServeProcess, serve_process
 from tests.served import wait_until

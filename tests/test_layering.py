@@ -36,7 +36,7 @@ LAYERS: dict[str, int] = {
     "graph": 3,
     "history": 3,
     "build": 5,
-    # the lean executor (gitops_flow/lean/): the flow's graph as plain async code, beside its runnable
+    # the lean executor (gitops_flow/runtime/lean/): the flow's graph as plain async code, beside its runnable
     "lean": 0,
     "lean.models": 1,
     "lean.identity": 1,

@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 from langchain_core.runnables import RunnableConfig, RunnableGenerator, RunnableLambda
 
-from gitops_flow.build import BuiltFlow, build_flow
-from gitops_flow.component import Component
-from gitops_flow.lean.forms import Run
-from gitops_flow.lean.identity import difference
-from gitops_flow.lean.program import LeanFlow
-from gitops_flow.runtime import run_lean
-from gitops_flow.spec import FlowSpec
+from gitops_flow.components.base import Component
+from gitops_flow.flow.document import FlowSpec
+from gitops_flow.runtime.compiler import BuiltFlow, build_flow
+from gitops_flow.runtime.executor import run_lean
+from gitops_flow.runtime.lean.forms import Run
+from gitops_flow.runtime.lean.identity import difference
+from gitops_flow.runtime.lean.program import LeanFlow
 from tests.helpers import edge, flow, node, registry_with
 
 WORDS = ("alpha", "beta", "gamma", "delta", "refund", "order", "ok", "{x}", "é", "line\nbreak")
@@ -330,7 +330,7 @@ def test_a_json_parser_streams_what_langchains_streams(chunks: list[str], kind: 
     from langchain_core.messages import AIMessageChunk
     from langchain_core.output_parsers import JsonOutputParser
 
-    from gitops_flow.lean.forms import form_of
+    from gitops_flow.runtime.lean.forms import form_of
 
     def made() -> list[Any]:
         if kind == "text":

@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from gitops_flow.build import build_flow
-from gitops_flow.components import ComponentRegistry
+from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.config import Settings
 from gitops_flow.exceptions import BuildError, ConfigError
-from gitops_flow.limits import MAX_EDGES, MAX_NODES
-from gitops_flow.spec import FlowSpec
-from gitops_flow.validate import MAX_PROBLEMS, FileReport, validate_bytes
+from gitops_flow.flow.bounds import MAX_EDGES, MAX_NODES
+from gitops_flow.flow.document import FlowSpec
+from gitops_flow.runtime.compiler import build_flow
+from gitops_flow.validation.documents import MAX_PROBLEMS, FileReport, validate_bytes
 from tests import bigflows
 from tests.gitrepo import Remote
 from tests.process import serve_process

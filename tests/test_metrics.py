@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gitops_flow.metrics import Metrics
+from gitops_flow.observability.metrics import Metrics
 
 OLD, NEW = "a" * 40, "b" * 40
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from gitops_flow.telemetry.context import RequestContext, current
-from gitops_flow.telemetry.middleware import RequestMiddleware
+from gitops_flow.observability.telemetry.context import RequestContext, current
+from gitops_flow.observability.telemetry.middleware import RequestMiddleware
 
 
 def run(app: Any, order: list[str]) -> None:

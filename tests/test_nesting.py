@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
-from gitops_flow.nesting import MAX_DEPTH, ORJSON_DEPTH, too_deep
+from gitops_flow.server.nesting import MAX_DEPTH, ORJSON_DEPTH, too_deep
 
 
 def lists(depth: int, leaf: Any = "x") -> Any:

@@ -91,7 +91,7 @@ def test_sink_names_are_distinct(tmp_path: Path) -> None:
 
 
 def test_the_serve_command_refuses_a_wrong_notification_file(tmp_path: Path) -> None:
-    from gitops_flow.cli import main
+    from gitops_flow.cli.main import main
 
     path = tmp_path / "n.yaml"
     path.write_text("notifications: {}\n")

@@ -20,10 +20,10 @@ from opentelemetry.trace import SpanKind
 from starlette.testclient import TestClient
 
 from gitops_flow.app import create_app
-from gitops_flow.component import Component
-from gitops_flow.telemetry.context import hashed
-from gitops_flow.telemetry.runs import current_observer
-from gitops_flow.telemetry.tracing import Tracing
+from gitops_flow.components.base import Component
+from gitops_flow.observability.telemetry.context import hashed
+from gitops_flow.observability.telemetry.runs import current_observer
+from gitops_flow.observability.telemetry.tracing import Tracing
 from tests.gitrepo import Remote
 from tests.helpers import registry_with
 from tests.metricsread import sample

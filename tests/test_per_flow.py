@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from gitops_flow import cli
-from gitops_flow.traffic import sticky_point
+from gitops_flow.cli import main as cli
+from gitops_flow.delivery.routing_table import sticky_point
 from tests.gitrepo import Remote
 from tests.process import ADMIN, ADMIN_TOKEN, ServeProcess, serve_process
 from tests.served import echo_flow, needs_a_secret, wait_until

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
+from gitops_flow.delivery.rebuilds import Rebuilds
+from gitops_flow.delivery.versions import Version
 from gitops_flow.exceptions import Busy
-from gitops_flow.rebuilds import Rebuilds
-from gitops_flow.versions import Version
 from tests.gitrepo import Remote
 from tests.process import ServeProcess, serve_process
 from tests.served import echo_flow
@@ -170,7 +170,7 @@ def test_a_yank_is_by_build_the_later_commits_that_carry_the_leaked_build_are_un
 
 
 def test_a_yanked_list_that_is_not_shas_is_a_problem_of_the_routing_file(tmp_path: Path) -> None:
-    from gitops_flow.routingcheck import validate_routing_bytes
+    from gitops_flow.validation.routing import validate_routing_bytes
 
     _, problems = validate_routing_bytes(b"yanked:\n  - abc\n  - main\n", file="gitops-flow.yaml")
     assert [(p.code, p.path, p.line) for p in problems] == [

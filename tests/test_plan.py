@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gitops_flow.cli import main
+from gitops_flow.cli.main import main
 from gitops_flow.plan.render import MARKER
 from tests.githubapi import TOKEN, GitHubStandIn, github_standin
 from tests.gitrepo import Remote
@@ -421,7 +421,7 @@ def test_init_refuses_a_spec_the_workflow_cannot_carry(
 def test_the_default_install_spec_is_where_this_copy_came_from(monkeypatch: pytest.MonkeyPatch) -> None:
     from importlib import metadata
 
-    from gitops_flow import install
+    from gitops_flow.cli import install
 
     class Dist:
         def __init__(self, direct_url: str | None) -> None:

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
-from gitops_flow import cli, servercli
-from gitops_flow.validate import MAX_PROBLEMS
+from gitops_flow.cli import main as cli
+from gitops_flow.cli import remote as servercli
+from gitops_flow.validation.documents import MAX_PROBLEMS
 from tests.gitrepo import Remote
 from tests.process import ADMIN, ADMIN_TOKEN, ServeProcess, serve_process
 from tests.served import echo_flow

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gitops_flow.metrics import Metrics
-from gitops_flow.recent import RecentTraffic, bucket, bucket_bound
+from gitops_flow.observability.metrics import Metrics
+from gitops_flow.observability.recent import RecentTraffic, bucket, bucket_bound
 
 OLD, NEW = "a" * 40, "b" * 40
 

@@ -18,9 +18,9 @@ import httpx
 import pytest
 import yaml
 
-from gitops_flow import webhook
+from gitops_flow.delivery.routing_table import sticky_point
+from gitops_flow.githost import github_webhook as webhook
 from gitops_flow.stores.redis import RedisStore
-from gitops_flow.traffic import sticky_point
 from tests.gitrepo import Remote
 from tests.redisenv import RedisServer, RedisSpace, free_port
 from tests.served import echo_flow, wait_until

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from gitops_flow.redaction import carries_credentials, query_secrets, redact
-from gitops_flow.source import GitSource
+from gitops_flow.delivery.source import GitSource
+from gitops_flow.security.redaction import carries_credentials, query_secrets, redact
 from tests.githttp import git_http
 from tests.gitrepo import Remote
 from tests.process import ADMIN, serve_process
@@ -104,7 +104,7 @@ def test_a_credential_in_the_query_string_is_refused_at_start_and_not_shown(tmp_
 
 
 def test_a_credential_on_the_serve_command_line_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from gitops_flow import cli
+    from gitops_flow.cli import main as cli
 
     code = cli.main(["serve", "--repo", f"https://ada:{TOKEN}@git.example.com/flows.git"], environ={})
     error = capsys.readouterr().err
@@ -194,6 +194,6 @@ def test_query_secrets_names_the_parameters() -> None:
     ids=["user-and-token", "token-as-user", "quoted", "ssh-user", "none", "path"],
 )
 def test_userinfo_secret_is_what_the_logs_are_scrubbed_of(url: str, secret: str | None) -> None:
-    from gitops_flow.redaction import userinfo_secret
+    from gitops_flow.security.redaction import userinfo_secret
 
     assert userinfo_secret(url) == secret

@@ -1,4 +1,4 @@
-"""runtime.py: which executor runs a request. The lean program by default; LangChain's runnables when the operator
+"""executor.py: which executor runs a request. The lean program by default; LangChain's runnables when the operator
 says so, when LangSmith or OpenTelemetry traces the run, and for stream_log/stream_events. Token budgets and token
 metrics count the same tokens on both paths; over HTTP, a real server answers the same on both."""
 
@@ -18,10 +18,10 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from starlette.testclient import TestClient
 
 from gitops_flow.app import create_app
-from gitops_flow.component import Component
+from gitops_flow.components.base import Component
 from gitops_flow.config import Settings, langsmith_tracing
-from gitops_flow.lean.forms import Fallback, form_of
-from gitops_flow.telemetry.tracing import Tracing
+from gitops_flow.observability.telemetry.tracing import Tracing
+from gitops_flow.runtime.lean.forms import Fallback, form_of
 from tests.gitrepo import Remote
 from tests.helpers import registry_with
 from tests.metricsread import sample

@@ -9,14 +9,14 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from gitops_flow.spec import json_schema
+from gitops_flow.flow.document import json_schema
 
 ROOT = Path(__file__).resolve().parent.parent
-PUBLISHED = json.loads((resources.files("gitops_flow") / "schema" / "flow.v1.json").read_text())
+PUBLISHED = json.loads((resources.files("gitops_flow.flow") / "schema" / "flow.v1.json").read_text())
 
 
 def test_the_published_schema_equals_the_model() -> None:
-    assert PUBLISHED == json_schema(), "run `gitops-flow schema > gitops_flow/schema/flow.v1.json`"
+    assert PUBLISHED == json_schema(), "run `gitops-flow schema > gitops_flow/flow/schema/flow.v1.json`"
 
 
 def test_the_published_schema_is_a_valid_draft_2020_12_schema() -> None:

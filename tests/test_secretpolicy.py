@@ -1,4 +1,4 @@
-"""secretpolicy.py, providers.py: the variables flows may read, the provider of each key, the allowed base URLs."""
+"""policy.py, providers.py: the variables flows may read, the provider of each key, the allowed base URLs."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import pytest
 from langchain.chat_models.base import _BUILTIN_PROVIDERS
 from pydantic import ValidationError
 
-from gitops_flow import cli
+from gitops_flow.cli import main as cli
 from gitops_flow.config import Settings
-from gitops_flow.providers import PROVIDER_KEYS, default_secret_names, providers_reading
-from gitops_flow.secretpolicy import SecretPolicy
+from gitops_flow.security.policy import SecretPolicy
+from gitops_flow.security.providers import PROVIDER_KEYS, default_secret_names, providers_reading
 
 
 def test_every_provider_of_init_chat_model_is_classified() -> None:

@@ -1,4 +1,4 @@
-"""secretrefs.py and credentials.py: where a secret reference may stand, where a model's key may go, and the scrubbing
+"""references.py and credentials.py: where a secret reference may stand, where a model's key may go, and the scrubbing
 of known secret values from what the server writes."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from langchain_core.runnables import RunnableLambda
 
-from gitops_flow.component import Component
-from gitops_flow.components import ComponentRegistry
+from gitops_flow.components.base import Component
+from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.problems import Problem
-from gitops_flow.secretpolicy import SecretPolicy
-from gitops_flow.secretrefs import RedactSecrets, Scrubber
-from gitops_flow.validate import validate_bytes
+from gitops_flow.security.policy import SecretPolicy
+from gitops_flow.security.references import RedactSecrets, Scrubber
+from gitops_flow.validation.documents import validate_bytes
 from tests.helpers import registry_with
 
 KEY = {"$env": "OPENAI_API_KEY"}

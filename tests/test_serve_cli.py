@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gitops_flow import cli, servercli
+from gitops_flow.cli import main as cli
+from gitops_flow.cli import remote as servercli
 from gitops_flow.config import Settings
 from tests.gitrepo import Remote
 from tests.served import echo_flow, on_loopback, wait_until

@@ -21,11 +21,11 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from gitops_flow import cli
 from gitops_flow.app import create_app
-from gitops_flow.component import Component
+from gitops_flow.cli import main as cli
+from gitops_flow.components.base import Component
+from gitops_flow.githost.github_webhook import sign
 from gitops_flow.stores.memory import MemoryStore
-from gitops_flow.webhook import sign
 from tests.gitrepo import Remote
 from tests.helpers import registry_with
 from tests.operator_components import leaky

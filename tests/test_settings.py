@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from gitops_flow.cli import main
+from gitops_flow.cli.main import main
 from gitops_flow.config import Settings, env_name
 from gitops_flow.exceptions import ConfigError
 

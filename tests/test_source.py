@@ -15,9 +15,9 @@ from typing import Any
 import anyio
 import pytest
 
+from gitops_flow.delivery.source import CommitInfo, GitSource, Refs
 from gitops_flow.exceptions import SourceError, UnknownVersion
-from gitops_flow.redaction import redact
-from gitops_flow.source import CommitInfo, GitSource, Refs
+from gitops_flow.security.redaction import redact
 from tests.gitrepo import EPOCH, Remote, git
 
 MakeSource = Callable[..., GitSource]

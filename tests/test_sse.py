@@ -144,7 +144,7 @@ def test_langflows_client_reads_a_stream_with_keep_alive_lines(served: Any) -> N
 def test_a_keep_alive_that_cannot_be_sent_ends_the_stream_and_closes_its_events() -> None:
     """The listener's failure is the stream's: the writer stops waiting on the flow, the events are closed, and the
     error is raised (a plain ASGI call: no server sends can fail on purpose)."""
-    from gitops_flow.sse import EventStream
+    from gitops_flow.server.sse import EventStream
 
     closed: list[str] = []
 

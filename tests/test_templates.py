@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from gitops_flow import templates
-from gitops_flow.build import build_flow
-from gitops_flow.cli import main
-from gitops_flow.components import ComponentRegistry
+from gitops_flow.cli.main import main
+from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.exceptions import BuildError
-from gitops_flow.spec import FlowSpec
-from gitops_flow.validate import validate_bytes
+from gitops_flow.flow import prompts as templates
+from gitops_flow.flow.document import FlowSpec
+from gitops_flow.runtime.compiler import build_flow
+from gitops_flow.validation.documents import validate_bytes
 from tests.gitrepo import Remote
 from tests.process import serve_process
 from tests.served import echo_flow

@@ -1,4 +1,4 @@
-"""testing.py: cases run as requests do (the served input check, the run config), never call a real model, are
+"""flow_tests.py: cases run as requests do (the served input check, the run config), never call a real model, are
 bounded in time, and fail one by one."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from langchain_core.runnables import RunnableConfig, RunnableLambda
 
-from gitops_flow.component import Component
-from gitops_flow.components import ComponentRegistry
-from gitops_flow.spec import Expectation, FlowSpec
-from gitops_flow.testing import CaseResult, check_expectation, run_flow_tests
+from gitops_flow.components.base import Component
+from gitops_flow.components.registry import ComponentRegistry
+from gitops_flow.flow.document import Expectation, FlowSpec
+from gitops_flow.runtime.flow_tests import CaseResult, check_expectation, run_flow_tests
 from tests.helpers import Calls, edge, flow, node, registry_with
 
 REGISTRY = ComponentRegistry.builtin()

@@ -1,4 +1,4 @@
-"""traffic.py: routes by refs and weights, flow-scoped tags, sticky users, refs that cannot serve, aborted canaries."""
+"""routing_table.py: routes by refs and weights, flow-scoped tags, sticky users, refs that cannot serve, aborted canaries."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from gitops_flow.delivery.routing_table import RoutingTable, analysis_key, sticky_point
+from gitops_flow.delivery.versions import Status, Version
 from gitops_flow.exceptions import NoReadyVersion
-from gitops_flow.routing import RoutingConfig
-from gitops_flow.traffic import RoutingTable, analysis_key, sticky_point
-from gitops_flow.versions import Status, Version
+from gitops_flow.flow.routing import RoutingConfig
 
 SHAS = {name: name[0] * 40 for name in ("aaa", "bbb", "ccc", "ddd")}
 BUILT: Any = object()  # plan_route only asks whether a version has a flow, never runs it

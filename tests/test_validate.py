@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from gitops_flow import cli
-from gitops_flow.component import Component
-from gitops_flow.components import ComponentRegistry
+from gitops_flow.cli import main as cli
+from gitops_flow.components.base import Component
+from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.problems import Problem
-from gitops_flow.routingcheck import validate_routing_bytes
-from gitops_flow.validate import MAX_BYTES, MAX_DEPTH, FileReport, validate_bytes, validate_file
+from gitops_flow.validation.documents import MAX_BYTES, MAX_DEPTH, FileReport, validate_bytes, validate_file
+from gitops_flow.validation.routing import validate_routing_bytes
 
 DATA = Path(__file__).parent / "data" / "flows"
 VALID = sorted((DATA / "valid").glob("*.json"))

@@ -1,4 +1,4 @@
-"""webhook.py: GitHub's signature, and what each real delivery (tests/data/github-webhooks) asks of the server."""
+"""github_webhook.py: GitHub's signature, and what each real delivery (tests/data/github-webhooks) asks of the server."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gitops_flow import webhook
 from gitops_flow.exceptions import MalformedDelivery, SignatureMismatch
+from gitops_flow.githost import github_webhook as webhook
 
 FIXTURES = Path(__file__).parent / "data" / "github-webhooks"
 SECRET = b"It's a Secret to Everybody"

@@ -22,8 +22,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gitops_flow import webhook
-from gitops_flow.traffic import sticky_point
+from gitops_flow.delivery.routing_table import sticky_point
+from gitops_flow.githost import github_webhook as webhook
 from tests.githttp import git_http
 from tests.gitrepo import Remote
 from tests.process import ADMIN_TOKEN, ServeProcess, free_port, serve_process

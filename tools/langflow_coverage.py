@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gitops_flow.build import build_flow
-from gitops_flow.components import ComponentRegistry
-from gitops_flow.fakeanswers import fake_answers
-from gitops_flow.history import MemoryHistoryStore
-from gitops_flow.validate import FileReport, validate_bytes
+from gitops_flow.components.fake_answers import fake_answers
+from gitops_flow.components.registry import ComponentRegistry
+from gitops_flow.runtime.compiler import build_flow
+from gitops_flow.runtime.conversations import MemoryHistoryStore
+from gitops_flow.validation.documents import FileReport, validate_bytes
 
 RELEASES = ("1.13.0", "1.12.8", "1.12.7")  # the last three langflow-base releases when this was written
 STARTERS = re.compile(r"^langflow/initial_setup/starter_projects/[^/]+\.json$")

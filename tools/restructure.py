@@ -85,6 +85,9 @@ MOVES: dict[str, str] = {
     "deploylog": "delivery.journal",
     "traffic": "delivery.routing_table",
     "choosing": "delivery.choice",
+    "attempts": "delivery.attempts",
+    "brake": "guardrails.brake",
+    "committext": "flow.commit_text",
     # githost/: every Git host, its webhooks in and its statuses out
     "webhook": "githost.github_webhook",
     "githost.gitlab": "githost.gitlab_webhook",

@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 from markdown_it import MarkdownIt
 
-from gitops_flow.cli import main
+from gitops_flow.cli.main import main
 from tests.githubapi import TOKEN, github_standin
 from tests.gitrepo import Remote
 from tests.npmdata import webhook_examples

@@ -14,8 +14,8 @@ from starlette.responses import Response
 from gitops_flow.console.auth import Role, Session
 from gitops_flow.console.context import Console
 from gitops_flow.exceptions import Limited, StoreError
-from gitops_flow.httpio import client_address
-from gitops_flow.views import guarded
+from gitops_flow.server.edge import client_address
+from gitops_flow.server.views import guarded
 
 log = logging.getLogger("gitops_flow.server")
 

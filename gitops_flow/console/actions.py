@@ -13,7 +13,6 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from gitops_flow.canaries import Action
 from gitops_flow.console.access import (
     COOKIE,
     SECURE_COOKIE,
@@ -29,6 +28,7 @@ from gitops_flow.console.access import (
     signed_in,
 )
 from gitops_flow.console.auth import NAME_PATTERN, REVOKE, Role
+from gitops_flow.delivery.canaries import Action
 from gitops_flow.exceptions import LookupFailed, StoreError
 
 log = logging.getLogger("gitops_flow.server")

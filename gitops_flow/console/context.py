@@ -8,21 +8,21 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
-from gitops_flow.components import ComponentRegistry
+from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.console.auth import Role, Sessions
+from gitops_flow.console.backlog import Pending, pending
 from gitops_flow.console.documents import Documents
 from gitops_flow.console.feed import Feed
 from gitops_flow.console.overview import Overview, overview
-from gitops_flow.console.pages import Pages
-from gitops_flow.console.pending import Pending, pending
+from gitops_flow.console.renderer import Pages
 from gitops_flow.console.signouts import SignOuts
-from gitops_flow.endpoints import Deps
+from gitops_flow.delivery.routing_table import RESUMED_PREFIX
+from gitops_flow.delivery.source import GitSource
 from gitops_flow.exceptions import StoreError
-from gitops_flow.secretpolicy import SecretPolicy
-from gitops_flow.source import GitSource
+from gitops_flow.security.policy import SecretPolicy
+from gitops_flow.server.endpoints import Deps
+from gitops_flow.server.views import STORE_UNAVAILABLE, unmerged_hidden
 from gitops_flow.stores.base import Record
-from gitops_flow.traffic import RESUMED_PREFIX
-from gitops_flow.views import STORE_UNAVAILABLE, unmerged_hidden
 
 log = logging.getLogger("gitops_flow.server")
 

@@ -1,5 +1,5 @@
 """The difference between two versions of a flow document: its fields, nodes (component and each param), edges and
-tests, as a reviewer reads a pull request. Params are shown through shown.py, so no credential is printed."""
+tests, as a reviewer reads a pull request. Params are shown through display.py, so no credential is printed."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from gitops_flow.console.shown import masked, shown
-from gitops_flow.spec import EdgeSpec, FlowSpec, FlowTest, NodeSpec
+from gitops_flow.console.display import masked, shown
+from gitops_flow.flow.document import EdgeSpec, FlowSpec, FlowTest, NodeSpec
 
 Status = Literal["added", "removed", "changed"]
 _FIELDS = ("description", "input", "output")

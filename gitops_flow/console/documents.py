@@ -14,13 +14,13 @@ from dataclasses import dataclass
 
 import anyio
 
-from gitops_flow.components import ComponentRegistry
+from gitops_flow.components.registry import ComponentRegistry
+from gitops_flow.delivery.source import GitSource
+from gitops_flow.delivery.versions import Version
 from gitops_flow.exceptions import LookupFailed, SourceError
-from gitops_flow.secretpolicy import SecretPolicy
-from gitops_flow.source import GitSource
-from gitops_flow.spec import FlowSpec
-from gitops_flow.validate import MAX_EXPORT_BYTES, validate_bytes
-from gitops_flow.versions import Version
+from gitops_flow.flow.document import FlowSpec
+from gitops_flow.security.policy import SecretPolicy
+from gitops_flow.validation.documents import MAX_EXPORT_BYTES, validate_bytes
 
 MAX_CACHED = 64
 MAX_READERS = 2

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from html import escape
 
-from gitops_flow.console.shown import shown
-from gitops_flow.spec import FlowSpec, NodeSpec
+from gitops_flow.console.display import shown
+from gitops_flow.flow.document import FlowSpec, NodeSpec
 
 MAX_NODES = 150  # a larger graph is not drawn (its nodes are listed instead): a drawing that size is not read
 NODE_HEIGHT = 46

@@ -8,15 +8,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gitops_flow.console import commands
+from gitops_flow.console.backlog import waiting
 from gitops_flow.console.commands import Command
 from gitops_flow.console.diff import FlowDiff, compare
 from gitops_flow.console.documents import Documents
 from gitops_flow.console.drawing import Drawing, draw
 from gitops_flow.console.overview import FlowRow
-from gitops_flow.console.pending import waiting
 from gitops_flow.console.trail import Entry, Filter, entries
-from gitops_flow.traffic import RoutingTable
-from gitops_flow.versions import Version
+from gitops_flow.delivery.routing_table import RoutingTable
+from gitops_flow.delivery.versions import Version
 
 MAX_VERSIONS = 60  # versions listed on a flow's page
 

@@ -11,12 +11,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from gitops_flow.console.shown import problem_line
-from gitops_flow.recent import Figures
-from gitops_flow.reconcile import SourceStatus
+from gitops_flow.console.display import problem_line
+from gitops_flow.delivery.reconciler import SourceStatus
+from gitops_flow.delivery.routing_table import Route, RoutingTable, Target, failure_text
+from gitops_flow.observability.recent import Figures
+from gitops_flow.server.views import flow_description, flow_state, route_targets
 from gitops_flow.stores.base import Record
-from gitops_flow.traffic import Route, RoutingTable, Target, failure_text
-from gitops_flow.views import flow_description, flow_state, route_targets
 
 Level = Literal["error", "warning", "info"]
 

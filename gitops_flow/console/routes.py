@@ -19,11 +19,11 @@ from gitops_flow.console.actions import abort, fetch_now, login, login_form, log
 from gitops_flow.console.feed import Full
 from gitops_flow.console.flowpage import BadChoice, flow_page
 from gitops_flow.console.overview import Overview
-from gitops_flow.console.pages import static
+from gitops_flow.console.renderer import static
 from gitops_flow.console.trail import KINDS, Filter, entries
 from gitops_flow.exceptions import StoreError
-from gitops_flow.httpio import json_response
-from gitops_flow.views import STORE_UNAVAILABLE
+from gitops_flow.server.edge import json_response
+from gitops_flow.server.views import STORE_UNAVAILABLE
 
 log = logging.getLogger("gitops_flow.server")
 

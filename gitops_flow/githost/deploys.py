@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from gitops_flow.routing import RoutingConfig
+from gitops_flow.flow.routing import RoutingConfig
 
 StatusState = Literal["success", "failure", "error", "pending"]
 DeploymentState = Literal["success", "failure", "error", "inactive", "in_progress", "queued", "pending"]

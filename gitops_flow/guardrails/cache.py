@@ -26,12 +26,12 @@ from typing import Any, Protocol
 
 import orjson
 
-from gitops_flow.builtins import BUILTIN_COMPONENTS
-from gitops_flow.components import ComponentRegistry
+from gitops_flow.components.builtins import BUILTIN_COMPONENTS
+from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.exceptions import BuildError
-from gitops_flow.history import Turn
-from gitops_flow.routing import CacheRule
-from gitops_flow.spec import FlowSpec
+from gitops_flow.flow.document import FlowSpec
+from gitops_flow.flow.routing import CacheRule
+from gitops_flow.runtime.conversations import Turn
 
 ROUTING_KEYS = frozenset({"session_id", "user_id", "flow_version"})  # choose the version; its blob is in the key
 MAX_JUDGED = 10_000  # flow files (with their rule and tweaks) judged since start: bounded anyway

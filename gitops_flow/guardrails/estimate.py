@@ -24,8 +24,8 @@ from typing import Any
 
 import orjson
 
-from gitops_flow.components import ComponentRegistry
-from gitops_flow.spec import FlowSpec
+from gitops_flow.components.registry import ComponentRegistry
+from gitops_flow.flow.document import FlowSpec
 
 CHARS_PER_TOKEN = 4
 CALL_OVERHEAD = 16  # tokens a chat API adds to a call's messages (roles, separators, the answer's priming)

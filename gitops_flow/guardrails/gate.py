@@ -30,11 +30,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from gitops_flow.exceptions import Limited, StoreError
+from gitops_flow.flow.document import FlowSpec
+from gitops_flow.flow.routing import FlowLimits, Rate, TokenBudget
 from gitops_flow.guardrails.counters import Counters, Reserved, Window
 from gitops_flow.guardrails.estimate import TokenEstimate
-from gitops_flow.routing import FlowLimits, Rate, TokenBudget
-from gitops_flow.spec import FlowSpec
-from gitops_flow.telemetry.context import RequestContext, hashed
+from gitops_flow.observability.telemetry.context import RequestContext, hashed
 
 log = logging.getLogger("gitops_flow.server")
 

@@ -31,7 +31,7 @@ from redis.exceptions import RedisError
 
 from gitops_flow.exceptions import StoreError
 from gitops_flow.guardrails.counters import MIN_WAIT, Reserved, Window, window_at
-from gitops_flow.redaction import redact
+from gitops_flow.security.redaction import redact
 
 DEFAULT_PREFIX = "gitops-flow:"  # the state store's: the guardrails' keys sit beside its keys
 CONNECT_TIMEOUT = 3.0

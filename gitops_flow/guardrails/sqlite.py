@@ -19,7 +19,7 @@ import anyio.to_thread
 
 from gitops_flow.exceptions import StoreError
 from gitops_flow.guardrails.counters import MIN_WAIT, Reserved, Window, window_at
-from gitops_flow.sqlitetx import write_transaction
+from gitops_flow.stores.sqlitetx import write_transaction
 
 T = TypeVar("T")
 

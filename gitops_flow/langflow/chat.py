@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gitops_flow.langflow.builder import (
+from gitops_flow.langflow.export import LfNode, Wire
+from gitops_flow.langflow.models import ModelChoice, model_choice
+from gitops_flow.langflow.workbench import (
     HISTORY_KEY,
     Builder,
     ModelPort,
@@ -18,8 +20,6 @@ from gitops_flow.langflow.builder import (
     agent_memory,
     escape,
 )
-from gitops_flow.langflow.export import LfNode, Wire
-from gitops_flow.langflow.models import ModelChoice, model_choice
 
 STRUCTURED = "structured_response"  # an agent's output holding its answer as the output schema's object
 TEXT_OUTPUTS_NOT = frozenset({"model_output", STRUCTURED})  # an agent's or model's outputs that are not its text

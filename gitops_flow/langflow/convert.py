@@ -19,13 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gitops_flow.flow.document import ALIAS_PATTERN, NAME_PATTERN
 from gitops_flow.langflow import chat, nodes
-from gitops_flow.langflow.builder import Builder, conversational
 from gitops_flow.langflow.export import Export, LfNode, Wire, is_export, read_export
 from gitops_flow.langflow.models import TYPE_PROVIDERS
 from gitops_flow.langflow.refusals import refusal
+from gitops_flow.langflow.workbench import Builder, conversational
 from gitops_flow.problems import Problem, json_path, listing
-from gitops_flow.spec import ALIAS_PATTERN, NAME_PATTERN
 
 __all__ = ["Conversion", "convert", "is_export", "slug"]
 

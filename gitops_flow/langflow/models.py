@@ -15,7 +15,7 @@ from typing import Any
 
 from gitops_flow.langflow.export import LfNode
 from gitops_flow.problems import Problem
-from gitops_flow.providers import PROVIDER_KEYS
+from gitops_flow.security.providers import PROVIDER_KEYS
 
 DEFAULT_MODEL = "openai:gpt-4o-mini"
 

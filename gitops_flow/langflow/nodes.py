@@ -11,8 +11,9 @@ from collections.abc import Callable
 from string import Formatter
 from typing import Any
 
-from gitops_flow import templates
-from gitops_flow.langflow.builder import (
+from gitops_flow.flow import prompts as templates
+from gitops_flow.langflow.export import LfNode
+from gitops_flow.langflow.workbench import (
     DEFAULT_WINDOW,
     HISTORY_KEY,
     INPUT_KEY,
@@ -24,7 +25,6 @@ from gitops_flow.langflow.builder import (
     agent_memory,
     escape,
 )
-from gitops_flow.langflow.export import LfNode
 from gitops_flow.problems import Problem
 
 # -- inputs and outputs ------------------------------------------------------------------------------------------
@@ -119,7 +119,7 @@ def chat_output(b: Builder, node: LfNode) -> None:
 
 def gather_outputs(b: Builder) -> None:
     """Several outputs (Chat Outputs) -> one exit: an object holding each output's value under its node's id, as
-    LangFlow's run API lists one result per output (api.py lists them so again)."""
+    LangFlow's run API lists one result per output (langflow_api.py lists them so again)."""
     if len(b.exits) < 2:
         return
     order = {n.id: n.index for n in b.export.nodes}

@@ -14,17 +14,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from gitops_flow import contract
-from gitops_flow.components import ComponentRegistry
-from gitops_flow.jsonpos import LineIndex
+from gitops_flow.components.registry import ComponentRegistry
+from gitops_flow.delivery.source import files_at, read_at
+from gitops_flow.flow.locations import LineIndex
+from gitops_flow.flow.routing import ROUTING_FILE, RoutingConfig
 from gitops_flow.plan.diff import Change, FlowDiff, flow_diff, routing_diff, secrets
 from gitops_flow.problems import Problem
-from gitops_flow.routing import ROUTING_FILE, RoutingConfig
-from gitops_flow.routingcheck import validate_routing_bytes
-from gitops_flow.secretpolicy import SecretPolicy
-from gitops_flow.source import files_at, read_at
-from gitops_flow.testing import run_flow_tests
-from gitops_flow.validate import MAX_BYTES, MAX_EXPORT_BYTES, FileReport, validate_bytes
+from gitops_flow.runtime.flow_tests import run_flow_tests
+from gitops_flow.security.policy import SecretPolicy
+from gitops_flow.validation import contract
+from gitops_flow.validation.documents import MAX_BYTES, MAX_EXPORT_BYTES, FileReport, validate_bytes
+from gitops_flow.validation.routing import validate_routing_bytes
 
 Status = Literal["added", "removed", "changed", "unchanged"]
 Verdict = Literal["live", "fails", "blocked", "removed", "unchanged"]

@@ -9,9 +9,9 @@ from typing import Any, Literal
 
 import orjson
 
-from gitops_flow.routing import RoutingConfig
-from gitops_flow.secretrefs import env_name, env_refs, masked
-from gitops_flow.spec import FlowSpec
+from gitops_flow.flow.document import FlowSpec
+from gitops_flow.flow.routing import RoutingConfig
+from gitops_flow.security.references import env_name, env_refs, masked
 
 Kind = Literal["added", "removed", "changed"]
 _VALUE_CHARS = 60

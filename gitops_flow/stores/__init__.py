@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gitops_flow.exceptions import ConfigError
-from gitops_flow.redaction import redact
+from gitops_flow.security.redaction import redact
 from gitops_flow.stores.base import StateStore
 from gitops_flow.stores.memory import MemoryStore
 from gitops_flow.stores.sqlite import SqliteStore

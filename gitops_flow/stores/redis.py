@@ -50,7 +50,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from gitops_flow.exceptions import ConfigError, StoreError
-from gitops_flow.redaction import redact_query
+from gitops_flow.security.redaction import redact_query
 from gitops_flow.stores import redis_scripts as lua
 from gitops_flow.stores.base import (
     ABORT_PREFIX,

@@ -18,7 +18,6 @@ import anyio.to_thread
 import orjson
 
 from gitops_flow.exceptions import StoreError
-from gitops_flow.sqlitetx import write_transaction
 from gitops_flow.stores.base import (
     DEFAULT_QUOTA,
     MAX_EVENTS,
@@ -28,6 +27,7 @@ from gitops_flow.stores.base import (
     Record,
     Turn,
 )
+from gitops_flow.stores.sqlitetx import write_transaction
 
 T = TypeVar("T")
 

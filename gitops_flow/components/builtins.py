@@ -1,0 +1,297 @@
+"""The built-in components: factories of prompts, models (any provider, the fake), the tool agent, parsers, picks and
+chat history, with their registry records (BUILTIN_COMPONENTS)."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from itertools import cycle
+from typing import Annotated, Any, Literal
+
+from langchain_core.runnables import Runnable, RunnablePassthrough
+from pydantic import Field, JsonValue
+
+from gitops_flow.components.base import FAKE_MODEL, BuildContext, Component, ComponentKind, ParamIssue
+from gitops_flow.exceptions import BuildError
+from gitops_flow.flow import prompts as templates
+
+ToolName = Literal["calculator", "current_date"]  # the agent's built-in tools (gitops_flow/components/agent.py)
+MAX_LATENCY_MS = 60_000  # FakeChatModel's latency_ms: what it waits before an answer, at most
+MAX_TOKEN_LATENCY_MS = 1_000  # and token_latency_ms, before each token (an answer waits 60 s in all at most)
+
+
+# -- built-in factories ----------------------------------------------------------------------------------------------
+# langchain is imported inside each factory, so loading the registry (and validating without a dry-build) stays cheap.
+
+MessageRole = Literal["system", "human", "user", "ai", "assistant", "placeholder"]
+TemplateFormat = Literal["f-string", "mustache"]  # never jinja2: a template language is code
+
+
+def passthrough(ctx: BuildContext) -> Runnable[Any, Any]:
+    """Hands its input on unchanged: an explicit entry node for flows that fan out from the request."""
+    return RunnablePassthrough()
+
+
+def prompt_template(
+    ctx: BuildContext, *, template: str, template_format: TemplateFormat = "f-string"
+) -> Runnable[Any, Any]:
+    """A text prompt; its ``{variables}`` are read from the node's input dict."""
+    from langchain_core.prompts import PromptTemplate
+
+    return PromptTemplate.from_template(template, template_format=template_format)
+
+
+def chat_prompt_template(
+    ctx: BuildContext,
+    *,
+    messages: Annotated[list[tuple[MessageRole, str]], Field(min_length=1)],
+    template_format: TemplateFormat = "f-string",
+) -> Runnable[Any, Any]:
+    """A chat prompt from ``[role, template]`` pairs; ``["placeholder", "{history}"]`` inserts a message list."""
+    from langchain_core.prompts import ChatPromptTemplate
+
+    return ChatPromptTemplate.from_messages(list(messages), template_format=template_format)
+
+
+def _prompt_check(params: Mapping[str, Any]) -> list[ParamIssue]:
+    """A PromptTemplate's template holds nothing that makes formatting costly or reaches into values."""
+    why = templates.problem(params["template"], params.get("template_format", "f-string"))
+    return [(("template",), "bad-template", why)] if why else []
+
+
+def _chat_prompt_check(params: Mapping[str, Any]) -> list[ParamIssue]:
+    """Each message template of a ChatPromptTemplate, as ``_prompt_check``."""
+    template_format = params.get("template_format", "f-string")
+    issues: list[ParamIssue] = []
+    for index, (_, text) in enumerate(params["messages"]):
+        why = templates.problem(text, template_format)
+        if why:
+            issues.append((("messages", index, 1), "bad-template", why))
+    return issues
+
+
+def chat_model(
+    ctx: BuildContext,
+    *,
+    model: Annotated[str, Field(min_length=1)],
+    model_provider: str | None = None,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    top_p: float | None = None,
+    stop: list[str] | None = None,
+    timeout: float | None = None,
+    max_retries: int | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    model_kwargs: dict[str, JsonValue] | None = None,
+) -> Runnable[Any, Any]:
+    """Any chat model that ``langchain.chat_models.init_chat_model`` knows, when its provider package is installed."""
+    from langchain.chat_models.base import _BUILTIN_PROVIDERS, init_chat_model
+
+    provider, name = provider_of(model, model_provider)
+    if provider not in _BUILTIN_PROVIDERS:
+        raise BuildError(
+            f"unknown model provider {provider!r}; known: {', '.join(sorted(_BUILTIN_PROVIDERS))}", code="bad-param"
+        )
+    package = _BUILTIN_PROVIDERS[provider][0].split(".")[0]
+    if importlib.util.find_spec(package) is None:
+        if not ctx.dry_run:
+            raise BuildError(
+                f"model provider {provider!r} needs the package {package.replace('_', '-')!r}, which is not installed",
+                code="component-unavailable",
+            )
+        ctx.note(
+            "provider-not-installed",
+            f"{package.replace('_', '-')} is not installed here, so model node {ctx.node_id!r} was checked by its "
+            "parameters only",
+            severity="warning",
+        )
+        from gitops_flow.components.agent import fake_tool_model
+
+        return fake_tool_model([""])  # a stand-in that can also be given tools, for an agent's dry-build
+    given = {
+        "temperature": temperature,
+        "max_tokens": max_tokens,
+        "top_p": top_p,
+        "stop": stop,
+        "timeout": timeout,
+        "max_retries": max_retries,
+        "base_url": base_url,
+        "api_key": api_key,
+    }
+    kwargs: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+    if model_kwargs:
+        kwargs["model_kwargs"] = dict(model_kwargs)
+    return typing.cast("Runnable[Any, Any]", init_chat_model(name, model_provider=provider, **kwargs))
+
+
+def provider_of(model: str, model_provider: str | None) -> tuple[str, str]:
+    """(provider, model name) as ``init_chat_model`` will see them; BuildError when the provider cannot be told."""
+    if model_provider:
+        return model_provider, model
+    provider, sep, name = model.partition(":")
+    if sep:
+        return provider, name
+    from langchain.chat_models.base import _attempt_infer_model_provider
+
+    inferred = _attempt_infer_model_provider(model)
+    if inferred is None:
+        raise BuildError(
+            f"cannot tell the provider of model {model!r}; write it as 'provider:model' (e.g. 'openai:gpt-4o-mini')",
+            code="bad-param",
+        )
+    return inferred, model
+
+
+def fake_chat_model(
+    ctx: BuildContext,
+    *,
+    responses: Annotated[list[str], Field(min_length=1)],
+    latency_ms: Annotated[int, Field(ge=0, le=MAX_LATENCY_MS)] = 0,
+    token_latency_ms: Annotated[int, Field(ge=0, le=MAX_TOKEN_LATENCY_MS)] = 0,
+) -> Runnable[Any, Any]:
+    """A chat model for demos and tests: answers ``responses`` in turn, streamed token by token; calls nothing.
+    ``latency_ms`` passes before each answer and ``token_latency_ms`` before each token (a dry-build, which is what
+    flow tests run, never waits: a test checks answers, not time)."""
+    from gitops_flow.components.fake_model import FakeChatModel
+
+    timed = not ctx.dry_run
+    return FakeChatModel(
+        messages=cycle(list(responses)),
+        latency=latency_ms / 1000 if timed else 0.0,
+        token_latency=token_latency_ms / 1000 if timed else 0.0,
+    )
+
+
+def tool_agent(
+    ctx: BuildContext,
+    *,
+    model: Annotated[str, Field(min_length=1)],
+    model_provider: str | None = None,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    timeout: float | None = None,
+    max_retries: int | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    model_kwargs: dict[str, JsonValue] | None = None,
+    system_prompt: str = "",
+    tools: list[ToolName] | None = None,
+    max_iterations: Annotated[int, Field(ge=1, le=100)] = 15,
+) -> Runnable[Any, Any]:
+    """A chat model (as ``ChatModel``) that calls the built-in ``tools`` in a loop until it answers; takes and gives
+    what a chat model does. Test ``fakes`` script its model, tool-call turns included (docs/components.md)."""
+    from gitops_flow.components.agent import ToolAgent, fake_tool_model, make_tools, with_tools
+
+    made = make_tools(tools or [])
+    if ctx.fake_responses is not None:
+        llm: Runnable[Any, Any] = fake_tool_model(ctx.fake_responses)
+    else:
+        llm = chat_model(
+            ctx,
+            model=model,
+            model_provider=model_provider,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            timeout=timeout,
+            max_retries=max_retries,
+            base_url=base_url,
+            api_key=api_key,
+            model_kwargs=model_kwargs,
+        )
+    try:
+        bound = with_tools(llm, made)
+    except (TypeError, NotImplementedError) as exc:
+        raise BuildError(f"model {model!r} cannot call tools: {exc}", code="bad-param") from None
+    return ToolAgent(bound, made, system_prompt=system_prompt, max_iterations=max_iterations)
+
+
+def text(
+    ctx: BuildContext, *, key: str | None = None, template: str | None = None, separator: str = "\n"
+) -> Runnable[Any, Any]:
+    """Its input as text: a string as it is, a message's or a prompt's text, a list (of messages) one item a line.
+
+    ``key`` reads that key of an object input first. ``template`` shapes each item: ``{text}``, ``{sender}``
+    (User or Machine) and ``{sender_name}`` (User or AI) are replaced, and an object item's own keys too; nothing
+    else in it is interpreted.
+    """
+    from gitops_flow.components.textify import textify
+
+    return textify(key=key, template=template, separator=separator)
+
+
+def pick(ctx: BuildContext, *, key: Annotated[str, Field(min_length=1)]) -> Runnable[Any, Any]:
+    """The value under ``key`` of its object input."""
+    from langchain_core.runnables import RunnableLambda
+
+    def read(value: Any) -> Any:
+        if not isinstance(value, dict) or key not in value:
+            raise ValueError(f"expected an object with the key {key!r}")
+        return value[key]
+
+    return RunnableLambda(read, name=f"pick_{key}")
+
+
+def str_output_parser(ctx: BuildContext) -> Runnable[Any, Any]:
+    """A model message (or its stream) as plain text."""
+    from langchain_core.output_parsers import StrOutputParser
+
+    return StrOutputParser()
+
+
+def json_output_parser(ctx: BuildContext) -> Runnable[Any, Any]:
+    """A model's text answer parsed as JSON (streams partial objects)."""
+    from langchain_core.output_parsers import JsonOutputParser
+
+    return JsonOutputParser()
+
+
+def chat_history(
+    ctx: BuildContext,
+    *,
+    input_key: str = "question",
+    history_key: str = "history",
+    max_messages: Annotated[int, Field(ge=1, le=10_000)] = 50,
+) -> Runnable[Any, Any]:
+    """The entry of a conversational flow: adds the session's past messages under ``history_key``.
+
+    The flow builder wraps the whole flow in history.WithHistory, which reads the session's messages before the
+    flow and saves each turn (``input_key`` and the answer) after it; the node itself hands its input on.
+    """
+    return RunnablePassthrough()
+
+
+def _builtin(
+    name: str,
+    factory: Callable[..., Any],
+    kind: ComponentKind,
+    description: str,
+    secrets: Iterable[str] = (),
+    check: Callable[[Mapping[str, Any]], list[ParamIssue]] | None = None,
+) -> Component:
+    return Component(name, factory, kind, description, takes_context=True, secrets=frozenset(secrets), check=check)
+
+
+BUILTIN_COMPONENTS = (
+    _builtin("Passthrough", passthrough, "input", "Hands its input on unchanged."),
+    _builtin("PromptTemplate", prompt_template, "prompt", "A text prompt with {variables}.", check=_prompt_check),
+    _builtin(
+        "ChatPromptTemplate",
+        chat_prompt_template,
+        "prompt",
+        "A chat prompt from [role, template] pairs.",
+        check=_chat_prompt_check,
+    ),
+    _builtin("ChatModel", chat_model, "model", "A chat model of any provider init_chat_model knows.", ["api_key"]),
+    _builtin(FAKE_MODEL, fake_chat_model, "model", "Answers the given responses in turn; for demos and tests."),
+    _builtin(
+        "Agent", tool_agent, "agent", "A chat model that calls built-in tools (calculator, current_date).", ["api_key"]
+    ),
+    _builtin("StrOutputParser", str_output_parser, "parser", "A model message as text."),
+    _builtin("Text", text, "parser", "Its input as text: strings, messages, prompts, lists of messages."),
+    _builtin("Pick", pick, "transform", "One key of its object input."),
+    _builtin("JsonOutputParser", json_output_parser, "parser", "A model's answer parsed as JSON."),
+    _builtin("ChatHistory", chat_history, "memory", "The conversation so far, kept per session in the state store."),
+)

@@ -1,0 +1,77 @@
+"""The canaries that are stopped: the guard's verdicts and the operator's abort and resume, shared by every replica
+through the store (an abort is an entry of the store's aborts; a resume, an entry that tells the guard since when to
+count)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal
+
+from gitops_flow.delivery.journal import DeployLog
+from gitops_flow.delivery.routing_table import RESUMED_PREFIX, RoutingTable, split_key, stopped
+from gitops_flow.exceptions import UnknownFlow
+from gitops_flow.stores.base import Record, StateStore
+
+log = logging.getLogger("gitops_flow.reconcile")
+Action = Literal["abort", "resume"]
+
+
+class Canaries:
+    """Which analysis keys are aborted (``aborted``), kept in step with the store."""
+
+    def __init__(self, store: StateStore, history: DeployLog, *, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.history = history
+        self.clock = clock
+        self.aborted: frozenset[str] = frozenset()
+
+    async def restore(self) -> None:
+        self.aborted = stopped(await self.store.aborts())
+
+    async def judged(self, table: RoutingTable, new: Mapping[str, Record], known: Iterable[str]) -> bool:
+        """Take the guard's view: record each canary it aborted here, then every abort the store knows (this
+        replica's and the others'). Returns whether the aborted set changed (the table must be planned again)."""
+        for key, figures in new.items():
+            flow, ref, _ = split_key(key)
+            target = table.guarded().get(key)
+            sha = target.serving if target is not None and target.serving else ""
+            log.warning("aborted flow %r on ref %r at %s: %s", flow, ref, sha[:12], figures.get("reason"))
+            once = f"aborted:{key}:{figures.get('time')}"  # each abort, the one after a resume too (not the key's once)
+            await self.history.record("aborted", sha, "analysis", once=once, flow=flow, ref=ref, **figures)
+        now = stopped(dict.fromkeys(known))
+        changed, self.aborted = now != self.aborted, now
+        return changed
+
+    async def operate(
+        self, table: RoutingTable, action: Action, flow: str, ref: str | None, trigger: str
+    ) -> list[dict[str, Any]]:
+        """An operator aborts or resumes ``flow``'s canary on ``ref`` (every guarded ref of its route when None), at
+        once and on every replica (through the store); each change is recorded in the history. Returns what was
+        done, per ref. Raises UnknownFlow when the flow has no guarded ref (of that name)."""
+        targets = [t for t in table.canaries(flow) if ref is None or ref in (t.ref, t.named)]
+        if not targets:
+            where = f" on ref {ref!r}" if ref is not None else ""
+            raise UnknownFlow(f"flow {flow!r} has no canary{where}: only the refs after a guarded route's first are")
+        done = []
+        for target in targets:
+            assert target.guard is not None, "canaries are guarded"
+            key, sha, now = target.guard, target.serving or target.sha or "", self.clock()
+            if action == "abort":
+                record = {"reason": "aborted by an operator", "by": trigger, "time": now}
+                changed = await self.store.abort(key, record)
+                extra = {"reason": "aborted by an operator"}
+            else:
+                changed = key in self.aborted
+                await self.store.drop_abort(key)
+                await self.store.drop_abort(RESUMED_PREFIX + key)
+                await self.store.abort(RESUMED_PREFIX + key, {"since": now, "by": trigger})
+                extra = {}
+            kind = "aborted" if action == "abort" else "resumed"
+            if changed:
+                once = f"{kind}:{key}:{now}"
+                await self.history.record(kind, sha, trigger, once=once, flow=flow, ref=target.ref, **extra)
+            done.append({"flow": flow, "ref": target.ref, "sha": sha, "changed": changed})
+        self.aborted = stopped(await self.store.aborts())
+        return done

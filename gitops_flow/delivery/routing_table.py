@@ -1,0 +1,313 @@
+"""The routing table: an immutable snapshot of what can be served, and the choice of a version for a request.
+
+Traffic follows Git refs (SPEC 3), flow by flow: a flow's route lists refs with weights. Each ref is looked up first
+as a flow-scoped tag (``support-bot/stable`` for the flow ``support-bot``), then as itself; the tracked branch means
+its last good commit. A ref resolves, per flow, to that flow's newest good build at or before the ref's commit (a flow
+that failed at the commit keeps serving its carried build). A ref that does not exist, whose commit was not built or
+failed as a whole, where the flow has no good build, that the operator yanked (or whose build of the flow a yanked
+commit brought in), or that the canary guard aborted for this flow, gives its weight to the others. A user's point
+on the weights is a hash of the flow and the user, so every replica sends a user to the same ref.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from gitops_flow.delivery.versions import Version
+from gitops_flow.exceptions import NoReadyVersion, NotServable
+from gitops_flow.flow.routing import DEFAULT_ROUTE, Analysis, RouteTarget, RoutingConfig
+
+DEFAULT_SESSION_TTL = RoutingConfig().session_ttl
+TargetState = Literal["live", "aborted", "missing", "failed", "yanked"]
+
+
+def analysis_key(flow: str, ref: str, content: str) -> str:
+    """The name a canary's traffic is counted and aborted under: one flow, one ref, one content of the flow (its
+    file's blob), so a commit that leaves the flow alone leaves its verdict alone."""
+    return f"{flow}:{ref}:{content}"
+
+
+RESUMED_PREFIX = "resumed|"  # an abort store entry that records when an operator resumed a canary, not an abort
+
+
+def stopped(records: Mapping[str, object]) -> frozenset[str]:
+    """The analysis keys aborted, from every entry of the store's aborts (resume records left out)."""
+    return frozenset(key for key in records if not key.startswith(RESUMED_PREFIX))
+
+
+def split_key(key: str) -> tuple[str, str, str]:
+    """(flow, ref, content) of an analysis key; refs may hold slashes, flows and contents do not hold colons."""
+    flow, _, rest = key.partition(":")
+    ref, _, content = rest.rpartition(":")
+    return flow, ref, content
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One ref of a flow's route as the table sees it. ``ref`` is the ref found (maybe flow-scoped), ``named`` the
+    route's; ``sha`` the commit the ref points at; ``serving`` the commit whose build of the flow serves it (``sha``
+    itself, or an earlier commit when the flow failed at ``sha``), and ``version`` that commit's version."""
+
+    named: str
+    ref: str
+    sha: str | None
+    weight: float
+    state: TargetState
+    guard: str | None = None  # the analysis key, for every ref of a guarded route but the first
+    serving: str | None = None
+    version: Version | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """The version that serves a request, the ref it was reached by (None for a pin by sha), and, for a canary
+    chosen by its weight, the analysis key its outcome counts under and the primary a failed request is retried on.
+    ``verifying``: the run only judges a canary on its primary (attempts.py): its answer goes to nobody, and it
+    keeps no conversation turn."""
+
+    version: Version
+    ref: str | None
+    guard: str | None = None
+    primary: Target | None = field(default=None, compare=False)
+    verifying: bool = False
+
+    def fallback(self) -> Choice | None:
+        """The primary's choice, for a canary whose run failed; None for a request that is not a canary's."""
+        if self.primary is None or self.primary.version is None:
+            return None
+        return Choice(self.primary.version, self.primary.ref)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """The refs serving one flow: all of them as configured (``targets``), the live ones' cumulative shares, and the
+    primary (the first ref, when it is live) that a failed canary request falls back on."""
+
+    name: str  # the route's name in gitops-flow.yaml: the flow's own, or "default"
+    targets: tuple[Target, ...]
+    live: tuple[tuple[float, Target], ...]  # (upper bound in [0, 1], target), ascending; empty: nothing serves
+    primary: Target | None = None
+
+    def pick(self, point: float) -> Target:
+        for bound, target in self.live:
+            if point < bound:
+                return target
+        return self.live[-1][1]
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What planning a route needs beside the flow: the table's parts."""
+
+    branch: str
+    head: Version
+    refs: Mapping[str, str]
+    versions: Mapping[str, Version]
+    aborted: frozenset[str]
+    yanked: Callable[[str], bool]
+    yanked_builds: frozenset[tuple[str, str]]
+
+    def target(self, flow: str, named: str, ref: str, sha: str | None, weight: float, guarded: bool) -> Target:
+        at = self.versions.get(sha) if sha is not None else None
+        if at is None or at.status == "failed":
+            return Target(named, ref, sha, weight, "missing" if at is None else "failed")
+        serving = at.serving(flow)
+        if self.yanked(at.sha) or serving is not None and self.yanked(serving):
+            return Target(named, ref, sha, weight, "yanked", serving=serving)
+        version = self.versions.get(serving) if serving is not None else None
+        if serving is None or version is None or flow not in version.flows:
+            state: TargetState = "failed" if flow in at.failed else "missing"
+            return Target(named, ref, sha, weight, state, serving=serving)
+        if (flow, version.blobs.get(flow)) in self.yanked_builds:  # a later commit serving a yanked commit's build
+            return Target(named, ref, sha, weight, "yanked", serving=serving)
+        guard = analysis_key(flow, ref, version.blobs.get(flow, serving)) if guarded else None
+        state = "aborted" if guard is not None and guard in self.aborted else "live"
+        return Target(named, ref, sha, weight, state, guard, serving, version)
+
+    def route(self, flow: str, routing: RoutingConfig | None) -> Route:
+        configured = routing.routes if routing is not None else {}
+        name = flow if flow in configured else DEFAULT_ROUTE
+        entries: list[RouteTarget] = configured.get(name) or []
+        guarded = routing is not None and routing.analysis is not None
+        targets = []
+        for index, entry in enumerate(entries):
+            scoped = f"{flow}/{entry.ref}"
+            ref = scoped if scoped in self.refs else entry.ref
+            sha = self.head.sha if ref == self.branch else self.refs.get(ref)
+            targets.append(self.target(flow, entry.ref, ref, sha, entry.weight, guarded and index > 0))
+        live = [t for t in targets if t.state == "live" and t.weight > 0]
+        if not live:  # no file, no route, or none of its refs can serve: the branch head serves it all
+            fallback = self.target(flow, self.branch, self.branch, self.head.sha, 100.0, False)
+            shown = tuple(targets) or (fallback,)
+            return Route(name, shown, ((1.0, fallback),) if fallback.state == "live" else ())
+        total = sum(t.weight for t in live)
+        bounds, running = [], 0.0
+        for target in live:
+            running += target.weight
+            bounds.append((running / total, target))
+        primary = next((t for t in live if t.guard is None), None)
+        return Route(name, tuple(targets), tuple(bounds), primary)
+
+
+def sticky_point(flow: str, user: str) -> float:
+    """The user's place in [0, 1) for ``flow``: the same on every replica and every restart."""
+    digest = hashlib.sha256(f"{flow}:{user}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _never(sha: str) -> bool:
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingTable:
+    """Everything a request needs to pick its version. Never changed: the reconciler publishes a new one in one step,
+    so a request that read the table keeps a consistent view while a deploy goes on.
+
+    ``head`` is the last good version of the tracked branch (a commit that failed as a whole leaves it where it was);
+    ``refs`` maps tag and branch names to commits as last fetched; ``versions`` holds every version seen;
+    ``routes`` how each flow splits its traffic; ``aborted`` the analysis keys the guard or an operator aborted;
+    ``yanked_builds`` the builds the routing file's yanked commits brought in, as (flow, blob of its file): a yank
+    is by build, so every commit that serves one of them is unservable for that flow too.
+    """
+
+    branch: str
+    head: Version | None = None
+    refs: Mapping[str, str] = field(default_factory=dict)
+    versions: Mapping[str, Version] = field(default_factory=dict)
+    routes: Mapping[str, Route] = field(default_factory=dict)
+    aborted: frozenset[str] = frozenset()
+    yanked_builds: frozenset[tuple[str, str]] = frozenset()
+
+    @classmethod
+    def publish(
+        cls,
+        branch: str,
+        head: Version | None,
+        refs: Mapping[str, str],
+        versions: Mapping[str, Version],
+        aborted: Iterable[str] = (),
+        yanked_builds: Iterable[tuple[str, str]] = (),
+    ) -> RoutingTable:
+        """A table with every flow's route planned from the head's routing file."""
+        stopped = frozenset(aborted)
+        builds = frozenset(yanked_builds)
+        routes: dict[str, Route] = {}
+        if head is not None:
+            yanked = head.routing.is_yanked if head.routing is not None else _never
+            plan = _Plan(branch, head, refs, versions, stopped, yanked, builds)
+            referenced = [versions.get(sha) for sha in refs.values()]
+            names = {*head.served(), *head.failed}
+            names |= {n for v in referenced if v is not None and v.ready for n in v.names}
+            for flow in sorted(names):
+                routes[flow] = plan.route(flow, head.routing)
+        return cls(branch, head, dict(refs), dict(versions), routes, stopped, builds)
+
+    @property
+    def routing(self) -> RoutingConfig | None:
+        return self.head.routing if self.head is not None else None
+
+    @property
+    def session_ttl(self) -> float:
+        routing = self.routing
+        return routing.session_ttl if routing is not None else DEFAULT_SESSION_TTL
+
+    @property
+    def analysis(self) -> Analysis | None:
+        routing = self.routing
+        return routing.analysis if routing is not None else None
+
+    def yanked(self, sha: str) -> bool:
+        """Whether the routing file yanks the commit ``sha`` itself (for every flow)."""
+        routing = self.routing
+        return routing is not None and routing.is_yanked(sha)
+
+    def yanked_for(self, flow: str, version: Version) -> bool:
+        """Whether ``version``, the commit whose build of ``flow`` serves, may not serve ``flow``: the commit is
+        yanked, or its build of the flow is one a yanked commit brought in (the same file's blob)."""
+        return self.yanked(version.sha) or (flow, version.blobs.get(flow)) in self.yanked_builds
+
+    def guarded(self) -> dict[str, Target]:
+        """Every canary the guard watches, by analysis key."""
+        return {t.guard: t for r in self.routes.values() for t in r.targets if t.guard and t.state == "live"}
+
+    def canaries(self, flow: str) -> list[Target]:
+        """The guarded refs of a flow's route, whatever their state (what an operator may abort or resume)."""
+        route = self.routes.get(flow)
+        return [t for t in route.targets if t.guard] if route is not None else []
+
+    def default(self, flow: str, *, user: str | None = None, rand: Callable[[], float] = random.random) -> Choice:
+        """The version a request without a pin gets: a draw over its route's live refs, at the user's sticky point
+        when there is a user (and ``sticky: user``), else at random. A flow no commit has ever had gets the head,
+        whose lack of the flow the caller reports; a flow that exists but has no good build is NotServable."""
+        if self.head is None:
+            raise NoReadyVersion("no good version is loaded yet")
+        route = self.routes.get(flow)
+        if route is None:
+            return Choice(self.head, self.branch)
+        if not route.live:
+            raise NotServable(self.why_not_served(flow))
+        if len(route.live) == 1:
+            target = route.live[0][1]
+        else:
+            sticky = user and (self.routing is None or self.routing.sticky == "user")
+            target = route.pick(sticky_point(flow, user) if sticky and user else rand())
+        assert target.version is not None, "live targets have a version"
+        return Choice(target.version, target.ref, target.guard, route.primary if target.guard else None)
+
+    def why_not_served(self, flow: str) -> str:
+        """Why no ref serves ``flow``, naming the problems of the commit where it failed (codes and places only)."""
+        route = self.routes.get(flow)
+        failed = [t for t in route.targets if t.state == "failed"] if route is not None else []
+        if failed and failed[0].sha is not None:
+            at = self.versions.get(failed[0].sha)
+            if at is not None:
+                return failure_text(at, flow)
+        if route is not None and any(t.state == "yanked" for t in route.targets):
+            return f"every version of flow {flow!r} that a ref serves was yanked"
+        return f"no ref serves flow {flow!r}"
+
+    def session(self, sha: str, flow: str) -> Choice | None:
+        """The version a session of ``flow`` is pinned to, if it can still serve it: None when it was retired or
+        yanked, or when the guard aborted it as a canary of the flow (its conversations move to the live refs)."""
+        version = self.versions.get(sha)
+        if version is None or not version.ready or flow not in version.flows or self.yanked_for(flow, version):
+            return None
+        route = self.routes.get(flow)
+        matches = [t for t in route.targets if t.serving == sha] if route is not None else []
+        live = [t for t in matches if t.state == "live"]
+        if live:
+            primary = route.primary if route is not None and live[0].guard else None
+            return Choice(version, live[0].ref, live[0].guard, primary)
+        if any(t.state == "aborted" for t in matches):
+            return None
+        return Choice(version, self.ref_of(sha))
+
+    def current(self, flow: str) -> dict[str, Target]:
+        """The live refs of a flow's route by the commit whose build serves it: what a pin may reach by default."""
+        route = self.routes.get(flow)
+        live = [t for _, t in route.live] if route is not None else []
+        return {t.serving: t for t in live if t.serving is not None}
+
+    def ref_of(self, sha: str) -> str | None:
+        if self.head is not None and self.head.sha == sha:
+            return self.branch
+        return next((name for name, target in self.refs.items() if target == sha and name != self.branch), None)
+
+
+def failure_text(version: Version, flow: str) -> str:
+    """``flow 'triage' failed at abc123 (flows/triage.json:7 missing-secret, ...)``: the codes and places of a flow's
+    problems, never their messages (a public answer)."""
+    if version.status == "failed":
+        found = version.problems
+        what = f"commit {version.sha[:12]} failed as a whole"
+    else:
+        found = version.failed.get(flow, ())
+        what = f"flow {flow!r} failed at {version.sha[:12]}"
+    places = ", ".join(f"{p.file}:{p.line or ''} {p.code}".strip() for p in found[:5])
+    more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+    return f"{what} ({places}{more})" if places else what

@@ -1,0 +1,1 @@
+"""Secrets and credentials: which may be read, where each may go, and how they are masked."""

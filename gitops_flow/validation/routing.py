@@ -1,0 +1,173 @@
+"""Static checks of `gitops-flow.yaml`: YAML, the routing schema, routes, limits and cache entries -> problems."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+from pathlib import PurePosixPath
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from gitops_flow.flow.routing import (
+    DEFAULT_ROUTE,
+    Analysis,
+    CacheRule,
+    FlowLimits,
+    Rate,
+    RefLimits,
+    RouteTarget,
+    RoutingConfig,
+    TokenBudget,
+)
+from gitops_flow.problems import Problem, capped, json_path
+from gitops_flow.validation.documents import MAX_BYTES, MAX_PROBLEMS, schema_problem, too_large
+
+_ROUTING_MODELS_AT: tuple[tuple[tuple[str, ...], type[BaseModel]], ...] = (
+    (("routes", "#", "#"), RouteTarget),
+    (("analysis",), Analysis),
+    (("limits", "#"), FlowLimits),
+    (("limits", "#", "per_user"), Rate),
+    (("limits", "#", "tokens"), TokenBudget),
+    (("limits", "#", "refs", "#"), RefLimits),
+    (("limits", "#", "refs", "#", "tokens"), TokenBudget),
+    (("cache", "#"), CacheRule),
+    ((), RoutingConfig),
+)
+
+
+def validate_routing_bytes(
+    raw: bytes, *, file: str, flow_names: Iterable[str] | None = None
+) -> tuple[RoutingConfig | None, list[Problem]]:
+    """Check `gitops-flow.yaml`; ``flow_names`` (when known) lets routes for flows that do not exist be flagged."""
+    config, problems = _check_routing(raw, flow_names)
+    return config, capped([p.located(file, p.line) for p in problems], MAX_PROBLEMS)
+
+
+def _check_routing(raw: bytes, flow_names: Iterable[str] | None) -> tuple[RoutingConfig | None, list[Problem]]:
+    if len(raw) > MAX_BYTES:
+        return None, [too_large(len(raw))]
+    try:
+        text = raw.decode("utf-8-sig")
+        data = yaml.safe_load(text)
+        lines = _yaml_lines(yaml.compose(text))
+    except UnicodeDecodeError:
+        return None, [Problem(code="not-utf8", message="the file is not UTF-8 text")]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        return None, [Problem(code="invalid-yaml", message=str(getattr(exc, "problem", exc)), line=line)]
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        return None, [Problem(code="not-a-mapping", message="the routing file is a YAML mapping of settings")]
+    try:
+        config = RoutingConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = [schema_problem(err, _ROUTING_MODELS_AT) for err in exc.errors()]
+        return None, [replace(p, line=_yaml_line(lines, p.path)) for p in problems]
+    problems = []
+    flows_dir = PurePosixPath(config.flows_dir)
+    if flows_dir.is_absolute() or ".." in flows_dir.parts:
+        problems.append(
+            Problem(code="bad-flows-dir", message="flows_dir is a folder inside the repository", path="$.flows_dir")
+        )
+    known = set(flow_names) if flow_names is not None else None
+    for route, targets in config.routes.items():
+        where = ("routes", route)
+        if route != DEFAULT_ROUTE and known is not None and route not in known:
+            problems.append(
+                Problem(
+                    code="unknown-flow",
+                    message=f"route {route!r} names no flow in {config.flows_dir}/",
+                    path=json_path(where),
+                    severity="warning",
+                )
+            )
+        if not targets or sum(t.weight for t in targets) <= 0:
+            problems.append(
+                Problem(
+                    code="zero-weights", message=f"route {route!r} sends no traffic anywhere", path=json_path(where)
+                )
+            )
+        refs = [t.ref for t in targets]
+        for index, ref in enumerate(refs):
+            if ref in refs[:index]:
+                problems.append(
+                    Problem(
+                        code="duplicate-ref",
+                        message=f"ref {ref!r} is listed twice in route {route!r}",
+                        path=json_path([*where, index, "ref"]),
+                    )
+                )
+    problems += _guardrail_problems(config, known)
+    return config, [replace(p, line=_yaml_line(lines, p.path)) for p in problems]
+
+
+def _guardrail_problems(config: RoutingConfig, known: set[str] | None) -> list[Problem]:
+    """``limits`` and ``cache`` entries that name no flow (a warning: the flow may come in a later commit), a cache
+    rule that caches conversations (a warning: what a cached answer does to one), and a limit that limits nothing."""
+    problems = []
+    for section, names in (("limits", config.limits), ("cache", config.cache)):
+        for name in names:
+            if (name != DEFAULT_ROUTE or section == "cache") and known is not None and name not in known:
+                problems.append(
+                    Problem(
+                        code="unknown-flow",
+                        message=f"{section} entry {name!r} names no flow in {config.flows_dir}/",
+                        path=json_path((section, name)),
+                        severity="warning",
+                    )
+                )
+    for name, rule in config.cache.items():
+        if "history" in rule.allow:
+            problems.append(
+                Problem(
+                    code="cache-history",
+                    message=(
+                        "allow: [history] caches a conversation's answers: each is kept for its session and the turns"
+                        " its run read, so answers never cross sessions, but an answer from the cache adds no turn to"
+                        " the conversation"
+                    ),
+                    path=json_path(("cache", name, "allow")),
+                    severity="warning",
+                )
+            )
+    for name, entry_limits in config.limits.items():
+        entries = [((name,), entry_limits), *(((name, "refs", ref), own) for ref, own in entry_limits.refs.items())]
+        for where, entry in entries:
+            if entry.requests_per_second is None and entry.concurrent is None and entry.tokens is None:
+                if not (len(where) == 1 and (entry_limits.per_user or entry_limits.refs)):
+                    problems.append(
+                        Problem(
+                            code="empty-limits",
+                            message="this entry limits nothing: give requests_per_second, concurrent or tokens",
+                            path=json_path(("limits", *where)),
+                            severity="warning",
+                        )
+                    )
+    return problems
+
+
+def _yaml_lines(root: yaml.Node | None) -> dict[str, int]:
+    """JSON path -> line of every node of a composed YAML document."""
+    lines: dict[str, int] = {}
+    stack: list[tuple[yaml.Node, tuple[str | int, ...]]] = [(root, ())] if root is not None else []
+    while stack:
+        node, path = stack.pop()
+        lines.setdefault(json_path(path), node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                # a problem about a key is shown on the key's line, not on its value's
+                lines[json_path((*path, str(key.value)))] = key.start_mark.line + 1
+                stack.append((value, (*path, str(key.value))))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, (*path, i)) for i, item in enumerate(node.value))
+    return lines
+
+
+def _yaml_line(lines: dict[str, int], path: str) -> int | None:
+    while path not in lines and len(path) > 1:
+        cut = max(path.rfind("."), path.rfind("["))
+        path = path[:cut] if cut > 0 else "$"
+    return lines.get(path)

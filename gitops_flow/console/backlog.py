@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gitops_flow.console.commands import Command, promote
-from gitops_flow.delivery.reconciler import SourceStatus
+from gitops_flow.delivery.published import SourceState
 from gitops_flow.delivery.routing_table import Route, RoutingTable, Target
 from gitops_flow.delivery.versions import Version
 from gitops_flow.stores.base import Record
@@ -117,7 +117,7 @@ class Pending:
 
 def pending(
     table: RoutingTable,
-    status: SourceStatus,
+    status: SourceState,
     versions: Iterable[Version],
     events: Sequence[Record],
     aborts: Mapping[str, Record],

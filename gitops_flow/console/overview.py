@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from gitops_flow.console.display import problem_line
-from gitops_flow.delivery.reconciler import SourceStatus
+from gitops_flow.delivery.published import SourceState
 from gitops_flow.delivery.routing_table import Route, RoutingTable, Target, failure_text
 from gitops_flow.observability.recent import Figures
 from gitops_flow.server.views import flow_description, flow_state, route_targets
@@ -93,7 +93,7 @@ class Overview:
 
 def overview(
     table: RoutingTable,
-    status: SourceStatus,
+    status: SourceState,
     aborts: Mapping[str, Record],
     figures: Sequence[Figures],
     *,
@@ -202,9 +202,7 @@ def _ref_row(
     )
 
 
-def _alerts(
-    table: RoutingTable, status: SourceStatus, flows: Sequence[FlowRow], store_error: str | None
-) -> list[Alert]:
+def _alerts(table: RoutingTable, status: SourceState, flows: Sequence[FlowRow], store_error: str | None) -> list[Alert]:
     found: list[Alert] = []
     if table.head is None:
         found.append(Alert("error", "no good version is loaded yet: nothing is served"))

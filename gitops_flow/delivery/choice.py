@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gitops_flow.delivery.attempts import Attempts
-from gitops_flow.delivery.reconciler import Reconciler
+from gitops_flow.delivery.published import Resolver
 from gitops_flow.delivery.routing_table import Choice
 from gitops_flow.exceptions import BadInput, UnknownFlow
 from gitops_flow.guardrails.gate import Gate
@@ -55,11 +55,11 @@ def checked(choice: Choice, name: str, inputs: Inputs) -> BuiltFlow:
 
 
 class Chooser:
-    """Chooses versions from the reconciler's published table; session pins live in ``store``."""
+    """Chooses versions from the published routing table (``resolver.table``); session pins live in ``store``."""
 
     def __init__(
         self,
-        reconciler: Reconciler,
+        reconciler: Resolver,
         store: StateStore,
         attempts: Attempts,
         *,

@@ -17,7 +17,7 @@ from gitops_flow.config import Settings
 from gitops_flow.delivery.attempts import Attempts, Failed, Run, Start, drained
 from gitops_flow.delivery.choice import Ask, Chooser, Inputs
 from gitops_flow.delivery.guard import Guard
-from gitops_flow.delivery.reconciler import Reconciler
+from gitops_flow.delivery.published import Delivery
 from gitops_flow.delivery.routing_table import Choice
 from gitops_flow.exceptions import StoreError
 from gitops_flow.flow.routing import CacheRule
@@ -48,7 +48,7 @@ class Deps:
 
     settings: Settings
     store: StateStore
-    reconciler: Reconciler
+    reconciler: Delivery  # the reconciler, seen through what the server may ask of it
     guard: Guard
     metrics: Metrics
     replica: str  # this process's name in the messages replicas send each other

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gitops_flow.delivery.canaries import Action
-from gitops_flow.delivery.reconciler import Reconciler
+from gitops_flow.delivery.published import Delivery
 from gitops_flow.delivery.routing_table import Route, RoutingTable
 from gitops_flow.delivery.versions import Version
 from gitops_flow.exceptions import StoreError
@@ -115,7 +115,7 @@ async def versions(request: Request) -> Response:
     return json_response(body)
 
 
-def _held(reconciler: Reconciler, sha: str) -> dict[str, Any]:
+def _held(reconciler: Delivery, sha: str) -> dict[str, Any]:
     """A retired version built again for a pin or a session is ready while it is held (rebuilds.py)."""
     return {"status": "ready"} if sha in reconciler.rebuilds else {}
 
@@ -245,7 +245,7 @@ async def readyz(request: Request) -> Response:
     return json_response(body, 200 if ready else 503)
 
 
-def _worker(reconciler: Reconciler) -> dict[str, Any]:
+def _worker(reconciler: Delivery) -> dict[str, Any]:
     """Which worker answered, with several (`serve --workers N`): its slot, its process and whether it fetches."""
     leadership = reconciler.leadership
     if leadership is None:
@@ -253,7 +253,7 @@ def _worker(reconciler: Reconciler) -> dict[str, Any]:
     return {"worker": {"slot": leadership.slot, "pid": os.getpid(), "leader": leadership.leading}}
 
 
-def _source(reconciler: Reconciler) -> dict[str, Any]:
+def _source(reconciler: Delivery) -> dict[str, Any]:
     status = reconciler.status
     return {
         "url": status.url,

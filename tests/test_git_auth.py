@@ -1,6 +1,7 @@
-"""Private repositories with credentials kept apart from the URL (repo_credentials.py): an HTTPS token from the environment or
-a file, and an SSH deploy key, against a real `serve`. Every git process is recorded (tests/test_repo_credentials.py's
-argv recorder): no command line holds the token or the key, and neither does any log, view or error."""
+"""Private repositories with credentials kept apart from the URL (repo_credentials.py): an HTTPS token from the
+environment or a file, and an SSH deploy key, against a real `serve`. Every git process is recorded
+(tests/test_repo_credentials.py's argv recorder): no command line holds the token or the key, and neither does any log,
+view or error."""
 
 from __future__ import annotations
 

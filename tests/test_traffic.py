@@ -1,4 +1,5 @@
-"""routing_table.py: routes by refs and weights, flow-scoped tags, sticky users, refs that cannot serve, aborted canaries."""
+"""routing_table.py: routes by refs and weights, flow-scoped tags, sticky users, refs that cannot serve, aborted
+canaries."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""github_webhook.py: GitHub's signature, and what each real delivery (tests/data/github-webhooks) asks of the server."""
+"""github_webhook.py: GitHub's signature, and what each real delivery (tests/data/github-webhooks) asks of the
+server."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Workers of one server share one clone (``--data-dir``), so exactly one of them, the leader, fetches from the remote
 and validates, tests and records each commit; the others (followers) read the refs the leader fetched from that
-clone and build each commit's flows from what the leader recorded (reconciler.py, builder.py). The lease is named by
+clone and build each commit's flows from what the leader recorded (reconciler.py, builds.py). The lease is named by
 the server's group (a random id its supervisor draws at start), so separate servers (replicas, each with its own
 clone) never share one. A leader that dies stops renewing: another worker takes the lease within ``ttl`` seconds;
 a worker restarted in the slot of the leader that died takes it back at once (the holder is the group and the slot).

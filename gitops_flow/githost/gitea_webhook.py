@@ -2,8 +2,8 @@
 
 Gitea signs the raw body with HMAC-SHA256 under the webhook's secret and sends the hex digest, without GitHub's
 ``sha256=``, in ``X-Gitea-Signature`` (Forgejo: ``X-Forgejo-Signature`` too). Its ``push``, ``create`` and ``delete``
-events have GitHub's shapes, so they are read as GitHub's are (github_webhook.py). A ``secret`` field that old Gitea versions
-put in bodies is never read.
+events have GitHub's shapes, so they are read as GitHub's are (github_webhook.py). A ``secret`` field that old Gitea
+versions put in bodies is never read.
 """
 
 from __future__ import annotations

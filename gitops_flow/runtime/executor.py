@@ -1,4 +1,4 @@
-"""Which executor runs a flow's request: its lean program (gitops_flow/runtime/lean/), or its LangChain runnable when the run
+"""Which executor runs a flow's request: its lean program (runtime/lean/), or its LangChain runnable when the run
 needs what only LangChain's callbacks give.
 
 LangChain's path runs when the operator says so (``GITOPS_FLOW_RUNTIME=langchain``), when LangSmith traces runs

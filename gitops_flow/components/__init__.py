@@ -1,1 +1,5 @@
-"""What a node can be: the allowlist, the built-in components, the agent and the fakes."""
+"""What a node can be: the allowlist, built-ins, the agent, fakes; the only names of LangChain's models."""
+
+# the modules other packages use (the rest are this package's own); none is imported here, so importing one
+# module never loads the others
+__all__ = ["base", "credentials", "fake_answers", "model_calls", "registry", "textify"]

@@ -1,1 +1,5 @@
-"""The flow document: its model and JSON Schema, its graph, its bounds, prompts, and the routing file."""
+"""The flow document: its model and JSON Schema, graph, bounds, prompts and positions; the routing file."""
+
+# the modules other packages use (the rest are this package's own); none is imported here, so importing one
+# module never loads the others
+__all__ = ["bounds", "document", "graph", "locations", "prompts", "routing"]

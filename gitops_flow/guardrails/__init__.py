@@ -1,2 +1,5 @@
-"""Guardrails of the request path: limits per flow, ref and user (requests, runs at once, tokens) and the response
-cache, each kept where the state is (memory, a SQLite file beside the state file, or Redis) so replicas share them."""
+"""Guardrails of the request path: limits per flow, ref and user, and the response cache."""
+
+# the modules other packages use (the rest are this package's own); none is imported here, so importing one
+# module never loads the others
+__all__ = ["backends", "cache", "gate"]

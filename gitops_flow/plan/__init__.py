@@ -1,2 +1,5 @@
-"""`gitops-flow plan`: what merging a branch will do, computed offline, and how it reads in a terminal, a job
-summary, a pull-request comment and JSON."""
+"""`gitops-flow plan`: what merging a branch will do, computed offline and rendered for people and tools."""
+
+# the modules other packages use (the rest are this package's own); none is imported here, so importing one
+# module never loads the others
+__all__ = ["compute", "render"]

@@ -1,2 +1,5 @@
-"""Telemetry of the request path: the context of each request (what its log lines and spans carry), structured
-logs, OpenTelemetry traces of requests, runs and nodes, and the token usage the models report."""
+"""Telemetry of the request path: request context, structured logs, traces, token usage."""
+
+# the modules other packages use (the rest are this package's own); none is imported here, so importing one
+# module never loads the others
+__all__ = ["context", "logs", "middleware", "nodes", "runs", "tracing"]

@@ -462,9 +462,9 @@ def _after_change(
 
 def _settle_heap() -> None:
     """After a deploy: collect once, then freeze what is left (imports, the built flows) out of the garbage
-    collector's sight. Under load a full collection otherwise walks that whole heap every few hundred requests,
-    which was a fifth of the CPU and most of the p99 (docs/benchmarks.md); frozen objects are still freed by
-    reference counting, and the next deploy unfreezes them, so a retired version's cycles are collected then."""
+    collector's sight. Under load a full collection otherwise walks that whole heap every few hundred requests
+    (what that cost is in docs/benchmarks.md); frozen objects are still freed by reference counting, and the next
+    deploy unfreezes them, so a retired version's cycles are collected then."""
     gc.unfreeze()
     gc.collect()
     gc.freeze()

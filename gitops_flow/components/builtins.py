@@ -257,7 +257,7 @@ def chat_history(
 ) -> Runnable[Any, Any]:
     """The entry of a conversational flow: adds the session's past messages under ``history_key``.
 
-    The flow builder wraps the whole flow in history.WithHistory, which reads the session's messages before the
+    The flow builder wraps the whole flow in conversations.WithHistory, which reads the session's messages before the
     flow and saves each turn (``input_key`` and the answer) after it; the node itself hands its input on.
     """
     return RunnablePassthrough()

@@ -71,8 +71,8 @@ class EventStream(Response):
         # the writer runs in this task, in an anyio cancel scope: its cancellation is delivered at every wait until
         # the writer has left the scope (LangChain's astream_log waits for its run's task in a `finally`, and being
         # cancelled there cancels that task too). One plain asyncio task beside it listens for the client and sends
-        # the keep-alive comments: an anyio task group would cost two spawned tasks per stream (measured at 1,000
-        # streams of 20 tokens: 144 -> 132 us of the server's CPU per token without them, docs/benchmarks.md)
+        # the keep-alive comments: an anyio task group would cost two spawned tasks per stream, CPU paid on every
+        # token (the figures: docs/benchmarks.md, `serve_stream.py`)
         listener: asyncio.Task[None] | None = None
         try:
             with anyio.CancelScope() as cancel:

@@ -56,6 +56,7 @@ from gitops_flow.metrics import Metrics, RouteRow
 from gitops_flow.reconcile import Reconciler
 from gitops_flow.redaction import userinfo_secret
 from gitops_flow.runtime import Executor
+from gitops_flow.sandbox import TestSandbox
 from gitops_flow.secretrefs import RedactSecrets, Scrubber
 from gitops_flow.source import GitSource
 from gitops_flow.stores import open_store
@@ -138,6 +139,12 @@ def create_app(
             fake_models=settings.fake_models,
             run_tests=settings.run_tests,
             build_timeout=settings.build_timeout,
+            sandbox=TestSandbox(
+                components,
+                budget=settings.test_budget,
+                memory_mb=settings.test_memory_mb,
+                processes=settings.test_processes,
+            ),
         )
         metrics = Metrics(
             live_versions=lambda: sum(1 for v in reconciler.versions if v.ready),

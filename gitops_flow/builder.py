@@ -12,16 +12,16 @@ flow files judged and those built on trust, for /metrics.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
 
-from gitops_flow.build import BuiltFlow, build_flow
+from gitops_flow.build import BuiltFlow, build_flow, with_schemas
 from gitops_flow.components import ComponentRegistry
 from gitops_flow.exceptions import BuildError
 from gitops_flow.fakeanswers import fake_answers
@@ -31,11 +31,11 @@ from gitops_flow.langflow import convert as langflow
 from gitops_flow.problems import Problem, capped
 from gitops_flow.routing import ROUTING_FILE, RoutingConfig
 from gitops_flow.routingcheck import validate_routing_bytes
+from gitops_flow.sandbox import TestSandbox
 from gitops_flow.secretpolicy import SecretPolicy
 from gitops_flow.secretrefs import Scrubber
 from gitops_flow.source import CommitInfo, GitSource
 from gitops_flow.spec import FlowSpec
-from gitops_flow.testing import run_flow_tests
 from gitops_flow.validate import (
     MAX_BYTES,
     MAX_EXPORT_BYTES,
@@ -116,6 +116,7 @@ class VersionBuilder:
         run_tests: bool = True,
         clock: Callable[[], float] = time.time,
         build_timeout: float | None = None,
+        sandbox: TestSandbox | None = None,
     ) -> None:
         self.source = source
         self.registry = registry
@@ -127,6 +128,7 @@ class VersionBuilder:
         self.run_tests = run_tests
         self.clock = clock
         self.build_timeout = build_timeout  # seconds one flow's build may take (Settings.build_timeout)
+        self.sandbox = sandbox or TestSandbox(registry)  # where flows' tests run: a child process each, bounded
         self._cache: dict[tuple[str, str], _FileResult] = {}
         self.on_validated: Callable[[], None] = lambda: None  # a flow file judged (the metrics' counter)
         self.validated = 0
@@ -150,7 +152,7 @@ class VersionBuilder:
         failed: dict[str, tuple[Problem, ...]] = {}
         blobs: dict[str, str] = {}
         judged = _Judged.of(record) if record is not None else None
-        results = {f: self._flow(listing.flows_dir, f, blob, judged) for f, blob in sorted(listing.files.items())}
+        results = self._flows(listing, judged)
         clashes = duplicate_names((f"{listing.flows_dir}/{f}", r.name) for f, r in results.items())
         for file_name, result in results.items():
             blobs[result.name] = listing.files[file_name]
@@ -208,22 +210,52 @@ class VersionBuilder:
         names = {n for n in before.keys() | listing.files.keys() if before.get(n) != listing.files.get(n)}
         return tuple(sorted(n.removesuffix(".json") for n in names))
 
-    def _flow(self, flows_dir: str, file_name: str, blob: str, judged: _Judged | None = None) -> _FileResult:
-        key = (file_name, blob)
-        cached = self._cache.get(key)
-        if cached is not None:
-            return cached
+    def _flows(self, listing: _Listing, judged: _Judged | None) -> dict[str, _FileResult]:
+        """Every flow file's result, by file name: cached ones at once (a revert builds nothing), the others judged
+        side by side, at most ``sandbox.processes`` at a time and the smallest documents first, so that one heavy
+        flow's tests do not hold the commit's other flows back behind them. Git is read here, in this thread only
+        (GitPython's repository is not shared between threads)."""
+        results: dict[str, _FileResult] = {}
+        todo: list[tuple[str, str, bytes]] = []
+        for file_name, blob in sorted(listing.files.items()):
+            cached = self._cache.get((file_name, blob))
+            if cached is None and judged is not None:
+                cached = self._trusted_result(listing.flows_dir, file_name, blob, judged)
+            if cached is not None:
+                results[file_name] = cached
+                continue
+            self.validated += 1
+            self.on_validated()
+            todo.append((file_name, blob, self.source.read_blob(blob, max_bytes=MAX_EXPORT_BYTES)))
+        todo.sort(key=lambda item: len(item[2]))
+        if len(todo) == 1:
+            file_name, blob, raw = todo[0]
+            results[file_name] = self._judge(listing.flows_dir, file_name, blob, raw)
+        elif todo:
+            with ThreadPoolExecutor(self.sandbox.processes, thread_name_prefix="gitops-flow-judge") as pool:
+                judging = [(f, pool.submit(self._judge, listing.flows_dir, f, b, raw)) for f, b, raw in todo]
+                results.update({file_name: future.result() for file_name, future in judging})
+        return dict(sorted(results.items()))
+
+    def _trusted_result(self, flows_dir: str, file_name: str, blob: str, judged: _Judged) -> _FileResult | None:
+        """A flow as the fetch leader recorded it, cached; None when it must be judged here after all."""
         path = f"{flows_dir}/{file_name}" if flows_dir not in ("", ".") else file_name
         stem = file_name.removesuffix(".json")
         name = flow_name(stem)
-        if judged is not None and (name in judged.good or name in judged.failed):
-            result = self._trust(name, stem, path, blob, judged)
-            if result.built is not None or name in judged.failed:
-                self._cache[key] = result
-                return result
-        self.validated += 1
-        self.on_validated()
-        raw = self.source.read_blob(blob, max_bytes=MAX_EXPORT_BYTES)
+        if name not in judged.good and name not in judged.failed:
+            return None
+        result = self._trust(name, stem, path, blob, judged)
+        if result.built is None and name not in judged.failed:
+            return None
+        self._cache[(file_name, blob)] = result
+        return result
+
+    def _judge(self, flows_dir: str, file_name: str, blob: str, raw: bytes) -> _FileResult:
+        """Validate, build and test one flow file (``raw``); the result is cached by its name and blob."""
+        key = (file_name, blob)
+        path = f"{flows_dir}/{file_name}" if flows_dir not in ("", ".") else file_name
+        stem = file_name.removesuffix(".json")
+        name = flow_name(stem)
         # the build below is real, so validation does not dry-build
         report = validate_bytes(raw, self.registry, file=path, stem=stem, dry_build=False, policy=self.policy)
         built: BuiltFlow | None = None
@@ -246,6 +278,8 @@ class VersionBuilder:
             failures = self._test(report.spec, raw, path, report.origin)
             if failures:
                 built, problems = None, [*problems, *failures]
+        if built is not None:
+            built = with_schemas(built)  # here, in the builder's thread, not per request on the event loop
         # capped once the tests' failures are in too; scrubbed of every known secret value
         result = _FileResult(name, built, tuple(self.scrubber.problem(p) for p in capped(problems, MAX_PROBLEMS)))
         self._cache[key] = result
@@ -264,24 +298,23 @@ class VersionBuilder:
             if isinstance(data, dict) and langflow.is_export(data):
                 data = langflow.convert(data, name=name).document
             spec = FlowSpec.model_validate(data)
-            built = self.build_spec(spec)
+            built = with_schemas(self.build_spec(spec))
         except (ValueError, BuildError):  # orjson's and pydantic's errors are ValueErrors
             return _FileResult(name, None, ())
         return _FileResult(name, built, ())
 
     def _test(self, spec: FlowSpec, raw: bytes, path: str, origin: Callable[[str], str]) -> list[Problem]:
-        """The flow's own tests, run as `gitops-flow test` runs them (every model answered by its fakes): each
-        failing case is a problem, so a flow whose tests fail never goes live, even when CI was bypassed."""
-        results = asyncio.run(run_flow_tests(spec, self.registry))
+        """The flow's own tests, run as `gitops-flow test` runs them (every model answered by its fakes), in the test
+        sandbox (a child process with a time and a memory limit): each failing case is a problem, so a flow whose
+        tests fail or run past their limit (``test-timeout``) never goes live, even when CI was bypassed."""
+        results = self.sandbox.run(spec)
         lines = LineIndex(raw.decode("utf-8-sig"))
         found = []
         for result in results:
             if not result.passed:
                 where = origin(result.path)
                 message = f"test {result.case!r} failed: {result.message}"
-                found.append(
-                    Problem(code="test-failed", message=message, path=where, file=path, line=lines.line(where))
-                )
+                found.append(Problem(code=result.code, message=message, path=where, file=path, line=lines.line(where)))
         return found
 
     def _fakes(self, spec: FlowSpec) -> dict[str, Sequence[str]]:

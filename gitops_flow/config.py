@@ -41,6 +41,10 @@ _FROM_ENV = {
     "SECRETS": "allowed_secrets",
     "ALLOWED_BASE_URLS": "allowed_base_urls",
     "BUILD_TIMEOUT": "build_timeout",
+    # the test sandbox (docs/security.md, "What runs where")
+    "TEST_BUDGET": "test_budget",
+    "TEST_MEMORY_MB": "test_memory_mb",
+    "TEST_PROCESSES": "test_processes",
     "HISTORY_TTL": "history_ttl",
     "MAX_TURN_BYTES": "max_turn_bytes",
     "MAX_TURNS": "max_turns",
@@ -121,6 +125,11 @@ class Settings(BaseModel):
     # succeeds); off for flows whose runs must not be repeated, at the price of clients being able to sway verdicts
     canary_fallback: bool = True
     build_timeout: float = Field(default=30.0, gt=0)  # seconds one flow's build may take; past it, that flow fails
+    # a flow's tests run in a child process (sandbox.py): seconds they may take in all (then killed: test-timeout),
+    # its address space in MB, and how many flows' tests run at once (one child each)
+    test_budget: float = Field(default=60.0, gt=0, le=3600)
+    test_memory_mb: int = Field(default=2048, ge=256, le=1024 * 1024)
+    test_processes: int = Field(default=2, ge=1, le=64)
     fake_models: bool = False
     analysis_interval: float = Field(default=1.0, gt=0)  # seconds between the canary guard's ticks
     freeze_heap: bool = True  # gc.freeze() after each deploy (see app._settle_heap)

@@ -20,6 +20,7 @@ from gitops_flow.exceptions import BuildError
 from gitops_flow.graph import analyse
 from gitops_flow.langflow import convert as langflow
 from gitops_flow.problems import Problem, capped, json_path
+from gitops_flow.regexes import PatternError, compile_pattern
 from gitops_flow.secretpolicy import SecretPolicy
 from gitops_flow.spec import NAME_PATTERN, EdgeSpec, Expectation, FlowSpec, FlowTest, NodeSpec
 
@@ -375,13 +376,7 @@ def _test_problems(spec: FlowSpec, registry: ComponentRegistry) -> list[Problem]
                 )
         if case.expect.matches is not None:
             try:
-                re.compile(case.expect.matches)
-            except re.error as exc:
-                problems.append(
-                    Problem(
-                        code="bad-regex",
-                        message=f"'matches' is not a regular expression: {exc}",
-                        path=json_path([*where, "expect", "matches"]),
-                    )
-                )
+                compile_pattern(case.expect.matches)
+            except PatternError as exc:
+                problems.append(Problem(code=exc.code, message=str(exc), path=json_path([*where, "expect", "matches"])))
     return problems

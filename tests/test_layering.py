@@ -57,6 +57,8 @@ LAYERS: dict[str, int] = {
     "validate": 7,
     "routingcheck": 8,  # gitops-flow.yaml; shares the schema-error wording with validate
     "testing": 7,
+    "regexes": 0,  # authors' regular expressions, on RE2 (the only user of re2)
+    "sandbox": 8,  # a flow's tests in a child process with a time and a memory limit
     "contract": 8,
     "report": 8,
     "demo": 21,
@@ -198,6 +200,7 @@ CONFINED = {
     "uvicorn": {"cli", "demo", "http_server", "workers"},
     "httptools": {"http_server"},
     "sqlite3": {"stores.sqlite", "guardrails.sqlite", "sqlitetx"},
+    "re2": {"regexes"},
     "redis": {"stores.redis", "guardrails.redis"},
     "prometheus_client": {"metrics"},
     "limits": {"guardrails.memory", "guardrails.redis"},

@@ -25,6 +25,7 @@ import signal
 import threading
 import time
 from dataclasses import replace
+from multiprocessing import forkserver
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -32,8 +33,18 @@ from gitops_flow.components import ComponentRegistry
 from gitops_flow.spec import FlowSpec
 from gitops_flow.testing import BUDGET_S, TIMEOUT, CaseResult, run_flow_tests
 
-START_GRACE = 5.0  # seconds a child may take, on top of its budget, to start and to send its answer
+START_GRACE = 2.0  # seconds a child may take, on top of its budget, to start and to send its answer
 MAX_ANSWER = 8 * 1024 * 1024  # bytes of results a child may send back
+# imported once by the forkserver, so that no child imports them again (each child is a fresh fork of it)
+PRELOAD = (
+    "gitops_flow.sandbox",
+    "gitops_flow.builtins",
+    "gitops_flow.fakemodel",
+    "langchain_core.language_models",
+    "langchain_core.output_parsers",
+    "langchain_core.prompts",
+    "langchain_core.runnables",
+)
 CRASHED = "test-crashed"  # the problem code of tests whose process died before it answered
 _PR_SET_PDEATHSIG = 1
 
@@ -52,7 +63,12 @@ class TestSandbox:
         self.processes = processes
         self._slots = threading.BoundedSemaphore(processes)
         self._context = multiprocessing.get_context("forkserver")
-        self._context.set_forkserver_preload(["gitops_flow.sandbox"])
+        self._context.set_forkserver_preload(list(PRELOAD))
+
+    def warm(self) -> None:
+        """Start the forkserver now (it imports the test code once, a second or two), so that the first flow's tests
+        do not pay for it; blocking."""
+        forkserver.ensure_running()
 
     def run(self, spec: FlowSpec) -> list[CaseResult]:
         """The results of ``spec``'s tests, as run_flow_tests gives them; blocking (call it from a worker thread).
@@ -72,7 +88,11 @@ class TestSandbox:
             daemon=True,
         )
         try:
-            child.start()
+            try:
+                child.start()
+            except (OSError, pickle.PicklingError) as exc:  # no process, or what it needs does not pickle
+                message = f"the process for the flow's tests could not start: {type(exc).__name__}: {exc}"
+                return [CaseResult(spec.name, "(all)", False, message, code=CRASHED)]
             sender.close()
             deadline = time.monotonic() + self.budget + START_GRACE
             answer: bytes | None = None
@@ -93,6 +113,7 @@ class TestSandbox:
             return [CaseResult(spec.name, "(all)", False, message, code=CRASHED)]
         finally:
             receiver.close()
+            sender.close()
             if child.pid is not None:
                 with contextlib.suppress(ProcessLookupError):
                     child.kill()

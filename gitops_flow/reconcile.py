@@ -259,6 +259,12 @@ class Reconciler:
         await self._publish_live(trigger)
         return Outcome(changed=True, head=head, new=tuple(new))
 
+    def _wait(self) -> float | None:
+        """Seconds a build waits for its flows' tests: VERDICT_WAIT_S while a table is served (a flow still tested
+        then goes live on its verdict, and holds nothing back); at start, until every verdict (each bounded by the
+        test sandbox's time limit), so that a server starts serving its flows complete."""
+        return VERDICT_WAIT_S if self.table.head is not None else None
+
     async def settle(self) -> Outcome:
         """Give each pending flow its verdict (its tests ended after its commit went out): every version that has
         pending flows is built again (from the builder's cache: nothing is judged twice), recorded and announced,
@@ -322,7 +328,7 @@ class Reconciler:
             first = commit.parents[0] if commit.parents else None
             parent = self._versions.get(first) if first is not None else None
             if parent is not None or first is None:
-                built[commit.sha] = self.builder.build(commit, parent, self._trusted(commit.sha), wait=VERDICT_WAIT_S)
+                built[commit.sha] = self.builder.build(commit, parent, self._trusted(commit.sha), wait=self._wait())
         return Prepared(commits, rewritten, built)
 
     async def _build(
@@ -341,7 +347,7 @@ class Reconciler:
             version = prebuilt
         else:
             version = await anyio.to_thread.run_sync(
-                functools.partial(self.builder.build, commit, parent, record, wait=VERDICT_WAIT_S)
+                functools.partial(self.builder.build, commit, parent, record, wait=self._wait())
             )
         waiting = version.failed or version.pending or not version.ready
         if parent is None and first is not None and waiting and depth < MAX_CARRY_DEPTH:

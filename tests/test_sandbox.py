@@ -162,14 +162,12 @@ def test_a_test_holding_the_interpreter_lock_is_killed_at_its_limit_and_holds_no
     events = [(e["event"], e.get("flow")) for e in server.client.get("/history").json()["events"]]
     assert ("failed", "hog") in events
 
-    # a restart runs the test again, and is ready at once all the same
+    # a restart runs the test again, and is ready once the test is killed at its limit (it never hung before)
     env = {"GITOPS_FLOW_TEST_BUDGET": BUDGET}
     with serve_process(remote, tmp_path, env=env, args=["--components", str(components)]) as again:
         assert answer(again, "echo") == ("one", revert)
-        started = time.perf_counter()
-        assert again.client.get("/healthz").status_code == 200
-        assert time.perf_counter() - started < HEALTHZ_SLACK
-        wait_until(lambda: "hog" in version(again, revert)["failed"], timeout=30, what="the verdict after a restart")
+        [problem] = version(again, revert)["failed"]["hog"]
+        assert problem["code"] == "test-timeout"
     remote.publish({"flows/hog.json": None}, "remove the hog")
     server.reconcile()
 

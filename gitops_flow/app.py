@@ -240,6 +240,7 @@ def create_app(
                     await task
             if leadership is not None:
                 await leadership.release()
+            builder.close()  # kills running tests' processes: no pool thread outlives the server
             await feedback.close()
             git.close()
             await counters.close()

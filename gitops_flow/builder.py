@@ -236,6 +236,13 @@ class VersionBuilder:
             spec, self.registry, secrets=self.secrets, history=self.history, fakes=fakes, deadline=deadline
         )
 
+    def close(self) -> None:
+        """Stop judging (the server stops): running tests are killed, queued ones dropped, so that no thread of
+        the pools keeps the process from exiting."""
+        self.sandbox.close()
+        self._tests.shutdown(wait=False, cancel_futures=True)
+        self._builds.shutdown(wait=False, cancel_futures=True)
+
     def forget(self, kept: Iterable[Version]) -> None:
         """Drop the built flows no kept version uses (their versions were retired); failed results stay cached."""
         used = {id(flow) for version in kept for flow in version.flows.values()}

@@ -27,6 +27,7 @@ import time
 from dataclasses import replace
 from multiprocessing import forkserver
 from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 from gitops_flow.components import ComponentRegistry
@@ -62,6 +63,8 @@ class TestSandbox:
         self.memory_mb = memory_mb
         self.processes = processes
         self._slots = threading.BoundedSemaphore(processes)
+        self._running: set[BaseProcess] = set()
+        self._closed = False
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(list(PRELOAD))
 
@@ -69,6 +72,14 @@ class TestSandbox:
         """Start the forkserver now (it imports the test code once, a second or two), so that the first flow's tests
         do not pay for it; blocking."""
         forkserver.ensure_running()
+
+    def close(self) -> None:
+        """Kill every running child (the server stops): their callers get ``test-crashed`` at once, and no test
+        starts after this."""
+        self._closed = True
+        for child in list(self._running):
+            with contextlib.suppress(ProcessLookupError, ValueError, AttributeError):
+                child.kill()
 
     def run(self, spec: FlowSpec) -> list[CaseResult]:
         """The results of ``spec``'s tests, as run_flow_tests gives them; blocking (call it from a worker thread).
@@ -88,11 +99,14 @@ class TestSandbox:
             daemon=True,
         )
         try:
+            if self._closed:
+                return [CaseResult(spec.name, "(all)", False, "not run: the server is stopping", code=CRASHED)]
             try:
                 child.start()
             except (OSError, pickle.PicklingError) as exc:  # no process, or what it needs does not pickle
                 message = f"the process for the flow's tests could not start: {type(exc).__name__}: {exc}"
                 return [CaseResult(spec.name, "(all)", False, message, code=CRASHED)]
+            self._running.add(child)
             sender.close()
             deadline = time.monotonic() + self.budget + START_GRACE
             answer: bytes | None = None
@@ -112,6 +126,7 @@ class TestSandbox:
             )
             return [CaseResult(spec.name, "(all)", False, message, code=CRASHED)]
         finally:
+            self._running.discard(child)
             receiver.close()
             sender.close()
             if child.pid is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -213,3 +214,19 @@ def test_gitops_flow_test_stops_a_hogging_test_at_its_limit(tmp_path: Path) -> N
     assert time.monotonic() - started < 60
     text = out.getvalue()
     assert "FAIL hog :: (all) [test-timeout]: the flow's tests ran past their time limit of 1 s" in text, text
+
+
+def test_a_server_stopping_while_a_test_hogs_stops_at_once(
+    server: ServeProcess, components: Path, tmp_path: Path
+) -> None:
+    """SIGTERM while a flow's test holds its child: the child is killed, no thread of the server waits for it."""
+    remote = server.remote
+    remote.publish({"flows/hog.json": hog_flow()}, "a flow whose test hogs")
+    env = {"GITOPS_FLOW_TEST_BUDGET": "60"}
+    with serve_process(remote, tmp_path, env=env, args=["--components", str(components)], ready=False) as starting:
+        time.sleep(3)  # its first build waits for the hog's verdict
+        assert starting.client.get("/readyz").status_code == 503
+        starting.process.terminate()
+        assert starting.process.wait(timeout=15) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it drained on
+    remote.publish({"flows/hog.json": None}, "remove the hog")
+    server.reconcile()

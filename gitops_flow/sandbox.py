@@ -38,6 +38,7 @@ START_GRACE = 2.0  # seconds a child may take, on top of its budget, to start an
 MAX_ANSWER = 8 * 1024 * 1024  # bytes of results a child may send back
 # imported once by the forkserver, so that no child imports them again (each child is a fresh fork of it)
 PRELOAD = (
+    "gitops_flow.sandboxhost",  # first: the forkserver dies with the server (and every child with it)
     "gitops_flow.sandbox",
     "gitops_flow.builtins",
     "gitops_flow.fakemodel",
@@ -46,8 +47,8 @@ PRELOAD = (
     "langchain_core.prompts",
     "langchain_core.runnables",
 )
-CRASHED = "test-crashed"  # the problem code of tests whose process died before it answered
-_PR_SET_PDEATHSIG = 1
+CRASHED = "test-crashed"
+_PR_SET_PDEATHSIG = 1  # the problem code of tests whose process died before it answered
 
 
 class TestSandbox:
@@ -138,7 +139,7 @@ class TestSandbox:
 
 def _child(sender: Connection, spec: FlowSpec, registry: ComponentRegistry, budget: float, memory_mb: int) -> None:
     """The child: limits, the tests, the answer (outputs that do not pickle are sent as their repr)."""
-    _die_with_parent()
+    _die_with_parent()  # its parent is the forkserver, which dies with the server (sandboxhost.py)
     limit = memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     seconds = math.ceil(budget + START_GRACE)
@@ -157,7 +158,7 @@ def _plain(value: Any) -> Any:
 
 
 def _die_with_parent() -> None:
-    """SIGKILL this process when its parent dies (Linux's PR_SET_PDEATHSIG)."""
+    """SIGKILL this process (a child of the forkserver) when its parent dies (Linux's PR_SET_PDEATHSIG)."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)

@@ -59,6 +59,7 @@ LAYERS: dict[str, int] = {
     "testing": 7,
     "regexes": 0,  # authors' regular expressions, on RE2 (the only user of re2)
     "sandbox": 8,  # a flow's tests in a child process with a time and a memory limit
+    "sandboxhost": 0,  # the sandbox's forkserver dies with the server
     "contract": 8,
     "report": 8,
     "demo": 21,

@@ -43,6 +43,29 @@ def hog_flow(name: str = "hog", tests: bool = True) -> str:
     return json.dumps(doc, indent=2)
 
 
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid``."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+        except OSError:
+            continue
+        for child in map(int, children):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def components_file(tmp_path: Path) -> Path:
     path = tmp_path / "components.yaml"
     path.write_text(COMPONENTS)
@@ -219,14 +242,19 @@ def test_gitops_flow_test_stops_a_hogging_test_at_its_limit(tmp_path: Path) -> N
 def test_a_server_stopping_while_a_test_hogs_stops_at_once(
     server: ServeProcess, components: Path, tmp_path: Path
 ) -> None:
-    """SIGTERM while a flow's test holds its child: the child is killed, no thread of the server waits for it."""
+    """SIGTERM while a flow's test holds its child: the server stops at once, and the test's child and the sandbox's
+    forkserver die with it (the forkserver would otherwise live on as long as its child, and the child as long as
+    the forkserver)."""
     remote = server.remote
     remote.publish({"flows/hog.json": hog_flow()}, "a flow whose test hogs")
     env = {"GITOPS_FLOW_TEST_BUDGET": "60"}
     with serve_process(remote, tmp_path, env=env, args=["--components", str(components)], ready=False) as starting:
-        time.sleep(3)  # its first build waits for the hog's verdict
-        assert starting.client.get("/readyz").status_code == 503
+        wait_until(lambda: len(descendants(starting.process.pid)) >= 2, what="the hog's test in its child")
+        assert starting.client.get("/readyz").status_code == 503  # its first build waits for the hog's verdict
+        started = descendants(starting.process.pid)  # the forkserver and the test's child, at least
         starting.process.terminate()
         assert starting.process.wait(timeout=15) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it drained on
+        for pid in started:  # nothing the server started outlives it (the test's child held by the hog least of all)
+            wait_until(lambda p=pid: not alive(p), timeout=10, what=f"process {pid} to die with the server")
     remote.publish({"flows/hog.json": None}, "remove the hog")
     server.reconcile()

@@ -155,7 +155,7 @@ class VersionBuilder:
         self._tests = ThreadPoolExecutor(self.sandbox.processes, thread_name_prefix="gitops-flow-tests")
         self._judging: dict[tuple[str, str], futures.Future[_FileResult]] = {}
         self._awaited: set[tuple[str, str]] = set()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self.on_verdict: Callable[[], None] = lambda: None  # a pending flow has its verdict (called in a pool thread)
         self.on_validated: Callable[[], None] = lambda: None  # a flow file judged (the metrics' counter)
         self.validated = 0
@@ -310,13 +310,14 @@ class VersionBuilder:
 
     def _settled(self, key: tuple[str, str]) -> _FileResult | None:
         """The result of a flow judged in the pool, once it has one (it moves to the cache)."""
-        future = self._judging.get(key)
-        if future is None or not future.done():
-            return None
-        del self._judging[key]
-        result = future.result()
-        self._cache[key] = result
-        return result
+        with self._lock:  # a reconcile and a rebuild may take the same verdict at once
+            future = self._judging.get(key)
+            if future is None or not future.done():
+                return None
+            del self._judging[key]
+            result = future.result()  # done: it does not wait
+            self._cache[key] = result
+            return result
 
     def _judged(self, key: tuple[str, str], future: futures.Future[_FileResult]) -> None:
         """A flow's verdict arrived: tell the caller when a version went out with the flow pending."""

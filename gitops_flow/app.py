@@ -59,6 +59,7 @@ from gitops_flow.observability.telemetry.runs import Telemetry
 from gitops_flow.observability.telemetry.tracing import Tracing
 from gitops_flow.runtime.conversations import Conversations, TurnLimits
 from gitops_flow.runtime.executor import Executor
+from gitops_flow.runtime.sandbox import TestSandbox
 from gitops_flow.runtime.tweaks import Tweaker
 from gitops_flow.security.redaction import userinfo_secret
 from gitops_flow.security.references import RedactSecrets, Scrubber
@@ -146,6 +147,12 @@ def create_app(
             fake_models=settings.fake_models,
             run_tests=settings.run_tests,
             build_timeout=settings.build_timeout,
+            sandbox=TestSandbox(
+                components,
+                budget=settings.test_budget,
+                memory_mb=settings.test_memory_mb,
+                processes=settings.test_processes,
+            ),
         )
         metrics = Metrics(
             live_versions=lambda: sum(1 for v in reconciler.versions if v.ready),
@@ -257,6 +264,7 @@ def create_app(
             await attempts.close()
             if leadership is not None:
                 await leadership.release()
+            builder.close()  # kills running tests' processes: no pool thread outlives the server
             await feedback.close()
             git.close()
             await counters.close()

@@ -96,6 +96,13 @@ class Settings(BaseSettings):
         description="runs on the primary at once that judge a canary's mid-stream failure or slow answer (0: none)",
     )
     build_timeout: float = Field(default=30.0, gt=0, description="seconds one flow's build may take")
+    test_budget: float = Field(
+        default=60.0, gt=0, le=3600, description="seconds one flow's tests may take in all, in their own process"
+    )
+    test_memory_mb: int = Field(
+        default=2048, ge=256, le=1024 * 1024, description="address space of the process running one flow's tests"
+    )
+    test_processes: int = Field(default=2, ge=1, le=64, description="flows built and tested at once (processes)")
     fake_models: bool = Field(default=False, description="answer every model with a fake (demos, trials)")
     analysis_interval: float = Field(default=1.0, gt=0, description="seconds between the canary guard's ticks")
     freeze_heap: bool = Field(default=True, description="gc.freeze() after each deploy")

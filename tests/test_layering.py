@@ -37,6 +37,7 @@ CONFINED: dict[str, set[str]] = {
     "limits": {"guardrails.memory", "guardrails.redis"},
     "opentelemetry": {"observability.telemetry.tracing"},
     "httpx": {"githost.http"},
+    "re2": {"flow.regexes"},  # authors' regular expressions run on RE2 (linear time), never on Python's re
 }
 
 

@@ -86,6 +86,9 @@ MOVES: dict[str, str] = {
     "traffic": "delivery.routing_table",
     "choosing": "delivery.choice",
     "attempts": "delivery.attempts",
+    "sandbox": "runtime.sandbox",
+    "sandboxhost": "runtime.sandbox_host",
+    "regexes": "flow.regexes",
     "brake": "guardrails.brake",
     "committext": "flow.commit_text",
     # githost/: every Git host, its webhooks in and its statuses out
@@ -329,6 +332,16 @@ def main() -> int:
         if old.endswith(".py") and names.count(Path(old).name) == 1 and Path(old).name != Path(new).name
     }
     print(f"moved {len(modules)} modules and {len(paths) - len(modules)} data folders")
+    if "--all" in sys.argv:  # after a merge: a branch of the old layout brought references to the old names
+        modules = {f"{PACKAGE}.{old}": f"{PACKAGE}.{new}" for old, new in MOVES.items()}
+        paths = {
+            **{
+                f"{PACKAGE}/{old.replace('.', '/')}.py": f"{PACKAGE}/{new.replace('.', '/')}.py"
+                for old, new in MOVES.items()
+            },
+            **{f"{PACKAGE}/{old}": f"{PACKAGE}/{new}" for old, new in DATA.items()},
+        }
+        bare = {}
     rewrite = Rewriter(modules, paths, bare)
     changed = 0
     for path in _text_files() if paths else []:

@@ -27,7 +27,8 @@ from gitops_flow.flow.locations import LineIndex
 from gitops_flow.flow.routing import ROUTING_FILE
 from gitops_flow.langflow.convert import slug
 from gitops_flow.problems import Problem
-from gitops_flow.runtime.flow_tests import CaseResult, run_flow_tests
+from gitops_flow.runtime.flow_tests import CaseResult
+from gitops_flow.runtime.sandbox import TestSandbox
 from gitops_flow.security.redaction import carries_credentials, redact
 from gitops_flow.stores.base import StateStore
 from gitops_flow.validation.documents import (
@@ -387,10 +388,14 @@ def _test(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     registry = ComponentRegistry.configured(settings)
     targets = collect(args.paths)
     reports, routing_problems = _check_all(targets, registry, settings)
+    # as the server runs them: in a child process, killed past the time limit (test-timeout) instead of hanging CI
+    sandbox = TestSandbox(
+        registry, budget=settings.test_budget, memory_mb=settings.test_memory_mb, processes=settings.test_processes
+    )
     results: list[CaseResult] = []
     for path, file_report in zip(targets.flows, reports, strict=True):
         if file_report.ok and file_report.spec is not None:
-            found = asyncio.run(run_flow_tests(file_report.spec, registry))
+            found = sandbox.run(file_report.spec)
             lines = LineIndex(path.read_text(encoding="utf-8-sig")) if not all(r.passed for r in found) else None
             results += [r if lines is None else replace(r, line=lines.line(file_report.origin(r.path))) for r in found]
     invalid = [p for r in reports for p in r.problems] + routing_problems
@@ -500,7 +505,9 @@ def _init(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
 
 
 def _serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    from gitops_flow.cli import workers  # the server's imports are paid by `serve` only, not by every `validate` in CI
+    from gitops_flow.cli import (
+        workers,  # the server's imports are paid by `serve` only, not by every `validate` in CI
+    )
     from gitops_flow.stores import open_store
 
     if args.repo is not None and carries_credentials(args.repo):

@@ -43,7 +43,14 @@ def results(found: Sequence[CaseResult], invalid: Sequence[Problem], files: dict
             "passed": passed,
             "failed": failed,
             "results": [
-                {"flow": r.flow, "case": r.case, "passed": r.passed, "message": r.message, "duration_ms": r.duration_ms}
+                {
+                    "flow": r.flow,
+                    "case": r.case,
+                    "passed": r.passed,
+                    "message": r.message,
+                    "duration_ms": r.duration_ms,
+                    **({} if r.passed else {"code": r.code}),
+                }
                 for r in found
             ],
             "problems": [p.as_dict() for p in errors],
@@ -53,7 +60,7 @@ def results(found: Sequence[CaseResult], invalid: Sequence[Problem], files: dict
     if fmt == "github":
         lines += [annotation("error", p.file, p.line, p.code, f"{p.path}: {p.message}") for p in errors]
         lines += [
-            annotation("error", files.get(r.flow, ""), r.line, f"test failed: {r.case}", r.message)
+            annotation("error", files.get(r.flow, ""), r.line, f"{_title(r.code)}: {r.case}", r.message)
             for r in found
             if not r.passed
         ]
@@ -63,8 +70,13 @@ def results(found: Sequence[CaseResult], invalid: Sequence[Problem], files: dict
             if result.passed:
                 lines.append(f"PASS {result.flow} :: {result.case} ({result.duration_ms:.1f} ms)")
             else:
-                lines.append(f"FAIL {result.flow} :: {result.case}: {result.message}")
+                code = "" if result.code == "test-failed" else f" [{result.code}]"
+                lines.append(f"FAIL {result.flow} :: {result.case}{code}: {result.message}")
     return "\n".join([*lines, summary])
+
+
+def _title(code: str) -> str:
+    return "test failed" if code == "test-failed" else code
 
 
 def annotation(severity: str, file: str, line: int | None, title: str, message: str) -> str:

@@ -12,10 +12,13 @@ flow files judged and those built on trust, for /metrics.
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import hashlib
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent import futures
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -31,9 +34,9 @@ from gitops_flow.flow.locations import LineIndex
 from gitops_flow.flow.routing import ROUTING_FILE, RoutingConfig
 from gitops_flow.langflow import convert as langflow
 from gitops_flow.problems import Problem, capped
-from gitops_flow.runtime.compiler import BuiltFlow, build_flow
+from gitops_flow.runtime.compiler import BuiltFlow, build_flow, with_schemas
 from gitops_flow.runtime.conversations import HistoryStore
-from gitops_flow.runtime.flow_tests import run_flow_tests
+from gitops_flow.runtime.sandbox import TestSandbox
 from gitops_flow.security.policy import SecretPolicy
 from gitops_flow.security.references import Scrubber
 from gitops_flow.validation.documents import (
@@ -46,6 +49,8 @@ from gitops_flow.validation.documents import (
 )
 from gitops_flow.validation.routing import validate_routing_bytes
 
+VERDICT_WAIT_S = 5.0  # seconds a deploy waits for its flows' tests; a flow still tested then goes live on its verdict
+
 
 @dataclass(frozen=True, slots=True)
 class _FileResult:
@@ -54,6 +59,19 @@ class _FileResult:
     name: str
     built: BuiltFlow | None
     problems: tuple[Problem, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Judging:
+    """A flow file validated and built, waiting for its tests (``tested``) or not."""
+
+    name: str
+    path: str
+    raw: bytes
+    built: BuiltFlow | None
+    problems: list[Problem]
+    origin: Callable[[str], str]
+    tested: bool
 
 
 @dataclass(slots=True)
@@ -89,14 +107,15 @@ class _Judged:
 
 
 def carry(version: Version, parent: Version | None) -> Version:
-    """``version`` with what it serves from ``parent``: each flow that failed at it keeps the build its parent
-    served, and a commit that failed as a whole serves everything its parent served."""
+    """``version`` with what it serves from ``parent``: each flow that failed at it (or whose tests are pending) keeps
+    the build its parent served, and a commit that failed as a whole serves everything its parent served."""
     if parent is None:
         return replace(version, carried={})
     before = parent.served()
     if version.status == "failed":
         return replace(version, carried=before)
-    return replace(version, carried={name: before[name] for name in version.failed if name in before})
+    waiting = [*version.failed, *version.pending]
+    return replace(version, carried={name: before[name] for name in waiting if name in before})
 
 
 class VersionBuilder:
@@ -116,6 +135,7 @@ class VersionBuilder:
         run_tests: bool = True,
         clock: Callable[[], float] = time.time,
         build_timeout: float | None = None,
+        sandbox: TestSandbox | None = None,
     ) -> None:
         self.source = source
         self.registry = registry
@@ -127,18 +147,36 @@ class VersionBuilder:
         self.run_tests = run_tests
         self.clock = clock
         self.build_timeout = build_timeout  # seconds one flow's build may take (Settings.build_timeout)
+        self.sandbox = sandbox or TestSandbox(registry)  # where flows' tests run: a child process each, bounded
         self._cache: dict[tuple[str, str], _FileResult] = {}
+        # flows being tested in the test pool, by (file name, blob); their results move to the cache when a build
+        # takes them; ``_awaited``: those a version went out without (their verdict calls ``on_verdict``)
+        self._builds = ThreadPoolExecutor(self.sandbox.processes, thread_name_prefix="gitops-flow-build")
+        self._tests = ThreadPoolExecutor(self.sandbox.processes, thread_name_prefix="gitops-flow-tests")
+        self._judging: dict[tuple[str, str], futures.Future[_FileResult]] = {}
+        self._awaited: set[tuple[str, str]] = set()
+        self._lock = threading.RLock()
+        self.on_verdict: Callable[[], None] = lambda: None  # a pending flow has its verdict (called in a pool thread)
         self.on_validated: Callable[[], None] = lambda: None  # a flow file judged (the metrics' counter)
         self.validated = 0
         self.trusted = 0
 
     def build(
-        self, commit: CommitInfo, parent: Version | None = None, record: Mapping[str, Any] | None = None
+        self,
+        commit: CommitInfo,
+        parent: Version | None = None,
+        record: Mapping[str, Any] | None = None,
+        *,
+        wait: float | None = None,
     ) -> Version:
         """The version of ``commit``, its flows judged one by one: each good flow built (and its tests passed), each
         failed one with its problems and carried on ``parent``'s build of it when there was one. A problem of the
         routing file fails the whole commit, which then serves what ``parent`` served. With ``record`` (the leader's
-        record of this commit) the flows are not judged again (the module's docstring)."""
+        record of this commit) the flows are not judged again (the module's docstring).
+
+        ``wait``: seconds to wait for the flows being judged (their tests); the ones still running then are
+        ``pending`` in the version (carried on ``parent`` meanwhile), and ``on_verdict`` is called once each has its
+        verdict, so the caller builds the version again. None waits for every verdict."""
         listing = self._listing(commit.sha)
         problems: list[Problem] = []
         routing: RoutingConfig | None = None
@@ -150,8 +188,16 @@ class VersionBuilder:
         failed: dict[str, tuple[Problem, ...]] = {}
         blobs: dict[str, str] = {}
         judged = _Judged.of(record) if record is not None else None
-        results = {f: self._flow(listing.flows_dir, f, blob, judged) for f, blob in sorted(listing.files.items())}
-        clashes = duplicate_names((f"{listing.flows_dir}/{f}", r.name) for f, r in results.items())
+        results, waiting = self._flows(listing, judged, wait)
+        clashes = duplicate_names(
+            (f"{listing.flows_dir}/{f}", name) for f, name in [*((f, r.name) for f, r in results.items()), *waiting]
+        )
+        pending = {name for f, name in waiting if not any(p.file == f"{listing.flows_dir}/{f}" for p in clashes)}
+        for file_name, name in waiting:
+            blobs[name] = listing.files[file_name]
+            clash = [p for p in clashes if p.file == f"{listing.flows_dir}/{file_name}"]
+            if clash:
+                failed[name] = (*failed.get(name, ()), *clash)
         for file_name, result in results.items():
             blobs[result.name] = listing.files[file_name]
             clash = [p for p in clashes if p.file == f"{listing.flows_dir}/{file_name}"]
@@ -177,6 +223,7 @@ class VersionBuilder:
             routing=routing,
             seen=self.clock(),
             content=listing.content,
+            pending=frozenset(pending),
         )
         return carry(version, parent)
 
@@ -198,6 +245,13 @@ class VersionBuilder:
             spec, self.registry, secrets=self.secrets, history=self.history, fakes=fakes, deadline=deadline
         )
 
+    def close(self) -> None:
+        """Stop judging (the server stops): running tests are killed, queued ones dropped, so that no thread of
+        the pools keeps the process from exiting."""
+        self.sandbox.close()
+        self._tests.shutdown(wait=False, cancel_futures=True)
+        self._builds.shutdown(wait=False, cancel_futures=True)
+
     def forget(self, kept: Iterable[Version]) -> None:
         """Drop the built flows no kept version uses (their versions were retired); failed results stay cached."""
         used = {id(flow) for version in kept for flow in version.flows.values()}
@@ -217,22 +271,89 @@ class VersionBuilder:
         names = {n for n in before.keys() | listing.files.keys() if before.get(n) != listing.files.get(n)}
         return tuple(sorted(n.removesuffix(".json") for n in names))
 
-    def _flow(self, flows_dir: str, file_name: str, blob: str, judged: _Judged | None = None) -> _FileResult:
-        key = (file_name, blob)
-        cached = self._cache.get(key)
-        if cached is not None:
-            return cached
+    def _flows(
+        self, listing: _Listing, judged: _Judged | None, wait: float | None
+    ) -> tuple[dict[str, _FileResult], list[tuple[str, str]]]:
+        """Every flow file's result, by file name, and the (file name, flow name) of those whose tests still run
+        after ``wait`` seconds. Cached ones come at once (a revert builds nothing); the others are validated and
+        built side by side (at most ``sandbox.processes`` at a time), then their tests run in the test pool, the
+        smallest documents first, so that one heavy flow does not hold the commit's other flows back. A flow
+        already being tested (its blob came in an earlier commit) is not tested twice. Git is read here, in this
+        thread only (GitPython's repository is not shared between threads)."""
+        results: dict[str, _FileResult] = {}
+        todo: list[tuple[str, str, bytes]] = []
+        for file_name, blob in sorted(listing.files.items()):
+            cached = self._cache.get((file_name, blob)) or self._settled((file_name, blob))
+            if cached is None and judged is not None:
+                cached = self._trusted_result(listing.flows_dir, file_name, blob, judged)
+            if cached is not None:
+                results[file_name] = cached
+            elif (file_name, blob) not in self._judging:
+                self.validated += 1
+                self.on_validated()
+                todo.append((file_name, blob, self.source.read_blob(blob, max_bytes=MAX_EXPORT_BYTES)))
+        todo.sort(key=lambda item: len(item[2]))
+        builds = [((f, b), self._builds.submit(self._judge, listing.flows_dir, f, b, raw)) for f, b, raw in todo]
+        for key, build in builds:
+            judging = build.result()
+            if not judging.tested:
+                results[key[0]] = self._cache[key] = self._verdict(judging)
+                continue
+            future = self._tests.submit(self._verdict, judging)
+            self._judging[key] = future
+            future.add_done_callback(functools.partial(self._judged, key))
+        keys = [(f, b) for f, b in sorted(listing.files.items()) if f not in results]
+        with self._lock:  # a flow some version already went out without is not waited for again
+            fresh = [self._judging[key] for key in keys if key not in self._awaited]
+        futures.wait(fresh, timeout=wait)
+        waiting: list[tuple[str, str]] = []
+        with self._lock:
+            for key in keys:
+                result = self._settled(key)
+                if result is not None:
+                    results[key[0]] = result
+                else:
+                    self._awaited.add(key)
+                    waiting.append((key[0], flow_name(key[0].removesuffix(".json"))))
+        return dict(sorted(results.items())), waiting
+
+    def _settled(self, key: tuple[str, str]) -> _FileResult | None:
+        """The result of a flow judged in the pool, once it has one (it moves to the cache)."""
+        with self._lock:  # a reconcile and a rebuild may take the same verdict at once
+            future = self._judging.get(key)
+            if future is None or not future.done():
+                return None
+            del self._judging[key]
+            result = future.result()  # done: it does not wait
+            self._cache[key] = result
+            return result
+
+    def _judged(self, key: tuple[str, str], future: futures.Future[_FileResult]) -> None:
+        """A flow's verdict arrived: tell the caller when a version went out with the flow pending."""
+        with self._lock:
+            told = key in self._awaited
+            self._awaited.discard(key)
+        if told:
+            self.on_verdict()
+
+    def _trusted_result(self, flows_dir: str, file_name: str, blob: str, judged: _Judged) -> _FileResult | None:
+        """A flow as the fetch leader recorded it, cached; None when it must be judged here after all."""
         path = f"{flows_dir}/{file_name}" if flows_dir not in ("", ".") else file_name
         stem = file_name.removesuffix(".json")
         name = flow_name(stem)
-        if judged is not None and (name in judged.good or name in judged.failed):
-            result = self._trust(name, stem, path, blob, judged)
-            if result.built is not None or name in judged.failed:
-                self._cache[key] = result
-                return result
-        self.validated += 1
-        self.on_validated()
-        raw = self.source.read_blob(blob, max_bytes=MAX_EXPORT_BYTES)
+        if name not in judged.good and name not in judged.failed:
+            return None
+        result = self._trust(name, stem, path, blob, judged)
+        if result.built is None and name not in judged.failed:
+            return None
+        self._cache[(file_name, blob)] = result
+        return result
+
+    def _judge(self, flows_dir: str, file_name: str, blob: str, raw: bytes) -> _Judging:
+        """Validate and build one flow file (``raw``); its tests are left to ``_verdict``."""
+        path = f"{flows_dir}/{file_name}" if flows_dir not in ("", ".") else file_name
+        stem = file_name.removesuffix(".json")
+        name = flow_name(stem)
         # the build below is real, so validation does not dry-build
         report = validate_bytes(raw, self.registry, file=path, stem=stem, dry_build=False, policy=self.policy)
         built: BuiltFlow | None = None
@@ -251,14 +372,21 @@ class VersionBuilder:
                 where = report.origin(exc.path)  # a converted LangFlow export: the path in the export
                 line = LineIndex(raw.decode("utf-8-sig")).line(where)
                 problems.append(Problem(code=exc.code, message=str(exc), path=where, file=path, line=line))
-        if built is not None and report.spec is not None and report.spec.tests and self.run_tests:
-            failures = self._test(report.spec, raw, path, report.origin)
+        if built is not None:
+            built = with_schemas(built)  # here, in the builder's thread, not per request on the event loop
+        tested = built is not None and report.spec is not None and bool(report.spec.tests) and self.run_tests
+        return _Judging(name, path, raw, built, problems, report.origin, tested)
+
+    def _verdict(self, judging: _Judging) -> _FileResult:
+        """One flow's result: its tests run (when it has any) in the sandbox, its problems capped and scrubbed."""
+        built, problems = judging.built, judging.problems
+        if judging.tested and built is not None:
+            failures = self._test(built.spec, judging.raw, judging.path, judging.origin)
             if failures:
                 built, problems = None, [*problems, *failures]
         # capped once the tests' failures are in too; scrubbed of every known secret value
-        result = _FileResult(name, built, tuple(self.scrubber.problem(p) for p in capped(problems, MAX_PROBLEMS)))
-        self._cache[key] = result
-        return result
+        found = tuple(self.scrubber.problem(p) for p in capped(problems, MAX_PROBLEMS))
+        return _FileResult(judging.name, built, found)
 
     def _trust(self, name: str, stem: str, path: str, blob: str, judged: _Judged) -> _FileResult:
         """A flow as the leader judged it: its recorded problems when it failed there, else parsed and built without
@@ -273,24 +401,23 @@ class VersionBuilder:
             if isinstance(data, dict) and langflow.is_export(data):
                 data = langflow.convert(data, name=name).document
             spec = FlowSpec.model_validate(data)
-            built = self.build_spec(spec)
+            built = with_schemas(self.build_spec(spec))
         except (ValueError, BuildError):  # orjson's and pydantic's errors are ValueErrors
             return _FileResult(name, None, ())
         return _FileResult(name, built, ())
 
     def _test(self, spec: FlowSpec, raw: bytes, path: str, origin: Callable[[str], str]) -> list[Problem]:
-        """The flow's own tests, run as `gitops-flow test` runs them (every model answered by its fakes): each
-        failing case is a problem, so a flow whose tests fail never goes live, even when CI was bypassed."""
-        results = asyncio.run(run_flow_tests(spec, self.registry))
+        """The flow's own tests, run as `gitops-flow test` runs them (every model answered by its fakes), in the test
+        sandbox (a child process with a time and a memory limit): each failing case is a problem, so a flow whose
+        tests fail or run past their limit (``test-timeout``) never goes live, even when CI was bypassed."""
+        results = self.sandbox.run(spec)
         lines = LineIndex(raw.decode("utf-8-sig"))
         found = []
         for result in results:
             if not result.passed:
                 where = origin(result.path)
                 message = f"test {result.case!r} failed: {result.message}"
-                found.append(
-                    Problem(code="test-failed", message=message, path=where, file=path, line=lines.line(where))
-                )
+                found.append(Problem(code=result.code, message=message, path=where, file=path, line=lines.line(where)))
         return found
 
     def _fakes(self, spec: FlowSpec) -> dict[str, Sequence[str]]:

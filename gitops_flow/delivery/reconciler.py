@@ -15,8 +15,10 @@ each commit from the leader's record of it (which flows are good, which failed a
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -25,7 +27,7 @@ from typing import Any
 import anyio
 
 from gitops_flow.config import PinPolicy
-from gitops_flow.delivery.builds import VersionBuilder, carry
+from gitops_flow.delivery.builds import VERDICT_WAIT_S, VersionBuilder, carry
 from gitops_flow.delivery.canaries import Action, Canaries
 from gitops_flow.delivery.journal import DeployLog
 from gitops_flow.delivery.leader import Leadership
@@ -136,6 +138,13 @@ class Reconciler:
     async def run(self) -> None:
         """Reconcile at start, then on every request and every poll interval (with ±10 % jitter), forever."""
         trigger = "start"
+        loop = asyncio.get_running_loop()
+
+        def verdict() -> None:  # called in the builder's pool thread
+            loop.call_soon_threadsafe(self.request, "verdict")
+
+        self.builder.on_verdict = verdict
+        threading.Thread(target=self.builder.sandbox.warm, name="gitops-flow test sandbox", daemon=True).start()
         while True:
             try:
                 await self.step(trigger)
@@ -167,9 +176,13 @@ class Reconciler:
     async def step(self, trigger: str) -> Outcome:
         """One pass of the loop: reconcile, then retire what nothing needs any more; ``on_change`` runs after a pass
         that published a new table."""
-        outcome = await self.reconcile(trigger)
+        if trigger == "verdict":  # a pending flow's tests ended: no fetch, only the verdicts
+            outcome = Outcome(changed=False, head=self._observed)
+        else:
+            outcome = await self.reconcile(trigger)
+        settled = await self.settle()
         retired = await self.collect()
-        if outcome.changed or retired:
+        if outcome.changed or settled.changed or retired:
             self.on_change()
         return outcome
 
@@ -248,6 +261,57 @@ class Reconciler:
         await self._publish_live(trigger)
         return Outcome(changed=True, head=head, new=tuple(new))
 
+    def _wait(self) -> float | None:
+        """Seconds a build waits for its flows' tests: VERDICT_WAIT_S while a table is served (a flow still tested
+        then goes live on its verdict, and holds nothing back); at start, until every verdict (each bounded by the
+        test sandbox's time limit), so that a server starts serving its flows complete."""
+        return VERDICT_WAIT_S if self.table.head is not None else None
+
+    async def settle(self) -> Outcome:
+        """Give each pending flow its verdict (its tests ended after its commit went out): every version that has
+        pending flows is built again (from the builder's cache: nothing is judged twice), recorded and announced,
+        and the table published, without a fetch. A flow that passed goes live; one that failed keeps its carried
+        build. The other flows never waited for it."""
+        async with self._lock:
+            head = self._observed
+            settled = False
+            for old in [v for v in self._versions.values() if v.pending and v.ready]:
+                commit = await anyio.to_thread.run_sync(self.source.commit, old.sha)
+                parent = self._versions.get(old.parents[0]) if old.parents else None
+                record = self._trusted(old.sha)
+                build = functools.partial(self.builder.build, commit, parent, record, wait=0)
+                version = replace(await anyio.to_thread.run_sync(build), seen=old.seen, went_live=old.went_live)
+                if version.pending == old.pending and version.carried == old.carried:
+                    continue
+                self._versions[version.sha] = version
+                settled = True
+                if record is None:
+                    await self.store.put_version(version.sha, version.record())
+                await self._announce_verdicts(old, version, head)
+            if settled and head is not None:
+                await self._publish_live("verdict")
+            return Outcome(changed=settled, head=head)
+
+    async def _announce_verdicts(self, old: Version, version: Version, head: str | None) -> None:
+        """Record what the verdicts that arrived for ``version`` mean: each flow it changed that failed its tests,
+        and, at the head, each that went live."""
+        for name in sorted(old.pending - version.pending):
+            if name not in version.changed:
+                continue
+            if name in version.failed:
+                problems = [p.as_dict() for p in version.failed[name]]
+                log.warning("failed %s at %s: %d problems", name, version.sha[:12], len(problems))
+                serving = version.carried.get(name)
+                once = f"failed:{version.sha}:{name}"
+                await self.history.record(
+                    "failed", version.sha, "verdict", once=once, flow=name, problems=problems, serving=serving
+                )
+            elif name in version.names and version.sha == head:
+                log.info("deployed %s at %s: its tests passed", name, version.sha[:12])
+                await self.history.record(
+                    "deployed", version.sha, "verdict", once=f"verdict:{version.sha}:{name}", flow=name
+                )
+
     def _prepare(self, previous: str | None, head: str) -> Prepared:
         """What Git says about a new head, and the builds of its new commits, in one call off the event loop.
 
@@ -266,7 +330,7 @@ class Reconciler:
             first = commit.parents[0] if commit.parents else None
             parent = self._versions.get(first) if first is not None else None
             if parent is not None or first is None:
-                built[commit.sha] = self.builder.build(commit, parent, self._trusted(commit.sha))
+                built[commit.sha] = self.builder.build(commit, parent, self._trusted(commit.sha), wait=self._wait())
         return Prepared(commits, rewritten, built)
 
     async def _build(
@@ -284,8 +348,11 @@ class Reconciler:
         if prebuilt is not None:
             version = prebuilt
         else:
-            version = await anyio.to_thread.run_sync(self.builder.build, commit, parent, record)
-        if parent is None and first is not None and (version.failed or not version.ready) and depth < MAX_CARRY_DEPTH:
+            version = await anyio.to_thread.run_sync(
+                functools.partial(self.builder.build, commit, parent, record, wait=self._wait())
+            )
+        waiting = version.failed or version.pending or not version.ready
+        if parent is None and first is not None and waiting and depth < MAX_CARRY_DEPTH:
             parent = await self._build(await anyio.to_thread.run_sync(self.source.commit, first), None, depth + 1)
             version = carry(version, parent)
         known = self._versions.get(commit.sha)
@@ -353,8 +420,8 @@ class Reconciler:
             await self.history.record("built", version.sha, trigger)
             return
         failed = sorted(version.failed)
-        if changed and changed <= set(failed) and previous is not None:
-            return  # everything it changed failed: nothing new goes live (the failures were recorded above)
+        if changed and changed <= set(failed) | version.pending and previous is not None:
+            return  # everything it changed failed or waits for its tests: nothing new goes live yet
         current = self._versions.get(previous) if previous is not None else None
         extra: dict[str, Any] = {"failed_flows": failed} if failed else {}
         if same_as is not None and (current is None or current.content != version.content):

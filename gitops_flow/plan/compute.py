@@ -8,7 +8,6 @@ commit. Contract changes come from the same comparison as `validate --base` (con
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,7 +19,7 @@ from gitops_flow.flow.locations import LineIndex
 from gitops_flow.flow.routing import ROUTING_FILE, RoutingConfig
 from gitops_flow.plan.diff import Change, FlowDiff, flow_diff, routing_diff, secrets
 from gitops_flow.problems import Problem
-from gitops_flow.runtime.flow_tests import run_flow_tests
+from gitops_flow.runtime.sandbox import TestSandbox
 from gitops_flow.security.policy import SecretPolicy
 from gitops_flow.validation import contract
 from gitops_flow.validation.documents import MAX_BYTES, MAX_EXPORT_BYTES, FileReport, validate_bytes
@@ -132,7 +131,7 @@ def make_plan(
     if new_routing_raw is not None:  # routes naming flows that do not exist, as the server checks them
         names = [name.removesuffix(".json") for name in now]
         new_routing, routing_problems = validate_routing_bytes(new_routing_raw, file=ROUTING_FILE, flow_names=names)
-    judge = _Judge(registry, policy or SecretPolicy(), base, run_tests)
+    judge = _Judge(registry, policy or SecretPolicy(), base, run_tests, TestSandbox(registry))
     plans = []
     for file_name in sorted(before.keys() | now.keys()):
         plans.append(judge.flow(file_name, f"{new_dir}/{file_name}", before.get(file_name), now.get(file_name)))
@@ -161,6 +160,7 @@ class _Judge:
     policy: SecretPolicy
     base: str
     run_tests: bool
+    sandbox: TestSandbox  # the flows' tests run in a child process with a time and a memory limit, as on the server
 
     def flow(self, file_name: str, shown: str, old: bytes | None, new: bytes | None) -> FlowPlan:
         stem = file_name.removesuffix(".json")
@@ -175,7 +175,7 @@ class _Judge:
         problems = [p for p in report.problems if p.severity != "notice"]  # notices are for `validate`, not a plan
         passed = failed = 0
         if report.ok and report.spec is not None and report.spec.tests and self.run_tests:
-            results = asyncio.run(run_flow_tests(report.spec, self.registry))
+            results = self.sandbox.run(report.spec)
             lines = LineIndex(new.decode("utf-8-sig"))
             for result in results:
                 if result.passed:
@@ -184,7 +184,7 @@ class _Judge:
                 failed += 1
                 where = report.origin(result.path)
                 message = f"test {result.case!r} failed: {result.message}"
-                problems.append(Problem("test-failed", message, where, shown, lines.line(where)))
+                problems.append(Problem(result.code, message, where, shown, lines.line(where)))
         fails = any(p.severity == "error" for p in problems)
         needed = tuple(secrets(report.spec)) if report.spec is not None else ()
         known = set(secrets(old_report.spec)) if old_report is not None and old_report.spec is not None else set()

@@ -7,7 +7,7 @@ import time
 import typing
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda, RunnableParallel, RunnablePassthrough
@@ -38,6 +38,18 @@ class BuiltFlow:
     # the same graph as a plain async program (gitops_flow/runtime/lean/): what the server runs unless a request needs
     # LangChain's callbacks; it answers what ``runnable`` answers
     lean: LeanFlow | WithHistory | None = field(default=None, repr=False)
+    # the JSON Schemas of input_model and output_model, computed once per build by the server's builder, off the event
+    # loop (with_schemas): a flow with tens of thousands of fields takes a second to compute them
+    input_schema: dict[str, Any] | None = field(default=None, repr=False)
+    output_schema: dict[str, Any] | None = field(default=None, repr=False)
+
+    def json_schema(self, which: str) -> dict[str, Any]:
+        """The JSON Schema of the flow's ``input`` or ``output`` as published: the one computed with the build when
+        there is one, else computed now (a build the server's builder did not make: a test's, a tweaked run's)."""
+        cached = self.input_schema if which == "input" else self.output_schema
+        if cached is not None:
+            return cached
+        return _schema_of(self.input_model if which == "input" else self.output_model)
 
     def check_input(self, value: Any) -> None:
         """Raise BadInput when ``value`` does not match the input schema the flow publishes, or (TurnTooLarge) when a
@@ -52,6 +64,19 @@ class BuiltFlow:
             raise BadInput(f"the input does not match the flow's input schema ({where})") from None
         if isinstance(self.runnable, WithHistory):
             self.runnable.check_turn(value)  # raises TurnTooLarge: a turn the conversation would not keep
+
+
+def with_schemas(built: BuiltFlow) -> BuiltFlow:
+    """``built`` with its input and output JSON Schemas computed, so that no request computes them again; blocking
+    (the builder calls it in its thread, once per build)."""
+    return replace(built, input_schema=_schema_of(built.input_model), output_schema=_schema_of(built.output_model))
+
+
+def _schema_of(model: type[Any] | None) -> dict[str, Any]:
+    if model is None or not hasattr(model, "model_json_schema"):
+        return {}
+    schema: dict[str, Any] = model.model_json_schema()
+    return schema
 
 
 def runnable_config(

@@ -491,6 +491,5 @@ async def config_schema(request: Request) -> Response:
 async def _schema(request: Request, which: str) -> Response:
     name = request.path_params["flow"]
     choice, flow = await choose(request, name, {}, limited=False)
-    model = flow.input_model if which == "input" else flow.output_model
-    schema = model.model_json_schema() if model is not None else {}
+    schema = flow.json_schema(which)  # computed with the build, off the event loop (build.with_schemas)
     return json_response(schema, headers={VERSION_HEADER: choice.version.sha})

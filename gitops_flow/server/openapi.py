@@ -77,8 +77,8 @@ def document(table: RoutingTable) -> dict[str, Any]:
         served = list(builds.values())
         description = next((b.spec.description for _, b in served if b.spec.description), "")
         tags.append({"name": name, "description": description or f"the flow {name}"})
-        input_schema = _either(name, "Input", [(sha, b.input_model) for sha, b in served], schemas)
-        output_schema = _either(name, "Output", [(sha, b.output_model) for sha, b in served], schemas)
+        input_schema = _either(name, "Input", [(sha, b.json_schema("input")) for sha, b in served], schemas)
+        output_schema = _either(name, "Output", [(sha, b.json_schema("output")) for sha, b in served], schemas)
         paths.update(_flow_paths(name, input_schema, output_schema))
     paths.update(_server_paths())
     return {
@@ -95,12 +95,11 @@ def document(table: RoutingTable) -> dict[str, Any]:
     }
 
 
-def _either(flow: str, kind: str, models: list[tuple[str, type[Any] | None]], schemas: dict[str, Any]) -> Any:
+def _either(flow: str, kind: str, models: list[tuple[str, dict[str, Any]]], schemas: dict[str, Any]) -> Any:
     """One schema for the distinct schemas of the builds that serve ``flow`` (``anyOf`` when they differ); their
     definitions go to ``components/schemas`` under names of their own."""
     found: list[Any] = []
-    for sha, model in models:
-        raw = model.model_json_schema() if model is not None and hasattr(model, "model_json_schema") else {}
+    for sha, raw in models:  # each computed once with its build (build.with_schemas)
         prefix = _NAME.sub("_", f"{flow}.{sha[:12]}.")
         schema = _hoisted(raw, prefix, schemas)
         if schema not in found:

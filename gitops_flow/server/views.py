@@ -52,11 +52,17 @@ async def flows(request: Request) -> Response:
 
 
 def flow_state(table: RoutingTable, name: str) -> dict[str, Any]:
-    """A flow at the head, for people: ``live`` at the commit that serves it, or ``failed`` at the head with its
-    problems and the commit that serves it instead (``serving``, None when nothing does)."""
+    """A flow at the head, for people: ``live`` at the commit that serves it, ``pending`` (its tests at the head
+    still run) or ``failed`` at the head with its problems, and the commit that serves it instead (``serving``, None
+    when nothing does)."""
     head = table.head
     route = table.routes.get(name)
     serving = next((t.serving for _, t in route.live), None) if route is not None else None
+    if head is not None and name in head.pending:  # its tests are still running: it serves its previous build
+        carried = head.carried.get(name)
+        instead = f", serving {carried[:12]}" if carried else ", not served yet"
+        summary = f"{name} waits for its tests at {head.sha[:12]}{instead}"
+        return {"state": "pending", "serving": carried, "pending_at": head.sha, "summary": summary}
     if head is None or name not in head.failed:
         summary = f"{name} live at {serving[:12]}" if serving else f"{name} is not served"
         return {"state": "live" if serving else "missing", "serving": serving, "summary": summary}

@@ -40,6 +40,6 @@ EXPOSE 8000
 # /healthz answers while the process serves (docs/server.md); no curl in the image, so Python asks (python3: Debian-based images name it so)
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('GITOPS_FLOW_PORT', '8000'), timeout=4)"]
-# SIGTERM (docker stop, Kubernetes) drains: workers finish their requests, 30 s at most, then the process exits 0
+# SIGTERM (docker stop, Kubernetes) drains: workers finish their requests, 30 s at most, then the process exits
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["gitops-flow", "serve"]

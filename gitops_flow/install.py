@@ -55,7 +55,7 @@ def default_spec(version: str) -> tuple[str, str | None]:
         return f"{DISTRIBUTION} @ git+{url}@{vcs['commit_id']}", None
     if isinstance(origin, dict) and "archive_info" in origin and urlsplit(url).scheme == "https" and remote:
         return f"{DISTRIBUTION} @ {url}", None
-    where = "a local folder" if url.startswith("file:") else "a place"
+    where = "a local file or folder" if url.startswith("file:") else "a place"
     release = release_wheel(_repository(dist), version)
     if release is None:
         return pinned, (

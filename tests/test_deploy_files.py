@@ -3,7 +3,7 @@ and checked by kubernetes-validate (--strict) and checkov, their drain matched t
 and the systemd unit, verified and scored by systemd-analyze, with its env file read by `gitops-flow settings`.
 
 checkov pins old libraries, so it lives in a virtual environment of its own (.ci/run makes /tmp/checkov-venv;
-GITOPS_FLOW_CHECKOV names another). Under CI=true every tool must be there; elsewhere only checkov may be missing.
+CHECKOV_BIN names another). Under CI=true every tool must be there; elsewhere only checkov may be missing.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def test_the_manifests_pass_kubernetes_validate_strict(rendered: dict[str, Path]
 
 
 def checkov() -> str | None:
-    path = os.environ.get("GITOPS_FLOW_CHECKOV", "/tmp/checkov-venv/bin/checkov")
+    path = os.environ.get("CHECKOV_BIN", "/tmp/checkov-venv/bin/checkov")
     if Path(path).is_file():
         return path
     if os.environ.get("CI") == "true":

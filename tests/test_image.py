@@ -29,8 +29,10 @@ from tests.process import free_port
 from tests.served import ROOT, example_files
 
 # made by .ci/run: mmdebstrap --variant=minbase --include=python3,python3-venv,git,ca-certificates bookworm, imported
-BASE = os.environ.get("GITOPS_FLOW_TEST_BASE_IMAGE", "localhost/gitops-flow-base:bookworm")
+BASE = os.environ.get("TEST_IMAGE_BASE", "localhost/gitops-flow-base:bookworm")
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+# building and installing share the machine with the rest of the suite: more than the default 300 s
+pytestmark = pytest.mark.timeout(900)
 
 
 def run(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:

@@ -45,6 +45,10 @@ def tool(name: str) -> str:
     return str(path)
 
 
+# building and installing share the machine with the rest of the suite: more than the default 300 s
+pytestmark = pytest.mark.timeout(600)
+
+
 def run(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(command, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload]
     assert done.returncode == 0, f"{shlex.join(command)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"

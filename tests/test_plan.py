@@ -403,7 +403,7 @@ def test_the_default_install_spec_is_where_this_copy_came_from(monkeypatch: pyte
         monkeypatch.setattr(metadata, "distribution", lambda name, d=local: Dist(json.dumps(d)))
         spec, note = install.default_spec("9.9")
         assert spec == f"gitops-flow @ {release}" and install.check_spec(spec) == spec
-        assert note is not None and "a local folder CI cannot reach" in note and release in note
+        assert note is not None and "a local file or folder CI cannot reach" in note and release in note
     # metadata naming no GitHub repository: the pin, and a note saying what to do
     for repository in (None, "https://gitlab.example.com/acme/gitops-flow", "http://github.com/acme/gitops-flow"):
         monkeypatch.setattr(metadata, "distribution", lambda name, r=repository: Dist('{"url": "file:///src"}', r))

@@ -124,6 +124,9 @@ def test_the_deployment_probes_limits_and_drains_as_serve_does(rendered: dict[st
     assert "/tmp" in mounts and any(env["GITOPS_FLOW_DATA_DIR"].startswith(m + "/") for m in mounts)
     kinds = {d["kind"] for d in docs}
     assert {"Service", "PodDisruptionBudget", "HorizontalPodAutoscaler", "ConfigMap", "NetworkPolicy"} <= kinds
+    # the autoscaler owns the replica count: a count in the Deployment would reset it at every apply
+    assert one(docs, "HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]["name"] == "gitops-flow"
+    assert "replicas" not in one(docs, "Deployment")["spec"]
 
 
 def test_the_base_runs_the_release_image() -> None:

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from gitops_flow import __version__
-from gitops_flow.workers import Supervisor
+from gitops_flow.cli.workers import Supervisor
 from tests.served import ROOT
 
 KUSTOMIZATIONS = [

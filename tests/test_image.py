@@ -22,8 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gitops_flow.demo import FLOW as DEMO_FLOW
-from gitops_flow.demo import QUESTION as DEMO_QUESTION
+from gitops_flow.cli.demo import FLOW as DEMO_FLOW
+from gitops_flow.cli.demo import QUESTION as DEMO_QUESTION
 from tests.gitrepo import Remote
 from tests.process import free_port
 from tests.served import ROOT, example_files

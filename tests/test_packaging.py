@@ -27,8 +27,8 @@ import pytest
 import yaml
 
 from gitops_flow import __version__
-from gitops_flow.demo import FLOW as DEMO_FLOW
-from gitops_flow.demo import QUESTION as DEMO_QUESTION
+from gitops_flow.cli.demo import FLOW as DEMO_FLOW
+from gitops_flow.cli.demo import QUESTION as DEMO_QUESTION
 from tests.gitrepo import Remote
 from tests.process import free_port
 from tests.served import ROOT, example_files

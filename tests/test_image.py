@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ import pytest
 from gitops_flow.cli.demo import FLOW as DEMO_FLOW
 from gitops_flow.cli.demo import QUESTION as DEMO_QUESTION
 from tests.gitrepo import Remote
-from tests.process import free_port
+from tests.process import answers_the_examples, await_ready, free_port
 from tests.served import ROOT, example_files
 
 # made by .ci/run: mmdebstrap --variant=minbase --include=python3,python3-venv,git,ca-certificates bookworm, imported
@@ -101,20 +100,8 @@ def test_the_image_serves_the_example_flows_as_its_user(buildah: str, image: str
         )
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30.0)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, log.read_text()
-            try:
-                if client.get("/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
-        for name in (n.removeprefix("flows/").removesuffix(".json") for n in example_files()):
-            assert client.get(f"/flows/{name}/input_schema").status_code == 200, name
-        answer = client.post(f"/flows/{DEMO_FLOW}/invoke", json={"input": DEMO_QUESTION})
-        assert answer.status_code == 200, answer.text
+        await_ready(process, client, log, timeout=120)
+        answers_the_examples(client, DEMO_FLOW, DEMO_QUESTION)
         kind, *healthcheck = config["Healthcheck"]["Test"]
         assert kind == "CMD"
         run([*in_container, "-e", f"GITOPS_FLOW_PORT={port}", container, "--", *healthcheck], timeout=60)

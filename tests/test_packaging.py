@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from gitops_flow import __version__
 from gitops_flow.cli.demo import FLOW as DEMO_FLOW
 from gitops_flow.cli.demo import QUESTION as DEMO_QUESTION
 from tests.gitrepo import Remote
-from tests.process import free_port
+from tests.process import answers_the_examples, await_ready, free_port
 from tests.served import ROOT, example_files
 
 BIN = Path(sys.executable).parent  # the project's virtual environment: the dev extra's tools are here
@@ -237,20 +236,8 @@ def test_the_image_entry_point_serves_the_example_flows_as_its_user(installed: I
         process = subprocess.Popen(entry, env=env, cwd=user_home, stdout=sink, stderr=subprocess.STDOUT, **as_user)  # type: ignore[call-overload]
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30.0)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert process.poll() is None, log.read_text()
-            try:
-                if client.get("/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-        for name in (n.removeprefix("flows/").removesuffix(".json") for n in example_files()):
-            assert client.get(f"/flows/{name}/input_schema").status_code == 200, name
-        answer = client.post(f"/flows/{DEMO_FLOW}/invoke", json={"input": DEMO_QUESTION})
-        assert answer.status_code == 200, answer.text
+        await_ready(process, client, log, timeout=90)
+        answers_the_examples(client, DEMO_FLOW, DEMO_QUESTION)
         healthcheck = json.loads(only(final, "HEALTHCHECK").partition(" CMD ")[2])
         run(healthcheck, env=env, **as_user)
         owners = {p.stat().st_uid for p in (user_home / "data").rglob("*")}

@@ -181,7 +181,8 @@ def test_a_keep_alive_that_cannot_be_sent_ends_the_stream_and_closes_its_events(
 @pytest.mark.parametrize("value", ["-1", "nan", "86400", "often"])
 def test_a_keep_alive_interval_out_of_bounds_is_refused_by_name(value: str) -> None:
     from gitops_flow.config import Settings
+    from gitops_flow.exceptions import ConfigError
 
-    with pytest.raises(ValueError, match="sse_ping_interval"):
+    with pytest.raises(ConfigError, match="sse_ping_interval"):
         Settings.from_env({"GITOPS_FLOW_SSE_PING_INTERVAL": value})
     assert Settings.from_env({"GITOPS_FLOW_SSE_PING_INTERVAL": "0"}).sse_ping_interval == 0  # 0: no keep-alive

@@ -14,6 +14,7 @@ LAYERS: dict[str, int] = {
     "problems": 0,
     "redaction": 0,
     "providers": 0,
+    "langchain_internals": 0,  # LangChain's private names, checked at import
     "secretpolicy": 1,
     "exceptions": 1,
     "jsonpos": 1,
@@ -174,8 +175,9 @@ CONFINED = {
         "lean.forms",
         "lean.program",
         "lean.identity",  # messages and prompt values compared as data
+        "langchain_internals",  # the private names the lean executor reuses, each checked at import
     },
-    "langchain": {"builtins"},
+    "langchain": {"builtins", "langchain_internals"},
     "git": {"source"},
     "starlette": {
         "app",

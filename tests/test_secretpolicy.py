@@ -10,13 +10,14 @@ from pydantic import ValidationError
 
 from gitops_flow import cli
 from gitops_flow.config import Settings
-from gitops_flow.providers import PROVIDER_KEYS, default_secret_names, providers_reading
+from gitops_flow.providers import PROVIDER_KEYS, PROVIDER_MODULES, default_secret_names, providers_reading
 from gitops_flow.secretpolicy import SecretPolicy
 
 
 def test_every_provider_of_init_chat_model_is_classified() -> None:
     """A langchain upgrade that adds a provider fails here until someone decides which variable is its key."""
     assert set(PROVIDER_KEYS) == set(_BUILTIN_PROVIDERS)
+    assert PROVIDER_MODULES == {p: spec[0].split(".")[0] for p, spec in _BUILTIN_PROVIDERS.items()}
 
 
 def test_the_default_names_are_provider_keys_and_nothing_of_the_machine() -> None:

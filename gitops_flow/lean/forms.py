@@ -3,7 +3,7 @@
 in place (no thread-pool hop per token), a lambda is called; a node with no lean form runs its own runnable.
 
 Streams follow LangChain's rules exactly: a node that cannot stream (a prompt, a lambda, a model's input) first adds
-up every chunk it is given with ``+`` (``_ChunkAccumulator``, LangChain's own), then runs once; a string parser maps
+up every chunk it is given with ``+`` (LangChain's own ``_ChunkAccumulator``), then runs once; a string parser maps
 each chunk; a JSON parser parses what it has so far and yields each new value.
 """
 
@@ -21,9 +21,9 @@ from langchain_core.prompt_values import PromptValue
 from langchain_core.prompts import ChatPromptTemplate, PromptTemplate
 from langchain_core.prompts.base import BasePromptTemplate
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda, RunnablePassthrough
-from langchain_core.runnables.base import _ChunkAccumulator
 from langchain_core.runnables.utils import accepts_config, accepts_run_manager
 
+from gitops_flow import langchain_internals as internals
 from gitops_flow.lean.models import LeanModel, leanable
 
 CONFIG_KEYS = ("configurable", "tags", "metadata", "callbacks", "recursion_limit")  # what a node's runnable gets
@@ -62,7 +62,7 @@ class Run:
 
 async def _gathered(chunks: AsyncIterator[Any]) -> tuple[bool, Any]:
     """Whether ``chunks`` gave any chunk, and their sum as LangChain's default ``atransform`` adds them up."""
-    accumulated = _ChunkAccumulator(stop_after_unaddable=False)
+    accumulated = internals.accumulator()
     got = False
     async for chunk in chunks:
         accumulated.add(chunk)
@@ -114,7 +114,7 @@ class Prompt(Form):
     async def invoke(self, value: Any, run: Run, token: object) -> Any:
         prompt = self.runnable
         assert isinstance(prompt, BasePromptTemplate)
-        return prompt.format_prompt(**prompt._validate_input(value))
+        return prompt.format_prompt(**internals.prompt_variables(prompt, value))
 
 
 class Lambda(Form):

@@ -41,7 +41,7 @@ from _serving import INVOKE_BODY, Remote, echo_flow
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gitops_flow import endpoints
+from gitops_flow import choosing, endpoints
 from gitops_flow.app import create_app
 from gitops_flow.config import Settings
 
@@ -215,7 +215,7 @@ async def run(args: argparse.Namespace, repo: str, data: Path) -> dict[str, Any]
         return await chain.ainvoke(value, {**run_config, "run_id": uuid.uuid4()})
 
     async def check_input() -> None:
-        endpoints._check_inputs(flow, [value])
+        choosing.check(flow, [value])
 
     async def uuid4() -> Any:
         return uuid.uuid4()
@@ -253,7 +253,7 @@ async def run(args: argparse.Namespace, repo: str, data: Path) -> dict[str, Any]
             "built flow .ainvoke(input, run config as /invoke passes it)": flow_configured,
             "hand-built chain .ainvoke(input)": hand,
             "hand-built chain .ainvoke(input, the same run config)": hand_configured,
-            "_check_input (pydantic input model)": check_input,
+            "choosing.check (pydantic input model)": check_input,
             "uuid.uuid4()": uuid4,
             "json_response(...) of the /invoke answer": response,
             "the bare endpoint's Response(orjson.dumps(...))": bare_response,
@@ -269,18 +269,18 @@ async def run(args: argparse.Namespace, repo: str, data: Path) -> dict[str, Any]
     # many requests at once, as uvicorn runs them at 32 connections: CPU per request and the collector's share,
     # with what-if variants of the gitops-flow handler (patched in this process only, then restored)
     clock = GcClock()
-    original_run_config, original_check = endpoints.run_config, endpoints._check_inputs
+    original_run_config, original_check = endpoints.run_config, choosing.check
 
     def without_run_metadata(config: dict[str, Any], flow: str, choice: Any, run_id: uuid.UUID) -> Any:
         return {"configurable": config.get("configurable", {})}
 
     def patched(run_config: Any, check: Any) -> Callable[[], Awaitable[bytes]]:
         async def call() -> bytes:
-            endpoints.run_config, endpoints._check_inputs = run_config, check
+            endpoints.run_config, choosing.check = run_config, check
             try:
                 return await apps["gitops-flow"]()
             finally:
-                endpoints.run_config, endpoints._check_inputs = original_run_config, original_check
+                endpoints.run_config, choosing.check = original_run_config, original_check
 
         return call
 

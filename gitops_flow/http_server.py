@@ -384,12 +384,12 @@ def hook_drift(base: type, ours: type, names: tuple[str, ...] = _HOOKED) -> list
     for name in names:
         theirs = inspect.getattr_static(base, name, None)
         if theirs is None or not callable(theirs):
-            drift.append(f"{base.__qualname__}.{name} is missing")
+            drift.append(f"{base.__name__}.{name} is missing")
             continue
         expected = list(inspect.signature(getattr(ours, name)).parameters)
         found = list(inspect.signature(theirs).parameters)
         if found != expected:
-            drift.append(f"{base.__qualname__}.{name} takes ({', '.join(found)}), not ({', '.join(expected)})")
+            drift.append(f"{base.__name__}.{name} takes ({', '.join(found)}), not ({', '.join(expected)})")
     return drift
 
 

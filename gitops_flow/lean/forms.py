@@ -24,7 +24,7 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda, R
 from langchain_core.runnables.utils import accepts_config, accepts_run_manager
 
 from gitops_flow import langchain_internals as internals
-from gitops_flow.lean.models import LeanModel, leanable
+from gitops_flow.lean.models import LeanModel, leanable, standard
 
 CONFIG_KEYS = ("configurable", "tags", "metadata", "callbacks", "recursion_limit")  # what a node's runnable gets
 
@@ -140,9 +140,12 @@ def _nothing() -> Any:
 
 
 class Model(Form):
-    def __init__(self, runnable: Runnable[Any, Any]) -> None:
+    """A chat model: called through its own hooks (``private``), or through its public ``ainvoke``/``astream`` when
+    LangChain's hooks are not what lean.models was written against (langchain_internals)."""
+
+    def __init__(self, runnable: Runnable[Any, Any], *, private: bool = True) -> None:
         super().__init__(runnable)
-        self.model = LeanModel(runnable)  # type: ignore[arg-type]
+        self.model = LeanModel(runnable, private=private)  # type: ignore[arg-type]
 
     async def invoke(self, value: Any, run: Run, token: object) -> Any:
         if not self.model.direct(streaming=False):
@@ -260,6 +263,8 @@ def form_of(runnable: Runnable[Any, Any]) -> Form:
         return Lambda(runnable)
     if leanable(runnable):
         return Model(runnable)
+    if not internals.HOOKS.chat_model and standard(runnable):
+        return Model(runnable, private=False)
     return Fallback(runnable)
 
 

@@ -7,7 +7,8 @@ stream machinery is LangChain's own, with no callbacks or verbosity of its own a
 LangChain's private hooks it calls are as expected (gitops_flow/langchain_internals.py); any other model is called
 through its public ``ainvoke``/``astream`` (``Model`` in lean.forms). What can
 change between calls (an LLM cache set globally, a model that streams even when invoked) is checked on every call by
-``LeanModel.direct``; the caller runs the model's own runnable when it says no.
+``LeanModel.direct``; the caller runs the model's own runnable when it says no. Without the hooks, a standard
+model is still a lean node, whose every call says no (``private=False``).
 """
 
 from __future__ import annotations
@@ -31,11 +32,15 @@ Report = Callable[[LLMResult, str | None], None]  # what a model call reports: i
 _REPRODUCED = ("ainvoke", "astream", "agenerate", "agenerate_prompt", "_agenerate_with_cache", "_convert_input")
 
 
+def standard(model: Any) -> bool:
+    """Whether ``model`` is a BaseChatModel whose invoke and stream machinery is LangChain's own: what its
+    ``ainvoke``/``astream`` give is then what ``LeanModel`` reproduces (its chunks add up, its answer is a message)."""
+    return isinstance(model, BaseChatModel) and internals.reproduced_unchanged(model, _REPRODUCED)
+
+
 def leanable(model: Any) -> bool:
     """Whether ``model`` can be called directly: see the module's docstring."""
-    if not internals.HOOKS.chat_model or not isinstance(model, BaseChatModel):
-        return False
-    if not internals.reproduced_unchanged(model, _REPRODUCED):
+    if not internals.HOOKS.chat_model or not standard(model):
         return False
     # tags and metadata only reach callbacks, which the lean path has none of; a model's own callbacks (or verbose
     # printing) are effects of its own, kept by running it through its runnable
@@ -46,14 +51,17 @@ class LeanModel:
     """One model node's calls. ``report`` (when given to a call) hears the call's result, as LangChain's
     ``on_llm_end`` would: what token budgets count."""
 
-    def __init__(self, model: BaseChatModel) -> None:
+    def __init__(self, model: BaseChatModel, *, private: bool = True) -> None:
         self.model = model
+        self.private = private  # False: every call goes through the model's public ainvoke/astream
         self._name: str | None = None
         self._named = False
 
     def direct(self, *, streaming: bool) -> bool:
         """Whether this call can skip the runnable: no LLM cache applies, and an invoke would not stream."""
         model = self.model
+        if not self.private:
+            return False
         if model.cache is not False and (model.cache is not None or get_llm_cache() is not None):
             return False
         return streaming or not internals.should_stream(model, async_api=True)

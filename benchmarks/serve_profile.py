@@ -41,7 +41,7 @@ from _serving import INVOKE_BODY, Remote, echo_flow
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gitops_flow import choosing, endpoints
+from gitops_flow import choosing, endpoints, httpio
 from gitops_flow.app import create_app
 from gitops_flow.config import Settings
 
@@ -236,7 +236,7 @@ async def run(args: argparse.Namespace, repo: str, data: Path) -> dict[str, Any]
         return Request({**scope("/flows/echo/invoke"), "app": gitops, "path_params": {"flow": "echo"}}, receive)
 
     async def read_json() -> Any:
-        return endpoints._object(await endpoints.read_json(request()), "the body")
+        return httpio.json_object(await httpio.read_json(request()), "the body")
 
     async def bare_read() -> Any:
         return orjson.loads(await request().body())
@@ -245,7 +245,8 @@ async def run(args: argparse.Namespace, repo: str, data: Path) -> dict[str, Any]
         return await endpoints.choose(request(), "echo", {})
 
     async def config() -> Any:
-        return endpoints.run_config(endpoints._config(None), "echo", choice, uuid.uuid4())
+        req = request()
+        return endpoints.run_config(httpio.request_config(req, None), "echo", choice, uuid.uuid4())
 
     parts = await timed(
         {
@@ -260,7 +261,7 @@ async def run(args: argparse.Namespace, repo: str, data: Path) -> dict[str, Any]
             "Request(...) + read_json + _object": read_json,
             "Request(...) + orjson.loads(await request.body()) (bare)": bare_read,
             "Request(...) + choose (no pin, no session)": choose,
-            "_config + _run_config + uuid4": config,
+            "Request(...) + request_config + run_config + uuid4": config,
         },
         args.iterations,
         args.warmup,

@@ -100,7 +100,7 @@ def _resolve(module: str, path: str) -> Any:
         found: Any = getattr(importlib.import_module(module), first)  # a package may export it lazily
         for part in rest:
             found = inspect.getattr_static(found, part)
-    except (ImportError, AttributeError):
+    except Exception:  # noqa: BLE001 - a module that fails to import (whatever it raises) gives no hook
         return None
     return found
 

@@ -40,7 +40,7 @@ CASES: dict[str, list[str]] = {
     ],
     "serve_stream.py": ["--quick", "--seconds", "1", "--warmup", "1", "--clients", "5", "--no-pin"],
     "serve_workers.py": ["--quick", "--seconds", "1", "--warmup", "0.5"],
-    "store_ops.py": ["--iterations", "20", "--warmup", "2"],
+    "store_ops.py": ["--iterations", "100", "--warmup", "1", "--runs", "1"],
     "validate_large.py": ["--quick", "--sizes", "20", "--repeat", "1"],
     "validate_many.py": ["-n", "10", "--repeat", "1", "--warmup", "0"],
 }

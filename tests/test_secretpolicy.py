@@ -125,3 +125,19 @@ def test_a_wrong_setting_is_a_usage_error_naming_the_entry() -> None:
         code = cli.main(["validate", "."], environ={"GITOPS_FLOW_SECRETS": "OPENAI_API_KEY,GITOPS_FLOW_ADMIN_TOKEN"})
     assert code == cli.EXIT_USAGE
     assert "allowed_secrets" in err.getvalue() and "'GITOPS_FLOW_ADMIN_TOKEN'" in err.getvalue()
+
+
+def test_each_provider_extra_installs_a_provider_package() -> None:
+    """`pip install 'gitops-flow[openai]'` and the others install the package ChatModel imports for that provider."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    extras = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    providers = {name: deps for name, deps in extras.items() if name not in ("redis", "otel", "dev")}
+    assert {"openai", "anthropic", "google", "ollama"} <= set(providers)
+    for name, deps in providers.items():
+        modules = {re.split(r"[<>=\[ ]", dep)[0].replace("-", "_") for dep in deps}
+        assert modules and modules <= set(PROVIDER_MODULES.values()), (name, modules)

@@ -86,6 +86,7 @@ MOVES: dict[str, str] = {
     "traffic": "delivery.routing_table",
     "choosing": "delivery.choice",
     "attempts": "delivery.attempts",
+    "langchain_internals": "components.langchain_internals",
     "sandbox": "runtime.sandbox",
     "sandboxhost": "runtime.sandbox_host",
     "regexes": "flow.regexes",
@@ -344,7 +345,8 @@ def main() -> int:
         bare = {}
     rewrite = Rewriter(modules, paths, bare)
     changed = 0
-    for path in _text_files() if paths else []:
+    only = {Path(arg) for arg in sys.argv[1:] if not arg.startswith("--")}  # --all FILE...: just those files
+    for path in (p for p in _text_files() if not only or p in only) if paths else []:
         text = path.read_text()
         new = rewrite(text)
         if path.name == "pyproject.toml":

@@ -17,6 +17,7 @@ from pydantic import Field, JsonValue
 from gitops_flow.components.base import FAKE_MODEL, BuildContext, Component, ComponentKind, ParamIssue
 from gitops_flow.exceptions import BuildError
 from gitops_flow.flow import prompts as templates
+from gitops_flow.security.providers import PROVIDER_MODULES
 
 ToolName = Literal["calculator", "current_date"]  # the agent's built-in tools (gitops_flow/components/agent.py)
 MAX_LATENCY_MS = 60_000  # FakeChatModel's latency_ms: what it waits before an answer, at most
@@ -89,14 +90,14 @@ def chat_model(
     model_kwargs: dict[str, JsonValue] | None = None,
 ) -> Runnable[Any, Any]:
     """Any chat model that ``langchain.chat_models.init_chat_model`` knows, when its provider package is installed."""
-    from langchain.chat_models.base import _BUILTIN_PROVIDERS, init_chat_model
+    from langchain.chat_models import init_chat_model
 
     provider, name = provider_of(model, model_provider)
-    if provider not in _BUILTIN_PROVIDERS:
+    if provider not in PROVIDER_MODULES:
         raise BuildError(
-            f"unknown model provider {provider!r}; known: {', '.join(sorted(_BUILTIN_PROVIDERS))}", code="bad-param"
+            f"unknown model provider {provider!r}; known: {', '.join(sorted(PROVIDER_MODULES))}", code="bad-param"
         )
-    package = _BUILTIN_PROVIDERS[provider][0].split(".")[0]
+    package = PROVIDER_MODULES[provider]
     if importlib.util.find_spec(package) is None:
         if not ctx.dry_run:
             raise BuildError(
@@ -155,9 +156,9 @@ def provider_of(model: str, model_provider: str | None) -> tuple[str, str]:
     provider, sep, name = model.partition(":")
     if sep:
         return provider, name
-    from langchain.chat_models.base import _attempt_infer_model_provider
+    from gitops_flow.components import langchain_internals
 
-    inferred = _attempt_infer_model_provider(model)
+    inferred = langchain_internals.inferred_provider(model)
     if inferred is None:
         raise BuildError(
             f"cannot tell the provider of model {model!r}; write it as 'provider:model' (e.g. 'openai:gpt-4o-mini')",

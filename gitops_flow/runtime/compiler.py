@@ -13,6 +13,7 @@ from typing import Any
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda, RunnableParallel, RunnablePassthrough
 from pydantic import BaseModel, RootModel, ValidationError, create_model
 
+from gitops_flow.components import langchain_internals as internals
 from gitops_flow.components.base import FAKEABLE, BuildContext
 from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.exceptions import BadInput, BuildError
@@ -127,14 +128,15 @@ def build_flow(
     _check_fan_in_variables(spec, graph, built)
     named = {node_id: _named(r, node_id) for node_id, r in built.items()}
     runnable = _compile(graph, named)
-    lean: LeanFlow | WithHistory = _lean(graph, named, runnable)
+    # without the LangChain hooks the lean program reuses, the flow runs as its runnable (langchain_internals)
+    lean: LeanFlow | WithHistory | None = _lean(graph, named, runnable) if internals.HOOKS.runnables else None
     memory = [(i, n) for i, n in enumerate(spec.nodes) if registry.kind_of(n.component) == "memory"]
     if memory:
         if history is None and not dry_run:
             raise BuildError("this flow keeps chat history, but no history store was given", code="no-history-store")
         runnable = _with_history(runnable, graph, built, memory, history or MemoryHistoryStore())
         assert isinstance(runnable, WithHistory)
-        lean = runnable.over(lean)
+        lean = runnable.over(lean) if lean is not None else None
     runnable = _named(runnable, spec.name)
     return BuiltFlow(
         spec=spec,

@@ -398,7 +398,7 @@ class RedisStore:
                 if loop.time() >= deadline:
                     raise StoreError(f"Redis at {self.url} did not confirm the subscription in {self._timeout} s")
         except BaseException:
-            await pubsub.aclose()
+            await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # unannotated before redis-py 8.2
             raise
         return pubsub
 
@@ -436,7 +436,7 @@ class RedisStore:
 
 async def _close_quietly(pubsub: PubSub) -> None:
     with suppress(RedisError, OSError):
-        await pubsub.aclose()
+        await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # unannotated before redis-py 8.2
 
 
 def _without_password(url: str) -> str:

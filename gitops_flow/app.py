@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from gitops_flow import endpoints, langserve_api, openapi, receivers, views
+from gitops_flow import endpoints, experiments_api, langserve_api, openapi, receivers, views
 from gitops_flow.analysis import Guard
 from gitops_flow.builder import VersionBuilder
 from gitops_flow.choosing import Chooser
@@ -52,14 +52,16 @@ from gitops_flow.history import Conversations, TurnLimits
 from gitops_flow.httpio import RequestError, error_response
 from gitops_flow.langflow import api as langflow_api
 from gitops_flow.leader import Leadership, Worker
+from gitops_flow.ledger import RunBounds, RunLedger
 from gitops_flow.metrics import Metrics, RouteRow
 from gitops_flow.reconcile import Reconciler
 from gitops_flow.redaction import userinfo_secret
 from gitops_flow.runtime import Executor
+from gitops_flow.scores import Scores
 from gitops_flow.secretrefs import RedactSecrets, Scrubber
 from gitops_flow.source import GitSource
 from gitops_flow.stores import open_store
-from gitops_flow.stores.base import ConversationQuota, Record, StateStore
+from gitops_flow.stores.base import ConversationQuota, Record, ScoreBounds, StateStore
 from gitops_flow.telemetry.middleware import RequestMiddleware
 from gitops_flow.telemetry.runs import Telemetry
 from gitops_flow.telemetry.tracing import Tracing
@@ -199,6 +201,14 @@ def create_app(
         )
         app.state.tweaker = Tweaker(builder.registry, policy, builder.build_spec)  # LangFlow's tweaks (tweaks.py)
         executor = Executor(settings.runtime, langsmith=settings.langsmith_tracing, telemetry=telemetry)
+        ledger = RunLedger(state, RunBounds(settings.feedback_window, settings.feedback_max_runs))
+        scores = Scores(
+            ledger,
+            state,
+            ScoreBounds(settings.feedback_retention, settings.feedback_max_keys, settings.feedback_max_scores),
+            counters=counters,
+            rate=settings.feedback_rate,
+        )
         app.state.deps = deps = Deps(
             settings,
             state,
@@ -211,12 +221,15 @@ def create_app(
             telemetry=telemetry,
             cache=cache,
             executor=executor,
+            ledger=ledger,
+            scores=scores,
         )
         app.state.console = Console(deps, source=git, registry=components, policy=policy, scrub=scrubber.json)
         feedback.start()
         tasks = [
             asyncio.create_task(app.state.console.feed.run(), name="console feed"),
             asyncio.create_task(reconciler.run(), name="reconciler"),
+            asyncio.create_task(ledger.run(), name="answered runs"),
             asyncio.create_task(_guard(guard, reconciler, settings.analysis_interval), name="canary guard"),
             asyncio.create_task(
                 _listen(state, reconciler, replica, app.state.console.sessions), name="replica wake-ups"
@@ -252,6 +265,9 @@ def create_app(
         Route("/flows/{flow}/input_schema", endpoints.input_schema, methods=["GET"]),
         Route("/flows/{flow}/output_schema", endpoints.output_schema, methods=["GET"]),
         Route("/flows/{flow}/config_schema", endpoints.config_schema, methods=["GET"]),
+        Route("/flows/{flow}/feedback", experiments_api.flow_feedback, methods=["POST"]),
+        Route("/feedback", experiments_api.feedback, methods=["POST"]),
+        Route("/flows/{flow}/experiment", experiments_api.experiment, methods=["GET"]),
         Route("/api/v1/run/{flow}", langflow_api.run, methods=["POST"]),
         Route("/flows", views.flows, methods=["GET"]),
         Route("/versions", views.versions, methods=["GET"]),

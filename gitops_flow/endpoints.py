@@ -23,12 +23,14 @@ from gitops_flow.githost.feedback import Feedback
 from gitops_flow.guardrails.cache import Asked, Cached, Lookup, ResponseCache
 from gitops_flow.history import MissingSession, WithHistory
 from gitops_flow.httpio import RequestError, dumps, json_object, json_response, read_json, request_config
+from gitops_flow.ledger import RunLedger
 from gitops_flow.metrics import Metrics
 from gitops_flow.reconcile import Reconciler
 from gitops_flow.routing import CacheRule
 from gitops_flow.runtime import Executor
+from gitops_flow.scores import Scores
 from gitops_flow.stores.base import StateStore
-from gitops_flow.telemetry.context import current
+from gitops_flow.telemetry.context import current, hashed
 from gitops_flow.telemetry.runs import Telemetry, run_extras
 from gitops_flow.traffic import Choice
 
@@ -55,6 +57,8 @@ class Deps:
     telemetry: Telemetry = field(default_factory=Telemetry)
     cache: ResponseCache | None = None
     executor: Executor = field(default_factory=Executor)  # which executor runs each run (runtime.py)
+    ledger: RunLedger | None = None  # the runs answered, that feedback may name (ledger.py)
+    scores: Scores | None = None  # feedback on them (scores.py)
 
 
 def get_deps(request: Request) -> Deps:
@@ -87,6 +91,21 @@ async def choose(
     route = deps.reconciler.table.routes.get(flow)
     deps.telemetry.chosen(flow, choice.version.sha, choice.ref, route.name if route else None, session, ask.user)
     return choice, built
+
+
+def note_answer(
+    request: Request, flow: str, choice: Choice, run_id: uuid.UUID, configurable: Mapping[str, Any]
+) -> None:
+    """Note in the ledger that ``choice`` answered ``run_id``, with the request's user (hashed, as telemetry keeps
+    it); a pinned request's run takes feedback but is left out of the experiment report."""
+    ledger = get_deps(request).ledger
+    if ledger is None:
+        return
+    headers = request.headers
+    user = headers.get(USER_HEADER) or configurable.get("user_id")
+    pinned = bool(headers.get(VERSION_HEADER) or configurable.get("flow_version"))
+    ref = choice.ref
+    ledger.note(str(run_id), flow, choice.version.sha, ref, hashed(str(user)) if user else None, counted=not pinned)
 
 
 def version_metadata(choice: Choice) -> dict[str, Any]:
@@ -194,6 +213,7 @@ async def invoke(request: Request) -> Response:
     looked, hit = await cached(deps, call.name, call.choice, call.flow, Asked(value, call.config))
     headers = {CACHE_HEADER: "hit" if hit else "miss"} if looked is not None else {}
     if hit is not None:
+        note_answer(request, call.name, call.choice, call.run_id, call.configurable)
         return _answer(hit.output, call.choice, call.run_id, headers)
 
     async def run(chosen: Choice, built: BuiltFlow) -> Any:
@@ -202,6 +222,7 @@ async def invoke(request: Request) -> Response:
     choice, output = await run_flow(deps, call.name, call.choice, call.flow, call.run_id, run)
     if looked is not None:
         await keep(deps, call.name, looked, choice, choice.version.flows.get(call.name), output)
+    note_answer(request, call.name, choice, call.run_id, call.configurable)
     return _answer(output, choice, call.run_id, headers)
 
 
@@ -245,6 +266,8 @@ async def batch(request: Request) -> Response:
 
     run_id = run_ids[0] if run_ids else uuid.uuid4()
     choice, outputs = await run_flow(deps, name, choice, flow, run_id, run)
+    for each in run_ids:
+        note_answer(request, name, choice, each, configurable)
     metadata = {
         "run_ids": [str(r) for r in run_ids],
         "responses": [{"run_id": str(r), "feedback_tokens": []} for r in run_ids],  # LangServe's, one per input
@@ -400,6 +423,8 @@ async def stream(request: Request) -> Response:
         return deps.executor.runner(built).astream(call.payload["input"], run)
 
     opened = await open_stream(deps, name, call.choice, call.flow, start)
+    if opened.failure is None:
+        note_answer(request, name, opened.choice, run_id, call.configurable)
     metadata = _sse("metadata", {"run_id": str(run_id), **version_metadata(opened.choice)})
     form = LangServeEvents(lambda chunk: sse.frame(sse.DATA, dumps(chunk)), started=metadata)
     return event_stream(deps, opened, streamed(deps, name, opened, run_id, form))

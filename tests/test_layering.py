@@ -156,6 +156,12 @@ LAYERS: dict[str, int] = {
     "plan.diff": 3,
     "plan.compute": 9,
     "plan.render": 10,
+    # experiments (issue 24): answered runs, feedback scores, the statistics and the report
+    "posterior": 1,
+    "ledger": 3,
+    "scores": 4,
+    "experiment": 9,
+    "experiments_api": 14,
 }
 # third-party packages and the only modules that may import them
 CONFINED = {
@@ -185,6 +191,7 @@ CONFINED = {
         "views",
         "langflow.api",
         "langserve_api",
+        "experiments_api",
         "openapi",
         "pages",
         "receivers",
@@ -204,6 +211,8 @@ CONFINED = {
     "limits": {"guardrails.memory", "guardrails.redis"},
     "opentelemetry": {"telemetry.tracing"},
     "httpx": {"githost.http"},
+    "numpy": {"posterior"},
+    "scipy": {"posterior"},
 }
 
 

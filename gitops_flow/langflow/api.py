@@ -31,6 +31,7 @@ from gitops_flow.endpoints import (
     event_stream,
     get_deps,
     keep,
+    note_answer,
     open_stream,
     run_config,
     run_flow,
@@ -304,6 +305,7 @@ async def run(request: Request) -> Response:
             answered = choice.version.flows.get(name)
             ran = await _tweaked(tweaker, answered, body.tweaks) if answered is not None else None
             await keep(deps, name, looked, choice, ran, output)
+    note_answer(request, name, choice, run_id, configurable)  # feedback may name metadata.run_id (POST /feedback)
     response = run_response(choice.version.flows[name], body, session, output, str(uuid.uuid4()))
     response["metadata"] = {"run_id": str(run_id), **version_metadata(choice)}  # ours; LangFlow clients ignore it
     headers = {CACHE_HEADER: "hit" if hit is not None else "miss"} if looked is not None else {}

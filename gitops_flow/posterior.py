@@ -24,7 +24,8 @@ CREDIBLE = 0.95  # the credible intervals' mass
 
 @dataclass(frozen=True, slots=True)
 class Summary:
-    """One arm's scores for one key: how many, their mean, and the 95 % credible interval of the true mean."""
+    """One arm's scores for one key: how many, their mean (as observed), and the 95 % credible interval of the true
+    mean."""
 
     count: int
     mean: float | None
@@ -58,7 +59,7 @@ def summarize(scores: Sequence[float], *, is_binary: bool) -> Summary:
         ones = sum(scores)
         a, b = 1 + ones, 1 + n - ones
         low, high = stats.beta.ppf([tail, 1 - tail], a, b)
-        return Summary(n, float(a / (a + b)), float(low), float(high))
+        return Summary(n, ones / n, float(low), float(high))
     mean = float(np.mean(scores))
     if n < 2:
         return Summary(n, mean, None, None)

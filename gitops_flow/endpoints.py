@@ -40,6 +40,7 @@ VERSION_HEADER = "x-flow-version"
 CACHE_HEADER = "x-flow-cache"  # hit or miss, on the answers of a flow whose answers are cached
 SESSION_HEADER = "x-flow-session"
 USER_HEADER = "x-flow-user"
+SEGMENT_HEADER = "x-flow-segment"  # a route's segments match it; the gateway sets it (docs/security.md)
 
 
 @dataclass(slots=True)
@@ -84,6 +85,7 @@ async def choose(
         pin=headers.get(VERSION_HEADER) or configurable.get("flow_version"),
         session=session,
         user=headers.get(USER_HEADER) or configurable.get("user_id"),
+        segment=headers.get(SEGMENT_HEADER),  # a header only: the body is the client's, the header the gateway's
         context=current() if limited else None,
     )
     deps = get_deps(request)

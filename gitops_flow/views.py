@@ -75,7 +75,14 @@ def route_targets(route: Route) -> list[dict[str, Any]]:
         shares[id(target)] = round(100 * (bound - low), 2)
         low = bound
     return [
-        {"ref": t.ref, "sha": t.sha, "serving": t.serving, "weight": shares.get(id(t), 0), "state": t.state}
+        {
+            "ref": t.ref,
+            "sha": t.sha,
+            "serving": t.serving,
+            "weight": shares.get(id(t), 0),
+            "state": t.state,
+            **({"segment": {"header": t.segment.header, "values": sorted(t.segment.values)}} if t.segment else {}),
+        }
         for t in (route.targets if route.targets else [t for _, t in route.live])
     ]
 

@@ -55,5 +55,5 @@ async def experiment(request: Request) -> Response:
     judging = Judging(settings.experiment_min_sample, settings.experiment_confidence)
     scores = await deps.store.scores(name)
     figures = deps.metrics.recent.figures(name)
-    # the draws take milliseconds per key: off the event loop, so other requests are not held up meanwhile
+    # grouping up to max_scores scores per flow takes a while in Python: off the event loop, so other requests go on
     return json_response(await anyio.to_thread.run_sync(report, name, route, figures, scores, judging))

@@ -3,9 +3,9 @@ mean, and the chance that one arm beats another (docs/experiments.md says it in 
 
 Scores that are all 0 or 1 (liked or not) follow a beta-binomial model: an arm with ``s`` ones in ``n`` scores has
 a Beta(1 + s, 1 + n - s) posterior for its rate (a uniform prior). Other scores follow a normal model: the arm's
-mean is Normal(sample mean, sample variance / n). The chance that B beats A is computed in closed form for the
-normal model and by seeded Monte Carlo draws for the beta model (DRAWS of them: the same answer every time, within
-0.002 of the exact one).
+mean is Normal(sample mean, sample variance / n). The chance that B beats A is exact for both: the normal model's
+from the normal distribution of the difference, the beta model's by Evan Miller's closed form (a sum of as many terms
+as B has ones, done at once with numpy), so a report costs milliseconds and reads the same every time.
 """
 
 from __future__ import annotations
@@ -15,10 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
-DRAWS = 200_000
-SEED = 24  # fixed: a report read twice says the same
 CREDIBLE = 0.95  # the credible intervals' mass
 
 
@@ -80,14 +78,23 @@ def compare(baseline: Sequence[float], challenger: Sequence[float], *, is_binary
 
 
 def _beta(baseline: Sequence[float], challenger: Sequence[float]) -> Comparison:
-    rng = np.random.default_rng(SEED)
-    a = rng.beta(1 + sum(baseline), 1 + len(baseline) - sum(baseline), DRAWS)
-    b = rng.beta(1 + sum(challenger), 1 + len(challenger) - sum(challenger), DRAWS)
-    difference = b - a
+    a1, b1 = 1 + sum(baseline), 1 + len(baseline) - sum(baseline)
+    a2, b2 = 1 + sum(challenger), 1 + len(challenger) - sum(challenger)
+    chance = beta_beats(a1, b1, a2, b2)
+    mean_a, mean_b = a1 / (a1 + b1), a2 / (a2 + b2)
+    # the difference's interval by its normal approximation (the two posteriors' means and variances)
+    var = a1 * b1 / ((a1 + b1) ** 2 * (a1 + b1 + 1)) + a2 * b2 / ((a2 + b2) ** 2 * (a2 + b2 + 1))
     tail = (1 - CREDIBLE) / 2
-    low, high = np.quantile(difference, [tail, 1 - tail])
-    mean_a, mean_b = float(np.mean(a)), float(np.mean(b))
-    return Comparison(float(np.mean(difference > 0)), mean_b / mean_a - 1, float(low), float(high))
+    low, high = stats.norm.ppf([tail, 1 - tail], loc=mean_b - mean_a, scale=math.sqrt(var))
+    return Comparison(chance, mean_b / mean_a - 1, float(low), float(high))
+
+
+def beta_beats(a1: float, b1: float, a2: float, b2: float) -> float:
+    """P(X2 > X1) for X1 ~ Beta(a1, b1) and X2 ~ Beta(a2, b2), ``a2`` a whole number (Evan Miller, "Formulas for
+    Bayesian A/B Testing"): the sum over i < a2 of B(a1 + i, b1 + b2) / ((b2 + i) B(1 + i, b2) B(a1, b1))."""
+    i = np.arange(int(a2), dtype=float)
+    terms = special.betaln(a1 + i, b1 + b2) - np.log(b2 + i) - special.betaln(1 + i, b2) - special.betaln(a1, b1)
+    return float(min(1.0, max(0.0, np.exp(terms).sum())))
 
 
 def _normal(baseline: Sequence[float], challenger: Sequence[float]) -> Comparison:

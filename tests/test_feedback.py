@@ -7,12 +7,14 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.gitrepo import Remote
 from tests.process import ServeProcess, serve_process
+from tests.redisenv import RedisSpace
 from tests.served import echo_flow
 
 Q = {"question": "hi"}
@@ -178,3 +180,17 @@ def test_a_run_takes_feedback_only_within_the_window(server: ServeProcess) -> No
     time.sleep(WINDOW + 0.5)
     response = give(server, {"run_id": run["run_id"], "key": "liked", "score": 1})
     assert response.status_code == 404, response.text
+
+
+def test_replicas_sharing_redis_take_feedback_on_each_others_runs(tmp_path: Path, redis_space: RedisSpace) -> None:
+    """A run answered by one replica takes feedback on another, and both report the score."""
+    remote = Remote.create(tmp_path)
+    remote.publish({"flows/echo.json": echo_flow("echo")}, "one flow")
+    env = {"GITOPS_FLOW_STATE": f"{redis_space.url}?prefix={redis_space.prefix}"}
+    with serve_process(remote, tmp_path / "a", env=env) as a, serve_process(remote, tmp_path / "b", env=env) as b:
+        run = answered(a, **{"x-flow-user": "roamer"})
+        response = give(b, {"run_id": run["run_id"], "key": "liked", "score": 1}, **{"x-flow-user": "roamer"})
+        assert response.status_code == 202, response.text
+        for replica in (a, b):
+            (arm,) = replica.client.get("/flows/echo/experiment").json()["arms"]
+            assert arm["feedback"]["liked"]["count"] == 1

@@ -194,3 +194,11 @@ def test_replicas_sharing_redis_take_feedback_on_each_others_runs(tmp_path: Path
         for replica in (a, b):
             (arm,) = replica.client.get("/flows/echo/experiment").json()["arms"]
             assert arm["feedback"]["liked"]["count"] == 1
+
+
+def test_the_openapi_document_lists_feedback_and_the_report(server: ServeProcess) -> None:
+    paths = server.client.get("/openapi.json").json()["paths"]
+    assert {"/feedback", "/flows/echo/feedback", "/flows/echo/experiment"} <= set(paths)
+    assert paths["/feedback"]["post"]["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Feedback"
+    }

@@ -3,11 +3,13 @@ LangServe's feedback endpoint takes it) and a flow's experiment report (``GET /f
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gitops_flow.endpoints import USER_HEADER, get_deps
+from gitops_flow.endpoints import USER_HEADER, Deps, get_deps
 from gitops_flow.exceptions import UnknownFlow
 from gitops_flow.experiment import Judging, report
 from gitops_flow.httpio import RequestError, json_object, json_response, read_json
@@ -46,14 +48,23 @@ async def _feedback(request: Request, flow: str | None) -> Response:
 async def experiment(request: Request) -> Response:
     """The experiment report of a flow (read token, like the other views); 404 for a flow no ref serves."""
     require_reader(request)
-    deps = get_deps(request)
     name = request.path_params["flow"]
+    found = await flow_report(get_deps(request), name)
+    if found is None:
+        raise UnknownFlow(f"no flow {name!r}")
+    return json_response(found)
+
+
+async def flow_report(deps: Deps, name: str) -> dict[str, Any] | None:
+    """The experiment report of flow ``name`` (the console shows it too); None for a flow the table has no route
+    for. Raises StoreError when the scores cannot be read."""
     route = deps.reconciler.table.routes.get(name)
     if route is None:
-        raise UnknownFlow(f"no flow {name!r}")
+        return None
     settings = deps.settings
     judging = Judging(settings.experiment_min_sample, settings.experiment_confidence)
     scores = await deps.store.scores(name)
     figures = deps.metrics.recent.figures(name)
     # grouping up to max_scores scores per flow takes a while in Python: off the event loop, so other requests go on
-    return json_response(await anyio.to_thread.run_sync(report, name, route, figures, scores, judging))
+    found: dict[str, Any] = await anyio.to_thread.run_sync(report, name, route, figures, scores, judging)
+    return found

@@ -147,6 +147,14 @@ def test_the_command_line_shows_the_report(server: ServeProcess, better: tuple[A
     assert cli.main(["experiment", "nope", "--server", server.url], environ={}, out=refused) != 0
 
 
+def test_the_console_shows_the_experiment(server: ServeProcess, better: tuple[Any, dict[str, Any]]) -> None:
+    page = server.client.get("/ui/flows/bot")
+    assert page.status_code == 200, page.text
+    section = page.text.split('id="experiment"')[1].split("</div>")[0]
+    assert 'data-ref="stable"' in section and 'data-ref="canary"' in section
+    assert "liked: canary beats stable with probability" in section and "winner canary" in section
+
+
 def test_a_new_version_on_an_arm_starts_a_new_experiment(server: ServeProcess) -> None:
     """Last: it moves the canary tag. Scores given on the old canary stay in the store but not in the report."""
     before = server.client.get("/flows/bot/experiment").json()

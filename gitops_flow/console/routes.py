@@ -22,7 +22,9 @@ from gitops_flow.console.overview import Overview
 from gitops_flow.console.pages import static
 from gitops_flow.console.trail import KINDS, Filter, entries
 from gitops_flow.exceptions import StoreError
+from gitops_flow.experiments_api import flow_report
 from gitops_flow.httpio import json_response
+from gitops_flow.servercli import verdict_line
 from gitops_flow.views import STORE_UNAVAILABLE
 
 log = logging.getLogger("gitops_flow.server")
@@ -148,7 +150,14 @@ async def flow_page_view(request: Request, who: Viewer) -> Response:
         )
     except BadChoice as exc:
         raise ConsoleError(400, str(exc)) from None
-    return desk.pages.render("flow.html", context(request, who, page=found, view=view))
+    try:
+        experiment = await flow_report(desk.deps, name)
+    except StoreError as exc:  # the page still shows the rest; the log says why
+        log.warning("the experiment of flow %s could not be read: %s", name, exc)
+        experiment = None
+    verdicts = [verdict_line(v, experiment["min_sample"]).strip() for v in experiment["verdicts"]] if experiment else []
+    shown = context(request, who, page=found, view=view, experiment=experiment, verdicts=verdicts)
+    return desk.pages.render("flow.html", shown)
 
 
 def _sha(value: str | None) -> str | None:

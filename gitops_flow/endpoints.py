@@ -23,7 +23,7 @@ from gitops_flow.githost.feedback import Feedback
 from gitops_flow.guardrails.cache import Asked, Cached, Lookup, ResponseCache
 from gitops_flow.history import MissingSession, WithHistory
 from gitops_flow.httpio import RequestError, dumps, json_object, json_response, read_json, request_config
-from gitops_flow.ledger import RunLedger
+from gitops_flow.ledger import RunLedger, new_run_id
 from gitops_flow.metrics import Metrics
 from gitops_flow.reconcile import Reconciler
 from gitops_flow.routing import CacheRule
@@ -203,7 +203,7 @@ async def one_input(request: Request, check: Callable[[dict[str, Any]], None] | 
     configurable = dict(config.get("configurable", {}))
     choice, flow = await choose(request, name, configurable, [payload["input"]])
     config["configurable"] = configurable
-    return FlowCall(name, payload, config, choice, flow, uuid.uuid4(), get_deps(request))
+    return FlowCall(name, payload, config, choice, flow, new_run_id(), get_deps(request))
 
 
 # -- LangServe-compatible flow endpoints --------------------------------------------------------------------------
@@ -253,7 +253,7 @@ async def batch(request: Request) -> Response:
         raise RequestError(422, "bad-config", f"{len(configs)} configs for {len(inputs)} inputs")
     configurable = dict(configs[0].get("configurable", {})) if configs else {}
     choice, flow = await choose(request, name, configurable, inputs)
-    run_ids = [uuid.uuid4() for _ in inputs]
+    run_ids = [new_run_id() for _ in inputs]
     deps = get_deps(request)
 
     async def run(chosen: Choice, built: BuiltFlow) -> Any:
@@ -266,7 +266,7 @@ async def batch(request: Request) -> Response:
         ]
         return await deps.executor.runner(built).abatch(inputs, run_configs)
 
-    run_id = run_ids[0] if run_ids else uuid.uuid4()
+    run_id = run_ids[0] if run_ids else new_run_id()
     choice, outputs = await run_flow(deps, name, choice, flow, run_id, run)
     for each in run_ids:
         note_answer(request, name, choice, each, configurable)

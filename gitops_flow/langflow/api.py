@@ -40,6 +40,7 @@ from gitops_flow.endpoints import (
 )
 from gitops_flow.guardrails.cache import Asked
 from gitops_flow.httpio import RequestError, json_response, read_json, require_json
+from gitops_flow.ledger import new_run_id
 from gitops_flow.spec import NodeSpec
 from gitops_flow.textify import message_text, text_of
 from gitops_flow.traffic import Choice, RoutingTable
@@ -272,7 +273,7 @@ async def run(request: Request) -> Response:
         raise RequestError(422, "unknown-output-component", f"the flow's outputs are {named}")
     session = str(configurable.get("session_id") or uuid.uuid4())  # a new conversation unless one is named
     configurable["session_id"] = session
-    run_id = uuid.uuid4()
+    run_id = new_run_id()
 
     def start(chosen: Choice, built: BuiltFlow) -> AsyncIterator[Any]:
         async def chunks() -> AsyncIterator[Any]:

@@ -81,8 +81,8 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     (
         # experiments: the runs answered (newest rowid last) and the feedback scores, with each flow's live keys
+        # no index on expires: runs come in time order, so the oldest rowids expire first (_remember_runs)
         "CREATE TABLE runs (id TEXT PRIMARY KEY, record TEXT NOT NULL, expires REAL NOT NULL)",
-        "CREATE INDEX runs_expires ON runs (expires)",
         "CREATE TABLE scores (flow TEXT NOT NULL, slot TEXT NOT NULL, key TEXT NOT NULL, record TEXT NOT NULL,"
         " expires REAL NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (flow, slot))",
         "CREATE INDEX scores_expires ON scores (flow, expires)",
@@ -474,7 +474,11 @@ class SqliteStore:
             db.executemany(
                 "INSERT OR REPLACE INTO runs (id, record, expires) VALUES (?, ?, ?)", [(*r, now + ttl) for r in rows]
             )
-            db.execute("DELETE FROM runs WHERE expires <= ?", (now,))
+            # the oldest rows, if expired: twice as many as were written, so expired rows never pile up
+            db.execute(
+                "DELETE FROM runs WHERE rowid IN (SELECT rowid FROM runs ORDER BY rowid LIMIT ?) AND expires <= ?",
+                (2 * len(rows) + 16, now),
+            )
             # a replaced row takes the next rowid, so the newest max_runs rows are those above this bound
             db.execute("DELETE FROM runs WHERE rowid <= (SELECT max(rowid) FROM runs) - ?", (max_runs,))
 

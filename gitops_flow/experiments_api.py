@@ -10,10 +10,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gitops_flow.endpoints import USER_HEADER, Deps, get_deps
-from gitops_flow.exceptions import UnknownFlow
+from gitops_flow.exceptions import BadFeedback, FeedbackRefused, UnknownFlow, UnknownRun
 from gitops_flow.experiment import Judging, report
 from gitops_flow.httpio import RequestError, json_object, json_response, read_json
-from gitops_flow.scores import BadFeedback, FeedbackRefused, UnknownRun, parse
+from gitops_flow.scores import parse
 from gitops_flow.telemetry.context import hashed
 from gitops_flow.views import require_reader
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gitops_flow.exceptions import GitOpsFlowError, Limited
+from gitops_flow.exceptions import BadFeedback, FeedbackRefused, Limited, UnknownRun
 from gitops_flow.guardrails.counters import Counters, Window
 from gitops_flow.ledger import RunLedger
 from gitops_flow.stores.base import FeedbackStore, Record, ScoreBounds
@@ -27,24 +27,8 @@ MAX_SCORE = 1e9  # a score's magnitude at most
 FIELDS = frozenset({"run_id", "key", "score", "value", "comment", "feedback_id", "source_info"})
 
 
-class BadFeedback(GitOpsFlowError):
-    """A feedback body that is not LangServe's shape, or whose key or score is out of bounds (422)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class UnknownRun(GitOpsFlowError):
-    """Feedback names a run this server did not answer within the feedback window, or not of this flow (404)."""
-
-
-class FeedbackRefused(GitOpsFlowError):
-    """The flow has its maximum of feedback keys and this one is new (422)."""
-
-
 @dataclass(frozen=True, slots=True)
-class Feedback:
+class FeedbackBody:
     """One checked feedback body."""
 
     run_id: str
@@ -54,7 +38,7 @@ class Feedback:
     comment: str | None = None
 
 
-def parse(body: dict[str, Any]) -> Feedback:
+def parse(body: dict[str, Any]) -> FeedbackBody:
     """A feedback body as LangServe's client sends it; raises BadFeedback naming the first field that is wrong."""
     unknown = sorted(set(body) - FIELDS)
     if unknown:
@@ -81,7 +65,7 @@ def parse(body: dict[str, Any]) -> Feedback:
     comment = body.get("comment")
     if comment is not None and (not isinstance(comment, str) or len(comment) > MAX_COMMENT):
         raise BadFeedback("bad-comment", f"comment is text of at most {MAX_COMMENT:,} characters")
-    return Feedback(run, key, number, body.get("value"), comment)
+    return FeedbackBody(run, key, number, body.get("value"), comment)
 
 
 def slot(key: str, run_id: str, run: Record) -> str:
@@ -110,7 +94,7 @@ class Scores:
         self.window = Window.per_second(rate)
         self.clock = clock
 
-    async def take(self, feedback: Feedback, *, flow: str | None, user: str | None) -> Record:
+    async def take(self, feedback: FeedbackBody, *, flow: str | None, user: str | None) -> Record:
         """Keep ``feedback`` and return the record kept. ``flow``: the flow the path named (None for ``/feedback``);
         ``user`` the hash of the user the request names, if any, which must be the run's. The rate is counted per
         user of the flow, or per run for a run without a user (its one score per key is replaced, so its feedback

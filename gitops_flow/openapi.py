@@ -153,7 +153,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
 def _flow_paths(name: str, input_schema: Any, output_schema: Any) -> dict[str, Any]:
     base = f"/flows/{name}"
     config = {"$ref": "#/components/schemas/Config"}
-    headers = [{"$ref": f"#/components/parameters/{p}"} for p in ("Version", "Session", "User")]
+    headers = [{"$ref": f"#/components/parameters/{p}"} for p in ("Version", "Session", "User", "Segment")]
     invoke_body = _body({"input": input_schema, "config": config, "kwargs": {"type": "object"}}, ["input"])
     batch_body = _body(
         {
@@ -448,6 +448,13 @@ _PARAMETERS: dict[str, Any] = {
         "in": "header",
         "required": False,
         "description": "the user, for sticky routing",
+        "schema": {"type": "string"},
+    },
+    "Segment": {
+        "name": "X-Flow-Segment",
+        "in": "header",
+        "required": False,
+        "description": "the request's segment, set by the gateway: a route's segments may match it",
         "schema": {"type": "string"},
     },
 }

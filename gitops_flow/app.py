@@ -45,6 +45,8 @@ from gitops_flow.exceptions import (
     TurnTooLarge,
     UnknownFlow,
 )
+from gitops_flow.experiments.ledger import RunBounds, RunLedger
+from gitops_flow.experiments.scores import Scores
 from gitops_flow.githost.deploys import RefView
 from gitops_flow.githost.feedback import Feedback
 from gitops_flow.guardrails.backends import beside
@@ -64,12 +66,12 @@ from gitops_flow.runtime.tweaks import Tweaker
 from gitops_flow.security.redaction import userinfo_secret
 from gitops_flow.security.references import RedactSecrets, Scrubber
 from gitops_flow.security.repo_credentials import GitAuth
-from gitops_flow.server import endpoints, langflow_api, langserve_api, openapi, views
+from gitops_flow.server import endpoints, experiments_api, langflow_api, langserve_api, openapi, views
 from gitops_flow.server import webhooks as receivers
 from gitops_flow.server.edge import RequestError, error_response
 from gitops_flow.server.endpoints import Deps
 from gitops_flow.stores import open_store
-from gitops_flow.stores.base import ConversationQuota, Record, StateStore
+from gitops_flow.stores.base import ConversationQuota, Record, ScoreBounds, StateStore
 
 log = logging.getLogger("gitops_flow.server")
 HEAP_SETTLE_DELAY = 1.0  # seconds after the last deploy of a burst
@@ -226,6 +228,14 @@ def create_app(
         )
         app.state.tweaker = Tweaker(builder.registry, policy, builder.build_spec)  # LangFlow's tweaks (tweaks.py)
         executor = Executor(settings.runtime, langsmith=settings.langsmith_tracing, telemetry=telemetry)
+        ledger = RunLedger(state, RunBounds(settings.feedback_window, settings.feedback_max_runs))
+        scores = Scores(
+            ledger,
+            state,
+            ScoreBounds(settings.feedback_retention, settings.feedback_max_keys, settings.feedback_max_scores),
+            counters=counters,
+            rate=settings.feedback_rate,
+        )
         app.state.deps = deps = Deps(
             settings,
             state,
@@ -240,12 +250,15 @@ def create_app(
             cache=cache,
             executor=executor,
             brake=Brake(state, limit=settings.guess_limit, window=settings.guess_window),
+            ledger=ledger,
+            scores=scores,
         )
         app.state.console = Console(deps, source=git, registry=components, policy=policy, scrub=scrubber.json)
         feedback.start()
         tasks = [
             asyncio.create_task(app.state.console.feed.run(), name="console feed"),
             asyncio.create_task(reconciler.run(), name="reconciler"),
+            asyncio.create_task(ledger.run(), name="answered runs"),
             asyncio.create_task(_guard(guard, reconciler, settings.analysis_interval), name="canary guard"),
             asyncio.create_task(
                 _listen(state, reconciler, replica, app.state.console.sessions), name="replica wake-ups"
@@ -284,6 +297,9 @@ def create_app(
         Route("/flows/{flow}/input_schema", endpoints.input_schema, methods=["GET"]),
         Route("/flows/{flow}/output_schema", endpoints.output_schema, methods=["GET"]),
         Route("/flows/{flow}/config_schema", endpoints.config_schema, methods=["GET"]),
+        Route("/flows/{flow}/feedback", experiments_api.flow_feedback, methods=["POST"]),
+        Route("/feedback", experiments_api.feedback, methods=["POST"]),
+        Route("/flows/{flow}/experiment", experiments_api.experiment, methods=["GET"]),
         Route("/api/v1/run/{flow}", langflow_api.run, methods=["POST"]),
         Route("/flows", views.flows, methods=["GET"]),
         Route("/versions", views.versions, methods=["GET"]),

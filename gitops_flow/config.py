@@ -205,6 +205,31 @@ class Settings(BaseSettings):
     cache_max_entry_bytes: int = Field(default=256 * 1024, ge=0, description="a larger answer is not cached")
     cache_max_entries: int = Field(default=100_000, ge=1, description="cached answers, in memory or in Redis")
 
+    # experiments (docs/experiments.md): feedback on runs, its bounds, and when a verdict names a winner
+    feedback_window: float = Field(
+        default=86400.0, gt=0, le=90 * 86400.0, description="seconds after its answer that a run takes feedback"
+    )
+    feedback_max_runs: int = Field(
+        default=1_000_000, ge=1, le=100_000_000, description="answered runs remembered for feedback at once"
+    )
+    feedback_retention: float = Field(
+        default=30 * 86400.0, gt=0, le=366 * 86400.0, description="seconds a feedback score is kept"
+    )
+    feedback_max_keys: int = Field(default=20, ge=1, le=1000, description="feedback keys per flow")
+    feedback_max_scores: int = Field(
+        default=100_000, ge=1, le=10_000_000, description="feedback scores kept per flow (the oldest go first)"
+    )
+    feedback_max_bytes: int = Field(default=8192, ge=256, le=1024 * 1024, description="a feedback body's size")
+    feedback_rate: float = Field(
+        default=5.0, gt=0, le=10_000, description="feedback per second from one user of a flow (all workers)"
+    )
+    experiment_min_sample: int = Field(
+        default=100, ge=1, le=10_000_000, description="scores per arm and key before a verdict names a winner"
+    )
+    experiment_confidence: float = Field(
+        default=0.95, ge=0.5, lt=1, description="the chance to be better a winner needs"
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,

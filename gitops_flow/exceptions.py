@@ -172,3 +172,19 @@ class NotServable(UnknownVersion):
 
 class NoReadyVersion(LookupFailed):
     """No good version has been loaded yet, so there is nothing to serve."""
+
+
+class UnknownRun(LookupFailed):
+    """Feedback names a run this server did not answer within the feedback window, or one of another flow or user."""
+
+
+class BadFeedback(GitOpsFlowError):
+    """A feedback body that is not LangServe's shape, or whose key or score is out of bounds; ``code`` names what."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class FeedbackRefused(GitOpsFlowError):
+    """The flow has its maximum of feedback keys and the feedback names a new one."""

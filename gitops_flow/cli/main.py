@@ -165,6 +165,13 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print the server's JSON as it is")
     status.set_defaults(handler=servercli.status)
 
+    text = "a flow's experiment: each arm's traffic and feedback, and per key whether the canary beats the primary"
+    experiment = commands.add_parser("experiment", help="show a flow's experiment report", description=text)
+    experiment.add_argument("flow", metavar="FLOW")
+    experiment.add_argument("--server", default="http://127.0.0.1:8000", metavar="URL", help="the server's address")
+    experiment.add_argument("--json", action="store_true", help="print the server's JSON as it is")
+    experiment.set_defaults(handler=servercli.experiment)
+
     for name, handler, text in (
         ("abort", servercli.abort, "stop a flow's canary at once, on every replica (needs GITOPS_FLOW_ADMIN_TOKEN)"),
         ("resume", servercli.resume, "give an aborted canary its weight back (needs GITOPS_FLOW_ADMIN_TOKEN)"),

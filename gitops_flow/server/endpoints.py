@@ -20,12 +20,14 @@ from gitops_flow.delivery.guard import Guard
 from gitops_flow.delivery.published import Delivery
 from gitops_flow.delivery.routing_table import Choice
 from gitops_flow.exceptions import StoreError
+from gitops_flow.experiments.ledger import RunLedger, new_run_id
+from gitops_flow.experiments.scores import Scores
 from gitops_flow.flow.routing import CacheRule
 from gitops_flow.githost.feedback import Feedback
 from gitops_flow.guardrails.brake import Brake
 from gitops_flow.guardrails.cache import Asked, Cached, Lookup, ResponseCache
 from gitops_flow.observability.metrics import Metrics
-from gitops_flow.observability.telemetry.context import current
+from gitops_flow.observability.telemetry.context import current, hashed
 from gitops_flow.observability.telemetry.runs import Telemetry, run_extras
 from gitops_flow.runtime.compiler import BuiltFlow, runnable_config
 from gitops_flow.runtime.conversations import UNSAVED, UNSAVED_KEY, MissingSession, WithHistory
@@ -40,6 +42,7 @@ VERSION_HEADER = "x-flow-version"
 CACHE_HEADER = "x-flow-cache"  # hit or miss, on the answers of a flow whose answers are cached
 SESSION_HEADER = "x-flow-session"
 USER_HEADER = "x-flow-user"
+SEGMENT_HEADER = "x-flow-segment"  # a route's segments match it; the gateway sets it (docs/security.md)
 
 
 @dataclass(slots=True)
@@ -59,6 +62,8 @@ class Deps:
     cache: ResponseCache | None = None
     executor: Executor = field(default_factory=Executor)  # which executor runs each run (executor.py)
     brake: Brake | None = None  # the brake on guessing tokens (brake.py); None: none (tests that build Deps alone)
+    ledger: RunLedger | None = None  # the runs answered, that feedback may name (ledger.py)
+    scores: Scores | None = None  # feedback on them (scores.py)
 
 
 def get_deps(request: Request) -> Deps:
@@ -91,6 +96,7 @@ async def choose(
         pin=headers.get(VERSION_HEADER) or configurable.get("flow_version"),
         session=session,
         user=headers.get(USER_HEADER) or configurable.get("user_id"),
+        segment=headers.get(SEGMENT_HEADER),  # a header only: the body is the client's, the header the gateway's
         context=current() if limited else None,
         tweaks=tweaks or {},
     )
@@ -99,6 +105,21 @@ async def choose(
     route = deps.reconciler.table.routes.get(flow)
     deps.telemetry.chosen(flow, choice.version.sha, choice.ref, route.name if route else None, session, ask.user)
     return choice, built
+
+
+def note_answer(
+    request: Request, flow: str, choice: Choice, run_id: uuid.UUID, configurable: Mapping[str, Any]
+) -> None:
+    """Note in the ledger that ``choice`` answered ``run_id``, with the request's user (hashed, as telemetry keeps
+    it); a pinned request's run takes feedback but is left out of the experiment report."""
+    ledger = get_deps(request).ledger
+    if ledger is None:
+        return
+    headers = request.headers
+    user = headers.get(USER_HEADER) or configurable.get("user_id")
+    pinned = bool(headers.get(VERSION_HEADER) or configurable.get("flow_version"))
+    ref = choice.ref
+    ledger.note(str(run_id), flow, choice.version.sha, ref, hashed(str(user)) if user else None, counted=not pinned)
 
 
 def version_metadata(choice: Choice) -> dict[str, Any]:
@@ -168,7 +189,7 @@ async def one_input(request: Request, check: Callable[[dict[str, Any]], None] | 
     configurable = dict(config.get("configurable", {}))
     choice, flow = await choose(request, name, configurable, [payload["input"]])
     config["configurable"] = configurable
-    return FlowCall(name, payload, config, choice, flow, uuid.uuid4(), get_deps(request))
+    return FlowCall(name, payload, config, choice, flow, new_run_id(), get_deps(request))
 
 
 # -- LangServe-compatible flow endpoints --------------------------------------------------------------------------
@@ -180,6 +201,7 @@ async def invoke(request: Request) -> Response:
     looked, hit = await cached(deps, call.name, call.choice, call.flow, Asked(value, call.config))
     headers = {CACHE_HEADER: "hit" if hit else "miss"} if looked is not None else {}
     if hit is not None:
+        note_answer(request, call.name, call.choice, call.run_id, call.configurable)
         return _answer(hit.output, call.choice, call.run_id, headers)
 
     async def run(chosen: Choice, built: BuiltFlow) -> Any:
@@ -188,6 +210,7 @@ async def invoke(request: Request) -> Response:
     choice, output = await run_flow(deps, call.name, call.choice, call.flow, call.run_id, run)
     if looked is not None:
         await keep(deps, call.name, looked, choice, choice.version.flows.get(call.name), output)
+    note_answer(request, call.name, choice, call.run_id, call.configurable)
     return _answer(output, choice, call.run_id, headers)
 
 
@@ -216,7 +239,7 @@ async def batch(request: Request) -> Response:
         raise RequestError(422, "bad-config", f"{len(configs)} configs for {len(inputs)} inputs")
     configurable = dict(configs[0].get("configurable", {})) if configs else {}
     choice, flow = await choose(request, name, configurable, inputs)
-    run_ids = [uuid.uuid4() for _ in inputs]
+    run_ids = [new_run_id() for _ in inputs]
     deps = get_deps(request)
 
     async def run(chosen: Choice, built: BuiltFlow) -> Any:
@@ -229,8 +252,10 @@ async def batch(request: Request) -> Response:
         ]
         return await deps.executor.runner(built).abatch(inputs, run_configs)
 
-    run_id = run_ids[0] if run_ids else uuid.uuid4()
+    run_id = run_ids[0] if run_ids else new_run_id()
     choice, outputs = await run_flow(deps, name, choice, flow, run_id, run)
+    for each in run_ids:
+        note_answer(request, name, choice, each, configurable)
     metadata = {
         "run_ids": [str(r) for r in run_ids],
         "responses": [{"run_id": str(r), "feedback_tokens": []} for r in run_ids],  # LangServe's, one per input
@@ -383,6 +408,8 @@ async def stream(request: Request) -> Response:
         return deps.executor.runner(built).astream(call.payload["input"], run)
 
     opened = await open_stream(deps, name, call.choice, call.flow, start)
+    if opened.failure is None:
+        note_answer(request, name, opened.choice, run_id, call.configurable)
     metadata = _sse("metadata", {"run_id": str(run_id), **version_metadata(opened.choice)})
     form = LangServeEvents(lambda chunk: sse.frame(sse.DATA, dumps(chunk)), started=metadata)
     return event_stream(deps, opened, streamed(deps, name, opened, run_id, form))

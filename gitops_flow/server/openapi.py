@@ -137,10 +137,12 @@ def _body(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
 
 def _errors(*statuses: int) -> dict[str, Any]:
     reasons = {
-        404: "unknown flow or version",
+        401: "the read token is needed",
+        404: "unknown flow, version or run",
         413: "the body is too large",
         415: "the body is not JSON",
         422: "the body, input or config is wrong",
+        429: "too many requests: see Retry-After",
         500: "the flow failed while running",
         503: "not ready",
     }
@@ -150,7 +152,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
 def _flow_paths(name: str, input_schema: Any, output_schema: Any) -> dict[str, Any]:
     base = f"/flows/{name}"
     config = {"$ref": "#/components/schemas/Config"}
-    headers = [{"$ref": f"#/components/parameters/{p}"} for p in ("Version", "Session", "User")]
+    headers = [{"$ref": f"#/components/parameters/{p}"} for p in ("Version", "Session", "User", "Segment")]
     invoke_body = _body({"input": input_schema, "config": config, "kwargs": {"type": "object"}}, ["input"])
     batch_body = _body(
         {
@@ -243,6 +245,18 @@ def _flow_paths(name: str, input_schema: Any, output_schema: Any) -> dict[str, A
                 "The config's JSON Schema", None, returns(schema_of, "it"), _errors(404, 503), "config_schema"
             )
         },
+        f"{base}/feedback": {"post": _feedback_operation([name], f"{name}_feedback")},
+        f"{base}/experiment": {
+            "get": {
+                "tags": [name],
+                "summary": "The flow's experiment report (read token)",
+                "operationId": _NAME.sub("_", f"{name}_experiment"),
+                "responses": {
+                    "200": returns({"type": "object"}, "each arm and each key's verdict"),
+                    **_errors(401, 404),
+                },
+            }
+        },
         f"{base}/playground/": {
             "get": {
                 "tags": [name],
@@ -252,6 +266,20 @@ def _flow_paths(name: str, input_schema: Any, output_schema: Any) -> dict[str, A
                     "200": {"description": "a page", "content": {"text/html": {"schema": {"type": "string"}}}}
                 },
             }
+        },
+    }
+
+
+def _feedback_operation(tags: list[str], op: str) -> dict[str, Any]:
+    return {
+        "tags": tags,
+        "summary": "Score a run (LangServe's feedback)",
+        "operationId": _NAME.sub("_", op),
+        "parameters": [{"$ref": "#/components/parameters/User"}],
+        "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Feedback"}}}},
+        "responses": {
+            "202": {"description": "kept", "content": {"application/json": {"schema": {"type": "object"}}}},
+            **_errors(404, 413, 415, 422, 429, 503),
         },
     }
 
@@ -308,6 +336,7 @@ def _server_paths() -> dict[str, Any]:
     }
     return {
         "/api/v1/run/{flow}": run_api,
+        "/feedback": {"post": _feedback_operation(["server"], "feedback")},
         "/flows": get("Every flow, its state and the refs that serve it", "flows"),
         "/versions": get("Every commit seen", "versions"),
         "/history": get("Deploy events, newest first", "history"),
@@ -372,6 +401,18 @@ _COMMON: dict[str, Any] = {
             "ref": {"type": ["string", "null"]},
         },
     },
+    "Feedback": {
+        "type": "object",
+        "description": "LangServe's feedback on a run this server answered (docs/experiments.md)",
+        "properties": {
+            "run_id": {"type": "string", "format": "uuid", "description": "an answer's metadata.run_id"},
+            "key": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"},
+            "score": {"anyOf": [{"type": "number"}, {"type": "boolean"}]},
+            "value": {},
+            "comment": {"type": ["string", "null"], "maxLength": 4000},
+        },
+        "required": ["run_id", "key", "score"],
+    },
     "LangFlowRun": {
         "type": "object",
         "properties": {
@@ -406,6 +447,13 @@ _PARAMETERS: dict[str, Any] = {
         "in": "header",
         "required": False,
         "description": "the user, for sticky routing",
+        "schema": {"type": "string"},
+    },
+    "Segment": {
+        "name": "X-Flow-Segment",
+        "in": "header",
+        "required": False,
+        "description": "the request's segment, set by the gateway: a route's segments may match it",
         "schema": {"type": "string"},
     },
 }

@@ -92,6 +92,7 @@ def route_targets(route: Route, known: Collection[str] | None = None) -> list[di
             "serving": t.serving,
             "weight": shares.get(id(t), 0),
             "state": t.state,
+            **({"segment": {"header": t.segment.header, "values": sorted(t.segment.values)}} if t.segment else {}),
         }
         for t in (route.targets if route.targets else [t for _, t in route.live])
     ]

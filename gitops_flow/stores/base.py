@@ -25,6 +25,8 @@ ABORT_PREFIX = "abort:"
 ONCE_PREFIX = "once:"
 WAKE_CHANNEL = "wake"
 LEASE_PREFIX = "lease:"
+RUNS_KEY = "runs"  # the runs the server answered, that feedback may name
+SCORES_PREFIX = "scores:"  # a flow's feedback scores
 
 MAX_EVENTS = 10_000  # every backend keeps only this many of the most recent deploy events
 SWEEP_CONVERSATIONS = 16  # expired conversations each append_turns deletes: more than it can create, so few linger
@@ -47,7 +49,41 @@ def turn_bytes(turn: Turn) -> int:
     return len(turn[1].encode())
 
 
-class StateStore(Protocol):
+@dataclass(frozen=True, slots=True)
+class ScoreBounds:
+    """What one flow's feedback may take: ``max_keys`` feedback keys and ``max_scores`` scores at once, each score
+    kept ``ttl`` seconds after its last write (the oldest go first past ``max_scores``)."""
+
+    ttl: float = 30 * 86400.0
+    max_keys: int = 20
+    max_scores: int = 100_000
+
+
+class FeedbackStore(Protocol):
+    """The role of a store in experiments (experiments/report.py): the runs the server answered, which feedback may
+    name, and the feedback scores given on them, shared by every worker and replica on the backend."""
+
+    async def remember_runs(self, runs: Sequence[tuple[str, Record]], *, ttl: float, max_runs: int) -> None:
+        """Keep each (run id, record) for ``ttl`` seconds, in one write; past ``max_runs`` runs kept, the oldest are
+        forgotten first. A run id given again is replaced."""
+        ...
+
+    async def answered(self, run_id: str) -> Record | None:
+        """The record of a run remembered and not expired (a copy); None for any other id."""
+        ...
+
+    async def add_score(self, flow: str, key: str, slot: str, record: Record, bounds: ScoreBounds) -> bool:
+        """Keep ``record`` as the score of ``slot`` (who gave it and on which arm: a later score of the same slot
+        replaces it) under the feedback key ``key`` of ``flow``, atomically. False, and nothing written, when
+        ``key`` is new to the flow and the flow already has ``bounds.max_keys`` keys with live scores."""
+        ...
+
+    async def scores(self, flow: str) -> list[Record]:
+        """Every live score of ``flow`` (copies), oldest write first (writes at one instant in any order)."""
+        ...
+
+
+class StateStore(FeedbackStore, Protocol):
     """What the server keeps beyond its process: in memory (tests), a SQLite file (default) or Redis (replicas).
 
     Every method may raise StoreError when the backend is unreachable; none raises anything else for I/O.

@@ -68,7 +68,8 @@ from gitops_flow.server import webhooks as receivers
 from gitops_flow.server.edge import RequestError, error_response
 from gitops_flow.server.endpoints import Deps
 from gitops_flow.stores import open_store
-from gitops_flow.stores.base import ConversationQuota, Record, StateStore
+from gitops_flow.stores.base import ConversationQuota, StateStore
+from gitops_flow.stores.events import DeployEvent
 
 log = logging.getLogger("gitops_flow.server")
 HEAP_SETTLE_DELAY = 1.0  # seconds after the last deploy of a burst
@@ -373,10 +374,10 @@ def _own_secrets(settings: Settings) -> dict[str, str]:
     return {**found, "GITOPS_FLOW_REPO": repo} if repo else found
 
 
-def _each(*handlers: Callable[[Record], None]) -> Callable[[Record], None]:
+def _each(*handlers: Callable[[DeployEvent], None]) -> Callable[[DeployEvent], None]:
     """One event handler that calls each of ``handlers`` in turn."""
 
-    def handle(event: Record) -> None:
+    def handle(event: DeployEvent) -> None:
         for handler in handlers:
             handler(event)
 

@@ -36,6 +36,7 @@ from gitops_flow.delivery.source import CommitInfo, GitSource, Refs
 from gitops_flow.delivery.versions import Version
 from gitops_flow.exceptions import SourceError, StoreError, UnknownVersion
 from gitops_flow.stores.base import Record, StateStore
+from gitops_flow.stores.events import DeployedFacts, DeployEvent, Facts, RolledBackFacts
 
 MAX_CARRY_DEPTH = 20  # ancestors built to find a failed flow's last good build when the server has not seen them
 
@@ -92,7 +93,7 @@ class Reconciler:
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
         on_change: Callable[[], None] = lambda: None,
-        on_event: Callable[[Record], None] = lambda event: None,
+        on_event: Callable[[DeployEvent], None] = lambda event: None,
         scrub: Callable[[Record], Record] = lambda event: event,
         leadership: Leadership | None = None,
         on_fetch: Callable[[], None] = lambda: None,
@@ -214,7 +215,8 @@ class Reconciler:
         prepared = await anyio.to_thread.run_sync(self._prepare, previous, head)
         if prepared.rewritten:
             detail = f"the branch was force-pushed from {previous[:12] if previous else ''}"
-            await self.history.record("rewritten", head, trigger, once=f"rewritten:{previous}:{head}", detail=detail)
+            facts: Facts = {"event": "rewritten", "detail": detail}
+            await self.history.record(head, trigger, facts, once=f"rewritten:{previous}:{head}")
         new: list[str] = []
         for commit in prepared.commits:
             if commit.sha in self._versions and self._versions[commit.sha].ready:
@@ -337,7 +339,7 @@ class Reconciler:
         if version.status == "failed":
             log.warning("failed %s %s: %d problems", version.sha[:12], version.summary, len(version.problems))
             problems = [p.as_dict() for p in version.problems]
-            await self.history.record("failed", version.sha, trigger, problems=problems)
+            await self.history.record(version.sha, trigger, {"event": "failed", "problems": problems})
             return
         changed = set(version.changed)
         for name in sorted(version.failed):
@@ -346,23 +348,25 @@ class Reconciler:
                 serving = version.carried.get(name)
                 log.warning("failed %s at %s: %d problems", name, version.sha[:12], len(problems))
                 once = f"failed:{version.sha}:{name}"
-                await self.history.record(
-                    "failed", version.sha, trigger, once=once, flow=name, problems=problems, serving=serving
-                )
+                facts: Facts = {"event": "failed", "problems": problems, "flow": name, "serving": serving}
+                await self.history.record(version.sha, trigger, facts, once=once)
         if version.sha != head:
-            await self.history.record("built", version.sha, trigger)
+            await self.history.record(version.sha, trigger, {"event": "built"})
             return
         failed = sorted(version.failed)
         if changed and changed <= set(failed) and previous is not None:
             return  # everything it changed failed: nothing new goes live (the failures were recorded above)
         current = self._versions.get(previous) if previous is not None else None
-        extra: dict[str, Any] = {"failed_flows": failed} if failed else {}
+        went: RolledBackFacts | DeployedFacts
         if same_as is not None and (current is None or current.content != version.content):
             log.info("rolled back %s %s to the content of %s (%s)", head[:12], version.summary, same_as[:12], trigger)
-            await self.history.record("rolled-back", head, trigger, restores=same_as, **extra)
-            return
-        log.info("deployed %s %s (%s)", head[:12], version.summary, trigger)
-        await self.history.record("deployed", head, trigger, **extra)
+            went = {"event": "rolled-back", "restores": same_as}
+        else:
+            log.info("deployed %s %s (%s)", head[:12], version.summary, trigger)
+            went = {"event": "deployed"}
+        if failed:
+            went["failed_flows"] = failed
+        await self.history.record(head, trigger, went)
 
     async def _refs_moved(self, before: Mapping[str, str], after: Mapping[str, str], trigger: str) -> None:
         """Record each tag created, moved or deleted."""
@@ -371,7 +375,8 @@ class Reconciler:
             if old == new:
                 continue
             key = f"tag:{name}:{old}:{new}"
-            await self.history.record("tag-moved", new or old or "", trigger, once=key, ref=name, before=old, after=new)
+            facts: Facts = {"event": "tag-moved", "ref": name, "before": old, "after": new}
+            await self.history.record(new or old or "", trigger, facts, once=key)
 
     async def _build_referenced(self, refs: Refs, head: str, trigger: str) -> None:
         """Build the commits that refs named by the routing file point at, if they are on the tracked branch; a ref
@@ -391,9 +396,8 @@ class Reconciler:
             else:
                 detail = f"tag {name!r} points at {sha[:12]}, which is not on branch {self.branch!r}; it is not served"
                 log.warning("%s", detail)
-                await self.history.record(
-                    "ref-refused", sha, trigger, once=f"refused:{name}:{sha}", ref=name, detail=detail
-                )
+                facts: Facts = {"event": "ref-refused", "ref": name, "detail": detail}
+                await self.history.record(sha, trigger, facts, once=f"refused:{name}:{sha}")
 
     async def _find_last_good(self, head: str) -> None:
         """A server that starts on a head that failed as a whole serves the newest good commit before it."""
@@ -409,7 +413,7 @@ class Reconciler:
             if version.ready:
                 self._fallback = version
                 detail = f"the head {head[:12]} failed; serving its parent"
-                await self.history.record("deployed", sha, "start", detail=detail)
+                await self.history.record(sha, "start", {"event": "deployed", "detail": detail})
                 return
 
     def _new_commits(self, previous: str | None, head: str) -> list[CommitInfo]:
@@ -481,7 +485,8 @@ class Reconciler:
                 detail = "the routing file yanked it: it is never served again"
                 if builds:
                     detail += f", nor is its build of {', '.join(builds)} in any other commit that serves it"
-                await self.history.record("yanked", sha, trigger, once=f"yanked:{sha}", detail=detail, flows=builds)
+                facts: Facts = {"event": "yanked", "detail": detail, "flows": builds}
+                await self.history.record(sha, trigger, facts, once=f"yanked:{sha}")
 
     def _last_good(self) -> Version | None:
         """The branch head unless it failed as a whole, else the newest ready ancestor we have."""
@@ -507,9 +512,10 @@ class Reconciler:
         self._replan()
         return done
 
-    async def note(self, kind: str, trigger: str, **extra: Any) -> None:
-        """Record in the history an operator's action that changes nothing by itself (a fetch asked for)."""
-        await self.history.record(kind, self._observed or "", trigger, once=f"{kind}:{trigger}:{self.clock()}", **extra)
+    async def fetched(self, trigger: str, detail: str) -> None:
+        """Record in the history that an operator asked for a fetch (which changes nothing by itself)."""
+        facts: Facts = {"event": "fetch", "detail": detail}
+        await self.history.record(self._observed or "", trigger, facts, once=f"fetch:{trigger}:{self.clock()}")
 
     # -- explicit pins ----------------------------------------------------------------------------------------------
 
@@ -567,7 +573,7 @@ class Reconciler:
             for sha in retired:
                 self._versions[sha] = self._versions[sha].retired()
                 await self.store.put_version(sha, self._versions[sha].record())
-                await self.history.record("retired", sha, "collect")
+                await self.history.record(sha, "collect", {"event": "retired"})
             if retired:
                 self.builder.forget(v for v in self._versions.values() if v.ready)
                 if self._observed is not None:

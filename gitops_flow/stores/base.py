@@ -7,8 +7,10 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gitops_flow.stores.events import DeployEvent
+
 Turn = tuple[str, str]  # (role, text): "human" or "ai"; plain data so every backend keeps it as it is
-Record = dict[str, Any]  # a JSON-able object: a version record or a deploy event
+Record = dict[str, Any]  # a JSON-able object: a version record (deploy events are typed: stores/events.py)
 
 # key prefixes, one place for every backend (arq keeps its constants the same way)
 PIN_PREFIX = "pin:"
@@ -116,7 +118,7 @@ class StateStore(Protocol):
         """Every saved version record, in the order they were first saved."""
         ...
 
-    async def add_event(self, event: Record, *, once: str | None = None) -> bool:
+    async def add_event(self, event: DeployEvent, *, once: str | None = None) -> bool:
         """Append a deploy event (deployed, failed, retired, ...) to the history; past MAX_EVENTS the oldest go.
 
         With ``once``, only the first call naming that key adds its event (atomically, also across processes), so
@@ -124,7 +126,7 @@ class StateStore(Protocol):
         """
         ...
 
-    async def events(self, limit: int, *, before: int | None = None) -> list[tuple[int, Record]]:
+    async def events(self, limit: int, *, before: int | None = None) -> list[tuple[int, DeployEvent]]:
         """The last ``limit`` events, newest first, each with its number (numbers grow in the order events are added,
         from 1); with ``before``, only events numbered below it (the next page). [] for a ``limit`` < 1."""
         ...

@@ -40,7 +40,7 @@ from gitops_flow.security.references import Scrubber
 from gitops_flow.security.repo_credentials import GitAuth
 from gitops_flow.server.endpoints import Deps
 from gitops_flow.stores import open_store
-from gitops_flow.stores.base import ConversationQuota, StateStore
+from gitops_flow.stores.base import ConversationQuota, MessageBus, StateStore
 from gitops_flow.stores.events import DeployEvent
 
 log = logging.getLogger("gitops_flow.server")
@@ -313,7 +313,7 @@ async def _guard(guard: Guard, reconciler: Reconciler, interval: float) -> None:
             log.exception("canary guard failed")
 
 
-async def _listen(store: StateStore, reconciler: Reconciler, replica: str, sessions: Sessions) -> None:
+async def _listen(store: MessageBus, reconciler: Reconciler, replica: str, sessions: Sessions) -> None:
     """Wake the fetcher when another replica or worker received a webhook (a missed message only waits for the next
     poll), and refuse the console sessions another one logged out."""
     async for message in store.listen():
@@ -336,7 +336,7 @@ async def _lead(leadership: Leadership, reconciler: Reconciler) -> None:
         await asyncio.sleep(leadership.interval)
 
 
-async def _tell(store: StateStore, message: str) -> None:
+async def _tell(store: MessageBus, message: str) -> None:
     try:
         await store.publish(message)
     except StoreError as exc:

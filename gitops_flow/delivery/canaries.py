@@ -12,7 +12,7 @@ from typing import Any, Literal
 from gitops_flow.delivery.journal import DeployLog
 from gitops_flow.delivery.routing_table import RESUMED_PREFIX, RoutingTable, split_key, stopped
 from gitops_flow.exceptions import UnknownFlow
-from gitops_flow.stores.base import Record, StateStore
+from gitops_flow.stores.base import AbortStore, Record
 from gitops_flow.stores.events import AbortedFacts, ResumedFacts
 
 log = logging.getLogger("gitops_flow.reconcile")
@@ -22,7 +22,7 @@ Action = Literal["abort", "resume"]
 class Canaries:
     """Which analysis keys are aborted (``aborted``), kept in step with the store."""
 
-    def __init__(self, store: StateStore, history: DeployLog, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: AbortStore, history: DeployLog, *, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.history = history
         self.clock = clock

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from typing import cast
 
 from gitops_flow.delivery.versions import Version
-from gitops_flow.stores.base import Record, StateStore
+from gitops_flow.stores.base import EventStore, Record
 from gitops_flow.stores.events import DeployEvent, Facts, Stamp
 
 
@@ -18,7 +18,7 @@ class DeployLog:
 
     def __init__(
         self,
-        store: StateStore,
+        store: EventStore,
         versions: Callable[[], Mapping[str, Version]],
         *,
         clock: Callable[[], float] = time.time,

@@ -20,7 +20,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 
@@ -35,7 +35,7 @@ from gitops_flow.delivery.routing_table import Choice, RoutingTable
 from gitops_flow.delivery.source import CommitInfo, GitSource, Refs
 from gitops_flow.delivery.versions import Version
 from gitops_flow.exceptions import SourceError, StoreError, UnknownVersion
-from gitops_flow.stores.base import Record, StateStore
+from gitops_flow.stores.base import AbortStore, EventStore, PinStore, Record, VersionStore
 from gitops_flow.stores.events import DeployedFacts, DeployEvent, Facts, RolledBackFacts
 
 MAX_CARRY_DEPTH = 20  # ancestors built to find a failed flow's last good build when the server has not seen them
@@ -75,13 +75,18 @@ class SourceStatus:
     building: str | None = None  # the commit being built now, for the console
 
 
+class DeliveryStore(VersionStore, EventStore, AbortStore, PinStore, Protocol):
+    """What delivery keeps in the store: version records, the deploy history (journal.py), canary aborts
+    (canaries.py), and the pins that keep a version alive."""
+
+
 class Reconciler:
     """Keeps the routing table in step with the tracked branch. One reconcile runs at a time."""
 
     def __init__(
         self,
         source: GitSource,
-        store: StateStore,
+        store: DeliveryStore,
         builder: VersionBuilder,
         *,
         branch: str = "main",

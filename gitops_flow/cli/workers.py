@@ -65,19 +65,24 @@ def server(settings: Settings, worker: Worker | None = None) -> uvicorn.Server:
     environment), logging as configured, and uvicorn with the bounds of listener.py."""
     import uvicorn
 
-    from gitops_flow.app import create_app
+    from gitops_flow.app import server_app
+    from gitops_flow.assembly import Server
+    from gitops_flow.cli import process
     from gitops_flow.observability.telemetry.tracing import Tracing, telemetry_secrets
     from gitops_flow.server.listener import ServerConfig
 
     tracing = Tracing.from_environ(os.environ)  # OpenTelemetry's own variables (OTEL_*): off unless an endpoint
-    app = create_app(
+    parts = Server(
         settings,
         secrets=settings.secret_policy().select(os.environ),
         tracing=tracing,
         private=telemetry_secrets(os.environ),
         worker=worker,
+        settle_heap=process.settle_heap if settings.freeze_heap else None,
     )
     logs.configure(settings.log_format, settings.log_level)
+    process.set_up(settings, parts.scrubber)  # once logging is configured: its handlers get the filters
+    app = server_app(parts)
     # uvicorn's loggers write through the same handler (no log config of its own), so its lines are JSON too
     return uvicorn.Server(ServerConfig(app, settings, log_level=settings.log_level, log_config=None))
 
@@ -85,10 +90,10 @@ def server(settings: Settings, worker: Worker | None = None) -> uvicorn.Server:
 def check(settings: Settings) -> None:
     """Make the app as a worker will, and drop it: a wrong setting (a credential, a components file) raises here,
     once, before any worker starts."""
-    from gitops_flow.app import create_app
+    from gitops_flow.assembly import Server
     from gitops_flow.observability.telemetry.tracing import telemetry_secrets
 
-    create_app(settings, secrets=settings.secret_policy().select(os.environ), private=telemetry_secrets(os.environ))
+    Server(settings, secrets=settings.secret_policy().select(os.environ), private=telemetry_secrets(os.environ))
 
 
 def bind(settings: Settings) -> socket.socket:

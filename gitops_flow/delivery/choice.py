@@ -20,7 +20,7 @@ from gitops_flow.exceptions import BadInput, UnknownFlow
 from gitops_flow.guardrails.gate import Gate
 from gitops_flow.observability.telemetry.context import RequestContext
 from gitops_flow.runtime.compiler import BuiltFlow
-from gitops_flow.stores.base import StateStore
+from gitops_flow.stores.base import PinStore
 
 Inputs = Sequence[Any] | Callable[[BuiltFlow], Sequence[Any]]  # the request's inputs, or how a flow reads them
 
@@ -61,7 +61,7 @@ class Chooser:
     def __init__(
         self,
         reconciler: Resolver,
-        store: StateStore,
+        store: PinStore,
         attempts: Attempts,
         *,
         gate: Gate | None = None,

@@ -19,11 +19,12 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from gitops_flow.delivery.routing_table import RESUMED_PREFIX, RoutingTable, stopped
 from gitops_flow.exceptions import StoreError
 from gitops_flow.flow.routing import Analysis
-from gitops_flow.stores.base import Record, StateStore
+from gitops_flow.stores.base import AbortStore, Record, SampleStore
 
 SLOT_SECONDS = 1.0
 _GROWTH = 1.1  # each latency bucket's upper bound is 10 % above the one before
@@ -85,10 +86,14 @@ class Window:
         }
 
 
+class GuardStore(SampleStore, AbortStore, Protocol):
+    """What the guard keeps in the store: every replica's counts, and the aborts it decides."""
+
+
 class Guard:
     """Counts this process's canary requests and, once a tick, shares them and judges every canary of the table."""
 
-    def __init__(self, store: StateStore, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: GuardStore, *, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.clock = clock
         self._pending: dict[str, dict[str, int]] = {}

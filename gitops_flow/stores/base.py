@@ -1,4 +1,8 @@
-"""The state store interface: session pins, conversations, version records and deploy events, async only."""
+"""The state store interface, async only: one Protocol per role (pins, conversations, versions, deploy events, webhook
+deliveries, counters, canary aborts, messages, leases) and StateStore, all of them, which each backend implements.
+
+Every method of every role may raise StoreError when the backend is unreachable; none raises anything else for I/O.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,10 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gitops_flow.stores.events import DeployEvent
+
 Turn = tuple[str, str]  # (role, text): "human" or "ai"; plain data so every backend keeps it as it is
-Record = dict[str, Any]  # a JSON-able object: a version record or a deploy event
+Record = dict[str, Any]  # a JSON-able object: a version record (deploy events are typed: stores/events.py)
 
 # key prefixes, one place for every backend (arq keeps its constants the same way)
 PIN_PREFIX = "pin:"
@@ -83,25 +89,8 @@ class FeedbackStore(Protocol):
         ...
 
 
-class StateStore(FeedbackStore, Protocol):
-    """What the server keeps beyond its process: in memory (tests), a SQLite file (default) or Redis (replicas).
-
-    Every method may raise StoreError when the backend is unreachable; none raises anything else for I/O.
-    Times are seconds since the epoch from the store's clock, so tests can move time.
-    """
-
-    async def open(self) -> None:
-        """Connect and create what is missing; raises StoreError with the reason when the backend is unusable."""
-        ...
-
-    async def close(self) -> None:
-        """Release connections; the store may not be used afterwards."""
-        ...
-
-    async def ping(self) -> None:
-        """Write a probe where session requests write, read it back and remove it (readiness checks); raise
-        StoreError when the backend cannot be written or read, or gives back something else than was written."""
-        ...
+class PinStore(Protocol):
+    """Session pins: which version each session is pinned to (delivery/choice.py), and which versions pins keep."""
 
     async def claim_pin(self, key: str, sha: str, ttl: float) -> str:
         """The version a session is pinned to, pinning it to ``sha`` when it has no live pin, in one atomic step.
@@ -124,6 +113,10 @@ class StateStore(FeedbackStore, Protocol):
         """Every sha that at least one live (unexpired) pin names."""
         ...
 
+
+class ConversationStore(Protocol):
+    """Conversations: each session's turns, bounded by a quota (runtime/conversations.py)."""
+
     async def load_turns(self, session_id: str, limit: int) -> list[Turn]:
         """The last ``limit`` turns of a live conversation, oldest first; [] for an unknown or expired session or a
         ``limit`` < 1."""
@@ -144,6 +137,10 @@ class StateStore(FeedbackStore, Protocol):
         """
         ...
 
+
+class VersionStore(Protocol):
+    """Version records: what the server knows of each commit it built (delivery/reconciler.py)."""
+
     async def put_version(self, sha: str, record: Record) -> None:
         """Save (or replace) what the server knows of a commit; ``record`` must be JSON-able, reads return copies."""
         ...
@@ -152,7 +149,11 @@ class StateStore(FeedbackStore, Protocol):
         """Every saved version record, in the order they were first saved."""
         ...
 
-    async def add_event(self, event: Record, *, once: str | None = None) -> bool:
+
+class EventStore(Protocol):
+    """The deploy history (delivery/journal.py writes it, /history and the console read it)."""
+
+    async def add_event(self, event: DeployEvent, *, once: str | None = None) -> bool:
         """Append a deploy event (deployed, failed, retired, ...) to the history; past MAX_EVENTS the oldest go.
 
         With ``once``, only the first call naming that key adds its event (atomically, also across processes), so
@@ -160,15 +161,24 @@ class StateStore(FeedbackStore, Protocol):
         """
         ...
 
-    async def events(self, limit: int, *, before: int | None = None) -> list[tuple[int, Record]]:
+    async def events(self, limit: int, *, before: int | None = None) -> list[tuple[int, DeployEvent]]:
         """The last ``limit`` events, newest first, each with its number (numbers grow in the order events are added,
         from 1); with ``before``, only events numbered below it (the next page). [] for a ``limit`` < 1."""
         ...
+
+
+class DeliveryClaims(Protocol):
+    """Webhook deliveries acted on once (server/webhooks.py)."""
 
     async def claim_delivery(self, delivery_id: str, ttl: float) -> bool:
         """True for the first claim of a webhook delivery id within ``ttl`` seconds, False for a replay; atomic
         across processes sharing the backend, so each delivery is acted on once."""
         ...
+
+
+class SampleStore(Protocol):
+    """Counters in time slots, summed over a window: the canary guard's windows (delivery/guard.py), the brake on
+    guessed tokens (guardrails/brake.py) and the console's sign-outs (console/signouts.py)."""
 
     async def add_samples(self, slot: int, counts: Mapping[str, Mapping[str, int]], ttl: float) -> None:
         """Add ``counts[key][field]`` to the counters of each ``key`` in time slot ``slot`` (a whole number the caller
@@ -178,6 +188,10 @@ class StateStore(FeedbackStore, Protocol):
     async def sum_samples(self, key: str, since: int) -> dict[str, int]:
         """Each field's total over the slots of ``key`` numbered ``since`` or later; {} when there are none."""
         ...
+
+
+class AbortStore(Protocol):
+    """Canary aborts (and resumes), shared by every replica (delivery/canaries.py, delivery/guard.py)."""
 
     async def abort(self, key: str, record: Record) -> bool:
         """Mark ``key`` aborted with ``record``; True if this call did it, False if it was already (the first
@@ -192,6 +206,10 @@ class StateStore(FeedbackStore, Protocol):
         """Forget an abort; nothing happens if there is none."""
         ...
 
+
+class MessageBus(Protocol):
+    """Messages to every process on the backend: wake-ups after a webhook, console sessions revoked."""
+
     async def publish(self, message: str) -> None:
         """Send ``message`` to every process listening on this backend, this one included (processes sharing a
         SQLite file hear it within a fraction of a second: they poll a table)."""
@@ -201,6 +219,10 @@ class StateStore(FeedbackStore, Protocol):
         """The messages published on this backend from now on, in order, until the store closes."""
         ...
 
+
+class LeaseStore(Protocol):
+    """Leases: the workers' fetch leader (delivery/leader.py)."""
+
     async def lease(self, name: str, holder: str, ttl: float) -> bool:
         """Take or renew the lease ``name`` for ``holder`` for ``ttl`` seconds: True if ``holder`` holds it now,
         False while another holder's lease runs. Atomic across processes (the workers' fetch leader, leader.py)."""
@@ -208,6 +230,41 @@ class StateStore(FeedbackStore, Protocol):
 
     async def release(self, name: str, holder: str) -> None:
         """Give up the lease ``name`` if ``holder`` holds it, so another takes it at once."""
+        ...
+
+
+class StateStore(
+    FeedbackStore,
+    PinStore,
+    ConversationStore,
+    VersionStore,
+    EventStore,
+    DeliveryClaims,
+    SampleStore,
+    AbortStore,
+    MessageBus,
+    LeaseStore,
+    Protocol,
+):
+    """What the server keeps beyond its process: in memory (tests), a SQLite file (default) or Redis (replicas):
+    every role above, which one backend class implements together (a consumer types its parameter by the role it
+    uses), and the backend's own life: open, close, ping.
+
+    Every method may raise StoreError when the backend is unreachable; none raises anything else for I/O.
+    Times are seconds since the epoch from the store's clock, so tests can move time.
+    """
+
+    async def open(self) -> None:
+        """Connect and create what is missing; raises StoreError with the reason when the backend is unusable."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections; the store may not be used afterwards."""
+        ...
+
+    async def ping(self) -> None:
+        """Write a probe where session requests write, read it back and remove it (readiness checks); raise
+        StoreError when the backend cannot be written or read, or gives back something else than was written."""
         ...
 
 

@@ -21,6 +21,7 @@ from gitops_flow.stores.base import (
     drain,
     turn_bytes,
 )
+from gitops_flow.stores.events import DeployEvent
 
 _PURGE_EVERY = 1_000  # pin writes between sweeps of expired pins
 
@@ -127,7 +128,7 @@ class MemoryStore:
     async def versions(self) -> list[Record]:
         return [orjson.loads(record) for record in self._versions.values()]
 
-    async def add_event(self, event: Record, *, once: str | None = None) -> bool:
+    async def add_event(self, event: DeployEvent, *, once: str | None = None) -> bool:
         if once is not None:
             if once in self._once:
                 return False
@@ -136,7 +137,7 @@ class MemoryStore:
         self._events.append((self._event_seq, orjson.dumps(event)))
         return True
 
-    async def events(self, limit: int, *, before: int | None = None) -> list[tuple[int, Record]]:
+    async def events(self, limit: int, *, before: int | None = None) -> list[tuple[int, DeployEvent]]:
         newest_first = reversed(self._events)
         if before is not None:
             newest_first = (item for item in newest_first if item[0] < before)

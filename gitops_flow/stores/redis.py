@@ -84,6 +84,7 @@ from gitops_flow.stores.base import (
     Turn,
     drain,
 )
+from gitops_flow.stores.events import DeployEvent
 
 log = logging.getLogger("gitops_flow.stores")
 
@@ -296,13 +297,13 @@ class RedisStore:
                 order, records = await transaction.execute()
         return [orjson.loads(records[sha]) for sha in order]
 
-    async def add_event(self, event: Record, *, once: str | None = None) -> bool:
+    async def add_event(self, event: DeployEvent, *, once: str | None = None) -> bool:
         keys = [self._key(EVENTS_KEY), self._key(_EVENTS_SEQ), self._key(_EVENTS_ONCE)]
         args: list[_Arg] = [orjson.dumps(event), self._max_events, "0" if once is None else "1", once or ""]
         with self._errors("add an event"):
             return bool(await self._add_event(keys=keys, args=args))
 
-    async def events(self, limit: int, *, before: int | None = None) -> list[tuple[int, Record]]:
+    async def events(self, limit: int, *, before: int | None = None) -> list[tuple[int, DeployEvent]]:
         if limit < 1:
             return []
         keys = [self._key(EVENTS_KEY), self._key(_EVENTS_SEQ)]

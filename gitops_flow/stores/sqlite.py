@@ -28,6 +28,7 @@ from gitops_flow.stores.base import (
     ScoreBounds,
     Turn,
 )
+from gitops_flow.stores.events import DeployEvent
 from gitops_flow.stores.sqlitetx import write_transaction
 
 T = TypeVar("T")
@@ -171,10 +172,10 @@ class SqliteStore:
         rows = await self._run("read", lambda db: db.execute("SELECT record FROM versions ORDER BY seq").fetchall())
         return [orjson.loads(record) for (record,) in rows]
 
-    async def add_event(self, event: Record, *, once: str | None = None) -> bool:
+    async def add_event(self, event: DeployEvent, *, once: str | None = None) -> bool:
         return await self._run("written", partial(self._add_event, orjson.dumps(event).decode(), once))
 
-    async def events(self, limit: int, *, before: int | None = None) -> list[tuple[int, Record]]:
+    async def events(self, limit: int, *, before: int | None = None) -> list[tuple[int, DeployEvent]]:
         if limit < 1:
             return []
         query = "SELECT id, record FROM events WHERE id < ? ORDER BY id DESC LIMIT ?"

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from gitops_flow.components.breaker import Breakers
 from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.config import Settings
 from gitops_flow.console import routes as console
@@ -146,6 +147,12 @@ def create_app(
             fake_models=settings.fake_models,
             run_tests=settings.run_tests,
             build_timeout=settings.build_timeout,
+            breakers=Breakers(
+                state,
+                failures=settings.provider_breaker_failures,
+                window=settings.provider_breaker_window,
+                cooldown=settings.provider_breaker_cooldown,
+            ),
         )
         metrics = Metrics(
             live_versions=lambda: sum(1 for v in reconciler.versions if v.ready),

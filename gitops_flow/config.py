@@ -96,6 +96,22 @@ class Settings(BaseSettings):
         description="runs on the primary at once that judge a canary's mid-stream failure or slow answer (0: none)",
     )
     build_timeout: float = Field(default=30.0, gt=0, description="seconds one flow's build may take")
+    provider_breaker_failures: int = Field(
+        default=5,
+        ge=0,
+        le=10_000,
+        description="failed calls (unreachable, 5xx, timeout) to one provider endpoint, across workers and replicas, "
+        "within provider_breaker_window that open its circuit (0: no circuit breaker)",
+    )
+    provider_breaker_window: float = Field(
+        default=30.0, ge=1, le=3600, description="seconds over which a provider endpoint's failures are counted"
+    )
+    provider_breaker_cooldown: float = Field(
+        default=30.0,
+        ge=1,
+        le=3600,
+        description="seconds an open circuit refuses calls at once before one call probes the endpoint again",
+    )
     fake_models: bool = Field(default=False, description="answer every model with a fake (demos, trials)")
     analysis_interval: float = Field(default=1.0, gt=0, description="seconds between the canary guard's ticks")
     freeze_heap: bool = Field(default=True, description="gc.freeze() after each deploy")

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from gitops_flow.components.breaker import Breakers
 from gitops_flow.components.fake_answers import fake_answers
 from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.delivery.source import CommitInfo, GitSource
@@ -116,6 +117,7 @@ class VersionBuilder:
         run_tests: bool = True,
         clock: Callable[[], float] = time.time,
         build_timeout: float | None = None,
+        breakers: Breakers | None = None,
     ) -> None:
         self.source = source
         self.registry = registry
@@ -127,6 +129,7 @@ class VersionBuilder:
         self.run_tests = run_tests
         self.clock = clock
         self.build_timeout = build_timeout  # seconds one flow's build may take (Settings.build_timeout)
+        self.breakers = breakers  # the provider endpoints' circuit breakers the built models call through
         self._cache: dict[tuple[str, str], _FileResult] = {}
         self.on_validated: Callable[[], None] = lambda: None  # a flow file judged (the metrics' counter)
         self.validated = 0
@@ -195,7 +198,13 @@ class VersionBuilder:
         deadline = time.monotonic() + self.build_timeout if self.build_timeout is not None else None
         fakes = self._fakes(spec) if self.fake_models else None
         return build_flow(
-            spec, self.registry, secrets=self.secrets, history=self.history, fakes=fakes, deadline=deadline
+            spec,
+            self.registry,
+            secrets=self.secrets,
+            history=self.history,
+            fakes=fakes,
+            deadline=deadline,
+            breakers=self.breakers,
         )
 
     def forget(self, kept: Iterable[Version]) -> None:
@@ -246,6 +255,7 @@ class VersionBuilder:
                     history=self.history,
                     fakes=self._fakes(report.spec) if self.fake_models else None,
                     deadline=time.monotonic() + self.build_timeout if self.build_timeout is not None else None,
+                    breakers=self.breakers,
                 )
             except BuildError as exc:
                 where = report.origin(exc.path)  # a converted LangFlow export: the path in the export

@@ -116,7 +116,7 @@ def create_app(
 
     state = store or open_store(settings.state, data_dir=settings.data_dir)
     git = source or GitSource(
-        str(settings.repo_url), settings.data_dir / "repo", timeout=settings.fetch_timeout, auth=_git_auth(settings)
+        str(settings.repo_url), settings.data_dir / "repo", timeout=settings.fetch_timeout, auth=git_auth(settings)
     )
     components = registry or ComponentRegistry.configured(settings)
     counters, answers = beside(state, settings.state, cache_max_bytes=settings.cache_max_bytes)
@@ -338,7 +338,8 @@ async def _to_console(request: Request) -> Response:
     return RedirectResponse("/ui", 307)
 
 
-def _git_auth(settings: Settings) -> GitAuth:
+def git_auth(settings: Settings) -> GitAuth:
+    """The credentials the server fetches the repository with, from ``settings``."""
     return GitAuth(
         token=settings.git_token.get_secret_value() if settings.git_token is not None else None,
         token_file=settings.git_token_file,

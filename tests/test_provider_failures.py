@@ -11,6 +11,9 @@ its circuit breaker, shared by the workers, until a probe finds it back; a model
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,16 +35,11 @@ COOLDOWN = 2  # GITOPS_FLOW_PROVIDER_BREAKER_COOLDOWN of the shared server
 FAILURES = 3  # GITOPS_FLOW_PROVIDER_BREAKER_FAILURES of the shared server
 
 
-def model_flow(name: str, base_url: str, model: str = "openai:gpt-4o-mini", **params: Any) -> str:
-    """prompt -> ChatModel (at ``base_url``, no retries of its client's own) -> parser."""
-    llm = {
-        "model": model,
-        "base_url": base_url,
-        "api_key": {"$env": "OPENAI_API_KEY"},
-        "max_tokens": 3,
-        "max_retries": 0,
-        **params,
-    }
+def model_flow(name: str, base_url: str | None, model: str = "openai:gpt-4o-mini", **params: Any) -> str:
+    """prompt -> ChatModel (at ``base_url`` with OpenAI's key, or at its provider's own endpoint with the key it
+    reads itself; no retries of its client's own) -> parser."""
+    endpoint = {"base_url": base_url, "api_key": {"$env": "OPENAI_API_KEY"}} if base_url is not None else {}
+    llm = {"model": model, **endpoint, "max_tokens": 3, "max_retries": 0, **params}
     doc = {
         "version": 1,
         "name": name,
@@ -275,3 +273,48 @@ def test_a_canary_aborted_for_a_wrong_model_says_why(tmp_path: Path) -> None:
             [aborted] = events(server, "aborted")
             assert "ProviderRejected NotFoundError 404 model_not_found" in aborted["reason"], aborted
             assert aborted["causes"] == {"ProviderRejected NotFoundError 404 model_not_found": aborted["errors"]}
+
+
+def test_serve_refuses_to_start_while_a_flow_needs_a_provider_package_that_is_missing(tmp_path: Path) -> None:
+    remote = Remote.create(tmp_path)
+    remote.commit(
+        {
+            "flows/ok.json": model_flow("ok", None),
+            "flows/claude.json": model_flow("claude", None, "anthropic:claude-3-5-haiku-latest"),
+        },
+        "a flow on Anthropic",
+    )
+    remote.push()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GITOPS_FLOW_")}
+    command = [sys.executable, "-m", "gitops_flow", "serve", "--repo", remote.url, "--port", "0"]
+    command += ["--data-dir", str(tmp_path / "data")]
+
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+
+    assert done.returncode == 1, done.stderr
+    assert "langchain-anthropic" in done.stderr and "gitops-flow[anthropic]" in done.stderr
+    assert "needed by claude" in done.stderr and "langchain-openai" not in done.stderr
+    assert "Traceback" not in done.stderr
+
+    with serve_process(remote, tmp_path, args=["--fake-models"]) as server:  # faked models need no package
+        assert server.invoke("claude", Q).status_code == 200
+
+
+def test_validate_and_plan_say_which_provider_packages_a_flow_needs(tmp_path: Path) -> None:
+    remote = Remote.create(tmp_path)
+    remote.publish({"flows/ok.json": model_flow("ok", None)})
+    flows = remote.work / "flows"
+    (flows / "claude.json").write_text(
+        model_flow("claude", None, "anthropic:claude-3-5-haiku-latest", fallbacks=["openai:gpt-4o-mini"])
+    )
+    base = [sys.executable, "-m", "gitops_flow"]
+
+    validated = subprocess.run([*base, "validate", str(flows)], capture_output=True, text=True, cwd=remote.work)
+    planned = subprocess.run([*base, "plan", "--base", "HEAD"], capture_output=True, text=True, cwd=remote.work)
+
+    assert "provider-package" in validated.stdout, validated.stdout + validated.stderr
+    assert "langchain-anthropic" in validated.stdout and "pip install 'gitops-flow[anthropic]'" in validated.stdout
+    assert "not installed here" in validated.stdout
+    assert "claude (added)" in planned.stdout, planned.stdout + planned.stderr
+    assert "provider packages: langchain-anthropic (pip install 'gitops-flow[anthropic]')" in planned.stdout
+    assert "langchain-openai (pip install 'gitops-flow[openai]')" in planned.stdout

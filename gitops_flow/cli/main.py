@@ -519,12 +519,23 @@ def _serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     if count > 1:
         workers.check(settings)
         asyncio.run(_reach(open_store(settings.state, data_dir=settings.data_dir)))
+        _preflight(settings)
         return workers.Supervisor(settings, count).run()
     server = workers.server(settings)
     # an unusable state store is a clear error and exit 1 here, not a traceback from a failed start-up
     asyncio.run(_reach(open_store(settings.state, data_dir=settings.data_dir)))
+    _preflight(settings)
     server.run()
     return EXIT_OK if server.started else EXIT_PROBLEMS  # uvicorn has logged why it could not start
+
+
+def _preflight(settings: Settings) -> None:
+    """Refuse to start (ConfigError, exit 1) while a provider package the followed branch's flows need is missing."""
+    from gitops_flow.app import git_auth
+    from gitops_flow.components.registry import ComponentRegistry
+    from gitops_flow.delivery.preflight import check_packages
+
+    check_packages(settings, ComponentRegistry.configured(settings), git_auth(settings))
 
 
 async def _reach(store: StateStore) -> None:

@@ -172,7 +172,29 @@ def _one_model(ctx: BuildContext, provider: str, name: str, kwargs: dict[str, An
             from gitops_flow.components.breaker import guarded_client
 
             extra["http_async_client"] = guarded_client(breaker)
-    return typing.cast("Runnable[Any, Any]", init_chat_model(name, model_provider=provider, **kwargs, **extra))
+    try:
+        made = init_chat_model(name, model_provider=provider, **kwargs, **extra)
+    except Exception as exc:  # a provider's client refusing to be made (no key in reach, say): its own classes
+        if not ctx.dry_run:
+            raise BuildError(
+                f"the {provider} model could not be made: {type(exc).__name__}: {_first_line(exc)}",
+                code="build-failed",
+            ) from None
+        ctx.note(
+            "provider-not-configured",
+            f"the {provider} client of model node {ctx.node_id!r} could not be made here ({type(exc).__name__}), "
+            "so it was checked by its parameters only",
+            severity="warning",
+        )
+        from gitops_flow.components.agent import fake_tool_model
+
+        return fake_tool_model([""])
+    return typing.cast("Runnable[Any, Any]", made)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:200] if lines else ""
 
 
 class Fallback(BaseModel):

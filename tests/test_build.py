@@ -178,7 +178,7 @@ def test_a_build_never_reads_a_reference_outside_a_secret_param(params: dict[str
     [
         ({"model": "nosuchprovider:model-x"}, "bad-param"),
         ({"model": "mystery-model"}, "bad-param"),
-        ({"model": "openai:gpt-4o-mini"}, "component-unavailable"),
+        ({"model": "anthropic:claude-3-5-haiku-latest"}, "component-unavailable"),  # langchain-anthropic: not here
     ],
     ids=["unknown-provider", "uninferable-provider", "package-missing"],
 )
@@ -191,9 +191,10 @@ def test_chat_model_problems_are_build_errors(params: dict[str, Any], code: str)
 
 
 def test_a_dry_build_of_a_model_whose_package_is_missing_says_so() -> None:
-    doc = FlowSpec.model_validate(chain(CHAT[0], ("llm", "ChatModel", {"model": "openai:gpt-4o-mini"})))
+    doc = FlowSpec.model_validate(chain(CHAT[0], ("llm", "ChatModel", {"model": "anthropic:claude-3-5-haiku-latest"})))
     built = build_flow(doc, REGISTRY, dry_run=True)
     assert [n.code for n in built.notes] == ["provider-not-installed"]
+    assert "pip install 'gitops-flow[anthropic]'" in built.notes[0].message
 
 
 HISTORY_FLOW = flow(

@@ -29,6 +29,7 @@ from tests.openaiapi import Failing, OpenAIStandIn, openai_standin
 from tests.process import ServeProcess, serve_process
 from tests.served import wait_until
 from tests.test_per_flow import canary_users, events
+from tests.test_workers import workers as serving
 
 Q = {"question": "hi"}
 COOLDOWN = 2  # GITOPS_FLOW_PROVIDER_BREAKER_COOLDOWN of the shared server
@@ -265,9 +266,10 @@ def test_a_canary_aborted_for_a_wrong_model_says_why(tmp_path: Path) -> None:
             "GITOPS_FLOW_ALLOWED_BASE_URLS": f"openai={good.base_url}",
             "GITOPS_FLOW_ANALYSIS_INTERVAL": "0.1",
         }
-        with serve_process(remote, tmp_path, env=env) as server:
+        with serve_process(remote, tmp_path, env=env, args=["--log-level", "debug"]) as server:
             for user in canary_users("bot", 5):
                 assert server.invoke("bot", Q, headers={"X-Flow-User": user}).status_code == 200  # the primary's
+            assert "Traceback" in server.log_text()  # at debug, a failure's traceback is logged (its messages withheld)
 
             wait_until(lambda: len(events(server, "aborted")) == 1, what="the canary's abort")
             [aborted] = events(server, "aborted")
@@ -312,9 +314,36 @@ def test_validate_and_plan_say_which_provider_packages_a_flow_needs(tmp_path: Pa
     validated = subprocess.run([*base, "validate", str(flows)], capture_output=True, text=True, cwd=remote.work)
     planned = subprocess.run([*base, "plan", "--base", "HEAD"], capture_output=True, text=True, cwd=remote.work)
 
-    assert "provider-package" in validated.stdout, validated.stdout + validated.stderr
-    assert "langchain-anthropic" in validated.stdout and "pip install 'gitops-flow[anthropic]'" in validated.stdout
-    assert "not installed here" in validated.stdout
+    assert (
+        "needs langchain-anthropic (model provider 'anthropic'; claude): pip install 'gitops-flow[anthropic]' where it "
+        "is served (not installed here)" in validated.stdout
+    ), validated.stdout + validated.stderr
+    assert "needs langchain-openai (model provider 'openai'; claude, ok)" in validated.stdout
     assert "claude (added)" in planned.stdout, planned.stdout + planned.stderr
     assert "provider packages: langchain-anthropic (pip install 'gitops-flow[anthropic]')" in planned.stdout
     assert "langchain-openai (pip install 'gitops-flow[openai]')" in planned.stdout
+
+
+def test_an_outage_one_worker_saw_is_refused_at_once_by_the_others(tmp_path: Path) -> None:
+    with openai_standin(answer_tokens=3) as flaky:
+        remote = Remote.create(tmp_path)
+        remote.publish({"flows/flaky.json": model_flow("flaky", flaky.base_url)})
+        env = {
+            "OPENAI_API_KEY": "sk-test-standin",
+            "GITOPS_FLOW_ALLOWED_BASE_URLS": f"openai={flaky.base_url}",
+            "GITOPS_FLOW_PROVIDER_BREAKER_FAILURES": str(FAILURES),
+            "GITOPS_FLOW_PROVIDER_BREAKER_COOLDOWN": "60",
+        }
+        with serving(remote, tmp_path, 2, env=env) as w:
+            first, second = sorted(w.pids)
+            flaky.failing = Failing(500)
+            for _ in range(FAILURES):
+                assert error_of(w.answer(first, "flaky")) == (502, "provider-unavailable")
+            received = flaky.received
+
+            refused = w.answer(second, "flaky")
+
+            assert error_of(refused) == (503, "provider-circuit-open"), refused.text
+            assert flaky.received == received  # the second worker never called the provider
+            flaky.failing = None
+            assert error_of(w.answer(first, "flaky")) == (503, "provider-circuit-open")  # until the cooldown ends

@@ -19,6 +19,7 @@ import orjson
 from gitops_flow import __version__
 from gitops_flow.cli import remote as servercli
 from gitops_flow.cli import report
+from gitops_flow.components.provider_packages import ProviderPackage, needed
 from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.config import Resolved, Settings
 from gitops_flow.exceptions import ConfigError, GitOpsFlowError, SourceError, UnknownVersion, UsageError
@@ -305,7 +306,13 @@ def _validate(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     found = [p for r in reports for p in r.problems] + routing_problems
     if args.base is not None:
         found += _breaking(targets.flows, reports, args.base, registry)
-    print(report.problems(found, len(reports) + len(targets.routing), args.format), file=out)
+    packages: dict[str, tuple[ProviderPackage, list[str]]] = {}
+    for each in reports:
+        if each.spec is not None:
+            for package in needed((n.component, dict(n.params)) for n in each.spec.nodes):
+                packages.setdefault(package.distribution, (package, []))[1].append(each.spec.name)
+    needs = [packages[name] for name in sorted(packages)]
+    print(report.problems(found, len(reports) + len(targets.routing), args.format, needs), file=out)
     return EXIT_PROBLEMS if any(p.severity == "error" for p in found) else EXIT_OK
 
 

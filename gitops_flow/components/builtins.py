@@ -18,7 +18,7 @@ from gitops_flow.flow import prompts as templates
 ToolName = Literal["calculator", "current_date"]  # the agent's built-in tools (gitops_flow/components/agent.py)
 MAX_LATENCY_MS = 60_000  # FakeChatModel's latency_ms: what it waits before an answer, at most
 MAX_TOKEN_LATENCY_MS = 1_000  # and token_latency_ms, before each token (an answer waits 60 s in all at most)
-MAX_TIMEOUT = 600.0  # a model's timeout: seconds one call to its provider may take, at most
+MAX_TIMEOUT = 3600.0  # a model's timeout: seconds one call to its provider may take, at most (LangFlow's is 700)
 MAX_RETRIES = 10  # a model's max_retries: the provider client's retries of one call, at most
 MAX_FALLBACKS = 5  # a ChatModel's fallbacks: other models tried in order, at most
 

@@ -137,6 +137,8 @@ class Attempts:
         log.warning(
             "flow %s canary %s failed (%s); its primary answers", flow, choice.version.sha[:12], cause_of(failure)
         )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("flow %s canary %s failed: the traceback", flow, choice.version.sha[:12], exc_info=failure)
         again = self.clock()
         try:
             value = await first(*primary)

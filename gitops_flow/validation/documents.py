@@ -14,7 +14,6 @@ from pydantic import BaseModel, ValidationError
 
 from gitops_flow.components import credentials
 from gitops_flow.components.base import FAKEABLE
-from gitops_flow.components.provider_packages import needed
 from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.exceptions import BuildError
 from gitops_flow.flow import bounds as limits
@@ -197,36 +196,16 @@ def _check_document(data: dict[str, Any], checks: _Checks, stem: str | None, rep
     problems += _node_problems(spec, registry, checks.policy)
     problems += tweaks.problems(spec, registry)
     problems += _test_problems(spec, registry)
-    if not checks.dry_build:
-        return problems  # a server's build (no dry-build) says nothing of the packages: `serve` checked them
-    packages = _package_notices(spec)
-    if problems:
-        return problems + packages
+    if problems or not checks.dry_build:
+        return problems
     try:
         report.built = build_flow(spec, registry, dry_run=True)
     except BuildError as exc:
-        return [Problem(code=exc.code, message=str(exc), path=exc.path), *packages]
+        return [Problem(code=exc.code, message=str(exc), path=exc.path)]
     first_of_each: dict[tuple[str, str], Problem] = {}
     for note in report.built.notes:  # one note per secret, not one per node using it, in document order
         first_of_each.setdefault((note.code, note.message), note)
-    return list(first_of_each.values()) + packages
-
-
-def _package_notices(spec: FlowSpec) -> list[Problem]:
-    """A ``provider-package`` notice for each model provider package the flow needs where it is served."""
-    notices = []
-    for package in needed((node.component, dict(node.params)) for node in spec.nodes):
-        here = "installed here" if package.installed else "not installed here"
-        notices.append(
-            Problem(
-                code="provider-package",
-                message=f"this flow needs {package.distribution} (model provider {package.provider!r}) where it is "
-                f"served: {package.install_hint()} ({here})",
-                path="$.nodes",
-                severity="notice",
-            )
-        )
-    return notices
+    return list(first_of_each.values())
 
 
 def _check_export(data: dict[str, Any], checks: _Checks, stem: str | None, report: FileReport) -> list[Problem]:

@@ -73,6 +73,25 @@ def sections_flow() -> str:
     return json.dumps(doc)
 
 
+def chat_sections_flow() -> str:
+    """A chat prompt whose system message lists the documents (a section over plain strings)."""
+    messages = [["system", "Answer from:\n{{#docs}}- {{.}}\n{{/docs}}"], ["human", "{{question}}"]]
+    doc = {
+        "version": 1,
+        "name": "chat-sections",
+        "nodes": [
+            {
+                "id": "prompt",
+                "component": "ChatPromptTemplate",
+                "params": {"messages": messages, "template_format": "mustache"},
+            },
+            {"id": "text", "component": "Text"},
+        ],
+        "edges": [{"source": "prompt", "target": "text"}],
+    }
+    return json.dumps(doc)
+
+
 @dataclass
 class Providers:
     """The stand-ins of the shared server: ``good`` answers (and 404s unknown models, or 429s when told), ``down``
@@ -121,6 +140,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
                 "flows/slow.json": model_flow("slow", slow.base_url, timeout=0.5),
                 "flows/streamed.json": model_flow("streamed", good.base_url),
                 "flows/sections.json": sections_flow(),
+                "flows/chat-sections.json": chat_sections_flow(),
             },
             "flows calling providers",
         )
@@ -247,6 +267,15 @@ def test_a_mustache_section_repeats_over_a_list(served: Served) -> None:
     assert response.json()["output"] == "- Refunds take 5 days. (faq.md:3)\n- No (b.md:1)\nQ: refunds?"
 
 
+def test_a_chat_prompts_mustache_section_repeats_over_a_list(served: Served) -> None:
+    response = served.server.invoke(
+        "chat-sections", {"docs": ["Refunds take 5 days.", "Shipping is free."], "question": "q"}
+    )
+
+    assert response.status_code == 200, response.text
+    assert "Answer from:\n- Refunds take 5 days.\n- Shipping is free.\n" in response.json()["output"]
+
+
 def test_a_canary_aborted_for_a_wrong_model_says_why(tmp_path: Path) -> None:
     with openai_standin(answer_tokens=3) as good:
         good.models = frozenset({"gpt-4o-mini"})
@@ -347,3 +376,32 @@ def test_an_outage_one_worker_saw_is_refused_at_once_by_the_others(tmp_path: Pat
             assert flaky.received == received  # the second worker never called the provider
             flaky.failing = None
             assert error_of(w.answer(first, "flaky")) == (503, "provider-circuit-open")  # until the cooldown ends
+
+
+def test_timeout_retries_and_fallbacks_are_checked_with_clear_problems(tmp_path: Path) -> None:
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    bounds = model_flow("bounds", None, timeout=0, max_retries=50)
+    (flows / "bounds.json").write_text(bounds)
+    unknown = model_flow("unknown", None, fallbacks=["nosuch:model-x", "https://elsewhere.example/v1"])
+    (flows / "unknown.json").write_text(unknown)
+    elsewhere = model_flow(
+        "elsewhere", None, fallbacks=[{"model": "openai:gpt-4o", "base_url": "https://evil.example/v1"}]
+    )
+    (flows / "elsewhere.json").write_text(elsewhere)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GITOPS_FLOW_")}
+
+    done = subprocess.run(
+        [sys.executable, "-m", "gitops_flow", "validate", "--format", "json", str(flows)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+
+    found = {(p["file"].rsplit("/", 1)[-1], p["code"], p["path"]) for p in json.loads(done.stdout)["problems"]}
+    assert done.returncode == 1
+    assert ("bounds.json", "bad-param", "$.nodes[1].params.timeout") in found, found
+    assert ("unknown.json", "bad-param", "$.nodes[1].params.fallbacks[0]") in found, found
+    assert ("elsewhere.json", "base-url-not-allowed", "$.nodes[1].params.fallbacks[0].base_url") in found, found
+    messages = " ".join(p["message"] for p in json.loads(done.stdout)["problems"])
+    assert "unknown model provider 'nosuch'" in messages

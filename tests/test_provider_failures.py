@@ -175,6 +175,8 @@ def test_a_stopped_provider_is_502_with_retry_after_and_one_log_line_without_a_t
     assert len(lines) == 1, lines  # and the access log's line
     assert "ProviderUnavailable APIConnectionError" in lines[0]
     assert "Traceback" not in server.log_text()
+    metrics = server.client.get("/metrics").text
+    assert 'gitops_flow_failed_runs_total{cause="ProviderUnavailable",flow="down"' in metrics
 
 
 def test_a_model_the_provider_does_not_know_is_500_naming_the_error(served: Served) -> None:

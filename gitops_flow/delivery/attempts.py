@@ -134,6 +134,7 @@ class Attempts:
             raise Failed(choice, failure, seconds) from None
         assert choice.guard is not None, "only a canary has a primary"
         self.metrics.observe(flow, choice.version.sha, choice.ref, False, seconds)  # the canary's attempt ends here
+        self.metrics.failed(flow, choice.version.sha, choice.ref, cause_of(failure))
         log.warning(
             "flow %s canary %s failed (%s); its primary answers", flow, choice.version.sha[:12], cause_of(failure)
         )
@@ -157,6 +158,8 @@ class Attempts:
         primary in the background; None: it cannot be run again, and the outcome counts as it is). ``cause`` names
         why a run failed (provider_errors.cause_of): a canary aborted for its failures says the commonest."""
         self.metrics.observe(flow, choice.version.sha, choice.ref, ok, seconds)
+        if not ok and cause is not None:
+            self.metrics.failed(flow, choice.version.sha, choice.ref, cause)
         key = choice.guard
         if key is None:
             return

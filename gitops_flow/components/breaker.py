@@ -86,7 +86,8 @@ class Breaker:
         if now < self._open_until:
             return self._open_until - now
         if self._open_until:  # the cooldown is over: half-open
-            if await self._generation_now() != self._generation:  # another process's probe closed it
+            opened_in = self._generation
+            if await self._generation_now() != opened_in:  # another process's probe closed it
                 self._close()
                 return None
             if await self._safely(self.store.lease(self._key + ":probe", self._holder, self.cooldown), True):

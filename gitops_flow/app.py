@@ -42,6 +42,7 @@ from gitops_flow.exceptions import (
     NoReadyVersion,
     NotServable,
     PinsDisabled,
+    ProviderError,
     StoreError,
     TurnTooLarge,
     UnknownFlow,
@@ -64,7 +65,7 @@ from gitops_flow.runtime.tweaks import Tweaker
 from gitops_flow.security.redaction import userinfo_secret
 from gitops_flow.security.references import RedactSecrets, Scrubber
 from gitops_flow.security.repo_credentials import GitAuth
-from gitops_flow.server import endpoints, langflow_api, langserve_api, openapi, views
+from gitops_flow.server import endpoints, failures, langflow_api, langserve_api, openapi, views
 from gitops_flow.server import webhooks as receivers
 from gitops_flow.server.edge import RequestError, error_response
 from gitops_flow.server.endpoints import Deps
@@ -487,6 +488,9 @@ async def _domain_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, Limited):  # its own wait, in whole seconds (at least one)
         wait = {"retry-after": str(max(1, math.ceil(exc.retry_after)))}
         return error_response(429, exc.code, str(exc), wait)
+    if isinstance(exc, ProviderError):  # a model provider's failure outside a run's own handling: as a run's
+        status, code, headers = failures.status_of(exc)
+        return error_response(status, code, str(exc), headers or None)
     if isinstance(exc, StoreError):  # its text names a file or a host: the log has it, the client a plain sentence
         log.warning("state store failed on %s: %s", request.url.path, exc)
         wait = {"retry-after": str(RETRY_AFTER_SECONDS)}

@@ -407,3 +407,11 @@ def test_timeout_retries_and_fallbacks_are_checked_with_clear_problems(tmp_path:
     assert ("elsewhere.json", "base-url-not-allowed", "$.nodes[1].params.fallbacks[0].base_url") in found, found
     messages = " ".join(p["message"] for p in json.loads(done.stdout)["problems"])
     assert "unknown model provider 'nosuch'" in messages
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["run", "run-streamed"])
+def test_langflows_run_api_answers_a_providers_failure_with_its_status(served: Served, stream: bool) -> None:
+    response = served.server.client.post("/api/v1/run/wrong", json={"input_value": "hi", "stream": stream})
+
+    assert error_of(response) == (500, "provider-rejected"), response.text
+    assert "NotFoundError" in response.json()["error"]["message"]

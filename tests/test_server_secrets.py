@@ -322,9 +322,11 @@ def test_no_secret_value_appears_in_any_answer_the_log_or_the_state(tmp_path: Pa
     components.write_text(COMPONENTS)
     webhook_secret = ENVIRONMENT["GITOPS_FLOW_WEBHOOK_SECRET"].encode()
     answers: list[httpx.Response] = []
-    # exception messages logged as raised (by default they are withheld): the scrubber alone keeps the key out
+    # exception messages logged as raised (by default they are withheld), and a failed run's traceback (logged at
+    # debug): the scrubber alone keeps the key out
     env = {**ENVIRONMENT, "GITOPS_FLOW_LOG_REQUEST_TEXT": "true"}
-    with serve_process(remote, tmp_path, env=env, args=["--components", str(components)]) as server:
+    args = ["--components", str(components), "--log-level", "debug"]
+    with serve_process(remote, tmp_path, env=env, args=args) as server:
         client = server.client
         attacks = {
             "reveal": reveal_flow(),
@@ -414,10 +416,11 @@ def test_a_failing_flow_that_quotes_its_secret_leaks_it_nowhere(
     registry = registry_with(
         Component("Leaky", leaky, "transform", "fails quoting its key", secrets=frozenset({"api_key"}))
     )
-    # exception messages logged as raised (by default they are withheld): the scrubber alone keeps the key out
+    # exception messages logged as raised (by default they are withheld), and a failed run's traceback (logged at
+    # debug): the scrubber alone keeps the key out
     config = settings(remote, tmp_path, allowed_secrets=("UPSTREAM_KEY",), log_request_text=True)
     app = create_app(config, store=MemoryStore(), registry=registry, secrets={"UPSTREAM_KEY": secret})
-    with caplog.at_level(logging.INFO), TestClient(app) as client:
+    with caplog.at_level(logging.DEBUG), TestClient(app) as client:
         server = Served(client, remote, app)
         server.wait_ready()
         response = server.invoke("leaky", "hello")

@@ -211,7 +211,7 @@ class Fallback(BaseModel):
     max_tokens: int | None = None
 
 
-_ENDPOINT = ("base_url", "api_key")  # what a fallback of another provider never takes from the node
+_ENDPOINT = ("base_url", "api_key", "model_kwargs")  # what a fallback of another provider never takes from the node
 
 
 def _chat_model_check(params: Mapping[str, Any]) -> list[ParamIssue]:

@@ -13,7 +13,6 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gitops_flow.components.provider_errors import translated
 from gitops_flow.config import Settings
 from gitops_flow.delivery.attempts import Attempts, Failed, Run, Start, drained
 from gitops_flow.delivery.choice import Ask, Chooser, Inputs
@@ -300,7 +299,7 @@ async def open_stream(
         opened = Opened(choice, _nothing(), time.perf_counter(), None)
         opened.failure = exc
     except Failed as failed:
-        if translated(failed.cause) is not None:
+        if failures.of_provider(failed.cause):
             said = failures.reported(flow, run_id, failed.cause)
             deps.attempts.ended(flow, failed.choice, False, failed.seconds, None, cause=said.cause)
             raise RequestError(said.status, said.code, said.message, said.headers) from None

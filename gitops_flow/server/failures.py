@@ -59,6 +59,11 @@ def status_of(exc: ProviderError) -> tuple[int, str, dict[str, str]]:
     return status, code, {"retry-after": str(max(1, math.ceil(wait)))}
 
 
+def of_provider(exc: BaseException) -> bool:
+    """Whether ``exc`` is a model provider's failure (answered with its own status)."""
+    return translated(exc) is not None
+
+
 def failure(exc: BaseException, run_id: uuid.UUID) -> Failure:
     """What a run that raised ``exc`` answers (see the module's docstring)."""
     found = translated(exc)

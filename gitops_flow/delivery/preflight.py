@@ -34,7 +34,10 @@ def check_packages(settings: Settings, registry: ComponentRegistry, auth: GitAut
     branch cannot be read yet (logged)."""
     if settings.fake_models or settings.repo_url is None:
         return
-    source = GitSource(str(settings.repo_url), settings.data_dir / "repo", timeout=settings.fetch_timeout, auth=auth)
+    # one attempt: a remote that does not answer delays the start by one fetch_timeout at most
+    source = GitSource(
+        str(settings.repo_url), settings.data_dir / "repo", timeout=settings.fetch_timeout, attempts=1, auth=auth
+    )
     try:
         missing = asyncio.run(_missing(source, settings.branch, registry))
     except GitOpsFlowError as exc:

@@ -30,13 +30,14 @@ from gitops_flow.exceptions import (
     NoReadyVersion,
     NotServable,
     PinsDisabled,
+    ProviderError,
     StoreError,
     TurnTooLarge,
     UnknownFlow,
 )
 from gitops_flow.observability.telemetry.middleware import RequestMiddleware
 from gitops_flow.observability.telemetry.tracing import Tracing
-from gitops_flow.server import endpoints, experiments_api, langflow_api, langserve_api, openapi, views
+from gitops_flow.server import endpoints, experiments_api, failures, langflow_api, langserve_api, openapi, views
 from gitops_flow.server import webhooks as receivers
 from gitops_flow.server.edge import RequestError, error_response
 from gitops_flow.stores.base import StateStore
@@ -165,6 +166,9 @@ async def _domain_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, Limited):  # its own wait, in whole seconds (at least one)
         wait = {"retry-after": str(max(1, math.ceil(exc.retry_after)))}
         return error_response(429, exc.code, str(exc), wait)
+    if isinstance(exc, ProviderError):  # a model provider's failure outside a run's own handling: as a run's
+        status, code, headers = failures.status_of(exc)
+        return error_response(status, code, str(exc), headers or None)
     if isinstance(exc, StoreError):  # its text names a file or a host: the log has it, the client a plain sentence
         log.warning("state store failed on %s: %s", request.url.path, exc)
         wait = {"retry-after": str(RETRY_AFTER_SECONDS)}

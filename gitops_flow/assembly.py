@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from gitops_flow.components.breaker import Breakers
 from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.config import Settings
 from gitops_flow.console.auth import REVOKE, Sessions
@@ -90,7 +91,7 @@ class Server:
         self.scrubber = scrubber = Scrubber({**readable, **_own_secrets(settings), **(private or {})})
         self.store = state = store or open_store(settings.state, data_dir=settings.data_dir)
         self.source = git = source or GitSource(
-            str(settings.repo_url), settings.data_dir / "repo", timeout=settings.fetch_timeout, auth=_git_auth(settings)
+            str(settings.repo_url), settings.data_dir / "repo", timeout=settings.fetch_timeout, auth=git_auth(settings)
         )
         self.registry = components = registry or ComponentRegistry.configured(settings)
         counters, answers = beside(state, settings.state, cache_max_bytes=settings.cache_max_bytes)
@@ -113,6 +114,12 @@ class Server:
                 budget=settings.test_budget,
                 memory_mb=settings.test_memory_mb,
                 processes=settings.test_processes,
+            ),
+            breakers=Breakers(
+                state,
+                failures=settings.provider_breaker_failures,
+                window=settings.provider_breaker_window,
+                cooldown=settings.provider_breaker_cooldown,
             ),
         )
         self.builder = builder
@@ -269,7 +276,8 @@ def route_rows(table: RoutingTable) -> list[RouteRow]:
     return rows
 
 
-def _git_auth(settings: Settings) -> GitAuth:
+def git_auth(settings: Settings) -> GitAuth:
+    """The credentials the server fetches the repository with, from ``settings``."""
     return GitAuth(
         token=settings.git_token.get_secret_value() if settings.git_token is not None else None,
         token_file=settings.git_token_file,

@@ -103,6 +103,22 @@ class Settings(BaseSettings):
         default=2048, ge=256, le=1024 * 1024, description="address space of the process running one flow's tests"
     )
     test_processes: int = Field(default=2, ge=1, le=64, description="flows built and tested at once (processes)")
+    provider_breaker_failures: int = Field(
+        default=5,
+        ge=0,
+        le=10_000,
+        description="failed calls (unreachable, 5xx, timeout) to one provider endpoint, across workers and replicas, "
+        "within provider_breaker_window that open its circuit (0: no circuit breaker)",
+    )
+    provider_breaker_window: float = Field(
+        default=30.0, ge=1, le=3600, description="seconds over which a provider endpoint's failures are counted"
+    )
+    provider_breaker_cooldown: float = Field(
+        default=30.0,
+        ge=1,
+        le=3600,
+        description="seconds an open circuit refuses calls at once before one call probes the endpoint again",
+    )
     fake_models: bool = Field(default=False, description="answer every model with a fake (demos, trials)")
     analysis_interval: float = Field(default=1.0, gt=0, description="seconds between the canary guard's ticks")
     freeze_heap: bool = Field(default=True, description="gc.freeze() after each deploy")

@@ -19,6 +19,12 @@
     ├── HostError    (retryable)    an outbound call (the Git host's API, a notification receiver) did not succeed
     │   ├── HostUnavailable (retryable)  unreachable, timed out, 5xx, rate limited: trying later may work
     │   └── HostRejected            the host refused the request (401, 403, 404, 422): retrying won't help
+    ├── ProviderError               a model provider's call failed (components/provider_errors.py translates them)
+    │   ├── ProviderUnavailable (retryable)  unreachable, or it failed (5xx): trying later may work
+    │   │   ├── ProviderTimeout (retryable)  it did not answer in the model's ``timeout``
+    │   │   └── CircuitOpen (retryable)      its endpoint failed so often lately that calls are refused for now
+    │   ├── ProviderRateLimited (retryable)  it limited the rate (429); ``retry_after`` is its own
+    │   └── ProviderRejected        it refused the request the flow made (unknown model, bad params)
     └── LookupFailed                something named by a request does not exist
         ├── UnknownFlow
         ├── UnknownVersion
@@ -152,6 +158,58 @@ class HostRejected(HostError):
     """The host answered that the request is wrong or not allowed (a bad token, no access, invalid fields)."""
 
     retryable = False
+
+
+class ProviderError(GitOpsFlowError):
+    """A model provider's call failed. ``provider`` names the provider (``openai``, ``anthropic``, or the client
+    library's name when it cannot be told), ``kind`` the client library's class of the error (``APIConnectionError``,
+    ``NotFoundError``), ``status`` the provider's HTTP status when it answered and ``code`` its error code
+    (``model_not_found``) when it is a plain identifier; the message never quotes the provider's answer or the
+    request (either may hold what a user wrote)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        kind: str,
+        status: int | None = None,
+        retry_after: float | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.kind = kind
+        self.status = status
+        self.retry_after = retry_after
+        self.code = code
+
+
+class ProviderUnavailable(ProviderError):
+    """The provider could not be reached, or it failed (5xx); ``retry_after`` is how long it asked to wait, if it
+    said."""
+
+    retryable = True
+
+
+class ProviderTimeout(ProviderUnavailable):
+    """The provider did not answer within the model's ``timeout`` (its retries included)."""
+
+
+class CircuitOpen(ProviderUnavailable):
+    """The provider's endpoint failed so often lately that calls to it are refused at once, without trying, until
+    ``retry_after`` seconds have passed (components/breaker.py)."""
+
+
+class ProviderRateLimited(ProviderError):
+    """The provider limited the rate (429); ``retry_after`` is the wait it asked for, when it said."""
+
+    retryable = True
+
+
+class ProviderRejected(ProviderError):
+    """The provider refused the request the flow made (an unknown model, a bad parameter, a key it does not take):
+    the flow at this version is wrong for the provider, and retrying won't help."""
 
 
 class LookupFailed(GitOpsFlowError):

@@ -39,7 +39,8 @@ CONFINED: dict[str, set[str]] = {
     "prometheus_client": {"observability.metrics"},
     "limits": {"guardrails.memory", "guardrails.redis"},
     "opentelemetry": {"observability.telemetry.tracing"},
-    "httpx": {"githost.http"},
+    # the Git host's API; model providers' transport (the circuit breaker) and the errors of their clients
+    "httpx": {"githost.http", "components.breaker", "components.provider_errors"},
     "re2": {"flow.regexes"},  # authors' regular expressions run on RE2 (linear time), never on Python's re
 }
 

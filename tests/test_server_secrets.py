@@ -323,9 +323,11 @@ def test_no_secret_value_appears_in_any_answer_the_log_or_the_state(tmp_path: Pa
     components.write_text(COMPONENTS)
     webhook_secret = ENVIRONMENT["GITOPS_FLOW_WEBHOOK_SECRET"].encode()
     answers: list[httpx.Response] = []
-    # exception messages logged as raised (by default they are withheld): the scrubber alone keeps the key out
+    # exception messages logged as raised (by default they are withheld), and a failed run's traceback (logged at
+    # debug): the scrubber alone keeps the key out
     env = {**ENVIRONMENT, "GITOPS_FLOW_LOG_REQUEST_TEXT": "true"}
-    with serve_process(remote, tmp_path, env=env, args=["--components", str(components)]) as server:
+    args = ["--components", str(components), "--log-level", "debug"]
+    with serve_process(remote, tmp_path, env=env, args=args) as server:
         client = server.client
         attacks = {
             "reveal": reveal_flow(),
@@ -415,11 +417,12 @@ def test_a_failing_flow_that_quotes_its_secret_leaks_it_nowhere(
     registry = registry_with(
         Component("Leaky", leaky, "transform", "fails quoting its key", secrets=frozenset({"api_key"}))
     )
-    # exception messages logged as raised (by default they are withheld): the scrubber alone keeps the key out
+    # exception messages logged as raised (by default they are withheld), and a failed run's traceback (logged at
+    # debug): the scrubber alone keeps the key out
     config = settings(remote, tmp_path, allowed_secrets=("UPSTREAM_KEY",), log_request_text=True)
     app = create_app(config, store=MemoryStore(), registry=registry, secrets={"UPSTREAM_KEY": secret})
     filters = process.log_filters(config, app.state.server.scrubber)  # what `serve` puts on the process's logs
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.DEBUG):
         process.add_log_filters(filters)  # caplog's handler is configured now: it gets them too
         try:
             with TestClient(app) as client:

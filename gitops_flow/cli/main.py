@@ -19,6 +19,7 @@ import orjson
 from gitops_flow import __version__
 from gitops_flow.cli import remote as servercli
 from gitops_flow.cli import report
+from gitops_flow.components.provider_packages import ProviderPackage, needed
 from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.config import Resolved, Settings
 from gitops_flow.exceptions import ConfigError, GitOpsFlowError, SourceError, UnknownVersion, UsageError
@@ -313,7 +314,13 @@ def _validate(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     found = [p for r in reports for p in r.problems] + routing_problems
     if args.base is not None:
         found += _breaking(targets.flows, reports, args.base, registry)
-    print(report.problems(found, len(reports) + len(targets.routing), args.format), file=out)
+    packages: dict[str, tuple[ProviderPackage, list[str]]] = {}
+    for each in reports:
+        if each.spec is not None:
+            for package in needed((n.component, dict(n.params)) for n in each.spec.nodes):
+                packages.setdefault(package.distribution, (package, []))[1].append(each.spec.name)
+    needs = [packages[name] for name in sorted(packages)]
+    print(report.problems(found, len(reports) + len(targets.routing), args.format, needs), file=out)
     return EXIT_PROBLEMS if any(p.severity == "error" for p in found) else EXIT_OK
 
 
@@ -533,12 +540,23 @@ def _serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     if count > 1:
         workers.check(settings)
         asyncio.run(_reach(open_store(settings.state, data_dir=settings.data_dir)))
+        _preflight(settings)
         return workers.Supervisor(settings, count).run()
     server = workers.server(settings)
     # an unusable state store is a clear error and exit 1 here, not a traceback from a failed start-up
     asyncio.run(_reach(open_store(settings.state, data_dir=settings.data_dir)))
+    _preflight(settings)
     server.run()
     return EXIT_OK if server.started else EXIT_PROBLEMS  # uvicorn has logged why it could not start
+
+
+def _preflight(settings: Settings) -> None:
+    """Refuse to start (ConfigError, exit 1) while a provider package the followed branch's flows need is missing."""
+    from gitops_flow.assembly import git_auth
+    from gitops_flow.components.registry import ComponentRegistry
+    from gitops_flow.delivery.preflight import check_packages
+
+    check_packages(settings, ComponentRegistry.configured(settings), git_auth(settings))
 
 
 async def _reach(store: StateStore) -> None:

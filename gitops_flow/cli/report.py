@@ -7,6 +7,7 @@ from typing import Literal
 
 import orjson
 
+from gitops_flow.components.provider_packages import ProviderPackage
 from gitops_flow.problems import Problem
 from gitops_flow.runtime.flow_tests import CaseResult
 
@@ -14,20 +15,43 @@ Format = Literal["text", "json", "github"]
 FORMATS: tuple[Format, ...] = ("text", "json", "github")
 
 
-def problems(found: Sequence[Problem], files: int, fmt: Format) -> str:
-    """The whole output of `gitops-flow validate`."""
+def problems(
+    found: Sequence[Problem], files: int, fmt: Format, packages: Sequence[tuple[ProviderPackage, list[str]]] = ()
+) -> str:
+    """The whole output of `gitops-flow validate`; ``packages``: the model provider packages the flows need where
+    they are served, each with the flows that need it."""
     errors = sum(p.severity == "error" for p in found)
     warnings = sum(p.severity == "warning" for p in found)
     summary = (
         f"{files} file{'s' if files != 1 else ''} checked: {_count(errors, 'error')}, {_count(warnings, 'warning')}"
     )
+    needs = [
+        f"needs {package.distribution} (model provider {package.provider!r}; {', '.join(flows)}): "
+        f"{package.install_hint()} where it is served ({'installed' if package.installed else 'not installed'} here)"
+        for package, flows in packages
+    ]
     if fmt == "json":
-        body = {"files": files, "errors": errors, "warnings": warnings, "problems": [p.as_dict() for p in found]}
+        body = {
+            "files": files,
+            "errors": errors,
+            "warnings": warnings,
+            "problems": [p.as_dict() for p in found],
+            "packages": [
+                {
+                    "package": package.distribution,
+                    "provider": package.provider,
+                    "install": package.install_hint(),
+                    "installed": package.installed,
+                    "flows": flows,
+                }
+                for package, flows in packages
+            ],
+        }
         return orjson.dumps(body, option=orjson.OPT_INDENT_2).decode()
     if fmt == "github":
         lines = [annotation(p.severity, p.file, p.line, f"{p.code}", f"{p.path}: {p.message}") for p in found]
-        return "\n".join([*lines, summary])
-    return "\n".join([*(p.describe() for p in found), summary])
+        return "\n".join([*lines, *needs, summary])
+    return "\n".join([*(p.describe() for p in found), *needs, summary])
 
 
 def results(found: Sequence[CaseResult], invalid: Sequence[Problem], files: dict[str, str], fmt: Format) -> str:

@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from gitops_flow.components.breaker import Breakers
 from gitops_flow.components.fake_answers import fake_answers
 from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.delivery.source import CommitInfo, GitSource
@@ -136,6 +137,7 @@ class VersionBuilder:
         clock: Callable[[], float] = time.time,
         build_timeout: float | None = None,
         sandbox: TestSandbox | None = None,
+        breakers: Breakers | None = None,
     ) -> None:
         self.source = source
         self.registry = registry
@@ -148,6 +150,7 @@ class VersionBuilder:
         self.clock = clock
         self.build_timeout = build_timeout  # seconds one flow's build may take (Settings.build_timeout)
         self.sandbox = sandbox or TestSandbox(registry)  # where flows' tests run: a child process each, bounded
+        self.breakers = breakers  # the provider endpoints' circuit breakers the built models call through
         self._cache: dict[tuple[str, str], _FileResult] = {}
         # flows being tested in the test pool, by (file name, blob); their results move to the cache when a build
         # takes them; ``_awaited``: those a version went out without (their verdict calls ``on_verdict``)
@@ -242,7 +245,13 @@ class VersionBuilder:
         deadline = time.monotonic() + self.build_timeout if self.build_timeout is not None else None
         fakes = self._fakes(spec) if self.fake_models else None
         return build_flow(
-            spec, self.registry, secrets=self.secrets, history=self.history, fakes=fakes, deadline=deadline
+            spec,
+            self.registry,
+            secrets=self.secrets,
+            history=self.history,
+            fakes=fakes,
+            deadline=deadline,
+            breakers=self.breakers,
         )
 
     def close(self) -> None:
@@ -367,6 +376,7 @@ class VersionBuilder:
                     history=self.history,
                     fakes=self._fakes(report.spec) if self.fake_models else None,
                     deadline=time.monotonic() + self.build_timeout if self.build_timeout is not None else None,
+                    breakers=self.breakers,
                 )
             except BuildError as exc:
                 where = report.origin(exc.path)  # a converted LangFlow export: the path in the export

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from gitops_flow.components import provider_packages
+from gitops_flow.components.provider_packages import ProviderPackage
 from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.delivery.source import files_at, read_at
 from gitops_flow.flow.locations import LineIndex
@@ -55,6 +57,7 @@ class FlowPlan:
     new_secrets: tuple[str, ...] = ()
     contract: tuple[ContractChange, ...] = ()
     tests: tuple[int, int] = (0, 0)  # cases passed, failed
+    packages: tuple[ProviderPackage, ...] = ()  # the model provider packages the flow needs where it is served
 
     @property
     def breaking(self) -> bool:
@@ -73,6 +76,15 @@ class FlowPlan:
             "contract": [c.as_dict() for c in self.contract],
             "breaking": self.breaking,
             "tests": {"passed": self.tests[0], "failed": self.tests[1]},
+            "packages": [
+                {
+                    "package": p.distribution,
+                    "provider": p.provider,
+                    "install": p.install_hint(),
+                    "installed": p.installed,
+                }
+                for p in self.packages
+            ],
         }
 
 
@@ -202,6 +214,9 @@ class _Judge:
             tuple(n for n in needed if n not in known),
             self._contract(report, old_report, new) if old_report is not None else (),
             (passed, failed),
+            tuple(provider_packages.needed((n.component, dict(n.params)) for n in report.spec.nodes))
+            if report.spec is not None
+            else (),
         )
 
     def _validate(self, raw: bytes, shown: str, stem: str) -> FileReport:

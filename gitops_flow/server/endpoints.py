@@ -32,7 +32,7 @@ from gitops_flow.observability.telemetry.runs import Telemetry, run_extras
 from gitops_flow.runtime.compiler import BuiltFlow, runnable_config
 from gitops_flow.runtime.conversations import UNSAVED, UNSAVED_KEY, MissingSession, WithHistory
 from gitops_flow.runtime.executor import Executor
-from gitops_flow.server import sse
+from gitops_flow.server import failures, sse
 from gitops_flow.server.edge import RequestError, dumps, json_object, json_response, read_json, request_config
 from gitops_flow.stores.base import StateStore
 
@@ -139,7 +139,8 @@ def run_config(config: dict[str, Any], flow: str, choice: Choice, run_id: uuid.U
 async def run_flow(deps: Deps, flow: str, choice: Choice, built: BuiltFlow, run_id: uuid.UUID, run: Run) -> Any:
     """Run a flow and count its outcome (attempts.py: a canary that fails is retried on its primary, one that is slow
     is judged against it); returns (the choice that answered, the result). The flow's own failures become 422 (a
-    missing session) or 500 with the run id, never a traceback."""
+    missing session), a model provider's the status it is (failures.py), anything else 500 with the run id, never a
+    traceback."""
 
     async def timed(chosen: Choice, on: BuiltFlow) -> tuple[Any, float]:
         async with deps.telemetry.run(flow, chosen.version.sha, chosen.ref, on.spec):
@@ -151,9 +152,9 @@ async def run_flow(deps: Deps, flow: str, choice: Choice, built: BuiltFlow, run_
     except MissingSession as exc:
         raise RequestError(422, "missing-session", str(exc)) from None
     except Failed as failed:
-        log.error("flow %s run %s failed: %s", flow, run_id, type(failed.cause).__name__, exc_info=failed.cause)
-        deps.attempts.ended(flow, failed.choice, False, failed.seconds, None)
-        raise RequestError(500, "flow-failed", f"the flow failed while running (run {run_id})") from None
+        said = failures.reported(flow, run_id, failed.cause)
+        deps.attempts.ended(flow, failed.choice, False, failed.seconds, None, cause=said.cause)
+        raise RequestError(said.status, said.code, said.message, said.headers) from None
     deps.attempts.ended(flow, answered, True, seconds, run)
     return answered, result
 
@@ -299,10 +300,14 @@ class Opened:
             await close()
 
 
-async def open_stream(deps: Deps, flow: str, choice: Choice, built: BuiltFlow, start: Start) -> Opened:
+async def open_stream(
+    deps: Deps, flow: str, choice: Choice, built: BuiltFlow, start: Start, run_id: uuid.UUID
+) -> Opened:
     """Start ``flow``'s stream on ``choice`` and wait for its first chunk; a canary that fails first is replaced by
-    its primary when the primary's stream starts (attempts.py). A failure that no fallback mends is left in
-    ``failure`` for the caller to report in the stream (MissingSession included)."""
+    its primary when the primary's stream starts (attempts.py). A model provider's failure before the first chunk is
+    answered as the status it is, with its Retry-After (RequestError: nothing of the stream has gone out yet); any
+    other failure that no fallback mends is left in ``failure`` for the caller to report in the stream
+    (MissingSession included)."""
 
     async def first(chosen: Choice, on: BuiltFlow) -> Opened:
         opened = Opened(chosen, _observed(deps, flow, chosen, on, start), time.perf_counter(), drained(start))
@@ -319,6 +324,10 @@ async def open_stream(deps: Deps, flow: str, choice: Choice, built: BuiltFlow, s
         opened = Opened(choice, _nothing(), time.perf_counter(), None)
         opened.failure = exc
     except Failed as failed:
+        if failures.of_provider(failed.cause):
+            said = failures.reported(flow, run_id, failed.cause)
+            deps.attempts.ended(flow, failed.choice, False, failed.seconds, None, cause=said.cause)
+            raise RequestError(said.status, said.code, said.message, said.headers) from None
         opened = Opened(failed.choice, _nothing(), time.perf_counter() - failed.seconds, None)
         opened.failure = failed.cause
     return opened
@@ -407,7 +416,7 @@ async def stream(request: Request) -> Response:
         run = run_config(call.config, name, chosen, run_id)
         return deps.executor.runner(built).astream(call.payload["input"], run)
 
-    opened = await open_stream(deps, name, call.choice, call.flow, start)
+    opened = await open_stream(deps, name, call.choice, call.flow, start, run_id)
     if opened.failure is None:
         note_answer(request, name, opened.choice, run_id, call.configurable)
     metadata = _sse("metadata", {"run_id": str(run_id), **version_metadata(opened.choice)})
@@ -457,7 +466,8 @@ async def streamed(
     deps: Deps, flow: str, opened: Opened, run_id: uuid.UUID, form: StreamForm
 ) -> AsyncGenerator[bytes, None]:
     """The frames of an opened stream, in ``form``: a chunk's frame each, then the end; a failure of the flow is an
-    error event (a missing session 422, anything else 500, counted against the version and logged with the run id).
+    error event (a missing session 422, a model provider's failure its status (failures.py), anything else 500,
+    counted against the version and logged with the run id).
     A client that goes away ends it where it waits (sse.EventStream): neither a success nor a failure of the version."""
     served = opened.choice
     yield form.started()
@@ -470,9 +480,9 @@ async def streamed(
         yield form.failed(422, str(exc))
         return
     except Exception as exc:
-        deps.attempts.ended(flow, served, False, time.perf_counter() - opened.started, opened.again)
-        log.error("flow %s run %s failed: %s", flow, run_id, type(exc).__name__, exc_info=exc)
-        yield form.failed(500, f"the flow failed while running (run {run_id})")
+        said = failures.reported(flow, run_id, exc)
+        deps.attempts.ended(flow, served, False, time.perf_counter() - opened.started, opened.again, cause=said.cause)
+        yield form.failed(said.status, said.message)
         return
     finally:
         await opened.close()  # at once, also when the client went away while a frame was being sent

@@ -287,7 +287,7 @@ async def run(request: Request) -> Response:
         return chunks()
 
     if streaming:
-        opened = await open_stream(deps, name, choice, flow, start)
+        opened = await open_stream(deps, name, choice, flow, start, run_id)
         form = LangFlowEvents(opened.choice.version.flows[name], body, session)
         return event_stream(deps, opened, streamed(deps, name, opened, run_id, form), ping=KEEP_ALIVE)
 

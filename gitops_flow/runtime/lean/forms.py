@@ -25,6 +25,7 @@ from langchain_core.runnables.utils import accepts_config, accepts_run_manager
 
 from gitops_flow.components import langchain_internals as internals
 from gitops_flow.components.model_calls import LeanModel, leanable, standard
+from gitops_flow.components.sectioned_prompts import SECTIONED
 
 CONFIG_KEYS = ("configurable", "tags", "metadata", "callbacks", "recursion_limit")  # what a node's runnable gets
 
@@ -253,7 +254,7 @@ def form_of(runnable: Runnable[Any, Any]) -> Form:
     kind = type(runnable)
     if kind is RunnablePassthrough and runnable.func is None and runnable.afunc is None:  # type: ignore[attr-defined]
         return Passthrough(runnable)
-    if kind in (PromptTemplate, ChatPromptTemplate):
+    if kind in (PromptTemplate, ChatPromptTemplate, *SECTIONED):
         return Prompt(runnable)
     if kind is StrOutputParser:
         return Text(runnable)

@@ -9,9 +9,10 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # --- install: the wheel and its dependencies into a virtual environment (wheels only: no compiler is needed) ---
 FROM ${PYTHON_IMAGE} AS install
-ARG EXTRAS=redis
+ARG EXTRAS=redis,openai,anthropic
 COPY dist/ /tmp/dist/
-# one wheel in dist/ (the version the workflow just built); the redis extra: several replicas share Redis
+# one wheel in dist/ (the version the workflow just built); extras: redis (replicas share it) and the model providers
+# the image serves (serve refuses to start while a flow needs a provider package that is missing): --build-arg EXTRAS=...
 RUN python3 -m venv /opt/gitops-flow \
     && set -- /tmp/dist/gitops_flow-*-py3-none-any.whl \
     && test "$#" -eq 1 -a -f "$1" \

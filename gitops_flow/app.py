@@ -39,6 +39,7 @@ from gitops_flow.exceptions import (
     Limited,
     LookupFailed,
     NoReadyVersion,
+    NothingServable,
     NotServable,
     PinsDisabled,
     StoreError,
@@ -82,6 +83,7 @@ _STATUS: tuple[tuple[type[GitOpsFlowError], int, str], ...] = (
     (PinsDisabled, 403, "pins-disabled"),
     (Busy, 503, "busy"),
     (NoReadyVersion, 503, "not-ready"),
+    (NothingServable, 503, "nothing-servable"),
     (NotServable, 404, "version-not-servable"),
     (UnknownFlow, 404, "unknown-flow"),
     (LookupFailed, 404, "unknown-version"),
@@ -114,9 +116,7 @@ def create_app(
     scrubber = Scrubber({**readable, **_own_secrets(settings), **(private or {})})
 
     state = store or open_store(settings.state, data_dir=settings.data_dir)
-    git = source or GitSource(
-        str(settings.repo_url), settings.data_dir / "repo", timeout=settings.fetch_timeout, auth=_git_auth(settings)
-    )
+    git = source or git_source(settings)
     components = registry or ComponentRegistry.configured(settings)
     counters, answers = beside(state, settings.state, cache_max_bytes=settings.cache_max_bytes)
 
@@ -329,6 +329,16 @@ def route_rows(table: RoutingTable) -> list[RouteRow]:
 
 async def _to_console(request: Request) -> Response:
     return RedirectResponse("/ui", 307)
+
+
+def git_source(settings: Settings) -> GitSource:
+    """The clone of the settings' repository in their data folder, with their credentials (as the server fetches it);
+    raises ConfigError for a credential that cannot be used."""
+    if settings.repo_url is None:
+        raise ConfigError("the server needs a repository: --repo URL_OR_PATH or GITOPS_FLOW_REPO")
+    return GitSource(
+        str(settings.repo_url), settings.data_dir / "repo", timeout=settings.fetch_timeout, auth=_git_auth(settings)
+    )
 
 
 def _git_auth(settings: Settings) -> GitAuth:

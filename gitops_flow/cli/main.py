@@ -29,7 +29,6 @@ from gitops_flow.langflow.convert import slug
 from gitops_flow.problems import Problem
 from gitops_flow.runtime.flow_tests import CaseResult, run_flow_tests
 from gitops_flow.security.redaction import carries_credentials, redact
-from gitops_flow.stores.base import StateStore
 from gitops_flow.validation.documents import (
     MAX_EXPORT_BYTES,
     FileReport,
@@ -500,8 +499,8 @@ def _init(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
 
 
 def _serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    from gitops_flow.cli import workers  # the server's imports are paid by `serve` only, not by every `validate` in CI
-    from gitops_flow.stores import open_store
+    from gitops_flow.cli import preflight, workers  # the server's imports are paid by `serve` only, not by `validate`
+    from gitops_flow.observability.telemetry import logs
 
     if args.repo is not None and carries_credentials(args.repo):
         raise UsageError(
@@ -515,25 +514,24 @@ def _serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
             " --workers 1, or a state they share (the default SQLite file, or redis://)"
         )
     # the app is made before anything else (a wrong setting is refused before any file is made); with several
-    # workers, once here too, so what is wrong is said once, before any worker starts
+    # workers, once here too, so what is wrong is said once, before any worker starts. Then what would leave the
+    # server running unready is refused at once (preflight.py): the state store, the repository and its branch,
+    # and the port, each with its reason and fix on stderr and exit status 1.
+    logs.configure(settings.log_format, settings.log_level)
     if count > 1:
         workers.check(settings)
-        asyncio.run(_reach(open_store(settings.state, data_dir=settings.data_dir)))
+    else:
+        server = workers.server(settings)
+    asyncio.run(preflight.check_store(settings))
+    asyncio.run(preflight.check_source(settings))
+    if count > 1:
         return workers.Supervisor(settings, count).run()
-    server = workers.server(settings)
-    # an unusable state store is a clear error and exit 1 here, not a traceback from a failed start-up
-    asyncio.run(_reach(open_store(settings.state, data_dir=settings.data_dir)))
-    server.run()
-    return EXIT_OK if server.started else EXIT_PROBLEMS  # uvicorn has logged why it could not start
-
-
-async def _reach(store: StateStore) -> None:
-    """Open the store once and close it again: raises StoreError, with the reason, when it cannot be used."""
-    await store.open()
+    sock = workers.bind(settings)
     try:
-        await store.ping()
+        server.run(sockets=[sock])
     finally:
-        await store.close()
+        sock.close()
+    return EXIT_OK if server.started else EXIT_PROBLEMS  # uvicorn has logged why it could not start
 
 
 def _show_settings(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:

@@ -216,7 +216,7 @@ def _alerts(table: RoutingTable, status: SourceState, flows: Sequence[FlowRow], 
             where = f": {problem_line(first)}" if first else ""
             more = f" (and {len(row.problems) - 1} more)" if len(row.problems) > 1 else ""
             found.append(Alert("error", f"{row.summary}{where}{more}", row.name))
-        elif row.state == "missing":
+        elif row.state in ("missing", "unserved"):  # unserved: its requests are answered 503 nothing-servable
             found.append(Alert("error", row.summary, row.name))
         for ref in row.refs:
             if ref.state == "aborted":

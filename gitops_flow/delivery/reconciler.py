@@ -35,6 +35,7 @@ from gitops_flow.delivery.routing_table import Choice, RoutingTable
 from gitops_flow.delivery.source import CommitInfo, GitSource, Refs
 from gitops_flow.delivery.versions import Version
 from gitops_flow.exceptions import SourceError, StoreError, UnknownVersion
+from gitops_flow.problems import Problem
 from gitops_flow.stores.base import Record, StateStore
 
 MAX_CARRY_DEPTH = 20  # ancestors built to find a failed flow's last good build when the server has not seen them
@@ -72,6 +73,19 @@ class SourceStatus:
     last_error: str | None = None
     trigger: str | None = None
     building: str | None = None  # the commit being built now, for the console
+
+
+MAX_LOGGED_PROBLEMS = 20  # per flow or commit; the rest are counted, and /versions lists them all
+
+
+def _log_problems(problems: Iterable[Problem]) -> None:
+    """One log line per problem: where it is, its code and what is wrong (so the log names each problem)."""
+    found = list(problems)
+    for problem in found[:MAX_LOGGED_PROBLEMS]:
+        place = f"{problem.file}:{problem.line}" if problem.line else problem.file or problem.path
+        log.warning("  %s %s: %s", place, problem.code, problem.message)
+    if len(found) > MAX_LOGGED_PROBLEMS:
+        log.warning("  and %d more problems (GET /versions lists them)", len(found) - MAX_LOGGED_PROBLEMS)
 
 
 class Reconciler:
@@ -336,6 +350,7 @@ class Reconciler:
         failed, with its problems and the version it keeps serving."""
         if version.status == "failed":
             log.warning("failed %s %s: %d problems", version.sha[:12], version.summary, len(version.problems))
+            _log_problems(version.problems)
             problems = [p.as_dict() for p in version.problems]
             await self.history.record("failed", version.sha, trigger, problems=problems)
             return
@@ -345,6 +360,7 @@ class Reconciler:
                 problems = [p.as_dict() for p in version.failed[name]]
                 serving = version.carried.get(name)
                 log.warning("failed %s at %s: %d problems", name, version.sha[:12], len(problems))
+                _log_problems(version.failed[name])
                 once = f"failed:{version.sha}:{name}"
                 await self.history.record(
                     "failed", version.sha, trigger, once=once, flow=name, problems=problems, serving=serving
@@ -361,6 +377,11 @@ class Reconciler:
             log.info("rolled back %s %s to the content of %s (%s)", head[:12], version.summary, same_as[:12], trigger)
             await self.history.record("rolled-back", head, trigger, restores=same_as, **extra)
             return
+        if version.failed and not version.served():
+            log.error(
+                "not ready: every flow failed at %s %s and none has a good build to serve", head[:12], version.summary
+            )
+            return  # nothing of it serves: it was not deployed (its failures were recorded above)
         log.info("deployed %s %s (%s)", head[:12], version.summary, trigger)
         await self.history.record("deployed", head, trigger, **extra)
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from gitops_flow.delivery.versions import Version
-from gitops_flow.exceptions import NoReadyVersion, NotServable
+from gitops_flow.exceptions import NoReadyVersion, NothingServable
 from gitops_flow.flow.routing import DEFAULT_ROUTE, Analysis, RouteTarget, RoutingConfig
 
 DEFAULT_SESSION_TTL = RoutingConfig().session_ttl
@@ -124,9 +124,16 @@ class _Plan:
             return Target(named, ref, sha, weight, state, serving=serving)
         if (flow, version.blobs.get(flow)) in self.yanked_builds:  # a later commit serving a yanked commit's build
             return Target(named, ref, sha, weight, "yanked", serving=serving)
-        guard = analysis_key(flow, ref, version.blobs.get(flow, serving)) if guarded else None
-        state = "aborted" if guard is not None and guard in self.aborted else "live"
-        return Target(named, ref, sha, weight, state, guard, serving, version)
+        key = analysis_key(flow, ref, version.blobs.get(flow, serving))
+        # an abort holds the ref's build wherever the ref sits in the route (a routing change that makes the
+        # aborted canary the first ref does not bring it back: only a resume does)
+        state = "aborted" if key in self.aborted else "live"
+        return Target(named, ref, sha, weight, state, key if guarded else None, serving, version)
+
+    def stopped(self, flow: str, version: Version) -> bool:
+        """Whether ``version``'s build of ``flow`` was aborted as a canary on any ref."""
+        content = version.blobs.get(flow, version.sha)
+        return any(f == flow and c == content for f, _, c in map(split_key, self.aborted))
 
     def route(self, flow: str, routing: RoutingConfig | None) -> Route:
         configured = routing.routes if routing is not None else {}
@@ -140,8 +147,11 @@ class _Plan:
             sha = self.head.sha if ref == self.branch else self.refs.get(ref)
             targets.append(self.target(flow, entry.ref, ref, sha, entry.weight, guarded and index > 0))
         live = [t for t in targets if t.state == "live" and t.weight > 0]
-        if not live:  # no file, no route, or none of its refs can serve: the branch head serves it all
+        if not live:  # no file, no route, or none of its refs can serve: the branch head serves it all, unless its
+            # build is one aborted as a canary (on any ref): then nothing serves (503), never the stopped build
             fallback = self.target(flow, self.branch, self.branch, self.head.sha, 100.0, False)
+            if fallback.version is not None and self.stopped(flow, fallback.version):
+                fallback = replace(fallback, state="aborted")
             shown = tuple(targets) or (fallback,)
             return Route(name, shown, ((1.0, fallback),) if fallback.state == "live" else ())
         total = sum(t.weight for t in live)
@@ -243,14 +253,15 @@ class RoutingTable:
     def default(self, flow: str, *, user: str | None = None, rand: Callable[[], float] = random.random) -> Choice:
         """The version a request without a pin gets: a draw over its route's live refs, at the user's sticky point
         when there is a user (and ``sticky: user``), else at random. A flow no commit has ever had gets the head,
-        whose lack of the flow the caller reports; a flow that exists but has no good build is NotServable."""
+        whose lack of the flow the caller reports; a flow no ref of whose route can serve (each aborted, yanked,
+        failed or missing, and the branch head's build too) is NothingServable."""
         if self.head is None:
             raise NoReadyVersion("no good version is loaded yet")
         route = self.routes.get(flow)
         if route is None:
             return Choice(self.head, self.branch)
         if not route.live:
-            raise NotServable(self.why_not_served(flow))
+            raise NothingServable(self.why_not_served(flow))
         if len(route.live) == 1:
             target = route.live[0][1]
         else:
@@ -267,7 +278,14 @@ class RoutingTable:
             at = self.versions.get(failed[0].sha)
             if at is not None:
                 return failure_text(at, flow)
-        if route is not None and any(t.state == "yanked" for t in route.targets):
+        states = {t.state for t in route.targets} if route is not None else set()
+        if states == {"yanked"}:
+            return f"every version of flow {flow!r} that a ref serves was yanked"
+        if "aborted" in states:
+            others = ", ".join(f"{t.named} {t.state}" for t in route.targets if t.state != "aborted") if route else ""
+            rest = f"; {others}" if others else ""
+            return f"no ref of flow {flow!r} can serve: its canary was aborted (an operator resumes it){rest}"
+        if "yanked" in states:
             return f"every version of flow {flow!r} that a ref serves was yanked"
         return f"no ref serves flow {flow!r}"
 
@@ -284,6 +302,9 @@ class RoutingTable:
             primary = route.primary if route is not None and live[0].guard else None
             return Choice(version, live[0].ref, live[0].guard, primary)
         if any(t.state == "aborted" for t in matches):
+            return None
+        aborted = frozenset(split_key(k)[2] for k in self.aborted if split_key(k)[0] == flow)
+        if version.blobs.get(flow, sha) in aborted:  # the build of a canary aborted since, under any ref
             return None
         return Choice(version, self.ref_of(sha))
 

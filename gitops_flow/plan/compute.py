@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gitops_flow.components.registry import ComponentRegistry
-from gitops_flow.delivery.source import files_at, read_at
+from gitops_flow.delivery.source import Refs, files_at, read_at, refs_at
 from gitops_flow.flow.locations import LineIndex
 from gitops_flow.flow.routing import ROUTING_FILE, RoutingConfig
 from gitops_flow.plan.diff import Change, FlowDiff, flow_diff, routing_diff, secrets
@@ -139,7 +139,50 @@ def make_plan(
     if any(p.severity == "error" for p in routing_problems):
         plans = [_blocked(p) for p in plans]
     changes = routing_diff(old_routing, new_routing) if old_routing_raw != new_routing_raw else []
+    if new_routing is not None and not any(p.severity == "error" for p in routing_problems):
+        names = sorted({p.name for p in plans if p.status != "removed"})
+        routing_problems = [*routing_problems, *route_warnings(new_routing, refs_at(root), names)]
     return Plan(base, new_dir, tuple(plans), tuple(changes), tuple(routing_problems))
+
+
+def route_warnings(routing: RoutingConfig, refs: Refs, flows: list[str]) -> list[Problem]:
+    """Warnings for the routes this routing file leaves with nothing servable as Git stands: each ref a tag that does
+    not exist or whose commit the file yanks, or weighted 0 (``route-unservable``); or whose first ref is such, so
+    that only guarded canaries serve (``route-canary-only``: a canary the server has aborted then leaves the route
+    nothing, and its requests get 503 nothing-servable). A branch is taken as servable: merging moves it."""
+    found: list[Problem] = []
+    for name, entries in sorted(routing.routes.items()):
+        flow = name if name in flows else None
+        states = [(entry, _ref_state(routing, refs, flow, entry.ref)) for entry in entries]
+        said = ", ".join(f"{e.ref} {state}" for e, state in states if state != "servable")
+        servable = [e.ref for e, state in states if state == "servable" and e.weight > 0]
+        if not servable:
+            text = (
+                f"route {name!r}: no ref it names can serve after this change ({said or 'every weight is 0'}); the"
+                " branch head serves alone, and if its build is yanked or an aborted canary's, requests get 503"
+                " nothing-servable"
+            )
+            found.append(Problem("route-unservable", text, f"$.routes.{name}", ROUTING_FILE, severity="warning"))
+        elif routing.analysis is not None and states and states[0][1] != "servable":
+            text = (
+                f"route {name!r}: its first ref {entries[0].ref!r} is {states[0][1]}, so only its canaries"
+                f" ({', '.join(servable)}) serve; if the server has aborted one, nothing serves the route (503"
+                " nothing-servable) until an operator resumes it"
+            )
+            found.append(Problem("route-canary-only", text, f"$.routes.{name}", ROUTING_FILE, severity="warning"))
+    return found
+
+
+def _ref_state(routing: RoutingConfig, refs: Refs, flow: str | None, ref: str) -> str:
+    if ref in refs.branches and (flow is None or f"{flow}/{ref}" not in refs.tags):
+        return "servable"
+    sha = refs.tags.get(f"{flow}/{ref}") if flow is not None else None
+    sha = sha or refs.tags.get(ref)
+    if sha is None:
+        return "missing (no such tag or branch)"
+    if routing.is_yanked(sha):
+        return f"yanked (its commit {sha[:12]})"
+    return "servable"
 
 
 def _routing(raw: bytes | None) -> RoutingConfig | None:

@@ -103,7 +103,7 @@ def markdown(plan: Plan) -> str:
     if plan.routing or plan.routing_problems:
         lines += ["#### Routing (`gitops-flow.yaml`)", ""]
         lines += [f"- {_change(c)}" for c in plan.routing]
-        lines += [f"- ❌ {_problem(p)}" for p in plan.routing_problems]
+        lines += [f"- {'❌' if p.severity == 'error' else '⚠️'} {_problem(p)}" for p in plan.routing_problems]
         lines.append("")
     out = "\n".join(lines).rstrip() + "\n"
     if len(out) > MAX_CHARS:

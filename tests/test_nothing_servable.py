@@ -81,3 +81,17 @@ def test_the_plan_warns_of_a_yank_that_leaves_a_route_only_its_canary(remote: Re
     out = io.StringIO()
     assert main(["plan", str(remote.work), "--base", "main"], environ={}, out=out) == 0
     assert "route-unservable" in out.getvalue() and "stable yanked" in out.getvalue()
+
+
+def test_validate_with_a_base_warns_of_a_route_left_with_nothing_servable(remote: Remote) -> None:
+    good = remote.publish({"flows/hello.json": echo_flow("hello", "good"), "gitops-flow.yaml": _routing()})
+    remote.tag("stable", good)
+    (remote.work / "gitops-flow.yaml").write_text(
+        yaml.safe_dump({"routes": {"default": [{"ref": "stable", "weight": 100}]}, "yanked": [good]})
+    )
+    out = io.StringIO()
+    assert main(["validate", str(remote.work), "--base", "main"], environ={}, out=out) == 0  # a warning, not an error
+    assert "route-unservable" in out.getvalue() and "no ref it names can serve after this change" in out.getvalue()
+    out = io.StringIO()
+    assert main(["validate", str(remote.work)], environ={}, out=out) == 0
+    assert "route-unservable" not in out.getvalue()  # without --base, validate reads no Git

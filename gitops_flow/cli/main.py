@@ -304,8 +304,29 @@ def _validate(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     found = [p for r in reports for p in r.problems] + routing_problems
     if args.base is not None:
         found += _breaking(targets.flows, reports, args.base, registry)
+        names = [r.spec.name for r in reports if r.spec is not None]
+        found += _unservable(targets.routing, names)
     print(report.problems(found, len(reports) + len(targets.routing), args.format), file=out)
     return EXIT_PROBLEMS if any(p.severity == "error" for p in found) else EXIT_OK
+
+
+def _unservable(paths: Sequence[Path], names: list[str]) -> list[Problem]:
+    """The plan's warnings for routes a routing file leaves with nothing servable as the repository's refs stand
+    (plan/compute.route_warnings); nothing for a file outside a Git working tree or that does not validate."""
+    from gitops_flow.delivery.source import refs_at  # GitPython is paid for by --base only
+    from gitops_flow.plan.compute import route_warnings
+
+    found: list[Problem] = []
+    for path in paths:
+        config, problems = validate_routing_bytes(path.read_bytes(), file=str(path), flow_names=names)
+        if config is None or any(p.severity == "error" for p in problems):
+            continue
+        try:
+            refs = refs_at(path.parent)
+        except SourceError:
+            continue
+        found += route_warnings(config, refs, names, file=str(path))
+    return found
 
 
 def _breaking(

@@ -145,7 +145,7 @@ def make_plan(
     return Plan(base, new_dir, tuple(plans), tuple(changes), tuple(routing_problems))
 
 
-def route_warnings(routing: RoutingConfig, refs: Refs, flows: list[str]) -> list[Problem]:
+def route_warnings(routing: RoutingConfig, refs: Refs, flows: list[str], *, file: str = ROUTING_FILE) -> list[Problem]:
     """Warnings for the routes this routing file leaves with nothing servable as Git stands: each ref a tag that does
     not exist or whose commit the file yanks, or weighted 0 (``route-unservable``); or whose first ref is such, so
     that only guarded canaries serve (``route-canary-only``: a canary the server has aborted then leaves the route
@@ -162,14 +162,14 @@ def route_warnings(routing: RoutingConfig, refs: Refs, flows: list[str]) -> list
                 " branch head serves alone, and if its build is yanked or an aborted canary's, requests get 503"
                 " nothing-servable"
             )
-            found.append(Problem("route-unservable", text, f"$.routes.{name}", ROUTING_FILE, severity="warning"))
+            found.append(Problem("route-unservable", text, f"$.routes.{name}", file, severity="warning"))
         elif routing.analysis is not None and states and states[0][1] != "servable":
             text = (
                 f"route {name!r}: its first ref {entries[0].ref!r} is {states[0][1]}, so only its canaries"
                 f" ({', '.join(servable)}) serve; if the server has aborted one, nothing serves the route (503"
                 " nothing-servable) until an operator resumes it"
             )
-            found.append(Problem("route-canary-only", text, f"$.routes.{name}", ROUTING_FILE, severity="warning"))
+            found.append(Problem("route-canary-only", text, f"$.routes.{name}", file, severity="warning"))
     return found
 
 

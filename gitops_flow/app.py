@@ -238,6 +238,7 @@ def create_app(
         feedback.start()
         tasks = [
             asyncio.create_task(app.state.console.feed.run(), name="console feed"),
+            asyncio.create_task(app.state.console.traffic.run(), name="shared traffic"),
             asyncio.create_task(reconciler.run(), name="reconciler"),
             asyncio.create_task(_guard(guard, reconciler, settings.analysis_interval), name="canary guard"),
             asyncio.create_task(

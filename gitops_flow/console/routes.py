@@ -72,6 +72,7 @@ def overview_body(view: Overview, pending: int) -> dict[str, Any]:
             "building": view.building,
         },
         "window_seconds": view.window,
+        "traffic": {"window_seconds": view.window, "processes": view.processes, "replicas": view.replicas},
         "alerts": [{"level": a.level, "text": a.text, "flow": a.flow} for a in view.alerts],
         "pending": pending,
         "flows": [
@@ -92,6 +93,7 @@ def overview_body(view: Overview, pending: int) -> dict[str, Any]:
                         "weight": r.weight,
                         "state": r.state,
                         "canary": r.canary,
+                        "abortable": r.abortable,
                         "share": r.share,
                         "reason": r.reason,
                         "stopped_by": r.stopped_by,

@@ -90,3 +90,19 @@ def test_abort_is_offered_only_where_the_canary_serves_another_build(two: tuple[
         hello = admin.get("/ui/flows/hello").text
         echo = admin.get("/ui/flows/echo").text
     assert "Abort canary" in echo and "Abort canary" not in hello
+
+
+def test_the_flow_page_charts_the_last_hour_of_every_worker(two: tuple[Workers, str, str]) -> None:
+    w, stable, canary = two
+    for n in range(4):
+        assert w.answer(n % 2, **{"X-Flow-User": f"charted-{n}"}).status_code == 200
+    with w.only(1) as http:
+        page = http.get("/ui/flows/echo").text
+    assert page.count('<svg xmlns="http://www.w3.org/2000/svg" class="chart"') == 3
+    for title in ("requests a minute", "errors a minute", "p99, ms"):
+        assert f'aria-label="{title}, the last hour"' in page
+    assert "<polyline" in page or "<circle" in page
+    legend = page[page.index('id="charts"') :]
+    assert f'<span class="sha">{stable[:12]}</span> stable' in legend
+    assert f'<span class="sha">{canary[:12]}</span> main' in legend
+    assert 'src="http' not in page and 'href="http' not in page.replace(w.server.url, "")  # no CDN

@@ -77,7 +77,7 @@ class Pages:
             rate=rate,
             problem=problem_line,
             coverage=lambda view: coverage_text(view.window, view.processes, view.replicas),
-            svg=lambda text: Markup(text),  # noqa: S704 - only drawing.py's output, which escapes every text it holds
+            svg=lambda text: Markup(text),  # noqa: S704 - only drawing.py and charts.py output, which escape every text
         )
         self.env.globals["asset"] = self.asset
 

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
+from gitops_flow.console import charts
 from gitops_flow.console.access import ConsoleError, Viewer, console, context, may_read, page, viewer
 from gitops_flow.console.actions import abort, fetch_now, login, login_form, logout, resume
 from gitops_flow.console.feed import Full
@@ -155,7 +156,13 @@ async def flow_page_view(request: Request, who: Viewer) -> Response:
         )
     except BadChoice as exc:
         raise ConsoleError(400, str(exc)) from None
-    return desk.pages.render("flow.html", context(request, who, page=found, view=view))
+    try:
+        _, series = await desk.traffic.history(name)
+        drawn = charts.draw(series)
+    except StoreError as exc:
+        log.warning("console: %s", exc)  # the reason (a file, a host) is for the log only
+        drawn = charts.Charts((), ())
+    return desk.pages.render("flow.html", context(request, who, page=found, view=view, charts=drawn))
 
 
 def _sha(value: str | None) -> str | None:

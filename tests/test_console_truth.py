@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from gitops_flow.cli import main as cli
 from tests.gitrepo import Remote
+from tests.process import serve_process
 from tests.served import echo_flow, wait_until
 from tests.test_console_http import sign_in
+from tests.test_per_flow import CANARY, canary_users, events, failing_at_run_time
 from tests.test_replicas import routing
 from tests.test_workers import Workers, workers
 
@@ -106,3 +110,22 @@ def test_the_flow_page_charts_the_last_hour_of_every_worker(two: tuple[Workers, 
     assert f'<span class="sha">{stable[:12]}</span> stable' in legend
     assert f'<span class="sha">{canary[:12]}</span> main' in legend
     assert 'src="http' not in page and 'href="http' not in page.replace(w.server.url, "")  # no CDN
+
+
+def test_a_guards_abort_names_the_error_class_that_caused_it(remote: Remote, tmp_path: Path) -> None:
+    """With the primary fallback (the default), each failed canary request is answered by stable and counted against
+    the canary with its error's class; the abort's reason, its event and the console's row name it."""
+    stable = remote.publish({"flows/alpha.json": echo_flow("alpha"), "gitops-flow.yaml": yaml.safe_dump(CANARY)})
+    remote.tag("stable", stable)
+    remote.push_tags()
+    remote.publish({"flows/alpha.json": failing_at_run_time("alpha")}, "alpha breaks")
+    with serve_process(remote, tmp_path, env={"GITOPS_FLOW_ANALYSIS_INTERVAL": "0.1"}) as server:
+        for user in canary_users("alpha", 6):
+            assert server.invoke("alpha", {"question": "hi"}, headers={"X-Flow-User": user}).status_code == 200
+        wait_until(lambda: len(events(server, "aborted")) == 1, what="the abort")
+        [event] = events(server, "aborted")
+        assert event["error_class"] == "OutputParserException"
+        assert event["reason"].endswith("; mostly OutputParserException")
+        [row] = [f for f in server.client.get("/ui/overview.json").json()["flows"] if f["name"] == "alpha"]
+        main = next(r for r in row["refs"] if r["ref"] == "main")
+        assert main["state"] == "aborted" and "mostly OutputParserException" in main["reason"]

@@ -112,7 +112,7 @@ class Attempts:
     def refused(self, choice: Choice) -> None:
         """A canary refused an input its primary accepts (its input contract broke): counted against it."""
         assert choice.guard is not None, "only a canary is refused in favour of its primary"
-        self.guard.record(choice.guard, False, 0.0)
+        self.guard.record(choice.guard, False, 0.0, "BadInput")  # the canary refused what its primary accepts
 
     async def attempt(
         self, flow: str, choice: Choice, built: BuiltFlow, first: Callable[[Choice, BuiltFlow], Awaitable[T]]
@@ -143,13 +143,16 @@ class Attempts:
             raise
         except Exception as exc:  # every version fails on it: the caller's input, counted against nobody
             raise Failed(primary[0], exc, self.clock() - again) from None
-        self.guard.record(choice.guard, False, seconds)  # the primary did what the canary failed to do
+        self.guard.record(choice.guard, False, seconds, type(failure).__name__)  # the primary did what it could not
         return primary[0], value
 
-    def ended(self, flow: str, choice: Choice, ok: bool, seconds: float, again: Run | None) -> None:
-        """A request's run on ``choice`` is over (``ok`` or not, after ``seconds``): counted, and for a canary that
-        failed or was slower than the budget, judged against its primary by ``again`` (the same input run on the
-        primary in the background; None: it cannot be run again, and the outcome counts as it is)."""
+    def ended(
+        self, flow: str, choice: Choice, ok: bool, seconds: float, again: Run | None, error: str | None = None
+    ) -> None:
+        """A request's run on ``choice`` is over (``ok`` or not, after ``seconds``; ``error``: the class of what it
+        raised): counted, and for a canary that failed or was slower than the budget, judged against its primary by
+        ``again`` (the same input run on the primary in the background; None: it cannot be run again, and the
+        outcome counts as it is)."""
         self.metrics.observe(flow, choice.version.sha, choice.ref, ok, seconds)
         key = choice.guard
         if key is None:
@@ -158,20 +161,27 @@ class Attempts:
         slow = analysis is not None and seconds * 1000.0 > analysis.max_p99_ms
         primary = self.primary(choice, flow) if again is not None and (slow or not ok) else None
         if primary is None or again is None:
-            self.guard.record(key, ok, seconds)
+            self.guard.record(key, ok, seconds, error)
             return
         if len(self._running) >= self.verifications:
             log.warning("flow %s canary %s: no room to judge a run against its primary; not counted", flow, key)
             if ok:
                 self.guard.record(key, True, None)
             return
-        judged = self._judge(flow, key, ok, seconds, primary, again)
+        judged = self._judge(flow, key, ok, seconds, primary, again, error)
         task = asyncio.get_running_loop().create_task(judged, context=contextvars.Context())  # not the request's
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
     async def _judge(
-        self, flow: str, key: str, ok: bool, seconds: float, primary: tuple[Choice, BuiltFlow], again: Run
+        self,
+        flow: str,
+        key: str,
+        ok: bool,
+        seconds: float,
+        primary: tuple[Choice, BuiltFlow],
+        again: Run,
+        error: str | None = None,
     ) -> None:
         chosen, built = primary
         started = self.clock()
@@ -185,7 +195,7 @@ class Attempts:
         took = self.clock() - started
         if not ok:
             if primary_ok:
-                self.guard.record(key, False, seconds)  # the canary failed where the primary did not
+                self.guard.record(key, False, seconds, error)  # the canary failed where the primary did not
             return
         slower = primary_ok and seconds > took * SLOWER
         self.guard.record(key, True, seconds if slower else None)

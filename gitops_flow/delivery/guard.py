@@ -16,9 +16,10 @@ p99 is known to within 10 % however many requests there were.
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gitops_flow.delivery.routing_table import RESUMED_PREFIX, RoutingTable, stopped
 from gitops_flow.exceptions import StoreError
@@ -27,7 +28,9 @@ from gitops_flow.stores.base import Record, StateStore
 
 SLOT_SECONDS = 1.0
 _GROWTH = 1.1  # each latency bucket's upper bound is 10 % above the one before
-_REQUESTS, _ERRORS, _BUCKET = "n", "err", "b"
+_REQUESTS, _ERRORS, _BUCKET, _CLASS = "n", "err", "b", "x"
+_CLASS_NAME = re.compile(r"[^A-Za-z0-9_.]")
+MAX_CLASS_NAME = 80  # characters of an error class's name kept
 
 
 def bucket(milliseconds: float) -> int:
@@ -47,6 +50,12 @@ class Window:
     requests: int
     errors: int
     p99_ms: float | None
+    classes: Mapping[str, int] = field(default_factory=dict)  # failures by the error class that caused them
+
+    @property
+    def error_class(self) -> str | None:
+        """The error class of most of the window's failures (None without a named one)."""
+        return max(sorted(self.classes), key=lambda name: self.classes[name]) if self.classes else None
 
     @classmethod
     def of(cls, counts: Mapping[str, int]) -> Window:
@@ -58,7 +67,8 @@ class Window:
             if needed and seen >= needed:
                 p99 = bucket_bound(index)
                 break
-        return cls(requests, counts.get(_ERRORS, 0), p99)
+        classes = {k[len(_CLASS) :]: n for k, n in counts.items() if k.startswith(_CLASS) and n > 0}
+        return cls(requests, counts.get(_ERRORS, 0), p99, classes)
 
     @property
     def error_rate(self) -> float:
@@ -82,6 +92,8 @@ class Window:
             "errors": self.errors,
             "error_rate": round(self.error_rate, 4),
             "p99_ms": None if self.p99_ms is None else round(self.p99_ms, 1),
+            "error_class": self.error_class,
+            "error_classes": dict(sorted(self.classes.items(), key=lambda item: -item[1])[:5]),
         }
 
 
@@ -93,13 +105,17 @@ class Guard:
         self.clock = clock
         self._pending: dict[str, dict[str, int]] = {}
 
-    def record(self, key: str, ok: bool, seconds: float | None) -> None:
+    def record(self, key: str, ok: bool, seconds: float | None, error: str | None = None) -> None:
         """Count one request of the canary ``key`` (cheap: memory only, on the request path); ``seconds`` None: its
-        latency is not the canary's to answer for (attempts.py), and only the request counts."""
+        latency is not the canary's to answer for (attempts.py), and only the request counts. ``error`` names the
+        class of a failure's exception, so an abort says what broke (only its name: never its message)."""
         counts = self._pending.setdefault(key, {})
         counts[_REQUESTS] = counts.get(_REQUESTS, 0) + 1
         if not ok:
             counts[_ERRORS] = counts.get(_ERRORS, 0) + 1
+            if error:
+                name = _CLASS + _CLASS_NAME.sub("", error)[:MAX_CLASS_NAME]
+                counts[name] = counts.get(name, 0) + 1
         if seconds is not None:
             slot = f"{_BUCKET}{bucket(seconds * 1000.0)}"
             counts[slot] = counts.get(slot, 0) + 1
@@ -129,6 +145,8 @@ class Guard:
                 start = since if resumed is None else max(since, int(float(resumed["since"]) // SLOT_SECONDS) + 1)
                 seen = Window.of(await self.store.sum_samples(key, start))
                 reason = seen.verdict(analysis)
+                if reason is not None and seen.error_class is not None and seen.errors:
+                    reason += f"; mostly {seen.error_class}"
                 if reason is not None:
                     record = {**seen.figures(), "reason": reason, "window_s": window, "time": self.clock()}
                     if await self.store.abort(key, record):
@@ -138,5 +156,5 @@ class Guard:
     def _merge_back(self, pending: Mapping[str, Mapping[str, int]]) -> None:
         for key, counts in pending.items():
             kept = self._pending.setdefault(key, {})
-            for field, n in counts.items():
-                kept[field] = kept.get(field, 0) + n
+            for name, n in counts.items():
+                kept[name] = kept.get(name, 0) + n

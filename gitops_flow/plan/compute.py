@@ -17,7 +17,7 @@ from typing import Any, Literal
 from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.delivery.source import Refs, files_at, read_at, refs_at
 from gitops_flow.flow.locations import LineIndex
-from gitops_flow.flow.routing import ROUTING_FILE, RoutingConfig
+from gitops_flow.flow.routing import DEFAULT_ROUTE, ROUTING_FILE, RoutingConfig
 from gitops_flow.plan.diff import Change, FlowDiff, flow_diff, routing_diff, secrets
 from gitops_flow.problems import Problem
 from gitops_flow.runtime.flow_tests import run_flow_tests
@@ -27,7 +27,7 @@ from gitops_flow.validation.documents import MAX_BYTES, MAX_EXPORT_BYTES, FileRe
 from gitops_flow.validation.routing import validate_routing_bytes
 
 Status = Literal["added", "removed", "changed", "unchanged"]
-Verdict = Literal["live", "fails", "blocked", "removed", "unchanged"]
+Verdict = Literal["live", "canary", "waits", "fails", "blocked", "removed", "unchanged"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +56,7 @@ class FlowPlan:
     new_secrets: tuple[str, ...] = ()
     contract: tuple[ContractChange, ...] = ()
     tests: tuple[int, int] = (0, 0)  # cases passed, failed
+    serves: str = ""  # how its route serves the merged commit: "the first ref", "a canary at 10 %", "no ref", ...
 
     @property
     def breaking(self) -> bool:
@@ -74,6 +75,7 @@ class FlowPlan:
             "contract": [c.as_dict() for c in self.contract],
             "breaking": self.breaking,
             "tests": {"passed": self.tests[0], "failed": self.tests[1]},
+            "serves": self.serves,
         }
 
 
@@ -138,6 +140,8 @@ def make_plan(
         plans.append(judge.flow(file_name, f"{new_dir}/{file_name}", before.get(file_name), now.get(file_name)))
     if any(p.severity == "error" for p in routing_problems):
         plans = [_blocked(p) for p in plans]
+    else:
+        plans = [_reach(p, new_routing, _branch(base)) for p in plans]
     changes = routing_diff(old_routing, new_routing) if old_routing_raw != new_routing_raw else []
     if new_routing is not None and not any(p.severity == "error" for p in routing_problems):
         names = sorted({p.name for p in plans if p.status != "removed"})
@@ -183,6 +187,32 @@ def _ref_state(routing: RoutingConfig, refs: Refs, flow: str | None, ref: str) -
     if routing.is_yanked(sha):
         return f"yanked (its commit {sha[:12]})"
     return "servable"
+
+
+def _branch(base: str) -> str:
+    """The branch a merge lands on, from the base it is compared with (``origin/main`` -> ``main``)."""
+    return base.removeprefix("refs/heads/").removeprefix("refs/remotes/").removeprefix("origin/")
+
+
+def _reach(plan: FlowPlan, routing: RoutingConfig | None, branch: str) -> FlowPlan:
+    """A flow that builds, as its route will serve the merged commit (the branch's head): live when the branch is
+    the route's first ref (or there is no route: the head serves everything); a canary at its share of the weights
+    when it is a later ref; waiting when no ref of the route is the branch (it serves once a tag is moved to it)."""
+    if plan.verdict != "live":
+        return plan
+    routes = routing.routes if routing is not None else {}
+    entries = routes.get(plan.name) or routes.get(DEFAULT_ROUTE) or []
+    refs = [e.ref.removeprefix(f"{plan.name}/") for e in entries]
+    if not entries or refs[0] == branch:
+        return replace(plan, serves="the branch head serves it" if not entries else f"{branch}, the route's first ref")
+    if branch not in refs:
+        named = ", ".join(f"{e.ref} {e.weight:g}" for e in entries)
+        return replace(plan, verdict="waits", serves=f"its route serves {named}: none is {branch}")
+    total = sum(e.weight for e in entries)
+    weight = entries[refs.index(branch)].weight
+    share = 100 * weight / total if total else 0.0
+    others = ", ".join(f"{e.ref} {e.weight:g}" for e, r in zip(entries, refs, strict=True) if r != branch)
+    return replace(plan, verdict="canary", serves=f"a canary at {share:.3g} % on {branch} (beside {others})")
 
 
 def _routing(raw: bytes | None) -> RoutingConfig | None:

@@ -131,7 +131,7 @@ async def run_flow(deps: Deps, flow: str, choice: Choice, built: BuiltFlow, run_
         raise RequestError(422, "missing-session", str(exc)) from None
     except Failed as failed:
         log.error("flow %s run %s failed: %s", flow, run_id, type(failed.cause).__name__, exc_info=failed.cause)
-        deps.attempts.ended(flow, failed.choice, False, failed.seconds, None)
+        deps.attempts.ended(flow, failed.choice, False, failed.seconds, None, type(failed.cause).__name__)
         raise RequestError(500, "flow-failed", f"the flow failed while running (run {run_id})") from None
     deps.attempts.ended(flow, answered, True, seconds, run)
     return answered, result
@@ -443,7 +443,7 @@ async def streamed(
         yield form.failed(422, str(exc))
         return
     except Exception as exc:
-        deps.attempts.ended(flow, served, False, time.perf_counter() - opened.started, opened.again)
+        deps.attempts.ended(flow, served, False, time.perf_counter() - opened.started, opened.again, type(exc).__name__)
         log.error("flow %s run %s failed: %s", flow, run_id, type(exc).__name__, exc_info=exc)
         yield form.failed(500, f"the flow failed while running (run {run_id})")
         return

@@ -43,6 +43,8 @@ def test_two_processes_read_the_same_sum_of_both() -> None:
             assert got == {("a", "stable"): (4, 0), ("b", "main"): (1, 1)}
             assert (coverage.processes, coverage.replicas) == (2, 1)
         assert one.drain() == {} and two.drain() == {}  # nothing counted twice
+        await first.refresh()  # what the live feed of a page open on the first worker watches
+        assert first.seen == 5
 
     asyncio.run(run())
 

@@ -77,7 +77,6 @@ class Console:
         self.signouts = SignOuts(deps.store, self.sessions)
         self.documents = Documents(source, registry, policy)
         self.pages = Pages()
-        self.feed = Feed(self._fingerprint, lambda: deps.metrics.recent.total)
         leadership = deps.reconciler.leadership
         self.traffic = SharedTraffic(
             deps.store,
@@ -85,6 +84,9 @@ class Console:
             process=deps.replica,
             server=leadership.name if leadership is not None else deps.replica,  # fetch:GROUP: one per server
         )
+        # what this process served, and what every process had served at the last flush: a page open on this
+        # worker hears of the requests the others answer too
+        self.feed = Feed(self._fingerprint, lambda: deps.metrics.recent.total + self.traffic.seen)
 
     def _token(self, role: Role) -> str | None:
         settings = self.deps.settings

@@ -31,6 +31,7 @@ FLUSH_SECONDS = 2.0
 _TTL = (HISTORY_MINUTES + 2) * 60.0  # a slot outlives the charts' hour
 _FLOW_KEY = "traffic:"  # + the flow's name
 _PROCESSES = "traffic-processes"
+_TOTAL = "traffic-total"  # every process's requests, one field: what the live feed watches
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,18 +100,32 @@ class SharedTraffic:
         self.clock = clock
         self.every = every
         self.started = clock()
+        self.seen = 0  # the server's requests in the window at the last flush: the live feed announces a change
 
     async def run(self) -> None:
-        """Flush every ``every`` seconds, forever."""
+        """Flush every ``every`` seconds, forever, and read back the server's request count for the live feed."""
         while True:
             await asyncio.sleep(self.every)
             await self.flush()
+            await self.refresh()
+
+    async def refresh(self) -> None:
+        """Read the server's request count in the window into ``seen`` (kept as it was when the store is away)."""
+        try:
+            since = int(self.clock() // 60) - WINDOW_MINUTES + 1
+            self.seen = (await self.store.sum_samples(_TOTAL, since)).get("n", 0)
+        except StoreError as exc:
+            log.warning("traffic figures of the other processes were not read: %s", exc)
 
     async def flush(self) -> None:
         """Add what this process counted since the last flush to the current minute's slot (and say it is alive)."""
         minute = int(self.clock() // 60)
         counts: dict[str, dict[str, int]] = {_PROCESSES: {f"{minute}|{self.server}|{self.process}|p": 1}}
-        for (flow, sha, ref), found in self.recent.drain().items():
+        drained = self.recent.drain()
+        total = sum(found.requests for found in drained.values())
+        if total:
+            counts[_TOTAL] = {"n": total}
+        for (flow, sha, ref), found in drained.items():
             fields = counts.setdefault(_FLOW_KEY + flow, {})
             base = f"{minute}|{sha}|{ref or ''}"
             fields[f"{base}|r"] = fields.get(f"{base}|r", 0) + found.requests

@@ -18,10 +18,11 @@ import yaml
 from gitops_flow.cli import main as cli
 from tests.gitrepo import Remote
 from tests.process import serve_process
+from tests.redisenv import RedisSpace
 from tests.served import echo_flow, wait_until
 from tests.test_console_http import sign_in
 from tests.test_per_flow import CANARY, canary_users, events, failing_at_run_time
-from tests.test_replicas import routing
+from tests.test_replicas import Replica, routing
 from tests.test_workers import Workers, workers
 
 
@@ -129,3 +130,33 @@ def test_a_guards_abort_names_the_error_class_that_caused_it(remote: Remote, tmp
         [row] = [f for f in server.client.get("/ui/overview.json").json()["flows"] if f["name"] == "alpha"]
         main = next(r for r in row["refs"] if r["ref"] == "main")
         assert main["state"] == "aborted" and "mostly OutputParserException" in main["reason"]
+
+
+@pytest.fixture
+def two_replicas(remote: Remote, tmp_path: Path, redis_space: RedisSpace) -> Iterator[tuple[Replica, Replica]]:
+    """Two `serve` processes of one worker each, sharing the test's Redis prefix, serving echo."""
+    remote.publish({"flows/echo.json": echo_flow()})
+    state = f"{redis_space.url}?prefix={redis_space.prefix}"
+    started: list[Replica] = []
+    try:
+        for name in ("a", "b"):
+            started.append(Replica(name, remote, state, tmp_path))
+        yield started[0], started[1]
+    finally:
+        for replica in started:
+            replica.stop()
+
+
+def test_two_replicas_on_redis_read_the_same_figures_of_both(two_replicas: tuple[Replica, Replica]) -> None:
+    """Behind a load balancer: each replica's page adds up what both served (through Redis), and says so."""
+    a, b = two_replicas
+    for n in range(6):
+        assert (a if n % 2 else b).ask(**{"X-Flow-User": f"lb-{n}"}).status_code == 200
+
+    def seen(replica: Replica) -> tuple[int, int, int]:
+        body = replica.http.get("/ui/overview.json").json()
+        [row] = [f for f in body["flows"] if f["name"] == "echo"]
+        served = sum((r["figures"] or {}).get("requests", 0) for r in row["refs"])
+        return served, body["traffic"]["processes"], body["traffic"]["replicas"]
+
+    wait_until(lambda: seen(a) == seen(b) == (6, 2, 2), timeout=15, what="both replicas' counts on both")

@@ -90,9 +90,7 @@ class Server:
         readable = policy.select(secrets or {})
         self.scrubber = scrubber = Scrubber({**readable, **_own_secrets(settings), **(private or {})})
         self.store = state = store or open_store(settings.state, data_dir=settings.data_dir)
-        self.source = git = source or GitSource(
-            str(settings.repo_url), settings.data_dir / "repo", timeout=settings.fetch_timeout, auth=git_auth(settings)
-        )
+        self.source = git = source or git_source(settings)
         self.registry = components = registry or ComponentRegistry.configured(settings)
         counters, answers = beside(state, settings.state, cache_max_bytes=settings.cache_max_bytes)
         self.counters = counters
@@ -220,6 +218,7 @@ class Server:
         reconciler = self.reconciler
         self._tasks = [
             asyncio.create_task(self.console.feed.run(), name="console feed"),
+            asyncio.create_task(self.console.traffic.run(), name="shared traffic"),
             asyncio.create_task(reconciler.run(), name="reconciler"),
             asyncio.create_task(self.ledger.run(), name="answered runs"),
             asyncio.create_task(_guard(self.guard, reconciler, self.settings.analysis_interval), name="canary guard"),
@@ -274,6 +273,16 @@ def route_rows(table: RoutingTable) -> list[RouteRow]:
             share = shares.get(id(target), 0.0)
             rows.append(RouteRow(flow, route.name, target.ref, target.state, share, target.guard is not None))
     return rows
+
+
+def git_source(settings: Settings) -> GitSource:
+    """The clone of the settings' repository in their data folder, with their credentials (as the server fetches it);
+    raises ConfigError for a credential that cannot be used."""
+    if settings.repo_url is None:
+        raise ConfigError("the server needs a repository: --repo URL_OR_PATH or GITOPS_FLOW_REPO")
+    return GitSource(
+        str(settings.repo_url), settings.data_dir / "repo", timeout=settings.fetch_timeout, auth=git_auth(settings)
+    )
 
 
 def git_auth(settings: Settings) -> GitAuth:

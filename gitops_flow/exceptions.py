@@ -29,6 +29,7 @@
         ├── UnknownFlow
         ├── UnknownVersion
         │   └── NotServable         the version is known, but failed validation or was retired
+        ├── NothingServable         no ref of a flow's route can serve it now (503, Retry-After)
         └── NoReadyVersion          nothing can be served yet (503 until a good version is loaded)
 
 Domain code raises these; only the composition roots (``cli``, ``app``) map them to exit codes and HTTP statuses.
@@ -226,6 +227,12 @@ class UnknownVersion(LookupFailed):
 
 class NotServable(UnknownVersion):
     """The version is known but cannot serve: it failed validation, or it was retired to free memory."""
+
+
+class NothingServable(LookupFailed):
+    """No ref of a flow's route can serve it now (each aborted, yanked, failed or missing): 503 until one can."""
+
+    retryable = True
 
 
 class NoReadyVersion(LookupFailed):

@@ -147,7 +147,8 @@ def test_two_files_of_one_flow_name_are_both_refused(tmp_path: Path) -> None:
             ("duplicate-name", "flows/Basic Prompting.json"),
             ("duplicate-name", "flows/basic-prompting.json"),
         }
-        assert server.client.post("/api/v1/run/basic-prompting", json={}).status_code == 404
+        refused = server.client.post("/api/v1/run/basic-prompting", json={})  # no ref can serve it
+        assert refused.status_code == 503 and refused.headers["retry-after"]
 
 
 def test_an_alias_of_one_flow_calls_it_and_one_of_two_is_a_conflict(tmp_path: Path) -> None:

@@ -234,7 +234,8 @@ def test_a_real_server_fails_a_huge_export_and_keeps_answering(tmp_path: Path) -
         assert _failed(server, sha) == {"huge": [("too-many-nodes", "flows/huge.json", "$.data.nodes")]}
         answer = server.invoke("echo", {"question": "hi"})  # the commit's other flow went live
         assert (answer.status_code, answer.json()["output"], answer.headers["x-flow-version"]) == (200, "two", sha)
-        assert server.invoke("huge", {"input_value": "hi"}).status_code == 404
+        refused = server.invoke("huge", {"input_value": "hi"})  # no ref can serve it: 503, with the reason
+        assert (refused.status_code, refused.json()["error"]["code"]) == (503, "nothing-servable")
 
 
 def test_a_real_server_fails_a_flow_whose_build_runs_out_of_time(tmp_path: Path) -> None:
@@ -247,4 +248,6 @@ def test_a_real_server_fails_a_flow_whose_build_runs_out_of_time(tmp_path: Path)
 
         assert _failed(server, sha) == {"echo": [("build-timeout", "flows/echo.json", "$.nodes[0]")]}
         assert server.client.get("/healthz").status_code == 200
-        assert server.invoke("echo", {"question": "hi"}).status_code == 404
+        refused = server.invoke("echo", {"question": "hi"})
+        assert (refused.status_code, refused.json()["error"]["code"]) == (503, "nothing-servable")
+        assert server.client.get("/readyz").status_code == 503  # its only flow serves nowhere: not ready

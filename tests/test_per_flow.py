@@ -324,5 +324,6 @@ def test_the_flow_init_writes_holds_back_nothing_when_the_server_lacks_its_key(r
         hello = flows_view(server)["hello"]
         assert hello["state"] == "failed" and [p["code"] for p in hello["problems"]] == ["missing-secret"]
         refused = server.invoke("hello", Q)
-        assert refused.status_code == 404 and "flows/hello.json:" in refused.json()["error"]["message"]
+        assert refused.status_code == 503 and "flows/hello.json:" in refused.json()["error"]["message"]
+        assert refused.json()["error"]["code"] == "nothing-servable"
         assert server.invoke("echo", Q).status_code == 200

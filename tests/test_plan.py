@@ -95,11 +95,11 @@ def test_the_plan_says_what_each_flow_will_do(branch: tuple[Remote, str]) -> Non
     found = json.loads(out)
     flows = {f["name"]: f for f in found["flows"]}
     assert {n: (f["status"], f["verdict"]) for n, f in flows.items()} == {
-        "echo": ("changed", "live"),
+        "echo": ("changed", "canary"),  # main is the route's second ref: a canary at 20 %, not live
         "gone": ("removed", "removed"),
         "other": ("changed", "fails"),
         "same": ("unchanged", "unchanged"),
-        "writer": ("added", "live"),
+        "writer": ("added", "canary"),
     }
     echo = flows["echo"]
     assert echo["changes"]["params"] == [
@@ -137,15 +137,21 @@ def test_the_markdown_plan_reads_as_a_comment(branch: tuple[Remote, str]) -> Non
     code, out = plan(remote.work, "--base", "main", "--format", "markdown")
     assert code == 0
     assert out.startswith(MARKER + "\n### gitops-flow plan\n")
-    assert "**2 flows will go live, 1 will fail, 1 will be removed.**" in out
+    assert "**2 flows will become a canary, 1 will fail, 1 will be removed.**" in out
     assert "a flow that fails keeps serving its last good version, and the others go live" in out
-    assert "| `echo` | changed: 2 params, 1 test | ⚠️ goes live, with a breaking contract change |" in out
+    assert (
+        "| `echo` | changed: 2 params, 1 test | ⚠️ becomes a canary: a canary at 20 % on main (beside stable 80), with a"
+        " breaking contract change |" in out
+    )
     line = next(
         n for n, t in enumerate((remote.work / "flows/other.json").read_text().splitlines(), 1) if "NoSuch" in t
     )
     verdict = f"❌ fails; keeps serving its last good version (flows/other.json:{line} unknown-component)"
     assert f"| `other` | changed: 1 node | {verdict} |" in out
-    assert "| `writer` | added | ✅ goes live if the server has OPENAI_API_KEY |" in out
+    assert (
+        "| `writer` | added | 🐤 becomes a canary: a canary at 20 % on main (beside stable 80) if the server has"
+        " OPENAI_API_KEY |" in out
+    )
     assert "| `gone` | removed | 🗑️ removed: no longer served from the branch head |" in out
     assert "- ⚠️ **breaking input**: input field 'language' is a new required field" in out
     assert "Unchanged: `same`." in out
@@ -228,7 +234,7 @@ def test_the_plan_is_one_comment_updated_on_each_run(
     (remote.work / "flows/other.json").write_text(echo_flow("other", "fixed"))  # the author fixes the flow
     assert plan(remote.work, "--base", "main", "--comment", environ=env)[0] == 0
     ours = [c for c in standin.comments[number] if MARKER in c["body"]]
-    assert len(ours) == 1 and "1 will fail" not in ours[0]["body"] and "3 flows will go live" in ours[0]["body"]
+    assert len(ours) == 1 and "1 will fail" not in ours[0]["body"] and "3 flows will become a canary" in ours[0]["body"]
     assert [c["body"] for c in standin.comments[number][:3]] == [f"a reviewer's note {i}" for i in range(3)]
     assert [s.operation for s in standin.seen].count("issues/create-comment") == 1
     assert [s.operation for s in standin.seen].count("issues/update-comment") == 1
@@ -481,3 +487,65 @@ def test_a_literal_key_in_a_pull_request_never_reaches_the_plan(tmp_path: Path) 
         code, text = plan(remote.work, "--base", base, "--format", format)
         assert code == 0 and key not in text and key[:20] not in text, format
         assert "hidden: looks like a credential" in text
+
+
+def test_the_plan_lists_every_routing_setting_with_its_unit(tmp_path: Path) -> None:
+    """The issue: limits and token-budget changes were not listed, and the analysis window had no unit."""
+    remote = Remote.create(tmp_path)
+    before = {
+        "routes": {"default": [{"ref": "main", "weight": 100}]},
+        "analysis": {"window": "60s", "max_error_rate": 0.05},
+        "limits": {"echo": {"requests_per_second": 5, "tokens": {"budget": 1000, "window": "1h"}}},
+    }
+    remote.commit({"flows/echo.json": echo_flow(), "gitops-flow.yaml": yaml.safe_dump(before)}, "main")
+    remote.git("checkout", "-q", "-b", "limits")
+    after = {
+        "routes": {"default": [{"ref": "main", "weight": 100}]},
+        "analysis": {"window": "5m", "max_error_rate": 0.1, "max_p99_ms": 2000},
+        "session_ttl": "1h",
+        "limits": {"echo": {"requests_per_second": 5, "concurrent": 4, "tokens": {"budget": 5000, "window": "1h"}}},
+        "cache": {"echo": {"ttl": "10m"}},
+    }
+    (remote.work / "gitops-flow.yaml").write_text(yaml.safe_dump(after))
+    code, out = plan(remote.work, "--base", "main", "--format", "json")
+    assert code == 0
+    changes = {(c["kind"], c["what"]): c["detail"] for c in json.loads(out)["routing"]["changes"]}
+    assert changes == {
+        ("changed", "analysis window"): "60 s → 300 s",
+        ("changed", "analysis max_error_rate"): "5 % → 10 %",
+        ("changed", "analysis max_p99_ms"): "3,000 ms → 2,000 ms",
+        ("changed", "session_ttl"): "1,800 s → 3,600 s",
+        ("added", "limits echo: concurrent"): "4 runs at once",
+        ("changed", "limits echo: tokens.budget"): "1,000 tokens → 5,000 tokens",
+        ("added", "cache echo"): "ttl 600 s, allow []",
+    }
+
+
+def test_a_long_param_shows_the_part_that_differs(tmp_path: Path) -> None:
+    """The issue: a param diff cut both sides to the same prefix, so the reviewer saw the same text twice."""
+    remote = Remote.create(tmp_path)
+    doc = json.loads(echo_flow())
+    head = "You are a careful assistant for the support team. Answer in two sentences, "
+    doc["nodes"][0]["params"]["template"] = head + "politely: {question}"
+    remote.commit({"flows/echo.json": json.dumps(doc)}, "main")
+    remote.git("checkout", "-q", "-b", "tone")
+    doc["nodes"][0]["params"]["template"] = head + "bluntly: {question}"
+    (remote.work / "flows/echo.json").write_text(json.dumps(doc))
+    code, out = plan(remote.work, "--base", "main", "--format", "json")
+    assert code == 0
+    [change] = json.loads(out)["flows"][0]["changes"]["params"]
+    before, _, after = change["detail"].partition(" → ")
+    assert "politely" in before and "bluntly" in after and before != after
+    assert "from character" in change["detail"]
+
+
+def test_a_flow_whose_route_names_no_branch_ref_waits(tmp_path: Path) -> None:
+    remote = Remote.create(tmp_path)
+    routing = {"routes": {"default": [{"ref": "stable", "weight": 100}]}}
+    remote.commit({"flows/echo.json": echo_flow(), "gitops-flow.yaml": yaml.safe_dump(routing)}, "main")
+    remote.git("checkout", "-q", "-b", "change")
+    (remote.work / "flows/echo.json").write_text(echo_flow(answer="two"))
+    code, out = plan(remote.work, "--base", "main")
+    assert code == 0
+    assert "1 flow will wait for a ref." in out
+    assert "echo (changed): is built but not served yet: its route serves stable 100: none is main" in out

@@ -141,7 +141,9 @@ def test_by_default_one_worker_per_core_fetches_and_validates_each_commit_once(r
             for slot in w.pids:
                 assert w.answer(slot).json()["output"] == "three"
             fetches = [p for p, auth in host.requests if auth and "info/refs?service=git-upload-pack" in p]
-            assert len(fetches) == 3  # the start, and one per push: not one per worker
+            # serve's check that the repository and branch can be read (before any worker starts), the fetch
+            # leader's first, and one per push: not one per worker
+            assert len(fetches) == 4
             assert w.metric("gitops_flow_fetches_total") == 3
             assert w.metric("gitops_flow_flow_validations_total") == 3  # one flow file, judged once per commit
             assert w.metric("gitops_flow_requests_total", flow="echo") == CORES  # every worker's, from any

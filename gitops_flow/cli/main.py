@@ -31,7 +31,6 @@ from gitops_flow.problems import Problem
 from gitops_flow.runtime.flow_tests import CaseResult
 from gitops_flow.runtime.sandbox import TestSandbox
 from gitops_flow.security.redaction import carries_credentials, redact
-from gitops_flow.stores.base import StateStore
 from gitops_flow.validation.documents import (
     MAX_EXPORT_BYTES,
     FileReport,
@@ -314,6 +313,8 @@ def _validate(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     found = [p for r in reports for p in r.problems] + routing_problems
     if args.base is not None:
         found += _breaking(targets.flows, reports, args.base, registry)
+        names = [r.spec.name for r in reports if r.spec is not None]
+        found += _unservable(targets.routing, names)
     packages: dict[str, tuple[ProviderPackage, list[str]]] = {}
     for each in reports:
         if each.spec is not None:
@@ -322,6 +323,25 @@ def _validate(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     needs = [packages[name] for name in sorted(packages)]
     print(report.problems(found, len(reports) + len(targets.routing), args.format, needs), file=out)
     return EXIT_PROBLEMS if any(p.severity == "error" for p in found) else EXIT_OK
+
+
+def _unservable(paths: Sequence[Path], names: list[str]) -> list[Problem]:
+    """The plan's warnings for routes a routing file leaves with nothing servable as the repository's refs stand
+    (plan/compute.route_warnings); nothing for a file outside a Git working tree or that does not validate."""
+    from gitops_flow.delivery.source import refs_at  # GitPython is paid for by --base only
+    from gitops_flow.plan.compute import route_warnings
+
+    found: list[Problem] = []
+    for path in paths:
+        config, problems = validate_routing_bytes(path.read_bytes(), file=str(path), flow_names=names)
+        if config is None or any(p.severity == "error" for p in problems):
+            continue
+        try:
+            refs = refs_at(path.parent)
+        except SourceError:
+            continue
+        found += route_warnings(config, refs, names, file=str(path))
+    return found
 
 
 def _breaking(
@@ -519,10 +539,8 @@ def _init(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
 
 
 def _serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    from gitops_flow.cli import (
-        workers,  # the server's imports are paid by `serve` only, not by every `validate` in CI
-    )
-    from gitops_flow.stores import open_store
+    from gitops_flow.cli import preflight, workers  # the server's imports are paid by `serve` only, not by `validate`
+    from gitops_flow.observability.telemetry import logs
 
     if args.repo is not None and carries_credentials(args.repo):
         raise UsageError(
@@ -536,36 +554,34 @@ def _serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
             " --workers 1, or a state they share (the default SQLite file, or redis://)"
         )
     # the app is made before anything else (a wrong setting is refused before any file is made); with several
-    # workers, once here too, so what is wrong is said once, before any worker starts
+    # workers, once here too, so what is wrong is said once, before any worker starts. Then what would leave the
+    # server running unready is refused at once (preflight.py): the state store, the repository and its branch,
+    # and the port, each with its reason and fix on stderr and exit status 1.
+    logs.configure(settings.log_format, settings.log_level)
     if count > 1:
         workers.check(settings)
-        asyncio.run(_reach(open_store(settings.state, data_dir=settings.data_dir)))
-        _preflight(settings)
+    else:
+        server = workers.server(settings)
+    asyncio.run(preflight.check_store(settings))
+    asyncio.run(preflight.check_source(settings))
+    _provider_packages(settings)
+    if count > 1:
         return workers.Supervisor(settings, count).run()
-    server = workers.server(settings)
-    # an unusable state store is a clear error and exit 1 here, not a traceback from a failed start-up
-    asyncio.run(_reach(open_store(settings.state, data_dir=settings.data_dir)))
-    _preflight(settings)
-    server.run()
+    sock = workers.bind(settings)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
     return EXIT_OK if server.started else EXIT_PROBLEMS  # uvicorn has logged why it could not start
 
 
-def _preflight(settings: Settings) -> None:
+def _provider_packages(settings: Settings) -> None:
     """Refuse to start (ConfigError, exit 1) while a provider package the followed branch's flows need is missing."""
     from gitops_flow.assembly import git_auth
     from gitops_flow.components.registry import ComponentRegistry
     from gitops_flow.delivery.preflight import check_packages
 
     check_packages(settings, ComponentRegistry.configured(settings), git_auth(settings))
-
-
-async def _reach(store: StateStore) -> None:
-    """Open the store once and close it again: raises StoreError, with the reason, when it cannot be used."""
-    await store.open()
-    try:
-        await store.ping()
-    finally:
-        await store.close()
 
 
 def _show_settings(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:

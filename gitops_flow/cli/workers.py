@@ -107,7 +107,10 @@ def bind(settings: Settings) -> socket.socket:
         sock.listen(BACKLOG)
     except OSError as exc:
         sock.close()
-        raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}") from None
+        raise ConfigError(
+            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}; fix: stop what holds the"
+            " port, or give another (--port, or GITOPS_FLOW_PORT; --host for another address)"
+        ) from None
     sock.set_inheritable(True)
     return sock
 

@@ -16,9 +16,11 @@ from gitops_flow.console.feed import Feed
 from gitops_flow.console.overview import Overview, overview
 from gitops_flow.console.renderer import Pages
 from gitops_flow.console.signouts import SignOuts
+from gitops_flow.console.traffic import Coverage, SharedTraffic
 from gitops_flow.delivery.routing_table import RESUMED_PREFIX
 from gitops_flow.delivery.source import GitSource
 from gitops_flow.exceptions import StoreError
+from gitops_flow.observability.recent import Figures
 from gitops_flow.security.policy import SecretPolicy
 from gitops_flow.server.endpoints import Deps
 from gitops_flow.server.views import STORE_UNAVAILABLE, unmerged_hidden
@@ -53,6 +55,8 @@ class Facts:
     aborts: dict[str, Record]
     events: list[DeployEvent]
     store_error: str | None
+    figures: list[Figures] | None = None  # every process's recent traffic (traffic.py); None: this process's only
+    coverage: Coverage | None = None
 
 
 class Console:
@@ -74,7 +78,16 @@ class Console:
         self.signouts = SignOuts(deps.store, self.sessions)
         self.documents = Documents(source, registry, policy)
         self.pages = Pages()
-        self.feed = Feed(self._fingerprint, lambda: deps.metrics.recent.total)
+        leadership = deps.reconciler.leadership
+        self.traffic = SharedTraffic(
+            deps.store,
+            deps.metrics.recent,
+            process=deps.replica,
+            server=leadership.name if leadership is not None else deps.replica,  # fetch:GROUP: one per server
+        )
+        # what this process served, and what every process had served at the last flush: a page open on this
+        # worker hears of the requests the others answer too
+        self.feed = Feed(self._fingerprint, lambda: deps.metrics.recent.total + self.traffic.seen)
 
     def _token(self, role: Role) -> str | None:
         settings = self.deps.settings
@@ -89,11 +102,12 @@ class Console:
         try:
             aborts = await self.deps.store.aborts()
             found = [event for _, event in await self.deps.store.events(events)]
+            figures, coverage = await self.traffic.figures(self.deps.reconciler.table.routes)
         except StoreError as exc:
             log.warning("console: %s", exc)  # the reason (a file, a host) is for the log only, as /readyz does
             return Facts({}, [], STORE_UNAVAILABLE)
         stopped = {key: record for key, record in aborts.items() if not key.startswith(RESUMED_PREFIX)}
-        return Facts(stopped, found, None)
+        return Facts(stopped, found, None, figures, coverage)
 
     async def older(self, before: int | None, limit: int = HISTORY_READ) -> tuple[list[DeployEvent], int | None]:
         """A page of the history: ``limit`` events numbered below ``before`` (the newest without it), and the number
@@ -114,14 +128,17 @@ class Console:
         """The overview as this viewer may see it (``reader``: the commits of refs off the branch named)."""
         reconciler = self.deps.reconciler
         recent = self.deps.metrics.recent
+        coverage = facts.coverage or Coverage(recent.span, 1, 1)  # the store is away: this process's own figures
         return overview(
             reconciler.table,
             reconciler.status,
             facts.aborts,
-            recent.figures(),
-            window=recent.span,
+            facts.figures if facts.figures is not None else recent.figures(),
+            window=coverage.window,
             store_error=facts.store_error,
             reader=reader,
+            processes=coverage.processes,
+            replicas=coverage.replicas,
         )
 
     def pending(self, facts: Facts, *, reader: bool) -> Pending:

@@ -33,3 +33,18 @@ def problem_line(problem: Mapping[str, Any]) -> str:
     """``flows/triage.json:7 missing-secret message``: a problem (as a store or a view holds it) as CI prints it."""
     place = f"{problem.get('file') or '<flow>'}:{problem.get('line') or ''}".rstrip(":")
     return f"{place} {problem.get('code')} {problem.get('message')}"
+
+
+def coverage_text(window: float, processes: int, replicas: int) -> str:
+    """Over what the traffic figures were added up: ``the last 5 min, from 4 workers on 2 replicas``."""
+    minutes, seconds = divmod(int(window), 60)
+    span = (
+        f"{minutes} min" + (f" {seconds} s" if seconds and minutes < WHOLE_MINUTES else "")
+        if minutes
+        else f"{seconds} s"
+    )
+    workers = f"{processes} worker{'s' if processes != 1 else ''}"
+    return f"the last {span}, from {workers} on {replicas} replica{'s' if replicas != 1 else ''}"
+
+
+WHOLE_MINUTES = 2  # from this many minutes of window on, seconds are not shown

@@ -8,7 +8,7 @@ canary guard's aborts from the state store, and the recent traffic window (recen
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from gitops_flow.console.display import problem_line
@@ -48,6 +48,7 @@ class RefRow:
     reason: str | None = None
     stopped_by: str | None = None
     stopped_at: float | None = None
+    abortable: bool = False  # a live canary whose build differs from its primary's: an abort changes what serves
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +83,12 @@ class Overview:
     last_fetch: float | None
     last_error: str | None
     building: str | None
-    window: float
+    window: float  # seconds the traffic figures cover
     flows: tuple[FlowRow, ...]
     alerts: tuple[Alert, ...] = field(default=())
     store_error: str | None = None
+    processes: int = 1  # the worker processes whose traffic the figures add up (every replica's)
+    replicas: int = 1  # the servers (replicas) they belong to
 
     def flow(self, name: str) -> FlowRow | None:
         return next((f for f in self.flows if f.name == name), None)
@@ -100,6 +103,8 @@ def overview(
     window: float,
     store_error: str | None = None,
     reader: bool = False,
+    processes: int = 1,
+    replicas: int = 1,
 ) -> Overview:
     """The overview of ``table`` as the reconciler's ``status`` left it, with the store's ``aborts`` and the recent
     ``figures`` (of every flow); without ``reader``, the commits of refs off the branch are not named."""
@@ -123,6 +128,8 @@ def overview(
         flows=flows,
         alerts=tuple(_alerts(table, status, flows, store_error)),
         store_error=store_error,
+        processes=processes,
+        replicas=replicas,
     )
 
 
@@ -145,7 +152,8 @@ def _flow_row(
         if mine is not None:
             used.add((mine.sha, mine.ref))
         share = round(100 * sum(f.requests for f in through) / total, 1) if total else None
-        rows.append(_ref_row(table, name, target, shown["sha"], float(shown["weight"]), share, mine, aborts))
+        row = _ref_row(table, name, target, shown["sha"], float(shown["weight"]), share, mine, aborts)
+        rows.append(replace(row, abortable=_abortable(name, target, route.primary)))
     others = tuple(f for f in figures if (f.sha, f.ref) not in used)
     return FlowRow(
         name=name,
@@ -159,6 +167,17 @@ def _flow_row(
         refs=tuple(rows),
         others=others,
     )
+
+
+def _abortable(flow: str, target: Target, primary: Target | None) -> bool:
+    """Whether aborting ``target`` would stop something: it is a live canary serving another build than the
+    primary's (a canary on the primary's build, such as ``main`` beside a ``stable`` tag on the same content, would
+    only lose its weight to the very same build)."""
+    if target.guard is None or target.state != "live" or target.version is None:
+        return False
+    if primary is None or primary.version is None:
+        return True
+    return target.version.blobs.get(flow, target.serving) != primary.version.blobs.get(flow, primary.serving)
 
 
 def _ref_row(
@@ -216,7 +235,7 @@ def _alerts(table: RoutingTable, status: SourceState, flows: Sequence[FlowRow], 
             where = f": {problem_line(first)}" if first else ""
             more = f" (and {len(row.problems) - 1} more)" if len(row.problems) > 1 else ""
             found.append(Alert("error", f"{row.summary}{where}{more}", row.name))
-        elif row.state == "missing":
+        elif row.state in ("missing", "unserved"):  # unserved: its requests are answered 503 nothing-servable
             found.append(Alert("error", row.summary, row.name))
         for ref in row.refs:
             if ref.state == "aborted":

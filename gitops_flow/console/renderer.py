@@ -19,7 +19,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from markupsafe import Markup
 from starlette.responses import Response
 
-from gitops_flow.console.display import problem_line
+from gitops_flow.console.display import coverage_text, problem_line
 
 STATIC = {
     "console.css": "text/css; charset=utf-8",
@@ -76,7 +76,8 @@ class Pages:
             ms=ms,
             rate=rate,
             problem=problem_line,
-            svg=lambda text: Markup(text),  # noqa: S704 - only drawing.py's output, which escapes every text it holds
+            coverage=lambda view: coverage_text(view.window, view.processes, view.replicas),
+            svg=lambda text: Markup(text),  # noqa: S704 - only drawing.py and charts.py output, which escape every text
         )
         self.env.globals["asset"] = self.asset
 

@@ -15,6 +15,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from gitops_flow.cli.remote import verdict_line
+from gitops_flow.console import charts
 from gitops_flow.console.access import ConsoleError, Viewer, console, context, may_read, page, viewer
 from gitops_flow.console.actions import abort, fetch_now, login, login_form, logout, resume
 from gitops_flow.console.feed import Full
@@ -74,6 +75,7 @@ def overview_body(view: Overview, pending: int) -> dict[str, Any]:
             "building": view.building,
         },
         "window_seconds": view.window,
+        "traffic": {"window_seconds": view.window, "processes": view.processes, "replicas": view.replicas},
         "alerts": [{"level": a.level, "text": a.text, "flow": a.flow} for a in view.alerts],
         "pending": pending,
         "flows": [
@@ -94,6 +96,7 @@ def overview_body(view: Overview, pending: int) -> dict[str, Any]:
                         "weight": r.weight,
                         "state": r.state,
                         "canary": r.canary,
+                        "abortable": r.abortable,
                         "share": r.share,
                         "reason": r.reason,
                         "stopped_by": r.stopped_by,
@@ -160,8 +163,14 @@ async def flow_page_view(request: Request, who: Viewer) -> Response:
     except StoreError as exc:  # the page still shows the rest; the log says why
         log.warning("the experiment of flow %s could not be read: %s", name, exc)
         experiment = None
+    try:
+        _, series = await desk.traffic.history(name)
+        drawn = charts.draw(series)
+    except StoreError as exc:
+        log.warning("console: %s", exc)  # the reason (a file, a host) is for the log only
+        drawn = charts.Charts((), ())
     verdicts = [verdict_line(v, experiment["min_sample"]).strip() for v in experiment["verdicts"]] if experiment else []
-    shown = context(request, who, page=found, view=view, experiment=experiment, verdicts=verdicts)
+    shown = context(request, who, page=found, view=view, experiment=experiment, verdicts=verdicts, charts=drawn)
     return desk.pages.render("flow.html", shown)
 
 

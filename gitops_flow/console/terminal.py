@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from gitops_flow.console.display import coverage_text
+
 _COLUMNS = ("FLOW / REF", "COMMIT", "WEIGHT", "SHARE", "REQ/S", "ERRORS", "P50", "P99", "STATE")
 _WIDTHS = (22, 12, 6, 7, 8, 7, 8, 8, 0)
 _RIGHT = {2, 3, 4, 5, 6, 7}
@@ -24,8 +26,13 @@ def render(body: Mapping[str, Any], *, now: float, server: str) -> str:
     for alert in body.get("alerts", []):
         if alert["level"] != "info":
             lines.append(f"{'!' if alert['level'] == 'error' else '~'} {alert['text']}")
-    minutes = int(body.get("window_seconds", 300) // 60)
-    lines += ["", _row(_COLUMNS)]
+    traffic = body.get("traffic") or {}
+    window = float(traffic.get("window_seconds", body.get("window_seconds", 300)))
+    lines += [
+        "",
+        f"traffic: {coverage_text(window, int(traffic.get('processes', 1)), int(traffic.get('replicas', 1)))}",
+    ]
+    lines += [_row(_COLUMNS)]
     for flow in body.get("flows", []):
         lines.append(f"{flow['name']:<22} {flow['state']}: {flow['summary']}")
         for problem in flow.get("problems", []):
@@ -69,7 +76,7 @@ def render(body: Mapping[str, Any], *, now: float, server: str) -> str:
     if not body.get("flows"):
         lines.append("(no flow is served yet)")
     lines.append("")
-    lines.append(f"requests, errors, p50 and p99: this server's last {minutes} minutes; weight: the routing file's")
+    lines.append("requests, errors, p50 and p99: every worker's and replica's, as above; weight: the routing file's")
     pending = int(body.get("pending") or 0)
     if pending:
         lines.append(f"{pending} thing{'s' if pending != 1 else ''} not live yet: {server.rstrip('/')}/ui/pending")

@@ -113,7 +113,7 @@ class Attempts:
     def refused(self, choice: Choice) -> None:
         """A canary refused an input its primary accepts (its input contract broke): counted against it."""
         assert choice.guard is not None, "only a canary is refused in favour of its primary"
-        self.guard.record(choice.guard, False, 0.0)
+        self.guard.record(choice.guard, False, 0.0, cause="BadInput")  # the canary refused what its primary accepts
 
     async def attempt(
         self, flow: str, choice: Choice, built: BuiltFlow, first: Callable[[Choice, BuiltFlow], Awaitable[T]]

@@ -72,6 +72,11 @@ class Window:
         return cls(requests, counts.get(_ERRORS, 0), p99, tuple(causes[:MAX_CAUSES]))
 
     @property
+    def error_class(self) -> str | None:
+        """The error class behind most of the window's failures (the first word of the commonest cause), or None."""
+        return self.causes[0][0].split(" ", 1)[0] if self.causes else None
+
+    @property
     def error_rate(self) -> float:
         return self.errors / self.requests if self.requests else 0.0
 
@@ -101,6 +106,7 @@ class Window:
             "error_rate": round(self.error_rate, 4),
             "p99_ms": None if self.p99_ms is None else round(self.p99_ms, 1),
             "causes": dict(self.causes),
+            "error_class": self.error_class,
         }
 
 
@@ -156,6 +162,8 @@ class Guard:
                 start = since if resumed is None else max(since, int(float(resumed["since"]) // SLOT_SECONDS) + 1)
                 seen = Window.of(await self.store.sum_samples(key, start))
                 reason = seen.verdict(analysis)
+                if reason is not None and seen.error_class is not None and seen.errors:
+                    reason += f"; mostly {seen.error_class}"
                 if reason is not None:
                     record = {**seen.figures(), "reason": reason, "window_s": window, "time": self.clock()}
                     if await self.store.abort(key, record):
@@ -165,5 +173,5 @@ class Guard:
     def _merge_back(self, pending: Mapping[str, Mapping[str, int]]) -> None:
         for key, counts in pending.items():
             kept = self._pending.setdefault(key, {})
-            for field, n in counts.items():
-                kept[field] = kept.get(field, 0) + n
+            for name, n in counts.items():
+                kept[name] = kept.get(name, 0) + n

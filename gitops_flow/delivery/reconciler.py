@@ -37,6 +37,7 @@ from gitops_flow.delivery.routing_table import Choice, RoutingTable
 from gitops_flow.delivery.source import CommitInfo, GitSource, Refs
 from gitops_flow.delivery.versions import Version
 from gitops_flow.exceptions import SourceError, StoreError, UnknownVersion
+from gitops_flow.problems import Problem
 from gitops_flow.stores.base import AbortStore, EventStore, PinStore, Record, VersionStore
 from gitops_flow.stores.events import DeployedFacts, DeployEvent, Facts, FailedFacts, RolledBackFacts
 
@@ -80,6 +81,19 @@ class SourceStatus:
 class DeliveryStore(VersionStore, EventStore, AbortStore, PinStore, Protocol):
     """What delivery keeps in the store: version records, the deploy history (journal.py), canary aborts
     (canaries.py), and the pins that keep a version alive."""
+
+
+MAX_LOGGED_PROBLEMS = 20  # per flow or commit; the rest are counted, and /versions lists them all
+
+
+def _log_problems(problems: Iterable[Problem]) -> None:
+    """One log line per problem: where it is, its code and what is wrong (so the log names each problem)."""
+    found = list(problems)
+    for problem in found[:MAX_LOGGED_PROBLEMS]:
+        place = f"{problem.file}:{problem.line}" if problem.line else problem.file or problem.path
+        log.warning("  %s %s: %s", place, problem.code, problem.message)
+    if len(found) > MAX_LOGGED_PROBLEMS:
+        log.warning("  and %d more problems (GET /versions lists them)", len(found) - MAX_LOGGED_PROBLEMS)
 
 
 class Reconciler:
@@ -416,6 +430,7 @@ class Reconciler:
         failed, with its problems and the version it keeps serving."""
         if version.status == "failed":
             log.warning("failed %s %s: %d problems", version.sha[:12], version.summary, len(version.problems))
+            _log_problems(version.problems)
             problems = [p.as_dict() for p in version.problems]
             await self.history.record(version.sha, trigger, {"event": "failed", "problems": problems})
             return
@@ -425,6 +440,7 @@ class Reconciler:
                 problems = [p.as_dict() for p in version.failed[name]]
                 serving = version.carried.get(name)
                 log.warning("failed %s at %s: %d problems", name, version.sha[:12], len(problems))
+                _log_problems(version.failed[name])
                 once = f"failed:{version.sha}:{name}"
                 facts: Facts = {"event": "failed", "problems": problems, "flow": name, "serving": serving}
                 await self.history.record(version.sha, trigger, facts, once=once)
@@ -440,6 +456,13 @@ class Reconciler:
             log.info("rolled back %s %s to the content of %s (%s)", head[:12], version.summary, same_as[:12], trigger)
             went = {"event": "rolled-back", "restores": same_as}
         else:
+            if version.failed and not version.served():
+                log.error(
+                    "not ready: every flow failed at %s %s and none has a good build to serve",
+                    head[:12],
+                    version.summary,
+                )
+                return  # nothing of it serves: it was not deployed (its failures were recorded above)
             log.info("deployed %s %s (%s)", head[:12], version.summary, trigger)
             went = {"event": "deployed"}
         if failed:

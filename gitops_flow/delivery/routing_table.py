@@ -14,11 +14,11 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from gitops_flow.delivery.versions import Version
-from gitops_flow.exceptions import NoReadyVersion, NotServable
+from gitops_flow.exceptions import NoReadyVersion, NothingServable
 from gitops_flow.flow.routing import DEFAULT_ROUTE, Analysis, RouteTarget, RoutingConfig
 
 DEFAULT_SESSION_TTL = RoutingConfig().session_ttl
@@ -154,9 +154,16 @@ class _Plan:
             return Target(named, ref, sha, weight, state, serving=serving, segment=segment)
         if (flow, version.blobs.get(flow)) in self.yanked_builds:  # a later commit serving a yanked commit's build
             return Target(named, ref, sha, weight, "yanked", serving=serving, segment=segment)
-        guard = analysis_key(flow, ref, version.blobs.get(flow, serving)) if guarded else None
-        state = "aborted" if guard is not None and guard in self.aborted else "live"
-        return Target(named, ref, sha, weight, state, guard, serving, version, segment)
+        key = analysis_key(flow, ref, version.blobs.get(flow, serving))
+        # an abort holds the ref's build wherever the ref sits in the route (a routing change that makes the
+        # aborted canary the first ref does not bring it back: only a resume does)
+        state = "aborted" if key in self.aborted else "live"
+        return Target(named, ref, sha, weight, state, key if guarded else None, serving, version, segment)
+
+    def stopped(self, flow: str, version: Version) -> bool:
+        """Whether ``version``'s build of ``flow`` was aborted as a canary on any ref."""
+        content = version.blobs.get(flow, version.sha)
+        return any(f == flow and c == content for f, _, c in map(split_key, self.aborted))
 
     def route(self, flow: str, routing: RoutingConfig | None) -> Route:
         configured = routing.routes if routing is not None else {}
@@ -177,8 +184,11 @@ class _Plan:
             targets.append(self.target(flow, entry.ref, ref, sha, entry.weight, guard))
         matched = tuple(t for t in segments if t.state == "live")
         live = [t for t in targets if t.state == "live" and t.weight > 0]
-        if not live:  # no file, no route, or none of its refs can serve: the branch head serves it all
+        if not live:  # no file, no route, or none of its refs can serve: the branch head serves it all, unless its
+            # build is one aborted as a canary (on any ref): then nothing serves (503), never the stopped build
             fallback = self.target(flow, self.branch, self.branch, self.head.sha, 100.0, False)
+            if fallback.version is not None and self.stopped(flow, fallback.version):
+                fallback = replace(fallback, state="aborted")
             shown = tuple(targets) or (fallback,)
             return Route(
                 name, (*shown, *segments), ((1.0, fallback),) if fallback.state == "live" else (), None, matched
@@ -290,8 +300,8 @@ class RoutingTable:
         """The version a request without a pin gets: its route's first live segment whose match the request's
         X-Flow-Segment (``segment``) or X-Flow-User (``user``) meets; else a draw over the route's live refs, at the
         user's sticky point when there is a user (and ``sticky: user``), else at random. A flow no commit has ever
-        had gets the head, whose lack of the flow the caller reports; a flow that exists but has no good build is
-        NotServable."""
+        had gets the head, whose lack of the flow the caller reports; a flow no ref of whose route can serve (each
+        aborted, yanked, failed or missing, and the branch head's build too) is NothingServable."""
         if self.head is None:
             raise NoReadyVersion("no good version is loaded yet")
         route = self.routes.get(flow)
@@ -303,7 +313,7 @@ class RoutingTable:
                 assert chosen.version is not None, "live targets have a version"
                 return Choice(chosen.version, chosen.ref)
         if not route.live:
-            raise NotServable(self.why_not_served(flow))
+            raise NothingServable(self.why_not_served(flow))
         if len(route.live) == 1:
             target = route.live[0][1]
         else:
@@ -320,7 +330,14 @@ class RoutingTable:
             at = self.versions.get(failed[0].sha)
             if at is not None:
                 return failure_text(at, flow)
-        if route is not None and any(t.state == "yanked" for t in route.targets):
+        states = {t.state for t in route.targets} if route is not None else set()
+        if states == {"yanked"}:
+            return f"every version of flow {flow!r} that a ref serves was yanked"
+        if "aborted" in states:
+            others = ", ".join(f"{t.named} {t.state}" for t in route.targets if t.state != "aborted") if route else ""
+            rest = f"; {others}" if others else ""
+            return f"no ref of flow {flow!r} can serve: its canary was aborted (an operator resumes it){rest}"
+        if "yanked" in states:
             return f"every version of flow {flow!r} that a ref serves was yanked"
         return f"no ref serves flow {flow!r}"
 
@@ -337,6 +354,9 @@ class RoutingTable:
             primary = route.primary if route is not None and live[0].guard else None
             return Choice(version, live[0].ref, live[0].guard, primary)
         if any(t.state == "aborted" for t in matches):
+            return None
+        aborted = frozenset(split_key(k)[2] for k in self.aborted if split_key(k)[0] == flow)
+        if version.blobs.get(flow, sha) in aborted:  # the build of a canary aborted since, under any ref
             return None
         return Choice(version, self.ref_of(sha))
 

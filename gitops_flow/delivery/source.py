@@ -464,6 +464,36 @@ def read_at(paths: Sequence[Path], rev: str, *, max_bytes: int) -> dict[Path, by
     return found
 
 
+def refs_at(folder: Path) -> Refs:
+    """The branches (local, and origin's remote-tracking ones as CI checks them out) and tags of the repository whose
+    working tree holds ``folder``, each naming a commit (annotated tags peeled). For `gitops-flow plan`: where each
+    ref of a route points; nothing is fetched. Raises SourceError when the folder is in no Git working tree."""
+    opened: dict[Path, git.Repo] = {}
+    branches: dict[str, str] = {}
+    tags: dict[str, str] = {}
+    try:
+        repo, _ = _working_tree(folder.resolve() / "_", folder, opened)
+        with _git_errors(f"reading the refs of {folder}"):
+            fields = "%(refname) %(objecttype) %(objectname) %(*objecttype) %(*objectname)"
+            listing = repo.git.for_each_ref(f"--format={fields}", "refs/heads", "refs/tags", "refs/remotes/origin")
+    finally:
+        for opened_repo in opened.values():
+            opened_repo.close()
+    for line in listing.splitlines():
+        name, kind, sha, peeled_kind, peeled_sha = line.split(" ")
+        if peeled_kind:
+            kind, sha = peeled_kind, peeled_sha
+        if kind != "commit" or name == "refs/remotes/origin/HEAD":
+            continue
+        if name.startswith("refs/tags/"):
+            tags[name.removeprefix("refs/tags/")] = sha
+        elif name.startswith("refs/heads/"):
+            branches[name.removeprefix("refs/heads/")] = sha
+        else:
+            branches.setdefault(name.removeprefix("refs/remotes/origin/"), sha)
+    return Refs(branches, tags)
+
+
 def files_at(folder: Path, rev: str, *, suffix: str, max_bytes: int) -> dict[str, bytes]:
     """The regular files directly in ``folder`` (a folder of a local working tree, present there or not) at commit
     ``rev`` whose names end with ``suffix``: name -> bytes (only the first ``max_bytes + 1`` of a larger file). For

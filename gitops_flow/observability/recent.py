@@ -75,6 +75,17 @@ class Figures:
         return self.errors / self.requests if self.requests else 0.0
 
 
+class Counts:
+    """Requests, errors and latency buckets counted since the last drain, for one series."""
+
+    __slots__ = ("requests", "errors", "latency")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.errors = 0
+        self.latency: dict[int, int] = {}
+
+
 class RecentTraffic:
     """The window of every (flow, version, ref) this process served lately. ``clock`` is in seconds (monotonic)."""
 
@@ -91,6 +102,7 @@ class RecentTraffic:
         self.started = clock()
         self.total = 0  # every request ever added: a cheap way to tell that something new was counted
         self._series: dict[Key, deque[_Slot]] = {}
+        self._pending: dict[Key, Counts] = {}  # counted since the last drain(), for the store's shared window
 
     def add(self, flow: str, sha: str, ref: str | None, ok: bool, seconds: float) -> None:
         """Count one run (on the request path: a lookup and a few additions)."""
@@ -113,6 +125,19 @@ class RecentTraffic:
         index = bucket(seconds * 1000.0)
         slot.latency[index] = slot.latency.get(index, 0) + 1
         self.total += 1
+        pending = self._pending.get(key)
+        if pending is None:
+            if len(self._pending) >= self.max_series:
+                return  # nobody drains: the shared window is off, and this bound keeps memory flat
+            pending = self._pending[key] = Counts()
+        pending.requests += 1
+        pending.errors += 0 if ok else 1
+        pending.latency[index] = pending.latency.get(index, 0) + 1
+
+    def drain(self) -> dict[Key, Counts]:
+        """What was counted since the last drain, by series (each process hands it to the shared window)."""
+        taken, self._pending = self._pending, {}
+        return taken
 
     def figures(self, flow: str | None = None) -> list[Figures]:
         """The window of each series (of ``flow``, or of every flow) that served in it, by flow, then most requests."""
@@ -139,8 +164,8 @@ class RecentTraffic:
                     requests=requests,
                     errors=sum(s.errors for s in recent),
                     seconds=max(covered, 1.0),
-                    p50_ms=_percentile(latency, 0.50),
-                    p99_ms=_percentile(latency, 0.99),
+                    p50_ms=percentile(latency, 0.50),
+                    p99_ms=percentile(latency, 0.99),
                 )
             )
         return sorted(found, key=lambda f: (f.flow, -f.requests, f.ref or "", f.sha))
@@ -155,7 +180,7 @@ class RecentTraffic:
         del self._series[idlest]
 
 
-def _percentile(latency: dict[int, int], fraction: float) -> float | None:
+def percentile(latency: dict[int, int], fraction: float) -> float | None:
     """The upper bound of the bucket holding the ``fraction`` quantile; None without requests."""
     total = sum(latency.values())
     if not total:

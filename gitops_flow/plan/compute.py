@@ -16,9 +16,9 @@ from typing import Any, Literal
 from gitops_flow.components import provider_packages
 from gitops_flow.components.provider_packages import ProviderPackage
 from gitops_flow.components.registry import ComponentRegistry
-from gitops_flow.delivery.source import files_at, read_at
+from gitops_flow.delivery.source import Refs, files_at, read_at, refs_at
 from gitops_flow.flow.locations import LineIndex
-from gitops_flow.flow.routing import ROUTING_FILE, RoutingConfig
+from gitops_flow.flow.routing import DEFAULT_ROUTE, ROUTING_FILE, RoutingConfig
 from gitops_flow.plan.diff import Change, FlowDiff, flow_diff, routing_diff, secrets
 from gitops_flow.problems import Problem
 from gitops_flow.runtime.sandbox import TestSandbox
@@ -28,7 +28,7 @@ from gitops_flow.validation.documents import MAX_BYTES, MAX_EXPORT_BYTES, FileRe
 from gitops_flow.validation.routing import validate_routing_bytes
 
 Status = Literal["added", "removed", "changed", "unchanged"]
-Verdict = Literal["live", "fails", "blocked", "removed", "unchanged"]
+Verdict = Literal["live", "canary", "waits", "fails", "blocked", "removed", "unchanged"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +58,7 @@ class FlowPlan:
     contract: tuple[ContractChange, ...] = ()
     tests: tuple[int, int] = (0, 0)  # cases passed, failed
     packages: tuple[ProviderPackage, ...] = ()  # the model provider packages the flow needs where it is served
+    serves: str = ""  # how its route serves the merged commit: "the first ref", "a canary at 10 %", "no ref", ...
 
     @property
     def breaking(self) -> bool:
@@ -85,6 +86,7 @@ class FlowPlan:
                 }
                 for p in self.packages
             ],
+            "serves": self.serves,
         }
 
 
@@ -149,8 +151,79 @@ def make_plan(
         plans.append(judge.flow(file_name, f"{new_dir}/{file_name}", before.get(file_name), now.get(file_name)))
     if any(p.severity == "error" for p in routing_problems):
         plans = [_blocked(p) for p in plans]
+    else:
+        plans = [_reach(p, new_routing, _branch(base)) for p in plans]
     changes = routing_diff(old_routing, new_routing) if old_routing_raw != new_routing_raw else []
+    if new_routing is not None and not any(p.severity == "error" for p in routing_problems):
+        names = sorted({p.name for p in plans if p.status != "removed"})
+        routing_problems = [*routing_problems, *route_warnings(new_routing, refs_at(root), names)]
     return Plan(base, new_dir, tuple(plans), tuple(changes), tuple(routing_problems))
+
+
+def route_warnings(routing: RoutingConfig, refs: Refs, flows: list[str], *, file: str = ROUTING_FILE) -> list[Problem]:
+    """Warnings for the routes this routing file leaves with nothing servable as Git stands: each ref a tag that does
+    not exist or whose commit the file yanks, or weighted 0 (``route-unservable``); or whose first ref is such, so
+    that only guarded canaries serve (``route-canary-only``: a canary the server has aborted then leaves the route
+    nothing, and its requests get 503 nothing-servable). A branch is taken as servable: merging moves it."""
+    found: list[Problem] = []
+    for name, entries in sorted(routing.routes.items()):
+        flow = name if name in flows else None
+        states = [(entry, _ref_state(routing, refs, flow, entry.ref)) for entry in entries]
+        said = ", ".join(f"{e.ref} {state}" for e, state in states if state != "servable")
+        servable = [e.ref for e, state in states if state == "servable" and e.weight > 0]
+        if not servable:
+            text = (
+                f"route {name!r}: no ref it names can serve after this change ({said or 'every weight is 0'}); the"
+                " branch head serves alone, and if its build is yanked or an aborted canary's, requests get 503"
+                " nothing-servable"
+            )
+            found.append(Problem("route-unservable", text, f"$.routes.{name}", file, severity="warning"))
+        elif routing.analysis is not None and states and states[0][1] != "servable":
+            text = (
+                f"route {name!r}: its first ref {entries[0].ref!r} is {states[0][1]}, so only its canaries"
+                f" ({', '.join(servable)}) serve; if the server has aborted one, nothing serves the route (503"
+                " nothing-servable) until an operator resumes it"
+            )
+            found.append(Problem("route-canary-only", text, f"$.routes.{name}", file, severity="warning"))
+    return found
+
+
+def _ref_state(routing: RoutingConfig, refs: Refs, flow: str | None, ref: str) -> str:
+    if ref in refs.branches and (flow is None or f"{flow}/{ref}" not in refs.tags):
+        return "servable"
+    sha = refs.tags.get(f"{flow}/{ref}") if flow is not None else None
+    sha = sha or refs.tags.get(ref)
+    if sha is None:
+        return "missing (no such tag or branch)"
+    if routing.is_yanked(sha):
+        return f"yanked (its commit {sha[:12]})"
+    return "servable"
+
+
+def _branch(base: str) -> str:
+    """The branch a merge lands on, from the base it is compared with (``origin/main`` -> ``main``)."""
+    return base.removeprefix("refs/heads/").removeprefix("refs/remotes/").removeprefix("origin/")
+
+
+def _reach(plan: FlowPlan, routing: RoutingConfig | None, branch: str) -> FlowPlan:
+    """A flow that builds, as its route will serve the merged commit (the branch's head): live when the branch is
+    the route's first ref (or there is no route: the head serves everything); a canary at its share of the weights
+    when it is a later ref; waiting when no ref of the route is the branch (it serves once a tag is moved to it)."""
+    if plan.verdict != "live":
+        return plan
+    routes = routing.routes if routing is not None else {}
+    entries = routes.get(plan.name) or routes.get(DEFAULT_ROUTE) or []
+    refs = [e.ref.removeprefix(f"{plan.name}/") for e in entries]
+    if not entries or refs[0] == branch:
+        return replace(plan, serves="the branch head serves it" if not entries else f"{branch}, the route's first ref")
+    if branch not in refs:
+        named = ", ".join(f"{e.ref} {e.weight:g}" for e in entries)
+        return replace(plan, verdict="waits", serves=f"its route serves {named}: none is {branch}")
+    total = sum(e.weight for e in entries)
+    weight = entries[refs.index(branch)].weight
+    share = 100 * weight / total if total else 0.0
+    others = ", ".join(f"{e.ref} {e.weight:g}" for e, r in zip(entries, refs, strict=True) if r != branch)
+    return replace(plan, verdict="canary", serves=f"a canary at {share:.3g} % on {branch} (beside {others})")
 
 
 def _routing(raw: bytes | None) -> RoutingConfig | None:

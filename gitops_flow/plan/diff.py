@@ -1,5 +1,6 @@
 """What changed between two versions of a flow document or of the routing file, item by item: nodes, params,
-edges, tests, the secrets a flow reads; refs, weights, the canary guard's thresholds, yanked commits."""
+edges, tests, the secrets a flow reads; routes, refs, weights, the canary guard's thresholds, stickiness and session
+lifetime, limits and token budgets, the response cache, yanked commits, each value with its unit."""
 
 from __future__ import annotations
 
@@ -139,19 +140,30 @@ def routing_diff(old: RoutingConfig | None, new: RoutingConfig | None) -> list[C
                 found.append(
                     Change("changed", f"route {route}: order", f"{_targets(old_targets)} → {_targets(new_targets)}")
                 )
-    old_analysis = before.analysis.model_dump() if before.analysis else None
-    new_analysis = after.analysis.model_dump() if after.analysis else None
+    old_analysis = _units(before.analysis.model_dump()) if before.analysis else None
+    new_analysis = _units(after.analysis.model_dump()) if after.analysis else None
     if old_analysis is None and new_analysis is not None:
         found.append(Change("added", "analysis", "the canary guard is on: " + _fields(new_analysis)))
     elif new_analysis is None and old_analysis is not None:
         found.append(Change("removed", "analysis", "the canary guard is off"))
     elif old_analysis is not None and new_analysis is not None:
-        found += _mapping_changes("analysis ", old_analysis, new_analysis)
-    found += _mapping_changes(
+        found += _unit_changes("analysis ", old_analysis, new_analysis)
+    found += _unit_changes(
         "",
-        {k: getattr(before, k) for k in ("sticky", "session_ttl", "flows_dir")},
-        {k: getattr(after, k) for k in ("sticky", "session_ttl", "flows_dir")},
+        _units({k: getattr(before, k) for k in ("sticky", "session_ttl", "flows_dir")}),
+        _units({k: getattr(after, k) for k in ("sticky", "session_ttl", "flows_dir")}),
     )
+    # limits and token budgets (a flow's, its users', each ref's) and the response cache, setting by setting
+    for part in ("limits", "cache"):
+        old_part = {name: rule.model_dump(exclude_none=True) for name, rule in getattr(before, part).items()}
+        new_part = {name: rule.model_dump(exclude_none=True) for name, rule in getattr(after, part).items()}
+        for name in _ordered(old_part, new_part):
+            if name not in old_part:
+                found.append(Change("added", f"{part} {name}", _fields(_units(_flat(new_part[name]))) or "(none)"))
+            elif name not in new_part:
+                found.append(Change("removed", f"{part} {name}", _fields(_units(_flat(old_part[name]))) or "(none)"))
+            else:
+                found += _unit_changes(f"{part} {name}: ", _units(_flat(old_part[name])), _units(_flat(new_part[name])))
     found += [Change("added", "yanked", sha) for sha in after.yanked if sha not in before.yanked]
     found += [Change("removed", "yanked", sha) for sha in before.yanked if sha not in after.yanked]
     return found
@@ -180,6 +192,58 @@ def _segment(match: SegmentMatch) -> str:
     return f"{header} in [{shown}]"
 
 
+_UNITS = {  # the unit each setting of the routing file is read in, for the plan to say
+    "window": "s",
+    "session_ttl": "s",
+    "ttl": "s",
+    "max_p99_ms": "ms",
+    "requests_per_second": "requests/s",
+    "concurrent": "runs at once",
+    "budget": "tokens",
+    "min_requests": "requests",
+    "max_failures": "failures",
+}
+
+
+def _units(values: Mapping[str, Any]) -> dict[str, str]:
+    """Each value as the plan shows it, with its unit: ``window`` 60.0 -> ``60 s``, ``max_error_rate`` 0.05 ->
+    ``5 %``, ``tokens.budget`` 1000 -> ``1,000 tokens``."""
+    shown = {}
+    for key, value in values.items():
+        last = key.rpartition(".")[2]
+        if last == "max_error_rate" and isinstance(value, int | float):
+            shown[key] = f"{100 * value:g} %"
+        elif last in _UNITS and isinstance(value, int | float) and not isinstance(value, bool):
+            shown[key] = f"{value:,g} {_UNITS[last]}"
+        else:
+            shown[key] = _show(value)
+    return shown
+
+
+def _flat(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as dotted keys (``tokens.budget``), lists kept whole."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _unit_changes(prefix: str, old: Mapping[str, str], new: Mapping[str, str]) -> list[Change]:
+    """Changes between two mappings of values already shown with their units."""
+    found = []
+    for key in _ordered(old, new):
+        if key not in old:
+            found.append(Change("added", f"{prefix}{key}", new[key]))
+        elif key not in new:
+            found.append(Change("removed", f"{prefix}{key}", old[key]))
+        elif old[key] != new[key]:
+            found.append(Change("changed", f"{prefix}{key}", f"{old[key]} → {new[key]}"))
+    return found
+
+
 def _mapping_changes(prefix: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Change]:
     found = []
     for key in _ordered(old, new):
@@ -193,10 +257,31 @@ def _mapping_changes(prefix: str, old: Mapping[str, Any], new: Mapping[str, Any]
 
 
 def _compare(old: Any, new: Any) -> str:
-    before, after = _show(old), _show(new)
-    if len(before) + len(after) <= 2 * _VALUE_CHARS:
-        return f"{before} → {after}"
-    return f"{len(_json(old))} → {len(_json(new))} characters"
+    """``old → new``; for long values, the part of each that differs, with a little context and where it starts
+    (cutting both to their first characters would show the same text twice)."""
+    first, second = _json(old), _json(new)
+    if max(len(first), len(second)) <= _VALUE_CHARS or env_name(old) is not None or env_name(new) is not None:
+        return f"{_show(old)} → {_show(new)}"
+    start = 0
+    while start < min(len(first), len(second)) and first[start] == second[start]:
+        start += 1
+    end = 0
+    while end < min(len(first), len(second)) - start and first[-1 - end] == second[-1 - end]:
+        end += 1
+    where = f" (from character {start + 1}; {len(first)} → {len(second)} characters)"
+    return f"{_excerpt(first, start, len(first) - end)} → {_excerpt(second, start, len(second) - end)}{where}"
+
+
+_CONTEXT = 12  # characters shown before and after the part of a long value that differs
+
+
+def _excerpt(text: str, start: int, stop: int) -> str:
+    """``text[start:stop]`` (the differing part) with _CONTEXT characters around it, at most _VALUE_CHARS long."""
+    low, high = max(0, start - _CONTEXT), min(len(text), stop + _CONTEXT)
+    piece = text[low:high]
+    if len(piece) > _VALUE_CHARS:
+        piece, high = piece[: _VALUE_CHARS - 1] + "…", low + _VALUE_CHARS - 1
+    return ("…" if low > 0 else "") + piece + ("…" if high < len(text) and not piece.endswith("…") else "")
 
 
 def _show(value: Any) -> str:
@@ -229,5 +314,5 @@ def _targets(targets: Mapping[str, float]) -> str:
     return ", ".join(f"{ref} {weight:g}" for ref, weight in targets.items())
 
 
-def _fields(values: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k} {_show(v)}" for k, v in values.items())
+def _fields(values: Mapping[str, str]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in values.items())

@@ -28,6 +28,8 @@ ONE_BY_ONE = (
 _SIGN = {"added": "+", "removed": "-", "changed": "~"}
 _VERDICT_TEXT = {
     "live": "goes live",
+    "canary": "becomes a canary",
+    "waits": "is built but not served yet",
     "fails": "fails; keeps serving its last good version",
     "blocked": "not deployed: the routing file fails the whole commit",
     "removed": "removed: no longer served from the branch head",
@@ -47,13 +49,18 @@ def headline(plan: Plan) -> str:
     """One line: how many flows go live, fail, are removed; or that the whole commit fails."""
     if plan.whole_fails:
         return "The whole commit will fail: the routing file has problems, so nothing of it goes live."
-    counts = {verdict: sum(f.verdict == verdict for f in plan.flows) for verdict in ("live", "fails", "removed")}
-    parts = [
-        f"{counts['live']} flow{'s' if counts['live'] != 1 else ''} will go live",
-        f"{counts['fails']} will fail" if counts["fails"] else "",
-        f"{counts['removed']} will be removed" if counts["removed"] else "",
+    said = (
+        ("live", "will go live"),
+        ("canary", "will become a canary"),
+        ("waits", "will wait for a ref"),
+        ("fails", "will fail"),
+        ("removed", "will be removed"),
+    )
+    counted = [(sum(f.verdict == verdict for f in plan.flows), text) for verdict, text in said]
+    changed = [
+        f"{n} flow{'s' if n != 1 else ''} {text}" if i == 0 else f"{n} {text}"
+        for i, (n, text) in enumerate((n, text) for n, text in counted if n)
     ]
-    changed = [p for p in parts if p and not p.startswith("0 ")]
     if not changed and not plan.routing:
         return "Nothing the server serves changes."
     return (", ".join(changed) or "No flow changes") + "."
@@ -106,7 +113,7 @@ def markdown(plan: Plan) -> str:
     if plan.routing or plan.routing_problems:
         lines += ["#### Routing (`gitops-flow.yaml`)", ""]
         lines += [f"- {_change(c)}" for c in plan.routing]
-        lines += [f"- ❌ {_problem(p)}" for p in plan.routing_problems]
+        lines += [f"- {'❌' if p.severity == 'error' else '⚠️'} {_problem(p)}" for p in plan.routing_problems]
         lines.append("")
     out = "\n".join(lines).rstrip() + "\n"
     if len(out) > MAX_CHARS:
@@ -149,17 +156,19 @@ def _verdict(flow: FlowPlan) -> str:
         if first is not None:
             where = f"{first.file}:{first.line}" if first.line else first.file
             text += f" ({where} {first.code})"
-    if flow.verdict == "live" and flow.breaking:
+    if flow.verdict in ("canary", "waits") and flow.serves:
+        text += f": {flow.serves}"
+    if flow.verdict in ("live", "canary") and flow.breaking:
         text += ", with a breaking contract change"
-    if flow.verdict == "live" and flow.new_secrets:
+    if flow.verdict in ("live", "canary") and flow.new_secrets:
         text += f" if the server has {', '.join(flow.new_secrets)}"
     return text
 
 
 def _mark(flow: FlowPlan) -> str:
-    if flow.verdict == "live":
-        return "⚠️" if flow.breaking else "✅"
-    return {"fails": "❌", "blocked": "⛔", "removed": "🗑️"}.get(flow.verdict, "")
+    if flow.verdict in ("live", "canary"):
+        return "⚠️" if flow.breaking else "✅" if flow.verdict == "live" else "🐤"
+    return {"fails": "❌", "blocked": "⛔", "removed": "🗑️", "waits": "⏸️"}.get(flow.verdict, "")
 
 
 def _new(flow: FlowPlan, *, code: bool = False) -> list[str]:

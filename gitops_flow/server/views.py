@@ -65,8 +65,10 @@ def flow_state(table: RoutingTable, name: str) -> dict[str, Any]:
         summary = f"{name} waits for its tests at {head.sha[:12]}{instead}"
         return {"state": "pending", "serving": carried, "pending_at": head.sha, "summary": summary}
     if head is None or name not in head.failed:
-        summary = f"{name} live at {serving[:12]}" if serving else f"{name} is not served"
-        return {"state": "live" if serving else "missing", "serving": serving, "summary": summary}
+        if serving:
+            return {"state": "live", "serving": serving, "summary": f"{name} live at {serving[:12]}"}
+        reason = table.why_not_served(name)  # every ref aborted, yanked, failed or missing: requests get a 503
+        return {"state": "unserved", "serving": None, "reason": reason, "summary": f"{name} is not served: {reason}"}
     carried = head.carried.get(name)
     instead = f", serving {carried[:12]}" if carried else ", not served"
     return {
@@ -224,11 +226,15 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Ready once the branch is loaded (a commit that did not fail as a whole) and the state store can be written and
-    read; flows that failed at it are listed, but do not unready the server: the others serve, and each failed one
-    keeps its last good version. A source that fails later is shown here but does not unready the server either."""
+    """Ready once the branch is loaded (a commit that did not fail as a whole), some flow of it can serve, and the
+    state store can be written and read; flows that failed at it are listed, but do not unready the server: the
+    others serve, and each failed one keeps its last good version. Flows no ref can serve are listed with the reason
+    (``unserved``); they unready the server only when no flow can serve at all (a head where every flow failed with
+    no good build to carry). A source that fails later is shown here but does not unready the server either."""
     deps = get_deps(request)
-    head = deps.reconciler.table.head
+    table = deps.reconciler.table
+    head = table.head
+    unserved = {flow: table.why_not_served(flow) for flow, route in table.routes.items() if not route.live}
     store_error = None
     try:
         await deps.store.ping()  # writes a probe and reads it back: a store that only answers is not enough
@@ -242,11 +248,13 @@ async def readyz(request: Request) -> Response:
         else:
             log.info("the state store can be written and read again")
         request.app.state.store_failure = reason
-    ready = head is not None and store_error is None
+    nothing_serves = bool(table.routes) and len(unserved) == len(table.routes)
+    ready = head is not None and store_error is None and not nothing_serves
     body = {
         "ready": ready,
         "version": head.sha if head else None,
         "failed_flows": sorted(head.failed) if head else [],
+        "unserved": unserved,
         "source": _source(deps.reconciler),
         "store": {"ok": store_error is None, "error": store_error},
         **_worker(deps.reconciler),

@@ -13,6 +13,8 @@ from gitops_flow.flow.routing import (
     DEFAULT_ROUTE,
     Analysis,
     CacheRule,
+    EvalRules,
+    EvalThreshold,
     FlowLimits,
     Rate,
     RefLimits,
@@ -34,6 +36,8 @@ _ROUTING_MODELS_AT: tuple[tuple[tuple[str, ...], type[BaseModel]], ...] = (
     (("limits", "#", "refs", "#"), RefLimits),
     (("limits", "#", "refs", "#", "tokens"), TokenBudget),
     (("cache", "#"), CacheRule),
+    (("evals",), EvalRules),
+    (("evals", "flows", "#"), EvalThreshold),
     ((), RoutingConfig),
 )
 

@@ -1,0 +1,186 @@
+"""`gitops-flow eval`: a flow's datasets scored at the head and at a base revision of a real Git repository, the
+delta and the changed cases, the routing file's threshold failing the check, the plan including it, and validation
+of the datasets a flow names."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gitops_flow.cli.main import main
+from tests.gitrepo import Remote
+from tests.served import echo_flow
+
+EVALS = [{"dataset": "evals/faq.jsonl", "scorers": ["exact", "contains", "json_schema", "judge:evals/rubric.md"]}]
+DATASET = "\n".join(
+    json.dumps(line)
+    for line in (
+        {"input": {"question": "when are you open?"}, "expected": "9 to 5"},
+        {"input": {"question": "do you close?"}, "expected": "We never close."},
+        {"name": "any text", "input": {"question": "hi"}, "schema": {"type": "string", "minLength": 1}},
+        {"input": {"question": "be kind"}, "rubric": "polite and short"},
+    )
+)
+ROUTING = {"routes": {"default": [{"ref": "main", "weight": 100}]}, "evals": {"min_delta": -0.05}}
+
+
+def run(*args: str) -> tuple[int, str]:
+    out = io.StringIO()
+    code = main(list(args), environ={}, out=out)
+    return code, out.getvalue()
+
+
+def support(answer: str, **extra: Any) -> str:
+    return echo_flow("support", answer, evals=EVALS, **extra)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Remote:
+    """main answers "Our hours are 9 to 5."; branch ``better`` answers "We never close.", ``worse`` "Sorry."."""
+    remote = Remote.create(tmp_path_factory.mktemp("eval"))
+    remote.commit(
+        {
+            "flows/support.json": support("Our hours are 9 to 5."),
+            "evals/faq.jsonl": DATASET,
+            "evals/rubric.md": "Score 1 when the answer is polite, 0 otherwise.",
+            "gitops-flow.yaml": yaml.safe_dump(ROUTING),
+        },
+        "main",
+    )
+    for branch, answer in (("better", "We never close."), ("worse", "Sorry.")):
+        remote.git("checkout", "-q", "-b", branch, "main")
+        remote.commit({"flows/support.json": support(answer)}, branch)
+    remote.git("checkout", "-q", "better")
+    return remote
+
+
+def scores(found: dict[str, Any]) -> dict[str, tuple[Any, Any, Any]]:
+    (flow,) = found["flows"]
+    (dataset,) = flow["datasets"]
+    return {s["scorer"]: (s["base"], s["head"], s["delta"]) for s in dataset["scorers"]}
+
+
+def test_eval_against_a_base_shows_each_scorer_its_delta_and_the_changed_cases(repo: Remote) -> None:
+    repo.git("checkout", "-q", "better")
+    code, out = run("eval", str(repo.work), "--base", "main", "--format", "json")
+    assert code == 0, out
+    found = json.loads(out)
+    assert found["base"] == "main" and found["failed"] is False
+    assert scores(found) == {
+        "exact": (0.0, 0.5, 0.5),
+        "contains": (0.5, 0.5, 0.0),
+        "json_schema": (1.0, 1.0, 0.0),
+        "judge:evals/rubric.md": (None, None, None),
+    }
+    dataset = found["flows"][0]["datasets"][0]
+    judge = next(s for s in dataset["scorers"] if s["scorer"].startswith("judge:"))
+    assert "a judge needs a model" in judge["skipped"]
+    changed = {c["line"]: c for c in dataset["changed"]}
+    assert sorted(changed) == [1, 2]  # the schema case scores the same; the rubric case has no scorer that ran
+    assert changed[1]["scores"] == {"contains": {"base": 1.0, "head": 0.0}}
+    assert changed[2]["scores"] == {"exact": {"base": 0.0, "head": 1.0}, "contains": {"base": 0.0, "head": 1.0}}
+    assert (changed[2]["base_output"], changed[2]["head_output"]) == ("Our hours are 9 to 5.", "We never close.")
+
+    code, text = run("eval", str(repo.work), "--base", "main")
+    assert code == 0
+    assert "exact: base 0.000, head 0.500, delta +0.500" in text
+    assert "changed line 2 (line 2): exact 0.000 -> 1.000, contains 0.000 -> 1.000" in text
+    assert "judge:evals/rubric.md: skipped (a judge needs a model" in text
+
+
+def test_a_score_falling_past_the_threshold_fails_the_check(repo: Remote) -> None:
+    repo.git("checkout", "-q", "worse")
+    try:
+        code, out = run("eval", str(repo.work), "--base", "main", "--format", "json")
+        assert code == 1, out
+        flow = json.loads(out)["flows"][0]
+        assert flow["failures"] == ["evals/faq.jsonl contains: the score fell by 0.500, more than 0.05"]
+        code, markdown = run("eval", str(repo.work), "--base", "main", "--format", "markdown")
+        assert code == 1
+        assert "| `evals/faq.jsonl` | contains | 0.500 | 0.000 | -0.500 |" in markdown
+        assert "❌ threshold: evals/faq.jsonl contains: the score fell by 0.500" in markdown
+        # a flow's own threshold replaces the file's: this one lets the score fall
+        routing = {**ROUTING, "evals": {"min_delta": -0.05, "flows": {"support": {"min_delta": -1}}}}
+        (repo.work / "gitops-flow.yaml").write_text(yaml.safe_dump(routing))
+        assert run("eval", str(repo.work), "--base", "main")[0] == 0
+    finally:
+        repo.git("checkout", "-q", "--", "gitops-flow.yaml")
+        repo.git("checkout", "-q", "better")
+
+
+def test_without_a_base_the_head_is_scored_alone_and_a_bad_base_is_a_usage_error(repo: Remote) -> None:
+    code, out = run("eval", str(repo.work), "--format", "json")
+    assert code == 0
+    assert scores(json.loads(out))["exact"] == (None, 0.5, None)
+    assert run("eval", str(repo.work), "--base", "no-such-branch")[0] == 2
+
+
+def test_the_plan_and_its_comment_include_the_evaluation(repo: Remote) -> None:
+    repo.git("checkout", "-q", "worse")
+    try:
+        code, out = run("plan", str(repo.work), "--base", "main", "--format", "json")
+        assert code == 0
+        evals = json.loads(out)["evals"]
+        assert evals["failed"] is True and scores(evals)["contains"] == (0.5, 0.0, -0.5)
+        markdown = run("plan", str(repo.work), "--base", "main", "--format", "markdown")[1]
+        assert "#### Evaluation" in markdown and "| `evals/faq.jsonl` | contains | 0.500 | 0.000 | -0.500 |" in markdown
+    finally:
+        repo.git("checkout", "-q", "better")
+
+
+@pytest.mark.parametrize(
+    ("dataset", "files", "code", "where"),
+    [
+        ("../outside.jsonl", {}, "dataset-outside", "flows/support.json"),
+        ("/etc/passwd", {}, "dataset-outside", "flows/support.json"),
+        ("evals/none.jsonl", {}, "dataset-missing", "flows/support.json"),
+        ("evals/link.jsonl", {"link": True}, "dataset-outside", "flows/support.json"),
+        ("evals/bad.jsonl", {"evals/bad.jsonl": '{"input": 1, "expected": 1}\n{"input": \n'}, "invalid-json", "2"),
+        ("evals/bad.jsonl", {"evals/bad.jsonl": '{"expected": 1}\n'}, "missing-key", "1"),
+        ("evals/bad.jsonl", {"evals/bad.jsonl": '{"input": 1}\n'}, "dataset-bad-case", "1"),
+        ("evals/big.jsonl", {"evals/big.jsonl": '{"input": 1, "expected": 1}\n' * 501}, "dataset-too-many-lines", ""),
+        ("evals/big.jsonl", {"evals/big.jsonl": " " * (1024 * 1024 + 1)}, "dataset-too-large", "flows/support.json"),
+    ],
+)
+def test_validate_names_the_file_line_and_code_of_a_bad_dataset(
+    tmp_path: Path, dataset: str, files: dict[str, Any], code: str, where: str
+) -> None:
+    root = tmp_path / "repo"
+    (root / "flows").mkdir(parents=True)
+    (root / ".git").mkdir()
+    (tmp_path / "outside.jsonl").write_text('{"input": 1, "expected": 1}\n')
+    for name, content in files.items():
+        if name == "link":
+            (root / "evals").mkdir(exist_ok=True)
+            (root / "evals/link.jsonl").symlink_to(tmp_path / "outside.jsonl")
+            continue
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(content)
+    flow = json.loads(echo_flow("support", "x"))
+    flow["evals"] = [{"dataset": dataset, "scorers": ["exact"]}]
+    (root / "flows/support.json").write_text(json.dumps(flow, indent=2))
+    status, out = run("validate", str(root), "--format", "json")
+    assert status == 1, out
+    problems = [p for p in json.loads(out)["problems"] if p["code"] == code]
+    assert problems, out
+    problem = problems[0]
+    if where == "flows/support.json":  # a reference that does not hold names the flow's file and line
+        assert problem["file"].endswith("flows/support.json") and problem["line"] is not None
+        assert problem["path"] == "$.evals[0].dataset"
+    else:  # a case that does not hold names the dataset and its line
+        assert problem["file"] == dataset
+        assert str(problem["line"] or "") == where
+
+
+def test_a_scorer_the_schema_does_not_know_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "flows").mkdir()
+    flow = json.loads(echo_flow("support", "x"))
+    flow["evals"] = [{"dataset": "d.jsonl", "scorers": ["similar"]}]
+    (tmp_path / "flows/support.json").write_text(json.dumps(flow))
+    status, out = run("validate", str(tmp_path))
+    assert status == 1 and "$.evals[0].scorers[0]" in out

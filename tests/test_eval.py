@@ -14,6 +14,7 @@ import yaml
 
 from gitops_flow.cli.main import main
 from tests.gitrepo import Remote
+from tests.openaiapi import openai_standin
 from tests.served import echo_flow
 
 EVALS = [{"dataset": "evals/faq.jsonl", "scorers": ["exact", "contains", "json_schema", "judge:evals/rubric.md"]}]
@@ -184,3 +185,34 @@ def test_a_scorer_the_schema_does_not_know_is_refused(tmp_path: Path) -> None:
     (tmp_path / "flows/support.json").write_text(json.dumps(flow))
     status, out = run("validate", str(tmp_path))
     assert status == 1 and "$.evals[0].scorers[0]" in out
+
+
+def test_a_judge_scores_with_the_rubric_only_when_a_real_model_key_is_configured(repo: Remote) -> None:
+    repo.git("checkout", "-q", "better")
+    with openai_standin() as standin:
+        standin.reply = "0.75"
+        environ = {
+            "OPENAI_API_KEY": "sk-test-standin",
+            "GITOPS_FLOW_EVAL_JUDGE_MODEL": "openai:gpt-4o-mini",
+            "GITOPS_FLOW_EVAL_JUDGE_BASE_URL": standin.base_url,
+            "GITOPS_FLOW_ALLOWED_BASE_URLS": f"openai={standin.base_url}",
+        }
+        out = io.StringIO()
+        assert main(["eval", str(repo.work), "--base", "main", "--format", "json"], environ=environ, out=out) == 0
+        judged = scores(json.loads(out.getvalue()))["judge:evals/rubric.md"]
+        assert judged == (0.75, 0.75, 0.0)
+        assert len(standin.prompts) == 8  # four cases, at the head and at the base
+        assert "Score 1 when the answer is polite" in standin.prompts[0] and "polite and short" in standin.prompts[-1]
+        assert "We never close." in " ".join(standin.prompts)
+        # a key that may not go to this base URL: no judge, and the reason says why
+        refused = {**environ, "GITOPS_FLOW_ALLOWED_BASE_URLS": ""}
+        out = io.StringIO()
+        main(["eval", str(repo.work), "--format", "json"], environ=refused, out=out)
+        dataset = json.loads(out.getvalue())["flows"][0]["datasets"][0]
+        skipped = next(s["skipped"] for s in dataset["scorers"] if s["scorer"].startswith("judge:"))
+        assert "refused" in skipped and len(standin.prompts) == 8
+    # a model but no key: skipped, naming the variable
+    out = io.StringIO()
+    main(["eval", str(repo.work), "--format", "json"], environ={"GITOPS_FLOW_EVAL_JUDGE_MODEL": "openai:x"}, out=out)
+    dataset = json.loads(out.getvalue())["flows"][0]["datasets"][0]
+    assert "needs its key (OPENAI_API_KEY)" in dataset["scorers"][3]["skipped"]

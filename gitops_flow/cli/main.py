@@ -390,6 +390,7 @@ def _eval(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     or a flow with evals is wrong."""
     from gitops_flow.plan.evals import evaluate
     from gitops_flow.plan.scorecard import render
+    from gitops_flow.runtime.judge import Judge, JudgeUnavailable
 
     root: Path = args.directory
     if not root.is_dir():
@@ -407,6 +408,18 @@ def _eval(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     sandbox = TestSandbox(
         registry, budget=settings.test_budget, memory_mb=settings.test_memory_mb, processes=settings.test_processes
     )
+    judge, no_judge = None, ""
+    try:
+        judge = Judge.configured(
+            settings.eval_judge_model,
+            args.environ,
+            registry,
+            base_url=settings.eval_judge_base_url,
+            calls=settings.eval_judge_calls,
+            policy=settings.secret_policy(),
+        )
+    except JudgeUnavailable as exc:
+        no_judge = str(exc)
     try:
         found = evaluate(
             files,
@@ -415,6 +428,8 @@ def _eval(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
             sandbox,
             rules=config.evals if config is not None else None,
             policy=settings.secret_policy(),
+            judge=judge,
+            no_judge=no_judge,
         )
     except (SourceError, UnknownVersion) as exc:
         raise UsageError(f"--base {args.base}: {exc}") from None

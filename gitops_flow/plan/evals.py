@@ -16,7 +16,8 @@ from gitops_flow.delivery.source import read_at
 from gitops_flow.flow.datasets import EvalCase
 from gitops_flow.flow.routing import EvalRules
 from gitops_flow.problems import Problem
-from gitops_flow.runtime.evaluation import DatasetRun, run_dataset
+from gitops_flow.runtime.evaluation import NO_JUDGE, DatasetRun, run_dataset
+from gitops_flow.runtime.judge import Judge
 from gitops_flow.runtime.sandbox import TestSandbox
 from gitops_flow.security.policy import SecretPolicy
 from gitops_flow.validation.datasets import load_evals
@@ -135,12 +136,15 @@ def evaluate(
     rules: EvalRules | None = None,
     policy: SecretPolicy | None = None,
     names: Sequence[str] | None = None,
+    judge: Judge | None = None,
+    no_judge: str = NO_JUDGE,
 ) -> EvalReport:
     """Evaluate each flow file of the working tree that lists ``evals`` (``names``: only those flows). The datasets
     are the head's; the flow at ``base`` (when given) answers them too.
 
     Raises SourceError when ``base`` is given and the files are in no Git working tree, UnknownVersion when it names
-    no commit.
+    no commit. ``judge`` scores the ``judge:`` scorers (each case at the head and at the base); without one they are
+    skipped, ``no_judge`` saying why.
     """
     before = read_at(list(files), base, max_bytes=MAX_EXPORT_BYTES) if base is not None and files else {}
     flows = []
@@ -169,8 +173,13 @@ def evaluate(
         for dataset in loaded:
             if not dataset.ok:
                 continue
-            head = run_dataset(spec, dataset.cases, dataset.scorers, registry, sandbox)
-            then = run_dataset(old_spec, dataset.cases, dataset.scorers, registry, sandbox) if old_spec else None
+            options: dict[str, Any] = {"judge": judge, "rubrics": dataset.rubrics, "no_judge": no_judge}
+            head = run_dataset(spec, dataset.cases, dataset.scorers, registry, sandbox, **options)
+            then = (
+                run_dataset(old_spec, dataset.cases, dataset.scorers, registry, sandbox, **options)
+                if old_spec
+                else None
+            )
             datasets.append(_compare(dataset.dataset, dataset.scorers, dataset.cases, head, then))
         threshold = (rules or EvalRules()).for_flow(spec.name)
         failures = tuple(_breaches(datasets, threshold.min_delta, threshold.min_score))

@@ -3,6 +3,7 @@ answer is scored by each scorer (scorers.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,10 +11,11 @@ from gitops_flow.components.fake_answers import fake_answers
 from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.flow.datasets import EvalCase
 from gitops_flow.flow.document import Expectation, FlowSpec, FlowTest
+from gitops_flow.runtime.judge import Judge
 from gitops_flow.runtime.sandbox import TestSandbox
 from gitops_flow.runtime.scorers import SCORERS, score
 
-NO_JUDGE = "a judge needs a model; eval answers with fakes, and a fake cannot judge"
+NO_JUDGE = "a judge needs a model (GITOPS_FLOW_EVAL_JUDGE_MODEL); eval answers with fakes, and a fake cannot judge"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,10 @@ def run_dataset(
     scorers: tuple[str, ...],
     registry: ComponentRegistry,
     sandbox: TestSandbox,
+    *,
+    judge: Judge | None = None,
+    rubrics: Mapping[str, str] | None = None,
+    no_judge: str = NO_JUDGE,
 ) -> DatasetRun:
     """Run ``spec`` on every case as `gitops-flow test` runs a test (the sandbox: a child process with a time and
     a memory limit), every model node answering what ``fake_answers`` gives it; then score. Blocking. Never raises
@@ -57,7 +63,8 @@ def run_dataset(
     results = sandbox.run(spec.model_copy(update={"tests": tests})) if tests else []
     by_name = {r.case: r for r in results}
     whole = next((r for r in results if r.case == "(all)"), None)  # the sandbox stopped them all
-    skipped = {s: NO_JUDGE for s in scorers if s not in SCORERS}
+    judged = [s for s in scorers if s not in SCORERS and judge is not None]
+    skipped = {s: no_judge for s in scorers if s not in SCORERS and s not in judged}
     runs = []
     for test, case in zip(tests, cases, strict=True):
         result = by_name.get(test.name, whole)
@@ -67,5 +74,9 @@ def run_dataset(
             runs.append(CaseRun(case, None, error, failed))
             continue
         scores = {s: score(s, case, result.output) for s in scorers if s in SCORERS}
+        for scorer in judged:
+            assert judge is not None
+            rubric = "\n".join(part for part in ((rubrics or {}).get(scorer, ""), case.rubric or "") if part)
+            scores[scorer] = judge.score(rubric, case.input, result.output)
         runs.append(CaseRun(case, result.output, None, scores))
     return DatasetRun(tuple(runs), skipped)

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -216,3 +219,27 @@ def test_a_judge_scores_with_the_rubric_only_when_a_real_model_key_is_configured
     main(["eval", str(repo.work), "--format", "json"], environ={"GITOPS_FLOW_EVAL_JUDGE_MODEL": "openai:x"}, out=out)
     dataset = json.loads(out.getvalue())["flows"][0]["datasets"][0]
     assert "needs its key (OPENAI_API_KEY)" in dataset["scorers"][3]["skipped"]
+
+
+def test_the_shipped_workflow_fails_the_pull_request_whose_scores_fall(repo: Remote, tmp_path: Path) -> None:
+    """The step `gitops-flow init` writes, run by bash as GitHub's runner does, on the branch whose score falls."""
+    assert main(["init", str(tmp_path / "starter")], environ={}, out=io.StringIO()) == 0
+    workflow = yaml.safe_load((tmp_path / "starter/.github/workflows/gitops-flow.yml").read_text())
+    [step] = [s for s in workflow["jobs"]["flows"]["steps"] if s.get("name") == "Evaluate on the datasets"]
+    summary = tmp_path / "summary.md"
+    env = {**os.environ, "BASE": repo.sha("main"), "GITHUB_STEP_SUMMARY": str(summary)}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    repo.git("checkout", "-q", "worse")
+    try:
+        done = subprocess.run(
+            ["bash", "-e", "-c", step["run"]], cwd=repo.work, env=env, capture_output=True, timeout=120
+        )
+        assert done.returncode == 1
+        assert "| `evals/faq.jsonl` | contains | 0.500 | 0.000 | -0.500 |" in summary.read_text()
+        repo.git("checkout", "-q", "better")
+        done = subprocess.run(
+            ["bash", "-e", "-c", step["run"]], cwd=repo.work, env=env, capture_output=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+    finally:
+        repo.git("checkout", "-q", "better")

@@ -16,6 +16,8 @@ import pytest
 import yaml
 
 from gitops_flow.cli.main import main
+from gitops_flow.flow.datasets import parse_dataset
+from gitops_flow.runtime.scorers import score
 from tests.gitrepo import Remote
 from tests.openaiapi import openai_standin
 from tests.served import echo_flow
@@ -243,3 +245,45 @@ def test_the_shipped_workflow_fails_the_pull_request_whose_scores_fall(repo: Rem
         assert done.returncode == 0, done.stderr
     finally:
         repo.git("checkout", "-q", "better")
+
+
+@pytest.mark.parametrize(
+    ("scorer", "case", "output", "expected"),
+    [
+        ("exact", {"expected": "Yes."}, " Yes.\n", 1.0),
+        ("exact", {"expected": {"a": 1}}, {"a": 1}, 1.0),
+        ("exact", {"expected": "Yes."}, "yes.", 0.0),
+        ("exact", {"schema": {}}, "anything", None),  # nothing to compare with: not scored
+        ("contains", {"expected": "OPEN"}, "we are open", 1.0),
+        ("contains", {"expected": ["open", "24/7"]}, "open 24/7", 1.0),
+        ("contains", {"expected": ["open", "24/7"]}, "open", 0.0),
+        ("json_schema", {"schema": {"type": "object", "required": ["id"]}}, '{"id": 3}', 1.0),
+        ("json_schema", {"schema": {"type": "object", "required": ["id"]}}, '{"other": 3}', 0.0),
+        ("json_schema", {"schema": {"type": "object"}}, "not json", 0.0),
+        ("json_schema", {"schema": {"type": "string", "pattern": "^Order [0-9]+$"}}, "Order 12", 1.0),
+        ("json_schema", {"schema": {"properties": {"n": {"type": "integer", "maximum": 5}}}}, {"n": 6}, 0.0),
+        ("json_schema", {"schema": {"additionalProperties": False, "properties": {}}}, {"x": 1}, 0.0),
+        ("json_schema", {"schema": {"type": "array", "items": {"enum": [1, 2]}, "maxItems": 2}}, [1, 2], 1.0),
+        ("json_schema", {"schema": {"type": "integer"}}, True, 0.0),  # a boolean is not a number in JSON Schema
+    ],
+)
+def test_scorers(scorer: str, case: dict[str, Any], output: Any, expected: float | None) -> None:
+    line = {"input": "q", **case}
+    cases, problems = parse_dataset(json.dumps(line).encode(), file="d.jsonl")
+    assert problems == []
+    assert score(scorer, cases[0], output) == expected
+
+
+def test_a_case_the_flow_fails_on_scores_zero_and_says_why(tmp_path: Path) -> None:
+    """An input the flow's schema refuses (as the server would, 422) is a failed case at both sides, never a crash."""
+    remote = Remote.create(tmp_path)
+    flow = json.loads(support("9 to 5"))
+    flow["evals"] = [{"dataset": "evals/faq.jsonl", "scorers": ["contains"]}]
+    remote.commit({"flows/support.json": json.dumps(flow), "evals/faq.jsonl": '{"input": 42, "expected": "9"}\n'})
+    code, out = run("eval", str(remote.work), "--base", "HEAD", "--format", "json")
+    assert code == 0
+    dataset = json.loads(out)["flows"][0]["datasets"][0]
+    assert dataset["scorers"][0]["head"] == 0.0 and dataset["changed"] == []
+    code, text = run("eval", str(remote.work))
+    assert "contains: base –, head 0.000" in text
+    assert "the flow failed on line 1: the server would refuse this input (422 bad-input)" in text

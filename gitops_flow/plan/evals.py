@@ -24,6 +24,7 @@ from gitops_flow.validation.datasets import load_evals
 from gitops_flow.validation.documents import MAX_EXPORT_BYTES, validate_bytes
 
 MAX_CHANGED = 20  # changed cases listed per dataset; the rest are counted
+MAX_FAILED = 5  # failed cases named per dataset
 MAX_SHOWN = 200  # characters of an input or an answer shown
 
 
@@ -80,11 +81,13 @@ class DatasetResult:
     scorers: tuple[ScorerResult, ...]
     changed: tuple[ChangedCase, ...] = ()
     more_changed: int = 0
+    failed: tuple[str, ...] = ()  # the first cases the head's flow failed on, and why (they score 0)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "dataset": self.dataset,
             "cases": self.cases,
+            "failed": list(self.failed),
             "scorers": [s.as_dict() for s in self.scorers],
             "changed": [c.as_dict() for c in self.changed],
             "more_changed": self.more_changed,
@@ -212,7 +215,9 @@ def _compare(
                         moved,
                     )
                 )
-    return DatasetResult(name, len(cases), results, tuple(changed[:MAX_CHANGED]), max(len(changed) - MAX_CHANGED, 0))
+    failed = tuple(f"{r.case.label}: {_short(r.error)}" for r in head.runs if r.error is not None)[:MAX_FAILED]
+    more = max(len(changed) - MAX_CHANGED, 0)
+    return DatasetResult(name, len(cases), results, tuple(changed[:MAX_CHANGED]), more, failed)
 
 
 def _breaches(datasets: Sequence[DatasetResult], min_delta: float | None, min_score: float | None) -> list[str]:

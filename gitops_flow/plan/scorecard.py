@@ -38,6 +38,7 @@ def text(report: EvalReport) -> str:
         for dataset in flow.datasets:
             lines.append(f"  {dataset.dataset} ({dataset.cases} cases)")
             lines += [f"    {_score_line(s)}" for s in dataset.scorers]
+            lines += [f"    the flow failed on {failure}" for failure in dataset.failed]
             for case in dataset.changed:
                 moved = ", ".join(f"{s} {_num(b)} -> {_num(h)}" for s, (b, h) in case.scores.items())
                 lines.append(f"    changed {case.label} (line {case.line}): {moved}")
@@ -68,6 +69,7 @@ def markdown(report: EvalReport, *, heading: str = "#### Evaluation") -> list[st
                     cells = f"{_num(result.base)} | {_num(result.head)} | {_delta(result.delta)}"
                 lines.append(f"| `{_cell(dataset.dataset)}` | {result.scorer} | {cells} |")
         for dataset in flow.datasets:
+            lines += [f"- ⚠️ the flow failed on {_cell(failure)}" for failure in dataset.failed]
             lines += _changed(dataset)
         lines.append("")
     return lines

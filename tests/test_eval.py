@@ -287,3 +287,26 @@ def test_a_case_the_flow_fails_on_scores_zero_and_says_why(tmp_path: Path) -> No
     code, text = run("eval", str(remote.work))
     assert "contains: base –, head 0.000" in text
     assert "the flow failed on line 1: the server would refuse this input (422 bad-input)" in text
+
+
+@pytest.mark.parametrize(
+    ("evals", "code", "path"),
+    [
+        ({"min_delta": -2}, "invalid-value", "$.evals.min_delta"),
+        ({"min_score": 1.5}, "invalid-value", "$.evals.min_score"),
+        ({"min_delta": "low"}, "invalid-value", "$.evals.min_delta"),
+        ({"min_detla": -0.1}, "unknown-key", "$.evals.min_detla"),
+        ({"flows": {"support": {"min_scor": 0.5}}}, "unknown-key", "$.evals.flows.support.min_scor"),
+    ],
+)
+def test_a_bad_evals_threshold_is_a_problem_of_the_routing_file(
+    tmp_path: Path, evals: dict[str, Any], code: str, path: str
+) -> None:
+    (tmp_path / "gitops-flow.yaml").write_text(yaml.safe_dump({"evals": evals}))
+    status, out = run("validate", str(tmp_path / "gitops-flow.yaml"), "--format", "json")
+    assert status == 1
+    [problem] = json.loads(out)["problems"]
+    assert (problem["code"], problem["path"], problem["file"]) == (code, path, str(tmp_path / "gitops-flow.yaml"))
+    if code == "unknown-key":
+        assert "did you mean" in problem["message"]
+    assert run("eval", str(tmp_path))[0] == 1  # eval refuses to run on a routing file it cannot read

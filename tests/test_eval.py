@@ -310,3 +310,19 @@ def test_a_bad_evals_threshold_is_a_problem_of_the_routing_file(
     if code == "unknown-key":
         assert "did you mean" in problem["message"]
     assert run("eval", str(tmp_path))[0] == 1  # eval refuses to run on a routing file it cannot read
+
+
+def test_a_threshold_for_a_flow_that_does_not_exist_is_a_warning(repo: Remote) -> None:
+    routing = {**ROUTING, "evals": {"flows": {"suport": {"min_delta": 0}}}}
+    (repo.work / "gitops-flow.yaml").write_text(yaml.safe_dump(routing))
+    try:
+        status, out = run("validate", str(repo.work), "--format", "json")
+        assert status == 0, out
+        [problem] = json.loads(out)["problems"]
+        assert (problem["code"], problem["severity"], problem["path"]) == (
+            "unknown-flow",
+            "warning",
+            "$.evals.flows.suport",
+        )
+    finally:
+        repo.git("checkout", "-q", "--", "gitops-flow.yaml")

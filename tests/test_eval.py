@@ -326,3 +326,33 @@ def test_a_threshold_for_a_flow_that_does_not_exist_is_a_warning(repo: Remote) -
         )
     finally:
         repo.git("checkout", "-q", "--", "gitops-flow.yaml")
+
+
+def test_a_real_model_node_answers_with_its_tests_fakes_and_a_change_of_them_shows(tmp_path: Path) -> None:
+    """A ChatModel is never called: it answers what the flow's first test fakes it with, at each side."""
+
+    def writer(fake: str) -> str:
+        doc = {
+            "version": 1,
+            "name": "writer",
+            "nodes": [
+                {"id": "prompt", "component": "PromptTemplate", "params": {"template": "Answer: {question}"}},
+                {"id": "llm", "component": "ChatModel", "params": {"model": "openai:gpt-4o-mini"}},
+                {"id": "out", "component": "StrOutputParser"},
+            ],
+            "edges": [{"source": "prompt", "target": "llm"}, {"source": "llm", "target": "out"}],
+            "tests": [{"name": "t", "input": {"question": "q"}, "fakes": {"llm": [fake]}, "expect": {"equals": fake}}],
+            "evals": [{"dataset": "evals/w.jsonl", "scorers": ["contains"]}],
+        }
+        return json.dumps(doc, indent=2)
+
+    remote = Remote.create(tmp_path)
+    line = '{"input": {"question": "refund?"}, "expected": "refund within 30 days"}\n'
+    remote.commit({"flows/writer.json": writer("No refunds."), "evals/w.jsonl": line}, "main")
+    remote.git("checkout", "-q", "-b", "feature")
+    remote.commit({"flows/writer.json": writer("You get a refund within 30 days.")}, "feature")
+    code, out = run("eval", str(remote.work), "--base", "main", "--format", "json")
+    assert code == 0, out
+    dataset = json.loads(out)["flows"][0]["datasets"][0]
+    assert dataset["scorers"][0]["base"] == 0.0 and dataset["scorers"][0]["head"] == 1.0
+    assert dataset["changed"][0]["head_output"] == "You get a refund within 30 days."

@@ -356,3 +356,19 @@ def test_a_real_model_node_answers_with_its_tests_fakes_and_a_change_of_them_sho
     dataset = json.loads(out)["flows"][0]["datasets"][0]
     assert dataset["scorers"][0]["base"] == 0.0 and dataset["scorers"][0]["head"] == 1.0
     assert dataset["changed"][0]["head_output"] == "You get a refund within 30 days."
+
+
+def test_the_cases_run_in_the_test_sandbox_under_its_budget(tmp_path: Path) -> None:
+    """Past GITOPS_FLOW_TEST_BUDGET the remaining cases fail unrun (test-timeout): a dataset cannot hold CI."""
+    remote = Remote.create(tmp_path)
+    lines = "".join(json.dumps({"input": {"question": f"q{i}"}, "expected": "9"}) + "\n" for i in range(400))
+    remote.commit({"flows/support.json": support("9 to 5"), "evals/faq.jsonl": lines})
+    (remote.work / "flows/support.json").write_text(
+        json.dumps({**json.loads(support("9 to 5")), "evals": [{"dataset": "evals/faq.jsonl", "scorers": ["exact"]}]})
+    )
+    out = io.StringIO()
+    main(["eval", str(remote.work), "--format", "json"], environ={"GITOPS_FLOW_TEST_BUDGET": "0.2"}, out=out)
+    dataset = json.loads(out.getvalue())["flows"][0]["datasets"][0]
+    assert dataset["cases"] == 400
+    # cases past the budget fail unrun; on a machine so loaded that the child overruns, it is killed: either way
+    assert any("0.2 s" in failure for failure in dataset["failed"]), dataset["failed"]

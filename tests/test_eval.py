@@ -192,7 +192,9 @@ def test_a_scorer_the_schema_does_not_know_is_refused(tmp_path: Path) -> None:
     assert status == 1 and "$.evals[0].scorers[0]" in out
 
 
-def test_a_judge_scores_with_the_rubric_only_when_a_real_model_key_is_configured(repo: Remote) -> None:
+def test_a_judge_scores_with_the_rubric_only_when_a_real_model_key_is_configured(
+    repo: Remote, capsys: pytest.CaptureFixture[str]
+) -> None:
     repo.git("checkout", "-q", "better")
     with openai_standin() as standin:
         standin.reply = "0.75"
@@ -209,13 +211,19 @@ def test_a_judge_scores_with_the_rubric_only_when_a_real_model_key_is_configured
         assert len(standin.prompts) == 8  # four cases, at the head and at the base
         assert "Score 1 when the answer is polite" in standin.prompts[0] and "polite and short" in standin.prompts[-1]
         assert "We never close." in " ".join(standin.prompts)
+        # a reply without a score leaves the case unscored, and says so
+        standin.reply = "I cannot say."
+        out = io.StringIO()
+        main(["eval", str(repo.work), "--format", "json"], environ=environ, out=out)
+        assert scores(json.loads(out.getvalue()))["judge:evals/rubric.md"] == (None, None, None)
+        assert "the judge's reply has no score: 'I cannot say.'" in capsys.readouterr().err
         # a key that may not go to this base URL: no judge, and the reason says why
         refused = {**environ, "GITOPS_FLOW_ALLOWED_BASE_URLS": ""}
         out = io.StringIO()
         main(["eval", str(repo.work), "--format", "json"], environ=refused, out=out)
         dataset = json.loads(out.getvalue())["flows"][0]["datasets"][0]
         skipped = next(s["skipped"] for s in dataset["scorers"] if s["scorer"].startswith("judge:"))
-        assert "refused" in skipped and len(standin.prompts) == 8
+        assert "refused" in skipped and len(standin.prompts) == 12
     # a model but no key: skipped, naming the variable
     out = io.StringIO()
     main(["eval", str(repo.work), "--format", "json"], environ={"GITOPS_FLOW_EVAL_JUDGE_MODEL": "openai:x"}, out=out)

@@ -434,6 +434,8 @@ def _eval(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     except (SourceError, UnknownVersion) as exc:
         raise UsageError(f"--base {args.base}: {exc}") from None
     print(render(found, args.format), file=out)
+    for reason in judge.errors if judge is not None else []:  # cases the judge left unscored, and why
+        print(f"gitops-flow eval: {reason}", file=sys.stderr)
     return EXIT_PROBLEMS if found.failed else EXIT_OK
 
 

@@ -119,6 +119,18 @@ class Settings(BaseSettings):
         le=3600,
         description="seconds an open circuit refuses calls at once before one call probes the endpoint again",
     )
+    eval_judge_model: str = Field(
+        default="",
+        max_length=200,
+        description="provider:model that scores `judge:` scorers of `gitops-flow eval` (empty: judges are skipped); "
+        "its key is read from the provider's variable (OPENAI_API_KEY, ...)",
+    )
+    eval_judge_base_url: str | None = Field(
+        default=None, max_length=2000, description="the judge model's base URL (must be in allowed_base_urls)"
+    )
+    eval_judge_calls: int = Field(
+        default=1000, ge=0, le=100_000, description="calls the judge may make in one `gitops-flow eval` run"
+    )
     fake_models: bool = Field(default=False, description="answer every model with a fake (demos, trials)")
     analysis_interval: float = Field(default=1.0, gt=0, description="seconds between the canary guard's ticks")
     freeze_heap: bool = Field(default=True, description="gc.freeze() after each deploy")

@@ -72,6 +72,8 @@ class OpenAIStandIn:
         self._server = server
         self.token_delay = token_delay
         self.answer_tokens = answer_tokens
+        self.reply: str | None = None  # a whole (not streamed) answer's text instead of its tokens (an eval's judge)
+        self.prompts: list[str] = []  # the last message of each whole call
         self.billed: list[Billed] = []
         self.started = 0  # calls begun (billed or not yet)
         self.received = 0  # requests received, failed ones included
@@ -151,7 +153,9 @@ def openai_standin(*, token_delay: float = 0.0, answer_tokens: int = 20) -> Iter
                 return
             time.sleep(standin.token_delay * count)
             standin.bill(Billed(prompt, count, stream=False, finished=True))
-            self._json(200, _completion(body, count, prompt))
+            messages = body.get("messages") or [{}]
+            standin.prompts.append(str(messages[-1].get("content") or ""))
+            self._json(200, _completion(body, count, prompt, standin.reply))
 
         def _stream(self, standin: OpenAIStandIn, body: dict[str, Any], prompt: int, count: int) -> None:
             usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -212,7 +216,7 @@ def _usage(prompt: int, completion: int) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def _completion(body: dict[str, Any], count: int, prompt: int) -> dict[str, Any]:
+def _completion(body: dict[str, Any], count: int, prompt: int, reply: str | None = None) -> dict[str, Any]:
     return {
         "id": "chatcmpl-standin",
         "object": "chat.completion",
@@ -221,7 +225,7 @@ def _completion(body: dict[str, Any], count: int, prompt: int) -> dict[str, Any]
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": " tok" * count},
+                "message": {"role": "assistant", "content": " tok" * count if reply is None else reply},
                 "finish_reason": "length" if count else "stop",
             }
         ],

@@ -200,8 +200,9 @@ def run_workflow_steps(root: Path, event: dict[str, str]) -> list[subprocess.Com
     the step's ``env`` whose ``${{ expressions }}`` are taken from ``event`` (GitHub makes a missing one empty)."""
     workflow = yaml.safe_load((root / ".github/workflows/gitops-flow.yml").read_text())
     steps = [s for s in workflow["jobs"]["flows"]["steps"] if s.get("run", "").startswith("gitops-flow ")]
-    assert len(steps) == 3
-    steps = [s for s in steps if "pull_request" not in s.get("if", "")]  # the plan: tests/test_plan.py
+    assert len(steps) == 4
+    # the plan (tests/test_plan.py) and the evaluation (tests/test_eval.py) run on pull requests only
+    steps = [s for s in steps if "pull_request" not in s.get("if", "")]
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # where pip put gitops-flow
     done = []
     for step in steps:

@@ -298,7 +298,7 @@ def test_no_close_match_lists_what_is_allowed(registry: ComponentRegistry) -> No
 
     component = _only(report, "unknown-key")  # a schema error: the nodes are not looked at yet
     assert component.message.endswith(
-        "allowed: version, name, description, input, output, nodes, edges, tests, aliases, tweakable"
+        "allowed: version, name, description, input, output, nodes, edges, tests, aliases, tweakable, evals"
     )
     component = _only(_validate(_flow({"id": "x", "component": "Zzzzzz"}), registry), "unknown-component")
     assert "registered: " in component.message and "FakeChatModel" in component.message

@@ -31,6 +31,7 @@ from gitops_flow.problems import Problem
 from gitops_flow.runtime.flow_tests import CaseResult
 from gitops_flow.runtime.sandbox import TestSandbox
 from gitops_flow.security.redaction import carries_credentials, redact
+from gitops_flow.validation.datasets import eval_problems
 from gitops_flow.validation.documents import (
     MAX_EXPORT_BYTES,
     FileReport,
@@ -120,6 +121,17 @@ def _parser() -> argparse.ArgumentParser:
         "each run (needs GITHUB_TOKEN with pull-requests: write)",
     )
     plan.set_defaults(handler=_plan)
+
+    text = (
+        "score each flow on the datasets it lists in evals, at the working tree and at --base, and compare; fails "
+        "(exit 1) when the routing file's evals threshold is breached"
+    )
+    evals = commands.add_parser("eval", help="score flows on their datasets, against a base", description=text)
+    evals.add_argument("directory", nargs="?", type=Path, default=Path("."), help="the flow repository (default: .)")
+    evals.add_argument("--base", metavar="REV", help="the revision to compare with (a commit, branch or tag)")
+    evals.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    evals.add_argument("--components", type=Path, metavar="FILE", help="operator components file (YAML)")
+    evals.set_defaults(handler=_eval)
 
     schema = commands.add_parser("schema", help="print the flow document JSON Schema")
     schema.set_defaults(handler=_schema)
@@ -299,6 +311,10 @@ def _check_all(
 ) -> tuple[list[FileReport], list[Problem]]:
     policy = settings.secret_policy()
     reports = [validate_file(path, registry, policy=policy) for path in targets.flows]
+    for path, file_report in zip(targets.flows, reports, strict=True):
+        if file_report.spec is not None and file_report.spec.evals:  # the datasets it names, in the working tree
+            text = path.read_text(encoding="utf-8-sig")
+            file_report.problems += eval_problems(file_report.spec, path, shown=file_report.file, text=text)
     names = [r.spec.name for r in reports if r.spec is not None]
     routing_problems: list[Problem] = duplicate_names((r.file, r.spec.name) for r in reports if r.spec is not None)
     for path in targets.routing:
@@ -394,6 +410,60 @@ def _plan(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     if args.comment:
         _comment(markdown(plan), MARKER, args.environ)
     return EXIT_OK
+
+
+def _eval(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    """Each flow's datasets at the working tree and at ``--base``; exit 1 when a threshold is breached or a dataset
+    or a flow with evals is wrong."""
+    from gitops_flow.plan.evals import evaluate
+    from gitops_flow.plan.scorecard import render
+    from gitops_flow.runtime.judge import Judge, JudgeUnavailable
+
+    root: Path = args.directory
+    if not root.is_dir():
+        raise UsageError(f"{root}: no such folder")
+    routing = root / ROUTING_FILE
+    config, problems = (
+        (None, []) if not routing.is_file() else validate_routing_bytes(routing.read_bytes(), file=str(routing))
+    )
+    if any(p.severity == "error" for p in problems):
+        print(report.problems(problems, 1, "text"), file=out)
+        return EXIT_PROBLEMS
+    folder = root / (config.flows_dir if config is not None else "flows")
+    files = sorted(p for p in folder.glob("*.json") if p.is_file()) if folder.is_dir() else []
+    registry = ComponentRegistry.configured(settings)
+    sandbox = TestSandbox(
+        registry, budget=settings.test_budget, memory_mb=settings.test_memory_mb, processes=settings.test_processes
+    )
+    judge, no_judge = None, ""
+    try:
+        judge = Judge.configured(
+            settings.eval_judge_model,
+            args.environ,
+            registry,
+            base_url=settings.eval_judge_base_url,
+            calls=settings.eval_judge_calls,
+            policy=settings.secret_policy(),
+        )
+    except JudgeUnavailable as exc:
+        no_judge = str(exc)
+    try:
+        found = evaluate(
+            files,
+            args.base,
+            registry,
+            sandbox,
+            rules=config.evals if config is not None else None,
+            policy=settings.secret_policy(),
+            judge=judge,
+            no_judge=no_judge,
+        )
+    except (SourceError, UnknownVersion) as exc:
+        raise UsageError(f"--base {args.base}: {exc}") from None
+    print(render(found, args.format), file=out)
+    for reason in judge.errors if judge is not None else []:  # cases the judge left unscored, and why
+        print(f"gitops-flow eval: {reason}", file=sys.stderr)
+    return EXIT_PROBLEMS if found.failed else EXIT_OK
 
 
 def _comment(body: str, marker: str, environ: Mapping[str, str]) -> None:

@@ -69,6 +69,29 @@ class FlowTest(BaseModel):
     expect: Expectation
 
 
+SCORER_PATTERN = r"^(exact|contains|json_schema|judge:[A-Za-z0-9_][A-Za-z0-9_./-]*)$"
+MAX_EVALS = 20  # datasets per flow
+MAX_SCORERS = 10  # scorers per dataset
+
+
+class EvalSpec(BaseModel):
+    """A dataset committed in the repository that `gitops-flow eval` runs the flow on, and how each answer is scored."""
+
+    model_config = _STRICT
+
+    dataset: str = Field(
+        min_length=1,
+        max_length=300,
+        description="A JSON Lines file, relative to the repository's root: one case a line, an 'input' and an "
+        "'expected' (or a 'schema', or a 'rubric').",
+    )
+    scorers: list[Annotated[str, Field(pattern=SCORER_PATTERN, max_length=300)]] = Field(
+        min_length=1,
+        max_length=MAX_SCORERS,
+        description="exact, contains, json_schema, or judge:<rubric file> (a model judges with the rubric).",
+    )
+
+
 class FlowSpec(BaseModel):
     """A flow document, format version 1."""
 
@@ -92,6 +115,11 @@ class FlowSpec(BaseModel):
         default_factory=dict,
         description="Node id -> the params a caller may set for one request with LangFlow's tweaks; every other "
         "tweak is refused. Never a secret, a base_url or a model's provider.",
+    )
+    evals: list[EvalSpec] = Field(
+        default_factory=list,
+        max_length=MAX_EVALS,
+        description="Datasets `gitops-flow eval` scores the flow on, compared with the base of a change.",
     )
 
 

@@ -152,6 +152,25 @@ class CacheRule(BaseModel):
     allow: list[CacheAllowance] = Field(default_factory=list, max_length=2)
 
 
+class EvalThreshold(BaseModel):
+    """What `gitops-flow eval` (and the check that runs it) holds a change to, per scorer of each dataset: a score
+    may fall by at most ``-min_delta`` from the base's, and must be at least ``min_score``."""
+
+    model_config = _STRICT
+
+    min_delta: float | None = Field(default=None, ge=-1, le=1)
+    min_score: float | None = Field(default=None, ge=0, le=1)
+
+
+class EvalRules(EvalThreshold):
+    """``evals:`` in the routing file: the threshold of every flow, and under ``flows`` a flow's own instead."""
+
+    flows: dict[str, EvalThreshold] = Field(default_factory=dict, max_length=1000)
+
+    def for_flow(self, name: str) -> EvalThreshold:
+        return self.flows.get(name) or self
+
+
 class RoutingConfig(BaseModel):
     """The whole routing file; every key optional. Without the file, the branch head serves all traffic."""
 
@@ -167,6 +186,7 @@ class RoutingConfig(BaseModel):
     # guardrails per flow ("default": every flow without an entry) and the flows whose answers are cached
     limits: dict[str, FlowLimits] = Field(default_factory=dict, max_length=1000)
     cache: dict[str, CacheRule] = Field(default_factory=dict, max_length=1000)
+    evals: EvalRules | None = None  # thresholds of `gitops-flow eval`
 
     def limits_of(self, flow: str) -> FlowLimits | None:
         return self.limits.get(flow) or self.limits.get(DEFAULT_ROUTE)

@@ -20,6 +20,7 @@ from gitops_flow.delivery.source import Refs, files_at, read_at, refs_at
 from gitops_flow.flow.locations import LineIndex
 from gitops_flow.flow.routing import DEFAULT_ROUTE, ROUTING_FILE, RoutingConfig
 from gitops_flow.plan.diff import Change, FlowDiff, flow_diff, routing_diff, secrets
+from gitops_flow.plan.evals import EvalReport, evaluate
 from gitops_flow.problems import Problem
 from gitops_flow.runtime.sandbox import TestSandbox
 from gitops_flow.security.policy import SecretPolicy
@@ -99,6 +100,7 @@ class Plan:
     flows: tuple[FlowPlan, ...]
     routing: tuple[Change, ...] = ()
     routing_problems: tuple[Problem, ...] = ()
+    evals: EvalReport | None = None  # the changed flows' datasets, scored at the head and at the base
 
     @property
     def whole_fails(self) -> bool:
@@ -115,6 +117,7 @@ class Plan:
                 "changes": [c.as_dict() for c in self.routing],
                 "problems": [p.as_dict() for p in self.routing_problems],
             },
+            "evals": self.evals.as_dict() if self.evals is not None else None,
         }
 
 
@@ -145,10 +148,18 @@ def make_plan(
     if new_routing_raw is not None:  # routes naming flows that do not exist, as the server checks them
         names = [name.removesuffix(".json") for name in now]
         new_routing, routing_problems = validate_routing_bytes(new_routing_raw, file=ROUTING_FILE, flow_names=names)
-    judge = _Judge(registry, policy or SecretPolicy(), base, run_tests, TestSandbox(registry))
+    sandbox = TestSandbox(registry)
+    judge = _Judge(registry, policy or SecretPolicy(), base, run_tests, sandbox)
     plans = []
     for file_name in sorted(before.keys() | now.keys()):
         plans.append(judge.flow(file_name, f"{new_dir}/{file_name}", before.get(file_name), now.get(file_name)))
+    scored = None
+    changed = [p.name for p in plans if p.status in ("added", "changed") and p.verdict == "live"]
+    if run_tests and changed:  # the datasets of the flows that change, as `gitops-flow eval --base` scores them
+        files = [folder / f"{name}.json" for name in changed if (folder / f"{name}.json").is_file()]
+        rules = new_routing.evals if new_routing is not None else None
+        scored = evaluate(files, base, registry, sandbox, rules=rules, policy=policy, names=changed)
+        scored = scored if scored.flows else None
     if any(p.severity == "error" for p in routing_problems):
         plans = [_blocked(p) for p in plans]
     else:
@@ -157,7 +168,7 @@ def make_plan(
     if new_routing is not None and not any(p.severity == "error" for p in routing_problems):
         names = sorted({p.name for p in plans if p.status != "removed"})
         routing_problems = [*routing_problems, *route_warnings(new_routing, refs_at(root), names)]
-    return Plan(base, new_dir, tuple(plans), tuple(changes), tuple(routing_problems))
+    return Plan(base, new_dir, tuple(plans), tuple(changes), tuple(routing_problems), scored)
 
 
 def route_warnings(routing: RoutingConfig, refs: Refs, flows: list[str], *, file: str = ROUTING_FILE) -> list[Problem]:

@@ -14,6 +14,8 @@ import orjson
 from gitops_flow.components.provider_packages import ProviderPackage
 from gitops_flow.plan.compute import FlowPlan, Plan
 from gitops_flow.plan.diff import Change
+from gitops_flow.plan.scorecard import markdown as eval_markdown
+from gitops_flow.plan.scorecard import text as eval_text
 from gitops_flow.problems import Problem
 
 Format = Literal["text", "markdown", "json"]
@@ -91,6 +93,8 @@ def text(plan: Plan) -> str:
         lines.append("routing (gitops-flow.yaml):")
         lines += [f"  {_SIGN[c.kind]} {c.what}" + (f": {c.detail}" if c.detail else "") for c in plan.routing]
         lines += [f"  {p.describe()}" for p in plan.routing_problems]
+    if plan.evals is not None:
+        lines.append(eval_text(plan.evals))
     return "\n".join(lines).rstrip()
 
 
@@ -115,6 +119,8 @@ def markdown(plan: Plan) -> str:
         lines += [f"- {_change(c)}" for c in plan.routing]
         lines += [f"- {'❌' if p.severity == 'error' else '⚠️'} {_problem(p)}" for p in plan.routing_problems]
         lines.append("")
+    if plan.evals is not None:
+        lines += eval_markdown(plan.evals)
     out = "\n".join(lines).rstrip() + "\n"
     if len(out) > MAX_CHARS:
         out = out[:MAX_CHARS] + "\n\n… (cut: run `gitops-flow plan` for the whole plan)\n"

@@ -18,7 +18,7 @@ from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.exceptions import BuildError
 from gitops_flow.flow import bounds as limits
 from gitops_flow.flow import locations as jsonpos
-from gitops_flow.flow.document import NAME_PATTERN, EdgeSpec, Expectation, FlowSpec, FlowTest, NodeSpec
+from gitops_flow.flow.document import NAME_PATTERN, EdgeSpec, EvalSpec, Expectation, FlowSpec, FlowTest, NodeSpec
 from gitops_flow.flow.graph import analyse
 from gitops_flow.flow.regexes import PatternError, compile_pattern
 from gitops_flow.langflow import convert as langflow
@@ -286,6 +286,7 @@ _MODELS_AT: tuple[tuple[tuple[str, ...], type[BaseModel]], ...] = (
     (("edges", "#"), EdgeSpec),
     (("tests", "#", "expect"), Expectation),
     (("tests", "#"), FlowTest),
+    (("evals", "#"), EvalSpec),
     ((), FlowSpec),
 )
 
@@ -321,6 +322,8 @@ def _named_by_user(loc: tuple[Any, ...], index: int) -> bool:
     """Whether ``loc[index]`` is a name the file chose (a flow's, a ref's), not one of the schema's keys."""
     if index == 1:
         return loc[0] in ("routes", "limits", "cache")
+    if index == 2 and loc[:2] == ("evals", "flows"):
+        return True
     return index == 3 and loc[0] == "limits" and loc[2] == "refs"
 
 

@@ -13,6 +13,8 @@ from gitops_flow.flow.routing import (
     DEFAULT_ROUTE,
     Analysis,
     CacheRule,
+    EvalRules,
+    EvalThreshold,
     FlowLimits,
     Rate,
     RefLimits,
@@ -34,6 +36,8 @@ _ROUTING_MODELS_AT: tuple[tuple[tuple[str, ...], type[BaseModel]], ...] = (
     (("limits", "#", "refs", "#"), RefLimits),
     (("limits", "#", "refs", "#", "tokens"), TokenBudget),
     (("cache", "#"), CacheRule),
+    (("evals",), EvalRules),
+    (("evals", "flows", "#"), EvalThreshold),
     ((), RoutingConfig),
 )
 
@@ -138,8 +142,9 @@ def _segment_problems(route: str, targets: list[RouteTarget]) -> list[Problem]:
 
 
 def _guardrail_problems(config: RoutingConfig, known: set[str] | None) -> list[Problem]:
-    """``limits`` and ``cache`` entries that name no flow (a warning: the flow may come in a later commit), a cache
-    rule that caches conversations (a warning: what a cached answer does to one), and a limit that limits nothing."""
+    """``limits``, ``cache`` and ``evals.flows`` entries that name no flow (a warning: the flow may come in a later
+    commit), a cache rule that caches conversations (a warning: what a cached answer does to one), and a limit that
+    limits nothing."""
     problems = []
     for section, names in (("limits", config.limits), ("cache", config.cache)):
         for name in names:
@@ -152,6 +157,17 @@ def _guardrail_problems(config: RoutingConfig, known: set[str] | None) -> list[P
                         severity="warning",
                     )
                 )
+    own = config.evals.flows if config.evals is not None else {}
+    problems += [
+        Problem(
+            code="unknown-flow",
+            message=f"evals threshold {name!r} names no flow in {config.flows_dir}/",
+            path=json_path(("evals", "flows", name)),
+            severity="warning",
+        )
+        for name in own
+        if known is not None and name not in known
+    ]
     for name, rule in config.cache.items():
         if "history" in rule.allow:
             problems.append(

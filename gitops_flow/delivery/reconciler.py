@@ -37,6 +37,7 @@ from gitops_flow.delivery.routing_table import Choice, RoutingTable
 from gitops_flow.delivery.source import CommitInfo, GitSource, Refs
 from gitops_flow.delivery.versions import Version
 from gitops_flow.exceptions import SourceError, StoreError, UnknownVersion
+from gitops_flow.problems import log_text
 from gitops_flow.stores.base import Record, StateStore
 
 MAX_CARRY_DEPTH = 20  # ancestors built to find a failed flow's last good build when the server has not seen them
@@ -300,7 +301,7 @@ class Reconciler:
                 continue
             if name in version.failed:
                 problems = [p.as_dict() for p in version.failed[name]]
-                log.warning("failed %s at %s: %d problems", name, version.sha[:12], len(problems))
+                log.warning("failed %s at %s: %s", name, version.sha[:12], log_text(version.failed[name]))
                 serving = version.carried.get(name)
                 once = f"failed:{version.sha}:{name}"
                 await self.history.record(
@@ -402,7 +403,7 @@ class Reconciler:
         served), built (an older commit of the same fetch), or failed as a whole; and each flow it changed that
         failed, with its problems and the version it keeps serving."""
         if version.status == "failed":
-            log.warning("failed %s %s: %d problems", version.sha[:12], version.summary, len(version.problems))
+            log.warning("failed %s %s: %s", version.sha[:12], version.summary, log_text(version.problems))
             problems = [p.as_dict() for p in version.problems]
             await self.history.record("failed", version.sha, trigger, problems=problems)
             return
@@ -411,7 +412,7 @@ class Reconciler:
             if name in changed or previous is None:
                 problems = [p.as_dict() for p in version.failed[name]]
                 serving = version.carried.get(name)
-                log.warning("failed %s at %s: %d problems", name, version.sha[:12], len(problems))
+                log.warning("failed %s at %s: %s", name, version.sha[:12], log_text(version.failed[name]))
                 once = f"failed:{version.sha}:{name}"
                 await self.history.record(
                     "failed", version.sha, trigger, once=once, flow=name, problems=problems, serving=serving

@@ -196,7 +196,9 @@ def create_app(
         reconciler.on_change = _after_change(reconciler, metrics, settle_heap=settings.freeze_heap, tell=tell)
         await reconciler.restore()
         guard = Guard(state)
-        replica = uuid.uuid4().hex[:12]
+        # this process's name in the messages workers and replicas send each other: a worker names its server's
+        # group and its slot, so the others tell a worker of their own server from another server (a replica)
+        replica = f"{worker.group}.{worker.slot}" if worker is not None else uuid.uuid4().hex[:12]
         gate = Gate(
             counters,
             lease_ttl=settings.limit_lease_ttl,
@@ -447,7 +449,16 @@ async def _listen(store: StateStore, reconciler: Reconciler, replica: str, sessi
             with contextlib.suppress(ValueError):
                 sessions.revoke_nonce(nonce, float(until))
             continue
-        reconciler.request(f"replica {sender}: {trigger}")
+        reconciler.request(f"{sender_name(sender, replica)}: {trigger}")
+
+
+def sender_name(sender: str, me: str) -> str:
+    """Who sent a message, as the history's trigger says it: ``worker 2`` (another worker of this server, named by
+    its group and slot), else ``replica <id>`` (another server sharing the state store)."""
+    group, dot, slot = sender.partition(".")
+    if dot and me.partition(".")[0] == group:
+        return f"worker {slot}"
+    return f"replica {sender}"
 
 
 async def _lead(leadership: Leadership, reconciler: Reconciler) -> None:

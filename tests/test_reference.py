@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from importlib import resources
@@ -194,3 +195,27 @@ def test_abort_of_a_flow_that_does_not_exist_says_so(served: ServeProcess, capsy
     error = capsys.readouterr().err
     assert "flow 'echo' has no canary: a canary is a ref after the first of the flow's route" in error
     assert error.rstrip().endswith("when the file has an analysis section")
+
+
+def test_history_names_another_worker_of_the_server_a_worker(served: ServeProcess) -> None:
+    """A fetch asked of a worker that is not the fetch leader is passed on to the leader, whose deploy event names
+    the worker that passed it on, not a replica (another server)."""
+    headers = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    triggers: list[str] = []
+    for answer in range(12):  # each request lands on either worker: a follower gets one of them (or 1 in 4096 fails)
+        sha = served.remote.commit({"flows/echo.json": echo_flow(answer=f"answer {answer}")}, f"answer {answer}")
+        served.remote.push()
+        httpx.post(served.url + "/admin/reconcile", headers=headers, timeout=30)  # a new connection: either worker
+
+        wait_until(lambda: deployed(served, sha), what=f"the deploy of {sha[:12]}")  # noqa: B023
+        triggers += deployed(served, sha)
+        if any(t.startswith("worker ") for t in triggers):
+            break
+    assert [t for t in triggers if "replica" in t] == []
+    assert re.fullmatch(r"worker [01]: operator", next(t for t in triggers if t.startswith("worker ")))
+
+
+def deployed(served: ServeProcess, sha: str) -> list[str]:
+    """The triggers of the `deployed` events of ``sha`` in the server's history."""
+    events = served.client.get("/history").json()["events"]
+    return [e["trigger"] for e in events if e["event"] == "deployed" and e["sha"] == sha]

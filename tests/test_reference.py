@@ -155,7 +155,15 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     """Two workers serving a repository where `echo` is good and `broken` fails (one server for the module)."""
     tmp_path = tmp_path_factory.mktemp("reference")
     remote = Remote.create(tmp_path)
-    remote.commit({"flows/echo.json": echo_flow(), "flows/broken.json": '{"version": 1, "nodes": ['}, "first")
+    described = json.loads(echo_flow(name="described"))
+    described["description"] = "Answers with a component that does not exist"
+    described["nodes"][0]["component"] = "NoSuchComponent"
+    files = {
+        "flows/echo.json": echo_flow(),
+        "flows/broken.json": '{"version": 1, "nodes": [',
+        **{"flows/described.json": json.dumps(described)},
+    }
+    remote.commit(files, "first")
     remote.push()
     with serve_process(remote, tmp_path, workers=2) as server:
         # every worker ready: new connections land on either, so ten ready answers in a row from new ones
@@ -219,3 +227,11 @@ def deployed(served: ServeProcess, sha: str) -> list[str]:
     """The triggers of the `deployed` events of ``sha`` in the server's history."""
     events = served.client.get("/history").json()["events"]
     return [e["trigger"] for e in events if e["event"] == "deployed" and e["sha"] == sha]
+
+
+def test_a_failed_flow_shows_the_description_its_document_gives(served: ServeProcess) -> None:
+    for _ in range(10):  # new connections: the fetch leader (which judged it) and the worker that trusts its record
+        flows = {f["name"]: f for f in httpx.get(served.url + "/flows").json()["flows"]}
+        assert flows["described"]["state"] == "failed"
+        assert flows["described"]["description"] == "Answers with a component that does not exist"
+        assert flows["broken"]["description"] == ""  # not JSON: nothing to tell

@@ -96,7 +96,9 @@ class Server:
         self.counters = counters
         quota = ConversationQuota(settings.max_conversations, settings.max_conversation_bytes)
         limits = TurnLimits(settings.max_turn_bytes, settings.max_turns, settings.history_ttl, quota)
-        self.replica = uuid.uuid4().hex[:12]
+        # this process's name in the messages workers and replicas send each other: a worker names its server's
+        # group and its slot, so the others tell a worker of their own server from another server (a replica)
+        self.replica = f"{worker.group}.{worker.slot}" if worker is not None else uuid.uuid4().hex[:12]
         builder = VersionBuilder(
             git,
             components,
@@ -364,7 +366,7 @@ async def _listen(store: MessageBus, reconciler: Reconciler, replica: str, sessi
             with contextlib.suppress(ValueError):
                 sessions.revoke_nonce(nonce, float(until))
             continue
-        reconciler.request(f"replica {sender}: {trigger}")
+        reconciler.request(f"{sender_name(sender, replica)}: {trigger}")
 
 
 async def _lead(leadership: Leadership, reconciler: Reconciler) -> None:
@@ -403,3 +405,12 @@ def _after_change(
             pending[:] = [asyncio.get_running_loop().call_later(HEAP_SETTLE_DELAY, settle_heap)]
 
     return changed
+
+
+def sender_name(sender: str, me: str) -> str:
+    """Who sent a message, as the history's trigger says it: ``worker 2`` (another worker of this server, named by
+    its group and slot), else ``replica <id>`` (another server sharing the state store)."""
+    group, dot, slot = sender.partition(".")
+    if dot and me.partition(".")[0] == group:
+        return f"worker {slot}"
+    return f"replica {sender}"

@@ -179,6 +179,11 @@ class Settings(BaseSettings):
     git_ssh_key_file: Path | None = Field(default=None, description="an SSH deploy key for the repository")
     git_known_hosts: Path | None = Field(default=None, description="the SSH host keys trusted")
 
+    # the command line's commands that ask a running server (status, versions, history, experiment, abort, resume)
+    server: str = Field(
+        default="http://127.0.0.1:8000", description="the server the CLI's status, abort, history... ask (--server)"
+    )
+
     # the loop back to the Git host (commit statuses, deployments) and to the operator's receivers (notifications)
     public_url: str | None = Field(default=None, description="how people reach this server: links of statuses")
     status_url: str = Field(
@@ -189,7 +194,9 @@ class Settings(BaseSettings):
     github_repo: str | None = Field(default=None, description="owner/name; by default read from a github.com repo")
     github_api: str = Field(default=API_URL, description="GitHub's API (GitHub Enterprise: its /api/v3)")
     github_deployments: bool = Field(default=True, description="record deployments on GitHub as well as statuses")
-    notifications: tuple[SinkSpec, ...] = Field(default=(), description="receivers, from GITOPS_FLOW_NOTIFY_*")
+    notifications: tuple[SinkSpec, ...] = Field(
+        default=(), description="receivers, from GITOPS_FLOW_NOTIFY_URL (and its companions) or GITOPS_FLOW_NOTIFY_FILE"
+    )
     outbound_backoff: float = Field(default=1.0, gt=0, description="seconds before an outbound call's first retry")
     outbound_attempts: int = Field(default=8, ge=1, le=50, description="tries of one outbound call")
 
@@ -274,7 +281,7 @@ class Settings(BaseSettings):
     def _github_repo(cls, value: str | None) -> str | None:
         return check_repo(value) if value is not None else None
 
-    @field_validator("public_url", "github_api")
+    @field_validator("public_url", "github_api", "server")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):

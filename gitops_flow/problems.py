@@ -63,6 +63,21 @@ def listing(names: list[str], limit: int = 20) -> str:
     return shown if len(names) <= limit else f"{shown} and {len(names) - limit:,} more"
 
 
+LOGGED_PROBLEMS = 3  # problems a log line names; the others are counted (all of them are in /versions, /history)
+LOGGED_TEXT = 160  # characters of each problem's message a log line keeps
+
+
+def log_text(problems: Sequence[Problem], limit: int = LOGGED_PROBLEMS) -> str:
+    """The problems as a log line names them, bounded: ``flows/hello.json:3 bad-param: ...; and 2 more``."""
+    shown = []
+    for problem in problems[:limit]:
+        where = (problem.file or "<flow>") + (f":{problem.line}" if problem.line is not None else "")
+        message = problem.message if len(problem.message) <= LOGGED_TEXT else problem.message[: LOGGED_TEXT - 1] + "…"
+        shown.append(f"{where} {problem.code}: {message}")
+    more = f"; and {len(problems) - limit} more" if len(problems) > limit else ""
+    return "; ".join(shown) + more if shown else "no problem recorded"
+
+
 def json_path(parts: tuple[str | int, ...] | list[str | int]) -> str:
     """``("nodes", 2, "component")`` -> ``$.nodes[2].component``."""
     out = "$"

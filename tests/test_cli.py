@@ -191,7 +191,8 @@ def test_init_writes_the_workflow_and_refuses_to_overwrite(tmp_path: Path, capsy
     assert run("test", str(tmp_path))[0] == 0
     code, _ = run("init", str(tmp_path))
     assert code == 2
-    assert "already exist" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert ".github/workflows/gitops-flow.yml exists already; pass --force to overwrite it" in error
     assert run("init", str(tmp_path), "--force")[0] == 0
 
 

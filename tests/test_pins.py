@@ -208,3 +208,26 @@ def test_rebuilds_run_one_at_a_time_let_a_few_wait_refuse_the_rest_and_keep_the_
         assert again.sha == "sha2" and built.count("sha2") == 1
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(("policy", "code"), [("current", "unknown-version"), ("history", "version-not-servable")])
+def test_a_pin_to_a_yanked_commit_answers_as_the_docs_say(
+    remote: Remote, tmp_path: Path, policy: str, code: str
+) -> None:
+    """docs/server.md and delivery.md: under `history` a pin to a yanked commit is 404 version-not-servable, naming
+    the yank; under `current` it is 404 unknown-version, as every version the refs do not serve now (a pin never
+    tells what else exists)."""
+    routes = {"routes": {"default": [{"ref": "stable", "weight": 90}, {"ref": "main", "weight": 10}]}}
+    remote.publish({"flows/echo.json": echo_flow(answer="fine"), "gitops-flow.yaml": yaml.safe_dump(routes)})
+    with serve_process(remote, tmp_path, env={"GITOPS_FLOW_PINS": policy}) as server:
+        leak = remote.publish({"flows/echo.json": echo_flow(answer="the leaked key")}, "oops")
+        remote.tag("stable", leak)
+        remote.push_tags()
+        server.reconcile()
+        assert pin(server, leak)[:2] == (200, "the leaked key")
+        remote.revert(leak)
+        remote.publish({"gitops-flow.yaml": yaml.safe_dump({**routes, "yanked": [leak[:10]]})}, "yank it")
+        server.reconcile()
+        status, answered, text = pin(server, leak)
+        assert (status, answered) == (404, code)
+        assert ("yanked" in text) == (policy == "history")

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import re
+import tempfile
 from pathlib import Path
 
 import httpx
@@ -20,9 +21,14 @@ from tests.served import echo_flow, on_loopback, wait_until
 
 def test_demo_walks_through_a_deploy_and_a_revert(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)  # anywhere: the example flows ship in the package
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
     out = io.StringIO()
     assert cli.main(["demo", "--exit", "--port", "0"], environ={}, out=out) == 0
     text = out.getvalue()
+    assert f"example flows in {temporary}/gitops-flow-demo-" in text
+    assert list(temporary.glob("gitops-flow-demo-*")) == [], "the demo leaves its repository behind"
     assert "Alice's conversation stays where it began: 'Hello! How can I help you today?'" in text
     assert "-> 'Hi! Ask me anything about your order.'" in text
     assert text.count("deployed ") == 2

@@ -63,6 +63,7 @@ def test_each_settings_variable_sets_its_field(name: str) -> None:
         "allowed_base_urls": "openai=https://gw.example/v1",
         "git_token_user": "bot",
         "public_url": "https://flows.example",
+        "server": "https://flows.example:8443",
         "status_url": "{url}/x",
         "github_repo": "acme/flows",
         "github_api": "https://ghe.example/api/v3",

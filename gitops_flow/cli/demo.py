@@ -175,8 +175,16 @@ def _serving(settings: Settings) -> Iterator[uvicorn.Server]:
 
 
 def run(*, port: int, keep_serving: bool, out: TextIO) -> None:
-    """Set up the demo, run the walkthrough, then keep serving until Ctrl-C if ``keep_serving``."""
+    """Set up the demo in a temporary folder, run the walkthrough, then keep serving until Ctrl-C if
+    ``keep_serving``; the folder (the repository, the clone, the state) is removed at the end, however it ends."""
     root = Path(tempfile.mkdtemp(prefix="gitops-flow-demo-"))
+    try:
+        _run(root, port=port, keep_serving=keep_serving, out=out)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _run(root: Path, *, port: int, keep_serving: bool, out: TextIO) -> None:
     demo = Demo(root, _example_flows(), _free_port(port), out)
     first = demo.make_repository()
     settings = Settings(
@@ -202,7 +210,7 @@ def run(*, port: int, keep_serving: bool, out: TextIO) -> None:
         demo.say(f"   gitops-flow versions --server {demo.url}")
         demo.say(f"   gitops-flow history --server {demo.url}")
         demo.say(f"   gitops-flow status --server {demo.url}    # or open {demo.url}/ui in a browser")
-        demo.say("Press Ctrl-C to stop.")
+        demo.say(f"Press Ctrl-C to stop (it removes {root}: copy your changes elsewhere first).")
         try:
             while True:
                 time.sleep(3600)

@@ -19,13 +19,14 @@ import orjson
 from gitops_flow import __version__
 from gitops_flow.cli import remote as servercli
 from gitops_flow.cli import report
+from gitops_flow.cli.completion import SHELLS, script
 from gitops_flow.components.provider_packages import ProviderPackage, needed
 from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.config import Resolved, Settings
 from gitops_flow.exceptions import ConfigError, GitOpsFlowError, SourceError, UnknownVersion, UsageError
 from gitops_flow.flow.document import json_schema
 from gitops_flow.flow.locations import LineIndex
-from gitops_flow.flow.routing import ROUTING_FILE
+from gitops_flow.flow.routing import ROUTING_FILE, RoutingConfig
 from gitops_flow.langflow.convert import slug
 from gitops_flow.problems import Problem
 from gitops_flow.runtime.flow_tests import CaseResult
@@ -47,6 +48,11 @@ _SERVE_TEXT = (
     "builds each commit off the request path and swaps it in without a restart."
 )
 WORKFLOW_PATH = Path(".github/workflows/gitops-flow.yml")
+_SCHEMA_EPILOG = (
+    "Both schemas ship in the package (gitops_flow/flow/schema/); an editor with the YAML language server checks the"
+    " routing file against it with a first line `# yaml-language-server: $schema=<URL or path of gitops-flow.v1.json>`"
+    " (docs/configuration.md)."
+)
 _VIEW_EPILOG = (
     "A server with a read token wants it: set GITOPS_FLOW_READ_TOKEN (or GITOPS_FLOW_ADMIN_TOKEN) in the environment;"
     " a token is never taken on the command line, where other users of the machine could read it."
@@ -133,7 +139,9 @@ def _parser() -> argparse.ArgumentParser:
     evals.add_argument("--components", type=Path, metavar="FILE", help="operator components file (YAML)")
     evals.set_defaults(handler=_eval)
 
-    schema = commands.add_parser("schema", help="print the flow document JSON Schema")
+    text = "print the JSON Schema of flow documents, or with --config of the routing file (gitops-flow.yaml)"
+    schema = commands.add_parser("schema", help=text, description=text, epilog=_SCHEMA_EPILOG)
+    schema.add_argument("--config", action="store_true", help=f"the schema of {ROUTING_FILE} instead")
     schema.set_defaults(handler=_schema)
 
     components = commands.add_parser("components", help="list the components flows may use")
@@ -164,7 +172,11 @@ def _parser() -> argparse.ArgumentParser:
         ("history", servercli.history, "show a server's deploy history, newest first", 100),
     ):
         view = commands.add_parser(name, help=text, description=text, epilog=_VIEW_EPILOG)
-        view.add_argument("--server", default="http://127.0.0.1:8000", metavar="URL", help="the server's address")
+        view.add_argument(
+            "--server",
+            metavar="URL",
+            help="the server's address (default: GITOPS_FLOW_SERVER, else http://127.0.0.1:8000)",
+        )
         view.add_argument(
             "--limit", type=_positive, default=default, metavar="N", help=f"show at most N (default {default})"
         )
@@ -173,14 +185,18 @@ def _parser() -> argparse.ArgumentParser:
 
     text = "what a server serves, per flow and ref, with its recent traffic and what needs a person (as /ui shows it)"
     status = commands.add_parser("status", help="show a server's overview", description=text)
-    status.add_argument("--server", default="http://127.0.0.1:8000", metavar="URL", help="the server's address")
+    status.add_argument(
+        "--server", metavar="URL", help="the server's address (default: GITOPS_FLOW_SERVER, else http://127.0.0.1:8000)"
+    )
     status.add_argument("--json", action="store_true", help="print the server's JSON as it is")
     status.set_defaults(handler=servercli.status)
 
     text = "a flow's experiment: each arm's traffic and feedback, and per key whether the canary beats the primary"
     experiment = commands.add_parser("experiment", help="show a flow's experiment report", description=text)
     experiment.add_argument("flow", metavar="FLOW")
-    experiment.add_argument("--server", default="http://127.0.0.1:8000", metavar="URL", help="the server's address")
+    experiment.add_argument(
+        "--server", metavar="URL", help="the server's address (default: GITOPS_FLOW_SERVER, else http://127.0.0.1:8000)"
+    )
     experiment.add_argument("--json", action="store_true", help="print the server's JSON as it is")
     experiment.set_defaults(handler=servercli.experiment)
 
@@ -191,7 +207,11 @@ def _parser() -> argparse.ArgumentParser:
         operate = commands.add_parser(name, help=text, description=text)
         operate.add_argument("flow", metavar="FLOW")
         operate.add_argument("--ref", help="one canary ref of the flow's route (default: each of them)")
-        operate.add_argument("--server", default="http://127.0.0.1:8000", metavar="URL", help="the server's address")
+        operate.add_argument(
+            "--server",
+            metavar="URL",
+            help="the server's address (default: GITOPS_FLOW_SERVER, else http://127.0.0.1:8000)",
+        )
         operate.set_defaults(handler=handler)
 
     text = "convert LangFlow exports to flow documents (never running the code they store)"
@@ -206,7 +226,9 @@ def _parser() -> argparse.ArgumentParser:
 
     init = commands.add_parser("init", help="add the CI workflow and an example flow to a flow repository")
     init.add_argument("directory", nargs="?", type=Path, default=Path("."))
-    init.add_argument("--force", action="store_true", help="overwrite files that exist")
+    init.add_argument(
+        "--force", action="store_true", help="overwrite the workflow and flows/hello.json where they exist already"
+    )
     init.add_argument(
         "--install",
         metavar="SPEC",
@@ -214,6 +236,16 @@ def _parser() -> argparse.ArgumentParser:
         "reach it, else gitops-flow==VERSION; a repository variable GITOPS_FLOW_INSTALL overrides it)",
     )
     init.set_defaults(handler=_init)
+
+    text = 'print a shell completion script: eval "$(gitops-flow completion bash)" in ~/.bashrc (zsh alike)'
+    completion = commands.add_parser(
+        "completion",
+        help="print a shell completion script (bash, zsh or fish)",
+        description=text,
+        epilog="fish: gitops-flow completion fish > ~/.config/fish/completions/gitops-flow.fish",
+    )
+    completion.add_argument("shell", choices=SHELLS)
+    completion.set_defaults(handler=_completion)
     return parser
 
 
@@ -271,6 +303,7 @@ def _settings(args: argparse.Namespace, environ: Mapping[str, str]) -> Resolved:
         "log_format": getattr(args, "log_format", None),
         "log_level": getattr(args, "log_level", None),
         "access_log": getattr(args, "access_log", None),
+        "server": getattr(args, "server", None),
     }
     try:
         return Settings.resolve(environ, env_file=getattr(args, "env_file", None), flags=flags)
@@ -555,7 +588,13 @@ def _write_atomically(path: Path, document: dict[str, Any]) -> Path:
 
 
 def _schema(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    print(orjson.dumps(json_schema(), option=orjson.OPT_INDENT_2).decode(), file=out)
+    schema = RoutingConfig.json_schema() if args.config else json_schema()
+    print(orjson.dumps(schema, option=orjson.OPT_INDENT_2).decode(), file=out)
+    return EXIT_OK
+
+
+def _completion(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    out.write(script(args.shell, _parser()))
     return EXIT_OK
 
 
@@ -592,7 +631,10 @@ def _init(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
         files[Path("flows/hello.json")] = (templates / "hello.json").read_text()
     existing = [str(p) for p in files if (root / p).exists()]
     if existing and not args.force:
-        raise UsageError(f"{', '.join(existing)} already exist; pass --force to overwrite")
+        raise UsageError(
+            f"{_listed(existing)} {'exists' if len(existing) == 1 else 'exist'} already; pass --force to overwrite"
+            f" {'it' if len(existing) == 1 else 'them'}"
+        )
     for relative, text in files.items():
         (root / relative).parent.mkdir(parents=True, exist_ok=True)
         (root / relative).write_text(text)
@@ -636,6 +678,12 @@ def _serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     asyncio.run(preflight.check_source(settings))
     _provider_packages(settings)
     if count > 1:
+        print(
+            f"gitops-flow: starting {count} workers on {settings.host}:{settings.port}"
+            f" (each loads the flows before it answers; /readyz says when)",
+            file=sys.stderr,
+            flush=True,
+        )
         return workers.Supervisor(settings, count).run()
     sock = workers.bind(settings)
     try:
@@ -672,6 +720,11 @@ def _demo(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
 
     demo.run(port=args.port, keep_serving=sys.stdin.isatty() and not args.exit, out=out)
     return EXIT_OK
+
+
+def _listed(items: Sequence[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
 def _positive(text: str) -> int:

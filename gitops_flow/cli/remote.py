@@ -22,7 +22,7 @@ _ENTRIES = {"versions": "versions", "history": "events"}  # where a page of each
 
 
 def versions(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    data = _pages(args.server, "versions", args.limit, _token(settings))
+    data = _pages(settings.server, "versions", args.limit, _token(settings))
     if args.json:
         print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode(), file=out)
         return EXIT_OK
@@ -52,7 +52,7 @@ def _print_problems(problems: Sequence[Mapping[str, Any]], out: TextIO, indent: 
 
 
 def history(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    data = _pages(args.server, "history", args.limit, _token(settings))
+    data = _pages(settings.server, "history", args.limit, _token(settings))
     if args.json:
         print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode(), file=out)
         return EXIT_OK
@@ -118,17 +118,17 @@ def status(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """The console's overview in a terminal, read with the token from the environment, as the other views are."""
     from gitops_flow.console import terminal
 
-    data = _get(args.server, "/ui/overview.json", _token(settings))
+    data = _get(settings.server, "/ui/overview.json", _token(settings))
     if args.json:
         print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode(), file=out)
         return EXIT_OK
-    print(terminal.render(data, now=time.time(), server=args.server), file=out)
+    print(terminal.render(data, now=time.time(), server=settings.server), file=out)
     return EXIT_OK
 
 
 def experiment(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """A flow's experiment report (GET /flows/FLOW/experiment), read with the token from the environment."""
-    data = _get(args.server, f"/flows/{urllib.parse.quote(args.flow, safe='')}/experiment", _token(settings))
+    data = _get(settings.server, f"/flows/{urllib.parse.quote(args.flow, safe='')}/experiment", _token(settings))
     if args.json:
         print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode(), file=out)
         return EXIT_OK
@@ -179,7 +179,7 @@ def _operate(args: argparse.Namespace, settings: Settings, out: TextIO, action: 
     if settings.admin_token is None:
         raise UsageError(f"{action} needs the server's admin token in GITOPS_FLOW_ADMIN_TOKEN")
     body = {"flow": args.flow, **({"ref": args.ref} if args.ref else {})}
-    data = _request(args.server, f"/admin/{action}", body, settings.admin_token.get_secret_value())
+    data = _request(settings.server, f"/admin/{action}", body, settings.admin_token.get_secret_value())
     verb = {"abort": "aborted", "resume": "resumed"}[action]
     for done in data["done"]:
         what = verb if done["changed"] else f"already {verb}" if action == "abort" else "was not aborted"

@@ -53,6 +53,9 @@ from gitops_flow.validation.routing import validate_routing_bytes
 VERDICT_WAIT_S = 5.0  # seconds a deploy waits for its flows' tests; a flow still tested then goes live on its verdict
 
 
+MAX_DESCRIPTION = 500  # characters of a failed flow's description kept (its document's)
+
+
 @dataclass(frozen=True, slots=True)
 class _FileResult:
     """One flow file's validation and build, shared by every commit that carries the same blob."""
@@ -60,6 +63,7 @@ class _FileResult:
     name: str
     built: BuiltFlow | None
     problems: tuple[Problem, ...]
+    description: str = ""  # a failed flow's, from its document (a good one's is its build's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +101,7 @@ class _Judged:
 
     good: frozenset[str]
     failed: Mapping[str, tuple[Problem, ...]]
+    described: Mapping[str, str]
 
     @classmethod
     def of(cls, record: Mapping[str, Any]) -> _Judged:
@@ -104,7 +109,21 @@ class _Judged:
         return cls(
             good=frozenset(record.get("flows") or ()),
             failed={name: tuple(Problem.from_dict(p) for p in found) for name, found in failed.items()},
+            described=dict(record.get("described") or {}),
         )
+
+
+def described(raw: bytes) -> str:
+    """The description a flow document (or a LangFlow export) gives at its top, however else it fails: a failed flow
+    has no build to tell it. Bounded to MAX_DESCRIPTION characters; empty when the file is not such JSON."""
+    try:
+        data = orjson.loads(raw.decode("utf-8-sig"))
+    except (ValueError, UnicodeDecodeError):
+        return ""
+    text = data.get("description") if isinstance(data, dict) else None
+    if not isinstance(text, str):
+        return ""
+    return text if len(text) <= MAX_DESCRIPTION else text[: MAX_DESCRIPTION - 1] + "…"
 
 
 def carry(version: Version, parent: Version | None) -> Version:
@@ -189,6 +208,7 @@ class VersionBuilder:
             problems += routing_problems
         flows: dict[str, BuiltFlow] = {}
         failed: dict[str, tuple[Problem, ...]] = {}
+        descriptions: dict[str, str] = {}
         blobs: dict[str, str] = {}
         judged = _Judged.of(record) if record is not None else None
         results, waiting = self._flows(listing, judged, wait)
@@ -208,6 +228,8 @@ class VersionBuilder:
                 flows[result.name] = result.built
             else:  # two files of one name: neither is served, and each says why
                 failed[result.name] = (*failed.get(result.name, ()), *result.problems, *clash)
+                if result.description:
+                    descriptions[result.name] = result.description
         status: Status = "failed" if any(p.severity == "error" for p in problems) else "ready"
         version = Version(
             sha=commit.sha,
@@ -227,6 +249,7 @@ class VersionBuilder:
             seen=self.clock(),
             content=listing.content,
             pending=frozenset(pending),
+            described=descriptions,
         )
         return carry(version, parent)
 
@@ -396,14 +419,15 @@ class VersionBuilder:
                 built, problems = None, [*problems, *failures]
         # capped once the tests' failures are in too; scrubbed of every known secret value
         found = tuple(self.scrubber.problem(p) for p in capped(problems, MAX_PROBLEMS))
-        return _FileResult(judging.name, built, found)
+        description = self.scrubber.text(described(judging.raw)) if built is None else ""
+        return _FileResult(judging.name, built, found, description)
 
     def _trust(self, name: str, stem: str, path: str, blob: str, judged: _Judged) -> _FileResult:
         """A flow as the leader judged it: its recorded problems when it failed there, else parsed and built without
         validation or tests. A flow that does not build here after all (a component or secret this worker lacks) is
         judged in full by the caller, so the problem is the one a single process would report."""
         if name in judged.failed:
-            return _FileResult(name, None, judged.failed[name])
+            return _FileResult(name, None, judged.failed[name], judged.described.get(name, ""))
         self.trusted += 1
         raw = self.source.read_blob(blob, max_bytes=MAX_EXPORT_BYTES)
         try:

@@ -53,8 +53,7 @@ class Canaries:
         done, per ref. Raises UnknownFlow when the flow has no guarded ref (of that name)."""
         targets = [t for t in table.canaries(flow) if ref is None or ref in (t.ref, t.named)]
         if not targets:
-            where = f" on ref {ref!r}" if ref is not None else ""
-            raise UnknownFlow(f"flow {flow!r} has no canary{where}: only the refs after a guarded route's first are")
+            raise UnknownFlow(_no_canary(table, flow, ref))
         done = []
         for target in targets:
             assert target.guard is not None, "canaries are guarded"
@@ -86,3 +85,17 @@ def _guarded(flow: str, ref: str, figures: Record) -> AbortedFacts:
     if "window_s" in figures:
         facts["window_s"] = float(figures["window_s"])
     return facts
+
+
+def _no_canary(table: RoutingTable, flow: str, ref: str | None) -> str:
+    """Why ``flow`` (on ``ref``) has nothing to abort or resume: no such flow, or no such canary, and what is one."""
+    head = table.head
+    if flow not in table.routes and (head is None or (flow not in head.names and flow not in head.failed)):
+        return f"no flow named {flow!r} is served here (GET /flows lists them)"
+    if ref is not None and table.canaries(flow):
+        named = ", ".join(t.ref for t in table.canaries(flow))
+        return f"flow {flow!r} has no canary on ref {ref!r}; its canaries are on {named}"
+    return (
+        f"flow {flow!r} has no canary: a canary is a ref after the first of the flow's route in gitops-flow.yaml,"
+        " when the file has an analysis section"
+    )

@@ -37,7 +37,7 @@ from gitops_flow.delivery.routing_table import Choice, RoutingTable
 from gitops_flow.delivery.source import CommitInfo, GitSource, Refs
 from gitops_flow.delivery.versions import Version
 from gitops_flow.exceptions import SourceError, StoreError, UnknownVersion
-from gitops_flow.problems import Problem
+from gitops_flow.problems import Problem, log_text
 from gitops_flow.stores.base import AbortStore, EventStore, PinStore, Record, VersionStore
 from gitops_flow.stores.events import DeployedFacts, DeployEvent, Facts, FailedFacts, RolledBackFacts
 
@@ -321,7 +321,7 @@ class Reconciler:
                 continue
             if name in version.failed:
                 problems = [p.as_dict() for p in version.failed[name]]
-                log.warning("failed %s at %s: %d problems", name, version.sha[:12], len(problems))
+                log.warning("failed %s at %s: %s", name, version.sha[:12], log_text(version.failed[name]))
                 serving = version.carried.get(name)
                 once = f"failed:{version.sha}:{name}"
                 await self.history.record(
@@ -429,7 +429,7 @@ class Reconciler:
         served), built (an older commit of the same fetch), or failed as a whole; and each flow it changed that
         failed, with its problems and the version it keeps serving."""
         if version.status == "failed":
-            log.warning("failed %s %s: %d problems", version.sha[:12], version.summary, len(version.problems))
+            log.warning("failed %s %s: %s", version.sha[:12], version.summary, log_text(version.problems))
             _log_problems(version.problems)
             problems = [p.as_dict() for p in version.problems]
             await self.history.record(version.sha, trigger, {"event": "failed", "problems": problems})
@@ -439,7 +439,7 @@ class Reconciler:
             if name in changed or previous is None:
                 problems = [p.as_dict() for p in version.failed[name]]
                 serving = version.carried.get(name)
-                log.warning("failed %s at %s: %d problems", name, version.sha[:12], len(problems))
+                log.warning("failed %s at %s: %s", name, version.sha[:12], log_text(version.failed[name]))
                 _log_problems(version.failed[name])
                 once = f"failed:{version.sha}:{name}"
                 facts: Facts = {"event": "failed", "problems": problems, "flow": name, "serving": serving}

@@ -58,6 +58,8 @@ class Version:
     content: str = ""  # a fingerprint of what the commit serves: equal for a revert and the commit it restores
     went_live: bool = False
     pending: frozenset[str] = frozenset()  # flows whose tests have not given their verdict yet
+    # the description each flow that failed here gives in its document (it has no build to tell it), when it has one
+    described: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def ready(self) -> bool:
@@ -111,6 +113,7 @@ class Version:
             "content": self.content,
             "went_live": self.went_live,
             "pending": sorted(self.pending),
+            "described": dict(sorted(self.described.items())),
         }
 
     @classmethod
@@ -134,6 +137,7 @@ class Version:
             content=str(record.get("content", "")),
             went_live=bool(record.get("went_live", False)),
             pending=frozenset(record.get("pending") or ()),
+            described=dict(record.get("described") or {}),
         )
 
 

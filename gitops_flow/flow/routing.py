@@ -5,7 +5,16 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from gitops_flow.flow.commit_text import MAX_REF_NAME
 
@@ -36,7 +45,22 @@ def parse_duration(value: Any) -> float:
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+DURATION_PATTERN = r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)?\s*$"
+# in the JSON Schema a duration is what the file may say: seconds as a number, or text such as 30s, 5m, 1h
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    Field(gt=0),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "string", "pattern": DURATION_PATTERN},
+            ],
+            "description": "seconds, or a number with a unit: 500ms, 30s, 5m, 1h, 1d",
+        }
+    ),
+]
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 MAX_RATE = 1_000_000.0  # requests per second a limit may allow
 MAX_CONCURRENT = 100_000
@@ -53,9 +77,9 @@ class SegmentMatch(BaseModel):
 
     model_config = _STRICT
 
-    header: str
+    header: str = Field(description="the header matched: X-Flow-Segment or X-Flow-User (set by the gateway)")
     values: list[Annotated[str, Field(min_length=1, max_length=MAX_SEGMENT_VALUE)]] = Field(
-        min_length=1, max_length=MAX_SEGMENT_VALUES
+        min_length=1, max_length=MAX_SEGMENT_VALUES, description="the header's values this segment takes"
     )
 
     @field_validator("header")
@@ -74,9 +98,15 @@ class RouteTarget(BaseModel):
 
     model_config = _STRICT
 
-    ref: Annotated[str, AfterValidator(check_ref), Field(max_length=MAX_REF_NAME)]
-    weight: float = Field(default=0.0, ge=0)
-    match: SegmentMatch | None = None
+    ref: Annotated[str, AfterValidator(check_ref), Field(max_length=MAX_REF_NAME)] = Field(
+        description="a tag or branch; a flow-scoped tag (support-bot/stable) is tried first"
+    )
+    weight: float = Field(
+        default=0.0, ge=0, description="the ref's share of new traffic, relative to the route's other weights"
+    )
+    match: SegmentMatch | None = Field(
+        default=None, description="a segment: the requests it selects go to this ref, before the weights are drawn"
+    )
 
     @model_validator(mode="after")
     def _weighted_or_matched(self) -> RouteTarget:
@@ -90,13 +120,20 @@ class Analysis(BaseModel):
 
     model_config = _STRICT
 
-    window: Duration = 60.0
-    min_requests: int = Field(default=20, ge=1)
-    max_error_rate: float = Field(default=0.05, ge=0, le=1)
-    max_p99_ms: float = Field(default=3000, gt=0)
-    # failures of the canary that its primary did not share, in the window: a count, so that traffic a client adds
-    # cannot dilute a broken canary below the error rate
-    max_failures: int = Field(default=25, ge=1)
+    window: Duration = Field(default=60.0, description="the span of traffic each verdict judges")
+    min_requests: int = Field(
+        default=20, ge=1, description="requests a canary serves in the window before it is judged"
+    )
+    max_error_rate: float = Field(
+        default=0.05, ge=0, le=1, description="the canary's share of failed requests in the window that aborts it"
+    )
+    max_p99_ms: float = Field(
+        default=3000, gt=0, description="the canary's 99th percentile latency (ms) in the window that aborts it"
+    )
+    # a count, so that traffic a client adds cannot dilute a broken canary below the error rate
+    max_failures: int = Field(
+        default=25, ge=1, description="failures of the canary its primary did not share, in the window, that abort it"
+    )
 
 
 class Rate(BaseModel):
@@ -105,9 +142,15 @@ class Rate(BaseModel):
 
     model_config = _STRICT
 
-    # a number of requests per second, shared by all replicas; 0.5 is one every two seconds (a sliding window)
-    requests_per_second: float | None = Field(default=None, gt=0, le=MAX_RATE)
-    concurrent: int | None = Field(default=None, ge=1, le=MAX_CONCURRENT)  # runs at once, streams until their end
+    requests_per_second: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_RATE,
+        description="requests per second, shared by all replicas (a sliding window); 0.5 is one every two seconds",
+    )
+    concurrent: int | None = Field(
+        default=None, ge=1, le=MAX_CONCURRENT, description="runs at once (a stream counts until its end)"
+    )
 
 
 class TokenBudget(BaseModel):
@@ -115,22 +158,24 @@ class TokenBudget(BaseModel):
 
     model_config = _STRICT
 
-    budget: int = Field(ge=1, le=10**12)
-    window: Duration = Field(default=3600.0, le=31 * 86400.0)
+    budget: int = Field(ge=1, le=10**12, description="tokens (input and output) the flow's models may spend per window")
+    window: Duration = Field(default=3600.0, le=31 * 86400.0, description="the budget's window (at most 31 days)")
 
 
 class RefLimits(Rate):
     """The limits of the requests one ref of a flow serves (a canary, say), on top of the flow's."""
 
-    tokens: TokenBudget | None = None
+    tokens: TokenBudget | None = Field(default=None, description="a token budget over a window")
 
 
 class FlowLimits(RefLimits):
     """A flow's limits (``limits:`` in the routing file): on all its requests, on each user's (when a request names
     one), and on the requests each ref serves."""
 
-    per_user: Rate | None = None
-    refs: dict[Annotated[str, AfterValidator(check_ref)], RefLimits] = Field(default_factory=dict, max_length=100)
+    per_user: Rate | None = Field(default=None, description="the limits of each user's requests (X-Flow-User)")
+    refs: dict[Annotated[str, AfterValidator(check_ref)], RefLimits] = Field(
+        default_factory=dict, max_length=100, description="the limits of the requests each ref serves, by ref name"
+    )
 
     def for_ref(self, flow: str, ref: str | None) -> RefLimits | None:
         """The limits of ``ref`` (as a route names it, or flow-scoped: ``support-bot/stable``), if it has any."""
@@ -147,9 +192,12 @@ class CacheRule(BaseModel):
 
     model_config = _STRICT
 
-    ttl: Duration = Field(default=600.0, le=30 * 86400.0)
-    # cached although a model samples (a temperature that is not 0) or the flow keeps a conversation
-    allow: list[CacheAllowance] = Field(default_factory=list, max_length=2)
+    ttl: Duration = Field(default=600.0, le=30 * 86400.0, description="how long an answer is kept (at most 30 days)")
+    allow: list[CacheAllowance] = Field(
+        default_factory=list,
+        max_length=2,
+        description="cache although a model samples (temperature) or the flow keeps a conversation (history)",
+    )
 
 
 class EvalThreshold(BaseModel):
@@ -176,17 +224,43 @@ class RoutingConfig(BaseModel):
 
     model_config = _STRICT
 
-    flows_dir: str = "flows"
-    routes: dict[str, list[RouteTarget]] = Field(default_factory=dict)
-    sticky: Literal["user", "none"] = "user"
-    session_ttl: Duration = 1800.0
-    analysis: Analysis | None = None
-    # commits that must never serve again (a leaked secret, a harmful prompt): full or short (7+ hex digits) shas
-    yanked: list[Annotated[str, Field(pattern=YANKED_SHA)]] = Field(default_factory=list, max_length=1000)
-    # guardrails per flow ("default": every flow without an entry) and the flows whose answers are cached
-    limits: dict[str, FlowLimits] = Field(default_factory=dict, max_length=1000)
-    cache: dict[str, CacheRule] = Field(default_factory=dict, max_length=1000)
-    evals: EvalRules | None = None  # thresholds of `gitops-flow eval`
+    flows_dir: str = Field(default="flows", description="the folder of the flow documents, in the repository")
+    routes: dict[str, list[RouteTarget]] = Field(
+        default_factory=dict,
+        description="per flow (or `default`: every flow without a route), the refs that serve it; the first is the"
+        " primary, the others canaries",
+    )
+    sticky: Literal["user", "none"] = Field(
+        default="user", description="`user`: a user (X-Flow-User) always lands on the same ref; `none`: random"
+    )
+    session_ttl: Duration = Field(
+        default=1800.0, description="a session stays on its version until it is idle this long"
+    )
+    analysis: Analysis | None = Field(
+        default=None, description="the canary guard's thresholds; without it, canaries are not guarded"
+    )
+    yanked: list[Annotated[str, Field(pattern=YANKED_SHA)]] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="commits that must never serve again (a leaked secret, a harmful prompt): full or short"
+        " (7+ hex digits) shas",
+    )
+    limits: dict[str, FlowLimits] = Field(
+        default_factory=dict,
+        max_length=1000,
+        description="guardrails per flow (`default`: every flow without an entry)",
+    )
+    cache: dict[str, CacheRule] = Field(
+        default_factory=dict, max_length=1000, description="the flows whose answers are cached, and for how long"
+    )
+    evals: EvalRules | None = Field(
+        default=None, description="thresholds of `gitops-flow eval` that fail a pull request's check"
+    )
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        """The published JSON Schema of the routing file (kept equal to schema/gitops-flow.v1.json by a test)."""
+        return {"$schema": "https://json-schema.org/draft/2020-12/schema", **cls.model_json_schema()}
 
     def limits_of(self, flow: str) -> FlowLimits | None:
         return self.limits.get(flow) or self.limits.get(DEFAULT_ROUTE)

@@ -42,7 +42,7 @@ async def flows(request: Request) -> Response:
     listed = [
         {
             "name": name,
-            "description": flow_description(name, route),
+            "description": flow_description(name, route, table.head),
             "route": route.name,
             **flow_state(table, name),
             "versions": route_targets(route, known),
@@ -101,9 +101,13 @@ def route_targets(route: Route, known: Collection[str] | None = None) -> list[di
     ]
 
 
-def flow_description(name: str, route: Route) -> str:
+def flow_description(name: str, route: Route, head: Version | None = None) -> str:
+    """What a flow is for: its serving build's description; for a flow no build serves, the description its
+    document gives at ``head``, where it failed."""
     version = route.live[0][1].version if route.live else None
-    return version.flows[name].spec.description if version is not None else ""
+    if version is not None:
+        return version.flows[name].spec.description
+    return head.described.get(name, "") if head is not None else ""
 
 
 async def versions(request: Request) -> Response:

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from gitops_flow.components.knowledge import CorpusLimits, Library
 from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.config import Settings
 from gitops_flow.console import routes as console
@@ -69,6 +70,7 @@ from gitops_flow.server.edge import RequestError, error_response
 from gitops_flow.server.endpoints import Deps
 from gitops_flow.stores import open_store
 from gitops_flow.stores.base import ConversationQuota, Record, StateStore
+from gitops_flow.stores.embeddings import embeddings_beside
 
 log = logging.getLogger("gitops_flow.server")
 HEAP_SETTLE_DELAY = 1.0  # seconds after the last deploy of a burst
@@ -119,6 +121,7 @@ def create_app(
     )
     components = registry or ComponentRegistry.configured(settings)
     counters, answers = beside(state, settings.state, cache_max_bytes=settings.cache_max_bytes)
+    embeddings = embeddings_beside(state, settings.state)  # Retrievers' chunk vectors, shared as the state is
 
     quota = ConversationQuota(settings.max_conversations, settings.max_conversation_bytes)
     limits = TurnLimits(settings.max_turn_bytes, settings.max_turns, settings.history_ttl, quota)
@@ -146,6 +149,7 @@ def create_app(
             fake_models=settings.fake_models,
             run_tests=settings.run_tests,
             build_timeout=settings.build_timeout,
+            library=Library(vectors=embeddings, limits=CorpusLimits.of(settings)),
         )
         metrics = Metrics(
             live_versions=lambda: sum(1 for v in reconciler.versions if v.ready),
@@ -260,6 +264,7 @@ def create_app(
             await feedback.close()
             git.close()
             await counters.close()
+            embeddings.close()
             await state.close()
             if tracing is not None:
                 await asyncio.to_thread(tracing.shutdown)  # sends the spans still buffered

@@ -19,6 +19,7 @@ import orjson
 from gitops_flow import __version__
 from gitops_flow.cli import remote as servercli
 from gitops_flow.cli import report
+from gitops_flow.components.knowledge import CorpusLimits, Knowledge, Library
 from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.config import Resolved, Settings
 from gitops_flow.exceptions import ConfigError, GitOpsFlowError, SourceError, UnknownVersion, UsageError
@@ -38,6 +39,7 @@ from gitops_flow.validation.documents import (
     validate_file,
 )
 from gitops_flow.validation.routing import validate_routing_bytes
+from gitops_flow.validation.worktree import WorkingTree, root_of
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 _SERVE_TEXT = (
@@ -290,7 +292,10 @@ def _check_all(
     targets: Targets, registry: ComponentRegistry, settings: Settings
 ) -> tuple[list[FileReport], list[Problem]]:
     policy = settings.secret_policy()
-    reports = [validate_file(path, registry, policy=policy) for path in targets.flows]
+    library = Library(limits=CorpusLimits.of(settings))
+    reports = [
+        validate_file(path, registry, policy=policy, knowledge=_knowledge(library, path)) for path in targets.flows
+    ]
     names = [r.spec.name for r in reports if r.spec is not None]
     routing_problems: list[Problem] = duplicate_names((r.file, r.spec.name) for r in reports if r.spec is not None)
     for path in targets.routing:
@@ -383,14 +388,20 @@ def _comment(body: str, marker: str, environ: Mapping[str, str]) -> None:
     print(f"gitops-flow plan: {outcome} the comment on pull request #{target.number}", file=sys.stderr)
 
 
+def _knowledge(library: Library, flow_file: Path) -> Knowledge:
+    """The working tree's files a flow file's Retrievers read (validation/worktree.py)."""
+    return library.at(WorkingTree(root_of(flow_file)))
+
+
 def _test(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     registry = ComponentRegistry.configured(settings)
     targets = collect(args.paths)
     reports, routing_problems = _check_all(targets, registry, settings)
     results: list[CaseResult] = []
+    library = Library(limits=CorpusLimits.of(settings))
     for path, file_report in zip(targets.flows, reports, strict=True):
         if file_report.ok and file_report.spec is not None:
-            found = asyncio.run(run_flow_tests(file_report.spec, registry))
+            found = asyncio.run(run_flow_tests(file_report.spec, registry, knowledge=_knowledge(library, path)))
             lines = LineIndex(path.read_text(encoding="utf-8-sig")) if not all(r.passed for r in found) else None
             results += [r if lines is None else replace(r, line=lines.line(file_report.origin(r.path))) for r in found]
     invalid = [p for r in reports for p in r.problems] + routing_problems

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from gitops_flow.problems import Problem
+
+if TYPE_CHECKING:
+    from gitops_flow.components.knowledge import Knowledge
 
 ComponentKind = Literal["input", "prompt", "model", "agent", "parser", "memory", "transform"]
 FAKEABLE: tuple[ComponentKind, ...] = ("model", "agent")  # kinds whose nodes `fakes` may answer for
@@ -23,6 +26,8 @@ class BuildContext:
     node_id: str = ""
     notes: list[Problem] = field(default_factory=list)
     fake_responses: list[str] | None = None  # an agent node's scripted model answers (`gitops-flow test`, demos)
+    knowledge: Knowledge | None = None  # the repository's files at the build's revision (a Retriever reads them)
+    deadline: float | None = None  # a time.monotonic() reading the build must end by (a Retriever's indexing)
 
     def note(self, code: str, message: str, *, severity: Literal["warning", "notice"] = "notice") -> None:
         self.notes.append(Problem(code=code, message=message, path="$", severity=severity))

@@ -1,7 +1,8 @@
 """VersionBuilder: a commit -> a Version, its flow files read from the commit's tree, validated and built.
 
-Each flow file's result is cached by its name and blob sha, so content seen before costs nothing to build again: a
-revert, or a commit that touches one flow of a thousand, builds only what changed. Every method here does blocking
+Each flow file's result is cached by its name, its blob sha and the fingerprint of the documents its Retrievers read
+(corpus.py), so content seen before costs nothing to build again: a revert, or a commit that touches one flow (or one
+document) of a thousand, builds only what changed. Every method here does blocking
 Git and CPU work and runs in a worker thread.
 
 Given the record another worker made of the commit (the fetch leader, leader.py), a flow is not judged again: the
@@ -22,7 +23,9 @@ from typing import Any
 import orjson
 
 from gitops_flow.components.fake_answers import fake_answers
+from gitops_flow.components.knowledge import Knowledge, Library
 from gitops_flow.components.registry import ComponentRegistry
+from gitops_flow.delivery import corpus
 from gitops_flow.delivery.source import CommitInfo, GitSource
 from gitops_flow.delivery.versions import Status, Version
 from gitops_flow.exceptions import BuildError
@@ -63,11 +66,21 @@ class _Listing:
     flows_dir: str
     files: dict[str, str] = field(default_factory=dict)  # file name -> blob sha
     routing: tuple[str, bytes] | None = None  # (blob sha, bytes)
+    knowledge: dict[str, str] = field(default_factory=dict)  # file name -> fingerprint of the documents it reads
+    tree: dict[str, str] = field(default_factory=dict)  # every file of the commit (listed only when a flow reads some)
+
+    def build(self, file_name: str) -> str:
+        """The build id of a flow file at this commit (corpus.build_id)."""
+        return corpus.build_id(self.files[file_name], self.knowledge.get(file_name, ""))
+
+    def builds(self) -> dict[str, str]:
+        return {name: self.build(name) for name in self.files}
 
     @property
     def content(self) -> str:
-        """A fingerprint of everything served from the commit: equal for two commits that serve the same."""
-        lines = [self.flows_dir, *(f"{name} {blob}" for name, blob in sorted(self.files.items()))]
+        """A fingerprint of everything served from the commit: equal for two commits that serve the same (the
+        documents flows read included)."""
+        lines = [self.flows_dir, *(f"{name} {build}" for name, build in sorted(self.builds().items()))]
         lines.append(self.routing[0] if self.routing is not None else "-")
         return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
@@ -116,6 +129,7 @@ class VersionBuilder:
         run_tests: bool = True,
         clock: Callable[[], float] = time.time,
         build_timeout: float | None = None,
+        library: Library | None = None,
     ) -> None:
         self.source = source
         self.registry = registry
@@ -127,7 +141,9 @@ class VersionBuilder:
         self.run_tests = run_tests
         self.clock = clock
         self.build_timeout = build_timeout  # seconds one flow's build may take (Settings.build_timeout)
-        self._cache: dict[tuple[str, str], _FileResult] = {}
+        self.library = library or Library()  # the embeddings and indexes every Retriever's build shares
+        self._cache: dict[tuple[str, str, str], _FileResult] = {}
+        self._reads: dict[str, tuple[str, ...]] = {}  # a flow file's blob -> the globs its Retrievers read
         self.on_validated: Callable[[], None] = lambda: None  # a flow file judged (the metrics' counter)
         self.validated = 0
         self.trusted = 0
@@ -150,10 +166,10 @@ class VersionBuilder:
         failed: dict[str, tuple[Problem, ...]] = {}
         blobs: dict[str, str] = {}
         judged = _Judged.of(record) if record is not None else None
-        results = {f: self._flow(listing.flows_dir, f, blob, judged) for f, blob in sorted(listing.files.items())}
+        results = {f: self._flow(listing, f, judged) for f in sorted(listing.files)}
         clashes = duplicate_names((f"{listing.flows_dir}/{f}", r.name) for f, r in results.items())
         for file_name, result in results.items():
-            blobs[result.name] = listing.files[file_name]
+            blobs[result.name] = listing.build(file_name)
             clash = [p for p in clashes if p.file == f"{listing.flows_dir}/{file_name}"]
             if result.built is not None and not clash:
                 flows[result.name] = result.built
@@ -181,21 +197,29 @@ class VersionBuilder:
         return carry(version, parent)
 
     def introduced(self, sha: str) -> dict[str, str]:
-        """The builds commit ``sha`` brought in: each flow whose file it added or changed against its first parent,
-        by flow name, with the file's blob (a build's identity: one blob builds one flow, cached by it). What a yank
-        of ``sha`` makes unservable wherever it serves. Raises UnknownVersion when the clone lacks the commit."""
+        """The builds commit ``sha`` brought in: each flow whose file (or a document it reads) it added or changed
+        against its first parent, by flow name, with its build id (corpus.build_id: one id builds one flow, cached by
+        it). What a yank of ``sha`` makes unservable wherever it serves. Raises UnknownVersion when the clone lacks
+        the commit."""
         commit = self.source.commit(sha)
-        listing = self._listing(commit.sha)
-        before = self._listing(commit.parents[0]).files if commit.parents else {}
-        return {flow_name(f.removesuffix(".json")): blob for f, blob in listing.files.items() if before.get(f) != blob}
+        now = self._listing(commit.sha).builds()
+        before = self._listing(commit.parents[0]).builds() if commit.parents else {}
+        return {flow_name(f.removesuffix(".json")): build for f, build in now.items() if before.get(f) != build}
 
-    def build_spec(self, spec: FlowSpec) -> BuiltFlow:
+    def build_spec(self, spec: FlowSpec, knowledge: Knowledge | None = None) -> BuiltFlow:
         """Build a flow document as a commit's flow is built (registry, secrets, history, fakes and time limit):
-        what a request's LangFlow tweaks run on. Raises BuildError."""
+        what a request's LangFlow tweaks run on. ``knowledge``: the commit's files, for a Retriever (without
+        them a Retriever does not build). Raises BuildError."""
         deadline = time.monotonic() + self.build_timeout if self.build_timeout is not None else None
         fakes = self._fakes(spec) if self.fake_models else None
         return build_flow(
-            spec, self.registry, secrets=self.secrets, history=self.history, fakes=fakes, deadline=deadline
+            spec,
+            self.registry,
+            secrets=self.secrets,
+            history=self.history,
+            fakes=fakes,
+            deadline=deadline,
+            knowledge=knowledge,
         )
 
     def forget(self, kept: Iterable[Version]) -> None:
@@ -210,23 +234,40 @@ class VersionBuilder:
             config, _ = validate_routing_bytes(routing[1], file=ROUTING_FILE)
             if config is not None:
                 flows_dir = config.flows_dir
-        return _Listing(flows_dir, self.source.list_files(sha, flows_dir), routing)
+        listing = _Listing(flows_dir, self.source.list_files(sha, flows_dir), routing)
+        reads = {name: self._globs(blob) for name, blob in listing.files.items()}
+        if any(reads.values()):  # the whole tree is listed only when some flow reads documents
+            listing.tree = self.source.tree_files(sha)
+            listing.knowledge = {name: corpus.fingerprint(listing.tree, globs) for name, globs in reads.items()}
+        return listing
+
+    def _globs(self, blob: str) -> tuple[str, ...]:
+        """The globs a flow file's Retrievers read (corpus.reads), read once per blob."""
+        if blob not in self._reads:
+            if len(self._reads) > 10_000:
+                self._reads.clear()
+            self._reads[blob] = corpus.reads(self.source.read_blob(blob, max_bytes=MAX_EXPORT_BYTES))
+        return self._reads[blob]
 
     def _changed(self, commit: CommitInfo, listing: _Listing) -> tuple[str, ...]:
-        before = self._listing(commit.parents[0]).files if commit.parents else {}
-        names = {n for n in before.keys() | listing.files.keys() if before.get(n) != listing.files.get(n)}
+        before = self._listing(commit.parents[0]).builds() if commit.parents else {}
+        now = listing.builds()
+        names = {n for n in before.keys() | now.keys() if before.get(n) != now.get(n)}
         return tuple(sorted(n.removesuffix(".json") for n in names))
 
-    def _flow(self, flows_dir: str, file_name: str, blob: str, judged: _Judged | None = None) -> _FileResult:
-        key = (file_name, blob)
+    def _flow(self, listing: _Listing, file_name: str, judged: _Judged | None = None) -> _FileResult:
+        blob, fingerprint = listing.files[file_name], listing.knowledge.get(file_name, "")
+        key = (file_name, blob, fingerprint)
         cached = self._cache.get(key)
         if cached is not None:
             return cached
+        flows_dir = listing.flows_dir
+        knowledge = self.library.at(corpus.CommitFiles(self.source, listing.tree)) if fingerprint else None
         path = f"{flows_dir}/{file_name}" if flows_dir not in ("", ".") else file_name
         stem = file_name.removesuffix(".json")
         name = flow_name(stem)
         if judged is not None and (name in judged.good or name in judged.failed):
-            result = self._trust(name, stem, path, blob, judged)
+            result = self._trust(name, stem, path, blob, judged, knowledge)
             if result.built is not None or name in judged.failed:
                 self._cache[key] = result
                 return result
@@ -246,13 +287,14 @@ class VersionBuilder:
                     history=self.history,
                     fakes=self._fakes(report.spec) if self.fake_models else None,
                     deadline=time.monotonic() + self.build_timeout if self.build_timeout is not None else None,
+                    knowledge=knowledge,
                 )
             except BuildError as exc:
                 where = report.origin(exc.path)  # a converted LangFlow export: the path in the export
                 line = LineIndex(raw.decode("utf-8-sig")).line(where)
                 problems.append(Problem(code=exc.code, message=str(exc), path=where, file=path, line=line))
         if built is not None and report.spec is not None and report.spec.tests and self.run_tests:
-            failures = self._test(report.spec, raw, path, report.origin)
+            failures = self._test(report.spec, raw, path, report.origin, knowledge)
             if failures:
                 built, problems = None, [*problems, *failures]
         # capped once the tests' failures are in too; scrubbed of every known secret value
@@ -260,7 +302,9 @@ class VersionBuilder:
         self._cache[key] = result
         return result
 
-    def _trust(self, name: str, stem: str, path: str, blob: str, judged: _Judged) -> _FileResult:
+    def _trust(
+        self, name: str, stem: str, path: str, blob: str, judged: _Judged, knowledge: Knowledge | None
+    ) -> _FileResult:
         """A flow as the leader judged it: its recorded problems when it failed there, else parsed and built without
         validation or tests. A flow that does not build here after all (a component or secret this worker lacks) is
         judged in full by the caller, so the problem is the one a single process would report."""
@@ -273,15 +317,17 @@ class VersionBuilder:
             if isinstance(data, dict) and langflow.is_export(data):
                 data = langflow.convert(data, name=name).document
             spec = FlowSpec.model_validate(data)
-            built = self.build_spec(spec)
+            built = self.build_spec(spec, knowledge)
         except (ValueError, BuildError):  # orjson's and pydantic's errors are ValueErrors
             return _FileResult(name, None, ())
         return _FileResult(name, built, ())
 
-    def _test(self, spec: FlowSpec, raw: bytes, path: str, origin: Callable[[str], str]) -> list[Problem]:
+    def _test(
+        self, spec: FlowSpec, raw: bytes, path: str, origin: Callable[[str], str], knowledge: Knowledge | None
+    ) -> list[Problem]:
         """The flow's own tests, run as `gitops-flow test` runs them (every model answered by its fakes): each
         failing case is a problem, so a flow whose tests fail never goes live, even when CI was bypassed."""
-        results = asyncio.run(run_flow_tests(spec, self.registry))
+        results = asyncio.run(run_flow_tests(spec, self.registry, knowledge=knowledge))
         lines = LineIndex(raw.decode("utf-8-sig"))
         found = []
         for result in results:

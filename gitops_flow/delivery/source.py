@@ -39,6 +39,7 @@ _HELPER = (
 _GIT_MESSAGE = re.compile(r"(?:fatal|error): (.+)")
 _TIMED_OUT = re.compile(r"did not complete in (\S+) secs")
 _CHUNK = 1 << 16
+MAX_TREE_FILES = 200_000  # files tree_files lists of one commit, at most
 
 
 def _reason(exc: git.exc.GitError) -> str:
@@ -398,6 +399,22 @@ class GitSource:
             if not isinstance(tree, git.Tree):
                 return {}
             return {b.name: b.hexsha for b in tree.blobs if stat.S_ISREG(b.mode) and b.name.endswith(suffix)}
+
+    def tree_files(self, rev: str) -> dict[str, str]:
+        """Every regular file of commit ``rev``'s tree, recursively: {path from the root: blob sha}, at most
+        MAX_TREE_FILES (a larger tree lists its first ones). Symlinks and submodules are skipped, so nothing read
+        through this listing leaves the repository. Raises UnknownVersion."""
+        found: dict[str, str] = {}
+        with self._lock:
+            tree = self._entry(rev, "")
+            if not isinstance(tree, git.Tree):
+                return found
+            for item in tree.traverse():
+                if isinstance(item, git.Blob) and stat.S_ISREG(item.mode):
+                    found[str(item.path)] = item.hexsha
+                    if len(found) >= MAX_TREE_FILES:
+                        break
+        return found
 
     def read_blob(self, blob_sha: str, *, max_bytes: int) -> bytes:
         """The blob's bytes, or only its first ``max_bytes + 1`` if larger (so callers see it is oversize).

@@ -14,6 +14,7 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda, R
 from pydantic import BaseModel, RootModel, ValidationError, create_model
 
 from gitops_flow.components.base import FAKEABLE, BuildContext
+from gitops_flow.components.knowledge import Knowledge
 from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.exceptions import BadInput, BuildError
 from gitops_flow.flow.document import FlowSpec, NodeSpec
@@ -76,13 +77,16 @@ def build_flow(
     dry_run: bool = False,
     deadline: float | None = None,
     clock: Callable[[], float] = time.monotonic,
+    knowledge: Knowledge | None = None,
 ) -> BuiltFlow:
     """Build ``spec``; raises BuildError (with the node's path) on the first node that cannot be built.
 
     ``dry_run`` builds without any secret or provider package (placeholders stand in, and ``notes`` say so).
     ``fakes`` replaces the named model nodes with fake models answering those responses (``gitops-flow test``).
     ``deadline`` (a ``clock()`` reading) is checked before each node: past it, BuildError ``build-timeout``.
-    Nothing is invoked: building never calls a model, reads a file or touches the network.
+    ``knowledge`` is the repository's files at the build's revision: a Retriever reads its documents there, and
+    indexes them (embedding the chunks its cache lacks; never in a dry-build, except with ``hashing:``). Nothing
+    else is invoked: building never calls a model, reads another file or touches the network.
     """
     graph, problems = analyse(spec)
     if graph is None:
@@ -98,7 +102,9 @@ def build_flow(
                 path=json_path(["nodes", index]),
                 code="build-timeout",
             )
-        built[node.id] = _build_node(spec, index, registry, secrets or {}, fakes or {}, dry_run, notes)
+        built[node.id] = _build_node(
+            spec, index, registry, secrets or {}, fakes or {}, dry_run, notes, knowledge, deadline
+        )
     _check_fan_in_variables(spec, graph, built)
     named = {node_id: _named(r, node_id) for node_id, r in built.items()}
     runnable = _compile(graph, named)
@@ -143,6 +149,8 @@ def _build_node(
     fakes: Mapping[str, Sequence[str]],
     dry_run: bool,
     notes: list[Problem],
+    knowledge: Knowledge | None = None,
+    deadline: float | None = None,
 ) -> Runnable[Any, Any]:
     node = spec.nodes[index]
     where = ("nodes", index)
@@ -192,7 +200,9 @@ def _build_node(
     if issues:
         loc, code, message = issues[0]
         raise BuildError(message, path=json_path([*where, "params", *loc]), code=code)
-    ctx = BuildContext(dry_run=dry_run, node_id=node.id, fake_responses=fake_responses)
+    ctx = BuildContext(
+        dry_run=dry_run, node_id=node.id, fake_responses=fake_responses, knowledge=knowledge, deadline=deadline
+    )
     try:
         factory = registry.factory(component)
         built = factory(ctx, **params) if component.takes_context else factory(**params)

@@ -1,0 +1,180 @@
+"""Knowledge in Git (issue 23, point 1), against a real `gitops-flow serve` over real git pushes: a Retriever reads
+the documents committed beside its flow, versioned with the commit. A commit that changes only a document changes
+the answers of the flows that read it (and only those are built again), a pin or a session on an earlier version
+answers with the earlier knowledge, and a revert brings it back at once."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from gitops_flow.cli import main as cli
+from tests.gitrepo import Remote
+from tests.process import ServeProcess, serve_process
+from tests.served import echo_flow
+
+RETURNS = "# Returns\n\nReturns are accepted within {days} days of delivery.\n"
+SETUP = "# Setup\n\nPlug the device in and hold the power button for three seconds.\n"
+
+
+def kb_flow(name: str, paths: list[str], **params: Any) -> str:
+    """A flow whose answer is what its Retriever finds, as prompt text (``[path:line] text``)."""
+    return json.dumps(
+        {
+            "version": 1,
+            "name": name,
+            "nodes": [
+                {
+                    "id": "search",
+                    "component": "Retriever",
+                    "params": {"paths": paths, "k": 1, "chunk_size": 50, "chunk_overlap": 0, **params},
+                },
+                {"id": "context", "component": "Text"},
+            ],
+            "edges": [{"source": "search", "target": "context"}],
+        },
+        indent=2,
+    )
+
+
+def ask(server: ServeProcess, flow: str, question: str, **body: Any) -> tuple[str, str]:
+    headers = body.pop("headers", None)
+    response = server.invoke(flow, question, headers=headers, **body)
+    assert response.status_code == 200, response.text
+    return response.json()["output"], response.headers["x-flow-version"]
+
+
+def validations(server: ServeProcess) -> float:
+    for family in text_string_to_metric_families(server.client.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == "gitops_flow_flow_validations_total":
+                return sample.value
+    raise AssertionError("no validations counter")
+
+
+def session(name: str) -> dict[str, Any]:
+    return {"config": {"configurable": {"session_id": name}}}
+
+
+def test_a_document_commit_changes_only_the_flows_that_read_it_and_pins_sessions_and_reverts_keep_their_knowledge(
+    remote: Remote, tmp_path: Path
+) -> None:
+    first = remote.publish(
+        {
+            "flows/policies.json": kb_flow("policies", ["docs/**/*.md"]),
+            "flows/manual.json": kb_flow("manual", ["manual/*.md"]),
+            "flows/echo.json": echo_flow(),
+            "docs/returns.md": RETURNS.format(days=30),
+            "manual/setup.md": SETUP,
+        },
+        "flows and their knowledge",
+    )
+    with serve_process(remote, tmp_path, env={"GITOPS_FLOW_PINS": "history"}) as server:
+        assert ask(server, "policies", "how many days to return?") == (
+            "[docs/returns.md:3] Returns are accepted within 30 days of delivery.",
+            first,
+        )
+        assert ask(server, "policies", "returns", **session("ada"))[1] == first  # a conversation begun at `first`
+        judged = validations(server)
+
+        second = remote.publish({"docs/returns.md": RETURNS.format(days=60)}, "longer returns")
+        server.reconcile()
+        assert ask(server, "policies", "how many days to return?") == (
+            "[docs/returns.md:3] Returns are accepted within 60 days of delivery.",
+            second,
+        )
+        assert validations(server) == judged + 1  # only the flow that reads the document was judged and built again
+        [version] = [v for v in server.client.get("/versions").json()["versions"] if v["sha"] == second]
+        assert version["changed"] == ["policies"]
+        assert ask(server, "manual", "power button")[0].startswith("[manual/setup.md:3] Plug the device in")
+        deployed = [e for e in server.client.get("/history").json()["events"] if e["sha"] == second]
+        assert [e["event"] for e in deployed] == ["deployed"]
+
+        # a pin, and a session begun before, answer with the knowledge of their version
+        pinned = ask(server, "policies", "how many days?", headers={"X-Flow-Version": first})
+        assert pinned == ("[docs/returns.md:3] Returns are accepted within 30 days of delivery.", first)
+        assert ask(server, "policies", "how many days?", **session("ada"))[0].endswith("within 30 days of delivery.")
+        assert ask(server, "policies", "how many days?", **session("bob"))[0].endswith("within 60 days of delivery.")
+
+        reverted = remote.revert(second)
+        remote.push()
+        server.reconcile()
+        assert ask(server, "policies", "how many days?") == (
+            "[docs/returns.md:3] Returns are accepted within 30 days of delivery.",
+            reverted,
+        )
+        assert validations(server) == judged + 1  # the revert built nothing: its knowledge was built before
+        events = [e["event"] for e in server.client.get("/history").json()["events"] if e["sha"] == reverted]
+        assert events == ["rolled-back"]
+
+
+def test_a_retriever_the_repository_cannot_feed_is_a_problem_with_file_line_and_code_on_the_server_and_in_ci(
+    remote: Remote, tmp_path: Path
+) -> None:
+    bad = {
+        "outside": kb_flow("outside", ["docs/*.md", "../secrets/*.md"]),
+        "nothing": kb_flow("nothing", ["nowhere/**/*.md"]),
+        "unknown": kb_flow("unknown", ["docs/*.md"], embeddings="nope:model"),
+        "keyless": kb_flow("keyless", ["docs/*.md"], embeddings="openai:text-embedding-3-small"),
+        "large": kb_flow("large", ["big/*.txt"]),
+    }
+    expected = {
+        "outside": ("path-outside-repo", "$.nodes[0].params.paths[1]"),
+        "nothing": ("no-documents", "$.nodes[0].params"),
+        "unknown": ("unknown-provider", "$.nodes[0].params.embeddings"),
+        "keyless": ("missing-key", "$.nodes[0].params.embeddings"),
+        "large": ("corpus-too-large", "$.nodes[0].params"),
+    }
+    files: dict[str, str | None] = {f"flows/{name}.json": doc for name, doc in bad.items()}
+    files |= {"flows/echo.json": echo_flow(), "docs/a.md": "A document.\n", "big/huge.txt": "word " * 1_000}
+    sha = remote.publish(files, "retrievers that cannot be fed")
+    with serve_process(remote, tmp_path, env={"GITOPS_FLOW_KNOWLEDGE_MAX_BYTES": "1024"}) as server:
+        [version] = [v for v in server.client.get("/versions").json()["versions"] if v["sha"] == sha]
+        assert sorted(version["failed"]) == sorted(bad)
+        for name, (code, path) in expected.items():
+            [problem] = version["failed"][name]
+            assert (problem["code"], problem["path"], problem["file"]) == (code, path, f"flows/{name}.json"), problem
+            assert problem["line"] is not None
+        assert "KNOWLEDGE_MAX_BYTES" in version["failed"]["large"][0]["message"]
+        assert server.invoke("echo", {"question": "hi"}).status_code == 200
+
+    # the same problems in CI, from a working tree (the files checked out as pushed)
+    tree = tmp_path / "checkout"
+    for path, text in files.items():
+        (tree / path).parent.mkdir(parents=True, exist_ok=True)
+        (tree / path).write_text(text or "")
+    (tree / ".git").mkdir()
+    out = io.StringIO()
+    environ = {**_ci(), "GITOPS_FLOW_KNOWLEDGE_MAX_BYTES": "1024"}  # CI holds corpora to the server's bounds
+    code = cli.main(["validate", str(tree / "flows"), "--format", "json"], environ=environ, out=out)
+    assert code == 1
+    found = {(Path(p["file"]).stem, p["code"], p["path"]) for p in json.loads(out.getvalue())["problems"]}
+    for name, (problem, path) in expected.items():
+        assert (name, problem, path) in found
+
+
+def test_ci_never_reads_past_the_working_tree(tmp_path: Path) -> None:
+    """A symlink out of the repository is not a document; the flow's only match is then nothing."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.md").write_text("the secret\n")
+    tree = tmp_path / "repo"
+    (tree / ".git").mkdir(parents=True)
+    (tree / "flows").mkdir()
+    (tree / "docs").mkdir()
+    os.symlink(outside / "secret.md", tree / "docs" / "secret.md")
+    os.symlink(outside, tree / "docs" / "linked")
+    (tree / "flows" / "kb.json").write_text(kb_flow("kb", ["docs/**/*.md"]))
+    out = io.StringIO()
+    assert cli.main(["validate", str(tree / "flows"), "--format", "json"], environ=_ci(), out=out) == 1
+    [problem] = json.loads(out.getvalue())["problems"]
+    assert problem["code"] == "no-documents" and problem["line"] is not None
+
+
+def _ci() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("GITOPS_FLOW_")}

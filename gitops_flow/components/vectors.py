@@ -17,6 +17,11 @@ Matrix = npt.NDArray[np.float32]
 HASHING = "hashing"
 MIN_DIMS, MAX_DIMS = 16, 4096
 _WORD = re.compile(r"\w+")
+# words too common to tell documents apart: left out, so they never cancel a word that does in a shared bucket
+_STOPWORDS = frozenset(
+    "a an and are as at be by can do does for from has have how i if in is it its me my no not of on or our so that "
+    "the their them there these they this to was we what when where which who why will with you your".split()
+)
 # providers whose embeddings are paid for with a key: a Retriever naming one must pass its ``api_key`` (a secret)
 KEYED_PROVIDERS = frozenset({"openai", "azure_openai", "cohere", "mistralai", "google_genai"})
 
@@ -102,11 +107,14 @@ def embedder(spec: str, api_key: str | None) -> Embedder:
 
 
 def hashing_vectors(texts: Sequence[str], dims: int) -> Matrix:
-    """Deterministic bag-of-words vectors: each lower-cased word adds ±1 at the bucket its sha1 picks, so texts
-    sharing words point alike. Needs no key, no network and no model: for CI, tests and small FAQs."""
+    """Deterministic bag-of-words vectors: each lower-cased word (but a few dozen English stopwords) adds ±1 at the
+    bucket its sha1 picks, so texts sharing words point alike. Needs no key, no network and no model: for CI, tests
+    and small FAQs."""
     out = np.zeros((len(texts), dims), dtype=np.float32)
     for row, text in enumerate(texts):
         for word in _WORD.findall(text.lower()):
+            if word in _STOPWORDS:
+                continue
             digest = hashlib.sha1(word.encode(), usedforsecurity=False).digest()
             value = int.from_bytes(digest[:8], "little")
             out[row, value % dims] += 1.0 if value >> 63 else -1.0
@@ -134,7 +142,9 @@ class Index:
         if not len(self.texts) or k < 1:
             return []
         norm = float(np.linalg.norm(query))
-        scores = self.matrix @ (query / norm if norm else query)
+        # einsum's own loop, not BLAS: OpenBLAS's threads for a matrix-vector product wait on each other under load
+        # (p99 ~100 ms at 10,000 rows on a busy 2-core host against ~1 ms here), and would compete with the server
+        scores = np.einsum("ij,j->i", self.matrix, (query / norm if norm else query).astype(np.float32))
         k = min(k, len(scores))
         top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
         ranked = top[np.argsort(-scores[top], kind="stable")]

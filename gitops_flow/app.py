@@ -158,6 +158,7 @@ def create_app(
             multiprocess_dir=worker.metrics_dir if worker is not None else None,
         )
         builder.on_validated = metrics.validations.inc
+        builder.library.on_embedded = metrics.embedded.inc
         leadership = Leadership(state, worker.group, worker.slot) if worker is not None else None
         feedback = Feedback.configured(
             settings,

@@ -16,7 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from gitops_flow.cli import main as cli
 from tests.gitrepo import Remote
 from tests.process import ServeProcess, serve_process
-from tests.served import echo_flow
+from tests.served import echo_flow, wait_until
+from tests.test_workers import workers
 
 RETURNS = "# Returns\n\nReturns are accepted within {days} days of delivery.\n"
 SETUP = "# Setup\n\nPlug the device in and hold the power button for three seconds.\n"
@@ -156,6 +157,26 @@ def test_a_retriever_the_repository_cannot_feed_is_a_problem_with_file_line_and_
     found = {(Path(p["file"]).stem, p["code"], p["path"]) for p in json.loads(out.getvalue())["problems"]}
     for name, (problem, path) in expected.items():
         assert (name, problem, path) in found
+
+
+def test_two_workers_embed_each_chunk_once_and_a_commit_only_its_changed_chunks(remote: Remote, tmp_path: Path) -> None:
+    """`serve --workers 2` over one SQLite state: the fetch leader embeds the corpus, the follower builds the same
+    flow from the shared embedding store without embedding anything, and a one-document commit embeds that
+    document's changed chunks once across both workers."""
+    docs = {f"docs/doc{n}.md": f"Document {n} tells fact {n}.\n\nIts second part tells more {n}.\n" for n in range(20)}
+    first = remote.publish({"flows/kb.json": kb_flow("kb", ["docs/*.md"]), **docs}, "twenty documents")
+    with workers(remote, tmp_path, count=2) as w:
+        wait_until(lambda: w.all_serve(first), timeout=30, what="both workers to serve the first commit")
+        chunks = w.metric("gitops_flow_chunks_embedded_total")
+        assert chunks == 40  # two chunks a document, embedded by one worker only
+        second = remote.publish({"docs/doc3.md": "Document 3 tells fact 3.\n\nIts second part changed.\n"}, "one doc")
+        w.server.reconcile()
+        wait_until(lambda: w.all_serve(second), timeout=30, what="both workers to serve the second commit")
+        assert w.metric("gitops_flow_chunks_embedded_total") == chunks + 1  # the one chunk that changed
+        for slot in w.pids:
+            with w.only(slot) as http:
+                response = http.post("/flows/kb/invoke", json={"input": "second part changed"})
+            assert response.json()["output"] == "[docs/doc3.md:3] Its second part changed."
 
 
 def test_ci_never_reads_past_the_working_tree(tmp_path: Path) -> None:

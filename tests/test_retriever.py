@@ -173,6 +173,8 @@ def test_a_build_without_the_repository_or_past_its_deadline_is_refused() -> Non
     with pytest.raises(BuildError) as raised:
         build_flow(spec, REGISTRY)
     assert raised.value.code == "no-knowledge"
+    checked = build_flow(spec, REGISTRY, dry_run=True)  # a document checked alone (a plan, a contract's base)
+    assert "documents-not-read" in {n.code for n in checked.notes}
     with pytest.raises(BuildError) as raised:
         build_flow(spec, REGISTRY, knowledge=Library().at(Files(CORPUS)), deadline=0.0, clock=lambda: -1.0)
     assert raised.value.code == "build-timeout"

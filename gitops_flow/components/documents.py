@@ -122,7 +122,9 @@ def _pdf(raw: bytes) -> list[Section]:
         reader = PdfReader(io.BytesIO(raw))
         pages = reader.pages
         if len(pages) > MAX_PDF_PAGES:
-            raise BuildError(f"the PDF has {len(pages):,} pages; at most {MAX_PDF_PAGES:,} are read", code="corpus-too-large")
+            raise BuildError(
+                f"the PDF has {len(pages):,} pages; at most {MAX_PDF_PAGES:,} are read", code="corpus-too-large"
+            )
         return [Section(page.extract_text() or "", n, page=True) for n, page in enumerate(pages, 1)]
     except (PyPdfError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise BuildError(f"a PDF cannot be read: {exc}", code="unreadable-document") from None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -93,6 +93,7 @@ class Library:
     vectors: VectorCache = field(default_factory=MemoryVectors)
     limits: CorpusLimits = field(default_factory=CorpusLimits)
     embedded: int = 0
+    on_embedded: Callable[[int], None] = lambda count: None  # chunks embedded by one batch (the metrics' counter)
     _indexes: OrderedDict[str, Index] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -116,6 +117,7 @@ class Library:
     def count(self, embedded: int) -> None:
         with self._lock:
             self.embedded += embedded
+        self.on_embedded(embedded)
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,8 +64,12 @@ def build(
     api_key: str | None,
 ) -> Runnable[Any, Any]:
     """The Retriever's runnable (see the module's docstring); BuildError with a code for every refusal:
-    ``no-knowledge``, ``no-documents``, ``corpus-too-large``, ``unreadable-document``, ``build-timeout``."""
+    ``no-knowledge`` (a real build given no repository; a dry-build then answers no documents, with a notice),
+    ``no-documents``, ``corpus-too-large``, ``unreadable-document``, ``build-timeout``."""
     knowledge = ctx.knowledge
+    if knowledge is None and ctx.dry_run:  # a check of the document alone (`plan`, a contract's base): no corpus
+        ctx.note("documents-not-read", "this dry-build was given no repository: Retriever answers no documents")
+        return _searching(None, None, k)
     if knowledge is None:
         raise BuildError(
             "Retriever reads the repository's documents, and this build was given no repository", code="no-knowledge"

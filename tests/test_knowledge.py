@@ -23,10 +23,11 @@ RETURNS = "# Returns\n\nReturns are accepted within {days} days of delivery.\n"
 SETUP = "# Setup\n\nPlug the device in and hold the power button for three seconds.\n"
 
 
-def kb_flow(name: str, paths: list[str], **params: Any) -> str:
+def kb_flow(name: str, paths: list[str], tweakable: list[str] | None = None, **params: Any) -> str:
     """A flow whose answer is what its Retriever finds, as prompt text (``[path:line] text``)."""
     return json.dumps(
         {
+            **({"tweakable": {"search": tweakable}} if tweakable else {}),
             "version": 1,
             "name": name,
             "nodes": [
@@ -67,7 +68,7 @@ def test_a_document_commit_changes_only_the_flows_that_read_it_and_pins_sessions
 ) -> None:
     first = remote.publish(
         {
-            "flows/policies.json": kb_flow("policies", ["docs/**/*.md"]),
+            "flows/policies.json": kb_flow("policies", ["docs/**/*.md"], tweakable=["k"]),
             "flows/manual.json": kb_flow("manual", ["manual/*.md"]),
             "flows/echo.json": echo_flow(),
             "docs/returns.md": RETURNS.format(days=30),
@@ -95,6 +96,16 @@ def test_a_document_commit_changes_only_the_flows_that_read_it_and_pins_sessions
         assert ask(server, "manual", "power button")[0].startswith("[manual/setup.md:3] Plug the device in")
         deployed = [e for e in server.client.get("/history").json()["events"] if e["sha"] == second]
         assert [e["event"] for e in deployed] == ["deployed"]
+
+        # a LangFlow tweak rebuilds the flow over the documents of its own version
+        body = {"input_value": "how many days to return?", "tweaks": {"search": {"k": 2}}}
+        response = server.client.post("/api/v1/run/policies", json=body)
+        assert response.status_code == 200, response.text
+        text = response.json()["outputs"][0]["outputs"][0]["results"]["message"]["text"]
+        assert text.splitlines() == [
+            "[docs/returns.md:3] Returns are accepted within 60 days of delivery.",
+            "[docs/returns.md:1] # Returns",
+        ]
 
         # a pin, and a session begun before, answer with the knowledge of their version
         pinned = ask(server, "policies", "how many days?", headers={"X-Flow-Version": first})

@@ -39,6 +39,8 @@ class BuiltFlow:
     # the same graph as a plain async program (gitops_flow/runtime/lean/): what the server runs unless a request needs
     # LangChain's callbacks; it answers what ``runnable`` answers
     lean: LeanFlow | WithHistory | None = field(default=None, repr=False)
+    # the repository's files it was built from (a Retriever's documents), so a tweaked build reads the same ones
+    knowledge: Knowledge | None = field(default=None, repr=False, compare=False)
 
     def check_input(self, value: Any) -> None:
         """Raise BadInput when ``value`` does not match the input schema the flow publishes, or (TurnTooLarge) when a
@@ -128,6 +130,7 @@ def build_flow(
         input_model=runnable.get_input_schema() if memory else _entry_input(graph, built),
         output_model=runnable.get_output_schema(),
         lean=lean,
+        knowledge=knowledge,
     )
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from gitops_flow.components import credentials
+from gitops_flow.components.knowledge import Knowledge
 from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.exceptions import BuildError, GitOpsFlowError
 from gitops_flow.flow.document import FlowSpec
@@ -92,7 +93,10 @@ class Tweaker:
     server's own builder), keeping the last MAX_TWEAKED builds."""
 
     def __init__(
-        self, registry: ComponentRegistry, policy: SecretPolicy, rebuild: Callable[[FlowSpec], BuiltFlow]
+        self,
+        registry: ComponentRegistry,
+        policy: SecretPolicy,
+        rebuild: Callable[[FlowSpec, Knowledge | None], BuiltFlow],
     ) -> None:
         self.registry = registry
         self.policy = policy
@@ -112,7 +116,7 @@ class Tweaker:
                 self._cache.move_to_end(key)
                 return cached[1]
         try:
-            built = self.rebuild(spec)
+            built = self.rebuild(spec, flow.knowledge)  # a Retriever reads the documents of the flow's own commit
         except BuildError as exc:
             raise BadTweak("bad-tweak", f"the tweaked flow does not build: {exc}") from None
         with self._lock:

@@ -190,6 +190,37 @@ def test_two_workers_embed_each_chunk_once_and_a_commit_only_its_changed_chunks(
             assert response.json()["output"] == "[docs/doc3.md:3] Its second part changed."
 
 
+def test_the_response_cache_never_answers_with_the_knowledge_of_another_commit(remote: Remote, tmp_path: Path) -> None:
+    routing = "cache:\n  policies:\n    ttl: 10m\n"
+    remote.publish(
+        {
+            "gitops-flow.yaml": routing,
+            "flows/policies.json": kb_flow("policies", ["docs/*.md"]),
+            "docs/returns.md": RETURNS.format(days=30),
+        },
+        "a cached flow and its knowledge",
+    )
+    with serve_process(remote, tmp_path) as server:
+        for _ in range(2):  # the second is answered from the cache
+            assert ask(server, "policies", "days to return")[0].endswith("within 30 days of delivery.")
+        assert _metric(server, "gitops_flow_cache_lookups_total", result="hit") == 1
+        second = remote.publish({"docs/returns.md": RETURNS.format(days=60)}, "longer returns")
+        server.reconcile()
+        assert ask(server, "policies", "days to return") == (
+            "[docs/returns.md:3] Returns are accepted within 60 days of delivery.",
+            second,
+        )
+
+
+def _metric(server: ServeProcess, name: str, **labels: str) -> float:
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(server.client.get("/metrics").text)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
+
+
 def test_ci_never_reads_past_the_working_tree(tmp_path: Path) -> None:
     """A symlink out of the repository is not a document; the flow's only match is then nothing."""
     outside = tmp_path / "outside"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gitops_flow.components.knowledge import CorpusLimits, Library, glob_regex, path_problem
+from gitops_flow.components.knowledge import CorpusLimits, Library, MemoryVectors, glob_regex, path_problem
 from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.components.vectors import Index, hashing_vectors
 from gitops_flow.exceptions import BuildError
@@ -150,6 +152,36 @@ def test_only_changed_chunks_are_embedded_and_an_unchanged_corpus_is_not_read_ag
     assert search.invoke("something else")[0].metadata["source"] == "kb/doc7.md:1"
     searcher(changed, library, paths=["kb/**/*.md"], chunk_size=40, chunk_overlap=0, embeddings="hashing:128")
     assert library.embedded == 201  # another model embeds its own vectors
+
+
+class SlowVectors(MemoryVectors):
+    """A shared cache whose writes take a while (a remote store, a slow provider), so concurrent builds overlap."""
+
+    def put(self, model: str, vectors: Mapping[str, bytes]) -> None:
+        time.sleep(0.2)
+        super().put(model, vectors)
+
+
+def test_concurrent_builds_sharing_a_store_embed_each_chunk_once() -> None:
+    """Two replicas building the same new corpus at once: each chunk is embedded by one of them."""
+    docs = {f"kb/doc{n}.md": f"Document {n} says fact {n}.\n\nIts second part {n}.\n".encode() for n in range(20)}
+    shared = SlowVectors()
+    replicas = [Library(vectors=shared), Library(vectors=shared)]
+    searches: list[Any] = []
+    threads = [
+        threading.Thread(
+            target=lambda lib=lib: searches.append(
+                searcher(Files(docs), lib, paths=["kb/*.md"], chunk_size=30, chunk_overlap=0)
+            )
+        )
+        for lib in replicas
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(lib.embedded for lib in replicas) == 40  # two chunks a document, each embedded once in all
+    assert all(len(s.invoke("fact 3")) == 4 for s in searches)
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,11 @@ class VectorCache(Protocol):
         """Keep ``vectors``; a key already held keeps its value (one model gives one vector per chunk)."""
         ...
 
+    def claim(self, model: str, keys: Sequence[str], ttl: float) -> list[str]:
+        """The ``keys`` this call may embed: those no other live claim holds, each now held for ``ttl`` seconds,
+        atomically against every process sharing the cache (so two builds never embed one chunk)."""
+        ...
+
 
 class MemoryVectors:
     """A VectorCache in this process: the CLI's, tests', and the server's first layer; at most ``max_entries``."""
@@ -56,6 +62,7 @@ class MemoryVectors:
     def __init__(self, max_entries: int = 200_000) -> None:
         self.max_entries = max_entries
         self._data: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._claims: dict[tuple[str, str], float] = {}  # (model, key) -> when its claim ends (time.monotonic)
         self._lock = threading.Lock()
 
     def get(self, model: str, keys: Sequence[str]) -> dict[str, bytes]:
@@ -68,6 +75,15 @@ class MemoryVectors:
                 self._data.setdefault((model, key), value)
             while len(self._data) > self.max_entries:
                 self._data.popitem(last=False)
+
+    def claim(self, model: str, keys: Sequence[str], ttl: float) -> list[str]:
+        now = time.monotonic()
+        with self._lock:
+            if len(self._claims) > self.max_entries:
+                self._claims = {k: until for k, until in self._claims.items() if until > now}
+            mine = [k for k in dict.fromkeys(keys) if self._claims.get((model, k), 0.0) <= now]
+            self._claims.update(((model, k), now + ttl) for k in mine)
+            return mine
 
 
 @dataclass(frozen=True, slots=True)

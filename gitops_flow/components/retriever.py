@@ -26,6 +26,8 @@ from gitops_flow.components.vectors import HASHING, Embedder, Index, Matrix, emb
 from gitops_flow.exceptions import BuildError, StoreError
 
 EMBED_BATCH = 256  # chunks per call of the embedder: the deadline is checked between calls
+CLAIM_TTL = 60.0  # seconds a build holds its claim on a batch it embeds (a build that dies frees it then)
+WAIT_POLL = 0.05  # seconds between looks for the chunks another build claimed
 MAX_QUERY_CHARS = 10_000
 
 log = logging.getLogger("gitops_flow.knowledge")
@@ -142,10 +144,51 @@ def _vectors(knowledge: Knowledge, embed: Embedder, found: list[Chunk], ctx: Bui
     known = {k: np.frombuffer(v, dtype=np.float32) for k, v in kept.items()}
     missing = list(dict.fromkeys(c.key for c in found if c.key not in known))
     text_of = {c.key: c.text for c in found}
-    for start in range(0, len(missing), EMBED_BATCH):
-        _check_deadline(ctx.deadline, f"embedding chunk {start:,} of {len(missing):,}")
-        batch = missing[start : start + EMBED_BATCH]
-        vectors = embed.embed([text_of[k] for k in batch])
+    while missing:
+        # batch by batch, each claimed first: another build (a worker, a replica) embedding the same chunks now
+        # embeds the batches it claimed, this one the others, and each waits for the other's
+        for start in range(0, len(missing), EMBED_BATCH):
+            window = missing[start : start + EMBED_BATCH]
+            try:
+                mine = cache.claim(embed.model, window, CLAIM_TTL)
+            except StoreError as exc:
+                log.warning("embeddings could not be claimed: %s", exc)
+                mine = window
+            _embed(knowledge, embed, mine, text_of, known, ctx)
+        missing = [k for k in missing if k not in known]
+        if missing:  # claimed by others: wait for their vectors (a claim that ends unfed is claimed again)
+            _check_deadline(ctx.deadline, f"waiting for {len(missing):,} chunks another build embeds")
+            time.sleep(WAIT_POLL)
+            try:
+                kept = cache.get(embed.model, missing)
+            except StoreError:
+                kept = {}
+            known.update((k, np.frombuffer(v, dtype=np.float32)) for k, v in kept.items())
+            missing = [k for k in missing if k not in known]
+    if not keys:
+        return np.zeros((0, 1), dtype=np.float32)
+    return np.stack([known[k] for k in keys]).astype(np.float32)
+
+
+def _embed(
+    knowledge: Knowledge,
+    embed: Embedder,
+    keys: list[str],
+    text_of: Mapping[str, str],
+    known: dict[str, Matrix],
+    ctx: BuildContext,
+) -> None:
+    """Embed ``keys`` in batches (the build's deadline checked between them) and keep each batch in the cache."""
+    cache = knowledge.library.vectors
+    for start in range(0, len(keys), EMBED_BATCH):
+        _check_deadline(ctx.deadline, f"embedding chunk {start:,} of {len(keys):,}")
+        batch = keys[start : start + EMBED_BATCH]
+        try:
+            vectors = embed.embed([text_of[k] for k in batch])
+        except Exception as exc:  # a provider's error (network, quota, a refused key) fails this flow's build only
+            raise BuildError(
+                f"embeddings {embed.model!r} failed: {type(exc).__name__}: {_first_line(exc)}", code="embeddings-failed"
+            ) from None
         made = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in zip(batch, vectors, strict=True)}
         try:
             cache.put(embed.model, {k: v.tobytes() for k, v in made.items()})
@@ -153,9 +196,11 @@ def _vectors(knowledge: Knowledge, embed: Embedder, found: list[Chunk], ctx: Bui
             log.warning("embeddings could not be kept: %s", exc)
         known.update(made)
         knowledge.library.count(len(batch))
-    if not keys:
-        return np.zeros((0, 1), dtype=np.float32)
-    return np.stack([known[k] for k in keys]).astype(np.float32)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else ""
 
 
 def _check_deadline(deadline: float | None, doing: str) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,6 +41,11 @@ class EmbeddingStore(Protocol):
 
     def put(self, model: str, vectors: Mapping[str, bytes]) -> None:
         """Keep each vector unless its key is kept already (the first write stays)."""
+        ...
+
+    def claim(self, model: str, keys: Sequence[str], ttl: float) -> list[str]:
+        """The keys this call claims for embedding: those no live claim of any process holds, now held for ``ttl``
+        seconds (atomic across the processes sharing the backend)."""
         ...
 
     def close(self) -> None:
@@ -79,6 +85,10 @@ class SqliteEmbeddings:
                 "CREATE TABLE IF NOT EXISTS embeddings (model TEXT NOT NULL, key TEXT NOT NULL, vector BLOB NOT NULL,"
                 " PRIMARY KEY (model, key)) WITHOUT ROWID"
             )
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS claims (model TEXT NOT NULL, key TEXT NOT NULL, until REAL NOT NULL,"
+                " PRIMARY KEY (model, key)) WITHOUT ROWID"
+            )
             self._db = db
         return self._db
 
@@ -104,6 +114,26 @@ class SqliteEmbeddings:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
+
+    def claim(self, model: str, keys: Sequence[str], ttl: float) -> list[str]:
+        now = time.time()
+        mine: list[str] = []
+        with self._lock, self._errors("written"):
+            db = self._connect()
+            db.execute("BEGIN IMMEDIATE")  # the file's write lock: one claimer at a time, across processes
+            try:
+                db.execute("DELETE FROM claims WHERE until <= ?", (now,))
+                for key in dict.fromkeys(keys):
+                    taken = db.execute(
+                        "INSERT OR IGNORE INTO claims (model, key, until) VALUES (?, ?, ?)", (model, key, now + ttl)
+                    )
+                    if taken.rowcount == 1:
+                        mine.append(key)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        return mine
 
     def close(self) -> None:
         with self._lock:
@@ -173,6 +203,22 @@ class RedisEmbeddings:
                 pipe.execute()
         except redis.RedisError as exc:
             raise StoreError(redact(f"Redis at {self._shown} could not keep embeddings: {exc}")) from None
+
+    def claim(self, model: str, keys: Sequence[str], ttl: float) -> list[str]:
+        import redis
+
+        unique = list(dict.fromkeys(keys))
+        mine: list[str] = []
+        try:
+            for start in range(0, len(unique), _BATCH):
+                batch = unique[start : start + _BATCH]
+                pipe = self._client.pipeline(transaction=False)
+                for key in batch:
+                    pipe.set(f"{self._key(model)}:claim:{key}", b"1", nx=True, px=max(1, int(ttl * 1000)))
+                mine += [key for key, taken in zip(batch, pipe.execute(), strict=True) if taken]
+        except redis.RedisError as exc:
+            raise StoreError(redact(f"Redis at {self._shown} could not claim embeddings: {exc}")) from None
+        return mine
 
     def close(self) -> None:
         self._client.close()

@@ -4,6 +4,7 @@ stays, shared by every process on the backend), and which backend sits beside wh
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -85,6 +86,16 @@ def test_concurrent_writers_agree(make: Callable[[], EmbeddingStore]) -> None:
         t.join()
     seen = [s.get("m", [f"k{i}" for i in range(200)]) for s in stores]
     assert all(found == seen[0] and len(found) == 200 for found in seen)
+
+
+def test_each_chunk_is_claimed_by_one_builder_until_its_claim_ends(make: Callable[[], EmbeddingStore]) -> None:
+    one, two = make(), make()
+    assert one.claim("m", ["a", "b", "a"], ttl=0.3) == ["a", "b"]
+    assert two.claim("m", ["b", "c"], ttl=0.3) == ["c"]  # b is one's
+    assert two.claim("other-model", ["a"], ttl=0.3) == ["a"]  # a claim is per model
+    time.sleep(0.6)  # past the claims' end (with slack): a builder that died frees its chunks
+    assert two.claim("m", ["a", "b"], ttl=30) == ["a", "b"]
+    assert one.claim("m", ["a", "b"], ttl=30) == []
 
 
 def test_the_store_beside_each_state_store(tmp_path: Path, redis_space: RedisSpace) -> None:

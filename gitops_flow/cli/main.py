@@ -352,7 +352,14 @@ def _plan(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     plan = None
     for base in bases:
         try:
-            plan = make_plan(root, base, registry, policy=settings.secret_policy(), run_tests=settings.run_tests)
+            plan = make_plan(
+                root,
+                base,
+                registry,
+                policy=settings.secret_policy(),
+                run_tests=settings.run_tests,
+                knowledge=Library(limits=CorpusLimits.of(settings)).at(WorkingTree(root)),
+            )
             break
         except UnknownVersion as exc:
             if base == bases[-1]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from gitops_flow.components.knowledge import Knowledge
 from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.delivery.source import files_at, read_at
 from gitops_flow.flow.locations import LineIndex
@@ -112,8 +113,10 @@ def make_plan(
     *,
     policy: SecretPolicy | None = None,
     run_tests: bool = True,
+    knowledge: Knowledge | None = None,
 ) -> Plan:
     """The plan of merging the repository at ``root`` (its working tree) into ``base`` (a revision of it).
+    ``knowledge``: the working tree's files, which the flows' Retrievers read in their dry-builds and tests.
 
     Raises SourceError when ``root`` is not in a Git working tree, UnknownVersion when ``base`` names no commit.
     """
@@ -132,7 +135,7 @@ def make_plan(
     if new_routing_raw is not None:  # routes naming flows that do not exist, as the server checks them
         names = [name.removesuffix(".json") for name in now]
         new_routing, routing_problems = validate_routing_bytes(new_routing_raw, file=ROUTING_FILE, flow_names=names)
-    judge = _Judge(registry, policy or SecretPolicy(), base, run_tests)
+    judge = _Judge(registry, policy or SecretPolicy(), base, run_tests, knowledge)
     plans = []
     for file_name in sorted(before.keys() | now.keys()):
         plans.append(judge.flow(file_name, f"{new_dir}/{file_name}", before.get(file_name), now.get(file_name)))
@@ -161,6 +164,7 @@ class _Judge:
     policy: SecretPolicy
     base: str
     run_tests: bool
+    knowledge: Knowledge | None = None
 
     def flow(self, file_name: str, shown: str, old: bytes | None, new: bytes | None) -> FlowPlan:
         stem = file_name.removesuffix(".json")
@@ -175,7 +179,7 @@ class _Judge:
         problems = [p for p in report.problems if p.severity != "notice"]  # notices are for `validate`, not a plan
         passed = failed = 0
         if report.ok and report.spec is not None and report.spec.tests and self.run_tests:
-            results = asyncio.run(run_flow_tests(report.spec, self.registry))
+            results = asyncio.run(run_flow_tests(report.spec, self.registry, knowledge=self.knowledge))
             lines = LineIndex(new.decode("utf-8-sig"))
             for result in results:
                 if result.passed:
@@ -205,7 +209,7 @@ class _Judge:
         )
 
     def _validate(self, raw: bytes, shown: str, stem: str) -> FileReport:
-        return validate_bytes(raw, self.registry, file=shown, stem=stem, policy=self.policy)
+        return validate_bytes(raw, self.registry, file=shown, stem=stem, policy=self.policy, knowledge=self.knowledge)
 
     def _contract(self, now: FileReport, before: FileReport, raw: bytes) -> tuple[ContractChange, ...]:
         if now.built is None or before.built is None:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 MAX_PATTERNS = 20  # globs one Retriever may list
 MAX_PATTERN_LENGTH = 200
 INDEXES_KEPT = 16  # indexes a process keeps by corpus, so rebuilding a flow whose documents did not change is free
+INDEXES_KEPT_BYTES = 256 * 1024 * 1024  # and the memory their matrices may take together (the newest is always kept)
 
 
 class RepoFiles(Protocol):
@@ -127,7 +128,9 @@ class Library:
     def keep(self, key: str, index: Index) -> None:
         with self._lock:
             self._indexes[key] = index
-            while len(self._indexes) > INDEXES_KEPT:
+            while len(self._indexes) > 1 and (
+                len(self._indexes) > INDEXES_KEPT or sum(i.nbytes for i in self._indexes.values()) > INDEXES_KEPT_BYTES
+            ):
                 self._indexes.popitem(last=False)
 
     def count(self, embedded: int) -> None:

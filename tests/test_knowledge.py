@@ -170,6 +170,23 @@ def test_a_retriever_the_repository_cannot_feed_is_a_problem_with_file_line_and_
         assert (name, problem, path) in found
 
 
+def test_a_retrievers_index_is_never_tweaked(tmp_path: Path) -> None:
+    tree = tmp_path / "repo"
+    (tree / ".git").mkdir(parents=True)
+    (tree / "docs").mkdir()
+    (tree / "docs" / "a.md").write_text("A document.\n")
+    doc = json.loads(kb_flow("kb", ["docs/*.md"], tweakable=["k", "paths", "chunk_size"]))
+    (tree / "flows").mkdir()
+    (tree / "flows" / "kb.json").write_text(json.dumps(doc, indent=2))
+    out = io.StringIO()
+    assert cli.main(["validate", str(tree / "flows"), "--format", "json"], environ=_ci(), out=out) == 1
+    found = [(p["code"], p["path"]) for p in json.loads(out.getvalue())["problems"]]
+    assert found == [
+        ("tweak-not-allowed", "$.tweakable.search[1]"),
+        ("tweak-not-allowed", "$.tweakable.search[2]"),
+    ]
+
+
 def test_two_workers_embed_each_chunk_once_and_a_commit_only_its_changed_chunks(remote: Remote, tmp_path: Path) -> None:
     """`serve --workers 2` over one SQLite state: the fetch leader embeds the corpus, the follower builds the same
     flow from the shared embedding store without embedding anything, and a one-document commit embeds that

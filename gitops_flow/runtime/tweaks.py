@@ -69,11 +69,16 @@ def problems(spec: FlowSpec, registry: ComponentRegistry) -> list[Problem]:
     return found
 
 
+INDEXED = frozenset({"paths", "embeddings", "chunk_size", "chunk_overlap"})  # a Retriever's index is the build's
+
+
 def _never(param: str, component: str, secret: frozenset[str]) -> str | None:
     if param in secret:
         return f"{component}.{param} takes a secret; a caller never sets it"
     if component in credentials.MODEL_COMPONENTS and param in GUARDED:
         return f"{component}.{param} says where a model's requests (and its key) go; a caller never sets it"
+    if component == "Retriever" and param in INDEXED:
+        return f"{component}.{param} says what is indexed, which builds do (never a request); only k may be tweaked"
     return None
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import io
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gitops_flow.cli import main as cli
 from tests.gitrepo import Remote
 from tests.process import ServeProcess, serve_process
+from tests.redisenv import RedisSpace
 from tests.served import echo_flow, wait_until
 from tests.test_workers import workers
 
@@ -236,6 +239,26 @@ def _metric(server: ServeProcess, name: str, **labels: str) -> float:
         for sample in family.samples
         if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
     )
+
+
+def test_two_replicas_on_redis_embed_each_chunk_once(remote: Remote, tmp_path: Path, redis_space: RedisSpace) -> None:
+    """Two servers sharing Redis state build the same commits independently (each fetches and builds): the
+    embeddings are shared (and new chunks claimed) through Redis, so each chunk is embedded by one of them."""
+    docs = {f"docs/doc{n}.md": f"Document {n} tells fact {n}.\n\nIts second part tells more {n}.\n" for n in range(20)}
+    first = remote.publish({"flows/kb.json": kb_flow("kb", ["docs/*.md"]), **docs}, "twenty documents")
+    env = {"GITOPS_FLOW_STATE": f"{redis_space.url}?prefix={redis_space.prefix}"}
+    with ExitStack() as stack:
+        replicas = [
+            stack.enter_context(serve_process(remote, tmp_path / name, env=env, ready=False)) for name in ("a", "b")
+        ]
+        assert [r.wait_ready() for r in replicas] == [first, first]
+        assert sum(_metric(r, "gitops_flow_chunks_embedded_total") for r in replicas) == 40
+        second = remote.publish({"docs/doc3.md": "Document 3 tells fact 3.\n\nIts second part changed.\n"}, "one")
+        with ThreadPoolExecutor(2) as pool:  # both fetch and build it at once
+            list(pool.map(lambda r: r.reconcile(), replicas))
+        assert sum(_metric(r, "gitops_flow_chunks_embedded_total") for r in replicas) == 41
+        for replica in replicas:
+            assert ask(replica, "kb", "second part changed") == ("[docs/doc3.md:3] Its second part changed.", second)
 
 
 def test_ci_never_reads_past_the_working_tree(tmp_path: Path) -> None:

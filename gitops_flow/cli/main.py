@@ -292,9 +292,10 @@ def _check_all(
     targets: Targets, registry: ComponentRegistry, settings: Settings
 ) -> tuple[list[FileReport], list[Problem]]:
     policy = settings.secret_policy()
-    library = Library(limits=CorpusLimits.of(settings))
+    library, trees = Library(limits=CorpusLimits.of(settings)), dict[Path, WorkingTree]()
     reports = [
-        validate_file(path, registry, policy=policy, knowledge=_knowledge(library, path)) for path in targets.flows
+        validate_file(path, registry, policy=policy, knowledge=_knowledge(library, path, trees))
+        for path in targets.flows
     ]
     names = [r.spec.name for r in reports if r.spec is not None]
     routing_problems: list[Problem] = duplicate_names((r.file, r.spec.name) for r in reports if r.spec is not None)
@@ -395,9 +396,12 @@ def _comment(body: str, marker: str, environ: Mapping[str, str]) -> None:
     print(f"gitops-flow plan: {outcome} the comment on pull request #{target.number}", file=sys.stderr)
 
 
-def _knowledge(library: Library, flow_file: Path) -> Knowledge:
-    """The working tree's files a flow file's Retrievers read (validation/worktree.py)."""
-    return library.at(WorkingTree(root_of(flow_file)))
+def _knowledge(library: Library, flow_file: Path, trees: dict[Path, WorkingTree]) -> Knowledge:
+    """The working tree's files a flow file's Retrievers read (validation/worktree.py), listed once per tree."""
+    root = root_of(flow_file)
+    if root not in trees:
+        trees[root] = WorkingTree(root)
+    return library.at(trees[root])
 
 
 def _test(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
@@ -405,10 +409,11 @@ def _test(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     targets = collect(args.paths)
     reports, routing_problems = _check_all(targets, registry, settings)
     results: list[CaseResult] = []
-    library = Library(limits=CorpusLimits.of(settings))
+    library, trees = Library(limits=CorpusLimits.of(settings)), dict[Path, WorkingTree]()
     for path, file_report in zip(targets.flows, reports, strict=True):
         if file_report.ok and file_report.spec is not None:
-            found = asyncio.run(run_flow_tests(file_report.spec, registry, knowledge=_knowledge(library, path)))
+            knowledge = _knowledge(library, path, trees)
+            found = asyncio.run(run_flow_tests(file_report.spec, registry, knowledge=knowledge))
             lines = LineIndex(path.read_text(encoding="utf-8-sig")) if not all(r.passed for r in found) else None
             results += [r if lines is None else replace(r, line=lines.line(file_report.origin(r.path))) for r in found]
     invalid = [p for r in reports for p in r.problems] + routing_problems

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -48,6 +49,8 @@ from gitops_flow.validation.documents import (
     validate_bytes,
 )
 from gitops_flow.validation.routing import validate_routing_bytes
+
+TREES_KEPT = 4  # commits whose file listings a builder keeps
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +147,7 @@ class VersionBuilder:
         self.library = library or Library()  # the embeddings and indexes every Retriever's build shares
         self._cache: dict[tuple[str, str, str], _FileResult] = {}
         self._reads: dict[str, tuple[str, ...]] = {}  # a flow file's blob -> the globs its Retrievers read
+        self._trees: OrderedDict[str, dict[str, str]] = OrderedDict()  # a commit -> its files (path -> blob)
         self.on_validated: Callable[[], None] = lambda: None  # a flow file judged (the metrics' counter)
         self.validated = 0
         self.trusted = 0
@@ -237,9 +241,18 @@ class VersionBuilder:
         listing = _Listing(flows_dir, self.source.list_files(sha, flows_dir), routing)
         reads = {name: self._globs(blob) for name, blob in listing.files.items()}
         if any(reads.values()):  # the whole tree is listed only when some flow reads documents
-            listing.tree = self.source.tree_files(sha)
+            listing.tree = self._tree(sha)
             listing.knowledge = {name: corpus.fingerprint(listing.tree, globs) for name, globs in reads.items()}
         return listing
+
+    def _tree(self, sha: str) -> dict[str, str]:
+        """Every file of commit ``sha`` (GitSource.tree_files), kept for the last few commits: a build lists its
+        commit's and its parent's, and the next build's parent is this one."""
+        if sha not in self._trees:
+            self._trees[sha] = self.source.tree_files(sha)
+            while len(self._trees) > TREES_KEPT:
+                self._trees.popitem(last=False)
+        return self._trees[sha]
 
     def _globs(self, blob: str) -> tuple[str, ...]:
         """The globs a flow file's Retrievers read (corpus.reads), read once per blob."""

@@ -261,6 +261,24 @@ def test_two_replicas_on_redis_embed_each_chunk_once(remote: Remote, tmp_path: P
             assert ask(replica, "kb", "second part changed") == ("[docs/doc3.md:3] Its second part changed.", second)
 
 
+def test_the_plan_of_a_document_change_names_the_flows_that_read_it(remote: Remote) -> None:
+    remote.publish(
+        {
+            "flows/policies.json": kb_flow("policies", ["docs/*.md"]),
+            "flows/manual.json": kb_flow("manual", ["manual/*.md"]),
+            "docs/returns.md": RETURNS.format(days=30),
+            "manual/setup.md": SETUP,
+        },
+        "flows and their knowledge",
+    )
+    remote.git("checkout", "-q", "-b", "longer-returns")
+    remote.commit({"docs/returns.md": RETURNS.format(days=60)}, "longer returns")
+    out = io.StringIO()
+    assert cli.main(["plan", str(remote.work), "--base", "main", "--format", "json"], environ=_ci(), out=out) == 0
+    flows = {f["name"]: f["status"] for f in json.loads(out.getvalue())["flows"]}
+    assert flows == {"policies": "changed", "manual": "unchanged"}
+
+
 def test_ci_never_reads_past_the_working_tree(tmp_path: Path) -> None:
     """A symlink out of the repository is not a document; the flow's only match is then nothing."""
     outside = tmp_path / "outside"

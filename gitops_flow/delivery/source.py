@@ -519,6 +519,41 @@ def files_at(folder: Path, rev: str, *, suffix: str, max_bytes: int) -> dict[str
             opened_repo.close()
 
 
+def tree_at(folder: Path, rev: str) -> dict[str, str]:
+    """Every regular file under ``folder`` (a folder of a local working tree) at commit ``rev``, recursively:
+    {path from ``folder``: blob sha}, at most MAX_TREE_FILES. For `gitops-flow plan`, which compares the documents
+    flows read with the base's; nothing is fetched or touched. Raises SourceError, UnknownVersion as files_at."""
+    opened: dict[Path, git.Repo] = {}
+    real = folder.resolve()
+    try:
+        repo, root = _working_tree(real / "_", folder, opened)
+        try:
+            sha, _, _ = repo.git.get_object_header(f"{rev}^{{commit}}")
+        except ValueError:
+            raise UnknownVersion(f"{rev!r} is not a commit of the repository at {root}") from None
+        found: dict[str, str] = {}
+        with _git_errors(f"listing {folder} at {rev}"):
+            tree: object = git.Commit(repo, binascii.a2b_hex(sha)).tree
+            relative = real.relative_to(root).as_posix()
+            if relative != ".":
+                try:
+                    tree = tree / relative  # type: ignore[operator]
+                except KeyError:
+                    return {}
+            if not isinstance(tree, git.Tree):
+                return {}
+            prefix = "" if relative == "." else relative + "/"
+            for item in tree.traverse():
+                if isinstance(item, git.Blob) and stat.S_ISREG(item.mode):
+                    found[str(item.path).removeprefix(prefix)] = item.hexsha
+                    if len(found) >= MAX_TREE_FILES:
+                        break
+        return found
+    finally:
+        for opened_repo in opened.values():
+            opened_repo.close()
+
+
 def _working_tree(real: Path, shown: Path, opened: dict[Path, git.Repo]) -> tuple[git.Repo, Path]:
     """The repository whose working tree holds ``real`` (opened once per tree, kept in ``opened``) and its root."""
     with _git_errors(f"finding the repository of {shown}"):

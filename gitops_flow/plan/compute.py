@@ -9,14 +9,17 @@ commit. Contract changes come from the same comparison as `validate --base` (con
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from gitops_flow.components.knowledge import Knowledge
+from gitops_flow.components.documents import readable
+from gitops_flow.components.knowledge import Knowledge, matching
 from gitops_flow.components.registry import ComponentRegistry
-from gitops_flow.delivery.source import files_at, read_at
+from gitops_flow.delivery import corpus
+from gitops_flow.delivery.source import files_at, read_at, tree_at
 from gitops_flow.flow.locations import LineIndex
 from gitops_flow.flow.routing import ROUTING_FILE, RoutingConfig
 from gitops_flow.plan.diff import Change, FlowDiff, flow_diff, routing_diff, secrets
@@ -26,6 +29,7 @@ from gitops_flow.security.policy import SecretPolicy
 from gitops_flow.validation import contract
 from gitops_flow.validation.documents import MAX_BYTES, MAX_EXPORT_BYTES, FileReport, validate_bytes
 from gitops_flow.validation.routing import validate_routing_bytes
+from gitops_flow.validation.worktree import WorkingTree
 
 Status = Literal["added", "removed", "changed", "unchanged"]
 Verdict = Literal["live", "fails", "blocked", "removed", "unchanged"]
@@ -136,13 +140,49 @@ def make_plan(
         names = [name.removesuffix(".json") for name in now]
         new_routing, routing_problems = validate_routing_bytes(new_routing_raw, file=ROUTING_FILE, flow_names=names)
     judge = _Judge(registry, policy or SecretPolicy(), base, run_tests, knowledge)
+    documents = _Documents(root, base)
     plans = []
     for file_name in sorted(before.keys() | now.keys()):
-        plans.append(judge.flow(file_name, f"{new_dir}/{file_name}", before.get(file_name), now.get(file_name)))
+        old, new = before.get(file_name), now.get(file_name)
+        moved = old is not None and old == new and documents.changed(new)
+        plans.append(judge.flow(file_name, f"{new_dir}/{file_name}", old, new, documents_changed=moved))
     if any(p.severity == "error" for p in routing_problems):
         plans = [_blocked(p) for p in plans]
     changes = routing_diff(old_routing, new_routing) if old_routing_raw != new_routing_raw else []
     return Plan(base, new_dir, tuple(plans), tuple(changes), tuple(routing_problems))
+
+
+class _Documents:
+    """The documents flows' Retrievers read, at the base and in the working tree, each listed once if needed."""
+
+    def __init__(self, root: Path, base: str) -> None:
+        self.root, self.base = root, base
+        self._before: dict[str, str] | None = None
+        self._tree = WorkingTree(root)
+        self._shas: dict[str, str] = {}
+
+    def changed(self, raw: bytes | None) -> bool:
+        """Whether the documents the flow document ``raw`` reads differ between the base and the working tree."""
+        globs = corpus.reads(raw) if raw is not None else ()
+        if not globs:
+            return False
+        if self._before is None:
+            self._before = {p: blob for p, blob in tree_at(self.root, self.base).items() if readable(p)}
+        now = {p: self._sha(p) for p in matching(self._tree.files(), globs)}  # only the documents it reads
+        return corpus.fingerprint(self._before, globs) != corpus.fingerprint(now, globs)
+
+    def _sha(self, path: str) -> str:
+        if path not in self._shas:
+            self._shas[path] = _blob_sha(self._tree.read(path, max_bytes=MAX_DOCUMENT_BYTES))
+        return self._shas[path]
+
+
+MAX_DOCUMENT_BYTES = 64 * 1024 * 1024  # a document's bytes hashed for the plan, at most (past it, a prefix's hash)
+
+
+def _blob_sha(data: bytes) -> str:
+    """Git's id of a blob of ``data`` (what the base's tree names it by)."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
 
 
 def _routing(raw: bytes | None) -> RoutingConfig | None:
@@ -166,14 +206,17 @@ class _Judge:
     run_tests: bool
     knowledge: Knowledge | None = None
 
-    def flow(self, file_name: str, shown: str, old: bytes | None, new: bytes | None) -> FlowPlan:
+    def flow(
+        self, file_name: str, shown: str, old: bytes | None, new: bytes | None, *, documents_changed: bool = False
+    ) -> FlowPlan:
         stem = file_name.removesuffix(".json")
         old_report = self._validate(old, shown, stem) if old is not None else None
         if new is None:
             return FlowPlan(stem, shown, "removed", "removed")
         report = self._validate(new, shown, stem)
         name = report.spec.name if report.spec is not None else stem
-        status: Status = "added" if old is None else "unchanged" if old == new else "changed"
+        # a flow whose file is the same but whose Retrievers' documents changed is a new build, as on the server
+        status: Status = "added" if old is None else "unchanged" if old == new and not documents_changed else "changed"
         if status == "unchanged":
             return FlowPlan(name, shown, status, "unchanged")
         problems = [p for p in report.problems if p.severity != "notice"]  # notices are for `validate`, not a plan

@@ -128,6 +128,24 @@ def test_a_document_commit_changes_only_the_flows_that_read_it_and_pins_sessions
         assert events == ["rolled-back"]
 
 
+def test_a_pin_to_a_retired_version_rebuilds_it_with_its_own_knowledge(remote: Remote, tmp_path: Path) -> None:
+    first = remote.publish(
+        {"flows/policies.json": kb_flow("policies", ["docs/*.md"]), "docs/returns.md": RETURNS.format(days=30)}
+    )
+    env = {"GITOPS_FLOW_PINS": "history", "GITOPS_FLOW_KEEP_VERSIONS": "1"}
+    with serve_process(remote, tmp_path, env=env) as server:
+        for days in (60, 90):
+            remote.publish({"docs/returns.md": RETURNS.format(days=days)}, f"{days} days")
+            server.reconcile()
+        versions = {v["sha"]: v["status"] for v in server.client.get("/versions").json()["versions"]}
+        assert versions[first] == "retired"  # its build is gone from the server's memory: the pin rebuilds it from Git
+        assert ask(server, "policies", "days", headers={"X-Flow-Version": first}) == (
+            "[docs/returns.md:3] Returns are accepted within 30 days of delivery.",
+            first,
+        )
+        assert ask(server, "policies", "days")[0].endswith("within 90 days of delivery.")
+
+
 def test_a_retriever_the_repository_cannot_feed_is_a_problem_with_file_line_and_code_on_the_server_and_in_ci(
     remote: Remote, tmp_path: Path
 ) -> None:

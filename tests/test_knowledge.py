@@ -191,6 +191,25 @@ def test_a_retriever_the_repository_cannot_feed_is_a_problem_with_file_line_and_
         assert (name, problem, path) in found
 
 
+def test_a_retrievers_key_goes_only_to_its_embeddings_provider(tmp_path: Path) -> None:
+    tree = tmp_path / "repo"
+    (tree / ".git").mkdir(parents=True)
+    (tree / "docs").mkdir()
+    (tree / "docs" / "a.md").write_text("A document.\n")
+    (tree / "flows").mkdir()
+    for name, key in (("keyed", "OPENAI_API_KEY"), ("misdirected", "ANTHROPIC_API_KEY")):
+        doc = kb_flow(name, ["docs/*.md"], embeddings="openai:text-embedding-3-small", api_key={"$env": key})
+        (tree / "flows" / f"{name}.json").write_text(doc)
+    out = io.StringIO()
+    assert cli.main(["validate", str(tree / "flows"), "--format", "json"], environ=_ci(), out=out) == 1
+    errors = [
+        (Path(p["file"]).stem, p["code"], p["path"])
+        for p in json.loads(out.getvalue())["problems"]
+        if p["severity"] == "error"
+    ]
+    assert errors == [("misdirected", "env-wrong-provider", "$.nodes[0].params.api_key")]
+
+
 def test_a_retrievers_index_is_never_tweaked(tmp_path: Path) -> None:
     tree = tmp_path / "repo"
     (tree / ".git").mkdir(parents=True)

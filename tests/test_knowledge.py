@@ -74,12 +74,23 @@ def test_a_document_commit_changes_only_the_flows_that_read_it_and_pins_sessions
             "flows/policies.json": kb_flow("policies", ["docs/**/*.md"], tweakable=["k"]),
             "flows/manual.json": kb_flow("manual", ["manual/*.md"]),
             "flows/echo.json": echo_flow(),
+            "flows/raw.json": json.dumps(
+                {
+                    "version": 1,
+                    "name": "raw",
+                    "nodes": [{"id": "search", "component": "Retriever", "params": {"paths": ["manual/*.md"], "k": 1}}],
+                    "edges": [],
+                }
+            ),
             "docs/returns.md": RETURNS.format(days=30),
             "manual/setup.md": SETUP,
         },
         "flows and their knowledge",
     )
     with serve_process(remote, tmp_path, env={"GITOPS_FLOW_PINS": "history"}) as server:
+        [document] = server.invoke("raw", "power button").json()["output"]  # the Retriever's own answer
+        assert document["page_content"].startswith("# Setup\n\nPlug the device in")
+        assert document["metadata"]["source"] == "manual/setup.md:1" and document["type"] == "Document"
         assert ask(server, "policies", "how many days to return?") == (
             "[docs/returns.md:3] Returns are accepted within 30 days of delivery.",
             first,

@@ -43,6 +43,8 @@ from starlette.responses import Response
 
 from gitops_flow.app import create_app
 from gitops_flow.config import Settings
+from gitops_flow.delivery import choice as choosing
+from gitops_flow.server import edge as httpio
 from gitops_flow.server import endpoints
 
 
@@ -215,7 +217,7 @@ async def run(args: argparse.Namespace, repo: str, data: Path) -> dict[str, Any]
         return await chain.ainvoke(value, {**run_config, "run_id": uuid.uuid4()})
 
     async def check_input() -> None:
-        endpoints._check_inputs(flow, [value])
+        choosing.check(flow, [value])
 
     async def uuid4() -> Any:
         return uuid.uuid4()
@@ -236,7 +238,7 @@ async def run(args: argparse.Namespace, repo: str, data: Path) -> dict[str, Any]
         return Request({**scope("/flows/echo/invoke"), "app": gitops, "path_params": {"flow": "echo"}}, receive)
 
     async def read_json() -> Any:
-        return endpoints._object(await endpoints.read_json(request()), "the body")
+        return httpio.json_object(await httpio.read_json(request()), "the body")
 
     async def bare_read() -> Any:
         return orjson.loads(await request().body())
@@ -245,7 +247,8 @@ async def run(args: argparse.Namespace, repo: str, data: Path) -> dict[str, Any]
         return await endpoints.choose(request(), "echo", {})
 
     async def config() -> Any:
-        return endpoints.run_config(endpoints._config(None), "echo", choice, uuid.uuid4())
+        req = request()
+        return endpoints.run_config(httpio.request_config(req, None), "echo", choice, uuid.uuid4())
 
     parts = await timed(
         {
@@ -253,14 +256,14 @@ async def run(args: argparse.Namespace, repo: str, data: Path) -> dict[str, Any]
             "built flow .ainvoke(input, run config as /invoke passes it)": flow_configured,
             "hand-built chain .ainvoke(input)": hand,
             "hand-built chain .ainvoke(input, the same run config)": hand_configured,
-            "_check_input (pydantic input model)": check_input,
+            "choosing.check (pydantic input model)": check_input,
             "uuid.uuid4()": uuid4,
             "json_response(...) of the /invoke answer": response,
             "the bare endpoint's Response(orjson.dumps(...))": bare_response,
             "Request(...) + read_json + _object": read_json,
             "Request(...) + orjson.loads(await request.body()) (bare)": bare_read,
             "Request(...) + choose (no pin, no session)": choose,
-            "_config + _run_config + uuid4": config,
+            "Request(...) + request_config + run_config + uuid4": config,
         },
         args.iterations,
         args.warmup,
@@ -269,18 +272,18 @@ async def run(args: argparse.Namespace, repo: str, data: Path) -> dict[str, Any]
     # many requests at once, as uvicorn runs them at 32 connections: CPU per request and the collector's share,
     # with what-if variants of the gitops-flow handler (patched in this process only, then restored)
     clock = GcClock()
-    original_run_config, original_check = endpoints.run_config, endpoints._check_inputs
+    original_run_config, original_check = endpoints.run_config, choosing.check
 
     def without_run_metadata(config: dict[str, Any], flow: str, choice: Any, run_id: uuid.UUID) -> Any:
         return {"configurable": config.get("configurable", {})}
 
     def patched(run_config: Any, check: Any) -> Callable[[], Awaitable[bytes]]:
         async def call() -> bytes:
-            endpoints.run_config, endpoints._check_inputs = run_config, check
+            endpoints.run_config, choosing.check = run_config, check
             try:
                 return await apps["gitops-flow"]()
             finally:
-                endpoints.run_config, endpoints._check_inputs = original_run_config, original_check
+                endpoints.run_config, choosing.check = original_run_config, original_check
 
         return call
 

@@ -109,6 +109,29 @@ class Settings(BaseSettings):
         le=2_000_000,
         description="chunks one Retriever may index: each a vector in memory and, with a provider, an embedding paid",
     )
+    test_budget: float = Field(
+        default=60.0, gt=0, le=3600, description="seconds one flow's tests may take in all, in their own process"
+    )
+    test_memory_mb: int = Field(
+        default=2048, ge=256, le=1024 * 1024, description="address space of the process running one flow's tests"
+    )
+    test_processes: int = Field(default=2, ge=1, le=64, description="flows built and tested at once (processes)")
+    provider_breaker_failures: int = Field(
+        default=5,
+        ge=0,
+        le=10_000,
+        description="failed calls (unreachable, 5xx, timeout) to one provider endpoint, across workers and replicas, "
+        "within provider_breaker_window that open its circuit (0: no circuit breaker)",
+    )
+    provider_breaker_window: float = Field(
+        default=30.0, ge=1, le=3600, description="seconds over which a provider endpoint's failures are counted"
+    )
+    provider_breaker_cooldown: float = Field(
+        default=30.0,
+        ge=1,
+        le=3600,
+        description="seconds an open circuit refuses calls at once before one call probes the endpoint again",
+    )
     fake_models: bool = Field(default=False, description="answer every model with a fake (demos, trials)")
     analysis_interval: float = Field(default=1.0, gt=0, description="seconds between the canary guard's ticks")
     freeze_heap: bool = Field(default=True, description="gc.freeze() after each deploy")
@@ -210,6 +233,31 @@ class Settings(BaseSettings):
     cache_max_bytes: int = Field(default=64 * 1024 * 1024, ge=0, description="answers kept in this process's memory")
     cache_max_entry_bytes: int = Field(default=256 * 1024, ge=0, description="a larger answer is not cached")
     cache_max_entries: int = Field(default=100_000, ge=1, description="cached answers, in memory or in Redis")
+
+    # experiments (docs/experiments.md): feedback on runs, its bounds, and when a verdict names a winner
+    feedback_window: float = Field(
+        default=86400.0, gt=0, le=90 * 86400.0, description="seconds after its answer that a run takes feedback"
+    )
+    feedback_max_runs: int = Field(
+        default=1_000_000, ge=1, le=100_000_000, description="answered runs remembered for feedback at once"
+    )
+    feedback_retention: float = Field(
+        default=30 * 86400.0, gt=0, le=366 * 86400.0, description="seconds a feedback score is kept"
+    )
+    feedback_max_keys: int = Field(default=20, ge=1, le=1000, description="feedback keys per flow")
+    feedback_max_scores: int = Field(
+        default=100_000, ge=1, le=10_000_000, description="feedback scores kept per flow (the oldest go first)"
+    )
+    feedback_max_bytes: int = Field(default=8192, ge=256, le=1024 * 1024, description="a feedback body's size")
+    feedback_rate: float = Field(
+        default=5.0, gt=0, le=10_000, description="feedback per second from one user of a flow (all workers)"
+    )
+    experiment_min_sample: int = Field(
+        default=100, ge=1, le=10_000_000, description="scores per arm and key before a verdict names a winner"
+    )
+    experiment_confidence: float = Field(
+        default=0.95, ge=0.5, lt=1, description="the chance to be better a winner needs"
+    )
 
     @classmethod
     def settings_customise_sources(

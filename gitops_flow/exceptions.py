@@ -19,6 +19,12 @@
     ├── HostError    (retryable)    an outbound call (the Git host's API, a notification receiver) did not succeed
     │   ├── HostUnavailable (retryable)  unreachable, timed out, 5xx, rate limited: trying later may work
     │   └── HostRejected            the host refused the request (401, 403, 404, 422): retrying won't help
+    ├── ProviderError               a model provider's call failed (components/provider_errors.py translates them)
+    │   ├── ProviderUnavailable (retryable)  unreachable, or it failed (5xx): trying later may work
+    │   │   ├── ProviderTimeout (retryable)  it did not answer in the model's ``timeout``
+    │   │   └── CircuitOpen (retryable)      its endpoint failed so often lately that calls are refused for now
+    │   ├── ProviderRateLimited (retryable)  it limited the rate (429); ``retry_after`` is its own
+    │   └── ProviderRejected        it refused the request the flow made (unknown model, bad params)
     └── LookupFailed                something named by a request does not exist
         ├── UnknownFlow
         ├── UnknownVersion
@@ -154,6 +160,58 @@ class HostRejected(HostError):
     retryable = False
 
 
+class ProviderError(GitOpsFlowError):
+    """A model provider's call failed. ``provider`` names the provider (``openai``, ``anthropic``, or the client
+    library's name when it cannot be told), ``kind`` the client library's class of the error (``APIConnectionError``,
+    ``NotFoundError``), ``status`` the provider's HTTP status when it answered and ``code`` its error code
+    (``model_not_found``) when it is a plain identifier; the message never quotes the provider's answer or the
+    request (either may hold what a user wrote)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        kind: str,
+        status: int | None = None,
+        retry_after: float | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.kind = kind
+        self.status = status
+        self.retry_after = retry_after
+        self.code = code
+
+
+class ProviderUnavailable(ProviderError):
+    """The provider could not be reached, or it failed (5xx); ``retry_after`` is how long it asked to wait, if it
+    said."""
+
+    retryable = True
+
+
+class ProviderTimeout(ProviderUnavailable):
+    """The provider did not answer within the model's ``timeout`` (its retries included)."""
+
+
+class CircuitOpen(ProviderUnavailable):
+    """The provider's endpoint failed so often lately that calls to it are refused at once, without trying, until
+    ``retry_after`` seconds have passed (components/breaker.py)."""
+
+
+class ProviderRateLimited(ProviderError):
+    """The provider limited the rate (429); ``retry_after`` is the wait it asked for, when it said."""
+
+    retryable = True
+
+
+class ProviderRejected(ProviderError):
+    """The provider refused the request the flow made (an unknown model, a bad parameter, a key it does not take):
+    the flow at this version is wrong for the provider, and retrying won't help."""
+
+
 class LookupFailed(GitOpsFlowError):
     """Something a request names does not exist."""
 
@@ -172,3 +230,19 @@ class NotServable(UnknownVersion):
 
 class NoReadyVersion(LookupFailed):
     """No good version has been loaded yet, so there is nothing to serve."""
+
+
+class UnknownRun(LookupFailed):
+    """Feedback names a run this server did not answer within the feedback window, or one of another flow or user."""
+
+
+class BadFeedback(GitOpsFlowError):
+    """A feedback body that is not LangServe's shape, or whose key or score is out of bounds; ``code`` names what."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class FeedbackRefused(GitOpsFlowError):
+    """The flow has its maximum of feedback keys and the feedback names a new one."""

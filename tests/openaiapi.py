@@ -7,6 +7,10 @@ Billing is a provider's: the prompt is its messages' tokens plus 4 a message and
 documented counting), a token being a run of up to 4 letters or digits, or one other sign. The answer is ``max_tokens``
 tokens (a model that writes all it may), or ``answer_tokens`` when the request sets no cap, one token a chunk, each
 after ``token_delay`` seconds. A stream whose client goes away is billed the prompt and the tokens sent until then.
+
+It can also fail as a provider does (``Failing``): answer every call with a status and OpenAI's error body (a 5xx,
+a 429 with ``retry-after``), wait before answering (``delay``: a model's ``timeout`` runs out), refuse a model it
+does not serve (404 ``model_not_found``, as OpenAI does), or stop listening altogether (``stop``).
 """
 
 from __future__ import annotations
@@ -39,6 +43,15 @@ def prompt_tokens(messages: list[dict[str, Any]]) -> int:
 
 
 @dataclass(frozen=True)
+class Failing:
+    """How the stand-in fails every call for now: ``status`` with OpenAI's error body (``code``) and ``headers``."""
+
+    status: int
+    code: str = "server_error"
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class Billed:
     """One call as the provider bills it; ``finished`` False when its client left before its end."""
 
@@ -61,6 +74,11 @@ class OpenAIStandIn:
         self.answer_tokens = answer_tokens
         self.billed: list[Billed] = []
         self.started = 0  # calls begun (billed or not yet)
+        self.received = 0  # requests received, failed ones included
+        self.failing: Failing | None = None  # every call fails so while set
+        self.delay = 0.0  # seconds every call waits before it is answered
+        self.models: frozenset[str] | None = None  # the models served (None: any); another is 404 model_not_found
+        self.requests: list[dict[str, Any]] = []  # every request's body, in order
         self._lock = threading.Lock()
 
     @property
@@ -78,6 +96,17 @@ class OpenAIStandIn:
     def begin(self) -> None:
         with self._lock:
             self.started += 1
+
+    def receive(self, body: dict[str, Any]) -> None:
+        with self._lock:
+            self.received += 1
+            self.requests.append(body)
+
+    def stop(self) -> None:
+        """Stop listening: a call then finds nothing at the base URL (connection refused), as a provider that is
+        down."""
+        self._server.shutdown()
+        self._server.server_close()
 
     def wait_for(self, found: Callable[[list[Billed]], bool], timeout: float = 30.0, what: str = "calls") -> None:
         """Wait until ``found`` holds for what was billed (a deadline for a test that would hang, not a timing)."""
@@ -99,6 +128,19 @@ def openai_standin(*, token_delay: float = 0.0, answer_tokens: int = 20) -> Iter
             body = json.loads(self.rfile.read(length) or b"{}")
             if self.path.rstrip("/") != "/v1/chat/completions":
                 self._json(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
+                return
+            standin.receive(body)
+            if standin.delay:
+                time.sleep(standin.delay)
+            failing = standin.failing
+            if failing is not None:
+                error = {"message": "the stand-in fails", "type": "server_error", "code": failing.code}
+                self._json(failing.status, {"error": error}, dict(failing.headers))
+                return
+            if standin.models is not None and body.get("model") not in standin.models:
+                message = f"The model `{body.get('model')}` does not exist or you do not have access to it."
+                error = {"message": message, "type": "invalid_request_error", "code": "model_not_found"}
+                self._json(404, {"error": error})
                 return
             standin.begin()
             prompt = prompt_tokens(body.get("messages") or [])
@@ -140,11 +182,13 @@ def openai_standin(*, token_delay: float = 0.0, answer_tokens: int = 20) -> Iter
             self.wfile.write(b"data: " + json.dumps(data).encode() + b"\n\n")
             self.wfile.flush()
 
-        def _json(self, status: int, data: dict[str, Any]) -> None:
+        def _json(self, status: int, data: dict[str, Any], headers: dict[str, str] | None = None) -> None:
             raw = json.dumps(data).encode()
             self.send_response(status)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(raw)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(raw)
 
@@ -159,7 +203,7 @@ def openai_standin(*, token_delay: float = 0.0, answer_tokens: int = 20) -> Iter
     try:
         yield holder[0]
     finally:
-        server.shutdown()
+        server.shutdown()  # a second shutdown (after stop) returns at once
         server.server_close()
         thread.join(timeout=10)
 

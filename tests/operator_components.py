@@ -197,3 +197,15 @@ class _Moody(BaseChatModel):
             if index == 1 and (self.cut_always or self.cut_on in prompt):
                 raise RuntimeError("the answer was cut off")
             yield ChatGenerationChunk(message=AIMessageChunk(content=word if index == 0 else f" {word}"))
+
+
+def hog() -> Runnable[Any, Any]:
+    """Matches a catastrophic regular expression with Python's backtracking ``re``: minutes of C code that never
+    lets go of the interpreter's lock, so nothing else in its process runs meanwhile (what author code must never
+    do to the server: the test sandbox confines it to a child process it kills)."""
+    import re
+
+    def run(value: Any) -> Any:
+        return str(re.match(r"^(a+)+$", "a" * 34 + "!") is not None)
+
+    return RunnableLambda(run)

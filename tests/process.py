@@ -136,3 +136,28 @@ def serve_process(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def await_ready(process: subprocess.Popen[bytes], client: httpx.Client, log: Path, timeout: float) -> None:
+    """Wait until a server started elsewhere (a container, an installed wheel) says ready; fails with its log when it
+    exits or does not become ready within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert process.poll() is None, log.read_text()
+        try:
+            if client.get("/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
+
+
+def answers_the_examples(client: httpx.Client, flow: str, question: Any) -> None:
+    """Every example flow is served, and ``flow`` answers ``question``."""
+    from tests.served import example_files
+
+    for name in (n.removeprefix("flows/").removesuffix(".json") for n in example_files()):
+        assert client.get(f"/flows/{name}/input_schema").status_code == 200, name
+    answer = client.post(f"/flows/{flow}/invoke", json={"input": question})
+    assert answer.status_code == 200, answer.text

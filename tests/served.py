@@ -6,7 +6,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -64,7 +64,7 @@ def settings(remote: Remote, tmp_path: Path, **overrides: Any) -> Settings:
         "poll_interval": 3600.0,  # tests fetch on purpose, through /admin/reconcile
         "admin_token": "test-admin-token",
         "load_entry_points": False,
-        "freeze_heap": False,  # gc.freeze() is process-wide: one test turns it on (tests/test_deploy.py)
+        "freeze_heap": False,  # read by `serve` only: create_app settles the heap only when given settle_heap
         **overrides,
     }
     return Settings(**values)
@@ -109,10 +109,17 @@ class Served:
 
 @contextmanager
 def served(
-    remote: Remote, tmp_path: Path, *, store: StateStore | None = None, wait: bool = True, **overrides: Any
+    remote: Remote,
+    tmp_path: Path,
+    *,
+    store: StateStore | None = None,
+    wait: bool = True,
+    settle_heap: Callable[[], None] | None = None,
+    **overrides: Any,
 ) -> Iterator[Served]:
-    """The app in-process (starlette's TestClient runs its lifespan), following ``remote``."""
-    app = create_app(settings(remote, tmp_path, **overrides), store=store)
+    """The app in-process (starlette's TestClient runs its lifespan), following ``remote``; ``settle_heap`` is what
+    `serve` passes to settle the (process-wide) heap after deploys."""
+    app = create_app(settings(remote, tmp_path, **overrides), store=store, settle_heap=settle_heap)
     with TestClient(app) as client:
         harness = Served(client, remote, app)
         if wait:

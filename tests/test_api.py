@@ -124,8 +124,9 @@ def events_of(text: str) -> list[tuple[str, Any]]:
     return events
 
 
-def is_uuid4(text: str) -> bool:
-    return uuid.UUID(text).version == 4 and str(uuid.UUID(text)) == text
+def is_run_id(text: str) -> bool:
+    """A canonical UUID in version 7's layout: time-ordered, so the server notes runs cheaply (ledger.py)."""
+    return uuid.UUID(text).version == 7 and str(uuid.UUID(text)) == text
 
 
 # -- 1. invoke, batch, stream ---------------------------------------------------------------------------------------
@@ -142,7 +143,7 @@ def test_invoke_answers_with_the_version_that_served_it(remote: Remote, tmp_path
     assert body["output"] == "hello world"
     assert body["metadata"]["flow_version"] == sha == first.headers["x-flow-version"]
     assert body["metadata"]["ref"] == "main"
-    assert is_uuid4(body["metadata"]["run_id"])
+    assert is_run_id(body["metadata"]["run_id"])
     assert second.json()["metadata"]["run_id"] != body["metadata"]["run_id"]
 
 
@@ -165,7 +166,7 @@ def test_batch_answers_every_input_in_order(remote: Remote, tmp_path: Path, conf
     assert body["metadata"]["ref"] == "main"
     run_ids = body["metadata"]["run_ids"]
     assert len(run_ids) == 3 == len(set(run_ids))
-    assert all(is_uuid4(r) for r in run_ids)
+    assert all(is_run_id(r) for r in run_ids)
 
 
 def test_batch_of_nothing_answers_nothing(remote: Remote, tmp_path: Path) -> None:
@@ -190,7 +191,7 @@ def test_stream_sends_the_events_langserve_sends(remote: Remote, tmp_path: Path)
     kind, metadata = events[0]
     assert kind == "metadata"
     assert set(metadata) == {"run_id", "flow_version", "ref"}
-    assert is_uuid4(metadata["run_id"])
+    assert is_run_id(metadata["run_id"])
     assert metadata["flow_version"] == sha
     assert metadata["ref"] == "main"
     assert events[-1] == ("end", None)
@@ -777,7 +778,7 @@ def test_flow_failing_at_run_time_is_500_without_details(remote: Remote, tmp_pat
         error = error_of(response)
         assert error["code"] == "flow-failed"
         assert error["message"].startswith(FAILED_RUN) and error["message"].endswith(")")
-        assert is_uuid4(error["message"].removeprefix(FAILED_RUN)[:-1])
+        assert is_run_id(error["message"].removeprefix(FAILED_RUN)[:-1])
         for detail in ("Traceback", "OutputParserException", "ValueError", "Invalid json", 'File "'):
             assert detail not in response.text
     assert streamed.status_code == 200

@@ -173,12 +173,24 @@ def test_a_build_never_reads_a_reference_outside_a_secret_param(params: dict[str
         assert "s3cret-value" not in str(caught.value)
 
 
+# a provider whose package no extra installs (the dev extra has langchain-openai and langchain-anthropic)
+NOT_INSTALLED = "mistralai"
+
+
+def test_the_provider_taken_as_not_installed_is_not() -> None:
+    import importlib.util
+
+    from gitops_flow.security.providers import PROVIDER_MODULES
+
+    assert importlib.util.find_spec(PROVIDER_MODULES[NOT_INSTALLED]) is None
+
+
 @pytest.mark.parametrize(
     ("params", "code"),
     [
         ({"model": "nosuchprovider:model-x"}, "bad-param"),
         ({"model": "mystery-model"}, "bad-param"),
-        ({"model": "openai:gpt-4o-mini"}, "component-unavailable"),
+        ({"model": f"{NOT_INSTALLED}:some-model"}, "component-unavailable"),
     ],
     ids=["unknown-provider", "uninferable-provider", "package-missing"],
 )
@@ -191,9 +203,10 @@ def test_chat_model_problems_are_build_errors(params: dict[str, Any], code: str)
 
 
 def test_a_dry_build_of_a_model_whose_package_is_missing_says_so() -> None:
-    doc = FlowSpec.model_validate(chain(CHAT[0], ("llm", "ChatModel", {"model": "openai:gpt-4o-mini"})))
+    doc = FlowSpec.model_validate(chain(CHAT[0], ("llm", "ChatModel", {"model": f"{NOT_INSTALLED}:some-model"})))
     built = build_flow(doc, REGISTRY, dry_run=True)
     assert [n.code for n in built.notes] == ["provider-not-installed"]
+    assert "pip install 'gitops-flow[anthropic]'" in built.notes[0].message
 
 
 HISTORY_FLOW = flow(

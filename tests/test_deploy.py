@@ -12,7 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gitops_flow.app import HEAP_SETTLE_DELAY
+from gitops_flow.assembly import HEAP_SETTLE_DELAY
+from gitops_flow.cli import process
 from gitops_flow.exceptions import StoreError
 from gitops_flow.stores.memory import MemoryStore
 from gitops_flow.stores.sqlite import SqliteStore
@@ -295,11 +296,12 @@ def test_deploys_under_load_drop_no_request(remote: Remote, tmp_path: Path) -> N
 
 
 def test_a_deploy_settles_the_heap_out_of_the_collectors_sight(remote: Remote, tmp_path: Path) -> None:
-    """A moment after each deploy the server collects once and freezes what is left (app._settle_heap), so the
-    garbage collector stops walking the built flows under load; the next deploy unfreezes them first."""
+    """A moment after each deploy the server collects once and freezes what is left (cli/process.py settle_heap, which
+    `serve` passes with GITOPS_FLOW_FREEZE_HEAP on), so the garbage collector stops walking the built flows under
+    load; the next deploy unfreezes them first."""
     gc.unfreeze()
     try:
-        with served(remote, tmp_path, freeze_heap=True) as server:
+        with served(remote, tmp_path, settle_heap=process.settle_heap) as server:
             wait_until(lambda: gc.get_freeze_count() > 0, what="the first deploy's freeze")
             gc.unfreeze()
             remote.publish({"flows/echo.json": echo_flow(answer="two")})

@@ -347,3 +347,54 @@ def test_ci_never_reads_past_the_working_tree(tmp_path: Path) -> None:
 
 def _ci() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("GITOPS_FLOW_")}
+
+
+def kb_flow_tested(days: int) -> str:
+    """kb_flow with a test that expects the returns document to say ``days`` days."""
+    doc = json.loads(kb_flow("policies", ["docs/**/*.md"]))
+    doc["tests"] = [{"name": "returns", "input": "how many days to return?", "expect": {"contains": f"{days} days"}}]
+    return json.dumps(doc, indent=2)
+
+
+def test_a_flows_tests_run_in_their_sandbox_over_the_documents_of_their_commit(remote: Remote, tmp_path: Path) -> None:
+    """The tests' child process is given the documents the flow reads at the commit built: a test that holds at the
+    first commit lets the flow go live, and a document change that breaks it fails the flow (the first build is
+    carried), named by the test's problem."""
+    first = remote.publish(
+        {"flows/policies.json": kb_flow_tested(30), "docs/returns.md": RETURNS.format(days=30)}, "a tested flow"
+    )
+    with serve_process(remote, tmp_path) as server:
+        assert ask(server, "policies", "how many days?") == (
+            "[docs/returns.md:3] Returns are accepted within 30 days of delivery.",
+            first,
+        )
+        second = remote.publish({"docs/returns.md": RETURNS.format(days=60)}, "longer returns, the test not updated")
+        server.reconcile()
+
+        def failed() -> dict[str, Any]:
+            found: dict[str, Any] = next(
+                v for v in server.client.get("/versions").json()["versions"] if v["sha"] == second
+            )["failed"]
+            return found
+
+        wait_until(lambda: "policies" in failed(), timeout=30, what="the policies flow's verdict")
+        [problem] = failed()["policies"]
+        assert problem["code"] == "test-failed" and "test 'returns' failed" in problem["message"], problem
+        assert problem["file"] == "flows/policies.json" and problem["line"] is not None
+        assert ask(server, "policies", "how many days?")[0].endswith("within 30 days of delivery.")  # carried
+
+
+def test_ci_tests_a_flow_over_the_working_trees_documents(tmp_path: Path) -> None:
+    """`gitops-flow test` runs a Retriever flow's tests in the sandbox over the working tree's documents."""
+    tree = tmp_path / "repo"
+    (tree / ".git").mkdir(parents=True)
+    (tree / "flows").mkdir()
+    (tree / "docs").mkdir()
+    (tree / "flows" / "policies.json").write_text(kb_flow_tested(30))
+    (tree / "docs" / "returns.md").write_text(RETURNS.format(days=30))
+    out = io.StringIO()
+    assert cli.main(["test", str(tree / "flows")], environ=_ci(), out=out) == 0, out.getvalue()
+    (tree / "docs" / "returns.md").write_text(RETURNS.format(days=60))
+    out = io.StringIO()
+    assert cli.main(["test", str(tree / "flows")], environ=_ci(), out=out) == 1
+    assert "FAIL policies :: returns" in out.getvalue(), out.getvalue()

@@ -419,13 +419,20 @@ def test_init_refuses_a_spec_the_workflow_cannot_carry(
 
 
 def test_the_default_install_spec_is_where_this_copy_came_from(monkeypatch: pytest.MonkeyPatch) -> None:
+    from email.message import Message
     from importlib import metadata
 
     from gitops_flow.cli import install
 
     class Dist:
-        def __init__(self, direct_url: str | None) -> None:
+        def __init__(
+            self, direct_url: str | None, repository: str | None = "https://github.com/acme/gitops-flow"
+        ) -> None:
             self.direct_url = direct_url
+            self.metadata = Message()
+            self.metadata["Project-URL"] = "Changelog, https://github.com/acme/gitops-flow/blob/main/CHANGELOG.md"
+            if repository is not None:
+                self.metadata["Project-URL"] = f"Repository, {repository}"
 
         def read_text(self, name: str) -> str | None:
             return self.direct_url
@@ -444,9 +451,21 @@ def test_the_default_install_spec_is_where_this_copy_came_from(monkeypatch: pyte
     for direct_url, expected in cases.items():
         monkeypatch.setattr(metadata, "distribution", lambda name, d=direct_url: Dist(d))
         assert install.default_spec("9.9") == expected
-    monkeypatch.setattr(metadata, "distribution", lambda name: Dist(json.dumps({"url": "file:///src", "dir_info": {}})))
-    spec, note = install.default_spec("9.9")
-    assert spec == "gitops-flow==9.9" and note is not None and "a local folder CI cannot reach" in note
+    # from what CI cannot reach (a checkout, a local wheel): the release's wheel, never a pin an index may not have
+    release = "https://github.com/acme/gitops-flow/releases/download/v9.9/gitops_flow-9.9-py3-none-any.whl"
+    for local in (
+        {"url": "file:///src", "dir_info": {}},
+        {"url": "file:///tmp/gitops_flow-9.9.whl", "archive_info": {}},
+    ):
+        monkeypatch.setattr(metadata, "distribution", lambda name, d=local: Dist(json.dumps(d)))
+        spec, note = install.default_spec("9.9")
+        assert spec == f"gitops-flow @ {release}" and install.check_spec(spec) == spec
+        assert note is not None and "a local file or folder CI cannot reach" in note and release in note
+    # metadata naming no GitHub repository: the pin, and a note saying what to do
+    for repository in (None, "https://gitlab.example.com/acme/gitops-flow", "http://github.com/acme/gitops-flow"):
+        monkeypatch.setattr(metadata, "distribution", lambda name, r=repository: Dist('{"url": "file:///src"}', r))
+        spec, note = install.default_spec("9.9")
+        assert spec == "gitops-flow==9.9" and note is not None and "--install SPEC" in note
 
 
 def test_a_literal_key_in_a_pull_request_never_reaches_the_plan(tmp_path: Path) -> None:

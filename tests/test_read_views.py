@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,31 @@ VIEWS = ("/flows", "/versions", "/history")
 
 @pytest.fixture
 def remote(tmp_path: Path) -> Remote:
+    return one_commit(tmp_path)
+
+
+def one_commit(tmp_path: Path) -> Remote:
+    """A repository of one commit: the echo flow."""
     remote = Remote.create(tmp_path)
     remote.commit({"flows/echo.json": echo_flow()}, "first")
     remote.push()
     return remote
+
+
+@pytest.fixture(scope="module")
+def public(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    """A server without a read token over the one-commit repository, shared by the tests that only read it."""
+    tmp = tmp_path_factory.mktemp("public")
+    with serve_process(one_commit(tmp), tmp) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    """A server with a read token over the one-commit repository, shared by the tests that only read it."""
+    tmp = tmp_path_factory.mktemp("guarded")
+    with serve_process(one_commit(tmp), tmp, env={"GITOPS_FLOW_READ_TOKEN": READ_TOKEN}) as server:
+        yield server
 
 
 def commits(remote: Remote, count: int) -> list[str]:
@@ -41,24 +63,22 @@ def commits(remote: Remote, count: int) -> list[str]:
 # -- the read token --------------------------------------------------------------------------------------------------
 
 
-def test_with_a_read_token_the_views_need_it_or_the_admin_token(remote: Remote, tmp_path: Path) -> None:
-    with serve_process(remote, tmp_path, env={"GITOPS_FLOW_READ_TOKEN": READ_TOKEN}) as server:
-        get = server.client.get
-        refused = {
-            (view, name): get(view, headers=headers)
-            for view in VIEWS
-            for name, headers in {
-                "none": {},
-                "wrong": {"Authorization": "Bearer nope"},
-                "bare": {"Authorization": READ_TOKEN},
-                "longer": {"Authorization": f"Bearer {READ_TOKEN}x"},
-            }.items()
-        }
-        allowed = {
-            (view, name): get(view, headers=h) for view in VIEWS for name, h in (("read", READER), ("admin", ADMIN))
-        }
-        public = [get("/readyz"), get("/healthz"), server.invoke("echo", {"question": "hi"})]
-        log = server.log_text()
+def test_with_a_read_token_the_views_need_it_or_the_admin_token(guarded: ServeProcess) -> None:
+    server = guarded
+    get = server.client.get
+    refused = {
+        (view, name): get(view, headers=headers)
+        for view in VIEWS
+        for name, headers in {
+            "none": {},
+            "wrong": {"Authorization": "Bearer nope"},
+            "bare": {"Authorization": READ_TOKEN},
+            "longer": {"Authorization": f"Bearer {READ_TOKEN}x"},
+        }.items()
+    }
+    allowed = {(view, name): get(view, headers=h) for view in VIEWS for name, h in (("read", READER), ("admin", ADMIN))}
+    public = [get("/readyz"), get("/healthz"), server.invoke("echo", {"question": "hi"})]
+    log = server.log_text()
     for key, response in refused.items():
         assert response.status_code == 401, key
         assert response.json()["error"] == {
@@ -71,14 +91,12 @@ def test_with_a_read_token_the_views_need_it_or_the_admin_token(remote: Remote, 
     assert READ_TOKEN not in log
 
 
-def test_without_a_read_token_the_views_are_public_but_emails_are_for_token_holders(
-    remote: Remote, tmp_path: Path
-) -> None:
-    with serve_process(remote, tmp_path) as server:
-        anonymous = server.client.get("/versions")
-        admin = server.client.get("/versions", headers=ADMIN)
-        flows = server.client.get("/flows")
-        history = server.client.get("/history")
+def test_without_a_read_token_the_views_are_public_but_emails_are_for_token_holders(public: ServeProcess) -> None:
+    server = public
+    anonymous = server.client.get("/versions")
+    admin = server.client.get("/versions", headers=ADMIN)
+    flows = server.client.get("/flows")
+    history = server.client.get("/history")
     assert anonymous.status_code == admin.status_code == flows.status_code == 200
     assert [v["email"] for v in anonymous.json()["versions"]] == [None]
     assert [v["email"] for v in admin.json()["versions"]] == ["ada@example.com"]
@@ -163,9 +181,9 @@ BAD_QUERIES = [
 ]
 
 
-def test_a_bad_page_query_is_a_400_naming_it(remote: Remote, tmp_path: Path) -> None:
-    with serve_process(remote, tmp_path) as server:
-        answers = [(view, query, code, server.client.get(view, params=query)) for view, query, code in BAD_QUERIES]
+def test_a_bad_page_query_is_a_400_naming_it(public: ServeProcess) -> None:
+    server = public
+    answers = [(view, query, code, server.client.get(view, params=query)) for view, query, code in BAD_QUERIES]
     for view, query, code, response in answers:
         assert response.status_code == 400, (view, query)
         assert response.json()["error"]["code"] == code, (view, query)
@@ -210,11 +228,9 @@ def test_the_commands_follow_the_pages_and_send_the_token_from_the_environment(
     assert READ_TOKEN not in server.log_text()
 
 
-def test_the_commands_say_a_token_is_missing(
-    remote: Remote, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    with serve_process(remote, tmp_path, env={"GITOPS_FLOW_READ_TOKEN": READ_TOKEN}) as server:
-        code = cli.main(["versions", "--server", server.url], environ={}, out=io.StringIO())
+def test_the_commands_say_a_token_is_missing(guarded: ServeProcess, capsys: pytest.CaptureFixture[str]) -> None:
+    server = guarded
+    code = cli.main(["versions", "--server", server.url], environ={}, out=io.StringIO())
     assert code == 2
     error = capsys.readouterr().err
     assert "answered 401: this view needs Authorization: Bearer <read token> (set GITOPS_FLOW_READ_TOKEN)" in error

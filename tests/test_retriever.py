@@ -14,11 +14,19 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gitops_flow.components.knowledge import CorpusLimits, Library, MemoryVectors, glob_regex, path_problem
+from gitops_flow.components.knowledge import (
+    CorpusLimits,
+    Documents,
+    Library,
+    MemoryVectors,
+    glob_regex,
+    path_problem,
+)
 from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.components.vectors import Index, hashing_vectors
 from gitops_flow.exceptions import BuildError
 from gitops_flow.flow.document import FlowSpec
+from gitops_flow.runtime import sandbox as test_sandbox
 from gitops_flow.runtime.compiler import build_flow
 from gitops_flow.validation.worktree import WorkingTree
 
@@ -198,6 +206,38 @@ def test_a_corpus_past_its_bounds_does_not_build(limits: CorpusLimits, message: 
     with pytest.raises(BuildError) as raised:
         searcher(Files(docs), Library(limits=limits), paths=["kb/*.md"], chunk_size=100, chunk_overlap=0)
     assert raised.value.code == "corpus-too-large" and message in str(raised.value)
+
+
+def test_the_tests_child_is_given_only_the_matched_documents_within_the_bounds() -> None:
+    """What the sandbox hands a flow's tests (Documents.of): the readable documents the Retrievers' globs match,
+    read up to the first one past a bound, so that the child refuses the corpus as the build does."""
+    docs = {f"kb/{n}.md": ("word " * 100).encode() for n in range(5)}
+    files = Files({**docs, "other/secret.md": b"secret", "kb/blob.bin": b"\x00"})
+    held = Documents.of(files, ["kb/*", "../other/*.md"], CorpusLimits())
+    assert set(held.files()) == set(docs) and files.reads == 5 and held.nbytes == 2500
+    assert len(Documents.of(Files(docs), ["kb/*.md"], CorpusLimits(max_files=3)).files()) == 4
+    over = Documents.of(Files(docs), ["kb/*.md"], CorpusLimits(max_bytes=1024))
+    assert (len(over.files()), over.nbytes) == (3, 1025)
+
+    spec = FlowSpec.model_validate(
+        {
+            "version": 1,
+            "name": "kb",
+            "nodes": [
+                {"id": "search", "component": "Retriever", "params": {"paths": ["kb/*.md"], "k": 1}},
+                {"id": "context", "component": "Text"},
+            ],
+            "edges": [{"source": "search", "target": "context"}],
+            "tests": [{"name": "finds", "input": "word", "expect": {"contains": "[kb/"}}],
+        }
+    )
+    sandbox = test_sandbox.TestSandbox(REGISTRY, budget=30)
+    [passed] = sandbox.run(spec, Library().at(Files(docs)))
+    assert passed.passed, passed
+    [refused] = sandbox.run(spec, Library(limits=CorpusLimits(max_bytes=1024)).at(Files(docs)))
+    assert not refused.passed and "GITOPS_FLOW_KNOWLEDGE_MAX_BYTES" in refused.message, refused
+    [unfed] = sandbox.run(spec)  # a dry-build given no repository: the Retriever answers no documents
+    assert not unfed.passed and unfed.output == "", unfed
 
 
 def test_a_build_without_the_repository_or_past_its_deadline_is_refused() -> None:

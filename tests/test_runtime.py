@@ -20,6 +20,7 @@ from starlette.testclient import TestClient
 from gitops_flow.app import create_app
 from gitops_flow.components.base import Component
 from gitops_flow.config import Settings, langsmith_tracing
+from gitops_flow.exceptions import ConfigError
 from gitops_flow.observability.telemetry.tracing import Tracing
 from gitops_flow.runtime.lean.forms import Fallback, form_of
 from tests.gitrepo import Remote
@@ -123,7 +124,7 @@ def test_the_runtime_and_langsmith_tracing_come_from_the_environment() -> None:
     assert Settings.from_env({}).runtime == "lean"
     assert Settings.from_env({"GITOPS_FLOW_RUNTIME": "langchain"}).runtime == "langchain"
     assert Settings.from_env({"LANGSMITH_TRACING": "true"}).langsmith_tracing
-    with pytest.raises(ValueError, match="runtime"):
+    with pytest.raises(ConfigError, match="runtime"):
         Settings.from_env({"GITOPS_FLOW_RUNTIME": "fast"})
 
 

@@ -11,12 +11,13 @@ from pydantic import ValidationError
 from gitops_flow.cli import main as cli
 from gitops_flow.config import Settings
 from gitops_flow.security.policy import SecretPolicy
-from gitops_flow.security.providers import PROVIDER_KEYS, default_secret_names, providers_reading
+from gitops_flow.security.providers import PROVIDER_KEYS, PROVIDER_MODULES, default_secret_names, providers_reading
 
 
 def test_every_provider_of_init_chat_model_is_classified() -> None:
     """A langchain upgrade that adds a provider fails here until someone decides which variable is its key."""
     assert set(PROVIDER_KEYS) == set(_BUILTIN_PROVIDERS)
+    assert PROVIDER_MODULES == {p: spec[0].split(".")[0] for p, spec in _BUILTIN_PROVIDERS.items()}
 
 
 def test_the_default_names_are_provider_keys_and_nothing_of_the_machine() -> None:
@@ -154,3 +155,19 @@ def test_a_wrong_setting_is_a_usage_error_naming_the_entry() -> None:
         code = cli.main(["validate", "."], environ={"GITOPS_FLOW_SECRETS": "OPENAI_API_KEY,GITOPS_FLOW_ADMIN_TOKEN"})
     assert code == cli.EXIT_USAGE
     assert "allowed_secrets" in err.getvalue() and "'GITOPS_FLOW_ADMIN_TOKEN'" in err.getvalue()
+
+
+def test_each_provider_extra_installs_a_provider_package() -> None:
+    """`pip install 'gitops-flow[openai]'` and the others install the package ChatModel imports for that provider."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    extras = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    providers = {name: deps for name, deps in extras.items() if name not in ("redis", "otel", "dev")}
+    assert {"openai", "anthropic", "google", "ollama"} <= set(providers)
+    for name, deps in providers.items():
+        modules = {re.split(r"[<>=\[ ]", dep)[0].replace("-", "_") for dep in deps}
+        assert modules and modules <= set(PROVIDER_MODULES.values()), (name, modules)

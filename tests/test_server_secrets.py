@@ -23,6 +23,7 @@ from starlette.testclient import TestClient
 
 from gitops_flow.app import create_app
 from gitops_flow.cli import main as cli
+from gitops_flow.cli import process
 from gitops_flow.components.base import Component
 from gitops_flow.githost.github_webhook import sign
 from gitops_flow.stores.memory import MemoryStore
@@ -322,9 +323,11 @@ def test_no_secret_value_appears_in_any_answer_the_log_or_the_state(tmp_path: Pa
     components.write_text(COMPONENTS)
     webhook_secret = ENVIRONMENT["GITOPS_FLOW_WEBHOOK_SECRET"].encode()
     answers: list[httpx.Response] = []
-    # exception messages logged as raised (by default they are withheld): the scrubber alone keeps the key out
+    # exception messages logged as raised (by default they are withheld), and a failed run's traceback (logged at
+    # debug): the scrubber alone keeps the key out
     env = {**ENVIRONMENT, "GITOPS_FLOW_LOG_REQUEST_TEXT": "true"}
-    with serve_process(remote, tmp_path, env=env, args=["--components", str(components)]) as server:
+    args = ["--components", str(components), "--log-level", "debug"]
+    with serve_process(remote, tmp_path, env=env, args=args) as server:
         client = server.client
         attacks = {
             "reveal": reveal_flow(),
@@ -414,17 +417,24 @@ def test_a_failing_flow_that_quotes_its_secret_leaks_it_nowhere(
     registry = registry_with(
         Component("Leaky", leaky, "transform", "fails quoting its key", secrets=frozenset({"api_key"}))
     )
-    # exception messages logged as raised (by default they are withheld): the scrubber alone keeps the key out
+    # exception messages logged as raised (by default they are withheld), and a failed run's traceback (logged at
+    # debug): the scrubber alone keeps the key out
     config = settings(remote, tmp_path, allowed_secrets=("UPSTREAM_KEY",), log_request_text=True)
     app = create_app(config, store=MemoryStore(), registry=registry, secrets={"UPSTREAM_KEY": secret})
-    with caplog.at_level(logging.INFO), TestClient(app) as client:
-        server = Served(client, remote, app)
-        server.wait_ready()
-        response = server.invoke("leaky", "hello")
-        assert response.status_code == 500 and response.json()["error"]["code"] == "flow-failed"
-        streamed = client.post("/flows/leaky/stream", json={"input": "hello"}).text
-        assert "event: error" in streamed
-        views = client.get("/versions").text + client.get("/history").text + client.get("/readyz").text
+    filters = process.log_filters(config, app.state.server.scrubber)  # what `serve` puts on the process's logs
+    with caplog.at_level(logging.DEBUG):
+        process.add_log_filters(filters)  # caplog's handler is configured now: it gets them too
+        try:
+            with TestClient(app) as client:
+                server = Served(client, remote, app)
+                server.wait_ready()
+                response = server.invoke("leaky", "hello")
+                assert response.status_code == 500 and response.json()["error"]["code"] == "flow-failed"
+                streamed = client.post("/flows/leaky/stream", json={"input": "hello"}).text
+                assert "event: error" in streamed
+                views = client.get("/versions").text + client.get("/history").text + client.get("/readyz").text
+        finally:
+            process.remove_log_filters(filters)
     logged = caplog.text + "".join(r.exc_text or "" for r in caplog.records)
     for text in (response.text, streamed, views, logged):
         assert secret not in text

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +53,24 @@ def slow_flow(name: str, record: Path, tokens: int, interval: float) -> str:
     )
 
 
-@pytest.fixture
-def served(remote: Remote, tmp_path: Path) -> Any:
+def slow_name(route: str) -> str:
+    """Each route leaves its own slow flow, so that each call's record is its own on the shared server."""
+    return "slow-" + route.replace("_", "-")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServeProcess, Path]]:
+    """One server for the file: no test changes its repository, and each reads only the records of its own flow."""
+    tmp_path = tmp_path_factory.mktemp("sse")
+    remote = Remote.create(tmp_path)
     (tmp_path / "components.yaml").write_text(COMPONENTS)
     remote.commit(
         {
             # 1,000 tokens over 50 s: a call that is not cancelled goes on long after the test has looked
-            "flows/slow.json": slow_flow("slow", tmp_path / "slow.log", 1000, 0.05),
+            **{
+                f"flows/{slow_name(route)}.json": slow_flow(slow_name(route), tmp_path / f"{route}.log", 1000, 0.05)
+                for route in ROUTES
+            },
             # 3 tokens 0.5 s apart, with keep-alive comments every 0.1 s between them
             "flows/pausing.json": slow_flow("pausing", tmp_path / "pausing.log", 3, 0.5),
         },
@@ -96,9 +108,9 @@ def _leave_mid_stream(server: ServeProcess, path: str, body: dict[str, Any]) -> 
 def test_a_client_that_goes_away_cancels_its_model_call(served: Any, route: str) -> None:
     server, tmp_path = served
     path, body = ROUTES[route]
-    received = _leave_mid_stream(server, path.format(flow="slow"), body)
+    received = _leave_mid_stream(server, path.format(flow=slow_name(route)), body)
     assert received.startswith(b"HTTP/1.1 200")
-    record = tmp_path / "slow.log"
+    record = tmp_path / f"{route}.log"
     wait_until(lambda: len(_lines(record)) >= 2, timeout=10, what="the model call's end in its record")
     started, ended = _lines(record)
     assert started == "started"
@@ -181,7 +193,8 @@ def test_a_keep_alive_that_cannot_be_sent_ends_the_stream_and_closes_its_events(
 @pytest.mark.parametrize("value", ["-1", "nan", "86400", "often"])
 def test_a_keep_alive_interval_out_of_bounds_is_refused_by_name(value: str) -> None:
     from gitops_flow.config import Settings
+    from gitops_flow.exceptions import ConfigError
 
-    with pytest.raises(ValueError, match="sse_ping_interval"):
+    with pytest.raises(ConfigError, match="sse_ping_interval"):
         Settings.from_env({"GITOPS_FLOW_SSE_PING_INTERVAL": value})
     assert Settings.from_env({"GITOPS_FLOW_SSE_PING_INTERVAL": "0"}).sse_ping_interval == 0  # 0: no keep-alive

@@ -38,6 +38,7 @@ LOCATIONS: dict[str, tuple[str, int | None]] = {
     "bad-output": ("$.output", 4),
     "bad-param": ("$.nodes[0].params.temperature", 8),
     "bad-regex": ("$.tests[0].expect.matches", 9),
+    "unsupported-regex": ("$.tests[0].expect.matches", 9),  # a backreference: RE2 runs in linear time, without them
     "bad-template": ("$.nodes[0].params.messages[1][1]", 8),
     "build-failed": ("$.nodes[0].params", 6),
     "cycle": ("$.edges", 11),
@@ -97,6 +98,7 @@ REQUIRED_CODES = {
     "too-deep",
     "bad-fake",
     "bad-regex",
+    "unsupported-regex",
     "duplicate-test",
     "name-mismatch",
     "history-not-entry",

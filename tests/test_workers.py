@@ -364,3 +364,38 @@ def test_a_worker_that_keeps_dying_stops_the_server_and_workers_die_with_their_s
         w.server.process.kill()  # the supervisor dies without a word to its workers
         for pid in w.pids.values():
             wait_until(lambda p=pid: not _alive(p), timeout=20, what=f"worker {pid} to die with its supervisor")
+
+
+def test_workers_busy_in_c_code_die_with_their_supervisor(remote: Remote, tmp_path: Path) -> None:
+    """A worker held in C code (a flow's operator component matching a backtracking regex: the interpreter's lock
+    is never let go, so no Python signal handler runs) dies all the same when its supervisor is killed outright:
+    PR_SET_PDEATHSIG sends SIGKILL, which no process can ignore, not SIGTERM."""
+    components = tmp_path / "components.yaml"
+    components.write_text("components:\n  Hog:\n    target: tests.operator_components:hog\n    kind: transform\n")
+    hog = {"version": 1, "name": "hog", "nodes": [{"id": "hog", "component": "Hog"}]}
+    remote.publish({"flows/echo.json": echo_flow(), "flows/hog.json": json.dumps(hog)})
+    with workers(remote, tmp_path, args=["--components", str(components)]) as w:
+        busy = [threading.Thread(target=_call_hog, args=(w.server.url,), daemon=True) for _ in range(4)]
+        for thread in busy:
+            thread.start()
+        wait_until(lambda: any(_busy(pid) for pid in w.pids.values()), timeout=30, what="a worker busy in the regex")
+        w.server.process.kill()  # the supervisor dies without a word to its workers
+        for pid in w.pids.values():
+            wait_until(lambda p=pid: not _alive(p), timeout=10, what=f"busy worker {pid} to die with its supervisor")
+
+
+def _call_hog(url: str) -> None:
+    with contextlib.suppress(httpx.HTTPError):
+        httpx.post(f"{url}/flows/hog/invoke", json={"input": "x"}, timeout=30)
+
+
+def _busy(pid: int) -> bool:
+    """Whether ``pid`` keeps a core busy for a part of the next second (the hog's regex)."""
+    before = _cpu_seconds(pid)
+    time.sleep(1.0)
+    return _cpu_seconds(pid) - before > 0.05  # an idle worker spends nothing; the machine may be loaded
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

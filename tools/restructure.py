@@ -86,6 +86,15 @@ MOVES: dict[str, str] = {
     "traffic": "delivery.routing_table",
     "choosing": "delivery.choice",
     "attempts": "delivery.attempts",
+    "experiment": "experiments.report",
+    "posterior": "experiments.posterior",
+    "scores": "experiments.scores",
+    "ledger": "experiments.ledger",
+    "experiments_api": "server.experiments_api",
+    "langchain_internals": "components.langchain_internals",
+    "sandbox": "runtime.sandbox",
+    "sandboxhost": "runtime.sandbox_host",
+    "regexes": "flow.regexes",
     "brake": "guardrails.brake",
     "committext": "flow.commit_text",
     # githost/: every Git host, its webhooks in and its statuses out
@@ -329,9 +338,20 @@ def main() -> int:
         if old.endswith(".py") and names.count(Path(old).name) == 1 and Path(old).name != Path(new).name
     }
     print(f"moved {len(modules)} modules and {len(paths) - len(modules)} data folders")
+    if "--all" in sys.argv:  # after a merge: a branch of the old layout brought references to the old names
+        modules = {f"{PACKAGE}.{old}": f"{PACKAGE}.{new}" for old, new in MOVES.items()}
+        paths = {
+            **{
+                f"{PACKAGE}/{old.replace('.', '/')}.py": f"{PACKAGE}/{new.replace('.', '/')}.py"
+                for old, new in MOVES.items()
+            },
+            **{f"{PACKAGE}/{old}": f"{PACKAGE}/{new}" for old, new in DATA.items()},
+        }
+        bare = {}
     rewrite = Rewriter(modules, paths, bare)
     changed = 0
-    for path in _text_files() if paths else []:
+    only = {Path(arg) for arg in sys.argv[1:] if not arg.startswith("--")}  # --all FILE...: just those files
+    for path in (p for p in _text_files() if not only or p in only) if paths else []:
         text = path.read_text()
         new = rewrite(text)
         if path.name == "pyproject.toml":

@@ -20,6 +20,7 @@ from gitops_flow import __version__
 from gitops_flow.cli import remote as servercli
 from gitops_flow.cli import report
 from gitops_flow.components.knowledge import CorpusLimits, Knowledge, Library
+from gitops_flow.components.provider_packages import ProviderPackage, needed
 from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.config import Resolved, Settings
 from gitops_flow.exceptions import ConfigError, GitOpsFlowError, SourceError, UnknownVersion, UsageError
@@ -28,7 +29,8 @@ from gitops_flow.flow.locations import LineIndex
 from gitops_flow.flow.routing import ROUTING_FILE
 from gitops_flow.langflow.convert import slug
 from gitops_flow.problems import Problem
-from gitops_flow.runtime.flow_tests import CaseResult, run_flow_tests
+from gitops_flow.runtime.flow_tests import CaseResult
+from gitops_flow.runtime.sandbox import TestSandbox
 from gitops_flow.security.redaction import carries_credentials, redact
 from gitops_flow.stores.base import StateStore
 from gitops_flow.validation.documents import (
@@ -165,6 +167,13 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--server", default="http://127.0.0.1:8000", metavar="URL", help="the server's address")
     status.add_argument("--json", action="store_true", help="print the server's JSON as it is")
     status.set_defaults(handler=servercli.status)
+
+    text = "a flow's experiment: each arm's traffic and feedback, and per key whether the canary beats the primary"
+    experiment = commands.add_parser("experiment", help="show a flow's experiment report", description=text)
+    experiment.add_argument("flow", metavar="FLOW")
+    experiment.add_argument("--server", default="http://127.0.0.1:8000", metavar="URL", help="the server's address")
+    experiment.add_argument("--json", action="store_true", help="print the server's JSON as it is")
+    experiment.set_defaults(handler=servercli.experiment)
 
     for name, handler, text in (
         ("abort", servercli.abort, "stop a flow's canary at once, on every replica (needs GITOPS_FLOW_ADMIN_TOKEN)"),
@@ -311,7 +320,13 @@ def _validate(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     found = [p for r in reports for p in r.problems] + routing_problems
     if args.base is not None:
         found += _breaking(targets.flows, reports, args.base, registry)
-    print(report.problems(found, len(reports) + len(targets.routing), args.format), file=out)
+    packages: dict[str, tuple[ProviderPackage, list[str]]] = {}
+    for each in reports:
+        if each.spec is not None:
+            for package in needed((n.component, dict(n.params)) for n in each.spec.nodes):
+                packages.setdefault(package.distribution, (package, []))[1].append(each.spec.name)
+    needs = [packages[name] for name in sorted(packages)]
+    print(report.problems(found, len(reports) + len(targets.routing), args.format, needs), file=out)
     return EXIT_PROBLEMS if any(p.severity == "error" for p in found) else EXIT_OK
 
 
@@ -408,12 +423,15 @@ def _test(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     registry = ComponentRegistry.configured(settings)
     targets = collect(args.paths)
     reports, routing_problems = _check_all(targets, registry, settings)
+    # as the server runs them: in a child process, killed past the time limit (test-timeout) instead of hanging CI
+    sandbox = TestSandbox(
+        registry, budget=settings.test_budget, memory_mb=settings.test_memory_mb, processes=settings.test_processes
+    )
     results: list[CaseResult] = []
     library, trees = Library(limits=CorpusLimits.of(settings)), dict[Path, WorkingTree]()
     for path, file_report in zip(targets.flows, reports, strict=True):
         if file_report.ok and file_report.spec is not None:
-            knowledge = _knowledge(library, path, trees)
-            found = asyncio.run(run_flow_tests(file_report.spec, registry, knowledge=knowledge))
+            found = sandbox.run(file_report.spec, _knowledge(library, path, trees))
             lines = LineIndex(path.read_text(encoding="utf-8-sig")) if not all(r.passed for r in found) else None
             results += [r if lines is None else replace(r, line=lines.line(file_report.origin(r.path))) for r in found]
     invalid = [p for r in reports for p in r.problems] + routing_problems
@@ -523,7 +541,9 @@ def _init(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
 
 
 def _serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
-    from gitops_flow.cli import workers  # the server's imports are paid by `serve` only, not by every `validate` in CI
+    from gitops_flow.cli import (
+        workers,  # the server's imports are paid by `serve` only, not by every `validate` in CI
+    )
     from gitops_flow.stores import open_store
 
     if args.repo is not None and carries_credentials(args.repo):
@@ -542,12 +562,23 @@ def _serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     if count > 1:
         workers.check(settings)
         asyncio.run(_reach(open_store(settings.state, data_dir=settings.data_dir)))
+        _preflight(settings)
         return workers.Supervisor(settings, count).run()
     server = workers.server(settings)
     # an unusable state store is a clear error and exit 1 here, not a traceback from a failed start-up
     asyncio.run(_reach(open_store(settings.state, data_dir=settings.data_dir)))
+    _preflight(settings)
     server.run()
     return EXIT_OK if server.started else EXIT_PROBLEMS  # uvicorn has logged why it could not start
+
+
+def _preflight(settings: Settings) -> None:
+    """Refuse to start (ConfigError, exit 1) while a provider package the followed branch's flows need is missing."""
+    from gitops_flow.assembly import git_auth
+    from gitops_flow.components.registry import ComponentRegistry
+    from gitops_flow.delivery.preflight import check_packages
+
+    check_packages(settings, ComponentRegistry.configured(settings), git_auth(settings))
 
 
 async def _reach(store: StateStore) -> None:

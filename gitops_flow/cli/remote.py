@@ -126,6 +126,45 @@ def status(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     return EXIT_OK
 
 
+def experiment(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    """A flow's experiment report (GET /flows/FLOW/experiment), read with the token from the environment."""
+    data = _get(args.server, f"/flows/{urllib.parse.quote(args.flow, safe='')}/experiment", _token(settings))
+    if args.json:
+        print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode(), file=out)
+        return EXIT_OK
+    print(f"{data['flow']}: experiment {data['experiment']} (last {data['window_seconds']:.0f} s of traffic)", file=out)
+    for arm in data["arms"]:
+        p50, p99 = (f"{arm[k]:.0f} ms" if arm[k] is not None else "-" for k in ("p50_ms", "p99_ms"))
+        print(
+            f"  {arm['role']:<7} {arm['ref']} {str(arm['version'])[:12]} {arm['share'] * 100:.0f}%:"
+            f" {arm['requests']} requests, {arm['errors']} errors, p50 {p50}, p99 {p99}",
+            file=out,
+        )
+        for key, shown in arm["feedback"].items():
+            mean = f"{shown['mean']:.3f}" if shown["mean"] is not None else "-"
+            interval = shown["interval"]
+            within = f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else ""
+            print(f"    {key}: {shown['count']} scores, mean {mean}{within}", file=out)
+    for verdict in data["verdicts"]:
+        print(verdict_line(verdict, data["min_sample"]), file=out)
+    return EXIT_OK
+
+
+def verdict_line(verdict: Mapping[str, Any], min_sample: int) -> str:
+    """``liked: canary beats stable with probability 0.999 (lift +98.0%); winner canary``."""
+    key, canary, primary = verdict["key"], verdict["canary"], verdict["primary"]
+    if verdict["chance_to_beat"] is None:
+        return f"  {key}: {canary} against {primary}: not enough scores yet {verdict['counts']}"
+    lift = verdict["expected_lift"]
+    shown = f" (lift {lift * 100:+.1f}%)" if lift is not None else ""
+    line = f"  {key}: {canary} beats {primary} with probability {verdict['chance_to_beat']:.3f}{shown}; "
+    if verdict["winner"] is not None:
+        return line + f"winner {verdict['winner']} ({verdict['probability']:.3f})"
+    if not verdict["min_sample_reached"]:
+        return line + f"no winner yet: {min(verdict['counts'])} of {min_sample} scores in the smaller arm"
+    return line + f"no confident winner (leader {verdict['leader']} at {verdict['probability']:.3f})"
+
+
 def abort(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     return _operate(args, settings, out, "abort")
 

@@ -7,6 +7,7 @@ from typing import Literal
 
 import orjson
 
+from gitops_flow.components.provider_packages import ProviderPackage
 from gitops_flow.problems import Problem
 from gitops_flow.runtime.flow_tests import CaseResult
 
@@ -14,20 +15,43 @@ Format = Literal["text", "json", "github"]
 FORMATS: tuple[Format, ...] = ("text", "json", "github")
 
 
-def problems(found: Sequence[Problem], files: int, fmt: Format) -> str:
-    """The whole output of `gitops-flow validate`."""
+def problems(
+    found: Sequence[Problem], files: int, fmt: Format, packages: Sequence[tuple[ProviderPackage, list[str]]] = ()
+) -> str:
+    """The whole output of `gitops-flow validate`; ``packages``: the model provider packages the flows need where
+    they are served, each with the flows that need it."""
     errors = sum(p.severity == "error" for p in found)
     warnings = sum(p.severity == "warning" for p in found)
     summary = (
         f"{files} file{'s' if files != 1 else ''} checked: {_count(errors, 'error')}, {_count(warnings, 'warning')}"
     )
+    needs = [
+        f"needs {package.distribution} (model provider {package.provider!r}; {', '.join(flows)}): "
+        f"{package.install_hint()} where it is served ({'installed' if package.installed else 'not installed'} here)"
+        for package, flows in packages
+    ]
     if fmt == "json":
-        body = {"files": files, "errors": errors, "warnings": warnings, "problems": [p.as_dict() for p in found]}
+        body = {
+            "files": files,
+            "errors": errors,
+            "warnings": warnings,
+            "problems": [p.as_dict() for p in found],
+            "packages": [
+                {
+                    "package": package.distribution,
+                    "provider": package.provider,
+                    "install": package.install_hint(),
+                    "installed": package.installed,
+                    "flows": flows,
+                }
+                for package, flows in packages
+            ],
+        }
         return orjson.dumps(body, option=orjson.OPT_INDENT_2).decode()
     if fmt == "github":
         lines = [annotation(p.severity, p.file, p.line, f"{p.code}", f"{p.path}: {p.message}") for p in found]
-        return "\n".join([*lines, summary])
-    return "\n".join([*(p.describe() for p in found), summary])
+        return "\n".join([*lines, *needs, summary])
+    return "\n".join([*(p.describe() for p in found), *needs, summary])
 
 
 def results(found: Sequence[CaseResult], invalid: Sequence[Problem], files: dict[str, str], fmt: Format) -> str:
@@ -43,7 +67,14 @@ def results(found: Sequence[CaseResult], invalid: Sequence[Problem], files: dict
             "passed": passed,
             "failed": failed,
             "results": [
-                {"flow": r.flow, "case": r.case, "passed": r.passed, "message": r.message, "duration_ms": r.duration_ms}
+                {
+                    "flow": r.flow,
+                    "case": r.case,
+                    "passed": r.passed,
+                    "message": r.message,
+                    "duration_ms": r.duration_ms,
+                    **({} if r.passed else {"code": r.code}),
+                }
                 for r in found
             ],
             "problems": [p.as_dict() for p in errors],
@@ -53,7 +84,7 @@ def results(found: Sequence[CaseResult], invalid: Sequence[Problem], files: dict
     if fmt == "github":
         lines += [annotation("error", p.file, p.line, p.code, f"{p.path}: {p.message}") for p in errors]
         lines += [
-            annotation("error", files.get(r.flow, ""), r.line, f"test failed: {r.case}", r.message)
+            annotation("error", files.get(r.flow, ""), r.line, f"{_title(r.code)}: {r.case}", r.message)
             for r in found
             if not r.passed
         ]
@@ -63,8 +94,13 @@ def results(found: Sequence[CaseResult], invalid: Sequence[Problem], files: dict
             if result.passed:
                 lines.append(f"PASS {result.flow} :: {result.case} ({result.duration_ms:.1f} ms)")
             else:
-                lines.append(f"FAIL {result.flow} :: {result.case}: {result.message}")
+                code = "" if result.code == "test-failed" else f" [{result.code}]"
+                lines.append(f"FAIL {result.flow} :: {result.case}{code}: {result.message}")
     return "\n".join([*lines, summary])
+
+
+def _title(code: str) -> str:
+    return "test failed" if code == "test-failed" else code
 
 
 def annotation(severity: str, file: str, line: int | None, title: str, message: str) -> str:

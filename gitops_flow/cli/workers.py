@@ -15,7 +15,9 @@ The supervisor:
   server, with status 1 and the reason its log gave, as does a slot that dies more than RESTARTS_PER_MINUTE times in
   a minute;
 - on SIGTERM or SIGINT sends SIGTERM to every worker, which stops accepting and finishes the requests it has
-  (uvicorn's graceful shutdown), then exits 0;
+  (uvicorn's graceful shutdown), then SIGKILLs each worker's process group (a worker past its grace, and whatever
+  a worker started: its test sandbox's processes), then exits 0; a supervisor killed outright takes its workers
+  with it (PR_SET_PDEATHSIG with SIGKILL, which a worker busy in C code cannot ignore);
 - points prometheus_client's multiprocess mode at a folder of its own (PROMETHEUS_MULTIPROC_DIR), so /metrics of
   any worker counts every worker's requests (metrics.py); the folder is removed at exit.
 """
@@ -63,19 +65,24 @@ def server(settings: Settings, worker: Worker | None = None) -> uvicorn.Server:
     environment), logging as configured, and uvicorn with the bounds of listener.py."""
     import uvicorn
 
-    from gitops_flow.app import create_app
+    from gitops_flow.app import server_app
+    from gitops_flow.assembly import Server
+    from gitops_flow.cli import process
     from gitops_flow.observability.telemetry.tracing import Tracing, telemetry_secrets
     from gitops_flow.server.listener import ServerConfig
 
     tracing = Tracing.from_environ(os.environ)  # OpenTelemetry's own variables (OTEL_*): off unless an endpoint
-    app = create_app(
+    parts = Server(
         settings,
         secrets=settings.secret_policy().select(os.environ),
         tracing=tracing,
         private=telemetry_secrets(os.environ),
         worker=worker,
+        settle_heap=process.settle_heap if settings.freeze_heap else None,
     )
     logs.configure(settings.log_format, settings.log_level)
+    process.set_up(settings, parts.scrubber)  # once logging is configured: its handlers get the filters
+    app = server_app(parts)
     # uvicorn's loggers write through the same handler (no log config of its own), so its lines are JSON too
     return uvicorn.Server(ServerConfig(app, settings, log_level=settings.log_level, log_config=None))
 
@@ -83,10 +90,10 @@ def server(settings: Settings, worker: Worker | None = None) -> uvicorn.Server:
 def check(settings: Settings) -> None:
     """Make the app as a worker will, and drop it: a wrong setting (a credential, a components file) raises here,
     once, before any worker starts."""
-    from gitops_flow.app import create_app
+    from gitops_flow.assembly import Server
     from gitops_flow.observability.telemetry.tracing import telemetry_secrets
 
-    create_app(settings, secrets=settings.secret_policy().select(os.environ), private=telemetry_secrets(os.environ))
+    Server(settings, secrets=settings.secret_policy().select(os.environ), private=telemetry_secrets(os.environ))
 
 
 def bind(settings: Settings) -> socket.socket:
@@ -173,6 +180,7 @@ class Supervisor:
         process = slot.process
         assert process is not None and process.pid is not None
         code = process.exitcode
+        _kill_group(process)  # a worker that died leaves none of its children (its tests' processes) behind
         worker_gone(metrics_dir, process.pid)
         slot.process = None
         if code == STARTUP_FAILURE:
@@ -200,8 +208,8 @@ class Supervisor:
             process.join(max(0.0, deadline - time.monotonic()))
             if process.is_alive():
                 log.warning("worker pid %s did not stop within %ss; killing it", process.pid, self.grace)
-                process.kill()
-                process.join()
+            _kill_group(process)  # the worker, and what it started (its tests' children), gone with it
+            process.join()
 
 
 def _work(settings: Settings, sock: socket.socket, worker: Worker) -> None:
@@ -215,9 +223,20 @@ def _work(settings: Settings, sock: socket.socket, worker: Worker) -> None:
 
 
 def _die_with_parent() -> None:
-    """SIGTERM this process when the supervisor dies, even by SIGKILL (Linux's PR_SET_PDEATHSIG)."""
+    """SIGKILL this process when the supervisor dies, even by SIGKILL (Linux's PR_SET_PDEATHSIG). Not SIGTERM: a
+    process busy in C code holding the interpreter's lock never runs a Python signal handler, and a worker must
+    never outlive its supervisor; a supervisor that stops in order drains its workers with SIGTERM itself."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() == 1:  # the supervisor died before the line above ran
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _kill_group(process: BaseProcess) -> None:
+    """SIGKILL a worker's process group (its own, set at its start): the worker if it still runs, and every
+    process it started (the test sandbox's forkserver and children)."""
+    if process.pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)

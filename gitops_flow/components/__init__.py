@@ -2,4 +2,17 @@
 
 # the modules other packages use (the rest are this package's own); none is imported here, so importing one
 # module never loads the others
-__all__ = ["base", "credentials", "documents", "fake_answers", "knowledge", "model_calls", "registry", "textify"]
+__all__ = [
+    "base",
+    "breaker",
+    "credentials",
+    "documents",
+    "fake_answers",
+    "knowledge",
+    "model_calls",
+    "provider_errors",
+    "provider_packages",
+    "registry",
+    "sectioned_prompts",
+    "textify",
+]

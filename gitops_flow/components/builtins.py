@@ -3,15 +3,13 @@ chat history, with their registry records (BUILTIN_COMPONENTS)."""
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from itertools import cycle
 from typing import Annotated, Any, Literal
 
 from langchain_core.runnables import Runnable, RunnablePassthrough
-from pydantic import Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from gitops_flow.components.base import FAKE_MODEL, BuildContext, Component, ComponentKind, ParamIssue
 from gitops_flow.exceptions import BuildError
@@ -20,6 +18,9 @@ from gitops_flow.flow import prompts as templates
 ToolName = Literal["calculator", "current_date"]  # the agent's built-in tools (gitops_flow/components/agent.py)
 MAX_LATENCY_MS = 60_000  # FakeChatModel's latency_ms: what it waits before an answer, at most
 MAX_TOKEN_LATENCY_MS = 1_000  # and token_latency_ms, before each token (an answer waits 60 s in all at most)
+MAX_TIMEOUT = 3600.0  # a model's timeout: seconds one call to its provider may take, at most (LangFlow's is 700)
+MAX_RETRIES = 10  # a model's max_retries: the provider client's retries of one call, at most
+MAX_FALLBACKS = 5  # a ChatModel's fallbacks: other models tried in order, at most
 
 
 # -- built-in factories ----------------------------------------------------------------------------------------------
@@ -37,9 +38,14 @@ def passthrough(ctx: BuildContext) -> Runnable[Any, Any]:
 def prompt_template(
     ctx: BuildContext, *, template: str, template_format: TemplateFormat = "f-string"
 ) -> Runnable[Any, Any]:
-    """A text prompt; its ``{variables}`` are read from the node's input dict."""
+    """A text prompt; its ``{variables}`` are read from the node's input dict; a mustache section's key takes a list
+    (flow/prompts.py)."""
     from langchain_core.prompts import PromptTemplate
 
+    if template_format == "mustache" and templates.section_keys(template):
+        from gitops_flow.components.sectioned_prompts import SectionedPromptTemplate
+
+        return SectionedPromptTemplate.from_template(template, template_format="mustache")
     return PromptTemplate.from_template(template, template_format=template_format)
 
 
@@ -52,6 +58,14 @@ def chat_prompt_template(
     """A chat prompt from ``[role, template]`` pairs; ``["placeholder", "{history}"]`` inserts a message list."""
     from langchain_core.prompts import ChatPromptTemplate
 
+    sections = frozenset().union(*(templates.section_keys(text) for _, text in messages))
+    if template_format == "mustache" and sections:
+        from gitops_flow.components.sectioned_prompts import SectionedChatPromptTemplate
+
+        prompt = SectionedChatPromptTemplate.from_messages(list(messages), template_format="mustache")
+        assert isinstance(prompt, SectionedChatPromptTemplate), "from_messages makes its own class"
+        prompt.sections = sections
+        return prompt
     return ChatPromptTemplate.from_messages(list(messages), template_format=template_format)
 
 
@@ -81,36 +95,25 @@ def chat_model(
     max_tokens: int | None = None,
     top_p: float | None = None,
     stop: list[str] | None = None,
-    timeout: float | None = None,
-    max_retries: int | None = None,
+    timeout: Annotated[float, Field(gt=0, le=MAX_TIMEOUT)] | None = None,
+    max_retries: Annotated[int, Field(ge=0, le=MAX_RETRIES)] | None = None,
+    fallbacks: Annotated[list[Annotated[str, Field(min_length=1)] | Fallback], Field(max_length=MAX_FALLBACKS)]
+    | None = None,
     base_url: str | None = None,
     api_key: str | None = None,
     model_kwargs: dict[str, JsonValue] | None = None,
 ) -> Runnable[Any, Any]:
-    """Any chat model that ``langchain.chat_models.init_chat_model`` knows, when its provider package is installed."""
-    from langchain.chat_models.base import _BUILTIN_PROVIDERS, init_chat_model
+    """Any chat model that ``langchain.chat_models.init_chat_model`` knows, when its provider package is installed.
 
+    ``timeout`` (seconds) and ``max_retries`` go to the provider's client. ``fallbacks`` are other models tried in
+    order when a call fails, as LangChain's ``with_fallbacks``: ``provider:model``, or an object (Fallback) that may
+    also set its own ``base_url`` (allowed as the node's is), ``timeout``, ``max_retries``, ``temperature`` and
+    ``max_tokens``. A fallback of the node's provider takes the node's settings and ``api_key`` (and its
+    ``base_url`` unless it names its own); one of another provider takes only the plain settings (its key is read
+    as the provider's client reads it). A provider whose client takes an httpx client calls through the endpoint's
+    circuit breaker (breaker.py) when the build has ``breakers``, and one that can count a stream's tokens is asked
+    to (``stream_usage``: OpenAI's ``stream_options.include_usage``)."""
     provider, name = provider_of(model, model_provider)
-    if provider not in _BUILTIN_PROVIDERS:
-        raise BuildError(
-            f"unknown model provider {provider!r}; known: {', '.join(sorted(_BUILTIN_PROVIDERS))}", code="bad-param"
-        )
-    package = _BUILTIN_PROVIDERS[provider][0].split(".")[0]
-    if importlib.util.find_spec(package) is None:
-        if not ctx.dry_run:
-            raise BuildError(
-                f"model provider {provider!r} needs the package {package.replace('_', '-')!r}, which is not installed",
-                code="component-unavailable",
-            )
-        ctx.note(
-            "provider-not-installed",
-            f"{package.replace('_', '-')} is not installed here, so model node {ctx.node_id!r} was checked by its "
-            "parameters only",
-            severity="warning",
-        )
-        from gitops_flow.components.agent import fake_tool_model
-
-        return fake_tool_model([""])  # a stand-in that can also be given tools, for an agent's dry-build
     given = {
         "temperature": temperature,
         "max_tokens": max_tokens,
@@ -124,7 +127,109 @@ def chat_model(
     kwargs: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     if model_kwargs:
         kwargs["model_kwargs"] = dict(model_kwargs)
-    return typing.cast("Runnable[Any, Any]", init_chat_model(name, model_provider=provider, **kwargs))
+    primary = _one_model(ctx, provider, name, kwargs)
+    if not fallbacks:
+        return primary
+    others = []
+    for each in fallbacks:
+        spec = each if isinstance(each, Fallback) else Fallback(model=each)
+        other, other_name = provider_of(spec.model, spec.model_provider)
+        own = kwargs if other == provider else {k: v for k, v in kwargs.items() if k not in _ENDPOINT}
+        own = {**own, **spec.model_dump(exclude_none=True, exclude={"model", "model_provider"})}
+        others.append(_one_model(ctx, other, other_name, own))
+    return primary.with_fallbacks(others)
+
+
+def _one_model(ctx: BuildContext, provider: str, name: str, kwargs: dict[str, Any]) -> Runnable[Any, Any]:
+    from langchain.chat_models.base import init_chat_model
+
+    from gitops_flow.components.provider_packages import package_of, provider_class
+
+    package = package_of(provider)
+    if not package.installed:
+        if not ctx.dry_run:
+            raise BuildError(
+                f"model provider {provider!r} needs the package {package.distribution!r}, which is not installed "
+                f"({package.install_hint()})",
+                code="component-unavailable",
+            )
+        ctx.note(
+            "provider-not-installed",
+            f"{package.distribution} is not installed here, so model node {ctx.node_id!r} was checked by its "
+            f"parameters only ({package.install_hint()} on the server)",
+            severity="warning",
+        )
+        from gitops_flow.components.agent import fake_tool_model
+
+        return fake_tool_model([""])  # a stand-in that can also be given tools, for an agent's dry-build
+    fields = getattr(provider_class(provider), "model_fields", {})
+    extra: dict[str, Any] = {}
+    if "stream_usage" in fields:
+        extra["stream_usage"] = True  # a custom base_url turns LangChain's default off; the budgets need the count
+    if "http_async_client" in fields and ctx.breakers is not None and not ctx.dry_run:
+        breaker = ctx.breakers.for_endpoint(f"{provider} {kwargs.get('base_url') or 'default'}")
+        if breaker is not None:
+            from gitops_flow.components.breaker import guarded_client
+
+            extra["http_async_client"] = guarded_client(breaker)
+    try:
+        made = init_chat_model(name, model_provider=provider, **kwargs, **extra)
+    except Exception as exc:  # a provider's client refusing to be made (no key in reach, say): its own classes
+        if not ctx.dry_run:
+            raise BuildError(
+                f"the {provider} model could not be made: {type(exc).__name__}: {_first_line(exc)}",
+                code="build-failed",
+            ) from None
+        ctx.note(
+            "provider-not-configured",
+            f"the {provider} client of model node {ctx.node_id!r} could not be made here ({type(exc).__name__}), "
+            "so it was checked by its parameters only",
+            severity="warning",
+        )
+        from gitops_flow.components.agent import fake_tool_model
+
+        return fake_tool_model([""])
+    return typing.cast("Runnable[Any, Any]", made)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:200] if lines else ""
+
+
+class Fallback(BaseModel):
+    """One of a ChatModel's ``fallbacks`` written as an object: its model and what it sets of its own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: Annotated[str, Field(min_length=1)]
+    model_provider: str | None = None
+    base_url: str | None = None
+    timeout: Annotated[float, Field(gt=0, le=MAX_TIMEOUT)] | None = None
+    max_retries: Annotated[int, Field(ge=0, le=MAX_RETRIES)] | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+
+
+_ENDPOINT = ("base_url", "api_key", "model_kwargs")  # what a fallback of another provider never takes from the node
+
+
+def _chat_model_check(params: Mapping[str, Any]) -> list[ParamIssue]:
+    """Each of a ChatModel's ``fallbacks`` names a model of a known provider, and no URL."""
+    from gitops_flow.components.provider_packages import package_of
+
+    issues: list[ParamIssue] = []
+    for index, each in enumerate(params.get("fallbacks") or ()):
+        model, model_provider = (each.model, each.model_provider) if isinstance(each, Fallback) else (each, None)
+        where: tuple[str | int, ...] = ("fallbacks", index) + (("model",) if isinstance(each, Fallback) else ())
+        if "://" in model:
+            issues.append((where, "bad-param", "a fallback names a model ('provider:model'), never a URL"))
+            continue
+        try:
+            package_of(provider_of(model, model_provider)[0])
+        except BuildError as exc:
+            issues.append((where, "bad-param", f"fallback {model!r}: {exc}"))
+    return issues
 
 
 def provider_of(model: str, model_provider: str | None) -> tuple[str, str]:
@@ -134,9 +239,9 @@ def provider_of(model: str, model_provider: str | None) -> tuple[str, str]:
     provider, sep, name = model.partition(":")
     if sep:
         return provider, name
-    from langchain.chat_models.base import _attempt_infer_model_provider
+    from gitops_flow.components import langchain_internals
 
-    inferred = _attempt_infer_model_provider(model)
+    inferred = langchain_internals.inferred_provider(model)
     if inferred is None:
         raise BuildError(
             f"cannot tell the provider of model {model!r}; write it as 'provider:model' (e.g. 'openai:gpt-4o-mini')",
@@ -172,8 +277,8 @@ def tool_agent(
     model_provider: str | None = None,
     temperature: float | None = None,
     max_tokens: int | None = None,
-    timeout: float | None = None,
-    max_retries: int | None = None,
+    timeout: Annotated[float, Field(gt=0, le=MAX_TIMEOUT)] | None = None,
+    max_retries: Annotated[int, Field(ge=0, le=MAX_RETRIES)] | None = None,
     base_url: str | None = None,
     api_key: str | None = None,
     model_kwargs: dict[str, JsonValue] | None = None,
@@ -317,7 +422,14 @@ BUILTIN_COMPONENTS = (
         "A chat prompt from [role, template] pairs.",
         check=_chat_prompt_check,
     ),
-    _builtin("ChatModel", chat_model, "model", "A chat model of any provider init_chat_model knows.", ["api_key"]),
+    _builtin(
+        "ChatModel",
+        chat_model,
+        "model",
+        "A chat model of any provider init_chat_model knows.",
+        ["api_key"],
+        check=_chat_model_check,
+    ),
     _builtin(FAKE_MODEL, fake_chat_model, "model", "Answers the given responses in turn; for demos and tests."),
     _builtin(
         "Agent", tool_agent, "agent", "A chat model that calls built-in tools (calculator, current_date).", ["api_key"]

@@ -68,6 +68,29 @@ def check(
                     path=json_path([*base, "api_key"]),
                 )
             )
+    problems += _endpoint_problems(params, list(base), policy)
+    for index, fallback in enumerate(params.get("fallbacks") or ()):
+        if isinstance(fallback, dict):  # one of its own endpoint: allowed for its provider as the node's is
+            problems += _endpoint_problems(fallback, [*base, "fallbacks", index], policy)
+    kwargs = params.get("model_kwargs")
+    if isinstance(kwargs, dict):
+        problems += [
+            Problem(
+                code="redirect-kwarg",
+                message=f"model_kwargs key {arg!r} could send the request, and its credential, elsewhere; set "
+                "base_url (which the operator allows) or api_key instead",
+                path=json_path([*base, "model_kwargs", arg]),
+            )
+            for arg in kwargs
+            if _REDIRECTING.search(arg)
+        ]
+    return problems
+
+
+def _endpoint_problems(params: Mapping[str, Any], base: list[str | int], policy: SecretPolicy) -> list[Problem]:
+    """A model's ``base_url`` is one the operator allows for its provider, and its model name is no URL."""
+    problems: list[Problem] = []
+    provider = _provider(params)
     base_url = params.get("base_url")
     if isinstance(base_url, str) and base_url and not policy.allows_base_url(base_url, provider):
         problems.append(
@@ -88,18 +111,6 @@ def check(
                 path=json_path([*base, "model"]),
             )
         )
-    kwargs = params.get("model_kwargs")
-    if isinstance(kwargs, dict):
-        problems += [
-            Problem(
-                code="redirect-kwarg",
-                message=f"model_kwargs key {arg!r} could send the request, and its credential, elsewhere; set "
-                "base_url (which the operator allows) or api_key instead",
-                path=json_path([*base, "model_kwargs", arg]),
-            )
-            for arg in kwargs
-            if _REDIRECTING.search(arg)
-        ]
     return problems
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from gitops_flow.components.documents import readable
 from gitops_flow.config import Settings
 
 if TYPE_CHECKING:
@@ -145,6 +146,45 @@ class Knowledge:
 
     files: RepoFiles
     library: Library
+
+
+class Documents:
+    """Some files of a repository held in memory (a RepoFiles that pickles): what the test sandbox's child process
+    is given of the documents a flow's Retrievers read (``of``)."""
+
+    def __init__(self, contents: Mapping[str, tuple[str, bytes]]) -> None:
+        self._contents = dict(contents)  # path -> (content id, the bytes read)
+
+    @classmethod
+    def of(cls, files: RepoFiles, patterns: Sequence[str], limits: CorpusLimits) -> Documents:
+        """The readable documents of ``files`` that ``patterns`` match, read within ``limits`` as a Retriever reads
+        them: reading stops at the first file past ``limits.max_files`` or past ``limits.max_bytes`` in all (that
+        file kept, cut at one byte over), so a Retriever over these refuses the corpus as it would over ``files``.
+        A file that cannot be read is left out."""
+        contents: dict[str, tuple[str, bytes]] = {}
+        total = 0
+        for path, content_id in matching(files.files(), [p for p in patterns if path_problem(p) is None]).items():
+            if not readable(path):
+                continue
+            try:
+                raw = files.read(path, max_bytes=max(limits.max_bytes - total, 0))
+            except KeyError:
+                continue
+            contents[path] = (content_id, raw)
+            total += len(raw)
+            if total > limits.max_bytes or len(contents) > limits.max_files:
+                break
+        return cls(contents)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(raw) for _, raw in self._contents.values())
+
+    def files(self) -> Mapping[str, str]:
+        return {path: content_id for path, (content_id, _) in self._contents.items()}
+
+    def read(self, path: str, *, max_bytes: int) -> bytes:
+        return self._contents[path][1][: max_bytes + 1]  # KeyError: not held
 
 
 def path_problem(pattern: str) -> str | None:

@@ -3,9 +3,12 @@ and ``astream`` do (ids, ``response_metadata``, the closing empty chunk, the err
 callback manager, a run tree or a config merge per call.
 
 Which models qualify is decided once, at build time (``leanable``): a plain ``BaseChatModel`` whose invoke and
-stream machinery is LangChain's own, with no callbacks or verbosity of its own and the v0 output format. What can
+stream machinery is LangChain's own, with no callbacks or verbosity of its own and the v0 output format, while
+LangChain's private hooks it calls are as expected (components/langchain_internals.py); any other model is called
+through its public ``ainvoke``/``astream`` (``Model`` in lean.forms). What can
 change between calls (an LLM cache set globally, a model that streams even when invoked) is checked on every call by
-``LeanModel.direct``; the caller runs the model's own runnable when it says no.
+``LeanModel.direct``; the caller runs the model's own runnable when it says no. Without the hooks, a standard
+model is still a lean node, whose every call says no (``private=False``).
 """
 
 from __future__ import annotations
@@ -15,12 +18,12 @@ from typing import Any
 
 from langchain_core.globals import get_llm_cache
 from langchain_core.language_models import BaseChatModel
-from langchain_core.language_models._utils import _normalize_messages
-from langchain_core.language_models.chat_models import _gen_info_and_msg_metadata
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.utils.utils import LC_ID_PREFIX
 from langchain_core.utils.uuid import uuid7
+
+from gitops_flow.components import langchain_internals as internals
 
 Report = Callable[[LLMResult, str | None], None]  # what a model call reports: its result and the model's name
 
@@ -29,11 +32,15 @@ Report = Callable[[LLMResult, str | None], None]  # what a model call reports: i
 _REPRODUCED = ("ainvoke", "astream", "agenerate", "agenerate_prompt", "_agenerate_with_cache", "_convert_input")
 
 
+def standard(model: Any) -> bool:
+    """Whether ``model`` is a BaseChatModel whose invoke and stream machinery is LangChain's own: what its
+    ``ainvoke``/``astream`` give is then what ``LeanModel`` reproduces (its chunks add up, its answer is a message)."""
+    return isinstance(model, BaseChatModel) and internals.reproduced_unchanged(model, _REPRODUCED)
+
+
 def leanable(model: Any) -> bool:
     """Whether ``model`` can be called directly: see the module's docstring."""
-    if not isinstance(model, BaseChatModel):
-        return False
-    if any(getattr(type(model), name) is not getattr(BaseChatModel, name) for name in _REPRODUCED):
+    if not internals.HOOKS.chat_model or not standard(model):
         return False
     # tags and metadata only reach callbacks, which the lean path has none of; a model's own callbacks (or verbose
     # printing) are effects of its own, kept by running it through its runnable
@@ -44,27 +51,30 @@ class LeanModel:
     """One model node's calls. ``report`` (when given to a call) hears the call's result, as LangChain's
     ``on_llm_end`` would: what token budgets count."""
 
-    def __init__(self, model: BaseChatModel) -> None:
+    def __init__(self, model: BaseChatModel, *, private: bool = True) -> None:
         self.model = model
+        self.private = private  # False: every call goes through the model's public ainvoke/astream
         self._name: str | None = None
         self._named = False
 
     def direct(self, *, streaming: bool) -> bool:
         """Whether this call can skip the runnable: no LLM cache applies, and an invoke would not stream."""
         model = self.model
+        if not self.private:
+            return False
         if model.cache is not False and (model.cache is not None or get_llm_cache() is not None):
             return False
-        return streaming or not model._should_stream(async_api=True)
+        return streaming or not internals.should_stream(model, async_api=True)
 
     def name(self) -> str | None:
         """The model's name as LangChain's tracing metadata gives it (``ls_model_name``), read once."""
         if not self._named:
-            found = self.model._get_ls_params().get("ls_model_name")
+            found = internals.model_name(self.model)
             self._name, self._named = (str(found) if found else None), True
         return self._name
 
     def _messages(self, value: Any) -> list[BaseMessage]:
-        return _normalize_messages(self.model._convert_input(value).to_messages())
+        return internals.messages_of(self.model, value)
 
     async def invoke(self, value: Any, report: Report | None = None) -> AIMessage:
         """What ``model.ainvoke(value)`` answers (``direct(streaming=False)`` having said yes)."""
@@ -72,12 +82,12 @@ class LeanModel:
         messages = self._messages(value)
         if model.rate_limiter:
             await model.rate_limiter.aacquire(blocking=True)
-        result = await model._agenerate(messages, stop=None)
+        result = await internals.agenerate(model, messages)
         run_id = f"{LC_ID_PREFIX}-{uuid7()}"  # a run id as LangChain makes one
         for index, generation in enumerate(result.generations):
             if generation.message.id is None:
                 generation.message.id = f"{run_id}-{index}"
-            generation.message.response_metadata = _gen_info_and_msg_metadata(generation)
+            generation.message.response_metadata = internals.response_metadata(generation)
         if len(result.generations) == 1 and result.llm_output is not None:
             first = result.generations[0].message
             first.response_metadata = {**result.llm_output, **first.response_metadata}
@@ -91,7 +101,7 @@ class LeanModel:
         """What ``model.astream(value)`` yields: the chunks as the model makes them (no copy), each with the
         stream's id and its response metadata, then an empty last chunk when the model did not mark one."""
         model = self.model
-        if not model._should_stream(async_api=True, stream=True):
+        if not internals.should_stream(model, async_api=True, stream=True):
             yield await self.invoke(value, report)  # astream falls back to ainvoke, and yields its message
             return
         messages = self._messages(value)
@@ -100,12 +110,12 @@ class LeanModel:
         run_id = f"{LC_ID_PREFIX}-{uuid7()}"  # a run id as LangChain makes one
         last: Any = None
         inputs = outputs = 0
-        async for chunk in model._astream(messages, stop=None):
+        async for chunk in internals.astream(model, messages):
             message = chunk.message
             if message.id is None:
                 message.id = run_id
             if chunk.generation_info:  # otherwise the merged metadata equals the message's own
-                message.response_metadata = _gen_info_and_msg_metadata(chunk)
+                message.response_metadata = internals.response_metadata(chunk)
             usage = getattr(message, "usage_metadata", None)
             if usage and report is not None:
                 inputs += int(usage.get("input_tokens") or 0)

@@ -43,6 +43,11 @@ class ComponentRegistry:
         self._param_models: dict[str, type[BaseModel] | None] = {}
         self._secrets: dict[str, tuple[frozenset[str], dict[str, tuple[str, ...]]]] = {}
 
+    def __reduce__(self) -> tuple[type[ComponentRegistry], tuple[list[Component]]]:
+        """Pickled as its components only (the test sandbox sends a registry to its child process): the caches of
+        parameter models are built again there, from classes made at run time that do not pickle."""
+        return (type(self), (list(self._components.values()),))
+
     @classmethod
     def builtin(cls) -> ComponentRegistry:
         return cls(BUILTIN_COMPONENTS)

@@ -143,7 +143,7 @@ async def fetch_now(request: Request) -> Response:
         else:
             detail = "nothing new"
         try:
-            await reconciler.note("fetch", trigger, detail=detail)
+            await reconciler.fetched(trigger, detail)
         except StoreError as exc:
             raise ConsoleError(503, f"fetched, but the history could not be written: {exc}") from None
     except ConsoleError as exc:

@@ -21,6 +21,7 @@ from gitops_flow.delivery.published import SourceState
 from gitops_flow.delivery.routing_table import Route, RoutingTable, Target
 from gitops_flow.delivery.versions import Version
 from gitops_flow.stores.base import Record
+from gitops_flow.stores.events import DeployEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +120,7 @@ def pending(
     table: RoutingTable,
     status: SourceState,
     versions: Iterable[Version],
-    events: Sequence[Record],
+    events: Sequence[DeployEvent],
     aborts: Mapping[str, Record],
     *,
     reader: bool,
@@ -188,12 +189,12 @@ def _same_build(target: Target, build: str, flow: str, blob: str | None) -> bool
     return blob is not None and theirs == blob
 
 
-def _refused(table: RoutingTable, events: Sequence[Record], *, reader: bool) -> list[RefusedTag]:
+def _refused(table: RoutingTable, events: Sequence[DeployEvent], *, reader: bool) -> list[RefusedTag]:
     found: dict[str, RefusedTag] = {}
     for event in events:  # newest first: the first word on each tag is the latest
-        if event.get("event") != "ref-refused" or not isinstance(event.get("ref"), str):
+        if event["event"] != "ref-refused" or not isinstance(event.get("ref"), str):
             continue
-        tag, sha = str(event["ref"]), str(event.get("sha") or "")
+        tag, sha = event["ref"], event["sha"] or ""
         if tag in found or table.refs.get(tag) != sha:
             continue  # told already, or the tag has moved since
         where = f"{sha[:12]}, " if reader else "a commit "

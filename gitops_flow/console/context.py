@@ -23,6 +23,7 @@ from gitops_flow.security.policy import SecretPolicy
 from gitops_flow.server.endpoints import Deps
 from gitops_flow.server.views import STORE_UNAVAILABLE, unmerged_hidden
 from gitops_flow.stores.base import Record
+from gitops_flow.stores.events import DeployEvent
 
 log = logging.getLogger("gitops_flow.server")
 
@@ -50,7 +51,7 @@ class Facts:
     """What every page reads from the store (None and an error when the store is away)."""
 
     aborts: dict[str, Record]
-    events: list[Record]
+    events: list[DeployEvent]
     store_error: str | None
 
 
@@ -94,7 +95,7 @@ class Console:
         stopped = {key: record for key, record in aborts.items() if not key.startswith(RESUMED_PREFIX)}
         return Facts(stopped, found, None)
 
-    async def older(self, before: int | None, limit: int = HISTORY_READ) -> tuple[list[Record], int | None]:
+    async def older(self, before: int | None, limit: int = HISTORY_READ) -> tuple[list[DeployEvent], int | None]:
         """A page of the history: ``limit`` events numbered below ``before`` (the newest without it), and the number
         the next page starts below (None on the last). Raises StoreError."""
         rows = await self.deps.store.events(limit + 1, before=before)
@@ -102,7 +103,7 @@ class Console:
         rows = rows[:limit]
         return [event for _, event in rows], rows[-1][0] if more and rows else None
 
-    def shown(self, events: list[Record], *, reader: bool) -> list[Record]:
+    def shown(self, events: list[DeployEvent], *, reader: bool) -> list[DeployEvent]:
         """Events as /history shows them to this viewer: without a token, the shas of unmerged commits hidden."""
         if reader:
             return events

@@ -17,6 +17,7 @@ from gitops_flow.console.overview import FlowRow
 from gitops_flow.console.trail import Entry, Filter, entries
 from gitops_flow.delivery.routing_table import RoutingTable
 from gitops_flow.delivery.versions import Version
+from gitops_flow.stores.events import DeployEvent
 
 MAX_VERSIONS = 60  # versions listed on a flow's page
 
@@ -64,7 +65,7 @@ async def flow_page(
     table: RoutingTable,
     versions: Iterable[Version],
     documents: Documents,
-    events: Sequence[Mapping[str, Any]],
+    events: Sequence[DeployEvent],
     *,
     kind_of: Callable[[str], str | None],
     scrub: Callable[[Any], Any],

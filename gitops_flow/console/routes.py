@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
+from gitops_flow.cli.remote import verdict_line
 from gitops_flow.console.access import ConsoleError, Viewer, console, context, may_read, page, viewer
 from gitops_flow.console.actions import abort, fetch_now, login, login_form, logout, resume
 from gitops_flow.console.feed import Full
@@ -23,6 +24,7 @@ from gitops_flow.console.renderer import static
 from gitops_flow.console.trail import KINDS, Filter, entries
 from gitops_flow.exceptions import StoreError
 from gitops_flow.server.edge import json_response
+from gitops_flow.server.experiments_api import flow_report
 from gitops_flow.server.views import STORE_UNAVAILABLE
 
 log = logging.getLogger("gitops_flow.server")
@@ -153,7 +155,14 @@ async def flow_page_view(request: Request, who: Viewer) -> Response:
         )
     except BadChoice as exc:
         raise ConsoleError(400, str(exc)) from None
-    return desk.pages.render("flow.html", context(request, who, page=found, view=view))
+    try:
+        experiment = await flow_report(desk.deps, name)
+    except StoreError as exc:  # the page still shows the rest; the log says why
+        log.warning("the experiment of flow %s could not be read: %s", name, exc)
+        experiment = None
+    verdicts = [verdict_line(v, experiment["min_sample"]).strip() for v in experiment["verdicts"]] if experiment else []
+    shown = context(request, who, page=found, view=view, experiment=experiment, verdicts=verdicts)
+    return desk.pages.render("flow.html", shown)
 
 
 def _sha(value: str | None) -> str | None:

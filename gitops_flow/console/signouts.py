@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 
 from gitops_flow.console.auth import Session, Sessions
-from gitops_flow.stores.base import StateStore
+from gitops_flow.stores.base import SampleStore
 
 _KEY = "signout:"
 _FIELD = "out"
@@ -24,7 +24,7 @@ _SLACK = 60.0  # seconds a sign-out is kept past its session's expiry, for clock
 class SignOuts:
     """The sign-outs of one server's console: ``record`` one, ask whether a session is ``signed_out``."""
 
-    def __init__(self, store: StateStore, sessions: Sessions, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: SampleStore, sessions: Sessions, *, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.sessions = sessions
         self.clock = clock

@@ -7,20 +7,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-KINDS = (
-    "deployed",
-    "rolled-back",
-    "failed",
-    "built",
-    "tag-moved",
-    "aborted",
-    "resumed",
-    "fetch",
-    "yanked",
-    "ref-refused",
-    "rewritten",
-    "retired",
-)
+from gitops_flow.stores.events import KINDS as EVENT_KINDS
+from gitops_flow.stores.events import DeployEvent
+
+KINDS = EVENT_KINDS  # the order the kind filter lists them in
 MAX_SHOWN = 200  # events on one page
 _ACTIONS = ("aborted", "resumed", "fetch")
 
@@ -33,7 +23,7 @@ class Filter:
     ref: str | None = None
     kind: str | None = None
 
-    def matches(self, event: Mapping[str, Any]) -> bool:
+    def matches(self, event: DeployEvent) -> bool:
         if self.kind is not None and event.get("event") != self.kind:
             return False
         if self.ref is not None and event.get("ref") != self.ref:
@@ -56,10 +46,11 @@ class Entry:
     problems: tuple[Mapping[str, Any], ...]
 
 
-def flows_of(event: Mapping[str, Any]) -> tuple[str, ...]:
+def flows_of(event: DeployEvent) -> tuple[str, ...]:
     """The flows an event is about: its ``flow``, or the flows its commit changed (and those that failed there)."""
-    if isinstance(event.get("flow"), str):
-        return (event["flow"],)
+    flow = event.get("flow")
+    if isinstance(flow, str):
+        return (flow,)
     names = [*_names(event.get("changed")), *_names(event.get("failed_flows"))]
     return tuple(dict.fromkeys(names))
 
@@ -68,12 +59,12 @@ def _names(value: Any) -> list[str]:
     return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
 
-def entries(events: Sequence[Mapping[str, Any]], chosen: Filter, limit: int = MAX_SHOWN) -> list[Entry]:
+def entries(events: Sequence[DeployEvent], chosen: Filter, limit: int = MAX_SHOWN) -> list[Entry]:
     """The events ``chosen`` keeps, newest first (as given), at most ``limit``."""
     return [entry(e) for e in events if chosen.matches(e)][:limit]
 
 
-def entry(event: Mapping[str, Any]) -> Entry:
+def entry(event: DeployEvent) -> Entry:
     kind = str(event.get("event", "?"))
     trigger = str(event.get("trigger") or "")
     if kind in _ACTIONS:  # an operator's doing (or the guard's): who is whoever did it, not the commit's author
@@ -84,35 +75,36 @@ def entry(event: Mapping[str, Any]) -> Entry:
         time=float(event.get("time") or 0.0),
         kind=kind,
         flows=flows_of(event),
-        ref=event["ref"] if isinstance(event.get("ref"), str) else None,
-        sha=event["sha"] if isinstance(event.get("sha"), str) and event["sha"] else None,
+        ref=ref if isinstance(ref := event.get("ref"), str) else None,
+        sha=sha if isinstance(sha := event.get("sha"), str) and sha else None,
         who=who,
         what=what(event),
         trigger=trigger,
-        problems=tuple(p for p in event.get("problems") or () if isinstance(p, Mapping)),
+        problems=tuple(p for p in event["problems"] if isinstance(p, Mapping)) if event["event"] == "failed" else (),
     )
 
 
-def what(event: Mapping[str, Any]) -> str:
+def what(event: DeployEvent) -> str:
     """One line on what an event was about (the same words as `gitops-flow history`)."""
     kind = event.get("event")
     if kind == "tag-moved":
         before, after = event.get("before"), event.get("after")
         return f"tag {event.get('ref')}: {_short(before) or '(new)'} → {_short(after) or '(deleted)'}"
-    if kind in ("aborted", "resumed"):
-        figures = f" ({event['requests']} requests, {event.get('errors', 0)} failed)" if "requests" in event else ""
-        why = f": {event['reason']}" if event.get("reason") else ""
+    if event["event"] == "aborted" or event["event"] == "resumed":
+        requests, reason = event.get("requests"), event.get("reason")
+        figures = f" ({requests} requests, {event.get('errors', 0)} failed)" if requests is not None else ""
+        why = f": {reason}" if reason else ""
         return f"{event.get('flow', '?')} on {event.get('ref')}{why}{figures}"
     if kind == "fetch":
         return str(event.get("detail") or "")
-    if kind == "failed" and event.get("flow"):
+    if event["event"] == "failed" and (flow := event.get("flow")):
         serving = event.get("serving")
-        return f"{event['flow']} failed, " + (f"serving {_short(serving)}" if serving else "not served")
+        return f"{flow} failed, " + (f"serving {_short(serving)}" if serving else "not served")
     text = str(event.get("message") or event.get("detail") or "")
-    if event.get("restores"):
-        text += f" (serves {_short(event['restores'])} again)"
-    if event.get("failed_flows"):
-        text += f" (failed: {', '.join(_names(event['failed_flows']))})"
+    if restores := event.get("restores"):
+        text += f" (serves {_short(restores)} again)"
+    if failed := event.get("failed_flows"):
+        text += f" (failed: {', '.join(_names(failed))})"
     return text
 
 

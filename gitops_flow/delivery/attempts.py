@@ -33,6 +33,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
+from gitops_flow.components.provider_errors import cause_of
 from gitops_flow.delivery.guard import Guard
 from gitops_flow.delivery.routing_table import Choice
 from gitops_flow.exceptions import GitOpsFlowError
@@ -133,9 +134,12 @@ class Attempts:
             raise Failed(choice, failure, seconds) from None
         assert choice.guard is not None, "only a canary has a primary"
         self.metrics.observe(flow, choice.version.sha, choice.ref, False, seconds)  # the canary's attempt ends here
+        self.metrics.failed(flow, choice.version.sha, choice.ref, cause_of(failure))
         log.warning(
-            "flow %s canary %s failed (%s); its primary answers", flow, choice.version.sha[:12], type(failure).__name__
+            "flow %s canary %s failed (%s); its primary answers", flow, choice.version.sha[:12], cause_of(failure)
         )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("flow %s canary %s failed: the traceback", flow, choice.version.sha[:12], exc_info=failure)
         again = self.clock()
         try:
             value = await first(*primary)
@@ -143,14 +147,19 @@ class Attempts:
             raise
         except Exception as exc:  # every version fails on it: the caller's input, counted against nobody
             raise Failed(primary[0], exc, self.clock() - again) from None
-        self.guard.record(choice.guard, False, seconds)  # the primary did what the canary failed to do
+        self.guard.record(choice.guard, False, seconds, cause=cause_of(failure))  # the primary did what it could not
         return primary[0], value
 
-    def ended(self, flow: str, choice: Choice, ok: bool, seconds: float, again: Run | None) -> None:
+    def ended(
+        self, flow: str, choice: Choice, ok: bool, seconds: float, again: Run | None, *, cause: str | None = None
+    ) -> None:
         """A request's run on ``choice`` is over (``ok`` or not, after ``seconds``): counted, and for a canary that
         failed or was slower than the budget, judged against its primary by ``again`` (the same input run on the
-        primary in the background; None: it cannot be run again, and the outcome counts as it is)."""
+        primary in the background; None: it cannot be run again, and the outcome counts as it is). ``cause`` names
+        why a run failed (provider_errors.cause_of): a canary aborted for its failures says the commonest."""
         self.metrics.observe(flow, choice.version.sha, choice.ref, ok, seconds)
+        if not ok and cause is not None:
+            self.metrics.failed(flow, choice.version.sha, choice.ref, cause)
         key = choice.guard
         if key is None:
             return
@@ -158,20 +167,27 @@ class Attempts:
         slow = analysis is not None and seconds * 1000.0 > analysis.max_p99_ms
         primary = self.primary(choice, flow) if again is not None and (slow or not ok) else None
         if primary is None or again is None:
-            self.guard.record(key, ok, seconds)
+            self.guard.record(key, ok, seconds, cause=cause)
             return
         if len(self._running) >= self.verifications:
             log.warning("flow %s canary %s: no room to judge a run against its primary; not counted", flow, key)
             if ok:
                 self.guard.record(key, True, None)
             return
-        judged = self._judge(flow, key, ok, seconds, primary, again)
+        judged = self._judge(flow, key, ok, seconds, primary, again, cause)
         task = asyncio.get_running_loop().create_task(judged, context=contextvars.Context())  # not the request's
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
     async def _judge(
-        self, flow: str, key: str, ok: bool, seconds: float, primary: tuple[Choice, BuiltFlow], again: Run
+        self,
+        flow: str,
+        key: str,
+        ok: bool,
+        seconds: float,
+        primary: tuple[Choice, BuiltFlow],
+        again: Run,
+        cause: str | None,
     ) -> None:
         chosen, built = primary
         started = self.clock()
@@ -185,7 +201,7 @@ class Attempts:
         took = self.clock() - started
         if not ok:
             if primary_ok:
-                self.guard.record(key, False, seconds)  # the canary failed where the primary did not
+                self.guard.record(key, False, seconds, cause=cause)  # the canary failed where the primary did not
             return
         slower = primary_ok and seconds > took * SLOWER
         self.guard.record(key, True, seconds if slower else None)

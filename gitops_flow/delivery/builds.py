@@ -13,16 +13,20 @@ flow files judged and those built on trust, for /metrics.
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import hashlib
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent import futures
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
 
+from gitops_flow.components.breaker import Breakers
 from gitops_flow.components.fake_answers import fake_answers
 from gitops_flow.components.knowledge import Knowledge, Library
 from gitops_flow.components.registry import ComponentRegistry
@@ -35,9 +39,9 @@ from gitops_flow.flow.locations import LineIndex
 from gitops_flow.flow.routing import ROUTING_FILE, RoutingConfig
 from gitops_flow.langflow import convert as langflow
 from gitops_flow.problems import Problem, capped
-from gitops_flow.runtime.compiler import BuiltFlow, build_flow
+from gitops_flow.runtime.compiler import BuiltFlow, build_flow, with_schemas
 from gitops_flow.runtime.conversations import HistoryStore
-from gitops_flow.runtime.flow_tests import run_flow_tests
+from gitops_flow.runtime.sandbox import TestSandbox
 from gitops_flow.security.policy import SecretPolicy
 from gitops_flow.security.references import Scrubber
 from gitops_flow.validation.documents import (
@@ -50,7 +54,9 @@ from gitops_flow.validation.documents import (
 )
 from gitops_flow.validation.routing import validate_routing_bytes
 
+VERDICT_WAIT_S = 5.0  # seconds a deploy waits for its flows' tests; a flow still tested then goes live on its verdict
 TREES_KEPT = 4  # commits whose file listings a builder keeps
+_Key = tuple[str, str, str]  # a flow's build: (file name, blob, fingerprint of the documents it reads or "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +66,20 @@ class _FileResult:
     name: str
     built: BuiltFlow | None
     problems: tuple[Problem, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Judging:
+    """A flow file validated and built, waiting for its tests (``tested``) or not."""
+
+    name: str
+    path: str
+    raw: bytes
+    built: BuiltFlow | None
+    problems: list[Problem]
+    origin: Callable[[str], str]
+    tested: bool
+    knowledge: Knowledge | None  # the commit's files, when the flow reads documents (its tests read them too)
 
 
 @dataclass(slots=True)
@@ -78,6 +98,10 @@ class _Listing:
 
     def builds(self) -> dict[str, str]:
         return {name: self.build(name) for name in self.files}
+
+    def key(self, file_name: str) -> _Key:
+        """What a flow file's result is cached by at this commit."""
+        return (file_name, self.files[file_name], self.knowledge.get(file_name, ""))
 
     @property
     def content(self) -> str:
@@ -105,14 +129,15 @@ class _Judged:
 
 
 def carry(version: Version, parent: Version | None) -> Version:
-    """``version`` with what it serves from ``parent``: each flow that failed at it keeps the build its parent
-    served, and a commit that failed as a whole serves everything its parent served."""
+    """``version`` with what it serves from ``parent``: each flow that failed at it (or whose tests are pending) keeps
+    the build its parent served, and a commit that failed as a whole serves everything its parent served."""
     if parent is None:
         return replace(version, carried={})
     before = parent.served()
     if version.status == "failed":
         return replace(version, carried=before)
-    return replace(version, carried={name: before[name] for name in version.failed if name in before})
+    waiting = [*version.failed, *version.pending]
+    return replace(version, carried={name: before[name] for name in waiting if name in before})
 
 
 class VersionBuilder:
@@ -132,6 +157,8 @@ class VersionBuilder:
         run_tests: bool = True,
         clock: Callable[[], float] = time.time,
         build_timeout: float | None = None,
+        sandbox: TestSandbox | None = None,
+        breakers: Breakers | None = None,
         library: Library | None = None,
     ) -> None:
         self.source = source
@@ -144,21 +171,40 @@ class VersionBuilder:
         self.run_tests = run_tests
         self.clock = clock
         self.build_timeout = build_timeout  # seconds one flow's build may take (Settings.build_timeout)
+        self.sandbox = sandbox or TestSandbox(registry)  # where flows' tests run: a child process each, bounded
+        self.breakers = breakers  # the provider endpoints' circuit breakers the built models call through
         self.library = library or Library()  # the embeddings and indexes every Retriever's build shares
-        self._cache: dict[tuple[str, str, str], _FileResult] = {}
+        self._cache: dict[_Key, _FileResult] = {}
         self._reads: dict[str, tuple[str, ...]] = {}  # a flow file's blob -> the globs its Retrievers read
         self._trees: OrderedDict[str, dict[str, str]] = OrderedDict()  # a commit -> its files (path -> blob)
+        # flows being tested in the test pool, by build (_Key); their results move to the cache when a build
+        # takes them; ``_awaited``: those a version went out without (their verdict calls ``on_verdict``)
+        self._builds = ThreadPoolExecutor(self.sandbox.processes, thread_name_prefix="gitops-flow-build")
+        self._tests = ThreadPoolExecutor(self.sandbox.processes, thread_name_prefix="gitops-flow-tests")
+        self._judging: dict[_Key, futures.Future[_FileResult]] = {}
+        self._awaited: set[_Key] = set()
+        self._lock = threading.RLock()
+        self.on_verdict: Callable[[], None] = lambda: None  # a pending flow has its verdict (called in a pool thread)
         self.on_validated: Callable[[], None] = lambda: None  # a flow file judged (the metrics' counter)
         self.validated = 0
         self.trusted = 0
 
     def build(
-        self, commit: CommitInfo, parent: Version | None = None, record: Mapping[str, Any] | None = None
+        self,
+        commit: CommitInfo,
+        parent: Version | None = None,
+        record: Mapping[str, Any] | None = None,
+        *,
+        wait: float | None = None,
     ) -> Version:
         """The version of ``commit``, its flows judged one by one: each good flow built (and its tests passed), each
         failed one with its problems and carried on ``parent``'s build of it when there was one. A problem of the
         routing file fails the whole commit, which then serves what ``parent`` served. With ``record`` (the leader's
-        record of this commit) the flows are not judged again (the module's docstring)."""
+        record of this commit) the flows are not judged again (the module's docstring).
+
+        ``wait``: seconds to wait for the flows being judged (their tests); the ones still running then are
+        ``pending`` in the version (carried on ``parent`` meanwhile), and ``on_verdict`` is called once each has its
+        verdict, so the caller builds the version again. None waits for every verdict."""
         listing = self._listing(commit.sha)
         problems: list[Problem] = []
         routing: RoutingConfig | None = None
@@ -170,8 +216,16 @@ class VersionBuilder:
         failed: dict[str, tuple[Problem, ...]] = {}
         blobs: dict[str, str] = {}
         judged = _Judged.of(record) if record is not None else None
-        results = {f: self._flow(listing, f, judged) for f in sorted(listing.files)}
-        clashes = duplicate_names((f"{listing.flows_dir}/{f}", r.name) for f, r in results.items())
+        results, waiting = self._flows(listing, judged, wait)
+        clashes = duplicate_names(
+            (f"{listing.flows_dir}/{f}", name) for f, name in [*((f, r.name) for f, r in results.items()), *waiting]
+        )
+        pending = {name for f, name in waiting if not any(p.file == f"{listing.flows_dir}/{f}" for p in clashes)}
+        for file_name, name in waiting:
+            blobs[name] = listing.build(file_name)
+            clash = [p for p in clashes if p.file == f"{listing.flows_dir}/{file_name}"]
+            if clash:
+                failed[name] = (*failed.get(name, ()), *clash)
         for file_name, result in results.items():
             blobs[result.name] = listing.build(file_name)
             clash = [p for p in clashes if p.file == f"{listing.flows_dir}/{file_name}"]
@@ -197,6 +251,7 @@ class VersionBuilder:
             routing=routing,
             seen=self.clock(),
             content=listing.content,
+            pending=frozenset(pending),
         )
         return carry(version, parent)
 
@@ -223,8 +278,16 @@ class VersionBuilder:
             history=self.history,
             fakes=fakes,
             deadline=deadline,
+            breakers=self.breakers,
             knowledge=knowledge,
         )
+
+    def close(self) -> None:
+        """Stop judging (the server stops): running tests are killed, queued ones dropped, so that no thread of
+        the pools keeps the process from exiting."""
+        self.sandbox.close()
+        self._tests.shutdown(wait=False, cancel_futures=True)
+        self._builds.shutdown(wait=False, cancel_futures=True)
 
     def forget(self, kept: Iterable[Version]) -> None:
         """Drop the built flows no kept version uses (their versions were retired); failed results stay cached."""
@@ -268,25 +331,100 @@ class VersionBuilder:
         names = {n for n in before.keys() | now.keys() if before.get(n) != now.get(n)}
         return tuple(sorted(n.removesuffix(".json") for n in names))
 
-    def _flow(self, listing: _Listing, file_name: str, judged: _Judged | None = None) -> _FileResult:
-        blob, fingerprint = listing.files[file_name], listing.knowledge.get(file_name, "")
-        key = (file_name, blob, fingerprint)
-        cached = self._cache.get(key)
-        if cached is not None:
-            return cached
-        flows_dir = listing.flows_dir
-        knowledge = self.library.at(corpus.CommitFiles(self.source, listing.tree)) if fingerprint else None
+    def _flows(
+        self, listing: _Listing, judged: _Judged | None, wait: float | None
+    ) -> tuple[dict[str, _FileResult], list[tuple[str, str]]]:
+        """Every flow file's result, by file name, and the (file name, flow name) of those whose tests still run
+        after ``wait`` seconds. Cached ones come at once (a revert builds nothing); the others are validated and
+        built side by side (at most ``sandbox.processes`` at a time), then their tests run in the test pool, the
+        smallest documents first, so that one heavy flow does not hold the commit's other flows back. A flow
+        already being tested (its build came in an earlier commit) is not tested twice. A flow that reads documents
+        is keyed by their fingerprint too, and built (and tested) with the commit's files. Flow files are read here;
+        a Retriever reads its documents through GitSource, whose lock makes that safe from the pools' threads."""
+        results: dict[str, _FileResult] = {}
+        todo: list[tuple[_Key, bytes]] = []
+        files = self.library.at(corpus.CommitFiles(self.source, listing.tree)) if listing.tree else None
+        for file_name in sorted(listing.files):
+            key = listing.key(file_name)
+            knowledge = files if key[2] else None
+            cached = self._cache.get(key) or self._settled(key)
+            if cached is None and judged is not None:
+                cached = self._trusted_result(listing.flows_dir, key, judged, knowledge)
+            if cached is not None:
+                results[file_name] = cached
+            elif key not in self._judging:
+                self.validated += 1
+                self.on_validated()
+                todo.append((key, self.source.read_blob(key[1], max_bytes=MAX_EXPORT_BYTES)))
+        todo.sort(key=lambda item: len(item[1]))
+        builds = [
+            (key, self._builds.submit(self._judge, listing.flows_dir, key[0], raw, files if key[2] else None))
+            for key, raw in todo
+        ]
+        for key, build in builds:
+            judging = build.result()
+            if not judging.tested:
+                results[key[0]] = self._cache[key] = self._verdict(judging)
+                continue
+            future = self._tests.submit(self._verdict, judging)
+            self._judging[key] = future
+            future.add_done_callback(functools.partial(self._judged, key))
+        keys = [listing.key(f) for f in sorted(listing.files) if f not in results]
+        with self._lock:  # a flow some version already went out without is not waited for again
+            fresh = [self._judging[key] for key in keys if key not in self._awaited]
+        futures.wait(fresh, timeout=wait)
+        waiting: list[tuple[str, str]] = []  # (file name, flow name)
+        with self._lock:
+            for key in keys:
+                result = self._settled(key)
+                if result is not None:
+                    results[key[0]] = result
+                else:
+                    self._awaited.add(key)
+                    waiting.append((key[0], flow_name(key[0].removesuffix(".json"))))
+        return dict(sorted(results.items())), waiting
+
+    def _settled(self, key: _Key) -> _FileResult | None:
+        """The result of a flow judged in the pool, once it has one (it moves to the cache)."""
+        with self._lock:  # a reconcile and a rebuild may take the same verdict at once
+            future = self._judging.get(key)
+            if future is None or not future.done():
+                return None
+            del self._judging[key]
+            result = future.result()  # done: it does not wait
+            self._cache[key] = result
+            return result
+
+    def _judged(self, key: _Key, future: futures.Future[_FileResult]) -> None:
+        """A flow's verdict arrived: tell the caller when a version went out with the flow pending."""
+        with self._lock:
+            told = key in self._awaited
+            self._awaited.discard(key)
+        if told:
+            self.on_verdict()
+
+    def _trusted_result(
+        self, flows_dir: str, key: _Key, judged: _Judged, knowledge: Knowledge | None
+    ) -> _FileResult | None:
+        """A flow as the fetch leader recorded it, cached; None when it must be judged here after all."""
+        file_name, blob, _ = key
         path = f"{flows_dir}/{file_name}" if flows_dir not in ("", ".") else file_name
         stem = file_name.removesuffix(".json")
         name = flow_name(stem)
-        if judged is not None and (name in judged.good or name in judged.failed):
-            result = self._trust(name, stem, path, blob, judged, knowledge)
-            if result.built is not None or name in judged.failed:
-                self._cache[key] = result
-                return result
-        self.validated += 1
-        self.on_validated()
-        raw = self.source.read_blob(blob, max_bytes=MAX_EXPORT_BYTES)
+        if name not in judged.good and name not in judged.failed:
+            return None
+        result = self._trust(name, path, blob, judged, knowledge)
+        if result.built is None and name not in judged.failed:
+            return None
+        self._cache[key] = result
+        return result
+
+    def _judge(self, flows_dir: str, file_name: str, raw: bytes, knowledge: Knowledge | None) -> _Judging:
+        """Validate and build one flow file (``raw``), with the commit's files when it reads documents; its tests are
+        left to ``_verdict``."""
+        path = f"{flows_dir}/{file_name}" if flows_dir not in ("", ".") else file_name
+        stem = file_name.removesuffix(".json")
+        name = flow_name(stem)
         # the build below is real, so validation does not dry-build
         report = validate_bytes(raw, self.registry, file=path, stem=stem, dry_build=False, policy=self.policy)
         built: BuiltFlow | None = None
@@ -300,24 +438,30 @@ class VersionBuilder:
                     history=self.history,
                     fakes=self._fakes(report.spec) if self.fake_models else None,
                     deadline=time.monotonic() + self.build_timeout if self.build_timeout is not None else None,
+                    breakers=self.breakers,
                     knowledge=knowledge,
                 )
             except BuildError as exc:
                 where = report.origin(exc.path)  # a converted LangFlow export: the path in the export
                 line = LineIndex(raw.decode("utf-8-sig")).line(where)
                 problems.append(Problem(code=exc.code, message=str(exc), path=where, file=path, line=line))
-        if built is not None and report.spec is not None and report.spec.tests and self.run_tests:
-            failures = self._test(report.spec, raw, path, report.origin, knowledge)
+        if built is not None:
+            built = with_schemas(built)  # here, in the builder's thread, not per request on the event loop
+        tested = built is not None and report.spec is not None and bool(report.spec.tests) and self.run_tests
+        return _Judging(name, path, raw, built, problems, report.origin, tested, knowledge)
+
+    def _verdict(self, judging: _Judging) -> _FileResult:
+        """One flow's result: its tests run (when it has any) in the sandbox, its problems capped and scrubbed."""
+        built, problems = judging.built, judging.problems
+        if judging.tested and built is not None:
+            failures = self._test(built.spec, judging.raw, judging.path, judging.origin, judging.knowledge)
             if failures:
                 built, problems = None, [*problems, *failures]
         # capped once the tests' failures are in too; scrubbed of every known secret value
-        result = _FileResult(name, built, tuple(self.scrubber.problem(p) for p in capped(problems, MAX_PROBLEMS)))
-        self._cache[key] = result
-        return result
+        found = tuple(self.scrubber.problem(p) for p in capped(problems, MAX_PROBLEMS))
+        return _FileResult(judging.name, built, found)
 
-    def _trust(
-        self, name: str, stem: str, path: str, blob: str, judged: _Judged, knowledge: Knowledge | None
-    ) -> _FileResult:
+    def _trust(self, name: str, path: str, blob: str, judged: _Judged, knowledge: Knowledge | None) -> _FileResult:
         """A flow as the leader judged it: its recorded problems when it failed there, else parsed and built without
         validation or tests. A flow that does not build here after all (a component or secret this worker lacks) is
         judged in full by the caller, so the problem is the one a single process would report."""
@@ -330,7 +474,7 @@ class VersionBuilder:
             if isinstance(data, dict) and langflow.is_export(data):
                 data = langflow.convert(data, name=name).document
             spec = FlowSpec.model_validate(data)
-            built = self.build_spec(spec, knowledge)
+            built = with_schemas(self.build_spec(spec, knowledge))
         except (ValueError, BuildError):  # orjson's and pydantic's errors are ValueErrors
             return _FileResult(name, None, ())
         return _FileResult(name, built, ())
@@ -338,18 +482,18 @@ class VersionBuilder:
     def _test(
         self, spec: FlowSpec, raw: bytes, path: str, origin: Callable[[str], str], knowledge: Knowledge | None
     ) -> list[Problem]:
-        """The flow's own tests, run as `gitops-flow test` runs them (every model answered by its fakes): each
-        failing case is a problem, so a flow whose tests fail never goes live, even when CI was bypassed."""
-        results = asyncio.run(run_flow_tests(spec, self.registry, knowledge=knowledge))
+        """The flow's own tests, run as `gitops-flow test` runs them (every model answered by its fakes), in the test
+        sandbox (a child process with a time and a memory limit; given the documents the flow's Retrievers read):
+        each failing case is a problem, so a flow whose tests fail or run past their limit (``test-timeout``) never
+        goes live, even when CI was bypassed."""
+        results = self.sandbox.run(spec, knowledge)
         lines = LineIndex(raw.decode("utf-8-sig"))
         found = []
         for result in results:
             if not result.passed:
                 where = origin(result.path)
                 message = f"test {result.case!r} failed: {result.message}"
-                found.append(
-                    Problem(code="test-failed", message=message, path=where, file=path, line=lines.line(where))
-                )
+                found.append(Problem(code=result.code, message=message, path=where, file=path, line=lines.line(where)))
         return found
 
     def _fakes(self, spec: FlowSpec) -> dict[str, Sequence[str]]:

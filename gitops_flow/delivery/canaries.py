@@ -12,7 +12,8 @@ from typing import Any, Literal
 from gitops_flow.delivery.journal import DeployLog
 from gitops_flow.delivery.routing_table import RESUMED_PREFIX, RoutingTable, split_key, stopped
 from gitops_flow.exceptions import UnknownFlow
-from gitops_flow.stores.base import Record, StateStore
+from gitops_flow.stores.base import AbortStore, Record
+from gitops_flow.stores.events import AbortedFacts, ResumedFacts
 
 log = logging.getLogger("gitops_flow.reconcile")
 Action = Literal["abort", "resume"]
@@ -21,7 +22,7 @@ Action = Literal["abort", "resume"]
 class Canaries:
     """Which analysis keys are aborted (``aborted``), kept in step with the store."""
 
-    def __init__(self, store: StateStore, history: DeployLog, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: AbortStore, history: DeployLog, *, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.history = history
         self.clock = clock
@@ -39,7 +40,7 @@ class Canaries:
             sha = target.serving if target is not None and target.serving else ""
             log.warning("aborted flow %r on ref %r at %s: %s", flow, ref, sha[:12], figures.get("reason"))
             once = f"aborted:{key}:{figures.get('time')}"  # each abort, the one after a resume too (not the key's once)
-            await self.history.record("aborted", sha, "analysis", once=once, flow=flow, ref=ref, **figures)
+            await self.history.record(sha, "analysis", _guarded(flow, ref, figures), once=once, at=figures.get("time"))
         now = stopped(dict.fromkeys(known))
         changed, self.aborted = now != self.aborted, now
         return changed
@@ -58,20 +59,30 @@ class Canaries:
         for target in targets:
             assert target.guard is not None, "canaries are guarded"
             key, sha, now = target.guard, target.serving or target.sha or "", self.clock()
+            facts: AbortedFacts | ResumedFacts
             if action == "abort":
-                record = {"reason": "aborted by an operator", "by": trigger, "time": now}
-                changed = await self.store.abort(key, record)
-                extra = {"reason": "aborted by an operator"}
+                reason = "aborted by an operator"
+                changed = await self.store.abort(key, {"reason": reason, "by": trigger, "time": now})
+                facts = {"event": "aborted", "flow": flow, "ref": target.ref, "reason": reason}
             else:
                 changed = key in self.aborted
                 await self.store.drop_abort(key)
                 await self.store.drop_abort(RESUMED_PREFIX + key)
                 await self.store.abort(RESUMED_PREFIX + key, {"since": now, "by": trigger})
-                extra = {}
-            kind = "aborted" if action == "abort" else "resumed"
+                facts = {"event": "resumed", "flow": flow, "ref": target.ref}
             if changed:
-                once = f"{kind}:{key}:{now}"
-                await self.history.record(kind, sha, trigger, once=once, flow=flow, ref=target.ref, **extra)
+                await self.history.record(sha, trigger, facts, once=f"{facts['event']}:{key}:{now}")
             done.append({"flow": flow, "ref": target.ref, "sha": sha, "changed": changed})
         self.aborted = stopped(await self.store.aborts())
         return done
+
+
+def _guarded(flow: str, ref: str, figures: Record) -> AbortedFacts:
+    """The guard's abort of ``flow``'s canary on ``ref``: why, and the window's figures (guard.py)."""
+    facts: AbortedFacts = {"event": "aborted", "flow": flow, "ref": ref, "reason": str(figures.get("reason", ""))}
+    if "requests" in figures:
+        facts["requests"], facts["errors"] = int(figures["requests"]), int(figures["errors"])
+        facts["error_rate"], facts["p99_ms"] = float(figures["error_rate"]), figures["p99_ms"]
+    if "window_s" in figures:
+        facts["window_s"] = float(figures["window_s"])
+    return facts

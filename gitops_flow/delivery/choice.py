@@ -1,10 +1,10 @@
 """Choosing the version of a request (SPEC 4), the same for every API (LangServe's, LangFlow's, the console's).
 
 In this order: an explicit pin, then the session's pin (so a conversation stays on the version it began on), then
-the flow's route (refs by weight, sticky per user). A canary that refuses an input its primary accepts (its input
-contract broke) does not answer the refusal: the primary serves the request, and the refusal counts against the
-canary. The flow's limits (guardrails.gate) are checked once the input passes and before a session is pinned, so a
-request they refuse pins nothing either.
+the flow's route (segments, then refs by weight, sticky per user). A canary that refuses an input its primary
+accepts (its input contract broke) does not answer the refusal: the primary serves the request, and the refusal
+counts against the canary. The flow's limits (guardrails.gate) are checked once the input passes and before a
+session is pinned, so a request they refuse pins nothing either.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from gitops_flow.exceptions import BadInput, UnknownFlow
 from gitops_flow.guardrails.gate import Gate
 from gitops_flow.observability.telemetry.context import RequestContext
 from gitops_flow.runtime.compiler import BuiltFlow
-from gitops_flow.stores.base import StateStore
+from gitops_flow.stores.base import PinStore
 
 Inputs = Sequence[Any] | Callable[[BuiltFlow], Sequence[Any]]  # the request's inputs, or how a flow reads them
 
@@ -34,6 +34,7 @@ class Ask:
     pin: str | None = None
     session: str | None = None
     user: str | None = None
+    segment: str | None = None  # X-Flow-Segment, set by the gateway: a route's segments may match it
     context: RequestContext | None = field(default=None, compare=False)
     # LangFlow's tweaks of the request ({node id: {param: value}}): they change what its token budgets reserve
     tweaks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, compare=False)
@@ -60,7 +61,7 @@ class Chooser:
     def __init__(
         self,
         reconciler: Resolver,
-        store: StateStore,
+        store: PinStore,
         attempts: Attempts,
         *,
         gate: Gate | None = None,
@@ -85,7 +86,7 @@ class Chooser:
             await self._admit(ask, choice, built, inputs)
             return choice, built
         table = self.reconciler.table
-        choice = table.default(flow, user=ask.user)
+        choice = table.default(flow, user=ask.user, segment=ask.segment)
         if not ask.session:
             choice, built = self._accepting(choice, flow, inputs)
             await self._admit(ask, choice, built, inputs)

@@ -19,15 +19,24 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from gitops_flow.delivery.routing_table import RESUMED_PREFIX, RoutingTable, stopped
 from gitops_flow.exceptions import StoreError
 from gitops_flow.flow.routing import Analysis
-from gitops_flow.stores.base import Record, StateStore
+from gitops_flow.stores.base import AbortStore, Record, SampleStore
 
 SLOT_SECONDS = 1.0
 _GROWTH = 1.1  # each latency bucket's upper bound is 10 % above the one before
-_REQUESTS, _ERRORS, _BUCKET = "n", "err", "b"
+_REQUESTS, _ERRORS, _BUCKET, _CAUSE = "n", "err", "b", "c:"
+MAX_CAUSE = 120  # characters of a failure's cause kept (provider_errors.cause_of: classes, a status, a code)
+
+
+MAX_CAUSES = 5  # causes an abort record lists
+
+
+def _commonest(item: tuple[str, int]) -> tuple[int, str]:
+    return -item[1], item[0]
 
 
 def bucket(milliseconds: float) -> int:
@@ -47,10 +56,12 @@ class Window:
     requests: int
     errors: int
     p99_ms: float | None
+    causes: tuple[tuple[str, int], ...] = ()  # why failed requests failed, commonest first
 
     @classmethod
     def of(cls, counts: Mapping[str, int]) -> Window:
         requests = counts.get(_REQUESTS, 0)
+        causes = sorted(((k[len(_CAUSE) :], n) for k, n in counts.items() if k.startswith(_CAUSE)), key=_commonest)
         buckets = sorted((int(k[1:]), n) for k, n in counts.items() if k.startswith(_BUCKET))
         p99, seen, needed = None, 0, math.ceil(0.99 * sum(n for _, n in buckets))
         for index, n in buckets:
@@ -58,23 +69,30 @@ class Window:
             if needed and seen >= needed:
                 p99 = bucket_bound(index)
                 break
-        return cls(requests, counts.get(_ERRORS, 0), p99)
+        return cls(requests, counts.get(_ERRORS, 0), p99, tuple(causes[:MAX_CAUSES]))
 
     @property
     def error_rate(self) -> float:
         return self.errors / self.requests if self.requests else 0.0
 
     def verdict(self, analysis: Analysis) -> str | None:
-        """Why this window aborts its canary, or None while it is within bounds (or has too few requests to say)."""
+        """Why this window aborts its canary, or None while it is within bounds (or has too few requests to say); a
+        verdict on failures names their commonest cause."""
         if self.errors >= analysis.max_failures:
-            return f"{self.errors} failures in the window reach the limit of {analysis.max_failures}"
+            return f"{self.errors} failures in the window reach the limit of {analysis.max_failures}{self._why()}"
         if self.requests < analysis.min_requests:
             return None
         if self.error_rate > analysis.max_error_rate:
-            return f"error rate {self.error_rate:.1%} is above {analysis.max_error_rate:.1%}"
+            return f"error rate {self.error_rate:.1%} is above {analysis.max_error_rate:.1%}{self._why()}"
         if self.p99_ms is not None and self.p99_ms > analysis.max_p99_ms:
             return f"p99 latency {self.p99_ms:,.0f} ms is above {analysis.max_p99_ms:,.0f} ms"
         return None
+
+    def _why(self) -> str:
+        if not self.causes:
+            return ""
+        cause, count = self.causes[0]
+        return f"; {count} of the {self.errors} failures: {cause}"
 
     def figures(self) -> Record:
         return {
@@ -82,24 +100,33 @@ class Window:
             "errors": self.errors,
             "error_rate": round(self.error_rate, 4),
             "p99_ms": None if self.p99_ms is None else round(self.p99_ms, 1),
+            "causes": dict(self.causes),
         }
+
+
+class GuardStore(SampleStore, AbortStore, Protocol):
+    """What the guard keeps in the store: every replica's counts, and the aborts it decides."""
 
 
 class Guard:
     """Counts this process's canary requests and, once a tick, shares them and judges every canary of the table."""
 
-    def __init__(self, store: StateStore, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: GuardStore, *, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.clock = clock
         self._pending: dict[str, dict[str, int]] = {}
 
-    def record(self, key: str, ok: bool, seconds: float | None) -> None:
+    def record(self, key: str, ok: bool, seconds: float | None, *, cause: str | None = None) -> None:
         """Count one request of the canary ``key`` (cheap: memory only, on the request path); ``seconds`` None: its
-        latency is not the canary's to answer for (attempts.py), and only the request counts."""
+        latency is not the canary's to answer for (attempts.py), and only the request counts. ``cause`` names why a
+        failed request failed (its error's class): an abort says the commonest."""
         counts = self._pending.setdefault(key, {})
         counts[_REQUESTS] = counts.get(_REQUESTS, 0) + 1
         if not ok:
             counts[_ERRORS] = counts.get(_ERRORS, 0) + 1
+            if cause:
+                field = _CAUSE + cause[:MAX_CAUSE]
+                counts[field] = counts.get(field, 0) + 1
         if seconds is not None:
             slot = f"{_BUCKET}{bucket(seconds * 1000.0)}"
             counts[slot] = counts.get(slot, 0) + 1

@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 
 from gitops_flow.exceptions import StoreError
-from gitops_flow.stores.base import StateStore
+from gitops_flow.stores.base import LeaseStore
 
 LEASE_TTL = 10.0  # seconds a leader holds the fetch without renewing; renewed every third of it
 
@@ -34,7 +34,7 @@ class Worker:
 class Leadership:
     """Whether this worker is the one that fetches. ``leading`` is what the last renewal found."""
 
-    def __init__(self, store: StateStore, group: str, slot: int, *, ttl: float = LEASE_TTL) -> None:
+    def __init__(self, store: LeaseStore, group: str, slot: int, *, ttl: float = LEASE_TTL) -> None:
         self.store = store
         self.name = f"fetch:{group}"
         self.slot = slot

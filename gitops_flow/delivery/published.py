@@ -87,6 +87,6 @@ class Delivery(Resolver, Protocol):
         """Abort or resume a flow's canary on every replica; returns what was done."""
         ...
 
-    async def note(self, kind: str, trigger: str, **extra: object) -> None:
-        """Record in the history an operator's action that changes nothing by itself (a fetch asked for)."""
+    async def fetched(self, trigger: str, detail: str) -> None:
+        """Record in the history that an operator asked for a fetch (which changes nothing by itself)."""
         ...

@@ -15,17 +15,19 @@ each commit from the leader's record of it (which flows are good, which failed a
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 
 from gitops_flow.config import PinPolicy
-from gitops_flow.delivery.builds import VersionBuilder, carry
+from gitops_flow.delivery.builds import VERDICT_WAIT_S, VersionBuilder, carry
 from gitops_flow.delivery.canaries import Action, Canaries
 from gitops_flow.delivery.journal import DeployLog
 from gitops_flow.delivery.leader import Leadership
@@ -35,7 +37,8 @@ from gitops_flow.delivery.routing_table import Choice, RoutingTable
 from gitops_flow.delivery.source import CommitInfo, GitSource, Refs
 from gitops_flow.delivery.versions import Version
 from gitops_flow.exceptions import SourceError, StoreError, UnknownVersion
-from gitops_flow.stores.base import Record, StateStore
+from gitops_flow.stores.base import AbortStore, EventStore, PinStore, Record, VersionStore
+from gitops_flow.stores.events import DeployedFacts, DeployEvent, Facts, FailedFacts, RolledBackFacts
 
 MAX_CARRY_DEPTH = 20  # ancestors built to find a failed flow's last good build when the server has not seen them
 
@@ -74,13 +77,18 @@ class SourceStatus:
     building: str | None = None  # the commit being built now, for the console
 
 
+class DeliveryStore(VersionStore, EventStore, AbortStore, PinStore, Protocol):
+    """What delivery keeps in the store: version records, the deploy history (journal.py), canary aborts
+    (canaries.py), and the pins that keep a version alive."""
+
+
 class Reconciler:
     """Keeps the routing table in step with the tracked branch. One reconcile runs at a time."""
 
     def __init__(
         self,
         source: GitSource,
-        store: StateStore,
+        store: DeliveryStore,
         builder: VersionBuilder,
         *,
         branch: str = "main",
@@ -92,7 +100,7 @@ class Reconciler:
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
         on_change: Callable[[], None] = lambda: None,
-        on_event: Callable[[Record], None] = lambda event: None,
+        on_event: Callable[[DeployEvent], None] = lambda event: None,
         scrub: Callable[[Record], Record] = lambda event: event,
         leadership: Leadership | None = None,
         on_fetch: Callable[[], None] = lambda: None,
@@ -136,6 +144,13 @@ class Reconciler:
     async def run(self) -> None:
         """Reconcile at start, then on every request and every poll interval (with ±10 % jitter), forever."""
         trigger = "start"
+        loop = asyncio.get_running_loop()
+
+        def verdict() -> None:  # called in the builder's pool thread
+            loop.call_soon_threadsafe(self.request, "verdict")
+
+        self.builder.on_verdict = verdict
+        threading.Thread(target=self.builder.sandbox.warm, name="gitops-flow test sandbox", daemon=True).start()
         while True:
             try:
                 await self.step(trigger)
@@ -167,9 +182,13 @@ class Reconciler:
     async def step(self, trigger: str) -> Outcome:
         """One pass of the loop: reconcile, then retire what nothing needs any more; ``on_change`` runs after a pass
         that published a new table."""
-        outcome = await self.reconcile(trigger)
+        if trigger == "verdict":  # a pending flow's tests ended: no fetch, only the verdicts
+            outcome = Outcome(changed=False, head=self._observed)
+        else:
+            outcome = await self.reconcile(trigger)
+        settled = await self.settle()
         retired = await self.collect()
-        if outcome.changed or retired:
+        if outcome.changed or settled.changed or retired:
             self.on_change()
         return outcome
 
@@ -214,7 +233,8 @@ class Reconciler:
         prepared = await anyio.to_thread.run_sync(self._prepare, previous, head)
         if prepared.rewritten:
             detail = f"the branch was force-pushed from {previous[:12] if previous else ''}"
-            await self.history.record("rewritten", head, trigger, once=f"rewritten:{previous}:{head}", detail=detail)
+            facts: Facts = {"event": "rewritten", "detail": detail}
+            await self.history.record(head, trigger, facts, once=f"rewritten:{previous}:{head}")
         new: list[str] = []
         for commit in prepared.commits:
             if commit.sha in self._versions and self._versions[commit.sha].ready:
@@ -248,6 +268,63 @@ class Reconciler:
         await self._publish_live(trigger)
         return Outcome(changed=True, head=head, new=tuple(new))
 
+    def _wait(self) -> float | None:
+        """Seconds a build waits for its flows' tests: VERDICT_WAIT_S while a table is served (a flow still tested
+        then goes live on its verdict, and holds nothing back); at start, until every verdict (each bounded by the
+        test sandbox's time limit), so that a server starts serving its flows complete."""
+        return VERDICT_WAIT_S if self.table.head is not None else None
+
+    async def settle(self) -> Outcome:
+        """Give each pending flow its verdict (its tests ended after its commit went out): every version that has
+        pending flows is built again (from the builder's cache: nothing is judged twice), recorded and announced,
+        and the table published, without a fetch. A flow that passed goes live; one that failed keeps its carried
+        build. The other flows never waited for it."""
+        async with self._lock:
+            head = self._observed
+            settled = False
+            for old in [v for v in self._versions.values() if v.pending and v.ready]:
+                commit = await anyio.to_thread.run_sync(self.source.commit, old.sha)
+                parent = self._versions.get(old.parents[0]) if old.parents else None
+                record = self._trusted(old.sha)
+                build = functools.partial(self.builder.build, commit, parent, record, wait=0)
+                version = replace(await anyio.to_thread.run_sync(build), seen=old.seen, went_live=old.went_live)
+                if version.pending == old.pending and version.carried == old.carried:
+                    continue
+                self._versions[version.sha] = version
+                settled = True
+                if record is None:
+                    await self.store.put_version(version.sha, version.record())
+                await self._announce_verdicts(old, version, head)
+            if settled and head is not None:
+                await self._publish_live("verdict")
+            return Outcome(changed=settled, head=head)
+
+    async def _announce_verdicts(self, old: Version, version: Version, head: str | None) -> None:
+        """Record what the verdicts that arrived for ``version`` mean: each flow it changed that failed its tests,
+        and, at the head, each that went live."""
+        for name in sorted(old.pending - version.pending):
+            if name not in version.changed:
+                continue
+            if name in version.failed:
+                problems = [p.as_dict() for p in version.failed[name]]
+                log.warning("failed %s at %s: %d problems", name, version.sha[:12], len(problems))
+                serving = version.carried.get(name)
+                once = f"failed:{version.sha}:{name}"
+                await self.history.record(
+                    version.sha,
+                    "verdict",
+                    FailedFacts(event="failed", flow=name, problems=problems, serving=serving),
+                    once=once,
+                )
+            elif name in version.names and version.sha == head:
+                log.info("deployed %s at %s: its tests passed", name, version.sha[:12])
+                await self.history.record(
+                    version.sha,
+                    "verdict",
+                    DeployedFacts(event="deployed", flow=name),
+                    once=f"verdict:{version.sha}:{name}",
+                )
+
     def _prepare(self, previous: str | None, head: str) -> Prepared:
         """What Git says about a new head, and the builds of its new commits, in one call off the event loop.
 
@@ -266,7 +343,7 @@ class Reconciler:
             first = commit.parents[0] if commit.parents else None
             parent = self._versions.get(first) if first is not None else None
             if parent is not None or first is None:
-                built[commit.sha] = self.builder.build(commit, parent, self._trusted(commit.sha))
+                built[commit.sha] = self.builder.build(commit, parent, self._trusted(commit.sha), wait=self._wait())
         return Prepared(commits, rewritten, built)
 
     async def _build(
@@ -284,8 +361,11 @@ class Reconciler:
         if prebuilt is not None:
             version = prebuilt
         else:
-            version = await anyio.to_thread.run_sync(self.builder.build, commit, parent, record)
-        if parent is None and first is not None and (version.failed or not version.ready) and depth < MAX_CARRY_DEPTH:
+            version = await anyio.to_thread.run_sync(
+                functools.partial(self.builder.build, commit, parent, record, wait=self._wait())
+            )
+        waiting = version.failed or version.pending or not version.ready
+        if parent is None and first is not None and waiting and depth < MAX_CARRY_DEPTH:
             parent = await self._build(await anyio.to_thread.run_sync(self.source.commit, first), None, depth + 1)
             version = carry(version, parent)
         known = self._versions.get(commit.sha)
@@ -337,7 +417,7 @@ class Reconciler:
         if version.status == "failed":
             log.warning("failed %s %s: %d problems", version.sha[:12], version.summary, len(version.problems))
             problems = [p.as_dict() for p in version.problems]
-            await self.history.record("failed", version.sha, trigger, problems=problems)
+            await self.history.record(version.sha, trigger, {"event": "failed", "problems": problems})
             return
         changed = set(version.changed)
         for name in sorted(version.failed):
@@ -346,23 +426,25 @@ class Reconciler:
                 serving = version.carried.get(name)
                 log.warning("failed %s at %s: %d problems", name, version.sha[:12], len(problems))
                 once = f"failed:{version.sha}:{name}"
-                await self.history.record(
-                    "failed", version.sha, trigger, once=once, flow=name, problems=problems, serving=serving
-                )
+                facts: Facts = {"event": "failed", "problems": problems, "flow": name, "serving": serving}
+                await self.history.record(version.sha, trigger, facts, once=once)
         if version.sha != head:
-            await self.history.record("built", version.sha, trigger)
+            await self.history.record(version.sha, trigger, {"event": "built"})
             return
         failed = sorted(version.failed)
-        if changed and changed <= set(failed) and previous is not None:
-            return  # everything it changed failed: nothing new goes live (the failures were recorded above)
+        if changed and changed <= set(failed) | version.pending and previous is not None:
+            return  # everything it changed failed or waits for its tests: nothing new goes live yet
         current = self._versions.get(previous) if previous is not None else None
-        extra: dict[str, Any] = {"failed_flows": failed} if failed else {}
+        went: RolledBackFacts | DeployedFacts
         if same_as is not None and (current is None or current.content != version.content):
             log.info("rolled back %s %s to the content of %s (%s)", head[:12], version.summary, same_as[:12], trigger)
-            await self.history.record("rolled-back", head, trigger, restores=same_as, **extra)
-            return
-        log.info("deployed %s %s (%s)", head[:12], version.summary, trigger)
-        await self.history.record("deployed", head, trigger, **extra)
+            went = {"event": "rolled-back", "restores": same_as}
+        else:
+            log.info("deployed %s %s (%s)", head[:12], version.summary, trigger)
+            went = {"event": "deployed"}
+        if failed:
+            went["failed_flows"] = failed
+        await self.history.record(head, trigger, went)
 
     async def _refs_moved(self, before: Mapping[str, str], after: Mapping[str, str], trigger: str) -> None:
         """Record each tag created, moved or deleted."""
@@ -371,7 +453,8 @@ class Reconciler:
             if old == new:
                 continue
             key = f"tag:{name}:{old}:{new}"
-            await self.history.record("tag-moved", new or old or "", trigger, once=key, ref=name, before=old, after=new)
+            facts: Facts = {"event": "tag-moved", "ref": name, "before": old, "after": new}
+            await self.history.record(new or old or "", trigger, facts, once=key)
 
     async def _build_referenced(self, refs: Refs, head: str, trigger: str) -> None:
         """Build the commits that refs named by the routing file point at, if they are on the tracked branch; a ref
@@ -391,9 +474,8 @@ class Reconciler:
             else:
                 detail = f"tag {name!r} points at {sha[:12]}, which is not on branch {self.branch!r}; it is not served"
                 log.warning("%s", detail)
-                await self.history.record(
-                    "ref-refused", sha, trigger, once=f"refused:{name}:{sha}", ref=name, detail=detail
-                )
+                facts: Facts = {"event": "ref-refused", "ref": name, "detail": detail}
+                await self.history.record(sha, trigger, facts, once=f"refused:{name}:{sha}")
 
     async def _find_last_good(self, head: str) -> None:
         """A server that starts on a head that failed as a whole serves the newest good commit before it."""
@@ -409,7 +491,7 @@ class Reconciler:
             if version.ready:
                 self._fallback = version
                 detail = f"the head {head[:12]} failed; serving its parent"
-                await self.history.record("deployed", sha, "start", detail=detail)
+                await self.history.record(sha, "start", {"event": "deployed", "detail": detail})
                 return
 
     def _new_commits(self, previous: str | None, head: str) -> list[CommitInfo]:
@@ -481,7 +563,8 @@ class Reconciler:
                 detail = "the routing file yanked it: it is never served again"
                 if builds:
                     detail += f", nor is its build of {', '.join(builds)} in any other commit that serves it"
-                await self.history.record("yanked", sha, trigger, once=f"yanked:{sha}", detail=detail, flows=builds)
+                facts: Facts = {"event": "yanked", "detail": detail, "flows": builds}
+                await self.history.record(sha, trigger, facts, once=f"yanked:{sha}")
 
     def _last_good(self) -> Version | None:
         """The branch head unless it failed as a whole, else the newest ready ancestor we have."""
@@ -507,9 +590,10 @@ class Reconciler:
         self._replan()
         return done
 
-    async def note(self, kind: str, trigger: str, **extra: Any) -> None:
-        """Record in the history an operator's action that changes nothing by itself (a fetch asked for)."""
-        await self.history.record(kind, self._observed or "", trigger, once=f"{kind}:{trigger}:{self.clock()}", **extra)
+    async def fetched(self, trigger: str, detail: str) -> None:
+        """Record in the history that an operator asked for a fetch (which changes nothing by itself)."""
+        facts: Facts = {"event": "fetch", "detail": detail}
+        await self.history.record(self._observed or "", trigger, facts, once=f"fetch:{trigger}:{self.clock()}")
 
     # -- explicit pins ----------------------------------------------------------------------------------------------
 
@@ -567,7 +651,7 @@ class Reconciler:
             for sha in retired:
                 self._versions[sha] = self._versions[sha].retired()
                 await self.store.put_version(sha, self._versions[sha].record())
-                await self.history.record("retired", sha, "collect")
+                await self.history.record(sha, "collect", {"event": "retired"})
             if retired:
                 self.builder.forget(v for v in self._versions.values() if v.ready)
                 if self._observed is not None:

@@ -60,6 +60,19 @@ class Target:
     guard: str | None = None  # the analysis key, for every ref of a guarded route but the first
     serving: str | None = None
     version: Version | None = field(default=None, repr=False, compare=False)
+    segment: Segment | None = None  # for a segment's ref: the requests it takes, before the weights
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """The requests a segment takes: those whose ``header`` (lower case) holds one of ``values``."""
+
+    header: str
+    values: frozenset[str]
+
+    def matches(self, headers: Mapping[str, str | None]) -> bool:
+        value = headers.get(self.header)
+        return value is not None and value in self.values
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +104,14 @@ class Route:
     targets: tuple[Target, ...]
     live: tuple[tuple[float, Target], ...]  # (upper bound in [0, 1], target), ascending; empty: nothing serves
     primary: Target | None = None
+    segments: tuple[Target, ...] = ()  # live segments' refs, in the file's order: the first that matches serves
+
+    def segment_for(self, headers: Mapping[str, str | None]) -> Target | None:
+        """The live segment a request's headers select, if any."""
+        for target in self.segments:
+            if target.segment is not None and target.segment.matches(headers):
+                return target
+        return None
 
     def pick(self, point: float) -> Target:
         for bound, target in self.live:
@@ -111,46 +132,64 @@ class _Plan:
     yanked: Callable[[str], bool]
     yanked_builds: frozenset[tuple[str, str]]
 
-    def target(self, flow: str, named: str, ref: str, sha: str | None, weight: float, guarded: bool) -> Target:
+    def target(
+        self,
+        flow: str,
+        named: str,
+        ref: str,
+        sha: str | None,
+        weight: float,
+        guarded: bool,
+        segment: Segment | None = None,
+    ) -> Target:
         at = self.versions.get(sha) if sha is not None else None
         if at is None or at.status == "failed":
-            return Target(named, ref, sha, weight, "missing" if at is None else "failed")
+            return Target(named, ref, sha, weight, "missing" if at is None else "failed", segment=segment)
         serving = at.serving(flow)
         if self.yanked(at.sha) or serving is not None and self.yanked(serving):
-            return Target(named, ref, sha, weight, "yanked", serving=serving)
+            return Target(named, ref, sha, weight, "yanked", serving=serving, segment=segment)
         version = self.versions.get(serving) if serving is not None else None
         if serving is None or version is None or flow not in version.flows:
             state: TargetState = "failed" if flow in at.failed else "missing"
-            return Target(named, ref, sha, weight, state, serving=serving)
+            return Target(named, ref, sha, weight, state, serving=serving, segment=segment)
         if (flow, version.blobs.get(flow)) in self.yanked_builds:  # a later commit serving a yanked commit's build
-            return Target(named, ref, sha, weight, "yanked", serving=serving)
+            return Target(named, ref, sha, weight, "yanked", serving=serving, segment=segment)
         guard = analysis_key(flow, ref, version.blobs.get(flow, serving)) if guarded else None
         state = "aborted" if guard is not None and guard in self.aborted else "live"
-        return Target(named, ref, sha, weight, state, guard, serving, version)
+        return Target(named, ref, sha, weight, state, guard, serving, version, segment)
 
     def route(self, flow: str, routing: RoutingConfig | None) -> Route:
         configured = routing.routes if routing is not None else {}
         name = flow if flow in configured else DEFAULT_ROUTE
         entries: list[RouteTarget] = configured.get(name) or []
         guarded = routing is not None and routing.analysis is not None
-        targets = []
-        for index, entry in enumerate(entries):
+        targets, segments = [], []
+        weighted = [entry for entry in entries if entry.match is None]
+        for entry in entries:
             scoped = f"{flow}/{entry.ref}"
             ref = scoped if scoped in self.refs else entry.ref
             sha = self.head.sha if ref == self.branch else self.refs.get(ref)
-            targets.append(self.target(flow, entry.ref, ref, sha, entry.weight, guarded and index > 0))
+            if entry.match is not None:  # a segment: never a canary, never drawn by weight
+                segment = Segment(entry.match.header, frozenset(entry.match.values))
+                segments.append(self.target(flow, entry.ref, ref, sha, 0.0, False, segment))
+                continue
+            guard = guarded and entry is not weighted[0]
+            targets.append(self.target(flow, entry.ref, ref, sha, entry.weight, guard))
+        matched = tuple(t for t in segments if t.state == "live")
         live = [t for t in targets if t.state == "live" and t.weight > 0]
         if not live:  # no file, no route, or none of its refs can serve: the branch head serves it all
             fallback = self.target(flow, self.branch, self.branch, self.head.sha, 100.0, False)
             shown = tuple(targets) or (fallback,)
-            return Route(name, shown, ((1.0, fallback),) if fallback.state == "live" else ())
+            return Route(
+                name, (*shown, *segments), ((1.0, fallback),) if fallback.state == "live" else (), None, matched
+            )
         total = sum(t.weight for t in live)
         bounds, running = [], 0.0
         for target in live:
             running += target.weight
             bounds.append((running / total, target))
         primary = next((t for t in live if t.guard is None), None)
-        return Route(name, tuple(targets), tuple(bounds), primary)
+        return Route(name, (*targets, *segments), tuple(bounds), primary, matched)
 
 
 def sticky_point(flow: str, user: str) -> float:
@@ -240,15 +279,29 @@ class RoutingTable:
         route = self.routes.get(flow)
         return [t for t in route.targets if t.guard] if route is not None else []
 
-    def default(self, flow: str, *, user: str | None = None, rand: Callable[[], float] = random.random) -> Choice:
-        """The version a request without a pin gets: a draw over its route's live refs, at the user's sticky point
-        when there is a user (and ``sticky: user``), else at random. A flow no commit has ever had gets the head,
-        whose lack of the flow the caller reports; a flow that exists but has no good build is NotServable."""
+    def default(
+        self,
+        flow: str,
+        *,
+        user: str | None = None,
+        segment: str | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> Choice:
+        """The version a request without a pin gets: its route's first live segment whose match the request's
+        X-Flow-Segment (``segment``) or X-Flow-User (``user``) meets; else a draw over the route's live refs, at the
+        user's sticky point when there is a user (and ``sticky: user``), else at random. A flow no commit has ever
+        had gets the head, whose lack of the flow the caller reports; a flow that exists but has no good build is
+        NotServable."""
         if self.head is None:
             raise NoReadyVersion("no good version is loaded yet")
         route = self.routes.get(flow)
         if route is None:
             return Choice(self.head, self.branch)
+        if route.segments:
+            chosen = route.segment_for({"x-flow-segment": segment, "x-flow-user": user})
+            if chosen is not None:
+                assert chosen.version is not None, "live targets have a version"
+                return Choice(chosen.version, chosen.ref)
         if not route.live:
             raise NotServable(self.why_not_served(flow))
         if len(route.live) == 1:
@@ -288,9 +341,10 @@ class RoutingTable:
         return Choice(version, self.ref_of(sha))
 
     def current(self, flow: str) -> dict[str, Target]:
-        """The live refs of a flow's route by the commit whose build serves it: what a pin may reach by default."""
+        """The live refs of a flow's route (its segments' too) by the commit whose build serves it: what a pin may
+        reach by default."""
         route = self.routes.get(flow)
-        live = [t for _, t in route.live] if route is not None else []
+        live = [*(t for _, t in route.live), *route.segments] if route is not None else []
         return {t.serving: t for t in live if t.serving is not None}
 
     def ref_of(self, sha: str) -> str | None:

@@ -4,6 +4,10 @@ The flow is the unit of delivery: a commit's flows are judged one by one. A flow
 build, secrets or its own tests) keeps serving the build of the newest commit before it where it was good (its
 ``carried`` commit); the commit's other flows go live. Only a commit-wide problem (the routing file) fails the whole
 commit, which then serves what its parent served.
+
+A flow whose tests have not answered within a moment of its commit's build (builder.VERDICT_WAIT_S) is ``pending``:
+it keeps serving its earlier build, as a failed flow does, while the commit's other flows go live; once its verdict
+arrives the reconciler builds the version again (reconcile.Reconciler.settle) and the flow goes live or fails.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ class Version:
     ``status`` is the commit's: ``ready`` (its routing file is sound; some of its flows may still have failed),
     ``failed`` (a commit-wide problem: nothing of it is served) or ``retired`` (its builds were released to free
     memory). ``names`` are the flows good at this commit and ``flows`` their builds while in memory; ``failed`` maps
-    each flow that failed here to its problems; ``carried`` maps a flow to the earlier commit whose build of it serves
+    each flow that failed here to its problems; ``pending`` names the flows whose tests are still running (they serve
+    as failed ones do until their verdict); ``carried`` maps a flow to the earlier commit whose build of it serves
     here instead. ``problems`` are the commit-wide ones. ``changed`` names the flows this commit added, modified or
     deleted compared with its first parent. ``went_live`` says whether it ever served as the branch head or a ref.
     """
@@ -53,6 +58,7 @@ class Version:
     seen: float = 0.0
     content: str = ""  # a fingerprint of what the commit serves: equal for a revert and the commit it restores
     went_live: bool = False
+    pending: frozenset[str] = frozenset()  # flows whose tests have not given their verdict yet
 
     @property
     def ready(self) -> bool:
@@ -105,6 +111,7 @@ class Version:
             "seen": self.seen,
             "content": self.content,
             "went_live": self.went_live,
+            "pending": sorted(self.pending),
         }
 
     @classmethod
@@ -127,6 +134,7 @@ class Version:
             seen=float(record.get("seen", 0.0)),
             content=str(record.get("content", "")),
             went_live=bool(record.get("went_live", False)),
+            pending=frozenset(record.get("pending") or ()),
         )
 
 

@@ -7,6 +7,11 @@ is a 3 GB string) or nest fields (``{x:{y}}``), a conversion calls ``repr`` (``{
 access reaches into objects (``{x.__class__}``, ``{x[0]}``). A mustache template may use variables (``{{name}}``,
 ``{{name.key}}``) and sections, but no section inside another (an inverted one aside): a section repeats its body for
 every item of a list, so nested sections multiply the answer's size by the length of each list.
+
+A section's key takes a list (its body once per item: ``{{#docs}}- {{page_content}}{{/docs}}``), an object (its
+body once, inside it) or any other value (its body once when it is truthy); ``section_keys`` names those keys, so
+that a prompt's input schema takes any of them there (LangChain's types a section as an object, which refuses the
+list RAG prompts are given).
 """
 
 from __future__ import annotations
@@ -70,3 +75,21 @@ def _mustache(template: str) -> str | None:
     except ChevronError as exc:
         return f"the template does not parse: {' '.join(str(exc).split())}"
     return None
+
+
+def section_keys(template: str) -> frozenset[str]:
+    """The input keys that sections of a mustache ``template`` open (the first part of a dotted key), outside any
+    section; empty for a template that does not parse (``problem`` says why)."""
+    keys: set[str] = set()
+    depth = 0
+    try:
+        for kind, key in tokenize(template):
+            if kind in _SECTIONS:
+                if depth == 0 and key != ".":
+                    keys.add(key.split(".")[0])
+                depth += 1
+            elif kind == "end" and depth:
+                depth -= 1
+    except ChevronError:
+        return frozenset()
+    return frozenset(keys)

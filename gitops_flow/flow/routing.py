@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from gitops_flow.flow.commit_text import MAX_REF_NAME
 
@@ -42,13 +42,47 @@ MAX_RATE = 1_000_000.0  # requests per second a limit may allow
 MAX_CONCURRENT = 100_000
 
 
+# the headers a segment may match: set by the gateway after authentication, never by the client (docs/security.md)
+SEGMENT_HEADERS = ("x-flow-segment", "x-flow-user")
+MAX_SEGMENT_VALUES = 1000
+MAX_SEGMENT_VALUE = 256
+
+
+class SegmentMatch(BaseModel):
+    """Which requests a segment takes: those whose ``header`` (X-Flow-Segment or X-Flow-User) is one of ``values``."""
+
+    model_config = _STRICT
+
+    header: str
+    values: list[Annotated[str, Field(min_length=1, max_length=MAX_SEGMENT_VALUE)]] = Field(
+        min_length=1, max_length=MAX_SEGMENT_VALUES
+    )
+
+    @field_validator("header")
+    @classmethod
+    def _trusted(cls, value: str) -> str:
+        if value.lower() not in SEGMENT_HEADERS:
+            raise ValueError(
+                f"a segment matches X-Flow-Segment or X-Flow-User (headers the gateway sets), not {value!r}"
+            )
+        return value.lower()
+
+
 class RouteTarget(BaseModel):
-    """A git ref (tag or branch) and its share of the traffic, relative to the route's other refs."""
+    """A git ref (tag or branch) and its share of the traffic, relative to the route's other refs; or, with
+    ``match``, a segment: the ref that serves the requests the match selects, before the weights are drawn."""
 
     model_config = _STRICT
 
     ref: Annotated[str, AfterValidator(check_ref), Field(max_length=MAX_REF_NAME)]
-    weight: float = Field(ge=0)
+    weight: float = Field(default=0.0, ge=0)
+    match: SegmentMatch | None = None
+
+    @model_validator(mode="after")
+    def _weighted_or_matched(self) -> RouteTarget:
+        if "weight" not in self.model_fields_set and self.match is None:
+            raise ValueError("a route entry needs a weight (its share of the traffic) or a match (a segment)")
+        return self
 
 
 class Analysis(BaseModel):

@@ -11,11 +11,12 @@ failed and keep serving their last good builds.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from gitops_flow.flow.routing import RoutingConfig
+from gitops_flow.stores.events import DeployEvent
 
 StatusState = Literal["success", "failure", "error", "pending"]
 DeploymentState = Literal["success", "failure", "error", "inactive", "in_progress", "queued", "pending"]
@@ -109,7 +110,7 @@ class Translator:
     links: Links = field(default_factory=Links)
     _failed: OrderedDict[str, list[str]] = field(default_factory=OrderedDict)
 
-    def updates(self, event: Mapping[str, Any], view: RefView) -> list[Update]:
+    def updates(self, event: DeployEvent, view: RefView) -> list[Update]:
         kind = str(event.get("event", ""))
         sha = event.get("sha")
         if not isinstance(sha, str) or not sha:
@@ -119,7 +120,7 @@ class Translator:
 
     # -- the branch ---------------------------------------------------------------------------------------------
 
-    def _deployed(self, event: Mapping[str, Any], sha: str, view: RefView) -> list[Update]:
+    def _deployed(self, event: DeployEvent, sha: str, view: RefView) -> list[Update]:
         branch = view.branch
         changed = set(_names(event.get("changed")))
         failed = _names(event.get("failed_flows"))
@@ -128,8 +129,8 @@ class Translator:
         if event.get("event") == "rolled-back":
             restores = str(event.get("restores") or "")
             text = f"Rolled back: {branch} serves the content of {restores[:7]} again"
-        elif event.get("detail"):
-            text = f"Live on {branch}: {event['detail']}"
+        elif detail := event.get("detail"):
+            text = f"Live on {branch}: {detail}"
         else:
             text = f"Live on {branch}"
         if here:
@@ -146,7 +147,7 @@ class Translator:
             self._deployment(sha, branch, "success", deployment_text, view, create=True),
         ]
 
-    def _failed_event(self, event: Mapping[str, Any], sha: str, view: RefView) -> list[Update]:
+    def _failed_event(self, event: DeployEvent, sha: str, view: RefView) -> list[Update]:
         branch = view.branch
         flow = event.get("flow")
         first = _first_problem(event.get("problems"))
@@ -165,7 +166,7 @@ class Translator:
             text = f"{len(names)} flows failed here: {_list(names)}"
         return [CommitStatus(sha, CONTEXT_PREFIX + branch, "failure", text, self.links.status(sha, branch, flow))]
 
-    def _yanked(self, event: Mapping[str, Any], sha: str, view: RefView) -> list[Update]:
+    def _yanked(self, event: DeployEvent, sha: str, view: RefView) -> list[Update]:
         text = "Yanked by gitops-flow.yaml: never served again"
         return [
             CommitStatus(sha, CONTEXT_PREFIX + view.branch, "failure", text, self.links.status(sha, view.branch)),
@@ -174,7 +175,7 @@ class Translator:
 
     # -- refs ---------------------------------------------------------------------------------------------------
 
-    def _tag_moved(self, event: Mapping[str, Any], sha: str, view: RefView) -> list[Update]:
+    def _tag_moved(self, event: DeployEvent, sha: str, view: RefView) -> list[Update]:
         ref = event.get("ref")
         if not isinstance(ref, str) or not view.routed(ref):
             return []
@@ -190,7 +191,7 @@ class Translator:
             self._deployment(after, ref, "success", text, view, create=True),
         ]
 
-    def _refused(self, event: Mapping[str, Any], sha: str, view: RefView) -> list[Update]:
+    def _refused(self, event: DeployEvent, sha: str, view: RefView) -> list[Update]:
         ref = event.get("ref")
         if not isinstance(ref, str):
             return []
@@ -200,7 +201,7 @@ class Translator:
             DeploymentUpdate(sha, ref, "failure", text, create=False),
         ]
 
-    def _canary(self, event: Mapping[str, Any], sha: str, view: RefView) -> list[Update]:
+    def _canary(self, event: DeployEvent, sha: str, view: RefView) -> list[Update]:
         ref, flow = event.get("ref"), event.get("flow")
         if not isinstance(ref, str) or not isinstance(flow, str):
             return []
@@ -242,7 +243,7 @@ class Translator:
         return names
 
 
-_HANDLERS: dict[str, Callable[[Translator, Mapping[str, Any], str, RefView], list[Update]]] = {
+_HANDLERS: dict[str, Callable[[Translator, DeployEvent, str, RefView], list[Update]]] = {
     "deployed": Translator._deployed,
     "rolled-back": Translator._deployed,
     "failed": Translator._failed_event,

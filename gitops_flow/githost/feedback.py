@@ -24,6 +24,7 @@ from gitops_flow.githost.outbox import Backoff, Outbox
 from gitops_flow.githost.repos import repo_from_url
 from gitops_flow.githost.sinks import SinkSpec
 from gitops_flow.githost.statuses import StatusPublisher
+from gitops_flow.stores.events import DeployEvent
 
 log = logging.getLogger("gitops_flow.server")
 DRAIN_SECONDS = 5.0  # at shutdown, how long queued statuses and notifications get to go out
@@ -106,7 +107,7 @@ class Feedback:
             log.warning("%s", warning)
         return cls(publisher, notifier, warnings)
 
-    def event(self, record: Mapping[str, Any]) -> None:
+    def event(self, record: DeployEvent) -> None:
         """Queue a recorded deploy event for GitHub and the sinks; never waits, never raises."""
         if self.publisher is not None:
             self.publisher.event(record)

@@ -23,6 +23,7 @@ from gitops_flow.githost.deploys import Links
 from gitops_flow.githost.http import Outbound
 from gitops_flow.githost.outbox import DEFAULT_BACKOFF, Backoff, Outbox
 from gitops_flow.githost.sinks import SinkSpec
+from gitops_flow.stores.events import DeployEvent
 
 EVENT_HEADER = "x-gitops-flow-event"
 DELIVERY_HEADER = "x-gitops-flow-delivery"
@@ -37,33 +38,34 @@ def sign(secret: bytes, body: bytes) -> str:
     return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
 
 
-def describe(event: Mapping[str, Any], branch: str) -> str:
+def describe(event: DeployEvent, branch: str) -> str:
     """One sentence on what happened, for people."""
     kind = str(event.get("event", ""))
     sha = _short(event.get("sha"))
-    flow = event.get("flow") if isinstance(event.get("flow"), str) else None
     message = f": {event['message']}" if event.get("message") else ""
-    failed = [str(f) for f in event.get("failed_flows") or []]
-    if kind == "deployed":
+    if event["event"] == "deployed":
+        failed = [str(f) for f in event.get("failed_flows") or []]
         kept = "kept its last good build" if len(failed) == 1 else "kept their last good builds"
         also = f"; {', '.join(failed)} {kept}" if failed else ""
         detail = f" ({event['detail']})" if event.get("detail") else ""
         return f"Deployed {sha} on {branch}{message}{detail}{also}"
-    if kind == "rolled-back":
+    if event["event"] == "rolled-back":
         return (
             f"Rolled back {branch} with {sha}{message}: it serves the content of {_short(event.get('restores'))} again"
         )
-    if kind == "failed":
+    if event["event"] == "failed":
         problem = _problem(event.get("problems"))
-        if flow is not None:
+        flow = event.get("flow")
+        if isinstance(flow, str):
             serving = event.get("serving")
             keeps = f"; it keeps serving {_short(serving)}" if serving else "; it is not served"
             return f"{flow} failed at {sha}{message}: {problem}{keeps}"
         return f"{sha} failed as a whole{message}: {problem}; nothing of it is served"
-    if kind in ("aborted", "resumed"):
-        reason = f": {event['reason']}" if event.get("reason") else ""
-        return f"{flow}'s canary on {event.get('ref')} ({sha}) {kind}{reason}"
-    if kind == "tag-moved":
+    if event["event"] == "aborted" or event["event"] == "resumed":
+        flow = event.get("flow") if isinstance(event.get("flow"), str) else None
+        reason = event.get("reason")
+        return f"{flow}'s canary on {event.get('ref')} ({sha}) {kind}" + (f": {reason}" if reason else "")
+    if event["event"] == "tag-moved":
         ref, before, after = event.get("ref"), event.get("before"), event.get("after")
         if not after:
             return f"Tag {ref} deleted (it pointed at {_short(before)})"
@@ -76,7 +78,8 @@ def describe(event: Mapping[str, Any], branch: str) -> str:
         return f"Built {sha}{message} (not deployed: a newer commit followed it)"
     if kind == "retired":
         return f"Retired {sha} from memory"
-    return f"{kind} {sha}" + (f": {event['detail']}" if event.get("detail") else "")
+    told = event.get("detail")
+    return f"{kind} {sha}" + (f": {told}" if told else "")
 
 
 def json_body(
@@ -94,7 +97,7 @@ def json_body(
     return orjson.dumps(document)
 
 
-def slack_body(event: Mapping[str, Any], *, summary: str, link: str | None, origin: Mapping[str, Any]) -> bytes:
+def slack_body(event: DeployEvent, *, summary: str, link: str | None, origin: Mapping[str, Any]) -> bytes:
     """A Slack-compatible message: ``text`` for notifications and clients without attachments, one attachment
     with a colour, the commit, ref and flow as fields, and the link (Slack, Mattermost, Rocket.Chat and Discord's
     ``/slack`` endpoint all read this shape)."""
@@ -161,13 +164,13 @@ class Notifier:
             sink.name: Outbox(f"notification sink {sink.name!r}", self._send, backoff=backoff) for sink in sinks
         }
 
-    def event(self, record: Mapping[str, Any]) -> None:
+    def event(self, record: DeployEvent) -> None:
         """Queue ``record`` for every sink that wants it; never waits."""
         for name, sink in self.sinks.items():
             if sink.wants(record):
                 self.outboxes[name].put(self.notification(sink, record))
 
-    def notification(self, sink: SinkSpec, record: Mapping[str, Any]) -> Notification:
+    def notification(self, sink: SinkSpec, record: DeployEvent) -> Notification:
         delivery = self._new_id()
         kind = str(record.get("event", ""))
         summary = describe(record, self._branch)

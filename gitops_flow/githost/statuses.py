@@ -17,6 +17,7 @@ from gitops_flow.exceptions import HostError, HostRejected
 from gitops_flow.githost.deploys import CommitStatus, DeploymentUpdate, RefView, Translator, Update
 from gitops_flow.githost.github import GitHub
 from gitops_flow.githost.outbox import DEFAULT_BACKOFF, Backoff, Outbox
+from gitops_flow.stores.events import DeployEvent
 
 log = logging.getLogger("gitops_flow.server")
 PAYLOAD_KEY = "gitops-flow"
@@ -36,7 +37,7 @@ _WRITE_WHY = {
 class _Pending:
     """An event on its way: translated when first sent, then sent update by update (a retry resumes)."""
 
-    event: Mapping[str, Any]
+    event: DeployEvent
     updates: list[Update] | None = None
     done: int = 0
 
@@ -66,7 +67,7 @@ class StatusPublisher:
         self._check = _Check()
         self.outbox: Outbox[_Pending] = Outbox(f"GitHub statuses of {github.repo}", self._send, backoff=backoff)
 
-    def event(self, record: Mapping[str, Any]) -> None:
+    def event(self, record: DeployEvent) -> None:
         """Queue what ``record`` means for GitHub; never waits."""
         self.outbox.put(_Pending(record))
 

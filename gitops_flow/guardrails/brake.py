@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from gitops_flow.exceptions import Limited
-from gitops_flow.stores.base import StateStore
+from gitops_flow.stores.base import SampleStore
 
 T = TypeVar("T")
 SLOTS = 10  # a window is counted in this many slots, so a failure leaves the count within a tenth of the window
@@ -35,7 +35,9 @@ _FIELD = "failed"
 class Brake:
     """Failed token checks per client address, shared through ``store``: ``limit`` within ``window`` seconds."""
 
-    def __init__(self, store: StateStore, *, limit: int, window: float, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, store: SampleStore, *, limit: int, window: float, clock: Callable[[], float] = time.time
+    ) -> None:
         self.store = store
         self.limit = limit
         self.window = window

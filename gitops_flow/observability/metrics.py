@@ -180,6 +180,15 @@ class Metrics:
             ["flow", "version", "result"],
             registry=self.registry,
         )
+        self.failures = Counter(
+            "gitops_flow_failed_runs",
+            "Failed flow runs, by flow, version (short sha), ref and cause: a model provider's failure "
+            "(ProviderUnavailable, ProviderTimeout, CircuitOpen, ProviderRateLimited, ProviderRejected) or the "
+            "exception's class.",
+            ["flow", "version", "ref", "cause"],
+            registry=self.registry,
+        )
+        self._failure_series: set[tuple[str, str, str, str]] = set()
         self._versioned: set[tuple[str, str, str]] = set()  # (metric, flow, sha) series to prune with versions
         self._token_series: set[tuple[str, str, str | None]] = set()
         if cached is not None:
@@ -222,11 +231,21 @@ class Metrics:
             if kind == "cache":
                 for result in ("hit", "miss"):
                     self.cache.remove(flow, sha[:12], result)
+        for series in [series for series in self._failure_series if series[1] not in live]:
+            self._failure_series.discard(series)
+            flow, sha, ref, kind = series
+            self.failures.remove(flow, sha[:12], ref, kind)
         for key in [key for key in self._token_series if key[1] not in live]:
             self._token_series.discard(key)
             flow, sha, ref = key
             for direction in ("input", "output"):
                 self.tokens.remove(flow, sha[:12], ref or "", direction)
+
+    def failed(self, flow: str, sha: str, ref: str | None, cause: str) -> None:
+        """A failed run's cause (its first word: a class name, so the series stay few)."""
+        kind = cause.split(" ", 1)[0][:64] or "unknown"
+        self._failure_series.add((flow, sha, ref or "", kind))
+        self.failures.labels(flow, sha[:12], ref or "", kind).inc()
 
     def refused(self, flow: str, limit: str, scope: str) -> None:
         """A request a limit refused."""

@@ -8,15 +8,16 @@ commit. Contract changes come from the same comparison as `validate --base` (con
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from gitops_flow.components import provider_packages
 from gitops_flow.components.documents import readable
 from gitops_flow.components.knowledge import Knowledge, matching
+from gitops_flow.components.provider_packages import ProviderPackage
 from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.delivery import corpus
 from gitops_flow.delivery.source import files_at, read_at, tree_at
@@ -24,7 +25,7 @@ from gitops_flow.flow.locations import LineIndex
 from gitops_flow.flow.routing import ROUTING_FILE, RoutingConfig
 from gitops_flow.plan.diff import Change, FlowDiff, flow_diff, routing_diff, secrets
 from gitops_flow.problems import Problem
-from gitops_flow.runtime.flow_tests import run_flow_tests
+from gitops_flow.runtime.sandbox import TestSandbox
 from gitops_flow.security.policy import SecretPolicy
 from gitops_flow.validation import contract
 from gitops_flow.validation.documents import MAX_BYTES, MAX_EXPORT_BYTES, FileReport, validate_bytes
@@ -61,6 +62,7 @@ class FlowPlan:
     new_secrets: tuple[str, ...] = ()
     contract: tuple[ContractChange, ...] = ()
     tests: tuple[int, int] = (0, 0)  # cases passed, failed
+    packages: tuple[ProviderPackage, ...] = ()  # the model provider packages the flow needs where it is served
 
     @property
     def breaking(self) -> bool:
@@ -79,6 +81,15 @@ class FlowPlan:
             "contract": [c.as_dict() for c in self.contract],
             "breaking": self.breaking,
             "tests": {"passed": self.tests[0], "failed": self.tests[1]},
+            "packages": [
+                {
+                    "package": p.distribution,
+                    "provider": p.provider,
+                    "install": p.install_hint(),
+                    "installed": p.installed,
+                }
+                for p in self.packages
+            ],
         }
 
 
@@ -139,7 +150,7 @@ def make_plan(
     if new_routing_raw is not None:  # routes naming flows that do not exist, as the server checks them
         names = [name.removesuffix(".json") for name in now]
         new_routing, routing_problems = validate_routing_bytes(new_routing_raw, file=ROUTING_FILE, flow_names=names)
-    judge = _Judge(registry, policy or SecretPolicy(), base, run_tests, knowledge)
+    judge = _Judge(registry, policy or SecretPolicy(), base, run_tests, TestSandbox(registry), knowledge)
     documents = _Documents(root, base)
     plans = []
     for file_name in sorted(before.keys() | now.keys()):
@@ -204,7 +215,8 @@ class _Judge:
     policy: SecretPolicy
     base: str
     run_tests: bool
-    knowledge: Knowledge | None = None
+    sandbox: TestSandbox  # the flows' tests run in a child process with a time and a memory limit, as on the server
+    knowledge: Knowledge | None = None  # the working tree's files the flows' Retrievers read (in their tests too)
 
     def flow(
         self, file_name: str, shown: str, old: bytes | None, new: bytes | None, *, documents_changed: bool = False
@@ -222,7 +234,7 @@ class _Judge:
         problems = [p for p in report.problems if p.severity != "notice"]  # notices are for `validate`, not a plan
         passed = failed = 0
         if report.ok and report.spec is not None and report.spec.tests and self.run_tests:
-            results = asyncio.run(run_flow_tests(report.spec, self.registry, knowledge=self.knowledge))
+            results = self.sandbox.run(report.spec, self.knowledge)
             lines = LineIndex(new.decode("utf-8-sig"))
             for result in results:
                 if result.passed:
@@ -231,7 +243,7 @@ class _Judge:
                 failed += 1
                 where = report.origin(result.path)
                 message = f"test {result.case!r} failed: {result.message}"
-                problems.append(Problem("test-failed", message, where, shown, lines.line(where)))
+                problems.append(Problem(result.code, message, where, shown, lines.line(where)))
         fails = any(p.severity == "error" for p in problems)
         needed = tuple(secrets(report.spec)) if report.spec is not None else ()
         known = set(secrets(old_report.spec)) if old_report is not None and old_report.spec is not None else set()
@@ -249,6 +261,9 @@ class _Judge:
             tuple(n for n in needed if n not in known),
             self._contract(report, old_report, new) if old_report is not None else (),
             (passed, failed),
+            tuple(provider_packages.needed((n.component, dict(n.params)) for n in report.spec.nodes))
+            if report.spec is not None
+            else (),
         )
 
     def _validate(self, raw: bytes, shown: str, stem: str) -> FileReport:

@@ -3,14 +3,14 @@ edges, tests, the secrets a flow reads; refs, weights, the canary guard's thresh
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
 
 from gitops_flow.flow.document import FlowSpec
-from gitops_flow.flow.routing import RoutingConfig
+from gitops_flow.flow.routing import RouteTarget, RoutingConfig, SegmentMatch
 from gitops_flow.security.references import env_name, env_refs, masked
 
 Kind = Literal["added", "removed", "changed"]
@@ -116,8 +116,9 @@ def routing_diff(old: RoutingConfig | None, new: RoutingConfig | None) -> list[C
     before, after = old or RoutingConfig(), new or RoutingConfig()
     found: list[Change] = []
     for route in _ordered(before.routes, after.routes):
-        old_targets = {t.ref: t.weight for t in before.routes.get(route, [])}
-        new_targets = {t.ref: t.weight for t in after.routes.get(route, [])}
+        old_targets = {t.ref: t.weight for t in before.routes.get(route, []) if t.match is None}
+        new_targets = {t.ref: t.weight for t in after.routes.get(route, []) if t.match is None}
+        found += _segment_changes(route, before.routes.get(route, []), after.routes.get(route, []))
         if route not in before.routes:
             found.append(Change("added", f"route {route}", _targets(new_targets)))
         elif route not in after.routes:
@@ -154,6 +155,29 @@ def routing_diff(old: RoutingConfig | None, new: RoutingConfig | None) -> list[C
     found += [Change("added", "yanked", sha) for sha in after.yanked if sha not in before.yanked]
     found += [Change("removed", "yanked", sha) for sha in before.yanked if sha not in after.yanked]
     return found
+
+
+def _segment_changes(route: str, old: Sequence[RouteTarget], new: Sequence[RouteTarget]) -> list[Change]:
+    """Segments added, removed or matching other requests: ``route support-bot: segment vip``, ``X-Flow-Segment in
+    [vip]``. A route whose segments are unchanged shows none (``plan`` shows every segment of a new route)."""
+    before = {(t.ref, t.match.header): _segment(t.match) for t in old if t.match is not None}
+    after = {(t.ref, t.match.header): _segment(t.match) for t in new if t.match is not None}
+    found = []
+    for key in list(dict.fromkeys([*before, *after])):
+        what = f"route {route}: segment {key[0]}"
+        if key not in before:
+            found.append(Change("added", what, after[key]))
+        elif key not in after:
+            found.append(Change("removed", what, before[key]))
+        elif before[key] != after[key]:
+            found.append(Change("changed", what, f"{before[key]} → {after[key]}"))
+    return found
+
+
+def _segment(match: SegmentMatch) -> str:
+    shown = ", ".join(match.values[:10]) + (f", … ({len(match.values)} values)" if len(match.values) > 10 else "")
+    header = {"x-flow-segment": "X-Flow-Segment", "x-flow-user": "X-Flow-User"}[match.header]
+    return f"{header} in [{shown}]"
 
 
 def _mapping_changes(prefix: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Change]:

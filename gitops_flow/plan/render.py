@@ -11,6 +11,7 @@ from typing import Literal
 
 import orjson
 
+from gitops_flow.components.provider_packages import ProviderPackage
 from gitops_flow.plan.compute import FlowPlan, Plan
 from gitops_flow.plan.diff import Change
 from gitops_flow.problems import Problem
@@ -69,6 +70,8 @@ def text(plan: Plan) -> str:
         lines += [f"  ~ {c.text}" for c in flow.contract if not c.breaking]
         if flow.secrets:
             lines.append(f"  secrets: {', '.join(_new(flow))}")
+        if flow.packages:
+            lines.append(f"  provider packages: {', '.join(_package(p) for p in flow.packages)}")
         if flow.tests != (0, 0):
             lines.append(f"  tests: {flow.tests[0]} passed, {flow.tests[1]} failed")
         lines += [f"  {p.describe()}" for p in flow.problems[:MAX_PROBLEMS]]
@@ -111,12 +114,19 @@ def markdown(plan: Plan) -> str:
     return out
 
 
+def _package(package: ProviderPackage) -> str:
+    return f"{package.distribution} ({package.install_hint()})"
+
+
 def _details(flow: FlowPlan) -> list[str]:
     lines = [f"- {_change(c)}" for c in _all(flow)]
     lines += [f"- ⚠️ **breaking {c.side}**: {_cell(c.text)}" for c in flow.contract if c.breaking]
     lines += [f"- {_cell(c.text)}" for c in flow.contract if not c.breaking]
     if flow.secrets:
         lines.append(f"- secrets it reads (the server must have them): {', '.join(_new(flow, code=True))}")
+    if flow.packages:
+        shown = ", ".join(f"`{_package(p)}`" for p in flow.packages)
+        lines.append(f"- provider packages it needs (the server must have them): {shown}")
     if flow.tests != (0, 0):
         lines.append(f"- tests: {flow.tests[0]} passed, {flow.tests[1]} failed")
     lines += [f"- {'❌' if p.severity == 'error' else '⚠️'} {_problem(p)}" for p in flow.problems[:MAX_PROBLEMS]]

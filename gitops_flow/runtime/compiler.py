@@ -7,13 +7,15 @@ import time
 import typing
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda, RunnableParallel, RunnablePassthrough
 from pydantic import BaseModel, RootModel, ValidationError, create_model
 
+from gitops_flow.components import langchain_internals as internals
 from gitops_flow.components.base import FAKEABLE, BuildContext
+from gitops_flow.components.breaker import Breakers
 from gitops_flow.components.knowledge import Knowledge
 from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.exceptions import BadInput, BuildError
@@ -41,6 +43,18 @@ class BuiltFlow:
     lean: LeanFlow | WithHistory | None = field(default=None, repr=False)
     # the repository's files it was built from (a Retriever's documents), so a tweaked build reads the same ones
     knowledge: Knowledge | None = field(default=None, repr=False, compare=False)
+    # the JSON Schemas of input_model and output_model, computed once per build by the server's builder, off the event
+    # loop (with_schemas): a flow with tens of thousands of fields takes a second to compute them
+    input_schema: dict[str, Any] | None = field(default=None, repr=False)
+    output_schema: dict[str, Any] | None = field(default=None, repr=False)
+
+    def json_schema(self, which: str) -> dict[str, Any]:
+        """The JSON Schema of the flow's ``input`` or ``output`` as published: the one computed with the build when
+        there is one, else computed now (a build the server's builder did not make: a test's, a tweaked run's)."""
+        cached = self.input_schema if which == "input" else self.output_schema
+        if cached is not None:
+            return cached
+        return _schema_of(self.input_model if which == "input" else self.output_model)
 
     def check_input(self, value: Any) -> None:
         """Raise BadInput when ``value`` does not match the input schema the flow publishes, or (TurnTooLarge) when a
@@ -55,6 +69,19 @@ class BuiltFlow:
             raise BadInput(f"the input does not match the flow's input schema ({where})") from None
         if isinstance(self.runnable, WithHistory):
             self.runnable.check_turn(value)  # raises TurnTooLarge: a turn the conversation would not keep
+
+
+def with_schemas(built: BuiltFlow) -> BuiltFlow:
+    """``built`` with its input and output JSON Schemas computed, so that no request computes them again; blocking
+    (the builder calls it in its thread, once per build)."""
+    return replace(built, input_schema=_schema_of(built.input_model), output_schema=_schema_of(built.output_model))
+
+
+def _schema_of(model: type[Any] | None) -> dict[str, Any]:
+    if model is None or not hasattr(model, "model_json_schema"):
+        return {}
+    schema: dict[str, Any] = model.model_json_schema()
+    return schema
 
 
 def runnable_config(
@@ -79,6 +106,7 @@ def build_flow(
     dry_run: bool = False,
     deadline: float | None = None,
     clock: Callable[[], float] = time.monotonic,
+    breakers: Breakers | None = None,
     knowledge: Knowledge | None = None,
 ) -> BuiltFlow:
     """Build ``spec``; raises BuildError (with the node's path) on the first node that cannot be built.
@@ -86,6 +114,7 @@ def build_flow(
     ``dry_run`` builds without any secret or provider package (placeholders stand in, and ``notes`` say so).
     ``fakes`` replaces the named model nodes with fake models answering those responses (``gitops-flow test``).
     ``deadline`` (a ``clock()`` reading) is checked before each node: past it, BuildError ``build-timeout``.
+    ``breakers``: the provider endpoints' circuit breakers the models call through (None: none).
     ``knowledge`` is the repository's files at the build's revision: a Retriever reads its documents there, and
     indexes them (embedding the chunks its cache lacks; never in a dry-build, except with ``hashing:``). Nothing
     else is invoked: building never calls a model, reads another file or touches the network.
@@ -105,19 +134,20 @@ def build_flow(
                 code="build-timeout",
             )
         built[node.id] = _build_node(
-            spec, index, registry, secrets or {}, fakes or {}, dry_run, notes, knowledge, deadline
+            spec, index, registry, secrets or {}, fakes or {}, dry_run, notes, breakers, knowledge, deadline
         )
     _check_fan_in_variables(spec, graph, built)
     named = {node_id: _named(r, node_id) for node_id, r in built.items()}
     runnable = _compile(graph, named)
-    lean: LeanFlow | WithHistory = _lean(graph, named, runnable)
+    # without the LangChain hooks the lean program reuses, the flow runs as its runnable (langchain_internals)
+    lean: LeanFlow | WithHistory | None = _lean(graph, named, runnable) if internals.HOOKS.runnables else None
     memory = [(i, n) for i, n in enumerate(spec.nodes) if registry.kind_of(n.component) == "memory"]
     if memory:
         if history is None and not dry_run:
             raise BuildError("this flow keeps chat history, but no history store was given", code="no-history-store")
         runnable = _with_history(runnable, graph, built, memory, history or MemoryHistoryStore())
         assert isinstance(runnable, WithHistory)
-        lean = runnable.over(lean)
+        lean = runnable.over(lean) if lean is not None else None
     runnable = _named(runnable, spec.name)
     return BuiltFlow(
         spec=spec,
@@ -152,6 +182,7 @@ def _build_node(
     fakes: Mapping[str, Sequence[str]],
     dry_run: bool,
     notes: list[Problem],
+    breakers: Breakers | None = None,
     knowledge: Knowledge | None = None,
     deadline: float | None = None,
 ) -> Runnable[Any, Any]:
@@ -204,7 +235,12 @@ def _build_node(
         loc, code, message = issues[0]
         raise BuildError(message, path=json_path([*where, "params", *loc]), code=code)
     ctx = BuildContext(
-        dry_run=dry_run, node_id=node.id, fake_responses=fake_responses, knowledge=knowledge, deadline=deadline
+        dry_run=dry_run,
+        node_id=node.id,
+        fake_responses=fake_responses,
+        breakers=breakers,
+        knowledge=knowledge,
+        deadline=deadline,
     )
     try:
         factory = registry.factory(component)

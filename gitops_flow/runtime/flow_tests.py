@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from gitops_flow.components.knowledge import Knowledge
 from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.exceptions import BadInput, BuildError
 from gitops_flow.flow.document import Expectation, FlowSpec, FlowTest
+from gitops_flow.flow.regexes import search
 from gitops_flow.problems import json_path
 from gitops_flow.runtime.compiler import BuiltFlow, build_flow, runnable_config
 from gitops_flow.runtime.conversations import MemoryHistoryStore
@@ -34,13 +34,15 @@ class CaseResult:
     duration_ms: float = 0.0
     path: str = "$.tests"
     line: int | None = None  # of ``path`` in the flow's file, when the caller knows the file
+    code: str = "test-failed"  # the problem code of a failure: ``test-timeout`` when it ran out of time
 
 
 # every case runs four times, each on a build and a conversation of its own: invoked and streamed, on LangChain's
 # runnable and on the lean program; their answers (and failures) must be the same. LangChain's invoke is the answer
 PATHS = (("langchain", "invoke"), ("lean", "invoke"), ("langchain", "stream"), ("lean", "stream"))
 CASE_TIMEOUT_S = 10.0  # what one case may take; a dry-build's fakes never wait, so only a stuck flow takes that long
-BUDGET_S = 60.0  # what all the cases of one flow may take together
+BUDGET_S = 60.0  # what all the cases of one flow may take together (Settings.test_budget)
+TIMEOUT = "test-timeout"  # the problem code of a case that ran out of time
 
 
 async def run_flow_tests(
@@ -70,7 +72,8 @@ async def run_flow_tests(
         left = deadline - time.monotonic()
         if left <= 0:
             message = f"not run: the flow's tests took their budget of {budget:g} s"
-            results.append(CaseResult(spec.name, case.name, False, message, path=json_path(["tests", index])))
+            where = json_path(["tests", index])
+            results.append(CaseResult(spec.name, case.name, False, message, path=where, code=TIMEOUT))
             continue
         results.append(await _run_case(spec, index, case, registry, models, histories, min(timeout, left), knowledge))
     return results
@@ -122,7 +125,8 @@ async def _run_case(
     try:
         answers = await asyncio.wait_for(_answers(builds, case.input, config), max(deadline - time.monotonic(), 0))
     except TimeoutError:
-        return CaseResult(spec.name, case.name, False, f"the flow did not answer within {timeout:g} s", path=path)
+        message = f"the flow did not answer within {timeout:g} s"
+        return CaseResult(spec.name, case.name, False, message, path=path, code=TIMEOUT)
     elapsed = (time.perf_counter() - started) * 1000
     expected = answers[PATHS[0]]
     for call in ("invoke", "stream"):
@@ -161,7 +165,7 @@ def check_expectation(expect: Expectation, output: Any) -> str | None:
         return f"expected the output to equal {_show(expect.equals)}; got {_show(output)}"
     if expect.contains is not None and expect.contains not in text:
         return f"expected the output to contain {expect.contains!r}; got {_show(output)}"
-    if expect.matches is not None and re.search(expect.matches, text) is None:
+    if expect.matches is not None and not search(expect.matches, text):
         return f"expected the output to match /{expect.matches}/; got {_show(output)}"
     return None
 

@@ -1,7 +1,9 @@
-"""The credential each model provider of ``init_chat_model`` reads: the secret names flows may use by default.
+"""The model providers of ``init_chat_model``: the package each needs and the credential each reads (the secret
+names flows may use by default).
 
-Every provider in langchain's ``_BUILTIN_PROVIDERS`` has an entry here (a test keeps the two equal), so a langchain
-upgrade that adds a provider fails the tests until someone decides which variable, if any, is its key. A provider
+Every provider in langchain's (private) ``_BUILTIN_PROVIDERS`` has an entry in both tables, with the same package
+(tests/test_secretpolicy.py keeps them equal), so a langchain upgrade that adds a provider fails the tests until
+someone decides which variable, if any, is its key; the server itself reads only these tables. A provider
 whose credentials are a cloud's own credential chain (AWS, Google Cloud, Azure AD), a file, or any provider's keys
 at once (LiteLLM) has none: no flow may hand it a secret unless the operator binds one to it by name.
 """
@@ -40,6 +42,42 @@ PROVIDER_KEYS: dict[str, tuple[str, ...]] = {
     "together": ("TOGETHER_API_KEY",),
     "upstage": ("UPSTAGE_API_KEY",),
     "xai": ("XAI_API_KEY",),
+}
+
+
+# provider -> the module init_chat_model imports for it (its distribution is the name with "-" for "_"; the extras
+# of pyproject.toml install the common ones: `pip install 'gitops-flow[openai]'`)
+PROVIDER_MODULES: dict[str, str] = {
+    "anthropic": "langchain_anthropic",
+    "anthropic_bedrock": "langchain_aws",
+    "azure_ai": "langchain_azure_ai",
+    "azure_openai": "langchain_openai",
+    "baseten": "langchain_baseten",
+    "bedrock": "langchain_aws",
+    "bedrock_converse": "langchain_aws",
+    "bedrock_mantle_anthropic": "langchain_aws",
+    "bedrock_mantle_openai": "langchain_aws",
+    "cohere": "langchain_cohere",
+    "deepseek": "langchain_deepseek",
+    "fireworks": "langchain_fireworks",
+    "google_anthropic_vertex": "langchain_google_vertexai",
+    "google_genai": "langchain_google_genai",
+    "google_vertexai": "langchain_google_vertexai",
+    "groq": "langchain_groq",
+    "huggingface": "langchain_huggingface",
+    "ibm": "langchain_ibm",
+    "langsmith": "langchain_openai",
+    "litellm": "langchain_litellm",
+    "meta": "langchain_meta",
+    "mistralai": "langchain_mistralai",
+    "nvidia": "langchain_nvidia_ai_endpoints",
+    "ollama": "langchain_ollama",
+    "openai": "langchain_openai",
+    "openrouter": "langchain_openrouter",
+    "perplexity": "langchain_perplexity",
+    "together": "langchain_together",
+    "upstage": "langchain_upstage",
+    "xai": "langchain_xai",
 }
 
 

@@ -66,10 +66,12 @@ def _default(value: Any) -> Any:
 # -- reading requests ---------------------------------------------------------------------------------------------
 
 
-async def read_body(request: Request) -> bytes | bytearray:
-    """The raw body, refused with 413 past the size limit (checked on the header and while reading). A client
-    that goes away meanwhile is one line in the log, not an error: there is no one left to answer."""
-    limit: int = request.app.state.deps.settings.max_body_bytes
+async def read_body(request: Request, limit: int | None = None) -> bytes | bytearray:
+    """The raw body, refused with 413 past the size limit (``limit``, else the server's; checked on the header and
+    while reading). A client that goes away meanwhile is one line in the log, not an error: there is no one left to
+    answer."""
+    if limit is None:
+        limit = int(request.app.state.deps.settings.max_body_bytes)
     declared = request.headers.get("content-length", "")
     size = int(declared) if declared.isascii() and declared.isdigit() else None
     if size is not None and size > limit:
@@ -108,11 +110,11 @@ def require_json(request: Request, *, body_optional: bool = False) -> None:
         )
 
 
-async def read_json(request: Request) -> Any:
+async def read_json(request: Request, limit: int | None = None) -> Any:
     """The JSON body: 415 unless its Content-Type is JSON, 413 past the size limit, 422 if it is not JSON (as FastAPI,
     and so LangServe and LangFlow, answer) or when it nests deeper than the server can answer (nesting.MAX_DEPTH)."""
     require_json(request)
-    body = await read_body(request)
+    body = await read_body(request, limit)
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -124,7 +126,8 @@ async def read_json(request: Request) -> Any:
     return value
 
 
-_DEPTH_ERRORS = ("depth limit exceeded", "recursion limit exceeded")  # orjson's messages, newer and older
+# orjson's messages for it, newest first (3.10.1, the floor in pyproject.toml, says the last)
+_DEPTH_ERRORS = ("depth limit exceeded", "recursion limit exceeded", "array and object recursion depth exceeded")
 
 
 def _too_deep() -> RequestError:

@@ -20,17 +20,19 @@ from gitops_flow.delivery.guard import Guard
 from gitops_flow.delivery.published import Delivery
 from gitops_flow.delivery.routing_table import Choice
 from gitops_flow.exceptions import StoreError
+from gitops_flow.experiments.ledger import RunLedger, new_run_id
+from gitops_flow.experiments.scores import Scores
 from gitops_flow.flow.routing import CacheRule
 from gitops_flow.githost.feedback import Feedback
 from gitops_flow.guardrails.brake import Brake
 from gitops_flow.guardrails.cache import Asked, Cached, Lookup, ResponseCache
 from gitops_flow.observability.metrics import Metrics
-from gitops_flow.observability.telemetry.context import current
+from gitops_flow.observability.telemetry.context import current, hashed
 from gitops_flow.observability.telemetry.runs import Telemetry, run_extras
 from gitops_flow.runtime.compiler import BuiltFlow, runnable_config
 from gitops_flow.runtime.conversations import UNSAVED, UNSAVED_KEY, MissingSession, WithHistory
 from gitops_flow.runtime.executor import Executor
-from gitops_flow.server import sse
+from gitops_flow.server import failures, sse
 from gitops_flow.server.edge import RequestError, dumps, json_object, json_response, read_json, request_config
 from gitops_flow.stores.base import StateStore
 
@@ -40,6 +42,7 @@ VERSION_HEADER = "x-flow-version"
 CACHE_HEADER = "x-flow-cache"  # hit or miss, on the answers of a flow whose answers are cached
 SESSION_HEADER = "x-flow-session"
 USER_HEADER = "x-flow-user"
+SEGMENT_HEADER = "x-flow-segment"  # a route's segments match it; the gateway sets it (docs/security.md)
 
 
 @dataclass(slots=True)
@@ -59,6 +62,8 @@ class Deps:
     cache: ResponseCache | None = None
     executor: Executor = field(default_factory=Executor)  # which executor runs each run (executor.py)
     brake: Brake | None = None  # the brake on guessing tokens (brake.py); None: none (tests that build Deps alone)
+    ledger: RunLedger | None = None  # the runs answered, that feedback may name (ledger.py)
+    scores: Scores | None = None  # feedback on them (scores.py)
 
 
 def get_deps(request: Request) -> Deps:
@@ -91,6 +96,7 @@ async def choose(
         pin=headers.get(VERSION_HEADER) or configurable.get("flow_version"),
         session=session,
         user=headers.get(USER_HEADER) or configurable.get("user_id"),
+        segment=headers.get(SEGMENT_HEADER),  # a header only: the body is the client's, the header the gateway's
         context=current() if limited else None,
         tweaks=tweaks or {},
     )
@@ -99,6 +105,21 @@ async def choose(
     route = deps.reconciler.table.routes.get(flow)
     deps.telemetry.chosen(flow, choice.version.sha, choice.ref, route.name if route else None, session, ask.user)
     return choice, built
+
+
+def note_answer(
+    request: Request, flow: str, choice: Choice, run_id: uuid.UUID, configurable: Mapping[str, Any]
+) -> None:
+    """Note in the ledger that ``choice`` answered ``run_id``, with the request's user (hashed, as telemetry keeps
+    it); a pinned request's run takes feedback but is left out of the experiment report."""
+    ledger = get_deps(request).ledger
+    if ledger is None:
+        return
+    headers = request.headers
+    user = headers.get(USER_HEADER) or configurable.get("user_id")
+    pinned = bool(headers.get(VERSION_HEADER) or configurable.get("flow_version"))
+    ref = choice.ref
+    ledger.note(str(run_id), flow, choice.version.sha, ref, hashed(str(user)) if user else None, counted=not pinned)
 
 
 def version_metadata(choice: Choice) -> dict[str, Any]:
@@ -118,7 +139,8 @@ def run_config(config: dict[str, Any], flow: str, choice: Choice, run_id: uuid.U
 async def run_flow(deps: Deps, flow: str, choice: Choice, built: BuiltFlow, run_id: uuid.UUID, run: Run) -> Any:
     """Run a flow and count its outcome (attempts.py: a canary that fails is retried on its primary, one that is slow
     is judged against it); returns (the choice that answered, the result). The flow's own failures become 422 (a
-    missing session) or 500 with the run id, never a traceback."""
+    missing session), a model provider's the status it is (failures.py), anything else 500 with the run id, never a
+    traceback."""
 
     async def timed(chosen: Choice, on: BuiltFlow) -> tuple[Any, float]:
         async with deps.telemetry.run(flow, chosen.version.sha, chosen.ref, on.spec):
@@ -130,9 +152,9 @@ async def run_flow(deps: Deps, flow: str, choice: Choice, built: BuiltFlow, run_
     except MissingSession as exc:
         raise RequestError(422, "missing-session", str(exc)) from None
     except Failed as failed:
-        log.error("flow %s run %s failed: %s", flow, run_id, type(failed.cause).__name__, exc_info=failed.cause)
-        deps.attempts.ended(flow, failed.choice, False, failed.seconds, None)
-        raise RequestError(500, "flow-failed", f"the flow failed while running (run {run_id})") from None
+        said = failures.reported(flow, run_id, failed.cause)
+        deps.attempts.ended(flow, failed.choice, False, failed.seconds, None, cause=said.cause)
+        raise RequestError(said.status, said.code, said.message, said.headers) from None
     deps.attempts.ended(flow, answered, True, seconds, run)
     return answered, result
 
@@ -168,7 +190,7 @@ async def one_input(request: Request, check: Callable[[dict[str, Any]], None] | 
     configurable = dict(config.get("configurable", {}))
     choice, flow = await choose(request, name, configurable, [payload["input"]])
     config["configurable"] = configurable
-    return FlowCall(name, payload, config, choice, flow, uuid.uuid4(), get_deps(request))
+    return FlowCall(name, payload, config, choice, flow, new_run_id(), get_deps(request))
 
 
 # -- LangServe-compatible flow endpoints --------------------------------------------------------------------------
@@ -180,6 +202,7 @@ async def invoke(request: Request) -> Response:
     looked, hit = await cached(deps, call.name, call.choice, call.flow, Asked(value, call.config))
     headers = {CACHE_HEADER: "hit" if hit else "miss"} if looked is not None else {}
     if hit is not None:
+        note_answer(request, call.name, call.choice, call.run_id, call.configurable)
         return _answer(hit.output, call.choice, call.run_id, headers)
 
     async def run(chosen: Choice, built: BuiltFlow) -> Any:
@@ -188,6 +211,7 @@ async def invoke(request: Request) -> Response:
     choice, output = await run_flow(deps, call.name, call.choice, call.flow, call.run_id, run)
     if looked is not None:
         await keep(deps, call.name, looked, choice, choice.version.flows.get(call.name), output)
+    note_answer(request, call.name, choice, call.run_id, call.configurable)
     return _answer(output, choice, call.run_id, headers)
 
 
@@ -216,7 +240,7 @@ async def batch(request: Request) -> Response:
         raise RequestError(422, "bad-config", f"{len(configs)} configs for {len(inputs)} inputs")
     configurable = dict(configs[0].get("configurable", {})) if configs else {}
     choice, flow = await choose(request, name, configurable, inputs)
-    run_ids = [uuid.uuid4() for _ in inputs]
+    run_ids = [new_run_id() for _ in inputs]
     deps = get_deps(request)
 
     async def run(chosen: Choice, built: BuiltFlow) -> Any:
@@ -229,8 +253,10 @@ async def batch(request: Request) -> Response:
         ]
         return await deps.executor.runner(built).abatch(inputs, run_configs)
 
-    run_id = run_ids[0] if run_ids else uuid.uuid4()
+    run_id = run_ids[0] if run_ids else new_run_id()
     choice, outputs = await run_flow(deps, name, choice, flow, run_id, run)
+    for each in run_ids:
+        note_answer(request, name, choice, each, configurable)
     metadata = {
         "run_ids": [str(r) for r in run_ids],
         "responses": [{"run_id": str(r), "feedback_tokens": []} for r in run_ids],  # LangServe's, one per input
@@ -274,10 +300,14 @@ class Opened:
             await close()
 
 
-async def open_stream(deps: Deps, flow: str, choice: Choice, built: BuiltFlow, start: Start) -> Opened:
+async def open_stream(
+    deps: Deps, flow: str, choice: Choice, built: BuiltFlow, start: Start, run_id: uuid.UUID
+) -> Opened:
     """Start ``flow``'s stream on ``choice`` and wait for its first chunk; a canary that fails first is replaced by
-    its primary when the primary's stream starts (attempts.py). A failure that no fallback mends is left in
-    ``failure`` for the caller to report in the stream (MissingSession included)."""
+    its primary when the primary's stream starts (attempts.py). A model provider's failure before the first chunk is
+    answered as the status it is, with its Retry-After (RequestError: nothing of the stream has gone out yet); any
+    other failure that no fallback mends is left in ``failure`` for the caller to report in the stream
+    (MissingSession included)."""
 
     async def first(chosen: Choice, on: BuiltFlow) -> Opened:
         opened = Opened(chosen, _observed(deps, flow, chosen, on, start), time.perf_counter(), drained(start))
@@ -294,6 +324,10 @@ async def open_stream(deps: Deps, flow: str, choice: Choice, built: BuiltFlow, s
         opened = Opened(choice, _nothing(), time.perf_counter(), None)
         opened.failure = exc
     except Failed as failed:
+        if failures.of_provider(failed.cause):
+            said = failures.reported(flow, run_id, failed.cause)
+            deps.attempts.ended(flow, failed.choice, False, failed.seconds, None, cause=said.cause)
+            raise RequestError(said.status, said.code, said.message, said.headers) from None
         opened = Opened(failed.choice, _nothing(), time.perf_counter() - failed.seconds, None)
         opened.failure = failed.cause
     return opened
@@ -382,7 +416,9 @@ async def stream(request: Request) -> Response:
         run = run_config(call.config, name, chosen, run_id)
         return deps.executor.runner(built).astream(call.payload["input"], run)
 
-    opened = await open_stream(deps, name, call.choice, call.flow, start)
+    opened = await open_stream(deps, name, call.choice, call.flow, start, run_id)
+    if opened.failure is None:
+        note_answer(request, name, opened.choice, run_id, call.configurable)
     metadata = _sse("metadata", {"run_id": str(run_id), **version_metadata(opened.choice)})
     form = LangServeEvents(lambda chunk: sse.frame(sse.DATA, dumps(chunk)), started=metadata)
     return event_stream(deps, opened, streamed(deps, name, opened, run_id, form))
@@ -430,7 +466,8 @@ async def streamed(
     deps: Deps, flow: str, opened: Opened, run_id: uuid.UUID, form: StreamForm
 ) -> AsyncGenerator[bytes, None]:
     """The frames of an opened stream, in ``form``: a chunk's frame each, then the end; a failure of the flow is an
-    error event (a missing session 422, anything else 500, counted against the version and logged with the run id).
+    error event (a missing session 422, a model provider's failure its status (failures.py), anything else 500,
+    counted against the version and logged with the run id).
     A client that goes away ends it where it waits (sse.EventStream): neither a success nor a failure of the version."""
     served = opened.choice
     yield form.started()
@@ -443,9 +480,9 @@ async def streamed(
         yield form.failed(422, str(exc))
         return
     except Exception as exc:
-        deps.attempts.ended(flow, served, False, time.perf_counter() - opened.started, opened.again)
-        log.error("flow %s run %s failed: %s", flow, run_id, type(exc).__name__, exc_info=exc)
-        yield form.failed(500, f"the flow failed while running (run {run_id})")
+        said = failures.reported(flow, run_id, exc)
+        deps.attempts.ended(flow, served, False, time.perf_counter() - opened.started, opened.again, cause=said.cause)
+        yield form.failed(said.status, said.message)
         return
     finally:
         await opened.close()  # at once, also when the client went away while a frame was being sent
@@ -491,6 +528,5 @@ async def config_schema(request: Request) -> Response:
 async def _schema(request: Request, which: str) -> Response:
     name = request.path_params["flow"]
     choice, flow = await choose(request, name, {}, limited=False)
-    model = flow.input_model if which == "input" else flow.output_model
-    schema = model.model_json_schema() if model is not None else {}
+    schema = flow.json_schema(which)  # computed with the build, off the event loop (build.with_schemas)
     return json_response(schema, headers={VERSION_HEADER: choice.version.sha})

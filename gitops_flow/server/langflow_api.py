@@ -23,6 +23,7 @@ from starlette.responses import Response
 
 from gitops_flow.components.textify import message_text, text_of
 from gitops_flow.delivery.routing_table import Choice, RoutingTable
+from gitops_flow.experiments.ledger import new_run_id
 from gitops_flow.flow.document import NodeSpec
 from gitops_flow.guardrails.cache import Asked
 from gitops_flow.runtime.compiler import BuiltFlow
@@ -37,6 +38,7 @@ from gitops_flow.server.endpoints import (
     event_stream,
     get_deps,
     keep,
+    note_answer,
     open_stream,
     run_config,
     run_flow,
@@ -273,7 +275,7 @@ async def run(request: Request) -> Response:
         raise RequestError(422, "unknown-output-component", f"the flow's outputs are {named}")
     session = str(configurable.get("session_id") or uuid.uuid4())  # a new conversation unless one is named
     configurable["session_id"] = session
-    run_id = uuid.uuid4()
+    run_id = new_run_id()
 
     def start(chosen: Choice, built: BuiltFlow) -> AsyncIterator[Any]:
         async def chunks() -> AsyncIterator[Any]:
@@ -285,7 +287,7 @@ async def run(request: Request) -> Response:
         return chunks()
 
     if streaming:
-        opened = await open_stream(deps, name, choice, flow, start)
+        opened = await open_stream(deps, name, choice, flow, start, run_id)
         form = LangFlowEvents(opened.choice.version.flows[name], body, session)
         return event_stream(deps, opened, streamed(deps, name, opened, run_id, form), ping=KEEP_ALIVE)
 
@@ -306,6 +308,7 @@ async def run(request: Request) -> Response:
             answered = choice.version.flows.get(name)
             ran = await _tweaked(tweaker, answered, body.tweaks) if answered is not None else None
             await keep(deps, name, looked, choice, ran, output)
+    note_answer(request, name, choice, run_id, configurable)  # feedback may name metadata.run_id (POST /feedback)
     response = run_response(choice.version.flows[name], body, session, output, str(uuid.uuid4()))
     response["metadata"] = {"run_id": str(run_id), **version_metadata(choice)}  # ours; LangFlow clients ignore it
     headers = {CACHE_HEADER: "hit" if hit is not None else "miss"} if looked is not None else {}

@@ -99,7 +99,9 @@ async def _stream(request: Request, kind: Kind) -> Response:
         events = built.runnable.astream_events(payload["input"], run, version=version, **filters)
         return _held(events, _event_output())
 
-    opened = await open_stream(deps, name, call.choice, call.flow, start)
+    opened = await open_stream(deps, name, call.choice, call.flow, start, run_id)
+    if opened.failure is None:
+        endpoints.note_answer(request, name, opened.choice, run_id, call.configurable)
     data = _log_data if kind == "log" else _event_data
     form = LangServeEvents(lambda held: b"".join(sse.frame(sse.DATA, _dumps(data(item))) for item in held))
     return event_stream(deps, opened, streamed(deps, name, opened, run_id, form))

@@ -28,6 +28,7 @@ that moves them fails there.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import ipaddress
 import logging
 from collections import Counter
@@ -401,3 +402,45 @@ class BoundedProtocol(HttpToolsProtocol):
 
     def _peer(self) -> str:
         return f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
+
+
+# the methods of uvicorn's protocol BoundedProtocol hooks into: an override of a method uvicorn no longer calls would
+# be skipped silently, leaving a bound unenforced, so each must still be there, taking what ours takes
+_HOOKED = (
+    "__init__",
+    "connection_made",
+    "connection_lost",
+    "data_received",
+    "on_url",
+    "on_header",
+    "on_headers_complete",
+    "on_message_complete",
+    "pause_writing",
+    "resume_writing",
+    "_start_asgi_task",
+)
+
+
+def hook_drift(base: type, ours: type, names: tuple[str, ...] = _HOOKED) -> list[str]:
+    """What differs between ``base``'s methods and ``ours`` among ``names``: each missing one, or one whose
+    parameters are not the same."""
+    drift = []
+    for name in names:
+        theirs = inspect.getattr_static(base, name, None)
+        if theirs is None or not callable(theirs):
+            drift.append(f"{base.__name__}.{name} is missing")
+            continue
+        expected = list(inspect.signature(getattr(ours, name)).parameters)
+        found = list(inspect.signature(theirs).parameters)
+        if found != expected:
+            drift.append(f"{base.__name__}.{name} takes ({', '.join(found)}), not ({', '.join(expected)})")
+    return drift
+
+
+_drift = hook_drift(HttpToolsProtocol, BoundedProtocol)
+if _drift:  # fail at import, not serve without the bounds (pyproject.toml's uvicorn bounds keep this from happening)
+    raise ImportError(
+        f"uvicorn {uvicorn.__version__} is not the uvicorn gitops-flow's bounded HTTP protocol hooks into: "
+        + "; ".join(_drift)
+        + "; install the versions in constraints.txt"
+    )

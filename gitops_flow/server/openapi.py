@@ -77,8 +77,8 @@ def document(table: RoutingTable) -> dict[str, Any]:
         served = list(builds.values())
         description = next((b.spec.description for _, b in served if b.spec.description), "")
         tags.append({"name": name, "description": description or f"the flow {name}"})
-        input_schema = _either(name, "Input", [(sha, b.input_model) for sha, b in served], schemas)
-        output_schema = _either(name, "Output", [(sha, b.output_model) for sha, b in served], schemas)
+        input_schema = _either(name, "Input", [(sha, b.json_schema("input")) for sha, b in served], schemas)
+        output_schema = _either(name, "Output", [(sha, b.json_schema("output")) for sha, b in served], schemas)
         paths.update(_flow_paths(name, input_schema, output_schema))
     paths.update(_server_paths())
     return {
@@ -95,12 +95,11 @@ def document(table: RoutingTable) -> dict[str, Any]:
     }
 
 
-def _either(flow: str, kind: str, models: list[tuple[str, type[Any] | None]], schemas: dict[str, Any]) -> Any:
+def _either(flow: str, kind: str, models: list[tuple[str, dict[str, Any]]], schemas: dict[str, Any]) -> Any:
     """One schema for the distinct schemas of the builds that serve ``flow`` (``anyOf`` when they differ); their
     definitions go to ``components/schemas`` under names of their own."""
     found: list[Any] = []
-    for sha, model in models:
-        raw = model.model_json_schema() if model is not None and hasattr(model, "model_json_schema") else {}
+    for sha, raw in models:  # each computed once with its build (build.with_schemas)
         prefix = _NAME.sub("_", f"{flow}.{sha[:12]}.")
         schema = _hoisted(raw, prefix, schemas)
         if schema not in found:
@@ -138,10 +137,12 @@ def _body(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
 
 def _errors(*statuses: int) -> dict[str, Any]:
     reasons = {
-        404: "unknown flow or version",
+        401: "the read token is needed",
+        404: "unknown flow, version or run",
         413: "the body is too large",
         415: "the body is not JSON",
         422: "the body, input or config is wrong",
+        429: "too many requests: see Retry-After",
         500: "the flow failed while running",
         503: "not ready",
     }
@@ -151,7 +152,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
 def _flow_paths(name: str, input_schema: Any, output_schema: Any) -> dict[str, Any]:
     base = f"/flows/{name}"
     config = {"$ref": "#/components/schemas/Config"}
-    headers = [{"$ref": f"#/components/parameters/{p}"} for p in ("Version", "Session", "User")]
+    headers = [{"$ref": f"#/components/parameters/{p}"} for p in ("Version", "Session", "User", "Segment")]
     invoke_body = _body({"input": input_schema, "config": config, "kwargs": {"type": "object"}}, ["input"])
     batch_body = _body(
         {
@@ -244,6 +245,18 @@ def _flow_paths(name: str, input_schema: Any, output_schema: Any) -> dict[str, A
                 "The config's JSON Schema", None, returns(schema_of, "it"), _errors(404, 503), "config_schema"
             )
         },
+        f"{base}/feedback": {"post": _feedback_operation([name], f"{name}_feedback")},
+        f"{base}/experiment": {
+            "get": {
+                "tags": [name],
+                "summary": "The flow's experiment report (read token)",
+                "operationId": _NAME.sub("_", f"{name}_experiment"),
+                "responses": {
+                    "200": returns({"type": "object"}, "each arm and each key's verdict"),
+                    **_errors(401, 404),
+                },
+            }
+        },
         f"{base}/playground/": {
             "get": {
                 "tags": [name],
@@ -253,6 +266,20 @@ def _flow_paths(name: str, input_schema: Any, output_schema: Any) -> dict[str, A
                     "200": {"description": "a page", "content": {"text/html": {"schema": {"type": "string"}}}}
                 },
             }
+        },
+    }
+
+
+def _feedback_operation(tags: list[str], op: str) -> dict[str, Any]:
+    return {
+        "tags": tags,
+        "summary": "Score a run (LangServe's feedback)",
+        "operationId": _NAME.sub("_", op),
+        "parameters": [{"$ref": "#/components/parameters/User"}],
+        "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Feedback"}}}},
+        "responses": {
+            "202": {"description": "kept", "content": {"application/json": {"schema": {"type": "object"}}}},
+            **_errors(404, 413, 415, 422, 429, 503),
         },
     }
 
@@ -309,6 +336,7 @@ def _server_paths() -> dict[str, Any]:
     }
     return {
         "/api/v1/run/{flow}": run_api,
+        "/feedback": {"post": _feedback_operation(["server"], "feedback")},
         "/flows": get("Every flow, its state and the refs that serve it", "flows"),
         "/versions": get("Every commit seen", "versions"),
         "/history": get("Deploy events, newest first", "history"),
@@ -373,6 +401,18 @@ _COMMON: dict[str, Any] = {
             "ref": {"type": ["string", "null"]},
         },
     },
+    "Feedback": {
+        "type": "object",
+        "description": "LangServe's feedback on a run this server answered (docs/experiments.md)",
+        "properties": {
+            "run_id": {"type": "string", "format": "uuid", "description": "an answer's metadata.run_id"},
+            "key": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"},
+            "score": {"anyOf": [{"type": "number"}, {"type": "boolean"}]},
+            "value": {},
+            "comment": {"type": ["string", "null"], "maxLength": 4000},
+        },
+        "required": ["run_id", "key", "score"],
+    },
     "LangFlowRun": {
         "type": "object",
         "properties": {
@@ -407,6 +447,13 @@ _PARAMETERS: dict[str, Any] = {
         "in": "header",
         "required": False,
         "description": "the user, for sticky routing",
+        "schema": {"type": "string"},
+    },
+    "Segment": {
+        "name": "X-Flow-Segment",
+        "in": "header",
+        "required": False,
+        "description": "the request's segment, set by the gateway: a route's segments may match it",
         "schema": {"type": "string"},
     },
 }

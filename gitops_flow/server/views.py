@@ -7,7 +7,7 @@ import hmac
 import logging
 import os
 from collections.abc import Callable, Collection
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -20,6 +20,7 @@ from gitops_flow.exceptions import StoreError
 from gitops_flow.observability.metrics import CONTENT_TYPE
 from gitops_flow.server.edge import RequestError, client_address, json_response, read_json, require_json
 from gitops_flow.server.endpoints import get_deps
+from gitops_flow.stores.events import DeployEvent
 
 log = logging.getLogger("gitops_flow.server")
 T = TypeVar("T")
@@ -52,11 +53,17 @@ async def flows(request: Request) -> Response:
 
 
 def flow_state(table: RoutingTable, name: str) -> dict[str, Any]:
-    """A flow at the head, for people: ``live`` at the commit that serves it, or ``failed`` at the head with its
-    problems and the commit that serves it instead (``serving``, None when nothing does)."""
+    """A flow at the head, for people: ``live`` at the commit that serves it, ``pending`` (its tests at the head
+    still run) or ``failed`` at the head with its problems, and the commit that serves it instead (``serving``, None
+    when nothing does)."""
     head = table.head
     route = table.routes.get(name)
     serving = next((t.serving for _, t in route.live), None) if route is not None else None
+    if head is not None and name in head.pending:  # its tests are still running: it serves its previous build
+        carried = head.carried.get(name)
+        instead = f", serving {carried[:12]}" if carried else ", not served yet"
+        summary = f"{name} waits for its tests at {head.sha[:12]}{instead}"
+        return {"state": "pending", "serving": carried, "pending_at": head.sha, "summary": summary}
     if head is None or name not in head.failed:
         summary = f"{name} live at {serving[:12]}" if serving else f"{name} is not served"
         return {"state": "live" if serving else "missing", "serving": serving, "summary": summary}
@@ -86,6 +93,7 @@ def route_targets(route: Route, known: Collection[str] | None = None) -> list[di
             "serving": t.serving,
             "weight": shares.get(id(t), 0),
             "state": t.state,
+            **({"segment": {"header": t.segment.header, "values": sorted(t.segment.values)}} if t.segment else {}),
         }
         for t in (route.targets if route.targets else [t for _, t in route.live])
     ]
@@ -133,7 +141,7 @@ async def history(request: Request) -> Response:
     known = {v.sha for v in deps.reconciler.versions}
     events = [{"id": seq, **(event if reader else unmerged_hidden(event, known))} for seq, event in rows[:limit]]
     more = len(rows) > limit
-    return json_response({"events": events, "next": _next(events[-1]["id"], limit) if more else None})
+    return json_response({"events": events, "next": _next(rows[limit - 1][0], limit) if more else None})
 
 
 async def require_reader(request: Request) -> bool:
@@ -194,16 +202,18 @@ def _shown(record: dict[str, Any], reader: bool) -> dict[str, Any]:
 _SHA_FIELDS = ("sha", "before", "after", "restores")
 
 
-def unmerged_hidden(event: dict[str, Any], known: set[str]) -> dict[str, Any]:
-    """An event with the shas of commits that are no version of the branch (a tag on an unmerged commit) hidden."""
-    hidden = [event[k] for k in _SHA_FIELDS if isinstance(event.get(k), str) and event[k] and event[k] not in known]
+def unmerged_hidden(event: DeployEvent, known: set[str]) -> DeployEvent:
+    """An event with the shas of commits that are no version of the branch (a tag on an unmerged commit) hidden: those
+    fields None (events.py allows it), and the sha's short form in ``detail`` replaced."""
+    fields: dict[str, Any] = dict(event)
+    hidden = [v for k in _SHA_FIELDS if isinstance(v := fields.get(k), str) and v and v not in known]
     if not hidden:
         return event
-    shown = {**event, **{k: None for k in _SHA_FIELDS if event.get(k) in hidden}}
+    shown = {**fields, **{k: None for k in _SHA_FIELDS if fields.get(k) in hidden}}
     if isinstance(shown.get("detail"), str):
         for sha in hidden:
             shown["detail"] = shown["detail"].replace(sha[:12], "(an unmerged commit)")
-    return shown
+    return cast(DeployEvent, shown)  # the same kind, with fewer shas
 
 
 # -- health and metrics --------------------------------------------------------------------------------------------

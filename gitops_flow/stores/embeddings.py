@@ -4,10 +4,10 @@ memory://          in this process
 sqlite:///PATH     in PATH's sibling file ``<name>-embeddings.db``, shared by the processes of the machine
 redis[s]://…       in the same Redis, under the same prefix, shared by every replica
 
-This role is blocking, unlike the StateStore: its only callers are builds, which run in worker threads (a
-Retriever's index is made while its flow is built). A chunk is embedded once for a model and kept, whatever
-commit, flow or worker meets it again; a write never replaces a vector already kept (one model gives one vector
-per chunk, so two workers that embedded the same chunk at once agree).
+The role (EmbeddingStore, in stores/base.py) is blocking, unlike the StateStore's: its only callers are builds,
+which run in worker threads (a Retriever's index is made while its flow is built). A chunk is embedded once for a
+model and kept, whatever commit, flow or worker meets it again; a write never replaces a vector already kept (one
+model gives one vector per chunk, so two workers that embedded the same chunk at once agree).
 """
 
 from __future__ import annotations
@@ -17,40 +17,18 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 from gitops_flow.components.knowledge import MemoryVectors
 from gitops_flow.exceptions import StoreError
 from gitops_flow.security.redaction import redact
-from gitops_flow.stores.base import StateStore
+from gitops_flow.stores.base import EmbeddingStore, StateStore
 from gitops_flow.stores.sqlite import SqliteStore
 
 EMBEDDINGS_PREFIX = "emb:"
 _BUSY_TIMEOUT = 5.0
 _BATCH = 500  # keys per statement or pipeline
-
-
-class EmbeddingStore(Protocol):
-    """Vectors (float32 bytes) by (model, chunk hash). Every method may raise StoreError, and nothing else for
-    I/O; ``get`` of keys never written gives {} for them."""
-
-    def get(self, model: str, keys: Sequence[str]) -> dict[str, bytes]:
-        """The vectors kept of ``keys``; a key not kept is absent."""
-        ...
-
-    def put(self, model: str, vectors: Mapping[str, bytes]) -> None:
-        """Keep each vector unless its key is kept already (the first write stays)."""
-        ...
-
-    def claim(self, model: str, keys: Sequence[str], ttl: float) -> list[str]:
-        """The keys this call claims for embedding: those no live claim of any process holds, now held for ``ttl``
-        seconds (atomic across the processes sharing the backend)."""
-        ...
-
-    def close(self) -> None:
-        """Release connections."""
-        ...
 
 
 class MemoryEmbeddings(MemoryVectors):

@@ -16,10 +16,12 @@ from gitops_flow.stores.base import (
     SWEEP_CONVERSATIONS,
     ConversationQuota,
     Record,
+    ScoreBounds,
     Turn,
     drain,
     turn_bytes,
 )
+from gitops_flow.stores.events import DeployEvent
 
 _PURGE_EVERY = 1_000  # pin writes between sweeps of expired pins
 
@@ -47,6 +49,10 @@ class MemoryStore:
         self._aborts: dict[str, bytes] = {}
         self._listeners: set[asyncio.Queue[str | None]] = set()
         self._leases: dict[str, tuple[str, float]] = {}
+        self._runs: OrderedDict[str, tuple[bytes, float]] = OrderedDict()  # run id -> (record, expires), oldest first
+        # flow -> slot -> (key, record, expires), oldest write first; and flow -> key -> its live scores
+        self._scores: dict[str, OrderedDict[str, tuple[str, bytes, float]]] = {}
+        self._score_keys: dict[str, dict[str, int]] = {}
 
     def __repr__(self) -> str:
         return f"MemoryStore(pins={len(self._pins)}, sessions={len(self._turns)}, versions={len(self._versions)})"
@@ -122,7 +128,7 @@ class MemoryStore:
     async def versions(self) -> list[Record]:
         return [orjson.loads(record) for record in self._versions.values()]
 
-    async def add_event(self, event: Record, *, once: str | None = None) -> bool:
+    async def add_event(self, event: DeployEvent, *, once: str | None = None) -> bool:
         if once is not None:
             if once in self._once:
                 return False
@@ -131,7 +137,7 @@ class MemoryStore:
         self._events.append((self._event_seq, orjson.dumps(event)))
         return True
 
-    async def events(self, limit: int, *, before: int | None = None) -> list[tuple[int, Record]]:
+    async def events(self, limit: int, *, before: int | None = None) -> list[tuple[int, DeployEvent]]:
         newest_first = reversed(self._events)
         if before is not None:
             newest_first = (item for item in newest_first if item[0] < before)
@@ -195,6 +201,49 @@ class MemoryStore:
     async def release(self, name: str, holder: str) -> None:
         if self._leases.get(name, ("", 0.0))[0] == holder:
             del self._leases[name]
+
+    async def remember_runs(self, runs: Sequence[tuple[str, Record]], *, ttl: float, max_runs: int) -> None:
+        now = self._clock()
+        for run_id, record in runs:
+            self._runs.pop(run_id, None)
+            self._runs[run_id] = (orjson.dumps(record), now + ttl)
+        # one ttl for every run: the front expires first
+        while self._runs and (len(self._runs) > max_runs or next(iter(self._runs.values()))[1] <= now):
+            self._runs.popitem(last=False)
+
+    async def answered(self, run_id: str) -> Record | None:
+        kept = self._runs.get(run_id)
+        if kept is None or kept[1] <= self._clock():
+            return None
+        record: Record = orjson.loads(kept[0])
+        return record
+
+    async def add_score(self, flow: str, key: str, slot: str, record: Record, bounds: ScoreBounds) -> bool:
+        now = self._clock()
+        scores = self._scores.setdefault(flow, OrderedDict())
+        keys = self._score_keys.setdefault(flow, {})
+        while scores and next(iter(scores.values()))[2] <= now:
+            self._drop_score(flow, next(iter(scores)))
+        if key not in keys and len(keys) >= bounds.max_keys:
+            return False
+        if slot in scores:
+            self._drop_score(flow, slot)
+        scores[slot] = (key, orjson.dumps(record), now + bounds.ttl)
+        keys[key] = keys.get(key, 0) + 1
+        while len(scores) > bounds.max_scores:
+            self._drop_score(flow, next(iter(scores)))
+        return True
+
+    async def scores(self, flow: str) -> list[Record]:
+        now = self._clock()
+        return [orjson.loads(data) for _, data, expires in self._scores.get(flow, {}).values() if expires > now]
+
+    def _drop_score(self, flow: str, slot: str) -> None:
+        key, _, _ = self._scores[flow].pop(slot)
+        keys = self._score_keys[flow]
+        keys[key] -= 1
+        if keys[key] <= 0:
+            del keys[key]
 
     def _drop_conversation(self, session_id: str) -> None:
         _, _, size = self._turns.pop(session_id)

@@ -24,9 +24,15 @@ TTLs (the item's own TTL plus a day) are only a backstop, so that keys nobody co
     probe:<random>        string   ping()'s probe, deleted at once (a 60 s TTL if the delete is lost)
     wake                  channel  publish() and listen()
     lease:<name>          string   the holder of a lease (leader.py), expiring with it
+    runs                  zset     run id, scored by the time it stops taking feedback
+    runs:record           hash     run id -> JSON record (its flow, version, ref, user)
+    scores:<flow>         hash     slot (who and which arm) -> JSON feedback score
+    scores:<flow>:at      zset     slot, scored by the time its score expires
+    scores:<flow>:keyof   hash     slot -> its feedback key
+    scores:<flow>:keys    hash     feedback key -> how many live scores it has
 
 The writes that must be atomic (claim_pin, append_turns, add_event with ``once``, claim_delivery, add_samples,
-put_version) are
+put_version, remember_runs, add_score) are
 Lua scripts (stores/redis_scripts.py), which Redis runs one at a time. Some scripts name keys they derive from a
 prefix, which a standalone Redis (with or without replicas) allows and Redis Cluster does not.
 """
@@ -65,16 +71,20 @@ from gitops_flow.stores.base import (
     ONCE_PREFIX,
     PIN_PREFIX,
     PROBE_PREFIX,
+    RUNS_KEY,
     SAMPLES_PREFIX,
+    SCORES_PREFIX,
     SWEEP_CONVERSATIONS,
     TURNS_PREFIX,
     VERSION_PREFIX,
     WAKE_CHANNEL,
     ConversationQuota,
     Record,
+    ScoreBounds,
     Turn,
     drain,
 )
+from gitops_flow.stores.events import DeployEvent
 
 log = logging.getLogger("gitops_flow.stores")
 
@@ -101,6 +111,8 @@ _SLOTS = SAMPLES_PREFIX + "slots:"  # neither these nor _EXPIRES are ever a slot
 _EXPIRES = SAMPLES_PREFIX + "expires:"
 _SAMPLE_SWEEP = 4  # expired slots each write of a key removes (a write opens at most one new slot)
 _ABORTS = ABORT_PREFIX + "record"
+_RUN_RECORDS = RUNS_KEY + ":record"
+_READ_BATCH = 1_000  # scores read per command
 
 
 class RedisStore:
@@ -148,6 +160,8 @@ class RedisStore:
         self._add_samples, self._sum_samples = load(lua.ADD_SAMPLES), load(lua.SUM_SAMPLES)
         self._append_turns, self._events_page = load(lua.APPEND_TURNS), load(lua.EVENTS_PAGE)
         self._lease, self._release = load(lua.LEASE), load(lua.RELEASE)
+        self._remember_runs, self._answered = load(lua.REMEMBER_RUNS), load(lua.ANSWERED)
+        self._add_score = load(lua.ADD_SCORE)
         self._listeners: set[asyncio.Queue[str | None]] = set()
         self._reader: asyncio.Task[None] | None = None
         self._closed = False
@@ -283,13 +297,13 @@ class RedisStore:
                 order, records = await transaction.execute()
         return [orjson.loads(records[sha]) for sha in order]
 
-    async def add_event(self, event: Record, *, once: str | None = None) -> bool:
+    async def add_event(self, event: DeployEvent, *, once: str | None = None) -> bool:
         keys = [self._key(EVENTS_KEY), self._key(_EVENTS_SEQ), self._key(_EVENTS_ONCE)]
         args: list[_Arg] = [orjson.dumps(event), self._max_events, "0" if once is None else "1", once or ""]
         with self._errors("add an event"):
             return bool(await self._add_event(keys=keys, args=args))
 
-    async def events(self, limit: int, *, before: int | None = None) -> list[tuple[int, Record]]:
+    async def events(self, limit: int, *, before: int | None = None) -> list[tuple[int, DeployEvent]]:
         if limit < 1:
             return []
         keys = [self._key(EVENTS_KEY), self._key(_EVENTS_SEQ)]
@@ -351,6 +365,46 @@ class RedisStore:
         with self._errors("release a lease"):
             await self._release(keys=[self._key(LEASE_PREFIX + name)], args=[holder])
 
+    async def remember_runs(self, runs: Sequence[tuple[str, Record]], *, ttl: float, max_runs: int) -> None:
+        if not runs:
+            return
+        now = self._clock()
+        args: list[_Arg] = [_number(now), max_runs, _backstop_ms(ttl)]
+        for run_id, record in runs:
+            args += [run_id, _number(now + ttl), orjson.dumps(record)]
+        with self._errors("remember runs"):
+            await self._remember_runs(keys=[self._key(RUNS_KEY), self._key(_RUN_RECORDS)], args=args)
+
+    async def answered(self, run_id: str) -> Record | None:
+        keys = [self._key(RUNS_KEY), self._key(_RUN_RECORDS)]
+        with self._errors("read a run"):
+            found = await self._answered(keys=keys, args=[run_id, _number(self._clock())])
+        if found is None:
+            return None
+        record: Record = orjson.loads(found)
+        return record
+
+    async def add_score(self, flow: str, key: str, slot: str, record: Record, bounds: ScoreBounds) -> bool:
+        now = self._clock()
+        args: list[_Arg] = [_number(now), key, slot, orjson.dumps(record), _number(now + bounds.ttl)]
+        args += [bounds.max_keys, bounds.max_scores, _backstop_ms(bounds.ttl)]
+        with self._errors("keep a score"):
+            return bool(await self._add_score(keys=self._score_keys(flow), args=args))
+
+    async def scores(self, flow: str) -> list[Record]:
+        data, at = self._score_keys(flow)[:2]
+        found: list[Record] = []
+        with self._errors("read scores"):
+            slots: list[Any] = list(await self._redis.zrangebyscore(at, f"({_number(self._clock())}", "+inf"))
+            for start in range(0, len(slots), _READ_BATCH):
+                values = await self._redis.hmget(data, slots[start : start + _READ_BATCH])
+                found += [orjson.loads(value) for value in values if value is not None]
+        return found
+
+    def _score_keys(self, flow: str) -> list[str]:
+        base = self._key(SCORES_PREFIX + flow)
+        return [base, base + ":at", base + ":keyof", base + ":keys"]
+
     def listen(self) -> AsyncIterator[str]:
         """Every message published on this Redis after this call (and after ``open()``), in order, until the store
         closes; this store's own included. The subscription is made in ``open()``, so none is missed for want of
@@ -398,7 +452,7 @@ class RedisStore:
                 if loop.time() >= deadline:
                     raise StoreError(f"Redis at {self.url} did not confirm the subscription in {self._timeout} s")
         except BaseException:
-            await pubsub.aclose()
+            await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # unannotated before redis-py 8.2
             raise
         return pubsub
 
@@ -436,7 +490,7 @@ class RedisStore:
 
 async def _close_quietly(pubsub: PubSub) -> None:
     with suppress(RedisError, OSError):
-        await pubsub.aclose()
+        await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # unannotated before redis-py 8.2
 
 
 def _without_password(url: str) -> str:

@@ -218,3 +218,63 @@ RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+# runs answered: KEYS runs (zset id -> expires), runs:record (hash id -> JSON); ARGV now, max runs, backstop ms,
+# then (id, expires, record) per run. The expired go (a bounded batch per call), then the oldest past the maximum.
+REMEMBER_RUNS = """
+local order, records = KEYS[1], KEYS[2]
+local now, most, backstop = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+for i = 4, #ARGV, 3 do
+  redis.call('ZADD', order, ARGV[i + 1], ARGV[i])
+  redis.call('HSET', records, ARGV[i], ARGV[i + 2])
+end
+local gone = redis.call('ZRANGEBYSCORE', order, '-inf', now, 'LIMIT', 0, 1000)
+local over = redis.call('ZCARD', order) - #gone - most
+if over > 0 then
+  for _, id in ipairs(redis.call('ZRANGE', order, #gone, #gone + over - 1)) do gone[#gone + 1] = id end
+end
+for i = 1, #gone, 500 do
+  local batch = {unpack(gone, i, math.min(i + 499, #gone))}
+  redis.call('ZREM', order, unpack(batch))
+  redis.call('HDEL', records, unpack(batch))
+end
+redis.call('PEXPIRE', order, backstop)
+redis.call('PEXPIRE', records, backstop)
+"""
+
+# a run's record while it lives: KEYS runs, runs:record; ARGV id, now
+ANSWERED = """
+local expires = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not expires or tonumber(expires) <= tonumber(ARGV[2]) then return false end
+return redis.call('HGET', KEYS[2], ARGV[1])
+"""
+
+# one score: KEYS scores (hash slot -> JSON), scores:at (zset slot -> expires), scores:keyof (hash slot -> key),
+# scores:keys (hash key -> live scores); ARGV now, key, slot, record, expires, max keys, max scores, backstop ms.
+# Returns 1 when kept, 0 when the key is new and the flow has its maximum of keys.
+ADD_SCORE = """
+local data, at, keyof, keys = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local now, key, slot = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+local max_keys, max_scores, backstop = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local function drop(s)
+  local k = redis.call('HGET', keyof, s)
+  if not k then return end
+  redis.call('HDEL', data, s)
+  redis.call('HDEL', keyof, s)
+  redis.call('ZREM', at, s)
+  if redis.call('HINCRBY', keys, k, -1) <= 0 then redis.call('HDEL', keys, k) end
+end
+for _, s in ipairs(redis.call('ZRANGEBYSCORE', at, '-inf', now, 'LIMIT', 0, 256)) do drop(s) end
+if redis.call('HEXISTS', keys, key) == 0 and redis.call('HLEN', keys) >= max_keys then return 0 end
+drop(slot)
+redis.call('HSET', data, slot, ARGV[4])
+redis.call('HSET', keyof, slot, key)
+redis.call('ZADD', at, ARGV[5], slot)
+redis.call('HINCRBY', keys, key, 1)
+local over = redis.call('ZCARD', at) - max_scores
+if over > 0 then
+  for _, s in ipairs(redis.call('ZRANGE', at, 0, over - 1)) do drop(s) end
+end
+for _, k in ipairs(KEYS) do redis.call('PEXPIRE', k, backstop) end
+return 1
+"""

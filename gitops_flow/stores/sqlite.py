@@ -25,8 +25,10 @@ from gitops_flow.stores.base import (
     SWEEP_CONVERSATIONS,
     ConversationQuota,
     Record,
+    ScoreBounds,
     Turn,
 )
+from gitops_flow.stores.events import DeployEvent
 from gitops_flow.stores.sqlitetx import write_transaction
 
 T = TypeVar("T")
@@ -77,6 +79,17 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE conversation_totals (id INTEGER PRIMARY KEY CHECK (id = 0), sessions INTEGER NOT NULL,"
         " bytes INTEGER NOT NULL)",
         "INSERT INTO conversation_totals SELECT 0, COUNT(*), COALESCE(SUM(bytes), 0) FROM conversations",
+    ),
+    (
+        # experiments: the runs answered (newest rowid last) and the feedback scores, with each flow's live keys
+        # no index on expires: runs come in time order, so the oldest rowids expire first (_remember_runs)
+        "CREATE TABLE runs (id TEXT PRIMARY KEY, record TEXT NOT NULL, expires REAL NOT NULL)",
+        "CREATE TABLE scores (flow TEXT NOT NULL, slot TEXT NOT NULL, key TEXT NOT NULL, record TEXT NOT NULL,"
+        " expires REAL NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (flow, slot))",
+        "CREATE INDEX scores_expires ON scores (flow, expires)",
+        "CREATE INDEX scores_seq ON scores (flow, seq)",
+        "CREATE TABLE score_keys (flow TEXT NOT NULL, key TEXT NOT NULL, count INTEGER NOT NULL,"
+        " PRIMARY KEY (flow, key))",
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -159,10 +172,10 @@ class SqliteStore:
         rows = await self._run("read", lambda db: db.execute("SELECT record FROM versions ORDER BY seq").fetchall())
         return [orjson.loads(record) for (record,) in rows]
 
-    async def add_event(self, event: Record, *, once: str | None = None) -> bool:
+    async def add_event(self, event: DeployEvent, *, once: str | None = None) -> bool:
         return await self._run("written", partial(self._add_event, orjson.dumps(event).decode(), once))
 
-    async def events(self, limit: int, *, before: int | None = None) -> list[tuple[int, Record]]:
+    async def events(self, limit: int, *, before: int | None = None) -> list[tuple[int, DeployEvent]]:
         if limit < 1:
             return []
         query = "SELECT id, record FROM events WHERE id < ? ORDER BY id DESC LIMIT ?"
@@ -194,6 +207,28 @@ class SqliteStore:
 
     async def drop_abort(self, key: str) -> None:
         await self._run("written", lambda db: db.execute("DELETE FROM aborts WHERE key = ?", (key,)))
+
+    async def remember_runs(self, runs: Sequence[tuple[str, Record]], *, ttl: float, max_runs: int) -> None:
+        rows = [(run_id, orjson.dumps(record).decode()) for run_id, record in runs]
+        if rows:
+            await self._run("written", partial(self._remember_runs, rows, ttl, max_runs))
+
+    async def answered(self, run_id: str) -> Record | None:
+        query = "SELECT record FROM runs WHERE id = ? AND expires > ?"
+        row = await self._run("read", lambda db: db.execute(query, (run_id, self._clock())).fetchone())
+        if row is None:
+            return None
+        record: Record = orjson.loads(row[0])
+        return record
+
+    async def add_score(self, flow: str, key: str, slot: str, record: Record, bounds: ScoreBounds) -> bool:
+        data = orjson.dumps(record).decode()
+        return await self._run("written", partial(self._add_score, flow, key, slot, data, bounds))
+
+    async def scores(self, flow: str) -> list[Record]:
+        query = "SELECT record FROM scores WHERE flow = ? AND expires > ? ORDER BY seq"
+        rows = await self._run("read", lambda db: db.execute(query, (flow, self._clock())).fetchall())
+        return [orjson.loads(record) for (record,) in rows]
 
     async def publish(self, message: str) -> None:
         """A row in the wake-ups table, which every listener (of any process sharing the file) reads within
@@ -433,6 +468,59 @@ class SqliteStore:
                 [(*row, now + ttl) for row in rows],
             )
             db.execute("DELETE FROM samples WHERE expires <= ?", (now,))
+
+    def _remember_runs(self, rows: list[tuple[str, str]], ttl: float, max_runs: int, db: sqlite3.Connection) -> None:
+        with write_transaction(db):
+            now = self._clock()
+            db.executemany(
+                "INSERT OR REPLACE INTO runs (id, record, expires) VALUES (?, ?, ?)", [(*r, now + ttl) for r in rows]
+            )
+            # the oldest rows, if expired: twice as many as were written, so expired rows never pile up
+            db.execute(
+                "DELETE FROM runs WHERE rowid IN (SELECT rowid FROM runs ORDER BY rowid LIMIT ?) AND expires <= ?",
+                (2 * len(rows) + 16, now),
+            )
+            # a replaced row takes the next rowid, so the newest max_runs rows are those above this bound
+            db.execute("DELETE FROM runs WHERE rowid <= (SELECT max(rowid) FROM runs) - ?", (max_runs,))
+
+    def _add_score(
+        self, flow: str, key: str, slot: str, data: str, bounds: ScoreBounds, db: sqlite3.Connection
+    ) -> bool:
+        with write_transaction(db):
+            now = self._clock()
+            expired = db.execute("SELECT slot FROM scores WHERE flow = ? AND expires <= ?", (flow, now)).fetchall()
+            for (old,) in expired:
+                _drop_score(db, flow, old)
+            keys = {k for (k,) in db.execute("SELECT key FROM score_keys WHERE flow = ?", (flow,)).fetchall()}
+            if key not in keys and len(keys) >= bounds.max_keys:
+                return False
+            _drop_score(db, flow, slot)
+            (seq,) = db.execute("SELECT coalesce(max(seq), 0) + 1 FROM scores WHERE flow = ?", (flow,)).fetchone()
+            db.execute(
+                "INSERT INTO scores (flow, slot, key, record, expires, seq) VALUES (?, ?, ?, ?, ?, ?)",
+                (flow, slot, key, data, now + bounds.ttl, seq),
+            )
+            db.execute(
+                "INSERT INTO score_keys (flow, key, count) VALUES (?, ?, 1)"
+                " ON CONFLICT (flow, key) DO UPDATE SET count = count + 1",
+                (flow, key),
+            )
+            (total,) = db.execute("SELECT sum(count) FROM score_keys WHERE flow = ?", (flow,)).fetchone()
+            over = int(total) - bounds.max_scores
+            if over > 0:
+                query = "SELECT slot FROM scores WHERE flow = ? ORDER BY seq LIMIT ?"
+                for (old,) in db.execute(query, (flow, over)).fetchall():
+                    _drop_score(db, flow, old)
+            return True
+
+
+def _drop_score(db: sqlite3.Connection, flow: str, slot: str) -> None:
+    """Delete one score and lower its key's count (the key goes with its last score); nothing for an unknown slot."""
+    row = db.execute("DELETE FROM scores WHERE flow = ? AND slot = ? RETURNING key", (flow, slot)).fetchone()
+    if row is None:
+        return
+    db.execute("UPDATE score_keys SET count = count - 1 WHERE flow = ? AND key = ?", (flow, row[0]))
+    db.execute("DELETE FROM score_keys WHERE flow = ? AND key = ? AND count <= 0", (flow, row[0]))
 
 
 def _last_wake_before(since: float, db: sqlite3.Connection) -> int:

@@ -21,6 +21,7 @@ from gitops_flow.flow import bounds as limits
 from gitops_flow.flow import locations as jsonpos
 from gitops_flow.flow.document import NAME_PATTERN, EdgeSpec, Expectation, FlowSpec, FlowTest, NodeSpec
 from gitops_flow.flow.graph import analyse
+from gitops_flow.flow.regexes import PatternError, compile_pattern
 from gitops_flow.langflow import convert as langflow
 from gitops_flow.problems import Problem, capped, json_path
 from gitops_flow.runtime import tweaks
@@ -385,13 +386,7 @@ def _test_problems(spec: FlowSpec, registry: ComponentRegistry) -> list[Problem]
                 )
         if case.expect.matches is not None:
             try:
-                re.compile(case.expect.matches)
-            except re.error as exc:
-                problems.append(
-                    Problem(
-                        code="bad-regex",
-                        message=f"'matches' is not a regular expression: {exc}",
-                        path=json_path([*where, "expect", "matches"]),
-                    )
-                )
+                compile_pattern(case.expect.matches)
+            except PatternError as exc:
+                problems.append(Problem(code=exc.code, message=str(exc), path=json_path([*where, "expect", "matches"])))
     return problems

@@ -18,6 +18,7 @@ from gitops_flow.flow.routing import (
     RefLimits,
     RouteTarget,
     RoutingConfig,
+    SegmentMatch,
     TokenBudget,
 )
 from gitops_flow.problems import Problem, capped, json_path
@@ -25,6 +26,7 @@ from gitops_flow.validation.documents import MAX_BYTES, MAX_PROBLEMS, schema_pro
 
 _ROUTING_MODELS_AT: tuple[tuple[tuple[str, ...], type[BaseModel]], ...] = (
     (("routes", "#", "#"), RouteTarget),
+    (("routes", "#", "#", "match"), SegmentMatch),
     (("analysis",), Analysis),
     (("limits", "#"), FlowLimits),
     (("limits", "#", "per_user"), Rate),
@@ -84,15 +86,15 @@ def _check_routing(raw: bytes, flow_names: Iterable[str] | None) -> tuple[Routin
                     severity="warning",
                 )
             )
-        if not targets or sum(t.weight for t in targets) <= 0:
-            problems.append(
-                Problem(
-                    code="zero-weights", message=f"route {route!r} sends no traffic anywhere", path=json_path(where)
-                )
-            )
-        refs = [t.ref for t in targets]
+        if sum(t.weight for t in targets if t.match is None) <= 0:
+            message = f"route {route!r} sends no traffic anywhere"
+            if any(t.match is not None for t in targets):
+                message += " but to its segments: give a ref a weight for the requests no segment matches"
+            problems.append(Problem(code="zero-weights", message=message, path=json_path(where)))
+        problems += _segment_problems(route, targets)
+        refs = [t.ref if t.match is None else None for t in targets]
         for index, ref in enumerate(refs):
-            if ref in refs[:index]:
+            if ref is not None and ref in refs[:index]:
                 problems.append(
                     Problem(
                         code="duplicate-ref",
@@ -102,6 +104,37 @@ def _check_routing(raw: bytes, flow_names: Iterable[str] | None) -> tuple[Routin
                 )
     problems += _guardrail_problems(config, known)
     return config, [replace(p, line=_yaml_line(lines, p.path)) for p in problems]
+
+
+def _segment_problems(route: str, targets: list[RouteTarget]) -> list[Problem]:
+    """A segment that also has a weight (it takes the requests it matches, not a share), and a header value that
+    two segments of one route both match (the first would take them all)."""
+    problems = []
+    seen: dict[tuple[str, str], int] = {}
+    for index, target in enumerate(targets):
+        if target.match is None:
+            continue
+        where = ("routes", route, index)
+        if target.weight > 0:
+            problems.append(
+                Problem(
+                    code="segment-weight",
+                    message=f"segment {target.ref!r} takes the requests its match selects, not a weight: drop weight",
+                    path=json_path([*where, "weight"]),
+                )
+            )
+        for value in target.match.values:
+            first = seen.setdefault((target.match.header, value), index)
+            if first != index:
+                problems.append(
+                    Problem(
+                        code="duplicate-segment",
+                        message=f"{target.match.header} {value!r} is matched by route {route!r}'s entry {first} "
+                        "already; a request goes to the first segment that matches",
+                        path=json_path([*where, "match", "values"]),
+                    )
+                )
+    return problems
 
 
 def _guardrail_problems(config: RoutingConfig, known: set[str] | None) -> list[Problem]:

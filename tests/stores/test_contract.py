@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from gitops_flow.stores import MemoryStore, SqliteStore, StateStore
-from gitops_flow.stores.base import SWEEP_CONVERSATIONS, ConversationQuota
+from gitops_flow.stores.base import SWEEP_CONVERSATIONS, ConversationQuota, ScoreBounds
 from gitops_flow.stores.redis import RedisStore
 from tests.redisenv import RedisSpace
 
@@ -480,3 +480,56 @@ async def test_a_lease_is_held_by_one_holder_until_it_expires_or_is_released(
     assert not await store.lease("fetch:g", "g:0", 0.2)
     await store.release("fetch:g", "g:1")
     assert await store.lease("fetch:g", "g:0", 0.2)  # released: taken at once
+
+
+# -- the feedback role: runs answered and their scores --------------------------------------------------------------
+
+
+async def test_a_run_is_answered_until_its_ttl_and_the_oldest_go_past_the_maximum(
+    store: StateStore, clock: FakeClock
+) -> None:
+    await store.remember_runs([("r1", {"flow": "bot", "ref": "stable"}), ("r2", {"flow": "bot"})], ttl=10, max_runs=3)
+    assert await store.answered("r1") == {"flow": "bot", "ref": "stable"}
+    assert await store.answered("nope") is None
+    clock.now = 5
+    await store.remember_runs([("r3", {"n": 3}), ("r4", {"n": 4})], ttl=10, max_runs=3)
+    assert await store.answered("r1") is None  # the oldest of four, past the maximum of three
+    assert await store.answered("r4") == {"n": 4}
+    clock.now = 10
+    assert await store.answered("r2") is None  # expired at 10
+    assert await store.answered("r3") == {"n": 3}
+    await store.remember_runs([], ttl=10, max_runs=3)
+
+
+async def test_a_later_score_of_a_slot_replaces_it_and_scores_come_oldest_first(
+    store: StateStore, clock: FakeClock
+) -> None:
+    bounds = ScoreBounds(ttl=100, max_keys=5, max_scores=100)
+    assert await store.add_score("bot", "liked", "liked|a", {"score": 0}, bounds)
+    clock.now = 1
+    assert await store.add_score("bot", "liked", "liked|b", {"score": 1}, bounds)
+    clock.now = 2
+    assert await store.add_score("bot", "liked", "liked|a", {"score": 1, "again": True}, bounds)
+    assert await store.scores("bot") == [{"score": 1}, {"score": 1, "again": True}]
+    assert await store.scores("other") == []
+
+
+async def test_a_flow_takes_at_most_its_keys_and_scores_and_forgets_expired_ones(
+    store: StateStore, clock: FakeClock
+) -> None:
+    bounds = ScoreBounds(ttl=10, max_keys=2, max_scores=3)
+    for n, (flow, key, slot) in enumerate([("bot", "k1", "k1|u"), ("bot", "k2", "k2|u"), ("other", "k3", "k3|u")]):
+        clock.now = n
+        assert await store.add_score(flow, key, slot, {"n": n}, bounds)
+    assert not await store.add_score("bot", "k3", "k3|u", {"n": 3}, bounds)  # a third key: refused
+    clock.now = 3
+    assert await store.add_score("bot", "k1", "k1|v", {"n": 4}, bounds)
+    clock.now = 4
+    assert await store.add_score("bot", "k1", "k1|w", {"n": 5}, bounds)  # a fourth score: the oldest goes
+    assert await store.scores("bot") == [{"n": 1}, {"n": 4}, {"n": 5}]
+    clock.now = 5
+    assert not await store.add_score("bot", "k3", "k3|u", {"n": 6}, bounds)
+    clock.now = 14  # every score expired: their keys are free again
+    assert await store.scores("bot") == []
+    assert await store.add_score("bot", "k3", "k3|u", {"n": 7}, bounds)
+    assert await store.scores("bot") == [{"n": 7}]

@@ -8,7 +8,8 @@ by the time a formatter sees it, and a formatter uses the traceback text the scr
 An exception's message may quote what a request sent (a parser quoting the text it could not read, a library quoting
 its input), which a log is no place for. Unless the operator asks for request text (GITOPS_FLOW_LOG_REQUEST_TEXT),
 ``WithheldMessages`` replaces every traceback by one that names each exception's class and where it was raised, and
-never its message; the ERROR line itself names the class and the run id (endpoints.py).
+never its message. A failed run writes one ERROR line naming its cause and run id, and its traceback only as a DEBUG
+line of its own (server/failures.py).
 """
 
 from __future__ import annotations

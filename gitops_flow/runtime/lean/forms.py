@@ -3,7 +3,7 @@
 in place (no thread-pool hop per token), a lambda is called; a node with no lean form runs its own runnable.
 
 Streams follow LangChain's rules exactly: a node that cannot stream (a prompt, a lambda, a model's input) first adds
-up every chunk it is given with ``+`` (``_ChunkAccumulator``, LangChain's own), then runs once; a string parser maps
+up every chunk it is given with ``+`` (LangChain's own ``_ChunkAccumulator``), then runs once; a string parser maps
 each chunk; a JSON parser parses what it has so far and yields each new value.
 """
 
@@ -21,10 +21,11 @@ from langchain_core.prompt_values import PromptValue
 from langchain_core.prompts import ChatPromptTemplate, PromptTemplate
 from langchain_core.prompts.base import BasePromptTemplate
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda, RunnablePassthrough
-from langchain_core.runnables.base import _ChunkAccumulator
 from langchain_core.runnables.utils import accepts_config, accepts_run_manager
 
-from gitops_flow.components.model_calls import LeanModel, leanable
+from gitops_flow.components import langchain_internals as internals
+from gitops_flow.components.model_calls import LeanModel, leanable, standard
+from gitops_flow.components.sectioned_prompts import SECTIONED
 
 CONFIG_KEYS = ("configurable", "tags", "metadata", "callbacks", "recursion_limit")  # what a node's runnable gets
 
@@ -62,7 +63,7 @@ class Run:
 
 async def _gathered(chunks: AsyncIterator[Any]) -> tuple[bool, Any]:
     """Whether ``chunks`` gave any chunk, and their sum as LangChain's default ``atransform`` adds them up."""
-    accumulated = _ChunkAccumulator(stop_after_unaddable=False)
+    accumulated = internals.accumulator()
     got = False
     async for chunk in chunks:
         accumulated.add(chunk)
@@ -114,7 +115,7 @@ class Prompt(Form):
     async def invoke(self, value: Any, run: Run, token: object) -> Any:
         prompt = self.runnable
         assert isinstance(prompt, BasePromptTemplate)
-        return prompt.format_prompt(**prompt._validate_input(value))
+        return prompt.format_prompt(**internals.prompt_variables(prompt, value))
 
 
 class Lambda(Form):
@@ -140,9 +141,12 @@ def _nothing() -> Any:
 
 
 class Model(Form):
-    def __init__(self, runnable: Runnable[Any, Any]) -> None:
+    """A chat model: called through its own hooks (``private``), or through its public ``ainvoke``/``astream`` when
+    LangChain's hooks are not what lean.models was written against (langchain_internals)."""
+
+    def __init__(self, runnable: Runnable[Any, Any], *, private: bool = True) -> None:
         super().__init__(runnable)
-        self.model = LeanModel(runnable)  # type: ignore[arg-type]
+        self.model = LeanModel(runnable, private=private)  # type: ignore[arg-type]
 
     async def invoke(self, value: Any, run: Run, token: object) -> Any:
         if not self.model.direct(streaming=False):
@@ -250,7 +254,7 @@ def form_of(runnable: Runnable[Any, Any]) -> Form:
     kind = type(runnable)
     if kind is RunnablePassthrough and runnable.func is None and runnable.afunc is None:  # type: ignore[attr-defined]
         return Passthrough(runnable)
-    if kind in (PromptTemplate, ChatPromptTemplate):
+    if kind in (PromptTemplate, ChatPromptTemplate, *SECTIONED):
         return Prompt(runnable)
     if kind is StrOutputParser:
         return Text(runnable)
@@ -260,6 +264,8 @@ def form_of(runnable: Runnable[Any, Any]) -> Form:
         return Lambda(runnable)
     if leanable(runnable):
         return Model(runnable)
+    if not internals.HOOKS.chat_model and standard(runnable):
+        return Model(runnable, private=False)
     return Fallback(runnable)
 
 

@@ -14,12 +14,12 @@ flow's stream runs through its runnable (``whole``), so its answer is LangChain'
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from langchain_core.runnables import Runnable, RunnableConfig
-from langchain_core.runnables.utils import gather_with_concurrency
 
 from gitops_flow.runtime.lean.forms import Form, Observer, Run, as_value
 
@@ -117,16 +117,16 @@ class LeanFlow:
         plan = self.plan
 
         async def step(node: str, values: list[Any]) -> list[Any]:
-            calls = (self._invoke(node, v, r) for v, r in zip(values, runs, strict=True))
-            return await gather_with_concurrency(limit, *calls)
+            calls = (partial(self._invoke, node, v, r) for v, r in zip(values, runs, strict=True))
+            return await _gathered(limit, calls)
 
         if plan.chain:
             values = list(inputs)
         else:
             states = [{plan.entry: v} for v in await step(plan.entry, list(inputs))]
             for level in plan.levels:
-                found = await gather_with_concurrency(
-                    limit, *(self._level(level, s, r) for s, r in zip(states, runs, strict=True))
+                found = await _gathered(
+                    limit, (partial(self._level, level, s, r) for s, r in zip(states, runs, strict=True))
                 )
                 for state, values_ in zip(states, found, strict=True):
                     state.update(zip(level, values_, strict=True))
@@ -196,3 +196,18 @@ class LeanFlow:
 
 async def _one(value: Any) -> AsyncIterator[Any]:
     yield value
+
+
+async def _gathered(limit: int | None, calls: Iterable[Callable[[], Awaitable[Any]]]) -> list[Any]:
+    """Each call's result in order, at most ``limit`` running at once (LangChain's ``gather_with_concurrency``), each
+    call's coroutine made only once it may run: when one fails, the ones still waiting are never made, so none is
+    left unawaited when the loop cancels them."""
+    if limit is None:
+        return list(await asyncio.gather(*(call() for call in calls)))
+    semaphore = asyncio.Semaphore(limit)
+
+    async def gated(call: Callable[[], Awaitable[Any]]) -> Any:
+        async with semaphore:
+            return await call()
+
+    return list(await asyncio.gather(*(gated(call) for call in calls)))

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from gitops_flow.components.breaker import Breakers
+from gitops_flow.components.knowledge import CorpusLimits, Library
 from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.config import Settings
 from gitops_flow.console.auth import REVOKE, Sessions
@@ -45,6 +46,7 @@ from gitops_flow.security.repo_credentials import GitAuth
 from gitops_flow.server.endpoints import Deps
 from gitops_flow.stores import open_store
 from gitops_flow.stores.base import ConversationQuota, MessageBus, ScoreBounds, StateStore
+from gitops_flow.stores.embeddings import embeddings_beside
 from gitops_flow.stores.events import DeployEvent
 
 log = logging.getLogger("gitops_flow.server")
@@ -94,6 +96,7 @@ class Server:
         self.registry = components = registry or ComponentRegistry.configured(settings)
         counters, answers = beside(state, settings.state, cache_max_bytes=settings.cache_max_bytes)
         self.counters = counters
+        self.embeddings = embeddings = embeddings_beside(state, settings.state)  # Retrievers' chunk vectors, shared
         quota = ConversationQuota(settings.max_conversations, settings.max_conversation_bytes)
         limits = TurnLimits(settings.max_turn_bytes, settings.max_turns, settings.history_ttl, quota)
         # this process's name in the messages workers and replicas send each other: a worker names its server's
@@ -121,6 +124,7 @@ class Server:
                 window=settings.provider_breaker_window,
                 cooldown=settings.provider_breaker_cooldown,
             ),
+            library=Library(vectors=embeddings, limits=CorpusLimits.of(settings)),
         )
         self.builder = builder
         self.metrics = metrics = Metrics(
@@ -130,6 +134,7 @@ class Server:
             multiprocess_dir=worker.metrics_dir if worker is not None else None,
         )
         builder.on_validated = metrics.validations.inc
+        builder.library.on_embedded = metrics.embedded.inc
         self.leadership = Leadership(state, worker.group, worker.slot) if worker is not None else None
         self.feedback = feedback = Feedback.configured(
             settings,
@@ -246,6 +251,7 @@ class Server:
         await self.feedback.close()
         self.source.close()
         await self.counters.close()
+        self.embeddings.close()
         await self.store.close()
         if self.tracing is not None:
             await asyncio.to_thread(self.tracing.shutdown)  # sends the spans still buffered

@@ -96,6 +96,19 @@ class Settings(BaseSettings):
         description="runs on the primary at once that judge a canary's mid-stream failure or slow answer (0: none)",
     )
     build_timeout: float = Field(default=30.0, gt=0, description="seconds one flow's build may take")
+    knowledge_max_bytes: int = Field(
+        default=20 * 1024 * 1024,
+        ge=1024,
+        le=1024**3,
+        description="bytes of documents one Retriever may read (its corpus at one commit)",
+    )
+    knowledge_max_files: int = Field(default=5_000, ge=1, le=200_000, description="documents one Retriever may read")
+    knowledge_max_chunks: int = Field(
+        default=50_000,
+        ge=1,
+        le=2_000_000,
+        description="chunks one Retriever may index: each a vector in memory and, with a provider, an embedding paid",
+    )
     test_budget: float = Field(
         default=60.0, gt=0, le=3600, description="seconds one flow's tests may take in all, in their own process"
     )

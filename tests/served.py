@@ -26,8 +26,10 @@ ADMIN = {"Authorization": "Bearer test-admin-token"}
 
 
 def example_files() -> dict[str, str]:
-    """The repository's example flows, as files to commit."""
-    return {f"flows/{p.name}": p.read_text() for p in sorted((ROOT / "flows").glob("*.json"))}
+    """The repository's example flows, and the documents they read (flows/knowledge/), as files to commit."""
+    found = {f"flows/{p.name}": p.read_text() for p in sorted((ROOT / "flows").glob("*.json"))}
+    found.update({f"flows/knowledge/{p.name}": p.read_text() for p in sorted((ROOT / "flows" / "knowledge").iterdir())})
+    return found
 
 
 def echo_flow(name: str = "echo", answer: str = "one", **extra: Any) -> str:

@@ -38,17 +38,17 @@ def write(path: Path, data: Any) -> Path:
 def test_the_example_flows_validate_and_pass_their_tests() -> None:
     code, text = run("validate", str(EXAMPLES))
     assert code == 0, text
-    assert "3 files checked: 0 errors" in text
+    assert "4 files checked: 0 errors" in text
     code, text = run("test", str(EXAMPLES))
     assert code == 0, text
-    assert text.strip().endswith("5 passed, 0 failed")
+    assert text.strip().endswith("7 passed, 0 failed")
 
 
 def test_validate_defaults_to_the_flows_folder_of_the_current_directory(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
     code, text = run("validate", "--format", "json")
     assert code == 0
-    assert json.loads(text)["files"] == 3
+    assert json.loads(text)["files"] == 4
 
 
 def test_a_broken_flow_exits_1_with_its_problems_and_the_others_still_checked(tmp_path: Path) -> None:
@@ -179,7 +179,7 @@ def test_components_lists_the_allowlist() -> None:
     names = [line.split()[0] for line in text.splitlines()]
     assert {"ChatModel", "FakeChatModel", "ChatPromptTemplate", "StrOutputParser", "ChatHistory"} <= set(names)
     secret = {line.split()[0] for line in text.splitlines() if line.endswith("(secret: api_key)")}
-    assert secret == {"ChatModel", "Agent"}  # the only built-ins that take a secret, and where
+    assert secret == {"ChatModel", "Agent", "Retriever"}  # the only built-ins that take a secret, and where
 
 
 def test_init_writes_the_workflow_and_refuses_to_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

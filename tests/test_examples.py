@@ -25,7 +25,11 @@ from tests.process import ServeProcess, serve_process
 from tests.served import ROOT, example_files
 from tests.test_api import events_of
 
-EXAMPLES = {name.removeprefix("flows/").removesuffix(".json"): text for name, text in example_files().items()}
+EXAMPLES = {
+    name.removeprefix("flows/").removesuffix(".json"): text
+    for name, text in example_files().items()
+    if name.endswith(".json")
+}
 SPECS = {name: FlowSpec.model_validate_json(text) for name, text in EXAMPLES.items()}
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 _CURL = re.compile(r"curl -s localhost:8000(/\S+) .*?-d '(\{.*?\})'", re.DOTALL)

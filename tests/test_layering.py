@@ -34,8 +34,14 @@ CONFINED: dict[str, set[str]] = {
     "markupsafe": {"console.renderer"},
     "uvicorn": {"cli.main", "cli.demo", "cli.workers", "server.listener"},
     "httptools": {"server.listener"},
-    "sqlite3": {"stores.sqlite", "stores.sqlitetx", "guardrails.sqlite"},
-    "redis": {"stores.redis", "guardrails.redis"},
+    "sqlite3": {"stores.sqlite", "stores.sqlitetx", "guardrails.sqlite", "stores.embeddings"},
+    "redis": {"stores.redis", "guardrails.redis", "stores.embeddings"},
+    # a Retriever's documents and vectors: read, split, embedded and searched in components/ alone; and the
+    # experiments' posteriors
+    "numpy": {"components.vectors", "components.retriever", "experiments.posterior"},
+    "pypdf": {"components.documents"},
+    "langchain_text_splitters": {"components.documents"},
+    "langchain.embeddings": {"components.vectors"},
     "prometheus_client": {"observability.metrics"},
     "limits": {"guardrails.memory", "guardrails.redis"},
     "opentelemetry": {"observability.telemetry.tracing"},

@@ -20,6 +20,7 @@ from gitops_flow import __version__
 from gitops_flow.cli import remote as servercli
 from gitops_flow.cli import report
 from gitops_flow.cli.completion import SHELLS, script
+from gitops_flow.components.knowledge import CorpusLimits, Knowledge, Library
 from gitops_flow.components.provider_packages import ProviderPackage, needed
 from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.config import Resolved, Settings
@@ -41,6 +42,7 @@ from gitops_flow.validation.documents import (
     validate_file,
 )
 from gitops_flow.validation.routing import validate_routing_bytes
+from gitops_flow.validation.worktree import WorkingTree, root_of
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 _SERVE_TEXT = (
@@ -343,7 +345,11 @@ def _check_all(
     targets: Targets, registry: ComponentRegistry, settings: Settings
 ) -> tuple[list[FileReport], list[Problem]]:
     policy = settings.secret_policy()
-    reports = [validate_file(path, registry, policy=policy) for path in targets.flows]
+    library, trees = Library(limits=CorpusLimits.of(settings)), dict[Path, WorkingTree]()
+    reports = [
+        validate_file(path, registry, policy=policy, knowledge=_knowledge(library, path, trees))
+        for path in targets.flows
+    ]
     for path, file_report in zip(targets.flows, reports, strict=True):
         if file_report.spec is not None and file_report.spec.evals:  # the datasets it names, in the working tree
             text = path.read_text(encoding="utf-8-sig")
@@ -431,7 +437,14 @@ def _plan(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     plan = None
     for base in bases:
         try:
-            plan = make_plan(root, base, registry, policy=settings.secret_policy(), run_tests=settings.run_tests)
+            plan = make_plan(
+                root,
+                base,
+                registry,
+                policy=settings.secret_policy(),
+                run_tests=settings.run_tests,
+                knowledge=Library(limits=CorpusLimits.of(settings)).at(WorkingTree(root)),
+            )
             break
         except UnknownVersion as exc:
             if base == bases[-1]:
@@ -521,6 +534,14 @@ def _comment(body: str, marker: str, environ: Mapping[str, str]) -> None:
     print(f"gitops-flow plan: {outcome} the comment on pull request #{target.number}", file=sys.stderr)
 
 
+def _knowledge(library: Library, flow_file: Path, trees: dict[Path, WorkingTree]) -> Knowledge:
+    """The working tree's files a flow file's Retrievers read (validation/worktree.py), listed once per tree."""
+    root = root_of(flow_file)
+    if root not in trees:
+        trees[root] = WorkingTree(root)
+    return library.at(trees[root])
+
+
 def _test(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     registry = ComponentRegistry.configured(settings)
     targets = collect(args.paths)
@@ -530,9 +551,10 @@ def _test(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
         registry, budget=settings.test_budget, memory_mb=settings.test_memory_mb, processes=settings.test_processes
     )
     results: list[CaseResult] = []
+    library, trees = Library(limits=CorpusLimits.of(settings)), dict[Path, WorkingTree]()
     for path, file_report in zip(targets.flows, reports, strict=True):
         if file_report.ok and file_report.spec is not None:
-            found = sandbox.run(file_report.spec)
+            found = sandbox.run(file_report.spec, _knowledge(library, path, trees))
             lines = LineIndex(path.read_text(encoding="utf-8-sig")) if not all(r.passed for r in found) else None
             results += [r if lines is None else replace(r, line=lines.line(file_report.origin(r.path))) for r in found]
     invalid = [p for r in reports for p in r.problems] + routing_problems

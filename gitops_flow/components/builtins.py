@@ -319,8 +319,9 @@ def text(
     """Its input as text: a string as it is, a message's or a prompt's text, a list (of messages) one item a line.
 
     ``key`` reads that key of an object input first. ``template`` shapes each item: ``{text}``, ``{sender}``
-    (User or Machine) and ``{sender_name}`` (User or AI) are replaced, and an object item's own keys too; nothing
-    else in it is interpreted.
+    (User or Machine) and ``{sender_name}`` (User or AI) are replaced, ``{source}`` for a document (a Retriever's),
+    and an object item's own keys too; nothing else in it is interpreted. A document is shown as ``[source] text``
+    unless a template says otherwise.
     """
     from gitops_flow.components.textify import textify
 
@@ -368,6 +369,38 @@ def chat_history(
     return RunnablePassthrough()
 
 
+def retriever(
+    ctx: BuildContext,
+    *,
+    paths: Annotated[list[str], Field(min_length=1)],
+    embeddings: str = "hashing:256",
+    k: Annotated[int, Field(ge=1, le=50)] = 4,
+    chunk_size: Annotated[int, Field(ge=20, le=20_000)] = 1000,
+    chunk_overlap: Annotated[int, Field(ge=0, le=10_000)] = 100,
+    api_key: str | None = None,
+) -> Runnable[Any, Any]:
+    """The chunks of the repository's documents (``paths``: globs from its root) nearest the query text, as a list
+    of documents (``metadata.source`` is ``path:line``); embedded by ``embeddings`` (``provider:model`` as
+    ``init_embeddings`` takes it, or ``hashing:<dims>``), indexed when the flow is built (retriever.py)."""
+    from gitops_flow.components import retriever as found
+
+    return found.build(
+        ctx,
+        paths=paths,
+        embeddings=embeddings,
+        k=k,
+        chunk_size=chunk_size,
+        chunk_overlap=chunk_overlap,
+        api_key=api_key,
+    )
+
+
+def _retriever_check(params: Mapping[str, Any]) -> list[ParamIssue]:
+    from gitops_flow.components.retriever import check
+
+    return check(params)
+
+
 def _builtin(
     name: str,
     factory: Callable[..., Any],
@@ -402,8 +435,16 @@ BUILTIN_COMPONENTS = (
         "Agent", tool_agent, "agent", "A chat model that calls built-in tools (calculator, current_date).", ["api_key"]
     ),
     _builtin("StrOutputParser", str_output_parser, "parser", "A model message as text."),
-    _builtin("Text", text, "parser", "Its input as text: strings, messages, prompts, lists of messages."),
+    _builtin("Text", text, "parser", "Its input as text: strings, messages, prompts, lists of messages or documents."),
     _builtin("Pick", pick, "transform", "One key of its object input."),
     _builtin("JsonOutputParser", json_output_parser, "parser", "A model's answer parsed as JSON."),
     _builtin("ChatHistory", chat_history, "memory", "The conversation so far, kept per session in the state store."),
+    _builtin(
+        "Retriever",
+        retriever,
+        "transform",
+        "The chunks of the repository's documents nearest the query, with their sources.",
+        ["api_key"],
+        check=_retriever_check,
+    ),
 )

@@ -8,6 +8,9 @@ from the process environment when a node gives none). So: a ``base_url`` must be
 key; a key bound to one provider is never given to another; ``model_kwargs`` may not carry what could point the client
 elsewhere or add credentials (URLs, hosts, proxies, headers, clients, keys); a model name is never a URL.
 
+A Retriever's ``api_key`` goes to the provider its ``embeddings`` names (``openai:text-embedding-3-small``), at that
+provider's own endpoint: a key bound to another provider is refused as a model's is.
+
 An operator component vouches for where it sends what its secret params take. It may take a model provider's key
 (OPENAI_API_KEY) only in a param whose declaration names it (``secrets: {api_key: [OPENAI_API_KEY]}``), so that a
 flow cannot hand the server's OpenAI key to, say, a search component; a param that names its variables takes no
@@ -29,6 +32,9 @@ from gitops_flow.security.policy import SecretPolicy
 from gitops_flow.security.references import env_name
 
 MODEL_COMPONENTS = frozenset({"ChatModel", "Agent"})  # built-in names: an operator component can never take them
+RETRIEVER = (
+    "Retriever"  # its api_key goes to its embeddings' provider (``provider:model``), at that provider's endpoint
+)
 # model_kwargs keys that could move a request (and its Authorization header) to another host, or add credentials
 _REDIRECTING = re.compile(
     r"url|uri$|endpoint|host|proxy|proxies|header|client|auth|credential|secret|password|passwd|base|"
@@ -45,6 +51,8 @@ def check(
     policy: SecretPolicy,
 ) -> list[Problem]:
     """The problems of where a node's credentials would go under ``policy``."""
+    if component.name == RETRIEVER:
+        return _retriever_problems(params, base, policy)
     if component.name not in MODEL_COMPONENTS:
         return _operator_problems(registry, component, params, base, policy)
     problems: list[Problem] = []
@@ -104,6 +112,25 @@ def _endpoint_problems(params: Mapping[str, Any], base: list[str | int], policy:
             )
         )
     return problems
+
+
+def _retriever_problems(params: Mapping[str, Any], base: tuple[str | int, ...], policy: SecretPolicy) -> list[Problem]:
+    """A Retriever's key goes only to its embeddings' provider (it takes no endpoint: the provider's own)."""
+    name = env_name(params.get("api_key"))
+    embeddings = params.get("embeddings")
+    if name is None or not isinstance(embeddings, str) or not policy.allows(name):
+        return []
+    provider = embeddings.partition(":")[0]
+    providers = policy.providers_for(name)
+    if provider in providers:
+        return []
+    return [
+        Problem(
+            code="env-wrong-provider",
+            message=_wrong_provider(name, provider, providers),
+            path=json_path([*base, "api_key"]),
+        )
+    ]
 
 
 def _operator_problems(

@@ -7,11 +7,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
+from langchain_core.documents import Document
 from langchain_core.messages import BaseMessage
 from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import RunnableLambda
 
 _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+DOCUMENT_TEMPLATE = "[{source}] {text}"  # a retrieved document in a prompt: its content with where it comes from
 
 
 def fields_of(item: Any) -> dict[str, str]:
@@ -26,6 +28,8 @@ def fields_of(item: Any) -> dict[str, str]:
         }
     if isinstance(item, PromptValue):
         return {"text": item.to_string()}
+    if isinstance(item, Document):
+        return {"text": item.page_content, "source": str(item.metadata.get("source", ""))}
     if isinstance(item, Mapping):
         found = {str(k): text_of(v) for k, v in item.items()}
         found.setdefault("text", orjson.dumps(item, default=str).decode())
@@ -40,6 +44,8 @@ def text_of(value: Any) -> str:
         return value.text
     if isinstance(value, PromptValue):
         return value.to_string()
+    if isinstance(value, Document):
+        return render(DOCUMENT_TEMPLATE, fields_of(value))
     return orjson.dumps(value, default=str).decode()
 
 
@@ -60,6 +66,10 @@ def render(template: str, fields: Mapping[str, str]) -> str:
     return _FIELD.sub(lambda m: fields.get(m.group(1), m.group(0)), template)
 
 
+def _default(item: Any) -> str:
+    return DOCUMENT_TEMPLATE if isinstance(item, Document) else "{text}"
+
+
 def textify(*, key: str | None = None, template: str | None = None, separator: str = "\n") -> RunnableLambda[Any, str]:
     """A runnable giving the text of its input; see the ``Text`` component."""
 
@@ -70,6 +80,6 @@ def textify(*, key: str | None = None, template: str | None = None, separator: s
             value = value[key]
         if not isinstance(value, list | tuple):
             return text_of(value) if template is None else render(template, fields_of(value))
-        return separator.join(render(template or "{text}", fields_of(item)) for item in value)
+        return separator.join(render(template or _default(item), fields_of(item)) for item in value)
 
     return RunnableLambda(convert, name="text")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import anyio
 
 from gitops_flow.components.registry import ComponentRegistry
+from gitops_flow.delivery import corpus
 from gitops_flow.delivery.source import GitSource
 from gitops_flow.delivery.versions import Version
 from gitops_flow.exceptions import LookupFailed, SourceError
@@ -56,7 +57,8 @@ class Documents:
         (a version read back from the store has no routing file in memory)."""
         folder = version.routing.flows_dir if version.routing is not None else flows_dir
         path = f"{folder}/{flow}.json" if folder not in ("", ".") else f"{flow}.json"
-        blob = version.blobs.get(flow)
+        build = version.blobs.get(flow)
+        blob = corpus.file_blob(build) if build is not None else None  # a build id names the file's blob first
         async with self._readers:
             try:
                 if blob is None:

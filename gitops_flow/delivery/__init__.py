@@ -6,6 +6,7 @@ __all__ = [
     "builds",
     "canaries",
     "choice",
+    "corpus",
     "guard",
     "leader",
     "published",

@@ -1,7 +1,8 @@
 """VersionBuilder: a commit -> a Version, its flow files read from the commit's tree, validated and built.
 
-Each flow file's result is cached by its name and blob sha, so content seen before costs nothing to build again: a
-revert, or a commit that touches one flow of a thousand, builds only what changed. Every method here does blocking
+Each flow file's result is cached by its name, its blob sha and the fingerprint of the documents its Retrievers read
+(corpus.py), so content seen before costs nothing to build again: a revert, or a commit that touches one flow (or one
+document) of a thousand, builds only what changed. Every method here does blocking
 Git and CPU work and runs in a worker thread.
 
 Given the record another worker made of the commit (the fetch leader, leader.py), a flow is not judged again: the
@@ -16,6 +17,7 @@ import functools
 import hashlib
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +28,9 @@ import orjson
 
 from gitops_flow.components.breaker import Breakers
 from gitops_flow.components.fake_answers import fake_answers
+from gitops_flow.components.knowledge import Knowledge, Library
 from gitops_flow.components.registry import ComponentRegistry
+from gitops_flow.delivery import corpus
 from gitops_flow.delivery.source import CommitInfo, GitSource
 from gitops_flow.delivery.versions import Status, Version
 from gitops_flow.exceptions import BuildError
@@ -51,6 +55,8 @@ from gitops_flow.validation.documents import (
 from gitops_flow.validation.routing import validate_routing_bytes
 
 VERDICT_WAIT_S = 5.0  # seconds a deploy waits for its flows' tests; a flow still tested then goes live on its verdict
+TREES_KEPT = 4  # commits whose file listings a builder keeps
+_Key = tuple[str, str, str]  # a flow's build: (file name, blob, fingerprint of the documents it reads or "")
 
 
 MAX_DESCRIPTION = 500  # characters of a failed flow's description kept (its document's)
@@ -77,6 +83,7 @@ class _Judging:
     problems: list[Problem]
     origin: Callable[[str], str]
     tested: bool
+    knowledge: Knowledge | None  # the commit's files, when the flow reads documents (its tests read them too)
 
 
 @dataclass(slots=True)
@@ -86,11 +93,25 @@ class _Listing:
     flows_dir: str
     files: dict[str, str] = field(default_factory=dict)  # file name -> blob sha
     routing: tuple[str, bytes] | None = None  # (blob sha, bytes)
+    knowledge: dict[str, str] = field(default_factory=dict)  # file name -> fingerprint of the documents it reads
+    tree: dict[str, str] = field(default_factory=dict)  # every file of the commit (listed only when a flow reads some)
+
+    def build(self, file_name: str) -> str:
+        """The build id of a flow file at this commit (corpus.build_id)."""
+        return corpus.build_id(self.files[file_name], self.knowledge.get(file_name, ""))
+
+    def builds(self) -> dict[str, str]:
+        return {name: self.build(name) for name in self.files}
+
+    def key(self, file_name: str) -> _Key:
+        """What a flow file's result is cached by at this commit."""
+        return (file_name, self.files[file_name], self.knowledge.get(file_name, ""))
 
     @property
     def content(self) -> str:
-        """A fingerprint of everything served from the commit: equal for two commits that serve the same."""
-        lines = [self.flows_dir, *(f"{name} {blob}" for name, blob in sorted(self.files.items()))]
+        """A fingerprint of everything served from the commit: equal for two commits that serve the same (the
+        documents flows read included)."""
+        lines = [self.flows_dir, *(f"{name} {build}" for name, build in sorted(self.builds().items()))]
         lines.append(self.routing[0] if self.routing is not None else "-")
         return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
@@ -157,6 +178,7 @@ class VersionBuilder:
         build_timeout: float | None = None,
         sandbox: TestSandbox | None = None,
         breakers: Breakers | None = None,
+        library: Library | None = None,
     ) -> None:
         self.source = source
         self.registry = registry
@@ -170,13 +192,16 @@ class VersionBuilder:
         self.build_timeout = build_timeout  # seconds one flow's build may take (Settings.build_timeout)
         self.sandbox = sandbox or TestSandbox(registry)  # where flows' tests run: a child process each, bounded
         self.breakers = breakers  # the provider endpoints' circuit breakers the built models call through
-        self._cache: dict[tuple[str, str], _FileResult] = {}
-        # flows being tested in the test pool, by (file name, blob); their results move to the cache when a build
+        self.library = library or Library()  # the embeddings and indexes every Retriever's build shares
+        self._cache: dict[_Key, _FileResult] = {}
+        self._reads: dict[str, tuple[str, ...]] = {}  # a flow file's blob -> the globs its Retrievers read
+        self._trees: OrderedDict[str, dict[str, str]] = OrderedDict()  # a commit -> its files (path -> blob)
+        # flows being tested in the test pool, by build (_Key); their results move to the cache when a build
         # takes them; ``_awaited``: those a version went out without (their verdict calls ``on_verdict``)
         self._builds = ThreadPoolExecutor(self.sandbox.processes, thread_name_prefix="gitops-flow-build")
         self._tests = ThreadPoolExecutor(self.sandbox.processes, thread_name_prefix="gitops-flow-tests")
-        self._judging: dict[tuple[str, str], futures.Future[_FileResult]] = {}
-        self._awaited: set[tuple[str, str]] = set()
+        self._judging: dict[_Key, futures.Future[_FileResult]] = {}
+        self._awaited: set[_Key] = set()
         self._lock = threading.RLock()
         self.on_verdict: Callable[[], None] = lambda: None  # a pending flow has its verdict (called in a pool thread)
         self.on_validated: Callable[[], None] = lambda: None  # a flow file judged (the metrics' counter)
@@ -217,12 +242,12 @@ class VersionBuilder:
         )
         pending = {name for f, name in waiting if not any(p.file == f"{listing.flows_dir}/{f}" for p in clashes)}
         for file_name, name in waiting:
-            blobs[name] = listing.files[file_name]
+            blobs[name] = listing.build(file_name)
             clash = [p for p in clashes if p.file == f"{listing.flows_dir}/{file_name}"]
             if clash:
                 failed[name] = (*failed.get(name, ()), *clash)
         for file_name, result in results.items():
-            blobs[result.name] = listing.files[file_name]
+            blobs[result.name] = listing.build(file_name)
             clash = [p for p in clashes if p.file == f"{listing.flows_dir}/{file_name}"]
             if result.built is not None and not clash:
                 flows[result.name] = result.built
@@ -254,17 +279,19 @@ class VersionBuilder:
         return carry(version, parent)
 
     def introduced(self, sha: str) -> dict[str, str]:
-        """The builds commit ``sha`` brought in: each flow whose file it added or changed against its first parent,
-        by flow name, with the file's blob (a build's identity: one blob builds one flow, cached by it). What a yank
-        of ``sha`` makes unservable wherever it serves. Raises UnknownVersion when the clone lacks the commit."""
+        """The builds commit ``sha`` brought in: each flow whose file (or a document it reads) it added or changed
+        against its first parent, by flow name, with its build id (corpus.build_id: one id builds one flow, cached by
+        it). What a yank of ``sha`` makes unservable wherever it serves. Raises UnknownVersion when the clone lacks
+        the commit."""
         commit = self.source.commit(sha)
-        listing = self._listing(commit.sha)
-        before = self._listing(commit.parents[0]).files if commit.parents else {}
-        return {flow_name(f.removesuffix(".json")): blob for f, blob in listing.files.items() if before.get(f) != blob}
+        now = self._listing(commit.sha).builds()
+        before = self._listing(commit.parents[0]).builds() if commit.parents else {}
+        return {flow_name(f.removesuffix(".json")): build for f, build in now.items() if before.get(f) != build}
 
-    def build_spec(self, spec: FlowSpec) -> BuiltFlow:
+    def build_spec(self, spec: FlowSpec, knowledge: Knowledge | None = None) -> BuiltFlow:
         """Build a flow document as a commit's flow is built (registry, secrets, history, fakes and time limit):
-        what a request's LangFlow tweaks run on. Raises BuildError."""
+        what a request's LangFlow tweaks run on. ``knowledge``: the commit's files, for a Retriever (without
+        them a Retriever does not build). Raises BuildError."""
         deadline = time.monotonic() + self.build_timeout if self.build_timeout is not None else None
         fakes = self._fakes(spec) if self.fake_models else None
         return build_flow(
@@ -275,6 +302,7 @@ class VersionBuilder:
             fakes=fakes,
             deadline=deadline,
             breakers=self.breakers,
+            knowledge=knowledge,
         )
 
     def close(self) -> None:
@@ -296,11 +324,34 @@ class VersionBuilder:
             config, _ = validate_routing_bytes(routing[1], file=ROUTING_FILE)
             if config is not None:
                 flows_dir = config.flows_dir
-        return _Listing(flows_dir, self.source.list_files(sha, flows_dir), routing)
+        listing = _Listing(flows_dir, self.source.list_files(sha, flows_dir), routing)
+        reads = {name: self._globs(blob) for name, blob in listing.files.items()}
+        if any(reads.values()):  # the whole tree is listed only when some flow reads documents
+            listing.tree = self._tree(sha)
+            listing.knowledge = {name: corpus.fingerprint(listing.tree, globs) for name, globs in reads.items()}
+        return listing
+
+    def _tree(self, sha: str) -> dict[str, str]:
+        """Every file of commit ``sha`` (GitSource.tree_files), kept for the last few commits: a build lists its
+        commit's and its parent's, and the next build's parent is this one."""
+        if sha not in self._trees:
+            self._trees[sha] = self.source.tree_files(sha)
+            while len(self._trees) > TREES_KEPT:
+                self._trees.popitem(last=False)
+        return self._trees[sha]
+
+    def _globs(self, blob: str) -> tuple[str, ...]:
+        """The globs a flow file's Retrievers read (corpus.reads), read once per blob."""
+        if blob not in self._reads:
+            if len(self._reads) > 10_000:
+                self._reads.clear()
+            self._reads[blob] = corpus.reads(self.source.read_blob(blob, max_bytes=MAX_EXPORT_BYTES))
+        return self._reads[blob]
 
     def _changed(self, commit: CommitInfo, listing: _Listing) -> tuple[str, ...]:
-        before = self._listing(commit.parents[0]).files if commit.parents else {}
-        names = {n for n in before.keys() | listing.files.keys() if before.get(n) != listing.files.get(n)}
+        before = self._listing(commit.parents[0]).builds() if commit.parents else {}
+        now = listing.builds()
+        names = {n for n in before.keys() | now.keys() if before.get(n) != now.get(n)}
         return tuple(sorted(n.removesuffix(".json") for n in names))
 
     def _flows(
@@ -310,22 +361,29 @@ class VersionBuilder:
         after ``wait`` seconds. Cached ones come at once (a revert builds nothing); the others are validated and
         built side by side (at most ``sandbox.processes`` at a time), then their tests run in the test pool, the
         smallest documents first, so that one heavy flow does not hold the commit's other flows back. A flow
-        already being tested (its blob came in an earlier commit) is not tested twice. Git is read here, in this
-        thread only (GitPython's repository is not shared between threads)."""
+        already being tested (its build came in an earlier commit) is not tested twice. A flow that reads documents
+        is keyed by their fingerprint too, and built (and tested) with the commit's files. Flow files are read here;
+        a Retriever reads its documents through GitSource, whose lock makes that safe from the pools' threads."""
         results: dict[str, _FileResult] = {}
-        todo: list[tuple[str, str, bytes]] = []
-        for file_name, blob in sorted(listing.files.items()):
-            cached = self._cache.get((file_name, blob)) or self._settled((file_name, blob))
+        todo: list[tuple[_Key, bytes]] = []
+        files = self.library.at(corpus.CommitFiles(self.source, listing.tree)) if listing.tree else None
+        for file_name in sorted(listing.files):
+            key = listing.key(file_name)
+            knowledge = files if key[2] else None
+            cached = self._cache.get(key) or self._settled(key)
             if cached is None and judged is not None:
-                cached = self._trusted_result(listing.flows_dir, file_name, blob, judged)
+                cached = self._trusted_result(listing.flows_dir, key, judged, knowledge)
             if cached is not None:
                 results[file_name] = cached
-            elif (file_name, blob) not in self._judging:
+            elif key not in self._judging:
                 self.validated += 1
                 self.on_validated()
-                todo.append((file_name, blob, self.source.read_blob(blob, max_bytes=MAX_EXPORT_BYTES)))
-        todo.sort(key=lambda item: len(item[2]))
-        builds = [((f, b), self._builds.submit(self._judge, listing.flows_dir, f, b, raw)) for f, b, raw in todo]
+                todo.append((key, self.source.read_blob(key[1], max_bytes=MAX_EXPORT_BYTES)))
+        todo.sort(key=lambda item: len(item[1]))
+        builds = [
+            (key, self._builds.submit(self._judge, listing.flows_dir, key[0], raw, files if key[2] else None))
+            for key, raw in todo
+        ]
         for key, build in builds:
             judging = build.result()
             if not judging.tested:
@@ -334,11 +392,11 @@ class VersionBuilder:
             future = self._tests.submit(self._verdict, judging)
             self._judging[key] = future
             future.add_done_callback(functools.partial(self._judged, key))
-        keys = [(f, b) for f, b in sorted(listing.files.items()) if f not in results]
+        keys = [listing.key(f) for f in sorted(listing.files) if f not in results]
         with self._lock:  # a flow some version already went out without is not waited for again
             fresh = [self._judging[key] for key in keys if key not in self._awaited]
         futures.wait(fresh, timeout=wait)
-        waiting: list[tuple[str, str]] = []
+        waiting: list[tuple[str, str]] = []  # (file name, flow name)
         with self._lock:
             for key in keys:
                 result = self._settled(key)
@@ -349,7 +407,7 @@ class VersionBuilder:
                     waiting.append((key[0], flow_name(key[0].removesuffix(".json"))))
         return dict(sorted(results.items())), waiting
 
-    def _settled(self, key: tuple[str, str]) -> _FileResult | None:
+    def _settled(self, key: _Key) -> _FileResult | None:
         """The result of a flow judged in the pool, once it has one (it moves to the cache)."""
         with self._lock:  # a reconcile and a rebuild may take the same verdict at once
             future = self._judging.get(key)
@@ -360,7 +418,7 @@ class VersionBuilder:
             self._cache[key] = result
             return result
 
-    def _judged(self, key: tuple[str, str], future: futures.Future[_FileResult]) -> None:
+    def _judged(self, key: _Key, future: futures.Future[_FileResult]) -> None:
         """A flow's verdict arrived: tell the caller when a version went out with the flow pending."""
         with self._lock:
             told = key in self._awaited
@@ -368,21 +426,25 @@ class VersionBuilder:
         if told:
             self.on_verdict()
 
-    def _trusted_result(self, flows_dir: str, file_name: str, blob: str, judged: _Judged) -> _FileResult | None:
+    def _trusted_result(
+        self, flows_dir: str, key: _Key, judged: _Judged, knowledge: Knowledge | None
+    ) -> _FileResult | None:
         """A flow as the fetch leader recorded it, cached; None when it must be judged here after all."""
+        file_name, blob, _ = key
         path = f"{flows_dir}/{file_name}" if flows_dir not in ("", ".") else file_name
         stem = file_name.removesuffix(".json")
         name = flow_name(stem)
         if name not in judged.good and name not in judged.failed:
             return None
-        result = self._trust(name, stem, path, blob, judged)
+        result = self._trust(name, path, blob, judged, knowledge)
         if result.built is None and name not in judged.failed:
             return None
-        self._cache[(file_name, blob)] = result
+        self._cache[key] = result
         return result
 
-    def _judge(self, flows_dir: str, file_name: str, blob: str, raw: bytes) -> _Judging:
-        """Validate and build one flow file (``raw``); its tests are left to ``_verdict``."""
+    def _judge(self, flows_dir: str, file_name: str, raw: bytes, knowledge: Knowledge | None) -> _Judging:
+        """Validate and build one flow file (``raw``), with the commit's files when it reads documents; its tests are
+        left to ``_verdict``."""
         path = f"{flows_dir}/{file_name}" if flows_dir not in ("", ".") else file_name
         stem = file_name.removesuffix(".json")
         name = flow_name(stem)
@@ -400,6 +462,7 @@ class VersionBuilder:
                     fakes=self._fakes(report.spec) if self.fake_models else None,
                     deadline=time.monotonic() + self.build_timeout if self.build_timeout is not None else None,
                     breakers=self.breakers,
+                    knowledge=knowledge,
                 )
             except BuildError as exc:
                 where = report.origin(exc.path)  # a converted LangFlow export: the path in the export
@@ -408,13 +471,13 @@ class VersionBuilder:
         if built is not None:
             built = with_schemas(built)  # here, in the builder's thread, not per request on the event loop
         tested = built is not None and report.spec is not None and bool(report.spec.tests) and self.run_tests
-        return _Judging(name, path, raw, built, problems, report.origin, tested)
+        return _Judging(name, path, raw, built, problems, report.origin, tested, knowledge)
 
     def _verdict(self, judging: _Judging) -> _FileResult:
         """One flow's result: its tests run (when it has any) in the sandbox, its problems capped and scrubbed."""
         built, problems = judging.built, judging.problems
         if judging.tested and built is not None:
-            failures = self._test(built.spec, judging.raw, judging.path, judging.origin)
+            failures = self._test(built.spec, judging.raw, judging.path, judging.origin, judging.knowledge)
             if failures:
                 built, problems = None, [*problems, *failures]
         # capped once the tests' failures are in too; scrubbed of every known secret value
@@ -422,7 +485,7 @@ class VersionBuilder:
         description = self.scrubber.text(described(judging.raw)) if built is None else ""
         return _FileResult(judging.name, built, found, description)
 
-    def _trust(self, name: str, stem: str, path: str, blob: str, judged: _Judged) -> _FileResult:
+    def _trust(self, name: str, path: str, blob: str, judged: _Judged, knowledge: Knowledge | None) -> _FileResult:
         """A flow as the leader judged it: its recorded problems when it failed there, else parsed and built without
         validation or tests. A flow that does not build here after all (a component or secret this worker lacks) is
         judged in full by the caller, so the problem is the one a single process would report."""
@@ -435,16 +498,19 @@ class VersionBuilder:
             if isinstance(data, dict) and langflow.is_export(data):
                 data = langflow.convert(data, name=name).document
             spec = FlowSpec.model_validate(data)
-            built = with_schemas(self.build_spec(spec))
+            built = with_schemas(self.build_spec(spec, knowledge))
         except (ValueError, BuildError):  # orjson's and pydantic's errors are ValueErrors
             return _FileResult(name, None, ())
         return _FileResult(name, built, ())
 
-    def _test(self, spec: FlowSpec, raw: bytes, path: str, origin: Callable[[str], str]) -> list[Problem]:
+    def _test(
+        self, spec: FlowSpec, raw: bytes, path: str, origin: Callable[[str], str], knowledge: Knowledge | None
+    ) -> list[Problem]:
         """The flow's own tests, run as `gitops-flow test` runs them (every model answered by its fakes), in the test
-        sandbox (a child process with a time and a memory limit): each failing case is a problem, so a flow whose
-        tests fail or run past their limit (``test-timeout``) never goes live, even when CI was bypassed."""
-        results = self.sandbox.run(spec)
+        sandbox (a child process with a time and a memory limit; given the documents the flow's Retrievers read):
+        each failing case is a problem, so a flow whose tests fail or run past their limit (``test-timeout``) never
+        goes live, even when CI was bypassed."""
+        results = self.sandbox.run(spec, knowledge)
         lines = LineIndex(raw.decode("utf-8-sig"))
         found = []
         for result in results:

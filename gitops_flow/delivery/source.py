@@ -39,6 +39,7 @@ _HELPER = (
 _GIT_MESSAGE = re.compile(r"(?:fatal|error): (.+)")
 _TIMED_OUT = re.compile(r"did not complete in (\S+) secs")
 _CHUNK = 1 << 16
+MAX_TREE_FILES = 200_000  # files tree_files lists of one commit, at most
 
 
 def _reason(exc: git.exc.GitError) -> str:
@@ -399,6 +400,22 @@ class GitSource:
                 return {}
             return {b.name: b.hexsha for b in tree.blobs if stat.S_ISREG(b.mode) and b.name.endswith(suffix)}
 
+    def tree_files(self, rev: str) -> dict[str, str]:
+        """Every regular file of commit ``rev``'s tree, recursively: {path from the root: blob sha}, at most
+        MAX_TREE_FILES (a larger tree lists its first ones). Symlinks and submodules are skipped, so nothing read
+        through this listing leaves the repository. Raises UnknownVersion."""
+        found: dict[str, str] = {}
+        with self._lock:
+            tree = self._entry(rev, "")
+            if not isinstance(tree, git.Tree):
+                return found
+            for item in tree.traverse():
+                if isinstance(item, git.Blob) and stat.S_ISREG(item.mode):
+                    found[str(item.path)] = item.hexsha
+                    if len(found) >= MAX_TREE_FILES:
+                        break
+        return found
+
     def read_blob(self, blob_sha: str, *, max_bytes: int) -> bytes:
         """The blob's bytes, or only its first ``max_bytes + 1`` if larger (so callers see it is oversize).
 
@@ -526,6 +543,41 @@ def files_at(folder: Path, rev: str, *, suffix: str, max_bytes: int) -> dict[str
                     found[blob.name] = stream.read(min(size, max_bytes + 1))
                     while stream.read(_CHUNK):
                         pass  # drain the rest: the shared cat-file pipe must end up at the next object
+        return found
+    finally:
+        for opened_repo in opened.values():
+            opened_repo.close()
+
+
+def tree_at(folder: Path, rev: str) -> dict[str, str]:
+    """Every regular file under ``folder`` (a folder of a local working tree) at commit ``rev``, recursively:
+    {path from ``folder``: blob sha}, at most MAX_TREE_FILES. For `gitops-flow plan`, which compares the documents
+    flows read with the base's; nothing is fetched or touched. Raises SourceError, UnknownVersion as files_at."""
+    opened: dict[Path, git.Repo] = {}
+    real = folder.resolve()
+    try:
+        repo, root = _working_tree(real / "_", folder, opened)
+        try:
+            sha, _, _ = repo.git.get_object_header(f"{rev}^{{commit}}")
+        except ValueError:
+            raise UnknownVersion(f"{rev!r} is not a commit of the repository at {root}") from None
+        found: dict[str, str] = {}
+        with _git_errors(f"listing {folder} at {rev}"):
+            tree: object = git.Commit(repo, binascii.a2b_hex(sha)).tree
+            relative = real.relative_to(root).as_posix()
+            if relative != ".":
+                try:
+                    tree = tree / relative  # type: ignore[operator]
+                except KeyError:
+                    return {}
+            if not isinstance(tree, git.Tree):
+                return {}
+            prefix = "" if relative == "." else relative + "/"
+            for item in tree.traverse():
+                if isinstance(item, git.Blob) and stat.S_ISREG(item.mode):
+                    found[str(item.path).removeprefix(prefix)] = item.hexsha
+                    if len(found) >= MAX_TREE_FILES:
+                        break
         return found
     finally:
         for opened_repo in opened.values():

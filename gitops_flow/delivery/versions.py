@@ -52,7 +52,8 @@ class Version:
     flows: Mapping[str, BuiltFlow] = field(default_factory=dict, repr=False)
     failed: Mapping[str, tuple[Problem, ...]] = field(default_factory=dict)
     carried: Mapping[str, str] = field(default_factory=dict)
-    blobs: Mapping[str, str] = field(default_factory=dict, repr=False)  # flow -> its file's blob (in memory only)
+    # flow -> its build id: its file's blob, with the documents it reads (delivery/corpus.py); in memory only
+    blobs: Mapping[str, str] = field(default_factory=dict, repr=False)
     routing: RoutingConfig | None = field(default=None, repr=False)
     seen: float = 0.0
     content: str = ""  # a fingerprint of what the commit serves: equal for a revert and the commit it restores

@@ -151,6 +151,11 @@ class Metrics:
             "Flow files validated and tested, each new file content once (the fetch leader's, with several workers).",
             registry=self.registry,
         )
+        self.embedded = Counter(
+            "gitops_flow_chunks_embedded",
+            "Document chunks a Retriever's build embedded (a chunk found in the embedding store is not counted).",
+            registry=self.registry,
+        )
         for kind in _EVENTS:  # every kind exported from the start, at 0, so alerts on rate() see a series
             self.events.labels(kind)
         self._children: dict[tuple[str, str, str | None], tuple[Any, Any, Any]] = {}

@@ -8,15 +8,19 @@ commit. Contract changes come from the same comparison as `validate --base` (con
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from gitops_flow.components import provider_packages
+from gitops_flow.components.documents import readable
+from gitops_flow.components.knowledge import Knowledge, matching
 from gitops_flow.components.provider_packages import ProviderPackage
 from gitops_flow.components.registry import ComponentRegistry
-from gitops_flow.delivery.source import Refs, files_at, read_at, refs_at
+from gitops_flow.delivery import corpus
+from gitops_flow.delivery.source import Refs, files_at, read_at, refs_at, tree_at
 from gitops_flow.flow.locations import LineIndex
 from gitops_flow.flow.routing import DEFAULT_ROUTE, ROUTING_FILE, RoutingConfig
 from gitops_flow.plan.diff import Change, FlowDiff, flow_diff, routing_diff, secrets
@@ -27,6 +31,7 @@ from gitops_flow.security.policy import SecretPolicy
 from gitops_flow.validation import contract
 from gitops_flow.validation.documents import MAX_BYTES, MAX_EXPORT_BYTES, FileReport, validate_bytes
 from gitops_flow.validation.routing import validate_routing_bytes
+from gitops_flow.validation.worktree import WorkingTree
 
 Status = Literal["added", "removed", "changed", "unchanged"]
 Verdict = Literal["live", "canary", "waits", "fails", "blocked", "removed", "unchanged"]
@@ -128,8 +133,10 @@ def make_plan(
     *,
     policy: SecretPolicy | None = None,
     run_tests: bool = True,
+    knowledge: Knowledge | None = None,
 ) -> Plan:
     """The plan of merging the repository at ``root`` (its working tree) into ``base`` (a revision of it).
+    ``knowledge``: the working tree's files, which the flows' Retrievers read in their dry-builds and tests.
 
     Raises SourceError when ``root`` is not in a Git working tree, UnknownVersion when ``base`` names no commit.
     """
@@ -149,10 +156,13 @@ def make_plan(
         names = [name.removesuffix(".json") for name in now]
         new_routing, routing_problems = validate_routing_bytes(new_routing_raw, file=ROUTING_FILE, flow_names=names)
     sandbox = TestSandbox(registry)
-    judge = _Judge(registry, policy or SecretPolicy(), base, run_tests, sandbox)
+    judge = _Judge(registry, policy or SecretPolicy(), base, run_tests, sandbox, knowledge)
+    documents = _Documents(root, base)
     plans = []
     for file_name in sorted(before.keys() | now.keys()):
-        plans.append(judge.flow(file_name, f"{new_dir}/{file_name}", before.get(file_name), now.get(file_name)))
+        old, new = before.get(file_name), now.get(file_name)
+        moved = old is not None and old == new and documents.changed(new)
+        plans.append(judge.flow(file_name, f"{new_dir}/{file_name}", old, new, documents_changed=moved))
     scored = None
     changed = [p.name for p in plans if p.status in ("added", "changed") and p.verdict == "live"]
     if run_tests and changed:  # the datasets of the flows that change, as `gitops-flow eval --base` scores them
@@ -237,6 +247,39 @@ def _reach(plan: FlowPlan, routing: RoutingConfig | None, branch: str) -> FlowPl
     return replace(plan, verdict="canary", serves=f"a canary at {share:.3g} % on {branch} (beside {others})")
 
 
+class _Documents:
+    """The documents flows' Retrievers read, at the base and in the working tree, each listed once if needed."""
+
+    def __init__(self, root: Path, base: str) -> None:
+        self.root, self.base = root, base
+        self._before: dict[str, str] | None = None
+        self._tree = WorkingTree(root)
+        self._shas: dict[str, str] = {}
+
+    def changed(self, raw: bytes | None) -> bool:
+        """Whether the documents the flow document ``raw`` reads differ between the base and the working tree."""
+        globs = corpus.reads(raw) if raw is not None else ()
+        if not globs:
+            return False
+        if self._before is None:
+            self._before = {p: blob for p, blob in tree_at(self.root, self.base).items() if readable(p)}
+        now = {p: self._sha(p) for p in matching(self._tree.files(), globs)}  # only the documents it reads
+        return corpus.fingerprint(self._before, globs) != corpus.fingerprint(now, globs)
+
+    def _sha(self, path: str) -> str:
+        if path not in self._shas:
+            self._shas[path] = _blob_sha(self._tree.read(path, max_bytes=MAX_DOCUMENT_BYTES))
+        return self._shas[path]
+
+
+MAX_DOCUMENT_BYTES = 64 * 1024 * 1024  # a document's bytes hashed for the plan, at most (past it, a prefix's hash)
+
+
+def _blob_sha(data: bytes) -> str:
+    """Git's id of a blob of ``data`` (what the base's tree names it by)."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
 def _routing(raw: bytes | None) -> RoutingConfig | None:
     if raw is None:
         return None
@@ -257,21 +300,25 @@ class _Judge:
     base: str
     run_tests: bool
     sandbox: TestSandbox  # the flows' tests run in a child process with a time and a memory limit, as on the server
+    knowledge: Knowledge | None = None  # the working tree's files the flows' Retrievers read (in their tests too)
 
-    def flow(self, file_name: str, shown: str, old: bytes | None, new: bytes | None) -> FlowPlan:
+    def flow(
+        self, file_name: str, shown: str, old: bytes | None, new: bytes | None, *, documents_changed: bool = False
+    ) -> FlowPlan:
         stem = file_name.removesuffix(".json")
         old_report = self._validate(old, shown, stem) if old is not None else None
         if new is None:
             return FlowPlan(stem, shown, "removed", "removed")
         report = self._validate(new, shown, stem)
         name = report.spec.name if report.spec is not None else stem
-        status: Status = "added" if old is None else "unchanged" if old == new else "changed"
+        # a flow whose file is the same but whose Retrievers' documents changed is a new build, as on the server
+        status: Status = "added" if old is None else "unchanged" if old == new and not documents_changed else "changed"
         if status == "unchanged":
             return FlowPlan(name, shown, status, "unchanged")
         problems = [p for p in report.problems if p.severity != "notice"]  # notices are for `validate`, not a plan
         passed = failed = 0
         if report.ok and report.spec is not None and report.spec.tests and self.run_tests:
-            results = self.sandbox.run(report.spec)
+            results = self.sandbox.run(report.spec, self.knowledge)
             lines = LineIndex(new.decode("utf-8-sig"))
             for result in results:
                 if result.passed:
@@ -304,7 +351,7 @@ class _Judge:
         )
 
     def _validate(self, raw: bytes, shown: str, stem: str) -> FileReport:
-        return validate_bytes(raw, self.registry, file=shown, stem=stem, policy=self.policy)
+        return validate_bytes(raw, self.registry, file=shown, stem=stem, policy=self.policy, knowledge=self.knowledge)
 
     def _contract(self, now: FileReport, before: FileReport, raw: bytes) -> tuple[ContractChange, ...]:
         if now.built is None or before.built is None:

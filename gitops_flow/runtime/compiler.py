@@ -16,6 +16,7 @@ from pydantic import BaseModel, RootModel, ValidationError, create_model
 from gitops_flow.components import langchain_internals as internals
 from gitops_flow.components.base import FAKEABLE, BuildContext
 from gitops_flow.components.breaker import Breakers
+from gitops_flow.components.knowledge import Knowledge
 from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.exceptions import BadInput, BuildError
 from gitops_flow.flow.document import FlowSpec, NodeSpec
@@ -40,6 +41,8 @@ class BuiltFlow:
     # the same graph as a plain async program (gitops_flow/runtime/lean/): what the server runs unless a request needs
     # LangChain's callbacks; it answers what ``runnable`` answers
     lean: LeanFlow | WithHistory | None = field(default=None, repr=False)
+    # the repository's files it was built from (a Retriever's documents), so a tweaked build reads the same ones
+    knowledge: Knowledge | None = field(default=None, repr=False, compare=False)
     # the JSON Schemas of input_model and output_model, computed once per build by the server's builder, off the event
     # loop (with_schemas): a flow with tens of thousands of fields takes a second to compute them
     input_schema: dict[str, Any] | None = field(default=None, repr=False)
@@ -104,6 +107,7 @@ def build_flow(
     deadline: float | None = None,
     clock: Callable[[], float] = time.monotonic,
     breakers: Breakers | None = None,
+    knowledge: Knowledge | None = None,
 ) -> BuiltFlow:
     """Build ``spec``; raises BuildError (with the node's path) on the first node that cannot be built.
 
@@ -111,7 +115,9 @@ def build_flow(
     ``fakes`` replaces the named model nodes with fake models answering those responses (``gitops-flow test``).
     ``deadline`` (a ``clock()`` reading) is checked before each node: past it, BuildError ``build-timeout``.
     ``breakers``: the provider endpoints' circuit breakers the models call through (None: none).
-    Nothing is invoked: building never calls a model, reads a file or touches the network.
+    ``knowledge`` is the repository's files at the build's revision: a Retriever reads its documents there, and
+    indexes them (embedding the chunks its cache lacks; never in a dry-build, except with ``hashing:``). Nothing
+    else is invoked: building never calls a model, reads another file or touches the network.
     """
     graph, problems = analyse(spec)
     if graph is None:
@@ -127,7 +133,9 @@ def build_flow(
                 path=json_path(["nodes", index]),
                 code="build-timeout",
             )
-        built[node.id] = _build_node(spec, index, registry, secrets or {}, fakes or {}, dry_run, notes, breakers)
+        built[node.id] = _build_node(
+            spec, index, registry, secrets or {}, fakes or {}, dry_run, notes, breakers, knowledge, deadline
+        )
     _check_fan_in_variables(spec, graph, built)
     named = {node_id: _named(r, node_id) for node_id, r in built.items()}
     runnable = _compile(graph, named)
@@ -152,6 +160,7 @@ def build_flow(
         input_model=runnable.get_input_schema() if memory else _entry_input(graph, built),
         output_model=runnable.get_output_schema(),
         lean=lean,
+        knowledge=knowledge,
     )
 
 
@@ -174,6 +183,8 @@ def _build_node(
     dry_run: bool,
     notes: list[Problem],
     breakers: Breakers | None = None,
+    knowledge: Knowledge | None = None,
+    deadline: float | None = None,
 ) -> Runnable[Any, Any]:
     node = spec.nodes[index]
     where = ("nodes", index)
@@ -223,7 +234,14 @@ def _build_node(
     if issues:
         loc, code, message = issues[0]
         raise BuildError(message, path=json_path([*where, "params", *loc]), code=code)
-    ctx = BuildContext(dry_run=dry_run, node_id=node.id, fake_responses=fake_responses, breakers=breakers)
+    ctx = BuildContext(
+        dry_run=dry_run,
+        node_id=node.id,
+        fake_responses=fake_responses,
+        breakers=breakers,
+        knowledge=knowledge,
+        deadline=deadline,
+    )
     try:
         factory = registry.factory(component)
         built = factory(ctx, **params) if component.takes_context else factory(**params)

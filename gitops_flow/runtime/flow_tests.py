@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from gitops_flow.components.knowledge import Knowledge
 from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.exceptions import BadInput, BuildError
 from gitops_flow.flow.document import Expectation, FlowSpec, FlowTest
@@ -45,7 +46,12 @@ TIMEOUT = "test-timeout"  # the problem code of a case that ran out of time
 
 
 async def run_flow_tests(
-    spec: FlowSpec, registry: ComponentRegistry, *, timeout: float = CASE_TIMEOUT_S, budget: float = BUDGET_S
+    spec: FlowSpec,
+    registry: ComponentRegistry,
+    *,
+    timeout: float = CASE_TIMEOUT_S,
+    budget: float = BUDGET_S,
+    knowledge: Knowledge | None = None,
 ) -> list[CaseResult]:
     """Run every case of ``spec`` in order as the server runs a request: the input is checked against the input
     schema the flow serves, then the flow runs with the config a request's run gets. Cases naming the same
@@ -56,7 +62,7 @@ async def run_flow_tests(
     seconds are spent the remaining cases fail unrun. Never raises for what a flow does.
 
     Each case runs on both of the server's paths, invoked and streamed (PATHS); a case whose answers differ fails,
-    naming where.
+    naming where. ``knowledge`` is the repository's files at the revision tested (a Retriever's documents).
     """
     histories = {path: MemoryHistoryStore() for path in PATHS}
     models = [n.id for n in spec.nodes if registry.calls_a_model(n.component)]
@@ -69,7 +75,7 @@ async def run_flow_tests(
             where = json_path(["tests", index])
             results.append(CaseResult(spec.name, case.name, False, message, path=where, code=TIMEOUT))
             continue
-        results.append(await _run_case(spec, index, case, registry, models, histories, min(timeout, left)))
+        results.append(await _run_case(spec, index, case, registry, models, histories, min(timeout, left), knowledge))
     return results
 
 
@@ -81,6 +87,7 @@ async def _run_case(
     models: list[str],
     histories: dict[tuple[str, str], MemoryHistoryStore],
     timeout: float,
+    knowledge: Knowledge | None = None,
 ) -> CaseResult:
     path = json_path(["tests", index])
     unfaked = [m for m in models if m not in case.fakes]
@@ -98,7 +105,13 @@ async def _run_case(
     for which in PATHS:
         try:
             builds[which] = build_flow(
-                spec, registry, fakes=case.fakes, history=histories[which], dry_run=True, deadline=deadline
+                spec,
+                registry,
+                fakes=case.fakes,
+                history=histories[which],
+                dry_run=True,
+                deadline=deadline,
+                knowledge=knowledge,
             )
         except BuildError as exc:
             return CaseResult(spec.name, case.name, False, f"the flow does not build: {exc}", path=exc.path)

@@ -9,6 +9,11 @@ or locks). The child limits its own address space (``RLIMIT_AS``) and CPU time (
 kernel enforces), dies with its parent (PR_SET_PDEATHSIG), and sends its results back through a pipe (at most
 MAX_ANSWER bytes); the caller waits ``budget`` seconds plus START_GRACE, then kills it. At most ``processes`` run at
 once; the others wait their turn (that wait is not counted against their budget).
+
+A flow whose Retrievers read the repository's documents is tested over them: the caller's ``Knowledge`` (a commit's
+files on the server, the working tree in CI) is read in the parent, only the documents the flow's ``paths`` match
+and within the corpus bounds (``Documents.of``), and the child gets those bytes and the bounds, never a handle on
+the repository; it indexes them itself, as a dry-build does.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from gitops_flow.components.knowledge import CorpusLimits, Documents, Knowledge, Library
 from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.flow.document import FlowSpec
 from gitops_flow.runtime.flow_tests import BUDGET_S, TIMEOUT, CaseResult, run_flow_tests
@@ -41,6 +47,7 @@ PRELOAD = (
     "gitops_flow.runtime.sandbox_host",  # first: the forkserver dies with the server (and every child with it)
     "gitops_flow.runtime.sandbox",
     "gitops_flow.components.builtins",
+    "gitops_flow.components.retriever",  # numpy and the text splitters: a Retriever's tests index in the child
     "gitops_flow.components.fake_model",
     "langchain_core.language_models",
     "langchain_core.output_parsers",
@@ -48,6 +55,7 @@ PRELOAD = (
     "langchain_core.runnables",
 )
 CRASHED = "test-crashed"
+RETRIEVER = "Retriever"  # the component whose ``paths`` name the documents a flow's tests read
 _PR_SET_PDEATHSIG = 1  # the problem code of tests whose process died before it answered
 
 
@@ -82,20 +90,26 @@ class TestSandbox:
             with contextlib.suppress(ProcessLookupError, ValueError, AttributeError):
                 child.kill()
 
-    def run(self, spec: FlowSpec) -> list[CaseResult]:
+    def run(self, spec: FlowSpec, knowledge: Knowledge | None = None) -> list[CaseResult]:
         """The results of ``spec``'s tests, as run_flow_tests gives them; blocking (call it from a worker thread).
-        Never raises for what the flow does: tests that ran past the time limit give one failed result with code
-        ``test-timeout``, and a child that died (over its memory limit, say) one with code ``test-crashed``."""
+        ``knowledge``: the repository's files its Retrievers read (the module's docstring; None: a Retriever does
+        not build, as in run_flow_tests). Never raises for what the flow does: tests that ran past the time limit
+        give one failed result with code ``test-timeout``, and a child that died (over its memory limit, say) one
+        with code ``test-crashed``."""
         if not spec.tests:
             return []
         with self._slots:
-            return self._run(spec)
+            given = None
+            if knowledge is not None:  # read in the slot: at most ``processes`` corpora are held at once
+                limits = knowledge.library.limits
+                given = (Documents.of(knowledge.files, _retriever_paths(spec), limits), limits)
+            return self._run(spec, given)
 
-    def _run(self, spec: FlowSpec) -> list[CaseResult]:
+    def _run(self, spec: FlowSpec, knowledge: tuple[Documents, CorpusLimits] | None) -> list[CaseResult]:
         receiver, sender = self._context.Pipe(duplex=False)
         child = self._context.Process(
             target=_child,
-            args=(sender, spec, self.registry, self.budget, self.memory_mb),
+            args=(sender, spec, self.registry, self.budget, self.memory_mb, knowledge),
             name=f"gitops-flow tests of {spec.name}",
             daemon=True,
         )
@@ -137,14 +151,32 @@ class TestSandbox:
                 child.close()
 
 
-def _child(sender: Connection, spec: FlowSpec, registry: ComponentRegistry, budget: float, memory_mb: int) -> None:
-    """The child: limits, the tests, the answer (outputs that do not pickle are sent as their repr)."""
+def _retriever_paths(spec: FlowSpec) -> list[str]:
+    """The globs every Retriever node of ``spec`` reads."""
+    found: list[str] = []
+    for node in spec.nodes:
+        paths = node.params.get("paths") if node.component == RETRIEVER else None
+        found += [p for p in paths if isinstance(p, str)] if isinstance(paths, list) else []
+    return list(dict.fromkeys(found))
+
+
+def _child(
+    sender: Connection,
+    spec: FlowSpec,
+    registry: ComponentRegistry,
+    budget: float,
+    memory_mb: int,
+    given: tuple[Documents, CorpusLimits] | None = None,
+) -> None:
+    """The child: limits, the tests (over ``given`` documents, indexed here), the answer (outputs that do not pickle
+    are sent as their repr)."""
     _die_with_parent()  # its parent is the forkserver, which dies with the server (sandbox_host.py)
     limit = memory_mb * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     seconds = math.ceil(budget + START_GRACE)
     resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds + 1))  # SIGXCPU, then SIGKILL
-    results = asyncio.run(run_flow_tests(spec, registry, budget=budget))
+    knowledge = Library(limits=given[1]).at(given[0]) if given is not None else None
+    results = asyncio.run(run_flow_tests(spec, registry, budget=budget, knowledge=knowledge))
     try:
         answer = pickle.dumps(results)
     except Exception:  # noqa: BLE001 - an output of a type that does not pickle: its repr is what a report shows

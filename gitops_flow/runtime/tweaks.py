@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from gitops_flow.components import credentials
+from gitops_flow.components.knowledge import Knowledge
 from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.exceptions import BuildError, GitOpsFlowError
 from gitops_flow.flow.document import FlowSpec
@@ -68,11 +69,16 @@ def problems(spec: FlowSpec, registry: ComponentRegistry) -> list[Problem]:
     return found
 
 
+INDEXED = frozenset({"paths", "embeddings", "chunk_size", "chunk_overlap"})  # a Retriever's index is the build's
+
+
 def _never(param: str, component: str, secret: frozenset[str]) -> str | None:
     if param in secret:
         return f"{component}.{param} takes a secret; a caller never sets it"
     if component in credentials.MODEL_COMPONENTS and param in GUARDED:
         return f"{component}.{param} says where a model's requests (and its key) go; a caller never sets it"
+    if component == "Retriever" and param in INDEXED:
+        return f"{component}.{param} says what is indexed, which builds do (never a request); only k may be tweaked"
     return None
 
 
@@ -92,7 +98,10 @@ class Tweaker:
     server's own builder), keeping the last MAX_TWEAKED builds."""
 
     def __init__(
-        self, registry: ComponentRegistry, policy: SecretPolicy, rebuild: Callable[[FlowSpec], BuiltFlow]
+        self,
+        registry: ComponentRegistry,
+        policy: SecretPolicy,
+        rebuild: Callable[[FlowSpec, Knowledge | None], BuiltFlow],
     ) -> None:
         self.registry = registry
         self.policy = policy
@@ -112,7 +121,7 @@ class Tweaker:
                 self._cache.move_to_end(key)
                 return cached[1]
         try:
-            built = self.rebuild(spec)
+            built = self.rebuild(spec, flow.knowledge)  # a Retriever reads the documents of the flow's own commit
         except BuildError as exc:
             raise BadTweak("bad-tweak", f"the tweaked flow does not build: {exc}") from None
         with self._lock:

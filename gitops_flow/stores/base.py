@@ -1,5 +1,6 @@
 """The state store interface, async only: one Protocol per role (pins, conversations, versions, deploy events, webhook
-deliveries, counters, canary aborts, messages, leases) and StateStore, all of them, which each backend implements.
+deliveries, counters, canary aborts, messages, leases) and StateStore, all of them, which each backend implements;
+and the one blocking role kept beside the state, EmbeddingStore (stores/embeddings.py).
 
 Every method of every role may raise StoreError when the backend is unreachable; none raises anything else for I/O.
 """
@@ -230,6 +231,30 @@ class LeaseStore(Protocol):
 
     async def release(self, name: str, holder: str) -> None:
         """Give up the lease ``name`` if ``holder`` holds it, so another takes it at once."""
+        ...
+
+
+class EmbeddingStore(Protocol):
+    """Embeddings: document chunks' vectors (float32 bytes) by (model, chunk hash), which Retrievers' builds share
+    (stores/embeddings.py). Blocking, unlike every other role (its callers are builds, in worker threads), and kept
+    beside the state rather than in StateStore. Every method may raise StoreError, and nothing else for
+    I/O; ``get`` of keys never written gives {} for them."""
+
+    def get(self, model: str, keys: Sequence[str]) -> dict[str, bytes]:
+        """The vectors kept of ``keys``; a key not kept is absent."""
+        ...
+
+    def put(self, model: str, vectors: Mapping[str, bytes]) -> None:
+        """Keep each vector unless its key is kept already (the first write stays)."""
+        ...
+
+    def claim(self, model: str, keys: Sequence[str], ttl: float) -> list[str]:
+        """The keys this call claims for embedding: those no live claim of any process holds, now held for ``ttl``
+        seconds (atomic across the processes sharing the backend)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
         ...
 
 

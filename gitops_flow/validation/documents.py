@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from gitops_flow.components import credentials
 from gitops_flow.components.base import FAKEABLE
+from gitops_flow.components.knowledge import Knowledge
 from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.exceptions import BuildError
 from gitops_flow.flow import bounds as limits
@@ -85,8 +86,10 @@ def validate_file(
     display: str | None = None,
     stem: str | None = None,
     policy: SecretPolicy | None = None,
+    knowledge: Knowledge | None = None,
 ) -> FileReport:
-    """Validate one flow file; an unreadable file is a problem of its own, never an exception."""
+    """Validate one flow file; an unreadable file is a problem of its own, never an exception. ``knowledge``: the
+    repository's files (a Retriever's documents are read and bounded by the dry-build)."""
     name = display or str(path)
     try:
         size = path.stat().st_size
@@ -95,7 +98,8 @@ def validate_file(
         raw = path.read_bytes()
     except OSError as exc:
         return FileReport(name, [Problem(code="unreadable", message=f"cannot read the file: {exc.strerror}")])
-    return validate_bytes(raw, registry, file=name, stem=path.stem if stem is None else stem, policy=policy)
+    stem = path.stem if stem is None else stem
+    return validate_bytes(raw, registry, file=name, stem=stem, policy=policy, knowledge=knowledge)
 
 
 def validate_bytes(
@@ -106,6 +110,7 @@ def validate_bytes(
     stem: str | None = None,
     dry_build: bool = True,
     policy: SecretPolicy | None = None,
+    knowledge: Knowledge | None = None,
 ) -> FileReport:
     """Validate the bytes of a flow document. ``stem`` is the file name the document's ``name`` must equal.
 
@@ -114,7 +119,7 @@ def validate_bytes(
     word on secrets (default: the provider key names, no base URLs).
     """
     report = FileReport(file)
-    checks = _Checks(registry, policy or SecretPolicy(), dry_build)
+    checks = _Checks(registry, policy or SecretPolicy(), dry_build, knowledge)
     report.problems = capped([p.located(file, p.line) for p in _check(raw, checks, stem, report)], MAX_PROBLEMS)
     return report
 
@@ -126,6 +131,7 @@ class _Checks:
     registry: ComponentRegistry
     policy: SecretPolicy
     dry_build: bool
+    knowledge: Knowledge | None = None
 
 
 def too_large(size: int, limit: int = MAX_BYTES) -> Problem:
@@ -200,7 +206,7 @@ def _check_document(data: dict[str, Any], checks: _Checks, stem: str | None, rep
     if problems or not checks.dry_build:
         return problems
     try:
-        report.built = build_flow(spec, registry, dry_run=True)
+        report.built = build_flow(spec, registry, dry_run=True, knowledge=checks.knowledge)
     except BuildError as exc:
         return [Problem(code=exc.code, message=str(exc), path=exc.path)]
     first_of_each: dict[tuple[str, str], Problem] = {}

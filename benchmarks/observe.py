@@ -152,8 +152,9 @@ async def limit_cost(folder: Path, redis_url: str, prefix: str, iterations: int,
                 async def admit_and_settle(gate: Gate = gate, limits: FlowLimits = limits) -> object:
                     context = RequestContext("POST", "/flows/echo/invoke")
                     await gate.admit(context, "echo", limits, "main", "alice")
-                    if context.charge is not None:
-                        await context.charge(context, 10)
+                    if context.meter is not None:  # a run of 10 tokens, settled by the finalizer below
+                        context.meter.run_started()
+                        context.meter.run_ended(10, True)
                     for finish in context.finalizers:
                         await finish(context)
                     return None

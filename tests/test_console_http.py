@@ -390,7 +390,8 @@ def test_with_a_read_token_the_console_is_read_by_its_holders_only_and_steered_b
             assert "Abort canary" not in page.text and "Fetch now" not in page.text
             refused = reader.post("/ui/flows/alpha/abort", data={"csrf": csrf(reader)})
             assert refused.status_code == 403 and "only a session of the admin token" in refused.text
-        with httpx.Client(base_url=guarded.url, headers={"Origin": guarded.url}) as admin:
+        # the first flow page with an experiment imports scipy (in a thread): seconds on a loaded machine
+        with httpx.Client(base_url=guarded.url, headers={"Origin": guarded.url}, timeout=60) as admin:
             sign_in(admin)
             assert "Abort canary" in admin.get("/ui/flows/alpha").text
 

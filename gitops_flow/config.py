@@ -12,9 +12,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, DotEnvSettingsSource, EnvSettingsSource, NoDecode, SettingsConfigDict
-from pydantic_settings.sources import PydanticBaseSettingsSource
-from pydantic_settings.sources.utils import parse_env_vars
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from gitops_flow.exceptions import ConfigError
 from gitops_flow.githost.repos import API_URL, check_repo
@@ -383,7 +387,7 @@ class Settings(BaseSettings):
         layers: list[tuple[Source, dict[str, Any]]] = []
         if env_file is not None:
             layers.append(("file", _from_source(DotEnvSettingsSource(cls, env_file=env_file))))
-        layers.append(("env", _from_source(_MappingEnvSource(cls, environ))))
+        layers.append(("env", _from_environ(environ)))
         extra: dict[str, Any] = {}
         try:
             sinks = load_sinks(environ)
@@ -466,18 +470,18 @@ def _shown(value: object) -> object:
     return value
 
 
-class _MappingEnvSource(EnvSettingsSource):
-    """pydantic-settings' environment source over a mapping handed to it, rather than this process's os.environ."""
+def _from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
+    """What ``environ`` sets, by field name: each field's variable (``env_name``), an empty value as not set. The
+    values stay text: the model's validation reads them as it reads any other source."""
+    values: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        variable = env_name(name)
+        if variable is not None and environ.get(variable):
+            values[name] = environ[variable]
+    return values
 
-    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
-        self._environ = environ
-        super().__init__(settings_cls)
 
-    def _load_env_vars(self) -> Mapping[str, str | None]:
-        return parse_env_vars(self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
-
-
-def _from_source(source: EnvSettingsSource) -> dict[str, Any]:
+def _from_source(source: DotEnvSettingsSource) -> dict[str, Any]:
     """What one source sets, by field name (aliases folded back to their field); fields no variable sets left out."""
     found = source()
     by_alias = {env_name(name): name for name in Settings.model_fields if env_name(name)}

@@ -235,3 +235,6 @@ def test_a_failed_flow_shows_the_description_its_document_gives(served: ServePro
         assert flows["described"]["state"] == "failed"
         assert flows["described"]["description"] == "Answers with a component that does not exist"
         assert flows["broken"]["description"] == ""  # not JSON: nothing to tell
+    overview = httpx.get(served.url + "/ui/overview.json").json()  # the console says the same
+    described = next(f for f in overview["flows"] if f["name"] == "described")
+    assert described["description"] == "Answers with a component that does not exist"

@@ -157,7 +157,7 @@ def _flow_row(
     others = tuple(f for f in figures if (f.sha, f.ref) not in used)
     return FlowRow(
         name=name,
-        description=flow_description(name, route),
+        description=flow_description(name, route, table.head),
         route=route.name,
         state=str(state["state"]),
         summary=str(state["summary"]),

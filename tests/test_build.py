@@ -206,7 +206,7 @@ def test_a_dry_build_of_a_model_whose_package_is_missing_says_so() -> None:
     doc = FlowSpec.model_validate(chain(CHAT[0], ("llm", "ChatModel", {"model": f"{NOT_INSTALLED}:some-model"})))
     built = build_flow(doc, REGISTRY, dry_run=True)
     assert [n.code for n in built.notes] == ["provider-not-installed"]
-    assert "pip install 'gitops-flow[anthropic]'" in built.notes[0].message
+    assert f"pip install 'gitops-flow[{NOT_INSTALLED}]'" in built.notes[0].message  # its extra names the provider
 
 
 HISTORY_FLOW = flow(

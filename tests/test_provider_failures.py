@@ -313,9 +313,9 @@ def test_serve_refuses_to_start_while_a_flow_needs_a_provider_package_that_is_mi
     remote.commit(
         {
             "flows/ok.json": model_flow("ok", None),
-            "flows/claude.json": model_flow("claude", None, "anthropic:claude-3-5-haiku-latest"),
+            "flows/mistral.json": model_flow("mistral", None, "mistralai:mistral-small-latest"),
         },
-        "a flow on Anthropic",
+        "a flow on Mistral (whose package is not installed here)",
     )
     remote.push()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GITOPS_FLOW_")}
@@ -325,20 +325,20 @@ def test_serve_refuses_to_start_while_a_flow_needs_a_provider_package_that_is_mi
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
 
     assert done.returncode == 1, done.stderr
-    assert "langchain-anthropic" in done.stderr and "gitops-flow[anthropic]" in done.stderr
-    assert "needed by claude" in done.stderr and "langchain-openai" not in done.stderr
+    assert "langchain-mistralai" in done.stderr and "gitops-flow[mistralai]" in done.stderr
+    assert "needed by mistral" in done.stderr and "langchain-openai" not in done.stderr
     assert "Traceback" not in done.stderr
 
     with serve_process(remote, tmp_path, args=["--fake-models"]) as server:  # faked models need no package
-        assert server.invoke("claude", Q).status_code == 200
+        assert server.invoke("mistral", Q).status_code == 200
 
 
 def test_validate_and_plan_say_which_provider_packages_a_flow_needs(tmp_path: Path) -> None:
     remote = Remote.create(tmp_path)
     remote.publish({"flows/ok.json": model_flow("ok", None)})
     flows = remote.work / "flows"
-    (flows / "claude.json").write_text(
-        model_flow("claude", None, "anthropic:claude-3-5-haiku-latest", fallbacks=["openai:gpt-4o-mini"])
+    (flows / "mistral.json").write_text(
+        model_flow("mistral", None, "mistralai:mistral-small-latest", fallbacks=["openai:gpt-4o-mini"])
     )
     base = [sys.executable, "-m", "gitops_flow"]
 
@@ -346,12 +346,12 @@ def test_validate_and_plan_say_which_provider_packages_a_flow_needs(tmp_path: Pa
     planned = subprocess.run([*base, "plan", "--base", "HEAD"], capture_output=True, text=True, cwd=remote.work)
 
     assert (
-        "needs langchain-anthropic (model provider 'anthropic'; claude): pip install 'gitops-flow[anthropic]' where it "
-        "is served (not installed here)" in validated.stdout
+        "needs langchain-mistralai (model provider 'mistralai'; mistral): pip install 'gitops-flow[mistralai]' where "
+        "it is served (not installed here)" in validated.stdout
     ), validated.stdout + validated.stderr
-    assert "needs langchain-openai (model provider 'openai'; claude, ok)" in validated.stdout
-    assert "claude (added)" in planned.stdout, planned.stdout + planned.stderr
-    assert "provider packages: langchain-anthropic (pip install 'gitops-flow[anthropic]')" in planned.stdout
+    assert "needs langchain-openai (model provider 'openai'; mistral, ok)" in validated.stdout
+    assert "mistral (added)" in planned.stdout, planned.stdout + planned.stderr
+    assert "provider packages: langchain-mistralai (pip install 'gitops-flow[mistralai]')" in planned.stdout
     assert "langchain-openai (pip install 'gitops-flow[openai]')" in planned.stdout
 
 

@@ -213,3 +213,28 @@ def inferred_provider(model: str) -> str | None:
         return None
     found: str | None = _attempt_infer_model_provider(model)
     return found
+
+
+def provider_table() -> dict[str, tuple[str, str]]:
+    """``init_chat_model``'s providers: provider -> (module, chat model class name), from LangChain's private
+    ``_BUILTIN_PROVIDERS``; empty where that table is not there or has another shape (older or newer langchain), so
+    callers go on without what it tells (a provider's class fields)."""
+    import importlib
+
+    table = getattr(importlib.import_module("langchain.chat_models.base"), "_BUILTIN_PROVIDERS", None)
+    if not isinstance(table, dict):
+        return {}
+    found: dict[str, tuple[str, str]] = {}
+    for provider, entry in table.items():
+        if isinstance(entry, tuple) and len(entry) >= 2 and all(isinstance(part, str) for part in entry[:2]):
+            found[provider] = (entry[0], entry[1])
+    return found
+
+
+def embedding_providers() -> tuple[str, ...] | None:
+    """The providers ``init_embeddings`` knows, from LangChain's private table; None where it is not there."""
+    try:
+        from langchain.embeddings.base import _BUILTIN_PROVIDERS
+    except ImportError:
+        return None
+    return tuple(_BUILTIN_PROVIDERS)

@@ -16,7 +16,19 @@ from typing import Any
 from gitops_flow.exceptions import BuildError
 
 MODEL_NODES = frozenset({"ChatModel", "Agent"})  # the built-ins whose params name a provider
-EXTRAS = {"openai": "openai", "azure_openai": "openai", "anthropic": "anthropic"}  # provider -> gitops-flow extra
+# provider -> the gitops-flow extra that installs its package (pyproject.toml's optional dependencies)
+EXTRAS = {
+    "openai": "openai",
+    "azure_openai": "openai",
+    "anthropic": "anthropic",
+    "google_genai": "google",
+    "ollama": "ollama",
+    "bedrock": "aws",
+    "bedrock_converse": "aws",
+    "anthropic_bedrock": "aws",
+    "mistralai": "mistralai",
+    "groq": "groq",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,22 +51,26 @@ class ProviderPackage:
 
 def package_of(provider: str) -> ProviderPackage:
     """The package of ``provider``; BuildError for a provider ``init_chat_model`` does not know."""
-    from langchain.chat_models.base import _BUILTIN_PROVIDERS
+    from gitops_flow.security.providers import PROVIDER_MODULES
 
-    if provider not in _BUILTIN_PROVIDERS:
+    if provider not in PROVIDER_MODULES:
         raise BuildError(
-            f"unknown model provider {provider!r}; known: {', '.join(sorted(_BUILTIN_PROVIDERS))}", code="bad-param"
+            f"unknown model provider {provider!r}; known: {', '.join(sorted(PROVIDER_MODULES))}", code="bad-param"
         )
-    module = _BUILTIN_PROVIDERS[provider][0].split(".")[0]
+    module = PROVIDER_MODULES[provider]
     return ProviderPackage(provider, module, module.replace("_", "-"), EXTRAS.get(provider))
 
 
 def provider_class(provider: str) -> Any:
-    """The chat model class of an installed provider (its module is imported), as ``init_chat_model`` makes it."""
-    from langchain.chat_models.base import _BUILTIN_PROVIDERS
+    """The chat model class of an installed provider (its module is imported), as ``init_chat_model`` makes it;
+    None where LangChain's table of providers is not there to say (langchain_internals.provider_table)."""
+    from gitops_flow.components.langchain_internals import provider_table
 
-    module, name, _ = _BUILTIN_PROVIDERS[provider]
-    return getattr(importlib.import_module(module), name)
+    entry = provider_table().get(provider)
+    if entry is None:
+        return None
+    module, name = entry
+    return getattr(importlib.import_module(module), name, None)
 
 
 def needed(nodes: Iterable[tuple[str, dict[str, Any]]]) -> list[ProviderPackage]:

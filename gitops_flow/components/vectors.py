@@ -51,13 +51,9 @@ _KNOWN = (
 
 def providers() -> frozenset[str]:
     """The embedding providers ``init_embeddings`` knows (its table, read here only), and the built-in hashing."""
-    try:
-        from langchain.embeddings.base import _BUILTIN_PROVIDERS
+    from gitops_flow.components.langchain_internals import embedding_providers
 
-        known: tuple[str, ...] = tuple(_BUILTIN_PROVIDERS)
-    except ImportError:
-        known = _KNOWN
-    return frozenset({*known, HASHING})
+    return frozenset({*(embedding_providers() or _KNOWN), HASHING})
 
 
 def spec_problem(spec: str, has_key: bool) -> tuple[str, str] | None:

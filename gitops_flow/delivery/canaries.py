@@ -84,6 +84,10 @@ def _guarded(flow: str, ref: str, figures: Record) -> AbortedFacts:
         facts["error_rate"], facts["p99_ms"] = float(figures["error_rate"]), figures["p99_ms"]
     if "window_s" in figures:
         facts["window_s"] = float(figures["window_s"])
+    if isinstance(figures.get("causes"), dict):
+        facts["causes"] = {str(cause): int(count) for cause, count in figures["causes"].items()}
+    if "error_class" in figures:
+        facts["error_class"] = figures["error_class"]
     return facts
 
 

@@ -145,6 +145,8 @@ class AbortedFacts(TypedDict):
     error_rate: NotRequired[float]
     p99_ms: NotRequired[float | None]
     window_s: NotRequired[float]
+    causes: NotRequired[dict[str, int]]  # why the window's failed requests failed, commonest first
+    error_class: NotRequired[str | None]  # the error class of the commonest cause
 
 
 class Aborted(Stamp, AbortedFacts):

@@ -200,7 +200,7 @@ def _first_line(exc: BaseException) -> str:
 class Fallback(BaseModel):
     """One of a ChatModel's ``fallbacks`` written as an object: its model and what it sets of its own."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     model: Annotated[str, Field(min_length=1)]
     model_provider: str | None = None

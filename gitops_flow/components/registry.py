@@ -217,7 +217,8 @@ def _signature_model(component: Component, factory: Callable[..., Any]) -> type[
             continue
         default = ... if param.default is param.empty else param.default
         fields[name] = (hints.get(name, Any), default)
-    config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    # a component's params may start with model_ (model_kwargs, model_provider): no pydantic namespace is reserved
+    config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, protected_namespaces=())
     return create_model(f"{component.name}Params", __config__=config, **fields)
 
 

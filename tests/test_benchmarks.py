@@ -32,6 +32,7 @@ CASES: dict[str, list[str]] = {
     "lean_path.py": ["--calls", "20", "--streams", "20", "--rounds", "1"],
     "observe.py": ["--iterations", "20", "--warmup", "2"],
     "replicas.py": ["--quick"],
+    "retrieval.py": ["--quick"],
     "serve_compare.py": ["--quick", "--seconds", "1", "--warmup", "0.5", "--connections", "1", "--no-pin"],
     "serve_langflow.py": ["--quick", "--seconds", "1", "--warmup", "0.5", "--connections", "2", "--no-lfx"],
     "serve_profile.py": [

@@ -212,7 +212,7 @@ def test_an_operator_aborts_resumes_and_fetches_from_the_console_each_audited(
     assert events(server, "resumed")[0]["trigger"] == "console: carol at 127.0.0.1"
 
     unknown = browser.post("/ui/flows/nope/abort", data={"csrf": token})
-    assert unknown.status_code == 404 and "no canary" in unknown.text
+    assert unknown.status_code == 404 and "no flow named" in unknown.text
 
     fetched = browser.post("/ui/fetch", data={"csrf": token})
     assert fetched.status_code == 303 and fetched.headers["location"] == "/ui?notice=fetched"

@@ -182,7 +182,7 @@ def test_a_test_holding_the_interpreter_lock_is_killed_at_its_limit_and_holds_no
         assert problem["code"] == "test-timeout", problem
         assert f"ran past their time limit of {BUDGET} s" in problem["message"]
     assert version(server, revert)["pending"] == []
-    assert server.invoke("hog", "x").status_code == 404  # never served
+    assert server.invoke("hog", "x").status_code == 503  # never served: nothing-servable
     events = [(e["event"], e.get("flow")) for e in server.client.get("/history").json()["events"]]
     assert ("failed", "hog") in events
 

@@ -57,7 +57,9 @@ def check_packages(settings: Settings, registry: ComponentRegistry, auth: GitAut
 async def _missing(
     source: GitSource, branch: str, registry: ComponentRegistry
 ) -> list[tuple[ProviderPackage, list[str]]]:
-    refs = await source.fetch()
+    refs = source.refs()  # the clone the start-up check fetched a moment ago (cli/preflight.check_source)
+    if branch not in refs.branches:
+        refs = await source.fetch()  # no clone yet (a caller that did not check the source first)
     head = refs.branches.get(branch)
     if head is None:
         return []

@@ -41,7 +41,7 @@ CONFINED: dict[str, set[str]] = {
     "numpy": {"components.vectors", "components.retriever", "experiments.posterior"},
     "pypdf": {"components.documents"},
     "langchain_text_splitters": {"components.documents"},
-    "langchain.embeddings": {"components.vectors"},
+    "langchain.embeddings": {"components.vectors", "components.langchain_internals"},  # the second: its private table
     "prometheus_client": {"observability.metrics"},
     "limits": {"guardrails.memory", "guardrails.redis"},
     "opentelemetry": {"observability.telemetry.tracing"},

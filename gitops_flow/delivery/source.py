@@ -522,21 +522,11 @@ def files_at(folder: Path, rev: str, *, suffix: str, max_bytes: int) -> dict[str
     real = folder.resolve()
     try:
         repo, root = _working_tree(real / "_", folder, opened)
-        try:
-            sha, _, _ = repo.git.get_object_header(f"{rev}^{{commit}}")
-        except ValueError:
-            raise UnknownVersion(f"{rev!r} is not a commit of the repository at {root}") from None
+        tree, _ = _folder_at(repo, root, real, rev, f"reading {folder} at {rev}")
         found: dict[str, bytes] = {}
+        if tree is None:
+            return found
         with _git_errors(f"reading {folder} at {rev}"):
-            tree: object = git.Commit(repo, binascii.a2b_hex(sha)).tree
-            relative = real.relative_to(root).as_posix()
-            if relative != ".":
-                try:
-                    tree = tree / relative  # type: ignore[operator]
-                except KeyError:
-                    return {}
-            if not isinstance(tree, git.Tree):
-                return {}
             for blob in tree.blobs:
                 if stat.S_ISREG(blob.mode) and blob.name.endswith(suffix):
                     _, _, size, stream = repo.git.stream_object_data(blob.hexsha)
@@ -557,21 +547,11 @@ def tree_at(folder: Path, rev: str) -> dict[str, str]:
     real = folder.resolve()
     try:
         repo, root = _working_tree(real / "_", folder, opened)
-        try:
-            sha, _, _ = repo.git.get_object_header(f"{rev}^{{commit}}")
-        except ValueError:
-            raise UnknownVersion(f"{rev!r} is not a commit of the repository at {root}") from None
+        tree, relative = _folder_at(repo, root, real, rev, f"listing {folder} at {rev}")
         found: dict[str, str] = {}
+        if tree is None:
+            return found
         with _git_errors(f"listing {folder} at {rev}"):
-            tree: object = git.Commit(repo, binascii.a2b_hex(sha)).tree
-            relative = real.relative_to(root).as_posix()
-            if relative != ".":
-                try:
-                    tree = tree / relative  # type: ignore[operator]
-                except KeyError:
-                    return {}
-            if not isinstance(tree, git.Tree):
-                return {}
             prefix = "" if relative == "." else relative + "/"
             for item in tree.traverse():
                 if isinstance(item, git.Blob) and stat.S_ISREG(item.mode):
@@ -582,6 +562,24 @@ def tree_at(folder: Path, rev: str) -> dict[str, str]:
     finally:
         for opened_repo in opened.values():
             opened_repo.close()
+
+
+def _folder_at(repo: git.Repo, root: Path, real: Path, rev: str, doing: str) -> tuple[git.Tree | None, str]:
+    """The tree of the folder ``real`` (inside the working tree at ``root``) at commit ``rev``, None when the commit
+    has no such folder, and the folder's path from the root. Raises UnknownVersion when ``rev`` names no commit."""
+    try:
+        sha, _, _ = repo.git.get_object_header(f"{rev}^{{commit}}")
+    except ValueError:
+        raise UnknownVersion(f"{rev!r} is not a commit of the repository at {root}") from None
+    relative = real.relative_to(root).as_posix()
+    with _git_errors(doing):
+        tree: object = git.Commit(repo, binascii.a2b_hex(sha)).tree
+        if relative != ".":
+            try:
+                tree = tree / relative  # type: ignore[operator]
+            except KeyError:
+                return None, relative
+    return (tree if isinstance(tree, git.Tree) else None), relative
 
 
 def _working_tree(real: Path, shown: Path, opened: dict[Path, git.Repo]) -> tuple[git.Repo, Path]:

@@ -719,7 +719,7 @@ def _provider_packages(settings: Settings) -> None:
     """Refuse to start (ConfigError, exit 1) while a provider package the followed branch's flows need is missing."""
     from gitops_flow.assembly import git_auth
     from gitops_flow.components.registry import ComponentRegistry
-    from gitops_flow.delivery.preflight import check_packages
+    from gitops_flow.delivery.package_check import check_packages
 
     check_packages(settings, ComponentRegistry.configured(settings), git_auth(settings))
 

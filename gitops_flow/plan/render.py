@@ -14,6 +14,7 @@ import orjson
 from gitops_flow.components.provider_packages import ProviderPackage
 from gitops_flow.plan.compute import FlowPlan, Plan
 from gitops_flow.plan.diff import Change
+from gitops_flow.plan.scorecard import cell
 from gitops_flow.plan.scorecard import markdown as eval_markdown
 from gitops_flow.plan.scorecard import text as eval_text
 from gitops_flow.problems import Problem
@@ -105,7 +106,7 @@ def markdown(plan: Plan) -> str:
         lines += ["| flow | change | verdict |", "| --- | --- | --- |"]
         for flow in shown:
             change = flow.status if flow.status != "changed" else f"changed: {flow.diff.counts()}"
-            lines.append(f"| `{flow.name}` | {change} | {_mark(flow)} {_cell(_verdict(flow))} |")
+            lines.append(f"| `{flow.name}` | {change} | {_mark(flow)} {cell(_verdict(flow))} |")
         lines.append("")
         for flow in shown:
             details = _details(flow)
@@ -133,8 +134,8 @@ def _package(package: ProviderPackage) -> str:
 
 def _details(flow: FlowPlan) -> list[str]:
     lines = [f"- {_change(c)}" for c in _all(flow)]
-    lines += [f"- ⚠️ **breaking {c.side}**: {_cell(c.text)}" for c in flow.contract if c.breaking]
-    lines += [f"- {_cell(c.text)}" for c in flow.contract if not c.breaking]
+    lines += [f"- ⚠️ **breaking {c.side}**: {cell(c.text)}" for c in flow.contract if c.breaking]
+    lines += [f"- {cell(c.text)}" for c in flow.contract if not c.breaking]
     if flow.secrets:
         lines.append(f"- secrets it reads (the server must have them): {', '.join(_new(flow, code=True))}")
     if flow.packages:
@@ -184,22 +185,10 @@ def _new(flow: FlowPlan, *, code: bool = False) -> list[str]:
 
 def _change(change: Change) -> str:
     sign = {"added": "added", "removed": "removed", "changed": "changed"}[change.kind]
-    detail = f": {_cell(change.detail)}" if change.detail else ""
-    return f"{sign} {_cell(change.what)}{detail}"
+    detail = f": {cell(change.detail)}" if change.detail else ""
+    return f"{sign} {cell(change.what)}{detail}"
 
 
 def _problem(problem: Problem) -> str:
     where = f"{problem.file}:{problem.line}" if problem.line else problem.file
-    return f"`{where}` {problem.code}: {_cell(problem.message)}"
-
-
-def _cell(text: str) -> str:
-    """Text safe in a Markdown table cell and a comment: no pipe breaks the table, no HTML or mention is made."""
-    return (
-        text.replace("\\", "\\\\")
-        .replace("|", "\\|")
-        .replace("<", "&lt;")
-        .replace(">", "&gt;")
-        .replace("@", "@\u200b")
-        .replace("\n", " ")
-    )
+    return f"`{where}` {problem.code}: {cell(problem.message)}"

@@ -56,20 +56,20 @@ def markdown(report: EvalReport, *, heading: str = "#### Evaluation") -> list[st
     lines = [heading, "", f"**{headline(report)}**", ""]
     for flow in report.flows:
         mark = "❌" if flow.failures or _errors(flow) else "✅"
-        lines += [f"{mark} `{flow.flow}`" + (f" ({_cell(flow.base_note)})" if flow.base_note else ""), ""]
-        lines += [f"- ❌ `{p.file}:{p.line or ''}` {p.code}: {_cell(p.message)}" for p in flow.problems]
-        lines += [f"- ❌ threshold: {_cell(failure)}" for failure in flow.failures]
+        lines += [f"{mark} `{flow.flow}`" + (f" ({cell(flow.base_note)})" if flow.base_note else ""), ""]
+        lines += [f"- ❌ `{p.file}:{p.line or ''}` {p.code}: {cell(p.message)}" for p in flow.problems]
+        lines += [f"- ❌ threshold: {cell(failure)}" for failure in flow.failures]
         rows = [(d, s) for d in flow.datasets for s in d.scorers]
         if rows:
             lines += ["", "| dataset | scorer | base | head | delta |", "| --- | --- | --- | --- | --- |"]
             for dataset, result in rows:
                 if result.skipped:
-                    cells = f"skipped: {_cell(result.skipped)} | | "
+                    cells = f"skipped: {cell(result.skipped)} | | "
                 else:
                     cells = f"{_num(result.base)} | {_num(result.head)} | {_delta(result.delta)}"
-                lines.append(f"| `{_cell(dataset.dataset)}` | {result.scorer} | {cells} |")
+                lines.append(f"| `{cell(dataset.dataset)}` | {result.scorer} | {cells} |")
         for dataset in flow.datasets:
-            lines += [f"- ⚠️ the flow failed on {_cell(failure)}" for failure in dataset.failed]
+            lines += [f"- ⚠️ the flow failed on {cell(failure)}" for failure in dataset.failed]
             lines += _changed(dataset)
         lines.append("")
     return lines
@@ -79,11 +79,11 @@ def _changed(dataset: DatasetResult) -> list[str]:
     if not dataset.changed:
         return []
     count = len(dataset.changed) + dataset.more_changed
-    lines = ["", f"<details><summary>{count} changed case(s) in <code>{_cell(dataset.dataset)}</code></summary>", ""]
+    lines = ["", f"<details><summary>{count} changed case(s) in <code>{cell(dataset.dataset)}</code></summary>", ""]
     for case in dataset.changed:
         moved = ", ".join(f"{s} {_num(b)} → {_num(h)}" for s, (b, h) in case.scores.items())
         lines.append(
-            f"- {_cell(case.label)} (line {case.line}): {moved}; base: `{_code(case.base_output)}`, "
+            f"- {cell(case.label)} (line {case.line}): {moved}; base: `{_code(case.base_output)}`, "
             f"head: `{_code(case.head_output)}`"
         )
     if dataset.more_changed:
@@ -110,10 +110,10 @@ def _delta(value: float | None) -> str:
 
 
 def _code(text: str) -> str:
-    return _cell(text).replace("`", "'")
+    return cell(text).replace("`", "'")
 
 
-def _cell(text: str) -> str:
+def cell(text: str) -> str:
     """Text safe in a Markdown table cell and a comment: no pipe breaks the table, no HTML or mention is made."""
     return (
         text.replace("\\", "\\\\")

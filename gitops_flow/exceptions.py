@@ -25,6 +25,8 @@
     │   │   └── CircuitOpen (retryable)      its endpoint failed so often lately that calls are refused for now
     │   ├── ProviderRateLimited (retryable)  it limited the rate (429); ``retry_after`` is its own
     │   └── ProviderRejected        it refused the request the flow made (unknown model, bad params)
+    ├── EgressRefused               a tool's outbound request the egress allowlist refuses (security/egress.py)
+    ├── EgressFailed (retryable)    an allowed outbound request that failed: unreachable, timed out, error status
     └── LookupFailed                something named by a request does not exist
         ├── UnknownFlow
         ├── UnknownVersion
@@ -211,6 +213,27 @@ class ProviderRateLimited(ProviderError):
 class ProviderRejected(ProviderError):
     """The provider refused the request the flow made (an unknown model, a bad parameter, a key it does not take):
     the flow at this version is wrong for the provider, and retrying won't help."""
+
+
+class EgressRefused(GitOpsFlowError):
+    """An outbound request of a tool (HttpRequest, WebSearch, an agent's fetch_url or web_search) that the egress
+    policy refuses: a URL or an address the operator does not allow, a redirect off the allowlist, a run's requests
+    spent. ``host`` is the host refused (the message names it too, never the whole URL)."""
+
+    def __init__(self, message: str, *, host: str = "") -> None:
+        super().__init__(message)
+        self.host = host
+
+
+class EgressFailed(GitOpsFlowError):
+    """An allowed outbound request of a tool that gave no usable answer: the host unreachable, no answer in time, an
+    error status, too many redirects. ``host`` is the host asked."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, host: str = "") -> None:
+        super().__init__(message)
+        self.host = host
 
 
 class LookupFailed(GitOpsFlowError):

@@ -303,6 +303,7 @@ class VersionBuilder:
             deadline=deadline,
             breakers=self.breakers,
             knowledge=knowledge,
+            egress=self.policy.egress,
         )
 
     def close(self) -> None:
@@ -463,6 +464,7 @@ class VersionBuilder:
                     deadline=time.monotonic() + self.build_timeout if self.build_timeout is not None else None,
                     breakers=self.breakers,
                     knowledge=knowledge,
+                    egress=self.policy.egress,
                 )
             except BuildError as exc:
                 where = report.origin(exc.path)  # a converted LangFlow export: the path in the export

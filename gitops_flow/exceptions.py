@@ -25,8 +25,6 @@
     │   │   └── CircuitOpen (retryable)      its endpoint failed so often lately that calls are refused for now
     │   ├── ProviderRateLimited (retryable)  it limited the rate (429); ``retry_after`` is its own
     │   └── ProviderRejected        it refused the request the flow made (unknown model, bad params)
-    ├── EgressRefused               a tool's outbound request the egress allowlist refuses (security/egress.py)
-    ├── EgressFailed (retryable)    an allowed outbound request that failed: unreachable, timed out, error status
     └── LookupFailed                something named by a request does not exist
         ├── UnknownFlow
         ├── UnknownVersion
@@ -34,7 +32,13 @@
         ├── NothingServable         no ref of a flow's route can serve it now (503, Retry-After)
         └── NoReadyVersion          nothing can be served yet (503 until a good version is loaded)
 
+    ToolError                       a tool's outbound request failed while a flow ran: the run's failure
+    ├── EgressRefused               the egress allowlist refuses it (security/egress.py)
+    └── EgressFailed (retryable)    an allowed request that failed: unreachable, timed out, an error status
+
 Domain code raises these; only the composition roots (``cli``, ``app``) map them to exit codes and HTTP statuses.
+A ToolError is no GitOpsFlowError: it is a flow's run failing, like any exception a node raises (a canary's is
+retried on its primary and counted), answered by server/failures.py, not one of the server's own refusals.
 """
 
 from __future__ import annotations
@@ -215,27 +219,6 @@ class ProviderRejected(ProviderError):
     the flow at this version is wrong for the provider, and retrying won't help."""
 
 
-class EgressRefused(GitOpsFlowError):
-    """An outbound request of a tool (HttpRequest, WebSearch, an agent's fetch_url or web_search) that the egress
-    policy refuses: a URL or an address the operator does not allow, a redirect off the allowlist, a run's requests
-    spent. ``host`` is the host refused (the message names it too, never the whole URL)."""
-
-    def __init__(self, message: str, *, host: str = "") -> None:
-        super().__init__(message)
-        self.host = host
-
-
-class EgressFailed(GitOpsFlowError):
-    """An allowed outbound request of a tool that gave no usable answer: the host unreachable, no answer in time, an
-    error status, too many redirects. ``host`` is the host asked."""
-
-    retryable = True
-
-    def __init__(self, message: str, *, host: str = "") -> None:
-        super().__init__(message)
-        self.host = host
-
-
 class LookupFailed(GitOpsFlowError):
     """Something a request names does not exist."""
 
@@ -276,3 +259,26 @@ class BadFeedback(GitOpsFlowError):
 
 class FeedbackRefused(GitOpsFlowError):
     """The flow has its maximum of feedback keys and the feedback names a new one."""
+
+
+class ToolError(Exception):
+    """A tool's outbound request (HttpRequest, WebSearch, an agent's fetch_url or web_search) failed while a flow
+    ran. ``host`` is the host asked (the message names it too, never the whole URL, a header or a key)."""
+
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str, *, host: str = "") -> None:
+        super().__init__(message)
+        self.host = host
+
+
+class EgressRefused(ToolError):
+    """The egress policy refuses the request: a URL or an address the operator does not allow, a redirect off the
+    allowlist, a run's requests spent."""
+
+
+class EgressFailed(ToolError):
+    """An allowed request gave no usable answer: the host unreachable, no answer in time, an error status, too many
+    redirects."""
+
+    retryable = True

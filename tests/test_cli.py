@@ -178,8 +178,14 @@ def test_components_lists_the_allowlist() -> None:
     assert code == 0
     names = [line.split()[0] for line in text.splitlines()]
     assert {"ChatModel", "FakeChatModel", "ChatPromptTemplate", "StrOutputParser", "ChatHistory"} <= set(names)
-    secret = {line.split()[0] for line in text.splitlines() if line.endswith("(secret: api_key)")}
-    assert secret == {"ChatModel", "Agent", "Retriever"}  # the only built-ins that take a secret, and where
+    secret = {line.split()[0]: line.rpartition("(secret: ")[2] for line in text.splitlines() if "(secret: " in line}
+    assert secret == {  # the only built-ins that take a secret, and where
+        "Agent": "api_key, search_api_key)",
+        "ChatModel": "api_key)",
+        "HttpRequest": "api_key)",
+        "Retriever": "api_key)",
+        "WebSearch": "api_key)",
+    }
 
 
 def test_init_writes_the_workflow_and_refuses_to_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -5,15 +5,20 @@ loopback sites; the HttpRequest and WebSearch nodes and the agent's tools over i
 from __future__ import annotations
 
 import asyncio
+import io
 import ipaddress
 import json
+import ssl
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from langchain_core.documents import Document
 
+from gitops_flow.cli.main import main
 from gitops_flow.components.base import BuildContext
 from gitops_flow.components.http_fetch import Allowance, Fetcher, Request
 from gitops_flow.components.registry import ComponentRegistry
@@ -23,7 +28,7 @@ from gitops_flow.security.egress import EgressLimits, EgressPolicy, IPAddress
 from gitops_flow.security.policy import SecretPolicy
 from gitops_flow.validation.documents import validate_bytes
 from tests.helpers import chain
-from tests.sites import Site, tavily, web_site
+from tests.sites import Site, https_site, tavily, web_site
 
 KEY = "tvly-dev-0123456789abcdefSECRET"
 PAGE_TEXT = "Opening hours\nOpening hours\nWe open at nine and close at five."  # the title, the heading, the text
@@ -165,16 +170,39 @@ def test_the_connection_goes_to_the_address_that_was_judged(site: Site) -> None:
     """A name the system cannot resolve, answered by the resolver the policy judged: the request reaches that very
     address, and carries the name as its Host."""
     asked: list[tuple[str, int]] = []
-
-    async def resolve(host: str, port: int) -> list[IPAddress]:
-        asked.append((host, port))
-        return [ipaddress.ip_address("127.0.0.1")]
-
-    fetcher = Fetcher(policy(f"shop.invalid:{site.port}"), resolve=resolve)
+    fetcher = Fetcher(policy(f"shop.invalid:{site.port}"), resolve=loopback_resolver(asked))
     fetched = fetcher.fetch(Request(f"http://shop.invalid:{site.port}/page"), fetcher.allowance())
 
     assert fetched.status == 200 and asked == [("shop.invalid", site.port)]
     assert site.asked[-1].headers["host"] == f"shop.invalid:{site.port}"
+
+
+def loopback_resolver(asked: list[tuple[str, int]]) -> Any:
+    async def resolve(host: str, port: int) -> list[IPAddress]:
+        asked.append((host, port))
+        return [ipaddress.ip_address("127.0.0.1")]
+
+    return resolve
+
+
+def test_tls_goes_to_the_judged_address_and_verifies_the_hosts_certificate() -> None:
+    """Over HTTPS the request goes to the address judged, with the host as TLS's server name: the site's certificate
+    is checked for the host (one for another name is refused), not for the address connected to."""
+    ca = trustme.CA()
+    trusted = ssl.create_default_context()
+    ca.configure_trust(trusted)
+    asked: list[tuple[str, int]] = []
+    with https_site(ca, "shop.test") as shop, https_site(ca, "other.test") as impostor:
+        good = Fetcher(policy(f"https://shop.test:{shop.port}"), resolve=loopback_resolver(asked), verify=trusted)
+        fetched = good.fetch(Request(f"https://shop.test:{shop.port}/page"), good.allowance())
+        bad = Fetcher(policy(f"https://shop.test:{impostor.port}"), resolve=loopback_resolver(asked), verify=trusted)
+        with pytest.raises(EgressFailed, match="shop.test could not be reached"):
+            bad.fetch(Request(f"https://shop.test:{impostor.port}/page"), bad.allowance())
+
+    assert fetched.status == 200 and "We open at nine" in fetched.text()
+    assert shop.asked[-1].headers["host"] == f"shop.test:{shop.port}"
+    assert asked == [("shop.test", shop.port), ("shop.test", impostor.port)]
+    assert impostor.asked == []  # the handshake failed: no request was sent
 
 
 def test_a_name_that_resolves_to_a_private_address_is_refused_before_any_connection(site: Site) -> None:
@@ -506,3 +534,19 @@ def test_the_agents_search_key_is_never_a_model_providers() -> None:
 
     assert ("env-wrong-provider", "$.nodes[0].params.search_api_key") in [p[:2] for p in problems(doc, policy("*"))]
     assert ("missing-param", "$.nodes[0].params.search_api_key") in [p[:2] for p in problems(missing, policy("*"))]
+
+
+def test_gitops_flow_validate_judges_literal_urls_by_the_servers_allowlist(tmp_path: Path) -> None:
+    """CI runs with the server's GITOPS_FLOW_ALLOWED_FETCH_URLS, as for secrets, and judges as the server will."""
+    doc = chain(("fetch", "HttpRequest", {"url": "http://10.0.0.7/internal"}))
+    (tmp_path / f"{doc['name']}.json").write_text(json.dumps(doc, indent=2))
+    out = io.StringIO()
+
+    refused = main(["validate", str(tmp_path)], environ={"GITOPS_FLOW_ALLOWED_FETCH_URLS": "*"}, out=out)
+    allowed = main(
+        ["validate", str(tmp_path)], environ={"GITOPS_FLOW_ALLOWED_FETCH_URLS": "10.0.0.7"}, out=io.StringIO()
+    )
+
+    assert (refused, allowed) == (1, 0)
+    assert f"{doc['name']}.json:9" in out.getvalue() and "egress-refused" in out.getvalue()
+    assert "10.0.0.7 resolves to 10.0.0.7, a private address" in out.getvalue()

@@ -51,6 +51,7 @@ def _handler(site: Site, answer: Any) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"
 
         def _serve(self) -> None:
+            self.close_connection = True  # one request a connection: the client never reuses one across addresses
             length = int(self.headers.get("content-length") or 0)
             body = self.rfile.read(length) if length else b""
             site.asked.append(Asked(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
@@ -71,7 +72,10 @@ def _handler(site: Site, answer: Any) -> type[BaseHTTPRequestHandler]:
                 return
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
-            self.wfile.write(payload)
+            try:
+                self.wfile.write(payload)
+            except (BrokenPipeError, ConnectionResetError):  # the client stopped reading: its size or time bound
+                pass
 
         do_GET = do_POST = do_PUT = _serve  # noqa: N815 - http.server's names
 

@@ -354,6 +354,18 @@ def test_http_request_fills_its_template_from_the_input_encoded(site: Site) -> N
     assert site.asked[-1].path == "/pages/..%2F..%2Fadmin%40evil?q=a%20b%26c"
 
 
+def test_a_url_made_from_the_input_is_bounded(site: Site) -> None:
+    runnable = node("HttpRequest", policy(site.url), url=f"{site.url}/pages/{{input}}")
+    seen = len(site.asked)
+
+    with pytest.raises(ValueError, match="longer than 8,192 characters"):
+        runnable.invoke("x" * 9000)
+    with pytest.raises(ValueError, match="names id, which its input does not have"):
+        node("HttpRequest", policy(site.url), url=f"{site.url}/items/{{id}}").invoke({"name": "x"})
+
+    assert len(site.asked) == seen
+
+
 def test_http_request_takes_its_url_from_the_input(site: Site) -> None:
     runnable = node("HttpRequest", policy(site.url))
 

@@ -34,7 +34,7 @@ _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _HEADER = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")  # RFC 9110's token
 _FORBIDDEN_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "proxy-authorization"})
 MAX_HEADERS = 30
-MAX_INPUT_CHARS = 8192  # a URL made from the input, at most
+MAX_URL_CHARS = 8192  # a URL made from the input, at most
 
 
 def literal(url: str) -> bool:
@@ -154,7 +154,14 @@ async def fetch_for_tool(
 
 
 def _target(url: str | None, value: Any) -> str:
-    """The URL of one call: the template filled from the input, or the input itself."""
+    """The URL of one call (at most MAX_URL_CHARS): the template filled from the input, or the input itself."""
+    made = _filled(url, value)
+    if len(made) > MAX_URL_CHARS:
+        raise ValueError(f"the URL HttpRequest made from its input is longer than {MAX_URL_CHARS:,} characters")
+    return made
+
+
+def _filled(url: str | None, value: Any) -> str:
     if url is None:
         found = value.get("url") if isinstance(value, Mapping) else message_text(value)
         if not isinstance(found, str) or not found.strip():
@@ -175,9 +182,9 @@ def _target(url: str | None, value: Any) -> str:
 def _fields(value: Any) -> dict[str, str]:
     text = message_text(value)
     if text is not None:
-        return {"input": text[:MAX_INPUT_CHARS]}
+        return {"input": text}
     if isinstance(value, Mapping):
-        return {str(k): _scalar(v)[:MAX_INPUT_CHARS] for k, v in value.items() if _scalar(v) is not None}  # type: ignore[index]
+        return {str(k): found for k, v in value.items() if (found := _scalar(v)) is not None}
     raise ValueError(f"HttpRequest takes text or an object as its input, not {type(value).__name__}")
 
 

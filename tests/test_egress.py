@@ -499,6 +499,21 @@ def test_a_literal_url_the_allowlist_refuses_is_a_validation_problem() -> None:
     assert problems(refused, egress) == [("egress-refused", "$.nodes[0].params.url", 9)]  # the line of the url
     assert problems(allowed, egress) == []
     assert problems(templated, egress) == []  # judged when it is fetched
+    assert problems(templated, EgressPolicy()) == [("egress-refused", "$.nodes[0].params.url", 9)]  # nothing allowed
+
+
+def test_an_agent_that_fetches_on_a_server_that_allows_nothing_is_warned() -> None:
+    doc = chain(("agent", "Agent", {"model": "openai:gpt-4o-mini", "tools": ["calculator", {"name": "fetch_url"}]}))
+    raw = json.dumps(doc, indent=2).encode()
+
+    def found(egress: EgressPolicy) -> list[tuple[str, str, str]]:
+        report = validate_bytes(
+            raw, ComponentRegistry.builtin(), file="f.json", stem=doc["name"], policy=SecretPolicy(egress=egress)
+        )
+        return [(p.code, p.path, p.severity) for p in report.problems if p.code.startswith("egress")]
+
+    assert found(EgressPolicy()) == [("egress-off", "$.nodes[0].params.tools[1]", "warning")]
+    assert found(policy("*")) == []
 
 
 def test_a_web_search_whose_endpoint_is_refused_is_a_validation_problem() -> None:

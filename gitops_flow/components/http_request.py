@@ -70,8 +70,15 @@ def check(params: Mapping[str, Any]) -> list[ParamIssue]:
 
 
 def literal_problems(params: Mapping[str, Any], base: tuple[str | int, ...], policy: EgressPolicy) -> list[Problem]:
-    """An HttpRequest whose URL is literal and which the egress policy refuses: ``egress-refused`` at its url."""
+    """An HttpRequest the egress policy refuses whatever its input: ``egress-refused`` at its url, for a literal URL
+    it refuses, or for any URL when it allows nothing at all."""
     url = params.get("url")
+    if not policy.entries:
+        message = (
+            "HttpRequest: outbound requests are off on this server (GITOPS_FLOW_ALLOWED_FETCH_URLS allows none), "
+            "so this node can never fetch"
+        )
+        return [Problem(code="egress-refused", message=message, path=json_path([*base, "url"] if url else list(base)))]
     if not isinstance(url, str) or not literal(url):
         return []
     try:

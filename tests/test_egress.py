@@ -577,3 +577,30 @@ def test_gitops_flow_validate_judges_literal_urls_by_the_servers_allowlist(tmp_p
     assert (refused, allowed) == (1, 0)
     assert f"{doc['name']}.json:9" in out.getvalue() and "egress-refused" in out.getvalue()
     assert "10.0.0.7 resolves to 10.0.0.7, a private address" in out.getvalue()
+
+
+def test_flow_tests_fake_the_tool_nodes_and_never_reach_a_site(tmp_path: Path, site: Site) -> None:
+    """`gitops-flow test` answers a tool node from its fakes, as a model's; a case that leaves one unfaked fails
+    unrun, and nothing is fetched either way."""
+    doc = chain(
+        ("fetch", "HttpRequest", {"url": f"{site.url}/json", "format": "json"}),
+        ("hours", "Pick", {"key": "hours"}),
+    )
+    doc["tests"] = [
+        {"name": "faked", "input": "x", "fakes": {"fetch": ['{"hours": "9-17"}']}, "expect": {"equals": "9-17"}},
+        {"name": "unfaked", "input": "x", "expect": {"equals": "9-17"}},
+    ]
+    (tmp_path / f"{doc['name']}.json").write_text(json.dumps(doc, indent=2))
+    out = io.StringIO()
+    seen = len(site.asked)
+
+    code = main(
+        ["test", str(tmp_path), "--format", "json"], environ={"GITOPS_FLOW_ALLOWED_FETCH_URLS": site.url}, out=out
+    )
+
+    faked, unfaked = json.loads(out.getvalue())["results"]
+    assert code == 1 and faked["passed"] and not unfaked["passed"]
+    assert unfaked["message"] == (
+        "model or tool node(s) fetch have no fakes; tests never call a real model nor reach a site"
+    )
+    assert len(site.asked) == seen

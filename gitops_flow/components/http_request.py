@@ -12,9 +12,10 @@ could only ever be refused never goes live; a templated URL is judged when it is
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -122,6 +123,23 @@ def build(
         return shaped(await fetcher.afetch(request(value), fetcher.allowance()), format)
 
     return RunnableLambda(call, afunc=acall, name="HttpRequest")
+
+
+def faked(responses: Sequence[str], format: Format) -> Runnable[Any, Any]:
+    """A faked node (a flow test's ``fakes``, ``--fake-models``): answers ``responses`` in turn, fetching nothing;
+    as ``json``, each answer parsed when it is JSON."""
+    answers = itertools.cycle(list(responses))
+
+    def answer(value: Any) -> Any:
+        text = next(answers)
+        if format != "json":
+            return text
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+
+    return RunnableLambda(answer, name="HttpRequest")
 
 
 def shaped(fetched: Fetched, format: Format) -> Any:

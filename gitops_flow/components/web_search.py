@@ -11,6 +11,7 @@ its URL), which ``Text`` turns into prompt text as it does a Retriever's.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -127,6 +128,17 @@ def as_text(found: Sequence[Document]) -> str:
         f"{i}. {d.metadata.get('title') or '(untitled)'}\n{d.metadata.get('source', '')}\n{d.page_content}"
         for i, d in enumerate(found, 1)
     )
+
+
+def faked(responses: Sequence[str], node: str) -> Runnable[Any, Any]:
+    """A faked node (a flow test's ``fakes``, ``--fake-models``): each call answers the next response as the one
+    result found (its source ``fake:<node>``), asking nothing."""
+    answers = itertools.cycle(list(responses))
+
+    def answer(value: Any) -> list[Document]:
+        return [Document(page_content=next(answers), metadata={"source": f"fake:{node}", "title": "fake"})]
+
+    return RunnableLambda(answer, name="WebSearch")
 
 
 def build(fetcher: Fetcher, *, api_key: str, options: Mapping[str, Any]) -> Runnable[Any, Any]:

@@ -201,7 +201,9 @@ def _build_node(
     fake_responses: list[str] | None = None
     if node.id in fakes:
         if component.kind not in FAKEABLE:
-            raise BuildError(f"only model nodes can be faked; {node.id!r} is a {component.name}", path=json_path(where))
+            raise BuildError(
+                f"only model and tool nodes can be faked; {node.id!r} is a {component.name}", path=json_path(where)
+            )
         if component.kind == "model" or not component.takes_context:
             # an operator's agent cannot be handed a scripted model, so the whole node answers from the script
             component, params = registry.get("FakeChatModel"), {"responses": list(fakes[node.id])}

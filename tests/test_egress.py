@@ -537,6 +537,11 @@ def test_a_web_search_whose_endpoint_is_refused_is_a_validation_problem() -> Non
         ({"url": "ftp://x.example.com/"}, "bad-param", "$.nodes[0].params.url"),
         ({"url": "https://x.example.com/{a.b}"}, "bad-param", "$.nodes[0].params.url"),
         ({"headers": {"Host": "evil.example"}}, "bad-param", "$.nodes[0].params.headers.Host"),
+        (
+            {"headers": {"Authorization": "Basic dXNlcjpwdw=="}},
+            "literal-secret",
+            "$.nodes[0].params.headers.Authorization",
+        ),
         ({"method": "GET", "body": {"a": 1}}, "bad-param", "$.nodes[0].params.body"),
         ({"api_key": "literal-token-value"}, "literal-secret", "$.nodes[0].params.api_key"),
         ({"api_key": {"$env": "OPENAI_API_KEY"}}, "env-wrong-provider", "$.nodes[0].params.api_key"),

@@ -34,6 +34,8 @@ Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _HEADER = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")  # RFC 9110's token
 _FORBIDDEN_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "proxy-authorization"})
+# headers whose value is a credential: never a literal in Git, but api_key (a secret) sent in api_key_header
+_CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "x-api-key", "api-key", "x-auth-token"})
 MAX_HEADERS = 30
 MAX_URL_CHARS = 8192  # a URL made from the input, at most
 
@@ -62,6 +64,12 @@ def check(params: Mapping[str, Any]) -> list[ParamIssue]:
     for name in headers:
         if not _HEADER.match(name) or name.lower() in _FORBIDDEN_HEADERS:
             issues.append((("headers", name), "bad-param", f"{name[:100]!r} is not a header a flow may set"))
+        elif name.lower() in _CREDENTIAL_HEADERS:
+            message = (
+                f'{name} holds a credential, never a literal in Git: write api_key ({{"$env": "NAME"}}) and '
+                f"api_key_header: {name!r}"
+            )
+            issues.append((("headers", name), "literal-secret", message))
     key_header = params.get("api_key_header", "Authorization")
     if not _HEADER.match(str(key_header)) or str(key_header).lower() in _FORBIDDEN_HEADERS:
         issues.append((("api_key_header",), "bad-param", f"{str(key_header)[:100]!r} is not a header name"))

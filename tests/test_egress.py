@@ -609,3 +609,17 @@ def test_flow_tests_fake_the_tool_nodes_and_never_reach_a_site(tmp_path: Path, s
         "model or tool node(s) fetch have no fakes; tests never call a real model nor reach a site"
     )
     assert len(site.asked) == seen
+
+
+def test_a_caller_never_tweaks_where_a_request_goes() -> None:
+    """A LangFlow tweak of url or headers could send the node's key to another allowed host: never tweakable."""
+    doc = chain(("fetch", "HttpRequest", {"url": "https://api.example.com/items", "format": "json"}))
+    doc["tweakable"] = {"fetch": ["format", "url", "headers", "api_key", "max_bytes"]}
+
+    found = problems(doc, policy("*"))
+
+    assert [p[:2] for p in found] == [
+        ("tweak-not-allowed", "$.tweakable.fetch[1]"),
+        ("tweak-not-allowed", "$.tweakable.fetch[2]"),
+        ("tweak-not-allowed", "$.tweakable.fetch[3]"),
+    ]

@@ -115,14 +115,21 @@ async def resolve_host(host: str, port: int) -> list[IPAddress]:
 
 class Fetcher:
     """Makes outbound requests under ``policy`` (see the module's docstring). ``resolve`` is the resolver (tests
-    give one that answers what DNS would); ``verify`` TLS verification (an SSL context, or True)."""
+    give one that answers what DNS would); ``verify`` the SSL context that verifies TLS certificates (None: httpx's
+    default, made once, on the first https request: loading the CA bundle takes tens of milliseconds, too long to
+    pay per request)."""
 
     def __init__(
-        self, policy: EgressPolicy, *, resolve: Resolver = resolve_host, verify: ssl.SSLContext | bool = True
+        self, policy: EgressPolicy, *, resolve: Resolver = resolve_host, verify: ssl.SSLContext | None = None
     ) -> None:
         self.policy = policy
         self.resolve = resolve
         self.verify = verify
+
+    async def _tls(self) -> ssl.SSLContext:
+        if self.verify is None:
+            self.verify = await anyio.to_thread.run_sync(httpx.create_ssl_context)  # off the event loop
+        return self.verify
 
     def allowance(self) -> Allowance:
         """A new run's count of requests."""
@@ -185,8 +192,9 @@ class Fetcher:
         sent = {**headers, "Host": target.origin().partition("://")[2], "Accept-Encoding": "gzip, deflate, identity"}
         extensions = {"sni_hostname": target.host} if target.scheme == "https" and target.address is None else {}
         last: Exception | None = None
+        verify = await self._tls() if target.scheme == "https" else False  # plain http: no TLS to verify
         async with httpx.AsyncClient(
-            verify=self.verify, trust_env=False, follow_redirects=False, timeout=httpx.Timeout(timeout)
+            verify=verify, trust_env=False, follow_redirects=False, timeout=httpx.Timeout(timeout)
         ) as client:
             for address in addresses:
                 pinned = _pinned(url, address)

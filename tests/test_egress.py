@@ -10,6 +10,7 @@ import ipaddress
 import json
 import ssl
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from gitops_flow.components.http_fetch import Allowance, Fetcher, Request
 from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.config import Settings
 from gitops_flow.exceptions import EgressFailed, EgressRefused
+from gitops_flow.flow.document import FlowSpec
+from gitops_flow.runtime.compiler import build_flow, runnable_config
 from gitops_flow.security.egress import EgressLimits, EgressPolicy, IPAddress
 from gitops_flow.security.policy import SecretPolicy
 from gitops_flow.validation.documents import validate_bytes
@@ -623,3 +626,27 @@ def test_a_caller_never_tweaks_where_a_request_goes() -> None:
         ("tweak-not-allowed", "$.tweakable.fetch[2]"),
         ("tweak-not-allowed", "$.tweakable.fetch[3]"),
     ]
+
+
+@pytest.mark.parametrize("path", ["lean", "langchain"])
+def test_the_requests_of_a_flow_run_are_counted_together(site: Site, path: str) -> None:
+    """Two HttpRequest nodes in one run share its count: with a limit of 1 the second is refused; a new run (a new
+    config, as every request and test case gets) counts anew."""
+    doc = chain(
+        ("first", "HttpRequest", {"url": f"{site.url}/pages/first"}),
+        ("second", "HttpRequest", {"url": f"{site.url}/pages/second"}),
+    )
+    built = build_flow(
+        FlowSpec.model_validate(doc), ComponentRegistry.builtin(), egress=policy(site.url, max_requests=1)
+    )
+    runner = built.lean if path == "lean" else built.runnable
+    assert runner is not None
+
+    def run() -> Any:
+        return asyncio.run(runner.ainvoke("x", runnable_config({}, doc["name"], uuid.uuid4(), {})))
+
+    with pytest.raises(EgressRefused, match="this run has made its 1 outbound requests"):
+        run()
+    with pytest.raises(EgressRefused, match="this run has made its 1 outbound requests"):
+        run()  # the next run had its own count, and spent it on the first node again
+    assert site.paths()[-2:] == ["/pages/first", "/pages/first"]

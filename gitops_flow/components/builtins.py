@@ -352,7 +352,7 @@ def tool_agent(
 ) -> Runnable[Any, Any]:
     """A chat model (as ``ChatModel``) that calls the built-in ``tools`` in a loop until it answers; takes and gives
     what a chat model does. Test ``fakes`` script its model, tool-call turns included (docs/components.md).
-    ``fetch_url`` and ``web_search`` go out through the egress allowlist, their requests counted per agent run;
+    ``fetch_url`` and ``web_search`` go out through the egress allowlist, their requests counted with the run's;
     ``search_api_key`` is web_search's key (Tavily's)."""
     from gitops_flow.components.agent import ToolAgent, fake_tool_model, make_tools, with_tools
     from gitops_flow.components.http_fetch import Fetcher

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import quote
 
-from langchain_core.runnables import Runnable, RunnableLambda
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 
 from gitops_flow.components.base import ParamIssue
 from gitops_flow.components.documents import html_text
@@ -111,7 +111,7 @@ def build(
     max_bytes: int | None,
     timeout: float | None,
 ) -> Runnable[Any, Any]:
-    """The node's runnable: each call is one run of at most the policy's ``max_requests`` requests."""
+    """The node's runnable: its requests count towards its run's (http_fetch.Tally)."""
     sent = dict(headers)
     secret: frozenset[str] = frozenset()
     if api_key is not None:
@@ -124,11 +124,11 @@ def build(
             payload = value["body"]
         return Request(target, method, sent, payload, secret, max_bytes, timeout)
 
-    def call(value: Any) -> Any:
-        return shaped(fetcher.fetch(request(value), fetcher.allowance()), format)
+    def call(value: Any, config: RunnableConfig) -> Any:
+        return shaped(fetcher.fetch(request(value), fetcher.allowance(config)), format)
 
-    async def acall(value: Any) -> Any:
-        return shaped(await fetcher.afetch(request(value), fetcher.allowance()), format)
+    async def acall(value: Any, config: RunnableConfig) -> Any:
+        return shaped(await fetcher.afetch(request(value), fetcher.allowance(config)), format)
 
     return RunnableLambda(call, afunc=acall, name="HttpRequest")
 

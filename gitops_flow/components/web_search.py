@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from langchain_core.documents import Document
-from langchain_core.runnables import Runnable, RunnableLambda
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 
 from gitops_flow.components.http_fetch import Allowance, Fetched, Fetcher, Request, blocking
 from gitops_flow.components.textify import message_text
@@ -142,7 +142,8 @@ def faked(responses: Sequence[str], node: str) -> Runnable[Any, Any]:
 
 
 def build(fetcher: Fetcher, *, api_key: str, options: Mapping[str, Any]) -> Runnable[Any, Any]:
-    """The node's runnable: its input is the query (text, or an object's ``query``); each call one run."""
+    """The node's runnable: its input is the query (text, or an object's ``query``); its requests count towards its
+    run's (http_fetch.Tally)."""
 
     def body(value: Any) -> dict[str, Any]:
         query = value.get("query") if isinstance(value, Mapping) else message_text(value)
@@ -150,11 +151,11 @@ def build(fetcher: Fetcher, *, api_key: str, options: Mapping[str, Any]) -> Runn
             raise ValueError("WebSearch takes the query as text, or as an object's 'query'")
         return payload(query, **options)
 
-    async def acall(value: Any) -> list[Document]:
-        return await search(fetcher, fetcher.allowance(), api_key, body(value))
+    async def acall(value: Any, config: RunnableConfig) -> list[Document]:
+        return await search(fetcher, fetcher.allowance(config), api_key, body(value))
 
-    def call(value: Any) -> list[Document]:
-        return blocking(acall(value))
+    def call(value: Any, config: RunnableConfig) -> list[Document]:
+        return blocking(acall(value, config))
 
     return RunnableLambda(call, afunc=acall, name="WebSearch")
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, RootModel, ValidationError, create_model
 from gitops_flow.components import langchain_internals as internals
 from gitops_flow.components.base import FAKEABLE, BuildContext
 from gitops_flow.components.breaker import Breakers
+from gitops_flow.components.http_fetch import RUN_KEY, Tally
 from gitops_flow.components.knowledge import Knowledge
 from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.exceptions import BadInput, BuildError
@@ -89,11 +90,20 @@ def runnable_config(
     config: Mapping[str, Any], flow: str, run_id: uuid.UUID, metadata: Mapping[str, Any]
 ) -> RunnableConfig:
     """The config of one run of ``flow``: ``config`` (what the caller may set), the run's ``metadata`` added to
-    the caller's, its ``run_id``, and the flow's name as the run's name unless the caller gave one. Every request
-    the server runs is run with it, and so is every case of `gitops-flow test`."""
+    the caller's, its ``run_id``, and the flow's name as the run's name unless the caller gave one; its
+    ``configurable`` gets the run's Tally, which counts the outbound requests of all its tools (http_fetch.py).
+    Every request the server runs is run with it, and so is every case of `gitops-flow test`."""
     merged = {**config.get("metadata", {}), **metadata}
+    configurable = {**config.get("configurable", {}), RUN_KEY: Tally()}
     return typing.cast(
-        RunnableConfig, {**config, "metadata": merged, "run_id": run_id, "run_name": config.get("run_name", flow)}
+        RunnableConfig,
+        {
+            **config,
+            "configurable": configurable,
+            "metadata": merged,
+            "run_id": run_id,
+            "run_name": config.get("run_name", flow),
+        },
     )
 
 

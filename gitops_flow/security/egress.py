@@ -43,7 +43,8 @@ TAVILY_URL = "https://api.tavily.com"  # Tavily's API (docs.tavily.com): web sea
 class EgressLimits:
     """What one outbound request, and one run's requests, may take: ``timeout`` seconds for a request and its
     redirects together, ``max_bytes`` of a response's body (the rest is cut, and the answer says so),
-    ``max_redirects`` hops followed, ``max_requests`` requests (redirects included) per node call or agent run."""
+    ``max_redirects`` hops followed, ``max_requests`` requests (redirects included) per run of a flow, all its
+    tools together."""
 
     timeout: float = 10.0
     max_bytes: int = 1024 * 1024

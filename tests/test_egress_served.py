@@ -161,6 +161,20 @@ def test_a_url_from_the_input_to_a_refused_host_fails_the_run(
     assert "/admin" not in error["message"] and "/iam" not in error["message"]  # the host, never the URL
 
 
+def test_a_stream_answers_the_refusal_with_its_status_or_streams_the_page(
+    world: tuple[ServeProcess, Site, Site],
+) -> None:
+    harness, site, _ = world
+
+    refused = harness.client.post("/flows/proxy/stream", json={"input": "http://169.254.169.254/"})
+    fetched = harness.client.post("/flows/proxy/stream", json={"input": f"{site.url}/pages/streamed"})
+
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "egress-refused"
+    assert fetched.status_code == 200
+    data = [json.loads(line[len("data: ") :]) for line in fetched.text.splitlines() if line.startswith("data: ")]
+    assert "page streamed (query )" in data
+
+
 def test_a_redirect_off_the_allowlist_fails_the_run(world: tuple[ServeProcess, Site, Site]) -> None:
     harness, site, _ = world
     with web_site() as elsewhere:

@@ -493,6 +493,14 @@ def problems(doc: dict[str, Any], egress: EgressPolicy) -> list[tuple[str, str, 
     return [(p.code, p.path, p.line) for p in report.problems if p.severity == "error"]
 
 
+def messages(doc: dict[str, Any], egress: EgressPolicy) -> list[str]:
+    raw = json.dumps(doc, indent=2).encode()
+    report = validate_bytes(
+        raw, ComponentRegistry.builtin(), file="f.json", stem=doc["name"], policy=SecretPolicy(egress=egress)
+    )
+    return [p.message for p in report.problems if p.severity == "error"]
+
+
 def test_a_literal_url_the_allowlist_refuses_is_a_validation_problem() -> None:
     refused = chain(("fetch", "HttpRequest", {"url": "http://169.254.169.254/latest/meta-data/"}))
     allowed = chain(("fetch", "HttpRequest", {"url": "https://docs.example.com/faq"}))
@@ -500,6 +508,7 @@ def test_a_literal_url_the_allowlist_refuses_is_a_validation_problem() -> None:
     egress = policy("*.example.com")
 
     assert problems(refused, egress) == [("egress-refused", "$.nodes[0].params.url", 9)]  # the line of the url
+    assert "(it allows *.example.com)" in messages(refused, egress)[0]  # the authors see the allowlist; clients never
     assert problems(allowed, egress) == []
     assert problems(templated, egress) == []  # judged when it is fetched
     assert problems(templated, EgressPolicy()) == [("egress-refused", "$.nodes[0].params.url", 9)]  # nothing allowed

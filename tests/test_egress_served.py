@@ -159,6 +159,7 @@ def test_a_url_from_the_input_to_a_refused_host_fails_the_run(
     error = response.json()["error"]
     assert error["code"] == "egress-refused" and why in error["message"]
     assert "/admin" not in error["message"] and "/iam" not in error["message"]  # the host, never the URL
+    assert "127.0.0.1:" not in error["message"]  # nor the allowlist's entries (the site's): internal names stay in
 
 
 def test_a_stream_answers_the_refusal_with_its_status_or_streams_the_page(

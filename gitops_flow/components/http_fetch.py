@@ -226,9 +226,7 @@ class Fetcher:
             for address in addresses:
                 pinned = _pinned(url, address)
                 try:
-                    request = client.build_request(
-                        method, pinned, headers=sent, json=body if body is not None else None, extensions=extensions
-                    )
+                    request = client.build_request(method, pinned, headers=sent, json=body, extensions=extensions)
                     response = await client.send(request, stream=True)
                 except httpx.ConnectError as exc:  # another address of the host may answer
                     last = exc

@@ -93,7 +93,8 @@ def literal_problems(params: Mapping[str, Any], base: tuple[str | int, ...], pol
     try:
         policy.check_url(url)
     except EgressRefused as exc:
-        return [Problem(code="egress-refused", message=f"HttpRequest: {exc}", path=json_path([*base, "url"]))]
+        message = f"HttpRequest: {exc}" + (f" (it allows {policy.describe()})" if policy.entries else "")
+        return [Problem(code="egress-refused", message=message, path=json_path([*base, "url"]))]
     return []
 
 

@@ -42,7 +42,8 @@ def endpoint_problems(base: tuple[str | int, ...], policy: EgressPolicy, where: 
     try:
         policy.check_url(search_url(policy))
     except EgressRefused as exc:
-        message = f"{where} asks the search API (GITOPS_FLOW_WEB_SEARCH_URL), and {exc}"
+        allows = f" (it allows {policy.describe()})" if policy.entries else ""
+        message = f"{where} asks the search API (GITOPS_FLOW_WEB_SEARCH_URL), and {exc}{allows}"
         return [Problem(code="egress-refused", message=message, path=json_path(list(base)))]
     return []
 

@@ -192,10 +192,10 @@ class EgressPolicy:
                 host=target.host,
             )
         if not any(entry.allows(target) for entry in self.entries):
+            # the entries are not listed: this message reaches clients and models, and names of internal hosts
+            # are the operator's to know (validation, for the flow's authors, lists them)
             raise EgressRefused(
-                f"{target.origin()} is not allowed here by GITOPS_FLOW_ALLOWED_FETCH_URLS "
-                f"(it allows {self.describe()})",
-                host=target.host,
+                f"{target.origin()} is not allowed here by GITOPS_FLOW_ALLOWED_FETCH_URLS", host=target.host
             )
         if target.address is not None:
             self.check_address(target, target.address)
@@ -218,6 +218,8 @@ class EgressPolicy:
         )
 
     def describe(self, limit: int = 6) -> str:
+        """The entries, for a validation problem's message (authors, not clients): the first ``limit`` and how many
+        more."""
         shown = [str(e) for e in self.entries]
         if len(shown) > limit:
             return ", ".join(shown[:limit]) + f" and {len(shown) - limit} more"

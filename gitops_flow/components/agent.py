@@ -33,7 +33,7 @@ from pydantic import BaseModel, Field
 
 from gitops_flow.components import http_request, web_search
 from gitops_flow.components.calculator import CalculationError, evaluate, format_number
-from gitops_flow.components.http_fetch import RUN_KEY, Allowance, Fetcher, Tally, blocking
+from gitops_flow.components.http_fetch import RUN_KEY, Fetcher, Tally, blocking
 from gitops_flow.security.egress import EgressPolicy
 
 
@@ -60,16 +60,12 @@ class _SearchArgs(BaseModel):
     query: str = Field(description="What to search the web for, in a few words (at most 400 characters).")
 
 
-def _allowance(fetcher: Fetcher, config: RunnableConfig | None) -> Allowance:
-    return fetcher.allowance(config)
-
-
 def _fetch_tool(fetcher: Fetcher, spec: Any) -> BaseTool:
     form: http_request.Format = getattr(spec, "format", "text")
     max_bytes = getattr(spec, "max_bytes", None)
 
     async def fetch_url(url: str, config: RunnableConfig) -> str:
-        return await http_request.fetch_for_tool(fetcher, _allowance(fetcher, config), url, form, max_bytes)
+        return await http_request.fetch_for_tool(fetcher, fetcher.allowance(config), url, form, max_bytes)
 
     def fetch_url_sync(url: str, config: RunnableConfig) -> str:
         return blocking(fetch_url(url, config))
@@ -92,7 +88,7 @@ def _search_tool(fetcher: Fetcher, spec: Any, key: str | None) -> BaseTool:
     options = {"include_domains": None, "exclude_domains": None, "time_range": None, **options}
 
     async def search(query: str, config: RunnableConfig) -> str:
-        return await web_search.search_for_tool(fetcher, _allowance(fetcher, config), key, query, options)
+        return await web_search.search_for_tool(fetcher, fetcher.allowance(config), key, query, options)
 
     def search_sync(query: str, config: RunnableConfig) -> str:
         return blocking(search(query, config))

@@ -296,7 +296,11 @@ class Reconciler:
         async with self._lock:
             head = self._observed
             settled = False
-            for old in [v for v in self._versions.values() if v.pending and v.ready]:
+            waiting = [v for v in self._versions.values() if v.pending and v.ready]
+            if waiting and self.leadership is not None and not self.leadership.leading:
+                # a follower's pending flows are the leader's: its record has their verdicts once it has them
+                self._records = {str(r["sha"]): r for r in await self.store.versions()}
+            for old in waiting:
                 commit = await anyio.to_thread.run_sync(self.source.commit, old.sha)
                 parent = self._versions.get(old.parents[0]) if old.parents else None
                 record = self._trusted(old.sha)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from gitops_flow.flow.routing import RoutingConfig
-from gitops_flow.stores.events import DeployEvent
+from gitops_flow.stores.events import DeployEvent, step_text
 
 StatusState = Literal["success", "failure", "error", "pending"]
 DeploymentState = Literal["success", "failure", "error", "inactive", "in_progress", "queued", "pending"]
@@ -217,6 +217,16 @@ class Translator:
             DeploymentUpdate(sha, ref, state, text, create=False, log_url=self.links.status(sha, ref, flow)),
         ]
 
+    def _stepped(self, event: DeployEvent, sha: str, view: RefView) -> list[Update]:
+        if event["event"] != "stepped":
+            return []
+        flow, ref = event["flow"], event["ref"]
+        text = f"{flow}'s canary on {ref}: {step_text(event)}"
+        return [
+            CommitStatus(sha, CONTEXT_PREFIX + ref, "success", text, self.links.status(sha, ref, flow)),
+            DeploymentUpdate(sha, ref, "success", text, create=False, log_url=self.links.status(sha, ref, flow)),
+        ]
+
     # -- helpers ------------------------------------------------------------------------------------------------
 
     def _deployment(
@@ -252,6 +262,7 @@ _HANDLERS: dict[str, Callable[[Translator, DeployEvent, str, RefView], list[Upda
     "ref-refused": Translator._refused,
     "aborted": Translator._canary,
     "resumed": Translator._canary,
+    "stepped": Translator._stepped,
 }
 
 

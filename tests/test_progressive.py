@@ -6,6 +6,7 @@ steps are refused with problems that say where."""
 from __future__ import annotations
 
 import io
+import json
 import random
 import subprocess
 import time
@@ -113,6 +114,10 @@ def test_a_canary_reaches_all_traffic_step_by_step_and_the_tag_command_makes_it_
         overview = server.client.get("/ui/overview.json", headers=ADMIN).json()
         shown = next(r for f in overview["flows"] if f["name"] == "bot" for r in f["refs"] if r["ref"] == "canary")
         assert shown["progress"]["command"] == command
+        page = server.client.get("/ui", headers=ADMIN)
+        assert page.status_code == 200, page.text
+        assert "step 3 of 3" in page.text and "10 → 50 → 100 %" in page.text
+        assert command.replace("&", "&amp;") in page.text
         out = io.StringIO()
         status = cli.main(
             ["status", "--server", server.url], out=out, environ={"GITOPS_FLOW_ADMIN_TOKEN": "test-admin-token"}
@@ -234,3 +239,22 @@ def test_a_commit_with_bad_steps_is_refused_by_the_server(tmp_path: Path) -> Non
         (failed,) = [e for e in events(server, "failed") if e["sha"] == remote.sha()]
         assert [(p["code"], p["path"]) for p in failed["problems"]] == [("bad-steps", "$.routes.bot[1].steps")]
         assert server.client.get("/readyz").json()["version"] == good  # the last good routing keeps serving
+
+
+def test_plan_shows_the_steps(tmp_path: Path) -> None:
+    remote = Remote.create(tmp_path)
+    base = {"routes": {"bot": [{"ref": "stable", "weight": 100}, {"ref": "main", "weight": 10}]}, "analysis": {}}
+    remote.publish({"flows/bot.json": echo_flow("bot"), "gitops-flow.yaml": yaml.safe_dump(base)}, "base")
+    stepped = {"routes": {"bot": [{"ref": "stable", "weight": 100}, {"ref": "main", "steps": [5, 25, 100]}]}}
+    (remote.work / "gitops-flow.yaml").write_text(yaml.safe_dump({**stepped, "analysis": {}}))
+    (remote.work / "flows" / "bot.json").write_text(echo_flow("bot", "two"))
+    out = io.StringIO()
+    cli.main(["plan", str(remote.work), "--base", "main"], environ={}, out=out)
+    text = out.getvalue()
+    steps = "5 → 25 → 100 %, each step held at least the analysis window while the analysis holds"
+    assert f"route bot: steps of main: {steps}" in text, text
+    assert f"a progressive canary on main: {steps} (beside stable 100)" in text
+    out = io.StringIO()
+    cli.main(["plan", str(remote.work), "--base", "main", "--format", "json"], environ={}, out=out)
+    changes = json.loads(out.getvalue())["routing"]["changes"]
+    assert {"kind": "added", "what": "route bot: steps of main", "detail": steps} in changes

@@ -168,7 +168,7 @@ class Resumed(Stamp, ResumedFacts):
 class SteppedFacts(TypedDict):
     """``flow``'s progressive canary on ``ref`` took step ``step`` (1 for the first) of ``steps``: it serves
     ``share`` percent of the route's traffic. At its last step of 100 %, ``command`` is the one git command that makes
-    it durable (moves the primary's tag to the canary's commit), and ``pushed`` says the server ran it itself."""
+    it durable (moves the primary's tag to the canary's commit); the server writes nothing to Git, a person runs it."""
 
     event: Literal["stepped"]
     flow: str
@@ -177,7 +177,6 @@ class SteppedFacts(TypedDict):
     steps: int
     share: float
     command: NotRequired[str]
-    pushed: NotRequired[bool]
 
 
 class Stepped(Stamp, SteppedFacts):
@@ -244,11 +243,9 @@ KINDS: tuple[Kind, ...] = get_args(Kind)  # the order the console lists them in
 
 
 def step_text(event: Stepped | SteppedFacts) -> str:
-    """``step 2 of 3: 50 % of the traffic``, and at the last step of 100 % the command that makes it durable (or
-    that the server ran it): the words of the history, the notifications and the commit status."""
+    """``step 2 of 3: 50 % of the traffic``, and at the last step of 100 % the command that makes it durable: the
+    words of the history, the notifications and the commit status."""
     text = f"step {event['step']} of {event['steps']}: {event['share']:g} % of the traffic"
-    if event.get("pushed"):
-        text += f"; the server ran {event.get('command')}"
-    elif event.get("command"):
+    if event.get("command"):
         text += f"; make it durable: {event.get('command')}"
     return text

@@ -22,7 +22,9 @@ from gitops_flow.delivery.routing_table import sticky_point
 from gitops_flow.validation.routing import validate_routing_bytes
 from tests.gitrepo import Remote
 from tests.process import ADMIN, ServeProcess, serve_process
-from tests.served import echo_flow
+from tests.redisenv import RedisSpace
+from tests.served import echo_flow, wait_until
+from tests.test_outbound import Script, receiver
 
 Q = {"question": "hi"}
 FAST = {"GITOPS_FLOW_ANALYSIS_INTERVAL": "0.2"}  # the guard (and the steps) tick five times a second
@@ -78,7 +80,16 @@ def events(server: ServeProcess, kind: str) -> list[dict[str, Any]]:
 def test_a_canary_reaches_all_traffic_step_by_step_and_the_tag_command_makes_it_durable(tmp_path: Path) -> None:
     remote = repo(tmp_path, routing([10, 50, 100], "1s"))
     canary = remote.sha("canary")
-    with serve_process(remote, tmp_path, env=FAST) as server:
+    ops = Script()
+    with receiver(ops) as ops_url:
+        sinks = {"notifications": [{"name": "ops", "url": ops_url + "/hooks", "events": ["stepped", "aborted"]}]}
+        (tmp_path / "notify.yaml").write_text(yaml.safe_dump(sinks))
+        env = {**FAST, "GITOPS_FLOW_NOTIFY_FILE": str(tmp_path / "notify.yaml"), "GITOPS_FLOW_OUTBOUND_BACKOFF": "0.05"}
+        rolled_out(remote, tmp_path, env, canary, ops)
+
+
+def rolled_out(remote: Remote, tmp_path: Path, env: dict[str, str], canary: str, ops: Script) -> None:
+    with serve_process(remote, tmp_path, env=env) as server:
         seen: list[float] = []
 
         def at_last() -> bool:
@@ -125,6 +136,14 @@ def test_a_canary_reaches_all_traffic_step_by_step_and_the_tag_command_makes_it_
         assert status == 0 and f"make it durable: {command}" in out.getvalue()
         metrics = server.client.get("/metrics").text
         assert 'gitops_flow_deploy_events_total{event="stepped"} 3.0' in metrics
+
+        wait_until(lambda: len(ops.requests) == 3, what="a notification per step")
+        summaries = [json.loads(body)["summary"] for _, _, body in ops.requests]
+        assert summaries == [
+            f"bot's canary on canary ({canary[:7]}): step 1 of 3: 10 % of the traffic",
+            f"bot's canary on canary ({canary[:7]}): step 2 of 3: 50 % of the traffic",
+            f"bot's canary on canary ({canary[:7]}): step 3 of 3: 100 % of the traffic; make it durable: {command}",
+        ]
 
         # the operator runs the command: stable is the canary's commit, durable in Git
         subprocess.run(command.replace("git ", "git -C " + str(remote.work) + " ", 2), shell=True, check=True)
@@ -258,3 +277,14 @@ def test_plan_shows_the_steps(tmp_path: Path) -> None:
     cli.main(["plan", str(remote.work), "--base", "main", "--format", "json"], environ={}, out=out)
     changes = json.loads(out.getvalue())["routing"]["changes"]
     assert {"kind": "added", "what": "route bot: steps of main", "detail": steps} in changes
+
+
+def test_replicas_sharing_redis_take_each_step_once_and_both_serve_it(tmp_path: Path, redis_space: RedisSpace) -> None:
+    remote = repo(tmp_path, routing([25, 100], "1s"))
+    env = {**FAST, "GITOPS_FLOW_STATE": f"{redis_space.url}?prefix={redis_space.prefix}"}
+    with serve_process(remote, tmp_path / "a", env=env) as a, serve_process(remote, tmp_path / "b", env=env) as b:
+        drive(a, lambda: canary_of(a)["progress"]["step"] == 2, "the last step on the replica with the traffic")
+        wait_until(lambda: canary_of(b)["weight"] == 100, what="the other replica taking the step")
+        assert split(b, 20) == 1.0
+        for replica in (a, b):  # one history, each step in it once
+            assert [e["share"] for e in events(replica, "stepped")] == [25, 100]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from gitops_flow.flow.routing import RoutingConfig
-from gitops_flow.stores.events import DeployEvent, step_text
+from gitops_flow.stores.events import DeployEvent
 
 StatusState = Literal["success", "failure", "error", "pending"]
 DeploymentState = Literal["success", "failure", "error", "inactive", "in_progress", "queued", "pending"]
@@ -221,7 +221,10 @@ class Translator:
         if event["event"] != "stepped":
             return []
         flow, ref = event["flow"], event["ref"]
-        text = f"{flow}'s canary on {ref}: {step_text(event)}"
+        # GitHub keeps 140 characters of a description: the command names the commit by 12 digits here
+        text = f"{flow} on {ref}: step {event['step']}/{event['steps']}, {event['share']:g} %"
+        command = event.get("command")
+        text += f"; durable: {command.replace(sha, sha[:12])}" if command and sha else " of the traffic"
         return [
             CommitStatus(sha, CONTEXT_PREFIX + ref, "success", text, self.links.status(sha, ref, flow)),
             DeploymentUpdate(sha, ref, "success", text, create=False, log_url=self.links.status(sha, ref, flow)),

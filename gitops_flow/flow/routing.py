@@ -126,8 +126,8 @@ class RouteTarget(BaseModel):
     def _weighted_or_matched(self) -> RouteTarget:
         if "weight" not in self.model_fields_set and self.match is None and self.steps is None:
             raise ValueError(
-                "a route entry needs a weight (its share of the traffic), steps (a progressive canary) or a match"
-                " (a segment)"
+                "a route entry needs a weight (its share of the traffic) or a match (a segment), or steps (a"
+                " progressive canary)"
             )
         return self
 

@@ -157,6 +157,20 @@ class Route:
                 return target
         return None
 
+    def shares_primary_build(self, flow: str, target: Target) -> bool:
+        """Whether ``target`` serves the very build of ``flow`` its primary serves (``main`` beside a ``stable`` tag
+        on the same content): aborting it would only move its weight to the same build."""
+        primary = self.primary
+        if target is primary or primary is None or primary.version is None or target.version is None:
+            return False
+        return target.version.blobs.get(flow, target.serving) == primary.version.blobs.get(flow, primary.serving)
+
+    def abortable(self, flow: str, target: Target) -> bool:
+        """Whether aborting ``target`` would stop something: a live canary serving another build than the
+        primary's."""
+        live = target.guard is not None and target.state == "live" and target.version is not None
+        return live and not self.shares_primary_build(flow, target)
+
     def pick(self, point: float) -> Target:
         for bound, target in self.live:
             if point < bound:

@@ -178,7 +178,7 @@ def test_feedback_turning_aborts_the_canary_mid_way(tmp_path: Path) -> None:
 
 
 def test_progress_survives_a_restart_on_the_same_state_file(tmp_path: Path) -> None:
-    # min_requests 20 in a 2 s window: the 30 users below (18 of them the canary's) cannot make it step further
+    # min_requests 20 in a 2 s window: the 24 users below (17 of them the canary's) cannot make it step further
     remote = repo(tmp_path, routing([20, 60, 100], "1s", window="2s", min_requests=20))
     state = {**FAST, "GITOPS_FLOW_STATE": f"sqlite:///{tmp_path / 'shared' / 'state.db'}"}
     (tmp_path / "shared").mkdir()
@@ -191,13 +191,19 @@ def test_progress_survives_a_restart_on_the_same_state_file(tmp_path: Path) -> N
         assert (row["progress"]["step"], row["weight"], row["progress"]["since"]) == (2, 60, reached["time"])
         while time.monotonic() - stopped < 2.2:  # the first server's requests leave the window
             time.sleep(0.1)
-        users = [f"user-{n}" for n in range(30)]
+        users = [f"user-{n}" for n in range(24)]
         landed = [second.invoke("bot", Q, headers={"x-flow-user": u}).json()["output"] for u in users]
         # each user lands where the 60 % share puts their sticky point: stable below 0.4, the canary above
         assert landed == ["old" if sticky_point("bot", u) < 0.4 else "new" for u in users]
         assert canary_of(second)["progress"]["step"] == 2
-        drive(second, lambda: canary_of(second)["progress"]["step"] == 3, "the last step")
-        assert [e["share"] for e in events(second, "stepped")] == [20, 60, 100]  # no step taken twice
+        # the steps change in Git (a commit of the branch, the canary tag stays): it re-bases on the 60 % it reached
+        finer = routing([10, 30, 60, 80, 100], "1s", window="2s", min_requests=20)
+        remote.publish({"gitops-flow.yaml": finer}, "finer steps")
+        second.reconcile()
+        row = canary_of(second)
+        assert (row["progress"]["step"], row["progress"]["of"], row["weight"]) == (3, 5, 60)
+        drive(second, lambda: canary_of(second)["progress"]["step"] == 5, "the last step")
+        assert [e["share"] for e in events(second, "stepped")] == [20, 60, 80, 100]  # no step taken twice
 
 
 @pytest.mark.parametrize(

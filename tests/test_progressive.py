@@ -155,8 +155,8 @@ def rolled_out(remote: Remote, tmp_path: Path, env: dict[str, str], canary: str,
 
 
 def test_feedback_turning_aborts_the_canary_mid_way(tmp_path: Path) -> None:
-    gate = {"key": "liked", "min_probability": 0.9, "min_sample": 30}
-    remote = repo(tmp_path, routing([10, 50, 100], "6s", feedback=gate))
+    gate = {"key": "liked", "min_probability": 0.9, "min_sample": 20}
+    remote = repo(tmp_path, routing([10, 50, 100], "8s", feedback=gate))
     with serve_process(remote, tmp_path, env=FAST) as server:
         drive(server, lambda: canary_of(server)["progress"]["step"] == 2, "the second step")
         rng = random.Random(24)

@@ -49,6 +49,7 @@ class RefRow:
     stopped_by: str | None = None
     stopped_at: float | None = None
     abortable: bool = False  # a live canary whose build differs from its primary's: an abort changes what serves
+    progress: dict[str, Any] | None = None  # a progressive canary's steps (delivery/progress.py: progress_view)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,14 +147,14 @@ def _flow_row(
     total = sum(f.requests for f in figures)
     rows = []
     used: set[tuple[str, str | None]] = set()
-    for target, shown in zip(targets, route_targets(route, known), strict=True):
+    for target, shown in zip(targets, route_targets(route, known, branch=table.branch), strict=True):
         through = [f for f in figures if f.ref == target.ref]
         mine = next((f for f in through if f.sha == target.serving), None)
         if mine is not None:
             used.add((mine.sha, mine.ref))
         share = round(100 * sum(f.requests for f in through) / total, 1) if total else None
         row = _ref_row(table, name, target, shown["sha"], float(shown["weight"]), share, mine, aborts)
-        rows.append(replace(row, abortable=route.abortable(name, target)))
+        rows.append(replace(row, abortable=route.abortable(name, target), progress=shown.get("progress")))
     others = tuple(f for f in figures if (f.sha, f.ref) not in used)
     return FlowRow(
         name=name,

@@ -154,7 +154,12 @@ class Index:
             return []
         scores = cosines(self.matrix, query)
         k = min(k, len(scores))
-        # ties rank by row (the chunk's order in the corpus), as every IndexStore's backend ranks them
-        top = np.sort(np.argpartition(-scores, k - 1)[:k]) if k < len(scores) else np.arange(len(scores))
-        ranked = top[np.argsort(-scores[top], kind="stable")]
+        if k < len(scores):
+            # ties rank by row (the chunk's order in the corpus), as every IndexStore's backend ranks them: every
+            # row as good as the k-th is a candidate (argpartition picks among the k-th's ties at random)
+            kth = scores[np.argpartition(-scores, k - 1)[k - 1]]
+            top = np.flatnonzero(scores >= kth)
+        else:
+            top = np.arange(len(scores))
+        ranked = top[np.argsort(-scores[top], kind="stable")][:k]
         return [(int(i), float(scores[i])) for i in ranked]

@@ -12,7 +12,8 @@ next process that opens the folder. Disk is thus bounded by the indexes the live
 
 A search asks sqlite-vec for the ``k + 16`` nearest unit vectors (L2 distance on unit vectors ranks as cosine does),
 then scores those candidates in process with the same arithmetic as the in-process index (vectors.cosines), ties by
-chunk order: both backends answer the same hits for the same corpus.
+chunk order, and asks for more while the last candidate ties with the k-th: both backends answer the same hits for
+the same corpus (up to 4,096 tied chunks, sqlite-vec's limit of one query).
 
 SQLite comes from ``apsw`` (its wheels bundle a recent SQLite that loads extensions; many Python builds' ``sqlite3``
 cannot), and the extension from ``sqlite-vec``: ``pip install 'gitops-flow[sqlite-vec]'``.
@@ -41,6 +42,8 @@ from gitops_flow.exceptions import BuildError, StoreError
 
 EXTRA = "sqlite-vec"  # pip install 'gitops-flow[sqlite-vec]'
 SPARE = 16  # candidates beyond k that sqlite-vec returns, ranked again in process (see the module's docstring)
+MAX_CANDIDATES = 4096  # the most sqlite-vec's vec0 returns for one query
+TIE = 1e-6  # scores this close may rank otherwise in sqlite-vec's float arithmetic than in ours
 _BATCH = 1_000  # rows per executemany (the deadline is checked between them)
 _BUSY_TIMEOUT_MS = 5_000
 _MMAP_BYTES = 256 * 1024 * 1024  # a reader maps the file: the OS page cache holds hot tables, not each connection
@@ -157,18 +160,26 @@ class SqliteVecIndexes:
             self._lockfile.close()
 
     def search(self, table: str, query: Matrix, k: int, size: int) -> list[Hit]:
-        """The ``k`` best hits of ``table`` for ``query`` (SqliteVecIndex.search)."""
+        """The ``k`` best hits of ``table`` for ``query`` (SqliteVecIndex.search): sqlite-vec's nearest
+        candidates, scored again in process; while the worst candidate scores as well as the k-th (ties may lie
+        beyond), four times as many are asked for, up to sqlite-vec's limit."""
         norm = float(np.linalg.norm(query))
-        unit = (query / norm if norm else query).astype(np.float32)
+        unit = (query / norm if norm else query).astype(np.float32).tobytes()
         select = f"SELECT rowid, embedding, text, source FROM {table} WHERE embedding MATCH ? AND k = ?"  # noqa: S608
-        with _errors(f"the vector store {self.path}"):
-            rows = list(self._reader().execute(select, (unit.tobytes(), min(k + SPARE, size))))
-        if not rows:
-            return []
-        units = np.frombuffer(b"".join(bytes(r[1]) for r in rows), dtype=np.float32).reshape(len(rows), -1)
-        scores = cosines(units, query)
-        ranked = sorted(range(len(rows)), key=lambda i: (-float(scores[i]), int(rows[i][0])))[:k]
-        return [Hit(str(rows[i][2]), str(rows[i][3]), float(scores[i])) for i in ranked]
+        wanted = min(k + SPARE, size, MAX_CANDIDATES)
+        while True:
+            with _errors(f"the vector store {self.path}"):
+                rows = list(self._reader().execute(select, (unit, wanted)))
+            if not rows:
+                return []
+            units = np.frombuffer(b"".join(bytes(r[1]) for r in rows), dtype=np.float32).reshape(len(rows), -1)
+            scores = cosines(units, query)
+            ranked = sorted(range(len(rows)), key=lambda i: (-float(scores[i]), int(rows[i][0])))
+            kth = float(scores[ranked[min(k, len(rows)) - 1]])
+            if wanted >= min(size, MAX_CANDIDATES) or float(scores[ranked[-1]]) < kth - TIE:
+                break
+            wanted = min(wanted * 4, size, MAX_CANDIDATES)
+        return [Hit(str(rows[i][2]), str(rows[i][3]), float(scores[i])) for i in ranked[:k]]
 
     def _live_writer(self) -> Any:
         if self._closed:

@@ -133,6 +133,22 @@ def cosines(units: Matrix, query: Matrix) -> Matrix:
     return scores
 
 
+def unit_bytes(vectors: Matrix) -> list[bytes]:
+    """Each row of ``vectors`` as unit float32 bytes (a zero row stays zero): how a store on disk keeps them."""
+    return [row.tobytes() for row in unit_rows(vectors)]
+
+
+def ranked(query: Matrix, candidates: Sequence[bytes], order: Sequence[int]) -> list[tuple[int, float]]:
+    """Candidates (unit float32 bytes, as unit_bytes made them) scored against ``query`` as Index.search scores
+    rows, best first, ties by ``order`` (each candidate's row in its corpus): (position in ``candidates``, cosine)."""
+    if not candidates:
+        return []
+    units = np.frombuffer(b"".join(candidates), dtype=np.float32).reshape(len(candidates), -1)
+    scores = cosines(units, query)
+    best = sorted(range(len(candidates)), key=lambda i: (-float(scores[i]), order[i]))
+    return [(i, float(scores[i])) for i in best]
+
+
 class Index:
     """Chunks and their unit vectors as one matrix; a search is one matrix-vector product and a partial sort."""
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib
 import itertools
 import os
 import threading
@@ -34,10 +35,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-import numpy as np
-
 from gitops_flow.components.indexes import Hit, MemoryIndex, VectorIndex
-from gitops_flow.components.vectors import Index, Matrix, cosines, unit_rows
+from gitops_flow.components.vectors import Index, Matrix, ranked, unit_bytes, unit_rows
 from gitops_flow.exceptions import BuildError, StoreError
 
 EXTRA = "sqlite-vec"  # pip install 'gitops-flow[sqlite-vec]'
@@ -54,7 +53,7 @@ def missing_package() -> str | None:
     None when it can."""
     for module in ("apsw", "sqlite_vec"):
         try:
-            __import__(module)
+            importlib.import_module(module)
         except ImportError:
             return (
                 f"GITOPS_FLOW_VECTOR_STORE=sqlite-vec needs the Python package {module!r}, which is not installed: "
@@ -96,10 +95,9 @@ class SqliteVecIndexes:
         self, texts: Sequence[str], sources: Sequence[str], vectors: Matrix, *, deadline: float | None
     ) -> VectorIndex:
         self.drop_retired()
-        units = unit_rows(vectors)
-        if not len(units):  # no chunk: nothing to store (a table needs its dimensions)
-            return MemoryIndex(Index([], [], units))
-        dims = int(units.shape[1])
+        if not len(vectors):  # no chunk: nothing to store (a table needs its dimensions)
+            return MemoryIndex(Index([], [], unit_rows(vectors)))
+        units, dims = unit_bytes(vectors), int(vectors.shape[1])
         table = f"idx_{next(self._numbers)}"
         with self._lock, _errors(f"the vector store {self.path}", build=True):
             db = self._live_writer()
@@ -119,7 +117,7 @@ class SqliteVecIndexes:
                         )
                     db.executemany(
                         insert,
-                        [(row + 1, units[row].tobytes(), texts[row], sources[row]) for row in range(start, stop)],
+                        [(row + 1, units[row], texts[row], sources[row]) for row in range(start, stop)],
                     )
             except BaseException:
                 db.execute("ROLLBACK")
@@ -163,23 +161,20 @@ class SqliteVecIndexes:
         """The ``k`` best hits of ``table`` for ``query`` (SqliteVecIndex.search): sqlite-vec's nearest
         candidates, scored again in process; while the worst candidate scores as well as the k-th (ties may lie
         beyond), four times as many are asked for, up to sqlite-vec's limit."""
-        norm = float(np.linalg.norm(query))
-        unit = (query / norm if norm else query).astype(np.float32).tobytes()
+        [unit] = unit_bytes(query.reshape(1, -1))
         select = f"SELECT rowid, embedding, text, source FROM {table} WHERE embedding MATCH ? AND k = ?"  # noqa: S608
         wanted = min(k + SPARE, size, MAX_CANDIDATES)
         while True:
             with _errors(f"the vector store {self.path}"):
                 rows = list(self._reader().execute(select, (unit, wanted)))
-            if not rows:
+            best = ranked(query, [bytes(r[1]) for r in rows], [int(r[0]) for r in rows])
+            if not best:
                 return []
-            units = np.frombuffer(b"".join(bytes(r[1]) for r in rows), dtype=np.float32).reshape(len(rows), -1)
-            scores = cosines(units, query)
-            ranked = sorted(range(len(rows)), key=lambda i: (-float(scores[i]), int(rows[i][0])))
-            kth = float(scores[ranked[min(k, len(rows)) - 1]])
-            if wanted >= min(size, MAX_CANDIDATES) or float(scores[ranked[-1]]) < kth - TIE:
+            kth = best[min(k, len(best)) - 1][1]
+            if wanted >= min(size, MAX_CANDIDATES) or best[-1][1] < kth - TIE:
                 break
             wanted = min(wanted * 4, size, MAX_CANDIDATES)
-        return [Hit(str(rows[i][2]), str(rows[i][3]), float(scores[i])) for i in ranked[:k]]
+        return [Hit(str(rows[i][2]), str(rows[i][3]), score) for i, score in best[:k]]
 
     def _live_writer(self) -> Any:
         if self._closed:

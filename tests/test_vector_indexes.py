@@ -13,6 +13,7 @@ import sys
 import time
 import weakref
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +119,21 @@ def test_a_build_past_its_deadline_is_refused_and_leaves_nothing(tmp_path: Path)
     assert store.tables() == []
     assert len(make(store, texts[:3])) == 3  # the store is fine after
     store.close()
+
+
+def test_searches_at_once_answer_alike_while_another_build_writes(store: IndexStore) -> None:
+    rand = random.Random(3)
+    texts = [" ".join(rand.choices(FRUIT, k=3)) + f" n{n}" for n in range(2_000)]
+    index = make(store, texts)
+    question = embed("ripe red apples")[0]
+    expected = index.search(question, 5)
+    with ThreadPoolExecutor(16) as pool:
+        writing = pool.submit(make, store, texts * 2)
+        answers = list(pool.map(lambda _: index.search(question, 5), range(200)))
+        assert len(writing.result()) == 4_000
+    assert all(answer == expected for answer in answers)
+    if isinstance(store, SqliteVecIndexes):  # idle readers are bounded, whatever the threads that searched
+        assert len(store._readers) <= sqlitevec.READERS_KEPT
 
 
 def test_an_empty_corpus_answers_nothing(store: IndexStore) -> None:

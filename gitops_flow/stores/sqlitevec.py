@@ -43,6 +43,7 @@ EXTRA = "sqlite-vec"  # pip install 'gitops-flow[sqlite-vec]'
 SPARE = 16  # candidates beyond k that sqlite-vec returns, ranked again in process (see the module's docstring)
 MAX_CANDIDATES = 4096  # the most sqlite-vec's vec0 returns for one query
 TIE = 1e-6  # scores this close may rank otherwise in sqlite-vec's float arithmetic than in ours
+READERS_KEPT = 8  # idle read connections kept open (searches at once beyond it open their own, closed after)
 _BATCH = 1_000  # rows per executemany (the deadline is checked between them)
 _BUSY_TIMEOUT_MS = 5_000
 _MMAP_BYTES = 256 * 1024 * 1024  # a reader maps the file: the OS page cache holds hot tables, not each connection
@@ -75,8 +76,7 @@ class SqliteVecIndexes:
         self._lock = threading.Lock()  # the writer connection, the readers' list, closing
         self._retired: deque[str] = deque()  # tables whose index was let go, dropped at the next build or close
         self._numbers = itertools.count(1)
-        self._local = threading.local()
-        self._readers: list[Any] = []
+        self._readers: list[Any] = []  # idle read connections
         self._closed = False
         with _errors(f"the vector store's folder {folder}"):
             folder.mkdir(parents=True, exist_ok=True)
@@ -165,8 +165,8 @@ class SqliteVecIndexes:
         select = f"SELECT rowid, embedding, text, source FROM {table} WHERE embedding MATCH ? AND k = ?"  # noqa: S608
         wanted = min(k + SPARE, size, MAX_CANDIDATES)
         while True:
-            with _errors(f"the vector store {self.path}"):
-                rows = list(self._reader().execute(select, (unit, wanted)))
+            with _errors(f"the vector store {self.path}"), self._reader() as reader:
+                rows = list(reader.execute(select, (unit, wanted)))
             best = ranked(query, [bytes(r[1]) for r in rows], [int(r[0]) for r in rows])
             if not best:
                 return []
@@ -181,18 +181,26 @@ class SqliteVecIndexes:
             raise StoreError(f"the vector store {self.path} is closed")
         return self._writer
 
-    def _reader(self) -> Any:
-        """This thread's read connection (readers never wait on the writer: WAL)."""
-        reader = getattr(self._local, "db", None)
+    @contextlib.contextmanager
+    def _reader(self) -> Iterator[Any]:
+        """A read connection for one search (readers never wait on the writer: WAL), taken from the idle ones or
+        opened, and given back after; at most READERS_KEPT stay open while idle."""
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"the vector store {self.path} is closed")
+            reader = self._readers.pop() if self._readers else None
         if reader is None:
+            reader = _connect(self.path)
+            reader.execute(f"PRAGMA mmap_size={_MMAP_BYTES}")
+        try:
+            yield reader
+        finally:
             with self._lock:
-                if self._closed:
-                    raise StoreError(f"the vector store {self.path} is closed")
-                reader = _connect(self.path)
-                reader.execute(f"PRAGMA mmap_size={_MMAP_BYTES}")
-                self._readers.append(reader)
-            self._local.db = reader
-        return reader
+                keep = not self._closed and len(self._readers) < READERS_KEPT
+                if keep:
+                    self._readers.append(reader)
+            if not keep:
+                reader.close()
 
 
 class SqliteVecIndex:

@@ -136,6 +136,15 @@ def test_searches_at_once_answer_alike_while_another_build_writes(store: IndexSt
         assert len(store._readers) <= sqlitevec.READERS_KEPT
 
 
+def test_a_search_never_waits_for_a_build_writing_the_store(tmp_path: Path) -> None:
+    store = SqliteVecIndexes(tmp_path / "vectors")
+    index = make(store, FRUIT)
+    with ThreadPoolExecutor(1) as pool, store._lock:  # what a build holds while it writes its table, however long
+        hits = pool.submit(index.search, embed("red apples")[0], 1).result(timeout=5)
+    assert hits[0].text == "red apples"
+    store.close()
+
+
 def test_an_empty_corpus_answers_nothing(store: IndexStore) -> None:
     index = store.index([], [], np.zeros((0, 1), dtype=np.float32), deadline=None)
     assert len(index) == 0 and index.search(embed("x")[0], 4) == []

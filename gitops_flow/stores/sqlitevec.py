@@ -73,7 +73,8 @@ class SqliteVecIndexes:
         if problem is not None:
             raise StoreError(problem)
         self.folder = folder
-        self._lock = threading.Lock()  # the writer connection, the readers' list, closing
+        self._lock = threading.Lock()  # the writer connection (a build holds it while it writes), closing
+        self._idle = threading.Lock()  # the idle readers' list alone: a search never waits for a build's write
         self._retired: deque[str] = deque()  # tables whose index was let go, dropped at the next build or close
         self._numbers = itertools.count(1)
         self._readers: list[Any] = []  # idle read connections
@@ -144,7 +145,7 @@ class SqliteVecIndexes:
 
     def close(self) -> None:
         """Close every connection and delete this process's file (its indexes live as long as the process)."""
-        with self._lock:
+        with self._lock, self._idle:
             if self._closed:
                 return
             self._closed = True
@@ -185,7 +186,7 @@ class SqliteVecIndexes:
     def _reader(self) -> Iterator[Any]:
         """A read connection for one search (readers never wait on the writer: WAL), taken from the idle ones or
         opened, and given back after; at most READERS_KEPT stay open while idle."""
-        with self._lock:
+        with self._idle:
             if self._closed:
                 raise StoreError(f"the vector store {self.path} is closed")
             reader = self._readers.pop() if self._readers else None
@@ -195,7 +196,7 @@ class SqliteVecIndexes:
         try:
             yield reader
         finally:
-            with self._lock:
+            with self._idle:
                 keep = not self._closed and len(self._readers) < READERS_KEPT
                 if keep:
                     self._readers.append(reader)

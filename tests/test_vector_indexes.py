@@ -171,12 +171,16 @@ def test_both_backends_answer_the_same_hits_for_the_same_corpus(tmp_path: Path) 
 def test_each_process_writes_a_file_of_its_own_deleted_when_it_stops(tmp_path: Path) -> None:
     folder = tmp_path / "vectors"
     one, two = SqliteVecIndexes(folder), SqliteVecIndexes(folder)  # two processes (one lock file each)
-    assert one.path != two.path and one.path.parent == folder
+    idle = SqliteVecIndexes(folder)  # a process that builds nothing (the supervisor of workers) makes no file
     index = make(one, ["in the first process"])
     make(two, ["in the second"])
-    third = SqliteVecIndexes(folder)  # a third one opens: the two live files are left alone
+    assert one.path != two.path and one.path.parent == folder
+    third = SqliteVecIndexes(folder)
+    make(third, ["a third one opens the folder: the two live files are left alone"])
     assert one.path.exists() and two.path.exists() and third.path.exists()
     third.close()
+    idle.close()
+    assert sorted(folder.glob("vectors-*.db")) == sorted([one.path, two.path])
     one.close()
     assert not one.path.exists() and not Path(f"{one.path}-wal").exists()
     with pytest.raises(StoreError, match="closed"):
@@ -194,6 +198,7 @@ def test_the_file_of_a_process_that_died_is_deleted_by_the_next_one(tmp_path: Pa
         fcntl.flock(held, fcntl.LOCK_EX)
         (folder / "vectors-fedcba9876543210.db").write_bytes(b"live")
         store = SqliteVecIndexes(folder)
+        make(store, ["the first build makes the file, and sweeps the folder first"])
         names = sorted(p.name for p in folder.iterdir() if not p.name.endswith(("-wal", "-shm")))
         assert names == sorted(
             [store.path.name, f"{store.path.stem}.lock", "vectors-fedcba9876543210.db", "vectors-fedcba9876543210.lock"]

@@ -17,7 +17,9 @@ import sqlite_vec
 from gitops_flow.cli import main as cli
 from tests.gitrepo import Remote
 from tests.process import serve_process
+from tests.served import wait_until
 from tests.test_knowledge import RETURNS, SETUP, ask, kb_flow, validations
+from tests.test_workers import workers
 
 
 def tables(db: Path) -> list[str]:
@@ -78,6 +80,27 @@ def test_on_sqlite_vec_each_version_answers_from_its_own_table_and_a_pin_keeps_t
         )
         assert validations(server) == judged + 1 and tables(db) == ["idx_1", "idx_2"]  # the revert built nothing
     assert list(folder.iterdir()) == []  # the server's file went with it: disk holds only what live servers serve
+
+
+def test_each_worker_keeps_a_file_of_its_own_and_both_answer_alike(remote: Remote, tmp_path: Path) -> None:
+    """`serve --workers 2` on sqlite-vec: one file (and one held lock) per worker process in the shared folder; each
+    worker builds its index from the shared embeddings, and both answer the new document after a push."""
+    first = remote.publish({"flows/kb.json": kb_flow("kb", ["docs/*.md"]), "docs/returns.md": RETURNS.format(days=30)})
+    folder = tmp_path / "vectors"
+    env = {"GITOPS_FLOW_VECTOR_STORE": "sqlite-vec", "GITOPS_FLOW_VECTOR_STORE_PATH": str(folder)}
+    with workers(remote, tmp_path, count=2, env=env) as w:
+        wait_until(lambda: w.all_serve(first), timeout=30, what="both workers to serve the first commit")
+        files = sorted(folder.glob("vectors-*.db"))
+        assert len(files) == 2 and all(tables(db) == ["idx_1"] for db in files)
+        second = remote.publish({"docs/returns.md": RETURNS.format(days=90)}, "ninety days")
+        w.server.reconcile()
+        wait_until(lambda: w.all_serve(second), timeout=30, what="both workers to serve the second commit")
+        for slot in w.pids:
+            with w.only(slot) as http:
+                response = http.post("/flows/kb/invoke", json={"input": "how many days to return?"})
+            assert response.json()["output"] == "[docs/returns.md:3] Returns are accepted within 90 days of delivery."
+        assert sorted(folder.glob("vectors-*.db")) == files
+    assert list(folder.iterdir()) == []
 
 
 def test_serve_refuses_to_start_naming_the_extra_when_sqlite_vec_is_missing(

@@ -1,8 +1,9 @@
 """sqlite-vec: the Retrievers' indexes on disk, in an embedded SQLite file (``GITOPS_FLOW_VECTOR_STORE=sqlite-vec``),
 for corpora too large to hold in every process's memory.
 
-Each server process writes one file of its own, ``<GITOPS_FLOW_VECTOR_STORE_PATH>/vectors-<id>.db`` (WAL mode, so
-searches read while a build writes), and holds an exclusive lock on its ``.lock`` sibling while it runs. Every index
+Each server process writes one file of its own, ``<GITOPS_FLOW_VECTOR_STORE_PATH>/vectors-<id>.db``, made by its
+first build (WAL mode, so searches read while a build writes), and holds an exclusive lock on its ``.lock`` sibling
+while it runs. Every index
 a build makes is one ``vec0`` table (``idx_<n>``), written whole in one transaction before the build returns it and
 never written again: a version, and a pin or a session on it, searches the table its build made, and a revert whose
 build is still held finds its table at once. The table is dropped once nothing in the process refers to its index
@@ -79,18 +80,32 @@ class SqliteVecIndexes:
         self._numbers = itertools.count(1)
         self._readers: list[Any] = []  # idle read connections
         self._closed = False
-        with _errors(f"the vector store's folder {folder}"):
-            folder.mkdir(parents=True, exist_ok=True)
-            sweep_orphans(folder)
-            self._lockfile, self._lockpath, token = _locked_token(folder)
-            self.path = folder / f"vectors-{token}.db"
-            self._writer = _connect(self.path)
-            self._writer.execute("PRAGMA journal_mode=WAL")
-            # the file is this process's scratch (deleted when it stops or dies): no sync to disk is worth waiting
-            self._writer.execute("PRAGMA synchronous=OFF")
+        # the file is made by the first build that writes an index (a process that builds none, such as the
+        # supervisor checking the settings before its workers start, leaves nothing behind)
+        self.path = folder / "vectors-(not yet made).db"
+        self._writer: Any = None
+        self._lockfile: IO[str] | None = None
+        self._lockpath: Path | None = None
 
     def __repr__(self) -> str:
         return f"SqliteVecIndexes({str(self.path)!r})"
+
+    def _open(self) -> Any:
+        """The writer connection, the file made (and locked) on first use; under ``_lock``."""
+        if self._closed:
+            raise StoreError(f"the vector store {self.path} is closed")
+        if self._writer is None:
+            with _errors(f"the vector store's folder {self.folder}"):
+                self.folder.mkdir(parents=True, exist_ok=True)
+                sweep_orphans(self.folder)
+                self._lockfile, self._lockpath, token = _locked_token(self.folder)
+                self.path = self.folder / f"vectors-{token}.db"
+                writer = _connect(self.path)
+                writer.execute("PRAGMA journal_mode=WAL")
+                # the file is this process's scratch (deleted when it stops or dies): no sync to disk is worth a wait
+                writer.execute("PRAGMA synchronous=OFF")
+                self._writer = writer
+        return self._writer
 
     def index(
         self, texts: Sequence[str], sources: Sequence[str], vectors: Matrix, *, deadline: float | None
@@ -101,7 +116,7 @@ class SqliteVecIndexes:
         units, dims = unit_bytes(vectors), int(vectors.shape[1])
         table = f"idx_{next(self._numbers)}"
         with self._lock, _errors(f"the vector store {self.path}", build=True):
-            db = self._live_writer()
+            db = self._open()
             db.execute("BEGIN IMMEDIATE")
             try:
                 db.execute(
@@ -133,14 +148,14 @@ class SqliteVecIndexes:
         """The index tables the file holds now (the tests and the docs' figures look)."""
         with self._lock, _errors(f"the vector store {self.path}"):
             query = "SELECT name FROM sqlite_master WHERE type = 'table' AND sql LIKE 'CREATE VIRTUAL TABLE%'"
-            return sorted(str(name) for (name,) in self._live_writer().execute(query))
+            return sorted(str(name) for (name,) in self._open().execute(query))
 
     def drop_retired(self) -> None:
         """Drop the tables of the indexes nothing refers to any more (their versions are no longer served)."""
         while self._retired:
             table = self._retired.popleft()
             with self._lock, _errors(f"the vector store {self.path}"):
-                if not self._closed:
+                if not self._closed and self._writer is not None:
                     self._writer.execute(f"DROP TABLE IF EXISTS {table}")
 
     def close(self) -> None:
@@ -151,12 +166,15 @@ class SqliteVecIndexes:
             self._closed = True
             for reader in self._readers:
                 reader.close()
+            if self._writer is None:  # never made
+                return
             self._writer.close()
             for suffix in ("", "-wal", "-shm"):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(f"{self.path}{suffix}")
-            self._lockpath.unlink(missing_ok=True)
-            self._lockfile.close()
+            if self._lockpath is not None and self._lockfile is not None:
+                self._lockpath.unlink(missing_ok=True)
+                self._lockfile.close()
 
     def search(self, table: str, query: Matrix, k: int, size: int) -> list[Hit]:
         """The ``k`` best hits of ``table`` for ``query`` (SqliteVecIndex.search): sqlite-vec's nearest
@@ -176,11 +194,6 @@ class SqliteVecIndexes:
                 break
             wanted = min(wanted * 4, size, MAX_CANDIDATES)
         return [Hit(str(rows[i][2]), str(rows[i][3]), score) for i, score in best[:k]]
-
-    def _live_writer(self) -> Any:
-        if self._closed:
-            raise StoreError(f"the vector store {self.path} is closed")
-        return self._writer
 
     @contextlib.contextmanager
     def _reader(self) -> Iterator[Any]:

@@ -15,6 +15,7 @@ import pytest
 import sqlite_vec
 
 from gitops_flow.cli import main as cli
+from gitops_flow.components.knowledge import INDEXES_KEPT
 from tests.gitrepo import Remote
 from tests.process import serve_process
 from tests.served import wait_until
@@ -80,6 +81,28 @@ def test_on_sqlite_vec_each_version_answers_from_its_own_table_and_a_pin_keeps_t
         )
         assert validations(server) == judged + 1 and tables(db) == ["idx_1", "idx_2"]  # the revert built nothing
     assert list(folder.iterdir()) == []  # the server's file went with it: disk holds only what live servers serve
+
+
+def test_the_tables_of_versions_no_longer_served_are_dropped(remote: Remote, tmp_path: Path) -> None:
+    """Disk is bounded by what is served: past the retained versions (here one) and the indexes a process keeps
+    for rebuilds (INDEXES_KEPT), each older version's table is dropped by a later build."""
+    remote.publish({"flows/kb.json": kb_flow("kb", ["docs/*.md"]), "docs/returns.md": RETURNS.format(days=1)})
+    folder = tmp_path / "vectors"
+    env = {
+        "GITOPS_FLOW_VECTOR_STORE": "sqlite-vec",
+        "GITOPS_FLOW_VECTOR_STORE_PATH": str(folder),
+        "GITOPS_FLOW_KEEP_VERSIONS": "1",
+    }
+    pushes = INDEXES_KEPT + 4
+    with serve_process(remote, tmp_path, env=env) as server:
+        [db] = folder.glob("vectors-*.db")
+        for days in range(2, pushes + 2):
+            remote.publish({"docs/returns.md": RETURNS.format(days=days)}, f"{days} days")
+            server.reconcile()
+        assert ask(server, "kb", "how many days?")[0].endswith(f"within {pushes + 1} days of delivery.")
+        held = tables(db)
+        assert f"idx_{pushes + 1}" in held and "idx_1" not in held  # the newest is there, the oldest gone
+        assert len(held) <= INDEXES_KEPT + 1, held
 
 
 def test_each_worker_keeps_a_file_of_its_own_and_both_answer_alike(remote: Remote, tmp_path: Path) -> None:

@@ -189,7 +189,7 @@ class Server:
         )
         self.tweaker = Tweaker(builder.registry, policy, builder.build_spec)  # LangFlow's tweaks (tweaks.py)
         self.ledger = ledger = RunLedger(state, RunBounds(settings.feedback_window, settings.feedback_max_runs))
-        scores = Scores(
+        self.scores = scores = Scores(
             ledger,
             state,
             ScoreBounds(settings.feedback_retention, settings.feedback_max_keys, settings.feedback_max_scores),
@@ -238,6 +238,7 @@ class Server:
 
     async def stop(self) -> None:
         """Stop the background tasks, then close every part that holds a resource."""
+        await self.scores.close()  # the scores queued are kept, and their runs' batch with the ledger's last
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

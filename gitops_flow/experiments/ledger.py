@@ -14,7 +14,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,6 +87,15 @@ class RunLedger:
             await asyncio.sleep(self.interval)
             record = self._pending.get(run_id)
             found = dict(record) if record is not None else await self.store.answered(run_id)
+        return found
+
+    async def find_many(self, run_ids: Sequence[str]) -> dict[str, Record]:
+        """``find`` for several runs, in one read of the store, without waiting: run id -> record, for the runs
+        found now (the caller waits an interval and asks again for the others, see Scores)."""
+        found = {run_id: dict(self._pending[run_id]) for run_id in run_ids if run_id in self._pending}
+        missing = [run_id for run_id in run_ids if run_id not in found]
+        if missing:
+            found.update(await self.store.answered_many(missing))
         return found
 
     async def flush(self) -> None:

@@ -14,8 +14,9 @@ Keys start with the state URL's prefix (``gitops-flow:`` unless ``?prefix=``), t
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -168,6 +169,21 @@ class RedisCounters:
             stats = await self._rates.get_window_stats(item, key)
         # the library's estimate of when a place frees may round to now; a refusal always asks for some wait
         return max(stats.reset_time - time.time(), MIN_WAIT)
+
+    async def hit_many(self, keys: Sequence[str], window: Window) -> list[float | None]:
+        # the keys at once, over the pool's connections (one after another would wait a round trip each); the hits
+        # of one key in turn, so the later ones are those refused
+        answers: list[float | None] = [None] * len(keys)
+        places: dict[str, list[int]] = {}
+        for index, key in enumerate(keys):
+            places.setdefault(key, []).append(index)
+
+        async def in_turn(key: str, indexes: list[int]) -> None:
+            for index in indexes:
+                answers[index] = await self.hit(key, window)
+
+        await asyncio.gather(*(in_turn(key, indexes) for key, indexes in places.items()))
+        return answers
 
     async def acquire(self, key: str, limit: int, lease: str, ttl: float) -> bool:
         now = self._clock()

@@ -218,6 +218,13 @@ class MemoryStore:
         record: Record = orjson.loads(kept[0])
         return record
 
+    async def answered_many(self, run_ids: Sequence[str]) -> dict[str, Record]:
+        found = {run_id: await self.answered(run_id) for run_id in run_ids}
+        return {run_id: record for run_id, record in found.items() if record is not None}
+
+    async def add_scores(self, flow: str, scores: Sequence[tuple[str, str, Record]], bounds: ScoreBounds) -> list[bool]:
+        return [await self.add_score(flow, key, slot, record, bounds) for key, slot, record in scores]
+
     async def add_score(self, flow: str, key: str, slot: str, record: Record, bounds: ScoreBounds) -> bool:
         now = self._clock()
         scores = self._scores.setdefault(flow, OrderedDict())

@@ -37,6 +37,12 @@ def new_run_id() -> uuid.UUID:
     return uuid.UUID(int=value | 0b10 << 62 | random & (1 << 62) - 1)
 
 
+def session_key(flow: str, session: str) -> str:
+    """Where the ledger keeps a session's last run of ``flow`` (``session`` is the session id's hash): beside the
+    runs, under the same window and maximum."""
+    return f"session:{flow}:{session}"
+
+
 @dataclass(frozen=True, slots=True)
 class RunBounds:
     """How long a run takes feedback (``window`` seconds after its answer) and how many runs are kept at once."""
@@ -64,17 +70,31 @@ class RunLedger:
         self._dropped = 0
 
     def note(
-        self, run_id: str, flow: str, version: str, ref: str | None, user: str | None, *, counted: bool = True
-    ) -> None:
+        self,
+        run_id: str,
+        flow: str,
+        version: str,
+        ref: str | None,
+        user: str | None,
+        *,
+        counted: bool = True,
+        session: str | None = None,
+    ) -> Record | None:
         """Remember that this server answered ``run_id``; ``counted`` is False for a run the report must leave out
-        (a pinned request: the client chose its version, not the experiment)."""
+        (a pinned request: the client chose its version, not the experiment). With ``session`` (its hash), the run
+        is also the session's last run of the flow (``session_key``), which feedback may name instead of the run.
+        Returns the run's record (None when the ledger is full)."""
         if len(self._pending) >= MAX_PENDING:
             self._dropped += 1
-            return
+            return None
         record: dict[str, Any] = {"flow": flow, "version": version, "ref": ref, "user": user, "at": self.clock()}
         if not counted:
             record["counted"] = False
         self._pending[run_id] = record
+        if session is not None:
+            self._pending.pop(session_key(flow, session), None)  # re-inserted last: the batch keeps the newest
+            self._pending[session_key(flow, session)] = {**record, "run_id": run_id}
+        return record
 
     async def find(self, run_id: str) -> Record | None:
         """The record of a run answered within the window, by this process or another; None when there is none.

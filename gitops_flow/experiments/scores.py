@@ -9,6 +9,7 @@ key however often they click (docs/experiments.md).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import re
@@ -19,8 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from gitops_flow.exceptions import BadFeedback, FeedbackRefused, Limited, StoreError, UnknownRun
-from gitops_flow.experiments.ledger import RunLedger
+from gitops_flow.experiments.ledger import RunLedger, session_key
 from gitops_flow.guardrails.counters import Counters, Window
+from gitops_flow.observability.telemetry.context import hashed
 from gitops_flow.stores.base import FeedbackStore, Record, ScoreBounds
 
 log = logging.getLogger("gitops_flow.server")
@@ -29,18 +31,20 @@ KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 MAX_COMMENT = 4000  # characters
 MAX_SCORE = 1e9  # a score's magnitude at most
 MAX_QUEUED = 10_000  # scores of flows' outputs waiting for a batch; past it they are dropped (a store that is away)
-FIELDS = frozenset({"run_id", "key", "score", "value", "comment", "feedback_id", "source_info"})
+FIELDS = frozenset({"run_id", "session_id", "key", "score", "value", "comment", "feedback_id", "source_info"})
+MAX_SESSION = 256  # characters of a session id
 
 
 @dataclass(frozen=True, slots=True)
 class FeedbackBody:
     """One checked feedback body."""
 
-    run_id: str
+    run_id: str  # empty when the feedback names a session instead
     key: str
     score: float
     value: Any = None
     comment: str | None = None
+    session: str | None = None  # the session id's hash: feedback on the session's last run of the flow
 
 
 def parse(body: dict[str, Any]) -> FeedbackBody:
@@ -48,13 +52,21 @@ def parse(body: dict[str, Any]) -> FeedbackBody:
     unknown = sorted(set(body) - FIELDS)
     if unknown:
         raise BadFeedback("bad-feedback", f"the feedback has unknown fields: {', '.join(unknown)}")
-    run_id = body.get("run_id")
-    try:
-        run = str(uuid.UUID(run_id)) if isinstance(run_id, str) else None
-    except ValueError:
-        run = None
+    run_id, session = body.get("run_id"), body.get("session_id")
+    if run_id is None and session is not None:
+        if not isinstance(session, str) or not 0 < len(session) <= MAX_SESSION:
+            raise BadFeedback("bad-session-id", f"session_id is the session's id, 1 to {MAX_SESSION} characters")
+        run: str | None = ""
+    else:
+        session = None
+        try:
+            run = str(uuid.UUID(run_id)) if isinstance(run_id, str) else None
+        except ValueError:
+            run = None
     if run is None:
-        raise BadFeedback("bad-run-id", "run_id is the run id an answer gave (metadata.run_id), a UUID")
+        raise BadFeedback(
+            "bad-run-id", "run_id is the run id an answer gave (metadata.run_id), a UUID; or name a session_id"
+        )
     key = body.get("key")
     if not isinstance(key, str) or not KEY_PATTERN.match(key):
         raise BadFeedback(
@@ -70,7 +82,7 @@ def parse(body: dict[str, Any]) -> FeedbackBody:
     comment = body.get("comment")
     if comment is not None and (not isinstance(comment, str) or len(comment) > MAX_COMMENT):
         raise BadFeedback("bad-comment", f"comment is text of at most {MAX_COMMENT:,} characters")
-    return FeedbackBody(run, key, number, body.get("value"), comment)
+    return FeedbackBody(run, key, number, body.get("value"), comment, hashed(session) if session else None)
 
 
 def slot(key: str, run_id: str, run: Record) -> str:
@@ -120,6 +132,7 @@ class Scores:
         self._tasks: set[asyncio.Task[None]] = set()  # the batch being taken, and runs waiting for another worker's
         self._draining = False
         self._dropped = 0
+        self.generations: dict[str, int] = {}  # per flow: how many batches kept scores of it (the reports' cache)
 
     async def take(self, feedback: FeedbackBody, *, flow: str | None, user: str | None) -> Record:
         """Keep ``feedback`` and return the record kept. ``flow``: the flow the path named (None for ``/feedback``);
@@ -170,7 +183,7 @@ class Scores:
         """Take one batch; a run not found yet (another worker's batch of answered runs may not be written) is
         looked for again after one interval of the ledger, in a batch of its own, so it holds up no other."""
         try:
-            wanted = [w.feedback.run_id for w in batch if w.run is None]
+            wanted = [_wanted(w) for w in batch if w.run is None]
             runs = await self.ledger.find_many(list(dict.fromkeys(wanted))) if wanted else {}
         except StoreError as exc:
             _fail(batch, exc)
@@ -179,11 +192,14 @@ class Scores:
         found: list[_Waiting] = []
         for waiting in batch:
             if waiting.run is None:
-                waiting.run = runs.get(waiting.feedback.run_id)
+                waiting.run = runs.get(_wanted(waiting))
+                if waiting.run is not None and waiting.feedback.session is not None:  # the session's last run
+                    run_id = str(waiting.run.pop("run_id", ""))
+                    waiting.feedback = dataclasses.replace(waiting.feedback, run_id=run_id)
             if waiting.run is None and retry:
                 later.append(waiting)
             elif waiting.run is None or not _belongs(waiting):
-                _fail([waiting], _unknown(waiting.feedback.run_id))
+                _fail([waiting], _unknown(waiting.feedback.run_id or "of that session"))
             else:
                 found.append(waiting)
         if later:
@@ -263,6 +279,8 @@ class Scores:
                 [(r["key"], slot(r["key"], r["run_id"], w.run or {}), r) for w, r in entries],
                 self.bounds,
             )
+            if any(kept):
+                self.generations[name] = self.generations.get(name, 0) + 1
             for (waiting, record), ok in zip(entries, kept, strict=True):
                 if ok:
                     _answer(waiting, record)
@@ -274,6 +292,14 @@ class Scores:
                             f"{record['key']!r} would be one more"
                         ),
                     )
+
+
+def _wanted(waiting: _Waiting) -> str:
+    """What the ledger is asked for: the run, or the session's last run of the flow the path names."""
+    feedback = waiting.feedback
+    if feedback.session is not None:
+        return session_key(waiting.flow or "", feedback.session)
+    return feedback.run_id
 
 
 def _belongs(waiting: _Waiting) -> bool:

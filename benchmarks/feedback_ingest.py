@@ -196,12 +196,13 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"medians of {rounds} round(s), one worker, 32 connections; target {TARGET:,.0f} feedback/s per worker")
     print()
-    print("| state | feedback/s | (min - max) | p50 | p99 | server CPU per feedback | RSS |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| state | feedback/s | (min - max) | p50 | p99 | server CPU per feedback | per CPU-second | RSS |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, row in summary.items():
         print(
             f"| {name} | {row['rps']:,.0f} | {row['rps_min']:,.0f} - {row['rps_max']:,.0f} | {row['p50_ms']:.2f} | "
-            f"{row['p99_ms']:.2f} | {row['cpu_us']:,.0f} µs | {memory.get(name, 0) / 1024:.0f} MiB |"
+            f"{row['p99_ms']:.2f} | {row['cpu_us']:,.0f} µs | {1e6 / max(row['cpu_us'], 1e-9):,.0f} | "
+            f"{memory.get(name, 0) / 1024:.0f} MiB |"
         )
     save(
         args.json,

@@ -85,6 +85,8 @@ async def test_hits_of_a_batch_count_as_hits_one_after_another(counters: Counter
     assert answers[:3] == [None, None, None]
     assert answers[3] is not None and 0 < answers[3] <= 3600  # the third of rate:a, past two
     assert await counters.hit("rate:b", window) is None  # its second
+    assert await counters.hit("rate:a", window) is not None  # hit and hit_many count on the same counter
+    assert await counters.hit_many(["rate:b"], window) != [None]  # its third, whichever way it came
     assert await counters.hit_many([], window) == []
 
 

@@ -27,6 +27,7 @@ from gitops_flow.delivery.source import GitSource
 from gitops_flow.exceptions import ConfigError, StoreError
 from gitops_flow.experiments.feedback_gate import FeedbackJudge
 from gitops_flow.experiments.ledger import RunBounds, RunLedger
+from gitops_flow.experiments.report_cache import ReportCache
 from gitops_flow.experiments.scores import Scores
 from gitops_flow.githost.deploys import RefView
 from gitops_flow.githost.feedback import Feedback
@@ -181,8 +182,8 @@ class Server:
         )
         telemetry = Telemetry(
             tracing,
-            on_usage=lambda flow, sha, ref, usage: metrics.spent(
-                flow, sha, ref, usage.input_tokens, usage.output_tokens
+            on_usage=lambda flow, sha, ref, usage, model: metrics.spent(
+                flow, sha, ref, usage.input_tokens, usage.output_tokens, model
             ),
             token_metrics=settings.token_metrics,
         )
@@ -194,8 +195,8 @@ class Server:
             namespace="fake" if settings.fake_models else "",
         )
         self.tweaker = Tweaker(builder.registry, policy, builder.build_spec)  # LangFlow's tweaks (tweaks.py)
-        self.ledger = ledger = RunLedger(state, RunBounds(settings.feedback_window, settings.feedback_max_runs))
-        scores = Scores(
+        self.ledger = ledger = RunLedger(state, RunBounds(settings.feedback_window, settings.runs_kept()))
+        self.scores = scores = Scores(
             ledger,
             state,
             ScoreBounds(settings.feedback_retention, settings.feedback_max_keys, settings.feedback_max_scores),
@@ -218,6 +219,7 @@ class Server:
             brake=Brake(state, limit=settings.guess_limit, window=settings.guess_window),
             ledger=ledger,
             scores=scores,
+            reports=ReportCache(settings.experiment_cache),
         )
         self.console = Console(deps, source=git, registry=components, policy=policy, scrub=scrubber.json)
         self._tasks: list[asyncio.Task[None]] = []
@@ -244,6 +246,7 @@ class Server:
 
     async def stop(self) -> None:
         """Stop the background tasks, then close every part that holds a resource."""
+        await self.scores.close()  # the scores queued are kept, and their runs' batch with the ledger's last
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

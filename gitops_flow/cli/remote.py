@@ -143,6 +143,8 @@ def experiment(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
             f" {arm['requests']} requests, {arm['errors']} errors, p50 {p50}, p99 {p99}",
             file=out,
         )
+        if "tokens" in arm:
+            print(f"    {cost_text(arm)}", file=out)
         for key, shown in arm["feedback"].items():
             mean = f"{shown['mean']:.3f}" if shown["mean"] is not None else "-"
             interval = shown["interval"]
@@ -151,6 +153,14 @@ def experiment(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
     for verdict in data["verdicts"]:
         print(verdict_line(verdict, data["min_sample"]), file=out)
     return EXIT_OK
+
+
+def cost_text(arm: Mapping[str, Any]) -> str:
+    """``1200 tokens in, 300 out, $0.0004 (no price for: local-llama)``."""
+    tokens, cost = arm["tokens"], arm["cost"]
+    usd = f"${cost['usd']:.4f}" if cost["usd"] is not None else "cost unknown"
+    unpriced = f" (no price for: {', '.join(cost['unpriced'])})" if cost["unpriced"] else ""
+    return f"{tokens['input']} tokens in, {tokens['output']} out, {usd}{unpriced}"
 
 
 def verdict_line(verdict: Mapping[str, Any], min_sample: int) -> str:

@@ -260,6 +260,45 @@ class EvalRules(EvalThreshold):
         return self.flows.get(name) or self
 
 
+MAX_OUTPUT_SCORES = 20  # scores a flow takes from its own output (as many as a flow's feedback keys by default)
+
+
+class OutputScore(BaseModel):
+    """A score the flow gives its own runs: the number or true/false a field of its output node holds, kept as
+    feedback of key ``key`` on each run (docs/experiments.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    key: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$", description="the feedback key the score is kept under"
+    )
+    source: str = Field(
+        alias="from",
+        pattern=r"^[A-Za-z0-9_.-]{1,128}\.[A-Za-z0-9_-]{1,128}$",
+        description="<node>.<field>: the field of the flow's output node (its answer) that holds the score",
+    )
+
+    @property
+    def node(self) -> str:
+        return self.source.rpartition(".")[0]
+
+    @property
+    def field(self) -> str:
+        return self.source.rpartition(".")[2]
+
+
+class ExperimentRules(BaseModel):
+    """A flow's experiment (``experiments:`` in the routing file): the scores it takes from its own output."""
+
+    model_config = _STRICT
+
+    scores: list[OutputScore] = Field(
+        default_factory=list,
+        max_length=MAX_OUTPUT_SCORES,
+        description="fields of the flow's answer kept as feedback on each run: {key, from: <node>.<field>}",
+    )
+
+
 class RoutingConfig(BaseModel):
     """The whole routing file; every key optional. Without the file, the branch head serves all traffic."""
 
@@ -296,6 +335,9 @@ class RoutingConfig(BaseModel):
     )
     evals: EvalRules | None = Field(
         default=None, description="thresholds of `gitops-flow eval` that fail a pull request's check"
+    )
+    experiments: dict[str, ExperimentRules] = Field(
+        default_factory=dict, max_length=1000, description="per flow, the scores it takes from its own output"
     )
 
     @classmethod

@@ -406,12 +406,19 @@ _COMMON: dict[str, Any] = {
         "description": "LangServe's feedback on a run this server answered (docs/experiments.md)",
         "properties": {
             "run_id": {"type": "string", "format": "uuid", "description": "an answer's metadata.run_id"},
+            "session_id": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 256,
+                "description": "instead of run_id, on /flows/<name>/feedback: the session's last run of the flow",
+            },
             "key": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"},
             "score": {"anyOf": [{"type": "number"}, {"type": "boolean"}]},
             "value": {},
             "comment": {"type": ["string", "null"], "maxLength": 4000},
         },
-        "required": ["run_id", "key", "score"],
+        "required": ["key", "score"],
+        "anyOf": [{"required": ["run_id"]}, {"required": ["session_id"]}],
     },
     "LangFlowRun": {
         "type": "object",

@@ -15,8 +15,10 @@ from gitops_flow.flow.routing import (
     CacheRule,
     EvalRules,
     EvalThreshold,
+    ExperimentRules,
     FeedbackGate,
     FlowLimits,
+    OutputScore,
     Rate,
     RefLimits,
     RouteTarget,
@@ -38,6 +40,8 @@ _ROUTING_MODELS_AT: tuple[tuple[tuple[str, ...], type[BaseModel]], ...] = (
     (("limits", "#", "refs", "#"), RefLimits),
     (("limits", "#", "refs", "#", "tokens"), TokenBudget),
     (("cache", "#"), CacheRule),
+    (("experiments", "#"), ExperimentRules),
+    (("experiments", "#", "scores", "#"), OutputScore),
     (("evals",), EvalRules),
     (("evals", "flows", "#"), EvalThreshold),
     ((), RoutingConfig),
@@ -183,9 +187,10 @@ def _guardrail_problems(config: RoutingConfig, known: set[str] | None) -> list[P
     commit), a cache rule that caches conversations (a warning: what a cached answer does to one), and a limit that
     limits nothing."""
     problems = []
-    for section, names in (("limits", config.limits), ("cache", config.cache)):
+    sections = (("limits", config.limits), ("cache", config.cache), ("experiments", config.experiments))
+    for section, names in sections:
         for name in names:
-            if (name != DEFAULT_ROUTE or section == "cache") and known is not None and name not in known:
+            if (name != DEFAULT_ROUTE or section != "limits") and known is not None and name not in known:
                 problems.append(
                     Problem(
                         code="unknown-flow",

@@ -65,6 +65,7 @@ async def flow_report(deps: Deps, name: str) -> dict[str, Any] | None:
     judging = Judging(settings.experiment_min_sample, settings.experiment_confidence)
     scores = await deps.store.scores(name)
     figures = deps.metrics.recent.figures(name)
+    shadows = [(s, deps.shadows.figures(name, s).shown() if deps.shadows else {}) for s in route.shadows]
     # grouping up to max_scores scores per flow takes a while in Python: off the event loop, so other requests go on
-    found: dict[str, Any] = await anyio.to_thread.run_sync(report, name, route, figures, scores, judging)
+    found: dict[str, Any] = await anyio.to_thread.run_sync(report, name, route, figures, scores, judging, shadows)
     return found

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from gitops_flow.cli import main as cli
+from gitops_flow.runtime.scorers import compare
 from tests.gitrepo import Remote
 from tests.openaiapi import OpenAIStandIn, openai_standin
 from tests.process import ServeProcess, serve_process
@@ -294,6 +295,27 @@ def test_a_judge_without_a_model_drops_its_runs_and_says_why(tmp_path: Path) -> 
         arm = shadow_arm(report_of(server, "bot"), "candidate")
     assert arm["drawn"] == 1 and arm["dropped"]["judge"] == 1 and arm["runs"] == 0
     assert "GITOPS_FLOW_EVAL_JUDGE_MODEL" in arm["unscored"]
+
+
+@pytest.mark.parametrize(
+    ("scorer", "candidate", "primary", "schema", "expected"),
+    [
+        ("exact", " nine to five\n", "nine to five", None, 1.0),
+        ("exact", "Nine to five", "nine to five", None, 0.0),
+        ("exact", {"a": 1}, {"a": 1}, None, 1.0),
+        ("contains", "We open NINE TO FIVE daily", "nine to five", None, 1.0),
+        ("contains", "nine", "nine to five", None, 0.0),
+        ("json_schema", '{"order_id": 7}', "anything", {"type": "object", "required": ["order_id"]}, 1.0),
+        ("json_schema", "no JSON here", "anything", {"type": "object"}, 0.0),
+        ("similarity", "open nine five", "open nine five", None, 1.0),
+        ("similarity", "refunds take a week", "open nine five", None, 0.0),
+    ],
+    ids=["exact", "exact-case", "exact-json", "contains", "contains-not", "schema", "schema-not", "alike", "unlike"],
+)
+def test_a_scorer_compares_the_candidate_answer_with_the_primary(
+    scorer: str, candidate: Any, primary: Any, schema: Any, expected: float
+) -> None:
+    assert compare(scorer, candidate, primary, schema) == pytest.approx(expected)
 
 
 # -- bad shadow entries ------------------------------------------------------------------------------------------

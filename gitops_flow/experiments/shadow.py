@@ -45,6 +45,7 @@ log = logging.getLogger("gitops_flow.server")
 
 KEY_PREFIX = "shadow:"  # a shadow's scores are kept under the feedback key shadow:<scorer>
 DROPPED = ("queue", "rate", "tokens", "judge")
+MAX_FIGURES = 1000  # shadows (flow, ref, candidate and its build) whose counts a process keeps
 
 
 def score_key(scorer: str) -> str:
@@ -78,11 +79,13 @@ class ShadowFigures:
         }
 
 
-FiguresKey = tuple[str, str | None, str | None, str | None]  # (flow, source ref, candidate ref, candidate's commit)
+# (flow, the shadowed ref and the commit serving it, the candidate's ref and the commit serving it)
+FiguresKey = tuple[str, str | None, str | None, str | None, str | None]
 
 
 def figures_key(flow: str, shadowed: Shadowed) -> FiguresKey:
-    return flow, shadowed.source.ref, shadowed.candidate.ref, shadowed.candidate.serving
+    source, candidate = shadowed.source, shadowed.candidate
+    return flow, source.ref, source.serving, candidate.ref, candidate.serving
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,10 +171,7 @@ class Shadows:
         for shadowed in route.shadows_of(ref, serving):
             if self.rand() * 100.0 >= shadowed.rule.share:
                 continue
-            key = figures_key(flow, shadowed)
-            figures = self._figures.get(key)
-            if figures is None:
-                figures = self._figures[key] = ShadowFigures()
+            figures = self._counts(flow, shadowed)
             figures.drawn += 1
             rubric = shadowed.rule.rubric
             if rubric is not None and self.judge() is None:
@@ -208,11 +208,14 @@ class Shadows:
         while True:
             job = await self._queue.get()
             # each run in a context of its own: not a request's (its meter, its log fields) but the shadow's
-            await asyncio.create_task(self._one(job), context=contextvars.Context())
+            try:
+                await asyncio.create_task(self._one(job), context=contextvars.Context())
+            except Exception:  # a bug in one run must not stop the worker
+                log.exception("a shadow run of flow %s broke", job.flow)
 
     async def _one(self, job: _Job) -> None:
         flow, shadowed = job.flow, job.shadowed
-        figures = self._figures.setdefault(figures_key(flow, shadowed), ShadowFigures())
+        figures = self._counts(flow, shadowed)
         budget = shadowed.rule.budget
         name = f"shadow:{flow}:{shadowed.source.ref}>{shadowed.candidate.ref}"
         tokens_key = f"{name}:tokens"
@@ -295,7 +298,7 @@ class Shadows:
         found = reading(reply)
         if found is None:
             said = f"the judge's reply has no score: {str(reply)[:80]!r}"
-            self._figures.setdefault(figures_key(job.flow, shadowed), ShadowFigures()).unscored = said
+            self._counts(job.flow, shadowed).unscored = said
         return found
 
     async def _metered(self, context: RequestContext, built: BuiltFlow, start: Callable[[uuid.UUID], Any]) -> Any:
@@ -346,6 +349,17 @@ class Shadows:
         figures.scored += 1
         self.metrics.shadow_runs.labels(job.flow, candidate.ref, "scored").inc()
         self.metrics.shadow_scores.labels(job.flow, candidate.ref, shadowed.rule.scorer).observe(score)
+
+    def _counts(self, flow: str, shadowed: Shadowed) -> ShadowFigures:
+        """The counts of a shadow, made on its first run; the oldest go past MAX_FIGURES (each new build of a
+        candidate or of the ref it shadows has counts of its own)."""
+        key = figures_key(flow, shadowed)
+        figures = self._figures.get(key)
+        if figures is None:
+            if len(self._figures) >= MAX_FIGURES:
+                del self._figures[next(iter(self._figures))]
+            figures = self._figures[key] = ShadowFigures()
+        return figures
 
     def _drop(self, flow: str, shadowed: Shadowed, figures: ShadowFigures, reason: str) -> None:
         figures.dropped[reason] += 1

@@ -445,7 +445,9 @@ async def stream(request: Request) -> Response:
     def ended(output: Any) -> None:  # the whole answer, once streamed: its shadows compare with it
         shadow(request, name, opened.choice, call.payload["input"], call.config, output)
 
-    return event_stream(deps, opened, streamed(deps, name, opened, run_id, form, on_end=ended))
+    route = deps.reconciler.table.routes.get(name)
+    on_end = ended if route is not None and route.shadows else None  # a stream is put together only for shadows
+    return event_stream(deps, opened, streamed(deps, name, opened, run_id, form, on_end=on_end))
 
 
 class StreamForm:

@@ -6,6 +6,7 @@ the primary's answer is shown to come first by the order of events, not by a tim
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import threading
@@ -18,10 +19,12 @@ import yaml
 
 from gitops_flow.cli import main as cli
 from gitops_flow.runtime.scorers import compare
+from gitops_flow.stores.sqlite import SqliteStore
 from tests.gitrepo import Remote
 from tests.openaiapi import OpenAIStandIn, openai_standin
 from tests.process import ServeProcess, serve_process
 from tests.served import echo_flow, wait_until
+from tests.test_api import chat_flow
 from tests.test_budgets import model_flow
 
 Q = {"question": "When are you open?"}
@@ -183,6 +186,42 @@ def test_a_pinned_request_is_not_shadowed(server: ServeProcess, shared: dict[str
     server.invoke("bot", Q)  # an unpinned one is, and ends after the pinned one
     after = settled(server, "bot", "twin")
     assert after["drawn"] == before + 1
+
+
+def test_a_shadow_keeps_no_turn_of_the_user_conversation(tmp_path: Path) -> None:
+    remote = Remote.create(tmp_path)
+    remote.commit({"flows/chat.json": chat_flow(answers=("first answer",))}, "v1")
+    remote.tag("stable")
+    remote.commit({"flows/chat.json": chat_flow(answers=("another answer",))}, "v2")
+    remote.tag("candidate")
+    shadow = {"ref": "candidate", "share": 100, "scorer": "exact", "budget": {"requests_per_second": 1e4}}
+    routes = {"routes": {"chat": [{"ref": "stable", "weight": 100, "shadow": shadow}]}}
+    remote.commit({"gitops-flow.yaml": yaml.safe_dump(routes)}, "shadow the candidate")
+    remote.push()
+    remote.push_tags()
+    with serve_process(remote, tmp_path) as server:
+        for question in ("My name is Ada.", "Who am I?"):
+            answer = server.invoke("chat", {"question": question}, headers={"x-flow-session": "ada"})
+            assert answer.status_code == 200 and answer.json()["output"] == "first answer"
+        arm = settled(server, "chat", "candidate")
+        turns = asyncio.run(turns_of(server.data_dir / "state.db", "ada"))
+    # the candidate read the session (it did not fail for want of one) and wrote nothing to it
+    assert arm["runs"] == 2 and arm["failed"] == 0 and arm["score"]["mean"] == 0.0
+    assert turns == [
+        ("human", "My name is Ada."),
+        ("ai", "first answer"),
+        ("human", "Who am I?"),
+        ("ai", "first answer"),
+    ]
+
+
+async def turns_of(path: Path, session: str) -> list[tuple[str, str]]:
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        return list(await store.load_turns(session, 10))
+    finally:
+        await store.close()
 
 
 # -- a slow candidate: the primary answers first; a full queue drops -----------------------------------------------

@@ -126,7 +126,8 @@ class Shadow(BaseModel):
     )
     share: float = Field(gt=0, le=100, description="the percentage of the entry's requests also run on the candidate")
     scorer: Annotated[str, Field(pattern=SHADOW_SCORER_PATTERN)] = Field(
-        description="exact, contains, json_schema, similarity or judge:<rubric file in the repository>"
+        description="exact, contains, json_schema, similarity, or judge: and a rubric file of the repository"
+        " (judge:evals/helpful.md)"
     )
     answer_schema: dict[str, Any] | None = Field(
         default=None,

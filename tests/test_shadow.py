@@ -331,8 +331,9 @@ def test_a_judge_without_a_model_drops_its_runs_and_says_why(tmp_path: Path) -> 
     remote.push_tags()
     with serve_process(remote, tmp_path) as server:
         assert server.invoke("bot", Q).status_code == 200
-        arm = shadow_arm(report_of(server, "bot"), "candidate")
-    assert arm["drawn"] == 1 and arm["dropped"]["judge"] == 1 and arm["runs"] == 0
+        assert server.invoke("bot", Q).status_code == 200  # known to have no judge now: dropped as it is drawn
+        arm = settled(server, "bot", "candidate")
+    assert arm["drawn"] == 2 and arm["dropped"]["judge"] == 2 and arm["runs"] == 0
     assert "GITOPS_FLOW_EVAL_JUDGE_MODEL" in arm["unscored"]
 
 

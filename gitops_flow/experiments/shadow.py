@@ -146,6 +146,7 @@ class Shadows:
         self._judge: Judge | None = None
         self._no_judge: str | None = None if judge is not None else "no judge is configured"
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(queue)
+        self._judging = asyncio.Lock()
         self._figures: dict[FiguresKey, ShadowFigures] = {}
 
     def figures(self, flow: str, shadowed: Shadowed) -> ShadowFigures:
@@ -174,7 +175,7 @@ class Shadows:
             figures = self._counts(flow, shadowed)
             figures.drawn += 1
             rubric = shadowed.rule.rubric
-            if rubric is not None and self.judge() is None:
+            if rubric is not None and self._no_judge is not None:  # known to have none: nothing to queue
                 figures.unscored = self._no_judge
                 self._drop(flow, shadowed, figures, "judge")
                 continue
@@ -216,6 +217,14 @@ class Shadows:
     async def _one(self, job: _Job) -> None:
         flow, shadowed = job.flow, job.shadowed
         figures = self._counts(flow, shadowed)
+        if shadowed.rule.rubric is not None and self._judge is None:
+            # the judge is made once, by the first run that needs it, off the event loop (it imports its provider)
+            async with self._judging:  # one run makes it; the others wait for it
+                made: Judge | None = await asyncio.to_thread(self.judge)
+            if made is None:
+                figures.unscored = self._no_judge
+                self._drop(flow, shadowed, figures, "judge")
+                return
         budget = shadowed.rule.budget
         name = f"shadow:{flow}:{shadowed.source.ref}>{shadowed.candidate.ref}"
         tokens_key = f"{name}:tokens"
@@ -286,7 +295,7 @@ class Shadows:
         if rule.rubric is None:
             return compare(rule.scorer, answer, job.answer, rule.answer_schema)
         judge = self.judge()
-        assert judge is not None, "a judged run is queued only with a judge"
+        assert judge is not None, "a judged run runs only with a judge (_one)"
         value = asked(job.rubric or "", job.value, answer, reference=job.answer)
         reply = await self._metered(
             context,

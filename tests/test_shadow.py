@@ -18,6 +18,8 @@ import pytest
 import yaml
 
 from gitops_flow.cli import main as cli
+from gitops_flow.flow.routing import RoutingConfig
+from gitops_flow.plan.diff import routing_diff
 from gitops_flow.runtime.scorers import compare
 from gitops_flow.stores.sqlite import SqliteStore
 from tests.gitrepo import Remote
@@ -177,6 +179,28 @@ def test_the_command_line_and_the_console_show_the_shadows(server: ServeProcess,
     page = server.client.get("/ui/flows/bot")
     assert page.status_code == 200
     assert 'data-shadow="twin"' in page.text
+
+
+def test_the_flows_view_shows_each_ref_shadows(server: ServeProcess, shared: dict[str, Any]) -> None:
+    flows = server.client.get("/flows").json()
+    bot = next(f for f in flows["flows"] if f["name"] == "bot")
+    stable = next(r for r in bot["versions"] if r["ref"] == "stable")
+    assert [(s["ref"], s["share"], s["scorer"], s["state"]) for s in stable["shadows"]] == [
+        ("candidate", SHARE, "exact", "live"),
+        ("twin", 100, "contains", "live"),
+    ]
+
+
+def test_the_plan_names_the_shadows_a_change_adds_or_removes() -> None:
+    plain = RoutingConfig.model_validate({"routes": {"bot": [{"ref": "stable", "weight": 100}]}})
+    shadow = {"ref": "candidate", "share": 10, "scorer": "exact", "budget": {"tokens": 2000, "window": "1h"}}
+    shadowed = RoutingConfig.model_validate({"routes": {"bot": [{"ref": "stable", "weight": 100, "shadow": shadow}]}})
+    detail = "10% scored by exact, at most 1 runs/s, 2,000 tokens per 3600 s"
+    assert [(c.kind, c.what, c.detail) for c in routing_diff(plain, shadowed)] == [
+        ("added", "route bot: stable shadowed by candidate", detail)
+    ]
+    assert [c.kind for c in routing_diff(shadowed, plain)] == ["removed"]
+    assert routing_diff(shadowed, shadowed) == []
 
 
 def test_a_pinned_request_is_not_shadowed(server: ServeProcess, shared: dict[str, Any]) -> None:

@@ -171,6 +171,14 @@ def test_a_stream_is_shadowed_on_its_whole_answer(server: ServeProcess, shared: 
     assert after["score"]["mean"] == 1.0  # the joined chunks "nine to five" are in the twin's answer
 
 
+def test_a_batch_is_shadowed_input_by_input(server: ServeProcess, shared: dict[str, Any]) -> None:
+    before = shadow_arm(report_of(server, "bot"), "twin")
+    response = server.client.post("/flows/bot/batch", json={"inputs": [Q, Q, Q]})
+    assert response.status_code == 200 and response.json()["output"] == [ANSWER] * 3
+    after = settled(server, "bot", "twin")
+    assert after["drawn"] == before["drawn"] + 3 and after["score"]["count"] == before["score"]["count"] + 3
+
+
 def test_the_command_line_and_the_console_show_the_shadows(server: ServeProcess, shared: dict[str, Any]) -> None:
     out = io.StringIO()
     assert cli.main(["experiment", "bot", "--server", server.url], environ={}, out=out) == 0

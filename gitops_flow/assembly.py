@@ -24,6 +24,7 @@ from gitops_flow.delivery.reconciler import Reconciler
 from gitops_flow.delivery.routing_table import RoutingTable
 from gitops_flow.delivery.source import GitSource
 from gitops_flow.exceptions import ConfigError, StoreError
+from gitops_flow.experiments.feedback_gate import FeedbackJudge
 from gitops_flow.experiments.ledger import RunBounds, RunLedger
 from gitops_flow.experiments.scores import Scores
 from gitops_flow.experiments.shadow import Shadows
@@ -160,7 +161,7 @@ class Server:
         )
         self._told: set[asyncio.Task[None]] = set()
         reconciler.on_change = _after_change(reconciler, metrics, settle_heap=settle_heap, tell=self._tell_followers)
-        self.guard = guard = Guard(state)
+        self.guard = guard = Guard(state, judge=FeedbackJudge(state))
         gate = Gate(
             counters,
             lease_ttl=settings.limit_lease_ttl,
@@ -375,12 +376,14 @@ def _read_quietly(path: Path | None) -> str | None:
 
 
 async def _guard(guard: Guard, reconciler: Reconciler, interval: float) -> None:
-    """The canary guard's tick: share this replica's counts, judge every canary, publish the aborts."""
+    """The canary guard's tick: share this replica's counts, judge every canary, publish the aborts, and take the
+    next steps of the progressive canaries that hold."""
     while True:
         await asyncio.sleep(interval)
         try:
             aborted, known = await guard.tick(reconciler.table)
             await reconciler.stop_canaries(aborted, known)
+            await reconciler.advance(guard.holding)
         except StoreError as exc:
             log.warning("canary guard: %s", exc)
         except Exception:  # the guard must outlive any one bad tick; the table keeps serving meanwhile

@@ -23,11 +23,10 @@ from gitops_flow.plan.diff import routing_diff
 from gitops_flow.runtime.scorers import compare
 from gitops_flow.stores.sqlite import SqliteStore
 from tests.gitrepo import Remote
-from tests.openaiapi import OpenAIStandIn, openai_standin
+from tests.openaiapi import OpenAIStandIn, model_flow, openai_standin
 from tests.process import ServeProcess, serve_process
 from tests.served import echo_flow, wait_until
 from tests.test_api import chat_flow
-from tests.test_budgets import model_flow
 
 Q = {"question": "When are you open?"}
 ANSWER = "nine to five"

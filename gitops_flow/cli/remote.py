@@ -9,12 +9,13 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import orjson
 
 from gitops_flow.config import Settings
 from gitops_flow.exceptions import UsageError
+from gitops_flow.stores.events import Stepped, step_text
 
 EXIT_OK = 0
 _PAGE = {"versions": 500, "history": 1000}  # the most a server answers on one page
@@ -78,6 +79,8 @@ def event_line(event: Mapping[str, Any]) -> str:
         figures = f" ({event['requests']} requests)" if "requests" in event else ""
         why = f": {event['reason']}" if event.get("reason") else ""
         return f"{event.get('flow', '?')} on {event['ref']}{why}{figures}"
+    if kind == "stepped":
+        return f"{event.get('flow', '?')} on {event['ref']}: {step_text(cast(Stepped, event))}"
     if kind == "failed" and event.get("flow"):
         serving = event.get("serving")
         return f"{event['flow']} failed, " + (f"serving {serving[:12]}" if serving else "not served")

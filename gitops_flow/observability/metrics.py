@@ -29,6 +29,7 @@ _EVENTS = (
     "failed",
     "aborted",
     "resumed",
+    "stepped",
     "yanked",
     "tag-moved",
     "retired",

@@ -345,7 +345,7 @@ def _server_paths() -> dict[str, Any]:
         "/metrics": get("Prometheus metrics", "metrics", "text/plain"),
         "/webhooks/github": post("GitHub's webhook deliveries", "github_webhook", (400, 401, 403)),
         "/admin/reconcile": post("Fetch and apply now (admin token)", "admin_reconcile", (401, 403), body=False),
-        "/admin/abort": post("Stop a flow's canary (admin token)", "admin_abort", (400, 401, 403, 404)),
+        "/admin/abort": post("Stop a flow's canary (admin token)", "admin_abort", (400, 401, 403, 404, 409)),
         "/admin/resume": post("Restart a flow's canary (admin token)", "admin_resume", (400, 401, 403, 404)),
     }
 

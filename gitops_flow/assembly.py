@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from gitops_flow.components.breaker import Breakers
+from gitops_flow.components.indexes import IndexStore, MemoryIndexes
 from gitops_flow.components.knowledge import CorpusLimits, Library
 from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.config import Settings
@@ -99,7 +100,11 @@ class Server:
         self.registry = components = registry or ComponentRegistry.configured(settings)
         counters, answers = beside(state, settings.state, cache_max_bytes=settings.cache_max_bytes)
         self.counters = counters
-        self.embeddings = embeddings = embeddings_beside(state, settings.state)  # Retrievers' chunk vectors, shared
+        # Retrievers' chunk vectors, shared; and where their indexes live (the operator's choice, never a flow's)
+        self.embeddings = embeddings = embeddings_beside(
+            state, settings.state, max_entries=settings.embeddings_max_entries
+        )
+        self.indexes = indexes = index_store(settings)
         quota = ConversationQuota(settings.max_conversations, settings.max_conversation_bytes)
         limits = TurnLimits(settings.max_turn_bytes, settings.max_turns, settings.history_ttl, quota)
         # this process's name in the messages workers and replicas send each other: a worker names its server's
@@ -127,7 +132,7 @@ class Server:
                 window=settings.provider_breaker_window,
                 cooldown=settings.provider_breaker_cooldown,
             ),
-            library=Library(vectors=embeddings, limits=CorpusLimits.of(settings)),
+            library=Library(vectors=embeddings, limits=CorpusLimits.of(settings), indexes=indexes),
         )
         self.builder = builder
         self.metrics = metrics = Metrics(
@@ -280,6 +285,7 @@ class Server:
         self.source.close()
         await self.counters.close()
         self.embeddings.close()
+        self.indexes.close()
         await self.store.close()
         if self.tracing is not None:
             await asyncio.to_thread(self.tracing.shutdown)  # sends the spans still buffered
@@ -450,3 +456,16 @@ def sender_name(sender: str, me: str) -> str:
     if dot and me.partition(".")[0] == group:
         return f"worker {slot}"
     return f"replica {sender}"
+
+
+def index_store(settings: Settings) -> IndexStore:
+    """Where this process's Retrievers keep their indexes (GITOPS_FLOW_VECTOR_STORE): in memory, or in a sqlite-vec
+    file of its own under ``settings.vector_folder()``. ConfigError when sqlite-vec's extra is not installed."""
+    if settings.vector_store == "sqlite-vec":
+        from gitops_flow.stores.sqlitevec import SqliteVecIndexes, missing_package
+
+        problem = missing_package()
+        if problem is not None:
+            raise ConfigError(problem)
+        return SqliteVecIndexes(settings.vector_folder())
+    return MemoryIndexes()

@@ -34,6 +34,9 @@ LogFormat = Literal["text", "json"]
 # which executor runs flows (docs/server.md, "Runtime"): the lean program unless a run needs LangChain's callbacks,
 # or LangChain's runnables always
 Runtime = Literal["lean", "langchain"]
+# where the Retrievers' indexes live (docs/components.md, "Retriever backends"): in each process's memory, or on
+# disk in an embedded sqlite-vec file per process (the extra gitops-flow[sqlite-vec]), for large corpora
+VectorStore = Literal["memory", "sqlite-vec"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 # where a setting's value came from, lowest precedence first: a flag beats the environment, which beats the env file
 Source = Literal["default", "file", "env", "flag"]
@@ -124,6 +127,23 @@ class Settings(BaseSettings):
         ge=1,
         le=2_000_000,
         description="chunks one Retriever may index: each a vector in memory and, with a provider, an embedding paid",
+    )
+    vector_store: VectorStore = Field(
+        default="memory",
+        description="where Retrievers' indexes live: memory (in each process), or sqlite-vec (on disk, for large "
+        "corpora; needs gitops-flow[sqlite-vec]); flows cannot choose",
+    )
+    vector_store_path: Path | None = Field(
+        default=None,
+        description="the folder of the sqlite-vec files (one per process, deleted when it stops); none: "
+        "data_dir/vectors",
+    )
+    embeddings_max_entries: int = Field(
+        default=200_000,
+        ge=1_000,
+        le=100_000_000,
+        description="chunk vectors the shared embeddings store keeps, of every model together (memory, SQLite, "
+        "Redis); past it, the oldest (memory) or arbitrary ones (SQLite, Redis) are evicted, embedded again if met",
     )
     test_budget: float = Field(
         default=60.0, gt=0, le=3600, description="seconds one flow's tests may take in all, in their own process"
@@ -377,6 +397,10 @@ class Settings(BaseSettings):
         if self.state.startswith("memory:"):
             return 1
         return max(1, len(os.sched_getaffinity(0)))
+
+    def vector_folder(self) -> Path:
+        """The folder of the sqlite-vec files: ``vector_store_path``, or ``data_dir/vectors``."""
+        return self.vector_store_path or self.data_dir / "vectors"
 
     def hosts(self) -> tuple[str, ...]:
         """The Host names requests may carry (ports are not compared): ``allowed_hosts`` when set; else, on a

@@ -65,6 +65,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServeProce
                     ],
                 ),
                 "flows/proxy.json": flow("proxy", [("fetch", "HttpRequest", {"url": "{input}"})]),
+                "flows/slow.json": flow("slow", [("fetch", "HttpRequest", {"url": "{input}", "timeout": 0.5})]),
                 "flows/search.json": flow(
                     "search",
                     [
@@ -80,7 +81,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServeProce
             "GITOPS_FLOW_SECRETS": "TAVILY_API_KEY,SITE_TOKEN,OPENAI_API_KEY",
             "GITOPS_FLOW_EGRESS_MAX_REQUESTS": "3",
             "GITOPS_FLOW_EGRESS_MAX_BYTES": "2048",
-            "GITOPS_FLOW_EGRESS_TIMEOUT": "0.5",
+            "GITOPS_FLOW_EGRESS_TIMEOUT": "5",  # the slow flow's node narrows it to 0.5 s
             "TAVILY_API_KEY": KEY,
             "SITE_TOKEN": TOKEN,
         }
@@ -190,7 +191,7 @@ def test_the_size_and_time_bounds_hold_on_the_server(world: tuple[ServeProcess, 
     harness, site, _ = world
 
     cut = answered(harness, "proxy", f"{site.url}/big?bytes=100000")
-    slow = answered(harness, "proxy", f"{site.url}/drip")
+    slow = answered(harness, "slow", f"{site.url}/drip")
 
     assert cut.json()["output"] == "x" * 2048 + "\n[cut: the response was longer than 2,048 bytes]"
     assert slow.status_code == 502 and slow.headers["retry-after"] == "5"

@@ -27,6 +27,7 @@ from gitops_flow.config import Settings
 from gitops_flow.exceptions import EgressFailed, EgressRefused
 from gitops_flow.flow.document import FlowSpec
 from gitops_flow.runtime.compiler import build_flow, runnable_config
+from gitops_flow.runtime.conversations import UNSAVED, UNSAVED_KEY
 from gitops_flow.security.egress import EgressLimits, EgressPolicy, IPAddress
 from gitops_flow.security.policy import SecretPolicy
 from gitops_flow.validation.documents import validate_bytes
@@ -659,3 +660,25 @@ def test_the_requests_of_a_flow_run_are_counted_together(site: Site, path: str) 
     with pytest.raises(EgressRefused, match="this run has made its 1 outbound requests"):
         run()  # the next run had its own count, and spent it on the first node again
     assert site.paths()[-2:] == ["/pages/first", "/pages/first"]
+
+
+def test_a_run_that_repeats_another_sends_no_post(site: Site) -> None:
+    """A shadow's run, or a canary's check on its primary (their config marks them UNSAVED), repeats a request a
+    user made: it may read (GET) again, never send a POST again."""
+    post = chain(("send", "HttpRequest", {"url": f"{site.url}/json", "method": "POST", "body": {"a": 1}}))
+    get = chain(("read", "HttpRequest", {"url": f"{site.url}/pages/again"}))
+
+    def run(doc: dict[str, Any], repeated: bool) -> Any:
+        built = build_flow(FlowSpec.model_validate(doc), ComponentRegistry.builtin(), egress=policy(site.url))
+        configurable = {UNSAVED_KEY: UNSAVED} if repeated else {}
+        config = runnable_config({"configurable": configurable}, doc["name"], uuid.uuid4(), {})
+        assert built.lean is not None
+        return asyncio.run(built.lean.ainvoke("x", config))
+
+    seen = len(site.asked)
+
+    with pytest.raises(EgressRefused, match="repeats one already answered .* its POST to 127.0.0.1 is not sent"):
+        run(post, repeated=True)
+    assert len(site.asked) == seen
+    assert run(get, repeated=True) == "page again (query )"
+    assert "received" in json.loads(run(post, repeated=False))

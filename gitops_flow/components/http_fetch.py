@@ -35,6 +35,7 @@ from gitops_flow.exceptions import EgressFailed, EgressRefused
 from gitops_flow.security.egress import EgressPolicy, IPAddress, Target
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
+SAFE_METHODS = frozenset({"GET", "HEAD"})  # what a repeated run (a shadow) may still send: nothing it changes
 CHUNK = 64 * 1024
 T = TypeVar("T")
 Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
@@ -45,16 +46,19 @@ RUN_KEY = "gitops_flow_egress"  # the configurable key under which a run's Tally
 
 class Tally:
     """The outbound requests of one flow run: its Allowance, made on first use with the server's limit, shared by
-    every node and agent of the run (a config's ``configurable`` is copied shallowly, so all hold this object)."""
+    every node and agent of the run (a config's ``configurable`` is copied shallowly, so all hold this object).
+    ``repeats``: the run repeats one a user had answered (a shadow, a canary's check on its primary), so it sends no
+    request that could change anything (only GET and HEAD)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, repeats: bool = False) -> None:
+        self.repeats = repeats
         self._allowance: Allowance | None = None
         self._lock = threading.Lock()
 
     def allowance(self, limit: int) -> Allowance:
         with self._lock:
             if self._allowance is None:
-                self._allowance = Allowance(limit)
+                self._allowance = Allowance(limit, repeats=self.repeats)
             return self._allowance
 
     def __repr__(self) -> str:
@@ -63,10 +67,11 @@ class Tally:
 
 
 class Allowance:
-    """How many more outbound requests one run (a node's call, an agent's run) may make; shared by its threads."""
+    """How many more outbound requests one run may make (shared by its threads), and whether it is a repeat (Tally)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, *, repeats: bool = False) -> None:
         self.limit = limit
+        self.repeats = repeats
         self.used = 0
         self._lock = threading.Lock()
 
@@ -183,6 +188,12 @@ class Fetcher:
         self, request: Request, target: Target, allowance: Allowance, max_bytes: int, timeout: float
     ) -> Fetched:
         method, url, body = request.method.upper(), request.url, request.json
+        if allowance.repeats and method not in SAFE_METHODS:
+            raise EgressRefused(
+                f"this run repeats one already answered (a shadow, a canary's check), so its {method} to "
+                f"{target.host} is not sent again",
+                host=target.host,
+            )
         headers = dict(request.headers)
         first = target
         for _ in range(self.policy.limits.max_redirects + 1):

@@ -23,7 +23,7 @@ from gitops_flow.exceptions import BadInput, BuildError
 from gitops_flow.flow.document import FlowSpec, NodeSpec
 from gitops_flow.flow.graph import FlowGraph, analyse
 from gitops_flow.problems import Problem, json_path
-from gitops_flow.runtime.conversations import HistoryStore, MemoryHistoryStore, WithHistory
+from gitops_flow.runtime.conversations import UNSAVED, UNSAVED_KEY, HistoryStore, MemoryHistoryStore, WithHistory
 from gitops_flow.runtime.lean.forms import as_value, form_of
 from gitops_flow.runtime.lean.program import LeanFlow, Plan
 from gitops_flow.security import references as secretrefs
@@ -94,7 +94,9 @@ def runnable_config(
     ``configurable`` gets the run's Tally, which counts the outbound requests of all its tools (http_fetch.py).
     Every request the server runs is run with it, and so is every case of `gitops-flow test`."""
     merged = {**config.get("metadata", {}), **metadata}
-    configurable = {**config.get("configurable", {}), RUN_KEY: Tally()}
+    given = config.get("configurable", {})
+    # a run that only repeats one answered (a shadow, a canary's check: it saves no turn) repeats no POST either
+    configurable = {**given, RUN_KEY: Tally(repeats=given.get(UNSAVED_KEY) is UNSAVED)}
     return typing.cast(
         RunnableConfig,
         {

@@ -107,9 +107,10 @@ def _site_answer(method: str, path: str, headers: Any, body: bytes) -> tuple[int
     """The web site's pages:
 
     ``/page``: an HTML page; ``/json``: ``{"hours": ...}`` echoing the request's Authorization header's presence;
-    ``/pages/<name>``: a text page naming <name>; ``/big?bytes=N``: N bytes of text; ``/gzip-bomb?bytes=N``: N
-    zero bytes, gzip-compressed; ``/slow?seconds=S``: a body that comes after S seconds; ``/drip``: a byte every
-    0.1 s, for ever; ``/redirect?to=URL&status=302``: a redirect; ``/loop``: a redirect to itself; ``/status/N``.
+    ``/pages/<name>``: a text page naming <name>; ``/binary``: a PDF's first bytes; ``/big?bytes=N``: N bytes of
+    text; ``/gzip-bomb?bytes=N``: N zero bytes, gzip-compressed; ``/slow?seconds=S``: a body that comes after S
+    seconds; ``/drip``: a byte every 0.1 s, for ever; ``/redirect?to=URL&status=302``: a redirect; ``/loop``: a
+    redirect to itself; ``/status/N``.
     """
     parts = urlsplit(path)
     query = {k: v[0] for k, v in parse_qs(parts.query).items()}
@@ -124,6 +125,8 @@ def _site_answer(method: str, path: str, headers: Any, body: bytes) -> tuple[int
         return 200, {"Content-Type": "application/json"}, json.dumps(answer).encode()
     if parts.path.startswith("/pages/"):
         return 200, text, f"page {parts.path.removeprefix('/pages/')} (query {parts.query})".encode()
+    if parts.path == "/binary":
+        return 200, {"Content-Type": "application/pdf"}, b"%PDF-1.7\n\x00\x01\x02"
     if parts.path == "/big":
         return 200, text, b"x" * int(query.get("bytes", "100000"))
     if parts.path == "/gzip-bomb":

@@ -401,6 +401,11 @@ def test_http_request_sends_its_key_and_body(site: Site) -> None:
     )
 
 
+def test_http_request_reads_no_binary_as_text(site: Site) -> None:
+    with pytest.raises(EgressFailed, match="answered application/pdf, which is not text"):
+        node("HttpRequest", policy(site.url), url=f"{site.url}/binary").invoke("")
+
+
 def test_http_request_fails_on_an_error_status_naming_the_host(site: Site) -> None:
     with pytest.raises(EgressFailed, match="^127.0.0.1 answered HTTP 503$"):
         node("HttpRequest", policy(site.url), url=f"{site.url}/status/503").invoke("")

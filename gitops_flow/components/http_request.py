@@ -36,6 +36,7 @@ _HEADER = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")  # RFC 9110's token
 _FORBIDDEN_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "proxy-authorization"})
 # headers whose value is a credential: never a literal in Git, but api_key (a secret) sent in api_key_header
 _CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "x-api-key", "api-key", "x-auth-token"})
+_TEXTUAL = ("text/", "json", "xml", "javascript", "x-www-form-urlencoded")  # content types read as text
 MAX_HEADERS = 30
 MAX_URL_CHARS = 8192  # a URL made from the input, at most
 
@@ -166,6 +167,11 @@ def shaped(fetched: Fetched, format: Format) -> Any:
             return json.loads(fetched.body)
         except ValueError:
             raise EgressFailed(f"{fetched.host} did not answer JSON", host=fetched.host) from None
+    if fetched.content_type and not any(kind in fetched.content_type for kind in _TEXTUAL):
+        raise EgressFailed(
+            f"{fetched.host} answered {fetched.content_type[:60]}, which is not text (format: {format})",
+            host=fetched.host,
+        )
     text = fetched.text()
     if format == "text" and ("html" in fetched.content_type or text.lstrip()[:15].lower().startswith("<!doctype html")):
         text = html_text(text)

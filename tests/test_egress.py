@@ -687,3 +687,30 @@ def test_a_run_that_repeats_another_sends_no_post(site: Site) -> None:
     assert len(site.asked) == seen
     assert run(get, repeated=True) == "page again (query )"
     assert "received" in json.loads(run(post, repeated=False))
+
+
+def test_a_faked_agent_without_its_search_key_sends_nothing() -> None:
+    """A faked agent's secrets are not read (a placeholder stands in): web_search says it has no key rather than send
+    the placeholder to the search API."""
+    with tavily(KEY) as api:
+        egress = EgressPolicy.parse([api.url], search_url=api.url)
+        script = [json.dumps({"tool_calls": [{"name": "web_search", "args": {"query": "hours"}}]}), "done"]
+        runnable = built(
+            "Agent",
+            BuildContext(egress=egress, fake_responses=script),
+            model="openai:gpt-4o-mini",
+            tools=["web_search"],
+            search_api_key="<$env:TAVILY_API_KEY>",
+        )
+        seen: list[str] = []
+        original = runnable._acall
+
+        async def recording(call: Any, config: Any) -> str:
+            seen.append(await original(call, config))
+            return seen[-1]
+
+        runnable._acall = recording
+        asyncio.run(runnable.ainvoke("when?"))
+
+    assert seen == ["Error: web_search has no key on this agent (its search_api_key param)"]
+    assert api.asked == []

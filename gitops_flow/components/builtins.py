@@ -357,8 +357,11 @@ def tool_agent(
     from gitops_flow.components.agent import ToolAgent, fake_tool_model, make_tools, with_tools
     from gitops_flow.components.http_fetch import Fetcher
     from gitops_flow.security.egress import EgressPolicy
+    from gitops_flow.security.references import is_placeholder
 
     fetcher = Fetcher(ctx.egress or EgressPolicy())
+    if search_api_key is not None and is_placeholder(search_api_key):
+        search_api_key = None  # a faked agent's key was never read: web_search says it has none, sends nothing
     made = make_tools(tools or [], fetcher=fetcher, search_key=search_api_key)
     if ctx.fake_responses is not None:
         llm: Runnable[Any, Any] = fake_tool_model(ctx.fake_responses)

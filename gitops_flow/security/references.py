@@ -36,6 +36,11 @@ def placeholder(name: str) -> str:
     return f"<{ENV_KEY}:{name}>"
 
 
+def is_placeholder(value: str) -> bool:
+    """Whether ``value`` is a dry-build's placeholder for a secret it did not read (``placeholder``)."""
+    return value.startswith(f"<{ENV_KEY}:") and value.endswith(">")
+
+
 def is_env_ref(value: Any) -> bool:
     return isinstance(value, dict) and ENV_KEY in value
 

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from gitops_flow.components.breaker import Breakers
     from gitops_flow.components.knowledge import Knowledge
 
-ComponentKind = Literal["input", "prompt", "model", "agent", "parser", "memory", "transform"]
+ComponentKind = Literal["input", "prompt", "model", "agent", "parser", "memory", "transform", "control"]
 FAKEABLE: tuple[ComponentKind, ...] = ("model", "agent")  # kinds whose nodes `fakes` may answer for
 FAKE_MODEL = "FakeChatModel"  # the built-in model that calls nothing
 
@@ -30,6 +30,7 @@ class BuildContext:
     breakers: Breakers | None = None  # the provider endpoints' circuit breakers (a served build; None: no breaker)
     knowledge: Knowledge | None = None  # the repository's files at the build's revision (a Retriever reads them)
     deadline: float | None = None  # a time.monotonic() reading the build must end by (a Retriever's indexing)
+    parts: Mapping[str, Any] | None = None  # a control node's parts, compiled: the node starting each -> its runnable
 
     def note(self, code: str, message: str, *, severity: Literal["warning", "notice"] = "notice") -> None:
         self.notes.append(Problem(code=code, message=message, path="$", severity=severity))

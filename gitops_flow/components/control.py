@@ -138,16 +138,26 @@ class Mapped(RunnableSerializable[Any, list[Any]]):
         inputs = self.each.inputs(value)
         if not inputs:
             return []
-        return self.body.batch(inputs, self._child(run_manager, config))
+        return first_failure(self.body.batch(inputs, self._child(run_manager, config), return_exceptions=True))
 
     async def _arun(self, value: Any, run_manager: Any, config: RunnableConfig) -> list[Any]:
         inputs = self.each.inputs(value)
         if not inputs:
             return []
-        return await self.body.abatch(inputs, self._child(run_manager, config))
+        found = await self.body.abatch(inputs, self._child(run_manager, config), return_exceptions=True)
+        return first_failure(found)
 
     def _child(self, run_manager: Any, config: RunnableConfig) -> RunnableConfig:
         return patch_config(config, callbacks=run_manager.get_child(), max_concurrency=self.each.concurrency)
+
+
+def first_failure(results: list[Any]) -> list[Any]:
+    """``results`` of a batch run with return_exceptions, or the first item's exception, raised: every item runs
+    (at most max_items of them), so which failure a Map answers does not depend on which item failed first."""
+    failure = next((r for r in results if isinstance(r, Exception)), None)
+    if failure is not None:
+        raise failure
+    return results
 
 
 class Routed(RunnableBranch[Any, Any]):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from gitops_flow.components.control import Mapped, Routed
+from gitops_flow.components.control import Mapped, Routed, first_failure
 from gitops_flow.runtime.lean.forms import Form, Run, gathered
 from gitops_flow.runtime.lean.program import LeanFlow
 
@@ -49,7 +49,8 @@ class Items(Form):
         if not inputs:
             return []
         config = {**run.config, "max_concurrency": self.each.concurrency}
-        return await self.body.abatch(inputs, config, observer=run.observer)  # type: ignore[arg-type]
+        found = await self.body.abatch(inputs, config, return_exceptions=True, observer=run.observer)  # type: ignore[arg-type]
+        return first_failure(found)
 
 
 def form_of(runnable: Any, parts: Mapping[str, LeanFlow]) -> Form | None:

@@ -217,20 +217,31 @@ def _condition(choice: Choice, label: str, name: str) -> Runnable[Any, bool]:
     return RunnableLambda(chose, afunc=achose, name=name)
 
 
-def map_each(
-    ctx: BuildContext,
-    *,
-    body: Annotated[str, Field(min_length=1)],
-    key: Annotated[str, Field(min_length=1)] | None = None,
-    item_key: Annotated[str, Field(min_length=1)] | None = None,
-    max_items: Annotated[int, Field(ge=1, le=HARD_MAX_ITEMS)] = DEFAULT_MAX_ITEMS,
-    concurrency: Annotated[int, Field(ge=1, le=HARD_MAX_CONCURRENCY)] = DEFAULT_CONCURRENCY,
-    truncate: bool = False,
-) -> Runnable[Any, Any]:
-    """``body`` (the node that starts it) once per item of the input list (or of the input's ``key``), at most
-    ``max_items`` items and ``concurrency`` at once; the results in order."""
-    each = Each(ctx.node_id, body, max_items, concurrency, key=key, item_key=item_key, truncate=truncate)
-    return Mapped(body=(ctx.parts or {})[body], each=each)
+class MapFactory:
+    """The Map's factory, holding the server's bounds: a map that does not say its ``max_items`` or
+    ``concurrency`` gets the default, or the server's bound when that is lower (map_check refuses a higher one)."""
+
+    def __init__(self, max_items: int, max_concurrency: int) -> None:
+        self.max_items = max_items
+        self.max_concurrency = max_concurrency
+
+    def __call__(
+        self,
+        ctx: BuildContext,
+        *,
+        body: Annotated[str, Field(min_length=1)],
+        key: Annotated[str, Field(min_length=1)] | None = None,
+        item_key: Annotated[str, Field(min_length=1)] | None = None,
+        max_items: Annotated[int, Field(ge=1, le=HARD_MAX_ITEMS)] | None = None,
+        concurrency: Annotated[int, Field(ge=1, le=HARD_MAX_CONCURRENCY)] | None = None,
+        truncate: bool = False,
+    ) -> Runnable[Any, Any]:
+        """``body`` (the node that starts it) once per item of the input list (or of the input's ``key``), at most
+        ``max_items`` items and ``concurrency`` at once; the results in order."""
+        items = max_items if max_items is not None else min(DEFAULT_MAX_ITEMS, self.max_items)
+        limit = concurrency if concurrency is not None else min(DEFAULT_CONCURRENCY, self.max_concurrency)
+        each = Each(ctx.node_id, body, items, limit, key=key, item_key=item_key, truncate=truncate)
+        return Mapped(body=(ctx.parts or {})[body], each=each)
 
 
 def router_check(params: Mapping[str, Any]) -> list[ParamIssue]:
@@ -262,10 +273,10 @@ def router_check(params: Mapping[str, Any]) -> list[ParamIssue]:
 def map_check(params: Mapping[str, Any], *, max_items: int, max_concurrency: int) -> list[ParamIssue]:
     """The server's bounds (GITOPS_FLOW_MAP_MAX_ITEMS, _MAX_CONCURRENCY) and ``item_key``'s need of ``key``."""
     issues: list[ParamIssue] = []
-    if params.get("max_items", DEFAULT_MAX_ITEMS) > max_items:
+    if params.get("max_items") is not None and params["max_items"] > max_items:
         message = f"max_items is {params['max_items']}, above the server's bound of {max_items}"
         issues.append((("max_items",), "map-limit", message + " (GITOPS_FLOW_MAP_MAX_ITEMS)"))
-    if params.get("concurrency", DEFAULT_CONCURRENCY) > max_concurrency:
+    if params.get("concurrency") is not None and params["concurrency"] > max_concurrency:
         message = f"concurrency is {params['concurrency']}, above the server's bound of {max_concurrency}"
         issues.append((("concurrency",), "map-limit", message + " (GITOPS_FLOW_MAP_MAX_CONCURRENCY)"))
     if params.get("item_key") is not None and params.get("key") is None:
@@ -289,7 +300,7 @@ def components(max_items: int, max_concurrency: int) -> tuple[Component, ...]:
         ),
         Component(
             MAP,
-            map_each,
+            MapFactory(max_items, max_concurrency),
             "control",
             "Runs its body once per item of a list, bounded in items and concurrency; the results in order.",
             takes_context=True,

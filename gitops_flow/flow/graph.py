@@ -112,6 +112,7 @@ class _Parts:
     part_of: dict[str, str]
     names: dict[str, str]
     controls: tuple[str, ...]
+    shared: frozenset[str] = frozenset()  # nodes in two parts: said once, as shared-part
 
     @classmethod
     def of(
@@ -146,20 +147,18 @@ class _Parts:
         members: dict[str, list[str]] = {}
         part_of: dict[str, str] = {}
         order = {node.id: index for index, node in reversed(list(enumerate(spec.nodes)))}
+        shared: set[str] = set()
         for root in names:
             reached = sorted(_walk(root, outgoing, "target"), key=order.__getitem__)
-            taken = [n for n in reached if n in part_of]
-            if taken:
-                message = (
-                    f"node {taken[0]!r} is in {names[root]} and in {names[part_of[taken[0]]]}; parts do not share nodes"
-                )
-                problems.append(_problem("shared-part", message, "nodes", order[taken[0]]))
-                continue
-            members[root] = reached
-            part_of.update((n, root) for n in reached)
+            for taken in (n for n in reached if n in part_of):
+                message = f"node {taken!r} is in {names[root]} and in {names[part_of[taken]]}; parts do not share nodes"
+                problems.append(_problem("shared-part", message, "nodes", order[taken]))
+                shared.add(taken)
+            members[root] = [n for n in reached if n not in part_of]
+            part_of.update((n, root) for n in members[root])
         nesting = cls._nesting(owners, part_of, order, problems)
         ordered = tuple(sorted(controls, key=lambda c: -nesting.get(c, 0)))
-        return cls(members, part_of, {r: names[r] for r in members}, ordered)
+        return cls(members, part_of, {r: names[r] for r in members}, ordered, frozenset(shared))
 
     @staticmethod
     def _nesting(
@@ -167,23 +166,27 @@ class _Parts:
     ) -> dict[str, int]:
         """How deep each control node sits in others' parts; a control node inside its own part is a cycle."""
         depth: dict[str, int] = {}
+        looped: set[str] = set()
+        too_deep = False
         for control in dict.fromkeys(owners.values()):
             chain = [control]
             while chain[-1] in part_of and len(chain) <= MAX_NESTING:
                 outer = owners[part_of[chain[-1]]]
                 if outer in chain:
-                    looped = listing(chain[chain.index(outer) :])
-                    problems.append(
-                        _problem("cycle", f"control nodes run each other: {looped}", "nodes", order[control])
-                    )
+                    cycle = chain[chain.index(outer) :]
+                    if not looped & set(cycle):  # each cycle once, from whichever of its nodes comes first
+                        message = f"control nodes run each other: {listing(cycle)}"
+                        problems.append(_problem("cycle", message, "nodes", order[control]))
+                    looped.update(cycle)
                     break
                 chain.append(outer)
             else:
-                depth[control] = len(chain) - 1
-                continue
-            if len(chain) > MAX_NESTING:
-                message = f"control nodes nest more than {MAX_NESTING} deep inside each other's parts"
-                problems.append(_problem("too-deep", message, "nodes", order[control]))
+                if len(chain) <= MAX_NESTING:
+                    depth[control] = len(chain) - 1
+                elif not too_deep:
+                    message = f"control nodes nest more than {MAX_NESTING} deep inside each other's parts"
+                    problems.append(_problem("too-deep", message, "nodes", order[control]))
+                    too_deep = True
         return depth
 
     def same(self, edge: EdgeSpec) -> bool:
@@ -194,7 +197,7 @@ class _Parts:
     def crossings(self, spec: FlowSpec, positions: dict[int, int]) -> list[Problem]:
         problems = []
         for index, edge in enumerate(spec.edges):
-            if id(edge) not in positions or self.same(edge):
+            if id(edge) not in positions or self.same(edge) or {edge.source, edge.target} & self.shared:
                 continue
             root = self.part_of.get(edge.target)
             if edge.target in self.members and self.part_of.get(edge.source) == edge.target:

@@ -160,8 +160,11 @@ def test_a_router_chooses_by_a_keys_value_in_invoke_and_batch(server: ServeProce
     response = server.client.post("/flows/lang/batch", json={"inputs": inputs})
     assert response.status_code == 200, response.text
     assert response.json()["output"] == ["Bonjour ! un", "Hello! two", "Bonjour ! trois"]
-    refused = server.invoke("lang", "no key here")  # a router by key given no object: the run fails, said as such
-    assert refused.status_code == 500 and refused.json()["error"]["code"] == "flow-failed"
+    # the flow takes what its router reads: an object with a lang (and the question its branches read)
+    schema = server.client.get("/flows/lang/input_schema").json()
+    assert schema["required"] == ["lang"] and set(schema["properties"]) >= {"lang"}
+    refused = server.invoke("lang", "no lang here")
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "bad-input", refused.text
 
 
 def test_a_map_runs_its_body_per_item_within_its_limit_and_refuses_past_it(server: ServeProcess) -> None:

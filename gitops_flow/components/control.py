@@ -10,6 +10,7 @@ branch runs; its tokens stream through), the Map is ``body.batch`` over the item
 from __future__ import annotations
 
 import json
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -19,7 +20,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import Runnable, RunnableBranch, RunnableConfig, RunnableLambda, RunnableSerializable
 from langchain_core.runnables.config import patch_config
-from pydantic import ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model
 
 from gitops_flow.components.base import BuildContext, Component, ParamIssue
 from gitops_flow.exceptions import BuildError, TooManyItems
@@ -150,6 +151,15 @@ class Mapped(RunnableSerializable[Any, list[Any]]):
     def _child(self, run_manager: Any, config: RunnableConfig) -> RunnableConfig:
         return patch_config(config, callbacks=run_manager.get_child(), max_concurrency=self.each.concurrency)
 
+    def get_input_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
+        """A list; with ``key``, an object with a list there."""
+        each: Each = self.each
+        if each.key is None:
+            return create_model(f"{each.node}_input", __base__=RootModel[list[Any]])
+        fields: dict[str, Any] = {each.key: (list[Any], ...)}
+        named: type[BaseModel] = create_model(f"{each.node}_input", **fields)
+        return named
+
 
 def first_failure(results: list[Any]) -> list[Any]:
     """``results`` of a batch run with return_exceptions, or the first item's exception, raised: every item runs
@@ -174,6 +184,21 @@ class Routed(RunnableBranch[Any, Any]):
         self.choice = choice
         self.targets = dict(targets)
         self.fallback = fallback
+
+    def get_input_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
+        """By ``key``: an object with that key, and (optional) what any branch reads of it; otherwise what
+        RunnableBranch says (the first branch with a typed input's)."""
+        choice: Choice = self.choice
+        if choice.key is None:
+            return typing.cast(type[BaseModel], super().get_input_schema(config))
+        fields: dict[str, Any] = {}
+        for runnable in [*(branch for _, branch in self.branches), self.default]:
+            schema = runnable.get_input_schema(config)
+            if issubclass(schema, BaseModel) and not issubclass(schema, RootModel):
+                for name, info in schema.model_fields.items():
+                    fields.setdefault(name, (info.annotation, None))
+        fields[choice.key] = (Any, ...)
+        return create_model(f"{choice.node}_input", **fields)
 
 
 def router(

@@ -4,23 +4,29 @@ branch runs and streams, that a map keeps order and its bounds, on LangChain's r
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import typing
+from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from langchain_core.messages import AIMessage
 from langchain_core.runnables import Runnable, RunnableLambda
 
 from gitops_flow.components.base import Component
-from gitops_flow.components.control import Choice, Each
+from gitops_flow.components.control import Choice, Each, Match
 from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.exceptions import BuildError, TooManyItems
-from gitops_flow.flow.document import FlowSpec
+from gitops_flow.flow.document import FlowSpec, json_schema
 from gitops_flow.flow.graph import analyse
+from gitops_flow.flow.parts import MATCHES
 from gitops_flow.runtime.compiler import BuiltFlow, build_flow
 from gitops_flow.runtime.executor import run_lean
 from tests.helpers import edge, flow, node, registry_with
 
+DATA = Path(__file__).parent / "data" / "flows"
 PATHS = pytest.mark.parametrize("lean", [False, True], ids=["langchain", "lean"])
 
 
@@ -285,3 +291,14 @@ def test_control_nodes_nest_at_most_sixteen_deep() -> None:
     started = time.perf_counter()
     assert _invoke(_build(nested(16)), [[[]]], lean=True) == [[[]]]  # each level maps over the list within
     assert time.perf_counter() - started < 5
+
+
+def test_the_published_schema_checks_control_params_as_validation_does() -> None:
+    schema = jsonschema.Draft202012Validator(json_schema())
+    valid = json.loads((DATA / "valid" / "control.json").read_text())
+    assert list(schema.iter_errors(valid)) == []
+    [error] = schema.iter_errors(json.loads((DATA / "invalid" / "no-default-branch.json").read_text()))
+    assert error.message == "'default' is a required property"
+    unknown = flow(nodes=[node("m", "Map", body="b", max_itmes=3), node("b", "Text")])
+    assert [e.validator for e in schema.iter_errors(unknown)] == ["additionalProperties"]
+    assert list(typing.get_args(Match)) == list(MATCHES)

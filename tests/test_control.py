@@ -282,7 +282,7 @@ def test_a_control_node_inside_its_own_part_is_a_cycle() -> None:
 def test_control_nodes_nest_at_most_sixteen_deep() -> None:
     def nested(depth: int) -> dict[str, Any]:
         nodes = [node("q", "Passthrough")]
-        nodes += [node(f"m{i}", "Map", body=f"m{i + 1}") for i in range(depth)]
+        nodes += [node(f"m{i}", "Map", body=f"m{i + 1}", max_items=1) for i in range(depth)]
         nodes.append(node(f"m{depth}", "Text"))
         return flow(nodes=nodes, edges=[edge("q", "m0")])
 
@@ -302,3 +302,22 @@ def test_the_published_schema_checks_control_params_as_validation_does() -> None
     unknown = flow(nodes=[node("m", "Map", body="b", max_itmes=3), node("b", "Text")])
     assert [e.validator for e in schema.iter_errors(unknown)] == ["additionalProperties"]
     assert list(typing.get_args(Match)) == list(MATCHES)
+
+
+def test_maps_inside_maps_multiply_and_the_servers_bound_caps_the_product() -> None:
+    def nested(outer: int, inner: int) -> dict[str, Any]:
+        return flow(
+            nodes=[
+                node("q", "Passthrough"),
+                node("rows", "Map", body="cells", max_items=outer),
+                node("cells", "Map", body="cell", max_items=inner),
+                node("cell", "Text"),
+            ],
+            edges=[edge("q", "rows")],
+        )
+
+    registry = ComponentRegistry.builtin(map_max_items=12)
+    assert _invoke(_build(nested(3, 4), registry), [["a", "b"], ["c"]], lean=True) == [["a", "b"], ["c"]]
+    with pytest.raises(BuildError, match=r"map 'rows' may run its body's nodes 16 times in one run") as raised:
+        _build(nested(4, 4), registry)
+    assert (raised.value.code, raised.value.path) == ("map-limit", "$.nodes[1].params")

@@ -26,6 +26,8 @@ from gitops_flow.components.base import BuildContext, Component, ParamIssue
 from gitops_flow.exceptions import BuildError, TooManyItems
 from gitops_flow.flow.parts import MAP, ROUTER
 
+MAP_NAME = MAP  # the registry reads the Map's bounds by this name
+
 Match = Literal["equals", "contains", "starts_with", "ends_with"]  # flow.parts.MATCHES, as a type
 MAX_BRANCHES = 100  # branches of one router
 HARD_MAX_ITEMS = 100_000  # the most any setting lets a Map take

@@ -69,6 +69,12 @@ class ComponentRegistry:
             registry = registry.with_file(settings.components_file)
         return registry
 
+    def map_max_items(self) -> int:
+        """The server's bound on the items one Map (with the maps inside it) may run its body on per run."""
+        target = self._components[control.MAP_NAME].target
+        assert isinstance(target, control.MapFactory)
+        return target.max_items
+
     def __contains__(self, name: object) -> bool:
         return name in self._components
 

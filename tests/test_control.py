@@ -24,6 +24,7 @@ from gitops_flow.flow.graph import analyse
 from gitops_flow.flow.parts import MATCHES
 from gitops_flow.runtime.compiler import BuiltFlow, build_flow
 from gitops_flow.runtime.executor import run_lean
+from gitops_flow.validation.documents import validate_bytes
 from tests.helpers import edge, flow, node, registry_with
 
 DATA = Path(__file__).parent / "data" / "flows"
@@ -87,10 +88,24 @@ def _stream(built: BuiltFlow, value: Any, lean: bool) -> list[Any]:
         (Choice("r", ("fr", "en"), key="lang"), {"lang": " FR ", "question": "q"}, "fr"),
         (Choice("r", ("true",), key="ok"), {"ok": True}, "true"),  # not text: its JSON
         (Choice("r", ("3",), key="n"), {"n": 3}, "3"),
+        (Choice("r", (r"^bill(ing)?\b", r"\btech"), match="regex"), "  Billing: invoice", r"^bill(ing)?\b"),
+        (Choice("r", (r"^bill(ing)?\b", r"\btech"), match="regex"), "Bill me", r"^bill(ing)?\b"),
+        (Choice("r", (r"^Bill",), match="regex", case_sensitive=True), "bill me", None),
+        (Choice("r", (r"invoice|refund",), match="regex"), "a REFUND please", "invoice|refund"),
     ],
 )
 def test_a_choice_reads_the_text_trimmed_and_case_folded(choice: Choice, value: Any, label: str | None) -> None:
     assert choice.label(value) == label
+
+
+def test_a_regex_router_refuses_a_pattern_it_cannot_run() -> None:
+    doc = _router_flow(match="regex")
+    doc["nodes"][1]["params"]["branches"] = {"(a": "billing", "(x)\\1": "tech"}
+    with pytest.raises(BuildError) as raised:
+        _build(doc, registry_with(Witness().component()))
+    assert (raised.value.code, raised.value.path) == ("bad-regex", "$.nodes[1].params.branches['(a']")
+    report = validate_bytes(json.dumps(doc).encode(), registry_with(Witness().component()), file="f.json")
+    assert sorted(p.code for p in report.problems) == ["bad-regex", "unsupported-regex"]
 
 
 def test_a_choice_by_key_refuses_a_value_without_the_key() -> None:

@@ -208,7 +208,8 @@ class _Gen:
         rng = self.rng
         names = rng.sample(["billing", "shipping", "Refund", "what is up", "ok", "alpha"], rng.randint(1, 3))
         how = rng.choice(["key", "classifier", "input"])
-        params: dict[str, Any] = {"match": rng.choice(["equals", "equals", "contains", "starts_with", "ends_with"])}
+        matches = ["equals", "equals", "contains", "starts_with", "ends_with", "regex"]
+        params: dict[str, Any] = {"match": rng.choice(matches)}
         if how == "key":
             params["key"] = rng.choice(["topic", "topic", "question"])
         route = self.add("Router", None if how == "classifier" else source, **params)

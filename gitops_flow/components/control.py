@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Annotated, Any, Literal
 
@@ -25,10 +25,11 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model
 from gitops_flow.components.base import BuildContext, Component, ParamIssue
 from gitops_flow.exceptions import BuildError, TooManyItems
 from gitops_flow.flow.parts import MAP, ROUTER
+from gitops_flow.flow.regexes import PatternError, compile_pattern
 
 MAP_NAME = MAP  # the registry reads the Map's bounds by this name
 
-Match = Literal["equals", "contains", "starts_with", "ends_with"]  # flow.parts.MATCHES, as a type
+Match = Literal["equals", "contains", "starts_with", "ends_with", "regex"]  # flow.parts.MATCHES, as a type
 MAX_BRANCHES = 100  # branches of one router
 HARD_MAX_ITEMS = 100_000  # the most any setting lets a Map take
 HARD_MAX_CONCURRENCY = 256
@@ -40,13 +41,23 @@ _TRIMMED = " \t\r\n\"'`.!?"  # what a classifier's answer may carry around the b
 @dataclass(frozen=True, slots=True)
 class Choice:
     """How a Router chooses: the text of its input (or of its input's ``key``), trimmed and (unless
-    ``case_sensitive``) case-folded, matched against each branch's name in order; no match is the default."""
+    ``case_sensitive``) case-folded, matched against each branch's name in order; no match is the default. With
+    ``match="regex"`` each name is a pattern searched in the trimmed text, on RE2 (linear time, flow/regexes.py)."""
 
     node: str
     labels: tuple[str, ...]
     key: str | None = None
     match: Match = "equals"
     case_sensitive: bool = False
+    _names: tuple[Any, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.match == "regex":
+            flags = "" if self.case_sensitive else "(?i)"
+            names: tuple[Any, ...] = tuple(compile_pattern(flags + label) for label in self.labels)
+        else:
+            names = tuple(self._normal(label) for label in self.labels)
+        object.__setattr__(self, "_names", names)
 
     def label(self, value: Any) -> str | None:
         """The first branch whose name matches ``value``; None for the default. ValueError when ``key`` is set and
@@ -55,16 +66,19 @@ class Choice:
             if not isinstance(value, Mapping) or self.key not in value:
                 raise ValueError(f"router {self.node!r} expected an object with the key {self.key!r}")
             value = value[self.key]
-        said = self._normal(text_of(value))
-        for label in self.labels:
-            name = self._normal(label)
-            if self.match == "equals" and said == name:
-                return label
-            if self.match == "contains" and name in said:
-                return label
-            if self.match == "starts_with" and said.startswith(name):
-                return label
-            if self.match == "ends_with" and said.endswith(name):
+        text = text_of(value)
+        match = self.match
+        if match == "regex":
+            said = text.strip()
+            return next((label for label, p in zip(self.labels, self._names, strict=True) if p.search(said)), None)
+        said = self._normal(text)
+        for label, name in zip(self.labels, self._names, strict=True):
+            if (
+                (match == "equals" and said == name)
+                or (match == "contains" and name in said)
+                or (match == "starts_with" and said.startswith(name))
+                or (match == "ends_with" and said.endswith(name))
+            ):
                 return label
         return None
 
@@ -277,6 +291,15 @@ def router_check(params: Mapping[str, Any]) -> list[ParamIssue]:
     if params.get("default") is None:
         issues.append((("default",), "no-default-branch", "a router needs a default branch: the node run on no match"))
     branches = params.get("branches") or {}
+    if params.get("match") == "regex":
+        for label in branches:
+            try:
+                compile_pattern(label)
+            except PatternError as exc:
+                why = "not a regular expression" if exc.code == "bad-regex" else "a pattern RE2 does not run"
+                message = f"branch {label!r} is {why} (match is regex; backreferences and lookarounds are not run)"
+                issues.append((("branches", label), exc.code, message))
+        return issues
     fold = not params.get("case_sensitive", False)
     seen: dict[str, str] = {}
     for label in branches:

@@ -10,7 +10,13 @@ ROUTER = "Router"
 MAP = "Map"
 CONTROLS = frozenset({ROUTER, MAP})
 MAX_NESTING = 16  # control nodes inside each other's parts
-MATCHES = ("equals", "contains", "starts_with", "ends_with")  # how a Router compares its input with branch names
+MATCHES = (
+    "equals",
+    "contains",
+    "starts_with",
+    "ends_with",
+    "regex",
+)  # how a Router compares its input with branch names
 
 _NODE_ID = {"type": "string", "minLength": 1, "maxLength": 100}
 _KEY = {"type": "string", "minLength": 1}

@@ -19,6 +19,8 @@ from tests.gitrepo import Remote
 from tests.process import ServeProcess, serve_process
 from tests.test_api import events_of
 
+DATA = Path(__file__).parent / "data" / "flows"
+
 
 def _doc(name: str, nodes: list[dict[str, Any]], edges: list[tuple[str, ...]]) -> str:
     return json.dumps(
@@ -126,6 +128,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
         "flows/lang.json": lang(),
         "flows/each.json": each("each", max_items=3),
         "flows/each-first.json": each("each-first", max_items=3, truncate=True),
+        "flows/control.json": (DATA / "valid" / "control.json").read_text(),  # its tests fake nodes in parts
         **{f"flows/{name}.json": text for name, (text, _) in BAD.items()},
     }
     remote.publish(files, "routers and maps")
@@ -199,6 +202,11 @@ def test_a_pushed_change_of_a_branch_is_served_by_the_new_version(server: ServeP
     response = server.invoke("lang", {"lang": "fr", "question": "ça va ?"})
     assert response.status_code == 200 and response.json()["output"] == "Salut ! ça va ?"
     assert response.headers["x-flow-version"] == sha
+
+
+def test_a_flow_whose_tests_fake_models_inside_its_parts_passes_them_and_goes_live(server: ServeProcess) -> None:
+    # the server ran its tests (a branch's classifier and a map's body faked) before it went live
+    assert _output(server, "control", {"question": "my invoice", "parts": []}) == "billing: my invoice"
 
 
 def test_validate_reports_the_same_problems_in_ci(tmp_path: Path) -> None:

@@ -264,6 +264,13 @@ def _problems(doc: dict[str, Any]) -> list[tuple[str, str]]:
     return [(p.code, p.path) for p in analyse(FlowSpec.model_validate(doc))[1]]
 
 
+def test_a_misspelt_branch_says_which_node_was_meant() -> None:
+    doc = flow(nodes=[node("route", "Router", branches={"a": "one"}, default="genral"), node("one", "Text")])
+    doc["nodes"].append(node("general", "Text"))
+    [problem, *_] = analyse(FlowSpec.model_validate(doc))[1]
+    assert problem.code == "unknown-node" and problem.message.endswith("did you mean 'general'?")
+
+
 def test_parts_are_checked_as_flows() -> None:
     nodes = [node("q", "Passthrough"), node("each", "Map", body="a"), node("a", "Text"), node("b", "Text")]
     assert _problems(flow(nodes=nodes, edges=[edge("q", "each"), edge("a", "b")])) == []

@@ -5,6 +5,7 @@ graph.py checks each part as a flow of its own."""
 
 from __future__ import annotations
 
+import difflib
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -112,7 +113,11 @@ class Parts:
                 if not isinstance(root, str):
                     continue  # the component's signature says so
                 if root not in known:
-                    problems.append(_problem("unknown-node", f"{name} names {root!r}, which is not a node", *path))
+                    hint = difflib.get_close_matches(root, known, n=1)
+                    message = f"{name} names {root!r}, which is not a node" + (
+                        f"; did you mean {hint[0]!r}?" if hint else ""
+                    )
+                    problems.append(_problem("unknown-node", message, *path))
                 elif root == node.id:
                     problems.append(_problem("cycle", f"{name} names {what} {node.id!r} itself", *path))
                 elif owners.setdefault(root, node.id) != node.id:

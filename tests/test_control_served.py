@@ -178,6 +178,10 @@ def test_a_map_runs_its_body_per_item_within_its_limit_and_refuses_past_it(serve
     error = refused.json()["error"]
     assert error["code"] == "too-many-items"
     assert "map 'each' takes at most 3 items and was given 4" in error["message"]
+    streamed = server.client.post("/flows/each/stream", json={"input": {"topic": "T", "items": list("abcd")}})
+    assert streamed.status_code == 422 and streamed.json()["error"]["code"] == "too-many-items", streamed.text
+    batched = server.client.post("/flows/each/batch", json={"inputs": [{"topic": "T", "items": list("abcd")}]})
+    assert batched.status_code == 422 and batched.json()["error"]["code"] == "too-many-items", batched.text
     # a map told to truncate runs the first max_items
     assert _output(server, "each-first", {"topic": "T", "items": ["a", "b", "c", "d"]}) == ["T: a", "T: b", "T: c"]
 

@@ -19,13 +19,40 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 TOKEN = re.compile(r"\w{1,4}|[^\w\s]")
+
+
+def model_flow(
+    name: str,
+    base_url: str | None,
+    model: str = "openai:gpt-4o-mini",
+    *,
+    document: Mapping[str, Any] | None = None,
+    **params: Any,
+) -> str:
+    """prompt -> ChatModel -> parser, as a flow file's text: ``model`` at ``base_url`` with OpenAI's key (the stand-in),
+    or at its provider's own endpoint with the key it reads itself (None). ``params`` are the model's others (a None
+    leaves one out); ``document`` adds keys to the flow document (``tweakable``, ...)."""
+    endpoint = {"base_url": base_url, "api_key": {"$env": "OPENAI_API_KEY"}} if base_url is not None else {}
+    llm = {key: value for key, value in {"model": model, **endpoint, **params}.items() if value is not None}
+    doc = {
+        "version": 1,
+        "name": name,
+        "nodes": [
+            {"id": "prompt", "component": "PromptTemplate", "params": {"template": "Q: {question}"}},
+            {"id": "llm", "component": "ChatModel", "params": llm},
+            {"id": "answer", "component": "StrOutputParser"},
+        ],
+        "edges": [{"source": "prompt", "target": "llm"}, {"source": "llm", "target": "answer"}],
+        **(document or {}),
+    }
+    return json.dumps(doc, indent=2)
 
 
 def tokens(text: str) -> int:

@@ -856,6 +856,34 @@ def test_limits_and_cache_naming_no_flow_or_limiting_nothing_are_warnings() -> N
     }
 
 
+def test_output_scores_of_the_routing_file() -> None:
+    text = "experiments:\n  echo:\n    scores:\n      - {key: resolved, from: verdict.resolved}\n  gone: {}\n"
+
+    config, problems = _routing(text, ["echo"])
+
+    assert config is not None
+    (score,) = config.experiments["echo"].scores
+    assert (score.key, score.node, score.field) == ("resolved", "verdict", "resolved")
+    assert {(p.code, p.path, p.severity) for p in problems} == {("unknown-flow", "$.experiments.gone", "warning")}
+
+
+@pytest.mark.parametrize(
+    ("entry", "path"),
+    [
+        ("{key: resolved, from: resolved}", "$.experiments.echo.scores[0].from"),  # no node
+        ("{key: 'has space', from: verdict.resolved}", "$.experiments.echo.scores[0].key"),
+        ("{key: resolved, from: verdict.resolved, weight: 2}", "$.experiments.echo.scores[0].weight"),
+    ],
+    ids=["no-node", "bad-key", "unknown-field"],
+)
+def test_a_wrong_output_score_is_a_problem_naming_where(entry: str, path: str) -> None:
+    config, problems = _routing(f"experiments:\n  echo:\n    scores:\n      - {entry}\n", ["echo"])
+
+    assert config is None
+    assert [p.path for p in problems] == [path]
+    assert problems[0].line == 4
+
+
 def test_routing_zero_weights() -> None:
     text = "routes:\n  default:\n    - {ref: stable, weight: 0}\n    - {ref: main, weight: 0}\n"
 

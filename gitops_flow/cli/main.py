@@ -692,6 +692,7 @@ def _serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     # server running unready is refused at once (preflight.py): the state store, the repository and its branch,
     # and the port, each with its reason and fix on stderr and exit status 1.
     logs.configure(settings.log_format, settings.log_level)
+    _vector_store(settings)
     if count > 1:
         workers.check(settings)
     else:
@@ -713,6 +714,17 @@ def _serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     finally:
         sock.close()
     return EXIT_OK if server.started else EXIT_PROBLEMS  # uvicorn has logged why it could not start
+
+
+def _vector_store(settings: Settings) -> None:
+    """Refuse to start (ConfigError, exit 1) when the vector store the operator chose cannot load: its extra is
+    missing. Checked before any worker starts, so it is said once."""
+    if settings.vector_store == "sqlite-vec":
+        from gitops_flow.stores.sqlitevec import missing_package
+
+        problem = missing_package()
+        if problem is not None:
+            raise ConfigError(problem)
 
 
 def _provider_packages(settings: Settings) -> None:

@@ -32,11 +32,54 @@ def analysis_key(flow: str, ref: str, content: str) -> str:
 
 
 RESUMED_PREFIX = "resumed|"  # an abort store entry that records when an operator resumed a canary, not an abort
+STEP_PREFIX = "step|"  # an abort store entry that records a step a progressive canary reached (progress.py)
 
 
 def stopped(records: Mapping[str, object]) -> frozenset[str]:
-    """The analysis keys aborted, from every entry of the store's aborts (resume records left out)."""
-    return frozenset(key for key in records if not key.startswith(RESUMED_PREFIX))
+    """The analysis keys aborted, from every entry of the store's aborts (resume and step records left out)."""
+    return frozenset(key for key in records if not key.startswith((RESUMED_PREFIX, STEP_PREFIX)))
+
+
+def progress_key(guard: str, serving: str) -> str:
+    """The name a progressive canary's steps are kept under: its analysis key and the commit serving it, so a new
+    commit of the canary's ref starts again from the first step (a new version, a new experiment)."""
+    return f"{guard}|{serving}"
+
+
+@dataclass(frozen=True, slots=True)
+class Reached:
+    """Where a progressive canary is: the largest share it reached and since when it holds it."""
+
+    share: float
+    since: float
+
+
+@dataclass(frozen=True, slots=True)
+class Steps:
+    """A progressive canary's steps as the routing file declares them, and the one it holds (``index``; ``since``
+    None: not recorded yet, the first step)."""
+
+    shares: tuple[float, ...]
+    interval: float
+    index: int = 0
+    since: float | None = None
+
+    @property
+    def share(self) -> float:
+        return self.shares[self.index]
+
+    @property
+    def last(self) -> bool:
+        return self.index == len(self.shares) - 1
+
+    @classmethod
+    def at(cls, shares: tuple[float, ...], interval: float, reached: Reached | None) -> Steps:
+        """The step a canary holds when it ``reached`` a share: the largest step not above it (the steps may have
+        changed in Git since), else the first."""
+        if reached is None:
+            return cls(shares, interval)
+        index = max((i for i, share in enumerate(shares) if share <= reached.share), default=0)
+        return cls(shares, interval, index, reached.since)
 
 
 def split_key(key: str) -> tuple[str, str, str]:
@@ -61,6 +104,7 @@ class Target:
     serving: str | None = None
     version: Version | None = field(default=None, repr=False, compare=False)
     segment: Segment | None = None  # for a segment's ref: the requests it takes, before the weights
+    steps: Steps | None = None  # for a progressive canary: its steps, and the one it holds (its share, in percent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +157,20 @@ class Route:
                 return target
         return None
 
+    def shares_primary_build(self, flow: str, target: Target) -> bool:
+        """Whether ``target`` serves the very build of ``flow`` its primary serves (``main`` beside a ``stable`` tag
+        on the same content): aborting it would only move its weight to the same build."""
+        primary = self.primary
+        if target is primary or primary is None or primary.version is None or target.version is None:
+            return False
+        return target.version.blobs.get(flow, target.serving) == primary.version.blobs.get(flow, primary.serving)
+
+    def abortable(self, flow: str, target: Target) -> bool:
+        """Whether aborting ``target`` would stop something: a live canary serving another build than the
+        primary's."""
+        live = target.guard is not None and target.state == "live" and target.version is not None
+        return live and not self.shares_primary_build(flow, target)
+
     def pick(self, point: float) -> Target:
         for bound, target in self.live:
             if point < bound:
@@ -131,6 +189,7 @@ class _Plan:
     aborted: frozenset[str]
     yanked: Callable[[str], bool]
     yanked_builds: frozenset[tuple[str, str]]
+    progress: Mapping[str, Reached] = field(default_factory=dict)
 
     def target(
         self,
@@ -181,7 +240,13 @@ class _Plan:
                 segments.append(self.target(flow, entry.ref, ref, sha, 0.0, False, segment))
                 continue
             guard = guarded and entry is not weighted[0]
-            targets.append(self.target(flow, entry.ref, ref, sha, entry.weight, guard))
+            target = self.target(flow, entry.ref, ref, sha, entry.weight, guard)
+            if entry.steps is not None and target.guard is not None and target.serving is not None:
+                interval = entry.interval or (routing.analysis.window if routing and routing.analysis else 60.0)
+                reached = self.progress.get(progress_key(target.guard, target.serving))
+                steps = Steps.at(tuple(entry.steps), interval, reached)
+                target = replace(target, weight=steps.share, steps=steps)
+            targets.append(target)
         matched = tuple(t for t in segments if t.state == "live")
         live = [t for t in targets if t.state == "live" and t.weight > 0]
         if not live:  # no file, no route, or none of its refs can serve: the branch head serves it all, unless its
@@ -193,13 +258,24 @@ class _Plan:
             return Route(
                 name, (*shown, *segments), ((1.0, fallback),) if fallback.state == "live" else (), None, matched
             )
-        total = sum(t.weight for t in live)
         bounds, running = [], 0.0
-        for target in live:
-            running += target.weight
-            bounds.append((running / total, target))
+        for target, share in _shares(live):
+            running += share
+            bounds.append((running, target))
         primary = next((t for t in live if t.guard is None), None)
         return Route(name, (*targets, *segments), tuple(bounds), primary, matched)
+
+
+def _shares(live: list[Target]) -> list[tuple[Target, float]]:
+    """Each live ref's share of the route's traffic, in [0, 1]: a progressive canary's is its step's percent (all of
+    it when it is the only live ref), the others share the rest by their weights."""
+    stepped = next((t for t in live if t.steps is not None), None)
+    others = sum(t.weight for t in live if t is not stepped)
+    if stepped is None or others <= 0:
+        total = sum(t.weight for t in live)
+        return [(t, t.weight / total) for t in live]
+    part = stepped.weight / 100.0
+    return [(t, part if t is stepped else (1.0 - part) * t.weight / others) for t in live]
 
 
 def sticky_point(flow: str, user: str) -> float:
@@ -231,6 +307,7 @@ class RoutingTable:
     routes: Mapping[str, Route] = field(default_factory=dict)
     aborted: frozenset[str] = frozenset()
     yanked_builds: frozenset[tuple[str, str]] = frozenset()
+    progress: Mapping[str, Reached] = field(default_factory=dict)
 
     @classmethod
     def publish(
@@ -241,20 +318,22 @@ class RoutingTable:
         versions: Mapping[str, Version],
         aborted: Iterable[str] = (),
         yanked_builds: Iterable[tuple[str, str]] = (),
+        progress: Mapping[str, Reached] | None = None,
     ) -> RoutingTable:
-        """A table with every flow's route planned from the head's routing file."""
+        """A table with every flow's route planned from the head's routing file; ``progress``: the share each
+        progressive canary reached, by progress_key."""
         stopped = frozenset(aborted)
         builds = frozenset(yanked_builds)
         routes: dict[str, Route] = {}
         if head is not None:
             yanked = head.routing.is_yanked if head.routing is not None else _never
-            plan = _Plan(branch, head, refs, versions, stopped, yanked, builds)
+            plan = _Plan(branch, head, refs, versions, stopped, yanked, builds, dict(progress or {}))
             referenced = [versions.get(sha) for sha in refs.values()]
             names = {*head.served(), *head.failed}
             names |= {n for v in referenced if v is not None and v.ready for n in v.names}
             for flow in sorted(names):
                 routes[flow] = plan.route(flow, head.routing)
-        return cls(branch, head, dict(refs), dict(versions), routes, stopped, builds)
+        return cls(branch, head, dict(refs), dict(versions), routes, stopped, builds, dict(progress or {}))
 
     @property
     def routing(self) -> RoutingConfig | None:
@@ -283,6 +362,14 @@ class RoutingTable:
     def guarded(self) -> dict[str, Target]:
         """Every canary the guard watches, by analysis key."""
         return {t.guard: t for r in self.routes.values() for t in r.targets if t.guard and t.state == "live"}
+
+    def progressive(self) -> dict[str, Target]:
+        """Every live progressive canary, by progress_key."""
+        return {
+            progress_key(key, t.serving): t
+            for key, t in self.guarded().items()
+            if t.steps is not None and t.serving is not None
+        }
 
     def canaries(self, flow: str) -> list[Target]:
         """The guarded refs of a flow's route, whatever their state (what an operator may abort or resume)."""

@@ -70,6 +70,8 @@ MAX_CONCURRENT = 100_000
 SEGMENT_HEADERS = ("x-flow-segment", "x-flow-user")
 MAX_SEGMENT_VALUES = 1000
 MAX_SEGMENT_VALUE = 256
+MAX_STEPS = 20  # steps a progressive canary may take
+MAX_STEP_INTERVAL = 30 * 86400.0  # the longest a step may be held
 
 
 class SegmentMatch(BaseModel):
@@ -107,12 +109,48 @@ class RouteTarget(BaseModel):
     match: SegmentMatch | None = Field(
         default=None, description="a segment: the requests it selects go to this ref, before the weights are drawn"
     )
+    steps: list[Annotated[float, Field(ge=1, le=100)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_STEPS,
+        description="a progressive canary: its share of the route's traffic (percent) at each step, increasing;"
+        " the server moves to the next step while the analysis holds",
+    )
+    interval: Duration | None = Field(
+        default=None,
+        le=MAX_STEP_INTERVAL,
+        description="a progressive canary holds each step at least this long (default: the analysis window)",
+    )
 
     @model_validator(mode="after")
     def _weighted_or_matched(self) -> RouteTarget:
-        if "weight" not in self.model_fields_set and self.match is None:
-            raise ValueError("a route entry needs a weight (its share of the traffic) or a match (a segment)")
+        if "weight" not in self.model_fields_set and self.match is None and self.steps is None:
+            raise ValueError(
+                "a route entry needs a weight (its share of the traffic) or a match (a segment), or steps (a"
+                " progressive canary)"
+            )
         return self
+
+
+class FeedbackGate(BaseModel):
+    """A feedback key the canary must not do worse on than the primary (experiments/posterior.py): the canary is
+    aborted once each arm has ``min_sample`` scores of ``key`` and the primary beats it with a probability of at
+    least ``min_probability``."""
+
+    model_config = _STRICT
+
+    key: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$", description="the feedback key judged (thumbs, helpful, ...)"
+    )
+    min_probability: float = Field(
+        default=0.9,
+        ge=0.5,
+        lt=1,
+        description="the probability that the primary is better, on this key, at which the canary is aborted",
+    )
+    min_sample: int = Field(
+        default=30, ge=1, le=1_000_000, description="scores of the key each arm needs before it is judged"
+    )
 
 
 class Analysis(BaseModel):
@@ -133,6 +171,9 @@ class Analysis(BaseModel):
     # a count, so that traffic a client adds cannot dilute a broken canary below the error rate
     max_failures: int = Field(
         default=25, ge=1, description="failures of the canary its primary did not share, in the window, that abort it"
+    )
+    feedback: FeedbackGate | None = Field(
+        default=None, description="a feedback key on which the canary must not do worse than the primary"
     )
 
 
@@ -219,6 +260,45 @@ class EvalRules(EvalThreshold):
         return self.flows.get(name) or self
 
 
+MAX_OUTPUT_SCORES = 20  # scores a flow takes from its own output (as many as a flow's feedback keys by default)
+
+
+class OutputScore(BaseModel):
+    """A score the flow gives its own runs: the number or true/false a field of its output node holds, kept as
+    feedback of key ``key`` on each run (docs/experiments.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    key: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$", description="the feedback key the score is kept under"
+    )
+    source: str = Field(
+        alias="from",
+        pattern=r"^[A-Za-z0-9_.-]{1,128}\.[A-Za-z0-9_-]{1,128}$",
+        description="<node>.<field>: the field of the flow's output node (its answer) that holds the score",
+    )
+
+    @property
+    def node(self) -> str:
+        return self.source.rpartition(".")[0]
+
+    @property
+    def field(self) -> str:
+        return self.source.rpartition(".")[2]
+
+
+class ExperimentRules(BaseModel):
+    """A flow's experiment (``experiments:`` in the routing file): the scores it takes from its own output."""
+
+    model_config = _STRICT
+
+    scores: list[OutputScore] = Field(
+        default_factory=list,
+        max_length=MAX_OUTPUT_SCORES,
+        description="fields of the flow's answer kept as feedback on each run: {key, from: <node>.<field>}",
+    )
+
+
 class RoutingConfig(BaseModel):
     """The whole routing file; every key optional. Without the file, the branch head serves all traffic."""
 
@@ -255,6 +335,9 @@ class RoutingConfig(BaseModel):
     )
     evals: EvalRules | None = Field(
         default=None, description="thresholds of `gitops-flow eval` that fail a pull request's check"
+    )
+    experiments: dict[str, ExperimentRules] = Field(
+        default_factory=dict, max_length=1000, description="per flow, the scores it takes from its own output"
     )
 
     @classmethod

@@ -21,6 +21,8 @@ from gitops_flow.delivery.published import Delivery
 from gitops_flow.delivery.routing_table import Choice
 from gitops_flow.exceptions import StoreError
 from gitops_flow.experiments.ledger import RunLedger, new_run_id
+from gitops_flow.experiments.outputs import output_scores
+from gitops_flow.experiments.report_cache import ReportCache
 from gitops_flow.experiments.scores import Scores
 from gitops_flow.flow.routing import CacheRule
 from gitops_flow.githost.feedback import Feedback
@@ -37,6 +39,7 @@ from gitops_flow.server.edge import RequestError, dumps, json_object, json_respo
 from gitops_flow.stores.base import StateStore
 
 log = logging.getLogger("gitops_flow.server")
+NO_OUTPUT: Any = object()  # note_answer without the run's output (a stream's): no output scores
 
 VERSION_HEADER = "x-flow-version"
 CACHE_HEADER = "x-flow-cache"  # hit or miss, on the answers of a flow whose answers are cached
@@ -64,6 +67,7 @@ class Deps:
     brake: Brake | None = None  # the brake on guessing tokens (brake.py); None: none (tests that build Deps alone)
     ledger: RunLedger | None = None  # the runs answered, that feedback may name (ledger.py)
     scores: Scores | None = None  # feedback on them (scores.py)
+    reports: ReportCache = field(default_factory=lambda: ReportCache(0.0))  # experiment reports reused (5 s)
 
 
 def get_deps(request: Request) -> Deps:
@@ -108,18 +112,40 @@ async def choose(
 
 
 def note_answer(
-    request: Request, flow: str, choice: Choice, run_id: uuid.UUID, configurable: Mapping[str, Any]
+    request: Request,
+    flow: str,
+    choice: Choice,
+    run_id: uuid.UUID,
+    configurable: Mapping[str, Any],
+    output: Any = NO_OUTPUT,
 ) -> None:
     """Note in the ledger that ``choice`` answered ``run_id``, with the request's user (hashed, as telemetry keeps
-    it); a pinned request's run takes feedback but is left out of the experiment report."""
-    ledger = get_deps(request).ledger
+    it); a pinned request's run takes feedback but is left out of the experiment report. With the run's
+    ``output``, the scores the routing file takes from it are kept as the run's feedback (experiments.outputs)."""
+    deps = get_deps(request)
+    ledger = deps.ledger
     if ledger is None:
         return
     headers = request.headers
     user = headers.get(USER_HEADER) or configurable.get("user_id")
     pinned = bool(headers.get(VERSION_HEADER) or configurable.get("flow_version"))
+    session = headers.get(SESSION_HEADER) or configurable.get("session_id")
     ref = choice.ref
-    ledger.note(str(run_id), flow, choice.version.sha, ref, hashed(str(user)) if user else None, counted=not pinned)
+    record = ledger.note(
+        str(run_id),
+        flow,
+        choice.version.sha,
+        ref,
+        hashed(str(user)) if user else None,
+        counted=not pinned,
+        session=hashed(str(session)) if session else None,  # feedback may name the session's last run
+    )
+    rules = deps.reconciler.table.routing.experiments.get(flow) if deps.reconciler.table.routing else None
+    built = choice.version.flows.get(flow)
+    if rules is None or record is None or output is NO_OUTPUT or deps.scores is None or built is None:
+        return
+    for key, score in output_scores(rules, built.graph.exit, output):
+        deps.scores.note(str(run_id), record, key, score)
 
 
 def version_metadata(choice: Choice) -> dict[str, Any]:
@@ -202,7 +228,7 @@ async def invoke(request: Request) -> Response:
     looked, hit = await cached(deps, call.name, call.choice, call.flow, Asked(value, call.config))
     headers = {CACHE_HEADER: "hit" if hit else "miss"} if looked is not None else {}
     if hit is not None:
-        note_answer(request, call.name, call.choice, call.run_id, call.configurable)
+        note_answer(request, call.name, call.choice, call.run_id, call.configurable, hit.output)
         return _answer(hit.output, call.choice, call.run_id, headers)
 
     async def run(chosen: Choice, built: BuiltFlow) -> Any:
@@ -211,7 +237,7 @@ async def invoke(request: Request) -> Response:
     choice, output = await run_flow(deps, call.name, call.choice, call.flow, call.run_id, run)
     if looked is not None:
         await keep(deps, call.name, looked, choice, choice.version.flows.get(call.name), output)
-    note_answer(request, call.name, choice, call.run_id, call.configurable)
+    note_answer(request, call.name, choice, call.run_id, call.configurable, output)
     return _answer(output, choice, call.run_id, headers)
 
 
@@ -255,8 +281,8 @@ async def batch(request: Request) -> Response:
 
     run_id = run_ids[0] if run_ids else new_run_id()
     choice, outputs = await run_flow(deps, name, choice, flow, run_id, run)
-    for each in run_ids:
-        note_answer(request, name, choice, each, configurable)
+    for each, output in zip(run_ids, outputs, strict=False):
+        note_answer(request, name, choice, each, configurable, output)
     metadata = {
         "run_ids": [str(r) for r in run_ids],
         "responses": [{"run_id": str(r), "feedback_tokens": []} for r in run_ids],  # LangServe's, one per input

@@ -15,7 +15,10 @@ from gitops_flow.flow.routing import (
     CacheRule,
     EvalRules,
     EvalThreshold,
+    ExperimentRules,
+    FeedbackGate,
     FlowLimits,
+    OutputScore,
     Rate,
     RefLimits,
     RouteTarget,
@@ -30,12 +33,15 @@ _ROUTING_MODELS_AT: tuple[tuple[tuple[str, ...], type[BaseModel]], ...] = (
     (("routes", "#", "#"), RouteTarget),
     (("routes", "#", "#", "match"), SegmentMatch),
     (("analysis",), Analysis),
+    (("analysis", "feedback"), FeedbackGate),
     (("limits", "#"), FlowLimits),
     (("limits", "#", "per_user"), Rate),
     (("limits", "#", "tokens"), TokenBudget),
     (("limits", "#", "refs", "#"), RefLimits),
     (("limits", "#", "refs", "#", "tokens"), TokenBudget),
     (("cache", "#"), CacheRule),
+    (("experiments", "#"), ExperimentRules),
+    (("experiments", "#", "scores", "#"), OutputScore),
     (("evals",), EvalRules),
     (("evals", "flows", "#"), EvalThreshold),
     ((), RoutingConfig),
@@ -96,6 +102,7 @@ def _check_routing(raw: bytes, flow_names: Iterable[str] | None) -> tuple[Routin
                 message += " but to its segments: give a ref a weight for the requests no segment matches"
             problems.append(Problem(code="zero-weights", message=message, path=json_path(where)))
         problems += _segment_problems(route, targets)
+        problems += _step_problems(route, targets, guarded=config.analysis is not None)
         refs = [t.ref if t.match is None else None for t in targets]
         for index, ref in enumerate(refs):
             if ref is not None and ref in refs[:index]:
@@ -141,14 +148,49 @@ def _segment_problems(route: str, targets: list[RouteTarget]) -> list[Problem]:
     return problems
 
 
+def _step_problems(route: str, targets: list[RouteTarget], *, guarded: bool) -> list[Problem]:
+    """A progressive canary's steps (docs/delivery.md): increasing, on a canary (not the primary, not a segment, not
+    beside a weight), one per route, under an analysis that judges them; an interval only with steps."""
+    problems = []
+    weighted = [index for index, target in enumerate(targets) if target.match is None]
+    stepped = [index for index, target in enumerate(targets) if target.steps is not None]
+
+    def problem(index: int, key: str, message: str) -> None:
+        problems.append(Problem(code="bad-steps", message=message, path=json_path(("routes", route, index, key))))
+
+    for index, target in enumerate(targets):
+        if target.steps is None:
+            if target.interval is not None:
+                problem(index, "interval", "interval is how long a progressive canary holds each step: add steps")
+            continue
+        if any(later <= earlier for earlier, later in zip(target.steps, target.steps[1:], strict=False)):
+            problem(index, "steps", f"steps must increase, each above the one before: {_shares(target.steps)}")
+        if "weight" in target.model_fields_set:
+            problem(index, "weight", "a progressive canary's share comes from its steps: drop weight")
+        if target.match is not None:
+            problem(index, "steps", "a segment takes the requests it matches: it has no steps")
+        elif weighted and index == weighted[0]:
+            problem(index, "steps", "the first ref is the primary; only a canary (a later ref) has steps")
+        elif not guarded:
+            problem(index, "steps", "steps advance while the canary analysis holds: add an analysis section")
+        if index != stepped[0]:
+            problem(index, "steps", f"one progressive canary per route: entry {stepped[0]} has steps already")
+    return problems
+
+
+def _shares(steps: list[float]) -> str:
+    return "[" + ", ".join(f"{share:g}" for share in steps) + "]"
+
+
 def _guardrail_problems(config: RoutingConfig, known: set[str] | None) -> list[Problem]:
     """``limits``, ``cache`` and ``evals.flows`` entries that name no flow (a warning: the flow may come in a later
     commit), a cache rule that caches conversations (a warning: what a cached answer does to one), and a limit that
     limits nothing."""
     problems = []
-    for section, names in (("limits", config.limits), ("cache", config.cache)):
+    sections = (("limits", config.limits), ("cache", config.cache), ("experiments", config.experiments))
+    for section, names in sections:
         for name in names:
-            if (name != DEFAULT_ROUTE or section == "cache") and known is not None and name not in known:
+            if (name != DEFAULT_ROUTE or section != "limits") and known is not None and name not in known:
                 problems.append(
                     Problem(
                         code="unknown-flow",

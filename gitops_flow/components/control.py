@@ -2,9 +2,9 @@
 of a list, bounded), as LangChain runnables over the parts of the flow the compiler built for them.
 
 A Router's branches and a Map's body are parts of the same document: each names a node that starts a sub-graph
-of its own, detached from the flow's main graph (flow/graph.py finds and checks them; runtime/compiler.py compiles
-them and hands them over in ``BuildContext.parts``). The Router is LangChain's ``RunnableBranch`` (only the chosen
-branch runs; its tokens stream through), the Map is ``body.batch`` over the items at a bounded concurrency.
+of its own, detached from the flow's main graph (flow/parts.py finds them, flow/graph.py checks them; the compiler
+builds them and hands them over in ``BuildContext.parts``). The Router is LangChain's ``RunnableBranch`` (only the
+chosen branch runs; its tokens stream through), the Map is ``body.batch`` over the items at a bounded concurrency.
 """
 
 from __future__ import annotations
@@ -26,8 +26,6 @@ from gitops_flow.components.base import BuildContext, Component, ParamIssue
 from gitops_flow.exceptions import BuildError, TooManyItems
 from gitops_flow.flow.parts import MAP, ROUTER
 from gitops_flow.flow.regexes import PatternError, compile_pattern
-
-MAP_NAME = MAP  # the registry reads the Map's bounds by this name
 
 Match = Literal["equals", "contains", "starts_with", "ends_with", "regex"]  # flow.parts.MATCHES, as a type
 MAX_BRANCHES = 100  # branches of one router

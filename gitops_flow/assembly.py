@@ -29,6 +29,7 @@ from gitops_flow.experiments.feedback_gate import FeedbackJudge
 from gitops_flow.experiments.ledger import RunBounds, RunLedger
 from gitops_flow.experiments.report_cache import ReportCache
 from gitops_flow.experiments.scores import Scores
+from gitops_flow.experiments.shadow import Shadows
 from gitops_flow.githost.deploys import RefView
 from gitops_flow.githost.feedback import Feedback
 from gitops_flow.guardrails.backends import beside
@@ -41,6 +42,7 @@ from gitops_flow.observability.telemetry.runs import Telemetry
 from gitops_flow.observability.telemetry.tracing import Tracing
 from gitops_flow.runtime.conversations import Conversations, TurnLimits
 from gitops_flow.runtime.executor import Executor
+from gitops_flow.runtime.judge import Judge
 from gitops_flow.runtime.sandbox import TestSandbox
 from gitops_flow.runtime.tweaks import Tweaker
 from gitops_flow.security.redaction import userinfo_secret
@@ -203,6 +205,29 @@ class Server:
             counters=counters,
             rate=settings.feedback_rate,
         )
+        executor = Executor(settings.runtime, langsmith=settings.langsmith_tracing, telemetry=telemetry)
+
+        def judge() -> Judge:  # the operator's judge of shadows (and of `gitops-flow eval`), made at first use
+            return Judge.configured(
+                settings.eval_judge_model,
+                readable,
+                components,
+                base_url=settings.eval_judge_base_url,
+                calls=0,  # a shadow's judge is held to the shadow's budget, not to eval's count of calls
+                policy=policy,
+            )
+
+        self.shadows = shadows = Shadows(
+            executor,
+            state,
+            counters,
+            metrics,
+            ScoreBounds(settings.feedback_retention, settings.feedback_max_keys, settings.feedback_max_scores),
+            judge=judge,
+            queue=settings.shadow_queue,
+            concurrency=settings.shadow_concurrency,
+            timeout=settings.shadow_timeout,
+        )
         self.deps = deps = Deps(
             settings,
             state,
@@ -215,11 +240,12 @@ class Server:
             feedback,
             telemetry=telemetry,
             cache=cache,
-            executor=Executor(settings.runtime, langsmith=settings.langsmith_tracing, telemetry=telemetry),
+            executor=executor,
             brake=Brake(state, limit=settings.guess_limit, window=settings.guess_window),
             ledger=ledger,
             scores=scores,
             reports=ReportCache(settings.experiment_cache),
+            shadows=shadows,
         )
         self.console = Console(deps, source=git, registry=components, policy=policy, scrub=scrubber.json)
         self._tasks: list[asyncio.Task[None]] = []
@@ -236,6 +262,7 @@ class Server:
             asyncio.create_task(self.console.traffic.run(), name="shared traffic"),
             asyncio.create_task(reconciler.run(), name="reconciler"),
             asyncio.create_task(self.ledger.run(), name="answered runs"),
+            asyncio.create_task(self.shadows.run(), name="shadow runs"),
             asyncio.create_task(_guard(self.guard, reconciler, self.settings.analysis_interval), name="canary guard"),
             asyncio.create_task(
                 _listen(self.store, reconciler, self.replica, self.console.sessions), name="replica wake-ups"

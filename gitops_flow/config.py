@@ -104,6 +104,18 @@ class Settings(BaseSettings):
         le=1000,
         description="runs on the primary at once that judge a canary's mid-stream failure or slow answer (0: none)",
     )
+    shadow_queue: int = Field(
+        default=100,
+        ge=1,
+        le=100_000,
+        description="shadow runs waiting for a place, per process; past it a drawn shadow run is dropped and counted",
+    )
+    shadow_concurrency: int = Field(
+        default=2, ge=1, le=1000, description="shadow runs (a candidate and its judge) at once, per process"
+    )
+    shadow_timeout: float = Field(
+        default=60.0, gt=0, le=3600, description="seconds a shadow run (the candidate, then its judge) may take"
+    )
     build_timeout: float = Field(default=30.0, gt=0, description="seconds one flow's build may take")
     knowledge_max_bytes: int = Field(
         default=20 * 1024 * 1024,

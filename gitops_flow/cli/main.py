@@ -41,7 +41,7 @@ from gitops_flow.validation.documents import (
     validate_bytes,
     validate_file,
 )
-from gitops_flow.validation.routing import validate_routing_bytes
+from gitops_flow.validation.routing import validate_routing_bytes, worktree_reader
 from gitops_flow.validation.worktree import WorkingTree, root_of
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
@@ -357,7 +357,8 @@ def _check_all(
     names = [r.spec.name for r in reports if r.spec is not None]
     routing_problems: list[Problem] = duplicate_names((r.file, r.spec.name) for r in reports if r.spec is not None)
     for path in targets.routing:
-        routing_problems += validate_routing_bytes(path.read_bytes(), file=str(path), flow_names=names)[1]
+        read = worktree_reader(path.parent)  # the rubrics its shadows' judges name, beside it
+        routing_problems += validate_routing_bytes(path.read_bytes(), file=str(path), flow_names=names, read=read)[1]
     return reports, routing_problems
 
 

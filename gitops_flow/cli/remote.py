@@ -152,6 +152,8 @@ def experiment(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
             print(f"    {key}: {shown['count']} scores, mean {mean}{within}", file=out)
     for verdict in data["verdicts"]:
         print(verdict_line(verdict, data["min_sample"]), file=out)
+    for arm in data.get("shadows", []):
+        print(shadow_line(arm), file=out)
     return EXIT_OK
 
 
@@ -161,6 +163,24 @@ def cost_text(arm: Mapping[str, Any]) -> str:
     usd = f"${cost['usd']:.4f}" if cost["usd"] is not None else "cost unknown"
     unpriced = f" (no price for: {', '.join(cost['unpriced'])})" if cost["unpriced"] else ""
     return f"{tokens['input']} tokens in, {tokens['output']} out, {usd}{unpriced}"
+
+
+def shadow_line(arm: Mapping[str, Any]) -> str:
+    """``shadow  twin 3f9c2e1a7b2d 30% of stable: 58 runs, 0 failed, 2 dropped (rate 2)`` and its score's line."""
+    dropped = {reason: n for reason, n in arm.get("dropped", {}).items() if n}
+    why = f" ({', '.join(f'{r} {n}' for r, n in dropped.items())})" if dropped else ""
+    line = (
+        f"  shadow  {arm['ref']} {str(arm['version'] or '-')[:12]} {arm['share'] * 100:.0f}% of {arm['of']}:"
+        f" {arm.get('runs', 0)} runs, {arm.get('failed', 0)} failed, {sum(dropped.values())} dropped{why}"
+    )
+    score = arm["score"]
+    mean = f"{score['mean']:.3f}" if score["mean"] is not None else "-"
+    interval = score["interval"]
+    within = f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else ""
+    line += f"\n    {arm['scorer']}: {score['count']} scores, mean {mean}{within}"
+    if arm.get("unscored"):
+        line += f"\n    unscored: {arm['unscored']}"
+    return line
 
 
 def verdict_line(verdict: Mapping[str, Any], min_sample: int) -> str:

@@ -117,6 +117,19 @@ def hashing_vectors(texts: Sequence[str], dims: int) -> Matrix:
     return out
 
 
+SIMILARITY_DIMS = 1024  # buckets of the hashing vectors two answers are compared by
+
+
+def similarity(first: str, second: str, dims: int = SIMILARITY_DIMS) -> float:
+    """How alike two texts are, from 0 to 1: the cosine of their hashing vectors (hashing_vectors), negative cosines
+    taken as 0. Two texts without a word that counts are alike only when they are equal."""
+    vectors = hashing_vectors([first, second], dims)
+    norms = np.linalg.norm(vectors, axis=1)
+    if not norms[0] or not norms[1]:
+        return float(first.strip() == second.strip())
+    return float(max(0.0, min(1.0, float(vectors[0] @ vectors[1]) / float(norms[0] * norms[1]))))
+
+
 def unit_rows(vectors: Matrix) -> Matrix:
     """``vectors`` scaled to length 1, row by row (a zero row stays zero), as float32."""
     norms = np.linalg.norm(vectors, axis=1, keepdims=True) if len(vectors) else np.ones((0, 1), np.float32)

@@ -52,7 +52,7 @@ from gitops_flow.validation.documents import (
     flow_name,
     validate_bytes,
 )
-from gitops_flow.validation.routing import validate_routing_bytes
+from gitops_flow.validation.routing import RUBRIC_MAX_BYTES, load_rubrics, validate_routing_bytes
 
 VERDICT_WAIT_S = 5.0  # seconds a deploy waits for its flows' tests; a flow still tested then goes live on its verdict
 TREES_KEPT = 4  # commits whose file listings a builder keeps
@@ -231,9 +231,19 @@ class VersionBuilder:
         problems: list[Problem] = []
         routing: RoutingConfig | None = None
         names = [flow_name(name.removesuffix(".json")) for name in listing.files]
+        rubrics: dict[str, str] = {}
         if listing.routing is not None:
-            routing, routing_problems = validate_routing_bytes(listing.routing[1], file=ROUTING_FILE, flow_names=names)
+
+            def read(path: str) -> bytes | None:  # a rubric a shadow's judge names, at this commit
+                found = self.source.read_file(commit.sha, path, max_bytes=RUBRIC_MAX_BYTES)
+                return found[1] if found is not None else None
+
+            routing, routing_problems = validate_routing_bytes(
+                listing.routing[1], file=ROUTING_FILE, flow_names=names, read=read
+            )
             problems += routing_problems
+            if routing is not None and routing.rubrics():
+                rubrics = load_rubrics(routing, read, file=ROUTING_FILE)[0]
         flows: dict[str, BuiltFlow] = {}
         failed: dict[str, tuple[Problem, ...]] = {}
         descriptions: dict[str, str] = {}
@@ -274,6 +284,7 @@ class VersionBuilder:
             failed=failed,
             blobs=blobs,
             routing=routing,
+            rubrics=rubrics,
             seen=self.clock(),
             content=listing.content,
             pending=frozenset(pending),

@@ -487,13 +487,15 @@ class Reconciler:
             await self.history.record(new or old or "", trigger, facts, once=key)
 
     async def _build_referenced(self, refs: Refs, head: str, trigger: str) -> None:
-        """Build the commits that refs named by the routing file point at, if they are on the tracked branch; a ref
-        off the branch is refused once, in the history (only what was merged is ever served)."""
+        """Build the commits that refs named by the routing file (its routes' and their shadows') point at, if they are
+        on the tracked branch; a ref off the branch is refused once, in the history (only what was merged is ever
+        served)."""
         current = self._last_good()
         routing = current.routing if current is not None else None
         if routing is None:
             return
         named = {target.ref for targets in routing.routes.values() for target in targets}
+        named |= {s.ref for targets in routing.routes.values() for target in targets for s in target.shadow}
         wanted = {n: sha for n, sha in refs.tags.items() if n in named or n.partition("/")[2] in named}
         for name, sha in sorted(wanted.items()):
             known = self._versions.get(sha)

@@ -19,7 +19,7 @@ from typing import Literal
 
 from gitops_flow.delivery.versions import Version
 from gitops_flow.exceptions import NoReadyVersion, NothingServable
-from gitops_flow.flow.routing import DEFAULT_ROUTE, Analysis, RouteTarget, RoutingConfig
+from gitops_flow.flow.routing import DEFAULT_ROUTE, Analysis, RouteTarget, RoutingConfig, Shadow
 
 DEFAULT_SESSION_TTL = RoutingConfig().session_ttl
 TargetState = Literal["live", "aborted", "missing", "failed", "yanked"]
@@ -120,6 +120,16 @@ class Segment:
 
 
 @dataclass(frozen=True, slots=True)
+class Shadowed:
+    """A candidate run beside a route's ref (``source``) on a share of the requests it serves: ``candidate`` as the
+    table resolves its ref, ``rule`` the routing file's entry (share, scorer, budget)."""
+
+    source: Target
+    candidate: Target
+    rule: Shadow
+
+
+@dataclass(frozen=True, slots=True)
 class Choice:
     """The version that serves a request, the ref it was reached by (None for a pin by sha), and, for a canary
     chosen by its weight, the analysis key its outcome counts under and the primary a failed request is retried on.
@@ -149,6 +159,15 @@ class Route:
     live: tuple[tuple[float, Target], ...]  # (upper bound in [0, 1], target), ascending; empty: nothing serves
     primary: Target | None = None
     segments: tuple[Target, ...] = ()  # live segments' refs, in the file's order: the first that matches serves
+    shadows: tuple[Shadowed, ...] = ()  # every shadow of the route's refs, whatever its candidate's state
+
+    def shadows_of(self, ref: str | None, serving: str) -> tuple[Shadowed, ...]:
+        """The shadows of the ref ``ref`` while it serves commit ``serving``'s build, whose candidates can run."""
+        return tuple(
+            s
+            for s in self.shadows
+            if s.source.ref == ref and s.source.serving == serving and s.candidate.state == "live"
+        )
 
     def segment_for(self, headers: Mapping[str, str | None]) -> Target | None:
         """The live segment a request's headers select, if any."""
@@ -229,12 +248,10 @@ class _Plan:
         name = flow if flow in configured else DEFAULT_ROUTE
         entries: list[RouteTarget] = configured.get(name) or []
         guarded = routing is not None and routing.analysis is not None
-        targets, segments = [], []
+        targets, segments, shadows = [], [], []
         weighted = [entry for entry in entries if entry.match is None]
         for entry in entries:
-            scoped = f"{flow}/{entry.ref}"
-            ref = scoped if scoped in self.refs else entry.ref
-            sha = self.head.sha if ref == self.branch else self.refs.get(ref)
+            ref, sha = self.resolve(flow, entry.ref)
             if entry.match is not None:  # a segment: never a canary, never drawn by weight
                 segment = Segment(entry.match.header, frozenset(entry.match.values))
                 segments.append(self.target(flow, entry.ref, ref, sha, 0.0, False, segment))
@@ -247,6 +264,9 @@ class _Plan:
                 steps = Steps.at(tuple(entry.steps), interval, reached)
                 target = replace(target, weight=steps.share, steps=steps)
             targets.append(target)
+            for rule in entry.shadow:  # a candidate is never a canary: it answers nobody
+                candidate = self.target(flow, rule.ref, *self.resolve(flow, rule.ref), 0.0, False)
+                shadows.append(Shadowed(target, candidate, rule))
         matched = tuple(t for t in segments if t.state == "live")
         live = [t for t in targets if t.state == "live" and t.weight > 0]
         if not live:  # no file, no route, or none of its refs can serve: the branch head serves it all, unless its
@@ -256,14 +276,25 @@ class _Plan:
                 fallback = replace(fallback, state="aborted")
             shown = tuple(targets) or (fallback,)
             return Route(
-                name, (*shown, *segments), ((1.0, fallback),) if fallback.state == "live" else (), None, matched
+                name,
+                (*shown, *segments),
+                ((1.0, fallback),) if fallback.state == "live" else (),
+                None,
+                matched,
+                tuple(shadows),
             )
         bounds, running = [], 0.0
         for target, share in _shares(live):
             running += share
             bounds.append((running, target))
         primary = next((t for t in live if t.guard is None), None)
-        return Route(name, (*targets, *segments), tuple(bounds), primary, matched)
+        return Route(name, (*targets, *segments), tuple(bounds), primary, matched, tuple(shadows))
+
+    def resolve(self, flow: str, named: str) -> tuple[str, str | None]:
+        """The ref a route's name finds for ``flow`` (its flow-scoped tag first) and the commit it points at."""
+        scoped = f"{flow}/{named}"
+        ref = scoped if scoped in self.refs else named
+        return ref, self.head.sha if ref == self.branch else self.refs.get(ref)
 
 
 def _shares(live: list[Target]) -> list[tuple[Target, float]]:

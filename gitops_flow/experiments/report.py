@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gitops_flow.delivery.routing_table import Route, Target
+from gitops_flow.delivery.routing_table import Route, Shadowed, Target
 from gitops_flow.observability.recent import Figures
 from gitops_flow.stores.base import Record
 
@@ -54,8 +54,10 @@ def report(
     judging: Judging,
     tokens: Tokens | None = None,
     prices: Prices | None = None,
+    shadows: Sequence[tuple[Shadowed, Mapping[str, Any]]] = (),
 ) -> dict[str, Any]:
-    """The report as /flows/<name>/experiment answers it; ``tokens`` per arm and model, priced by ``prices``."""
+    """The report as /flows/<name>/experiment answers it; ``tokens`` per arm and model, priced by ``prices``;
+    ``shadows`` the route's shadows with this process's counts of each (experiments/shadow.ShadowFigures.shown)."""
     from gitops_flow.experiments import (
         posterior,  # numpy and scipy: loaded by the first report, not by every server's start
     )
@@ -112,6 +114,45 @@ def report(
         "min_sample": judging.min_sample,
         "confidence": judging.confidence,
         "window_seconds": max((f.seconds for f in figures), default=0.0),
+        "shadows": [_shadow(shadowed, counts, scores) for shadowed, counts in shadows],
+    }
+
+
+def _shadow(shadowed: Shadowed, counts: Mapping[str, Any], scores: Sequence[Record]) -> dict[str, Any]:
+    """A shadow arm: the candidate beside the ref it shadows, its runs (this process's) and its scores (the
+    store's, on the candidate's build and the source's build serving now)."""
+    from gitops_flow.experiments import posterior
+    from gitops_flow.experiments.shadow import score_key
+
+    candidate, source, rule = shadowed.candidate, shadowed.source, shadowed.rule
+    key = score_key(rule.scorer)
+    values = [
+        float(s["score"])
+        for s in scores
+        if s.get("shadow")
+        and s.get("key") == key
+        and s.get("version") == candidate.serving
+        and s.get("ref") == candidate.ref
+        and s.get("source_version") == source.serving
+    ]
+    summary = posterior.summarize(values, is_binary=posterior.binary(values))
+    return {
+        "ref": candidate.ref,
+        "version": candidate.serving,
+        "state": candidate.state,
+        "role": "shadow",
+        "of": source.ref,
+        "of_version": source.serving,
+        "share": rule.share / 100.0,
+        "scorer": rule.scorer,
+        "budget": rule.budget.model_dump(),
+        **counts,
+        "score": {
+            "key": key,
+            "count": summary.count,
+            "mean": summary.mean,
+            "interval": [summary.low, summary.high] if summary.low is not None else None,
+        },
     }
 
 

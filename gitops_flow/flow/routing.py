@@ -94,6 +94,61 @@ class SegmentMatch(BaseModel):
         return value.lower()
 
 
+# how a shadow compares the candidate's answer with the primary's (docs/experiments.md, "Shadow and judge")
+SHADOW_SCORERS = ("exact", "contains", "json_schema", "similarity")
+JUDGE_PREFIX = "judge:"
+SHADOW_SCORER_PATTERN = r"^(exact|contains|json_schema|similarity|judge:[^\s]{1,500})$"
+MAX_SHADOWS = 4  # candidates one route entry may shadow
+MAX_SHADOW_SCHEMA_BYTES = 16 * 1024
+
+
+class ShadowBudget(BaseModel):
+    """What one shadow may spend: candidate runs per second (shared by every replica), and tokens (the candidate's
+    and its judge's) per window. Past either, a shadow run is dropped and counted, never queued."""
+
+    model_config = _STRICT
+
+    requests_per_second: float = Field(
+        default=1.0, gt=0, le=MAX_RATE, description="candidate runs per second, shared by all replicas"
+    )
+    tokens: int | None = Field(
+        default=None, ge=1, le=10**12, description="tokens the candidate and its judge may spend per window"
+    )
+    window: Duration = Field(default=3600.0, le=31 * 86400.0, description="the token budget's window (at most 31 days)")
+
+
+class Shadow(BaseModel):
+    """A candidate ref run on a share of a route entry's requests, off the response path: its answer is never sent,
+    only compared with the answer that was, by ``scorer``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    ref: Annotated[str, AfterValidator(check_ref), Field(max_length=MAX_REF_NAME)] = Field(
+        description="the candidate: a tag or branch (a flow-scoped tag is tried first)"
+    )
+    share: float = Field(gt=0, le=100, description="the percentage of the entry's requests also run on the candidate")
+    scorer: Annotated[str, Field(pattern=SHADOW_SCORER_PATTERN)] = Field(
+        description="exact, contains, json_schema, similarity, or judge: and a rubric file of the repository"
+        " (judge:evals/helpful.md)"
+    )
+    answer_schema: dict[str, Any] | None = Field(
+        default=None,
+        alias="schema",
+        description="for json_schema: the JSON Schema the candidate's answer must meet",
+    )
+    budget: ShadowBudget = Field(default_factory=ShadowBudget, description="what the shadow may spend")
+
+    @property
+    def rubric(self) -> str | None:
+        """The rubric file a judge scorer names, relative to the repository's root."""
+        return self.scorer.removeprefix(JUDGE_PREFIX) if self.scorer.startswith(JUDGE_PREFIX) else None
+
+
+def _one_or_many(value: Any) -> Any:
+    """``shadow:`` names one candidate (a mapping) or a list of them."""
+    return [value] if isinstance(value, dict) else value
+
+
 class RouteTarget(BaseModel):
     """A git ref (tag or branch) and its share of the traffic, relative to the route's other refs; or, with
     ``match``, a segment: the ref that serves the requests the match selects, before the weights are drawn."""
@@ -108,6 +163,11 @@ class RouteTarget(BaseModel):
     )
     match: SegmentMatch | None = Field(
         default=None, description="a segment: the requests it selects go to this ref, before the weights are drawn"
+    )
+    shadow: Annotated[list[Shadow], BeforeValidator(_one_or_many), Field(max_length=MAX_SHADOWS)] = Field(
+        default_factory=list,
+        description="a candidate (or a list of them) run on a share of this ref's requests: its answers are scored"
+        " against this ref's, never sent",
     )
     steps: list[Annotated[float, Field(ge=1, le=100)]] | None = Field(
         default=None,
@@ -343,7 +403,16 @@ class RoutingConfig(BaseModel):
     @classmethod
     def json_schema(cls) -> dict[str, Any]:
         """The published JSON Schema of the routing file (kept equal to schema/gitops-flow.v1.json by a test)."""
-        return {"$schema": "https://json-schema.org/draft/2020-12/schema", **cls.model_json_schema()}
+        schema = cls.model_json_schema()
+        shadow = schema["$defs"]["RouteTarget"]["properties"]["shadow"]
+        many = {key: shadow.pop(key) for key in ("type", "items", "maxItems")}
+        shadow["anyOf"] = [many["items"], many]  # one candidate, or a list of them (_one_or_many)
+        return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+
+    def rubrics(self) -> list[str]:
+        """The rubric files the routes' shadows' judges name, each once, in the file's order."""
+        found = [s.rubric for targets in self.routes.values() for t in targets for s in t.shadow if s.rubric]
+        return list(dict.fromkeys(found))
 
     def limits_of(self, flow: str) -> FlowLimits | None:
         return self.limits.get(flow) or self.limits.get(DEFAULT_ROUTE)

@@ -191,6 +191,28 @@ class Metrics:
             ["flow", "version", "ref", "cause"],
             registry=self.registry,
         )
+        self.shadow_runs = Counter(
+            "gitops_flow_shadow_runs",
+            "Runs of a shadow's candidate (answers never sent), by flow, candidate ref and outcome (scored, unscored,"
+            " failed).",
+            ["flow", "ref", "outcome"],
+            registry=self.registry,
+        )
+        self.shadow_dropped = Counter(
+            "gitops_flow_shadow_dropped",
+            "Shadow runs drawn but not run, by flow, candidate ref and reason (queue: full; rate, tokens: the"
+            " shadow's budget; judge: no judge model).",
+            ["flow", "ref", "reason"],
+            registry=self.registry,
+        )
+        self.shadow_scores = Histogram(
+            "gitops_flow_shadow_score",
+            "Scores of shadow runs (0 to 1: the candidate's answer against the primary's), by flow, candidate ref and"
+            " scorer.",
+            ["flow", "ref", "scorer"],
+            buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+            registry=self.registry,
+        )
         self._failure_series: set[tuple[str, str, str, str]] = set()
         self._versioned: set[tuple[str, str, str]] = set()  # (metric, flow, sha) series to prune with versions
         self._token_series: set[tuple[str, str, str | None]] = set()

@@ -68,17 +68,21 @@ async def flow_report(deps: Deps, name: str) -> dict[str, Any] | None:
     settings = deps.settings
     judging = Judging(settings.experiment_min_sample, settings.experiment_confidence)
 
+    shadows = [(s, deps.shadows.figures(name, s).shown() if deps.shadows else {}) for s in route.shadows]
+
     async def make() -> dict[str, Any]:
         scores = await deps.store.scores(name)
         figures = deps.metrics.recent.figures(name)
         tokens = {(sha, ref): dict(models) for (f, sha, ref), models in deps.metrics.arm_tokens.items() if f == name}
         # grouping up to max_scores scores per flow takes a while in Python: off the event loop, so others go on
         made: dict[str, Any] = await anyio.to_thread.run_sync(
-            report, name, route, figures, scores, judging, tokens, settings.prices()
+            report, name, route, figures, scores, judging, tokens, settings.prices(), shadows
         )
         return {**made, "generated_at": time.time()}
 
-    # the same arms and no new feedback through this process: the report of a moment ago (GITOPS_FLOW_EXPERIMENT_CACHE)
+    # the same arms, no new feedback and no shadow run through this process: the report of a moment ago
+    # (GITOPS_FLOW_EXPERIMENT_CACHE)
     generation = deps.scores.generations.get(name, 0) if deps.scores is not None else 0
     shares = tuple((bound, target.ref, target.serving) for bound, target in route.live)
-    return await deps.reports.get(name, (experiment_id(arms(route)), shares, generation), make)
+    shadowed = repr([counts for _, counts in shadows])
+    return await deps.reports.get(name, (experiment_id(arms(route)), shares, generation, shadowed), make)

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from gitops_flow.delivery.canaries import Action
 from gitops_flow.delivery.progress import progress_view
 from gitops_flow.delivery.published import Delivery
-from gitops_flow.delivery.routing_table import Route, RoutingTable
+from gitops_flow.delivery.routing_table import Route, RoutingTable, Target
 from gitops_flow.delivery.versions import Version
 from gitops_flow.exceptions import StoreError
 from gitops_flow.observability.metrics import CONTENT_TYPE
@@ -98,9 +98,25 @@ def route_targets(route: Route, known: Collection[str] | None = None, *, branch:
             "weight": shares.get(id(t), 0),
             "state": t.state,
             **({"segment": {"header": t.segment.header, "values": sorted(t.segment.values)}} if t.segment else {}),
+            **({"shadows": _shadows(route, t)} if any(s.source is t for s in route.shadows) else {}),
             **({"progress": progress_view(route, branch, t)} if t.steps is not None else {}),
         }
         for t in (route.targets if route.targets else [t for _, t in route.live])
+    ]
+
+
+def _shadows(route: Route, source: Target) -> list[dict[str, Any]]:
+    """The candidates shadowing ``source``: their refs, commits serving, states, shares (%) and scorers."""
+    return [
+        {
+            "ref": s.candidate.ref,
+            "serving": s.candidate.serving,
+            "state": s.candidate.state,
+            "share": s.rule.share,
+            "scorer": s.rule.scorer,
+        }
+        for s in route.shadows
+        if s.source is source
     ]
 
 

@@ -86,6 +86,10 @@ UNSUPPORTED = {
     },
     "document-qa": {("KnowledgeRetrieve-docqa", "Knowledge", "Knowledge", "$.data.nodes[2]")},
     "memory-chatbot": {("MemoryBase-xePih", "MemoryBase", "Memory Base", "$.data.nodes[4]")},
+    "v1.2-price-deal-finder": {
+        ("TavilySearchComponent-141bi", "TavilySearchComponent", "Tavily AI Search", "$.data.nodes[2]"),
+        ("AgentQL-6fb13", "AgentQL", "AgentQL Query Data", "$.data.nodes[3]"),
+    },
 }
 CONVERTED = (
     "basic-prompting",
@@ -94,6 +98,7 @@ CONVERTED = (
     "v1.0-memory-chatbot",
     "financial-report-parser",
     "text-sentiment-analysis",
+    "v1.3-text-sentiment-analysis",
 )
 
 
@@ -323,6 +328,27 @@ def test_a_stored_variable_name_becomes_an_env_reference() -> None:
     assert conversion.document is not None
     model = next(n for n in conversion.document["nodes"] if n["component"] == "ChatModel")
     assert model["params"]["api_key"] == {"$env": "TEAM_OPENAI_KEY"}
+
+
+def test_a_variable_name_where_the_key_goes_is_a_reference_not_a_literal_secret() -> None:
+    data = load("v1.2-price-deal-finder")  # LangFlow 1.2 ships OPENAI_API_KEY there, without load_from_db
+    agent = next(n for n in data["data"]["nodes"] if n["id"] == "Agent-7MSQT")
+    key = agent["data"]["node"]["template"]["api_key"]
+    assert (key["value"], key["load_from_db"]) == ("OPENAI_API_KEY", False)
+    kept = convert(copy.deepcopy(data), name="deals")
+    for literal in ("sk-proj-AbC123", "OPENAI_api_key", "AKIAIOSFODNN7EXAMPLE"):  # keys, or not a variable's name
+        key["value"] = literal
+        assert "literal-secret" in {p.code for p in convert(data, name="deals").problems}, literal
+
+    assert "literal-secret" not in {p.code for p in kept.problems}
+    with_tools_removed = copy.deepcopy(load("v1.2-price-deal-finder"))
+    graph = with_tools_removed["data"]
+    graph["nodes"] = [n for n in graph["nodes"] if n["data"].get("type") not in ("TavilySearchComponent", "AgentQL")]
+    graph["edges"] = [e for e in graph["edges"] if e["target"] != "Agent-7MSQT" or "tools" not in json.dumps(e)]
+    converted = convert(with_tools_removed, name="deals")
+    assert converted.document is not None, [p.message for p in converted.problems]
+    agent_node = next(n for n in converted.document["nodes"] if n["component"] == "Agent")
+    assert agent_node["params"]["api_key"] == {"$env": "OPENAI_API_KEY"}
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import json
 from pathlib import Path
@@ -252,11 +253,31 @@ def test_input_value_fills_the_entrys_single_variable_or_is_refused() -> None:
     chat = _built(chain(("m", "ChatHistory", {"input_key": "text"}), ("p", "Text", {"key": "text"})))
     text = _built(chain(("i", "Passthrough", {})))
     two = _built(chain(("p", "PromptTemplate", {"template": "{a} and {b}"})))
+    both = _built(
+        {
+            "version": 1,
+            "name": "both",
+            "nodes": [
+                {"id": "in", "component": "Passthrough"},
+                {"id": "a", "component": "PromptTemplate", "params": {"template": "A: {text}"}},
+                {"id": "b", "component": "PromptTemplate", "params": {"template": "B: {input_value}"}},
+                {"id": "out", "component": "Text", "params": {"template": "{a} / {b}"}},
+            ],
+            "edges": [
+                {"source": "in", "target": "a"},
+                {"source": "in", "target": "b"},
+                {"source": "a", "target": "out", "key": "a"},
+                {"source": "b", "target": "out", "key": "b"},
+            ],
+        }
+    )
 
     assert flow_input(one, "hi") == {"question": "hi"}
     assert flow_input(none, "hi") == {}
     assert flow_input(chat, "hi") == {"text": "hi"}
     assert flow_input(text, "hi") == "hi"
+    assert flow_input(both, "hi") == "hi"  # each reader takes one variable: each gets the text
+    assert asyncio.run(both.runnable.ainvoke("hi")) == "A: hi / B: hi"
     with pytest.raises(RequestError) as refused:
         flow_input(two, "hi")
     assert (refused.value.status, refused.value.code) == (422, "several-inputs")

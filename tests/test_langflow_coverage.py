@@ -30,6 +30,7 @@ TOOL = Path(__file__).resolve().parent.parent / "tools" / "langflow_coverage.py"
 REGISTRY = ComponentRegistry.builtin()
 FINANCIAL = (DATA / "financial-report-parser.json").read_text()
 SENTIMENT = (DATA / "text-sentiment-analysis.json").read_text()
+SENTIMENT_13 = (DATA / "v1.3-text-sentiment-analysis.json").read_text()  # a File read by two nodes
 FIELDS = ("EBITDA", "NET_INCOME", "GROSS_PROFIT", "REVENUE", "EBIT", "NET_MARGIN", "COMPANY")
 OUTPUTS = ("ChatOutput-DVXkn", "ChatOutput-h5fAd")  # Text Sentiment Analysis: the direct and the summarised analysis
 
@@ -208,8 +209,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     tmp = tmp_path_factory.mktemp("coverage")
     remote = Remote.create(tmp)
     remote.commit(
-        {"flows/Financial Report Parser.json": FINANCIAL, "flows/Text Sentiment Analysis.json": SENTIMENT},
-        "two starter projects as LangFlow exports them",
+        {
+            "flows/Financial Report Parser.json": FINANCIAL,
+            "flows/Text Sentiment Analysis.json": SENTIMENT,
+            "flows/Text Sentiment Analysis 1.3.json": SENTIMENT_13,
+        },
+        "three starter projects as LangFlow exports them",
     )
     remote.push()
     with serve_process(remote, tmp, args=["--fake-models"]) as harness:
@@ -286,3 +291,20 @@ def test_the_coverage_tool_ranks_what_blocks_the_refused_projects(tool: ModuleTy
     assert "| `Knowledge` | 1 | 1 (document-qa) |" in lines
     assert "| `URLComponent` | 1 | 0 |" in lines and "| `UnifiedWebSearch` | 1 | 0 |" in lines
     assert tool.summary(rows) == "2 of 6 starter projects convert (2 run under fakes); 4 are refused."
+
+
+def test_a_file_read_by_two_nodes_takes_the_run_apis_input_value_in_both(server: ServeProcess) -> None:
+    # LangFlow 1.3's Text Sentiment Analysis: its File feeds a prompt's {text} and a model's input_value; the
+    # run API's one input_value is the file's text, handed to both (it answered 422 several-inputs before)
+    body = {"input_value": "user: the new release is great\nuser: the docs are thin", "session_id": "s-13"}
+
+    response = lf_run(server, "text-sentiment-analysis-1-3", body)
+    invoked = server.invoke("text-sentiment-analysis-1-3", body["input_value"])
+    schema = server.client.get("/flows/text-sentiment-analysis-1-3/input_schema")
+
+    assert response.status_code == invoked.status_code == 200, response.text
+    results = response.json()["outputs"][0]["outputs"]
+    assert [r["component_id"] for r in results] == ["ChatOutput-NS8z5", "ChatOutput-GzAXT"]
+    texts = [r["results"]["message"]["text"] for r in results]
+    assert texts == ["This is a fake answer from OpenAIModel-Hl8vG.", "This is a fake answer from OpenAIModel-Izkdb."]
+    assert schema.status_code == 200 and {"type": "string"} in schema.json()["anyOf"]

@@ -4,7 +4,8 @@ LangFlow has named models several ways: ``model_name`` on provider components (O
 ``provider`` + ``model_name`` on LanguageModelComponent (1.2 to 1.6), ``agent_llm`` + ``model_name`` on the Agent
 (1.1 to 1.6), and one ``model`` field holding the selected option(s) ``{"name", "provider", ...}`` from 1.7 on,
 where ``model_name``/``provider`` became overrides. Keys are ``api_key`` fields: a ``load_from_db`` field's value
-is the name of a LangFlow global variable, which becomes an environment variable of the same (normalised) name.
+is the name of a LangFlow global variable, which becomes an environment variable of the same (normalised) name;
+so does a value that is an environment variable's name (``OPENAI_API_KEY``) without ``load_from_db``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from gitops_flow.problems import Problem
 from gitops_flow.security.providers import PROVIDER_KEYS
 
 DEFAULT_MODEL = "openai:gpt-4o-mini"
+_VARIABLE_NAME = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
 
 # LangFlow's provider names -> (init_chat_model provider, the environment variable its key is read from)
 PROVIDERS: dict[str, tuple[str, str]] = {
@@ -78,6 +80,12 @@ class ModelChoice:
     params: dict[str, Any] = field(default_factory=dict)
     fields: dict[str, str] = field(default_factory=dict)  # param -> LangFlow field
     problems: list[Problem] = field(default_factory=list)
+
+
+def is_variable_name(text: str) -> bool:
+    """An environment variable's name written where a key goes (``OPENAI_API_KEY``, as LangFlow's starter projects
+    of 1.2 ship it without ``load_from_db``): upper-case words joined by underscores, which no provider's key is."""
+    return _VARIABLE_NAME.fullmatch(text.strip()) is not None
 
 
 def env_name(text: str) -> str:
@@ -195,7 +203,7 @@ def _api_key(node: LfNode, choice: ModelChoice, default_env: str) -> None:
     value = spec.get("value")
     name = default_env
     if isinstance(value, str) and value.strip():
-        if spec.get("load_from_db") is True:
+        if spec.get("load_from_db") is True or is_variable_name(value):
             name = env_name(value)
         else:
             choice.problems.append(

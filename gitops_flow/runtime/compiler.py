@@ -390,9 +390,11 @@ def _history_input(
 
 def _entry_input(graph: FlowGraph, built: Mapping[str, Runnable[Any, Any]]) -> type[Any]:
     """What the flow takes: what its entry takes; for an entry that hands its input on unchanged (Passthrough),
-    what the nodes it feeds read from it, when each of them reads an object of named fields. Prompts that all take
-    the same single variable also take it as bare text (a prompt puts a lone value in its variable), so
-    ``{"question": "…"}`` and ``"…"`` both reach them, as both did before the check."""
+    what the nodes it feeds read from it, when each of them reads an object of named fields. Prompts that each take
+    a single variable also take bare text (a prompt puts a lone value in its variable), so ``{"question": "…"}``
+    and ``"…"`` both reach them, as both did before the check; prompts whose single variables differ (``{text}``
+    and ``{input_value}``, a LangFlow file read by two nodes) each get the text, as LangFlow hands its one input to
+    every node reading it."""
     entry = built[graph.entry]
     own = entry.get_input_schema()
     if not (type(entry) is RunnablePassthrough and entry.func is None and entry.afunc is None):
@@ -405,8 +407,8 @@ def _entry_input(graph: FlowGraph, built: Mapping[str, Runnable[Any, Any]]) -> t
         for name, info in schema.model_fields.items():
             if name not in fields or info.is_required():
                 fields[name] = (info.annotation, info)
-    variables = {tuple(getattr(built[target], "input_variables", None) or ()) for target in readers}
-    single = len(variables) == 1 and len(next(iter(variables))) == 1
+    variables = [tuple(getattr(built[target], "input_variables", None) or ()) for target in readers]
+    single = all(len(names) == 1 for names in variables)
     named: type[BaseModel] = create_model(f"{graph.entry}_{'fields' if single else 'input'}", **fields)
     if not single:
         return named

@@ -411,5 +411,6 @@ def test_a_langflow_export_in_flows_validates_with_lines_in_the_export(tmp_path:
 
     code, text = run("validate", str(tmp_path), "--format", "github")
 
-    assert code == 1
-    assert f"::error file={tmp_path}/document-qa.json,line=662,title=langflow-unsupported::$.data.nodes[2]" in text
+    assert code == 1  # its Knowledge node reads documents committed under knowledge/document-qa/: none are
+    assert f"::warning file={tmp_path}/document-qa.json,line=662,title=langflow-knowledge::$.data.nodes[2]" in text
+    assert f"::error file={tmp_path}/document-qa.json,line=662,title=no-documents::$.data.nodes[2]" in text

@@ -84,7 +84,6 @@ UNSUPPORTED = {
         ("URLComponent-Tjh8k", "URLComponent", "URL", "$.data.nodes[3]"),
         ("UnifiedWebSearch-KZ8k6", "UnifiedWebSearch", "Web Search", "$.data.nodes[4]"),
     },
-    "document-qa": {("KnowledgeRetrieve-docqa", "Knowledge", "Knowledge", "$.data.nodes[2]")},
     "memory-chatbot": {("MemoryBase-xePih", "MemoryBase", "Memory Base", "$.data.nodes[4]")},
     "v1.2-price-deal-finder": {
         ("TavilySearchComponent-141bi", "TavilySearchComponent", "Tavily AI Search", "$.data.nodes[2]"),
@@ -99,6 +98,7 @@ CONVERTED = (
     "financial-report-parser",
     "text-sentiment-analysis",
     "v1.3-text-sentiment-analysis",
+    "document-qa",
 )
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gitops_flow.flow.document import ALIAS_PATTERN, NAME_PATTERN
-from gitops_flow.langflow import chat, nodes
+from gitops_flow.langflow import chat, knowledge, nodes
 from gitops_flow.langflow.export import Export, LfNode, Wire, is_export, read_export
 from gitops_flow.langflow.models import TYPE_PROVIDERS
 from gitops_flow.langflow.refusals import refusal
@@ -54,6 +54,11 @@ HANDLERS: dict[str, Callable[[Builder, LfNode], None]] = {
     "CalculatorComponent": nodes.tool("calculator"),
     "CalculatorTool": nodes.tool("calculator"),
     "CurrentDate": nodes.tool("current_date"),
+    **{kind: knowledge.vector_store for kind in knowledge.VECTOR_STORES},
+    **{kind: knowledge.knowledge_base for kind in knowledge.KNOWLEDGE_BASES},
+    **{kind: knowledge.ingest for kind in knowledge.INGESTS},
+    **{kind: knowledge.splitter for kind in knowledge.SPLITTERS},
+    **{kind: knowledge.embeddings for kind in knowledge.EMBEDDINGS},
 }
 
 
@@ -112,10 +117,12 @@ def convert(data: dict[str, Any], *, name: str) -> Conversion:
         conversational=conversational(export, refused),
         files_expected=_files_expected(data),
         refused=refused,
+        name=name,
     )
     for node in order:
         handler = nodes.refused if node.id in unsupported else HANDLERS[node.type]
         handler(builder, node)
+    knowledge.connect_queries(builder)
     nodes.gather_outputs(builder)
     problems += builder.problems
     if any(p.severity == "error" for p in problems):

@@ -219,3 +219,12 @@ def _api_key(node: LfNode, choice: ModelChoice, default_env: str) -> None:
         choice.params["api_key"] = {"$env": name}
         if key_field:
             choice.fields["api_key"] = key_field
+
+
+def key_reference(node: LfNode, default_env: str) -> tuple[dict[str, str] | None, list[Problem]]:
+    """A node's API key as an ``$env`` reference (as a model's is; ``literal-secret`` for a literal key), and the
+    problems found; None when the field is empty and there is no default variable."""
+    choice = ModelChoice()
+    _api_key(node, choice, default_env)
+    reference = choice.params.get("api_key")
+    return (reference if isinstance(reference, dict) else None), choice.problems

@@ -27,6 +27,8 @@ from gitops_flow.runtime.lean.forms import as_value, form_of
 from gitops_flow.runtime.lean.program import LeanFlow, Plan
 from gitops_flow.security import references as secretrefs
 
+FAKE_EMBEDDINGS_PREFIX, FAKE_EMBEDDINGS = "hashing:", "hashing:256"  # what `serve --fake-models` embeds with
+
 
 @dataclass(frozen=True, slots=True)
 class BuiltFlow:
@@ -108,6 +110,7 @@ def build_flow(
     clock: Callable[[], float] = time.monotonic,
     breakers: Breakers | None = None,
     knowledge: Knowledge | None = None,
+    fake_embeddings: bool = False,
 ) -> BuiltFlow:
     """Build ``spec``; raises BuildError (with the node's path) on the first node that cannot be built.
 
@@ -118,6 +121,8 @@ def build_flow(
     ``knowledge`` is the repository's files at the build's revision: a Retriever reads its documents there, and
     indexes them (embedding the chunks its cache lacks; never in a dry-build, except with ``hashing:``). Nothing
     else is invoked: building never calls a model, reads another file or touches the network.
+    ``fake_embeddings`` (``serve --fake-models``): an embedding model is a model too, so every node's provider
+    ``embeddings`` become the built-in ``hashing:256`` (no key, no network) and its ``api_key`` goes unread.
     """
     graph, problems = analyse(spec)
     if graph is None:
@@ -134,7 +139,17 @@ def build_flow(
                 code="build-timeout",
             )
         built[node.id] = _build_node(
-            spec, index, registry, secrets or {}, fakes or {}, dry_run, notes, breakers, knowledge, deadline
+            spec,
+            index,
+            registry,
+            secrets or {},
+            fakes or {},
+            dry_run,
+            notes,
+            breakers,
+            knowledge,
+            deadline,
+            fake_embeddings,
         )
     _check_fan_in_variables(spec, graph, built)
     named = {node_id: _named(r, node_id) for node_id, r in built.items()}
@@ -185,6 +200,7 @@ def _build_node(
     breakers: Breakers | None = None,
     knowledge: Knowledge | None = None,
     deadline: float | None = None,
+    fake_embeddings: bool = False,
 ) -> Runnable[Any, Any]:
     node = spec.nodes[index]
     where = ("nodes", index)
@@ -193,6 +209,9 @@ def _build_node(
     except BuildError as exc:
         raise BuildError(str(exc), path=json_path([*where, "component"]), code=exc.code) from None
     params: dict[str, Any] = dict(node.params)
+    embeddings = params.get("embeddings")
+    if fake_embeddings and isinstance(embeddings, str) and not embeddings.startswith(FAKE_EMBEDDINGS_PREFIX):
+        params = {k: v for k, v in params.items() if k != "api_key"} | {"embeddings": FAKE_EMBEDDINGS}
     fake_responses: list[str] | None = None
     if node.id in fakes:
         if component.kind not in FAKEABLE:

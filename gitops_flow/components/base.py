@@ -11,6 +11,7 @@ from gitops_flow.problems import Problem
 if TYPE_CHECKING:
     from gitops_flow.components.breaker import Breakers
     from gitops_flow.components.knowledge import Knowledge
+    from gitops_flow.security.egress import EgressPolicy
 
 ComponentKind = Literal["input", "prompt", "model", "agent", "parser", "memory", "transform"]
 FAKEABLE: tuple[ComponentKind, ...] = ("model", "agent")  # kinds whose nodes `fakes` may answer for
@@ -30,6 +31,7 @@ class BuildContext:
     breakers: Breakers | None = None  # the provider endpoints' circuit breakers (a served build; None: no breaker)
     knowledge: Knowledge | None = None  # the repository's files at the build's revision (a Retriever reads them)
     deadline: float | None = None  # a time.monotonic() reading the build must end by (a Retriever's indexing)
+    egress: EgressPolicy | None = None  # where the tools' outbound requests may go (None: nowhere; a dry-build's)
 
     def note(self, code: str, message: str, *, severity: Literal["warning", "notice"] = "notice") -> None:
         self.notes.append(Problem(code=code, message=message, path="$", severity=severity))

@@ -304,6 +304,7 @@ class VersionBuilder:
             breakers=self.breakers,
             knowledge=knowledge,
             fake_embeddings=self.fake_models,
+            egress=self.policy.egress,
         )
 
     def close(self) -> None:
@@ -468,6 +469,7 @@ class VersionBuilder:
                     breakers=self.breakers,
                     knowledge=knowledge,
                     fake_embeddings=self.fake_models,
+                    egress=self.policy.egress,
                 )
             except BuildError as exc:
                 where = report.origin(exc.path)  # a converted LangFlow export: the path in the export

@@ -26,6 +26,7 @@ from gitops_flow.runtime.conversations import HistoryStore, MemoryHistoryStore, 
 from gitops_flow.runtime.lean.forms import as_value, form_of
 from gitops_flow.runtime.lean.program import LeanFlow, Plan
 from gitops_flow.security import references as secretrefs
+from gitops_flow.security.egress import EgressPolicy
 
 FAKE_EMBEDDINGS_PREFIX, FAKE_EMBEDDINGS = "hashing:", "hashing:256"  # what `serve --fake-models` embeds with
 
@@ -111,6 +112,7 @@ def build_flow(
     breakers: Breakers | None = None,
     knowledge: Knowledge | None = None,
     fake_embeddings: bool = False,
+    egress: EgressPolicy | None = None,
 ) -> BuiltFlow:
     """Build ``spec``; raises BuildError (with the node's path) on the first node that cannot be built.
 
@@ -119,8 +121,10 @@ def build_flow(
     ``deadline`` (a ``clock()`` reading) is checked before each node: past it, BuildError ``build-timeout``.
     ``breakers``: the provider endpoints' circuit breakers the models call through (None: none).
     ``knowledge`` is the repository's files at the build's revision: a Retriever reads its documents there, and
-    indexes them (embedding the chunks its cache lacks; never in a dry-build, except with ``hashing:``). Nothing
-    else is invoked: building never calls a model, reads another file or touches the network.
+    indexes them (embedding the chunks its cache lacks; never in a dry-build, except with ``hashing:``). ``egress``:
+    where the tools (HttpRequest, WebSearch, an agent's fetch_url and web_search) may send requests when they run
+    (None: nowhere, as in flow tests). Nothing else is invoked: building never calls a model, reads another file or
+    touches the network.
     ``fake_embeddings`` (``serve --fake-models``): an embedding model is a model too, so every node's provider
     ``embeddings`` become the built-in ``hashing:256`` (no key, no network) and its ``api_key`` goes unread.
     """
@@ -150,6 +154,7 @@ def build_flow(
             knowledge,
             deadline,
             fake_embeddings,
+            egress,
         )
     _check_fan_in_variables(spec, graph, built)
     named = {node_id: _named(r, node_id) for node_id, r in built.items()}
@@ -201,6 +206,7 @@ def _build_node(
     knowledge: Knowledge | None = None,
     deadline: float | None = None,
     fake_embeddings: bool = False,
+    egress: EgressPolicy | None = None,
 ) -> Runnable[Any, Any]:
     node = spec.nodes[index]
     where = ("nodes", index)
@@ -260,6 +266,7 @@ def _build_node(
         breakers=breakers,
         knowledge=knowledge,
         deadline=deadline,
+        egress=egress,
     )
     try:
         factory = registry.factory(component)

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from gitops_flow.components import credentials
+from gitops_flow.components import credentials, outbound
 from gitops_flow.components.base import FAKEABLE
 from gitops_flow.components.knowledge import Knowledge
 from gitops_flow.components.registry import ComponentRegistry
@@ -346,6 +346,8 @@ def _node_problems(spec: FlowSpec, registry: ComponentRegistry, policy: SecretPo
             continue
         problems += secretrefs.check(node.params, (*where, "params"), secret_params=secret_params, policy=policy)
         problems += credentials.check(registry, component, node.params, (*where, "params"), policy)
+        if component.name in outbound.SENDERS and component.takes_context:  # a built-in, not an operator's
+            problems += outbound.problems(component.name, node.params, (*where, "params"), policy.egress)
         bare = secretrefs.resolve(dict(node.params), {}, missing=[])
         try:
             issues = registry.check_params(component, bare)

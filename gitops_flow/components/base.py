@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from gitops_flow.components.knowledge import Knowledge
     from gitops_flow.security.egress import EgressPolicy
 
-ComponentKind = Literal["input", "prompt", "model", "agent", "parser", "memory", "transform"]
+ComponentKind = Literal["input", "prompt", "model", "agent", "parser", "memory", "transform", "control"]
 FAKEABLE: tuple[ComponentKind, ...] = ("model", "agent")  # kinds whose nodes `fakes` may answer for
 FAKE_MODEL = "FakeChatModel"  # the built-in model that calls nothing
 
@@ -32,6 +32,7 @@ class BuildContext:
     knowledge: Knowledge | None = None  # the repository's files at the build's revision (a Retriever reads them)
     deadline: float | None = None  # a time.monotonic() reading the build must end by (a Retriever's indexing)
     egress: EgressPolicy | None = None  # where the tools' outbound requests may go (None: nowhere; a dry-build's)
+    parts: Mapping[str, Any] | None = None  # a control node's parts, compiled: the node starting each -> its runnable
 
     def note(self, code: str, message: str, *, severity: Literal["warning", "notice"] = "notice") -> None:
         self.notes.append(Problem(code=code, message=message, path="$", severity=severity))

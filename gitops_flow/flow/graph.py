@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from gitops_flow.flow.document import EdgeSpec, FlowSpec
+from gitops_flow.flow.parts import CONTROLS, MAX_NESTING, ROUTER, roots
 from gitops_flow.problems import Problem, json_path, listing
 
 
@@ -18,6 +20,9 @@ class FlowGraph:
     order: tuple[str, ...]
     incoming: dict[str, tuple[EdgeSpec, ...]]
     outgoing: dict[str, tuple[EdgeSpec, ...]]
+    # the parts of the control nodes (flow/parts.py): the node starting each -> its own graph, over its own nodes
+    parts: Mapping[str, FlowGraph] = field(default_factory=dict)
+    controls: tuple[str, ...] = ()  # the control nodes, each after every control node inside its parts
 
     @property
     def is_chain(self) -> bool:
@@ -25,7 +30,11 @@ class FlowGraph:
 
 
 def analyse(spec: FlowSpec) -> tuple[FlowGraph | None, list[Problem]]:
-    """The graph of ``spec`` and every problem with it; the graph is None when a problem makes it unusable."""
+    """The graph of ``spec`` and every problem with it; the graph is None when a problem makes it unusable.
+
+    The parts of control nodes (a Router's branches, a Map's body: flow/parts.py) are sub-graphs of their own,
+    each checked as a flow is (one entry, the node named; one exit; no cycle; every node on the way), and kept out
+    of the main graph."""
     problems: list[Problem] = []
     ids: list[str] = []  # in document order; ``known`` is the same as a set, so each look-up costs O(1)
     known: set[str] = set()
@@ -61,14 +70,25 @@ def analyse(spec: FlowSpec) -> tuple[FlowGraph | None, list[Problem]]:
             outgoing[edge.source].append(edge)
             positions[id(edge)] = index
     problems += _fan_in_problems(incoming, positions)
-    entry = _endpoint(spec, ids, known, incoming, "input", problems)
-    exit_ = _endpoint(spec, ids, known, outgoing, "output", problems)
-    order = _topological(ids, incoming, outgoing)
+    found = _Parts.of(spec, known, outgoing, problems)
+    if found.part_of:  # an edge between a part and the rest is refused above; the checks below go without it
+        incoming = defaultdict(list, {n: [e for e in es if found.same(e)] for n, es in incoming.items()})
+        outgoing = defaultdict(list, {n: [e for e in es if found.same(e)] for n, es in outgoing.items()})
+        problems += found.crossings(spec, positions)
+    main = [n for n in ids if n not in found.part_of]
+    entry = _endpoint(spec, main, known, incoming, "input", problems)
+    exit_ = _endpoint(spec, main, known, outgoing, "output", problems)
+    order = _topological(main, incoming, outgoing)
     if order is None:
-        looped = _on_cycles(ids, incoming, outgoing)
+        looped = _on_cycles(main, incoming, outgoing)
         problems.append(_problem("cycle", f"the graph has a cycle through {listing(looped)}", "edges"))
     if entry and exit_ and order is not None:
-        problems += _reachability(spec, ids, entry, exit_, incoming, outgoing)
+        problems += _reachability(spec, set(main), entry, exit_, incoming, outgoing)
+    parts: dict[str, FlowGraph] = {}
+    for root, members in found.members.items():
+        part = _part(spec, root, members, found.names[root], incoming, outgoing, problems)
+        if part is not None:
+            parts[root] = part
     if problems or entry is None or exit_ is None or order is None:
         return None, problems
     graph = FlowGraph(
@@ -77,8 +97,152 @@ def analyse(spec: FlowSpec) -> tuple[FlowGraph | None, list[Problem]]:
         order=tuple(order),
         incoming={n: tuple(incoming[n]) for n in ids},
         outgoing={n: tuple(outgoing[n]) for n in ids},
+        parts=parts,
+        controls=found.controls,
     )
     return graph, []
+
+
+@dataclass(slots=True)
+class _Parts:
+    """The parts a document's control nodes name: each root's members (the nodes its edges lead to), which part
+    each node is in, what each part is called in a problem, and the control nodes, innermost first."""
+
+    members: dict[str, list[str]]
+    part_of: dict[str, str]
+    names: dict[str, str]
+    controls: tuple[str, ...]
+
+    @classmethod
+    def of(
+        cls, spec: FlowSpec, known: set[str], outgoing: dict[str, list[EdgeSpec]], problems: list[Problem]
+    ) -> _Parts:
+        owners: dict[str, str] = {}  # root -> the control node whose part it starts
+        names: dict[str, str] = {}
+        controls: list[str] = []
+        for index, node in enumerate(spec.nodes):
+            if node.component not in CONTROLS:
+                continue
+            controls.append(node.id)
+            what = "router" if node.component == ROUTER else "map"
+            for where, root in roots(node.component, node.params):
+                path: tuple[str | int, ...] = ("nodes", index, "params", *where)
+                name = (
+                    f"branch {where[-1]!r} of router {node.id!r}"
+                    if where[0] == "branches"
+                    else f"the {where[0]} of {what} {node.id!r}"
+                )
+                if not isinstance(root, str):
+                    continue  # the component's signature says so
+                if root not in known:
+                    problems.append(_problem("unknown-node", f"{name} names {root!r}, which is not a node", *path))
+                elif root == node.id:
+                    problems.append(_problem("cycle", f"{name} names {what} {node.id!r} itself", *path))
+                elif owners.setdefault(root, node.id) != node.id:
+                    message = f"{name} names {root!r}, which already starts a part of {owners[root]!r}"
+                    problems.append(_problem("shared-part", message + "; a part belongs to one control node", *path))
+                else:
+                    names.setdefault(root, name)
+        members: dict[str, list[str]] = {}
+        part_of: dict[str, str] = {}
+        order = {node.id: index for index, node in reversed(list(enumerate(spec.nodes)))}
+        for root in names:
+            reached = sorted(_walk(root, outgoing, "target"), key=order.__getitem__)
+            taken = [n for n in reached if n in part_of]
+            if taken:
+                message = (
+                    f"node {taken[0]!r} is in {names[root]} and in {names[part_of[taken[0]]]}; parts do not share nodes"
+                )
+                problems.append(_problem("shared-part", message, "nodes", order[taken[0]]))
+                continue
+            members[root] = reached
+            part_of.update((n, root) for n in reached)
+        nesting = cls._nesting(owners, part_of, order, problems)
+        ordered = tuple(sorted(controls, key=lambda c: -nesting.get(c, 0)))
+        return cls(members, part_of, {r: names[r] for r in members}, ordered)
+
+    @staticmethod
+    def _nesting(
+        owners: dict[str, str], part_of: dict[str, str], order: dict[str, int], problems: list[Problem]
+    ) -> dict[str, int]:
+        """How deep each control node sits in others' parts; a control node inside its own part is a cycle."""
+        depth: dict[str, int] = {}
+        for control in dict.fromkeys(owners.values()):
+            chain = [control]
+            while chain[-1] in part_of and len(chain) <= MAX_NESTING:
+                outer = owners[part_of[chain[-1]]]
+                if outer in chain:
+                    looped = listing(chain[chain.index(outer) :])
+                    problems.append(
+                        _problem("cycle", f"control nodes run each other: {looped}", "nodes", order[control])
+                    )
+                    break
+                chain.append(outer)
+            else:
+                depth[control] = len(chain) - 1
+                continue
+            if len(chain) > MAX_NESTING:
+                message = f"control nodes nest more than {MAX_NESTING} deep inside each other's parts"
+                problems.append(_problem("too-deep", message, "nodes", order[control]))
+        return depth
+
+    def same(self, edge: EdgeSpec) -> bool:
+        """Whether ``edge`` stays in one part (or in the main graph), and does not enter a part's first node."""
+        inside = self.part_of.get(edge.target)
+        return self.part_of.get(edge.source) == inside and edge.target not in self.members
+
+    def crossings(self, spec: FlowSpec, positions: dict[int, int]) -> list[Problem]:
+        problems = []
+        for index, edge in enumerate(spec.edges):
+            if id(edge) not in positions or self.same(edge):
+                continue
+            root = self.part_of.get(edge.target)
+            if edge.target in self.members and self.part_of.get(edge.source) == edge.target:
+                message = (
+                    f"{self.names[edge.target]} has a cycle: {edge.source} -> {edge.target} leads back to its start"
+                )
+                problems.append(_problem("cycle", message, "edges", index))
+                continue
+            if edge.target in self.members:
+                message = f"node {edge.target!r} starts {self.names[edge.target]}, so it takes that input only"
+            elif root is not None:
+                message = f"edge {edge.source} -> {edge.target} enters {self.names[root]} from outside it"
+            else:
+                message = f"edge {edge.source} -> {edge.target} leaves {self.names[self.part_of[edge.source]]}"
+            problems.append(
+                _problem("crosses-part", message + "; a part reads only what its control node gives it", "edges", index)
+            )
+        return problems
+
+
+def _part(
+    spec: FlowSpec,
+    root: str,
+    members: list[str],
+    name: str,
+    incoming: dict[str, list[EdgeSpec]],
+    outgoing: dict[str, list[EdgeSpec]],
+    problems: list[Problem],
+) -> FlowGraph | None:
+    """The graph of the part ``root`` starts: its exit is its only node without outgoing edges."""
+    index = {node.id: i for i, node in enumerate(spec.nodes)}
+    exits = [n for n in members if not outgoing[n]]
+    order = _topological(members, incoming, outgoing)
+    if order is None:
+        looped = _on_cycles(members, incoming, outgoing)
+        problems.append(_problem("cycle", f"{name} has a cycle through {listing(looped)}", "nodes", index[root]))
+        return None
+    if len(exits) != 1:
+        message = f"{name} ends in {len(exits)} nodes ({', '.join(exits)}); a part gives one value: join them"
+        problems.append(_problem("several-exits", message, "nodes", index[exits[-1]]))
+        return None
+    return FlowGraph(
+        entry=root,
+        exit=exits[0],
+        order=tuple(order),
+        incoming={n: tuple(incoming[n]) for n in members},
+        outgoing={n: tuple(outgoing[n]) for n in members},
+    )
 
 
 def _problem(code: str, message: str, *path: str | int) -> Problem:
@@ -190,7 +354,7 @@ def _on_cycles(ids: list[str], incoming: dict[str, list[EdgeSpec]], outgoing: di
 
 def _reachability(
     spec: FlowSpec,
-    ids: list[str],
+    ids: set[str],
     entry: str,
     exit_: str,
     incoming: dict[str, list[EdgeSpec]],
@@ -200,6 +364,8 @@ def _reachability(
     to_exit = _walk(exit_, incoming, "source")
     problems = []
     for index, node in enumerate(spec.nodes):
+        if node.id not in ids:
+            continue
         if node.id not in from_entry:
             problems.append(
                 _problem("unreachable", f"node {node.id!r} cannot be reached from {entry!r}", "nodes", index)

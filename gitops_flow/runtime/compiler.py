@@ -19,10 +19,12 @@ from gitops_flow.components.breaker import Breakers
 from gitops_flow.components.knowledge import Knowledge
 from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.exceptions import BadInput, BuildError
+from gitops_flow.flow import parts
 from gitops_flow.flow.document import FlowSpec, NodeSpec
 from gitops_flow.flow.graph import FlowGraph, analyse
 from gitops_flow.problems import Problem, json_path
 from gitops_flow.runtime.conversations import HistoryStore, MemoryHistoryStore, WithHistory
+from gitops_flow.runtime.lean.control import form_of as control_form
 from gitops_flow.runtime.lean.forms import as_value, form_of
 from gitops_flow.runtime.lean.program import LeanFlow, Plan
 from gitops_flow.security import references as secretrefs
@@ -134,7 +136,10 @@ def build_flow(
         raise BuildError(first.message, path=first.path, code=first.code)
     notes: list[Problem] = []
     built: dict[str, Runnable[Any, Any]] = {}
-    for index, node in enumerate(spec.nodes):
+    position = {node.id: index for index, node in enumerate(spec.nodes)}
+
+    def build(index: int, parts: Mapping[str, Runnable[Any, Any]] | None = None) -> None:
+        node = spec.nodes[index]
         if deadline is not None and clock() >= deadline:
             raise BuildError(
                 f"the build ran past its time limit before node {node.id!r} ({index:,} of {len(spec.nodes):,} "
@@ -155,12 +160,31 @@ def build_flow(
             deadline,
             fake_embeddings,
             egress,
+            parts,
         )
+
+    controls = set(graph.controls)
+    for index, node in enumerate(spec.nodes):
+        if node.id not in controls:
+            build(index)
+    # a control node is built once its parts are: the innermost first (graph.controls), each part compiled as a flow
+    leans = internals.HOOKS.runnables is not None  # without LangChain's hooks the flow runs as its runnable
+    compiled: dict[str, Runnable[Any, Any]] = {}
+    programs: dict[str, LeanFlow] = {}
+    for control in graph.controls:
+        node = spec.nodes[position[control]]
+        for _, root in parts.roots(node.component, node.params):
+            if root not in compiled:
+                part = graph.parts[root]
+                members = {n: _named(built[n], n) for n in part.order}
+                compiled[root] = _compile(part, members)
+                if leans:
+                    programs[root] = _lean(part, members, compiled[root], programs)
+        build(position[control], compiled)
     _check_fan_in_variables(spec, graph, built)
-    named = {node_id: _named(r, node_id) for node_id, r in built.items()}
+    named = {node_id: _named(built[node_id], node_id) for node_id in graph.order}
     runnable = _compile(graph, named)
-    # without the LangChain hooks the lean program reuses, the flow runs as its runnable (langchain_internals)
-    lean: LeanFlow | WithHistory | None = _lean(graph, named, runnable) if internals.HOOKS.runnables else None
+    lean: LeanFlow | WithHistory | None = _lean(graph, named, runnable, programs) if leans else None
     memory = [(i, n) for i, n in enumerate(spec.nodes) if registry.kind_of(n.component) == "memory"]
     if memory:
         if history is None and not dry_run:
@@ -207,6 +231,7 @@ def _build_node(
     deadline: float | None = None,
     fake_embeddings: bool = False,
     egress: EgressPolicy | None = None,
+    parts: Mapping[str, Runnable[Any, Any]] | None = None,
 ) -> Runnable[Any, Any]:
     node = spec.nodes[index]
     where = ("nodes", index)
@@ -267,6 +292,7 @@ def _build_node(
         knowledge=knowledge,
         deadline=deadline,
         egress=egress,
+        parts=parts,
     )
     try:
         factory = registry.factory(component)
@@ -354,9 +380,15 @@ def _gather(graph: FlowGraph, node: str) -> Runnable[Any, Any]:
     return RunnableLambda(lambda state: {k: as_value(state[src]) for k, src in keyed.items()}, name=f"{node}.input")
 
 
-def _lean(graph: FlowGraph, runnables: Mapping[str, Runnable[Any, Any]], whole: Runnable[Any, Any]) -> LeanFlow:
-    """The lean program of the graph ``_compile`` made ``whole`` of: the same steps, as plain async code."""
-    forms = {node: form_of(r) for node, r in runnables.items()}
+def _lean(
+    graph: FlowGraph,
+    runnables: Mapping[str, Runnable[Any, Any]],
+    whole: Runnable[Any, Any],
+    parts: Mapping[str, LeanFlow],
+) -> LeanFlow:
+    """The lean program of the graph ``_compile`` made ``whole`` of: the same steps, as plain async code; a
+    control node runs the lean programs of its ``parts``."""
+    forms = {node: control_form(r, parts) or form_of(r) for node, r in runnables.items()}
     if graph.is_chain:
         return LeanFlow(Plan(chain=True, tail=tuple(graph.order)), forms, whole)
     tail = _tail(graph)

@@ -80,15 +80,17 @@ def run(spec: FlowSpec, value: Any, *, registry: ComponentRegistry | None = None
 # -- every fixture: converted and run, or refused naming exactly its unsupported nodes ------------------------------
 
 UNSUPPORTED = {
-    "simple-agent": {
-        ("URLComponent-Tjh8k", "URLComponent", "URL", "$.data.nodes[3]"),
-        ("UnifiedWebSearch-KZ8k6", "UnifiedWebSearch", "Web Search", "$.data.nodes[4]"),
-    },
     "memory-chatbot": {("MemoryBase-xePih", "MemoryBase", "Memory Base", "$.data.nodes[4]")},
-    "v1.2-price-deal-finder": {
-        ("TavilySearchComponent-141bi", "TavilySearchComponent", "Tavily AI Search", "$.data.nodes[2]"),
-        ("AgentQL-6fb13", "AgentQL", "AgentQL Query Data", "$.data.nodes[3]"),
-    },
+    "v1.2-price-deal-finder": {("AgentQL-6fb13", "AgentQL", "AgentQL Query Data", "$.data.nodes[3]")},
+}
+# converted and checked in test_langflow_knowledge.py (some validate only where the operator allows their requests)
+ELSEWHERE = {
+    "simple-agent",
+    "v1.0-blog-writer",
+    "v1.0-document-qa",
+    "v1.3-custom-component-maker",
+    "v1.5-hybrid-search-rag",
+    "v1.5-vector-store-rag",
 }
 CONVERTED = (
     "basic-prompting",
@@ -104,7 +106,7 @@ CONVERTED = (
 
 def test_the_fixtures_are_all_covered() -> None:
     names = {p.stem for p in DATA.glob("*.json")}
-    assert names == set(UNSUPPORTED) | set(CONVERTED) | {"v1.1-saas-pricing"}
+    assert names == set(UNSUPPORTED) | set(CONVERTED) | {"v1.1-saas-pricing"} | ELSEWHERE
 
 
 @pytest.mark.parametrize("name", sorted(UNSUPPORTED))

@@ -210,21 +210,18 @@ def test_unknown_flow_invalid_json_and_too_large(remote: Remote, tmp_path: Path)
 
 
 def test_an_export_with_unsupported_nodes_is_recorded_failed_pointing_into_it(remote: Remote, tmp_path: Path) -> None:
-    remote.commit({"flows/simple-agent.json": (DATA / "simple-agent.json").read_text()}, "an agent with web tools")
+    remote.commit({"flows/memory-base.json": (DATA / "memory-chatbot.json").read_text()}, "an agent with a memory base")
     remote.push()
     with served(remote, tmp_path, fake_models=True, wait=False) as harness:
         harness.reconcile()
         versions = harness.client.get("/versions").json()["versions"]
-        response = run(harness, "simple-agent", {"input_value": "x"})
+        response = run(harness, "memory-base", {"input_value": "x"})
 
     newest = versions[0]
-    assert newest["status"] == "ready" and list(newest["failed"]) == ["simple-agent"]
-    found = newest["failed"]["simple-agent"]
+    assert newest["status"] == "ready" and list(newest["failed"]) == ["memory-base"]
+    found = newest["failed"]["memory-base"]
     problems = {(p["file"], p["code"], p["path"]) for p in found if p["severity"] == "error"}
-    assert problems == {
-        ("flows/simple-agent.json", "langflow-unsupported", "$.data.nodes[3]"),
-        ("flows/simple-agent.json", "langflow-unsupported", "$.data.nodes[4]"),
-    }
+    assert problems == {("flows/memory-base.json", "langflow-unsupported", "$.data.nodes[4]")}
     assert all(p["line"] for p in found)
     assert response.status_code == 503  # it never built: nothing can serve it (nothing-servable, retry later)
 

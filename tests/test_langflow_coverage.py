@@ -60,14 +60,14 @@ def run(spec: FlowSpec, value: Any, fakes: dict[str, list[str]]) -> Any:
 
 
 def test_a_refused_export_names_every_problem_in_one_pass() -> None:
-    data = load("simple-agent")
-    data["description"] = "Upload an image and the agent looks things up about it."
+    data = load("memory-chatbot")
+    data["description"] = "Upload an image and the agent remembers things about it."
 
     found = errors(data)
 
-    # the web tools are refused, and the input that carries an image is named as well, not after they are removed
-    assert [m.split(" ")[0] for m in found] == ["URLComponent-Tjh8k", "UnifiedWebSearch-KZ8k6", "ChatInput-tKQ4d"]
-    assert "'Upload an image'" in found[2]
+    # the memory base is refused, and the input that carries an image is named as well, not after it is removed
+    assert [m.split(" ")[0] for m in found] == ["MemoryBase-xePih", "ChatInput-oQkLS"]
+    assert "'Upload an image'" in found[1]
 
 
 def _edited_cases() -> list[tuple[str, str]]:
@@ -94,13 +94,9 @@ def test_a_refused_node_adds_its_own_problem_and_no_other(name: str, kind: str) 
 
 
 def test_an_agents_tool_has_no_stand_in() -> None:
-    [url, search] = errors(load("simple-agent"))
     [memory] = errors(load("memory-chatbot"))
 
-    assert "fetches web pages at run time, over the network" in url
-    assert "searches the web at run time, over the network" in search
-    for tool in (url, search, memory):
-        assert "as an agent's tool it has no stand-in" in tool
+    assert "as an agent's tool it has no stand-in" in memory
     assert "searched by embeddings" in memory and "memory tool would go unanswered" in memory
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import re
 import secrets
@@ -31,17 +32,22 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zipfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 
 from gitops_flow.components.registry import ComponentRegistry
+from gitops_flow.security.egress import EgressLimits, EgressPolicy
+from gitops_flow.security.policy import SecretPolicy
+from gitops_flow.security.providers import default_secret_names
 from gitops_flow.validation.documents import flow_name, validate_bytes
 
 # LangFlow's minor releases from 1.0, each its last patch, as the langflow-base version it ships
@@ -69,6 +75,11 @@ SAMPLE = (
     "# Sample knowledge\n\nCommitted by tools/langflow_coverage.py where the converted flow reads documents from Git: "
     "a team commits its own here (what LangFlow loaded into its store or read from its file storage).\n"
 )
+# the server the tool runs: every provider key name and Tavily's may be referenced; requests may go anywhere public
+# (the literal URLs of the exports: with no network here, fetching them fails, and the table says so) and to the
+# loopback Tavily stand-in the tool serves, which is the search API (GITOPS_FLOW_WEB_SEARCH_URL)
+SECRETS = (*default_secret_names(), "TAVILY_API_KEY")
+SEARCH_STAND_IN = "http://127.0.0.1:9"  # a placeholder until the stand-in runs (judging alone needs no answer)
 READY_TIMEOUT = 180.0  # seconds a release's server may take to build its flows
 RUN_TIMEOUT = 60.0
 
@@ -109,9 +120,13 @@ def starters(wheel: Path) -> dict[str, bytes]:
         return {Path(n).name: archive.read(n) for n in sorted(archive.namelist()) if STARTERS.match(n)}
 
 
-def judge(release: str, file_name: str, raw: bytes, registry: ComponentRegistry) -> Row:
-    """Validate one starter project as the server would: converted or refused (with each error's reason)."""
-    report = validate_bytes(raw, registry, file=file_name, stem=file_name.removesuffix(".json"))
+def judge(
+    release: str, file_name: str, raw: bytes, registry: ComponentRegistry, search_url: str = SEARCH_STAND_IN
+) -> Row:
+    """Validate one starter project as the server the tool runs would (its secrets and egress allowlist, with the
+    search API at ``search_url``): converted or refused (with each error's reason)."""
+    policy = SecretPolicy(SECRETS, egress=EgressPolicy.parse(allowlist(search_url), EgressLimits(), search_url))
+    report = validate_bytes(raw, registry, file=file_name, stem=file_name.removesuffix(".json"), policy=policy)
     row = Row(release, file_name.removesuffix(".json"), report.ok, file_name=file_name, raw=raw)
     row.knowledge = any(p.code == "langflow-knowledge" for p in report.problems)
     if not report.ok:
@@ -132,7 +147,42 @@ def blocker(code: str, message: str) -> str:
     return f"{kind}: {reason.strip()}" if reason else kind
 
 
-def serve_and_run(rows: Sequence[Row], scratch: Path) -> None:
+def allowlist(search_url: str) -> list[str]:
+    return ["*", search_url]
+
+
+class _Tavily(BaseHTTPRequestHandler):
+    """Tavily's search API on loopback (``POST /search`` answering ``{"results": [...]}``), for the served check."""
+
+    def do_POST(self) -> None:  # noqa: N802 (the handler's name is http.server's)
+        length = int(self.headers.get("Content-Length") or 0)
+        query = json.loads(self.rfile.read(length) or b"{}").get("query", "")
+        result = {"title": "Stand-in result", "url": "https://example.com/", "content": f"About {query}", "score": 1}
+        body = json.dumps({"query": query, "results": [result]}).encode()
+        self.send_response(200 if self.path == "/search" else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def search_stand_in() -> Iterator[str]:
+    """A loopback Tavily stand-in, its base URL while it runs."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Tavily)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def serve_and_run(rows: Sequence[Row], scratch: Path, search_url: str = SEARCH_STAND_IN) -> None:
     """Commit the converted exports (and a sample document for each flow that reads committed ones), serve them with
     a real ``gitops-flow serve --fake-models`` and run each through LangFlow's run API; sets each row's ``ran``."""
     converted = [r for r in rows if r.converted]
@@ -142,7 +192,7 @@ def serve_and_run(rows: Sequence[Row], scratch: Path) -> None:
     files |= {f"knowledge/{r.flow}/sample.md": SAMPLE.encode() for r in converted if r.knowledge}
     bare = _repository(scratch, files)
     try:
-        with _server(bare, scratch) as client:
+        with _server(bare, scratch, search_url) as client:
             for row in converted:
                 _run(client, row)
     except RuntimeError as exc:  # the server never became ready: every converted project failed with it
@@ -189,13 +239,19 @@ def _git(cwd: Path, *args: str) -> None:
 
 
 @contextmanager
-def _server(bare: Path, scratch: Path) -> Iterator[httpx.Client]:
+def _server(bare: Path, scratch: Path, search_url: str) -> Iterator[httpx.Client]:
     """``gitops-flow serve --fake-models`` following ``bare`` on a loopback port, until its version is ready."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     token = secrets.token_urlsafe(24)  # the admin token, in the environment (never on a command line)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GITOPS_FLOW_")} | {"GITOPS_FLOW_ADMIN_TOKEN": token}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GITOPS_FLOW_")} | {
+        "GITOPS_FLOW_ADMIN_TOKEN": token,
+        "GITOPS_FLOW_SECRETS": ",".join(SECRETS),
+        "GITOPS_FLOW_ALLOWED_FETCH_URLS": ",".join(allowlist(search_url)),
+        "GITOPS_FLOW_WEB_SEARCH_URL": search_url,
+        "TAVILY_API_KEY": "stand-in",  # the stand-in's key: a WebSearch node reads it (fakes answer the models)
+    }
     command = [sys.executable, "-m", "gitops_flow", "serve", "--repo", str(bare), "--port", str(port)]
     command += ["--data-dir", str(scratch / "state"), "--poll-interval", "3600", "--workers", "1", "--fake-models"]
     log = scratch / "server.log"
@@ -307,12 +363,13 @@ def coverage(releases_wanted: Sequence[str], wheels: Path | None) -> list[Row]:
     """Every starter project of each release, judged and, when converted, served and run."""
     registry = ComponentRegistry.builtin()
     rows: list[Row] = []
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as scratch, search_stand_in() as search_url:
         folder = wheels or Path(scratch) / "wheels"
         folder.mkdir(parents=True, exist_ok=True)
         for release in releases_wanted:
-            rows += [judge(release, name, raw, registry) for name, raw in starters(fetch(release, folder)).items()]
-        serve_and_run(rows, Path(scratch) / "served")  # one server for every release's converted projects
+            for name, raw in starters(fetch(release, folder)).items():
+                rows.append(judge(release, name, raw, registry, search_url))
+        serve_and_run(rows, Path(scratch) / "served", search_url)  # one server for every release's projects
     return rows
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gitops_flow.flow.document import ALIAS_PATTERN, NAME_PATTERN
-from gitops_flow.langflow import chat, knowledge, nodes
+from gitops_flow.langflow import chat, knowledge, nodes, outbound
 from gitops_flow.langflow.export import Export, LfNode, Wire, is_export, read_export
 from gitops_flow.langflow.models import TYPE_PROVIDERS
 from gitops_flow.langflow.refusals import refusal
@@ -59,6 +59,9 @@ HANDLERS: dict[str, Callable[[Builder, LfNode], None]] = {
     **{kind: knowledge.ingest for kind in knowledge.INGESTS},
     **{kind: knowledge.splitter for kind in knowledge.SPLITTERS},
     **{kind: knowledge.embeddings for kind in knowledge.EMBEDDINGS},
+    **{kind: outbound.pages for kind in outbound.PAGES},
+    **{kind: outbound.requests for kind in outbound.REQUESTS},
+    **{kind: outbound.search for kind in outbound.SEARCHES},
 }
 
 
@@ -96,6 +99,8 @@ def convert(data: dict[str, Any], *, name: str) -> Conversion:
     """Convert an export (``is_export(data)`` holds) into a flow document named ``name``."""
     export = read_export(data)
     problems = list(export.problems)
+    export, unused = _without_unused(export)
+    problems += unused
     if not re.match(NAME_PATTERN, name) or len(name) > 64:
         problems.append(
             Problem(
@@ -188,6 +193,41 @@ def _unsupported(export: Export) -> dict[str, Problem]:
         for node in export.nodes
         if node.type not in HANDLERS or node.edited
     }
+
+
+OUTPUTS = frozenset({"ChatOutput", "TextOutput"})
+INPUTS = frozenset({"ChatInput", "TextInput", "File"})
+
+
+def _without_unused(export: Export) -> tuple[Export, list[Problem]]:
+    """The export without the nodes no output reads, directly or through others (a branch LangFlow ships unwired,
+    an ingest that loaded a store), and a warning naming them; the export as it is when it has no output, or when
+    one of those nodes could not be converted (its refusal says why: it may act, as a file written does)."""
+    outputs = [n.id for n in export.nodes if n.type in OUTPUTS]
+    read: set[str] = set()
+    pending = list(outputs)
+    while pending:
+        current = pending.pop()
+        if current not in read:
+            read.add(current)
+            pending += [w.source for w in export.wires_into(current)]
+    unused = [n for n in export.nodes if n.id not in read and n.type not in INPUTS]  # an input is judged as one
+    if not outputs or not unused or any(n.type not in HANDLERS or n.edited for n in unused):
+        return export, []
+    gone = {n.id for n in unused}
+    kept = Export(nodes=[n for n in export.nodes if n.id not in gone], skipped=export.skipped, problems=export.problems)
+    for wire in export.wires:
+        if wire.source not in gone and wire.target not in gone:
+            kept.add_wire(wire)
+    listed = ", ".join(n.label() for n in unused[:5]) + (f" and {len(unused) - 5} more" if len(unused) > 5 else "")
+    warning = Problem(
+        code="langflow-unused",
+        message=f"no output reads {listed}: left out of the converted flow (LangFlow ran them, and showed nothing "
+        "of what they made)",
+        path=unused[0].path,
+        severity="warning",
+    )
+    return kept, [warning]
 
 
 def _order(export: Export) -> list[LfNode] | None:

@@ -138,7 +138,14 @@ def vector_store(b: Builder, node: LfNode) -> None:
         b.ports[(node.id, "*")] = lent[0]
         return
     k = int(node.number("number_of_results") or node.number("k") or 4)
-    _retriever(b, node, spec, key, k=k, chunking=_chunking(b), query=queries[0])
+    query = queries[0]
+    terms = [(w, p) for w, p in b.inputs(node, "lexical_terms") if isinstance(p, NodePort)]
+    if terms and isinstance(query[1], NodePort):  # a hybrid search's keywords: searched beside the question
+        joined = b.add(node, f"{node.id}.query", "Text", {"template": "{query}\n{terms}"}, description="query")
+        b.connect(query[1], joined, "query", query[0])
+        b.connect(terms[0][1], joined, "terms", terms[0][0])
+        query = (query[0], NodePort(joined))
+    _retriever(b, node, spec, key, k=k, chunking=_chunking(b), query=query)
     _committed(b, node, "the documents ingested into it")
 
 
@@ -152,7 +159,8 @@ def knowledge_base(b: Builder, node: LfNode) -> None:
         return
     k = int(node.number("top_k") or node.number("number_of_results") or 4)
     _retriever(b, node, DEFAULT_EMBEDDINGS, None, k=k, chunking=_chunking(b), query=queries[0])
-    _committed(b, node, f"knowledge base {node.text('knowledge_base')!r}" if node.text("knowledge_base") else "")
+    kb = node.text("knowledge_base")
+    _committed(b, node, f"the documents of knowledge base {kb!r}" if kb else "the documents of its knowledge base")
 
 
 def ingest(b: Builder, node: LfNode) -> None:
@@ -161,15 +169,16 @@ def ingest(b: Builder, node: LfNode) -> None:
 
 
 def connect_queries(b: Builder) -> None:
-    """The Retrievers a File became are queried by the flow's input (the user's question), known once every
-    handler ran."""
+    """The nodes the flow's input feeds though no wire says so (a File's Retriever, queried by the user's question;
+    a literal URL's HttpRequest, which needs an input to run), known once every handler ran."""
     port = b.ports.get((b.entry, "*")) if b.entry is not None else None
+    inputs_refused = any(n.id in b.refused for n in b.export.nodes if n.type in ("ChatInput", "TextInput", "File"))
     for retriever in b.queries:
         if isinstance(port, NodePort):
             b.connect(port, retriever, None, None)
-        else:
-            origin = next(n for n in b.export.nodes if n.id == retriever)
-            b.fail(origin.path, "a file read beside the input needs a chat input to query it", node=origin)
+        elif not inputs_refused:  # a refused input says why already
+            origin = next(n for n in b.export.nodes if retriever.split(".")[0] == n.id)
+            b.fail(origin.path, "it needs the flow's input (a Chat Input) to run from", node=origin)
 
 
 def _retriever(
@@ -222,13 +231,12 @@ def _committed(b: Builder, node: LfNode, what: str) -> None:
     """One warning per flow: where its documents are committed."""
     if any(p.code == "langflow-knowledge" for p in b.problems):
         return
-    told = f" ({what})" if what else ""
     b.problems.append(
         Problem(
             code="langflow-knowledge",
-            message=f"{node.label()}: commit the documents{told} under {folder(b)}/ (text, Markdown, HTML, JSON, CSV "
-            "or PDF): the flow's Retrievers read them there, versioned with the commit, where LangFlow read its own "
-            "storage or store",
+            message=f"{node.label()}: commit {what or 'the documents'} under {folder(b)}/ (text, Markdown, HTML, "
+            "JSON, CSV or PDF): the flow's Retrievers read them there, versioned with the commit, where LangFlow read "
+            "its own storage or store",
             path=node.path,
             severity="warning",
         )

@@ -70,6 +70,7 @@ TYPE_PROVIDERS: dict[str, str] = {
 }
 _MODEL_NAME_FIELDS = ("model_name", "model", "model_id")
 _BASE_URL_FIELDS = ("openai_api_base", "base_url", "anthropic_api_url", "api_base")
+PROVIDER_ENDPOINTS = frozenset({"https://api.anthropic.com", "https://api.openai.com", "https://api.openai.com/v1"})
 _ENV_INVALID = re.compile(r"[^A-Z0-9_]+")
 
 
@@ -176,8 +177,12 @@ def _numbers(node: LfNode, choice: ModelChoice) -> None:
 
 
 def _base_url(node: LfNode, choice: ModelChoice) -> None:
+    """The base URL a node points its model at; none when it is the provider's own public endpoint (LangFlow's
+    Anthropic component shows ``https://api.anthropic.com``), which the client reaches by itself."""
     for source in _BASE_URL_FIELDS:
         url = node.text(source)
+        if url.strip().rstrip("/") in PROVIDER_ENDPOINTS:
+            return
         if url:
             choice.params["base_url"] = url
             choice.fields["base_url"] = source

@@ -45,9 +45,11 @@ class ModelPort:
 
 @dataclass(frozen=True, slots=True)
 class ToolPort:
-    """A built-in tool, for an agent's ``tools``."""
+    """A built-in tool, for an agent's ``tools``: its name, or an object with its ``name`` and options; ``key`` the
+    secret reference a tool that needs one takes (web_search's, the agent's ``search_api_key``)."""
 
-    tool: str
+    tool: str | dict[str, Any]
+    key: dict[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,6 +41,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -95,6 +96,7 @@ class Row:
     file_name: str = ""
     raw: bytes = b""
     knowledge: bool = False  # its conversion asks for documents committed under knowledge/<flow>/
+    pages: list[str] = field(default_factory=list)  # the hosts of the plain-HTTP URLs it fetches (HttpRequest)
 
     @property
     def committed(self) -> str:
@@ -129,6 +131,11 @@ def judge(
     report = validate_bytes(raw, registry, file=file_name, stem=file_name.removesuffix(".json"), policy=policy)
     row = Row(release, file_name.removesuffix(".json"), report.ok, file_name=file_name, raw=raw)
     row.knowledge = any(p.code == "langflow-knowledge" for p in report.problems)
+    document = report.conversion.document if report.conversion is not None else None
+    for node in document["nodes"] if document else ():
+        url = str(node.get("params", {}).get("url", "")) if node["component"] == "HttpRequest" else ""
+        if url.startswith("http://"):
+            row.pages.append(urlsplit(url).hostname or "")
     if not report.ok:
         errors = [p for p in report.problems if p.severity == "error"]
         row.why = [f"{p.code}: {p.message}" for p in errors]
@@ -147,8 +154,67 @@ def blocker(code: str, message: str) -> str:
     return f"{kind}: {reason.strip()}" if reason else kind
 
 
-def allowlist(search_url: str) -> list[str]:
-    return ["*", search_url]
+def allowlist(search_url: str, pages: Sequence[str] = ()) -> list[str]:
+    """Anywhere public, the search stand-in, and each host whose pages the stand-in site serves (named, as a host
+    that resolves to a loopback address must be)."""
+    return ["*", search_url, *(f"http://{host}" for host in sorted(set(pages)))]
+
+
+# The served check answers the exports' plain-HTTP URLs (LangFlow 1.0's Blog Writer fetches http://langflow.org/)
+# from a loopback site: the server process resolves those hosts on port 80 (and only those) to the site's address,
+# and connects to the site's port for port 80 there, through this sitecustomize on its PYTHONPATH, which wraps what
+# the egress client calls (anyio.getaddrinfo, anyio.connect_tcp); nothing else of the server changes, and its
+# egress policy judges the address as it would any other (the allowlist names each host). HTTPS URLs cannot be
+# answered so (no certificate for their hosts): with no network here, they fail, and the table says so.
+SITECUSTOMIZE = """import os
+import anyio
+_hosts = set(filter(None, os.environ.get("LANGFLOW_COVERAGE_HOSTS", "").split(",")))
+_address = os.environ.get("LANGFLOW_COVERAGE_ADDRESS", "")
+_port = int(os.environ.get("LANGFLOW_COVERAGE_PORT", "0"))
+_resolve, _connect = anyio.getaddrinfo, anyio.connect_tcp
+async def _getaddrinfo(host, port, *args, **kwargs):
+    if isinstance(host, str) and host.lower().rstrip(".") in _hosts and port == 80:
+        host = _address
+    return await _resolve(host, port, *args, **kwargs)
+async def _connect_tcp(remote_host, remote_port, *args, **kwargs):
+    if str(remote_host) == _address and remote_port == 80:
+        remote_port = _port
+    return await _connect(remote_host, remote_port, *args, **kwargs)
+anyio.getaddrinfo, anyio.connect_tcp = _getaddrinfo, _connect_tcp
+"""
+SITE_ADDRESS = "127.77.0.1"  # a loopback address of its own: what the hosts resolve to, port 80 its port
+
+
+class _Site(BaseHTTPRequestHandler):
+    """Any page of any host the site stands in for: a small HTML page naming it."""
+
+    def do_GET(self) -> None:  # noqa: N802 (the handler's name is http.server's)
+        host = self.headers.get("Host", "")
+        page = (
+            f"<html><body><h1>Stand-in page</h1><p>{host}{self.path}, served by the coverage check.</p></body></html>"
+        )
+        body = page.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def page_site() -> Iterator[int]:
+    """The stand-in site on SITE_ADDRESS (a free port), its port while it runs."""
+    server = ThreadingHTTPServer((SITE_ADDRESS, 0), _Site)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 class _Tavily(BaseHTTPRequestHandler):
@@ -191,8 +257,9 @@ def serve_and_run(rows: Sequence[Row], scratch: Path, search_url: str = SEARCH_S
     files = {f"flows/{r.committed}": r.raw for r in converted}
     files |= {f"knowledge/{r.flow}/sample.md": SAMPLE.encode() for r in converted if r.knowledge}
     bare = _repository(scratch, files)
+    pages = sorted({host for r in converted for host in r.pages if host})
     try:
-        with _server(bare, scratch, search_url) as client:
+        with page_site() as site, _server(bare, scratch, search_url, pages, site) as client:
             for row in converted:
                 _run(client, row)
     except RuntimeError as exc:  # the server never became ready: every converted project failed with it
@@ -239,7 +306,7 @@ def _git(cwd: Path, *args: str) -> None:
 
 
 @contextmanager
-def _server(bare: Path, scratch: Path, search_url: str) -> Iterator[httpx.Client]:
+def _server(bare: Path, scratch: Path, search_url: str, pages: Sequence[str], site: int) -> Iterator[httpx.Client]:
     """``gitops-flow serve --fake-models`` following ``bare`` on a loopback port, until its version is ready."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -248,10 +315,16 @@ def _server(bare: Path, scratch: Path, search_url: str) -> Iterator[httpx.Client
     env = {k: v for k, v in os.environ.items() if not k.startswith("GITOPS_FLOW_")} | {
         "GITOPS_FLOW_ADMIN_TOKEN": token,
         "GITOPS_FLOW_SECRETS": ",".join(SECRETS),
-        "GITOPS_FLOW_ALLOWED_FETCH_URLS": ",".join(allowlist(search_url)),
+        "GITOPS_FLOW_ALLOWED_FETCH_URLS": ",".join(allowlist(search_url, pages)),
         "GITOPS_FLOW_WEB_SEARCH_URL": search_url,
         "TAVILY_API_KEY": "stand-in",  # the stand-in's key: a WebSearch node reads it (fakes answer the models)
     }
+    if pages:
+        customize = scratch / "site"
+        customize.mkdir(exist_ok=True)
+        (customize / "sitecustomize.py").write_text(SITECUSTOMIZE)
+        env |= {"PYTHONPATH": str(customize), "LANGFLOW_COVERAGE_HOSTS": ",".join(pages)}
+        env |= {"LANGFLOW_COVERAGE_ADDRESS": SITE_ADDRESS, "LANGFLOW_COVERAGE_PORT": str(site)}
     command = [sys.executable, "-m", "gitops_flow", "serve", "--repo", str(bare), "--port", str(port)]
     command += ["--data-dir", str(scratch / "state"), "--poll-interval", "3600", "--workers", "1", "--fake-models"]
     log = scratch / "server.log"

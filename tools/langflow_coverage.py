@@ -72,6 +72,7 @@ STARTERS = re.compile(r"^langflow/initial_setup/starter_projects/[^/]+\.json$")
 START, END = "<!-- langflow-coverage:start -->", "<!-- langflow-coverage:end -->"
 # a refusal's node label: "<id> (<type>, '<name>') cannot be converted: ..." or "<id> (<type>, '<name>'): <reason>"
 _LABEL = re.compile(r"^\S.*? \(([^,()]+)(?:, '[^']*')?\)(?: cannot be converted|: ([^(;,:]+))")
+_RUN_ID = re.compile(r" \(run [0-9a-f-]+\)")
 SAMPLE = (
     "# Sample knowledge\n\nCommitted by tools/langflow_coverage.py where the converted flow reads documents from Git: "
     "a team commits its own here (what LangFlow loaded into its store or read from its file storage).\n"
@@ -280,7 +281,8 @@ def _run(client: httpx.Client, row: Row) -> None:
             error = response.json().get("error") or {}
         except ValueError:
             error = {}
-        row.why = [f"run API: {response.status_code} {error.get('code', '')}: {error.get('message', '')}".strip()]
+        message = _RUN_ID.sub("", str(error.get("message", "")))  # the table stays the same from run to run
+        row.why = [f"run API: {response.status_code} {error.get('code', '')}: {message}".strip()]
 
 
 def _repository(scratch: Path, files: dict[str, bytes]) -> Path:

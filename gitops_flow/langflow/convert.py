@@ -212,7 +212,9 @@ def _without_unused(export: Export) -> tuple[Export, list[Problem]]:
             read.add(current)
             pending += [w.source for w in export.wires_into(current)]
     unused = [n for n in export.nodes if n.id not in read and n.type not in INPUTS]  # an input is judged as one
-    stranded = any(n.type in INPUTS and n.id not in read and export.wires_from(n.id) for n in export.nodes)
+    stranded = any(  # the request's input, wired, with nothing it feeds shown
+        n.type in ("ChatInput", "TextInput") and n.id not in read and export.wires_from(n.id) for n in export.nodes
+    )
     if not outputs or not unused or stranded or any(n.type not in HANDLERS or n.edited for n in unused):
         return export, []  # (an input whose readers no output reads: the flow is judged whole, as LangFlow made it)
     gone = {n.id for n in unused}

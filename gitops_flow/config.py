@@ -217,7 +217,7 @@ class Settings(BaseSettings):
         default=20,
         ge=1,
         le=1000,
-        description="outbound requests (redirects included) one HttpRequest or WebSearch call, or one agent run, makes",
+        description="outbound requests (redirects included) one run of a flow makes, all its tools together",
     )
     web_search_url: str = Field(
         default=TAVILY_URL, max_length=2000, description="the Tavily API WebSearch and web_search ask (its /search)"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +15,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+import trustme
 
 PAGE = (
     "<!doctype html><html><head><title>Opening hours</title><style>p {color: red}</style></head><body>"
@@ -48,6 +51,7 @@ def _handler(site: Site, answer: Any) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"
 
         def _serve(self) -> None:
+            self.close_connection = True  # one request a connection: the client never reuses one across addresses
             length = int(self.headers.get("content-length") or 0)
             body = self.rfile.read(length) if length else b""
             site.asked.append(Asked(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
@@ -68,7 +72,10 @@ def _handler(site: Site, answer: Any) -> type[BaseHTTPRequestHandler]:
                 return
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
-            self.wfile.write(payload)
+            try:
+                self.wfile.write(payload)
+            except (BrokenPipeError, ConnectionResetError):  # the client stopped reading: its size or time bound
+                pass
 
         do_GET = do_POST = do_PUT = _serve  # noqa: N815 - http.server's names
 
@@ -79,12 +86,14 @@ def _handler(site: Site, answer: Any) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def _running(answer: Any) -> Iterator[Site]:
+def _running(answer: Any, tls: ssl.SSLContext | None = None) -> Iterator[Site]:
     site = Site("", 0)
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(site, answer))
     server.daemon_threads = True
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     site.port = server.server_address[1]
-    site.url = f"http://127.0.0.1:{site.port}"
+    site.url = f"{'https' if tls else 'http'}://127.0.0.1:{site.port}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -144,6 +153,16 @@ def _site_answer(method: str, path: str, headers: Any, body: bytes) -> tuple[int
 def web_site() -> Iterator[Site]:
     """The web site (see ``_site_answer`` for its pages) on a loopback port."""
     with _running(_site_answer) as site:
+        yield site
+
+
+@contextmanager
+def https_site(ca: trustme.CA, hostname: str) -> Iterator[Site]:
+    """The web site over TLS, with a certificate for ``hostname`` that ``ca`` signed (``site.url`` names the
+    address; a client reaches it by ``hostname`` through a resolver that answers 127.0.0.1)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(hostname).configure_cert(context)
+    with _running(_site_answer, context) as site:
         yield site
 
 

@@ -5,25 +5,33 @@ loopback sites; the HttpRequest and WebSearch nodes and the agent's tools over i
 from __future__ import annotations
 
 import asyncio
+import io
 import ipaddress
 import json
+import ssl
 import time
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from langchain_core.documents import Document
 
+from gitops_flow.cli.main import main
 from gitops_flow.components.base import BuildContext
 from gitops_flow.components.http_fetch import Allowance, Fetcher, Request
 from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.config import Settings
 from gitops_flow.exceptions import EgressFailed, EgressRefused
+from gitops_flow.flow.document import FlowSpec
+from gitops_flow.runtime.compiler import build_flow, runnable_config
 from gitops_flow.security.egress import EgressLimits, EgressPolicy, IPAddress
 from gitops_flow.security.policy import SecretPolicy
 from gitops_flow.validation.documents import validate_bytes
 from tests.helpers import chain
-from tests.sites import Site, tavily, web_site
+from tests.sites import Site, https_site, tavily, web_site
 
 KEY = "tvly-dev-0123456789abcdefSECRET"
 PAGE_TEXT = "Opening hours\nOpening hours\nWe open at nine and close at five."  # the title, the heading, the text
@@ -165,16 +173,39 @@ def test_the_connection_goes_to_the_address_that_was_judged(site: Site) -> None:
     """A name the system cannot resolve, answered by the resolver the policy judged: the request reaches that very
     address, and carries the name as its Host."""
     asked: list[tuple[str, int]] = []
-
-    async def resolve(host: str, port: int) -> list[IPAddress]:
-        asked.append((host, port))
-        return [ipaddress.ip_address("127.0.0.1")]
-
-    fetcher = Fetcher(policy(f"shop.invalid:{site.port}"), resolve=resolve)
+    fetcher = Fetcher(policy(f"shop.invalid:{site.port}"), resolve=loopback_resolver(asked))
     fetched = fetcher.fetch(Request(f"http://shop.invalid:{site.port}/page"), fetcher.allowance())
 
     assert fetched.status == 200 and asked == [("shop.invalid", site.port)]
     assert site.asked[-1].headers["host"] == f"shop.invalid:{site.port}"
+
+
+def loopback_resolver(asked: list[tuple[str, int]]) -> Any:
+    async def resolve(host: str, port: int) -> list[IPAddress]:
+        asked.append((host, port))
+        return [ipaddress.ip_address("127.0.0.1")]
+
+    return resolve
+
+
+def test_tls_goes_to_the_judged_address_and_verifies_the_hosts_certificate() -> None:
+    """Over HTTPS the request goes to the address judged, with the host as TLS's server name: the site's certificate
+    is checked for the host (one for another name is refused), not for the address connected to."""
+    ca = trustme.CA()
+    trusted = ssl.create_default_context()
+    ca.configure_trust(trusted)
+    asked: list[tuple[str, int]] = []
+    with https_site(ca, "shop.test") as shop, https_site(ca, "other.test") as impostor:
+        good = Fetcher(policy(f"https://shop.test:{shop.port}"), resolve=loopback_resolver(asked), verify=trusted)
+        fetched = good.fetch(Request(f"https://shop.test:{shop.port}/page"), good.allowance())
+        bad = Fetcher(policy(f"https://shop.test:{impostor.port}"), resolve=loopback_resolver(asked), verify=trusted)
+        with pytest.raises(EgressFailed, match="shop.test could not be reached"):
+            bad.fetch(Request(f"https://shop.test:{impostor.port}/page"), bad.allowance())
+
+    assert fetched.status == 200 and "We open at nine" in fetched.text()
+    assert shop.asked[-1].headers["host"] == f"shop.test:{shop.port}"
+    assert asked == [("shop.test", shop.port), ("shop.test", impostor.port)]
+    assert impostor.asked == []  # the handshake failed: no request was sent
 
 
 def test_a_name_that_resolves_to_a_private_address_is_refused_before_any_connection(site: Site) -> None:
@@ -326,6 +357,18 @@ def test_http_request_fills_its_template_from_the_input_encoded(site: Site) -> N
     assert site.asked[-1].path == "/pages/..%2F..%2Fadmin%40evil?q=a%20b%26c"
 
 
+def test_a_url_made_from_the_input_is_bounded(site: Site) -> None:
+    runnable = node("HttpRequest", policy(site.url), url=f"{site.url}/pages/{{input}}")
+    seen = len(site.asked)
+
+    with pytest.raises(ValueError, match="longer than 8,192 characters"):
+        runnable.invoke("x" * 9000)
+    with pytest.raises(ValueError, match="names id, which its input does not have"):
+        node("HttpRequest", policy(site.url), url=f"{site.url}/items/{{id}}").invoke({"name": "x"})
+
+    assert len(site.asked) == seen
+
+
 def test_http_request_takes_its_url_from_the_input(site: Site) -> None:
     runnable = node("HttpRequest", policy(site.url))
 
@@ -450,6 +493,14 @@ def problems(doc: dict[str, Any], egress: EgressPolicy) -> list[tuple[str, str, 
     return [(p.code, p.path, p.line) for p in report.problems if p.severity == "error"]
 
 
+def messages(doc: dict[str, Any], egress: EgressPolicy) -> list[str]:
+    raw = json.dumps(doc, indent=2).encode()
+    report = validate_bytes(
+        raw, ComponentRegistry.builtin(), file="f.json", stem=doc["name"], policy=SecretPolicy(egress=egress)
+    )
+    return [p.message for p in report.problems if p.severity == "error"]
+
+
 def test_a_literal_url_the_allowlist_refuses_is_a_validation_problem() -> None:
     refused = chain(("fetch", "HttpRequest", {"url": "http://169.254.169.254/latest/meta-data/"}))
     allowed = chain(("fetch", "HttpRequest", {"url": "https://docs.example.com/faq"}))
@@ -457,8 +508,24 @@ def test_a_literal_url_the_allowlist_refuses_is_a_validation_problem() -> None:
     egress = policy("*.example.com")
 
     assert problems(refused, egress) == [("egress-refused", "$.nodes[0].params.url", 9)]  # the line of the url
+    assert "(it allows *.example.com)" in messages(refused, egress)[0]  # the authors see the allowlist; clients never
     assert problems(allowed, egress) == []
     assert problems(templated, egress) == []  # judged when it is fetched
+    assert problems(templated, EgressPolicy()) == [("egress-refused", "$.nodes[0].params.url", 9)]  # nothing allowed
+
+
+def test_an_agent_that_fetches_on_a_server_that_allows_nothing_is_warned() -> None:
+    doc = chain(("agent", "Agent", {"model": "openai:gpt-4o-mini", "tools": ["calculator", {"name": "fetch_url"}]}))
+    raw = json.dumps(doc, indent=2).encode()
+
+    def found(egress: EgressPolicy) -> list[tuple[str, str, str]]:
+        report = validate_bytes(
+            raw, ComponentRegistry.builtin(), file="f.json", stem=doc["name"], policy=SecretPolicy(egress=egress)
+        )
+        return [(p.code, p.path, p.severity) for p in report.problems if p.code.startswith("egress")]
+
+    assert found(EgressPolicy()) == [("egress-off", "$.nodes[0].params.tools[1]", "warning")]
+    assert found(policy("*")) == []
 
 
 def test_a_web_search_whose_endpoint_is_refused_is_a_validation_problem() -> None:
@@ -482,6 +549,11 @@ def test_a_web_search_whose_endpoint_is_refused_is_a_validation_problem() -> Non
         ({"url": "ftp://x.example.com/"}, "bad-param", "$.nodes[0].params.url"),
         ({"url": "https://x.example.com/{a.b}"}, "bad-param", "$.nodes[0].params.url"),
         ({"headers": {"Host": "evil.example"}}, "bad-param", "$.nodes[0].params.headers.Host"),
+        (
+            {"headers": {"Authorization": "Basic dXNlcjpwdw=="}},
+            "literal-secret",
+            "$.nodes[0].params.headers.Authorization",
+        ),
         ({"method": "GET", "body": {"a": 1}}, "bad-param", "$.nodes[0].params.body"),
         ({"api_key": "literal-token-value"}, "literal-secret", "$.nodes[0].params.api_key"),
         ({"api_key": {"$env": "OPENAI_API_KEY"}}, "env-wrong-provider", "$.nodes[0].params.api_key"),
@@ -506,3 +578,84 @@ def test_the_agents_search_key_is_never_a_model_providers() -> None:
 
     assert ("env-wrong-provider", "$.nodes[0].params.search_api_key") in [p[:2] for p in problems(doc, policy("*"))]
     assert ("missing-param", "$.nodes[0].params.search_api_key") in [p[:2] for p in problems(missing, policy("*"))]
+
+
+def test_gitops_flow_validate_judges_literal_urls_by_the_servers_allowlist(tmp_path: Path) -> None:
+    """CI runs with the server's GITOPS_FLOW_ALLOWED_FETCH_URLS, as for secrets, and judges as the server will."""
+    doc = chain(("fetch", "HttpRequest", {"url": "http://10.0.0.7/internal"}))
+    (tmp_path / f"{doc['name']}.json").write_text(json.dumps(doc, indent=2))
+    out = io.StringIO()
+
+    refused = main(["validate", str(tmp_path)], environ={"GITOPS_FLOW_ALLOWED_FETCH_URLS": "*"}, out=out)
+    allowed = main(
+        ["validate", str(tmp_path)], environ={"GITOPS_FLOW_ALLOWED_FETCH_URLS": "10.0.0.7"}, out=io.StringIO()
+    )
+
+    assert (refused, allowed) == (1, 0)
+    assert f"{doc['name']}.json:9" in out.getvalue() and "egress-refused" in out.getvalue()
+    assert "10.0.0.7 resolves to 10.0.0.7, a private address" in out.getvalue()
+
+
+def test_flow_tests_fake_the_tool_nodes_and_never_reach_a_site(tmp_path: Path, site: Site) -> None:
+    """`gitops-flow test` answers a tool node from its fakes, as a model's; a case that leaves one unfaked fails
+    unrun, and nothing is fetched either way."""
+    doc = chain(
+        ("fetch", "HttpRequest", {"url": f"{site.url}/json", "format": "json"}),
+        ("hours", "Pick", {"key": "hours"}),
+    )
+    doc["tests"] = [
+        {"name": "faked", "input": "x", "fakes": {"fetch": ['{"hours": "9-17"}']}, "expect": {"equals": "9-17"}},
+        {"name": "unfaked", "input": "x", "expect": {"equals": "9-17"}},
+    ]
+    (tmp_path / f"{doc['name']}.json").write_text(json.dumps(doc, indent=2))
+    out = io.StringIO()
+    seen = len(site.asked)
+
+    code = main(
+        ["test", str(tmp_path), "--format", "json"], environ={"GITOPS_FLOW_ALLOWED_FETCH_URLS": site.url}, out=out
+    )
+
+    faked, unfaked = json.loads(out.getvalue())["results"]
+    assert code == 1 and faked["passed"] and not unfaked["passed"]
+    assert unfaked["message"] == (
+        "model or tool node(s) fetch have no fakes; tests never call a real model nor reach a site"
+    )
+    assert len(site.asked) == seen
+
+
+def test_a_caller_never_tweaks_where_a_request_goes() -> None:
+    """A LangFlow tweak of url or headers could send the node's key to another allowed host: never tweakable."""
+    doc = chain(("fetch", "HttpRequest", {"url": "https://api.example.com/items", "format": "json"}))
+    doc["tweakable"] = {"fetch": ["format", "url", "headers", "api_key", "max_bytes"]}
+
+    found = problems(doc, policy("*"))
+
+    assert [p[:2] for p in found] == [
+        ("tweak-not-allowed", "$.tweakable.fetch[1]"),
+        ("tweak-not-allowed", "$.tweakable.fetch[2]"),
+        ("tweak-not-allowed", "$.tweakable.fetch[3]"),
+    ]
+
+
+@pytest.mark.parametrize("path", ["lean", "langchain"])
+def test_the_requests_of_a_flow_run_are_counted_together(site: Site, path: str) -> None:
+    """Two HttpRequest nodes in one run share its count: with a limit of 1 the second is refused; a new run (a new
+    config, as every request and test case gets) counts anew."""
+    doc = chain(
+        ("first", "HttpRequest", {"url": f"{site.url}/pages/first"}),
+        ("second", "HttpRequest", {"url": f"{site.url}/pages/second"}),
+    )
+    built = build_flow(
+        FlowSpec.model_validate(doc), ComponentRegistry.builtin(), egress=policy(site.url, max_requests=1)
+    )
+    runner = built.lean if path == "lean" else built.runnable
+    assert runner is not None
+
+    def run() -> Any:
+        return asyncio.run(runner.ainvoke("x", runnable_config({}, doc["name"], uuid.uuid4(), {})))
+
+    with pytest.raises(EgressRefused, match="this run has made its 1 outbound requests"):
+        run()
+    with pytest.raises(EgressRefused, match="this run has made its 1 outbound requests"):
+        run()  # the next run had its own count, and spent it on the first node again
+    assert site.paths()[-2:] == ["/pages/first", "/pages/first"]

@@ -1,7 +1,7 @@
 """The tools behind the egress allowlist, as a real `gitops-flow serve` serves them from a real Git remote: an
-HttpRequest node, a WebSearch node against a stand-in of Tavily's API, and an Agent (its model scripted by the flow's
-tests, with --fake-models) calling fetch_url and web_search; what the allowlist refuses at validation and at run
-time; and no secret in any answer or log line."""
+HttpRequest node and a WebSearch node against a stand-in of Tavily's API; what the allowlist refuses at validation
+and at run time; and, on a server with --fake-models, an Agent (its model scripted by the flow's tests) calling
+fetch_url and web_search for real while the tool nodes answer fakes; no secret in any answer or log line."""
 
 from __future__ import annotations
 
@@ -47,6 +47,8 @@ def agent_flow(site: Site) -> str:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServeProcess, Site, Site]]:
+    """A server whose flows fetch and search for real, under an allowlist of the site, Tavily's stand-in and any
+    public host."""
     tmp = tmp_path_factory.mktemp("egress")
     with web_site() as site, tavily(KEY) as api:
         remote = Remote.create(tmp)
@@ -70,7 +72,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServeProce
                         ("text", "Text", {"separator": "\n\n"}),
                     ],
                 ),
-                "flows/agent.json": agent_flow(site),
             }
         )
         env = {
@@ -83,7 +84,38 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServeProce
             "TAVILY_API_KEY": KEY,
             "SITE_TOKEN": TOKEN,
         }
-        with serve_process(remote, tmp, env=env, args=["--fake-models"]) as harness:
+        with serve_process(remote, tmp, env=env) as harness:
+            yield harness, site, api
+
+
+def environment(site: Site, api: Site) -> dict[str, str]:
+    return {
+        "GITOPS_FLOW_ALLOWED_FETCH_URLS": f"{site.url}/,{api.url}/search",
+        "GITOPS_FLOW_WEB_SEARCH_URL": api.url,
+        "GITOPS_FLOW_SECRETS": "TAVILY_API_KEY,SITE_TOKEN,OPENAI_API_KEY",
+        "GITOPS_FLOW_EGRESS_MAX_REQUESTS": "3",
+        "TAVILY_API_KEY": KEY,
+        "SITE_TOKEN": TOKEN,
+    }
+
+
+@pytest.fixture(scope="module")
+def faked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServeProcess, Site, Site]]:
+    """A server with --fake-models: the agent's model answers its test's script and its tools go out for real; the
+    tool nodes answer fakes, and go nowhere."""
+    tmp = tmp_path_factory.mktemp("egress-faked")
+    with web_site() as site, tavily(KEY) as api:
+        remote = Remote.create(tmp)
+        remote.publish(
+            {
+                "flows/agent.json": agent_flow(site),
+                "flows/metadata.json": flow(
+                    "metadata", [("fetch", "HttpRequest", {"url": "http://169.254.169.254/latest/meta-data/"})]
+                ),
+                "flows/search.json": flow("search", [("search", "WebSearch", {"api_key": {"$env": "TAVILY_API_KEY"}})]),
+            }
+        )
+        with serve_process(remote, tmp, env=environment(site, api), args=["--fake-models"]) as harness:
             yield harness, site, api
 
 
@@ -127,6 +159,21 @@ def test_a_url_from_the_input_to_a_refused_host_fails_the_run(
     error = response.json()["error"]
     assert error["code"] == "egress-refused" and why in error["message"]
     assert "/admin" not in error["message"] and "/iam" not in error["message"]  # the host, never the URL
+    assert "127.0.0.1:" not in error["message"]  # nor the allowlist's entries (the site's): internal names stay in
+
+
+def test_a_stream_answers_the_refusal_with_its_status_or_streams_the_page(
+    world: tuple[ServeProcess, Site, Site],
+) -> None:
+    harness, site, _ = world
+
+    refused = harness.client.post("/flows/proxy/stream", json={"input": "http://169.254.169.254/"})
+    fetched = harness.client.post("/flows/proxy/stream", json={"input": f"{site.url}/pages/streamed"})
+
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "egress-refused"
+    assert fetched.status_code == 200
+    data = [json.loads(line[len("data: ") :]) for line in fetched.text.splitlines() if line.startswith("data: ")]
+    assert "page streamed (query )" in data
 
 
 def test_a_redirect_off_the_allowlist_fails_the_run(world: tuple[ServeProcess, Site, Site]) -> None:
@@ -167,8 +214,8 @@ def test_web_search_asks_tavily_with_the_key_and_answers_the_results(world: tupl
     assert json.loads(asked[0].body)["max_results"] == 2
 
 
-def test_the_agent_calls_its_tools_within_one_runs_count(world: tuple[ServeProcess, Site, Site]) -> None:
-    harness, site, api = world
+def test_the_agent_calls_its_tools_within_one_runs_count(faked: tuple[ServeProcess, Site, Site]) -> None:
+    harness, site, api = faked
     searches = len(api.asked)
 
     response = answered(harness, "agent", "when do you open?")
@@ -198,12 +245,28 @@ def test_a_literal_url_the_allowlist_refuses_never_goes_live(world: tuple[ServeP
     assert listed["page"]["state"] == "live"  # the others are served on
 
 
-def test_no_secret_in_the_log(world: tuple[ServeProcess, Site, Site]) -> None:
+def test_no_secret_in_the_log(world: tuple[ServeProcess, Site, Site], faked: tuple[ServeProcess, Site, Site]) -> None:
     harness, _, _ = world
     answered(harness, "page", "logged")
     answered(harness, "proxy", "http://10.0.0.1/")
+    answered(faked[0], "agent", "logged")
 
     log = harness.log_text()
 
     assert KEY not in log and TOKEN not in log
+    assert KEY not in faked[0].log_text()
     assert "flow proxy run" in log and "EgressRefused" in log
+
+
+def test_fake_models_answer_the_tool_nodes_with_fakes(faked: tuple[ServeProcess, Site, Site]) -> None:
+    """A demo never reaches a site through a tool node: it answers a fake, so its URL is not judged either."""
+    harness, _, api = faked
+    searches = len(api.asked)
+
+    page = answered(harness, "metadata", "x")
+    search = answered(harness, "search", "anything")
+
+    assert page.status_code == 200 and page.json()["output"] == "This is a fake answer from fetch."
+    assert search.json()["output"][0]["page_content"] == "This is a fake answer from search."
+    assert search.json()["output"][0]["metadata"]["source"] == "fake:search"
+    assert len(api.asked) == searches

@@ -461,8 +461,8 @@ def test_is_export() -> None:
     assert not is_export({"data": {"nodes": []}})
 
 
-def test_fakeable_kinds_are_model_and_agent() -> None:
-    assert FAKEABLE == ("model", "agent")
+def test_fakeable_kinds_are_model_agent_and_tool() -> None:
+    assert FAKEABLE == ("model", "agent", "tool")  # a tool: a node that sends requests out (HttpRequest, WebSearch)
 
 
 def _paths(value: Any, path: tuple[Any, ...] = ()) -> Any:

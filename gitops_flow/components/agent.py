@@ -4,7 +4,7 @@ The loop is small and explicit rather than langchain's ``create_agent`` graph, s
 runnable: it takes what a chat model takes (text, messages, a prompt value), answers an AIMessage like a chat model,
 and streams the tokens of its final answer. Tools are a closed set named in the flow: two offline functions
 (calculator, current_date) and two that go out through the egress allowlist (fetch_url, web_search), whose requests
-are counted per agent run (an Allowance each run, handed to the tools in their config).
+count towards the flow run's (the Tally in their config; an agent run without one gets its own).
 """
 
 from __future__ import annotations
@@ -33,10 +33,8 @@ from pydantic import BaseModel, Field
 
 from gitops_flow.components import http_request, web_search
 from gitops_flow.components.calculator import CalculationError, evaluate, format_number
-from gitops_flow.components.http_fetch import Allowance, Fetcher, blocking
+from gitops_flow.components.http_fetch import RUN_KEY, Fetcher, Tally, blocking
 from gitops_flow.security.egress import EgressPolicy
-
-ALLOWANCE = "gitops_flow_egress_allowance"  # the configurable key a run's Allowance reaches its tools under
 
 
 class _CalculatorArgs(BaseModel):
@@ -62,17 +60,12 @@ class _SearchArgs(BaseModel):
     query: str = Field(description="What to search the web for, in a few words (at most 400 characters).")
 
 
-def _allowance(config: RunnableConfig | None) -> Allowance | None:
-    found = ((config or {}).get("configurable") or {}).get(ALLOWANCE)
-    return found if isinstance(found, Allowance) else None
-
-
 def _fetch_tool(fetcher: Fetcher, spec: Any) -> BaseTool:
     form: http_request.Format = getattr(spec, "format", "text")
     max_bytes = getattr(spec, "max_bytes", None)
 
     async def fetch_url(url: str, config: RunnableConfig) -> str:
-        return await http_request.fetch_for_tool(fetcher, _allowance(config), url, form, max_bytes)
+        return await http_request.fetch_for_tool(fetcher, fetcher.allowance(config), url, form, max_bytes)
 
     def fetch_url_sync(url: str, config: RunnableConfig) -> str:
         return blocking(fetch_url(url, config))
@@ -95,7 +88,7 @@ def _search_tool(fetcher: Fetcher, spec: Any, key: str | None) -> BaseTool:
     options = {"include_domains": None, "exclude_domains": None, "time_range": None, **options}
 
     async def search(query: str, config: RunnableConfig) -> str:
-        return await web_search.search_for_tool(fetcher, _allowance(config), key, query, options)
+        return await web_search.search_for_tool(fetcher, fetcher.allowance(config), key, query, options)
 
     def search_sync(query: str, config: RunnableConfig) -> str:
         return blocking(search(query, config))
@@ -155,13 +148,13 @@ class ToolAgent(Runnable[LanguageModelInput, BaseMessage]):
         self.fetcher = fetcher
 
     def _run_config(self, config: RunnableConfig | None) -> RunnableConfig:
-        """The config this run's tool calls get: the caller's, with a new Allowance of outbound requests."""
+        """The config this run's tool calls get: the caller's, whose Tally counts their requests with the flow run's;
+        a Tally of the agent run's own when the caller's config has none."""
         given = dict(config or {})
-        if self.fetcher is None:
+        configurable = typing.cast(dict[str, Any], given.get("configurable") or {})
+        if self.fetcher is None or isinstance(configurable.get(RUN_KEY), Tally):
             return typing.cast(RunnableConfig, given)
-        configurable: dict[str, Any] = {**typing.cast(dict[str, Any], given.get("configurable") or {})}
-        configurable[ALLOWANCE] = self.fetcher.allowance()
-        return typing.cast(RunnableConfig, {**given, "configurable": configurable})
+        return typing.cast(RunnableConfig, {**given, "configurable": {**configurable, RUN_KEY: Tally()}})
 
     @property
     def InputType(self) -> Any:  # noqa: N802 - LangChain's name

@@ -352,7 +352,7 @@ def tool_agent(
 ) -> Runnable[Any, Any]:
     """A chat model (as ``ChatModel``) that calls the built-in ``tools`` in a loop until it answers; takes and gives
     what a chat model does. Test ``fakes`` script its model, tool-call turns included (docs/components.md).
-    ``fetch_url`` and ``web_search`` go out through the egress allowlist, their requests counted per agent run;
+    ``fetch_url`` and ``web_search`` go out through the egress allowlist, their requests counted with the run's;
     ``search_api_key`` is web_search's key (Tavily's)."""
     from gitops_flow.components.agent import ToolAgent, fake_tool_model, make_tools, with_tools
     from gitops_flow.components.http_fetch import Fetcher
@@ -418,6 +418,8 @@ def http_request(
     from gitops_flow.components.http_fetch import Fetcher
     from gitops_flow.security.egress import EgressPolicy
 
+    if ctx.fake_responses is not None:  # a test's or --fake-models' answers: nothing is fetched
+        return found.faked(ctx.fake_responses, format)
     return found.build(
         Fetcher(ctx.egress or EgressPolicy()),
         url=url,
@@ -457,6 +459,8 @@ def web_search(
     from gitops_flow.components.http_fetch import Fetcher
     from gitops_flow.security.egress import EgressPolicy
 
+    if ctx.fake_responses is not None:  # a test's or --fake-models' answers: nothing is asked
+        return found.faked(ctx.fake_responses, ctx.node_id)
     options = {
         "max_results": max_results,
         "search_depth": search_depth,
@@ -610,7 +614,7 @@ BUILTIN_COMPONENTS = (
     _builtin(
         "HttpRequest",
         http_request,
-        "transform",
+        "tool",
         "Fetches a URL the egress allowlist allows; its body as text, HTML or JSON.",
         ["api_key"],
         check=_http_request_check,
@@ -618,7 +622,7 @@ BUILTIN_COMPONENTS = (
     _builtin(
         "WebSearch",
         web_search,
-        "transform",
+        "tool",
         "Web pages Tavily finds for the query, as documents with their URLs.",
         ["api_key"],
     ),

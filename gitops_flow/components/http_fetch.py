@@ -7,7 +7,9 @@ address to the check and another to the connection (DNS rebinding). Redirects ar
 judged again, at most ``max_redirects`` of them; a secret header never follows a redirect to another origin. A
 request and its redirects have ``timeout`` seconds in all (resolution, connection and body together); a body is read
 as it streams and cut at ``max_bytes`` (compressed bodies too, once inflated), and the answer says it was cut. A
-run's requests are counted (Allowance): past ``max_requests`` they are refused.
+run's requests are counted (Allowance): past ``max_requests`` they are refused. The run is the flow's: every run's
+config carries a Tally (RUN_KEY in ``configurable``, runtime/compiler.runnable_config), which all its nodes and
+agents share; a call without one (a node invoked by hand) counts on its own.
 
 No environment proxy is used (``trust_env=False``): a proxy would connect where the policy never looked.
 """
@@ -36,6 +38,28 @@ REDIRECTS = frozenset({301, 302, 303, 307, 308})
 CHUNK = 64 * 1024
 T = TypeVar("T")
 Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
+
+
+RUN_KEY = "gitops_flow_egress"  # the configurable key under which a run's Tally reaches its nodes
+
+
+class Tally:
+    """The outbound requests of one flow run: its Allowance, made on first use with the server's limit, shared by
+    every node and agent of the run (a config's ``configurable`` is copied shallowly, so all hold this object)."""
+
+    def __init__(self) -> None:
+        self._allowance: Allowance | None = None
+        self._lock = threading.Lock()
+
+    def allowance(self, limit: int) -> Allowance:
+        with self._lock:
+            if self._allowance is None:
+                self._allowance = Allowance(limit)
+            return self._allowance
+
+    def __repr__(self) -> str:
+        used = self._allowance.used if self._allowance is not None else 0
+        return f"Tally({used} requests)"
 
 
 class Allowance:
@@ -115,17 +139,27 @@ async def resolve_host(host: str, port: int) -> list[IPAddress]:
 
 class Fetcher:
     """Makes outbound requests under ``policy`` (see the module's docstring). ``resolve`` is the resolver (tests
-    give one that answers what DNS would); ``verify`` TLS verification (an SSL context, or True)."""
+    give one that answers what DNS would); ``verify`` the SSL context that verifies TLS certificates (None: httpx's
+    default, made once, on the first https request: loading the CA bundle takes tens of milliseconds, too long to
+    pay per request)."""
 
     def __init__(
-        self, policy: EgressPolicy, *, resolve: Resolver = resolve_host, verify: ssl.SSLContext | bool = True
+        self, policy: EgressPolicy, *, resolve: Resolver = resolve_host, verify: ssl.SSLContext | None = None
     ) -> None:
         self.policy = policy
         self.resolve = resolve
         self.verify = verify
 
-    def allowance(self) -> Allowance:
-        """A new run's count of requests."""
+    async def _tls(self) -> ssl.SSLContext:
+        if self.verify is None:
+            self.verify = await anyio.to_thread.run_sync(httpx.create_ssl_context)  # off the event loop
+        return self.verify
+
+    def allowance(self, config: Mapping[str, Any] | None = None) -> Allowance:
+        """The count of requests of the run ``config`` belongs to (its Tally's); a count of its own without one."""
+        tally = ((config or {}).get("configurable") or {}).get(RUN_KEY)
+        if isinstance(tally, Tally):
+            return tally.allowance(self.policy.limits.max_requests)
         return Allowance(self.policy.limits.max_requests)
 
     def fetch(self, request: Request, allowance: Allowance) -> Fetched:
@@ -185,15 +219,14 @@ class Fetcher:
         sent = {**headers, "Host": target.origin().partition("://")[2], "Accept-Encoding": "gzip, deflate, identity"}
         extensions = {"sni_hostname": target.host} if target.scheme == "https" and target.address is None else {}
         last: Exception | None = None
+        verify = await self._tls() if target.scheme == "https" else False  # plain http: no TLS to verify
         async with httpx.AsyncClient(
-            verify=self.verify, trust_env=False, follow_redirects=False, timeout=httpx.Timeout(timeout)
+            verify=verify, trust_env=False, follow_redirects=False, timeout=httpx.Timeout(timeout)
         ) as client:
             for address in addresses:
                 pinned = _pinned(url, address)
                 try:
-                    request = client.build_request(
-                        method, pinned, headers=sent, json=body if body is not None else None, extensions=extensions
-                    )
+                    request = client.build_request(method, pinned, headers=sent, json=body, extensions=extensions)
                     response = await client.send(request, stream=True)
                 except httpx.ConnectError as exc:  # another address of the host may answer
                     last = exc

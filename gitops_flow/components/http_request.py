@@ -12,13 +12,14 @@ could only ever be refused never goes live; a templated URL is judged when it is
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import quote
 
-from langchain_core.runnables import Runnable, RunnableLambda
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 
 from gitops_flow.components.base import ParamIssue
 from gitops_flow.components.documents import html_text
@@ -33,8 +34,10 @@ Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _HEADER = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")  # RFC 9110's token
 _FORBIDDEN_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "proxy-authorization"})
+# headers whose value is a credential: never a literal in Git, but api_key (a secret) sent in api_key_header
+_CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "x-api-key", "api-key", "x-auth-token"})
 MAX_HEADERS = 30
-MAX_INPUT_CHARS = 8192  # a URL made from the input, at most
+MAX_URL_CHARS = 8192  # a URL made from the input, at most
 
 
 def literal(url: str) -> bool:
@@ -61,6 +64,12 @@ def check(params: Mapping[str, Any]) -> list[ParamIssue]:
     for name in headers:
         if not _HEADER.match(name) or name.lower() in _FORBIDDEN_HEADERS:
             issues.append((("headers", name), "bad-param", f"{name[:100]!r} is not a header a flow may set"))
+        elif name.lower() in _CREDENTIAL_HEADERS:
+            message = (
+                f'{name} holds a credential, never a literal in Git: write api_key ({{"$env": "NAME"}}) and '
+                f"api_key_header: {name!r}"
+            )
+            issues.append((("headers", name), "literal-secret", message))
     key_header = params.get("api_key_header", "Authorization")
     if not _HEADER.match(str(key_header)) or str(key_header).lower() in _FORBIDDEN_HEADERS:
         issues.append((("api_key_header",), "bad-param", f"{str(key_header)[:100]!r} is not a header name"))
@@ -70,14 +79,22 @@ def check(params: Mapping[str, Any]) -> list[ParamIssue]:
 
 
 def literal_problems(params: Mapping[str, Any], base: tuple[str | int, ...], policy: EgressPolicy) -> list[Problem]:
-    """An HttpRequest whose URL is literal and which the egress policy refuses: ``egress-refused`` at its url."""
+    """An HttpRequest the egress policy refuses whatever its input: ``egress-refused`` at its url, for a literal URL
+    it refuses, or for any URL when it allows nothing at all."""
     url = params.get("url")
+    if not policy.entries:
+        message = (
+            "HttpRequest: outbound requests are off on this server (GITOPS_FLOW_ALLOWED_FETCH_URLS allows none), "
+            "so this node can never fetch"
+        )
+        return [Problem(code="egress-refused", message=message, path=json_path([*base, "url"] if url else list(base)))]
     if not isinstance(url, str) or not literal(url):
         return []
     try:
         policy.check_url(url)
     except EgressRefused as exc:
-        return [Problem(code="egress-refused", message=f"HttpRequest: {exc}", path=json_path([*base, "url"]))]
+        message = f"HttpRequest: {exc}" + (f" (it allows {policy.describe()})" if policy.entries else "")
+        return [Problem(code="egress-refused", message=message, path=json_path([*base, "url"]))]
     return []
 
 
@@ -95,7 +112,7 @@ def build(
     max_bytes: int | None,
     timeout: float | None,
 ) -> Runnable[Any, Any]:
-    """The node's runnable: each call is one run of at most the policy's ``max_requests`` requests."""
+    """The node's runnable: its requests count towards its run's (http_fetch.Tally)."""
     sent = dict(headers)
     secret: frozenset[str] = frozenset()
     if api_key is not None:
@@ -108,13 +125,30 @@ def build(
             payload = value["body"]
         return Request(target, method, sent, payload, secret, max_bytes, timeout)
 
-    def call(value: Any) -> Any:
-        return shaped(fetcher.fetch(request(value), fetcher.allowance()), format)
+    def call(value: Any, config: RunnableConfig) -> Any:
+        return shaped(fetcher.fetch(request(value), fetcher.allowance(config)), format)
 
-    async def acall(value: Any) -> Any:
-        return shaped(await fetcher.afetch(request(value), fetcher.allowance()), format)
+    async def acall(value: Any, config: RunnableConfig) -> Any:
+        return shaped(await fetcher.afetch(request(value), fetcher.allowance(config)), format)
 
     return RunnableLambda(call, afunc=acall, name="HttpRequest")
+
+
+def faked(responses: Sequence[str], format: Format) -> Runnable[Any, Any]:
+    """A faked node (a flow test's ``fakes``, ``--fake-models``): answers ``responses`` in turn, fetching nothing;
+    as ``json``, each answer parsed when it is JSON."""
+    answers = itertools.cycle(list(responses))
+
+    def answer(value: Any) -> Any:
+        text = next(answers)
+        if format != "json":
+            return text
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+
+    return RunnableLambda(answer, name="HttpRequest")
 
 
 def shaped(fetched: Fetched, format: Format) -> Any:
@@ -154,7 +188,14 @@ async def fetch_for_tool(
 
 
 def _target(url: str | None, value: Any) -> str:
-    """The URL of one call: the template filled from the input, or the input itself."""
+    """The URL of one call (at most MAX_URL_CHARS): the template filled from the input, or the input itself."""
+    made = _filled(url, value)
+    if len(made) > MAX_URL_CHARS:
+        raise ValueError(f"the URL HttpRequest made from its input is longer than {MAX_URL_CHARS:,} characters")
+    return made
+
+
+def _filled(url: str | None, value: Any) -> str:
     if url is None:
         found = value.get("url") if isinstance(value, Mapping) else message_text(value)
         if not isinstance(found, str) or not found.strip():
@@ -175,9 +216,9 @@ def _target(url: str | None, value: Any) -> str:
 def _fields(value: Any) -> dict[str, str]:
     text = message_text(value)
     if text is not None:
-        return {"input": text[:MAX_INPUT_CHARS]}
+        return {"input": text}
     if isinstance(value, Mapping):
-        return {str(k): _scalar(v)[:MAX_INPUT_CHARS] for k, v in value.items() if _scalar(v) is not None}  # type: ignore[index]
+        return {str(k): found for k, v in value.items() if (found := _scalar(v)) is not None}
     raise ValueError(f"HttpRequest takes text or an object as its input, not {type(value).__name__}")
 
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gitops_flow.components import http_request, web_search
-from gitops_flow.problems import Problem
+from gitops_flow.problems import Problem, json_path
 from gitops_flow.security.egress import EgressPolicy
 
 SENDERS = frozenset({"HttpRequest", "WebSearch", "Agent"})
@@ -22,10 +22,23 @@ def problems(
         return http_request.literal_problems(params, base, egress)
     if component == "WebSearch":
         return web_search.endpoint_problems(base, egress, "WebSearch")
-    if component == "Agent":
-        tools = params.get("tools") or []
-        for index, tool in enumerate(tools if isinstance(tools, list) else []):
-            name = tool.get("name") if isinstance(tool, dict) else tool
-            if name == "web_search":
-                return web_search.endpoint_problems((*base, "tools", index), egress, "the agent's web_search")
-    return []
+    if component != "Agent":
+        return []
+    found: list[Problem] = []
+    tools = params.get("tools") or []
+    for index, tool in enumerate(tools if isinstance(tools, list) else []):
+        name = tool.get("name") if isinstance(tool, dict) else tool
+        where = (*base, "tools", index)
+        if name == "web_search":
+            found += web_search.endpoint_problems(where, egress, "the agent's web_search")
+        elif name == "fetch_url" and not egress.entries:
+            found.append(
+                Problem(
+                    code="egress-off",
+                    message="outbound requests are off on this server (GITOPS_FLOW_ALLOWED_FETCH_URLS allows none), "
+                    "so every fetch_url call will answer the model an error",
+                    path=json_path(list(where)),
+                    severity="warning",
+                )
+            )
+    return found

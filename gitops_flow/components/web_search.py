@@ -11,12 +11,13 @@ its URL), which ``Text`` turns into prompt text as it does a Retriever's.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from langchain_core.documents import Document
-from langchain_core.runnables import Runnable, RunnableLambda
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 
 from gitops_flow.components.http_fetch import Allowance, Fetched, Fetcher, Request, blocking
 from gitops_flow.components.textify import message_text
@@ -41,7 +42,8 @@ def endpoint_problems(base: tuple[str | int, ...], policy: EgressPolicy, where: 
     try:
         policy.check_url(search_url(policy))
     except EgressRefused as exc:
-        message = f"{where} asks the search API (GITOPS_FLOW_WEB_SEARCH_URL), and {exc}"
+        allows = f" (it allows {policy.describe()})" if policy.entries else ""
+        message = f"{where} asks the search API (GITOPS_FLOW_WEB_SEARCH_URL), and {exc}{allows}"
         return [Problem(code="egress-refused", message=message, path=json_path(list(base)))]
     return []
 
@@ -129,8 +131,20 @@ def as_text(found: Sequence[Document]) -> str:
     )
 
 
+def faked(responses: Sequence[str], node: str) -> Runnable[Any, Any]:
+    """A faked node (a flow test's ``fakes``, ``--fake-models``): each call answers the next response as the one
+    result found (its source ``fake:<node>``), asking nothing."""
+    answers = itertools.cycle(list(responses))
+
+    def answer(value: Any) -> list[Document]:
+        return [Document(page_content=next(answers), metadata={"source": f"fake:{node}", "title": "fake"})]
+
+    return RunnableLambda(answer, name="WebSearch")
+
+
 def build(fetcher: Fetcher, *, api_key: str, options: Mapping[str, Any]) -> Runnable[Any, Any]:
-    """The node's runnable: its input is the query (text, or an object's ``query``); each call one run."""
+    """The node's runnable: its input is the query (text, or an object's ``query``); its requests count towards its
+    run's (http_fetch.Tally)."""
 
     def body(value: Any) -> dict[str, Any]:
         query = value.get("query") if isinstance(value, Mapping) else message_text(value)
@@ -138,11 +152,11 @@ def build(fetcher: Fetcher, *, api_key: str, options: Mapping[str, Any]) -> Runn
             raise ValueError("WebSearch takes the query as text, or as an object's 'query'")
         return payload(query, **options)
 
-    async def acall(value: Any) -> list[Document]:
-        return await search(fetcher, fetcher.allowance(), api_key, body(value))
+    async def acall(value: Any, config: RunnableConfig) -> list[Document]:
+        return await search(fetcher, fetcher.allowance(config), api_key, body(value))
 
-    def call(value: Any) -> list[Document]:
-        return blocking(acall(value))
+    def call(value: Any, config: RunnableConfig) -> list[Document]:
+        return blocking(acall(value, config))
 
     return RunnableLambda(call, afunc=acall, name="WebSearch")
 

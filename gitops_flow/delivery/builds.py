@@ -454,7 +454,9 @@ class VersionBuilder:
         stem = file_name.removesuffix(".json")
         name = flow_name(stem)
         # the build below is real, so validation does not dry-build
-        report = validate_bytes(raw, self.registry, file=path, stem=stem, dry_build=False, policy=self.policy)
+        report = validate_bytes(
+            raw, self.registry, file=path, stem=stem, dry_build=False, policy=self.policy, tools_faked=self.fake_models
+        )
         built: BuiltFlow | None = None
         problems = list(report.problems)
         if report.ok and report.spec is not None:

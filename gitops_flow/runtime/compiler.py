@@ -16,6 +16,7 @@ from pydantic import BaseModel, RootModel, ValidationError, create_model
 from gitops_flow.components import langchain_internals as internals
 from gitops_flow.components.base import FAKEABLE, BuildContext
 from gitops_flow.components.breaker import Breakers
+from gitops_flow.components.http_fetch import RUN_KEY, Tally
 from gitops_flow.components.knowledge import Knowledge
 from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.exceptions import BadInput, BuildError
@@ -93,11 +94,20 @@ def runnable_config(
     config: Mapping[str, Any], flow: str, run_id: uuid.UUID, metadata: Mapping[str, Any]
 ) -> RunnableConfig:
     """The config of one run of ``flow``: ``config`` (what the caller may set), the run's ``metadata`` added to
-    the caller's, its ``run_id``, and the flow's name as the run's name unless the caller gave one. Every request
-    the server runs is run with it, and so is every case of `gitops-flow test`."""
+    the caller's, its ``run_id``, and the flow's name as the run's name unless the caller gave one; its
+    ``configurable`` gets the run's Tally, which counts the outbound requests of all its tools (http_fetch.py).
+    Every request the server runs is run with it, and so is every case of `gitops-flow test`."""
     merged = {**config.get("metadata", {}), **metadata}
+    configurable = {**config.get("configurable", {}), RUN_KEY: Tally()}
     return typing.cast(
-        RunnableConfig, {**config, "metadata": merged, "run_id": run_id, "run_name": config.get("run_name", flow)}
+        RunnableConfig,
+        {
+            **config,
+            "configurable": configurable,
+            "metadata": merged,
+            "run_id": run_id,
+            "run_name": config.get("run_name", flow),
+        },
     )
 
 
@@ -246,7 +256,9 @@ def _build_node(
     fake_responses: list[str] | None = None
     if node.id in fakes:
         if component.kind not in FAKEABLE:
-            raise BuildError(f"only model nodes can be faked; {node.id!r} is a {component.name}", path=json_path(where))
+            raise BuildError(
+                f"only model and tool nodes can be faked; {node.id!r} is a {component.name}", path=json_path(where)
+            )
         if component.kind == "model" or not component.takes_context:
             # an operator's agent cannot be handed a scripted model, so the whole node answers from the script
             component, params = registry.get("FakeChatModel"), {"responses": list(fakes[node.id])}

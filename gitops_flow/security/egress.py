@@ -43,7 +43,8 @@ TAVILY_URL = "https://api.tavily.com"  # Tavily's API (docs.tavily.com): web sea
 class EgressLimits:
     """What one outbound request, and one run's requests, may take: ``timeout`` seconds for a request and its
     redirects together, ``max_bytes`` of a response's body (the rest is cut, and the answer says so),
-    ``max_redirects`` hops followed, ``max_requests`` requests (redirects included) per node call or agent run."""
+    ``max_redirects`` hops followed, ``max_requests`` requests (redirects included) per run of a flow, all its
+    tools together."""
 
     timeout: float = 10.0
     max_bytes: int = 1024 * 1024
@@ -191,10 +192,10 @@ class EgressPolicy:
                 host=target.host,
             )
         if not any(entry.allows(target) for entry in self.entries):
+            # the entries are not listed: this message reaches clients and models, and names of internal hosts
+            # are the operator's to know (validation, for the flow's authors, lists them)
             raise EgressRefused(
-                f"{target.origin()} is not allowed here by GITOPS_FLOW_ALLOWED_FETCH_URLS "
-                f"(it allows {self.describe()})",
-                host=target.host,
+                f"{target.origin()} is not allowed here by GITOPS_FLOW_ALLOWED_FETCH_URLS", host=target.host
             )
         if target.address is not None:
             self.check_address(target, target.address)
@@ -217,6 +218,8 @@ class EgressPolicy:
         )
 
     def describe(self, limit: int = 6) -> str:
+        """The entries, for a validation problem's message (authors, not clients): the first ``limit`` and how many
+        more."""
         shown = [str(e) for e in self.entries]
         if len(shown) > limit:
             return ", ".join(shown[:limit]) + f" and {len(shown) - limit} more"

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from gitops_flow.components.breaker import Breakers
+from gitops_flow.components.indexes import IndexStore, MemoryIndexes
 from gitops_flow.components.knowledge import CorpusLimits, Library
 from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.config import Settings
@@ -24,8 +25,11 @@ from gitops_flow.delivery.reconciler import Reconciler
 from gitops_flow.delivery.routing_table import RoutingTable
 from gitops_flow.delivery.source import GitSource
 from gitops_flow.exceptions import ConfigError, StoreError
+from gitops_flow.experiments.feedback_gate import FeedbackJudge
 from gitops_flow.experiments.ledger import RunBounds, RunLedger
+from gitops_flow.experiments.report_cache import ReportCache
 from gitops_flow.experiments.scores import Scores
+from gitops_flow.experiments.shadow import Shadows
 from gitops_flow.githost.deploys import RefView
 from gitops_flow.githost.feedback import Feedback
 from gitops_flow.guardrails.backends import beside
@@ -38,6 +42,7 @@ from gitops_flow.observability.telemetry.runs import Telemetry
 from gitops_flow.observability.telemetry.tracing import Tracing
 from gitops_flow.runtime.conversations import Conversations, TurnLimits
 from gitops_flow.runtime.executor import Executor
+from gitops_flow.runtime.judge import Judge
 from gitops_flow.runtime.sandbox import TestSandbox
 from gitops_flow.runtime.tweaks import Tweaker
 from gitops_flow.security.redaction import userinfo_secret
@@ -96,7 +101,11 @@ class Server:
         self.registry = components = registry or ComponentRegistry.configured(settings)
         counters, answers = beside(state, settings.state, cache_max_bytes=settings.cache_max_bytes)
         self.counters = counters
-        self.embeddings = embeddings = embeddings_beside(state, settings.state)  # Retrievers' chunk vectors, shared
+        # Retrievers' chunk vectors, shared; and where their indexes live (the operator's choice, never a flow's)
+        self.embeddings = embeddings = embeddings_beside(
+            state, settings.state, max_entries=settings.embeddings_max_entries
+        )
+        self.indexes = indexes = index_store(settings)
         quota = ConversationQuota(settings.max_conversations, settings.max_conversation_bytes)
         limits = TurnLimits(settings.max_turn_bytes, settings.max_turns, settings.history_ttl, quota)
         # this process's name in the messages workers and replicas send each other: a worker names its server's
@@ -124,7 +133,7 @@ class Server:
                 window=settings.provider_breaker_window,
                 cooldown=settings.provider_breaker_cooldown,
             ),
-            library=Library(vectors=embeddings, limits=CorpusLimits.of(settings)),
+            library=Library(vectors=embeddings, limits=CorpusLimits.of(settings), indexes=indexes),
         )
         self.builder = builder
         self.metrics = metrics = Metrics(
@@ -158,7 +167,7 @@ class Server:
         )
         self._told: set[asyncio.Task[None]] = set()
         reconciler.on_change = _after_change(reconciler, metrics, settle_heap=settle_heap, tell=self._tell_followers)
-        self.guard = guard = Guard(state)
+        self.guard = guard = Guard(state, judge=FeedbackJudge(state))
         gate = Gate(
             counters,
             lease_ttl=settings.limit_lease_ttl,
@@ -175,8 +184,8 @@ class Server:
         )
         telemetry = Telemetry(
             tracing,
-            on_usage=lambda flow, sha, ref, usage: metrics.spent(
-                flow, sha, ref, usage.input_tokens, usage.output_tokens
+            on_usage=lambda flow, sha, ref, usage, model: metrics.spent(
+                flow, sha, ref, usage.input_tokens, usage.output_tokens, model
             ),
             token_metrics=settings.token_metrics,
         )
@@ -188,13 +197,36 @@ class Server:
             namespace="fake" if settings.fake_models else "",
         )
         self.tweaker = Tweaker(builder.registry, policy, builder.build_spec)  # LangFlow's tweaks (tweaks.py)
-        self.ledger = ledger = RunLedger(state, RunBounds(settings.feedback_window, settings.feedback_max_runs))
-        scores = Scores(
+        self.ledger = ledger = RunLedger(state, RunBounds(settings.feedback_window, settings.runs_kept()))
+        self.scores = scores = Scores(
             ledger,
             state,
             ScoreBounds(settings.feedback_retention, settings.feedback_max_keys, settings.feedback_max_scores),
             counters=counters,
             rate=settings.feedback_rate,
+        )
+        executor = Executor(settings.runtime, langsmith=settings.langsmith_tracing, telemetry=telemetry)
+
+        def judge() -> Judge:  # the operator's judge of shadows (and of `gitops-flow eval`), made at first use
+            return Judge.configured(
+                settings.eval_judge_model,
+                readable,
+                components,
+                base_url=settings.eval_judge_base_url,
+                calls=0,  # a shadow's judge is held to the shadow's budget, not to eval's count of calls
+                policy=policy,
+            )
+
+        self.shadows = shadows = Shadows(
+            executor,
+            state,
+            counters,
+            metrics,
+            ScoreBounds(settings.feedback_retention, settings.feedback_max_keys, settings.feedback_max_scores),
+            judge=judge,
+            queue=settings.shadow_queue,
+            concurrency=settings.shadow_concurrency,
+            timeout=settings.shadow_timeout,
         )
         self.deps = deps = Deps(
             settings,
@@ -208,10 +240,12 @@ class Server:
             feedback,
             telemetry=telemetry,
             cache=cache,
-            executor=Executor(settings.runtime, langsmith=settings.langsmith_tracing, telemetry=telemetry),
+            executor=executor,
             brake=Brake(state, limit=settings.guess_limit, window=settings.guess_window),
             ledger=ledger,
             scores=scores,
+            reports=ReportCache(settings.experiment_cache),
+            shadows=shadows,
         )
         self.console = Console(deps, source=git, registry=components, policy=policy, scrub=scrubber.json)
         self._tasks: list[asyncio.Task[None]] = []
@@ -228,6 +262,7 @@ class Server:
             asyncio.create_task(self.console.traffic.run(), name="shared traffic"),
             asyncio.create_task(reconciler.run(), name="reconciler"),
             asyncio.create_task(self.ledger.run(), name="answered runs"),
+            asyncio.create_task(self.shadows.run(), name="shadow runs"),
             asyncio.create_task(_guard(self.guard, reconciler, self.settings.analysis_interval), name="canary guard"),
             asyncio.create_task(
                 _listen(self.store, reconciler, self.replica, self.console.sessions), name="replica wake-ups"
@@ -238,6 +273,7 @@ class Server:
 
     async def stop(self) -> None:
         """Stop the background tasks, then close every part that holds a resource."""
+        await self.scores.close()  # the scores queued are kept, and their runs' batch with the ledger's last
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -252,6 +288,7 @@ class Server:
         self.source.close()
         await self.counters.close()
         self.embeddings.close()
+        self.indexes.close()
         await self.store.close()
         if self.tracing is not None:
             await asyncio.to_thread(self.tracing.shutdown)  # sends the spans still buffered
@@ -348,12 +385,14 @@ def _read_quietly(path: Path | None) -> str | None:
 
 
 async def _guard(guard: Guard, reconciler: Reconciler, interval: float) -> None:
-    """The canary guard's tick: share this replica's counts, judge every canary, publish the aborts."""
+    """The canary guard's tick: share this replica's counts, judge every canary, publish the aborts, and take the
+    next steps of the progressive canaries that hold."""
     while True:
         await asyncio.sleep(interval)
         try:
             aborted, known = await guard.tick(reconciler.table)
             await reconciler.stop_canaries(aborted, known)
+            await reconciler.advance(guard.holding)
         except StoreError as exc:
             log.warning("canary guard: %s", exc)
         except Exception:  # the guard must outlive any one bad tick; the table keeps serving meanwhile
@@ -420,3 +459,16 @@ def sender_name(sender: str, me: str) -> str:
     if dot and me.partition(".")[0] == group:
         return f"worker {slot}"
     return f"replica {sender}"
+
+
+def index_store(settings: Settings) -> IndexStore:
+    """Where this process's Retrievers keep their indexes (GITOPS_FLOW_VECTOR_STORE): in memory, or in a sqlite-vec
+    file of its own under ``settings.vector_folder()``. ConfigError when sqlite-vec's extra is not installed."""
+    if settings.vector_store == "sqlite-vec":
+        from gitops_flow.stores.sqlitevec import SqliteVecIndexes, missing_package
+
+        problem = missing_package()
+        if problem is not None:
+            raise ConfigError(problem)
+        return SqliteVecIndexes(settings.vector_folder())
+    return MemoryIndexes()

@@ -35,10 +35,15 @@ LogFormat = Literal["text", "json"]
 # which executor runs flows (docs/server.md, "Runtime"): the lean program unless a run needs LangChain's callbacks,
 # or LangChain's runnables always
 Runtime = Literal["lean", "langchain"]
+# where the Retrievers' indexes live (docs/components.md, "Retriever backends"): in each process's memory, or on
+# disk in an embedded sqlite-vec file per process (the extra gitops-flow[sqlite-vec]), for large corpora
+VectorStore = Literal["memory", "sqlite-vec"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 # where a setting's value came from, lowest precedence first: a flag beats the environment, which beats the env file
 Source = Literal["default", "file", "env", "flag"]
 MAX_WORKERS = 256
+MAX_RUNS = 1_000_000  # answered runs the ledger keeps by default (GITOPS_FLOW_FEEDBACK_MAX_RUNS)
+MEMORY_MAX_RUNS = 100_000  # with memory://: about 460 bytes each in the server's own memory, 46 MB
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")  # the names a client on this machine reaches a loopback server by
 # settings that no GITOPS_FLOW_<NAME> variable sets: notifications come from GITOPS_FLOW_NOTIFY_* (githost/sinks.py)
 # and LangSmith's tracing from its own variables; load_entry_points is the embedding program's choice
@@ -100,6 +105,18 @@ class Settings(BaseSettings):
         le=1000,
         description="runs on the primary at once that judge a canary's mid-stream failure or slow answer (0: none)",
     )
+    shadow_queue: int = Field(
+        default=100,
+        ge=1,
+        le=100_000,
+        description="shadow runs waiting for a place, per process; past it a drawn shadow run is dropped and counted",
+    )
+    shadow_concurrency: int = Field(
+        default=2, ge=1, le=1000, description="shadow runs (a candidate and its judge) at once, per process"
+    )
+    shadow_timeout: float = Field(
+        default=60.0, gt=0, le=3600, description="seconds a shadow run (the candidate, then its judge) may take"
+    )
     build_timeout: float = Field(default=30.0, gt=0, description="seconds one flow's build may take")
     knowledge_max_bytes: int = Field(
         default=20 * 1024 * 1024,
@@ -122,6 +139,23 @@ class Settings(BaseSettings):
     )
     map_max_concurrency: int = Field(
         default=8, ge=1, le=256, description="runs of one Map node's body at once: the most its concurrency may say"
+    )
+    vector_store: VectorStore = Field(
+        default="memory",
+        description="where Retrievers' indexes live: memory (in each process), or sqlite-vec (on disk, for large "
+        "corpora; needs gitops-flow[sqlite-vec]); flows cannot choose",
+    )
+    vector_store_path: Path | None = Field(
+        default=None,
+        description="the folder of the sqlite-vec files (one per process, deleted when it stops); none: "
+        "data_dir/vectors",
+    )
+    embeddings_max_entries: int = Field(
+        default=200_000,
+        ge=1_000,
+        le=100_000_000,
+        description="chunk vectors the shared embeddings store keeps, of every model together (memory, SQLite, "
+        "Redis); past it, the oldest (memory) or arbitrary ones (SQLite, Redis) are evicted, embedded again if met",
     )
     test_budget: float = Field(
         default=60.0, gt=0, le=3600, description="seconds one flow's tests may take in all, in their own process"
@@ -297,8 +331,11 @@ class Settings(BaseSettings):
     feedback_window: float = Field(
         default=86400.0, gt=0, le=90 * 86400.0, description="seconds after its answer that a run takes feedback"
     )
-    feedback_max_runs: int = Field(
-        default=1_000_000, ge=1, le=100_000_000, description="answered runs remembered for feedback at once"
+    feedback_max_runs: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000_000,
+        description="answered runs remembered for feedback at once (default 1,000,000; 100,000 with memory://)",
     )
     feedback_retention: float = Field(
         default=30 * 86400.0, gt=0, le=366 * 86400.0, description="seconds a feedback score is kept"
@@ -316,6 +353,13 @@ class Settings(BaseSettings):
     )
     experiment_confidence: float = Field(
         default=0.95, ge=0.5, lt=1, description="the chance to be better a winner needs"
+    )
+    model_prices: CommaSeparated = Field(
+        default=(),
+        description="USD per million input/output tokens by model, the report's cost (MODEL=IN/OUT, comma-separated)",
+    )
+    experiment_cache: float = Field(
+        default=5.0, ge=0, le=300, description="seconds a flow's experiment report is reused while no feedback comes"
     )
 
     @classmethod
@@ -341,7 +385,7 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not an http:// or https:// URL")
         return value.rstrip("/") if value is not None else None
 
-    @field_validator("allowed_secrets", "allowed_base_urls", "allowed_fetch_urls", mode="before")
+    @field_validator("allowed_secrets", "allowed_base_urls", "allowed_fetch_urls", "model_prices", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return tuple(part.strip() for part in value.split(",") if part.strip()) if isinstance(value, str) else value
@@ -350,6 +394,12 @@ class Settings(BaseSettings):
     @classmethod
     def _secret_entries(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         SecretPolicy(value)  # a wrong entry is a settings error at start, naming the entry
+        return value
+
+    @field_validator("model_prices")
+    @classmethod
+    def _prices(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        price_table(value)  # a wrong entry is a settings error at start, naming the entry
         return value
 
     @field_validator("allowed_base_urls")
@@ -417,6 +467,21 @@ class Settings(BaseSettings):
         if self.state.startswith("memory:"):
             return 1
         return max(1, len(os.sched_getaffinity(0)))
+
+    def vector_folder(self) -> Path:
+        """The folder of the sqlite-vec files: ``vector_store_path``, or ``data_dir/vectors``."""
+        return self.vector_store_path or self.data_dir / "vectors"
+
+    def prices(self) -> dict[str, tuple[float, float]]:
+        """``model_prices`` as model -> (USD per million input tokens, per million output tokens)."""
+        return price_table(self.model_prices)
+
+    def runs_kept(self) -> int:
+        """How many answered runs the ledger keeps: ``feedback_max_runs`` when set; else a million, or 100,000 with
+        the memory:// store, where each takes about 460 bytes of the server's own memory (docs/experiments.md)."""
+        if self.feedback_max_runs is not None:
+            return self.feedback_max_runs
+        return MEMORY_MAX_RUNS if self.state.startswith("memory:") else MAX_RUNS
 
     def hosts(self) -> tuple[str, ...]:
         """The Host names requests may carry (ports are not compared): ``allowed_hosts`` when set; else, on a
@@ -569,3 +634,25 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+MAX_PRICES = 200  # models in the price table
+
+
+def price_table(entries: tuple[str, ...]) -> dict[str, tuple[float, float]]:
+    """``MODEL=IN/OUT`` entries (USD per million input and output tokens) as a table; raises ValueError naming the
+    first entry that is not one."""
+    if len(entries) > MAX_PRICES:
+        raise ValueError(f"at most {MAX_PRICES} model prices, not {len(entries)}")
+    table: dict[str, tuple[float, float]] = {}
+    for entry in entries:
+        model, _, prices = entry.rpartition("=")
+        given, _, taken = prices.partition("/")
+        try:
+            price = (float(given), float(taken))
+        except ValueError:
+            price = (-1.0, -1.0)
+        if not model.strip() or not all(0 <= p <= 1e6 for p in price):
+            raise ValueError(f"{entry!r} is not MODEL=IN/OUT, USD per million input and output tokens (0.15/0.60)")
+        table[model.strip()] = price
+    return table

@@ -239,6 +239,11 @@ class NotServable(UnknownVersion):
     """The version is known but cannot serve: it failed validation, or it was retired to free memory."""
 
 
+class NotAbortable(GitOpsFlowError):
+    """An operator asked to abort a canary that serves its primary's build: it would only move its weight to that
+    same build (409)."""
+
+
 class NothingServable(LookupFailed):
     """No ref of a flow's route can serve it now (each aborted, yanked, failed or missing): 503 until one can."""
 

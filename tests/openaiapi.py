@@ -10,7 +10,8 @@ after ``token_delay`` seconds. A stream whose client goes away is billed the pro
 
 It can also fail as a provider does (``Failing``): answer every call with a status and OpenAI's error body (a 5xx,
 a 429 with ``retry-after``), wait before answering (``delay``: a model's ``timeout`` runs out), refuse a model it
-does not serve (404 ``model_not_found``, as OpenAI does), or stop listening altogether (``stop``).
+does not serve (404 ``model_not_found``, as OpenAI does), or stop listening altogether (``stop``); ``hold`` keeps
+every call waiting until the test lets it go (an ordering, not a timing).
 """
 
 from __future__ import annotations
@@ -19,13 +20,40 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 TOKEN = re.compile(r"\w{1,4}|[^\w\s]")
+
+
+def model_flow(
+    name: str,
+    base_url: str | None,
+    model: str = "openai:gpt-4o-mini",
+    *,
+    document: Mapping[str, Any] | None = None,
+    **params: Any,
+) -> str:
+    """prompt -> ChatModel -> parser, as a flow file's text: ``model`` at ``base_url`` with OpenAI's key (the stand-in),
+    or at its provider's own endpoint with the key it reads itself (None). ``params`` are the model's others (a None
+    leaves one out); ``document`` adds keys to the flow document (``tweakable``, ...)."""
+    endpoint = {"base_url": base_url, "api_key": {"$env": "OPENAI_API_KEY"}} if base_url is not None else {}
+    llm = {key: value for key, value in {"model": model, **endpoint, **params}.items() if value is not None}
+    doc = {
+        "version": 1,
+        "name": name,
+        "nodes": [
+            {"id": "prompt", "component": "PromptTemplate", "params": {"template": "Q: {question}"}},
+            {"id": "llm", "component": "ChatModel", "params": llm},
+            {"id": "answer", "component": "StrOutputParser"},
+        ],
+        "edges": [{"source": "prompt", "target": "llm"}, {"source": "llm", "target": "answer"}],
+        **(document or {}),
+    }
+    return json.dumps(doc, indent=2)
 
 
 def tokens(text: str) -> int:
@@ -79,6 +107,7 @@ class OpenAIStandIn:
         self.received = 0  # requests received, failed ones included
         self.failing: Failing | None = None  # every call fails so while set
         self.delay = 0.0  # seconds every call waits before it is answered
+        self.hold: threading.Event | None = None  # while set to an unset event, every call waits for it (30 s at most)
         self.models: frozenset[str] | None = None  # the models served (None: any); another is 404 model_not_found
         self.requests: list[dict[str, Any]] = []  # every request's body, in order
         self._lock = threading.Lock()
@@ -132,6 +161,9 @@ def openai_standin(*, token_delay: float = 0.0, answer_tokens: int = 20) -> Iter
                 self._json(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
                 return
             standin.receive(body)
+            hold = standin.hold
+            if hold is not None:
+                hold.wait(30.0)
             if standin.delay:
                 time.sleep(standin.delay)
             failing = standin.failing

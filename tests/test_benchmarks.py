@@ -19,7 +19,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 BENCHMARKS = REPO / "benchmarks"
-NEEDS_WRK = {"replicas.py", "serve_langflow.py"}
+NEEDS_WRK = {"feedback_ingest.py", "replicas.py", "serve_langflow.py"}
 WRITES = {"serve_profile.py": "--profile-out"}  # where a script writes what it found; the others take --json
 
 # script -> its arguments for a smoke run: quick mode, and counts as small as the script accepts
@@ -28,6 +28,7 @@ CASES: dict[str, list[str]] = {
     "build_one.py": ["--iterations", "100", "--invoke-iterations", "100", "--warmup", "1"],
     "cold_start.py": ["--quick", "--flows", "5", "--commits", "10", "--repeat", "1"],
     "delivery.py": ["--quick"],
+    "feedback_ingest.py": ["--quick", "--seconds", "1", "--warmup", "0"],
     "deploy_under_load.py": ["--quick", "--commits", "2"],
     "lean_path.py": ["--calls", "20", "--streams", "20", "--rounds", "1"],
     "observe.py": ["--iterations", "20", "--warmup", "2"],

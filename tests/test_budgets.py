@@ -9,7 +9,6 @@ or two; 15 streams their clients left after the first chunk counted nothing (the
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ from gitops_flow.exceptions import ConfigError
 from gitops_flow.guardrails.sqlite import SqliteCounters, counters_path
 from tests.gitrepo import Remote
 from tests.openaiapi import OpenAIStandIn, openai_standin
+from tests.openaiapi import model_flow as openai_flow
 from tests.process import ServeProcess, serve_process
 from tests.redisenv import RedisSpace
 from tests.test_workers import workers as serving
@@ -36,29 +36,12 @@ MAX_TOKENS = 50
 RESERVATION = 8 + 16 + MAX_TOKENS
 
 
-def model_flow(name: str, base_url: str, max_tokens: int | None = MAX_TOKENS, **extra: Any) -> str:
+def model_flow(name: str, base_url: str, max_tokens: int | None = MAX_TOKENS, **document: Any) -> str:
     """prompt -> ChatModel (OpenAI's, at the stand-in; streams report their usage) -> parser."""
-    model: dict[str, Any] = {
-        "model": "openai:gpt-4o-mini",
-        "base_url": base_url,
-        "api_key": {"$env": "OPENAI_API_KEY"},
-        "temperature": 0,
-        "model_kwargs": {"stream_options": {"include_usage": True}},
-    }
-    if max_tokens is not None:
-        model["max_tokens"] = max_tokens
-    doc = {
-        "version": 1,
-        "name": name,
-        "nodes": [
-            {"id": "prompt", "component": "PromptTemplate", "params": {"template": "Q: {question}"}},
-            {"id": "llm", "component": "ChatModel", "params": model},
-            {"id": "answer", "component": "StrOutputParser"},
-        ],
-        "edges": [{"source": "prompt", "target": "llm"}, {"source": "llm", "target": "answer"}],
-        **extra,
-    }
-    return json.dumps(doc, indent=2)
+    stream_usage = {"stream_options": {"include_usage": True}}
+    return openai_flow(
+        name, base_url, temperature=0, model_kwargs=stream_usage, max_tokens=max_tokens, document=document
+    )
 
 
 @pytest.fixture(scope="module")

@@ -146,11 +146,21 @@ def test_signing_in_trades_the_token_for_a_strict_http_only_cookie(server: Serve
     assert ADMIN_TOKEN not in cookie
     assert "signed in as <b>bob</b> (admin)" in browser.get("/ui").text
 
-    with httpx.Client(base_url=server.url, headers={"Origin": server.url}) as proxied:
-        behind_https = sign_in(proxied, **{"X-Forwarded-Proto": "https"})
-        cookie = behind_https.headers["set-cookie"]
-        parts = {p.strip().lower() for p in cookie.split(";")}
-        assert cookie.startswith("__Host-gitops-flow-console=") and {"secure", "path=/", "httponly"} <= parts
+    with httpx.Client(base_url=server.url, headers={"Origin": server.url}) as claiming:
+        # a client that is no trusted proxy cannot say it came over https: the header is not read
+        claimed = sign_in(claiming, **{"X-Forwarded-Proto": "https"}).headers["set-cookie"]
+        assert claimed.startswith("gitops-flow-console=") and "secure" not in claimed.lower()
+
+
+def test_behind_a_trusted_proxy_that_says_https_the_cookie_is_secure(server: ServeProcess, tmp_path: Path) -> None:
+    env = {"GITOPS_FLOW_TRUSTED_PROXIES": "127.0.0.1"}
+    with serve_process(server.remote, tmp_path, env=env) as proxied_server:
+        with httpx.Client(base_url=proxied_server.url, headers={"Origin": proxied_server.url}) as proxied:
+            plain = sign_in(proxied).headers["set-cookie"]
+            assert plain.startswith("gitops-flow-console=") and "secure" not in plain.lower()
+            cookie = sign_in(proxied, **{"X-Forwarded-Proto": "https"}).headers["set-cookie"]
+            parts = {p.strip().lower() for p in cookie.split(";")}
+            assert cookie.startswith("__Host-gitops-flow-console=") and {"secure", "path=/", "httponly"} <= parts
 
 
 def test_guessing_the_token_is_braked(server: ServeProcess) -> None:

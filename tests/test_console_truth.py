@@ -17,7 +17,7 @@ import yaml
 
 from gitops_flow.cli import main as cli
 from tests.gitrepo import Remote
-from tests.process import serve_process
+from tests.process import ADMIN_TOKEN, serve_process
 from tests.redisenv import RedisSpace
 from tests.served import echo_flow, wait_until
 from tests.test_console_http import sign_in
@@ -95,6 +95,21 @@ def test_abort_is_offered_only_where_the_canary_serves_another_build(two: tuple[
         hello = admin.get("/ui/flows/hello").text
         echo = admin.get("/ui/flows/echo").text
     assert "Abort canary" in echo and "Abort canary" not in hello
+
+
+@pytest.mark.parametrize("body", [{"flow": "hello", "ref": "main"}, {"flow": "hello"}])
+def test_the_api_refuses_to_abort_a_canary_that_serves_its_primarys_build(
+    two: tuple[Workers, str, str], body: dict[str, str]
+) -> None:
+    """What the page does not offer, the API does not do: the abort would only move main's weight to the very build
+    stable serves, and be recorded as if a canary had been stopped."""
+    w, _, _ = two
+    response = w.server.client.post("/admin/abort", json=body, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert response.status_code == 409 and response.json()["error"]["code"] == "not-abortable"
+    assert "serves its primary's build" in response.json()["error"]["message"]
+    assert not [e for e in events(w.server, "aborted") if e.get("flow") == "hello"]
+    rows = {r["ref"]: r for r in next(f for f in _overview(w, 0)["flows"] if f["name"] == "hello")["refs"]}
+    assert rows["main"]["state"] == "live"
 
 
 def test_the_flow_page_charts_the_last_hour_of_every_worker(two: tuple[Workers, str, str]) -> None:

@@ -77,6 +77,19 @@ async def test_hits_fit_the_window_then_are_refused_with_a_wait(counters: Counte
     assert await counters.hit("rate:echo", Window(5, 3600)) is None  # a changed limit starts a count of its own
 
 
+async def test_hits_of_a_batch_count_as_hits_one_after_another(counters: Counters) -> None:
+    window = Window(2, 3600)
+
+    answers = await counters.hit_many(["rate:a", "rate:b", "rate:a", "rate:a"], window)
+
+    assert answers[:3] == [None, None, None]
+    assert answers[3] is not None and 0 < answers[3] <= 3600  # the third of rate:a, past two
+    assert await counters.hit("rate:b", window) is None  # its second
+    assert await counters.hit("rate:a", window) is not None  # hit and hit_many count on the same counter
+    assert await counters.hit_many(["rate:b"], window) != [None]  # its third, whichever way it came
+    assert await counters.hit_many([], window) == []
+
+
 async def test_runs_at_once_are_held_until_released(counters: Counters) -> None:
     assert await counters.acquire("runs:echo", 2, "a", 600)
     assert await counters.acquire("runs:echo", 2, "b", 600)

@@ -80,3 +80,26 @@ def test_descriptions_fit_githubs_limit_when_sent() -> None:
 
     long = "x failed: " + "flows/a-very-long-name.json:1234 bad-param " * 10
     assert len(shorten(long)) == 140 and shorten(long).endswith("…")
+
+
+def test_a_progressive_step_is_a_successful_status_and_the_last_names_its_command() -> None:
+    from gitops_flow.githost.github import MAX_DESCRIPTION
+
+    command = f"git tag -f support-bot/stable {B} && git push -f origin support-bot/stable"
+    event = {
+        "event": "stepped",
+        "sha": B,
+        "flow": "support-bot",
+        "ref": "canary",
+        "step": 3,
+        "steps": 3,
+        "share": 100.0,
+    }
+    ((_, state, text),) = statuses(Translator().updates({**event, "command": command}, VIEW))
+    short = f"git tag -f support-bot/stable {B[:12]} && git push -f origin support-bot/stable"
+    assert (state, text) == ("success", f"support-bot on canary: step 3/3, 100 %; durable: {short}")
+    assert len(text) <= MAX_DESCRIPTION  # GitHub shows it whole
+    first = {**event, "step": 1, "share": 10.0}
+    assert statuses(Translator().updates(first, VIEW)) == [
+        ("gitops-flow/canary", "success", "support-bot on canary: step 1/3, 10 % of the traffic")
+    ]

@@ -147,15 +147,18 @@ class _Gen:
         else:
             self.tail(self.model(None), "message")
 
-    def graph(self) -> None:
-        """An entry, branches of different depths (some reading each other), a keyed fan-in and a tail."""
+    def graph(self, control: bool = False) -> None:
+        """An entry, branches of different depths (some reading each other), a keyed fan-in and a tail; with
+        ``control``, some branches are a Router or a Map."""
         rng = self.rng
         entry = self.add("Passthrough") if rng.random() < 0.8 else self.add("Pick", key="question")
         reads_entry = "question" if self.nodes[-1]["component"] == "Passthrough" else "x"
         branches: list[str] = []
         for _ in range(rng.randint(2, 3)):
             shape = rng.choice(["answer", "answer", "pick", "text", "message", "json", "deep", "unknown"])
-            if shape == "pick" and reads_entry == "question":
+            if control and rng.random() < 0.6:
+                end = self.router(entry) if rng.random() < 0.5 else self.map(entry)
+            elif shape == "pick" and reads_entry == "question":
                 end = self.add("Pick", entry, key=rng.choice(["question", "topic"]))
             elif shape == "text":
                 end = self.add("Text", entry, **({"key": "question"} if reads_entry == "question" else {}))
@@ -205,7 +208,8 @@ class _Gen:
         rng = self.rng
         names = rng.sample(["billing", "shipping", "Refund", "what is up", "ok", "alpha"], rng.randint(1, 3))
         how = rng.choice(["key", "classifier", "input"])
-        params: dict[str, Any] = {"match": rng.choice(["equals", "equals", "contains", "starts_with", "ends_with"])}
+        matches = ["equals", "equals", "contains", "starts_with", "ends_with", "regex"]
+        params: dict[str, Any] = {"match": rng.choice(matches)}
         if how == "key":
             params["key"] = rng.choice(["topic", "topic", "question"])
         route = self.add("Router", None if how == "classifier" else source, **params)
@@ -262,7 +266,7 @@ def _generated(seed: int) -> tuple[dict[str, Any], list[Any]]:
     gen = _Gen(rng)
     pool = INPUTS
     if seed in CONTROL_SEEDS:
-        gen.control()
+        gen.graph(control=True) if seed % 3 == 0 else gen.control()
         pool = CONTROL_INPUTS
     elif seed % 2:
         gen.graph()

@@ -6,6 +6,7 @@ the routes and canaries."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,10 +21,14 @@ from opentelemetry.trace import SpanKind
 from starlette.testclient import TestClient
 
 from gitops_flow.app import create_app
+from gitops_flow.cli.process import log_filters
 from gitops_flow.components.base import Component
+from gitops_flow.config import Settings
 from gitops_flow.observability.telemetry.context import hashed
+from gitops_flow.observability.telemetry.logs import WithheldMessages
 from gitops_flow.observability.telemetry.runs import current_observer
 from gitops_flow.observability.telemetry.tracing import Tracing
+from gitops_flow.security.references import Scrubber
 from tests.gitrepo import Remote
 from tests.helpers import registry_with
 from tests.metricsread import sample
@@ -349,6 +354,24 @@ def test_error_lines_name_the_exception_and_run_not_the_request_text(
     assert "Traceback" in trace["exception"] and "ValueError" in trace["exception"]
     assert ("ValueError: (message withheld" in trace["exception"]) is not shown
     assert (PRIVATE in text) is shown
+
+
+def test_at_debug_the_provider_clients_records_are_withheld_but_the_servers_are_not() -> None:
+    """Older openai and anthropic SDKs (within our floors) log each request's options at DEBUG, the user's messages
+    among them: the server's filter drops those libraries' DEBUG records, unless the operator asks for request text
+    (then ``log_filters`` leaves WithheldMessages out)."""
+    withheld = WithheldMessages()
+
+    def record(name: str, level: int) -> logging.LogRecord:
+        return logging.LogRecord(name, level, __file__, 1, "Request options: %s", ({"messages": PRIVATE},), None)
+
+    for client in ("openai._base_client", "anthropic._base_client", "httpx", "httpcore.http11"):
+        assert not withheld.filter(record(client, logging.DEBUG)), client
+        assert withheld.filter(record(client, logging.INFO)), client  # "HTTP Request: POST ... 200" stays
+    assert withheld.filter(record("gitops_flow.server", logging.DEBUG))
+    assert withheld.filter(record("openaiish", logging.DEBUG))  # a logger is matched by its package, not a prefix
+    settings = Settings.from_env({"GITOPS_FLOW_LOG_REQUEST_TEXT": "true"})
+    assert not any(isinstance(f, WithheldMessages) for f in log_filters(settings, Scrubber({})))
 
 
 def test_routes_and_canaries_are_gauges(remote: Remote, tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ import yaml
 
 from tests.gitrepo import Remote
 from tests.openaiapi import Failing, OpenAIStandIn, openai_standin
+from tests.openaiapi import model_flow as openai_flow
 from tests.process import ServeProcess, serve_process
 from tests.served import wait_until
 from tests.test_per_flow import canary_users, events
@@ -39,19 +40,7 @@ FAILURES = 3  # GITOPS_FLOW_PROVIDER_BREAKER_FAILURES of the shared server
 def model_flow(name: str, base_url: str | None, model: str = "openai:gpt-4o-mini", **params: Any) -> str:
     """prompt -> ChatModel (at ``base_url`` with OpenAI's key, or at its provider's own endpoint with the key it
     reads itself; no retries of its client's own) -> parser."""
-    endpoint = {"base_url": base_url, "api_key": {"$env": "OPENAI_API_KEY"}} if base_url is not None else {}
-    llm = {"model": model, **endpoint, "max_tokens": 3, "max_retries": 0, **params}
-    doc = {
-        "version": 1,
-        "name": name,
-        "nodes": [
-            {"id": "prompt", "component": "PromptTemplate", "params": {"template": "Q: {question}"}},
-            {"id": "llm", "component": "ChatModel", "params": llm},
-            {"id": "answer", "component": "StrOutputParser"},
-        ],
-        "edges": [{"source": "prompt", "target": "llm"}, {"source": "llm", "target": "answer"}],
-    }
-    return json.dumps(doc, indent=2)
+    return openai_flow(name, base_url, model, **{"max_tokens": 3, "max_retries": 0, **params})
 
 
 def sections_flow() -> str:

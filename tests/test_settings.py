@@ -75,6 +75,8 @@ def test_each_settings_variable_sets_its_field(name: str) -> None:
         "limits_fail": "closed",
         "trusted_proxies": "10.0.0.0/8",
         "experiment_confidence": "0.99",
+        "vector_store": "sqlite-vec",
+        "vector_store_path": "/srv/vectors",
     }
     default = Settings.model_fields[name].get_default(call_default_factory=True)
     if name in samples:

@@ -30,6 +30,7 @@ from tests.process import ADMIN_TOKEN, ServeProcess, free_port, serve_process
 from tests.redisenv import RedisSpace
 from tests.served import echo_flow, wait_until
 from tests.test_replicas import PUSH, chat_flow, routing
+from tests.test_sandbox import components_file, hog_flow
 
 SECRET = "workers-webhook-secret"
 Q = {"question": "hi"}
@@ -149,6 +150,28 @@ def test_by_default_one_worker_per_core_fetches_and_validates_each_commit_once(r
             assert w.metric("gitops_flow_requests_total", flow="echo") == CORES  # every worker's, from any
             events = w.http.get("/history").json()["events"]
             assert sorted(e["sha"] for e in events if e["event"] == "deployed") == sorted([first, *_heads(remote)])
+
+
+def test_a_flow_the_leader_still_tests_is_tested_by_the_leader_alone(remote: Remote, tmp_path: Path) -> None:
+    """A flow whose tests outlast the deploy's wait goes out pending: the leader's record says so, and a follower
+    waits for the leader's verdict (it came to every worker through the record) instead of testing it again."""
+    first = remote.publish({"flows/echo.json": echo_flow(answer="one")})
+    env = {"GITOPS_FLOW_TEST_BUDGET": "6"}  # past the deploy's wait: the hog's test is killed at its limit
+    with workers(remote, tmp_path, env=env, args=["--components", str(components_file(tmp_path))]) as w:
+        assert w.all_serve(first)
+        hogging = remote.publish({"flows/hog.json": hog_flow()}, "a flow whose test hogs")
+        w.deliver_push(w.leader(), first, hogging)
+        wait_until(lambda: w.all_serve(hogging), timeout=30, what="every worker on the new head")
+
+        def judged(slot: int) -> dict[str, Any]:
+            with w.only(slot) as http:
+                return next(v for v in http.get("/versions").json()["versions"] if v["sha"] == hogging)
+
+        wait_until(lambda: all("hog" in judged(slot)["failed"] for slot in w.pids), timeout=60, what="the verdict")
+        for slot in w.pids:
+            [problem] = judged(slot)["failed"]["hog"]
+            assert problem["code"] == "test-timeout" and judged(slot)["pending"] == []
+        assert w.metric("gitops_flow_flow_validations_total") == 2  # echo at the first commit, hog at the second
 
 
 def _heads(remote: Remote) -> list[str]:

@@ -41,7 +41,7 @@ from gitops_flow.validation.documents import (
     validate_bytes,
     validate_file,
 )
-from gitops_flow.validation.routing import validate_routing_bytes
+from gitops_flow.validation.routing import validate_routing_bytes, worktree_reader
 from gitops_flow.validation.worktree import WorkingTree, root_of
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
@@ -357,7 +357,8 @@ def _check_all(
     names = [r.spec.name for r in reports if r.spec is not None]
     routing_problems: list[Problem] = duplicate_names((r.file, r.spec.name) for r in reports if r.spec is not None)
     for path in targets.routing:
-        routing_problems += validate_routing_bytes(path.read_bytes(), file=str(path), flow_names=names)[1]
+        read = worktree_reader(path.parent)  # the rubrics its shadows' judges name, beside it
+        routing_problems += validate_routing_bytes(path.read_bytes(), file=str(path), flow_names=names, read=read)[1]
     return reports, routing_problems
 
 
@@ -692,6 +693,7 @@ def _serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     # server running unready is refused at once (preflight.py): the state store, the repository and its branch,
     # and the port, each with its reason and fix on stderr and exit status 1.
     logs.configure(settings.log_format, settings.log_level)
+    _vector_store(settings)
     if count > 1:
         workers.check(settings)
     else:
@@ -713,6 +715,17 @@ def _serve(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     finally:
         sock.close()
     return EXIT_OK if server.started else EXIT_PROBLEMS  # uvicorn has logged why it could not start
+
+
+def _vector_store(settings: Settings) -> None:
+    """Refuse to start (ConfigError, exit 1) when the vector store the operator chose cannot load: its extra is
+    missing. Checked before any worker starts, so it is said once."""
+    if settings.vector_store == "sqlite-vec":
+        from gitops_flow.stores.sqlitevec import missing_package
+
+        problem = missing_package()
+        if problem is not None:
+            raise ConfigError(problem)
 
 
 def _provider_packages(settings: Settings) -> None:

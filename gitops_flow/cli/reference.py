@@ -90,7 +90,10 @@ def _key(
     default = "required" if required else _default(prop["default"]) if "default" in prop else "—"
     text = prop.get("description") or target.get("description") or ""
     yield path, _type(root, prop), default, text
-    if target.get("type") == "array":
+    one = next((kind for kind in target.get("anyOf", []) if "$ref" in kind), None)
+    if one is not None and "properties" in _resolve(root, one):  # one mapping, or a list of them (a shadow)
+        yield from _properties(root, _resolve(root, one), f"{path}.")
+    elif target.get("type") == "array":
         items = _resolve(root, target["items"])
         if "properties" in items:
             yield from _properties(root, items, f"{path}[].")

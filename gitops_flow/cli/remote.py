@@ -9,12 +9,13 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import orjson
 
 from gitops_flow.config import Settings
 from gitops_flow.exceptions import UsageError
+from gitops_flow.stores.events import Stepped, step_text
 
 EXIT_OK = 0
 _PAGE = {"versions": 500, "history": 1000}  # the most a server answers on one page
@@ -78,6 +79,8 @@ def event_line(event: Mapping[str, Any]) -> str:
         figures = f" ({event['requests']} requests)" if "requests" in event else ""
         why = f": {event['reason']}" if event.get("reason") else ""
         return f"{event.get('flow', '?')} on {event['ref']}{why}{figures}"
+    if kind == "stepped":
+        return f"{event.get('flow', '?')} on {event['ref']}: {step_text(cast(Stepped, event))}"
     if kind == "failed" and event.get("flow"):
         serving = event.get("serving")
         return f"{event['flow']} failed, " + (f"serving {serving[:12]}" if serving else "not served")
@@ -140,6 +143,8 @@ def experiment(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
             f" {arm['requests']} requests, {arm['errors']} errors, p50 {p50}, p99 {p99}",
             file=out,
         )
+        if "tokens" in arm:
+            print(f"    {cost_text(arm)}", file=out)
         for key, shown in arm["feedback"].items():
             mean = f"{shown['mean']:.3f}" if shown["mean"] is not None else "-"
             interval = shown["interval"]
@@ -147,7 +152,35 @@ def experiment(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
             print(f"    {key}: {shown['count']} scores, mean {mean}{within}", file=out)
     for verdict in data["verdicts"]:
         print(verdict_line(verdict, data["min_sample"]), file=out)
+    for arm in data.get("shadows", []):
+        print(shadow_line(arm), file=out)
     return EXIT_OK
+
+
+def cost_text(arm: Mapping[str, Any]) -> str:
+    """``1200 tokens in, 300 out, $0.0004 (no price for: local-llama)``."""
+    tokens, cost = arm["tokens"], arm["cost"]
+    usd = f"${cost['usd']:.4f}" if cost["usd"] is not None else "cost unknown"
+    unpriced = f" (no price for: {', '.join(cost['unpriced'])})" if cost["unpriced"] else ""
+    return f"{tokens['input']} tokens in, {tokens['output']} out, {usd}{unpriced}"
+
+
+def shadow_line(arm: Mapping[str, Any]) -> str:
+    """``shadow  twin 3f9c2e1a7b2d 30% of stable: 58 runs, 0 failed, 2 dropped (rate 2)`` and its score's line."""
+    dropped = {reason: n for reason, n in arm.get("dropped", {}).items() if n}
+    why = f" ({', '.join(f'{r} {n}' for r, n in dropped.items())})" if dropped else ""
+    line = (
+        f"  shadow  {arm['ref']} {str(arm['version'] or '-')[:12]} {arm['share'] * 100:.0f}% of {arm['of']}:"
+        f" {arm.get('runs', 0)} runs, {arm.get('failed', 0)} failed, {sum(dropped.values())} dropped{why}"
+    )
+    score = arm["score"]
+    mean = f"{score['mean']:.3f}" if score["mean"] is not None else "-"
+    interval = score["interval"]
+    within = f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else ""
+    line += f"\n    {arm['scorer']}: {score['count']} scores, mean {mean}{within}"
+    if arm.get("unscored"):
+        line += f"\n    unscored: {arm['unscored']}"
+    return line
 
 
 def verdict_line(verdict: Mapping[str, Any], min_sample: int) -> str:

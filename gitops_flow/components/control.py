@@ -2,16 +2,17 @@
 of a list, bounded), as LangChain runnables over the parts of the flow the compiler built for them.
 
 A Router's branches and a Map's body are parts of the same document: each names a node that starts a sub-graph
-of its own, detached from the flow's main graph (flow/graph.py finds and checks them; runtime/compiler.py compiles
-them and hands them over in ``BuildContext.parts``). The Router is LangChain's ``RunnableBranch`` (only the chosen
-branch runs; its tokens stream through), the Map is ``body.batch`` over the items at a bounded concurrency.
+of its own, detached from the flow's main graph (flow/parts.py finds them, flow/graph.py checks them; the compiler
+builds them and hands them over in ``BuildContext.parts``). The Router is LangChain's ``RunnableBranch`` (only the
+chosen branch runs; its tokens stream through), the Map is ``body.batch`` over the items at a bounded concurrency.
 """
 
 from __future__ import annotations
 
 import json
+import typing
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Annotated, Any, Literal
 
@@ -19,13 +20,14 @@ from langchain_core.messages import BaseMessage
 from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import Runnable, RunnableBranch, RunnableConfig, RunnableLambda, RunnableSerializable
 from langchain_core.runnables.config import patch_config
-from pydantic import ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model
 
 from gitops_flow.components.base import BuildContext, Component, ParamIssue
 from gitops_flow.exceptions import BuildError, TooManyItems
 from gitops_flow.flow.parts import MAP, ROUTER
+from gitops_flow.flow.regexes import PatternError, compile_pattern
 
-Match = Literal["equals", "contains", "starts_with", "ends_with"]
+Match = Literal["equals", "contains", "starts_with", "ends_with", "regex"]  # flow.parts.MATCHES, as a type
 MAX_BRANCHES = 100  # branches of one router
 HARD_MAX_ITEMS = 100_000  # the most any setting lets a Map take
 HARD_MAX_CONCURRENCY = 256
@@ -37,13 +39,23 @@ _TRIMMED = " \t\r\n\"'`.!?"  # what a classifier's answer may carry around the b
 @dataclass(frozen=True, slots=True)
 class Choice:
     """How a Router chooses: the text of its input (or of its input's ``key``), trimmed and (unless
-    ``case_sensitive``) case-folded, matched against each branch's name in order; no match is the default."""
+    ``case_sensitive``) case-folded, matched against each branch's name in order; no match is the default. With
+    ``match="regex"`` each name is a pattern searched in the trimmed text, on RE2 (linear time, flow/regexes.py)."""
 
     node: str
     labels: tuple[str, ...]
     key: str | None = None
     match: Match = "equals"
     case_sensitive: bool = False
+    _names: tuple[Any, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.match == "regex":
+            flags = "" if self.case_sensitive else "(?i)"
+            names: tuple[Any, ...] = tuple(compile_pattern(flags + label) for label in self.labels)
+        else:
+            names = tuple(self._normal(label) for label in self.labels)
+        object.__setattr__(self, "_names", names)
 
     def label(self, value: Any) -> str | None:
         """The first branch whose name matches ``value``; None for the default. ValueError when ``key`` is set and
@@ -52,16 +64,19 @@ class Choice:
             if not isinstance(value, Mapping) or self.key not in value:
                 raise ValueError(f"router {self.node!r} expected an object with the key {self.key!r}")
             value = value[self.key]
-        said = self._normal(text_of(value))
-        for label in self.labels:
-            name = self._normal(label)
-            if self.match == "equals" and said == name:
-                return label
-            if self.match == "contains" and name in said:
-                return label
-            if self.match == "starts_with" and said.startswith(name):
-                return label
-            if self.match == "ends_with" and said.endswith(name):
+        text = text_of(value)
+        match = self.match
+        if match == "regex":
+            said = text.strip()
+            return next((label for label, p in zip(self.labels, self._names, strict=True) if p.search(said)), None)
+        said = self._normal(text)
+        for label, name in zip(self.labels, self._names, strict=True):
+            if (
+                (match == "equals" and said == name)
+                or (match == "contains" and name in said)
+                or (match == "starts_with" and said.startswith(name))
+                or (match == "ends_with" and said.endswith(name))
+            ):
                 return label
         return None
 
@@ -150,6 +165,15 @@ class Mapped(RunnableSerializable[Any, list[Any]]):
     def _child(self, run_manager: Any, config: RunnableConfig) -> RunnableConfig:
         return patch_config(config, callbacks=run_manager.get_child(), max_concurrency=self.each.concurrency)
 
+    def get_input_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
+        """A list; with ``key``, an object with a list there."""
+        each: Each = self.each
+        if each.key is None:
+            return create_model(f"{each.node}_input", __base__=RootModel[list[Any]])
+        fields: dict[str, Any] = {each.key: (list[Any], ...)}
+        named: type[BaseModel] = create_model(f"{each.node}_input", **fields)
+        return named
+
 
 def first_failure(results: list[Any]) -> list[Any]:
     """``results`` of a batch run with return_exceptions, or the first item's exception, raised: every item runs
@@ -174,6 +198,21 @@ class Routed(RunnableBranch[Any, Any]):
         self.choice = choice
         self.targets = dict(targets)
         self.fallback = fallback
+
+    def get_input_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
+        """By ``key``: an object with that key, and (optional) what any branch reads of it; otherwise what
+        RunnableBranch says (the first branch with a typed input's)."""
+        choice: Choice = self.choice
+        if choice.key is None:
+            return typing.cast(type[BaseModel], super().get_input_schema(config))
+        fields: dict[str, Any] = {}
+        for runnable in [*(branch for _, branch in self.branches), self.default]:
+            schema = runnable.get_input_schema(config)
+            if issubclass(schema, BaseModel) and not issubclass(schema, RootModel):
+                for name, info in schema.model_fields.items():
+                    fields.setdefault(name, (info.annotation, None))
+        fields[choice.key] = (Any, ...)
+        return create_model(f"{choice.node}_input", **fields)
 
 
 def router(
@@ -217,20 +256,31 @@ def _condition(choice: Choice, label: str, name: str) -> Runnable[Any, bool]:
     return RunnableLambda(chose, afunc=achose, name=name)
 
 
-def map_each(
-    ctx: BuildContext,
-    *,
-    body: Annotated[str, Field(min_length=1)],
-    key: Annotated[str, Field(min_length=1)] | None = None,
-    item_key: Annotated[str, Field(min_length=1)] | None = None,
-    max_items: Annotated[int, Field(ge=1, le=HARD_MAX_ITEMS)] = DEFAULT_MAX_ITEMS,
-    concurrency: Annotated[int, Field(ge=1, le=HARD_MAX_CONCURRENCY)] = DEFAULT_CONCURRENCY,
-    truncate: bool = False,
-) -> Runnable[Any, Any]:
-    """``body`` (the node that starts it) once per item of the input list (or of the input's ``key``), at most
-    ``max_items`` items and ``concurrency`` at once; the results in order."""
-    each = Each(ctx.node_id, body, max_items, concurrency, key=key, item_key=item_key, truncate=truncate)
-    return Mapped(body=(ctx.parts or {})[body], each=each)
+class MapFactory:
+    """The Map's factory, holding the server's bounds: a map that does not say its ``max_items`` or
+    ``concurrency`` gets the default, or the server's bound when that is lower (map_check refuses a higher one)."""
+
+    def __init__(self, max_items: int, max_concurrency: int) -> None:
+        self.max_items = max_items
+        self.max_concurrency = max_concurrency
+
+    def __call__(
+        self,
+        ctx: BuildContext,
+        *,
+        body: Annotated[str, Field(min_length=1)],
+        key: Annotated[str, Field(min_length=1)] | None = None,
+        item_key: Annotated[str, Field(min_length=1)] | None = None,
+        max_items: Annotated[int, Field(ge=1, le=HARD_MAX_ITEMS)] | None = None,
+        concurrency: Annotated[int, Field(ge=1, le=HARD_MAX_CONCURRENCY)] | None = None,
+        truncate: bool = False,
+    ) -> Runnable[Any, Any]:
+        """``body`` (the node that starts it) once per item of the input list (or of the input's ``key``), at most
+        ``max_items`` items and ``concurrency`` at once; the results in order."""
+        items = max_items if max_items is not None else min(DEFAULT_MAX_ITEMS, self.max_items)
+        limit = concurrency if concurrency is not None else min(DEFAULT_CONCURRENCY, self.max_concurrency)
+        each = Each(ctx.node_id, body, items, limit, key=key, item_key=item_key, truncate=truncate)
+        return Mapped(body=(ctx.parts or {})[body], each=each)
 
 
 def router_check(params: Mapping[str, Any]) -> list[ParamIssue]:
@@ -239,6 +289,15 @@ def router_check(params: Mapping[str, Any]) -> list[ParamIssue]:
     if params.get("default") is None:
         issues.append((("default",), "no-default-branch", "a router needs a default branch: the node run on no match"))
     branches = params.get("branches") or {}
+    if params.get("match") == "regex":
+        for label in branches:
+            try:
+                compile_pattern(label)
+            except PatternError as exc:
+                why = "not a regular expression" if exc.code == "bad-regex" else "a pattern RE2 does not run"
+                message = f"branch {label!r} is {why} (match is regex; backreferences and lookarounds are not run)"
+                issues.append((("branches", label), exc.code, message))
+        return issues
     fold = not params.get("case_sensitive", False)
     seen: dict[str, str] = {}
     for label in branches:
@@ -262,10 +321,10 @@ def router_check(params: Mapping[str, Any]) -> list[ParamIssue]:
 def map_check(params: Mapping[str, Any], *, max_items: int, max_concurrency: int) -> list[ParamIssue]:
     """The server's bounds (GITOPS_FLOW_MAP_MAX_ITEMS, _MAX_CONCURRENCY) and ``item_key``'s need of ``key``."""
     issues: list[ParamIssue] = []
-    if params.get("max_items", DEFAULT_MAX_ITEMS) > max_items:
+    if params.get("max_items") is not None and params["max_items"] > max_items:
         message = f"max_items is {params['max_items']}, above the server's bound of {max_items}"
         issues.append((("max_items",), "map-limit", message + " (GITOPS_FLOW_MAP_MAX_ITEMS)"))
-    if params.get("concurrency", DEFAULT_CONCURRENCY) > max_concurrency:
+    if params.get("concurrency") is not None and params["concurrency"] > max_concurrency:
         message = f"concurrency is {params['concurrency']}, above the server's bound of {max_concurrency}"
         issues.append((("concurrency",), "map-limit", message + " (GITOPS_FLOW_MAP_MAX_CONCURRENCY)"))
     if params.get("item_key") is not None and params.get("key") is None:
@@ -289,7 +348,7 @@ def components(max_items: int, max_concurrency: int) -> tuple[Component, ...]:
         ),
         Component(
             MAP,
-            map_each,
+            MapFactory(max_items, max_concurrency),
             "control",
             "Runs its body once per item of a list, bounded in items and concurrency; the results in order.",
             takes_context=True,

@@ -21,7 +21,7 @@ from gitops_flow.components.documents import readable
 from gitops_flow.config import Settings
 
 if TYPE_CHECKING:
-    from gitops_flow.components.vectors import Index
+    from gitops_flow.components.indexes import IndexStore, VectorIndex
 
 MAX_PATTERNS = 20  # globs one Retriever may list
 MAX_PATTERN_LENGTH = 200
@@ -59,7 +59,8 @@ class VectorCache(Protocol):
 
 
 class MemoryVectors:
-    """A VectorCache in this process: the CLI's, tests', and the server's first layer; at most ``max_entries``."""
+    """A VectorCache in this process: the CLI's, tests', and the server's first layer; at most ``max_entries`` (of
+    every model together), the oldest evicted first."""
 
     def __init__(self, max_entries: int = 200_000) -> None:
         self.max_entries = max_entries
@@ -103,30 +104,38 @@ class CorpusLimits:
         return cls(settings.knowledge_max_bytes, settings.knowledge_max_files, settings.knowledge_max_chunks)
 
 
+def _memory_indexes() -> IndexStore:
+    from gitops_flow.components.indexes import MemoryIndexes  # numpy's import is paid by the builds that need it
+
+    return MemoryIndexes()
+
+
 @dataclass(slots=True)
 class Library:
-    """What every build of a server (or a CI run) shares: the embedding cache, the corpus bounds, the indexes made
-    lately (by corpus), and how many chunks were embedded (a chunk found in the cache is not counted)."""
+    """What every build of a server (or a CI run) shares: the embedding cache, the corpus bounds, where indexes are
+    kept (the operator's IndexStore), the indexes made lately (by corpus), and how many chunks were embedded (a
+    chunk found in the cache is not counted)."""
 
     vectors: VectorCache = field(default_factory=MemoryVectors)
     limits: CorpusLimits = field(default_factory=CorpusLimits)
+    indexes: IndexStore = field(default_factory=_memory_indexes)
     embedded: int = 0
     on_embedded: Callable[[int], None] = lambda count: None  # chunks embedded by one batch (the metrics' counter)
-    _indexes: OrderedDict[str, Index] = field(default_factory=OrderedDict)
+    _indexes: OrderedDict[str, VectorIndex] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def at(self, files: RepoFiles) -> Knowledge:
         """The knowledge a build of one revision reads: ``files`` with what this library shares."""
         return Knowledge(files, self)
 
-    def index(self, key: str) -> Index | None:
+    def index(self, key: str) -> VectorIndex | None:
         with self._lock:
             found = self._indexes.get(key)
             if found is not None:
                 self._indexes.move_to_end(key)
             return found
 
-    def keep(self, key: str, index: Index) -> None:
+    def keep(self, key: str, index: VectorIndex) -> None:
         with self._lock:
             self._indexes[key] = index
             while len(self._indexes) > 1 and (

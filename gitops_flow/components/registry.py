@@ -26,6 +26,7 @@ from gitops_flow.components.base import FAKE_MODEL, FAKEABLE, Component, Compone
 from gitops_flow.components.builtins import BUILTIN_COMPONENTS
 from gitops_flow.config import Settings
 from gitops_flow.exceptions import BuildError, ConfigError
+from gitops_flow.flow.parts import MAP
 
 ENTRY_POINT_GROUP = "gitops_flow.components"
 SECRETS_ATTRIBUTE = "gitops_flow_secrets"  # an entry point's target declares its secret params in this attribute
@@ -68,6 +69,12 @@ class ComponentRegistry:
         if settings.components_file is not None:
             registry = registry.with_file(settings.components_file)
         return registry
+
+    def map_max_items(self) -> int:
+        """The server's bound on the items one Map (with the maps inside it) may run its body on per run."""
+        target = self._components[MAP].target
+        assert isinstance(target, control.MapFactory)
+        return target.max_items
 
     def __contains__(self, name: object) -> bool:
         return name in self._components

@@ -2,8 +2,9 @@
 
 Its index is made when the flow is built (off the request path, before the version goes live): the documents its
 ``paths`` match at the build's revision are read through the build's Knowledge, split, and embedded, each chunk
-looked up first in the shared cache by (model, content hash), so only chunks never seen before are embedded. A
-search is one matrix-vector product in process.
+looked up first in the shared cache by (model, content hash), so only chunks never seen before are embedded, then
+written to the operator's IndexStore (components/indexes.py: in process, or sqlite-vec on disk). The flow names no
+backend: it cannot.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from langchain_core.runnables import Runnable, RunnableLambda
 
 from gitops_flow.components.base import BuildContext, ParamIssue
 from gitops_flow.components.documents import Chunk, chunks, readable, sections
+from gitops_flow.components.indexes import VectorIndex
 from gitops_flow.components.knowledge import MAX_PATTERNS, Knowledge, matching, path_problem
 from gitops_flow.components.textify import message_text
-from gitops_flow.components.vectors import HASHING, Embedder, Index, Matrix, embedder, spec_problem
+from gitops_flow.components.vectors import HASHING, Embedder, Matrix, embedder, spec_problem
 from gitops_flow.exceptions import BuildError, StoreError
 
 EMBED_BATCH = 256  # chunks per call of the embedder: the deadline is checked between calls
@@ -67,7 +69,7 @@ def build(
 ) -> Runnable[Any, Any]:
     """The Retriever's runnable (see the module's docstring); BuildError with a code for every refusal:
     ``no-knowledge`` (a real build given no repository; a dry-build then answers no documents, with a notice),
-    ``no-documents``, ``corpus-too-large``, ``unreadable-document``, ``build-timeout``."""
+    ``no-documents``, ``corpus-too-large``, ``unreadable-document``, ``build-timeout``, ``vector-store-failed``."""
     knowledge = ctx.knowledge
     if knowledge is None and ctx.dry_run:  # a check of the document alone (`plan`, a contract's base): no corpus
         ctx.note("documents-not-read", "this dry-build was given no repository: Retriever answers no documents")
@@ -96,7 +98,10 @@ def build(
     embed = embedder(embeddings, api_key)
     if index is None:
         found = _read(knowledge, matched, chunk_size, chunk_overlap, ctx.deadline)
-        index = Index([c.text for c in found], [c.source for c in found], _vectors(knowledge, embed, found, ctx))
+        vectors = _vectors(knowledge, embed, found, ctx)
+        index = knowledge.library.indexes.index(
+            [c.text for c in found], [c.source for c in found], vectors, deadline=ctx.deadline
+        )
         knowledge.library.keep(corpus, index)
     return _searching(index, embed, k)
 
@@ -208,7 +213,7 @@ def _check_deadline(deadline: float | None, doing: str) -> None:
         raise BuildError(f"the build ran past its time limit while {doing}", code="build-timeout")
 
 
-def _searching(index: Index | None, embed: Embedder | None, k: int) -> Runnable[Any, Any]:
+def _searching(index: VectorIndex | None, embed: Embedder | None, k: int) -> Runnable[Any, Any]:
     def search(query: Any) -> list[Document]:
         text = message_text(query)
         if text is None:
@@ -216,9 +221,6 @@ def _searching(index: Index | None, embed: Embedder | None, k: int) -> Runnable[
         if index is None or embed is None:
             return []
         hits = index.search(embed.query(text[:MAX_QUERY_CHARS]), k)
-        return [
-            Document(page_content=index.texts[row], metadata={"source": index.sources[row], "score": round(score, 4)})
-            for row, score in hits
-        ]
+        return [Document(page_content=h.text, metadata={"source": h.source, "score": round(h.score, 4)}) for h in hits]
 
     return RunnableLambda(search, name="retriever")

@@ -117,14 +117,58 @@ def hashing_vectors(texts: Sequence[str], dims: int) -> Matrix:
     return out
 
 
+SIMILARITY_DIMS = 1024  # buckets of the hashing vectors two answers are compared by
+
+
+def similarity(first: str, second: str, dims: int = SIMILARITY_DIMS) -> float:
+    """How alike two texts are, from 0 to 1: the cosine of their hashing vectors (hashing_vectors), negative cosines
+    taken as 0. Two texts without a word that counts are alike only when they are equal."""
+    vectors = hashing_vectors([first, second], dims)
+    norms = np.linalg.norm(vectors, axis=1)
+    if not norms[0] or not norms[1]:
+        return float(first.strip() == second.strip())
+    return float(max(0.0, min(1.0, float(vectors[0] @ vectors[1]) / float(norms[0] * norms[1]))))
+
+
+def unit_rows(vectors: Matrix) -> Matrix:
+    """``vectors`` scaled to length 1, row by row (a zero row stays zero), as float32."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True) if len(vectors) else np.ones((0, 1), np.float32)
+    return (vectors / np.where(norms == 0, 1.0, norms)).astype(np.float32)
+
+
+def cosines(units: Matrix, query: Matrix) -> Matrix:
+    """The cosine of ``query`` with each row of ``units`` (unit rows): the one scoring every backend uses, so two
+    backends give a chunk the same score to the last bit."""
+    norm = float(np.linalg.norm(query))
+    # einsum's own loop, not BLAS: OpenBLAS's threads for a matrix-vector product wait on each other under load
+    # (p99 ~100 ms at 10,000 rows on a busy 2-core host against ~1 ms here), and would compete with the server
+    scores: Matrix = np.einsum("ij,j->i", units, (query / norm if norm else query).astype(np.float32))
+    return scores
+
+
+def unit_bytes(vectors: Matrix) -> list[bytes]:
+    """Each row of ``vectors`` as unit float32 bytes (a zero row stays zero): how a store on disk keeps them."""
+    return [row.tobytes() for row in unit_rows(vectors)]
+
+
+def ranked(query: Matrix, candidates: Sequence[bytes], order: Sequence[int]) -> list[tuple[int, float]]:
+    """Candidates (unit float32 bytes, as unit_bytes made them) scored against ``query`` as Index.search scores
+    rows, best first, ties by ``order`` (each candidate's row in its corpus): (position in ``candidates``, cosine)."""
+    if not candidates:
+        return []
+    units = np.frombuffer(b"".join(candidates), dtype=np.float32).reshape(len(candidates), -1)
+    scores = cosines(units, query)
+    best = sorted(range(len(candidates)), key=lambda i: (-float(scores[i]), order[i]))
+    return [(i, float(scores[i])) for i in best]
+
+
 class Index:
     """Chunks and their unit vectors as one matrix; a search is one matrix-vector product and a partial sort."""
 
     def __init__(self, texts: Sequence[str], sources: Sequence[str], vectors: Matrix) -> None:
         self.texts = list(texts)
         self.sources = list(sources)
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True) if len(vectors) else np.ones((0, 1), np.float32)
-        self.matrix: Matrix = (vectors / np.where(norms == 0, 1.0, norms)).astype(np.float32)
+        self.matrix: Matrix = unit_rows(vectors)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -134,14 +178,17 @@ class Index:
         return int(self.matrix.nbytes)
 
     def search(self, query: Matrix, k: int) -> list[tuple[int, float]]:
-        """The ``k`` rows most similar to ``query`` (a vector), best first, as (row, cosine)."""
+        """The ``k`` rows most similar to ``query`` (a vector), best first (ties by row), as (row, cosine)."""
         if not len(self.texts) or k < 1:
             return []
-        norm = float(np.linalg.norm(query))
-        # einsum's own loop, not BLAS: OpenBLAS's threads for a matrix-vector product wait on each other under load
-        # (p99 ~100 ms at 10,000 rows on a busy 2-core host against ~1 ms here), and would compete with the server
-        scores = np.einsum("ij,j->i", self.matrix, (query / norm if norm else query).astype(np.float32))
+        scores = cosines(self.matrix, query)
         k = min(k, len(scores))
-        top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-        ranked = top[np.argsort(-scores[top], kind="stable")]
+        if k < len(scores):
+            # ties rank by row (the chunk's order in the corpus), as every IndexStore's backend ranks them: every
+            # row as good as the k-th is a candidate (argpartition picks among the k-th's ties at random)
+            kth = scores[np.argpartition(-scores, k - 1)[k - 1]]
+            top = np.flatnonzero(scores >= kth)
+        else:
+            top = np.arange(len(scores))
+        ranked = top[np.argsort(-scores[top], kind="stable")][:k]
         return [(int(i), float(scores[i])) for i in ranked]

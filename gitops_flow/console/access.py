@@ -60,9 +60,10 @@ def client_of(request: Request) -> str:
 
 
 def over_https(request: Request) -> bool:
-    """Whether the browser reached the console over https (itself, or through a proxy that says so)."""
-    proto = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
-    return request.url.scheme == "https" or proto == "https"
+    """Whether the browser reached the console over https: TLS at the server, or ``X-Forwarded-Proto: https`` from
+    one of the operator's reverse proxies (GITOPS_FLOW_TRUSTED_PROXIES), which the server's proxy headers turn into
+    the request's scheme. The header from any other client is never read."""
+    return request.url.scheme == "https"
 
 
 async def viewer(request: Request) -> Viewer:

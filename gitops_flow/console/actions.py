@@ -29,7 +29,7 @@ from gitops_flow.console.access import (
 )
 from gitops_flow.console.auth import NAME_PATTERN, REVOKE, Role
 from gitops_flow.delivery.canaries import Action
-from gitops_flow.exceptions import LookupFailed, StoreError
+from gitops_flow.exceptions import LookupFailed, NotAbortable, StoreError
 
 log = logging.getLogger("gitops_flow.server")
 
@@ -121,6 +121,8 @@ async def _operate(request: Request, action: Action) -> Response:
             done = await console(request).deps.reconciler.operate(action, flow, ref, _trigger(request, who))
         except LookupFailed as exc:
             raise ConsoleError(404, str(exc)) from None
+        except NotAbortable as exc:
+            raise ConsoleError(409, str(exc)) from None
         except StoreError as exc:
             raise ConsoleError(503, f"the state store could not be written: {exc}") from None
     except ConsoleError as exc:

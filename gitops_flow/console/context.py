@@ -17,7 +17,7 @@ from gitops_flow.console.overview import Overview, overview
 from gitops_flow.console.renderer import Pages
 from gitops_flow.console.signouts import SignOuts
 from gitops_flow.console.traffic import Coverage, SharedTraffic
-from gitops_flow.delivery.routing_table import RESUMED_PREFIX
+from gitops_flow.delivery.routing_table import RESUMED_PREFIX, STEP_PREFIX
 from gitops_flow.delivery.source import GitSource
 from gitops_flow.exceptions import StoreError
 from gitops_flow.observability.recent import Figures
@@ -106,7 +106,7 @@ class Console:
         except StoreError as exc:
             log.warning("console: %s", exc)  # the reason (a file, a host) is for the log only, as /readyz does
             return Facts({}, [], STORE_UNAVAILABLE)
-        stopped = {key: record for key, record in aborts.items() if not key.startswith(RESUMED_PREFIX)}
+        stopped = {key: record for key, record in aborts.items() if not key.startswith((RESUMED_PREFIX, STEP_PREFIX))}
         return Facts(stopped, found, None, figures, coverage)
 
     async def older(self, before: int | None, limit: int = HISTORY_READ) -> tuple[list[DeployEvent], int | None]:

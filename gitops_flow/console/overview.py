@@ -49,6 +49,7 @@ class RefRow:
     stopped_by: str | None = None
     stopped_at: float | None = None
     abortable: bool = False  # a live canary whose build differs from its primary's: an abort changes what serves
+    progress: dict[str, Any] | None = None  # a progressive canary's steps (delivery/progress.py: progress_view)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,14 +147,14 @@ def _flow_row(
     total = sum(f.requests for f in figures)
     rows = []
     used: set[tuple[str, str | None]] = set()
-    for target, shown in zip(targets, route_targets(route, known), strict=True):
+    for target, shown in zip(targets, route_targets(route, known, branch=table.branch), strict=True):
         through = [f for f in figures if f.ref == target.ref]
         mine = next((f for f in through if f.sha == target.serving), None)
         if mine is not None:
             used.add((mine.sha, mine.ref))
         share = round(100 * sum(f.requests for f in through) / total, 1) if total else None
         row = _ref_row(table, name, target, shown["sha"], float(shown["weight"]), share, mine, aborts)
-        rows.append(replace(row, abortable=_abortable(name, target, route.primary)))
+        rows.append(replace(row, abortable=route.abortable(name, target), progress=shown.get("progress")))
     others = tuple(f for f in figures if (f.sha, f.ref) not in used)
     return FlowRow(
         name=name,
@@ -167,17 +168,6 @@ def _flow_row(
         refs=tuple(rows),
         others=others,
     )
-
-
-def _abortable(flow: str, target: Target, primary: Target | None) -> bool:
-    """Whether aborting ``target`` would stop something: it is a live canary serving another build than the
-    primary's (a canary on the primary's build, such as ``main`` beside a ``stable`` tag on the same content, would
-    only lose its weight to the very same build)."""
-    if target.guard is None or target.state != "live" or target.version is None:
-        return False
-    if primary is None or primary.version is None:
-        return True
-    return target.version.blobs.get(flow, target.serving) != primary.version.blobs.get(flow, primary.serving)
 
 
 def _ref_row(

@@ -100,6 +100,7 @@ def overview_body(view: Overview, pending: int) -> dict[str, Any]:
                         "share": r.share,
                         "reason": r.reason,
                         "stopped_by": r.stopped_by,
+                        "progress": r.progress,
                         "figures": _figures(r.figures),
                     }
                     for r in f.refs

@@ -56,6 +56,7 @@ def render(body: Mapping[str, Any], *, now: float, server: str) -> str:
                     )
                 )
             )
+            lines += progress_lines(ref.get("progress"), now)
         for other in flow.get("others", []):
             figures = other.get("figures") or {}
             lines.append(
@@ -112,3 +113,18 @@ def _ms(value: float | None) -> str:
     if value is None:
         return "-"
     return f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.0f} ms"
+
+
+def progress_lines(progress: Mapping[str, Any] | None, now: float) -> list[str]:
+    """A progressive canary's step, and at its last step of 100 % the git command that makes it durable."""
+    if not progress:
+        return []
+    shares = ", ".join(f"{share:g}" for share in progress.get("steps", []))
+    line = f"    step {progress['step']} of {progress['of']} ({progress['share']:g} %; steps {shares})"
+    if progress.get("next_at") is not None:
+        wait = max(0.0, float(progress["next_at"]) - now)
+        line += f", next step in {wait:.0f} s at the earliest, while the analysis holds"
+    lines = [line]
+    if progress.get("command"):
+        lines.append(f"    make it durable: {progress['command']}")
+    return lines

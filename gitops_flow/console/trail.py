@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from gitops_flow.stores.events import KINDS as EVENT_KINDS
-from gitops_flow.stores.events import DeployEvent
+from gitops_flow.stores.events import DeployEvent, step_text
 
 KINDS = EVENT_KINDS  # the order the kind filter lists them in
 MAX_SHOWN = 200  # events on one page
-_ACTIONS = ("aborted", "resumed", "fetch")
+_ACTIONS = ("aborted", "resumed", "stepped", "fetch")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +95,8 @@ def what(event: DeployEvent) -> str:
         figures = f" ({requests} requests, {event.get('errors', 0)} failed)" if requests is not None else ""
         why = f": {reason}" if reason else ""
         return f"{event.get('flow', '?')} on {event.get('ref')}{why}{figures}"
+    if event["event"] == "stepped":
+        return f"{event['flow']} on {event['ref']}: {step_text(event)}"
     if kind == "fetch":
         return str(event.get("detail") or "")
     if event["event"] == "failed" and (flow := event.get("flow")):

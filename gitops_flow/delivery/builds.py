@@ -52,7 +52,7 @@ from gitops_flow.validation.documents import (
     flow_name,
     validate_bytes,
 )
-from gitops_flow.validation.routing import validate_routing_bytes
+from gitops_flow.validation.routing import RUBRIC_MAX_BYTES, load_rubrics, validate_routing_bytes
 
 VERDICT_WAIT_S = 5.0  # seconds a deploy waits for its flows' tests; a flow still tested then goes live on its verdict
 TREES_KEPT = 4  # commits whose file listings a builder keeps
@@ -118,11 +118,13 @@ class _Listing:
 
 @dataclass(frozen=True, slots=True)
 class _Judged:
-    """What the fetch leader's record of a commit says of its flows: the good ones and the failed ones' problems."""
+    """What the fetch leader's record of a commit says of its flows: the good ones, the failed ones' problems, and
+    the pending ones (the leader still tests them: a follower waits for the leader's verdict, never tests them)."""
 
     good: frozenset[str]
     failed: Mapping[str, tuple[Problem, ...]]
     described: Mapping[str, str]
+    pending: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, record: Mapping[str, Any]) -> _Judged:
@@ -131,6 +133,7 @@ class _Judged:
             good=frozenset(record.get("flows") or ()),
             failed={name: tuple(Problem.from_dict(p) for p in found) for name, found in failed.items()},
             described=dict(record.get("described") or {}),
+            pending=frozenset(record.get("pending") or ()),
         )
 
 
@@ -228,9 +231,19 @@ class VersionBuilder:
         problems: list[Problem] = []
         routing: RoutingConfig | None = None
         names = [flow_name(name.removesuffix(".json")) for name in listing.files]
+        rubrics: dict[str, str] = {}
         if listing.routing is not None:
-            routing, routing_problems = validate_routing_bytes(listing.routing[1], file=ROUTING_FILE, flow_names=names)
+
+            def read(path: str) -> bytes | None:  # a rubric a shadow's judge names, at this commit
+                found = self.source.read_file(commit.sha, path, max_bytes=RUBRIC_MAX_BYTES)
+                return found[1] if found is not None else None
+
+            routing, routing_problems = validate_routing_bytes(
+                listing.routing[1], file=ROUTING_FILE, flow_names=names, read=read
+            )
             problems += routing_problems
+            if routing is not None and routing.rubrics():
+                rubrics = load_rubrics(routing, read, file=ROUTING_FILE)[0]
         flows: dict[str, BuiltFlow] = {}
         failed: dict[str, tuple[Problem, ...]] = {}
         descriptions: dict[str, str] = {}
@@ -271,6 +284,7 @@ class VersionBuilder:
             failed=failed,
             blobs=blobs,
             routing=routing,
+            rubrics=rubrics,
             seen=self.clock(),
             content=listing.content,
             pending=frozenset(pending),
@@ -371,12 +385,16 @@ class VersionBuilder:
         a Retriever reads its documents through GitSource, whose lock makes that safe from the pools' threads."""
         results: dict[str, _FileResult] = {}
         todo: list[tuple[_Key, bytes]] = []
+        deferred: set[_Key] = set()  # flows the leader still tests: pending here until its record has their verdict
         files = self.library.at(corpus.CommitFiles(self.source, listing.tree)) if listing.tree else None
         for file_name in sorted(listing.files):
             key = listing.key(file_name)
             knowledge = files if key[2] else None
             cached = self._cache.get(key) or self._settled(key)
             if cached is None and judged is not None:
+                if flow_name(file_name.removesuffix(".json")) in judged.pending and key not in self._judging:
+                    deferred.add(key)
+                    continue
                 cached = self._trusted_result(listing.flows_dir, key, judged, knowledge)
             if cached is not None:
                 results[file_name] = cached
@@ -399,7 +417,7 @@ class VersionBuilder:
             future.add_done_callback(functools.partial(self._judged, key))
         keys = [listing.key(f) for f in sorted(listing.files) if f not in results]
         with self._lock:  # a flow some version already went out without is not waited for again
-            fresh = [self._judging[key] for key in keys if key not in self._awaited]
+            fresh = [self._judging[key] for key in keys if key not in self._awaited and key not in deferred]
         futures.wait(fresh, timeout=wait)
         waiting: list[tuple[str, str]] = []  # (file name, flow name)
         with self._lock:
@@ -408,7 +426,8 @@ class VersionBuilder:
                 if result is not None:
                     results[key[0]] = result
                 else:
-                    self._awaited.add(key)
+                    if key not in deferred:
+                        self._awaited.add(key)
                     waiting.append((key[0], flow_name(key[0].removesuffix(".json"))))
         return dict(sorted(results.items())), waiting
 

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from gitops_flow.delivery.journal import DeployLog
 from gitops_flow.delivery.routing_table import RESUMED_PREFIX, RoutingTable, split_key, stopped
-from gitops_flow.exceptions import UnknownFlow
+from gitops_flow.exceptions import NotAbortable, UnknownFlow
 from gitops_flow.stores.base import AbortStore, Record
 from gitops_flow.stores.events import AbortedFacts, ResumedFacts
 
@@ -54,6 +54,14 @@ class Canaries:
         targets = [t for t in table.canaries(flow) if ref is None or ref in (t.ref, t.named)]
         if not targets:
             raise UnknownFlow(_no_canary(table, flow, ref))
+        route = table.routes[flow]
+        if action == "abort":
+            targets = [t for t in targets if not route.shares_primary_build(flow, t)]
+            if not targets:
+                raise NotAbortable(
+                    f"flow {flow!r}'s canary{f' on {ref!r}' if ref else ''} serves its primary's build: aborting it "
+                    "would only move its weight to that same build"
+                )
         done = []
         for target in targets:
             assert target.guard is not None, "canaries are guarded"

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from gitops_flow.delivery.routing_table import RESUMED_PREFIX, RoutingTable, stopped
+from gitops_flow.delivery.routing_table import RESUMED_PREFIX, RoutingTable, Target, split_key, stopped
 from gitops_flow.exceptions import StoreError
-from gitops_flow.flow.routing import Analysis
+from gitops_flow.flow.routing import Analysis, FeedbackGate
 from gitops_flow.stores.base import AbortStore, Record, SampleStore
 
 SLOT_SECONDS = 1.0
@@ -114,12 +114,23 @@ class GuardStore(SampleStore, AbortStore, Protocol):
     """What the guard keeps in the store: every replica's counts, and the aborts it decides."""
 
 
-class Guard:
-    """Counts this process's canary requests and, once a tick, shares them and judges every canary of the table."""
+# why a canary does worse than its primary on a feedback key (the analysis's ``feedback``), or None: the experiments
+# package judges it (experiments/feedback_gate.py), the server wires it in
+FeedbackJudge = Callable[[str, Target, Target, FeedbackGate], Awaitable[str | None]]
 
-    def __init__(self, store: GuardStore, *, clock: Callable[[], float] = time.time) -> None:
+
+class Guard:
+    """Counts this process's canary requests and, once a tick, shares them and judges every canary of the table.
+    ``holding``: the canaries the last tick judged within bounds on enough requests (a progressive canary may take
+    its next step then, progress.py)."""
+
+    def __init__(
+        self, store: GuardStore, *, clock: Callable[[], float] = time.time, judge: FeedbackJudge | None = None
+    ) -> None:
         self.store = store
         self.clock = clock
+        self.judge = judge
+        self.holding: frozenset[str] = frozenset()
         self._pending: dict[str, dict[str, int]] = {}
 
     def record(self, key: str, ok: bool, seconds: float | None, *, cause: str | None = None) -> None:
@@ -154,6 +165,7 @@ class Guard:
                 self._merge_back(pending)
                 raise
         aborted: dict[str, Record] = {}
+        holding: set[str] = set()
         if analysis is not None:
             since = slot - math.ceil(window / SLOT_SECONDS) + 1
             records = await self.store.aborts()
@@ -164,11 +176,27 @@ class Guard:
                 reason = seen.verdict(analysis)
                 if reason is not None and seen.error_class is not None and seen.errors:
                     reason += f"; mostly {seen.error_class}"
+                if reason is None:
+                    reason = await self._feedback(table, key, analysis)
+                if reason is None and seen.requests >= analysis.min_requests:
+                    holding.add(key)
                 if reason is not None:
                     record = {**seen.figures(), "reason": reason, "window_s": window, "time": self.clock()}
                     if await self.store.abort(key, record):
                         aborted[key] = record
+        self.holding = frozenset(holding)
         return aborted, stopped(await self.store.aborts())
+
+    async def _feedback(self, table: RoutingTable, key: str, analysis: Analysis) -> str | None:
+        """Why the canary ``key`` does worse than its primary on the analysis's feedback key, if it does."""
+        if analysis.feedback is None or self.judge is None:
+            return None
+        flow = split_key(key)[0]
+        route = table.routes.get(flow)
+        canary = table.guarded().get(key)
+        if route is None or route.primary is None or canary is None:
+            return None
+        return await self.judge(flow, canary, route.primary, analysis.feedback)
 
     def _merge_back(self, pending: Mapping[str, Mapping[str, int]]) -> None:
         for key, counts in pending.items():

@@ -32,6 +32,7 @@ from gitops_flow.delivery.canaries import Action, Canaries
 from gitops_flow.delivery.journal import DeployLog
 from gitops_flow.delivery.leader import Leadership
 from gitops_flow.delivery.pins import Pins
+from gitops_flow.delivery.progress import Rollouts
 from gitops_flow.delivery.rebuilds import Rebuilds
 from gitops_flow.delivery.routing_table import Choice, RoutingTable
 from gitops_flow.delivery.source import CommitInfo, GitSource, Refs
@@ -134,6 +135,7 @@ class Reconciler:
         self._records: dict[str, Record] = {}  # a follower's view of what the leader recorded, by sha
         self.history = DeployLog(store, lambda: self._versions, clock=clock, scrub=scrub, on_event=on_event)
         self.canaries = Canaries(store, self.history, clock=clock)
+        self.rollouts = Rollouts(store, self.history, clock=clock)
         self.table = RoutingTable(branch)
         self.status = SourceStatus(url=source.url, branch=branch)
         self._versions: dict[str, Version] = {}
@@ -190,6 +192,7 @@ class Reconciler:
                 version = version.retired()  # rebuilt from Git if the head, a ref or a session still needs it
             self._versions.setdefault(version.sha, version)
         await self.canaries.restore()
+        await self.rollouts.restore()
 
     # -- one reconcile ----------------------------------------------------------------------------------------------
 
@@ -296,7 +299,11 @@ class Reconciler:
         async with self._lock:
             head = self._observed
             settled = False
-            for old in [v for v in self._versions.values() if v.pending and v.ready]:
+            waiting = [v for v in self._versions.values() if v.pending and v.ready]
+            if waiting and self.leadership is not None and not self.leadership.leading:
+                # a follower's pending flows are the leader's: its record has their verdicts once it has them
+                self._records = {str(r["sha"]): r for r in await self.store.versions()}
+            for old in waiting:
                 commit = await anyio.to_thread.run_sync(self.source.commit, old.sha)
                 parent = self._versions.get(old.parents[0]) if old.parents else None
                 record = self._trusted(old.sha)
@@ -480,13 +487,15 @@ class Reconciler:
             await self.history.record(new or old or "", trigger, facts, once=key)
 
     async def _build_referenced(self, refs: Refs, head: str, trigger: str) -> None:
-        """Build the commits that refs named by the routing file point at, if they are on the tracked branch; a ref
-        off the branch is refused once, in the history (only what was merged is ever served)."""
+        """Build the commits that refs named by the routing file (its routes' and their shadows') point at, if they are
+        on the tracked branch; a ref off the branch is refused once, in the history (only what was merged is ever
+        served)."""
         current = self._last_good()
         routing = current.routing if current is not None else None
         if routing is None:
             return
         named = {target.ref for targets in routing.routes.values() for target in targets}
+        named |= {s.ref for targets in routing.routes.values() for target in targets for s in target.shadow}
         wanted = {n: sha for n, sha in refs.tags.items() if n in named or n.partition("/")[2] in named}
         for name, sha in sorted(wanted.items()):
             known = self._versions.get(sha)
@@ -555,6 +564,7 @@ class Reconciler:
             self._versions,
             self.canaries.aborted,
             self._yanked_builds(),
+            self.rollouts.reached,
         )
         self.rebuilds.drop(lambda sha: not self.table.yanked(sha))
 
@@ -563,7 +573,13 @@ class Reconciler:
         is consistent even while a reconcile is half-way (that one publishes with the new aborts when it ends)."""
         table = self.table
         self.table = RoutingTable.publish(
-            table.branch, table.head, table.refs, table.versions, self.canaries.aborted, table.yanked_builds
+            table.branch,
+            table.head,
+            table.refs,
+            table.versions,
+            self.canaries.aborted,
+            table.yanked_builds,
+            self.rollouts.reached,
         )
 
     async def _publish_live(self, trigger: str) -> None:
@@ -605,6 +621,12 @@ class Reconciler:
         """Take the guard's view (canaries.py), and plan the table again when the aborts changed, so an abort holds
         everywhere."""
         if await self.canaries.judged(self.table, new, aborted):
+            self._replan()
+
+    async def advance(self, holding: frozenset[str]) -> None:
+        """Take the next steps of the progressive canaries the guard found holding (progress.py), and plan the table
+        again when a share changed."""
+        if await self.rollouts.advance(self.table, holding):
             self._replan()
 
     async def operate(self, action: Action, flow: str, ref: str | None, trigger: str) -> list[dict[str, Any]]:

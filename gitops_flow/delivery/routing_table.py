@@ -19,7 +19,7 @@ from typing import Literal
 
 from gitops_flow.delivery.versions import Version
 from gitops_flow.exceptions import NoReadyVersion, NothingServable
-from gitops_flow.flow.routing import DEFAULT_ROUTE, Analysis, RouteTarget, RoutingConfig
+from gitops_flow.flow.routing import DEFAULT_ROUTE, Analysis, RouteTarget, RoutingConfig, Shadow
 
 DEFAULT_SESSION_TTL = RoutingConfig().session_ttl
 TargetState = Literal["live", "aborted", "missing", "failed", "yanked"]
@@ -32,11 +32,54 @@ def analysis_key(flow: str, ref: str, content: str) -> str:
 
 
 RESUMED_PREFIX = "resumed|"  # an abort store entry that records when an operator resumed a canary, not an abort
+STEP_PREFIX = "step|"  # an abort store entry that records a step a progressive canary reached (progress.py)
 
 
 def stopped(records: Mapping[str, object]) -> frozenset[str]:
-    """The analysis keys aborted, from every entry of the store's aborts (resume records left out)."""
-    return frozenset(key for key in records if not key.startswith(RESUMED_PREFIX))
+    """The analysis keys aborted, from every entry of the store's aborts (resume and step records left out)."""
+    return frozenset(key for key in records if not key.startswith((RESUMED_PREFIX, STEP_PREFIX)))
+
+
+def progress_key(guard: str, serving: str) -> str:
+    """The name a progressive canary's steps are kept under: its analysis key and the commit serving it, so a new
+    commit of the canary's ref starts again from the first step (a new version, a new experiment)."""
+    return f"{guard}|{serving}"
+
+
+@dataclass(frozen=True, slots=True)
+class Reached:
+    """Where a progressive canary is: the largest share it reached and since when it holds it."""
+
+    share: float
+    since: float
+
+
+@dataclass(frozen=True, slots=True)
+class Steps:
+    """A progressive canary's steps as the routing file declares them, and the one it holds (``index``; ``since``
+    None: not recorded yet, the first step)."""
+
+    shares: tuple[float, ...]
+    interval: float
+    index: int = 0
+    since: float | None = None
+
+    @property
+    def share(self) -> float:
+        return self.shares[self.index]
+
+    @property
+    def last(self) -> bool:
+        return self.index == len(self.shares) - 1
+
+    @classmethod
+    def at(cls, shares: tuple[float, ...], interval: float, reached: Reached | None) -> Steps:
+        """The step a canary holds when it ``reached`` a share: the largest step not above it (the steps may have
+        changed in Git since), else the first."""
+        if reached is None:
+            return cls(shares, interval)
+        index = max((i for i, share in enumerate(shares) if share <= reached.share), default=0)
+        return cls(shares, interval, index, reached.since)
 
 
 def split_key(key: str) -> tuple[str, str, str]:
@@ -61,6 +104,7 @@ class Target:
     serving: str | None = None
     version: Version | None = field(default=None, repr=False, compare=False)
     segment: Segment | None = None  # for a segment's ref: the requests it takes, before the weights
+    steps: Steps | None = None  # for a progressive canary: its steps, and the one it holds (its share, in percent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +117,16 @@ class Segment:
     def matches(self, headers: Mapping[str, str | None]) -> bool:
         value = headers.get(self.header)
         return value is not None and value in self.values
+
+
+@dataclass(frozen=True, slots=True)
+class Shadowed:
+    """A candidate run beside a route's ref (``source``) on a share of the requests it serves: ``candidate`` as the
+    table resolves its ref, ``rule`` the routing file's entry (share, scorer, budget)."""
+
+    source: Target
+    candidate: Target
+    rule: Shadow
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +159,15 @@ class Route:
     live: tuple[tuple[float, Target], ...]  # (upper bound in [0, 1], target), ascending; empty: nothing serves
     primary: Target | None = None
     segments: tuple[Target, ...] = ()  # live segments' refs, in the file's order: the first that matches serves
+    shadows: tuple[Shadowed, ...] = ()  # every shadow of the route's refs, whatever its candidate's state
+
+    def shadows_of(self, ref: str | None, serving: str) -> tuple[Shadowed, ...]:
+        """The shadows of the ref ``ref`` while it serves commit ``serving``'s build, whose candidates can run."""
+        return tuple(
+            s
+            for s in self.shadows
+            if s.source.ref == ref and s.source.serving == serving and s.candidate.state == "live"
+        )
 
     def segment_for(self, headers: Mapping[str, str | None]) -> Target | None:
         """The live segment a request's headers select, if any."""
@@ -112,6 +175,20 @@ class Route:
             if target.segment is not None and target.segment.matches(headers):
                 return target
         return None
+
+    def shares_primary_build(self, flow: str, target: Target) -> bool:
+        """Whether ``target`` serves the very build of ``flow`` its primary serves (``main`` beside a ``stable`` tag
+        on the same content): aborting it would only move its weight to the same build."""
+        primary = self.primary
+        if target is primary or primary is None or primary.version is None or target.version is None:
+            return False
+        return target.version.blobs.get(flow, target.serving) == primary.version.blobs.get(flow, primary.serving)
+
+    def abortable(self, flow: str, target: Target) -> bool:
+        """Whether aborting ``target`` would stop something: a live canary serving another build than the
+        primary's."""
+        live = target.guard is not None and target.state == "live" and target.version is not None
+        return live and not self.shares_primary_build(flow, target)
 
     def pick(self, point: float) -> Target:
         for bound, target in self.live:
@@ -131,6 +208,7 @@ class _Plan:
     aborted: frozenset[str]
     yanked: Callable[[str], bool]
     yanked_builds: frozenset[tuple[str, str]]
+    progress: Mapping[str, Reached] = field(default_factory=dict)
 
     def target(
         self,
@@ -170,18 +248,25 @@ class _Plan:
         name = flow if flow in configured else DEFAULT_ROUTE
         entries: list[RouteTarget] = configured.get(name) or []
         guarded = routing is not None and routing.analysis is not None
-        targets, segments = [], []
+        targets, segments, shadows = [], [], []
         weighted = [entry for entry in entries if entry.match is None]
         for entry in entries:
-            scoped = f"{flow}/{entry.ref}"
-            ref = scoped if scoped in self.refs else entry.ref
-            sha = self.head.sha if ref == self.branch else self.refs.get(ref)
+            ref, sha = self.resolve(flow, entry.ref)
             if entry.match is not None:  # a segment: never a canary, never drawn by weight
                 segment = Segment(entry.match.header, frozenset(entry.match.values))
                 segments.append(self.target(flow, entry.ref, ref, sha, 0.0, False, segment))
                 continue
             guard = guarded and entry is not weighted[0]
-            targets.append(self.target(flow, entry.ref, ref, sha, entry.weight, guard))
+            target = self.target(flow, entry.ref, ref, sha, entry.weight, guard)
+            if entry.steps is not None and target.guard is not None and target.serving is not None:
+                interval = entry.interval or (routing.analysis.window if routing and routing.analysis else 60.0)
+                reached = self.progress.get(progress_key(target.guard, target.serving))
+                steps = Steps.at(tuple(entry.steps), interval, reached)
+                target = replace(target, weight=steps.share, steps=steps)
+            targets.append(target)
+            for rule in entry.shadow:  # a candidate is never a canary: it answers nobody
+                candidate = self.target(flow, rule.ref, *self.resolve(flow, rule.ref), 0.0, False)
+                shadows.append(Shadowed(target, candidate, rule))
         matched = tuple(t for t in segments if t.state == "live")
         live = [t for t in targets if t.state == "live" and t.weight > 0]
         if not live:  # no file, no route, or none of its refs can serve: the branch head serves it all, unless its
@@ -191,15 +276,37 @@ class _Plan:
                 fallback = replace(fallback, state="aborted")
             shown = tuple(targets) or (fallback,)
             return Route(
-                name, (*shown, *segments), ((1.0, fallback),) if fallback.state == "live" else (), None, matched
+                name,
+                (*shown, *segments),
+                ((1.0, fallback),) if fallback.state == "live" else (),
+                None,
+                matched,
+                tuple(shadows),
             )
-        total = sum(t.weight for t in live)
         bounds, running = [], 0.0
-        for target in live:
-            running += target.weight
-            bounds.append((running / total, target))
+        for target, share in _shares(live):
+            running += share
+            bounds.append((running, target))
         primary = next((t for t in live if t.guard is None), None)
-        return Route(name, (*targets, *segments), tuple(bounds), primary, matched)
+        return Route(name, (*targets, *segments), tuple(bounds), primary, matched, tuple(shadows))
+
+    def resolve(self, flow: str, named: str) -> tuple[str, str | None]:
+        """The ref a route's name finds for ``flow`` (its flow-scoped tag first) and the commit it points at."""
+        scoped = f"{flow}/{named}"
+        ref = scoped if scoped in self.refs else named
+        return ref, self.head.sha if ref == self.branch else self.refs.get(ref)
+
+
+def _shares(live: list[Target]) -> list[tuple[Target, float]]:
+    """Each live ref's share of the route's traffic, in [0, 1]: a progressive canary's is its step's percent (all of
+    it when it is the only live ref), the others share the rest by their weights."""
+    stepped = next((t for t in live if t.steps is not None), None)
+    others = sum(t.weight for t in live if t is not stepped)
+    if stepped is None or others <= 0:
+        total = sum(t.weight for t in live)
+        return [(t, t.weight / total) for t in live]
+    part = stepped.weight / 100.0
+    return [(t, part if t is stepped else (1.0 - part) * t.weight / others) for t in live]
 
 
 def sticky_point(flow: str, user: str) -> float:
@@ -231,6 +338,7 @@ class RoutingTable:
     routes: Mapping[str, Route] = field(default_factory=dict)
     aborted: frozenset[str] = frozenset()
     yanked_builds: frozenset[tuple[str, str]] = frozenset()
+    progress: Mapping[str, Reached] = field(default_factory=dict)
 
     @classmethod
     def publish(
@@ -241,20 +349,22 @@ class RoutingTable:
         versions: Mapping[str, Version],
         aborted: Iterable[str] = (),
         yanked_builds: Iterable[tuple[str, str]] = (),
+        progress: Mapping[str, Reached] | None = None,
     ) -> RoutingTable:
-        """A table with every flow's route planned from the head's routing file."""
+        """A table with every flow's route planned from the head's routing file; ``progress``: the share each
+        progressive canary reached, by progress_key."""
         stopped = frozenset(aborted)
         builds = frozenset(yanked_builds)
         routes: dict[str, Route] = {}
         if head is not None:
             yanked = head.routing.is_yanked if head.routing is not None else _never
-            plan = _Plan(branch, head, refs, versions, stopped, yanked, builds)
+            plan = _Plan(branch, head, refs, versions, stopped, yanked, builds, dict(progress or {}))
             referenced = [versions.get(sha) for sha in refs.values()]
             names = {*head.served(), *head.failed}
             names |= {n for v in referenced if v is not None and v.ready for n in v.names}
             for flow in sorted(names):
                 routes[flow] = plan.route(flow, head.routing)
-        return cls(branch, head, dict(refs), dict(versions), routes, stopped, builds)
+        return cls(branch, head, dict(refs), dict(versions), routes, stopped, builds, dict(progress or {}))
 
     @property
     def routing(self) -> RoutingConfig | None:
@@ -283,6 +393,14 @@ class RoutingTable:
     def guarded(self) -> dict[str, Target]:
         """Every canary the guard watches, by analysis key."""
         return {t.guard: t for r in self.routes.values() for t in r.targets if t.guard and t.state == "live"}
+
+    def progressive(self) -> dict[str, Target]:
+        """Every live progressive canary, by progress_key."""
+        return {
+            progress_key(key, t.serving): t
+            for key, t in self.guarded().items()
+            if t.steps is not None and t.serving is not None
+        }
 
     def canaries(self, flow: str) -> list[Target]:
         """The guarded refs of a flow's route, whatever their state (what an operator may abort or resume)."""

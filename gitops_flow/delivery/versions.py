@@ -55,6 +55,7 @@ class Version:
     # flow -> its build id: its file's blob, with the documents it reads (delivery/corpus.py); in memory only
     blobs: Mapping[str, str] = field(default_factory=dict, repr=False)
     routing: RoutingConfig | None = field(default=None, repr=False)
+    rubrics: Mapping[str, str] = field(default_factory=dict, repr=False)  # the routing file's judges' rubrics, by path
     seen: float = 0.0
     content: str = ""  # a fingerprint of what the commit serves: equal for a revert and the commit it restores
     went_live: bool = False

@@ -14,7 +14,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,12 @@ def new_run_id() -> uuid.UUID:
     random = secrets.randbits(74)
     value = (time.time_ns() // 1_000_000 & (1 << 48) - 1) << 80 | 0x7 << 76 | (random >> 62) << 64
     return uuid.UUID(int=value | 0b10 << 62 | random & (1 << 62) - 1)
+
+
+def session_key(flow: str, session: str) -> str:
+    """Where the ledger keeps a session's last run of ``flow`` (``session`` is the session id's hash): beside the
+    runs, under the same window and maximum."""
+    return f"session:{flow}:{session}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,17 +70,31 @@ class RunLedger:
         self._dropped = 0
 
     def note(
-        self, run_id: str, flow: str, version: str, ref: str | None, user: str | None, *, counted: bool = True
-    ) -> None:
+        self,
+        run_id: str,
+        flow: str,
+        version: str,
+        ref: str | None,
+        user: str | None,
+        *,
+        counted: bool = True,
+        session: str | None = None,
+    ) -> Record | None:
         """Remember that this server answered ``run_id``; ``counted`` is False for a run the report must leave out
-        (a pinned request: the client chose its version, not the experiment)."""
+        (a pinned request: the client chose its version, not the experiment). With ``session`` (its hash), the run
+        is also the session's last run of the flow (``session_key``), which feedback may name instead of the run.
+        Returns the run's record (None when the ledger is full)."""
         if len(self._pending) >= MAX_PENDING:
             self._dropped += 1
-            return
+            return None
         record: dict[str, Any] = {"flow": flow, "version": version, "ref": ref, "user": user, "at": self.clock()}
         if not counted:
             record["counted"] = False
         self._pending[run_id] = record
+        if session is not None:
+            self._pending.pop(session_key(flow, session), None)  # re-inserted last: the batch keeps the newest
+            self._pending[session_key(flow, session)] = {**record, "run_id": run_id}
+        return record
 
     async def find(self, run_id: str) -> Record | None:
         """The record of a run answered within the window, by this process or another; None when there is none.
@@ -87,6 +107,15 @@ class RunLedger:
             await asyncio.sleep(self.interval)
             record = self._pending.get(run_id)
             found = dict(record) if record is not None else await self.store.answered(run_id)
+        return found
+
+    async def find_many(self, run_ids: Sequence[str]) -> dict[str, Record]:
+        """``find`` for several runs, in one read of the store, without waiting: run id -> record, for the runs
+        found now (the caller waits an interval and asks again for the others, see Scores)."""
+        found = {run_id: dict(self._pending[run_id]) for run_id in run_ids if run_id in self._pending}
+        missing = [run_id for run_id in run_ids if run_id not in found]
+        if missing:
+            found.update(await self.store.answered_many(missing))
         return found
 
     async def flush(self) -> None:

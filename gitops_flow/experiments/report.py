@@ -11,11 +11,11 @@ worker and replica.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gitops_flow.delivery.routing_table import Route, Target
+from gitops_flow.delivery.routing_table import Route, Shadowed, Target
 from gitops_flow.observability.recent import Figures
 from gitops_flow.stores.base import Record
 
@@ -42,10 +42,22 @@ def experiment_id(serving: Sequence[Target]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+Tokens = Mapping[tuple[str, str | None], Mapping[str, Sequence[int]]]  # (sha, ref) -> model -> [input, output]
+Prices = Mapping[str, tuple[float, float]]  # model -> USD per million input tokens, per million output tokens
+
+
 def report(
-    flow: str, route: Route, figures: Sequence[Figures], scores: Sequence[Record], judging: Judging
+    flow: str,
+    route: Route,
+    figures: Sequence[Figures],
+    scores: Sequence[Record],
+    judging: Judging,
+    tokens: Tokens | None = None,
+    prices: Prices | None = None,
+    shadows: Sequence[tuple[Shadowed, Mapping[str, Any]]] = (),
 ) -> dict[str, Any]:
-    """The report as /flows/<name>/experiment answers it."""
+    """The report as /flows/<name>/experiment answers it; ``tokens`` per arm and model, priced by ``prices``;
+    ``shadows`` the route's shadows with this process's counts of each (experiments/shadow.ShadowFigures.shown)."""
     from gitops_flow.experiments import (
         posterior,  # numpy and scipy: loaded by the first report, not by every server's start
     )
@@ -84,6 +96,7 @@ def report(
                 "error_rate": errors / requests if requests else 0.0,
                 "p50_ms": biggest.p50_ms if biggest else None,
                 "p99_ms": biggest.p99_ms if biggest else None,
+                **_spending((tokens or {}).get(_arm(target), {}), prices or {}),
                 "feedback": feedback,
             }
         )
@@ -101,6 +114,66 @@ def report(
         "min_sample": judging.min_sample,
         "confidence": judging.confidence,
         "window_seconds": max((f.seconds for f in figures), default=0.0),
+        "shadows": [_shadow(shadowed, counts, scores) for shadowed, counts in shadows],
+    }
+
+
+def _shadow(shadowed: Shadowed, counts: Mapping[str, Any], scores: Sequence[Record]) -> dict[str, Any]:
+    """A shadow arm: the candidate beside the ref it shadows, its runs (this process's) and its scores (the
+    store's, on the candidate's build and the source's build serving now)."""
+    from gitops_flow.experiments import posterior
+    from gitops_flow.experiments.shadow import score_key
+
+    candidate, source, rule = shadowed.candidate, shadowed.source, shadowed.rule
+    key = score_key(rule.scorer)
+    values = [
+        float(s["score"])
+        for s in scores
+        if s.get("shadow")
+        and s.get("key") == key
+        and s.get("version") == candidate.serving
+        and s.get("ref") == candidate.ref
+        and s.get("source_version") == source.serving
+    ]
+    summary = posterior.summarize(values, is_binary=posterior.binary(values))
+    return {
+        "ref": candidate.ref,
+        "version": candidate.serving,
+        "state": candidate.state,
+        "role": "shadow",
+        "of": source.ref,
+        "of_version": source.serving,
+        "share": rule.share / 100.0,
+        "scorer": rule.scorer,
+        "budget": rule.budget.model_dump(),
+        **counts,
+        "score": {
+            "key": key,
+            "count": summary.count,
+            "mean": summary.mean,
+            "interval": [summary.low, summary.high] if summary.low is not None else None,
+        },
+    }
+
+
+def _spending(by_model: Mapping[str, Sequence[int]], prices: Prices) -> dict[str, Any]:
+    """An arm's tokens and what they cost: ``usd`` sums the models with a price; a model without one is named in
+    ``unpriced`` (its cost is not guessed), and ``usd`` is None when no model that spent tokens has a price."""
+    given = sum(t[0] for t in by_model.values())
+    taken = sum(t[1] for t in by_model.values())
+    usd, priced, unpriced = 0.0, False, []
+    for model, (input_tokens, output_tokens) in sorted(by_model.items()):
+        if not input_tokens and not output_tokens:
+            continue
+        price = prices.get(model)
+        if price is None:
+            unpriced.append(model or "(unnamed)")
+            continue
+        priced = True
+        usd += input_tokens * price[0] / 1e6 + output_tokens * price[1] / 1e6
+    return {
+        "tokens": {"input": given, "output": taken},
+        "cost": {"usd": round(usd, 6) if priced else None, "unpriced": unpriced},
     }
 
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from gitops_flow.flow.document import EdgeSpec, FlowSpec
-from gitops_flow.flow.parts import CONTROLS, MAX_NESTING, ROUTER, roots
+from gitops_flow.flow.parts import Parts
 from gitops_flow.problems import Problem, json_path, listing
 
 
@@ -70,7 +70,7 @@ def analyse(spec: FlowSpec) -> tuple[FlowGraph | None, list[Problem]]:
             outgoing[edge.source].append(edge)
             positions[id(edge)] = index
     problems += _fan_in_problems(incoming, positions)
-    found = _Parts.of(spec, known, outgoing, problems)
+    found = Parts.of(spec, known, outgoing, problems)
     if found.part_of:  # an edge between a part and the rest is refused above; the checks below go without it
         incoming = defaultdict(list, {n: [e for e in es if found.same(e)] for n, es in incoming.items()})
         outgoing = defaultdict(list, {n: [e for e in es if found.same(e)] for n, es in outgoing.items()})
@@ -101,118 +101,6 @@ def analyse(spec: FlowSpec) -> tuple[FlowGraph | None, list[Problem]]:
         controls=found.controls,
     )
     return graph, []
-
-
-@dataclass(slots=True)
-class _Parts:
-    """The parts a document's control nodes name: each root's members (the nodes its edges lead to), which part
-    each node is in, what each part is called in a problem, and the control nodes, innermost first."""
-
-    members: dict[str, list[str]]
-    part_of: dict[str, str]
-    names: dict[str, str]
-    controls: tuple[str, ...]
-
-    @classmethod
-    def of(
-        cls, spec: FlowSpec, known: set[str], outgoing: dict[str, list[EdgeSpec]], problems: list[Problem]
-    ) -> _Parts:
-        owners: dict[str, str] = {}  # root -> the control node whose part it starts
-        names: dict[str, str] = {}
-        controls: list[str] = []
-        for index, node in enumerate(spec.nodes):
-            if node.component not in CONTROLS:
-                continue
-            controls.append(node.id)
-            what = "router" if node.component == ROUTER else "map"
-            for where, root in roots(node.component, node.params):
-                path: tuple[str | int, ...] = ("nodes", index, "params", *where)
-                name = (
-                    f"branch {where[-1]!r} of router {node.id!r}"
-                    if where[0] == "branches"
-                    else f"the {where[0]} of {what} {node.id!r}"
-                )
-                if not isinstance(root, str):
-                    continue  # the component's signature says so
-                if root not in known:
-                    problems.append(_problem("unknown-node", f"{name} names {root!r}, which is not a node", *path))
-                elif root == node.id:
-                    problems.append(_problem("cycle", f"{name} names {what} {node.id!r} itself", *path))
-                elif owners.setdefault(root, node.id) != node.id:
-                    message = f"{name} names {root!r}, which already starts a part of {owners[root]!r}"
-                    problems.append(_problem("shared-part", message + "; a part belongs to one control node", *path))
-                else:
-                    names.setdefault(root, name)
-        members: dict[str, list[str]] = {}
-        part_of: dict[str, str] = {}
-        order = {node.id: index for index, node in reversed(list(enumerate(spec.nodes)))}
-        for root in names:
-            reached = sorted(_walk(root, outgoing, "target"), key=order.__getitem__)
-            taken = [n for n in reached if n in part_of]
-            if taken:
-                message = (
-                    f"node {taken[0]!r} is in {names[root]} and in {names[part_of[taken[0]]]}; parts do not share nodes"
-                )
-                problems.append(_problem("shared-part", message, "nodes", order[taken[0]]))
-                continue
-            members[root] = reached
-            part_of.update((n, root) for n in reached)
-        nesting = cls._nesting(owners, part_of, order, problems)
-        ordered = tuple(sorted(controls, key=lambda c: -nesting.get(c, 0)))
-        return cls(members, part_of, {r: names[r] for r in members}, ordered)
-
-    @staticmethod
-    def _nesting(
-        owners: dict[str, str], part_of: dict[str, str], order: dict[str, int], problems: list[Problem]
-    ) -> dict[str, int]:
-        """How deep each control node sits in others' parts; a control node inside its own part is a cycle."""
-        depth: dict[str, int] = {}
-        for control in dict.fromkeys(owners.values()):
-            chain = [control]
-            while chain[-1] in part_of and len(chain) <= MAX_NESTING:
-                outer = owners[part_of[chain[-1]]]
-                if outer in chain:
-                    looped = listing(chain[chain.index(outer) :])
-                    problems.append(
-                        _problem("cycle", f"control nodes run each other: {looped}", "nodes", order[control])
-                    )
-                    break
-                chain.append(outer)
-            else:
-                depth[control] = len(chain) - 1
-                continue
-            if len(chain) > MAX_NESTING:
-                message = f"control nodes nest more than {MAX_NESTING} deep inside each other's parts"
-                problems.append(_problem("too-deep", message, "nodes", order[control]))
-        return depth
-
-    def same(self, edge: EdgeSpec) -> bool:
-        """Whether ``edge`` stays in one part (or in the main graph), and does not enter a part's first node."""
-        inside = self.part_of.get(edge.target)
-        return self.part_of.get(edge.source) == inside and edge.target not in self.members
-
-    def crossings(self, spec: FlowSpec, positions: dict[int, int]) -> list[Problem]:
-        problems = []
-        for index, edge in enumerate(spec.edges):
-            if id(edge) not in positions or self.same(edge):
-                continue
-            root = self.part_of.get(edge.target)
-            if edge.target in self.members and self.part_of.get(edge.source) == edge.target:
-                message = (
-                    f"{self.names[edge.target]} has a cycle: {edge.source} -> {edge.target} leads back to its start"
-                )
-                problems.append(_problem("cycle", message, "edges", index))
-                continue
-            if edge.target in self.members:
-                message = f"node {edge.target!r} starts {self.names[edge.target]}, so it takes that input only"
-            elif root is not None:
-                message = f"edge {edge.source} -> {edge.target} enters {self.names[root]} from outside it"
-            else:
-                message = f"edge {edge.source} -> {edge.target} leaves {self.names[self.part_of[edge.source]]}"
-            problems.append(
-                _problem("crosses-part", message + "; a part reads only what its control node gives it", "edges", index)
-            )
-        return problems
 
 
 def _part(

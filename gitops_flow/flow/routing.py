@@ -70,6 +70,8 @@ MAX_CONCURRENT = 100_000
 SEGMENT_HEADERS = ("x-flow-segment", "x-flow-user")
 MAX_SEGMENT_VALUES = 1000
 MAX_SEGMENT_VALUE = 256
+MAX_STEPS = 20  # steps a progressive canary may take
+MAX_STEP_INTERVAL = 30 * 86400.0  # the longest a step may be held
 
 
 class SegmentMatch(BaseModel):
@@ -92,6 +94,61 @@ class SegmentMatch(BaseModel):
         return value.lower()
 
 
+# how a shadow compares the candidate's answer with the primary's (docs/experiments.md, "Shadow and judge")
+SHADOW_SCORERS = ("exact", "contains", "json_schema", "similarity")
+JUDGE_PREFIX = "judge:"
+SHADOW_SCORER_PATTERN = r"^(exact|contains|json_schema|similarity|judge:[^\s]{1,500})$"
+MAX_SHADOWS = 4  # candidates one route entry may shadow
+MAX_SHADOW_SCHEMA_BYTES = 16 * 1024
+
+
+class ShadowBudget(BaseModel):
+    """What one shadow may spend: candidate runs per second (shared by every replica), and tokens (the candidate's
+    and its judge's) per window. Past either, a shadow run is dropped and counted, never queued."""
+
+    model_config = _STRICT
+
+    requests_per_second: float = Field(
+        default=1.0, gt=0, le=MAX_RATE, description="candidate runs per second, shared by all replicas"
+    )
+    tokens: int | None = Field(
+        default=None, ge=1, le=10**12, description="tokens the candidate and its judge may spend per window"
+    )
+    window: Duration = Field(default=3600.0, le=31 * 86400.0, description="the token budget's window (at most 31 days)")
+
+
+class Shadow(BaseModel):
+    """A candidate ref run on a share of a route entry's requests, off the response path: its answer is never sent,
+    only compared with the answer that was, by ``scorer``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    ref: Annotated[str, AfterValidator(check_ref), Field(max_length=MAX_REF_NAME)] = Field(
+        description="the candidate: a tag or branch (a flow-scoped tag is tried first)"
+    )
+    share: float = Field(gt=0, le=100, description="the percentage of the entry's requests also run on the candidate")
+    scorer: Annotated[str, Field(pattern=SHADOW_SCORER_PATTERN)] = Field(
+        description="exact, contains, json_schema, similarity, or judge: and a rubric file of the repository"
+        " (judge:evals/helpful.md)"
+    )
+    answer_schema: dict[str, Any] | None = Field(
+        default=None,
+        alias="schema",
+        description="for json_schema: the JSON Schema the candidate's answer must meet",
+    )
+    budget: ShadowBudget = Field(default_factory=ShadowBudget, description="what the shadow may spend")
+
+    @property
+    def rubric(self) -> str | None:
+        """The rubric file a judge scorer names, relative to the repository's root."""
+        return self.scorer.removeprefix(JUDGE_PREFIX) if self.scorer.startswith(JUDGE_PREFIX) else None
+
+
+def _one_or_many(value: Any) -> Any:
+    """``shadow:`` names one candidate (a mapping) or a list of them."""
+    return [value] if isinstance(value, dict) else value
+
+
 class RouteTarget(BaseModel):
     """A git ref (tag or branch) and its share of the traffic, relative to the route's other refs; or, with
     ``match``, a segment: the ref that serves the requests the match selects, before the weights are drawn."""
@@ -107,12 +164,53 @@ class RouteTarget(BaseModel):
     match: SegmentMatch | None = Field(
         default=None, description="a segment: the requests it selects go to this ref, before the weights are drawn"
     )
+    shadow: Annotated[list[Shadow], BeforeValidator(_one_or_many), Field(max_length=MAX_SHADOWS)] = Field(
+        default_factory=list,
+        description="a candidate (or a list of them) run on a share of this ref's requests: its answers are scored"
+        " against this ref's, never sent",
+    )
+    steps: list[Annotated[float, Field(ge=1, le=100)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_STEPS,
+        description="a progressive canary: its share of the route's traffic (percent) at each step, increasing;"
+        " the server moves to the next step while the analysis holds",
+    )
+    interval: Duration | None = Field(
+        default=None,
+        le=MAX_STEP_INTERVAL,
+        description="a progressive canary holds each step at least this long (default: the analysis window)",
+    )
 
     @model_validator(mode="after")
     def _weighted_or_matched(self) -> RouteTarget:
-        if "weight" not in self.model_fields_set and self.match is None:
-            raise ValueError("a route entry needs a weight (its share of the traffic) or a match (a segment)")
+        if "weight" not in self.model_fields_set and self.match is None and self.steps is None:
+            raise ValueError(
+                "a route entry needs a weight (its share of the traffic) or a match (a segment), or steps (a"
+                " progressive canary)"
+            )
         return self
+
+
+class FeedbackGate(BaseModel):
+    """A feedback key the canary must not do worse on than the primary (experiments/posterior.py): the canary is
+    aborted once each arm has ``min_sample`` scores of ``key`` and the primary beats it with a probability of at
+    least ``min_probability``."""
+
+    model_config = _STRICT
+
+    key: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$", description="the feedback key judged (thumbs, helpful, ...)"
+    )
+    min_probability: float = Field(
+        default=0.9,
+        ge=0.5,
+        lt=1,
+        description="the probability that the primary is better, on this key, at which the canary is aborted",
+    )
+    min_sample: int = Field(
+        default=30, ge=1, le=1_000_000, description="scores of the key each arm needs before it is judged"
+    )
 
 
 class Analysis(BaseModel):
@@ -133,6 +231,9 @@ class Analysis(BaseModel):
     # a count, so that traffic a client adds cannot dilute a broken canary below the error rate
     max_failures: int = Field(
         default=25, ge=1, description="failures of the canary its primary did not share, in the window, that abort it"
+    )
+    feedback: FeedbackGate | None = Field(
+        default=None, description="a feedback key on which the canary must not do worse than the primary"
     )
 
 
@@ -219,6 +320,45 @@ class EvalRules(EvalThreshold):
         return self.flows.get(name) or self
 
 
+MAX_OUTPUT_SCORES = 20  # scores a flow takes from its own output (as many as a flow's feedback keys by default)
+
+
+class OutputScore(BaseModel):
+    """A score the flow gives its own runs: the number or true/false a field of its output node holds, kept as
+    feedback of key ``key`` on each run (docs/experiments.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    key: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$", description="the feedback key the score is kept under"
+    )
+    source: str = Field(
+        alias="from",
+        pattern=r"^[A-Za-z0-9_.-]{1,128}\.[A-Za-z0-9_-]{1,128}$",
+        description="<node>.<field>: the field of the flow's output node (its answer) that holds the score",
+    )
+
+    @property
+    def node(self) -> str:
+        return self.source.rpartition(".")[0]
+
+    @property
+    def field(self) -> str:
+        return self.source.rpartition(".")[2]
+
+
+class ExperimentRules(BaseModel):
+    """A flow's experiment (``experiments:`` in the routing file): the scores it takes from its own output."""
+
+    model_config = _STRICT
+
+    scores: list[OutputScore] = Field(
+        default_factory=list,
+        max_length=MAX_OUTPUT_SCORES,
+        description="fields of the flow's answer kept as feedback on each run: {key, from: <node>.<field>}",
+    )
+
+
 class RoutingConfig(BaseModel):
     """The whole routing file; every key optional. Without the file, the branch head serves all traffic."""
 
@@ -256,11 +396,23 @@ class RoutingConfig(BaseModel):
     evals: EvalRules | None = Field(
         default=None, description="thresholds of `gitops-flow eval` that fail a pull request's check"
     )
+    experiments: dict[str, ExperimentRules] = Field(
+        default_factory=dict, max_length=1000, description="per flow, the scores it takes from its own output"
+    )
 
     @classmethod
     def json_schema(cls) -> dict[str, Any]:
         """The published JSON Schema of the routing file (kept equal to schema/gitops-flow.v1.json by a test)."""
-        return {"$schema": "https://json-schema.org/draft/2020-12/schema", **cls.model_json_schema()}
+        schema = cls.model_json_schema()
+        shadow = schema["$defs"]["RouteTarget"]["properties"]["shadow"]
+        many = {key: shadow.pop(key) for key in ("type", "items", "maxItems")}
+        shadow["anyOf"] = [many["items"], many]  # one candidate, or a list of them (_one_or_many)
+        return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+
+    def rubrics(self) -> list[str]:
+        """The rubric files the routes' shadows' judges name, each once, in the file's order."""
+        found = [s.rubric for targets in self.routes.values() for t in targets for s in t.shadow if s.rubric]
+        return list(dict.fromkeys(found))
 
     def limits_of(self, flow: str) -> FlowLimits | None:
         return self.limits.get(flow) or self.limits.get(DEFAULT_ROUTE)

@@ -217,6 +217,19 @@ class Translator:
             DeploymentUpdate(sha, ref, state, text, create=False, log_url=self.links.status(sha, ref, flow)),
         ]
 
+    def _stepped(self, event: DeployEvent, sha: str, view: RefView) -> list[Update]:
+        if event["event"] != "stepped":
+            return []
+        flow, ref = event["flow"], event["ref"]
+        # GitHub keeps 140 characters of a description: the command names the commit by 12 digits here
+        text = f"{flow} on {ref}: step {event['step']}/{event['steps']}, {event['share']:g} %"
+        command = event.get("command")
+        text += f"; durable: {command.replace(sha, sha[:12])}" if command and sha else " of the traffic"
+        return [
+            CommitStatus(sha, CONTEXT_PREFIX + ref, "success", text, self.links.status(sha, ref, flow)),
+            DeploymentUpdate(sha, ref, "success", text, create=False, log_url=self.links.status(sha, ref, flow)),
+        ]
+
     # -- helpers ------------------------------------------------------------------------------------------------
 
     def _deployment(
@@ -252,6 +265,7 @@ _HANDLERS: dict[str, Callable[[Translator, DeployEvent, str, RefView], list[Upda
     "ref-refused": Translator._refused,
     "aborted": Translator._canary,
     "resumed": Translator._canary,
+    "stepped": Translator._stepped,
 }
 
 

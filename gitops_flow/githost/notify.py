@@ -23,14 +23,14 @@ from gitops_flow.githost.deploys import Links
 from gitops_flow.githost.http import Outbound
 from gitops_flow.githost.outbox import DEFAULT_BACKOFF, Backoff, Outbox
 from gitops_flow.githost.sinks import SinkSpec
-from gitops_flow.stores.events import DeployEvent
+from gitops_flow.stores.events import DeployEvent, step_text
 
 EVENT_HEADER = "x-gitops-flow-event"
 DELIVERY_HEADER = "x-gitops-flow-delivery"
 SIGNATURE_HEADER = "x-gitops-flow-signature-256"
 _COLOURS = {"good": "#2eb886", "bad": "#d40e0d", "neutral": "#439fe0"}
 _BAD = frozenset({"failed", "aborted", "yanked", "ref-refused", "rewritten"})
-_GOOD = frozenset({"deployed", "rolled-back", "resumed", "tag-moved"})
+_GOOD = frozenset({"deployed", "rolled-back", "resumed", "tag-moved", "stepped"})
 
 
 def sign(secret: bytes, body: bytes) -> str:
@@ -65,6 +65,8 @@ def describe(event: DeployEvent, branch: str) -> str:
         flow = event.get("flow") if isinstance(event.get("flow"), str) else None
         reason = event.get("reason")
         return f"{flow}'s canary on {event.get('ref')} ({sha}) {kind}" + (f": {reason}" if reason else "")
+    if event["event"] == "stepped":
+        return f"{event['flow']}'s canary on {event['ref']} ({sha}): {step_text(event)}"
     if event["event"] == "tag-moved":
         ref, before, after = event.get("ref"), event.get("before"), event.get("after")
         if not after:

@@ -26,6 +26,7 @@ EVENT_KINDS = (
     "failed",
     "aborted",
     "resumed",
+    "stepped",
     "tag-moved",
     "yanked",
     "ref-refused",

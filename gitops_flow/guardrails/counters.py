@@ -5,6 +5,7 @@ token budgets of our own on every backend (reservations the library cannot make:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Protocol
@@ -55,6 +56,11 @@ class Counters(Protocol):
         """Count one request under ``key`` if it fits ``window`` (a sliding window: the last window's count weighs
         by how much of it still overlaps); None when counted, else the seconds until one would fit (nothing
         counted)."""
+        ...
+
+    async def hit_many(self, keys: Sequence[str], window: Window) -> list[float | None]:
+        """``hit`` for each of ``keys`` in turn (a key given twice is counted twice), in one trip to the backend
+        where it can: what ``hit`` would answer for each."""
         ...
 
     async def acquire(self, key: str, limit: int, lease: str, ttl: float) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from limits import RateLimitItemPerSecond
 from limits.aio.storage import MemoryStorage
@@ -47,6 +47,9 @@ class MemoryCounters:
         stats = await self._rates.get_window_stats(item, key)
         # the library's estimate of when a place frees may round to now; a refusal always asks for some wait
         return max(stats.reset_time - time.time(), MIN_WAIT)
+
+    async def hit_many(self, keys: Sequence[str], window: Window) -> list[float | None]:
+        return [await self.hit(key, window) for key in keys]
 
     async def acquire(self, key: str, limit: int, lease: str, ttl: float) -> bool:
         now = self._clock()

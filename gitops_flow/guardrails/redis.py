@@ -15,7 +15,7 @@ Keys start with the state URL's prefix (``gitops-flow:`` unless ``?prefix=``), t
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -49,6 +49,38 @@ return 1
 """
 # KEYS: spent:<key>/<window>/<slot>. ARGV: budget, amount, ms until the key expires. The read and the add in one
 # script: no replica reserves between them.
+# the `limits` library's sliding window counter (its acquire_sliding_window.lua, amount 1), for several keys in one
+# call: KEYS previous and current window of each key in turn; ARGV limit, expiry (s). Returns 1 (counted) or 0 each.
+_HIT_MANY = """
+local limit, expiry = tonumber(ARGV[1]), tonumber(ARGV[2]) * 1000
+local counted = {}
+for i = 1, #KEYS, 2 do
+  local previous, current = KEYS[i], KEYS[i + 1]
+  local current_ttl = tonumber(redis.call('pttl', current))
+  if current_ttl > 0 and current_ttl < expiry then
+    redis.call('rename', current, previous)
+    redis.call('set', current, 0, 'PX', current_ttl + expiry)
+  end
+  local previous_count = tonumber(redis.call('get', previous)) or 0
+  local previous_ttl = tonumber(redis.call('pttl', previous)) or 0
+  local current_count = tonumber(redis.call('get', current)) or 0
+  current_ttl = tonumber(redis.call('pttl', current)) or 0
+  if previous_ttl <= 0 then previous_ttl = 0 end
+  if current_ttl <= 0 then current_ttl = 0 end
+  local weighted = math.floor(previous_count * previous_ttl / expiry) + current_count
+  if weighted + 1 > limit then
+    counted[#counted + 1] = 0
+  else
+    if redis.call('exists', current) == 1 then
+      redis.call('incrby', current, 1)
+    else
+      redis.call('set', current, 1, 'PX', expiry * 2)
+    end
+    counted[#counted + 1] = 1
+  end
+end
+return counted
+"""
 _RESERVE = """
 if tonumber(redis.call('GET', KEYS[1]) or '0') >= tonumber(ARGV[1]) then return 0 end
 redis.call('INCRBY', KEYS[1], ARGV[2])
@@ -142,6 +174,8 @@ class RedisCounters:
 
     def __init__(self, owner: RedisGuardrails, storage: RedisStorage, prefix: str, clock: Callable[[], float]):
         self._owner = owner
+        self._limits = prefix + "limits:"  # the key prefix the library's storage is given (RedisGuardrails)
+        self._hit_many = owner.client.register_script(_HIT_MANY)
         self._rates = SlidingWindowCounterRateLimiter(storage)
         self._runs = prefix + "runs:"
         self._spent = prefix + "spent:"
@@ -168,6 +202,28 @@ class RedisCounters:
             stats = await self._rates.get_window_stats(item, key)
         # the library's estimate of when a place frees may round to now; a refusal always asks for some wait
         return max(stats.reset_time - time.time(), MIN_WAIT)
+
+    async def hit_many(self, keys: Sequence[str], window: Window) -> list[float | None]:
+        """One script for every key, counting as ``hit`` does on the library's own keys (a key's window is
+        ``{<prefix>limits:<item key>}`` and its previous one ``.../-1``, as the library names them), so a key hit
+        one way or the other counts once; the wait of a refused hit comes from the library, as ``hit``'s does."""
+        if not keys:
+            return []
+        item = RateLimitItemPerSecond(window.amount, window.seconds)
+        names: list[str] = []
+        for key in keys:
+            current = f"{{{item.key_for(key)}}}"
+            names += [f"{self._limits}{current}/-1", f"{self._limits}{current}"]
+        with self._owner.errors("count requests"):
+            counted = await self._hit_many(keys=names, args=[item.amount, item.get_expiry()])
+            answers: list[float | None] = []
+            for key, ok in zip(keys, counted, strict=True):
+                if ok:
+                    answers.append(None)
+                    continue
+                stats = await self._rates.get_window_stats(item, key)
+                answers.append(max(stats.reset_time - time.time(), MIN_WAIT))
+        return answers
 
     async def acquire(self, key: str, limit: int, lease: str, ttl: float) -> bool:
         now = self._clock()

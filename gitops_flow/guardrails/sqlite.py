@@ -9,7 +9,7 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -66,6 +66,9 @@ class SqliteCounters:
     async def hit(self, key: str, window: Window) -> float | None:
         return await self._run(partial(self._hit, window.key(key), window))
 
+    async def hit_many(self, keys: Sequence[str], window: Window) -> list[float | None]:
+        return await self._run(partial(self._hit_many, [window.key(key) for key in keys], window))
+
     async def acquire(self, key: str, limit: int, lease: str, ttl: float) -> bool:
         return await self._run(partial(self._acquire, key, limit, lease, ttl))
 
@@ -121,27 +124,35 @@ class SqliteCounters:
                 db.close()
 
     def _hit(self, key: str, window: Window, db: sqlite3.Connection) -> float | None:
-        size = window.seconds
         with write_transaction(db):
-            now = self._clock()
-            slot = math.floor(now / size)
-            elapsed = now - slot * size
-            rows = db.execute("SELECT slot, count FROM rates WHERE key = ? AND slot >= ?", (key, slot - 1))
-            counts: dict[int, int] = {int(s): int(n) for s, n in rows}
-            before, current = counts.get(slot - 1, 0), counts.get(slot, 0)
-            if before * (size - elapsed) / size + current + 1 > window.amount:
-                if current + 1 > window.amount or before == 0:
-                    return size - elapsed  # the next slot starts; the count of this one then weighs less and less
-                # the last slot weighs (size - t) / size at t seconds into this one: wait until it leaves room
-                needed = size * (1 - (window.amount - current - 1) / before)
-                return max(needed - elapsed, MIN_WAIT)
-            db.execute(
-                "INSERT INTO rates (key, slot, count, expires) VALUES (?, ?, 1, ?)"
-                " ON CONFLICT (key, slot) DO UPDATE SET count = count + 1",
-                (key, slot, (slot + 2) * size),
-            )
-            db.execute("DELETE FROM rates WHERE key = ? AND slot < ?", (key, slot - 1))
-            self._sweep(db, now)
+            return self._count(key, window, db)
+
+    def _hit_many(self, keys: list[str], window: Window, db: sqlite3.Connection) -> list[float | None]:
+        with write_transaction(db):  # one transaction for them all: one commit, one trip to a worker thread
+            return [self._count(key, window, db) for key in keys]
+
+    def _count(self, key: str, window: Window, db: sqlite3.Connection) -> float | None:
+        """hit()'s step, inside the caller's write transaction."""
+        size = window.seconds
+        now = self._clock()
+        slot = math.floor(now / size)
+        elapsed = now - slot * size
+        rows = db.execute("SELECT slot, count FROM rates WHERE key = ? AND slot >= ?", (key, slot - 1))
+        counts: dict[int, int] = {int(s): int(n) for s, n in rows}
+        before, current = counts.get(slot - 1, 0), counts.get(slot, 0)
+        if before * (size - elapsed) / size + current + 1 > window.amount:
+            if current + 1 > window.amount or before == 0:
+                return size - elapsed  # the next slot starts; the count of this one then weighs less and less
+            # the last slot weighs (size - t) / size at t seconds into this one: wait until it leaves room
+            needed = size * (1 - (window.amount - current - 1) / before)
+            return max(needed - elapsed, MIN_WAIT)
+        db.execute(
+            "INSERT INTO rates (key, slot, count, expires) VALUES (?, ?, 1, ?)"
+            " ON CONFLICT (key, slot) DO UPDATE SET count = count + 1",
+            (key, slot, (slot + 2) * size),
+        )
+        db.execute("DELETE FROM rates WHERE key = ? AND slot < ?", (key, slot - 1))
+        self._sweep(db, now)
         return None
 
     def _acquire(self, key: str, limit: int, lease: str, ttl: float, db: sqlite3.Connection) -> bool:

@@ -22,6 +22,8 @@ from gitops_flow.observability.recent import RecentTraffic
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # seconds; a fake model answers in a millisecond, a real one in one to thirty seconds
+MODEL_NAME_MAX = 128  # characters of a model name kept for the report's cost
+MODELS_PER_ARM = 20  # models an arm's tokens are told apart by; the rest count together
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _EVENTS = (
     "deployed",
@@ -29,6 +31,7 @@ _EVENTS = (
     "failed",
     "aborted",
     "resumed",
+    "stepped",
     "yanked",
     "tag-moved",
     "retired",
@@ -188,9 +191,33 @@ class Metrics:
             ["flow", "version", "ref", "cause"],
             registry=self.registry,
         )
+        self.shadow_runs = Counter(
+            "gitops_flow_shadow_runs",
+            "Runs of a shadow's candidate (answers never sent), by flow, candidate ref and outcome (scored, unscored,"
+            " failed).",
+            ["flow", "ref", "outcome"],
+            registry=self.registry,
+        )
+        self.shadow_dropped = Counter(
+            "gitops_flow_shadow_dropped",
+            "Shadow runs drawn but not run, by flow, candidate ref and reason (queue: full; rate, tokens: the"
+            " shadow's budget; judge: no judge model).",
+            ["flow", "ref", "reason"],
+            registry=self.registry,
+        )
+        self.shadow_scores = Histogram(
+            "gitops_flow_shadow_score",
+            "Scores of shadow runs (0 to 1: the candidate's answer against the primary's), by flow, candidate ref and"
+            " scorer.",
+            ["flow", "ref", "scorer"],
+            buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+            registry=self.registry,
+        )
         self._failure_series: set[tuple[str, str, str, str]] = set()
         self._versioned: set[tuple[str, str, str]] = set()  # (metric, flow, sha) series to prune with versions
         self._token_series: set[tuple[str, str, str | None]] = set()
+        # (flow, sha, ref) -> model -> [input, output] tokens since this process began serving it (the report's cost)
+        self.arm_tokens: dict[tuple[str, str, str | None], dict[str, list[int]]] = {}
         if cached is not None:
             readings.append(
                 ("gitops_flow_cache_entries", "Answers in this process's response cache.", lambda: cached()[0])
@@ -235,6 +262,8 @@ class Metrics:
             self._failure_series.discard(series)
             flow, sha, ref, kind = series
             self.failures.remove(flow, sha[:12], ref, kind)
+        for arm in [arm for arm in self.arm_tokens if arm[1] not in live]:
+            del self.arm_tokens[arm]
         for key in [key for key in self._token_series if key[1] not in live]:
             self._token_series.discard(key)
             flow, sha, ref = key
@@ -251,9 +280,18 @@ class Metrics:
         """A request a limit refused."""
         self.limited.labels(flow, limit, scope).inc()
 
-    def spent(self, flow: str, sha: str, ref: str | None, input_tokens: int, output_tokens: int) -> None:
-        """Tokens a run's models reported."""
+    def spent(
+        self, flow: str, sha: str, ref: str | None, input_tokens: int, output_tokens: int, model: str | None = None
+    ) -> None:
+        """Tokens a run's models reported; ``model`` the model's name, when the call named it (the report's cost)."""
         key = (flow, sha, ref)
+        by_model = self.arm_tokens.setdefault(key, {})
+        name = (model or "")[:MODEL_NAME_MAX]
+        if name not in by_model and len(by_model) >= MODELS_PER_ARM:
+            name = "(other models)"
+        tally = by_model.setdefault(name, [0, 0])
+        tally[0] += input_tokens
+        tally[1] += output_tokens
         if key not in self._token_series:
             self._token_series.add(key)
             for direction in ("input", "output"):

@@ -23,7 +23,7 @@ from gitops_flow.delivery import corpus
 from gitops_flow.delivery.source import Refs, files_at, read_at, refs_at, tree_at
 from gitops_flow.flow.locations import LineIndex
 from gitops_flow.flow.routing import DEFAULT_ROUTE, ROUTING_FILE, RoutingConfig
-from gitops_flow.plan.diff import Change, FlowDiff, flow_diff, routing_diff, secrets
+from gitops_flow.plan.diff import Change, FlowDiff, flow_diff, rollout_text, routing_diff, secrets
 from gitops_flow.plan.evals import EvalReport, evaluate
 from gitops_flow.problems import Problem
 from gitops_flow.runtime.sandbox import TestSandbox
@@ -240,8 +240,14 @@ def _reach(plan: FlowPlan, routing: RoutingConfig | None, branch: str) -> FlowPl
     if branch not in refs:
         named = ", ".join(f"{e.ref} {e.weight:g}" for e in entries)
         return replace(plan, verdict="waits", serves=f"its route serves {named}: none is {branch}")
+    entry = entries[refs.index(branch)]
+    if entry.steps is not None:
+        others = ", ".join(f"{e.ref} {e.weight:g}" for e, r in zip(entries, refs, strict=True) if r != branch)
+        return replace(
+            plan, verdict="canary", serves=f"a progressive canary on {branch}: {rollout_text(entry)} (beside {others})"
+        )
     total = sum(e.weight for e in entries)
-    weight = entries[refs.index(branch)].weight
+    weight = entry.weight
     share = 100 * weight / total if total else 0.0
     others = ", ".join(f"{e.ref} {e.weight:g}" for e, r in zip(entries, refs, strict=True) if r != branch)
     return replace(plan, verdict="canary", serves=f"a canary at {share:.3g} % on {branch} (beside {others})")

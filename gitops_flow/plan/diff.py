@@ -11,7 +11,7 @@ from typing import Any, Literal
 import orjson
 
 from gitops_flow.flow.document import FlowSpec
-from gitops_flow.flow.routing import RouteTarget, RoutingConfig, SegmentMatch
+from gitops_flow.flow.routing import RouteTarget, RoutingConfig, SegmentMatch, Shadow
 from gitops_flow.security.references import env_name, env_refs, masked
 
 Kind = Literal["added", "removed", "changed"]
@@ -120,6 +120,8 @@ def routing_diff(old: RoutingConfig | None, new: RoutingConfig | None) -> list[C
         old_targets = {t.ref: t.weight for t in before.routes.get(route, []) if t.match is None}
         new_targets = {t.ref: t.weight for t in after.routes.get(route, []) if t.match is None}
         found += _segment_changes(route, before.routes.get(route, []), after.routes.get(route, []))
+        found += _shadow_changes(route, before.routes.get(route, []), after.routes.get(route, []))
+        found += _step_changes(route, before.routes.get(route, []), after.routes.get(route, []))
         if route not in before.routes:
             found.append(Change("added", f"route {route}", _targets(new_targets)))
         elif route not in after.routes:
@@ -184,6 +186,54 @@ def _segment_changes(route: str, old: Sequence[RouteTarget], new: Sequence[Route
         elif before[key] != after[key]:
             found.append(Change("changed", what, f"{before[key]} → {after[key]}"))
     return found
+
+
+def _shadow_changes(route: str, old: Sequence[RouteTarget], new: Sequence[RouteTarget]) -> list[Change]:
+    """Shadows added, removed or changed: ``route support-bot: stable shadowed by candidate``, ``10% scored by
+    exact, at most 5 runs/s``."""
+    before = {(t.ref, s.ref): _shadow(s) for t in old for s in t.shadow}
+    after = {(t.ref, s.ref): _shadow(s) for t in new for s in t.shadow}
+    found = []
+    for key in list(dict.fromkeys([*before, *after])):
+        what = f"route {route}: {key[0]} shadowed by {key[1]}"
+        if key not in before:
+            found.append(Change("added", what, after[key]))
+        elif key not in after:
+            found.append(Change("removed", what, before[key]))
+        elif before[key] != after[key]:
+            found.append(Change("changed", what, f"{before[key]} → {after[key]}"))
+    return found
+
+
+def _shadow(shadow: Shadow) -> str:
+    budget = shadow.budget
+    tokens = f", {budget.tokens:,} tokens per {budget.window:g} s" if budget.tokens is not None else ""
+    return f"{shadow.share:g}% scored by {shadow.scorer}, at most {budget.requests_per_second:g} runs/s{tokens}"
+
+
+def _step_changes(route: str, old: Sequence[RouteTarget], new: Sequence[RouteTarget]) -> list[Change]:
+    """Progressive canaries added, removed or stepping otherwise: ``route support-bot: steps of canary``,
+    ``10 → 50 → 100 %, each step held at least 300 s while the analysis holds``."""
+    before = {t.ref: rollout_text(t) for t in old if t.steps is not None}
+    after = {t.ref: rollout_text(t) for t in new if t.steps is not None}
+    found = []
+    for ref in list(dict.fromkeys([*before, *after])):
+        what = f"route {route}: steps of {ref}"
+        if ref not in before:
+            found.append(Change("added", what, after[ref]))
+        elif ref not in after:
+            found.append(Change("removed", what, before[ref]))
+        elif before[ref] != after[ref]:
+            found.append(Change("changed", what, f"{before[ref]} → {after[ref]}"))
+    return found
+
+
+def rollout_text(target: RouteTarget) -> str:
+    """A progressive canary's steps for people: ``10 → 50 → 100 %, each step held at least 300 s while the analysis
+    holds`` (the analysis window when the entry gives no interval)."""
+    shares = " → ".join(f"{share:g}" for share in target.steps or ())
+    held = f"{target.interval:g} s" if target.interval is not None else "the analysis window"
+    return f"{shares} %, each step held at least {held} while the analysis holds"
 
 
 def _segment(match: SegmentMatch) -> str:

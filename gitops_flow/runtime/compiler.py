@@ -16,6 +16,7 @@ from pydantic import BaseModel, RootModel, ValidationError, create_model
 from gitops_flow.components import langchain_internals as internals
 from gitops_flow.components.base import FAKEABLE, BuildContext
 from gitops_flow.components.breaker import Breakers
+from gitops_flow.components.control import Mapped
 from gitops_flow.components.http_fetch import RUN_KEY, Tally
 from gitops_flow.components.knowledge import Knowledge
 from gitops_flow.components.registry import ComponentRegistry
@@ -181,16 +182,20 @@ def build_flow(
     leans = internals.HOOKS.runnables is not None  # without LangChain's hooks the flow runs as its runnable
     compiled: dict[str, Runnable[Any, Any]] = {}
     programs: dict[str, LeanFlow] = {}
+    runs: dict[str, int] = {}  # control node -> the most runs of a part's first node one run of it makes
     for control in graph.controls:
         node = spec.nodes[position[control]]
+        inner = 1
         for _, root in parts.roots(node.component, node.params):
+            part = graph.parts[root]
+            inner = max([inner, *(runs[n] for n in part.order if n in runs)])
             if root not in compiled:
-                part = graph.parts[root]
                 members = {n: _named(built[n], n) for n in part.order}
                 compiled[root] = _compile(part, members)
                 if leans:
                     programs[root] = _lean(part, members, compiled[root], programs)
         build(position[control], compiled)
+        runs[control] = _runs(registry, control, position[control], built[control], inner)
     _check_fan_in_variables(spec, graph, built)
     named = {node_id: _named(built[node_id], node_id) for node_id in graph.order}
     runnable = _compile(graph, named)
@@ -319,6 +324,23 @@ def _build_node(
     if not isinstance(built, Runnable):
         raise BuildError(f"{component.name} did not produce a runnable", path=json_path(where))
     return built
+
+
+def _runs(registry: ComponentRegistry, node: str, index: int, built: Runnable[Any, Any], inner: int) -> int:
+    """How many runs of its parts' nodes one run of a control node may make: a map's items times what its body's
+    own maps make, which the server's bound (GITOPS_FLOW_MAP_MAX_ITEMS) caps for maps inside maps too."""
+    if not isinstance(built, Mapped):
+        return inner
+    total: int = built.each.max_items * inner
+    bound = registry.map_max_items()
+    if total > bound:
+        raise BuildError(
+            f"map {node!r} may run its body's nodes {total:,} times in one run ({built.each.max_items} items, times "
+            f"{inner:,} for the maps inside it), above the server's bound of {bound:,} (GITOPS_FLOW_MAP_MAX_ITEMS)",
+            path=json_path(["nodes", index, "params"]),
+            code="map-limit",
+        )
+    return total
 
 
 def _check_fan_in_variables(spec: FlowSpec, graph: FlowGraph, built: Mapping[str, Runnable[Any, Any]]) -> None:

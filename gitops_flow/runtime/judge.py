@@ -96,22 +96,35 @@ class Judge:
             self._note("the judge's budget of calls (GITOPS_FLOW_EVAL_JUDGE_CALLS) is spent")
             return None
         self.calls_left -= 1
-        value = {"rubric": _cut(rubric), "question": _cut(question), "answer": _cut(answer)}
+        value = asked(rubric, question, answer)
         config = runnable_config({}, "eval-judge", uuid.uuid4(), {})
         try:
             reply = asyncio.run(asyncio.wait_for(run_lean(self.built, True).ainvoke(value, config), CALL_TIMEOUT_S))
         except Exception as exc:  # noqa: BLE001 - a provider's failure is a case the judge did not score
             self._note(f"the judge failed: {type(exc).__name__}")
             return None
-        found = _NUMBER.search(str(reply))
+        found = reading(reply)
         if found is None:
             self._note(f"the judge's reply has no score: {str(reply)[:80]!r}")
-            return None
-        return min(max(float(found.group()), 0.0), 1.0)
+        return found
 
     def _note(self, reason: str) -> None:
         if reason not in self.errors and len(self.errors) < 5:
             self.errors.append(reason)
+
+
+def asked(rubric: str, question: Any, answer: Any, reference: Any = None) -> dict[str, str]:
+    """What the judge flow is given: the rubric (with a ``reference`` answer to compare with, when there is one: a
+    shadow's primary answer), the question and the answer, each cut to MAX_TEXT characters."""
+    if reference is not None:
+        rubric = f"{_cut(rubric)}\n\nA reference answer, from the version serving now:\n{_cut(reference)}"
+    return {"rubric": _cut(rubric) if reference is None else rubric, "question": _cut(question), "answer": _cut(answer)}
+
+
+def reading(reply: Any) -> float | None:
+    """The score in a judge's reply (its first number, within 0 and 1), or None when it holds none."""
+    found = _NUMBER.search(str(reply))
+    return min(max(float(found.group()), 0.0), 1.0) if found is not None else None
 
 
 def _cut(value: Any) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from gitops_flow.components.vectors import similarity
 from gitops_flow.flow.datasets import EvalCase
 from gitops_flow.flow.regexes import PatternError, search
 
@@ -52,6 +53,28 @@ def score(scorer: str, case: EvalCase, output: Any) -> float | None:
             except ValueError:
                 value = output  # text that is not JSON is checked as the string it is
         return float(conforms(value, case.schema))
+    raise ValueError(f"no scorer {scorer!r}")
+
+
+def compare(scorer: str, candidate: Any, primary: Any, schema: Any = None) -> float:
+    """How a shadow's candidate answer meets the primary's answer (the one that was sent), from 0 to 1: ``exact``
+    the same answer, ``contains`` the primary's answer within the candidate's (ignoring case), ``json_schema`` the
+    candidate's answer meets ``schema``, ``similarity`` the cosine of their hashing vectors (vectors.similarity)."""
+    if scorer == "json_schema":
+        value = candidate
+        if isinstance(candidate, str):
+            try:
+                value = json.loads(candidate)
+            except ValueError:
+                value = candidate
+        return float(conforms(value, schema))
+    if scorer == "similarity":
+        return similarity(_text(candidate), _text(primary))
+    if scorer in ("exact", "contains"):
+        case = EvalCase(0, None, primary, True, None, None, None)
+        found = score(scorer, case, candidate)
+        assert found is not None, "a case with an expected answer is scored"
+        return found
     raise ValueError(f"no scorer {scorer!r}")
 
 

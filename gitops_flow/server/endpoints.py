@@ -21,7 +21,10 @@ from gitops_flow.delivery.published import Delivery
 from gitops_flow.delivery.routing_table import Choice
 from gitops_flow.exceptions import StoreError
 from gitops_flow.experiments.ledger import RunLedger, new_run_id
+from gitops_flow.experiments.outputs import output_scores
+from gitops_flow.experiments.report_cache import ReportCache
 from gitops_flow.experiments.scores import Scores
+from gitops_flow.experiments.shadow import Shadows
 from gitops_flow.flow.routing import CacheRule
 from gitops_flow.githost.feedback import Feedback
 from gitops_flow.guardrails.brake import Brake
@@ -37,6 +40,7 @@ from gitops_flow.server.edge import RequestError, dumps, json_object, json_respo
 from gitops_flow.stores.base import StateStore
 
 log = logging.getLogger("gitops_flow.server")
+NO_OUTPUT: Any = object()  # note_answer without the run's output (a stream's): no output scores
 
 VERSION_HEADER = "x-flow-version"
 CACHE_HEADER = "x-flow-cache"  # hit or miss, on the answers of a flow whose answers are cached
@@ -64,6 +68,8 @@ class Deps:
     brake: Brake | None = None  # the brake on guessing tokens (brake.py); None: none (tests that build Deps alone)
     ledger: RunLedger | None = None  # the runs answered, that feedback may name (ledger.py)
     scores: Scores | None = None  # feedback on them (scores.py)
+    reports: ReportCache = field(default_factory=lambda: ReportCache(0.0))  # experiment reports reused (5 s)
+    shadows: Shadows | None = None  # candidates run beside the answering ref, off the response path (shadow.py)
 
 
 def get_deps(request: Request) -> Deps:
@@ -108,18 +114,54 @@ async def choose(
 
 
 def note_answer(
-    request: Request, flow: str, choice: Choice, run_id: uuid.UUID, configurable: Mapping[str, Any]
+    request: Request,
+    flow: str,
+    choice: Choice,
+    run_id: uuid.UUID,
+    configurable: Mapping[str, Any],
+    output: Any = NO_OUTPUT,
 ) -> None:
     """Note in the ledger that ``choice`` answered ``run_id``, with the request's user (hashed, as telemetry keeps
-    it); a pinned request's run takes feedback but is left out of the experiment report."""
-    ledger = get_deps(request).ledger
+    it); a pinned request's run takes feedback but is left out of the experiment report. With the run's
+    ``output``, the scores the routing file takes from it are kept as the run's feedback (experiments.outputs)."""
+    deps = get_deps(request)
+    ledger = deps.ledger
     if ledger is None:
         return
     headers = request.headers
     user = headers.get(USER_HEADER) or configurable.get("user_id")
     pinned = bool(headers.get(VERSION_HEADER) or configurable.get("flow_version"))
+    session = headers.get(SESSION_HEADER) or configurable.get("session_id")
     ref = choice.ref
-    ledger.note(str(run_id), flow, choice.version.sha, ref, hashed(str(user)) if user else None, counted=not pinned)
+    record = ledger.note(
+        str(run_id),
+        flow,
+        choice.version.sha,
+        ref,
+        hashed(str(user)) if user else None,
+        counted=not pinned,
+        session=hashed(str(session)) if session else None,  # feedback may name the session's last run
+    )
+    rules = deps.reconciler.table.routing.experiments.get(flow) if deps.reconciler.table.routing else None
+    built = choice.version.flows.get(flow)
+    if rules is None or record is None or output is NO_OUTPUT or deps.scores is None or built is None:
+        return
+    for key, score in output_scores(rules, built.graph.exit, output):
+        deps.scores.note(str(run_id), record, key, score)
+
+
+def shadow(request: Request, flow: str, choice: Choice, value: Any, config: Mapping[str, Any], output: Any) -> None:
+    """Offer an answer to the shadows of the ref that gave it (experiments/shadow.py: a draw, and a put on a bounded
+    queue; never waited for). A pinned request is not shadowed: the client chose its version, not the route."""
+    deps = get_deps(request)
+    table = deps.reconciler.table
+    route = table.routes.get(flow)
+    if deps.shadows is None or route is None or not route.shadows or table.head is None:
+        return
+    configurable = config.get("configurable") or {}
+    if request.headers.get(VERSION_HEADER) or configurable.get("flow_version"):
+        return
+    deps.shadows.offer(flow, route, choice.ref, choice.version.sha, value, config, output, table.head.rubrics)
 
 
 def version_metadata(choice: Choice) -> dict[str, Any]:
@@ -202,7 +244,8 @@ async def invoke(request: Request) -> Response:
     looked, hit = await cached(deps, call.name, call.choice, call.flow, Asked(value, call.config))
     headers = {CACHE_HEADER: "hit" if hit else "miss"} if looked is not None else {}
     if hit is not None:
-        note_answer(request, call.name, call.choice, call.run_id, call.configurable)
+        note_answer(request, call.name, call.choice, call.run_id, call.configurable, hit.output)
+        shadow(request, call.name, call.choice, value, call.config, hit.output)
         return _answer(hit.output, call.choice, call.run_id, headers)
 
     async def run(chosen: Choice, built: BuiltFlow) -> Any:
@@ -211,7 +254,8 @@ async def invoke(request: Request) -> Response:
     choice, output = await run_flow(deps, call.name, call.choice, call.flow, call.run_id, run)
     if looked is not None:
         await keep(deps, call.name, looked, choice, choice.version.flows.get(call.name), output)
-    note_answer(request, call.name, choice, call.run_id, call.configurable)
+    note_answer(request, call.name, choice, call.run_id, call.configurable, output)
+    shadow(request, call.name, choice, value, call.config, output)
     return _answer(output, choice, call.run_id, headers)
 
 
@@ -255,8 +299,10 @@ async def batch(request: Request) -> Response:
 
     run_id = run_ids[0] if run_ids else new_run_id()
     choice, outputs = await run_flow(deps, name, choice, flow, run_id, run)
-    for each in run_ids:
-        note_answer(request, name, choice, each, configurable)
+    for each, output in zip(run_ids, outputs, strict=False):
+        note_answer(request, name, choice, each, configurable, output)
+    for value, config, output in zip(inputs, configs, outputs, strict=False):
+        shadow(request, name, choice, value, {**config, "configurable": configurable}, output)
     metadata = {
         "run_ids": [str(r) for r in run_ids],
         "responses": [{"run_id": str(r), "feedback_tokens": []} for r in run_ids],  # LangServe's, one per input
@@ -421,7 +467,13 @@ async def stream(request: Request) -> Response:
         note_answer(request, name, opened.choice, run_id, call.configurable)
     metadata = _sse("metadata", {"run_id": str(run_id), **version_metadata(opened.choice)})
     form = LangServeEvents(lambda chunk: sse.frame(sse.DATA, dumps(chunk)), started=metadata)
-    return event_stream(deps, opened, streamed(deps, name, opened, run_id, form))
+
+    def ended(output: Any) -> None:  # the whole answer, once streamed: its shadows compare with it
+        shadow(request, name, opened.choice, call.payload["input"], call.config, output)
+
+    route = deps.reconciler.table.routes.get(name)
+    on_end = ended if route is not None and route.shadows else None  # a stream is put together only for shadows
+    return event_stream(deps, opened, streamed(deps, name, opened, run_id, form, on_end=on_end))
 
 
 class StreamForm:
@@ -463,18 +515,29 @@ class LangServeEvents(StreamForm):
 
 
 async def streamed(
-    deps: Deps, flow: str, opened: Opened, run_id: uuid.UUID, form: StreamForm
+    deps: Deps,
+    flow: str,
+    opened: Opened,
+    run_id: uuid.UUID,
+    form: StreamForm,
+    *,
+    on_end: Callable[[Any], None] | None = None,
 ) -> AsyncGenerator[bytes, None]:
     """The frames of an opened stream, in ``form``: a chunk's frame each, then the end; a failure of the flow is an
     error event (a missing session 422, a model provider's failure its status (failures.py), anything else 500,
     counted against the version and logged with the run id).
-    A client that goes away ends it where it waits (sse.EventStream): neither a success nor a failure of the version."""
+    A client that goes away ends it where it waits (sse.EventStream): neither a success nor a failure of the version.
+    ``on_end`` hears the whole answer of a stream that ended well (its text chunks joined, else its last chunk), when
+    it is at most MAX_WHOLE_ANSWER characters."""
     served = opened.choice
+    whole = _Whole() if on_end is not None else None
     yield form.started()
     try:
         if opened.failure is not None:
             raise opened.failure
         async for chunk in opened.rest():
+            if whole is not None:
+                whole.add(chunk)
             yield form.chunk(chunk)
     except MissingSession as exc:
         yield form.failed(422, str(exc))
@@ -487,7 +550,41 @@ async def streamed(
     finally:
         await opened.close()  # at once, also when the client went away while a frame was being sent
     deps.attempts.ended(flow, served, True, time.perf_counter() - opened.started, opened.again)
+    if on_end is not None and whole is not None and whole.fits:
+        on_end(whole.value())
     yield form.ended()
+
+
+MAX_WHOLE_ANSWER = 1024 * 1024  # characters of a streamed answer kept to compare a shadow's with
+
+
+class _Whole:
+    """A streamed answer put back together: text chunks joined (as a parser's stream splits its text), any other
+    answer its last chunk; past MAX_WHOLE_ANSWER characters nothing is kept."""
+
+    __slots__ = ("_last", "_size", "_texts")
+
+    def __init__(self) -> None:
+        self._texts: list[str] | None = []
+        self._last: Any = None
+        self._size = 0
+
+    def add(self, chunk: Any) -> None:
+        self._last = chunk
+        if self._texts is None:
+            return
+        if not isinstance(chunk, str):
+            self._texts = None
+            return
+        self._size += len(chunk)
+        self._texts.append(chunk)
+
+    @property
+    def fits(self) -> bool:
+        return self._size <= MAX_WHOLE_ANSWER
+
+    def value(self) -> Any:
+        return "".join(self._texts) if self._texts is not None else self._last
 
 
 def event_stream(

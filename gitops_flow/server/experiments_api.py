@@ -3,6 +3,7 @@ LangServe's feedback endpoint takes it) and a flow's experiment report (``GET /f
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import anyio.to_thread
@@ -10,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gitops_flow.exceptions import BadFeedback, FeedbackRefused, UnknownFlow, UnknownRun
-from gitops_flow.experiments.report import Judging, report
+from gitops_flow.experiments.report import Judging, arms, experiment_id, report
 from gitops_flow.experiments.scores import parse
 from gitops_flow.observability.telemetry.context import hashed
 from gitops_flow.server.edge import RequestError, json_object, json_response, read_json
@@ -34,7 +35,10 @@ async def _feedback(request: Request, flow: str | None) -> Response:
     body = json_object(await read_json(request, deps.settings.feedback_max_bytes), "the feedback")
     user = request.headers.get(USER_HEADER)
     try:
-        kept = await deps.scores.take(parse(body), flow=flow, user=hashed(user) if user else None)
+        given = parse(body)
+        if given.session is not None and flow is None:
+            raise BadFeedback("bad-session-id", "feedback on a session names its flow: POST /flows/<name>/feedback")
+        kept = await deps.scores.take(given, flow=flow, user=hashed(user) if user else None)
     except BadFeedback as exc:
         raise RequestError(422, exc.code, str(exc)) from None
     except FeedbackRefused as exc:
@@ -63,8 +67,22 @@ async def flow_report(deps: Deps, name: str) -> dict[str, Any] | None:
         return None
     settings = deps.settings
     judging = Judging(settings.experiment_min_sample, settings.experiment_confidence)
-    scores = await deps.store.scores(name)
-    figures = deps.metrics.recent.figures(name)
-    # grouping up to max_scores scores per flow takes a while in Python: off the event loop, so other requests go on
-    found: dict[str, Any] = await anyio.to_thread.run_sync(report, name, route, figures, scores, judging)
-    return found
+
+    shadows = [(s, deps.shadows.figures(name, s).shown() if deps.shadows else {}) for s in route.shadows]
+
+    async def make() -> dict[str, Any]:
+        scores = await deps.store.scores(name)
+        figures = deps.metrics.recent.figures(name)
+        tokens = {(sha, ref): dict(models) for (f, sha, ref), models in deps.metrics.arm_tokens.items() if f == name}
+        # grouping up to max_scores scores per flow takes a while in Python: off the event loop, so others go on
+        made: dict[str, Any] = await anyio.to_thread.run_sync(
+            report, name, route, figures, scores, judging, tokens, settings.prices(), shadows
+        )
+        return {**made, "generated_at": time.time()}
+
+    # the same arms, no new feedback and no shadow run through this process: the report of a moment ago
+    # (GITOPS_FLOW_EXPERIMENT_CACHE)
+    generation = deps.scores.generations.get(name, 0) if deps.scores is not None else 0
+    shares = tuple((bound, target.ref, target.serving) for bound, target in route.live)
+    shadowed = repr([counts for _, counts in shadows])
+    return await deps.reports.get(name, (experiment_id(arms(route)), shares, generation, shadowed), make)

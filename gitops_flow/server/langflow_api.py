@@ -308,7 +308,8 @@ async def run(request: Request) -> Response:
             answered = choice.version.flows.get(name)
             ran = await _tweaked(tweaker, answered, body.tweaks) if answered is not None else None
             await keep(deps, name, looked, choice, ran, output)
-    note_answer(request, name, choice, run_id, configurable)  # feedback may name metadata.run_id (POST /feedback)
+    # feedback may name metadata.run_id, or the session (POST /flows/<name>/feedback); output scores come from output
+    note_answer(request, name, choice, run_id, configurable, output)
     response = run_response(choice.version.flows[name], body, session, output, str(uuid.uuid4()))
     response["metadata"] = {"run_id": str(run_id), **version_metadata(choice)}  # ours; LangFlow clients ignore it
     headers = {CACHE_HEADER: "hit" if hit is not None else "miss"} if looked is not None else {}

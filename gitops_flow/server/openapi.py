@@ -345,7 +345,7 @@ def _server_paths() -> dict[str, Any]:
         "/metrics": get("Prometheus metrics", "metrics", "text/plain"),
         "/webhooks/github": post("GitHub's webhook deliveries", "github_webhook", (400, 401, 403)),
         "/admin/reconcile": post("Fetch and apply now (admin token)", "admin_reconcile", (401, 403), body=False),
-        "/admin/abort": post("Stop a flow's canary (admin token)", "admin_abort", (400, 401, 403, 404)),
+        "/admin/abort": post("Stop a flow's canary (admin token)", "admin_abort", (400, 401, 403, 404, 409)),
         "/admin/resume": post("Restart a flow's canary (admin token)", "admin_resume", (400, 401, 403, 404)),
     }
 
@@ -406,12 +406,19 @@ _COMMON: dict[str, Any] = {
         "description": "LangServe's feedback on a run this server answered (docs/experiments.md)",
         "properties": {
             "run_id": {"type": "string", "format": "uuid", "description": "an answer's metadata.run_id"},
+            "session_id": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 256,
+                "description": "instead of run_id, on /flows/<name>/feedback: the session's last run of the flow",
+            },
             "key": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"},
             "score": {"anyOf": [{"type": "number"}, {"type": "boolean"}]},
             "value": {},
             "comment": {"type": ["string", "null"], "maxLength": 4000},
         },
-        "required": ["run_id", "key", "score"],
+        "required": ["key", "score"],
+        "anyOf": [{"required": ["run_id"]}, {"required": ["session_id"]}],
     },
     "LangFlowRun": {
         "type": "object",

@@ -13,8 +13,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gitops_flow.delivery.canaries import Action
+from gitops_flow.delivery.progress import progress_view
 from gitops_flow.delivery.published import Delivery
-from gitops_flow.delivery.routing_table import Route, RoutingTable
+from gitops_flow.delivery.routing_table import Route, RoutingTable, Target
 from gitops_flow.delivery.versions import Version
 from gitops_flow.exceptions import StoreError
 from gitops_flow.observability.metrics import CONTENT_TYPE
@@ -45,7 +46,7 @@ async def flows(request: Request) -> Response:
             "description": flow_description(name, route, table.head),
             "route": route.name,
             **flow_state(table, name),
-            "versions": route_targets(route, known),
+            "versions": route_targets(route, known, branch=table.branch),
         }
         for name, route in sorted(table.routes.items())
     ]
@@ -80,9 +81,10 @@ def flow_state(table: RoutingTable, name: str) -> dict[str, Any]:
     }
 
 
-def route_targets(route: Route, known: Collection[str] | None = None) -> list[dict[str, Any]]:
-    """Each ref of a route: its commit, the commit that serves it, its share (%) and state. With ``known`` (the
-    versions of the branch), a commit outside it is shown as None: a tag on an unmerged commit is for readers."""
+def route_targets(route: Route, known: Collection[str] | None = None, *, branch: str = "") -> list[dict[str, Any]]:
+    """Each ref of a route: its commit, the commit that serves it, its share (%) and state, and a progressive
+    canary's steps (delivery/progress.py). With ``known`` (the versions of the branch), a commit outside it is shown
+    as None: a tag on an unmerged commit is for readers."""
     shares: dict[int, float] = {}
     low = 0.0
     for bound, target in route.live:
@@ -96,8 +98,25 @@ def route_targets(route: Route, known: Collection[str] | None = None) -> list[di
             "weight": shares.get(id(t), 0),
             "state": t.state,
             **({"segment": {"header": t.segment.header, "values": sorted(t.segment.values)}} if t.segment else {}),
+            **({"shadows": _shadows(route, t)} if any(s.source is t for s in route.shadows) else {}),
+            **({"progress": progress_view(route, branch, t)} if t.steps is not None else {}),
         }
         for t in (route.targets if route.targets else [t for _, t in route.live])
+    ]
+
+
+def _shadows(route: Route, source: Target) -> list[dict[str, Any]]:
+    """The candidates shadowing ``source``: their refs, commits serving, states, shares (%) and scorers."""
+    return [
+        {
+            "ref": s.candidate.ref,
+            "serving": s.candidate.serving,
+            "state": s.candidate.state,
+            "share": s.rule.share,
+            "scorer": s.rule.scorer,
+        }
+        for s in route.shadows
+        if s.source is source
     ]
 
 

@@ -79,6 +79,15 @@ class FeedbackStore(Protocol):
         """The record of a run remembered and not expired (a copy); None for any other id."""
         ...
 
+    async def answered_many(self, run_ids: Sequence[str]) -> dict[str, Record]:
+        """``answered`` for several runs in one read: run id -> record, for the ids remembered and not expired."""
+        ...
+
+    async def add_scores(self, flow: str, scores: Sequence[tuple[str, str, Record]], bounds: ScoreBounds) -> list[bool]:
+        """``add_score`` for each (key, slot, record) of ``flow`` in turn, in one atomic write: what ``add_score``
+        would answer for each."""
+        ...
+
     async def add_score(self, flow: str, key: str, slot: str, record: Record, bounds: ScoreBounds) -> bool:
         """Keep ``record`` as the score of ``slot`` (who gave it and on which arm: a later score of the same slot
         replaces it) under the feedback key ``key`` of ``flow``, atomically. False, and nothing written, when

@@ -165,6 +165,24 @@ class Resumed(Stamp, ResumedFacts):
     """A ``ResumedFacts`` as stored: stamped."""
 
 
+class SteppedFacts(TypedDict):
+    """``flow``'s progressive canary on ``ref`` took step ``step`` (1 for the first) of ``steps``: it serves
+    ``share`` percent of the route's traffic. At its last step of 100 %, ``command`` is the one git command that makes
+    it durable (moves the primary's tag to the canary's commit); the server writes nothing to Git, a person runs it."""
+
+    event: Literal["stepped"]
+    flow: str
+    ref: str
+    step: int
+    steps: int
+    share: float
+    command: NotRequired[str]
+
+
+class Stepped(Stamp, SteppedFacts):
+    """A ``SteppedFacts`` as stored: stamped."""
+
+
 class FetchedFacts(TypedDict):
     """An operator asked for a fetch; ``detail`` says what it found."""
 
@@ -188,6 +206,7 @@ Facts: TypeAlias = (
     | YankedFacts
     | AbortedFacts
     | ResumedFacts
+    | SteppedFacts
     | FetchedFacts
 )  # what a writer says; the journal stamps it
 DeployEvent: TypeAlias = (
@@ -202,6 +221,7 @@ DeployEvent: TypeAlias = (
     | Yanked
     | Aborted
     | Resumed
+    | Stepped
     | Fetched
 )
 Kind: TypeAlias = Literal[
@@ -212,6 +232,7 @@ Kind: TypeAlias = Literal[
     "tag-moved",
     "aborted",
     "resumed",
+    "stepped",
     "fetch",
     "yanked",
     "ref-refused",
@@ -219,3 +240,12 @@ Kind: TypeAlias = Literal[
     "retired",
 ]
 KINDS: tuple[Kind, ...] = get_args(Kind)  # the order the console lists them in
+
+
+def step_text(event: Stepped | SteppedFacts) -> str:
+    """``step 2 of 3: 50 % of the traffic``, and at the last step of 100 % the command that makes it durable: the
+    words of the history, the notifications and the commit status."""
+    text = f"step {event['step']} of {event['steps']}: {event['share']:g} % of the traffic"
+    if event.get("command"):
+        text += f"; make it durable: {event.get('command')}"
+    return text

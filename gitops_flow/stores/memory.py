@@ -7,6 +7,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from itertools import islice
+from typing import Any
 
 import orjson
 
@@ -123,7 +124,7 @@ class MemoryStore:
             self._drop_conversation(oldest_session)
 
     async def put_version(self, sha: str, record: Record) -> None:
-        self._versions[sha] = orjson.dumps(record)
+        self._versions[sha] = _packed(record)
 
     async def versions(self) -> list[Record]:
         return [orjson.loads(record) for record in self._versions.values()]
@@ -134,7 +135,7 @@ class MemoryStore:
                 return False
             self._once.add(once)
         self._event_seq += 1
-        self._events.append((self._event_seq, orjson.dumps(event)))
+        self._events.append((self._event_seq, _packed(event)))
         return True
 
     async def events(self, limit: int, *, before: int | None = None) -> list[tuple[int, DeployEvent]]:
@@ -172,7 +173,7 @@ class MemoryStore:
     async def abort(self, key: str, record: Record) -> bool:
         if key in self._aborts:
             return False
-        self._aborts[key] = orjson.dumps(record)
+        self._aborts[key] = _packed(record)
         return True
 
     async def aborts(self) -> dict[str, Record]:
@@ -206,7 +207,7 @@ class MemoryStore:
         now = self._clock()
         for run_id, record in runs:
             self._runs.pop(run_id, None)
-            self._runs[run_id] = (orjson.dumps(record), now + ttl)
+            self._runs[run_id] = (_packed(record), now + ttl)
         # one ttl for every run: the front expires first
         while self._runs and (len(self._runs) > max_runs or next(iter(self._runs.values()))[1] <= now):
             self._runs.popitem(last=False)
@@ -218,6 +219,13 @@ class MemoryStore:
         record: Record = orjson.loads(kept[0])
         return record
 
+    async def answered_many(self, run_ids: Sequence[str]) -> dict[str, Record]:
+        found = {run_id: await self.answered(run_id) for run_id in run_ids}
+        return {run_id: record for run_id, record in found.items() if record is not None}
+
+    async def add_scores(self, flow: str, scores: Sequence[tuple[str, str, Record]], bounds: ScoreBounds) -> list[bool]:
+        return [await self.add_score(flow, key, slot, record, bounds) for key, slot, record in scores]
+
     async def add_score(self, flow: str, key: str, slot: str, record: Record, bounds: ScoreBounds) -> bool:
         now = self._clock()
         scores = self._scores.setdefault(flow, OrderedDict())
@@ -228,7 +236,7 @@ class MemoryStore:
             return False
         if slot in scores:
             self._drop_score(flow, slot)
-        scores[slot] = (key, orjson.dumps(record), now + bounds.ttl)
+        scores[slot] = (key, _packed(record), now + bounds.ttl)
         keys[key] = keys.get(key, 0) + 1
         while len(scores) > bounds.max_scores:
             self._drop_score(flow, next(iter(scores)))
@@ -259,3 +267,9 @@ class MemoryStore:
         now = self._clock()
         for key in [key for key, (_, expires) in self._pins.items() if expires <= now]:
             del self._pins[key]
+
+
+def _packed(value: Any) -> bytes:
+    """``value`` as JSON bytes of their own size, to keep: orjson's answer holds the 4 KiB buffer it was written in
+    (ten times a run's record), and a store that keeps a million of them holds 4 GiB."""
+    return bytes(memoryview(orjson.dumps(value)))

@@ -32,7 +32,7 @@ TTLs (the item's own TTL plus a day) are only a backstop, so that keys nobody co
     scores:<flow>:keys    hash     feedback key -> how many live scores it has
 
 The writes that must be atomic (claim_pin, append_turns, add_event with ``once``, claim_delivery, add_samples,
-put_version, remember_runs, add_score) are
+put_version, remember_runs, add_scores) are
 Lua scripts (stores/redis_scripts.py), which Redis runs one at a time. Some scripts name keys they derive from a
 prefix, which a standalone Redis (with or without replicas) allows and Redis Cluster does not.
 """
@@ -160,8 +160,8 @@ class RedisStore:
         self._add_samples, self._sum_samples = load(lua.ADD_SAMPLES), load(lua.SUM_SAMPLES)
         self._append_turns, self._events_page = load(lua.APPEND_TURNS), load(lua.EVENTS_PAGE)
         self._lease, self._release = load(lua.LEASE), load(lua.RELEASE)
-        self._remember_runs, self._answered = load(lua.REMEMBER_RUNS), load(lua.ANSWERED)
-        self._add_score = load(lua.ADD_SCORE)
+        self._remember_runs, self._answered = load(lua.REMEMBER_RUNS), load(lua.ANSWERED_MANY)
+        self._add_scores = load(lua.ADD_SCORES)
         self._listeners: set[asyncio.Queue[str | None]] = set()
         self._reader: asyncio.Task[None] | None = None
         self._closed = False
@@ -376,20 +376,29 @@ class RedisStore:
             await self._remember_runs(keys=[self._key(RUNS_KEY), self._key(_RUN_RECORDS)], args=args)
 
     async def answered(self, run_id: str) -> Record | None:
+        return (await self.answered_many([run_id])).get(run_id)
+
+    async def answered_many(self, run_ids: Sequence[str]) -> dict[str, Record]:
+        if not run_ids:
+            return {}
         keys = [self._key(RUNS_KEY), self._key(_RUN_RECORDS)]
-        with self._errors("read a run"):
-            found = await self._answered(keys=keys, args=[run_id, _number(self._clock())])
-        if found is None:
-            return None
-        record: Record = orjson.loads(found)
-        return record
+        with self._errors("read runs"):
+            found = await self._answered(keys=keys, args=[_number(self._clock()), *run_ids])
+        return {run_id: orjson.loads(data) for run_id, data in zip(run_ids, found, strict=True) if data}
 
     async def add_score(self, flow: str, key: str, slot: str, record: Record, bounds: ScoreBounds) -> bool:
+        return (await self.add_scores(flow, [(key, slot, record)], bounds))[0]
+
+    async def add_scores(self, flow: str, scores: Sequence[tuple[str, str, Record]], bounds: ScoreBounds) -> list[bool]:
+        if not scores:
+            return []
         now = self._clock()
-        args: list[_Arg] = [_number(now), key, slot, orjson.dumps(record), _number(now + bounds.ttl)]
-        args += [bounds.max_keys, bounds.max_scores, _backstop_ms(bounds.ttl)]
-        with self._errors("keep a score"):
-            return bool(await self._add_score(keys=self._score_keys(flow), args=args))
+        args: list[_Arg] = [_number(now), bounds.max_keys, bounds.max_scores, _backstop_ms(bounds.ttl)]
+        for key, slot, record in scores:
+            args += [key, slot, orjson.dumps(record), _number(now + bounds.ttl)]
+        with self._errors("keep scores"):
+            kept = await self._add_scores(keys=self._score_keys(flow), args=args)
+        return [bool(k) for k in kept]
 
     async def scores(self, flow: str) -> list[Record]:
         data, at = self._score_keys(flow)[:2]

@@ -242,20 +242,26 @@ redis.call('PEXPIRE', order, backstop)
 redis.call('PEXPIRE', records, backstop)
 """
 
-# a run's record while it lives: KEYS runs, runs:record; ARGV id, now
-ANSWERED = """
-local expires = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not expires or tonumber(expires) <= tonumber(ARGV[2]) then return false end
-return redis.call('HGET', KEYS[2], ARGV[1])
+# the records of several runs: KEYS runs, runs:record; ARGV now, then run ids. Returns each record, or false.
+ANSWERED_MANY = """
+local found = {}
+for i = 2, #ARGV do
+  local expires = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if expires and tonumber(expires) > tonumber(ARGV[1]) then
+    found[i - 1] = redis.call('HGET', KEYS[2], ARGV[i])
+  else
+    found[i - 1] = false
+  end
+end
+return found
 """
 
-# one score: KEYS scores (hash slot -> JSON), scores:at (zset slot -> expires), scores:keyof (hash slot -> key),
-# scores:keys (hash key -> live scores); ARGV now, key, slot, record, expires, max keys, max scores, backstop ms.
-# Returns 1 when kept, 0 when the key is new and the flow has its maximum of keys.
-ADD_SCORE = """
+# scores, in turn: KEYS scores (hash slot -> JSON), scores:at (zset slot -> expires), scores:keyof (hash slot -> key),
+# scores:keys (hash key -> live scores); ARGV now, max keys, max scores, backstop ms, then per score: key, slot,
+# record, expires. Returns per score 1 when kept, 0 when its key is new and the flow has its maximum of keys.
+ADD_SCORES = """
 local data, at, keyof, keys = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local now, key, slot = tonumber(ARGV[1]), ARGV[2], ARGV[3]
-local max_keys, max_scores, backstop = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local now, max_keys, max_scores, backstop = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local function drop(s)
   local k = redis.call('HGET', keyof, s)
   if not k then return end
@@ -265,16 +271,24 @@ local function drop(s)
   if redis.call('HINCRBY', keys, k, -1) <= 0 then redis.call('HDEL', keys, k) end
 end
 for _, s in ipairs(redis.call('ZRANGEBYSCORE', at, '-inf', now, 'LIMIT', 0, 256)) do drop(s) end
-if redis.call('HEXISTS', keys, key) == 0 and redis.call('HLEN', keys) >= max_keys then return 0 end
-drop(slot)
-redis.call('HSET', data, slot, ARGV[4])
-redis.call('HSET', keyof, slot, key)
-redis.call('ZADD', at, ARGV[5], slot)
-redis.call('HINCRBY', keys, key, 1)
-local over = redis.call('ZCARD', at) - max_scores
-if over > 0 then
-  for _, s in ipairs(redis.call('ZRANGE', at, 0, over - 1)) do drop(s) end
+local kept = {}
+for i = 5, #ARGV, 4 do
+  local key, slot = ARGV[i], ARGV[i + 1]
+  if redis.call('HEXISTS', keys, key) == 0 and redis.call('HLEN', keys) >= max_keys then
+    kept[#kept + 1] = 0
+  else
+    drop(slot)
+    redis.call('HSET', data, slot, ARGV[i + 2])
+    redis.call('HSET', keyof, slot, key)
+    redis.call('ZADD', at, ARGV[i + 3], slot)
+    redis.call('HINCRBY', keys, key, 1)
+    local over = redis.call('ZCARD', at) - max_scores
+    if over > 0 then
+      for _, s in ipairs(redis.call('ZRANGE', at, 0, over - 1)) do drop(s) end
+    end
+    kept[#kept + 1] = 1
+  end
 end
 for _, k in ipairs(KEYS) do redis.call('PEXPIRE', k, backstop) end
-return 1
+return kept
 """

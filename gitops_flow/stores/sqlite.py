@@ -33,6 +33,7 @@ from gitops_flow.stores.sqlitetx import write_transaction
 
 T = TypeVar("T")
 
+_IDS_PER_QUERY = 500  # run ids one query reads (SQLite allows 32,766 parameters; shorter statements plan faster)
 _BUSY_TIMEOUT = 5.0  # seconds a write waits for another process's write to finish before giving up
 _PURGE_EVERY = 1_000  # pin writes between sweeps of expired pins
 _LISTEN_EVERY = 0.1  # seconds between a listener's reads of the wake-ups table
@@ -214,16 +215,22 @@ class SqliteStore:
             await self._run("written", partial(self._remember_runs, rows, ttl, max_runs))
 
     async def answered(self, run_id: str) -> Record | None:
-        query = "SELECT record FROM runs WHERE id = ? AND expires > ?"
-        row = await self._run("read", lambda db: db.execute(query, (run_id, self._clock())).fetchone())
-        if row is None:
-            return None
-        record: Record = orjson.loads(row[0])
-        return record
+        return (await self.answered_many([run_id])).get(run_id)
+
+    async def answered_many(self, run_ids: Sequence[str]) -> dict[str, Record]:
+        if not run_ids:
+            return {}
+        rows = await self._run("read", partial(self._answered, list(run_ids)))
+        return {run_id: orjson.loads(record) for run_id, record in rows}
 
     async def add_score(self, flow: str, key: str, slot: str, record: Record, bounds: ScoreBounds) -> bool:
-        data = orjson.dumps(record).decode()
-        return await self._run("written", partial(self._add_score, flow, key, slot, data, bounds))
+        return (await self.add_scores(flow, [(key, slot, record)], bounds))[0]
+
+    async def add_scores(self, flow: str, scores: Sequence[tuple[str, str, Record]], bounds: ScoreBounds) -> list[bool]:
+        if not scores:
+            return []
+        rows = [(key, slot, orjson.dumps(record).decode()) for key, slot, record in scores]
+        return await self._run("written", partial(self._add_scores, flow, rows, bounds))
 
     async def scores(self, flow: str) -> list[Record]:
         query = "SELECT record FROM scores WHERE flow = ? AND expires > ? ORDER BY seq"
@@ -483,35 +490,51 @@ class SqliteStore:
             # a replaced row takes the next rowid, so the newest max_runs rows are those above this bound
             db.execute("DELETE FROM runs WHERE rowid <= (SELECT max(rowid) FROM runs) - ?", (max_runs,))
 
-    def _add_score(
-        self, flow: str, key: str, slot: str, data: str, bounds: ScoreBounds, db: sqlite3.Connection
-    ) -> bool:
-        with write_transaction(db):
+    def _answered(self, run_ids: list[str], db: sqlite3.Connection) -> list[tuple[str, str]]:
+        now, found = self._clock(), []
+        for start in range(0, len(run_ids), _IDS_PER_QUERY):
+            chunk = run_ids[start : start + _IDS_PER_QUERY]
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT id, record FROM runs WHERE id IN ({marks}) AND expires > ?"  # noqa: S608 -- only marks
+            found += db.execute(query, (*chunk, now)).fetchall()
+        return found
+
+    def _add_scores(
+        self, flow: str, rows: list[tuple[str, str, str]], bounds: ScoreBounds, db: sqlite3.Connection
+    ) -> list[bool]:
+        with write_transaction(db):  # the whole batch in one transaction: one commit
             now = self._clock()
             expired = db.execute("SELECT slot FROM scores WHERE flow = ? AND expires <= ?", (flow, now)).fetchall()
             for (old,) in expired:
                 _drop_score(db, flow, old)
-            keys = {k for (k,) in db.execute("SELECT key FROM score_keys WHERE flow = ?", (flow,)).fetchall()}
-            if key not in keys and len(keys) >= bounds.max_keys:
-                return False
-            _drop_score(db, flow, slot)
-            (seq,) = db.execute("SELECT coalesce(max(seq), 0) + 1 FROM scores WHERE flow = ?", (flow,)).fetchone()
-            db.execute(
-                "INSERT INTO scores (flow, slot, key, record, expires, seq) VALUES (?, ?, ?, ?, ?, ?)",
-                (flow, slot, key, data, now + bounds.ttl, seq),
-            )
-            db.execute(
-                "INSERT INTO score_keys (flow, key, count) VALUES (?, ?, 1)"
-                " ON CONFLICT (flow, key) DO UPDATE SET count = count + 1",
-                (flow, key),
-            )
-            (total,) = db.execute("SELECT sum(count) FROM score_keys WHERE flow = ?", (flow,)).fetchone()
-            over = int(total) - bounds.max_scores
-            if over > 0:
-                query = "SELECT slot FROM scores WHERE flow = ? ORDER BY seq LIMIT ?"
-                for (old,) in db.execute(query, (flow, over)).fetchall():
-                    _drop_score(db, flow, old)
-            return True
+            return [_keep_score(db, flow, key, slot, data, now, bounds) for key, slot, data in rows]
+
+
+def _keep_score(
+    db: sqlite3.Connection, flow: str, key: str, slot: str, data: str, now: float, bounds: ScoreBounds
+) -> bool:
+    """One score of add_scores, in its transaction: False, nothing written, for a key past the flow's maximum."""
+    keys = {k for (k,) in db.execute("SELECT key FROM score_keys WHERE flow = ?", (flow,)).fetchall()}
+    if key not in keys and len(keys) >= bounds.max_keys:
+        return False
+    _drop_score(db, flow, slot)
+    (seq,) = db.execute("SELECT coalesce(max(seq), 0) + 1 FROM scores WHERE flow = ?", (flow,)).fetchone()
+    db.execute(
+        "INSERT INTO scores (flow, slot, key, record, expires, seq) VALUES (?, ?, ?, ?, ?, ?)",
+        (flow, slot, key, data, now + bounds.ttl, seq),
+    )
+    db.execute(
+        "INSERT INTO score_keys (flow, key, count) VALUES (?, ?, 1)"
+        " ON CONFLICT (flow, key) DO UPDATE SET count = count + 1",
+        (flow, key),
+    )
+    (total,) = db.execute("SELECT sum(count) FROM score_keys WHERE flow = ?", (flow,)).fetchone()
+    over = int(total) - bounds.max_scores
+    if over > 0:
+        query = "SELECT slot FROM scores WHERE flow = ? ORDER BY seq LIMIT ?"
+        for (old,) in db.execute(query, (flow, over)).fetchall():
+            _drop_score(db, flow, old)
+    return True
 
 
 def _drop_score(db: sqlite3.Connection, flow: str, slot: str) -> None:

@@ -320,6 +320,12 @@ def schema_problem(err: Any, models_at: tuple[tuple[tuple[str, ...], type[BaseMo
         return Problem(code="unsupported-version", message='this is format version 1: set "version": 1', path=path)
     if kind == "string_pattern_mismatch" and loc and loc[0] == "yanked":
         return Problem(code="bad-sha", message="yanked lists commits by sha: 7 to 40 hex digits", path=path)
+    if kind == "string_pattern_mismatch" and loc and loc[-1] == "scorer":
+        return Problem(
+            code="unknown-scorer",
+            message="a shadow's scorer is exact, contains, json_schema, similarity or judge:<rubric file>",
+            path=path,
+        )
     if kind == "string_pattern_mismatch":
         what = "names" if loc == ("name",) else "ids"
         return Problem(code=f"bad-{what[:-1]}", message=f"{what} match {err['ctx']['pattern']}", path=path)

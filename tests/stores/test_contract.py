@@ -514,6 +514,33 @@ async def test_a_later_score_of_a_slot_replaces_it_and_scores_come_oldest_first(
     assert await store.scores("other") == []
 
 
+async def test_a_batch_of_scores_is_taken_in_turn_as_one_score_after_another(store: StateStore) -> None:
+    bounds = ScoreBounds(ttl=100, max_keys=2, max_scores=3)
+    batch = [("k1", "k1|a", {"n": 1}), ("k2", "k2|a", {"n": 2}), ("k3", "k3|a", {"n": 3}), ("k1", "k1|a", {"n": 4})]
+
+    kept = await store.add_scores("bot", batch, bounds)
+
+    # the third key is refused as add_score refuses it; a slot given twice keeps its later score
+    assert kept == [True, True, False, True]
+    assert sorted(s["n"] for s in await store.scores("bot")) == [2, 4]  # written at one instant: in any order
+    assert await store.add_scores("bot", [("k2", "k2|b", {"n": 5}), ("k1", "k1|c", {"n": 6})], bounds) == [True] * 2
+    assert len(await store.scores("bot")) == 3  # past three scores, one of the oldest went
+    assert await store.add_scores("bot", [], bounds) == []
+
+
+async def test_several_runs_are_read_at_once(store: StateStore, clock: FakeClock) -> None:
+    await store.remember_runs([("r1", {"n": 1}), ("r2", {"n": 2})], ttl=10, max_runs=10)
+    clock.now = 5
+    await store.remember_runs([("r3", {"n": 3})], ttl=10, max_runs=10)
+    clock.now = 11  # r1 and r2 expired
+
+    assert await store.answered_many(["r1", "r3", "nope", "r3"]) == {"r3": {"n": 3}}
+    assert await store.answered_many([]) == {}
+    clock.now = 0
+    ids = [f"r{n}" for n in range(1, 4)] + [f"x{n}" for n in range(1200)]  # more than one query's worth
+    assert await store.answered_many(ids) == {"r1": {"n": 1}, "r2": {"n": 2}, "r3": {"n": 3}}
+
+
 async def test_a_flow_takes_at_most_its_keys_and_scores_and_forgets_expired_ones(
     store: StateStore, clock: FakeClock
 ) -> None:

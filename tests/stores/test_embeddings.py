@@ -3,6 +3,7 @@ stays, shared by every process on the backend), and which backend sits beside wh
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,10 +25,11 @@ from gitops_flow.stores.embeddings import (
 from gitops_flow.stores.redis import RedisStore
 from tests.redisenv import RedisSpace
 
+BOUND = 40  # the stores of this suite keep at most this many vectors (GITOPS_FLOW_EMBEDDINGS_MAX_ENTRIES)
 BACKENDS: dict[str, Callable[..., EmbeddingStore]] = {
-    "memory": lambda tmp_path, space: MemoryEmbeddings(),
-    "sqlite": lambda tmp_path, space: SqliteEmbeddings(tmp_path / "state-embeddings.db"),
-    "redis": lambda tmp_path, space: RedisEmbeddings(space.url, prefix=space.prefix),
+    "memory": lambda tmp_path, space: MemoryEmbeddings(BOUND),
+    "sqlite": lambda tmp_path, space: SqliteEmbeddings(tmp_path / "state-embeddings.db", max_entries=BOUND),
+    "redis": lambda tmp_path, space: RedisEmbeddings(space.url, prefix=space.prefix, max_entries=BOUND),
 }
 
 
@@ -69,23 +71,57 @@ def test_the_first_write_of_a_chunk_stays(make: Callable[[], EmbeddingStore]) ->
 
 def test_what_one_process_keeps_another_reads(make: Callable[[], EmbeddingStore]) -> None:
     one, two = make(), make()
-    one.put("m", {f"k{i}": vector(i, i) for i in range(1_200)})  # more than one batch of keys
-    found = two.get("m", [f"k{i}" for i in range(1_300)])
-    assert len(found) == 1_200 and found["k1199"] == vector(1199, 1199)
+    one.put("m", {f"k{i}": vector(i, i) for i in range(30)})
+    found = two.get("m", [f"k{i}" for i in range(1_300)])  # more than one batch of keys
+    assert len(found) == 30 and found["k29"] == vector(29, 29)
+
+
+def test_the_store_keeps_at_most_its_bound_of_every_model_together(make: Callable[[], EmbeddingStore]) -> None:
+    one, two = make(), make()
+    one.put("a:1", {f"k{i}": vector(i) for i in range(30)})
+    two.put("b:1", {f"k{i}": vector(i) for i in range(30, 50)})  # another process, another model: 50 > 40
+    held = {**one.get("a:1", [f"k{i}" for i in range(50)]), **one.get("b:1", [f"k{i}" for i in range(50)])}
+    assert len(held) == BOUND and all(value == vector(int(key[1:])) for key, value in held.items())
+    one.put("a:1", {f"k{i}": vector(i) for i in range(50, 60)})  # each write past the bound evicts as many
+    two.put("a:1", {"k50": vector(0)})  # held already (unless evicted): counted once
+    every = [f"k{i}" for i in range(60)]
+    assert len(one.get("a:1", every)) + len(two.get("b:1", every)) == BOUND
+
+
+def test_the_memory_store_evicts_the_oldest_first() -> None:
+    store = MemoryEmbeddings(3)
+    store.put("m", {"a": vector(1), "b": vector(2)})
+    store.put("m", {"c": vector(3), "d": vector(4)})
+    assert sorted(store.get("m", ["a", "b", "c", "d"])) == ["b", "c", "d"]
+
+
+def test_a_sqlite_file_of_an_earlier_release_is_counted_once(tmp_path: Path) -> None:
+    path = tmp_path / "state-embeddings.db"
+    with sqlite3.connect(path) as db:  # the schema before the bound: no counts table
+        db.execute(
+            "CREATE TABLE embeddings (model TEXT NOT NULL, key TEXT NOT NULL, vector BLOB NOT NULL,"
+            " PRIMARY KEY (model, key)) WITHOUT ROWID"
+        )
+        db.executemany("INSERT INTO embeddings VALUES ('m', ?, ?)", [(f"k{i}", vector(i)) for i in range(8)])
+    db.close()
+    store = SqliteEmbeddings(path, max_entries=10)
+    store.put("m", {"new1": vector(1), "new2": vector(2), "new3": vector(3)})  # 11 > 10: one goes
+    assert len(store.get("m", [f"k{i}" for i in range(8)] + ["new1", "new2", "new3"])) == 10
+    store.close()
 
 
 def test_concurrent_writers_agree(make: Callable[[], EmbeddingStore]) -> None:
     stores = [make() for _ in range(4)]
     threads = [
-        threading.Thread(target=s.put, args=("m", {f"k{i}": vector(n, i) for i in range(200)}))
+        threading.Thread(target=s.put, args=("m", {f"k{i}": vector(n, i) for i in range(BOUND)}))
         for n, s in enumerate(stores)
     ]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    seen = [s.get("m", [f"k{i}" for i in range(200)]) for s in stores]
-    assert all(found == seen[0] and len(found) == 200 for found in seen)
+    seen = [s.get("m", [f"k{i}" for i in range(BOUND)]) for s in stores]
+    assert all(found == seen[0] and len(found) == BOUND for found in seen)
 
 
 def test_each_chunk_is_claimed_by_one_builder_until_its_claim_ends(make: Callable[[], EmbeddingStore]) -> None:

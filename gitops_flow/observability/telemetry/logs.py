@@ -8,8 +8,9 @@ by the time a formatter sees it, and a formatter uses the traceback text the scr
 An exception's message may quote what a request sent (a parser quoting the text it could not read, a library quoting
 its input), which a log is no place for. Unless the operator asks for request text (GITOPS_FLOW_LOG_REQUEST_TEXT),
 ``WithheldMessages`` replaces every traceback by one that names each exception's class and where it was raised, and
-never its message. A failed run writes one ERROR line naming its cause and run id, and its traceback only as a DEBUG
-line of its own (server/failures.py).
+never its message; and it drops the DEBUG records of the provider clients (openai, anthropic, httpx, ...), which
+quote each request's options, its messages among them. A failed run writes one ERROR line naming its cause and run
+id, and its traceback only as a DEBUG line of its own (server/failures.py).
 """
 
 from __future__ import annotations
@@ -82,10 +83,17 @@ WITHHELD = "(message withheld: it may quote the request; GITOPS_FLOW_LOG_REQUEST
 _MAX_CHAIN = 10  # exceptions of one chain shown at most
 
 
+# the libraries that send requests to providers and tools, whose DEBUG records quote what they send
+CLIENT_LOGGERS = frozenset({"openai", "anthropic", "httpx", "httpcore", "groq", "mistralai", "ollama", "botocore"})
+
+
 class WithheldMessages(logging.Filter):
-    """A handler's filter: a record's traceback without any exception's message (see the module's docstring)."""
+    """A handler's filter: a record's traceback without any exception's message, and no provider client's DEBUG
+    record (see the module's docstring)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.INFO and record.name.partition(".")[0] in CLIENT_LOGGERS:
+            return False
         if record.exc_info and record.exc_info[1] is not None:
             record.exc_text = withheld(record.exc_info[1])
         return True

@@ -106,7 +106,7 @@ class RunObserver:
         *,
         tracing: Tracing | None = None,
         run_span: Any = None,
-        on_usage: Callable[[Usage], None] = lambda usage: None,
+        on_usage: Callable[[Usage, str | None], None] = lambda usage, model: None,
     ) -> None:
         self.context = context
         self.components = components
@@ -145,7 +145,7 @@ class RunObserver:
                 token.span.set_attribute(MODEL, model)
         self.usage = _add(self.usage, usage)
         self.context.spend(usage.input_tokens, usage.output_tokens)
-        self.on_usage(usage)
+        self.on_usage(usage, model)
 
 
 class CallbackBridge(BaseCallbackHandler):

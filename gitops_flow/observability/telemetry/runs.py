@@ -30,7 +30,7 @@ from gitops_flow.observability.telemetry.tracing import (
     failed,
 )
 
-OnUsage = Callable[[str, str, str | None, Usage], None]  # (flow, sha, ref, usage): the token metrics
+OnUsage = Callable[[str, str, str | None, Usage, str | None], None]  # (flow, sha, ref, usage, model): token metrics
 
 
 class Telemetry:
@@ -40,7 +40,7 @@ class Telemetry:
         self,
         tracing: Tracing | None = None,
         *,
-        on_usage: OnUsage = lambda flow, sha, ref, usage: None,
+        on_usage: OnUsage = lambda flow, sha, ref, usage, model: None,
         token_metrics: bool = False,
     ) -> None:
         self.tracing = tracing
@@ -87,7 +87,7 @@ class Telemetry:
             {node.id: node.component for node in spec.nodes},
             tracing=tracing,
             run_span=span,
-            on_usage=lambda usage: self.on_usage(flow, sha, ref, usage),
+            on_usage=lambda usage, model: self.on_usage(flow, sha, ref, usage, model),
         )
         context.observer = observer
         meter = context.meter

@@ -345,9 +345,7 @@ def test_at_least_half_the_starter_projects_of_every_release_from_1_0_run(tool: 
 
     assert {r.release for r in rows} == set(tool.RELEASES)
     assert tool.short_releases(rows) == [], tool.releases(rows)
-    # a converted project that does not answer 200 fetches an HTTPS page the machine could not get (the coverage
-    # check answers plain-HTTP pages from a loopback site; no certificate can stand in for a public host)
-    failed = [(r.release, r.project, r.why) for r in rows if r.converted and not r.ran]
-    assert all(why[0].startswith("run API: 502 egress-failed: ") for *_, why in failed), failed
-    blog = next(r for r in rows if r.release == "0.0.99" and r.project == "Blog Writer")
-    assert blog.ran and blog.pages == ["langflow.org", "docs.langflow.org"]  # served from the loopback site
+    # under --fake-models the tool nodes are faked as the models are: every converted project answers 200
+    assert all(r.ran for r in rows if r.converted), [(r.release, r.project, r.why) for r in rows if r.converted]
+    blog = next(r for r in rows if r.release == "0.0.99" and r.project == "Blog Writer")  # its URL: two HttpRequests
+    assert blog.converted and blog.ran

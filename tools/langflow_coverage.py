@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import re
 import secrets
@@ -32,21 +31,18 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import zipfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 
 from gitops_flow.components.registry import ComponentRegistry
-from gitops_flow.security.egress import EgressLimits, EgressPolicy
+from gitops_flow.security.egress import TAVILY_URL, EgressLimits, EgressPolicy
 from gitops_flow.security.policy import SecretPolicy
 from gitops_flow.security.providers import default_secret_names
 from gitops_flow.validation.documents import flow_name, validate_bytes
@@ -77,11 +73,12 @@ SAMPLE = (
     "# Sample knowledge\n\nCommitted by tools/langflow_coverage.py where the converted flow reads documents from Git: "
     "a team commits its own here (what LangFlow loaded into its store or read from its file storage).\n"
 )
-# the server the tool runs: every provider key name and Tavily's may be referenced; requests may go anywhere public
-# (the literal URLs of the exports: with no network here, fetching them fails, and the table says so) and to the
-# loopback Tavily stand-in the tool serves, which is the search API (GITOPS_FLOW_WEB_SEARCH_URL)
+# the server the tool runs allows what a team moving these projects would: every provider key name and Tavily's may
+# be referenced, and requests may go to any public address (the exports' URLs, Tavily's API). Under --fake-models the
+# tool nodes (HttpRequest, WebSearch) are answered by fakes as the models are, and a faked agent calls no tool, so
+# nothing leaves the machine.
 SECRETS = (*default_secret_names(), "TAVILY_API_KEY")
-SEARCH_STAND_IN = "http://127.0.0.1:9"  # a placeholder until the stand-in runs (judging alone needs no answer)
+ALLOWED = ("*",)
 READY_TIMEOUT = 180.0  # seconds a release's server may take to build its flows
 RUN_TIMEOUT = 60.0
 
@@ -97,7 +94,6 @@ class Row:
     file_name: str = ""
     raw: bytes = b""
     knowledge: bool = False  # its conversion asks for documents committed under knowledge/<flow>/
-    pages: list[str] = field(default_factory=list)  # the hosts of the plain-HTTP URLs it fetches (HttpRequest)
 
     @property
     def committed(self) -> str:
@@ -123,20 +119,12 @@ def starters(wheel: Path) -> dict[str, bytes]:
         return {Path(n).name: archive.read(n) for n in sorted(archive.namelist()) if STARTERS.match(n)}
 
 
-def judge(
-    release: str, file_name: str, raw: bytes, registry: ComponentRegistry, search_url: str = SEARCH_STAND_IN
-) -> Row:
-    """Validate one starter project as the server the tool runs would (its secrets and egress allowlist, with the
-    search API at ``search_url``): converted or refused (with each error's reason)."""
-    policy = SecretPolicy(SECRETS, egress=EgressPolicy.parse(allowlist(search_url), EgressLimits(), search_url))
-    report = validate_bytes(raw, registry, file=file_name, stem=file_name.removesuffix(".json"), policy=policy)
+def judge(release: str, file_name: str, raw: bytes, registry: ComponentRegistry) -> Row:
+    """Validate one starter project as the server the tool runs would (its secrets and egress allowlist): converted
+    or refused (with each error's reason)."""
+    report = validate_bytes(raw, registry, file=file_name, stem=file_name.removesuffix(".json"), policy=policy())
     row = Row(release, file_name.removesuffix(".json"), report.ok, file_name=file_name, raw=raw)
     row.knowledge = any(p.code == "langflow-knowledge" for p in report.problems)
-    document = report.conversion.document if report.conversion is not None else None
-    for node in document["nodes"] if document else ():
-        url = str(node.get("params", {}).get("url", "")) if node["component"] == "HttpRequest" else ""
-        if url.startswith("http://"):
-            row.pages.append(urlsplit(url).hostname or "")
     if not report.ok:
         errors = [p for p in report.problems if p.severity == "error"]
         row.why = [f"{p.code}: {p.message}" for p in errors]
@@ -155,101 +143,12 @@ def blocker(code: str, message: str) -> str:
     return f"{kind}: {reason.strip()}" if reason else kind
 
 
-def allowlist(search_url: str, pages: Sequence[str] = ()) -> list[str]:
-    """Anywhere public, the search stand-in, and each host whose pages the stand-in site serves (named, as a host
-    that resolves to a loopback address must be)."""
-    return ["*", search_url, *(f"http://{host}" for host in sorted(set(pages)))]
+def policy() -> SecretPolicy:
+    """What the server the tool runs allows (see SECRETS and ALLOWED)."""
+    return SecretPolicy(SECRETS, egress=EgressPolicy.parse(list(ALLOWED), EgressLimits(), TAVILY_URL))
 
 
-# The served check answers the exports' plain-HTTP URLs (LangFlow 1.0's Blog Writer fetches http://langflow.org/)
-# from a loopback site: the server process resolves those hosts on port 80 (and only those) to the site's address,
-# and connects to the site's port for port 80 there, through this sitecustomize on its PYTHONPATH, which wraps what
-# the egress client calls (anyio.getaddrinfo, anyio.connect_tcp); nothing else of the server changes, and its
-# egress policy judges the address as it would any other (the allowlist names each host). HTTPS URLs cannot be
-# answered so (no certificate for their hosts): with no network here, they fail, and the table says so.
-SITECUSTOMIZE = """import os
-import anyio
-_hosts = set(filter(None, os.environ.get("LANGFLOW_COVERAGE_HOSTS", "").split(",")))
-_address = os.environ.get("LANGFLOW_COVERAGE_ADDRESS", "")
-_port = int(os.environ.get("LANGFLOW_COVERAGE_PORT", "0"))
-_resolve, _connect = anyio.getaddrinfo, anyio.connect_tcp
-async def _getaddrinfo(host, port, *args, **kwargs):
-    if isinstance(host, str) and host.lower().rstrip(".") in _hosts and port == 80:
-        host = _address
-    return await _resolve(host, port, *args, **kwargs)
-async def _connect_tcp(remote_host, remote_port, *args, **kwargs):
-    if str(remote_host) == _address and remote_port == 80:
-        remote_port = _port
-    return await _connect(remote_host, remote_port, *args, **kwargs)
-anyio.getaddrinfo, anyio.connect_tcp = _getaddrinfo, _connect_tcp
-"""
-SITE_ADDRESS = "127.77.0.1"  # a loopback address of its own: what the hosts resolve to, port 80 its port
-
-
-class _Site(BaseHTTPRequestHandler):
-    """Any page of any host the site stands in for: a small HTML page naming it."""
-
-    def do_GET(self) -> None:  # noqa: N802 (the handler's name is http.server's)
-        host = self.headers.get("Host", "")
-        page = (
-            f"<html><body><h1>Stand-in page</h1><p>{host}{self.path}, served by the coverage check.</p></body></html>"
-        )
-        body = page.encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@contextmanager
-def page_site() -> Iterator[int]:
-    """The stand-in site on SITE_ADDRESS (a free port), its port while it runs."""
-    server = ThreadingHTTPServer((SITE_ADDRESS, 0), _Site)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield int(server.server_address[1])
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-class _Tavily(BaseHTTPRequestHandler):
-    """Tavily's search API on loopback (``POST /search`` answering ``{"results": [...]}``), for the served check."""
-
-    def do_POST(self) -> None:  # noqa: N802 (the handler's name is http.server's)
-        length = int(self.headers.get("Content-Length") or 0)
-        query = json.loads(self.rfile.read(length) or b"{}").get("query", "")
-        result = {"title": "Stand-in result", "url": "https://example.com/", "content": f"About {query}", "score": 1}
-        body = json.dumps({"query": query, "results": [result]}).encode()
-        self.send_response(200 if self.path == "/search" else 404)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@contextmanager
-def search_stand_in() -> Iterator[str]:
-    """A loopback Tavily stand-in, its base URL while it runs."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Tavily)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def serve_and_run(rows: Sequence[Row], scratch: Path, search_url: str = SEARCH_STAND_IN) -> None:
+def serve_and_run(rows: Sequence[Row], scratch: Path) -> None:
     """Commit the converted exports (and a sample document for each flow that reads committed ones), serve them with
     a real ``gitops-flow serve --fake-models`` and run each through LangFlow's run API; sets each row's ``ran``."""
     converted = [r for r in rows if r.converted]
@@ -258,9 +157,8 @@ def serve_and_run(rows: Sequence[Row], scratch: Path, search_url: str = SEARCH_S
     files = {f"flows/{r.committed}": r.raw for r in converted}
     files |= {f"knowledge/{r.flow}/sample.md": SAMPLE.encode() for r in converted if r.knowledge}
     bare = _repository(scratch, files)
-    pages = sorted({host for r in converted for host in r.pages if host})
     try:
-        with page_site() as site, _server(bare, scratch, search_url, pages, site) as client:
+        with _server(bare, scratch) as client:
             for row in converted:
                 _run(client, row)
     except RuntimeError as exc:  # the server never became ready: every converted project failed with it
@@ -308,7 +206,7 @@ def _git(cwd: Path, *args: str) -> None:
 
 
 @contextmanager
-def _server(bare: Path, scratch: Path, search_url: str, pages: Sequence[str], site: int) -> Iterator[httpx.Client]:
+def _server(bare: Path, scratch: Path) -> Iterator[httpx.Client]:
     """``gitops-flow serve --fake-models`` following ``bare`` on a loopback port, until its version is ready."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -317,16 +215,8 @@ def _server(bare: Path, scratch: Path, search_url: str, pages: Sequence[str], si
     env = {k: v for k, v in os.environ.items() if not k.startswith("GITOPS_FLOW_")} | {
         "GITOPS_FLOW_ADMIN_TOKEN": token,
         "GITOPS_FLOW_SECRETS": ",".join(SECRETS),
-        "GITOPS_FLOW_ALLOWED_FETCH_URLS": ",".join(allowlist(search_url, pages)),
-        "GITOPS_FLOW_WEB_SEARCH_URL": search_url,
-        "TAVILY_API_KEY": "stand-in",  # the stand-in's key: a WebSearch node reads it (fakes answer the models)
+        "GITOPS_FLOW_ALLOWED_FETCH_URLS": ",".join(ALLOWED),
     }
-    if pages:
-        customize = scratch / "site"
-        customize.mkdir(exist_ok=True)
-        (customize / "sitecustomize.py").write_text(SITECUSTOMIZE)
-        env |= {"PYTHONPATH": str(customize), "LANGFLOW_COVERAGE_HOSTS": ",".join(pages)}
-        env |= {"LANGFLOW_COVERAGE_ADDRESS": SITE_ADDRESS, "LANGFLOW_COVERAGE_PORT": str(site)}
     command = [sys.executable, "-m", "gitops_flow", "serve", "--repo", str(bare), "--port", str(port)]
     command += ["--data-dir", str(scratch / "state"), "--poll-interval", "3600", "--workers", "1", "--fake-models"]
     log = scratch / "server.log"
@@ -438,13 +328,13 @@ def coverage(releases_wanted: Sequence[str], wheels: Path | None) -> list[Row]:
     """Every starter project of each release, judged and, when converted, served and run."""
     registry = ComponentRegistry.builtin()
     rows: list[Row] = []
-    with tempfile.TemporaryDirectory() as scratch, search_stand_in() as search_url:
+    with tempfile.TemporaryDirectory() as scratch:
         folder = wheels or Path(scratch) / "wheels"
         folder.mkdir(parents=True, exist_ok=True)
         for release in releases_wanted:
             for name, raw in starters(fetch(release, folder)).items():
-                rows.append(judge(release, name, raw, registry, search_url))
-        serve_and_run(rows, Path(scratch) / "served", search_url)  # one server for every release's projects
+                rows.append(judge(release, name, raw, registry))
+        serve_and_run(rows, Path(scratch) / "served")  # one server for every release's projects
     return rows
 
 

@@ -258,3 +258,14 @@ def test_a_rag_runs_once_its_documents_are_committed(served: ServeProcess) -> No
     assert after.status_code == 200, after.text
     [result] = after.json()["outputs"][0]["outputs"]
     assert result["results"]["message"]["text"].startswith("This is a fake answer from")
+
+
+def test_a_web_search_in_rss_mode_is_refused_saying_so() -> None:
+    data = load("simple-agent")
+    search = next(n for n in data["data"]["nodes"] if n["id"] == "UnifiedWebSearch-KZ8k6")
+    search["data"]["node"]["template"]["search_mode"]["value"] = "RSS"
+
+    [problem] = [p for p in convert(data, name="agent").problems if p.severity == "error"]
+
+    assert problem.path == "$.data.nodes[4].data.node.template.search_mode.value"
+    assert "search_mode RSS reads feeds" in problem.message

@@ -80,6 +80,12 @@ def requests(b: Builder, node: LfNode) -> None:
 def search(b: Builder, node: LfNode) -> None:
     """A web search: as an agent's tool, ``web_search``; fed a query, a WebSearch node (its documents as text).
     Every search is Tavily's (the operator's GITOPS_FLOW_WEB_SEARCH_URL), its key a reference."""
+    if node.text("search_mode").strip().lower() == "rss":  # reads the feeds it is given: no search stands in
+        b.fail(
+            node.field_path("search_mode"), "search_mode RSS reads feeds, which no built-in component does", node=node
+        )
+        b.ports[(node.id, "*")] = Refused(node)
+        return
     options = _search_options(node)
     key, problems = key_reference(node, TAVILY_KEY)
     b.problems += problems

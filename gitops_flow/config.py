@@ -23,6 +23,7 @@ from pydantic_settings import (
 from gitops_flow.exceptions import ConfigError
 from gitops_flow.githost.repos import API_URL, check_repo
 from gitops_flow.githost.sinks import SinkError, SinkSpec, load_sinks
+from gitops_flow.security.egress import TAVILY_URL, EgressLimits, EgressPolicy
 from gitops_flow.security.policy import SecretPolicy
 from gitops_flow.security.providers import default_secret_names
 
@@ -230,6 +231,32 @@ class Settings(BaseSettings):
     )
     allowed_base_urls: CommaSeparated = Field(default=(), description="base URLs a model's key may be sent to")
 
+    # where the tools' outbound requests may go, and what each may take (security/egress.py, docs/security.md)
+    allowed_fetch_urls: CommaSeparated = Field(
+        default=(),
+        description="where HttpRequest, WebSearch and the agent's fetch_url and web_search may send requests "
+        "(comma-separated URL prefixes, hosts, *.domains, *, addresses or networks; none: nowhere)",
+    )
+    egress_timeout: float = Field(
+        default=10.0, gt=0, le=600, description="seconds one outbound tool request may take, its redirects included"
+    )
+    egress_max_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        le=100 * 1024 * 1024,
+        description="bytes of an outbound tool request's answer read (the rest is cut, and the answer says so)",
+    )
+    egress_max_redirects: int = Field(default=5, ge=0, le=20, description="redirects an outbound request follows")
+    egress_max_requests: int = Field(
+        default=20,
+        ge=1,
+        le=1000,
+        description="outbound requests (redirects included) one run of a flow makes, all its tools together",
+    )
+    web_search_url: str = Field(
+        default=TAVILY_URL, max_length=2000, description="the Tavily API WebSearch and web_search ask (its /search)"
+    )
+
     # repository credentials apart from the URL (repo_credentials.py): an HTTPS token, or an SSH deploy key
     git_token: SecretStr | None = Field(default=None, description="an HTTPS token for the repository")
     git_token_file: Path | None = Field(default=None, description="a file holding that token, read at each fetch")
@@ -351,14 +378,14 @@ class Settings(BaseSettings):
     def _github_repo(cls, value: str | None) -> str | None:
         return check_repo(value) if value is not None else None
 
-    @field_validator("public_url", "github_api", "server")
+    @field_validator("public_url", "github_api", "server", "web_search_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError(f"{value!r} is not an http:// or https:// URL")
         return value.rstrip("/") if value is not None else None
 
-    @field_validator("allowed_secrets", "allowed_base_urls", "model_prices", mode="before")
+    @field_validator("allowed_secrets", "allowed_base_urls", "allowed_fetch_urls", "model_prices", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return tuple(part.strip() for part in value.split(",") if part.strip()) if isinstance(value, str) else value
@@ -379,6 +406,12 @@ class Settings(BaseSettings):
     @classmethod
     def _base_urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         SecretPolicy((), value)
+        return value
+
+    @field_validator("allowed_fetch_urls")
+    @classmethod
+    def _fetch_urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        EgressPolicy.parse(value)  # a wrong entry is a settings error at start, naming the entry
         return value
 
     @field_validator("allowed_hosts", mode="before")
@@ -412,8 +445,18 @@ class Settings(BaseSettings):
         return value
 
     def secret_policy(self) -> SecretPolicy:
-        """The SecretPolicy these settings describe."""
-        return SecretPolicy(self.allowed_secrets, self.allowed_base_urls)
+        """The SecretPolicy these settings describe, with their egress policy."""
+        return SecretPolicy(self.allowed_secrets, self.allowed_base_urls, egress=self.egress_policy())
+
+    def egress_policy(self) -> EgressPolicy:
+        """Where the tools' outbound requests may go, and their bounds."""
+        limits = EgressLimits(
+            timeout=self.egress_timeout,
+            max_bytes=self.egress_max_bytes,
+            max_redirects=self.egress_max_redirects,
+            max_requests=self.egress_max_requests,
+        )
+        return EgressPolicy.parse(self.allowed_fetch_urls, limits, self.web_search_url)
 
     def worker_count(self) -> int:
         """How many worker processes `serve` starts: ``workers`` when set; else one per core available to this

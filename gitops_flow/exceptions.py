@@ -32,7 +32,13 @@
         ├── NothingServable         no ref of a flow's route can serve it now (503, Retry-After)
         └── NoReadyVersion          nothing can be served yet (503 until a good version is loaded)
 
+    ToolError                       a tool's outbound request failed while a flow ran: the run's failure
+    ├── EgressRefused               the egress allowlist refuses it (security/egress.py)
+    └── EgressFailed (retryable)    an allowed request that failed: unreachable, timed out, an error status
+
 Domain code raises these; only the composition roots (``cli``, ``app``) map them to exit codes and HTTP statuses.
+A ToolError is no GitOpsFlowError: it is a flow's run failing, like any exception a node raises (a canary's is
+retried on its primary and counted), answered by server/failures.py, not one of the server's own refusals.
 """
 
 from __future__ import annotations
@@ -262,3 +268,26 @@ class BadFeedback(GitOpsFlowError):
 
 class FeedbackRefused(GitOpsFlowError):
     """The flow has its maximum of feedback keys and the feedback names a new one."""
+
+
+class ToolError(Exception):
+    """A tool's outbound request (HttpRequest, WebSearch, an agent's fetch_url or web_search) failed while a flow
+    ran. ``host`` is the host asked (the message names it too, never the whole URL, a header or a key)."""
+
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str, *, host: str = "") -> None:
+        super().__init__(message)
+        self.host = host
+
+
+class EgressRefused(ToolError):
+    """The egress policy refuses the request: a URL or an address the operator does not allow, a redirect off the
+    allowlist, a run's requests spent."""
+
+
+class EgressFailed(ToolError):
+    """An allowed request gave no usable answer: the host unreachable, no answer in time, an error status, too many
+    redirects."""
+
+    retryable = True

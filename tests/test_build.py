@@ -124,7 +124,7 @@ def test_fakes_replace_model_nodes_only() -> None:
     doc = FlowSpec.model_validate(chain(CHAT[0], ("llm", "ChatModel", {"model": "openai:gpt-4o-mini"}), CHAT[2]))
     built = build_flow(doc, REGISTRY, fakes={"llm": ["faked"]})
     assert built.runnable.invoke({"question": "hi"}) == "faked"
-    with pytest.raises(BuildError, match="only model nodes can be faked") as caught:
+    with pytest.raises(BuildError, match="only model and tool nodes can be faked") as caught:
         build_flow(doc, REGISTRY, fakes={"prompt": ["x"]})
     assert caught.value.path == "$.nodes[0]"
 
@@ -352,8 +352,10 @@ SHAPES = [
     ),
     pytest.param(
         _fan_in(node("q", "Passthrough"), _ask("left"), _ask("right", "topic")),
-        [{"question": "why?", "topic": "billing"}],
-        ["why?", {"question": "why?"}],
+        # each prompt takes one variable: bare text fills both (a LangFlow File read by two nodes); an object must
+        # name both
+        [{"question": "why?", "topic": "billing"}, "why?"],
+        [{"question": "why?"}],
         id="passthrough-fans-out-to-prompts-of-different-variables",
     ),
     pytest.param(

@@ -46,7 +46,7 @@ CONFINED: dict[str, set[str]] = {
     "limits": {"guardrails.memory", "guardrails.redis"},
     "opentelemetry": {"observability.telemetry.tracing"},
     # the Git host's API; model providers' transport (the circuit breaker) and the errors of their clients
-    "httpx": {"githost.http", "components.breaker", "components.provider_errors"},
+    "httpx": {"githost.http", "components.breaker", "components.provider_errors", "components.http_fetch"},
     "re2": {"flow.regexes"},  # authors' regular expressions run on RE2 (linear time), never on Python's re
 }
 

@@ -67,6 +67,7 @@ def test_each_settings_variable_sets_its_field(name: str) -> None:
         "status_url": "{url}/x",
         "github_repo": "acme/flows",
         "github_api": "https://ghe.example/api/v3",
+        "web_search_url": "https://search.example",
         "allowed_hosts": "flows.example",
         "log_format": "json",
         "log_level": "debug",

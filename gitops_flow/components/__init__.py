@@ -10,6 +10,7 @@ __all__ = [
     "fake_answers",
     "knowledge",
     "model_calls",
+    "outbound",
     "provider_errors",
     "provider_packages",
     "registry",

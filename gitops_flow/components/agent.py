@@ -2,13 +2,16 @@
 
 The loop is small and explicit rather than langchain's ``create_agent`` graph, so that the agent is one plain
 runnable: it takes what a chat model takes (text, messages, a prompt value), answers an AIMessage like a chat model,
-and streams the tokens of its final answer. Tools are a closed set of safe, offline functions named in the flow.
+and streams the tokens of its final answer. Tools are a closed set named in the flow: two offline functions
+(calculator, current_date) and two that go out through the egress allowlist (fetch_url, web_search), whose requests
+count towards the flow run's (the Tally in their config; an agent run without one gets its own).
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import typing
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
@@ -28,7 +31,10 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, Field
 
+from gitops_flow.components import http_request, web_search
 from gitops_flow.components.calculator import CalculationError, evaluate, format_number
+from gitops_flow.components.http_fetch import RUN_KEY, Fetcher, Tally, blocking
+from gitops_flow.security.egress import EgressPolicy
 
 
 class _CalculatorArgs(BaseModel):
@@ -46,11 +52,69 @@ def _current_date() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def make_tools(names: Sequence[str]) -> list[BaseTool]:
-    """The built-in tools named, in order, each once."""
+class _FetchArgs(BaseModel):
+    url: str = Field(description="The http(s) URL of the page to fetch.")
+
+
+class _SearchArgs(BaseModel):
+    query: str = Field(description="What to search the web for, in a few words (at most 400 characters).")
+
+
+def _fetch_tool(fetcher: Fetcher, spec: Any) -> BaseTool:
+    form: http_request.Format = getattr(spec, "format", "text")
+    max_bytes = getattr(spec, "max_bytes", None)
+
+    async def fetch_url(url: str, config: RunnableConfig) -> str:
+        return await http_request.fetch_for_tool(fetcher, fetcher.allowance(config), url, form, max_bytes)
+
+    def fetch_url_sync(url: str, config: RunnableConfig) -> str:
+        return blocking(fetch_url(url, config))
+
+    return StructuredTool.from_function(
+        fetch_url_sync,
+        coroutine=fetch_url,
+        name="fetch_url",
+        description="Fetch a web page or an API's answer by its URL and read its text.",
+        args_schema=_FetchArgs,
+    )
+
+
+def _search_tool(fetcher: Fetcher, spec: Any, key: str | None) -> BaseTool:
+    options = (
+        spec.model_dump(exclude={"name"})
+        if not isinstance(spec, str)
+        else {"max_results": 5, "search_depth": "basic", "topic": "general"}
+    )
+    options = {"include_domains": None, "exclude_domains": None, "time_range": None, **options}
+
+    async def search(query: str, config: RunnableConfig) -> str:
+        return await web_search.search_for_tool(fetcher, fetcher.allowance(config), key, query, options)
+
+    def search_sync(query: str, config: RunnableConfig) -> str:
+        return blocking(search(query, config))
+
+    return StructuredTool.from_function(
+        search_sync,
+        coroutine=search,
+        name="web_search",
+        description="Search the web; answers the top results, each with its title, URL and content.",
+        args_schema=_SearchArgs,
+    )
+
+
+def make_tools(
+    specs: Sequence[Any], *, fetcher: Fetcher | None = None, search_key: str | None = None
+) -> list[BaseTool]:
+    """The built-in tools named (a name, or an object with its ``name`` and options), in order, each once.
+    ``fetcher`` makes fetch_url's and web_search's requests (none given: one whose policy refuses every request)."""
     made: dict[str, BaseTool] = {}
-    for name in names:
-        if name == "calculator":
+    for spec in specs:
+        name = spec if isinstance(spec, str) else spec.name
+        if name == "fetch_url":
+            made[name] = _fetch_tool(fetcher or Fetcher(EgressPolicy()), spec)
+        elif name == "web_search":
+            made[name] = _search_tool(fetcher or Fetcher(EgressPolicy()), spec, search_key)
+        elif name == "calculator":
             made[name] = StructuredTool.from_function(
                 _calculate,
                 name="calculator",
@@ -69,12 +133,28 @@ class ToolAgent(Runnable[LanguageModelInput, BaseMessage]):
     at most ``max_iterations`` times; its first answer without tool calls is the agent's answer."""
 
     def __init__(
-        self, model: Runnable[Any, Any], tools: Sequence[BaseTool], *, system_prompt: str = "", max_iterations: int
+        self,
+        model: Runnable[Any, Any],
+        tools: Sequence[BaseTool],
+        *,
+        system_prompt: str = "",
+        max_iterations: int,
+        fetcher: Fetcher | None = None,
     ) -> None:
         self.model = model
         self.tools = {tool.name: tool for tool in tools}
         self.system_prompt = system_prompt
         self.max_iterations = max_iterations
+        self.fetcher = fetcher
+
+    def _run_config(self, config: RunnableConfig | None) -> RunnableConfig:
+        """The config this run's tool calls get: the caller's, whose Tally counts their requests with the flow run's;
+        a Tally of the agent run's own when the caller's config has none."""
+        given = dict(config or {})
+        configurable = typing.cast(dict[str, Any], given.get("configurable") or {})
+        if self.fetcher is None or isinstance(configurable.get(RUN_KEY), Tally):
+            return typing.cast(RunnableConfig, given)
+        return typing.cast(RunnableConfig, {**given, "configurable": {**configurable, RUN_KEY: Tally()}})
 
     @property
     def InputType(self) -> Any:  # noqa: N802 - LangChain's name
@@ -112,11 +192,28 @@ class ToolAgent(Runnable[LanguageModelInput, BaseMessage]):
         except Exception as exc:  # noqa: BLE001 - a tool's failure is the model's to read, not the request's
             return f"Error: {type(exc).__name__}: {exc}"
 
+    async def _arun_tools(self, calls: Sequence[ToolCall], config: RunnableConfig | None) -> list[ToolMessage]:
+        """``_run_tools`` off the event loop's back: a tool that goes out (fetch_url) is awaited, not blocked on."""
+        return [
+            ToolMessage(await self._acall(call, config), tool_call_id=call.get("id") or "", name=call["name"])
+            for call in calls
+        ]
+
+    async def _acall(self, call: ToolCall, config: RunnableConfig | None) -> str:
+        tool = self.tools.get(call["name"])
+        if not isinstance(tool, StructuredTool) or tool.coroutine is None:
+            return self._call(call, config)  # no such tool, or an offline one: as fast called here as in a thread
+        try:
+            return str(await tool.ainvoke(call["args"], config))
+        except Exception as exc:  # noqa: BLE001 - a tool's failure is the model's to read, not the request's
+            return f"Error: {type(exc).__name__}: {exc}"
+
     def _too_many(self) -> AIMessage:
         return AIMessage(f"I stopped after {self.max_iterations} tool calls without reaching an answer.")
 
     def invoke(self, input: LanguageModelInput, config: RunnableConfig | None = None, **kwargs: Any) -> BaseMessage:
         messages = self._messages(input)
+        config = self._run_config(config)
         for _ in range(self.max_iterations):
             answer = self.model.invoke(messages, config)
             if not getattr(answer, "tool_calls", None):
@@ -143,6 +240,7 @@ class ToolAgent(Runnable[LanguageModelInput, BaseMessage]):
     ) -> AsyncIterator[BaseMessage]:
         """Streams the final answer token by token; a turn that calls tools is not shown, only acted on."""
         messages = self._messages(input)
+        config = self._run_config(config)
         for _ in range(self.max_iterations):
             turn: AIMessageChunk | None = None
             async for chunk in self.model.astream(messages, config):
@@ -153,7 +251,7 @@ class ToolAgent(Runnable[LanguageModelInput, BaseMessage]):
                     yield chunk
             if turn is None or not turn.tool_calls:
                 return
-            messages += [_as_ai(turn), *self._run_tools(turn.tool_calls, config)]
+            messages += [_as_ai(turn), *await self._arun_tools(turn.tool_calls, config)]
         yield AIMessageChunk(content=self._too_many().content)
 
 

@@ -11,9 +11,12 @@ from gitops_flow.problems import Problem
 if TYPE_CHECKING:
     from gitops_flow.components.breaker import Breakers
     from gitops_flow.components.knowledge import Knowledge
+    from gitops_flow.security.egress import EgressPolicy
 
-ComponentKind = Literal["input", "prompt", "model", "agent", "parser", "memory", "transform", "control"]
-FAKEABLE: tuple[ComponentKind, ...] = ("model", "agent")  # kinds whose nodes `fakes` may answer for
+ComponentKind = Literal["input", "prompt", "model", "agent", "tool", "parser", "memory", "transform", "control"]
+# kinds whose nodes `fakes` may answer for: what calls a model, and a tool that sends requests out (HttpRequest,
+# WebSearch): flow tests and `--fake-models` never call a model nor reach a site
+FAKEABLE: tuple[ComponentKind, ...] = ("model", "agent", "tool")
 FAKE_MODEL = "FakeChatModel"  # the built-in model that calls nothing
 
 ParamIssue = tuple[tuple[str | int, ...], str, str]  # (location in params, problem code, message)
@@ -26,10 +29,11 @@ class BuildContext:
     dry_run: bool = False
     node_id: str = ""
     notes: list[Problem] = field(default_factory=list)
-    fake_responses: list[str] | None = None  # an agent node's scripted model answers (`gitops-flow test`, demos)
+    fake_responses: list[str] | None = None  # an agent's scripted model answers, a tool's answers (tests, demos)
     breakers: Breakers | None = None  # the provider endpoints' circuit breakers (a served build; None: no breaker)
     knowledge: Knowledge | None = None  # the repository's files at the build's revision (a Retriever reads them)
     deadline: float | None = None  # a time.monotonic() reading the build must end by (a Retriever's indexing)
+    egress: EgressPolicy | None = None  # where the tools' outbound requests may go (None: nowhere; a dry-build's)
     parts: Mapping[str, Any] | None = None  # a control node's parts, compiled: the node starting each -> its runnable
 
     def note(self, code: str, message: str, *, severity: Literal["warning", "notice"] = "notice") -> None:

@@ -9,13 +9,24 @@ from itertools import cycle
 from typing import Annotated, Any, Literal
 
 from langchain_core.runnables import Runnable, RunnablePassthrough
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue
 
 from gitops_flow.components.base import FAKE_MODEL, BuildContext, Component, ComponentKind, ParamIssue
 from gitops_flow.exceptions import BuildError
 from gitops_flow.flow import prompts as templates
 
-ToolName = Literal["calculator", "current_date"]  # the agent's built-in tools (gitops_flow/components/agent.py)
+# the agent's built-in tools (gitops_flow/components/agent.py: calculator, current_date, fetch_url, web_search) are the
+# AgentTool models below; fetch_url and web_search go out through the egress allowlist
+HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+FetchFormat = Literal["text", "html", "json"]
+SearchDepth = Literal["basic", "advanced"]
+SearchTopic = Literal["general", "news", "finance"]
+SearchTimeRange = Literal["day", "week", "month", "year"]
+MAX_FETCH_BYTES = (
+    100 * 1024 * 1024
+)  # a node's own max_bytes, at most (the operator's GITOPS_FLOW_EGRESS_MAX_BYTES rules)
+MAX_FETCH_TIMEOUT = 600.0  # a node's own timeout, at most (the operator's GITOPS_FLOW_EGRESS_TIMEOUT rules)
+Domain = Annotated[str, Field(min_length=1, max_length=253)]
 MAX_LATENCY_MS = 60_000  # FakeChatModel's latency_ms: what it waits before an answer, at most
 MAX_TOKEN_LATENCY_MS = 1_000  # and token_latency_ms, before each token (an answer waits 60 s in all at most)
 MAX_TIMEOUT = 3600.0  # a model's timeout: seconds one call to its provider may take, at most (LangFlow's is 700)
@@ -270,6 +281,58 @@ def fake_chat_model(
     )
 
 
+class CalculatorTool(BaseModel):
+    """The agent's ``calculator`` tool (bounded arithmetic, calculator.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["calculator"]
+
+
+class CurrentDateTool(BaseModel):
+    """The agent's ``current_date`` tool."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["current_date"]
+
+
+class FetchUrlTool(BaseModel):
+    """The agent's ``fetch_url`` tool written as an object: how it reads what it fetches."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["fetch_url"]
+    format: FetchFormat = "text"
+    max_bytes: Annotated[int, Field(ge=1, le=MAX_FETCH_BYTES)] | None = None
+
+
+class WebSearchTool(BaseModel):
+    """The agent's ``web_search`` tool written as an object: the options of its searches (its key is the agent's
+    ``search_api_key``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["web_search"]
+    max_results: Annotated[int, Field(ge=1, le=20)] = 5
+    search_depth: SearchDepth = "basic"
+    topic: SearchTopic = "general"
+    include_domains: Annotated[list[Domain], Field(max_length=50)] | None = None
+    exclude_domains: Annotated[list[Domain], Field(max_length=50)] | None = None
+    time_range: SearchTimeRange | None = None
+
+
+def _named_tool(value: Any) -> Any:
+    return {"name": value} if isinstance(value, str) else value
+
+
+# a tool of the agent's ``tools``: its name, or an object with its name and options
+AgentTool = Annotated[
+    Annotated[CalculatorTool | CurrentDateTool | FetchUrlTool | WebSearchTool, Field(discriminator="name")],
+    BeforeValidator(_named_tool),
+]
+
+
 def tool_agent(
     ctx: BuildContext,
     *,
@@ -283,14 +346,20 @@ def tool_agent(
     api_key: str | None = None,
     model_kwargs: dict[str, JsonValue] | None = None,
     system_prompt: str = "",
-    tools: list[ToolName] | None = None,
+    tools: Annotated[list[AgentTool], Field(max_length=10)] | None = None,
+    search_api_key: str | None = None,
     max_iterations: Annotated[int, Field(ge=1, le=100)] = 15,
 ) -> Runnable[Any, Any]:
     """A chat model (as ``ChatModel``) that calls the built-in ``tools`` in a loop until it answers; takes and gives
-    what a chat model does. Test ``fakes`` script its model, tool-call turns included (docs/components.md)."""
+    what a chat model does. Test ``fakes`` script its model, tool-call turns included (docs/components.md).
+    ``fetch_url`` and ``web_search`` go out through the egress allowlist, their requests counted with the run's;
+    ``search_api_key`` is web_search's key (Tavily's)."""
     from gitops_flow.components.agent import ToolAgent, fake_tool_model, make_tools, with_tools
+    from gitops_flow.components.http_fetch import Fetcher
+    from gitops_flow.security.egress import EgressPolicy
 
-    made = make_tools(tools or [])
+    fetcher = Fetcher(ctx.egress or EgressPolicy())
+    made = make_tools(tools or [], fetcher=fetcher, search_key=search_api_key)
     if ctx.fake_responses is not None:
         llm: Runnable[Any, Any] = fake_tool_model(ctx.fake_responses)
     else:
@@ -310,7 +379,97 @@ def tool_agent(
         bound = with_tools(llm, made)
     except (TypeError, NotImplementedError) as exc:
         raise BuildError(f"model {model!r} cannot call tools: {exc}", code="bad-param") from None
-    return ToolAgent(bound, made, system_prompt=system_prompt, max_iterations=max_iterations)
+    return ToolAgent(bound, made, system_prompt=system_prompt, max_iterations=max_iterations, fetcher=fetcher)
+
+
+def _agent_check(params: Mapping[str, Any]) -> list[ParamIssue]:
+    """web_search needs the agent's search_api_key; a tool is named once."""
+    issues: list[ParamIssue] = []
+    names = [getattr(t, "name", t) for t in params.get("tools") or ()]
+    for index, name in enumerate(names):
+        if name in names[:index]:
+            issues.append((("tools", index), "bad-param", f"the tool {name!r} is named twice"))
+    if "web_search" in names and params.get("search_api_key") is None:
+        issues.append(
+            (("search_api_key",), "missing-param", 'web_search needs the search API\'s key: {"$env": "TAVILY_API_KEY"}')
+        )
+    return issues
+
+
+def http_request(
+    ctx: BuildContext,
+    *,
+    url: Annotated[str, Field(min_length=1, max_length=8192)] | None = None,
+    method: HttpMethod = "GET",
+    headers: dict[str, Annotated[str, Field(max_length=8192)]] | None = None,
+    body: JsonValue | None = None,
+    api_key: str | None = None,
+    api_key_header: str = "Authorization",
+    api_key_prefix: Annotated[str, Field(max_length=100)] = "Bearer ",
+    format: FetchFormat = "text",
+    max_bytes: Annotated[int, Field(ge=1, le=MAX_FETCH_BYTES)] | None = None,
+    timeout: Annotated[float, Field(gt=0, le=MAX_FETCH_TIMEOUT)] | None = None,
+) -> Runnable[Any, Any]:
+    """Fetches a URL (``url``: a literal, or a template of the input such as ``https://api.example.com/items/{id}``;
+    without it, the input is the URL) through the egress allowlist, and answers its body as ``text`` (HTML as its
+    visible text), ``html`` or parsed ``json``. ``api_key`` (a secret) is sent in ``api_key_header`` after
+    ``api_key_prefix``; ``max_bytes`` and ``timeout`` narrow the operator's bounds (http_request.py)."""
+    from gitops_flow.components import http_request as found
+    from gitops_flow.components.http_fetch import Fetcher
+    from gitops_flow.security.egress import EgressPolicy
+
+    if ctx.fake_responses is not None:  # a test's or --fake-models' answers: nothing is fetched
+        return found.faked(ctx.fake_responses, format)
+    return found.build(
+        Fetcher(ctx.egress or EgressPolicy()),
+        url=url,
+        method=method,
+        headers=headers or {},
+        body=body,
+        api_key=api_key,
+        api_key_header=api_key_header,
+        api_key_prefix=api_key_prefix,
+        format=format,
+        max_bytes=max_bytes,
+        timeout=timeout,
+    )
+
+
+def _http_request_check(params: Mapping[str, Any]) -> list[ParamIssue]:
+    from gitops_flow.components.http_request import check
+
+    return check(params)
+
+
+def web_search(
+    ctx: BuildContext,
+    *,
+    api_key: str,
+    max_results: Annotated[int, Field(ge=1, le=20)] = 5,
+    search_depth: SearchDepth = "basic",
+    topic: SearchTopic = "general",
+    include_domains: Annotated[list[Domain], Field(max_length=50)] | None = None,
+    exclude_domains: Annotated[list[Domain], Field(max_length=50)] | None = None,
+    time_range: SearchTimeRange | None = None,
+) -> Runnable[Any, Any]:
+    """The web pages Tavily finds for the query (its input: text, or an object's ``query``), as documents
+    (``metadata.source`` the page's URL); asked at the operator's GITOPS_FLOW_WEB_SEARCH_URL through the egress
+    allowlist, with ``api_key`` (a secret) as its key (web_search.py)."""
+    from gitops_flow.components import web_search as found
+    from gitops_flow.components.http_fetch import Fetcher
+    from gitops_flow.security.egress import EgressPolicy
+
+    if ctx.fake_responses is not None:  # a test's or --fake-models' answers: nothing is asked
+        return found.faked(ctx.fake_responses, ctx.node_id)
+    options = {
+        "max_results": max_results,
+        "search_depth": search_depth,
+        "topic": topic,
+        "include_domains": include_domains,
+        "exclude_domains": exclude_domains,
+        "time_range": time_range,
+    }
+    return found.build(Fetcher(ctx.egress or EgressPolicy()), api_key=api_key, options=options)
 
 
 def text(
@@ -432,7 +591,12 @@ BUILTIN_COMPONENTS = (
     ),
     _builtin(FAKE_MODEL, fake_chat_model, "model", "Answers the given responses in turn; for demos and tests."),
     _builtin(
-        "Agent", tool_agent, "agent", "A chat model that calls built-in tools (calculator, current_date).", ["api_key"]
+        "Agent",
+        tool_agent,
+        "agent",
+        "A chat model that calls built-in tools (calculator, current_date, fetch_url, web_search).",
+        ["api_key", "search_api_key"],
+        check=_agent_check,
     ),
     _builtin("StrOutputParser", str_output_parser, "parser", "A model message as text."),
     _builtin("Text", text, "parser", "Its input as text: strings, messages, prompts, lists of messages or documents."),
@@ -446,5 +610,20 @@ BUILTIN_COMPONENTS = (
         "The chunks of the repository's documents nearest the query, with their sources.",
         ["api_key"],
         check=_retriever_check,
+    ),
+    _builtin(
+        "HttpRequest",
+        http_request,
+        "tool",
+        "Fetches a URL the egress allowlist allows; its body as text, HTML or JSON.",
+        ["api_key"],
+        check=_http_request_check,
+    ),
+    _builtin(
+        "WebSearch",
+        web_search,
+        "tool",
+        "Web pages Tavily finds for the query, as documents with their URLs.",
+        ["api_key"],
     ),
 )

@@ -8,6 +8,10 @@ from the process environment when a node gives none). So: a ``base_url`` must be
 key; a key bound to one provider is never given to another; ``model_kwargs`` may not carry what could point the client
 elsewhere or add credentials (URLs, hosts, proxies, headers, clients, keys); a model name is never a URL.
 
+An Agent's ``search_api_key`` goes to the web search API (the operator's GITOPS_FLOW_WEB_SEARCH_URL) alone, so it is
+never a model provider's key; HttpRequest's and WebSearch's ``api_key`` are held to the rule of an operator component
+that names no variables (no model provider's key), and go only where the egress allowlist allows.
+
 A Retriever's ``api_key`` goes to the provider its ``embeddings`` names (``openai:text-embedding-3-small``), at that
 provider's own endpoint: a key bound to another provider is refused as a model's is.
 
@@ -69,6 +73,7 @@ def check(
                 )
             )
     problems += _endpoint_problems(params, list(base), policy)
+    problems += _search_key_problems(params, base, policy)
     for index, fallback in enumerate(params.get("fallbacks") or ()):
         if isinstance(fallback, dict):  # one of its own endpoint: allowed for its provider as the node's is
             problems += _endpoint_problems(fallback, [*base, "fallbacks", index], policy)
@@ -112,6 +117,21 @@ def _endpoint_problems(params: Mapping[str, Any], base: list[str | int], policy:
             )
         )
     return problems
+
+
+def _search_key_problems(params: Mapping[str, Any], base: tuple[str | int, ...], policy: SecretPolicy) -> list[Problem]:
+    """An Agent's ``search_api_key`` goes to the web search API alone: never a model provider's key."""
+    name = env_name(params.get("search_api_key"))
+    if name is None or not policy.allows(name) or not policy.providers_for(name):
+        return []
+    providers = ", ".join(sorted(policy.providers_for(name)))
+    return [
+        Problem(
+            code="env-wrong-provider",
+            message=f"{name} is the key of {providers}; it is never sent to the web search API",
+            path=json_path([*base, "search_api_key"]),
+        )
+    ]
 
 
 def _retriever_problems(params: Mapping[str, Any], base: tuple[str | int, ...], policy: SecretPolicy) -> list[Problem]:

@@ -106,6 +106,11 @@ class _Text(HTMLParser):
             self.parts.append(data)
 
 
+def html_text(text: str) -> str:
+    """The visible text of an HTML page, a paragraph a line (scripts and styles left out)."""
+    return _html(text).text
+
+
 def _html(text: str) -> Section:
     parser = _Text()
     parser.feed(text)

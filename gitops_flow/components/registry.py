@@ -124,8 +124,9 @@ class ComponentRegistry:
         return component.kind if component else None
 
     def calls_a_model(self, name: str) -> bool:
-        """Whether a node of this component would call a real model (a model or an agent, but not the
-        FakeChatModel): the nodes that tests must fake and ``--fake-models`` replaces."""
+        """Whether a node of this component would call a real model or reach a site (a model, an agent or a tool
+        that sends requests out, but not the FakeChatModel): the nodes that tests must fake and ``--fake-models``
+        replaces."""
         return self.kind_of(name) in FAKEABLE and name != FAKE_MODEL
 
     def factory(self, component: Component) -> Callable[..., Any]:

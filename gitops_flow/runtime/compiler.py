@@ -17,6 +17,7 @@ from gitops_flow.components import langchain_internals as internals
 from gitops_flow.components.base import FAKEABLE, BuildContext
 from gitops_flow.components.breaker import Breakers
 from gitops_flow.components.control import Mapped
+from gitops_flow.components.http_fetch import RUN_KEY, Tally
 from gitops_flow.components.knowledge import Knowledge
 from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.exceptions import BadInput, BuildError
@@ -29,6 +30,9 @@ from gitops_flow.runtime.lean.control import form_of as control_form
 from gitops_flow.runtime.lean.forms import as_value, form_of
 from gitops_flow.runtime.lean.program import LeanFlow, Plan
 from gitops_flow.security import references as secretrefs
+from gitops_flow.security.egress import EgressPolicy
+
+FAKE_EMBEDDINGS_PREFIX, FAKE_EMBEDDINGS = "hashing:", "hashing:256"  # what `serve --fake-models` embeds with
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,11 +95,20 @@ def runnable_config(
     config: Mapping[str, Any], flow: str, run_id: uuid.UUID, metadata: Mapping[str, Any]
 ) -> RunnableConfig:
     """The config of one run of ``flow``: ``config`` (what the caller may set), the run's ``metadata`` added to
-    the caller's, its ``run_id``, and the flow's name as the run's name unless the caller gave one. Every request
-    the server runs is run with it, and so is every case of `gitops-flow test`."""
+    the caller's, its ``run_id``, and the flow's name as the run's name unless the caller gave one; its
+    ``configurable`` gets the run's Tally, which counts the outbound requests of all its tools (http_fetch.py).
+    Every request the server runs is run with it, and so is every case of `gitops-flow test`."""
     merged = {**config.get("metadata", {}), **metadata}
+    configurable = {**config.get("configurable", {}), RUN_KEY: Tally()}
     return typing.cast(
-        RunnableConfig, {**config, "metadata": merged, "run_id": run_id, "run_name": config.get("run_name", flow)}
+        RunnableConfig,
+        {
+            **config,
+            "configurable": configurable,
+            "metadata": merged,
+            "run_id": run_id,
+            "run_name": config.get("run_name", flow),
+        },
     )
 
 
@@ -111,6 +124,8 @@ def build_flow(
     clock: Callable[[], float] = time.monotonic,
     breakers: Breakers | None = None,
     knowledge: Knowledge | None = None,
+    fake_embeddings: bool = False,
+    egress: EgressPolicy | None = None,
 ) -> BuiltFlow:
     """Build ``spec``; raises BuildError (with the node's path) on the first node that cannot be built.
 
@@ -119,8 +134,12 @@ def build_flow(
     ``deadline`` (a ``clock()`` reading) is checked before each node: past it, BuildError ``build-timeout``.
     ``breakers``: the provider endpoints' circuit breakers the models call through (None: none).
     ``knowledge`` is the repository's files at the build's revision: a Retriever reads its documents there, and
-    indexes them (embedding the chunks its cache lacks; never in a dry-build, except with ``hashing:``). Nothing
-    else is invoked: building never calls a model, reads another file or touches the network.
+    indexes them (embedding the chunks its cache lacks; never in a dry-build, except with ``hashing:``). ``egress``:
+    where the tools (HttpRequest, WebSearch, an agent's fetch_url and web_search) may send requests when they run
+    (None: nowhere, as in flow tests). Nothing else is invoked: building never calls a model, reads another file or
+    touches the network.
+    ``fake_embeddings`` (``serve --fake-models``): an embedding model is a model too, so every node's provider
+    ``embeddings`` become the built-in ``hashing:256`` (no key, no network) and its ``api_key`` goes unread.
     """
     graph, problems = analyse(spec)
     if graph is None:
@@ -140,7 +159,19 @@ def build_flow(
                 code="build-timeout",
             )
         built[node.id] = _build_node(
-            spec, index, registry, secrets or {}, fakes or {}, dry_run, notes, breakers, knowledge, deadline, parts
+            spec,
+            index,
+            registry,
+            secrets or {},
+            fakes or {},
+            dry_run,
+            notes,
+            breakers,
+            knowledge,
+            deadline,
+            fake_embeddings,
+            egress,
+            parts,
         )
 
     controls = set(graph.controls)
@@ -213,6 +244,8 @@ def _build_node(
     breakers: Breakers | None = None,
     knowledge: Knowledge | None = None,
     deadline: float | None = None,
+    fake_embeddings: bool = False,
+    egress: EgressPolicy | None = None,
     parts: Mapping[str, Runnable[Any, Any]] | None = None,
 ) -> Runnable[Any, Any]:
     node = spec.nodes[index]
@@ -222,10 +255,15 @@ def _build_node(
     except BuildError as exc:
         raise BuildError(str(exc), path=json_path([*where, "component"]), code=exc.code) from None
     params: dict[str, Any] = dict(node.params)
+    embeddings = params.get("embeddings")
+    if fake_embeddings and isinstance(embeddings, str) and not embeddings.startswith(FAKE_EMBEDDINGS_PREFIX):
+        params = {k: v for k, v in params.items() if k != "api_key"} | {"embeddings": FAKE_EMBEDDINGS}
     fake_responses: list[str] | None = None
     if node.id in fakes:
         if component.kind not in FAKEABLE:
-            raise BuildError(f"only model nodes can be faked; {node.id!r} is a {component.name}", path=json_path(where))
+            raise BuildError(
+                f"only model and tool nodes can be faked; {node.id!r} is a {component.name}", path=json_path(where)
+            )
         if component.kind == "model" or not component.takes_context:
             # an operator's agent cannot be handed a scripted model, so the whole node answers from the script
             component, params = registry.get("FakeChatModel"), {"responses": list(fakes[node.id])}
@@ -270,6 +308,7 @@ def _build_node(
         breakers=breakers,
         knowledge=knowledge,
         deadline=deadline,
+        egress=egress,
         parts=parts,
     )
     try:
@@ -443,9 +482,11 @@ def _history_input(
 
 def _entry_input(graph: FlowGraph, built: Mapping[str, Runnable[Any, Any]]) -> type[Any]:
     """What the flow takes: what its entry takes; for an entry that hands its input on unchanged (Passthrough),
-    what the nodes it feeds read from it, when each of them reads an object of named fields. Prompts that all take
-    the same single variable also take it as bare text (a prompt puts a lone value in its variable), so
-    ``{"question": "…"}`` and ``"…"`` both reach them, as both did before the check."""
+    what the nodes it feeds read from it, when each of them reads an object of named fields. Prompts that each take
+    a single variable also take bare text (a prompt puts a lone value in its variable), so ``{"question": "…"}``
+    and ``"…"`` both reach them, as both did before the check; prompts whose single variables differ (``{text}``
+    and ``{input_value}``, a LangFlow file read by two nodes) each get the text, as LangFlow hands its one input to
+    every node reading it."""
     entry = built[graph.entry]
     own = entry.get_input_schema()
     if not (type(entry) is RunnablePassthrough and entry.func is None and entry.afunc is None):
@@ -458,8 +499,8 @@ def _entry_input(graph: FlowGraph, built: Mapping[str, Runnable[Any, Any]]) -> t
         for name, info in schema.model_fields.items():
             if name not in fields or info.is_required():
                 fields[name] = (info.annotation, info)
-    variables = {tuple(getattr(built[target], "input_variables", None) or ()) for target in readers}
-    single = len(variables) == 1 and len(next(iter(variables))) == 1
+    variables = [tuple(getattr(built[target], "input_variables", None) or ()) for target in readers]
+    single = all(len(names) == 1 for names in variables)
     named: type[BaseModel] = create_model(f"{graph.entry}_{'fields' if single else 'input'}", **fields)
     if not single:
         return named

@@ -96,7 +96,10 @@ async def _run_case(
             spec.name,
             case.name,
             False,
-            f"model node(s) {', '.join(unfaked)} have no fakes; tests never call a real model",
+            f"model node(s) {', '.join(unfaked)} have no fakes; tests never call a real model"
+            if not any(registry.kind_of(_component(spec, m)) == "tool" for m in unfaked)
+            else f"model or tool node(s) {', '.join(unfaked)} have no fakes; tests never call a real model nor "
+            "reach a site",
             path=path,
         )
     started = time.perf_counter()
@@ -173,3 +176,7 @@ def check_expectation(expect: Expectation, output: Any) -> str | None:
 def _show(value: Any, limit: int = 200) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _component(spec: FlowSpec, node_id: str) -> str:
+    return next(n.component for n in spec.nodes if n.id == node_id)

@@ -70,6 +70,8 @@ def problems(spec: FlowSpec, registry: ComponentRegistry) -> list[Problem]:
 
 
 INDEXED = frozenset({"paths", "embeddings", "chunk_size", "chunk_overlap"})  # a Retriever's index is the build's
+# where an HttpRequest's request, and its key, go: a caller could move the key to another allowed host
+REQUEST_TARGET = frozenset({"url", "method", "headers", "api_key_header", "api_key_prefix"})
 
 
 def _never(param: str, component: str, secret: frozenset[str]) -> str | None:
@@ -79,6 +81,8 @@ def _never(param: str, component: str, secret: frozenset[str]) -> str | None:
         return f"{component}.{param} says where a model's requests (and its key) go; a caller never sets it"
     if component == "Retriever" and param in INDEXED:
         return f"{component}.{param} says what is indexed, which builds do (never a request); only k may be tweaked"
+    if component == "HttpRequest" and param in REQUEST_TARGET:
+        return f"{component}.{param} says where its request (and its key) goes; a caller never sets it"
     return None
 
 

@@ -2,4 +2,4 @@
 
 # the modules other packages use (the rest are this package's own); none is imported here, so importing one
 # module never loads the others
-__all__ = ["policy", "providers", "redaction", "references", "repo_credentials"]
+__all__ = ["egress", "policy", "providers", "redaction", "references", "repo_credentials"]

@@ -10,6 +10,9 @@ provider may be pointed at it, so a gateway allowed for one provider's key never
 compared in a normal form (scheme and host in lower case, the default port made explicit, no userinfo); a URL that
 is not already in that form where it matters (dot segments, encoded slashes, dots or backslashes in its path) is
 refused rather than resolved, because a client and a gateway may resolve it differently.
+
+The policy carries the egress policy too (egress.py, GITOPS_FLOW_ALLOWED_FETCH_URLS): where the tools' requests, and
+the keys they carry, may go; validation judges a literal URL by it, and a build hands it to the tools.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from gitops_flow.security.egress import EgressPolicy
 from gitops_flow.security.providers import PROVIDER_KEYS, default_secret_names, providers_reading
 
 RESERVED_PREFIX = "GITOPS_FLOW_"
@@ -137,12 +141,16 @@ class SecretPolicy:
     """What flows may do with secrets on this server (and in the CI that checks them): the names they may read,
     the provider each name's credential may go to, the base URLs a model may be pointed at."""
 
-    def __init__(self, secrets: Iterable[str] | None = None, base_urls: Iterable[str] = ()) -> None:
+    def __init__(
+        self, secrets: Iterable[str] | None = None, base_urls: Iterable[str] = (), *, egress: EgressPolicy | None = None
+    ) -> None:
         """``secrets``: entries as in GITOPS_FLOW_SECRETS (None: the provider key names); ``base_urls``: entries
-        ``provider=URL`` as in GITOPS_FLOW_ALLOWED_BASE_URLS. Raises ValueError naming a wrong entry."""
+        ``provider=URL`` as in GITOPS_FLOW_ALLOWED_BASE_URLS; ``egress``: where the tools' requests (and the keys
+        they carry) may go (None: nowhere). Raises ValueError naming a wrong entry."""
         entries = default_secret_names() if secrets is None else tuple(secrets)
         self.allowances = tuple(Allowance.parse(entry) for entry in entries if entry.strip())
         self.base_urls = tuple(AllowedUrl.parse(url) for url in base_urls if url.strip())
+        self.egress = egress or EgressPolicy()
 
     def allows(self, name: str) -> bool:
         """Whether a flow may read the variable ``name``; never for ``GITOPS_FLOW_*``."""
@@ -179,13 +187,14 @@ class SecretPolicy:
         return ", ".join(str(u) for u in self.base_urls) or "none"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, SecretPolicy) and (self.allowances, self.base_urls) == (
+        return isinstance(other, SecretPolicy) and (self.allowances, self.base_urls, self.egress) == (
             other.allowances,
             other.base_urls,
+            other.egress,
         )
 
     def __hash__(self) -> int:
-        return hash((self.allowances, self.base_urls))
+        return hash((self.allowances, self.base_urls, self.egress))
 
     def __repr__(self) -> str:
         return f"SecretPolicy(secrets=[{self.describe()}], base_urls=[{self.describe_base_urls()}])"

@@ -370,7 +370,7 @@ async def open_stream(
         opened = Opened(choice, _nothing(), time.perf_counter(), None)
         opened.failure = exc
     except Failed as failed:
-        if failures.of_provider(failed.cause):
+        if failures.has_status(failed.cause):
             said = failures.reported(flow, run_id, failed.cause)
             deps.attempts.ended(flow, failed.choice, False, failed.seconds, None, cause=said.cause)
             raise RequestError(said.status, said.code, said.message, said.headers) from None

@@ -6,6 +6,9 @@
     no answer within the model's timeout    504 provider-timeout       Retry-After: 5 s
     rate limited by the provider (429)      429 provider-rate-limited  Retry-After: the provider's, or 5 s
     a request the provider refused (4xx)    500 provider-rejected      (the flow's fault: naming the error's class)
+    a tool's request the egress allowlist   403 egress-refused         (naming the host and why, never the URL)
+      refuses (security/egress.py)
+    a tool's allowed request that failed    502 egress-failed          Retry-After: 5 s (naming the host)
     anything else                           500 flow-failed
 """
 
@@ -19,6 +22,8 @@ from dataclasses import dataclass, field
 from gitops_flow.components.provider_errors import describe, translated
 from gitops_flow.exceptions import (
     CircuitOpen,
+    EgressFailed,
+    EgressRefused,
     ProviderError,
     ProviderRateLimited,
     ProviderRejected,
@@ -64,8 +69,19 @@ def of_provider(exc: BaseException) -> bool:
     return translated(exc) is not None
 
 
+def has_status(exc: BaseException) -> bool:
+    """Whether ``exc`` answers a status of its own (a provider's failure, a tool's refused or failed request), rather
+    than a stream's error event after a 200."""
+    return isinstance(exc, EgressRefused | EgressFailed) or of_provider(exc)
+
+
 def failure(exc: BaseException, run_id: uuid.UUID) -> Failure:
     """What a run that raised ``exc`` answers (see the module's docstring)."""
+    if isinstance(exc, EgressRefused):
+        return Failure(403, "egress-refused", f"{exc} (run {run_id})", "EgressRefused")
+    if isinstance(exc, EgressFailed):
+        wait = {"retry-after": str(DEFAULT_RETRY_AFTER)}
+        return Failure(502, "egress-failed", f"{exc} (run {run_id})", "EgressFailed", wait)
     found = translated(exc)
     if found is None:
         return Failure(500, "flow-failed", f"the flow failed while running (run {run_id})", type(exc).__name__)

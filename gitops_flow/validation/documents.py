@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from gitops_flow.components import credentials
+from gitops_flow.components import credentials, outbound
 from gitops_flow.components.base import FAKEABLE
 from gitops_flow.components.knowledge import Knowledge
 from gitops_flow.components.registry import ComponentRegistry
@@ -111,15 +111,17 @@ def validate_bytes(
     dry_build: bool = True,
     policy: SecretPolicy | None = None,
     knowledge: Knowledge | None = None,
+    tools_faked: bool = False,
 ) -> FileReport:
     """Validate the bytes of a flow document. ``stem`` is the file name the document's ``name`` must equal.
 
     ``dry_build=False`` stops after the static checks, for a caller that builds the flow for real next (the server)
     and turns that build's BuildError into the problem the dry-build would have found. ``policy`` is the operator's
-    word on secrets (default: the provider key names, no base URLs).
+    word on secrets (default: the provider key names, no base URLs) and on outbound requests; ``tools_faked``: every
+    tool node will be answered by a fake (``serve --fake-models``), so where its requests would go is not judged.
     """
     report = FileReport(file)
-    checks = _Checks(registry, policy or SecretPolicy(), dry_build, knowledge)
+    checks = _Checks(registry, policy or SecretPolicy(), dry_build, knowledge, tools_faked)
     report.problems = capped([p.located(file, p.line) for p in _check(raw, checks, stem, report)], MAX_PROBLEMS)
     return report
 
@@ -132,6 +134,7 @@ class _Checks:
     policy: SecretPolicy
     dry_build: bool
     knowledge: Knowledge | None = None
+    tools_faked: bool = False
 
 
 def too_large(size: int, limit: int = MAX_BYTES) -> Problem:
@@ -200,7 +203,7 @@ def _check_document(data: dict[str, Any], checks: _Checks, stem: str | None, rep
         )
     graph, graph_problems = analyse(spec)
     problems += graph_problems
-    problems += _node_problems(spec, registry, checks.policy)
+    problems += _node_problems(spec, registry, checks.policy, checks.tools_faked)
     problems += tweaks.problems(spec, registry)
     problems += _test_problems(spec, registry)
     if problems or not checks.dry_build:
@@ -339,7 +342,9 @@ def _named_by_user(loc: tuple[Any, ...], index: int) -> bool:
     return index == 3 and loc[0] == "limits" and loc[2] == "refs"
 
 
-def _node_problems(spec: FlowSpec, registry: ComponentRegistry, policy: SecretPolicy) -> list[Problem]:
+def _node_problems(
+    spec: FlowSpec, registry: ComponentRegistry, policy: SecretPolicy, tools_faked: bool = False
+) -> list[Problem]:
     problems: list[Problem] = []
     for index, node in enumerate(spec.nodes):
         where = ("nodes", index)
@@ -352,6 +357,8 @@ def _node_problems(spec: FlowSpec, registry: ComponentRegistry, policy: SecretPo
             continue
         problems += secretrefs.check(node.params, (*where, "params"), secret_params=secret_params, policy=policy)
         problems += credentials.check(registry, component, node.params, (*where, "params"), policy)
+        if component.name in outbound.SENDERS and component.takes_context and not tools_faked:  # a built-in's
+            problems += outbound.problems(component.name, node.params, (*where, "params"), policy.egress)
         bare = secretrefs.resolve(dict(node.params), {}, missing=[])
         try:
             issues = registry.check_params(component, bare)
@@ -389,7 +396,7 @@ def _test_problems(spec: FlowSpec, registry: ComponentRegistry) -> list[Problem]
                 problems.append(
                     Problem(
                         code="bad-fake",
-                        message=f"only model nodes can be faked; {node_id!r} is not a model",
+                        message=f"only model and tool nodes can be faked; {node_id!r} is neither",
                         path=json_path([*where, "fakes", node_id]),
                     )
                 )

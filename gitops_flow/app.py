@@ -34,6 +34,7 @@ from gitops_flow.exceptions import (
     PinsDisabled,
     ProviderError,
     StoreError,
+    TooManyItems,
     TurnTooLarge,
     UnknownFlow,
 )
@@ -50,6 +51,7 @@ RETRY_AFTER_SECONDS = 2  # what a 503 of a retryable error (a busy rebuild, a st
 # domain errors -> (status, code); the first matching class wins, so subclasses come first
 _STATUS: tuple[tuple[type[GitOpsFlowError], int, str], ...] = (
     (TurnTooLarge, 413, "turn-too-large"),
+    (TooManyItems, 422, "too-many-items"),
     (BadInput, 422, "bad-input"),
     (PinsDisabled, 403, "pins-disabled"),
     (NotAbortable, 409, "not-abortable"),

@@ -131,6 +131,15 @@ class Settings(BaseSettings):
         le=2_000_000,
         description="chunks one Retriever may index: each a vector in memory and, with a provider, an embedding paid",
     )
+    map_max_items: int = Field(
+        default=100,
+        ge=1,
+        le=100_000,
+        description="items one Map node may run its body on per run: the most a flow's max_items may say",
+    )
+    map_max_concurrency: int = Field(
+        default=8, ge=1, le=256, description="runs of one Map node's body at once: the most its concurrency may say"
+    )
     vector_store: VectorStore = Field(
         default="memory",
         description="where Retrievers' indexes live: memory (in each process), or sqlite-vec (on disk, for large "

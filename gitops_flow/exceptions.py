@@ -129,6 +129,10 @@ class TurnTooLarge(BadInput):
     """A conversational flow's input text is larger than the server keeps as one turn of a conversation."""
 
 
+class TooManyItems(BadInput):
+    """A Map node was given a longer list than its max_items, and was not told to truncate it."""
+
+
 class WebhookError(GitOpsFlowError):
     """A webhook delivery the server will not act on; it changes nothing."""
 

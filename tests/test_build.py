@@ -352,8 +352,10 @@ SHAPES = [
     ),
     pytest.param(
         _fan_in(node("q", "Passthrough"), _ask("left"), _ask("right", "topic")),
-        [{"question": "why?", "topic": "billing"}],
-        ["why?", {"question": "why?"}],
+        # each prompt takes one variable: bare text fills both (a LangFlow File read by two nodes); an object must
+        # name both
+        [{"question": "why?", "topic": "billing"}, "why?"],
+        [{"question": "why?"}],
         id="passthrough-fans-out-to-prompts-of-different-variables",
     ),
     pytest.param(

@@ -89,3 +89,30 @@ def test_a_graph_too_large_to_read_is_not_drawn() -> None:
     flow = spec(names, [(a, b) for a, b in zip(names, names[1:], strict=False)])
     drawing = draw(flow)
     assert drawing.svg is None and re.search(r"\d+ nodes are too many to draw", drawing.notes[0])
+
+
+def test_a_routers_branches_are_drawn_after_it_with_their_names_and_only_the_main_exit_is_an_exit() -> None:
+    flow = FlowSpec.model_validate(
+        {
+            "version": 1,
+            "name": "drawn",
+            "nodes": [
+                {"id": "question", "component": "Passthrough"},
+                {"id": "route", "component": "Router", "params": {"branches": {"fr": "french"}, "default": "english"}},
+                {"id": "french", "component": "PromptTemplate", "params": {"template": "{question}"}},
+                {"id": "english", "component": "PromptTemplate", "params": {"template": "{question}"}},
+                {"id": "llm", "component": "FakeChatModel", "params": {"responses": ["ok"]}},
+            ],
+            "edges": [{"source": "question", "target": "route"}, {"source": "english", "target": "llm"}],
+        }
+    )
+    drawing = draw(flow)
+    at = {b.id: b for b in drawing.boxes}
+    assert at["route"].x < at["french"].x == at["english"].x < at["llm"].x
+    assert [b.id for b in drawing.boxes if b.exit] == ["route"] and [b.id for b in drawing.boxes if b.entry] == [
+        "question"
+    ]
+    assert drawing.svg is not None
+    root = ET.fromstring(drawing.svg)
+    keys = sorted(t.text or "" for t in root.iter(f"{SVG}text") if t.get("class") == "edge-key")
+    assert keys == ["default", "fr"]

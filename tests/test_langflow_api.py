@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import json
 from pathlib import Path
@@ -209,21 +210,18 @@ def test_unknown_flow_invalid_json_and_too_large(remote: Remote, tmp_path: Path)
 
 
 def test_an_export_with_unsupported_nodes_is_recorded_failed_pointing_into_it(remote: Remote, tmp_path: Path) -> None:
-    remote.commit({"flows/simple-agent.json": (DATA / "simple-agent.json").read_text()}, "an agent with web tools")
+    remote.commit({"flows/memory-base.json": (DATA / "memory-chatbot.json").read_text()}, "an agent with a memory base")
     remote.push()
     with served(remote, tmp_path, fake_models=True, wait=False) as harness:
         harness.reconcile()
         versions = harness.client.get("/versions").json()["versions"]
-        response = run(harness, "simple-agent", {"input_value": "x"})
+        response = run(harness, "memory-base", {"input_value": "x"})
 
     newest = versions[0]
-    assert newest["status"] == "ready" and list(newest["failed"]) == ["simple-agent"]
-    found = newest["failed"]["simple-agent"]
+    assert newest["status"] == "ready" and list(newest["failed"]) == ["memory-base"]
+    found = newest["failed"]["memory-base"]
     problems = {(p["file"], p["code"], p["path"]) for p in found if p["severity"] == "error"}
-    assert problems == {
-        ("flows/simple-agent.json", "langflow-unsupported", "$.data.nodes[3]"),
-        ("flows/simple-agent.json", "langflow-unsupported", "$.data.nodes[4]"),
-    }
+    assert problems == {("flows/memory-base.json", "langflow-unsupported", "$.data.nodes[4]")}
     assert all(p["line"] for p in found)
     assert response.status_code == 503  # it never built: nothing can serve it (nothing-servable, retry later)
 
@@ -252,11 +250,31 @@ def test_input_value_fills_the_entrys_single_variable_or_is_refused() -> None:
     chat = _built(chain(("m", "ChatHistory", {"input_key": "text"}), ("p", "Text", {"key": "text"})))
     text = _built(chain(("i", "Passthrough", {})))
     two = _built(chain(("p", "PromptTemplate", {"template": "{a} and {b}"})))
+    both = _built(
+        {
+            "version": 1,
+            "name": "both",
+            "nodes": [
+                {"id": "in", "component": "Passthrough"},
+                {"id": "a", "component": "PromptTemplate", "params": {"template": "A: {text}"}},
+                {"id": "b", "component": "PromptTemplate", "params": {"template": "B: {input_value}"}},
+                {"id": "out", "component": "Text", "params": {"template": "{a} / {b}"}},
+            ],
+            "edges": [
+                {"source": "in", "target": "a"},
+                {"source": "in", "target": "b"},
+                {"source": "a", "target": "out", "key": "a"},
+                {"source": "b", "target": "out", "key": "b"},
+            ],
+        }
+    )
 
     assert flow_input(one, "hi") == {"question": "hi"}
     assert flow_input(none, "hi") == {}
     assert flow_input(chat, "hi") == {"text": "hi"}
     assert flow_input(text, "hi") == "hi"
+    assert flow_input(both, "hi") == "hi"  # each reader takes one variable: each gets the text
+    assert asyncio.run(both.runnable.ainvoke("hi")) == "A: hi / B: hi"
     with pytest.raises(RequestError) as refused:
         flow_input(two, "hi")
     assert (refused.value.status, refused.value.code) == (422, "several-inputs")

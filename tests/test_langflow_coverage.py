@@ -9,6 +9,7 @@ import copy
 import importlib.util
 import json
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -30,6 +31,7 @@ TOOL = Path(__file__).resolve().parent.parent / "tools" / "langflow_coverage.py"
 REGISTRY = ComponentRegistry.builtin()
 FINANCIAL = (DATA / "financial-report-parser.json").read_text()
 SENTIMENT = (DATA / "text-sentiment-analysis.json").read_text()
+SENTIMENT_13 = (DATA / "v1.3-text-sentiment-analysis.json").read_text()  # a File read by two nodes
 FIELDS = ("EBITDA", "NET_INCOME", "GROSS_PROFIT", "REVENUE", "EBIT", "NET_MARGIN", "COMPANY")
 OUTPUTS = ("ChatOutput-DVXkn", "ChatOutput-h5fAd")  # Text Sentiment Analysis: the direct and the summarised analysis
 
@@ -58,14 +60,14 @@ def run(spec: FlowSpec, value: Any, fakes: dict[str, list[str]]) -> Any:
 
 
 def test_a_refused_export_names_every_problem_in_one_pass() -> None:
-    data = load("simple-agent")
-    data["description"] = "Upload an image and the agent looks things up about it."
+    data = load("memory-chatbot")
+    data["description"] = "Upload an image and the agent remembers things about it."
 
     found = errors(data)
 
-    # the web tools are refused, and the input that carries an image is named as well, not after they are removed
-    assert [m.split(" ")[0] for m in found] == ["URLComponent-Tjh8k", "UnifiedWebSearch-KZ8k6", "ChatInput-tKQ4d"]
-    assert "'Upload an image'" in found[2]
+    # the memory base is refused, and the input that carries an image is named as well, not after it is removed
+    assert [m.split(" ")[0] for m in found] == ["MemoryBase-xePih", "ChatInput-oQkLS"]
+    assert "'Upload an image'" in found[1]
 
 
 def _edited_cases() -> list[tuple[str, str]]:
@@ -91,17 +93,10 @@ def test_a_refused_node_adds_its_own_problem_and_no_other(name: str, kind: str) 
     assert all("its code was edited in LangFlow" in m for m in after - before)
 
 
-def test_an_agents_tool_has_no_stand_in_and_a_retriever_may_have_one() -> None:
-    [url, search] = errors(load("simple-agent"))
-    [knowledge] = errors(load("document-qa"))  # its parser, prompt and agent read the refused node: no cascade
+def test_an_agents_tool_has_no_stand_in() -> None:
     [memory] = errors(load("memory-chatbot"))
 
-    assert "fetches web pages at run time, over the network" in url
-    assert "searches the web at run time, over the network" in search
-    for tool in (url, search, memory):
-        assert "as an agent's tool it has no stand-in" in tool
-    assert "a LangFlow knowledge base (a vector store, by embeddings)" in knowledge
-    assert "an operator's component could do this in a native flow (docs/components.md)" in knowledge
+    assert "as an agent's tool it has no stand-in" in memory
     assert "searched by embeddings" in memory and "memory tool would go unanswered" in memory
 
 
@@ -208,8 +203,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     tmp = tmp_path_factory.mktemp("coverage")
     remote = Remote.create(tmp)
     remote.commit(
-        {"flows/Financial Report Parser.json": FINANCIAL, "flows/Text Sentiment Analysis.json": SENTIMENT},
-        "two starter projects as LangFlow exports them",
+        {
+            "flows/Financial Report Parser.json": FINANCIAL,
+            "flows/Text Sentiment Analysis.json": SENTIMENT,
+            "flows/Text Sentiment Analysis 1.3.json": SENTIMENT_13,
+        },
+        "three starter projects as LangFlow exports them",
     )
     remote.push()
     with serve_process(remote, tmp, args=["--fake-models"]) as harness:
@@ -268,21 +267,85 @@ def tool() -> ModuleType:
     return module
 
 
-def test_the_coverage_tool_ranks_what_blocks_the_refused_projects(tool: ModuleType) -> None:
-    names = ("simple-agent", "document-qa", "memory-chatbot", "financial-report-parser", "text-sentiment-analysis")
+def test_the_coverage_tool_serves_what_converts_and_ranks_what_blocks_the_rest(
+    tool: ModuleType, tmp_path: Path
+) -> None:
+    names = ("memory-chatbot", "document-qa", "financial-report-parser", "text-sentiment-analysis")
     rows = [tool.judge("1.13.0", f"{n}.json", (DATA / f"{n}.json").read_bytes(), REGISTRY) for n in names]
     pictured = copy.deepcopy(load("basic-prompting")) | {"description": "Upload an image; the model describes it."}
     rows.append(tool.judge("1.13.0", "pictured.json", json.dumps(pictured).encode(), REGISTRY))
+    rows.append(
+        tool.judge("1.3.4", "sentiment.json", (DATA / "v1.3-text-sentiment-analysis.json").read_bytes(), REGISTRY)
+    )
 
-    table = tool.blockers(rows)
+    tool.serve_and_run(rows, tmp_path)  # a real `gitops-flow serve --fake-models`, each flow run by the run API
 
-    assert [(r.project, r.converted, r.ran) for r in rows[3:5]] == [
+    assert [(r.project, r.converted, r.ran) for r in rows] == [
+        ("memory-chatbot", False, None),
+        ("document-qa", True, True),  # its Knowledge reads the sample document the tool commits in knowledge/
         ("financial-report-parser", True, True),
         ("text-sentiment-analysis", True, True),
+        ("pictured", False, None),
+        ("sentiment", True, True),
     ]
-    assert rows[0].blockers == ["URLComponent", "UnifiedWebSearch"]
-    lines = table.splitlines()[2:]
+    assert rows[1].knowledge and not rows[2].knowledge
+    lines = tool.blockers(rows).splitlines()[2:]
     assert lines[0].startswith("| `ChatInput: the flow expects files with its input` | 1 | 1 (pictured) |")
-    assert "| `Knowledge` | 1 | 1 (document-qa) |" in lines
-    assert "| `URLComponent` | 1 | 0 |" in lines and "| `UnifiedWebSearch` | 1 | 0 |" in lines
-    assert tool.summary(rows) == "2 of 6 starter projects convert (2 run under fakes); 4 are refused."
+    assert "| `MemoryBase` | 1 | 1 (memory-chatbot) |" in lines
+    assert tool.summary(rows) == (
+        "4 of 6 starter projects convert (4 answer 200 on the run API under fakes); 2 are refused."
+    )
+    assert "| 1.13.0 | 5 | 3 | 3 | 2 | yes |" in tool.releases(rows)
+    assert tool.short_releases(rows) == []
+    rows[2].ran = False  # one fewer running: 2 of 5 is under half
+    assert tool.short_releases(rows) == ["1.13.0"]
+    assert "| 1.13.0 | 5 | 3 | 2 | 2 | **no** |" in tool.releases(rows)
+
+
+def test_a_converted_project_the_server_cannot_run_is_reported_with_the_run_apis_answer(
+    tool: ModuleType, tmp_path: Path
+) -> None:
+    row = tool.judge("1.13.0", "document-qa.json", (DATA / "document-qa.json").read_bytes(), REGISTRY)
+    row.knowledge = False  # the tool commits no document: the Retriever finds none and the flow is not served
+
+    tool.serve_and_run([row], tmp_path)
+
+    assert row.converted and row.ran is False
+    assert row.why[0].startswith("run API: 503 nothing-servable: flow '1-13-0-document-qa' failed")
+    assert "no-documents" in row.why[0]
+
+
+def test_a_file_read_by_two_nodes_takes_the_run_apis_input_value_in_both(server: ServeProcess) -> None:
+    # LangFlow 1.3's Text Sentiment Analysis: its File feeds a prompt's {text} and a model's input_value; the
+    # run API's one input_value is the file's text, handed to both (it answered 422 several-inputs before)
+    body = {"input_value": "user: the new release is great\nuser: the docs are thin", "session_id": "s-13"}
+
+    response = lf_run(server, "text-sentiment-analysis-1-3", body)
+    invoked = server.invoke("text-sentiment-analysis-1-3", body["input_value"])
+    schema = server.client.get("/flows/text-sentiment-analysis-1-3/input_schema")
+
+    assert response.status_code == invoked.status_code == 200, response.text
+    results = response.json()["outputs"][0]["outputs"]
+    assert [r["component_id"] for r in results] == ["ChatOutput-NS8z5", "ChatOutput-GzAXT"]
+    texts = [r["results"]["message"]["text"] for r in results]
+    assert texts == ["This is a fake answer from OpenAIModel-Hl8vG.", "This is a fake answer from OpenAIModel-Izkdb."]
+    assert schema.status_code == 200 and {"type": "string"} in schema.json()["anyOf"]
+
+
+# -- every release from LangFlow 1.0: its starter projects, from its wheel ----------------------------------------
+
+WHEELS = Path(tempfile.gettempdir()) / "gitops-flow-langflow-wheels"  # pinned versions: what pip fetches is fixed
+
+
+def test_at_least_half_the_starter_projects_of_every_release_from_1_0_run(tool: ModuleType) -> None:
+    # each LangFlow minor release from 1.0, its last patch, as langflow-base: the wheels are fetched once with
+    # `pip download --no-deps` (14 pinned versions) and kept; every converted project is served by a real
+    # `gitops-flow serve --fake-models` and run through the run API
+    rows = tool.coverage(list(tool.RELEASES), WHEELS)
+
+    assert {r.release for r in rows} == set(tool.RELEASES)
+    assert tool.short_releases(rows) == [], tool.releases(rows)
+    # under --fake-models the tool nodes are faked as the models are: every converted project answers 200
+    assert all(r.ran for r in rows if r.converted), [(r.release, r.project, r.why) for r in rows if r.converted]
+    blog = next(r for r in rows if r.release == "0.0.99" and r.project == "Blog Writer")  # its URL: two HttpRequests
+    assert blog.converted and blog.ran

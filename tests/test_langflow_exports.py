@@ -194,7 +194,8 @@ def test_a_file_as_the_only_input_is_the_files_text_sent_with_the_request() -> N
     assert asyncio.run(built.runnable.ainvoke("the file's text")) == "read it"
 
     beside = load("basic-prompting")
-    extra = copy.deepcopy(node_of(beside, "ChatInput"))
+    node_of(beside, "ChatInput")["data"]["type"] = "TextInput"  # beside a chat input, a File is committed documents
+    extra = copy.deepcopy(node_of(beside, "TextInput"))
     extra["id"] = extra["data"]["id"] = "File-1"
     extra["data"]["type"] = "File"
     beside["data"]["nodes"].append(extra)

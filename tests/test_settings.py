@@ -68,8 +68,6 @@ def test_each_settings_variable_sets_its_field(name: str) -> None:
         "github_repo": "acme/flows",
         "github_api": "https://ghe.example/api/v3",
         "web_search_url": "https://search.example",
-        "model_prices": "gpt-4o=2.5/10",
-        "feedback_max_runs": "5000",
         "allowed_hosts": "flows.example",
         "log_format": "json",
         "log_level": "debug",
@@ -79,6 +77,8 @@ def test_each_settings_variable_sets_its_field(name: str) -> None:
         "experiment_confidence": "0.99",
         "vector_store": "sqlite-vec",
         "vector_store_path": "/srv/vectors",
+        "feedback_max_runs": "5000",
+        "model_prices": "gpt-4o-mini=0.15/0.60",
     }
     default = Settings.model_fields[name].get_default(call_default_factory=True)
     if name in samples:

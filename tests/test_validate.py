@@ -42,6 +42,7 @@ LOCATIONS: dict[str, tuple[str, int | None]] = {
     "bad-template": ("$.nodes[0].params.messages[1][1]", 8),
     "build-failed": ("$.nodes[0].params", 6),
     "cycle": ("$.edges", 11),
+    "crosses-part": ("$.edges[1]", 13),  # a branch's node read from outside the branch
     "dangling-edge": ("$.edges[1].target", 10),
     "dead-end": ("$.nodes[2]", 8),
     "duplicate-edge": ("$.edges[1]", 10),
@@ -53,19 +54,24 @@ LOCATIONS: dict[str, tuple[str, int | None]] = {
     "invalid-json": ("$", 6),
     "invalid-value": ("$.tests[0].expect", 9),
     "literal-secret": ("$.nodes[0].params.api_key", 8),
+    "map-limit": ("$.nodes[0].params.max_items", 6),
     "missing-edge-key": ("$.edges[3]", 14),
     "missing-key": ("$.nodes", 1),  # an absent key has no line of its own: the object that lacks it
     "missing-param": ("$.nodes[0].params.template", 5),
     "name-mismatch": ("$.name", 3),
+    "no-default-branch": ("$.nodes[0].params.default", 6),  # absent: the params that lack it
     "not-an-object": ("$", None),
     "several-entrys": ("$.nodes", 4),
     "several-exits": ("$.nodes", 4),
+    "shared-part": ("$.nodes[3]", 9),
     "too-deep": ("$.nodes[0].params.model_kwargs" + ".nested" * (MAX_DEPTH + 1 - 4), None),
     "unknown-component": ("$.nodes[1].component", 7),
     "unknown-input": ("$.input", 4),
     "unknown-key": ("$.edgs", 8),
+    "unknown-node": ("$.nodes[0].params.default", 7),  # a router's default names no node
     "unknown-param": ("$.nodes[0].params.temprature", 8),
     "unreachable": ("$.nodes[1]", 7),
+    "unreachable-branch": ("$.nodes[0].params.branches.Yes", 7),
     "unsupported-version": ("$.version", 2),
     "wrong-type": ("$.nodes", 4),
 }

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from gitops_flow.components.knowledge import Knowledge
     from gitops_flow.security.egress import EgressPolicy
 
-ComponentKind = Literal["input", "prompt", "model", "agent", "tool", "parser", "memory", "transform"]
+ComponentKind = Literal["input", "prompt", "model", "agent", "tool", "parser", "memory", "transform", "control"]
 # kinds whose nodes `fakes` may answer for: what calls a model, and a tool that sends requests out (HttpRequest,
 # WebSearch): flow tests and `--fake-models` never call a model nor reach a site
 FAKEABLE: tuple[ComponentKind, ...] = ("model", "agent", "tool")
@@ -34,6 +34,7 @@ class BuildContext:
     knowledge: Knowledge | None = None  # the repository's files at the build's revision (a Retriever reads them)
     deadline: float | None = None  # a time.monotonic() reading the build must end by (a Retriever's indexing)
     egress: EgressPolicy | None = None  # where the tools' outbound requests may go (None: nowhere; a dry-build's)
+    parts: Mapping[str, Any] | None = None  # a control node's parts, compiled: the node starting each -> its runnable
 
     def note(self, code: str, message: str, *, severity: Literal["warning", "notice"] = "notice") -> None:
         self.notes.append(Problem(code=code, message=message, path="$", severity=severity))

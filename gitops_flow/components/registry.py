@@ -21,10 +21,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from gitops_flow.components import control
 from gitops_flow.components.base import FAKE_MODEL, FAKEABLE, Component, ComponentKind, ParamIssue
 from gitops_flow.components.builtins import BUILTIN_COMPONENTS
 from gitops_flow.config import Settings
 from gitops_flow.exceptions import BuildError, ConfigError
+from gitops_flow.flow.parts import MAP
 
 ENTRY_POINT_GROUP = "gitops_flow.components"
 SECRETS_ATTRIBUTE = "gitops_flow_secrets"  # an entry point's target declares its secret params in this attribute
@@ -49,18 +51,30 @@ class ComponentRegistry:
         return (type(self), (list(self._components.values()),))
 
     @classmethod
-    def builtin(cls) -> ComponentRegistry:
-        return cls(BUILTIN_COMPONENTS)
+    def builtin(cls, *, map_max_items: int | None = None, map_max_concurrency: int | None = None) -> ComponentRegistry:
+        """The built-in components; a Map bounded by the settings' defaults unless told otherwise."""
+        defaults = Settings.model_fields
+        items = map_max_items if map_max_items is not None else defaults["map_max_items"].default
+        concurrency = (
+            map_max_concurrency if map_max_concurrency is not None else defaults["map_max_concurrency"].default
+        )
+        return cls((*BUILTIN_COMPONENTS, *control.components(items, concurrency)))
 
     @classmethod
     def configured(cls, settings: Settings) -> ComponentRegistry:
         """The built-ins plus what the operator configured: entry points and a components file."""
-        registry = cls.builtin()
+        registry = cls.builtin(map_max_items=settings.map_max_items, map_max_concurrency=settings.map_max_concurrency)
         if settings.load_entry_points:
             registry = registry.with_entry_points()
         if settings.components_file is not None:
             registry = registry.with_file(settings.components_file)
         return registry
+
+    def map_max_items(self) -> int:
+        """The server's bound on the items one Map (with the maps inside it) may run its body on per run."""
+        target = self._components[MAP].target
+        assert isinstance(target, control.MapFactory)
+        return target.max_items
 
     def __contains__(self, name: object) -> bool:
         return name in self._components
@@ -265,7 +279,7 @@ def load_components_file(path: Path) -> list[Component]:
         if unknown:
             raise ConfigError(f"components file {path}: {name!r} has unknown keys {sorted(unknown)}")
         kind = spec.get("kind", "transform")
-        if kind not in typing.get_args(ComponentKind):
+        if kind not in typing.get_args(ComponentKind) or kind == "control":  # control nodes are built-in only
             raise ConfigError(f"components file {path}: {name!r} has unknown kind {kind!r}")
         try:
             params, names = declared_secrets(spec.get("secrets", []))

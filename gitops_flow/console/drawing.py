@@ -15,6 +15,7 @@ from html import escape
 
 from gitops_flow.console.display import shown
 from gitops_flow.flow.document import FlowSpec, NodeSpec
+from gitops_flow.flow.parts import CONTROLS, roots
 
 MAX_NODES = 150  # a larger graph is not drawn (its nodes are listed instead): a drawing that size is not read
 NODE_HEIGHT = 46
@@ -87,15 +88,44 @@ def draw(
             notes.append(f"edge {edge.source} -> {edge.target} feeds a node into itself")
         elif (edge.source, edge.target, edge.key) not in edges:
             edges.append((edge.source, edge.target, edge.key))
+    plain = len(edges)  # the edges after these are a control node's to its parts
+    inside = _in_parts(spec, nodes, edges)
     laid = _break_cycles(ids, edges)
     if any(e.back for e in laid):
         notes.append("the graph has a cycle; the edges that close it are drawn dashed")
     layers = _layers(ids, laid)
     order = _order(ids, laid, layers)
     entries = {spec.input} if spec.input else {n for n in ids if not any(e.target == n for e in laid)}
-    exits = {spec.output} if spec.output else {n for n in ids if not any(e.source == n for e in laid)}
+    feeding = {source for source, _, _ in edges[:plain]}
+    exits = {spec.output} if spec.output else {n for n in ids if n not in feeding} - inside
     boxes = _place(order, nodes, kind_of, entries, exits)
     return _svg(boxes, laid, nodes, scrub, prefix, tuple(notes))
+
+
+def _in_parts(spec: FlowSpec, nodes: dict[str, NodeSpec], edges: list[tuple[str, str, str | None]]) -> set[str]:
+    """The nodes of control nodes' parts (flow/parts.py); adds to ``edges`` one from each control node to each part
+    it runs, keyed by the branch's name (``default``, ``body``), so a part is drawn after the node that runs it."""
+    starts: list[str] = []
+    for node_id, node in nodes.items():
+        if node.component not in CONTROLS:
+            continue
+        for where, root in roots(node.component, node.params):
+            if isinstance(root, str) and root in nodes and root != node_id:
+                starts.append(root)
+                label = where[-1] if where[0] == "branches" else where[0]
+                if (node_id, root, label) not in edges:
+                    edges.append((node_id, root, label))
+    following: dict[str, list[str]] = {}
+    for edge in spec.edges:
+        following.setdefault(edge.source, []).append(edge.target)
+    inside = set(starts)
+    stack = list(starts)
+    while stack:
+        for target in following.get(stack.pop(), ()):
+            if target not in inside:
+                inside.add(target)
+                stack.append(target)
+    return inside
 
 
 def _break_cycles(ids: list[str], edges: list[tuple[str, str, str | None]]) -> list[_Edge]:

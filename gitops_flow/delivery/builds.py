@@ -197,7 +197,7 @@ class VersionBuilder:
         self.breakers = breakers  # the provider endpoints' circuit breakers the built models call through
         self.library = library or Library()  # the embeddings and indexes every Retriever's build shares
         self._cache: dict[_Key, _FileResult] = {}
-        self._reads: dict[str, tuple[str, ...]] = {}  # a flow file's blob -> the globs its Retrievers read
+        self._reads: dict[tuple[str, str], tuple[str, ...]] = {}  # (file, blob) -> the globs its Retrievers read
         self._trees: OrderedDict[str, dict[str, str]] = OrderedDict()  # a commit -> its files (path -> blob)
         # flows being tested in the test pool, by build (_Key); their results move to the cache when a build
         # takes them; ``_awaited``: those a version went out without (their verdict calls ``on_verdict``)
@@ -317,6 +317,7 @@ class VersionBuilder:
             deadline=deadline,
             breakers=self.breakers,
             knowledge=knowledge,
+            fake_embeddings=self.fake_models,
             egress=self.policy.egress,
         )
 
@@ -340,7 +341,7 @@ class VersionBuilder:
             if config is not None:
                 flows_dir = config.flows_dir
         listing = _Listing(flows_dir, self.source.list_files(sha, flows_dir), routing)
-        reads = {name: self._globs(blob) for name, blob in listing.files.items()}
+        reads = {name: self._globs(name, blob) for name, blob in listing.files.items()}
         if any(reads.values()):  # the whole tree is listed only when some flow reads documents
             listing.tree = self._tree(sha)
             listing.knowledge = {name: corpus.fingerprint(listing.tree, globs) for name, globs in reads.items()}
@@ -355,13 +356,16 @@ class VersionBuilder:
                 self._trees.popitem(last=False)
         return self._trees[sha]
 
-    def _globs(self, blob: str) -> tuple[str, ...]:
-        """The globs a flow file's Retrievers read (corpus.reads), read once per blob."""
-        if blob not in self._reads:
+    def _globs(self, file_name: str, blob: str) -> tuple[str, ...]:
+        """The globs a flow file's Retrievers read (corpus.reads), read once per file and blob (a LangFlow export's
+        Retrievers read the folder its flow's name makes)."""
+        key = (file_name, blob)
+        if key not in self._reads:
             if len(self._reads) > 10_000:
                 self._reads.clear()
-            self._reads[blob] = corpus.reads(self.source.read_blob(blob, max_bytes=MAX_EXPORT_BYTES))
-        return self._reads[blob]
+            raw = self.source.read_blob(blob, max_bytes=MAX_EXPORT_BYTES)
+            self._reads[key] = corpus.reads(raw, name=flow_name(file_name.removesuffix(".json")))
+        return self._reads[key]
 
     def _changed(self, commit: CommitInfo, listing: _Listing) -> tuple[str, ...]:
         before = self._listing(commit.parents[0]).builds() if commit.parents else {}
@@ -485,6 +489,7 @@ class VersionBuilder:
                     deadline=time.monotonic() + self.build_timeout if self.build_timeout is not None else None,
                     breakers=self.breakers,
                     knowledge=knowledge,
+                    fake_embeddings=self.fake_models,
                     egress=self.policy.egress,
                 )
             except BuildError as exc:

@@ -18,6 +18,7 @@ import orjson
 from gitops_flow.components.knowledge import matching, path_problem
 from gitops_flow.delivery.source import GitSource
 from gitops_flow.exceptions import SourceError
+from gitops_flow.langflow import convert as langflow
 
 RETRIEVER = "Retriever"
 
@@ -40,13 +41,16 @@ class CommitFiles:
             raise KeyError(path) from exc
 
 
-def reads(raw: bytes) -> tuple[str, ...]:
+def reads(raw: bytes, name: str = "flow") -> tuple[str, ...]:
     """The globs the Retriever nodes of a flow document read (only those that stay in the repository); () for a
-    document with none, or one that is not a flow document (validation says why)."""
+    document with none, or one that is not a flow document (validation says why). A LangFlow export is read as the
+    document it converts to, under the flow's ``name`` (its Retrievers read ``knowledge/<name>/``)."""
     try:
         data: Any = orjson.loads(raw.decode("utf-8-sig"))
     except (ValueError, UnicodeDecodeError):
         return ()
+    if isinstance(data, dict) and langflow.is_export(data):
+        data = langflow.convert(data, name=name).document
     nodes = data.get("nodes") if isinstance(data, dict) else None
     found: list[str] = []
     for node in nodes if isinstance(nodes, list) else ():

@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
+from gitops_flow.flow.parts import PARAMS_SCHEMA
+
 FORMAT_VERSION = 1
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
 NODE_ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
@@ -15,10 +17,21 @@ SCHEMA_ID = "https://gitops-flow.dev/schema/flow.v1.json"
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
 
+def _control_params(schema: dict[str, Any]) -> None:
+    """The params of control nodes (Router, Map), as JSON Schema conditions on the component's name."""
+    schema["allOf"] = [
+        {
+            "if": {"properties": {"component": {"const": name}}, "required": ["component"]},
+            "then": {"properties": {"params": params}, "required": ["params"]},
+        }
+        for name, params in PARAMS_SCHEMA.items()
+    ]
+
+
 class NodeSpec(BaseModel):
     """One component of the graph: a registered component name and its keyword arguments."""
 
-    model_config = _STRICT
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_control_params)
 
     id: str = Field(pattern=NODE_ID_PATTERN, max_length=100, description="Unique within the flow.")
     component: str = Field(
@@ -26,7 +39,9 @@ class NodeSpec(BaseModel):
     )
     params: dict[str, JsonValue] = Field(
         default_factory=dict,
-        description='Keyword arguments of the component. {"$env": "NAME"} is a secret read from the environment.',
+        description='Keyword arguments of the component. {"$env": "NAME"} is a secret read from the environment. '
+        "A Router's branches and default, and a Map's body, name nodes of this flow that start its parts: "
+        "sub-graphs detached from the main graph.",
     )
     description: str = ""
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from gitops_flow.flow.document import EdgeSpec, FlowSpec
+from gitops_flow.flow.parts import Parts
 from gitops_flow.problems import Problem, json_path, listing
 
 
@@ -18,6 +20,9 @@ class FlowGraph:
     order: tuple[str, ...]
     incoming: dict[str, tuple[EdgeSpec, ...]]
     outgoing: dict[str, tuple[EdgeSpec, ...]]
+    # the parts of the control nodes (flow/parts.py): the node starting each -> its own graph, over its own nodes
+    parts: Mapping[str, FlowGraph] = field(default_factory=dict)
+    controls: tuple[str, ...] = ()  # the control nodes, each after every control node inside its parts
 
     @property
     def is_chain(self) -> bool:
@@ -25,7 +30,11 @@ class FlowGraph:
 
 
 def analyse(spec: FlowSpec) -> tuple[FlowGraph | None, list[Problem]]:
-    """The graph of ``spec`` and every problem with it; the graph is None when a problem makes it unusable."""
+    """The graph of ``spec`` and every problem with it; the graph is None when a problem makes it unusable.
+
+    The parts of control nodes (a Router's branches, a Map's body: flow/parts.py) are sub-graphs of their own,
+    each checked as a flow is (one entry, the node named; one exit; no cycle; every node on the way), and kept out
+    of the main graph."""
     problems: list[Problem] = []
     ids: list[str] = []  # in document order; ``known`` is the same as a set, so each look-up costs O(1)
     known: set[str] = set()
@@ -61,14 +70,25 @@ def analyse(spec: FlowSpec) -> tuple[FlowGraph | None, list[Problem]]:
             outgoing[edge.source].append(edge)
             positions[id(edge)] = index
     problems += _fan_in_problems(incoming, positions)
-    entry = _endpoint(spec, ids, known, incoming, "input", problems)
-    exit_ = _endpoint(spec, ids, known, outgoing, "output", problems)
-    order = _topological(ids, incoming, outgoing)
+    found = Parts.of(spec, known, outgoing, problems)
+    if found.part_of:  # an edge between a part and the rest is refused above; the checks below go without it
+        incoming = defaultdict(list, {n: [e for e in es if found.same(e)] for n, es in incoming.items()})
+        outgoing = defaultdict(list, {n: [e for e in es if found.same(e)] for n, es in outgoing.items()})
+        problems += found.crossings(spec, positions)
+    main = [n for n in ids if n not in found.part_of]
+    entry = _endpoint(spec, main, known, incoming, "input", problems)
+    exit_ = _endpoint(spec, main, known, outgoing, "output", problems)
+    order = _topological(main, incoming, outgoing)
     if order is None:
-        looped = _on_cycles(ids, incoming, outgoing)
+        looped = _on_cycles(main, incoming, outgoing)
         problems.append(_problem("cycle", f"the graph has a cycle through {listing(looped)}", "edges"))
     if entry and exit_ and order is not None:
-        problems += _reachability(spec, ids, entry, exit_, incoming, outgoing)
+        problems += _reachability(spec, set(main), entry, exit_, incoming, outgoing)
+    parts: dict[str, FlowGraph] = {}
+    for root, members in found.members.items():
+        part = _part(spec, root, members, found.names[root], incoming, outgoing, problems)
+        if part is not None:
+            parts[root] = part
     if problems or entry is None or exit_ is None or order is None:
         return None, problems
     graph = FlowGraph(
@@ -77,8 +97,40 @@ def analyse(spec: FlowSpec) -> tuple[FlowGraph | None, list[Problem]]:
         order=tuple(order),
         incoming={n: tuple(incoming[n]) for n in ids},
         outgoing={n: tuple(outgoing[n]) for n in ids},
+        parts=parts,
+        controls=found.controls,
     )
     return graph, []
+
+
+def _part(
+    spec: FlowSpec,
+    root: str,
+    members: list[str],
+    name: str,
+    incoming: dict[str, list[EdgeSpec]],
+    outgoing: dict[str, list[EdgeSpec]],
+    problems: list[Problem],
+) -> FlowGraph | None:
+    """The graph of the part ``root`` starts: its exit is its only node without outgoing edges."""
+    index = {node.id: i for i, node in enumerate(spec.nodes)}
+    exits = [n for n in members if not outgoing[n]]
+    order = _topological(members, incoming, outgoing)
+    if order is None:
+        looped = _on_cycles(members, incoming, outgoing)
+        problems.append(_problem("cycle", f"{name} has a cycle through {listing(looped)}", "nodes", index[root]))
+        return None
+    if len(exits) != 1:
+        message = f"{name} ends in {len(exits)} nodes ({', '.join(exits)}); a part gives one value: join them"
+        problems.append(_problem("several-exits", message, "nodes", index[exits[-1]]))
+        return None
+    return FlowGraph(
+        entry=root,
+        exit=exits[0],
+        order=tuple(order),
+        incoming={n: tuple(incoming[n]) for n in members},
+        outgoing={n: tuple(outgoing[n]) for n in members},
+    )
 
 
 def _problem(code: str, message: str, *path: str | int) -> Problem:
@@ -190,7 +242,7 @@ def _on_cycles(ids: list[str], incoming: dict[str, list[EdgeSpec]], outgoing: di
 
 def _reachability(
     spec: FlowSpec,
-    ids: list[str],
+    ids: set[str],
     entry: str,
     exit_: str,
     incoming: dict[str, list[EdgeSpec]],
@@ -200,6 +252,8 @@ def _reachability(
     to_exit = _walk(exit_, incoming, "source")
     problems = []
     for index, node in enumerate(spec.nodes):
+        if node.id not in ids:
+            continue
         if node.id not in from_entry:
             problems.append(
                 _problem("unreachable", f"node {node.id!r} cannot be reached from {entry!r}", "nodes", index)

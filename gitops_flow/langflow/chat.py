@@ -39,19 +39,25 @@ def agent(b: Builder, node: LfNode) -> None:
     choice = lent[0].choice if lent else model_choice(node)
     if not lent:
         b.problems += choice.problems
-    tools: list[str] = []
+    tools: list[str | dict[str, Any]] = []
     if node.flag("add_calculator_tool"):
         tools.append("calculator")
     if node.flag("add_current_date_tool"):
         tools.append("current_date")
+    search_key: dict[str, str] | None = None
     for wire, port in b.inputs(node, "tools"):
         if isinstance(port, ToolPort):
             tools.append(port.tool)
+            search_key = search_key or port.key
         elif not isinstance(port, Refused):  # a refused tool's own problem says why
-            b.fail(wire.path, "only built-in tools (Calculator, Current Date) can be an agent's tools", node=node)
+            b.fail(
+                wire.path,
+                "only built-in tools (Calculator, Current Date, URL, web search) can be an agent's tools",
+                node=node,
+            )
     if b.wired(node) & {"memory"}:
         b.fail(node.field_path("memory"), "an external chat memory is not supported", node=node)
-    params = {**choice.params, "tools": list(dict.fromkeys(tools))}
+    params = {**choice.params, "tools": _distinct(tools), **({"search_api_key": search_key} if search_key else {})}
     iterations = node.number("max_iterations")
     if iterations is not None and iterations >= 1:
         params["max_iterations"] = min(100, int(iterations))
@@ -61,6 +67,14 @@ def agent(b: Builder, node: LfNode) -> None:
         _structured_response(b, node, choice, params, history=history and bool(params["tools"]))
     if used - TEXT_OUTPUTS_NOT or STRUCTURED not in used:
         _chat(b, node, choice, "Agent", params, "system_prompt", history=history)
+
+
+def _distinct(tools: list[str | dict[str, Any]]) -> list[str | dict[str, Any]]:
+    """Each tool once (by name: two web search nodes are one ``web_search``, the first's options kept)."""
+    seen: dict[str, str | dict[str, Any]] = {}
+    for tool in tools:
+        seen.setdefault(str(tool["name"]) if isinstance(tool, dict) else tool, tool)
+    return list(seen.values())
 
 
 def _chat(

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gitops_flow.flow.document import ALIAS_PATTERN, NAME_PATTERN
-from gitops_flow.langflow import chat, nodes
+from gitops_flow.langflow import chat, knowledge, nodes, outbound
 from gitops_flow.langflow.export import Export, LfNode, Wire, is_export, read_export
 from gitops_flow.langflow.models import TYPE_PROVIDERS
 from gitops_flow.langflow.refusals import refusal
@@ -54,6 +54,14 @@ HANDLERS: dict[str, Callable[[Builder, LfNode], None]] = {
     "CalculatorComponent": nodes.tool("calculator"),
     "CalculatorTool": nodes.tool("calculator"),
     "CurrentDate": nodes.tool("current_date"),
+    **{kind: knowledge.vector_store for kind in knowledge.VECTOR_STORES},
+    **{kind: knowledge.knowledge_base for kind in knowledge.KNOWLEDGE_BASES},
+    **{kind: knowledge.ingest for kind in knowledge.INGESTS},
+    **{kind: knowledge.splitter for kind in knowledge.SPLITTERS},
+    **{kind: knowledge.embeddings for kind in knowledge.EMBEDDINGS},
+    **{kind: outbound.pages for kind in outbound.PAGES},
+    **{kind: outbound.requests for kind in outbound.REQUESTS},
+    **{kind: outbound.search for kind in outbound.SEARCHES},
 }
 
 
@@ -91,6 +99,8 @@ def convert(data: dict[str, Any], *, name: str) -> Conversion:
     """Convert an export (``is_export(data)`` holds) into a flow document named ``name``."""
     export = read_export(data)
     problems = list(export.problems)
+    export, unused = _without_unused(export)
+    problems += unused
     if not re.match(NAME_PATTERN, name) or len(name) > 64:
         problems.append(
             Problem(
@@ -112,10 +122,12 @@ def convert(data: dict[str, Any], *, name: str) -> Conversion:
         conversational=conversational(export, refused),
         files_expected=_files_expected(data),
         refused=refused,
+        name=name,
     )
     for node in order:
         handler = nodes.refused if node.id in unsupported else HANDLERS[node.type]
         handler(builder, node)
+    knowledge.connect_queries(builder)
     nodes.gather_outputs(builder)
     problems += builder.problems
     if any(p.severity == "error" for p in problems):
@@ -181,6 +193,44 @@ def _unsupported(export: Export) -> dict[str, Problem]:
         for node in export.nodes
         if node.type not in HANDLERS or node.edited
     }
+
+
+OUTPUTS = frozenset({"ChatOutput", "TextOutput"})
+INPUTS = frozenset({"ChatInput", "TextInput", "File"})
+
+
+def _without_unused(export: Export) -> tuple[Export, list[Problem]]:
+    """The export without the nodes no output reads, directly or through others (a branch LangFlow ships unwired,
+    an ingest that loaded a store), and a warning naming them; the export as it is when it has no output, or when
+    one of those nodes could not be converted (its refusal says why: it may act, as a file written does)."""
+    outputs = [n.id for n in export.nodes if n.type in OUTPUTS]
+    read: set[str] = set()
+    pending = list(outputs)
+    while pending:
+        current = pending.pop()
+        if current not in read:
+            read.add(current)
+            pending += [w.source for w in export.wires_into(current)]
+    unused = [n for n in export.nodes if n.id not in read and n.type not in INPUTS]  # an input is judged as one
+    stranded = any(  # the request's input, wired, with nothing it feeds shown
+        n.type in ("ChatInput", "TextInput") and n.id not in read and export.wires_from(n.id) for n in export.nodes
+    )
+    if not outputs or not unused or stranded or any(n.type not in HANDLERS or n.edited for n in unused):
+        return export, []  # (an input whose readers no output reads: the flow is judged whole, as LangFlow made it)
+    gone = {n.id for n in unused}
+    kept = Export(nodes=[n for n in export.nodes if n.id not in gone], skipped=export.skipped, problems=export.problems)
+    for wire in export.wires:
+        if wire.source not in gone and wire.target not in gone:
+            kept.add_wire(wire)
+    listed = ", ".join(n.label() for n in unused[:5]) + (f" and {len(unused) - 5} more" if len(unused) > 5 else "")
+    warning = Problem(
+        code="langflow-unused",
+        message=f"no output reads {listed}: left out of the converted flow (LangFlow ran them, and showed nothing "
+        "of what they made)",
+        path=unused[0].path,
+        severity="warning",
+    )
+    return kept, [warning]
 
 
 def _order(export: Export) -> list[LfNode] | None:

@@ -4,7 +4,8 @@ LangFlow has named models several ways: ``model_name`` on provider components (O
 ``provider`` + ``model_name`` on LanguageModelComponent (1.2 to 1.6), ``agent_llm`` + ``model_name`` on the Agent
 (1.1 to 1.6), and one ``model`` field holding the selected option(s) ``{"name", "provider", ...}`` from 1.7 on,
 where ``model_name``/``provider`` became overrides. Keys are ``api_key`` fields: a ``load_from_db`` field's value
-is the name of a LangFlow global variable, which becomes an environment variable of the same (normalised) name.
+is the name of a LangFlow global variable, which becomes an environment variable of the same (normalised) name;
+so does a value that is an environment variable's name (``OPENAI_API_KEY``) without ``load_from_db``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from gitops_flow.problems import Problem
 from gitops_flow.security.providers import PROVIDER_KEYS
 
 DEFAULT_MODEL = "openai:gpt-4o-mini"
+_VARIABLE_NAME = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
 
 # LangFlow's provider names -> (init_chat_model provider, the environment variable its key is read from)
 PROVIDERS: dict[str, tuple[str, str]] = {
@@ -68,6 +70,7 @@ TYPE_PROVIDERS: dict[str, str] = {
 }
 _MODEL_NAME_FIELDS = ("model_name", "model", "model_id")
 _BASE_URL_FIELDS = ("openai_api_base", "base_url", "anthropic_api_url", "api_base")
+PROVIDER_ENDPOINTS = frozenset({"https://api.anthropic.com", "https://api.openai.com", "https://api.openai.com/v1"})
 _ENV_INVALID = re.compile(r"[^A-Z0-9_]+")
 
 
@@ -78,6 +81,12 @@ class ModelChoice:
     params: dict[str, Any] = field(default_factory=dict)
     fields: dict[str, str] = field(default_factory=dict)  # param -> LangFlow field
     problems: list[Problem] = field(default_factory=list)
+
+
+def is_variable_name(text: str) -> bool:
+    """An environment variable's name written where a key goes (``OPENAI_API_KEY``, as LangFlow's starter projects
+    of 1.2 ship it without ``load_from_db``): upper-case words joined by underscores, which no provider's key is."""
+    return _VARIABLE_NAME.fullmatch(text.strip()) is not None
 
 
 def env_name(text: str) -> str:
@@ -168,8 +177,12 @@ def _numbers(node: LfNode, choice: ModelChoice) -> None:
 
 
 def _base_url(node: LfNode, choice: ModelChoice) -> None:
+    """The base URL a node points its model at; none when it is the provider's own public endpoint (LangFlow's
+    Anthropic component shows ``https://api.anthropic.com``), which the client reaches by itself."""
     for source in _BASE_URL_FIELDS:
         url = node.text(source)
+        if url.strip().rstrip("/") in PROVIDER_ENDPOINTS:
+            return
         if url:
             choice.params["base_url"] = url
             choice.fields["base_url"] = source
@@ -195,7 +208,7 @@ def _api_key(node: LfNode, choice: ModelChoice, default_env: str) -> None:
     value = spec.get("value")
     name = default_env
     if isinstance(value, str) and value.strip():
-        if spec.get("load_from_db") is True:
+        if spec.get("load_from_db") is True or is_variable_name(value):
             name = env_name(value)
         else:
             choice.problems.append(
@@ -211,3 +224,12 @@ def _api_key(node: LfNode, choice: ModelChoice, default_env: str) -> None:
         choice.params["api_key"] = {"$env": name}
         if key_field:
             choice.fields["api_key"] = key_field
+
+
+def key_reference(node: LfNode, default_env: str) -> tuple[dict[str, str] | None, list[Problem]]:
+    """A node's API key as an ``$env`` reference (as a model's is; ``literal-secret`` for a literal key), and the
+    problems found; None when the field is empty and there is no default variable."""
+    choice = ModelChoice()
+    _api_key(node, choice, default_env)
+    reference = choice.params.get("api_key")
+    return (reference if isinstance(reference, dict) else None), choice.problems

@@ -12,6 +12,7 @@ from string import Formatter
 from typing import Any
 
 from gitops_flow.flow import prompts as templates
+from gitops_flow.langflow import knowledge
 from gitops_flow.langflow.export import LfNode
 from gitops_flow.langflow.workbench import (
     DEFAULT_WINDOW,
@@ -79,8 +80,12 @@ def chat_input(b: Builder, node: LfNode) -> None:
 
 def file_input(b: Builder, node: LfNode) -> None:
     """A File node as a flow's only input: the caller sends the file's text. LangFlow read the file from its own
-    storage; the server reads no files, so the content comes with the request (a warning says so)."""
+    storage; the server reads no files, so the content comes with the request (a warning says so). Beside a chat
+    input, or loading a store, its documents are committed in Git instead (knowledge.py)."""
     others = [n for n in b.export.nodes if n.type in ("ChatInput", "TextInput") or (n.type == "File" and n is not node)]
+    if any(n.type == "ChatInput" for n in others) or knowledge.feeds_only_ingest(b, node):
+        knowledge.file_documents(b, node)  # documents committed in Git, which the flow's input queries
+        return
     if others or b.entry is not None:
         b.fail(
             node.path,

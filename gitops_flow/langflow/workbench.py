@@ -45,9 +45,11 @@ class ModelPort:
 
 @dataclass(frozen=True, slots=True)
 class ToolPort:
-    """A built-in tool, for an agent's ``tools``."""
+    """A built-in tool, for an agent's ``tools``: its name, or an object with its ``name`` and options; ``key`` the
+    secret reference a tool that needs one takes (web_search's, the agent's ``search_api_key``)."""
 
-    tool: str
+    tool: str | dict[str, Any]
+    key: dict[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +60,22 @@ class Refused:
     node: LfNode
 
 
-Port = NodePort | Constant | ModelPort | ToolPort | Refused
+@dataclass(frozen=True, slots=True)
+class EmbeddingsPort:
+    """An embedding model, lent to the vector store it is wired into: ``spec`` as ``init_embeddings`` takes it,
+    ``api_key`` its secret reference (None: the provider needs none), ``fields`` what came from which field."""
+
+    spec: str
+    api_key: dict[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Corpus:
+    """Documents LangFlow loads into a store (a File, split, ingested): in a converted flow they are the files
+    committed under the flow's knowledge folder, which its Retrievers read; nothing runs for them."""
+
+
+Port = NodePort | Constant | ModelPort | ToolPort | Refused | EmbeddingsPort | Corpus
 
 
 def escape(text: str) -> str:
@@ -83,6 +100,8 @@ class Builder:
     types: frozenset[str] = frozenset()  # the component types the export uses
     files_expected: str = ""  # what in the export says its input carries files (an image), quoted
     refused: frozenset[str] = frozenset()  # the ids of the nodes that cannot be converted
+    name: str = "flow"  # the converted flow's name: its documents are committed under knowledge/<name>/
+    queries: list[str] = field(default_factory=list)  # Retrievers the flow's input queries (wired at the end)
     _index: dict[str, int] = field(default_factory=dict)
     _history: str | None = None
 

@@ -16,18 +16,23 @@ from pydantic import BaseModel, RootModel, ValidationError, create_model
 from gitops_flow.components import langchain_internals as internals
 from gitops_flow.components.base import FAKEABLE, BuildContext
 from gitops_flow.components.breaker import Breakers
+from gitops_flow.components.control import Mapped
 from gitops_flow.components.http_fetch import RUN_KEY, Tally
 from gitops_flow.components.knowledge import Knowledge
 from gitops_flow.components.registry import ComponentRegistry
 from gitops_flow.exceptions import BadInput, BuildError
+from gitops_flow.flow import parts
 from gitops_flow.flow.document import FlowSpec, NodeSpec
 from gitops_flow.flow.graph import FlowGraph, analyse
 from gitops_flow.problems import Problem, json_path
 from gitops_flow.runtime.conversations import UNSAVED, UNSAVED_KEY, HistoryStore, MemoryHistoryStore, WithHistory
+from gitops_flow.runtime.lean.control import form_of as control_form
 from gitops_flow.runtime.lean.forms import as_value, form_of
 from gitops_flow.runtime.lean.program import LeanFlow, Plan
 from gitops_flow.security import references as secretrefs
 from gitops_flow.security.egress import EgressPolicy
+
+FAKE_EMBEDDINGS_PREFIX, FAKE_EMBEDDINGS = "hashing:", "hashing:256"  # what `serve --fake-models` embeds with
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +126,7 @@ def build_flow(
     clock: Callable[[], float] = time.monotonic,
     breakers: Breakers | None = None,
     knowledge: Knowledge | None = None,
+    fake_embeddings: bool = False,
     egress: EgressPolicy | None = None,
 ) -> BuiltFlow:
     """Build ``spec``; raises BuildError (with the node's path) on the first node that cannot be built.
@@ -134,6 +140,8 @@ def build_flow(
     where the tools (HttpRequest, WebSearch, an agent's fetch_url and web_search) may send requests when they run
     (None: nowhere, as in flow tests). Nothing else is invoked: building never calls a model, reads another file or
     touches the network.
+    ``fake_embeddings`` (``serve --fake-models``): an embedding model is a model too, so every node's provider
+    ``embeddings`` become the built-in ``hashing:256`` (no key, no network) and its ``api_key`` goes unread.
     """
     graph, problems = analyse(spec)
     if graph is None:
@@ -141,7 +149,10 @@ def build_flow(
         raise BuildError(first.message, path=first.path, code=first.code)
     notes: list[Problem] = []
     built: dict[str, Runnable[Any, Any]] = {}
-    for index, node in enumerate(spec.nodes):
+    position = {node.id: index for index, node in enumerate(spec.nodes)}
+
+    def build(index: int, parts: Mapping[str, Runnable[Any, Any]] | None = None) -> None:
+        node = spec.nodes[index]
         if deadline is not None and clock() >= deadline:
             raise BuildError(
                 f"the build ran past its time limit before node {node.id!r} ({index:,} of {len(spec.nodes):,} "
@@ -150,13 +161,47 @@ def build_flow(
                 code="build-timeout",
             )
         built[node.id] = _build_node(
-            spec, index, registry, secrets or {}, fakes or {}, dry_run, notes, breakers, knowledge, deadline, egress
+            spec,
+            index,
+            registry,
+            secrets or {},
+            fakes or {},
+            dry_run,
+            notes,
+            breakers,
+            knowledge,
+            deadline,
+            fake_embeddings,
+            egress,
+            parts,
         )
+
+    controls = set(graph.controls)
+    for index, node in enumerate(spec.nodes):
+        if node.id not in controls:
+            build(index)
+    # a control node is built once its parts are: the innermost first (graph.controls), each part compiled as a flow
+    leans = internals.HOOKS.runnables is not None  # without LangChain's hooks the flow runs as its runnable
+    compiled: dict[str, Runnable[Any, Any]] = {}
+    programs: dict[str, LeanFlow] = {}
+    runs: dict[str, int] = {}  # control node -> the most runs of a part's first node one run of it makes
+    for control in graph.controls:
+        node = spec.nodes[position[control]]
+        inner = 1
+        for _, root in parts.roots(node.component, node.params):
+            part = graph.parts[root]
+            inner = max([inner, *(runs[n] for n in part.order if n in runs)])
+            if root not in compiled:
+                members = {n: _named(built[n], n) for n in part.order}
+                compiled[root] = _compile(part, members)
+                if leans:
+                    programs[root] = _lean(part, members, compiled[root], programs)
+        build(position[control], compiled)
+        runs[control] = _runs(registry, control, position[control], built[control], inner)
     _check_fan_in_variables(spec, graph, built)
-    named = {node_id: _named(r, node_id) for node_id, r in built.items()}
+    named = {node_id: _named(built[node_id], node_id) for node_id in graph.order}
     runnable = _compile(graph, named)
-    # without the LangChain hooks the lean program reuses, the flow runs as its runnable (langchain_internals)
-    lean: LeanFlow | WithHistory | None = _lean(graph, named, runnable) if internals.HOOKS.runnables else None
+    lean: LeanFlow | WithHistory | None = _lean(graph, named, runnable, programs) if leans else None
     memory = [(i, n) for i, n in enumerate(spec.nodes) if registry.kind_of(n.component) == "memory"]
     if memory:
         if history is None and not dry_run:
@@ -201,7 +246,9 @@ def _build_node(
     breakers: Breakers | None = None,
     knowledge: Knowledge | None = None,
     deadline: float | None = None,
+    fake_embeddings: bool = False,
     egress: EgressPolicy | None = None,
+    parts: Mapping[str, Runnable[Any, Any]] | None = None,
 ) -> Runnable[Any, Any]:
     node = spec.nodes[index]
     where = ("nodes", index)
@@ -210,6 +257,9 @@ def _build_node(
     except BuildError as exc:
         raise BuildError(str(exc), path=json_path([*where, "component"]), code=exc.code) from None
     params: dict[str, Any] = dict(node.params)
+    embeddings = params.get("embeddings")
+    if fake_embeddings and isinstance(embeddings, str) and not embeddings.startswith(FAKE_EMBEDDINGS_PREFIX):
+        params = {k: v for k, v in params.items() if k != "api_key"} | {"embeddings": FAKE_EMBEDDINGS}
     fake_responses: list[str] | None = None
     if node.id in fakes:
         if component.kind not in FAKEABLE:
@@ -261,6 +311,7 @@ def _build_node(
         knowledge=knowledge,
         deadline=deadline,
         egress=egress,
+        parts=parts,
     )
     try:
         factory = registry.factory(component)
@@ -275,6 +326,23 @@ def _build_node(
     if not isinstance(built, Runnable):
         raise BuildError(f"{component.name} did not produce a runnable", path=json_path(where))
     return built
+
+
+def _runs(registry: ComponentRegistry, node: str, index: int, built: Runnable[Any, Any], inner: int) -> int:
+    """How many runs of its parts' nodes one run of a control node may make: a map's items times what its body's
+    own maps make, which the server's bound (GITOPS_FLOW_MAP_MAX_ITEMS) caps for maps inside maps too."""
+    if not isinstance(built, Mapped):
+        return inner
+    total: int = built.each.max_items * inner
+    bound = registry.map_max_items()
+    if total > bound:
+        raise BuildError(
+            f"map {node!r} may run its body's nodes {total:,} times in one run ({built.each.max_items} items, times "
+            f"{inner:,} for the maps inside it), above the server's bound of {bound:,} (GITOPS_FLOW_MAP_MAX_ITEMS)",
+            path=json_path(["nodes", index, "params"]),
+            code="map-limit",
+        )
+    return total
 
 
 def _check_fan_in_variables(spec: FlowSpec, graph: FlowGraph, built: Mapping[str, Runnable[Any, Any]]) -> None:
@@ -348,9 +416,15 @@ def _gather(graph: FlowGraph, node: str) -> Runnable[Any, Any]:
     return RunnableLambda(lambda state: {k: as_value(state[src]) for k, src in keyed.items()}, name=f"{node}.input")
 
 
-def _lean(graph: FlowGraph, runnables: Mapping[str, Runnable[Any, Any]], whole: Runnable[Any, Any]) -> LeanFlow:
-    """The lean program of the graph ``_compile`` made ``whole`` of: the same steps, as plain async code."""
-    forms = {node: form_of(r) for node, r in runnables.items()}
+def _lean(
+    graph: FlowGraph,
+    runnables: Mapping[str, Runnable[Any, Any]],
+    whole: Runnable[Any, Any],
+    parts: Mapping[str, LeanFlow],
+) -> LeanFlow:
+    """The lean program of the graph ``_compile`` made ``whole`` of: the same steps, as plain async code; a
+    control node runs the lean programs of its ``parts``."""
+    forms = {node: control_form(r, parts) or form_of(r) for node, r in runnables.items()}
     if graph.is_chain:
         return LeanFlow(Plan(chain=True, tail=tuple(graph.order)), forms, whole)
     tail = _tail(graph)
@@ -410,9 +484,11 @@ def _history_input(
 
 def _entry_input(graph: FlowGraph, built: Mapping[str, Runnable[Any, Any]]) -> type[Any]:
     """What the flow takes: what its entry takes; for an entry that hands its input on unchanged (Passthrough),
-    what the nodes it feeds read from it, when each of them reads an object of named fields. Prompts that all take
-    the same single variable also take it as bare text (a prompt puts a lone value in its variable), so
-    ``{"question": "…"}`` and ``"…"`` both reach them, as both did before the check."""
+    what the nodes it feeds read from it, when each of them reads an object of named fields. Prompts that each take
+    a single variable also take bare text (a prompt puts a lone value in its variable), so ``{"question": "…"}``
+    and ``"…"`` both reach them, as both did before the check; prompts whose single variables differ (``{text}``
+    and ``{input_value}``, a LangFlow file read by two nodes) each get the text, as LangFlow hands its one input to
+    every node reading it."""
     entry = built[graph.entry]
     own = entry.get_input_schema()
     if not (type(entry) is RunnablePassthrough and entry.func is None and entry.afunc is None):
@@ -425,8 +501,8 @@ def _entry_input(graph: FlowGraph, built: Mapping[str, Runnable[Any, Any]]) -> t
         for name, info in schema.model_fields.items():
             if name not in fields or info.is_required():
                 fields[name] = (info.annotation, info)
-    variables = {tuple(getattr(built[target], "input_variables", None) or ()) for target in readers}
-    single = len(variables) == 1 and len(next(iter(variables))) == 1
+    variables = [tuple(getattr(built[target], "input_variables", None) or ()) for target in readers]
+    single = all(len(names) == 1 for names in variables)
     named: type[BaseModel] = create_model(f"{graph.entry}_{'fields' if single else 'input'}", **fields)
     if not single:
         return named

@@ -61,7 +61,7 @@ class Run:
         return lambda result, model: observer.model_result(token, result, model)
 
 
-async def _gathered(chunks: AsyncIterator[Any]) -> tuple[bool, Any]:
+async def gathered(chunks: AsyncIterator[Any]) -> tuple[bool, Any]:
     """Whether ``chunks`` gave any chunk, and their sum as LangChain's default ``atransform`` adds them up."""
     accumulated = internals.accumulator()
     got = False
@@ -86,7 +86,7 @@ class Form:
 
     async def transform(self, chunks: AsyncIterator[Any], run: Run, token: object) -> AsyncIterator[Any]:
         """Buffer the input (LangChain's default ``atransform``), then answer once."""
-        got, value = await _gathered(chunks)
+        got, value = await gathered(chunks)
         if got:
             yield await self.invoke(value, run, token)
 
@@ -122,7 +122,7 @@ class Lambda(Form):
     """A RunnableLambda of one plain function (Pick, Text)."""
 
     async def transform(self, chunks: AsyncIterator[Any], run: Run, token: object) -> AsyncIterator[Any]:
-        got, value = await _gathered(chunks)
+        got, value = await gathered(chunks)
         yield await self.invoke(value if got else _nothing(), run, token)
 
     async def invoke(self, value: Any, run: Run, token: object) -> Any:
@@ -154,7 +154,7 @@ class Model(Form):
         return await self.model.invoke(value, run.reporter(token))
 
     async def transform(self, chunks: AsyncIterator[Any], run: Run, token: object) -> AsyncIterator[Any]:
-        got, value = await _gathered(chunks)
+        got, value = await gathered(chunks)
         if not got:
             return
         if not self.model.direct(streaming=True):

@@ -105,35 +105,52 @@ class LeanFlow:
         inputs: Sequence[Any],
         config: RunnableConfig | Sequence[RunnableConfig] | None = None,
         *,
+        return_exceptions: bool = False,
         observer: Observer | None = None,
         **kwargs: Any,
     ) -> list[Any]:
-        """Step by step over all inputs, at most ``max_concurrency`` (of the first config) at once."""
+        """Step by step over all inputs, at most ``max_concurrency`` (of the first config) at once. With
+        ``return_exceptions``, an input that fails is left out of the later steps and answers its exception, as
+        a RunnableSequence's ``abatch`` does."""
         if not inputs:
             return []
         configs = list(config) if isinstance(config, Sequence) else [config or {}] * len(inputs)
         limit = configs[0].get("max_concurrency") if configs else None
         runs = [Run(c, observer) for c in configs]
         plan = self.plan
+        failed: dict[int, Exception] = {}
 
-        async def step(node: str, values: list[Any]) -> list[Any]:
-            calls = (partial(self._invoke, node, v, r) for v, r in zip(values, runs, strict=True))
-            return await _gathered(limit, calls)
+        async def each(calls: Mapping[int, Callable[[], Awaitable[Any]]]) -> dict[int, Any]:
+            """Each input's result; with return_exceptions, the inputs that failed are left out (and kept)."""
+            if not return_exceptions:
+                return dict(zip(calls, await _gathered(limit, calls.values()), strict=True))
+            found = await _gathered(limit, (partial(_caught, call) for call in calls.values()))
+            results: dict[int, Any] = {}
+            for index, result in zip(calls, found, strict=True):
+                if isinstance(result, _Caught):
+                    failed[index] = result.error
+                else:
+                    results[index] = result
+            return results
 
+        async def step(node: str, values: Mapping[int, Any]) -> dict[int, Any]:
+            return await each({i: partial(self._invoke, node, v, runs[i]) for i, v in values.items()})
+
+        values: dict[int, Any]
         if plan.chain:
-            values = list(inputs)
+            values = dict(enumerate(inputs))
         else:
-            states = [{plan.entry: v} for v in await step(plan.entry, list(inputs))]
+            entries = await step(plan.entry, dict(enumerate(inputs)))
+            states = {i: {plan.entry: v} for i, v in entries.items()}
             for level in plan.levels:
-                found = await _gathered(
-                    limit, (partial(self._level, level, s, r) for s, r in zip(states, runs, strict=True))
-                )
-                for state, values_ in zip(states, found, strict=True):
-                    state.update(zip(level, values_, strict=True))
-            values = [self._read(plan.tail[0], s) for s in states]
+                found = await each({i: partial(self._level, level, s, runs[i]) for i, s in states.items()})
+                states = {i: states[i] for i in found}
+                for i, level_values in found.items():
+                    states[i].update(zip(level, level_values, strict=True))
+            values = {i: self._read(plan.tail[0], s) for i, s in states.items()}
         for node in plan.tail:
             values = await step(node, values)
-        return values
+        return [failed[i] if i in failed else values[i] for i in range(len(inputs))]
 
     async def _level(self, level: tuple[str, ...], state: Mapping[str, Any], run: Run) -> list[Any]:
         return list(await asyncio.gather(*(self._invoke(n, self._read(n, state), run) for n in level)))
@@ -192,6 +209,22 @@ class LeanFlow:
             observer.node_failed(token, exc)
             raise
         observer.node_finished(token)
+
+
+class _Caught:
+    """A call's exception, kept as its result (abatch's ``return_exceptions``)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+async def _caught(call: Callable[[], Awaitable[Any]]) -> Any:
+    try:
+        return await call()
+    except Exception as exc:  # noqa: BLE001 - the input's answer, as LangChain's return_exceptions keeps it
+        return _Caught(exc)
 
 
 async def _one(value: Any) -> AsyncIterator[Any]:

@@ -181,7 +181,7 @@ def build_flow(
         if node.id not in controls:
             build(index)
     # a control node is built once its parts are: the innermost first (graph.controls), each part compiled as a flow
-    leans = internals.HOOKS.runnables is not None  # without LangChain's hooks the flow runs as its runnable
+    leans = internals.HOOKS.runnables  # without LangChain's hooks the flow runs as its runnable
     compiled: dict[str, Runnable[Any, Any]] = {}
     programs: dict[str, LeanFlow] = {}
     runs: dict[str, int] = {}  # control node -> the most runs of a part's first node one run of it makes

@@ -164,7 +164,9 @@ def test_branches_that_read_the_main_graph_are_refused() -> None:
 
     problem = _refusal(data)
 
-    assert "the nodes after its true_result output also read Prompt-t2oaK, which is not after it" in problem.message
+    assert "its true_result branch reads a node outside it (Prompt-t2oaK, which is not after that output)" in (
+        problem.message
+    )
 
 
 def test_an_unwired_output_is_a_warning_and_that_branch_answers_the_compared_text() -> None:

@@ -103,7 +103,7 @@ def close_branches(b: Builder) -> None:
         if met:
             b.fail(
                 node.path,
-                f"its true and false outputs meet again at {_origin(b, sorted(met)[0])}; each branch of a "
+                f"its branches meet again ({_origin(b, sorted(met)[0])} is after both outputs); each branch of a "
                 "converted If-Else must end in its own Chat Output",
                 node=node,
             )
@@ -116,8 +116,8 @@ def close_branches(b: Builder) -> None:
             if outside:
                 b.fail(
                     node.path,
-                    f"the nodes after its {output} output also read {outside[0]}, which is not after it; a branch "
-                    "of a converted If-Else reads only what the If-Else passes on",
+                    f"its {output} branch reads a node outside it ({outside[0]}, which is not after that output); "
+                    "a branch of a converted If-Else reads only what the If-Else passes on",
                     node=node,
                 )
                 continue
@@ -125,7 +125,7 @@ def close_branches(b: Builder) -> None:
             if len(ends) != 1:
                 b.fail(
                     node.path,
-                    f"its {output} output leads to {len(ends)} ends "
+                    f"its {output} branch has {len(ends)} ends "
                     f"({', '.join(_origin(b, end) for end in ends)}); a branch ends in one output",
                     node=node,
                 )

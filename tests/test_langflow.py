@@ -82,9 +82,18 @@ def run(spec: FlowSpec, value: Any, *, registry: ComponentRegistry | None = None
 UNSUPPORTED = {
     "memory-chatbot": {("MemoryBase-xePih", "MemoryBase", "Memory Base", "$.data.nodes[4]")},
     "v1.2-price-deal-finder": {("AgentQL-6fb13", "AgentQL", "AgentQL Query Data", "$.data.nodes[3]")},
+    "research-translation-loop": {
+        ("ArXivComponent-zGqWh", "ArXivComponent", "arXiv", "$.data.nodes[0]"),
+        ("LoopComponent-E7Ur0", "LoopComponent", "Loop", "$.data.nodes[5]"),
+    },
+    "content-aggregator": {
+        ("BatchRun-ca", "BatchRunComponent", "Batch Run", "$.data.nodes[2]"),
+        ("SaveToFile-VVVVb", "SaveToFile", "Write File", "$.data.nodes[6]"),
+    },
 }
 # converted and checked in test_langflow_knowledge.py (some validate only where the operator allows their requests)
 ELSEWHERE = {
+    "if-else-prompting",  # test_langflow_control.py
     "simple-agent",
     "v1.0-blog-writer",
     "v1.0-document-qa",

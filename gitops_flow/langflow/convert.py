@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gitops_flow.flow.document import ALIAS_PATTERN, NAME_PATTERN
-from gitops_flow.langflow import chat, knowledge, nodes, outbound
+from gitops_flow.langflow import chat, control, knowledge, nodes, outbound
 from gitops_flow.langflow.export import Export, LfNode, Wire, is_export, read_export
 from gitops_flow.langflow.models import TYPE_PROVIDERS
 from gitops_flow.langflow.refusals import refusal
@@ -62,6 +62,7 @@ HANDLERS: dict[str, Callable[[Builder, LfNode], None]] = {
     **{kind: outbound.pages for kind in outbound.PAGES},
     **{kind: outbound.requests for kind in outbound.REQUESTS},
     **{kind: outbound.search for kind in outbound.SEARCHES},
+    **{kind: control.router for kind in control.ROUTERS},
 }
 
 
@@ -128,6 +129,7 @@ def convert(data: dict[str, Any], *, name: str) -> Conversion:
         handler = nodes.refused if node.id in unsupported else HANDLERS[node.type]
         handler(builder, node)
     knowledge.connect_queries(builder)
+    control.close_branches(builder)
     nodes.gather_outputs(builder)
     problems += builder.problems
     if any(p.severity == "error" for p in problems):
@@ -211,6 +213,7 @@ def _without_unused(export: Export) -> tuple[Export, list[Problem]]:
         if current not in read:
             read.add(current)
             pending += [w.source for w in export.wires_into(current)]
+            pending += [w.source for w in export.loops if w.target == current]  # a loop's body, read by the loop
     unused = [n for n in export.nodes if n.id not in read and n.type not in INPUTS]  # an input is judged as one
     stranded = any(  # the request's input, wired, with nothing it feeds shown
         n.type in ("ChatInput", "TextInput") and n.id not in read and export.wires_from(n.id) for n in export.nodes
@@ -218,7 +221,12 @@ def _without_unused(export: Export) -> tuple[Export, list[Problem]]:
     if not outputs or not unused or stranded or any(n.type not in HANDLERS or n.edited for n in unused):
         return export, []  # (an input whose readers no output reads: the flow is judged whole, as LangFlow made it)
     gone = {n.id for n in unused}
-    kept = Export(nodes=[n for n in export.nodes if n.id not in gone], skipped=export.skipped, problems=export.problems)
+    kept = Export(
+        nodes=[n for n in export.nodes if n.id not in gone],
+        skipped=export.skipped,
+        problems=export.problems,
+        loops=[w for w in export.loops if w.source not in gone and w.target not in gone],
+    )
     for wire in export.wires:
         if wire.source not in gone and wire.target not in gone:
             kept.add_wire(wire)

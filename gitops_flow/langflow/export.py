@@ -102,6 +102,7 @@ class Export:
     nodes: list[LfNode] = field(default_factory=list)
     wires: list[Wire] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)  # note nodes (and untyped nodes without edges)
+    loops: list[Wire] = field(default_factory=list)  # wires back into a Loop's item output (its body's end)
     problems: list[Problem] = field(default_factory=list)
     _into: dict[str, list[Wire]] = field(default_factory=dict)
     _into_field: dict[tuple[str, str], list[Wire]] = field(default_factory=dict)
@@ -217,6 +218,7 @@ def _read_edge(index: int, raw: Any, by_id: dict[str, LfNode], found: Export) ->
         found.problems.append(_malformed("an edge is an object", where))
         return None
     ends = {end: raw.get(end) for end in ("source", "target")}
+    target_id = str(ends["target"])
     for end, node_id in ends.items():
         if not isinstance(node_id, str) or node_id not in by_id:
             found.problems.append(
@@ -228,6 +230,12 @@ def _read_edge(index: int, raw: Any, by_id: dict[str, LfNode], found: Export) ->
     source_handle, target_handle = _handle(raw, "sourceHandle"), _handle(raw, "targetHandle")
     output = source_handle.get("name") if source_handle else None
     field_name = target_handle.get("fieldName") if target_handle else None
+    looped = target_handle.get("name") if target_handle and not field_name else None
+    if isinstance(looped, str) and looped:  # LangFlow wires a loop's body back into the loop's output
+        found.loops.append(
+            Wire(index, str(ends["source"]), output if isinstance(output, str) else "", target_id, looped)
+        )
+        return None
     if not isinstance(field_name, str) or not field_name:
         message = "the edge has no data.targetHandle.fieldName naming the field it feeds"
         found.problems.append(Problem(code="langflow-bad-edge", message=message, path=json_path(where)))

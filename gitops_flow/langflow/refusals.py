@@ -52,10 +52,8 @@ REASONS: dict[str, tuple[str, str]] = {
         "it splits documents into chunks for a vector store; a converted flow passes text, not tables",
         "data",
     ),
-    "BatchRunComponent": ("it runs a model once per row of a table; a converted flow passes text, not tables", "data"),
     "SaveToFile": ("it writes files, which a converted flow never does", "files"),
     "Directory": ("it reads files from a folder, which a converted flow never does", "files"),
-    "LoopComponent": ("flows are acyclic graphs; loops have no equivalent", "graph"),
     "CustomComponent": ("it runs custom Python code, which gitops-flow never does", "code"),
     "PythonREPLComponent": (_CODE, "code"),
     "PythonCodeStructuredTool": (_CODE, "code"),
@@ -71,6 +69,8 @@ def refusal(node: LfNode, export: Export) -> str:
             "its code was edited in LangFlow; gitops-flow maps components by type and never runs stored code, "
             "so an edited component cannot be converted faithfully"
         )
+    if node.type in _PER_ITEM:
+        return _PER_ITEM[node.type](node, export)
     why, needs = REASONS.get(node.type) or _family(node.type)
     if any(wire.field == "tools" for wire in export.wires_from(node.id)):
         return (
@@ -79,6 +79,62 @@ def refusal(node: LfNode, export: Export) -> str:
     if needs in _STANDS_IN:
         return f"{why}; an operator's component could do this in a native flow (docs/components.md)"
     return why
+
+
+def _loop(node: LfNode, export: Export) -> str:
+    """A Loop: what it would iterate and its body (the nodes from its item output back into it)."""
+    body = _body(node, export)
+    shape = (
+        f"it runs its body ({', '.join(body)}: the nodes from its item output back into it) once per item"
+        if body
+        else "nothing from its item output comes back into it, so it has no body to run per item"
+    )
+    return f"{shape} of {_items(node, export, 'data')}; {_NO_LIST}"
+
+
+def _batch(node: LfNode, export: Export) -> str:
+    """A Batch Run: a model call per row of the table wired into ``df``."""
+    column = node.text("column_name").strip()
+    rows = f"per row ({'its column ' + repr(column) if column else 'every column'})"
+    return f"it calls its model once {rows} of {_items(node, export, 'df')}; {_NO_LIST}"
+
+
+def _items(node: LfNode, export: Export, field_name: str) -> str:
+    wires = export.wires_into(node.id, field_name)
+    if not wires:
+        return f"a table, and its {field_name} input is not wired"
+    kinds = {n.id: n.type for n in export.nodes}
+    return " and ".join(
+        f"the table {w.source} ({kinds.get(w.source, '?')}) gives its {field_name} input from {w.output!r}"
+        for w in wires
+    )
+
+
+def _body(node: LfNode, export: Export) -> list[str]:
+    """The nodes on a path from the loop's item output to a wire back into the loop, in file order."""
+    ends = {w.source for w in export.loops if w.target == node.id}
+    ahead: set[str] = set()
+    pending = [w.target for w in export.wires_from(node.id) if w.output == "item"]
+    while pending:
+        current = pending.pop()
+        if current not in ahead and current != node.id:
+            ahead.add(current)
+            pending += [w.target for w in export.wires_from(current)]
+    behind: set[str] = set()
+    pending = list(ends)
+    while pending:
+        current = pending.pop()
+        if current not in behind and current != node.id:
+            behind.add(current)
+            pending += [w.source for w in export.wires_into(current)]
+    return [n.id for n in export.nodes if n.id in ahead & behind]
+
+
+_NO_LIST = (
+    "a native Map (docs/components.md) runs a body per item of a list, but converted components pass text, never a "
+    "table or a list of items to run over (a converted web search gives its results joined as text)"
+)
+_PER_ITEM = {"LoopComponent": _loop, "BatchRunComponent": _batch}
 
 
 def _family(kind: str) -> tuple[str, str]:

@@ -75,6 +75,14 @@ class Corpus:
     committed under the flow's knowledge folder, which its Retrievers read; nothing runs for them."""
 
 
+@dataclass(frozen=True, slots=True)
+class Branching:
+    """A converted If-Else (control.py): its node, and the parts its ``true_result`` and ``false_result`` start."""
+
+    node: LfNode
+    starts: tuple[str, str]
+
+
 Port = NodePort | Constant | ModelPort | ToolPort | Refused | EmbeddingsPort | Corpus
 
 
@@ -102,6 +110,7 @@ class Builder:
     refused: frozenset[str] = frozenset()  # the ids of the nodes that cannot be converted
     name: str = "flow"  # the converted flow's name: its documents are committed under knowledge/<name>/
     queries: list[str] = field(default_factory=list)  # Retrievers the flow's input queries (wired at the end)
+    branchings: list[Branching] = field(default_factory=list)  # routers whose branches are closed at the end
     _index: dict[str, int] = field(default_factory=dict)
     _history: str | None = None
 
@@ -173,6 +182,9 @@ class Builder:
         code = code or ("langflow-bad-edge" if wire else "langflow-unsupported")
         text = f"{node.label()}: {message}" if node else message
         self.problems.append(Problem(code=code, message=text, path=path))
+
+    def warn(self, path: str, message: str, *, code: str) -> None:
+        self.problems.append(Problem(code=code, message=message, path=path, severity="warning"))
 
     def slot(self, node: LfNode, field_name: str, variable: str, pending: list[tuple[Port, str, Wire]]) -> str:
         """A template fragment for a text field: ``{variable}`` when a node feeds it (the edge is queued in

@@ -364,12 +364,14 @@ async def _concurrent_failures(doc: dict[str, Any], inputs: list[Any]) -> set[tu
     return failures
 
 
-async def _failures_alone(doc: dict[str, Any], inputs: list[Any]) -> set[tuple[str, str]]:
-    """The failures of each input invoked on its own, on both paths."""
+async def _failures_alone(doc: dict[str, Any], inputs: list[Any], streamed: bool = False) -> set[tuple[str, str]]:
+    """The failures of each input invoked (or ``streamed``) on its own, on both paths."""
     failures: set[tuple[str, str]] = set()
     for value in inputs:
         for lean in (False, True):
-            outcome = await _outcome(lambda value=value, lean=lean: run_lean(_build(doc), lean).ainvoke(value, {}))
+            runner = run_lean(_build(doc), lean)
+            call = _stream(runner, value) if streamed else runner.ainvoke(value, {})
+            outcome = await _outcome(lambda call=call: call)
             if "raised" in outcome:
                 failures.add((outcome["raised"], outcome["message"]))
     return failures
@@ -405,8 +407,9 @@ def test_both_paths_answer_the_same(seed: int, hooks: str, monkeypatch: pytest.M
                 # stream's) that fail at different depths of it race as a fan-out level's nodes do: each outcome must
                 # be a failure its inputs meet on their own, on either path (LangChain's order is a race: asked a few
                 # times)
-                given = inputs if call == "batch" else inputs[:1]
-                alone = set().union(*(asyncio.run(_failures_alone(doc, given)) for _ in range(RACE_TRIES)))
+                given, streamed = (inputs, False) if call == "batch" else (inputs[:1], call == "stream")
+                tries = (asyncio.run(_failures_alone(doc, given, streamed)) for _ in range(RACE_TRIES))
+                alone = set().union(*tries)
                 assert {(o["raised"], o["message"]) for o in (langchain, lean)} <= alone, (seed, call, alone)
                 continue
         assert differs is None, f"seed {seed}, {call} of {inputs!r}: {differs}\n{doc}"

@@ -166,8 +166,17 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     remote.commit(files, "first")
     remote.push()
     with serve_process(remote, tmp_path, workers=2) as server:
-        # every worker ready: new connections land on either, so ten ready answers in a row from new ones
-        wait_until(lambda: all(httpx.get(server.url + "/readyz").status_code == 200 for _ in range(10)), what="workers")
+        # every worker ready: new connections land on either, until each worker has answered ready itself (ten
+        # ready answers in a row could all come from the first worker while the second was still building)
+        ready: set[int] = set()
+
+        def both_ready() -> bool:
+            answer = httpx.get(server.url + "/readyz")
+            if answer.status_code == 200:
+                ready.add(answer.json()["worker"]["slot"])
+            return len(ready) == 2
+
+        wait_until(both_ready, what="both workers ready")
         wait_until(lambda: "failed broken at" in server.log_text(), what="the failure's log line")
         yield server
 

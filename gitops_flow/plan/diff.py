@@ -4,7 +4,7 @@ lifetime, limits and token budgets, the response cache, yanked commits, each val
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -171,21 +171,25 @@ def routing_diff(old: RoutingConfig | None, new: RoutingConfig | None) -> list[C
     return found
 
 
+def _keyed_changes(before: Mapping[Any, str], after: Mapping[Any, str], what: Callable[[Any], str]) -> list[Change]:
+    """Entries added, removed or shown otherwise between two mappings of shown entries, each named by ``what``."""
+    found = []
+    for key in dict.fromkeys([*before, *after]):
+        if key not in before:
+            found.append(Change("added", what(key), after[key]))
+        elif key not in after:
+            found.append(Change("removed", what(key), before[key]))
+        elif before[key] != after[key]:
+            found.append(Change("changed", what(key), f"{before[key]} → {after[key]}"))
+    return found
+
+
 def _segment_changes(route: str, old: Sequence[RouteTarget], new: Sequence[RouteTarget]) -> list[Change]:
     """Segments added, removed or matching other requests: ``route support-bot: segment vip``, ``X-Flow-Segment in
     [vip]``. A route whose segments are unchanged shows none (``plan`` shows every segment of a new route)."""
     before = {(t.ref, t.match.header): _segment(t.match) for t in old if t.match is not None}
     after = {(t.ref, t.match.header): _segment(t.match) for t in new if t.match is not None}
-    found = []
-    for key in list(dict.fromkeys([*before, *after])):
-        what = f"route {route}: segment {key[0]}"
-        if key not in before:
-            found.append(Change("added", what, after[key]))
-        elif key not in after:
-            found.append(Change("removed", what, before[key]))
-        elif before[key] != after[key]:
-            found.append(Change("changed", what, f"{before[key]} → {after[key]}"))
-    return found
+    return _keyed_changes(before, after, lambda key: f"route {route}: segment {key[0]}")
 
 
 def _shadow_changes(route: str, old: Sequence[RouteTarget], new: Sequence[RouteTarget]) -> list[Change]:
@@ -193,16 +197,7 @@ def _shadow_changes(route: str, old: Sequence[RouteTarget], new: Sequence[RouteT
     exact, at most 5 runs/s``."""
     before = {(t.ref, s.ref): _shadow(s) for t in old for s in t.shadow}
     after = {(t.ref, s.ref): _shadow(s) for t in new for s in t.shadow}
-    found = []
-    for key in list(dict.fromkeys([*before, *after])):
-        what = f"route {route}: {key[0]} shadowed by {key[1]}"
-        if key not in before:
-            found.append(Change("added", what, after[key]))
-        elif key not in after:
-            found.append(Change("removed", what, before[key]))
-        elif before[key] != after[key]:
-            found.append(Change("changed", what, f"{before[key]} → {after[key]}"))
-    return found
+    return _keyed_changes(before, after, lambda key: f"route {route}: {key[0]} shadowed by {key[1]}")
 
 
 def _shadow(shadow: Shadow) -> str:
@@ -216,16 +211,7 @@ def _step_changes(route: str, old: Sequence[RouteTarget], new: Sequence[RouteTar
     ``10 → 50 → 100 %, each step held at least 300 s while the analysis holds``."""
     before = {t.ref: rollout_text(t) for t in old if t.steps is not None}
     after = {t.ref: rollout_text(t) for t in new if t.steps is not None}
-    found = []
-    for ref in list(dict.fromkeys([*before, *after])):
-        what = f"route {route}: steps of {ref}"
-        if ref not in before:
-            found.append(Change("added", what, after[ref]))
-        elif ref not in after:
-            found.append(Change("removed", what, before[ref]))
-        elif before[ref] != after[ref]:
-            found.append(Change("changed", what, f"{before[ref]} → {after[ref]}"))
-    return found
+    return _keyed_changes(before, after, lambda ref: f"route {route}: steps of {ref}")
 
 
 def rollout_text(target: RouteTarget) -> str:
